@@ -1,0 +1,585 @@
+#include "algorithms/lasso/lasso.h"
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_map>
+
+#include "core/metrics.h"
+
+namespace tessera {
+
+namespace {
+
+// Block ids tell a worker what to compute.
+constexpr std::uint32_t kUpdateBlock = 0;    // partial gradients (+ Gram) for an update
+constexpr std::uint32_t kGradientBlock = 1;  // partial gradients only (KKT / screening pass)
+
+double SoftThreshold(double z, double t) {
+  return z > t ? z - t : (z < -t ? z + t : 0.0);
+}
+
+// One worker's rows, residual and scratch space; touched only by that worker's fiber.
+struct RowShard {
+  SparseColMatrix x;         // local rows x all features
+  Eigen::VectorXd y;         // local responses, centered by the global mean
+  Eigen::VectorXd colsum;    // Σ_i x_ij over local rows
+  Eigen::VectorXd rs;        // r_s = ỹ − X b (uncentered X); residual r = r_s + c
+  double c = 0;              // μᵀb: the centering part of the residual, the same everywhere
+  Eigen::VectorXd scatter;   // dense scratch of local-row length, kept all zero between uses
+};
+
+double ColumnDot(const SparseColMatrix& x, Eigen::Index j, const Eigen::VectorXd& v) {
+  double s = 0;
+  for (SparseColMatrix::InnerIterator it(x, j); it; ++it) s += it.value() * v[it.index()];
+  return s;
+}
+
+}  // namespace
+
+Status LassoOptions::Validate() const {
+  TESSERA_RETURN_IF_ERROR(engine.Validate());
+  TESSERA_RETURN_IF_ERROR(scheduler_options.Validate());
+  if (block_update != "sequential" && block_update != "parallel") {
+    return InvalidArgument("--block-update must be 'sequential' or 'parallel', got '" +
+                           block_update + "'");
+  }
+  if (!(tolerance > 0)) return InvalidArgument("--tolerance must be > 0");
+  return Status::Ok();
+}
+
+int LassoSolution::nonzeros() const {
+  return static_cast<int>((beta.array() != 0).count());
+}
+
+class LassoApp final : public ModelParallelApp {
+ public:
+  LassoApp(const Dataset& data, const LassoOptions& opts)
+      : opts_(opts), verifier_(MakeRoundRobinScheduler(opts.scheduler_options)) {
+    n_ = data.rows();
+    p_ = data.cols();
+    sequential_ = opts.block_update == "sequential";
+    x_ = SparseColMatrix(data.x);
+    x_.makeCompressed();
+    ybar_ = data.y.mean();
+    mu_.resize(p_);
+    d_.resize(p_);
+    pf_.resize(p_);
+    for (Eigen::Index j = 0; j < p_; ++j) {
+      double sum = 0, sq = 0;
+      for (SparseColMatrix::InnerIterator it(x_, j); it; ++it) {
+        sum += it.value();
+        sq += it.value() * it.value();
+      }
+      mu_[j] = sum / n_;
+      d_[j] = std::max(0.0, sq - n_ * mu_[j] * mu_[j]);
+      if (d_[j] <= 1e-12 * std::max(sq, 1e-300)) d_[j] = 0;  // constant column
+      pf_[j] = opts.standardize ? std::sqrt(d_[j] / n_) : 1.0;
+    }
+    const Eigen::VectorXd yc = data.y.array() - ybar_;
+    null_ms_ = yc.squaredNorm() / n_;
+    grad0_ = (x_.transpose() * yc) / static_cast<double>(n_);  // = X̃ᵀỹ/n since Σỹ = 0
+    beta_ = Eigen::VectorXd::Zero(p_);
+    // Partition rows contiguously over the workers.
+    const auto ranges = SplitRange(n_, opts.engine.workers);
+    const SparseRowMatrix& rows = data.x;
+    for (const auto& r : ranges) {
+      RowShard s;
+      const auto len = static_cast<Eigen::Index>(r.size());
+      s.x = SparseColMatrix(rows.middleRows(static_cast<Eigen::Index>(r.begin), len));
+      s.x.makeCompressed();
+      s.y = yc.segment(static_cast<Eigen::Index>(r.begin), len);
+      s.colsum = Eigen::VectorXd::Zero(p_);
+      for (Eigen::Index j = 0; j < p_; ++j) {
+        for (SparseColMatrix::InnerIterator it(s.x, j); it; ++it) s.colsum[j] += it.value();
+      }
+      s.rs = s.y;
+      s.scatter = Eigen::VectorXd::Zero(len);
+      shards_.push_back(std::move(s));
+    }
+    last_lambda_ = LambdaMax();
+    lambda_max_ = std::max(LambdaMax(), 1e-300);
+  }
+
+  double LambdaMax() const {
+    double m = 0;
+    for (Eigen::Index j = 0; j < p_; ++j) {
+      if (d_[j] > 0 && pf_[j] > 0) m = std::max(m, std::abs(grad0_[j]) / pf_[j]);
+    }
+    return m;
+  }
+
+  // Dependency between coordinates a and b: |corr| of the centered columns.
+  double Dependency(Key a, Key b) const {
+    const auto ia = static_cast<Eigen::Index>(a), ib = static_cast<Eigen::Index>(b);
+    if (d_[ia] <= 0 || d_[ib] <= 0) return 0;
+    SparseColMatrix::InnerIterator i(x_, ia), k(x_, ib);
+    double dot = 0;
+    while (i && k) {
+      if (i.index() == k.index()) {
+        dot += i.value() * k.value();
+        ++i;
+        ++k;
+      } else if (i.index() < k.index()) {
+        ++i;
+      } else {
+        ++k;
+      }
+    }
+    return std::abs(dot - n_ * mu_[ia] * mu_[ib]) / std::sqrt(d_[ia] * d_[ib]);
+  }
+
+  // Prepares a fit at `lambda`; `prev_grad`/`prev_lambda` feed the strong rule.
+  void BeginFit(double lambda) {
+    lambda_ = lambda;
+    strong_.assign(p_, 1);
+    if (opts_.strong_rules) {
+      for (Eigen::Index j = 0; j < p_; ++j) {
+        const bool active = beta_[j] != 0;
+        if (!active && d_[j] > 0 &&
+            std::abs(last_grad_.size() ? last_grad_[j] : grad0_[j]) <
+                pf_[j] * (2 * lambda - last_lambda_)) {
+          strong_[j] = 0;
+        }
+      }
+    }
+    for (Eigen::Index j = 0; j < p_; ++j) {
+      if (d_[j] <= 0) strong_[j] = 0;
+    }
+    StartSweep(Phase::kFull);
+    done_ = false;
+    kkt_pending_ = false;
+  }
+
+  void EndFit(double lambda) {
+    last_lambda_ = lambda;
+    last_grad_ = kkt_grad_;
+  }
+
+  const Eigen::VectorXd& beta() const { return beta_; }
+  double intercept() const { return ybar_ - mu_.dot(beta_); }
+  void SetZero() {
+    beta_.setZero();
+    last_grad_.resize(0);
+    last_lambda_ = LambdaMax();
+  }
+
+  Status InitScheduler(const std::string& name, SchedulerOptions so) {
+    so.dependency = [this](Key a, Key b) { return Dependency(a, b); };
+    TESSERA_ASSIGN_OR_RETURN(scheduler_, DefaultSchedulers().Create(name, so));
+    return Status::Ok();
+  }
+
+  // --- ModelParallelApp ---
+
+  RoundSchedule Schedule(ScheduleContext& ctx) override {
+    RoundSchedule plan;
+    if (done_) {
+      plan.done = true;
+      return plan;
+    }
+    while (sweep_left_ == 0) {
+      if (!ctx.in_flight.empty()) return plan;  // barrier: judge the sweep on fresh values
+      if (kkt_pending_) {
+        kkt_pending_ = false;
+        if (FinishKkt()) {
+          done_ = true;
+          plan.done = true;
+          return plan;
+        }
+      } else if (NextPhase()) {
+        // Converged on the candidates: one gradient pass over every feature checks KKT.
+        kkt_pending_ = true;
+        Block b{kGradientBlock, {}, kAllWorkers};
+        for (Eigen::Index j = 0; j < p_; ++j) b.keys.push_back(static_cast<Key>(j));
+        plan.blocks.push_back(std::move(b));
+        stale_[ctx.round] = {};
+        return plan;
+      }
+    }
+    Scheduler& s = verifying_ ? *verifier_ : *scheduler_;
+    std::vector<Block> blocks = s.Next(ctx);
+    Block merged{kUpdateBlock, {}, kAllWorkers};
+    for (auto& b : blocks) merged.keys.insert(merged.keys.end(), b.keys.begin(), b.keys.end());
+    TESSERA_CHECK(!merged.keys.empty()) << "scheduler returned no keys";
+    for (Key k : merged.keys) {
+      if (visited_[k] != sweep_id_) {
+        visited_[k] = sweep_id_;
+        ++visited_count_;
+      }
+    }
+    sweep_left_ -= std::min<std::int64_t>(sweep_left_, static_cast<std::int64_t>(merged.keys.size()));
+    plan.evaluate_after = sweep_left_ == 0;
+    plan.blocks.push_back(std::move(merged));
+    stale_[ctx.round].assign(ctx.in_flight.begin(), ctx.in_flight.end());
+    return plan;
+  }
+
+  std::vector<Partial> Push(WorkerContext& ctx, std::span<const Block> blocks) override {
+    RowShard& s = shards_[ctx.worker];
+    std::vector<Partial> out;
+    for (const Block& b : blocks) {
+      const std::size_t u = b.keys.size();
+      const bool gram = b.id == kUpdateBlock && sequential_;
+      const std::size_t m = gram ? ctx.stale_keys.size() : 0;
+      Partial part;
+      part.block = b.id;
+      part.values.resize(static_cast<Eigen::Index>(u + (gram ? u * (u - 1) / 2 + u * m : 0)));
+      Eigen::Index at = 0;
+      for (Key k : b.keys) {
+        const auto j = static_cast<Eigen::Index>(k);
+        part.values[at++] = ColumnDot(s.x, j, s.rs) + s.c * s.colsum[j];
+      }
+      if (gram) {
+        // Partial x_aᵀx_b over local rows: scatter column a, gather the others.
+        for (std::size_t i = 0; i < u; ++i) {
+          const auto a = static_cast<Eigen::Index>(b.keys[i]);
+          for (SparseColMatrix::InnerIterator it(s.x, a); it; ++it) s.scatter[it.index()] = it.value();
+          for (std::size_t k = i + 1; k < u; ++k) {
+            part.values[at++] = ColumnDot(s.x, static_cast<Eigen::Index>(b.keys[k]), s.scatter);
+          }
+          for (std::size_t k = 0; k < m; ++k) {
+            part.values[at++] =
+                ColumnDot(s.x, static_cast<Eigen::Index>(ctx.stale_keys[k]), s.scatter);
+          }
+          for (SparseColMatrix::InnerIterator it(s.x, a); it; ++it) s.scatter[it.index()] = 0;
+        }
+      }
+      out.push_back(std::move(part));
+    }
+    return out;
+  }
+
+  Update Pull(PullContext& ctx, std::span<const Block> blocks,
+              std::span<const Partial> merged) override {
+    Update update;
+    std::vector<Key> stale = std::move(stale_[ctx.round]);
+    stale_.erase(ctx.round);
+    for (std::size_t bi = 0; bi < blocks.size(); ++bi) {
+      const Block& b = blocks[bi];
+      const Eigen::VectorXd& v = merged[bi].values;
+      const std::size_t u = b.keys.size();
+      if (b.id == kGradientBlock) {
+        kkt_grad_ = v / static_cast<double>(n_);
+        continue;
+      }
+      Eigen::VectorXd g = v.head(static_cast<Eigen::Index>(u));
+      auto gram = [&](std::size_t i, std::size_t k) {  // G(keys[i], keys[k]) for i < k
+        const std::size_t row_start = i * u - i * (i + 1) / 2 + i * stale.size();
+        const auto a = static_cast<Eigen::Index>(b.keys[i]), c = static_cast<Eigen::Index>(b.keys[k]);
+        return v[static_cast<Eigen::Index>(u + row_start + (k - i - 1))] - n_ * mu_[a] * mu_[c];
+      };
+      if (sequential_ && !ctx.stale_updates.empty()) {
+        // The workers' gradients miss the updates committed since they pushed: correct them.
+        std::unordered_map<Key, std::size_t> where;
+        for (std::size_t k = 0; k < stale.size(); ++k) where.emplace(stale[k], k);
+        for (std::size_t i = 0; i < u; ++i) {
+          const std::size_t row_start = i * u - i * (i + 1) / 2 + i * stale.size();
+          const std::size_t cross = u + row_start + (u - i - 1);
+          const auto a = static_cast<Eigen::Index>(b.keys[i]);
+          for (const Update& su : ctx.stale_updates) {
+            for (std::size_t t = 0; t < su.keys.size(); ++t) {
+              auto it = where.find(su.keys[t]);
+              TESSERA_CHECK(it != where.end()) << "stale update of a key not pushed as stale";
+              const auto kk = static_cast<Eigen::Index>(su.keys[t]);
+              const double gak = v[static_cast<Eigen::Index>(cross + it->second)] -
+                                 n_ * mu_[a] * mu_[kk];
+              g[static_cast<Eigen::Index>(i)] -= gak * su.delta[static_cast<Eigen::Index>(t)];
+            }
+          }
+        }
+      }
+      const std::size_t first = update.keys.size();
+      std::vector<double> deltas(u, 0.0);
+      for (std::size_t i = 0; i < u; ++i) {
+        const auto j = static_cast<Eigen::Index>(b.keys[i]);
+        if (d_[j] <= 0) continue;
+        const double old = beta_[j];
+        const double nb = SoftThreshold(g[static_cast<Eigen::Index>(i)] + d_[j] * old,
+                                        n_ * lambda_ * pf_[j]) / d_[j];
+        const double delta = nb - old;
+        if (delta == 0) continue;
+        beta_[j] = nb;
+        if (old == 0) entered_ = true;
+        deltas[i] = delta;
+        update.keys.push_back(b.keys[i]);
+        sweep_change_ = std::max(sweep_change_, d_[j] * std::abs(delta) / n_);
+        if (sequential_) {
+          for (std::size_t k = i + 1; k < u; ++k) g[static_cast<Eigen::Index>(k)] -= gram(i, k) * delta;
+        }
+      }
+      update.delta.conservativeResize(static_cast<Eigen::Index>(update.keys.size()));
+      for (std::size_t i = 0, t = first; i < u; ++i) {
+        if (deltas[i] != 0) update.delta[static_cast<Eigen::Index>(t++)] = deltas[i];
+      }
+    }
+    if (!update.empty()) {
+      scheduler_->Observe(update.keys, update.delta);
+    }
+    return update;
+  }
+
+  void Apply(WorkerContext& ctx, const Update& update) override {
+    RowShard& s = shards_[ctx.worker];
+    for (std::size_t t = 0; t < update.keys.size(); ++t) {
+      const auto j = static_cast<Eigen::Index>(update.keys[t]);
+      const double delta = update.delta[static_cast<Eigen::Index>(t)];
+      for (SparseColMatrix::InnerIterator it(s.x, j); it; ++it) s.rs[it.index()] -= delta * it.value();
+      s.c += mu_[j] * delta;
+    }
+  }
+
+  Eigen::VectorXd EvaluateTerms(WorkerContext& ctx) override {
+    const RowShard& s = shards_[ctx.worker];
+    Eigen::VectorXd t(1);
+    t[0] = (s.rs.array() + s.c).square().sum();
+    return t;
+  }
+
+  double Objective(const Eigen::VectorXd& terms) override {
+    double pen = 0;
+    for (Eigen::Index j = 0; j < p_; ++j) pen += pf_[j] * std::abs(beta_[j]);
+    return terms[0] / (2.0 * n_) + lambda_ * pen;
+  }
+
+  // Recomputes each worker's residual from the committed coefficients (between fits; also
+  // clears the rounding drift of incremental updates).
+  void SyncShards() {
+    for (RowShard& s : shards_) {
+      s.rs = s.y - s.x * beta_;
+      s.c = mu_.dot(beta_);
+    }
+  }
+
+  // Serial oracles over the full data.
+  double ObjectiveOf(double lambda, double b0, const Eigen::VectorXd& beta) const {
+    const Eigen::VectorXd r = FullResidual(b0, beta);
+    double pen = 0;
+    for (Eigen::Index j = 0; j < p_; ++j) pen += pf_[j] * std::abs(beta[j]);
+    return r.squaredNorm() / (2.0 * n_) + lambda * pen;
+  }
+  double KktOf(double lambda, double b0, const Eigen::VectorXd& beta) const {
+    const Eigen::VectorXd r = FullResidual(b0, beta);
+    const Eigen::VectorXd g = (x_.transpose() * r) / static_cast<double>(n_);
+    const double rmean = r.mean();
+    double worst = std::abs(rmean);  // stationarity in the intercept
+    for (Eigen::Index j = 0; j < p_; ++j) {
+      const double gj = g[j] - mu_[j] * rmean;
+      const double t = lambda * pf_[j];
+      const double v = beta[j] != 0 ? std::abs(gj - t * (beta[j] > 0 ? 1 : -1))
+                                    : std::max(std::abs(gj) - t, 0.0);
+      worst = std::max(worst, v);
+    }
+    return worst;
+  }
+
+  Eigen::VectorXd FullResidual(double b0, const Eigen::VectorXd& beta) const {
+    return (y_full_.array() - b0).matrix() - x_ * beta;
+  }
+  void SetResponse(const Eigen::VectorXd& y) { y_full_ = y; }
+
+ private:
+  enum class Phase { kFull, kActive };
+
+  void StartSweep(Phase phase, bool verifying = false) {
+    phase_ = phase;
+    verifying_ = verifying;
+    std::vector<Key> keys;
+    for (Eigen::Index j = 0; j < p_; ++j) {
+      const bool in = phase == Phase::kFull ? strong_[j] != 0 : beta_[j] != 0;
+      if (in) keys.push_back(static_cast<Key>(j));
+    }
+    if (keys.empty()) {  // nothing to update: go straight to the KKT pass
+      sweep_left_ = 0;
+      sweep_keys_ = 0;
+      sweep_change_ = 0;
+      entered_ = false;
+      skip_to_kkt_ = true;
+      return;
+    }
+    skip_to_kkt_ = false;
+    (verifying ? *verifier_ : *scheduler_).Reset(keys);
+    sweep_keys_ = static_cast<std::int64_t>(keys.size());
+    sweep_left_ = sweep_keys_;
+    ++sweep_id_;
+    visited_.resize(p_, 0);
+    visited_count_ = 0;
+    sweep_change_ = 0;
+    entered_ = false;
+  }
+
+  // Called at a sweep boundary with every round pulled. Starts the next sweep and returns
+  // false, or returns true when the candidates have converged.
+  bool NextPhase() {
+    if (skip_to_kkt_) return true;
+    const bool converged = sweep_change_ < KktTolerance();
+    const bool full_pass = visited_count_ >= sweep_keys_;
+    if (!converged) {
+      StartSweep(opts_.active_set && !beta_.isZero(0) ? Phase::kActive : Phase::kFull);
+      return false;
+    }
+    if (!full_pass) {  // a sampled sweep looked converged: confirm with an ordered pass
+      StartSweep(phase_, /*verifying=*/true);
+      return false;
+    }
+    if (phase_ == Phase::kActive || entered_) {
+      StartSweep(Phase::kFull);
+      return false;
+    }
+    return true;
+  }
+
+  double KktTolerance() const { return opts_.tolerance * lambda_max_; }
+
+  // After the gradient pass over every feature: true when the optimality conditions hold within
+  // KktTolerance() everywhere; otherwise screened violators join the candidates and sweeping
+  // goes on.
+  bool FinishKkt() {
+    bool screened_violator = false;
+    double worst = 0;
+    for (Eigen::Index j = 0; j < p_; ++j) {
+      if (d_[j] <= 0) continue;
+      const double t = lambda_ * pf_[j], g = kkt_grad_[j];
+      const double v = beta_[j] != 0 ? std::abs(g - t * (beta_[j] > 0 ? 1 : -1))
+                                     : std::max(std::abs(g) - t, 0.0);
+      worst = std::max(worst, v);
+      if (!strong_[j] && v > KktTolerance()) {
+        strong_[j] = 1;
+        screened_violator = true;
+      }
+    }
+    if (!screened_violator && worst <= KktTolerance()) return true;
+    StartSweep(Phase::kFull);
+    return false;
+  }
+
+  LassoOptions opts_;
+  std::unique_ptr<Scheduler> scheduler_, verifier_;
+  bool sequential_ = true;
+  Eigen::Index n_ = 0, p_ = 0;
+  SparseColMatrix x_;
+  Eigen::VectorXd y_full_;
+  double ybar_ = 0, null_ms_ = 0;
+  Eigen::VectorXd mu_, d_, pf_, grad0_, beta_;
+  std::vector<RowShard> shards_;
+
+  double lambda_ = 0, last_lambda_ = 0, lambda_max_ = 1;
+  Eigen::VectorXd last_grad_, kkt_grad_;
+  std::vector<char> strong_;
+  Phase phase_ = Phase::kFull;
+  bool verifying_ = false, done_ = false, kkt_pending_ = false, entered_ = false,
+       skip_to_kkt_ = false;
+  std::int64_t sweep_left_ = 0, sweep_keys_ = 0;
+  std::uint64_t sweep_id_ = 0;
+  std::vector<std::uint64_t> visited_;
+  std::int64_t visited_count_ = 0;
+  double sweep_change_ = 0;
+  std::unordered_map<std::uint64_t, std::vector<Key>> stale_;  // round -> keys in flight at push
+};
+
+StatusOr<std::unique_ptr<LassoSolver>> LassoSolver::Create(const Dataset& data,
+                                                           const LassoOptions& options) {
+  TESSERA_RETURN_IF_ERROR(options.Validate());
+  if (data.rows() < 2) return InvalidArgument(data.source + ": need at least 2 rows");
+  if (data.cols() < 1) return InvalidArgument(data.source + ": no feature columns");
+  if (options.engine.workers > data.rows()) {
+    return InvalidArgument("--workers " + std::to_string(options.engine.workers) +
+                           " is more than the " + std::to_string(data.rows()) + " rows");
+  }
+  std::unique_ptr<LassoSolver> solver(new LassoSolver);
+  solver->options_ = options;
+  solver->app_ = std::make_unique<LassoApp>(data, options);
+  TESSERA_RETURN_IF_ERROR(solver->app_->InitScheduler(options.scheduler, options.scheduler_options));
+  solver->app_->SetResponse(data.y);
+  return solver;
+}
+
+LassoSolver::~LassoSolver() = default;
+
+double LassoSolver::LambdaMax() const { return app_->LambdaMax(); }
+
+void LassoSolver::Reset() { app_->SetZero(); }
+
+StatusOr<LassoSolution> LassoSolver::Fit(double lambda) {
+  if (!(lambda > 0) || !std::isfinite(lambda)) {
+    return InvalidArgument("--lambda must be a positive number, got " + FormatDouble(lambda));
+  }
+  app_->SyncShards();
+  app_->BeginFit(lambda);
+  EngineOptions eo = options_.engine;
+  TESSERA_ASSIGN_OR_RETURN(RunResult run, RunModelParallel(*app_, eo));
+  app_->EndFit(lambda);
+  LassoSolution s;
+  s.lambda = lambda;
+  s.beta = app_->beta();
+  s.intercept = app_->intercept();
+  s.objective = app_->ObjectiveOf(lambda, s.intercept, s.beta);
+  s.kkt_violation = app_->KktOf(lambda, s.intercept, s.beta);
+  s.rounds = run.rounds;
+  s.seconds = run.seconds;
+  s.bytes = run.bytes;
+  s.updates = run.updates;
+  s.stop_reason = run.stop_reason;
+  s.evaluations = std::move(run.evaluations);
+  return s;
+}
+
+StatusOr<std::vector<LassoSolution>> LassoSolver::FitPath(int count, double ratio) {
+  if (count < 1) return InvalidArgument("--path must be at least 1, got " + std::to_string(count));
+  if (!(ratio > 0 && ratio < 1)) {
+    return InvalidArgument("--path-ratio must be in (0, 1), got " + FormatDouble(ratio));
+  }
+  const double lmax = LambdaMax();
+  if (!(lmax > 0)) return InvalidArgument("lambda_max is 0: the response is constant or X is 0");
+  std::vector<LassoSolution> out;
+  for (int k = 0; k < count; ++k) {
+    const double t = count == 1 ? 0.0 : static_cast<double>(k) / (count - 1);
+    TESSERA_ASSIGN_OR_RETURN(auto s, Fit(lmax * std::pow(ratio, t)));
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+double LassoSolver::Objective(double lambda, double intercept, const Eigen::VectorXd& beta) const {
+  return app_->ObjectiveOf(lambda, intercept, beta);
+}
+
+double LassoSolver::KktViolation(double lambda, double intercept,
+                                 const Eigen::VectorXd& beta) const {
+  return app_->KktOf(lambda, intercept, beta);
+}
+
+namespace {
+std::string FeatureName(const Dataset& data, Eigen::Index j) {
+  return j < static_cast<Eigen::Index>(data.feature_names.size()) ? data.feature_names[j]
+                                                                  : "x" + std::to_string(j + 1);
+}
+}  // namespace
+
+Status WriteCoefficients(const std::string& path, const Dataset& data,
+                         const LassoSolution& solution) {
+  CsvWriter out;
+  TESSERA_RETURN_IF_ERROR(out.Open(path, "name,value"));
+  out.Row("(intercept)," + FormatDouble(solution.intercept));
+  for (Eigen::Index j = 0; j < solution.beta.size(); ++j) {
+    out.Row(FeatureName(data, j) + "," + FormatDouble(solution.beta[j]));
+  }
+  return out.Finish();
+}
+
+Status WritePath(const std::string& path, const Dataset& data,
+                 const std::vector<LassoSolution>& sols) {
+  std::string header = "lambda,intercept";
+  for (Eigen::Index j = 0; j < data.cols(); ++j) header += "," + FeatureName(data, j);
+  header += ",objective,kkt_max_violation";
+  CsvWriter out;
+  TESSERA_RETURN_IF_ERROR(out.Open(path, header));
+  for (const auto& s : sols) {
+    std::string row = FormatDouble(s.lambda) + "," + FormatDouble(s.intercept);
+    for (Eigen::Index j = 0; j < s.beta.size(); ++j) row += "," + FormatDouble(s.beta[j]);
+    row += "," + FormatDouble(s.objective) + "," + FormatDouble(s.kkt_violation);
+    out.Row(row);
+  }
+  return out.Finish();
+}
+
+}  // namespace tessera

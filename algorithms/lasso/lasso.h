@@ -1,0 +1,94 @@
+// Lasso by model-parallel coordinate descent (STRADS Lasso, with glmnet's screening).
+//
+// Objective: (1/2n)‖y − b0 − Xb‖² + λ Σ_j pf_j |b_j|, intercept b0 unpenalized; pf_j = 1, or
+// the column's standard deviation with `standardize` (glmnet's standardize=TRUE problem).
+//
+// Rows are partitioned over the workers; each owns its rows and their residual. A round
+// schedules a block of coordinates; each worker pushes the partial gradients x_jᵀr over its
+// rows; the sync layer sums them, soft-thresholds and commits b_j; workers apply Δb_j to their
+// residuals. With `block_update = sequential` (default) workers also push the partial Gram
+// entries x_jᵀx_k of the block (and of keys still in flight), so Pull performs exact
+// sequential coordinate descent over the block on fresh values: any scheduler, block size and
+// pipeline depth converges to the same optimum. `parallel` is STRADS/Shotgun's simultaneous
+// update, which relies on the dependency scheduler to keep interference small.
+#pragma once
+
+#include <Eigen/Core>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dataset.h"
+#include "core/model_parallel.h"
+#include "core/status.h"
+#include "schedulers/scheduler.h"
+
+namespace tessera {
+
+struct LassoOptions {
+  std::string scheduler = "round_robin";  // any name in DefaultSchedulers()
+  SchedulerOptions scheduler_options;     // block size, eta, rho, ...
+  EngineOptions engine;                   // workers, pipeline depth, limits, trace
+  std::string block_update = "sequential";  // sequential (exact) | parallel (Shotgun)
+  bool standardize = false;  // penalize b_j by the column's standard deviation (glmnet default)
+  bool strong_rules = true;  // screen coordinates with the sequential strong rule
+  bool active_set = true;    // sweep the nonzero coordinates until they converge, then all
+  double tolerance = 1e-7;   // converged when every KKT violation (see KktViolation) is below
+                             // tolerance × λ_max, checked by a full gradient pass
+  Status Validate() const;
+};
+
+struct LassoSolution {
+  double lambda = 0;
+  double intercept = 0;
+  Eigen::VectorXd beta;    // one per feature, on the data's scale
+  double objective = 0;    // recomputed from the full data, independent of the workers
+  double kkt_violation = 0;  // max over j, see KktViolation
+  std::uint64_t rounds = 0;
+  double seconds = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t updates = 0;
+  std::string stop_reason;
+  std::vector<RoundMetrics> evaluations;  // objective after each sweep
+  int nonzeros() const;
+};
+
+class LassoApp;
+
+// Owns the data partitions and the warm-start state between fits along a λ path.
+class LassoSolver {
+ public:
+  static StatusOr<std::unique_ptr<LassoSolver>> Create(const Dataset& data,
+                                                       const LassoOptions& options);
+  ~LassoSolver();
+
+  // Smallest λ for which b = 0 is optimal.
+  double LambdaMax() const;
+  // Fits at `lambda`, starting from the current coefficients (warm start).
+  StatusOr<LassoSolution> Fit(double lambda);
+  // glmnet-style path: `count` values from LambdaMax() down to LambdaMax() × `ratio`,
+  // log-spaced, each warm-started from the previous one.
+  StatusOr<std::vector<LassoSolution>> FitPath(int count, double ratio);
+  // Sets the coefficients (e.g. back to zero); workers' residuals follow on the next fit.
+  void Reset();
+
+  // Oracles computed serially from the full data: the objective, and the largest violation
+  // of the optimality conditions: |g_j − λ pf_j sign(b_j)| for b_j ≠ 0,
+  // max(|g_j| − λ pf_j, 0) for b_j = 0, with g = X̃ᵀr/n.
+  double Objective(double lambda, double intercept, const Eigen::VectorXd& beta) const;
+  double KktViolation(double lambda, double intercept, const Eigen::VectorXd& beta) const;
+
+ private:
+  LassoSolver() = default;
+  std::unique_ptr<LassoApp> app_;
+  LassoOptions options_;
+};
+
+// Writes "name,value" rows (intercept first) to `path` atomically.
+Status WriteCoefficients(const std::string& path, const Dataset& data,
+                         const LassoSolution& solution);
+// Writes one row per λ: lambda,intercept,<features...>,objective,kkt_max_violation.
+Status WritePath(const std::string& path, const Dataset& data,
+                 const std::vector<LassoSolution>& path_solutions);
+
+}  // namespace tessera

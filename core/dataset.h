@@ -1,0 +1,52 @@
+// Regression/classification data sets and their readers (LIBSVM, CSV; gzip transparently).
+// Every reader returns StatusOr and reports bad input as "file:line: what is wrong".
+#pragma once
+
+#include <Eigen/SparseCore>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace tessera {
+
+using SparseRowMatrix = Eigen::SparseMatrix<double, Eigen::RowMajor, std::int64_t>;
+using SparseColMatrix = Eigen::SparseMatrix<double, Eigen::ColMajor, std::int64_t>;
+
+// n samples x p features (rows are samples) and a response per sample.
+struct Dataset {
+  SparseRowMatrix x;
+  Eigen::VectorXd y;
+  std::vector<std::string> feature_names;  // from a CSV header; empty for LIBSVM
+  std::string source;                      // file it was read from
+  std::int64_t rows() const { return x.rows(); }
+  std::int64_t cols() const { return x.cols(); }
+};
+
+enum class IndexBase { kAuto, kZero, kOne };
+
+struct LibsvmOptions {
+  IndexBase base = IndexBase::kAuto;  // kAuto: 0-based if any index is 0, else 1-based
+  std::int64_t num_features = 0;      // 0: the largest index seen; else indices must fit
+};
+
+// LIBSVM / SVMlight: "label index:value index:value ...", '#' starts a comment, "qid:" skipped.
+StatusOr<Dataset> ReadLibsvm(const std::string& path, const LibsvmOptions& options = {});
+
+struct CsvOptions {
+  // Response column: a header name, or "#N" for the N-th column (1-based). Empty: a column
+  // named "y" if there is one, else the last column.
+  std::string response;
+  int skip_rows = 0;   // lines to skip before the header
+  char delimiter = ',';
+};
+
+// Dense CSV with a header line. Every row must have as many fields as the header, each a
+// finite number.
+StatusOr<Dataset> ReadCsv(const std::string& path, const CsvOptions& options = {});
+
+// Parses a whole field as a finite double; false otherwise.
+bool ParseDouble(std::string_view text, double& out);
+
+}  // namespace tessera

@@ -1,0 +1,69 @@
+#include "core/fiber_pool.h"
+
+#include <boost/fiber/algo/work_stealing.hpp>
+
+#include "core/status.h"
+
+namespace tessera {
+
+FiberPool& FiberPool::Global(int threads) {
+  // Never destroyed: its threads may still be parked at exit, and the work_stealing
+  // scheduler table it registers into is itself static.
+  static FiberPool* pool = [threads] {
+    int n = threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency());
+    return new FiberPool(n > 0 ? n : 1);
+  }();
+  return *pool;
+}
+
+FiberPool::FiberPool(int threads) : thread_count_(threads) {
+  TESSERA_CHECK(threads > 0);
+  threads_.reserve(threads);
+  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { ThreadMain(); });
+  for (auto& t : threads_) t.detach();
+}
+
+void FiberPool::ThreadMain() {
+  // suspend=true: idle threads sleep instead of spinning (the machine is shared).
+  boost::fibers::use_scheduling_algorithm<boost::fibers::algo::work_stealing>(
+      static_cast<std::uint32_t>(thread_count_), true);
+  std::function<void()> task;
+  while (tasks_.pop(task) == boost::fibers::channel_op_status::success) {
+    boost::fibers::fiber(std::move(task)).detach();
+  }
+}
+
+void FiberPool::Spawn(std::function<void()> task) {
+  auto st = tasks_.push(std::move(task));
+  TESSERA_CHECK(st == boost::fibers::channel_op_status::success) << "fiber pool closed";
+}
+
+void WaitGroup::Add(int n) {
+  std::unique_lock lock(mu_);
+  pending_ += n;
+}
+
+void WaitGroup::Done() {
+  std::unique_lock lock(mu_);
+  TESSERA_CHECK(pending_ > 0);
+  if (--pending_ == 0) cv_.notify_all();
+}
+
+void WaitGroup::Wait() {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [this] { return pending_ == 0; });
+}
+
+void ParallelFor(int n, const std::function<void(int)>& fn) {
+  WaitGroup wg;
+  wg.Add(n);
+  for (int i = 0; i < n; ++i) {
+    FiberPool::Global().Spawn([&fn, &wg, i] {
+      fn(i);
+      wg.Done();
+    });
+  }
+  wg.Wait();
+}
+
+}  // namespace tessera

@@ -1,0 +1,75 @@
+#include "core/line_reader.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace tessera {
+
+LineReader::~LineReader() {
+  if (file_) gzclose(file_);
+}
+
+Status LineReader::Open(const std::string& path) {
+  path_ = path;
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return NotFound(path + ": " + std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) return InvalidArgument(path + ": is a directory, not a data file");
+  file_ = gzopen(path.c_str(), "rb");
+  if (!file_) return NotFound(path + ": cannot open: " + std::strerror(errno));
+  gzbuffer(file_, 1 << 18);
+  return Status::Ok();
+}
+
+bool LineReader::Fill() {
+  if (eof_ || !status_.ok()) return false;
+  buffer_.erase(0, pos_);
+  pos_ = 0;
+  const std::size_t old = buffer_.size();
+  constexpr std::size_t kChunk = 1 << 18;
+  buffer_.resize(old + kChunk);
+  const int n = gzread(file_, buffer_.data() + old, kChunk);
+  if (n < 0) {
+    int err = 0;
+    const char* msg = gzerror(file_, &err);
+    status_ = DataLoss(path_ + ":" + std::to_string(line_number_ + 1) +
+                       ": read error: " + (msg ? msg : "unknown"));
+    buffer_.resize(old);
+    return false;
+  }
+  buffer_.resize(old + n);
+  if (n == 0) {
+    int err = 0;
+    gzerror(file_, &err);
+    if (err != Z_OK && err != Z_STREAM_END) {
+      status_ = DataLoss(path_ + ": truncated or corrupt gzip data");
+      return false;
+    }
+    eof_ = true;
+  }
+  return n > 0;
+}
+
+bool LineReader::Next(std::string_view& line) {
+  if (!file_) return false;
+  for (;;) {
+    const std::size_t nl = buffer_.find('\n', pos_);
+    if (nl != std::string::npos) {
+      line = std::string_view(buffer_).substr(pos_, nl - pos_);
+      pos_ = nl + 1;
+      break;
+    }
+    if (!Fill()) {
+      if (!status_.ok() || pos_ >= buffer_.size()) return false;
+      line = std::string_view(buffer_).substr(pos_);  // last line without newline
+      pos_ = buffer_.size();
+      break;
+    }
+  }
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  ++line_number_;
+  return true;
+}
+
+}  // namespace tessera

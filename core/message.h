@@ -1,0 +1,52 @@
+// The messages the engines exchange through a Transport. In-process they move by value;
+// the TCP transport (net/) serializes exactly these fields.
+#pragma once
+
+#include <Eigen/Core>
+#include <cstdint>
+#include <vector>
+
+#include "core/keys.h"
+
+namespace tessera {
+
+using Rank = int;  // endpoint id: 0 is the coordinator, 1..P the workers
+
+// A worker's share of the result for one block.
+struct Partial {
+  std::uint32_t block = 0;
+  int worker = 0;
+  Eigen::VectorXd values;
+};
+
+// What Pull commits and broadcasts: new minus old value for each changed key.
+struct Update {
+  std::vector<Key> keys;
+  Eigen::VectorXd delta;
+  bool empty() const { return keys.empty(); }
+};
+
+enum class MessageKind : std::uint8_t {
+  kPush,        // coordinator -> worker: compute partials for `blocks` of `round`
+  kPartials,    // worker -> coordinator: `partials` for `round`
+  kApply,       // coordinator -> worker: `update` committed by round `round`
+  kEvaluate,    // coordinator -> worker: report objective terms over owned data
+  kEvaluation,  // worker -> coordinator: `values` = objective terms
+  kStop,        // coordinator -> worker: leave the worker loop
+};
+
+struct Message {
+  MessageKind kind = MessageKind::kStop;
+  Rank from = 0;
+  std::uint64_t round = 0;
+  std::vector<Block> blocks;     // kPush
+  std::vector<Key> stale_keys;   // kPush: keys of earlier rounds not yet applied at the worker
+  std::vector<Partial> partials; // kPartials
+  Update update;                 // kApply
+  Eigen::VectorXd values;        // kEvaluation
+
+  // Payload size in bytes as it would travel packed (keys 8 B, values 8 B), for metrics.
+  std::uint64_t PayloadBytes() const;
+};
+
+}  // namespace tessera

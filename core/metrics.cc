@@ -1,0 +1,84 @@
+#include "core/metrics.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+
+namespace tessera {
+
+CsvWriter::~CsvWriter() {
+  if (file_) {  // never finished: drop the partial file
+    std::fclose(file_);
+    std::remove((path_ + ".tmp").c_str());
+  }
+}
+
+Status CsvWriter::Open(const std::string& path, const std::string& header) {
+  path_ = path;
+  file_ = std::fopen((path + ".tmp").c_str(), "w");
+  if (!file_) return InvalidArgument(path + ": cannot write: " + std::strerror(errno));
+  std::fprintf(file_, "%s\n", header.c_str());
+  return Status::Ok();
+}
+
+void CsvWriter::Row(const std::string& line) {
+  if (file_) std::fprintf(file_, "%s\n", line.c_str());
+}
+
+Status CsvWriter::Finish() {
+  if (!file_) return Status::Ok();
+  bool ok = std::fflush(file_) == 0 && fsync(fileno(file_)) == 0;
+  ok = std::fclose(file_) == 0 && ok;
+  file_ = nullptr;
+  const std::string tmp = path_ + ".tmp";
+  if (!ok || std::rename(tmp.c_str(), path_.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return DataLoss(path_ + ": write failed: " + std::strerror(errno));
+  }
+  return Status::Ok();
+}
+
+ProgressLine::ProgressLine(std::string label, bool enabled)
+    : label_(std::move(label)), enabled_(enabled && isatty(STDERR_FILENO)) {}
+
+void ProgressLine::Update(std::uint64_t round, double objective, double seconds,
+                          double fraction_done) {
+  if (!enabled_ || seconds - last_ < 0.2) return;
+  last_ = seconds;
+  const double rate = seconds > 0 ? round / seconds : 0;
+  char eta[32] = "";
+  if (fraction_done > 0 && fraction_done <= 1) {
+    std::snprintf(eta, sizeof eta, " | ETA %.1f s", seconds * (1 - fraction_done) / fraction_done);
+  }
+  std::fprintf(stderr, "\r%s  round %llu | objective %.9g | %.3g rounds/s | %.1f s%s\033[K",
+               label_.c_str(), static_cast<unsigned long long>(round), objective, rate, seconds,
+               eta);
+  shown_ = true;
+}
+
+void ProgressLine::Finish() {
+  if (shown_) std::fprintf(stderr, "\r\033[K");
+  shown_ = false;
+}
+
+std::uint64_t PeakRssBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+std::string FormatDouble(double v) {
+  if (std::isnan(v)) return "nan";
+  char buf[64];
+  auto res = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, res.ptr);
+}
+
+}  // namespace tessera

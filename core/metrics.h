@@ -1,0 +1,65 @@
+// Run metrics: a per-round CSV trace, a one-line progress display on a TTY, a stopwatch.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include "core/status.h"
+
+namespace tessera {
+
+class Stopwatch {
+ public:
+  Stopwatch() : start_(std::chrono::steady_clock::now()) {}
+  double Seconds() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+};
+
+// Writes CSV rows to `path`.tmp and renames it to `path` on Finish(), so an interrupted run
+// never leaves a file that looks complete.
+class CsvWriter {
+ public:
+  CsvWriter() = default;
+  CsvWriter(const CsvWriter&) = delete;
+  CsvWriter& operator=(const CsvWriter&) = delete;
+  ~CsvWriter();
+  Status Open(const std::string& path, const std::string& header);
+  void Row(const std::string& line);
+  Status Finish();
+  bool is_open() const { return file_ != nullptr; }
+
+ private:
+  std::string path_;
+  std::FILE* file_ = nullptr;
+};
+
+// "label  round 1234 | objective 1.234567e+03 | 5.1k rounds/s | 3.2 s | ETA 10 s" on stderr,
+// rewritten in place at most 5 times a second; silent when stderr is not a terminal.
+class ProgressLine {
+ public:
+  ProgressLine(std::string label, bool enabled);
+  ~ProgressLine() { Finish(); }
+  // `fraction_done` in [0,1] or negative when unknown.
+  void Update(std::uint64_t round, double objective, double seconds, double fraction_done);
+  void Finish();
+
+ private:
+  std::string label_;
+  bool enabled_;
+  bool shown_ = false;
+  double last_ = -1;
+};
+
+// Peak resident set size of this process in bytes (Linux VmHWM), 0 when unknown.
+std::uint64_t PeakRssBytes();
+
+// Shortest decimal form that reads back to the same double.
+std::string FormatDouble(double v);
+
+}  // namespace tessera

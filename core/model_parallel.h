@@ -1,0 +1,148 @@
+// The model-parallel engine (STRADS semantics): rounds of schedule -> push -> pull.
+//
+//   coordinator (rank 0)                          workers (ranks 1..P, one fiber each)
+//   Schedule(ctx) -> blocks  ---- kPush ---->     Push(ctx, blocks) -> partials
+//   Aggregate + Pull -> Update <- kPartials --
+//   ---------------------------- kApply ---->     Apply(ctx, update)
+//
+// Up to `pipeline_depth` rounds are in flight: with depth D a worker may push round r+D-1
+// before it has applied round r's update. Pull is told exactly which updates the worker had not
+// seen (PullContext::stale_updates) so an app can correct for them; depth 1 is serial semantics.
+#pragma once
+
+#include <Eigen/Core>
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/keys.h"
+#include "core/message.h"
+#include "core/status.h"
+#include "core/transport.h"
+
+namespace tessera {
+
+// What the coordinator knows when it plans a round.
+struct ScheduleContext {
+  std::uint64_t round = 0;        // the round being planned
+  int num_workers = 1;
+  std::span<const Key> in_flight; // keys of rounds scheduled but not yet pulled
+  std::mt19937_64* rng = nullptr; // seeded from EngineOptions::seed; coordinator-only
+};
+
+// The plan for one round.
+struct RoundSchedule {
+  std::vector<Block> blocks;   // empty and !done: wait until every in-flight round is pulled
+  bool done = false;           // no more rounds: finish the ones in flight and stop
+  bool evaluate_after = false; // evaluate the objective after this round is applied
+};
+
+// What a worker knows while it computes.
+struct WorkerContext {
+  int worker = 0;                  // 0..num_workers-1
+  int num_workers = 1;
+  std::uint64_t round = 0;
+  std::span<const Key> stale_keys; // keys updated by earlier rounds this worker has not applied
+};
+
+struct PullContext {
+  std::uint64_t round = 0;
+  // Updates committed by earlier rounds after this round's push was issued, oldest first:
+  // the workers' partials do not reflect them.
+  std::span<const Update> stale_updates;
+};
+
+// A model-parallel application. Thread model: Schedule, Aggregate, Pull and Objective run on
+// the coordinator, one call at a time. Push, Apply and EvaluateTerms run on worker w's own fiber
+// and may touch only the state worker w owns; different workers run concurrently.
+class ModelParallelApp {
+ public:
+  virtual ~ModelParallelApp() = default;
+  // Coordinator, once per round (possibly several rounds ahead of Pull with pipelining).
+  virtual RoundSchedule Schedule(ScheduleContext& ctx) = 0;
+  // Worker `ctx.worker`, once per round, with the blocks assigned to it (or to all workers).
+  // Returns one Partial per block it computed on, with Partial::block = Block::id.
+  virtual std::vector<Partial> Push(WorkerContext& ctx, std::span<const Block> blocks) = 0;
+  // Coordinator: merges the partials of every worker for one block (in worker order).
+  // Default: element-wise sum.
+  virtual Partial Aggregate(std::span<const Partial> partials);
+  // Coordinator, once per round in round order: commits new parameter values and returns
+  // what workers must apply. `merged[i]` belongs to `blocks[i]` (empty when nobody pushed it).
+  virtual Update Pull(PullContext& ctx, std::span<const Block> blocks,
+                      std::span<const Partial> merged) = 0;
+  // Worker, after each committed round, in round order.
+  virtual void Apply(WorkerContext& ctx, const Update& update) = 0;
+  // Worker: terms of the objective over the data it owns (summed over workers).
+  virtual Eigen::VectorXd EvaluateTerms(WorkerContext& ctx) = 0;
+  // Coordinator: the objective from the summed terms.
+  virtual double Objective(const Eigen::VectorXd& summed_terms) = 0;
+};
+
+// The same hooks as std::function values, for small apps that do not want to subclass.
+struct FunctionalApp final : ModelParallelApp {
+  std::function<RoundSchedule(ScheduleContext&)> schedule;
+  std::function<std::vector<Partial>(WorkerContext&, std::span<const Block>)> push;
+  std::function<Partial(std::span<const Partial>)> aggregate;  // optional, default sum
+  std::function<Update(PullContext&, std::span<const Block>, std::span<const Partial>)> pull;
+  std::function<void(WorkerContext&, const Update&)> apply;
+  std::function<Eigen::VectorXd(WorkerContext&)> evaluate_terms;
+  std::function<double(const Eigen::VectorXd&)> objective;
+
+  RoundSchedule Schedule(ScheduleContext& ctx) override { return schedule(ctx); }
+  std::vector<Partial> Push(WorkerContext& ctx, std::span<const Block> b) override {
+    return push(ctx, b);
+  }
+  Partial Aggregate(std::span<const Partial> p) override {
+    return aggregate ? aggregate(p) : ModelParallelApp::Aggregate(p);
+  }
+  Update Pull(PullContext& ctx, std::span<const Block> b, std::span<const Partial> m) override {
+    return pull(ctx, b, m);
+  }
+  void Apply(WorkerContext& ctx, const Update& u) override { apply(ctx, u); }
+  Eigen::VectorXd EvaluateTerms(WorkerContext& ctx) override { return evaluate_terms(ctx); }
+  double Objective(const Eigen::VectorXd& t) override { return objective(t); }
+};
+
+struct EngineOptions {
+  int workers = 2;                    // worker fibers, each owning one data/model partition
+  int pipeline_depth = 1;             // rounds in flight; 1 = serial semantics
+  std::uint64_t max_rounds = 1000000; // stop after this many rounds
+  double max_seconds = 0;             // stop after this much wall time; 0 = no limit
+  double objective_tolerance = 0;     // stop when the relative objective change between two
+                                      // evaluations is below this; 0 = off
+  std::uint64_t objective_every = 0;  // also evaluate every N rounds; 0 = only when asked
+  std::uint64_t seed = 42;            // for randomized schedulers
+  std::string trace_path;             // per-round metrics CSV; empty = none
+  bool progress = true;               // one-line progress on a TTY (stderr); never otherwise
+  std::string label = "tessera";      // prefix of the progress line
+  Status Validate() const;
+};
+
+// One row of the trace.
+struct RoundMetrics {
+  std::uint64_t round = 0;
+  double seconds = 0;          // since the start of the run
+  double objective = 0;        // NaN when not evaluated after this round
+  std::uint64_t updates = 0;   // keys changed by this round
+  std::uint64_t bytes = 0;     // payload bytes moved so far
+};
+
+struct RunResult {
+  std::uint64_t rounds = 0;
+  double seconds = 0;
+  double objective = 0;            // last evaluated objective
+  std::uint64_t bytes = 0;
+  std::uint64_t updates = 0;
+  std::string stop_reason;         // converged | objective tolerance | max rounds | time limit
+  std::vector<RoundMetrics> evaluations;  // the rounds after which the objective was evaluated
+};
+
+// Runs `app` until it says done or a limit is reached; always evaluates the objective at the
+// end. Workers run as fibers on FiberPool::Global(); the calling thread is the coordinator
+// and must not be one of the pool's threads.
+StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions& options);
+
+}  // namespace tessera

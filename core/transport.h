@@ -1,0 +1,82 @@
+// The one messaging seam the engines use. In-process (this folder) and TCP (net/)
+// implement it with the same semantics: per-sender FIFO order, reliable delivery or an error.
+#pragma once
+
+#include <atomic>
+#include <boost/fiber/all.hpp>
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "core/message.h"
+#include "core/status.h"
+
+namespace tessera {
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  // Number of endpoints; ranks are 0..size()-1.
+  virtual int size() const = 0;
+  // Queues `msg` for `to`. Never blocks the calling worker thread. Messages from one sender
+  // to one receiver arrive in the order sent.
+  virtual Status Send(Rank to, Message msg) = 0;
+  // Blocks the calling fiber until a message for `self` arrives. Unavailable once the
+  // transport is closed and the queue is drained.
+  virtual StatusOr<Message> Receive(Rank self) = 0;
+  // Wakes every receiver with Unavailable; later sends fail.
+  virtual void Close() = 0;
+  // Payload bytes sent so far, over all endpoints.
+  virtual std::uint64_t bytes_sent() const = 0;
+};
+
+// Unbounded FIFO between fibers on any threads (Boost.Fiber primitives, so waiting parks the
+// fiber, not the thread).
+template <typename T>
+class Mailbox {
+ public:
+  bool Push(T item) {
+    std::unique_lock lock(mu_);
+    if (closed_) return false;
+    queue_.push_back(std::move(item));
+    cv_.notify_one();
+    return true;
+  }
+  // False when closed and empty.
+  bool Pop(T& out) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return closed_ || !queue_.empty(); });
+    if (queue_.empty()) return false;
+    out = std::move(queue_.front());
+    queue_.pop_front();
+    return true;
+  }
+  void Close() {
+    std::unique_lock lock(mu_);
+    closed_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  boost::fibers::mutex mu_;
+  boost::fibers::condition_variable cv_;
+  std::deque<T> queue_;
+  bool closed_ = false;
+};
+
+// Endpoints in one process; messages move by value, nothing is serialized.
+class InProcessTransport final : public Transport {
+ public:
+  explicit InProcessTransport(int endpoints);
+  int size() const override { return static_cast<int>(boxes_.size()); }
+  Status Send(Rank to, Message msg) override;
+  StatusOr<Message> Receive(Rank self) override;
+  void Close() override;
+  std::uint64_t bytes_sent() const override { return bytes_.load(std::memory_order_relaxed); }
+
+ private:
+  std::vector<std::unique_ptr<Mailbox<Message>>> boxes_;
+  std::atomic<std::uint64_t> bytes_{0};
+};
+
+}  // namespace tessera

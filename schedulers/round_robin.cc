@@ -1,0 +1,40 @@
+// round_robin: the candidates in their given order, block_size keys per round, cyclically.
+#include "schedulers/scheduler.h"
+
+namespace tessera {
+namespace {
+
+class RoundRobinScheduler final : public Scheduler {
+ public:
+  explicit RoundRobinScheduler(const SchedulerOptions& o) : block_size_(o.block_size) {}
+
+  void Reset(std::span<const Key> candidates) override {
+    keys_.assign(candidates.begin(), candidates.end());
+    next_ = 0;
+  }
+
+  std::vector<Block> Next(ScheduleContext&) override {
+    Block b;
+    const std::size_t n = std::min<std::size_t>(block_size_, keys_.size());
+    b.keys.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      b.keys.push_back(keys_[next_]);
+      next_ = next_ + 1 == keys_.size() ? 0 : next_ + 1;
+    }
+    if (b.keys.empty()) return {};
+    return {std::move(b)};
+  }
+
+ private:
+  int block_size_;
+  std::vector<Key> keys_;
+  std::size_t next_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Scheduler> MakeRoundRobinScheduler(const SchedulerOptions& options) {
+  return std::make_unique<RoundRobinScheduler>(options);
+}
+
+}  // namespace tessera

@@ -1,0 +1,214 @@
+// The `tessera` command line: tessera lasso ... (more apps arrive with their issues).
+#include <CLI/CLI.hpp>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include "algorithms/lasso/lasso.h"
+#include "core/dataset.h"
+#include "core/fiber_pool.h"
+#include "core/metrics.h"
+
+namespace tessera {
+namespace {
+
+struct DataFlags {
+  std::string path;
+  std::string format;  // libsvm | csv | "" (guess from the name)
+  std::string response;
+  std::string index_base = "auto";
+  int skip_rows = 0;
+};
+
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+StatusOr<Dataset> LoadData(const DataFlags& f) {
+  std::string format = f.format;
+  if (format.empty()) format = EndsWith(f.path, ".csv") || EndsWith(f.path, ".csv.gz") ? "csv" : "libsvm";
+  if (format == "csv") {
+    CsvOptions o;
+    o.response = f.response;
+    o.skip_rows = f.skip_rows;
+    return ReadCsv(f.path, o);
+  }
+  if (format == "libsvm") {
+    LibsvmOptions o;
+    if (f.index_base == "0") o.base = IndexBase::kZero;
+    else if (f.index_base == "1") o.base = IndexBase::kOne;
+    else if (f.index_base != "auto") return InvalidArgument("--index-base must be auto, 0 or 1");
+    return ReadLibsvm(f.path, o);
+  }
+  return InvalidArgument("--format must be 'libsvm' or 'csv', got '" + format + "'");
+}
+
+int Fail(const Status& s) {
+  std::cerr << "tessera: error: " << s.message() << std::endl;
+  return 1;
+}
+
+struct LassoFlags {
+  DataFlags data;
+  LassoOptions opts;
+  double lambda = 0;
+  double lambda_ratio = 0;
+  int path = 0;
+  double path_ratio = 0;
+  std::string output;
+  bool quiet = false;
+  bool no_strong = false, no_active = false;
+  int threads = 0;
+};
+
+void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
+  cmd.add_option("--data", f.data.path, "Data file (LIBSVM or CSV; .gz read transparently)")->required();
+  cmd.add_option("--format", f.data.format, "libsvm | csv (default: from the file name)");
+  cmd.add_option("--response", f.data.response,
+                 "CSV response column: name or #N (default: 'y' if present, else the last)");
+  cmd.add_option("--skip-rows", f.data.skip_rows, "CSV lines to skip before the header");
+  cmd.add_option("--index-base", f.data.index_base, "LIBSVM feature index base: auto | 0 | 1");
+  cmd.add_option("--lambda", f.lambda, "L1 weight (default: lambda_max / 10)");
+  cmd.add_option("--lambda-ratio", f.lambda_ratio, "L1 weight as a fraction of lambda_max");
+  cmd.add_option("--path", f.path, "Fit a path of N lambdas from lambda_max down (warm starts)");
+  cmd.add_option("--path-ratio", f.path_ratio,
+                 "Smallest lambda of the path / lambda_max (default 1e-4, 1e-2 if p > n)");
+  cmd.add_option("--workers", f.opts.engine.workers, "Worker fibers, each owning a row partition")
+      ->capture_default_str();
+  cmd.add_option("--threads", f.threads, "OS threads running the fibers (default: all cores)");
+  cmd.add_option("--scheduler", f.opts.scheduler,
+                 "round_robin | priority | dependency | rotation")->capture_default_str();
+  cmd.add_option("--block-size", f.opts.scheduler_options.block_size, "Coordinates per round")
+      ->capture_default_str();
+  cmd.add_option("--rho", f.opts.scheduler_options.rho,
+                 "dependency: max |correlation| between coordinates of one round")->capture_default_str();
+  cmd.add_option("--eta", f.opts.scheduler_options.eta, "priority: floor weight (relative)")
+      ->capture_default_str();
+  cmd.add_option("--block-update", f.opts.block_update,
+                 "sequential (exact, Gram-corrected) | parallel (Shotgun)")->capture_default_str();
+  cmd.add_option("--pipeline-depth", f.opts.engine.pipeline_depth, "Rounds in flight")
+      ->capture_default_str();
+  cmd.add_option("--max-rounds", f.opts.engine.max_rounds, "Stop after this many rounds per lambda")
+      ->capture_default_str();
+  cmd.add_option("--max-seconds", f.opts.engine.max_seconds, "Stop after this many seconds per lambda");
+  cmd.add_option("--tolerance", f.opts.tolerance, "Convergence threshold (see README)")
+      ->capture_default_str();
+  cmd.add_option("--seed", f.opts.engine.seed, "Seed of randomized schedulers")->capture_default_str();
+  cmd.add_flag("--standardize", f.opts.standardize, "Penalize by column standard deviation");
+  cmd.add_flag("--no-strong-rules", f.no_strong, "Do not screen with the strong rule");
+  cmd.add_flag("--no-active-set", f.no_active, "Always sweep every candidate");
+  cmd.add_option("--trace", f.opts.engine.trace_path, "Per-round metrics CSV");
+  cmd.add_option("--output", f.output, "Coefficients CSV (a path: one row per lambda)");
+  cmd.add_flag("--quiet", f.quiet, "No progress line or summary");
+}
+
+int RunLasso(LassoFlags& f) {
+  if (f.threads < 0) return Fail(InvalidArgument("--threads must be >= 0"));
+  FiberPool::Global(f.threads);
+  if (f.lambda != 0 && f.lambda_ratio != 0) {
+    return Fail(InvalidArgument("give --lambda or --lambda-ratio, not both"));
+  }
+  if (f.lambda < 0 || !std::isfinite(f.lambda)) {
+    return Fail(InvalidArgument("--lambda must be positive"));
+  }
+  if (f.lambda_ratio < 0 || f.lambda_ratio > 1) {
+    return Fail(InvalidArgument("--lambda-ratio must be in (0, 1]"));
+  }
+  if (f.path < 0) return Fail(InvalidArgument("--path must be >= 1"));
+  if (f.path > 0 && (f.lambda != 0 || f.lambda_ratio != 0)) {
+    return Fail(InvalidArgument("--path computes its own lambdas; drop --lambda/--lambda-ratio"));
+  }
+  f.opts.strong_rules = !f.no_strong;
+  f.opts.active_set = !f.no_active;
+  f.opts.engine.progress = !f.quiet;
+  f.opts.engine.label = "lasso";
+  if (auto st = f.opts.Validate(); !st.ok()) return Fail(st);
+
+  auto data = LoadData(f.data);
+  if (!data.ok()) return Fail(data.status());
+  const Dataset& d = *data;
+  const std::string trace = f.opts.engine.trace_path;
+  if (f.path > 0) f.opts.engine.trace_path.clear();  // the path trace is written below
+  auto solver = LassoSolver::Create(d, f.opts);
+  if (!solver.ok()) return Fail(solver.status());
+  LassoSolver& s = **solver;
+  const double lmax = s.LambdaMax();
+  if (!f.quiet) {
+    std::printf("tessera lasso: %s: %lld rows x %lld features, %lld nonzeros; lambda_max %.9g\n",
+                d.source.c_str(), static_cast<long long>(d.rows()),
+                static_cast<long long>(d.cols()), static_cast<long long>(d.x.nonZeros()), lmax);
+    std::printf("  %d workers on %d threads, scheduler %s (block %d), %s updates, pipeline depth %d\n",
+                f.opts.engine.workers, FiberPool::Global().threads(), f.opts.scheduler.c_str(),
+                f.opts.scheduler_options.block_size, f.opts.block_update.c_str(),
+                f.opts.engine.pipeline_depth);
+  }
+  auto print = [&](const LassoSolution& r) {
+    if (f.quiet) return;
+    std::printf("lambda %-12.6g objective %-16.12g kkt %-9.2e nonzeros %-6d rounds %-7llu %.3f s  (%s)\n",
+                r.lambda, r.objective, r.kkt_violation, r.nonzeros(),
+                static_cast<unsigned long long>(r.rounds), r.seconds, r.stop_reason.c_str());
+  };
+  if (f.path > 0) {
+    double ratio = f.path_ratio > 0 ? f.path_ratio : (d.cols() > d.rows() ? 1e-2 : 1e-4);
+    auto sols = s.FitPath(f.path, ratio);
+    if (!sols.ok()) return Fail(sols.status());
+    for (const auto& r : *sols) print(r);
+    if (!f.output.empty()) {
+      if (auto st = WritePath(f.output, d, *sols); !st.ok()) return Fail(st);
+    }
+    if (!trace.empty()) {
+      CsvWriter out;
+      if (auto st = out.Open(trace, "lambda,round,seconds,objective,updates,bytes"); !st.ok()) return Fail(st);
+      for (const auto& r : *sols) {
+        for (const auto& e : r.evaluations) {
+          out.Row(FormatDouble(r.lambda) + "," + std::to_string(e.round) + "," +
+                  FormatDouble(e.seconds) + "," + FormatDouble(e.objective) + "," +
+                  std::to_string(e.updates) + "," + std::to_string(e.bytes));
+        }
+      }
+      if (auto st = out.Finish(); !st.ok()) return Fail(st);
+    }
+  } else {
+    const double lambda = f.lambda > 0 ? f.lambda : lmax * (f.lambda_ratio > 0 ? f.lambda_ratio : 0.1);
+    auto r = s.Fit(lambda);
+    if (!r.ok()) return Fail(r.status());
+    print(*r);
+    if (!f.quiet) {
+      std::printf("intercept %.12g; bytes moved %llu; peak RSS %.1f MiB\n", r->intercept,
+                  static_cast<unsigned long long>(r->bytes), PeakRssBytes() / 1048576.0);
+    }
+    if (!f.output.empty()) {
+      if (auto st = WriteCoefficients(f.output, d, *r); !st.ok()) return Fail(st);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace tessera
+
+int main(int argc, char** argv) {
+  using namespace tessera;
+  CLI::App app{"Tessera: distributed machine learning, model-parallel and data-parallel"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "tessera 0.1.0");
+  LassoFlags lasso;
+  CLI::App* lasso_cmd = app.add_subcommand("lasso", "Fit a Lasso with the model-parallel engine");
+  AddLassoFlags(*lasso_cmd, lasso);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "tessera: error: " << e.what() << "\n(run 'tessera --help' or 'tessera "
+              << (app.get_subcommands().empty() ? std::string("lasso")
+                                                : app.get_subcommands()[0]->get_name())
+              << " --help')" << std::endl;
+    return 2;
+  }
+  if (lasso_cmd->parsed()) return RunLasso(lasso);
+  return 2;
+}
