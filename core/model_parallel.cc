@@ -306,12 +306,21 @@ StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions&
       workers.Done();
     });
   }
-  StatusOr<RunResult> result = Coordinator(app, options, transport).Run();
-  for (int w = 0; w < options.workers; ++w) {
-    Message stop;
-    stop.kind = MessageKind::kStop;
-    (void)transport.Send(WorkerRank(w), std::move(stop));
-  }
+  // The coordinator is a fiber on the pool too, so a round costs fiber switches rather than
+  // a wake-up of the calling thread.
+  StatusOr<RunResult> result = Internal("coordinator did not run");
+  WaitGroup coordinator;
+  coordinator.Add(1);
+  pool.Spawn([&] {
+    result = Coordinator(app, options, transport).Run();
+    for (int w = 0; w < options.workers; ++w) {
+      Message stop;
+      stop.kind = MessageKind::kStop;
+      (void)transport.Send(WorkerRank(w), std::move(stop));
+    }
+    coordinator.Done();
+  });
+  coordinator.Wait();
   workers.Wait();
   transport.Close();
   return result;

@@ -141,8 +141,8 @@ struct RunResult {
 };
 
 // Runs `app` until it says done or a limit is reached; always evaluates the objective at the
-// end. Workers run as fibers on FiberPool::Global(); the calling thread is the coordinator
-// and must not be one of the pool's threads.
+// end. The coordinator and the workers run as fibers on FiberPool::Global(); the calling
+// thread (or fiber) waits.
 StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions& options);
 
 }  // namespace tessera

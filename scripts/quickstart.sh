@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# First command of the README: installs what is missing, builds Tessera (release), and fits
+# a Lasso path with the model-parallel engine on the diabetes data (Efron et al. 2004).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+cmake --preset release >/dev/null
+cmake --build --preset release
+data="${TESSERA_DATA_DIR:-../shared/datasets}/lasso/diabetes/lars_diabetes_x.csv.gz"
+if [[ ! -f "$data" ]]; then
+  data=datasets/diabetes/lars_diabetes_x.csv.gz  # the copy shipped with the repository
+fi
+./build/release/tools/tessera lasso --data "$data" --response y --path 10 --path-ratio 0.001 \
+  --workers 2 --scheduler priority --output build/diabetes_path.csv
+echo "coefficients along the path: build/diabetes_path.csv"

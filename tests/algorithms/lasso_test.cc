@@ -1,0 +1,198 @@
+// Lasso against its oracles: glmnet's reference solutions on diabetes (every scheduler,
+// 1/2/4 workers, pipeline depth 1/2), KKT conditions, and a known support on synthetic data.
+#include "algorithms/lasso/lasso.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "tests/test_util.h"
+
+namespace tessera {
+namespace {
+
+struct Reference {
+  double lambda, intercept, objective;
+  Eigen::VectorXd beta;
+};
+
+std::vector<Reference> ReadReference(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);  // header
+  std::vector<Reference> out;
+  while (std::getline(in, line)) {
+    std::vector<double> v;
+    std::stringstream ss(line);
+    std::string f;
+    while (std::getline(ss, f, ',')) v.push_back(std::stod(f));
+    Reference r{v[0], v[1], v[12], Eigen::Map<Eigen::VectorXd>(v.data() + 2, 10)};
+    out.push_back(r);
+  }
+  return out;
+}
+
+using Config = std::tuple<std::string, int, int>;  // scheduler, workers, pipeline depth
+
+class DiabetesReferenceTest : public ::testing::TestWithParam<Config> {};
+
+TEST_P(DiabetesReferenceTest, ReachesGlmnetObjectiveAndKkt) {
+  TESSERA_REQUIRE_DATA(x_path, "lasso/diabetes/lars_diabetes_x.csv.gz");
+  TESSERA_REQUIRE_DATA(ref_path, "lasso/diabetes/reference_lasso_diabetes.csv");
+  auto data = ReadCsv(x_path);
+  ASSERT_TRUE(data.ok()) << data.status().message();
+  const auto refs = ReadReference(ref_path);
+  ASSERT_EQ(refs.size(), 11u);
+  const auto& [scheduler, workers, depth] = GetParam();
+  LassoOptions o;
+  o.scheduler = scheduler;
+  o.scheduler_options.block_size = 3;
+  o.engine.workers = workers;
+  o.engine.pipeline_depth = depth;
+  o.engine.progress = false;
+  auto solver = LassoSolver::Create(*data, o);
+  ASSERT_TRUE(solver.ok()) << solver.status().message();
+  EXPECT_NEAR((*solver)->LambdaMax(), refs[0].lambda, 1e-9);
+  int checked = 0;
+  for (const auto& ref : refs) {
+    if (ref.lambda <= 0) continue;  // the OLS row is not a Lasso problem
+    auto s = (*solver)->Fit(ref.lambda);
+    ASSERT_TRUE(s.ok()) << s.status().message();
+    EXPECT_EQ(s->stop_reason, "converged") << "lambda " << ref.lambda;
+    EXPECT_LT(std::abs(s->objective - ref.objective) / ref.objective, 1e-6)
+        << "lambda " << ref.lambda << ": " << s->objective << " vs glmnet " << ref.objective;
+    EXPECT_LT(s->kkt_violation, 1e-6) << "lambda " << ref.lambda;
+    EXPECT_LT((s->beta - ref.beta).cwiseAbs().maxCoeff(), 1e-2 * (1 + ref.beta.cwiseAbs().maxCoeff()))
+        << "lambda " << ref.lambda;
+    EXPECT_NEAR(s->intercept, ref.intercept, 1e-6);
+    ++checked;
+  }
+  EXPECT_EQ(checked, 10);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllSchedulers, DiabetesReferenceTest,
+    ::testing::Combine(::testing::ValuesIn(DefaultSchedulers().Names()),
+                       ::testing::Values(1, 2, 4), ::testing::Values(1, 2)),
+    [](const auto& info) {
+      return std::get<0>(info.param) + "_w" + std::to_string(std::get<1>(info.param)) + "_d" +
+             std::to_string(std::get<2>(info.param));
+    });
+
+TEST(LassoTest, ShotgunParallelUpdatesWithDependencySchedulerConverge) {
+  TESSERA_REQUIRE_DATA(x_path, "lasso/diabetes/lars_diabetes_x.csv.gz");
+  TESSERA_REQUIRE_DATA(ref_path, "lasso/diabetes/reference_lasso_diabetes.csv");
+  auto data = ReadCsv(x_path);
+  ASSERT_TRUE(data.ok());
+  LassoOptions o;
+  o.scheduler = "dependency";
+  o.block_update = "parallel";
+  o.scheduler_options.block_size = 4;
+  o.scheduler_options.rho = 0.3;
+  o.engine.progress = false;
+  auto solver = LassoSolver::Create(*data, o);
+  ASSERT_TRUE(solver.ok());
+  const auto refs = ReadReference(ref_path);
+  for (int k : {3, 6}) {
+    auto s = (*solver)->Fit(refs[k].lambda);
+    ASSERT_TRUE(s.ok());
+    EXPECT_LT(std::abs(s->objective - refs[k].objective) / refs[k].objective, 1e-6);
+    EXPECT_LT(s->kkt_violation, 1e-6);
+  }
+}
+
+// y = X b* + noise with 10 nonzeros among 2,000 sparse features.
+TEST(LassoTest, RecoversKnownSupportOnSyntheticSparseData) {
+  const int n = 400, p = 2000;
+  std::mt19937_64 rng(2024);
+  std::normal_distribution<double> normal;
+  std::bernoulli_distribution present(0.2);
+  Dataset d;
+  d.x.resize(n, p);
+  std::vector<Eigen::Triplet<double, std::int64_t>> t;
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < p; ++j) {
+      if (present(rng)) t.emplace_back(i, j, normal(rng));
+    }
+  }
+  d.x.setFromTriplets(t.begin(), t.end());
+  Eigen::VectorXd truth = Eigen::VectorXd::Zero(p);
+  std::vector<int> support{3, 150, 151, 400, 777, 1000, 1234, 1500, 1800, 1999};
+  for (std::size_t k = 0; k < support.size(); ++k) truth[support[k]] = (k % 2 ? -1 : 1) * (1.0 + 0.1 * k);
+  d.y = d.x * truth;
+  for (int i = 0; i < n; ++i) d.y[i] += 3.0 + 0.05 * normal(rng);
+  LassoOptions o;
+  o.scheduler = "priority";
+  o.engine.workers = 2;
+  o.engine.pipeline_depth = 2;
+  o.engine.progress = false;
+  auto solver = LassoSolver::Create(d, o);
+  ASSERT_TRUE(solver.ok());
+  auto s = (*solver)->Fit(0.01);
+  ASSERT_TRUE(s.ok());
+  EXPECT_LT(s->kkt_violation, 1e-6);
+  for (int j = 0; j < p; ++j) {
+    if (truth[j] != 0) {
+      EXPECT_NE(s->beta[j], 0) << "missed feature " << j;
+      EXPECT_EQ(s->beta[j] > 0, truth[j] > 0) << "wrong sign at " << j;
+      EXPECT_NEAR(s->beta[j], truth[j], 0.1);
+    } else {
+      EXPECT_EQ(s->beta[j], 0) << "false positive at " << j;
+    }
+  }
+  EXPECT_NEAR(s->intercept, 3.0, 0.05);
+}
+
+TEST(LassoTest, StandardizeEqualsFittingPreScaledColumns) {
+  TESSERA_REQUIRE_DATA(x_path, "lasso/diabetes/lars_diabetes_x.csv.gz");
+  auto data = ReadCsv(x_path);
+  ASSERT_TRUE(data.ok());
+  Dataset scaled = *data;
+  Eigen::VectorXd factor(10);
+  factor << 1, 10, 100, 0.5, 3, 7, 0.01, 2, 50, 0.2;
+  scaled.x = SparseRowMatrix(scaled.x * factor.asDiagonal());
+  LassoOptions o;
+  o.standardize = true;
+  o.engine.progress = false;
+  auto a = LassoSolver::Create(scaled, o);
+  ASSERT_TRUE(a.ok());
+  auto sa = (*a)->Fit(0.5);
+  ASSERT_TRUE(sa.ok());
+  // The same problem by hand: divide every column by its standard deviation.
+  Dataset unit = scaled;
+  Eigen::MatrixXd dense(unit.x);
+  Eigen::VectorXd sd(10);
+  for (int j = 0; j < 10; ++j) {
+    const double m = dense.col(j).mean();
+    sd[j] = std::sqrt((dense.col(j).array() - m).square().mean());
+  }
+  unit.x = SparseRowMatrix((dense * sd.cwiseInverse().asDiagonal()).sparseView());
+  o.standardize = false;
+  auto b = LassoSolver::Create(unit, o);
+  ASSERT_TRUE(b.ok());
+  auto sb = (*b)->Fit(0.5);
+  ASSERT_TRUE(sb.ok());
+  EXPECT_NEAR(sa->objective, sb->objective, 1e-7 * sb->objective);
+  for (int j = 0; j < 10; ++j) EXPECT_NEAR(sa->beta[j] * sd[j], sb->beta[j], 1e-4 * (1 + std::abs(sb->beta[j])));
+}
+
+TEST(LassoTest, BadOptionsAreRejectedWithTheFlagName) {
+  Dataset d;
+  d.x.resize(5, 2);
+  d.y = Eigen::VectorXd::Zero(5);
+  LassoOptions o;
+  o.block_update = "sideways";
+  EXPECT_NE(LassoSolver::Create(d, o).status().message().find("--block-update"), std::string::npos);
+  o = LassoOptions{};
+  o.engine.workers = 9;
+  EXPECT_NE(LassoSolver::Create(d, o).status().message().find("--workers 9"), std::string::npos);
+  o = LassoOptions{};
+  o.scheduler = "nope";
+  EXPECT_NE(LassoSolver::Create(d, o).status().message().find("valid: dependency"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tessera

@@ -1,0 +1,205 @@
+// The model-parallel engine's semantics, checked with small instrumented apps.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <mutex>
+
+#include "core/fiber_pool.h"
+#include "core/model_parallel.h"
+#include "tests/test_util.h"
+
+namespace tessera {
+namespace {
+
+// Each round updates key (round % 4) by +1. Workers count the updates they applied and report
+// that count in their partial, so Pull can see exactly how stale each push was.
+struct CountingApp : ModelParallelApp {
+  explicit CountingApp(int workers, std::uint64_t rounds) : applied(workers, 0), limit(rounds) {
+    for (int w = 0; w < workers; ++w) stale_keys_seen[w];  // no insertion from worker fibers
+  }
+
+  RoundSchedule Schedule(ScheduleContext& ctx) override {
+    RoundSchedule plan;
+    if (ctx.round >= limit) {
+      plan.done = true;
+      return plan;
+    }
+    in_flight_seen.push_back(ctx.in_flight.size());
+    plan.blocks.push_back({7, {ctx.round % 4}, kAllWorkers});
+    return plan;
+  }
+  std::vector<Partial> Push(WorkerContext& ctx, std::span<const Block> blocks) override {
+    Partial p;
+    p.block = blocks[0].id;
+    p.values = Eigen::VectorXd::Constant(1, applied[ctx.worker]);
+    stale_keys_seen.at(ctx.worker).push_back(ctx.stale_keys.size());
+    return {p};
+  }
+  Partial Aggregate(std::span<const Partial> parts) override {
+    // Every worker must have applied the same number of updates when it pushed a round.
+    for (const auto& p : parts) EXPECT_EQ(p.values[0], parts[0].values[0]);
+    return parts[0];
+  }
+  Update Pull(PullContext& ctx, std::span<const Block> blocks,
+              std::span<const Partial> merged) override {
+    const auto seen = static_cast<std::uint64_t>(merged[0].values[0]);
+    EXPECT_EQ(seen + ctx.stale_updates.size(), ctx.round) << "round " << ctx.round;
+    max_stale = std::max<std::size_t>(max_stale, ctx.stale_updates.size());
+    ++pulled;
+    return Update{{blocks[0].keys[0]}, Eigen::VectorXd::Constant(1, 1.0)};
+  }
+  void Apply(WorkerContext& ctx, const Update&) override { ++applied[ctx.worker]; }
+  Eigen::VectorXd EvaluateTerms(WorkerContext& ctx) override {
+    return Eigen::VectorXd::Constant(1, applied[ctx.worker]);
+  }
+  double Objective(const Eigen::VectorXd& t) override { return 1.0 / (1.0 + t[0]); }
+
+  std::vector<int> applied;
+  std::uint64_t limit;
+  std::uint64_t pulled = 0;
+  std::size_t max_stale = 0;
+  std::vector<std::size_t> in_flight_seen;
+  std::map<int, std::vector<std::size_t>> stale_keys_seen;
+};
+
+class PipelineTest : public ::testing::TestWithParam<std::tuple<int, int>> {};
+
+TEST_P(PipelineTest, StalenessIsExactlyTheRoundsInFlight) {
+  const auto [workers, depth] = GetParam();
+  CountingApp app(workers, 50);
+  EngineOptions o;
+  o.workers = workers;
+  o.pipeline_depth = depth;
+  auto run = RunModelParallel(app, o);
+  ASSERT_TRUE(run.ok()) << run.status().message();
+  EXPECT_EQ(run->rounds, 50u);
+  EXPECT_EQ(run->stop_reason, "converged");
+  EXPECT_EQ(app.pulled, 50u);
+  EXPECT_EQ(app.max_stale, static_cast<std::size_t>(depth - 1));
+  for (int w = 0; w < workers; ++w) EXPECT_EQ(app.applied[w], 50);
+  // The final evaluation sees every update applied on every worker.
+  EXPECT_DOUBLE_EQ(run->objective, 1.0 / (1.0 + 50.0 * workers));
+  for (std::size_t r = 0; r < app.in_flight_seen.size(); ++r) {
+    EXPECT_LE(app.in_flight_seen[r], static_cast<std::size_t>(depth - 1));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(WorkersAndDepth, PipelineTest,
+                         ::testing::Combine(::testing::Values(1, 3), ::testing::Values(1, 2, 3)));
+
+TEST(EngineTest, StopsAtMaxRoundsAndWritesTrace) {
+  testing::TempDir dir;
+  CountingApp app(2, 1000);
+  EngineOptions o;
+  o.max_rounds = 10;
+  o.objective_every = 5;
+  o.trace_path = dir.Path("trace.csv");
+  auto run = RunModelParallel(app, o);
+  ASSERT_TRUE(run.ok());
+  EXPECT_EQ(run->rounds, 10u);
+  EXPECT_EQ(run->stop_reason, "max rounds");
+  EXPECT_EQ(run->evaluations.size(), 2u);  // after rounds 5 and 10
+  std::ifstream in(o.trace_path);
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, "round,seconds,objective,updates,bytes");
+  int rows = 0, with_objective = 0;
+  while (std::getline(in, line)) {
+    ++rows;
+    if (line.find(",,") == std::string::npos) ++with_objective;
+  }
+  EXPECT_EQ(rows, 10);
+  EXPECT_EQ(with_objective, 2);
+  EXPECT_GT(run->bytes, 0u);
+}
+
+TEST(EngineTest, StopsOnObjectiveTolerance) {
+  CountingApp app(1, 100000);
+  EngineOptions o;
+  o.workers = 1;
+  o.objective_every = 1;
+  o.objective_tolerance = 1e-2;  // 1/(1+k) changes by less than 1% once k > ~100
+  auto run = RunModelParallel(app, o);
+  ASSERT_TRUE(run.ok());
+  EXPECT_EQ(run->stop_reason, "objective tolerance");
+  EXPECT_GT(run->rounds, 50u);
+  EXPECT_LT(run->rounds, 200u);
+}
+
+TEST(EngineTest, StopsOnTimeLimit) {
+  CountingApp app(2, UINT64_MAX);
+  EngineOptions o;
+  o.max_seconds = 0.05;
+  auto run = RunModelParallel(app, o);
+  ASSERT_TRUE(run.ok());
+  EXPECT_EQ(run->stop_reason, "time limit");
+  EXPECT_GE(run->seconds, 0.05);
+}
+
+TEST(EngineTest, RoutesBlocksToTheirWorkerOnly) {
+  FunctionalApp app;
+  std::mutex mu;
+  std::vector<std::pair<int, std::uint32_t>> seen;
+  app.schedule = [](ScheduleContext& ctx) {
+    RoundSchedule plan;
+    plan.done = ctx.round == 3;
+    for (int w = 0; w < ctx.num_workers && !plan.done; ++w) {
+      plan.blocks.push_back({static_cast<std::uint32_t>(10 + w), {static_cast<Key>(w)}, w});
+    }
+    return plan;
+  };
+  app.push = [&](WorkerContext& ctx, std::span<const Block> blocks) {
+    std::vector<Partial> out;
+    for (const auto& b : blocks) {
+      std::lock_guard lock(mu);
+      seen.emplace_back(ctx.worker, b.id);
+      out.push_back({b.id, 0, Eigen::VectorXd::Constant(1, ctx.worker)});
+    }
+    return out;
+  };
+  app.pull = [](PullContext&, std::span<const Block> blocks, std::span<const Partial> merged) {
+    for (std::size_t i = 0; i < blocks.size(); ++i) {
+      EXPECT_EQ(merged[i].values[0], blocks[i].worker);  // only the owner contributed
+    }
+    return Update{};
+  };
+  app.apply = [](WorkerContext&, const Update&) {};
+  app.evaluate_terms = [](WorkerContext&) { return Eigen::VectorXd::Zero(1); };
+  app.objective = [](const Eigen::VectorXd&) { return 0.0; };
+  EngineOptions o;
+  o.workers = 4;
+  auto run = RunModelParallel(app, o);
+  ASSERT_TRUE(run.ok());
+  EXPECT_EQ(seen.size(), 12u);
+  for (auto [w, id] : seen) EXPECT_EQ(id, static_cast<std::uint32_t>(10 + w));
+}
+
+TEST(EngineTest, EmptyScheduleWithNothingInFlightIsAnError) {
+  FunctionalApp app;
+  app.schedule = [](ScheduleContext&) { return RoundSchedule{}; };
+  app.push = [](WorkerContext&, std::span<const Block>) { return std::vector<Partial>{}; };
+  app.pull = [](PullContext&, std::span<const Block>, std::span<const Partial>) { return Update{}; };
+  app.apply = [](WorkerContext&, const Update&) {};
+  app.evaluate_terms = [](WorkerContext&) { return Eigen::VectorXd::Zero(1); };
+  app.objective = [](const Eigen::VectorXd&) { return 0.0; };
+  auto run = RunModelParallel(app, EngineOptions{});
+  ASSERT_FALSE(run.ok());
+  EXPECT_NE(run.status().message().find("no blocks"), std::string::npos);
+}
+
+TEST(EngineTest, InvalidOptionsNameTheFlag) {
+  CountingApp app(1, 1);
+  EngineOptions o;
+  o.workers = 0;
+  auto run = RunModelParallel(app, o);
+  ASSERT_FALSE(run.ok());
+  EXPECT_NE(run.status().message().find("--workers"), std::string::npos);
+  o.workers = 1;
+  o.pipeline_depth = 0;
+  EXPECT_NE(RunModelParallel(app, o).status().message().find("--pipeline-depth"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace tessera

@@ -1,0 +1,54 @@
+// Helpers shared by the tests: locating the real data sets and temporary files.
+#pragma once
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace tessera::testing {
+
+// TESSERA_DATA_DIR, else ../shared/datasets beside the source tree.
+inline std::string DataDir() {
+  if (const char* d = std::getenv("TESSERA_DATA_DIR"); d && *d) return d;
+  return std::string(TESSERA_SOURCE_DIR) + "/../shared/datasets";
+}
+
+inline bool InCi() {
+  const char* ci = std::getenv("CI");
+  return ci && std::string(ci) == "true";
+}
+
+// A scratch directory removed at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "tessera-test-XXXXXX").string();
+    path_ = mkdtemp(tmpl.data());
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string File(const std::string& name, const std::string& content) const {
+    const std::string p = path_ + "/" + name;
+    std::ofstream(p, std::ios::binary) << content;
+    return p;
+  }
+  std::string Path(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace tessera::testing
+
+// Sets `var` to the data file `rel` under DataDir(). A missing file fails the test under
+// CI=true and skips it (with the path) otherwise.
+#define TESSERA_REQUIRE_DATA(var, rel)                                              \
+  const std::string var = ::tessera::testing::DataDir() + "/" + (rel);              \
+  if (!std::filesystem::exists(var)) {                                              \
+    if (::tessera::testing::InCi()) FAIL() << "data file missing: " << var;         \
+    GTEST_SKIP() << "data file missing: " << var << " (set TESSERA_DATA_DIR)";       \
+  }

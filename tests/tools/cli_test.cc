@@ -1,0 +1,134 @@
+// The `tessera` command and the example app, run as real processes: exit codes and messages.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "tests/test_util.h"
+
+namespace tessera {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Result {
+  int code;
+  std::string output;  // stdout and stderr together
+};
+
+Result RunCli(const std::string& args) {
+  const std::string cmd = std::string(TESSERA_CLI) + " " + args + " 2>&1";
+  Result r{-1, ""};
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+std::string Diabetes() { return std::string(TESSERA_SOURCE_DIR) + "/datasets/diabetes/lars_diabetes_x.csv.gz"; }
+
+TEST(CliTest, HelpListsTheFlags) {
+  auto r = RunCli("lasso --help");
+  EXPECT_EQ(r.code, 0);
+  for (const char* flag : {"--data", "--format", "--lambda", "--path", "--workers", "--scheduler",
+                           "--pipeline-depth", "--trace", "--output"}) {
+    EXPECT_THAT(r.output, HasSubstr(flag));
+  }
+}
+
+TEST(CliTest, FitsDiabetesAndWritesCoefficientsAndTrace) {
+  testing::TempDir dir;
+  const std::string coef = dir.Path("coef.csv"), trace = dir.Path("trace.csv");
+  auto r = RunCli("lasso --data " + Diabetes() + " --lambda 0.214804357553 --workers 2 --scheduler "
+               "dependency --output " + coef + " --trace " + trace);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("objective 1807.16368"));
+  std::ifstream in(coef);
+  std::string header, intercept, age, sex;
+  std::getline(in, header);
+  std::getline(in, intercept);
+  std::getline(in, age);
+  std::getline(in, sex);
+  EXPECT_EQ(header, "name,value");
+  EXPECT_THAT(intercept, HasSubstr("(intercept),152.13348"));
+  EXPECT_EQ(age, "age,0");
+  EXPECT_THAT(sex, HasSubstr("sex,-63.75"));
+  EXPECT_TRUE(std::filesystem::exists(trace));
+  EXPECT_FALSE(std::filesystem::exists(coef + ".tmp"));
+}
+
+TEST(CliTest, PathWritesOneRowPerLambda) {
+  testing::TempDir dir;
+  const std::string out = dir.Path("path.csv");
+  auto r = RunCli("lasso --data " + Diabetes() + " --path 5 --quiet --output " + out);
+  ASSERT_EQ(r.code, 0) << r.output;
+  std::ifstream in(out);
+  int lines = 0;
+  for (std::string l; std::getline(in, l);) ++lines;
+  EXPECT_EQ(lines, 6);
+}
+
+struct BadRun {
+  const char* name;
+  std::string args;
+  int code;
+  const char* message;
+};
+void PrintTo(const BadRun& r, std::ostream* os) { *os << r.name; }
+
+class CliBadInputTest : public ::testing::TestWithParam<BadRun> {};
+
+TEST_P(CliBadInputTest, ExitsNonZeroWithAClearMessageAndNoOutputFile) {
+  testing::TempDir dir;
+  const std::string out = dir.Path("out.csv");
+  std::string args = GetParam().args;
+  for (std::size_t at; (at = args.find("BAD")) != std::string::npos;) {
+    args.replace(at, 3, dir.File("bad.csv", "a,y\n1,2\n3\n"));
+  }
+  auto r = RunCli(args + " --output " + out);
+  EXPECT_EQ(r.code, GetParam().code) << r.output;
+  EXPECT_THAT(r.output, HasSubstr(GetParam().message));
+  EXPECT_FALSE(std::filesystem::exists(out));
+  EXPECT_FALSE(std::filesystem::exists(out + ".tmp"));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, CliBadInputTest,
+    ::testing::Values(
+        BadRun{"missing_file", "lasso --data /no/such.csv", 1, "/no/such.csv: No such file"},
+        BadRun{"ragged_csv", "lasso --data BAD", 1, "bad.csv:3: expected 2 fields"},
+        BadRun{"no_data_flag", "lasso --lambda 1", 2, "--data is required"},
+        BadRun{"non_numeric_flag", "lasso --data BAD --workers two", 2, "--workers"},
+        BadRun{"zero_workers", "lasso --data " + Diabetes() + " --workers 0", 1, "--workers must be at least 1"},
+        BadRun{"unknown_scheduler", "lasso --data " + Diabetes() + " --scheduler fifo", 1,
+               "unknown scheduler 'fifo' (valid: dependency, priority, rotation, round_robin)"},
+        BadRun{"bad_format", "lasso --data " + Diabetes() + " --format xml", 1, "--format must be"},
+        BadRun{"negative_lambda", "lasso --data " + Diabetes() + " --lambda -1", 1, "--lambda must be positive"},
+        BadRun{"bad_depth", "lasso --data " + Diabetes() + " --pipeline-depth 0", 1, "--pipeline-depth"},
+        BadRun{"no_subcommand", "", 2, "subcommand"},
+        BadRun{"unwritable_output", "lasso --data " + Diabetes() + " --quiet --trace /no/dir/t.csv", 1,
+               "/no/dir/t.csv: cannot write"}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(ExampleTest, RidgeAppMatchesClosedForm) {
+  for (const char* workers : {"1", "3"}) {
+    const std::string cmd = std::string(TESSERA_RIDGE_EXAMPLE) + " " + Diabetes() + " 0.001 " + workers;
+    FILE* p = popen(cmd.c_str(), "r");
+    ASSERT_NE(p, nullptr);
+    char buf[512] = {};
+    std::size_t n = std::fread(buf, 1, sizeof buf - 1, p);
+    buf[n] = 0;
+    EXPECT_EQ(pclose(p), 0) << buf;
+    EXPECT_THAT(std::string(buf), HasSubstr("(converged)"));
+  }
+}
+
+}  // namespace
+}  // namespace tessera
