@@ -1,8 +1,10 @@
 #include "core/fiber_pool.h"
 
-#include <boost/fiber/algo/work_stealing.hpp>
-
 #include "core/status.h"
+
+#ifndef TESSERA_OS_THREADS
+#include <boost/fiber/algo/work_stealing.hpp>
+#endif
 
 namespace tessera {
 
@@ -15,6 +17,15 @@ FiberPool& FiberPool::Global(int threads) {
   }();
   return *pool;
 }
+
+#ifdef TESSERA_OS_THREADS
+
+FiberPool::FiberPool(int threads) : thread_count_(threads) {}
+void FiberPool::ThreadMain() {}
+void FiberPool::Spawn(std::function<void()> task) { std::thread(std::move(task)).detach(); }
+void YieldFiber() { std::this_thread::yield(); }
+
+#else
 
 FiberPool::FiberPool(int threads) : thread_count_(threads) {
   TESSERA_CHECK(threads > 0);
@@ -37,6 +48,10 @@ void FiberPool::Spawn(std::function<void()> task) {
   auto st = tasks_.push(std::move(task));
   TESSERA_CHECK(st == boost::fibers::channel_op_status::success) << "fiber pool closed";
 }
+
+void YieldFiber() { boost::this_fiber::yield(); }
+
+#endif
 
 void WaitGroup::Add(int n) {
   std::unique_lock lock(mu_);

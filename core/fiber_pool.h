@@ -1,14 +1,33 @@
-// The process-wide pool of OS threads that run Tessera's fibers (workers, servers).
+// The process-wide pool of OS threads that run Tessera's fibers (coordinator, workers,
+// servers), and the fiber-aware synchronization the engines use.
+//
 // Boost.Fiber's work_stealing scheduler keeps its scheduler table in static storage, so a
 // process can have only one such pool: FiberPool::Global() creates it once and keeps it.
+//
+// Built with TESSERA_OS_THREADS (the TSan preset), every spawned task is an OS thread and the
+// primitives are std::mutex / std::condition_variable: same semantics, but visible to
+// ThreadSanitizer, which cannot follow Boost 1.74's unannotated fiber stack switches.
 #pragma once
 
-#include <boost/fiber/all.hpp>
+#include <condition_variable>
 #include <functional>
+#include <mutex>
 #include <thread>
 #include <vector>
 
+#ifndef TESSERA_OS_THREADS
+#include <boost/fiber/all.hpp>
+#endif
+
 namespace tessera {
+
+#ifdef TESSERA_OS_THREADS
+using FiberMutex = std::mutex;
+using FiberCondition = std::condition_variable;
+#else
+using FiberMutex = boost::fibers::mutex;
+using FiberCondition = boost::fibers::condition_variable;
+#endif
 
 class FiberPool {
  public:
@@ -17,7 +36,7 @@ class FiberPool {
   static FiberPool& Global(int threads = 0);
 
   // Starts `task` as a new fiber on one of the pool's threads. Callable from any thread or
-  // fiber. The task must not block its OS thread (use fiber primitives to wait).
+  // fiber. The task must not block its OS thread (use the primitives here to wait).
   void Spawn(std::function<void()> task);
 
   int threads() const { return thread_count_; }
@@ -27,9 +46,14 @@ class FiberPool {
   void ThreadMain();
 
   const int thread_count_;
+#ifndef TESSERA_OS_THREADS
   boost::fibers::buffered_channel<std::function<void()>> tasks_{1024};
   std::vector<std::thread> threads_;
+#endif
 };
+
+// Lets other fibers on this thread run.
+void YieldFiber();
 
 // Counts outstanding tasks; Wait() blocks the calling fiber (or thread) until all are Done().
 class WaitGroup {
@@ -39,8 +63,8 @@ class WaitGroup {
   void Wait();
 
  private:
-  boost::fibers::mutex mu_;
-  boost::fibers::condition_variable cv_;
+  FiberMutex mu_;
+  FiberCondition cv_;
   int pending_ = 0;
 };
 

@@ -3,11 +3,11 @@
 #pragma once
 
 #include <atomic>
-#include <boost/fiber/all.hpp>
 #include <deque>
 #include <memory>
 #include <vector>
 
+#include "core/fiber_pool.h"
 #include "core/message.h"
 #include "core/status.h"
 
@@ -58,8 +58,8 @@ class Mailbox {
   }
 
  private:
-  boost::fibers::mutex mu_;
-  boost::fibers::condition_variable cv_;
+  FiberMutex mu_;
+  FiberCondition cv_;
   std::deque<T> queue_;
   bool closed_ = false;
 };

@@ -130,7 +130,9 @@ int RunLasso(LassoFlags& f) {
   const Dataset& d = *data;
   const std::string trace = f.opts.engine.trace_path;
   if (f.path > 0) f.opts.engine.trace_path.clear();  // the path trace is written below
+  Stopwatch setup_clock;
   auto solver = LassoSolver::Create(d, f.opts);
+  const double setup_seconds = setup_clock.Seconds();
   if (!solver.ok()) return Fail(solver.status());
   LassoSolver& s = **solver;
   const double lmax = s.LambdaMax();
@@ -138,10 +140,11 @@ int RunLasso(LassoFlags& f) {
     std::printf("tessera lasso: %s: %lld rows x %lld features, %lld nonzeros; lambda_max %.9g\n",
                 d.source.c_str(), static_cast<long long>(d.rows()),
                 static_cast<long long>(d.cols()), static_cast<long long>(d.x.nonZeros()), lmax);
-    std::printf("  %d workers on %d threads, scheduler %s (block %d), %s updates, pipeline depth %d\n",
+    std::printf("  %d workers on %d threads, scheduler %s (block %d), %s updates, pipeline depth %d;"
+                " setup %.3f s\n",
                 f.opts.engine.workers, FiberPool::Global().threads(), f.opts.scheduler.c_str(),
                 f.opts.scheduler_options.block_size, f.opts.block_update.c_str(),
-                f.opts.engine.pipeline_depth);
+                f.opts.engine.pipeline_depth, setup_seconds);
   }
   auto print = [&](const LassoSolution& r) {
     if (f.quiet) return;

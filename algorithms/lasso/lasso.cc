@@ -128,38 +128,24 @@ class LassoApp final : public ModelParallelApp {
     return std::abs(dot - n_ * mu_[ia] * mu_[ib]) / std::sqrt(d_[ia] * d_[ib]);
   }
 
-  // Prepares a fit at `lambda`; `prev_grad`/`prev_lambda` feed the strong rule.
+  // Prepares a fit at `lambda`, warm-started from the current coefficients. The first round
+  // is a gradient pass over every feature that picks the working set.
   void BeginFit(double lambda) {
     lambda_ = lambda;
-    strong_.assign(p_, 1);
-    if (opts_.strong_rules) {
-      for (Eigen::Index j = 0; j < p_; ++j) {
-        const bool active = beta_[j] != 0;
-        if (!active && d_[j] > 0 &&
-            std::abs(last_grad_.size() ? last_grad_[j] : grad0_[j]) <
-                pf_[j] * (2 * lambda - last_lambda_)) {
-          strong_[j] = 0;
-        }
-      }
-    }
-    for (Eigen::Index j = 0; j < p_; ++j) {
-      if (d_[j] <= 0) strong_[j] = 0;
-    }
-    StartSweep(Phase::kFull);
+    working_.assign(p_, 0);
+    first_pass_ = true;
+    sweep_left_ = 0;
+    skip_to_kkt_ = true;
     done_ = false;
     kkt_pending_ = false;
   }
 
-  void EndFit(double lambda) {
-    last_lambda_ = lambda;
-    last_grad_ = kkt_grad_;
-  }
+  void EndFit(double lambda) { last_lambda_ = lambda; }
 
   const Eigen::VectorXd& beta() const { return beta_; }
   double intercept() const { return ybar_ - mu_.dot(beta_); }
   void SetZero() {
     beta_.setZero();
-    last_grad_.resize(0);
     last_lambda_ = LambdaMax();
   }
 
@@ -385,7 +371,7 @@ class LassoApp final : public ModelParallelApp {
     verifying_ = verifying;
     std::vector<Key> keys;
     for (Eigen::Index j = 0; j < p_; ++j) {
-      const bool in = phase == Phase::kFull ? strong_[j] != 0 : beta_[j] != 0;
+      const bool in = phase == Phase::kFull ? working_[j] != 0 : beta_[j] != 0;
       if (in) keys.push_back(static_cast<Key>(j));
     }
     if (keys.empty()) {  // nothing to update: go straight to the KKT pass
@@ -411,7 +397,7 @@ class LassoApp final : public ModelParallelApp {
   // false, or returns true when the candidates have converged.
   bool NextPhase() {
     if (skip_to_kkt_) return true;
-    const bool converged = sweep_change_ < KktTolerance();
+    const bool converged = sweep_change_ < inner_tolerance_;
     const bool full_pass = visited_count_ >= sweep_keys_;
     if (!converged) {
       StartSweep(opts_.active_set && !beta_.isZero(0) ? Phase::kActive : Phase::kFull);
@@ -430,11 +416,15 @@ class LassoApp final : public ModelParallelApp {
 
   double KktTolerance() const { return opts_.tolerance * lambda_max_; }
 
-  // After the gradient pass over every feature: true when the optimality conditions hold within
-  // KktTolerance() everywhere; otherwise screened violators join the candidates and sweeping
-  // goes on.
+  // After a gradient pass over every feature. Features that violate the optimality conditions
+  // join the working set (on the first pass of a fit also the nonzero ones and, when the
+  // sequential strong rule applies, those with |g_j| >= pf_j (2λ − λ_prev)). Returns true when
+  // every condition holds within KktTolerance() and nothing joined.
   bool FinishKkt() {
-    bool screened_violator = false;
+    const double strong_cut =
+        first_pass_ && opts_.strong_rules ? 2 * lambda_ - last_lambda_ : HUGE_VAL;
+    first_pass_ = false;
+    bool added = false;
     double worst = 0;
     for (Eigen::Index j = 0; j < p_; ++j) {
       if (d_[j] <= 0) continue;
@@ -442,12 +432,16 @@ class LassoApp final : public ModelParallelApp {
       const double v = beta_[j] != 0 ? std::abs(g - t * (beta_[j] > 0 ? 1 : -1))
                                      : std::max(std::abs(g) - t, 0.0);
       worst = std::max(worst, v);
-      if (!strong_[j] && v > KktTolerance()) {
-        strong_[j] = 1;
-        screened_violator = true;
+      if (!working_[j] && (beta_[j] != 0 || v > KktTolerance() ||
+                           (strong_cut > 0 && std::abs(g) >= pf_[j] * strong_cut))) {
+        working_[j] = 1;
+        added = true;
       }
     }
-    if (!screened_violator && worst <= KktTolerance()) return true;
+    if (!added && worst <= KktTolerance()) return true;
+    // Solve the working set only as precisely as the outer problem is solved so far: early
+    // working sets are wrong anyway, and polishing them is most of the work otherwise.
+    inner_tolerance_ = std::max(KktTolerance(), 0.1 * worst);
     StartSweep(Phase::kFull);
     return false;
   }
@@ -463,11 +457,12 @@ class LassoApp final : public ModelParallelApp {
   std::vector<RowShard> shards_;
 
   double lambda_ = 0, last_lambda_ = 0, lambda_max_ = 1;
-  Eigen::VectorXd last_grad_, kkt_grad_;
-  std::vector<char> strong_;
+  double inner_tolerance_ = 0;  // sweep convergence threshold of the current working set
+  Eigen::VectorXd kkt_grad_;  // X̃ᵀr/n from the last gradient pass
+  std::vector<char> working_;  // the features coordinate descent sweeps over
   Phase phase_ = Phase::kFull;
   bool verifying_ = false, done_ = false, kkt_pending_ = false, entered_ = false,
-       skip_to_kkt_ = false;
+       skip_to_kkt_ = false, first_pass_ = true;
   std::int64_t sweep_left_ = 0, sweep_keys_ = 0;
   std::uint64_t sweep_id_ = 0;
   std::vector<std::uint64_t> visited_;

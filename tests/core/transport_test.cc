@@ -53,7 +53,7 @@ TEST(InProcessTransportTest, CloseWakesReceiverAndRejectsSends) {
 TEST(FiberPoolTest, ParallelForRunsEveryIndexManyTimesOverFewThreads) {
   std::vector<int> hits(1000, 0);
   ParallelFor(1000, [&](int i) {
-    boost::this_fiber::yield();
+    YieldFiber();
     hits[i]++;
   });
   for (int h : hits) EXPECT_EQ(h, 1);

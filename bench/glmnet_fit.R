@@ -1,0 +1,21 @@
+# glmnet side of bench/lasso_vs_glmnet.sh. Fits the same problem Tessera fits,
+#   (1/2n)||y - b0 - Xb||^2 + lambda ||b||_1   (standardize = FALSE, intercept = TRUE),
+# `repeats` times and prints: glmnet,<seconds per run ;-separated>,<objective>,<nonzeros>
+# usage: Rscript glmnet_fit.R PREFIX LAMBDA REPEATS [dense]
+suppressMessages({ library(Matrix); library(glmnet) })
+args <- commandArgs(trailingOnly = TRUE)
+prefix <- args[1]; lambda <- as.numeric(args[2]); repeats <- as.integer(args[3])
+x <- as(readMM(paste0(prefix, ".mtx")), "CsparseMatrix")
+if (length(args) > 3 && args[4] == "dense") x <- as.matrix(x)
+y <- scan(paste0(prefix, ".y"), quiet = TRUE)
+times <- numeric(repeats)
+for (k in seq_len(repeats)) {
+  t <- system.time(fit <- glmnet(x, y, family = "gaussian", lambda = lambda,
+                                 standardize = FALSE, intercept = TRUE))
+  times[k] <- t[["elapsed"]]
+}
+b <- as.numeric(coef(fit))
+r <- y - b[1] - as.numeric(x %*% b[-1])
+obj <- sum(r^2) / (2 * length(y)) + lambda * sum(abs(b[-1]))
+cat(sprintf("glmnet,%s,%.17g,%d\n", paste(sprintf("%.6f", times), collapse = ";"), obj,
+            sum(b[-1] != 0)))
