@@ -3,7 +3,7 @@
 #include "core/status.h"
 
 #ifndef TESSERA_OS_THREADS
-#include <boost/fiber/algo/work_stealing.hpp>
+#include "core/spinning_work_stealing.h"
 #endif
 
 namespace tessera {
@@ -21,23 +21,42 @@ FiberPool& FiberPool::Global(int threads) {
 #ifdef TESSERA_OS_THREADS
 
 FiberPool::FiberPool(int threads) : thread_count_(threads) {}
-void FiberPool::ThreadMain() {}
 void FiberPool::Spawn(std::function<void()> task) { std::thread(std::move(task)).detach(); }
 void YieldFiber() { std::this_thread::yield(); }
 
 #else
 
+namespace {
+// How long an idle pool thread spins before it sleeps: longer than a round's hand-off,
+// short enough not to matter when the pool is idle.
+constexpr std::chrono::microseconds kSpin(50);
+}  // namespace
+
 FiberPool::FiberPool(int threads) : thread_count_(threads) {
   TESSERA_CHECK(threads > 0);
+  peers_.assign(threads, nullptr);
   threads_.reserve(threads);
-  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { ThreadMain(); });
+  for (int i = 0; i < threads; ++i) threads_.emplace_back([this, i] { ThreadMain(i); });
   for (auto& t : threads_) t.detach();
+  // Every thread must have registered its algorithm before any can steal from it.
+  std::unique_lock lock(start_mu_);
+  start_cv_.wait(lock, [this] { return started_ == thread_count_; });
 }
 
-void FiberPool::ThreadMain() {
-  // suspend=true: idle threads sleep instead of spinning (the machine is shared).
-  boost::fibers::use_scheduling_algorithm<boost::fibers::algo::work_stealing>(
-      static_cast<std::uint32_t>(thread_count_), true);
+void FiberPool::ThreadMain(int id) {
+  auto* algo = new SpinningWorkStealing(peers_, static_cast<std::size_t>(id), kSpin);
+  peers_[id] = algo;
+  {
+    std::lock_guard lock(start_mu_);
+    ++started_;
+  }
+  start_cv_.notify_all();
+  {
+    std::unique_lock lock(start_mu_);
+    start_cv_.wait(lock, [this] { return started_ == thread_count_; });
+  }
+  boost::fibers::context::active()->get_scheduler()->set_algo(
+      boost::fibers::algo::algorithm::ptr_t(algo));
   std::function<void()> task;
   while (tasks_.pop(task) == boost::fibers::channel_op_status::success) {
     boost::fibers::fiber(std::move(task)).detach();

@@ -1,8 +1,8 @@
 // The process-wide pool of OS threads that run Tessera's fibers (coordinator, workers,
 // servers), and the fiber-aware synchronization the engines use.
 //
-// Boost.Fiber's work_stealing scheduler keeps its scheduler table in static storage, so a
-// process can have only one such pool: FiberPool::Global() creates it once and keeps it.
+// Fibers migrate between the pool's threads by work stealing (core/spinning_work_stealing.h).
+// One pool serves the whole process: FiberPool::Global() creates it once and keeps it.
 //
 // Built with TESSERA_OS_THREADS (the TSan preset), every spawned task is an OS thread and the
 // primitives are std::mutex / std::condition_variable: same semantics, but visible to
@@ -43,12 +43,16 @@ class FiberPool {
 
  private:
   explicit FiberPool(int threads);
-  void ThreadMain();
 
   const int thread_count_;
 #ifndef TESSERA_OS_THREADS
+  void ThreadMain(int id);
   boost::fibers::buffered_channel<std::function<void()>> tasks_{1024};
   std::vector<std::thread> threads_;
+  std::vector<class SpinningWorkStealing*> peers_;  // each thread's scheduling algorithm
+  std::mutex start_mu_;
+  std::condition_variable start_cv_;
+  int started_ = 0;
 #endif
 };
 

@@ -26,7 +26,13 @@ struct RowShard {
   Eigen::VectorXd rs;        // r_s = ỹ − X b (uncentered X); residual r = r_s + c
   double c = 0;              // μᵀb: the centering part of the residual, the same everywhere
   Eigen::VectorXd scatter;   // dense scratch of local-row length, kept all zero between uses
+  // Partial Gram entries x_aᵀx_b over local rows, by pair: active-set sweeps revisit the same
+  // pairs, and on count data with frequent terms the dots cost more than the gradients.
+  std::unordered_map<std::uint64_t, double> gram_cache;
+  std::size_t scattered = SIZE_MAX;  // the column currently in `scatter`
 };
+
+constexpr std::size_t kGramCacheLimit = 1 << 22;  // entries per worker (~100 MiB worst case)
 
 double ColumnDot(const SparseColMatrix& x, Eigen::Index j, const Eigen::VectorXd& v) {
   double s = 0;
@@ -216,23 +222,43 @@ class LassoApp final : public ModelParallelApp {
         part.values[at++] = ColumnDot(s.x, j, s.rs) + s.c * s.colsum[j];
       }
       if (gram) {
-        // Partial x_aᵀx_b over local rows: scatter column a, gather the others.
+        if (s.gram_cache.size() > kGramCacheLimit) s.gram_cache.clear();
         for (std::size_t i = 0; i < u; ++i) {
-          const auto a = static_cast<Eigen::Index>(b.keys[i]);
-          for (SparseColMatrix::InnerIterator it(s.x, a); it; ++it) s.scatter[it.index()] = it.value();
-          for (std::size_t k = i + 1; k < u; ++k) {
-            part.values[at++] = ColumnDot(s.x, static_cast<Eigen::Index>(b.keys[k]), s.scatter);
-          }
-          for (std::size_t k = 0; k < m; ++k) {
-            part.values[at++] =
-                ColumnDot(s.x, static_cast<Eigen::Index>(ctx.stale_keys[k]), s.scatter);
-          }
-          for (SparseColMatrix::InnerIterator it(s.x, a); it; ++it) s.scatter[it.index()] = 0;
+          const Key a = b.keys[i];
+          for (std::size_t k = i + 1; k < u; ++k) part.values[at++] = GramEntry(s, a, b.keys[k]);
+          for (std::size_t k = 0; k < m; ++k) part.values[at++] = GramEntry(s, a, ctx.stale_keys[k]);
         }
+        ClearScatter(s);
       }
       out.push_back(std::move(part));
     }
     return out;
+  }
+
+  // Partial x_aᵀx_b over this worker's rows, from the cache or by scattering column a and
+  // gathering column b.
+  static double GramEntry(RowShard& s, Key a, Key b) {
+    TESSERA_CHECK(a < (1ull << 32) && b < (1ull << 32)) << "feature index too large";
+    const std::uint64_t pair = a < b ? (a << 32 | b) : (b << 32 | a);
+    if (auto it = s.gram_cache.find(pair); it != s.gram_cache.end()) return it->second;
+    if (s.scattered != a) {
+      ClearScatter(s);
+      for (SparseColMatrix::InnerIterator it(s.x, static_cast<Eigen::Index>(a)); it; ++it) {
+        s.scatter[it.index()] = it.value();
+      }
+      s.scattered = a;
+    }
+    const double v = ColumnDot(s.x, static_cast<Eigen::Index>(b), s.scatter);
+    s.gram_cache.emplace(pair, v);
+    return v;
+  }
+
+  static void ClearScatter(RowShard& s) {
+    if (s.scattered == SIZE_MAX) return;
+    for (SparseColMatrix::InnerIterator it(s.x, static_cast<Eigen::Index>(s.scattered)); it; ++it) {
+      s.scatter[it.index()] = 0;
+    }
+    s.scattered = SIZE_MAX;
   }
 
   Update Pull(PullContext& ctx, std::span<const Block> blocks,

@@ -1,0 +1,67 @@
+#include "core/spinning_work_stealing.h"
+
+#ifndef TESSERA_OS_THREADS
+
+#include <boost/fiber/detail/cpu_relax.hpp>
+
+namespace tessera {
+
+using boost::fibers::context;
+
+SpinningWorkStealing::SpinningWorkStealing(std::vector<SpinningWorkStealing*>& peers,
+                                           std::size_t id, std::chrono::microseconds spin)
+    : peers_(peers), id_(id), spin_(spin), victim_seed_(id * 0x9E3779B97F4A7C15ull + 1) {}
+
+void SpinningWorkStealing::awakened(context* ctx) noexcept {
+  if (!ctx->is_context(boost::fibers::type::pinned_context)) ctx->detach();
+  queue_.push(ctx);
+}
+
+context* SpinningWorkStealing::pick_next() noexcept {
+  context* next = queue_.pop();
+  if (next == nullptr && peers_.size() > 1) {
+    // Try each other thread once, starting at a pseudo-random one.
+    victim_seed_ = victim_seed_ * 6364136223846793005ull + 1442695040888963407ull;
+    const std::size_t start = (victim_seed_ >> 33) % peers_.size();
+    for (std::size_t k = 0; k < peers_.size() && next == nullptr; ++k) {
+      const std::size_t v = (start + k) % peers_.size();
+      if (v != id_) next = peers_[v]->Steal();
+    }
+  }
+  if (next != nullptr && !next->is_context(boost::fibers::type::pinned_context)) {
+    context::active()->attach(next);
+  }
+  return next;
+}
+
+void SpinningWorkStealing::suspend_until(
+    std::chrono::steady_clock::time_point const& deadline) noexcept {
+  // Spin first: work for this thread arrives either by notify() or in a peer's queue.
+  const auto spin_end = std::min(deadline, std::chrono::steady_clock::now() + spin_);
+  while (std::chrono::steady_clock::now() < spin_end) {
+    if (notified_.exchange(false, std::memory_order_acquire)) return;
+    for (auto* p : peers_) {
+      if (p != this && p->has_ready_fibers()) return;
+    }
+    for (int i = 0; i < 32; ++i) cpu_relax();
+  }
+  std::unique_lock lock(mu_);
+  if (deadline == (std::chrono::steady_clock::time_point::max)()) {
+    cv_.wait(lock, [this] { return notified_.exchange(false, std::memory_order_acquire); });
+  } else {
+    cv_.wait_until(lock, deadline,
+                   [this] { return notified_.exchange(false, std::memory_order_acquire); });
+  }
+}
+
+void SpinningWorkStealing::notify() noexcept {
+  {
+    std::lock_guard lock(mu_);
+    notified_.store(true, std::memory_order_release);
+  }
+  cv_.notify_all();
+}
+
+}  // namespace tessera
+
+#endif

@@ -1,0 +1,48 @@
+// A Boost.Fiber scheduling algorithm for FiberPool: work stealing across the pool's threads,
+// like boost::fibers::algo::work_stealing, with two differences that matter here:
+//  - an idle thread spins briefly before it sleeps, so the hand-offs of a short
+//    model-parallel round (tens of microseconds) do not each pay a futex wake-up;
+//  - the set of peers belongs to the pool, not to static storage.
+#pragma once
+
+#ifndef TESSERA_OS_THREADS
+
+#include <atomic>
+#include <boost/fiber/algo/algorithm.hpp>
+#include <boost/fiber/context.hpp>
+#include <boost/fiber/detail/context_spinlock_queue.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <vector>
+
+namespace tessera {
+
+class SpinningWorkStealing final : public boost::fibers::algo::algorithm {
+ public:
+  // `peers` holds every thread's algorithm, this one at index `id`; filled before use.
+  SpinningWorkStealing(std::vector<SpinningWorkStealing*>& peers, std::size_t id,
+                       std::chrono::microseconds spin);
+
+  void awakened(boost::fibers::context* ctx) noexcept override;
+  boost::fibers::context* pick_next() noexcept override;
+  bool has_ready_fibers() const noexcept override { return !queue_.empty(); }
+  void suspend_until(std::chrono::steady_clock::time_point const& deadline) noexcept override;
+  void notify() noexcept override;
+
+ private:
+  boost::fibers::context* Steal() noexcept { return queue_.steal(); }
+
+  std::vector<SpinningWorkStealing*>& peers_;
+  const std::size_t id_;
+  const std::chrono::microseconds spin_;
+  boost::fibers::detail::context_spinlock_queue queue_;
+  std::atomic<bool> notified_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::uint64_t victim_seed_;
+};
+
+}  // namespace tessera
+
+#endif
