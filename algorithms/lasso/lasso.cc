@@ -1,6 +1,7 @@
 #include "algorithms/lasso/lasso.h"
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <unordered_map>
 
@@ -33,6 +34,8 @@ struct RowShard {
 };
 
 constexpr std::size_t kGramCacheLimit = 1 << 22;  // entries per worker (~100 MiB worst case)
+// Below this many nonzeros a dot product is cheaper than a hash-table visit: not cached.
+constexpr std::int64_t kGramCacheMinNonzeros = 128;
 
 double ColumnDot(const SparseColMatrix& x, Eigen::Index j, const Eigen::VectorXd& v) {
   double s = 0;
@@ -240,7 +243,13 @@ class LassoApp final : public ModelParallelApp {
   static double GramEntry(RowShard& s, Key a, Key b) {
     TESSERA_CHECK(a < (1ull << 32) && b < (1ull << 32)) << "feature index too large";
     const std::uint64_t pair = a < b ? (a << 32 | b) : (b << 32 | a);
-    if (auto it = s.gram_cache.find(pair); it != s.gram_cache.end()) return it->second;
+    const auto ia = static_cast<Eigen::Index>(a), ib = static_cast<Eigen::Index>(b);
+    const bool cache = s.x.outerIndexPtr()[ia + 1] - s.x.outerIndexPtr()[ia] +
+                           s.x.outerIndexPtr()[ib + 1] - s.x.outerIndexPtr()[ib] >=
+                       kGramCacheMinNonzeros;
+    if (cache) {
+      if (auto it = s.gram_cache.find(pair); it != s.gram_cache.end()) return it->second;
+    }
     if (s.scattered != a) {
       ClearScatter(s);
       for (SparseColMatrix::InnerIterator it(s.x, static_cast<Eigen::Index>(a)); it; ++it) {
@@ -248,8 +257,8 @@ class LassoApp final : public ModelParallelApp {
       }
       s.scattered = a;
     }
-    const double v = ColumnDot(s.x, static_cast<Eigen::Index>(b), s.scatter);
-    s.gram_cache.emplace(pair, v);
+    const double v = ColumnDot(s.x, ib, s.scatter);
+    if (cache) s.gram_cache.emplace(pair, v);
     return v;
   }
 
@@ -450,21 +459,32 @@ class LassoApp final : public ModelParallelApp {
     const double strong_cut =
         first_pass_ && opts_.strong_rules ? 2 * lambda_ - last_lambda_ : HUGE_VAL;
     first_pass_ = false;
-    bool added = false;
     double worst = 0;
+    std::int64_t working = 0;
+    std::vector<std::pair<double, Eigen::Index>> violators;  // outside the working set
     for (Eigen::Index j = 0; j < p_; ++j) {
       if (d_[j] <= 0) continue;
       const double t = lambda_ * pf_[j], g = kkt_grad_[j];
       const double v = beta_[j] != 0 ? std::abs(g - t * (beta_[j] > 0 ? 1 : -1))
                                      : std::max(std::abs(g) - t, 0.0);
       worst = std::max(worst, v);
-      if (!working_[j] && (beta_[j] != 0 || v > KktTolerance() ||
-                           (strong_cut > 0 && std::abs(g) >= pf_[j] * strong_cut))) {
+      if (!working_[j] && (beta_[j] != 0 || (strong_cut > 0 && std::abs(g) >= pf_[j] * strong_cut))) {
         working_[j] = 1;
-        added = true;
+      } else if (!working_[j] && v > KktTolerance()) {
+        violators.emplace_back(v / pf_[j], j);
       }
+      working += working_[j];
     }
-    if (!added && worst <= KktTolerance()) return true;
+    if (violators.empty() && worst <= KktTolerance()) return true;
+    // The working set at most doubles per pass, taking the worst violators first (celer,
+    // Blitz): at small λ almost every feature violates at b = 0, but few end up nonzero.
+    const std::size_t room = static_cast<std::size_t>(std::max<std::int64_t>(working, 64));
+    if (violators.size() > room) {
+      std::nth_element(violators.begin(), violators.begin() + static_cast<std::ptrdiff_t>(room),
+                       violators.end(), std::greater<>());
+      violators.resize(room);
+    }
+    for (const auto& [v, j] : violators) working_[j] = 1;
     // Solve the working set only as precisely as the outer problem is solved so far: early
     // working sets are wrong anyway, and polishing them is most of the work otherwise.
     inner_tolerance_ = std::max(KktTolerance(), 0.1 * worst);
