@@ -5,6 +5,7 @@
 #include <cmath>
 #include <unordered_map>
 
+#include "core/fiber_pool.h"
 #include "core/metrics.h"
 
 namespace tessera {
@@ -24,6 +25,8 @@ struct RowShard {
   SparseColMatrix x;         // local rows x all features
   Eigen::VectorXd y;         // local responses, centered by the global mean
   Eigen::VectorXd colsum;    // Σ_i x_ij over local rows
+  Eigen::VectorXd colsq;     // Σ_i x_ij² over local rows (setup only)
+  Eigen::VectorXd xty;       // Σ_i x_ij ỹ_i over local rows (setup only)
   Eigen::VectorXd rs;        // r_s = ỹ − X b (uncentered X); residual r = r_s + c
   double c = 0;              // μᵀb: the centering part of the residual, the same everywhere
   Eigen::VectorXd scatter;   // dense scratch of local-row length, kept all zero between uses
@@ -67,44 +70,49 @@ class LassoApp final : public ModelParallelApp {
     n_ = data.rows();
     p_ = data.cols();
     sequential_ = opts.block_update == "sequential";
-    x_ = SparseColMatrix(data.x);
-    x_.makeCompressed();
+    rows_ = data.x;  // the oracles and the dependency function read the full data
     ybar_ = data.y.mean();
-    mu_.resize(p_);
-    d_.resize(p_);
-    pf_.resize(p_);
-    for (Eigen::Index j = 0; j < p_; ++j) {
-      double sum = 0, sq = 0;
-      for (SparseColMatrix::InnerIterator it(x_, j); it; ++it) {
-        sum += it.value();
-        sq += it.value() * it.value();
-      }
-      mu_[j] = sum / n_;
-      d_[j] = std::max(0.0, sq - n_ * mu_[j] * mu_[j]);
-      if (d_[j] <= 1e-12 * std::max(sq, 1e-300)) d_[j] = 0;  // constant column
-      pf_[j] = opts.standardize ? std::sqrt(d_[j] / n_) : 1.0;
-    }
     const Eigen::VectorXd yc = data.y.array() - ybar_;
     null_ms_ = yc.squaredNorm() / n_;
-    grad0_ = (x_.transpose() * yc) / static_cast<double>(n_);  // = X̃ᵀỹ/n since Σỹ = 0
-    beta_ = Eigen::VectorXd::Zero(p_);
-    // Partition rows contiguously over the workers.
+    // Each worker builds its own column-major shard (the bulk of the setup), in parallel.
     const auto ranges = SplitRange(n_, opts.engine.workers);
-    const SparseRowMatrix& rows = data.x;
-    for (const auto& r : ranges) {
-      RowShard s;
-      const auto len = static_cast<Eigen::Index>(r.size());
-      s.x = SparseColMatrix(rows.middleRows(static_cast<Eigen::Index>(r.begin), len));
+    shards_.resize(ranges.size());
+    ParallelFor(static_cast<int>(ranges.size()), [&](int w) {
+      RowShard& s = shards_[w];
+      const auto begin = static_cast<Eigen::Index>(ranges[w].begin);
+      const auto len = static_cast<Eigen::Index>(ranges[w].size());
+      s.x = SparseColMatrix(data.x.middleRows(begin, len));
       s.x.makeCompressed();
-      s.y = yc.segment(static_cast<Eigen::Index>(r.begin), len);
+      s.y = yc.segment(begin, len);
       s.colsum = Eigen::VectorXd::Zero(p_);
+      s.colsq = Eigen::VectorXd::Zero(p_);
+      s.xty = Eigen::VectorXd::Zero(p_);
       for (Eigen::Index j = 0; j < p_; ++j) {
-        for (SparseColMatrix::InnerIterator it(s.x, j); it; ++it) s.colsum[j] += it.value();
+        for (SparseColMatrix::InnerIterator it(s.x, j); it; ++it) {
+          s.colsum[j] += it.value();
+          s.colsq[j] += it.value() * it.value();
+          s.xty[j] += it.value() * s.y[it.index()];
+        }
       }
       s.rs = s.y;
       s.scatter = Eigen::VectorXd::Zero(len);
-      shards_.push_back(std::move(s));
+    });
+    Eigen::VectorXd sum = Eigen::VectorXd::Zero(p_), sq = sum, xty = sum;
+    for (const RowShard& s : shards_) {
+      sum += s.colsum;
+      sq += s.colsq;
+      xty += s.xty;
     }
+    mu_ = sum / static_cast<double>(n_);
+    d_.resize(p_);
+    pf_.resize(p_);
+    for (Eigen::Index j = 0; j < p_; ++j) {
+      d_[j] = std::max(0.0, sq[j] - n_ * mu_[j] * mu_[j]);
+      if (d_[j] <= 1e-12 * std::max(sq[j], 1e-300)) d_[j] = 0;  // constant column
+      pf_[j] = opts.standardize ? std::sqrt(d_[j] / n_) : 1.0;
+    }
+    grad0_ = xty / static_cast<double>(n_);  // = X̃ᵀỹ/n since Σỹ = 0
+    beta_ = Eigen::VectorXd::Zero(p_);
     last_lambda_ = LambdaMax();
     lambda_max_ = std::max(LambdaMax(), 1e-300);
   }
@@ -118,9 +126,13 @@ class LassoApp final : public ModelParallelApp {
   }
 
   // Dependency between coordinates a and b: |corr| of the centered columns.
-  double Dependency(Key a, Key b) const {
+  double Dependency(Key a, Key b) {
     const auto ia = static_cast<Eigen::Index>(a), ib = static_cast<Eigen::Index>(b);
     if (d_[ia] <= 0 || d_[ib] <= 0) return 0;
+    if (x_.cols() != p_) {  // column copy for the coordinator, made on first use
+      x_ = SparseColMatrix(rows_);
+      x_.makeCompressed();
+    }
     SparseColMatrix::InnerIterator i(x_, ia), k(x_, ib);
     double dot = 0;
     while (i && k) {
@@ -380,7 +392,7 @@ class LassoApp final : public ModelParallelApp {
   }
   double KktOf(double lambda, double b0, const Eigen::VectorXd& beta) const {
     const Eigen::VectorXd r = FullResidual(b0, beta);
-    const Eigen::VectorXd g = (x_.transpose() * r) / static_cast<double>(n_);
+    const Eigen::VectorXd g = (rows_.transpose() * r) / static_cast<double>(n_);
     const double rmean = r.mean();
     double worst = std::abs(rmean);  // stationarity in the intercept
     for (Eigen::Index j = 0; j < p_; ++j) {
@@ -394,7 +406,7 @@ class LassoApp final : public ModelParallelApp {
   }
 
   Eigen::VectorXd FullResidual(double b0, const Eigen::VectorXd& beta) const {
-    return (y_full_.array() - b0).matrix() - x_ * beta;
+    return (y_full_.array() - b0).matrix() - rows_ * beta;
   }
   void SetResponse(const Eigen::VectorXd& y) { y_full_ = y; }
 
@@ -497,7 +509,8 @@ class LassoApp final : public ModelParallelApp {
   std::unique_ptr<Scheduler> scheduler_, verifier_;
   bool sequential_ = true;
   Eigen::Index n_ = 0, p_ = 0;
-  SparseColMatrix x_;
+  SparseRowMatrix rows_;  // the full data, row-major (oracles)
+  SparseColMatrix x_;     // its column-major copy, built when the dependency scheduler asks
   Eigen::VectorXd y_full_;
   double ybar_ = 0, null_ms_ = 0;
   Eigen::VectorXd mu_, d_, pf_, grad0_, beta_;
