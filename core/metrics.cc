@@ -54,9 +54,10 @@ void ProgressLine::Update(std::uint64_t round, double objective, double seconds,
   if (fraction_done > 0 && fraction_done <= 1) {
     std::snprintf(eta, sizeof eta, " | ETA %.1f s", seconds * (1 - fraction_done) / fraction_done);
   }
-  std::fprintf(stderr, "\r%s  round %llu | objective %.9g | %.3g rounds/s | %.1f s%s\033[K",
-               label_.c_str(), static_cast<unsigned long long>(round), objective, rate, seconds,
-               eta);
+  char obj[32] = "-";
+  if (!std::isnan(objective)) std::snprintf(obj, sizeof obj, "%.9g", objective);
+  std::fprintf(stderr, "\r%s  round %llu | objective %s | %.3g rounds/s | %.1f s%s\033[K",
+               label_.c_str(), static_cast<unsigned long long>(round), obj, rate, seconds, eta);
   shown_ = true;
 }
 

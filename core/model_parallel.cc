@@ -219,9 +219,13 @@ class Coordinator {
       }
       last_evaluated = evaluate;
       Record(round.round, objective, changed);
-      const double frac = static_cast<double>(pulled) / static_cast<double>(opts_.max_rounds);
-      progress_.Update(pulled, last_objective, clock_.Seconds(),
-                       opts_.max_rounds < 1000000 ? frac : -1);
+      // ETA from whichever limit is closer; apps that stop on convergence have none.
+      const double now = clock_.Seconds();
+      double frac = opts_.max_rounds < EngineOptions{}.max_rounds
+                        ? static_cast<double>(pulled) / static_cast<double>(opts_.max_rounds)
+                        : -1;
+      if (opts_.max_seconds > 0) frac = std::max(frac, now / opts_.max_seconds);
+      progress_.Update(pulled, last_objective, now, frac);
     }
     if (!last_evaluated) {
       TESSERA_ASSIGN_OR_RETURN(last_objective, Evaluate(pulled));
