@@ -29,7 +29,7 @@ struct Update {
 enum class MessageKind : std::uint8_t {
   kPush,        // coordinator -> worker: compute partials for `blocks` of `round`
   kPartials,    // worker -> coordinator: `partials` for `round`
-  kApply,       // coordinator -> worker: `update` committed by round `round`
+  kApply,       // coordinator -> worker: only apply `update` (nothing else to send yet)
   kEvaluate,    // coordinator -> worker: report objective terms over owned data
   kEvaluation,  // worker -> coordinator: `values` = objective terms
   kStop,        // coordinator -> worker: leave the worker loop
@@ -42,7 +42,11 @@ struct Message {
   std::vector<Block> blocks;     // kPush
   std::vector<Key> stale_keys;   // kPush: keys of earlier rounds not yet applied at the worker
   std::vector<Partial> partials; // kPartials
-  Update update;                 // kApply
+  // Any coordinator -> worker message: an update committed by round `update_round` that the
+  // worker applies before acting on the message (saves a message per round).
+  Update update;
+  bool has_update = false;
+  std::uint64_t update_round = 0;
   Eigen::VectorXd values;        // kEvaluation
 
   // Payload size in bytes as it would travel packed (keys 8 B, values 8 B), for metrics.

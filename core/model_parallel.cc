@@ -48,6 +48,10 @@ void WorkerLoop(ModelParallelApp& app, Transport& transport, int w, int num_work
     auto received = transport.Receive(WorkerRank(w));
     if (!received.ok()) return;
     Message& m = *received;
+    if (m.has_update) {
+      ctx.round = m.update_round;
+      app.Apply(ctx, m.update);
+    }
     ctx.round = m.round;
     switch (m.kind) {
       case MessageKind::kPush: {
@@ -66,8 +70,7 @@ void WorkerLoop(ModelParallelApp& app, Transport& transport, int w, int num_work
         if (!transport.Send(kCoordinator, std::move(reply)).ok()) return;
         break;
       }
-      case MessageKind::kApply:
-        app.Apply(ctx, m.update);
+      case MessageKind::kApply:  // applied above
         break;
       case MessageKind::kEvaluate: {
         Message reply;
@@ -151,13 +154,16 @@ class Coordinator {
           m.round = scheduled;
           m.blocks = plan.blocks;
           m.stale_keys = in_flight_keys_;
-          TESSERA_RETURN_IF_ERROR(transport_.Send(WorkerRank(w), std::move(m)));
+          TESSERA_RETURN_IF_ERROR(SendToWorker(w, std::move(m)));
         }
+        has_pending_update_ = false;
         flight.push_back({scheduled, std::move(plan.blocks), committed_base_ + committed_.size(),
                           plan.evaluate_after});
         ++scheduled;
       }
       if (flight.empty()) break;
+      // Nothing left to carry a waiting update before the workers must reply: send it alone.
+      TESSERA_RETURN_IF_ERROR(FlushUpdate());
 
       InFlightRound round = std::move(flight.front());
       flight.pop_front();
@@ -185,13 +191,10 @@ class Coordinator {
       const std::uint64_t changed = update.keys.size();
       result_.updates += changed;
       if (!update.empty()) {
-        for (int w = 0; w < opts_.workers; ++w) {
-          Message m;
-          m.kind = MessageKind::kApply;
-          m.round = round.round;
-          m.update = update;
-          TESSERA_RETURN_IF_ERROR(transport_.Send(WorkerRank(w), std::move(m)));
-        }
+        TESSERA_RETURN_IF_ERROR(FlushUpdate());  // at most one update waits at a time
+        pending_update_ = update;
+        pending_round_ = round.round;
+        has_pending_update_ = true;
       }
       committed_.push_back(std::move(update));
       ++pulled;
@@ -227,6 +230,7 @@ class Coordinator {
       if (opts_.max_seconds > 0) frac = std::max(frac, now / opts_.max_seconds);
       progress_.Update(pulled, last_objective, now, frac);
     }
+    TESSERA_RETURN_IF_ERROR(FlushUpdate());
     if (!last_evaluated) {
       TESSERA_ASSIGN_OR_RETURN(last_objective, Evaluate(pulled));
       Record(pulled == 0 ? 0 : pulled - 1, last_objective, 0);
@@ -259,13 +263,38 @@ class Coordinator {
     return out;
   }
 
+  // Sends `m` to worker w, carrying the waiting committed update if there is one. The caller
+  // clears has_pending_update_ once every worker got it.
+  Status SendToWorker(int w, Message m) {
+    if (has_pending_update_) {
+      m.has_update = true;
+      m.update_round = pending_round_;
+      m.update = pending_update_;
+    }
+    return transport_.Send(WorkerRank(w), std::move(m));
+  }
+
+  // Sends the waiting committed update, if any, as a message of its own.
+  Status FlushUpdate() {
+    if (!has_pending_update_) return Status::Ok();
+    for (int w = 0; w < opts_.workers; ++w) {
+      Message m;
+      m.kind = MessageKind::kApply;
+      m.round = pending_round_;
+      TESSERA_RETURN_IF_ERROR(SendToWorker(w, std::move(m)));
+    }
+    has_pending_update_ = false;
+    return Status::Ok();
+  }
+
   StatusOr<double> Evaluate(std::uint64_t round) {
     for (int w = 0; w < opts_.workers; ++w) {
       Message m;
       m.kind = MessageKind::kEvaluate;
       m.round = round;
-      TESSERA_RETURN_IF_ERROR(transport_.Send(WorkerRank(w), std::move(m)));
+      TESSERA_RETURN_IF_ERROR(SendToWorker(w, std::move(m)));
     }
+    has_pending_update_ = false;
     TESSERA_ASSIGN_OR_RETURN(auto replies, Gather(MessageKind::kEvaluation, round));
     Eigen::VectorXd sum = replies[0].values;
     for (std::size_t i = 1; i < replies.size(); ++i) sum += replies[i].values;
@@ -292,6 +321,9 @@ class Coordinator {
   RunResult result_;
   std::vector<Key> in_flight_keys_;
   std::vector<Update> committed_;  // recent commits, a few rounds at most
+  Update pending_update_;  // committed, not yet sent: rides on the next message to the workers
+  std::uint64_t pending_round_ = 0;
+  bool has_pending_update_ = false;
   std::size_t committed_base_ = 0;
   std::map<std::pair<MessageKind, std::uint64_t>, std::vector<Message>> pending_;
 };
