@@ -154,6 +154,13 @@ class LassoApp final : public ModelParallelApp {
   void BeginFit(double lambda) {
     lambda_ = lambda;
     working_.assign(p_, 0);
+    working_list_.clear();
+    penalty_ = 0;
+    nonzeros_ = 0;
+    for (Eigen::Index j = 0; j < p_; ++j) {
+      penalty_ += pf_[j] * std::abs(beta_[j]);
+      nonzeros_ += beta_[j] != 0;
+    }
     first_pass_ = true;
     sweep_left_ = 0;
     skip_to_kkt_ = true;
@@ -332,6 +339,8 @@ class LassoApp final : public ModelParallelApp {
         const double delta = nb - old;
         if (delta == 0) continue;
         beta_[j] = nb;
+        penalty_ += pf_[j] * (std::abs(nb) - std::abs(old));
+        nonzeros_ += (nb != 0) - (old != 0);
         if (old == 0) entered_ = true;
         deltas[i] = delta;
         update.keys.push_back(b.keys[i]);
@@ -369,9 +378,7 @@ class LassoApp final : public ModelParallelApp {
   }
 
   double Objective(const Eigen::VectorXd& terms) override {
-    double pen = 0;
-    for (Eigen::Index j = 0; j < p_; ++j) pen += pf_[j] * std::abs(beta_[j]);
-    return terms[0] / (2.0 * n_) + lambda_ * pen;
+    return terms[0] / (2.0 * n_) + lambda_ * penalty_;
   }
 
   // Recomputes each worker's residual from the committed coefficients (between fits; also
@@ -416,10 +423,9 @@ class LassoApp final : public ModelParallelApp {
   void StartSweep(Phase phase, bool verifying = false) {
     phase_ = phase;
     verifying_ = verifying;
-    std::vector<Key> keys;
-    for (Eigen::Index j = 0; j < p_; ++j) {
-      const bool in = phase == Phase::kFull ? working_[j] != 0 : beta_[j] != 0;
-      if (in) keys.push_back(static_cast<Key>(j));
+    std::vector<Key> keys;  // nonzeros are always in the working set (FinishKkt)
+    for (Key k : working_list_) {
+      if (phase == Phase::kFull || beta_[static_cast<Eigen::Index>(k)] != 0) keys.push_back(k);
     }
     if (keys.empty()) {  // nothing to update: go straight to the KKT pass
       sweep_left_ = 0;
@@ -447,7 +453,7 @@ class LassoApp final : public ModelParallelApp {
     const bool converged = sweep_change_ < inner_tolerance_;
     const bool full_pass = visited_count_ >= sweep_keys_;
     if (!converged) {
-      StartSweep(opts_.active_set && !beta_.isZero(0) ? Phase::kActive : Phase::kFull);
+      StartSweep(opts_.active_set && nonzeros_ > 0 ? Phase::kActive : Phase::kFull);
       return false;
     }
     if (!full_pass) {  // a sampled sweep looked converged: confirm with an ordered pass
@@ -482,6 +488,7 @@ class LassoApp final : public ModelParallelApp {
       worst = std::max(worst, v);
       if (!working_[j] && (beta_[j] != 0 || (strong_cut > 0 && std::abs(g) >= pf_[j] * strong_cut))) {
         working_[j] = 1;
+        working_list_.push_back(static_cast<Key>(j));
       } else if (!working_[j] && v > KktTolerance()) {
         violators.emplace_back(v / pf_[j], j);
       }
@@ -497,7 +504,11 @@ class LassoApp final : public ModelParallelApp {
                        violators.end(), std::greater<>());
       violators.resize(room);
     }
-    for (const auto& [v, j] : violators) working_[j] = 1;
+    for (const auto& [v, j] : violators) {
+      working_[j] = 1;
+      working_list_.push_back(static_cast<Key>(j));
+    }
+    std::sort(working_list_.begin(), working_list_.end());
     // Solve the working set only as precisely as the outer problem is solved so far: early
     // working sets are wrong anyway, and polishing them is most of the work otherwise.
     inner_tolerance_ = std::max(KktTolerance(), 0.1 * worst);
@@ -520,6 +531,9 @@ class LassoApp final : public ModelParallelApp {
   double inner_tolerance_ = 0;  // sweep convergence threshold of the current working set
   Eigen::VectorXd kkt_grad_;  // X̃ᵀr/n from the last gradient pass
   std::vector<char> working_;  // the features coordinate descent sweeps over
+  std::vector<Key> working_list_;  // the same, as a sorted list
+  double penalty_ = 0;             // Σ pf_j |b_j|, kept up to date by Pull
+  std::int64_t nonzeros_ = 0;
   Phase phase_ = Phase::kFull;
   bool verifying_ = false, done_ = false, kkt_pending_ = false, entered_ = false,
        skip_to_kkt_ = false, first_pass_ = true;
