@@ -48,7 +48,8 @@ int main(int argc, char** argv) {
     d.x.setFromTriplets(t.begin(), t.end());
     Eigen::VectorXd beta = Eigen::VectorXd::Zero(p);
     std::uniform_int_distribution<long long> pick(0, p - 1);
-    for (int k = 0; k < support; ++k) beta[pick(rng)] = (k % 2 ? -1.0 : 1.0) * (1 + normal(rng) * 0.2);
+    for (int k = 0; k < support; ++k)
+      beta[pick(rng)] = (k % 2 ? -1.0 : 1.0) * (1 + normal(rng) * 0.2);
     d.y = d.x * beta;
     for (long long i = 0; i < n; ++i) d.y[i] += noise * normal(rng);
   } else {

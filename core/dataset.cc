@@ -96,14 +96,13 @@ StatusOr<Dataset> ReadLibsvm(const std::string& path, const LibsvmOptions& optio
       double value;
       if (!ParseDouble(tok.substr(colon + 1), value)) {
         error = InvalidArgument(in.Where() + "value " + Quote(tok.substr(colon + 1)) +
-                                " of feature " + std::to_string(index) +
-                                " is not a finite number");
+                                " of feature " + std::to_string(index) + " is not a finite number");
         return false;
       }
       if (index <= prev) {
-        error = InvalidArgument(in.Where() + "feature index " + std::to_string(index) +
-                                " is not greater than the previous one (" +
-                                std::to_string(prev) + ")");
+        error =
+            InvalidArgument(in.Where() + "feature index " + std::to_string(index) +
+                            " is not greater than the previous one (" + std::to_string(prev) + ")");
         return false;
       }
       prev = index;
@@ -121,8 +120,8 @@ StatusOr<Dataset> ReadLibsvm(const std::string& path, const LibsvmOptions& optio
   }
   TESSERA_RETURN_IF_ERROR(in.status());
   if (labels.empty()) return InvalidArgument(path + ": no data rows (empty file?)");
-  const bool zero_based = options.base == IndexBase::kZero ||
-                          (options.base == IndexBase::kAuto && zero_index_line > 0);
+  const bool zero_based =
+      options.base == IndexBase::kZero || (options.base == IndexBase::kAuto && zero_index_line > 0);
   const std::int64_t offset = zero_based ? 0 : 1;
   std::int64_t cols = max_index < 0 ? 0 : max_index + 1 - offset;
   if (options.num_features > 0) {
@@ -158,8 +157,8 @@ StatusOr<Dataset> ReadCsv(const std::string& path, const CsvOptions& options) {
     std::size_t start = 0;
     for (;;) {
       const std::size_t end = line.find(options.delimiter, start);
-      std::string_view f = Trim(line.substr(start, end == std::string_view::npos ? line.npos
-                                                                                : end - start));
+      std::string_view f =
+          Trim(line.substr(start, end == std::string_view::npos ? line.npos : end - start));
       if (f.size() >= 2 && f.front() == '"' && f.back() == '"') f = f.substr(1, f.size() - 2);
       header.emplace_back(f);
       if (end == std::string_view::npos) break;
@@ -214,16 +213,16 @@ StatusOr<Dataset> ReadCsv(const std::string& path, const CsvOptions& options) {
     int j = 0;
     for (;;) {
       const std::size_t end = line.find(options.delimiter, start);
-      std::string_view f = Trim(line.substr(start, end == std::string_view::npos ? line.npos
-                                                                                : end - start));
+      std::string_view f =
+          Trim(line.substr(start, end == std::string_view::npos ? line.npos : end - start));
       if (j >= ncols) {
         return InvalidArgument(in.Where() + "more fields than the " + std::to_string(ncols) +
                                " columns of the header");
       }
       double v;
       if (!ParseDouble(f, v)) {
-        return InvalidArgument(in.Where() + "column '" + header[j] + "': " +
-                               (f.empty() ? std::string("empty field") : Quote(f)) +
+        return InvalidArgument(in.Where() + "column '" + header[j] +
+                               "': " + (f.empty() ? std::string("empty field") : Quote(f)) +
                                " is not a finite number");
       }
       (j == response ? labels : values).push_back(v);

@@ -38,7 +38,7 @@ struct CsvOptions {
   // Response column: a header name, or "#N" for the N-th column (1-based). Empty: a column
   // named "y" if there is one, else the last column.
   std::string response;
-  int skip_rows = 0;   // lines to skip before the header
+  int skip_rows = 0;  // lines to skip before the header
   char delimiter = ',';
 };
 

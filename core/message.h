@@ -39,15 +39,15 @@ struct Message {
   MessageKind kind = MessageKind::kStop;
   Rank from = 0;
   std::uint64_t round = 0;
-  std::vector<Block> blocks;     // kPush
-  std::vector<Key> stale_keys;   // kPush: keys of earlier rounds not yet applied at the worker
-  std::vector<Partial> partials; // kPartials
+  std::vector<Block> blocks;      // kPush
+  std::vector<Key> stale_keys;    // kPush: keys of earlier rounds not yet applied at the worker
+  std::vector<Partial> partials;  // kPartials
   // Any coordinator -> worker message: an update committed by round `update_round` that the
   // worker applies before acting on the message (saves a message per round).
   Update update;
   bool has_update = false;
   std::uint64_t update_round = 0;
-  Eigen::VectorXd values;        // kEvaluation
+  Eigen::VectorXd values;  // kEvaluation
 
   // Payload size in bytes as it would travel packed (keys 8 B, values 8 B), for metrics.
   std::uint64_t PayloadBytes() const;

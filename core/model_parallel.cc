@@ -23,7 +23,8 @@ Partial ModelParallelApp::Aggregate(std::span<const Partial> partials) {
 }
 
 Status EngineOptions::Validate() const {
-  if (workers < 1) return InvalidArgument("--workers must be at least 1, got " + std::to_string(workers));
+  if (workers < 1)
+    return InvalidArgument("--workers must be at least 1, got " + std::to_string(workers));
   if (pipeline_depth < 1) {
     return InvalidArgument("--pipeline-depth must be at least 1, got " +
                            std::to_string(pipeline_depth));
@@ -100,7 +101,10 @@ struct InFlightRound {
 class Coordinator {
  public:
   Coordinator(ModelParallelApp& app, const EngineOptions& opts, Transport& transport)
-      : app_(app), opts_(opts), transport_(transport), rng_(opts.seed),
+      : app_(app),
+        opts_(opts),
+        transport_(transport),
+        rng_(opts.seed),
         progress_(opts.label, opts.progress) {}
 
   StatusOr<RunResult> Run() {
@@ -185,8 +189,8 @@ class Coordinator {
       }
       PullContext pctx;
       pctx.round = round.round;
-      pctx.stale_updates = std::span<const Update>(committed_).subspan(round.committed_mark -
-                                                                       committed_base_);
+      pctx.stale_updates =
+          std::span<const Update>(committed_).subspan(round.committed_mark - committed_base_);
       Update update = app_.Pull(pctx, round.blocks, merged);
       const std::uint64_t changed = update.keys.size();
       result_.updates += changed;
@@ -202,13 +206,13 @@ class Coordinator {
       const std::size_t keep_from =
           flight.empty() ? committed_base_ + committed_.size() : flight.front().committed_mark;
       if (committed_base_ < keep_from) {
-        committed_.erase(committed_.begin(),
-                         committed_.begin() + static_cast<std::ptrdiff_t>(keep_from - committed_base_));
+        committed_.erase(committed_.begin(), committed_.begin() + static_cast<std::ptrdiff_t>(
+                                                                      keep_from - committed_base_));
         committed_base_ = keep_from;
       }
 
-      const bool evaluate =
-          round.evaluate_after || (opts_.objective_every > 0 && pulled % opts_.objective_every == 0);
+      const bool evaluate = round.evaluate_after ||
+                            (opts_.objective_every > 0 && pulled % opts_.objective_every == 0);
       double objective = std::numeric_limits<double>::quiet_NaN();
       if (evaluate) {
         TESSERA_ASSIGN_OR_RETURN(objective, Evaluate(round.round));

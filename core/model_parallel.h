@@ -27,25 +27,25 @@ namespace tessera {
 
 // What the coordinator knows when it plans a round.
 struct ScheduleContext {
-  std::uint64_t round = 0;        // the round being planned
+  std::uint64_t round = 0;  // the round being planned
   int num_workers = 1;
-  std::span<const Key> in_flight; // keys of rounds scheduled but not yet pulled
-  std::mt19937_64* rng = nullptr; // seeded from EngineOptions::seed; coordinator-only
+  std::span<const Key> in_flight;  // keys of rounds scheduled but not yet pulled
+  std::mt19937_64* rng = nullptr;  // seeded from EngineOptions::seed; coordinator-only
 };
 
 // The plan for one round.
 struct RoundSchedule {
-  std::vector<Block> blocks;   // empty and !done: wait until every in-flight round is pulled
-  bool done = false;           // no more rounds: finish the ones in flight and stop
-  bool evaluate_after = false; // evaluate the objective after this round is applied
+  std::vector<Block> blocks;    // empty and !done: wait until every in-flight round is pulled
+  bool done = false;            // no more rounds: finish the ones in flight and stop
+  bool evaluate_after = false;  // evaluate the objective after this round is applied
 };
 
 // What a worker knows while it computes.
 struct WorkerContext {
-  int worker = 0;                  // 0..num_workers-1
+  int worker = 0;  // 0..num_workers-1
   int num_workers = 1;
   std::uint64_t round = 0;
-  std::span<const Key> stale_keys; // keys updated by earlier rounds this worker has not applied
+  std::span<const Key> stale_keys;  // keys updated by earlier rounds this worker has not applied
 };
 
 struct PullContext {
@@ -107,36 +107,36 @@ struct FunctionalApp final : ModelParallelApp {
 };
 
 struct EngineOptions {
-  int workers = 2;                    // worker fibers, each owning one data/model partition
-  int pipeline_depth = 1;             // rounds in flight; 1 = serial semantics
-  std::uint64_t max_rounds = 1000000; // stop after this many rounds
-  double max_seconds = 0;             // stop after this much wall time; 0 = no limit
-  double objective_tolerance = 0;     // stop when the relative objective change between two
-                                      // evaluations is below this; 0 = off
-  std::uint64_t objective_every = 0;  // also evaluate every N rounds; 0 = only when asked
-  std::uint64_t seed = 42;            // for randomized schedulers
-  std::string trace_path;             // per-round metrics CSV; empty = none
-  bool progress = true;               // one-line progress on a TTY (stderr); never otherwise
-  std::string label = "tessera";      // prefix of the progress line
+  int workers = 2;                     // worker fibers, each owning one data/model partition
+  int pipeline_depth = 1;              // rounds in flight; 1 = serial semantics
+  std::uint64_t max_rounds = 1000000;  // stop after this many rounds
+  double max_seconds = 0;              // stop after this much wall time; 0 = no limit
+  double objective_tolerance = 0;      // stop when the relative objective change between two
+                                       // evaluations is below this; 0 = off
+  std::uint64_t objective_every = 0;   // also evaluate every N rounds; 0 = only when asked
+  std::uint64_t seed = 42;             // for randomized schedulers
+  std::string trace_path;              // per-round metrics CSV; empty = none
+  bool progress = true;                // one-line progress on a TTY (stderr); never otherwise
+  std::string label = "tessera";       // prefix of the progress line
   Status Validate() const;
 };
 
 // One row of the trace.
 struct RoundMetrics {
   std::uint64_t round = 0;
-  double seconds = 0;          // since the start of the run
-  double objective = 0;        // NaN when not evaluated after this round
-  std::uint64_t updates = 0;   // keys changed by this round
-  std::uint64_t bytes = 0;     // payload bytes moved so far
+  double seconds = 0;         // since the start of the run
+  double objective = 0;       // NaN when not evaluated after this round
+  std::uint64_t updates = 0;  // keys changed by this round
+  std::uint64_t bytes = 0;    // payload bytes moved so far
 };
 
 struct RunResult {
   std::uint64_t rounds = 0;
   double seconds = 0;
-  double objective = 0;            // last evaluated objective
+  double objective = 0;  // last evaluated objective
   std::uint64_t bytes = 0;
   std::uint64_t updates = 0;
-  std::string stop_reason;         // converged | objective tolerance | max rounds | time limit
+  std::string stop_reason;  // converged | objective tolerance | max rounds | time limit
   std::vector<RoundMetrics> evaluations;  // the rounds after which the objective was evaluated
 };
 

@@ -11,8 +11,15 @@
 
 namespace tessera {
 
-enum class StatusCode { kOk = 0, kInvalidArgument, kNotFound, kDataLoss, kFailedPrecondition,
-                        kUnavailable, kInternal };
+enum class StatusCode {
+  kOk = 0,
+  kInvalidArgument,
+  kNotFound,
+  kDataLoss,
+  kFailedPrecondition,
+  kUnavailable,
+  kInternal
+};
 
 class [[nodiscard]] Status {
  public:
@@ -30,7 +37,9 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status InvalidArgument(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
 inline Status DataLoss(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
 inline Status FailedPrecondition(std::string m) {
@@ -87,23 +96,23 @@ struct Voidify {
 }  // namespace tessera
 
 // TESSERA_CHECK(cond) << "context"; aborts with file:line when cond is false.
-#define TESSERA_CHECK(cond)                        \
-  (cond) ? (void)0                                 \
-         : ::tessera::internal::Voidify() &        \
+#define TESSERA_CHECK(cond)                 \
+  (cond) ? (void)0                          \
+         : ::tessera::internal::Voidify() & \
                ::tessera::internal::CheckFailure(__FILE__, __LINE__, #cond).stream()
 
 // Returns the status from the enclosing function when it is not OK.
-#define TESSERA_RETURN_IF_ERROR(expr)              \
-  do {                                             \
-    ::tessera::Status tessera_status_ = (expr);    \
+#define TESSERA_RETURN_IF_ERROR(expr)                  \
+  do {                                                 \
+    ::tessera::Status tessera_status_ = (expr);        \
     if (!tessera_status_.ok()) return tessera_status_; \
   } while (0)
 
 #define TESSERA_CONCAT_INNER(a, b) a##b
 #define TESSERA_CONCAT(a, b) TESSERA_CONCAT_INNER(a, b)
 // TESSERA_ASSIGN_OR_RETURN(auto x, MakeX()); returns the error status if MakeX() failed.
-#define TESSERA_ASSIGN_OR_RETURN(lhs, expr)                                   \
-  auto TESSERA_CONCAT(tessera_or_, __LINE__) = (expr);                        \
-  if (!TESSERA_CONCAT(tessera_or_, __LINE__).ok())                            \
-    return TESSERA_CONCAT(tessera_or_, __LINE__).status();                    \
+#define TESSERA_ASSIGN_OR_RETURN(lhs, expr)                \
+  auto TESSERA_CONCAT(tessera_or_, __LINE__) = (expr);     \
+  if (!TESSERA_CONCAT(tessera_or_, __LINE__).ok())         \
+    return TESSERA_CONCAT(tessera_or_, __LINE__).status(); \
   lhs = std::move(TESSERA_CONCAT(tessera_or_, __LINE__)).value()

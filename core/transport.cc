@@ -11,8 +11,7 @@ InProcessTransport::InProcessTransport(int endpoints) {
 
 Status InProcessTransport::Send(Rank to, Message msg) {
   if (to < 0 || to >= size()) {
-    return InvalidArgument("send to rank " + std::to_string(to) + " of " +
-                           std::to_string(size()));
+    return InvalidArgument("send to rank " + std::to_string(to) + " of " + std::to_string(size()));
   }
   bytes_.fetch_add(msg.PayloadBytes(), std::memory_order_relaxed);
   if (!boxes_[to]->Push(std::move(msg))) return Unavailable("transport closed");

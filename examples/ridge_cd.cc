@@ -2,12 +2,11 @@
 // min (1/2n)‖y − Xb‖² + (α/2)‖b‖², written with FunctionalApp's schedule/push/pull hooks.
 // Rows are split over the workers; each keeps the residual of its rows. Checked against the
 // closed-form solution (XᵀX + nαI)⁻¹Xᵀy.   usage: ridge_cd DATA.csv [alpha] [workers]
+#include <Eigen/Dense>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
-
-#include <Eigen/Dense>
 
 #include "core/dataset.h"
 #include "core/fiber_pool.h"

@@ -12,7 +12,9 @@ namespace {
 class DependencyScheduler final : public Scheduler {
  public:
   explicit DependencyScheduler(const SchedulerOptions& o)
-      : block_size_(o.block_size), factor_(o.candidate_factor), rho_(o.rho),
+      : block_size_(o.block_size),
+        factor_(o.candidate_factor),
+        rho_(o.rho),
         dependency_(o.dependency) {}
 
   void Reset(std::span<const Key> candidates) override {
@@ -25,8 +27,8 @@ class DependencyScheduler final : public Scheduler {
     if (keys_.empty()) return {};
     Block b;
     std::deque<Key> rejected;
-    const std::size_t limit = std::min<std::size_t>(
-        static_cast<std::size_t>(factor_) * block_size_, keys_.size());
+    const std::size_t limit =
+        std::min<std::size_t>(static_cast<std::size_t>(factor_) * block_size_, keys_.size());
     for (std::size_t examined = 0;
          examined < limit && b.keys.size() < static_cast<std::size_t>(block_size_); ++examined) {
       Key k;

@@ -48,18 +48,18 @@ void RegisterBuiltinSchedulers(SchedulerRegistry& registry) {
   };
   TESSERA_CHECK(registry.Register("round_robin", wrap(MakeRoundRobinScheduler)).ok());
   TESSERA_CHECK(registry.Register("priority", wrap(MakePriorityScheduler)).ok());
-  TESSERA_CHECK(registry
-                    .Register("dependency",
-                              [](const SchedulerOptions& o)
-                                  -> StatusOr<std::unique_ptr<Scheduler>> {
-                                if (!o.dependency) {
-                                  return InvalidArgument(
-                                      "--scheduler dependency: this app supplies no dependency "
-                                      "function");
-                                }
-                                return MakeDependencyScheduler(o);
-                              })
-                    .ok());
+  TESSERA_CHECK(
+      registry
+          .Register("dependency",
+                    [](const SchedulerOptions& o) -> StatusOr<std::unique_ptr<Scheduler>> {
+                      if (!o.dependency) {
+                        return InvalidArgument(
+                            "--scheduler dependency: this app supplies no dependency "
+                            "function");
+                      }
+                      return MakeDependencyScheduler(o);
+                    })
+          .ok());
   TESSERA_CHECK(registry.Register("rotation", wrap(MakeRotationScheduler)).ok());
 }
 

@@ -21,12 +21,12 @@ namespace tessera {
 using DependencyFn = std::function<double(Key a, Key b)>;
 
 struct SchedulerOptions {
-  int block_size = 16;          // keys per round (rotation: ignored; each partition is a block)
-  double eta = 1e-6;            // priority: floor weight, relative to the largest (Δ)² seen
-  double rho = 0.1;             // dependency: keep keys whose dependency with each kept key < rho
-  int candidate_factor = 4;     // dependency: examine up to factor * block_size candidates
-  int partitions = 0;           // rotation: number of partitions P; 0 = number of workers
-  DependencyFn dependency;      // dependency: required
+  int block_size = 16;       // keys per round (rotation: ignored; each partition is a block)
+  double eta = 1e-6;         // priority: floor weight, relative to the largest (Δ)² seen
+  double rho = 0.1;          // dependency: keep keys whose dependency with each kept key < rho
+  int candidate_factor = 4;  // dependency: examine up to factor * block_size candidates
+  int partitions = 0;        // rotation: number of partitions P; 0 = number of workers
+  DependencyFn dependency;   // dependency: required
   Status Validate() const;
 };
 

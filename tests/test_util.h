@@ -46,9 +46,9 @@ class TempDir {
 
 // Sets `var` to the data file `rel` under DataDir(). A missing file fails the test under
 // CI=true and skips it (with the path) otherwise.
-#define TESSERA_REQUIRE_DATA(var, rel)                                              \
-  const std::string var = ::tessera::testing::DataDir() + "/" + (rel);              \
-  if (!std::filesystem::exists(var)) {                                              \
-    if (::tessera::testing::InCi()) FAIL() << "data file missing: " << var;         \
-    GTEST_SKIP() << "data file missing: " << var << " (set TESSERA_DATA_DIR)";       \
+#define TESSERA_REQUIRE_DATA(var, rel)                                         \
+  const std::string var = ::tessera::testing::DataDir() + "/" + (rel);         \
+  if (!std::filesystem::exists(var)) {                                         \
+    if (::tessera::testing::InCi()) FAIL() << "data file missing: " << var;    \
+    GTEST_SKIP() << "data file missing: " << var << " (set TESSERA_DATA_DIR)"; \
   }

@@ -22,12 +22,14 @@ struct DataFlags {
 };
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 StatusOr<Dataset> LoadData(const DataFlags& f) {
   std::string format = f.format;
-  if (format.empty()) format = EndsWith(f.path, ".csv") || EndsWith(f.path, ".csv.gz") ? "csv" : "libsvm";
+  if (format.empty())
+    format = EndsWith(f.path, ".csv") || EndsWith(f.path, ".csv.gz") ? "csv" : "libsvm";
   if (format == "csv") {
     CsvOptions o;
     o.response = f.response;
@@ -36,9 +38,12 @@ StatusOr<Dataset> LoadData(const DataFlags& f) {
   }
   if (format == "libsvm") {
     LibsvmOptions o;
-    if (f.index_base == "0") o.base = IndexBase::kZero;
-    else if (f.index_base == "1") o.base = IndexBase::kOne;
-    else if (f.index_base != "auto") return InvalidArgument("--index-base must be auto, 0 or 1");
+    if (f.index_base == "0")
+      o.base = IndexBase::kZero;
+    else if (f.index_base == "1")
+      o.base = IndexBase::kOne;
+    else if (f.index_base != "auto")
+      return InvalidArgument("--index-base must be auto, 0 or 1");
     return ReadLibsvm(f.path, o);
   }
   return InvalidArgument("--format must be 'libsvm' or 'csv', got '" + format + "'");
@@ -63,7 +68,8 @@ struct LassoFlags {
 };
 
 void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
-  cmd.add_option("--data", f.data.path, "Data file (LIBSVM or CSV; .gz read transparently)")->required();
+  cmd.add_option("--data", f.data.path, "Data file (LIBSVM or CSV; .gz read transparently)")
+      ->required();
   cmd.add_option("--format", f.data.format, "libsvm | csv (default: from the file name)");
   cmd.add_option("--response", f.data.response,
                  "CSV response column: name or #N (default: 'y' if present, else the last)");
@@ -77,24 +83,28 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
   cmd.add_option("--workers", f.opts.engine.workers, "Worker fibers, each owning a row partition")
       ->capture_default_str();
   cmd.add_option("--threads", f.threads, "OS threads running the fibers (default: all cores)");
-  cmd.add_option("--scheduler", f.opts.scheduler,
-                 "round_robin | priority | dependency | rotation")->capture_default_str();
+  cmd.add_option("--scheduler", f.opts.scheduler, "round_robin | priority | dependency | rotation")
+      ->capture_default_str();
   cmd.add_option("--block-size", f.opts.scheduler_options.block_size, "Coordinates per round")
       ->capture_default_str();
   cmd.add_option("--rho", f.opts.scheduler_options.rho,
-                 "dependency: max |correlation| between coordinates of one round")->capture_default_str();
+                 "dependency: max |correlation| between coordinates of one round")
+      ->capture_default_str();
   cmd.add_option("--eta", f.opts.scheduler_options.eta, "priority: floor weight (relative)")
       ->capture_default_str();
   cmd.add_option("--block-update", f.opts.block_update,
-                 "sequential (exact, Gram-corrected) | parallel (Shotgun)")->capture_default_str();
+                 "sequential (exact, Gram-corrected) | parallel (Shotgun)")
+      ->capture_default_str();
   cmd.add_option("--pipeline-depth", f.opts.engine.pipeline_depth, "Rounds in flight")
       ->capture_default_str();
   cmd.add_option("--max-rounds", f.opts.engine.max_rounds, "Stop after this many rounds per lambda")
       ->capture_default_str();
-  cmd.add_option("--max-seconds", f.opts.engine.max_seconds, "Stop after this many seconds per lambda");
+  cmd.add_option("--max-seconds", f.opts.engine.max_seconds,
+                 "Stop after this many seconds per lambda");
   cmd.add_option("--tolerance", f.opts.tolerance, "Convergence threshold (see README)")
       ->capture_default_str();
-  cmd.add_option("--seed", f.opts.engine.seed, "Seed of randomized schedulers")->capture_default_str();
+  cmd.add_option("--seed", f.opts.engine.seed, "Seed of randomized schedulers")
+      ->capture_default_str();
   cmd.add_flag("--standardize", f.opts.standardize, "Penalize by column standard deviation");
   cmd.add_flag("--no-strong-rules", f.no_strong, "Do not screen with the strong rule");
   cmd.add_flag("--no-active-set", f.no_active, "Always sweep every candidate");
@@ -140,17 +150,19 @@ int RunLasso(LassoFlags& f) {
     std::printf("tessera lasso: %s: %lld rows x %lld features, %lld nonzeros; lambda_max %.9g\n",
                 d.source.c_str(), static_cast<long long>(d.rows()),
                 static_cast<long long>(d.cols()), static_cast<long long>(d.x.nonZeros()), lmax);
-    std::printf("  %d workers on %d threads, scheduler %s (block %d), %s updates, pipeline depth %d;"
-                " setup %.3f s\n",
-                f.opts.engine.workers, FiberPool::Global().threads(), f.opts.scheduler.c_str(),
-                f.opts.scheduler_options.block_size, f.opts.block_update.c_str(),
-                f.opts.engine.pipeline_depth, setup_seconds);
+    std::printf(
+        "  %d workers on %d threads, scheduler %s (block %d), %s updates, pipeline depth %d;"
+        " setup %.3f s\n",
+        f.opts.engine.workers, FiberPool::Global().threads(), f.opts.scheduler.c_str(),
+        f.opts.scheduler_options.block_size, f.opts.block_update.c_str(),
+        f.opts.engine.pipeline_depth, setup_seconds);
   }
   auto print = [&](const LassoSolution& r) {
     if (f.quiet) return;
-    std::printf("lambda %-12.6g objective %-16.12g kkt %-9.2e nonzeros %-6d rounds %-7llu %.3f s  (%s)\n",
-                r.lambda, r.objective, r.kkt_violation, r.nonzeros(),
-                static_cast<unsigned long long>(r.rounds), r.seconds, r.stop_reason.c_str());
+    std::printf(
+        "lambda %-12.6g objective %-16.12g kkt %-9.2e nonzeros %-6d rounds %-7llu %.3f s  (%s)\n",
+        r.lambda, r.objective, r.kkt_violation, r.nonzeros(),
+        static_cast<unsigned long long>(r.rounds), r.seconds, r.stop_reason.c_str());
   };
   if (f.path > 0) {
     double ratio = f.path_ratio > 0 ? f.path_ratio : (d.cols() > d.rows() ? 1e-2 : 1e-4);
@@ -162,7 +174,8 @@ int RunLasso(LassoFlags& f) {
     }
     if (!trace.empty()) {
       CsvWriter out;
-      if (auto st = out.Open(trace, "lambda,round,seconds,objective,updates,bytes"); !st.ok()) return Fail(st);
+      if (auto st = out.Open(trace, "lambda,round,seconds,objective,updates,bytes"); !st.ok())
+        return Fail(st);
       for (const auto& r : *sols) {
         for (const auto& e : r.evaluations) {
           out.Row(FormatDouble(r.lambda) + "," + std::to_string(e.round) + "," +
@@ -173,7 +186,8 @@ int RunLasso(LassoFlags& f) {
       if (auto st = out.Finish(); !st.ok()) return Fail(st);
     }
   } else {
-    const double lambda = f.lambda > 0 ? f.lambda : lmax * (f.lambda_ratio > 0 ? f.lambda_ratio : 0.1);
+    const double lambda =
+        f.lambda > 0 ? f.lambda : lmax * (f.lambda_ratio > 0 ? f.lambda_ratio : 0.1);
     auto r = s.Fit(lambda);
     if (!r.ok()) return Fail(r.status());
     print(*r);

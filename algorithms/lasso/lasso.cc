@@ -1,8 +1,8 @@
 #include "algorithms/lasso/lasso.h"
 
 #include <algorithm>
-#include <functional>
 #include <cmath>
+#include <functional>
 #include <unordered_map>
 
 #include "core/fiber_pool.h"
@@ -16,20 +16,18 @@ namespace {
 constexpr std::uint32_t kUpdateBlock = 0;    // partial gradients (+ Gram) for an update
 constexpr std::uint32_t kGradientBlock = 1;  // partial gradients only (KKT / screening pass)
 
-double SoftThreshold(double z, double t) {
-  return z > t ? z - t : (z < -t ? z + t : 0.0);
-}
+double SoftThreshold(double z, double t) { return z > t ? z - t : (z < -t ? z + t : 0.0); }
 
 // One worker's rows, residual and scratch space; touched only by that worker's fiber.
 struct RowShard {
-  SparseColMatrix x;         // local rows x all features
-  Eigen::VectorXd y;         // local responses, centered by the global mean
-  Eigen::VectorXd colsum;    // Σ_i x_ij over local rows
-  Eigen::VectorXd colsq;     // Σ_i x_ij² over local rows (setup only)
-  Eigen::VectorXd xty;       // Σ_i x_ij ỹ_i over local rows (setup only)
-  Eigen::VectorXd rs;        // r_s = ỹ − X b (uncentered X); residual r = r_s + c
-  double c = 0;              // μᵀb: the centering part of the residual, the same everywhere
-  Eigen::VectorXd scatter;   // dense scratch of local-row length, kept all zero between uses
+  SparseColMatrix x;        // local rows x all features
+  Eigen::VectorXd y;        // local responses, centered by the global mean
+  Eigen::VectorXd colsum;   // Σ_i x_ij over local rows
+  Eigen::VectorXd colsq;    // Σ_i x_ij² over local rows (setup only)
+  Eigen::VectorXd xty;      // Σ_i x_ij ỹ_i over local rows (setup only)
+  Eigen::VectorXd rs;       // r_s = ỹ − X b (uncentered X); residual r = r_s + c
+  double c = 0;             // μᵀb: the centering part of the residual, the same everywhere
+  Eigen::VectorXd scatter;  // dense scratch of local-row length, kept all zero between uses
   // Partial Gram entries x_aᵀx_b over local rows, by pair: active-set sweeps revisit the same
   // pairs, and on count data with frequent terms the dots cost more than the gradients.
   std::unordered_map<std::uint64_t, double> gram_cache;
@@ -59,9 +57,7 @@ Status LassoOptions::Validate() const {
   return Status::Ok();
 }
 
-int LassoSolution::nonzeros() const {
-  return static_cast<int>((beta.array() != 0).count());
-}
+int LassoSolution::nonzeros() const { return static_cast<int>((beta.array() != 0).count()); }
 
 class LassoApp final : public ModelParallelApp {
  public:
@@ -221,7 +217,8 @@ class LassoApp final : public ModelParallelApp {
         ++visited_count_;
       }
     }
-    sweep_left_ -= std::min<std::int64_t>(sweep_left_, static_cast<std::int64_t>(merged.keys.size()));
+    sweep_left_ -=
+        std::min<std::int64_t>(sweep_left_, static_cast<std::int64_t>(merged.keys.size()));
     plan.evaluate_after = sweep_left_ == 0;
     plan.blocks.push_back(std::move(merged));
     stale_[ctx.round].assign(ctx.in_flight.begin(), ctx.in_flight.end());
@@ -248,7 +245,8 @@ class LassoApp final : public ModelParallelApp {
         for (std::size_t i = 0; i < u; ++i) {
           const Key a = b.keys[i];
           for (std::size_t k = i + 1; k < u; ++k) part.values[at++] = GramEntry(s, a, b.keys[k]);
-          for (std::size_t k = 0; k < m; ++k) part.values[at++] = GramEntry(s, a, ctx.stale_keys[k]);
+          for (std::size_t k = 0; k < m; ++k)
+            part.values[at++] = GramEntry(s, a, ctx.stale_keys[k]);
         }
         ClearScatter(s);
       }
@@ -305,7 +303,8 @@ class LassoApp final : public ModelParallelApp {
       Eigen::VectorXd g = v.head(static_cast<Eigen::Index>(u));
       auto gram = [&](std::size_t i, std::size_t k) {  // G(keys[i], keys[k]) for i < k
         const std::size_t row_start = i * u - i * (i + 1) / 2 + i * stale.size();
-        const auto a = static_cast<Eigen::Index>(b.keys[i]), c = static_cast<Eigen::Index>(b.keys[k]);
+        const auto a = static_cast<Eigen::Index>(b.keys[i]),
+                   c = static_cast<Eigen::Index>(b.keys[k]);
         return v[static_cast<Eigen::Index>(u + row_start + (k - i - 1))] - n_ * mu_[a] * mu_[c];
       };
       if (sequential_ && !ctx.stale_updates.empty()) {
@@ -321,8 +320,8 @@ class LassoApp final : public ModelParallelApp {
               auto it = where.find(su.keys[t]);
               TESSERA_CHECK(it != where.end()) << "stale update of a key not pushed as stale";
               const auto kk = static_cast<Eigen::Index>(su.keys[t]);
-              const double gak = v[static_cast<Eigen::Index>(cross + it->second)] -
-                                 n_ * mu_[a] * mu_[kk];
+              const double gak =
+                  v[static_cast<Eigen::Index>(cross + it->second)] - n_ * mu_[a] * mu_[kk];
               g[static_cast<Eigen::Index>(i)] -= gak * su.delta[static_cast<Eigen::Index>(t)];
             }
           }
@@ -334,8 +333,9 @@ class LassoApp final : public ModelParallelApp {
         const auto j = static_cast<Eigen::Index>(b.keys[i]);
         if (d_[j] <= 0) continue;
         const double old = beta_[j];
-        const double nb = SoftThreshold(g[static_cast<Eigen::Index>(i)] + d_[j] * old,
-                                        n_ * lambda_ * pf_[j]) / d_[j];
+        const double nb =
+            SoftThreshold(g[static_cast<Eigen::Index>(i)] + d_[j] * old, n_ * lambda_ * pf_[j]) /
+            d_[j];
         const double delta = nb - old;
         if (delta == 0) continue;
         beta_[j] = nb;
@@ -346,7 +346,8 @@ class LassoApp final : public ModelParallelApp {
         update.keys.push_back(b.keys[i]);
         sweep_change_ = std::max(sweep_change_, d_[j] * std::abs(delta) / n_);
         if (sequential_) {
-          for (std::size_t k = i + 1; k < u; ++k) g[static_cast<Eigen::Index>(k)] -= gram(i, k) * delta;
+          for (std::size_t k = i + 1; k < u; ++k)
+            g[static_cast<Eigen::Index>(k)] -= gram(i, k) * delta;
         }
       }
       update.delta.conservativeResize(static_cast<Eigen::Index>(update.keys.size()));
@@ -365,7 +366,8 @@ class LassoApp final : public ModelParallelApp {
     for (std::size_t t = 0; t < update.keys.size(); ++t) {
       const auto j = static_cast<Eigen::Index>(update.keys[t]);
       const double delta = update.delta[static_cast<Eigen::Index>(t)];
-      for (SparseColMatrix::InnerIterator it(s.x, j); it; ++it) s.rs[it.index()] -= delta * it.value();
+      for (SparseColMatrix::InnerIterator it(s.x, j); it; ++it)
+        s.rs[it.index()] -= delta * it.value();
       s.c += mu_[j] * delta;
     }
   }
@@ -486,7 +488,8 @@ class LassoApp final : public ModelParallelApp {
       const double v = beta_[j] != 0 ? std::abs(g - t * (beta_[j] > 0 ? 1 : -1))
                                      : std::max(std::abs(g) - t, 0.0);
       worst = std::max(worst, v);
-      if (!working_[j] && (beta_[j] != 0 || (strong_cut > 0 && std::abs(g) >= pf_[j] * strong_cut))) {
+      if (!working_[j] &&
+          (beta_[j] != 0 || (strong_cut > 0 && std::abs(g) >= pf_[j] * strong_cut))) {
         working_[j] = 1;
         working_list_.push_back(static_cast<Key>(j));
       } else if (!working_[j] && v > KktTolerance()) {
@@ -528,9 +531,9 @@ class LassoApp final : public ModelParallelApp {
   std::vector<RowShard> shards_;
 
   double lambda_ = 0, last_lambda_ = 0, lambda_max_ = 1;
-  double inner_tolerance_ = 0;  // sweep convergence threshold of the current working set
-  Eigen::VectorXd kkt_grad_;  // X̃ᵀr/n from the last gradient pass
-  std::vector<char> working_;  // the features coordinate descent sweeps over
+  double inner_tolerance_ = 0;     // sweep convergence threshold of the current working set
+  Eigen::VectorXd kkt_grad_;       // X̃ᵀr/n from the last gradient pass
+  std::vector<char> working_;      // the features coordinate descent sweeps over
   std::vector<Key> working_list_;  // the same, as a sorted list
   double penalty_ = 0;             // Σ pf_j |b_j|, kept up to date by Pull
   std::int64_t nonzeros_ = 0;
@@ -557,7 +560,8 @@ StatusOr<std::unique_ptr<LassoSolver>> LassoSolver::Create(const Dataset& data,
   std::unique_ptr<LassoSolver> solver(new LassoSolver);
   solver->options_ = options;
   solver->app_ = std::make_unique<LassoApp>(data, options);
-  TESSERA_RETURN_IF_ERROR(solver->app_->InitScheduler(options.scheduler, options.scheduler_options));
+  TESSERA_RETURN_IF_ERROR(
+      solver->app_->InitScheduler(options.scheduler, options.scheduler_options));
   solver->app_->SetResponse(data.y);
   return solver;
 }

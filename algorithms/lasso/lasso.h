@@ -26,9 +26,9 @@
 namespace tessera {
 
 struct LassoOptions {
-  std::string scheduler = "round_robin";  // any name in DefaultSchedulers()
-  SchedulerOptions scheduler_options;     // block size, eta, rho, ...
-  EngineOptions engine;                   // workers, pipeline depth, limits, trace
+  std::string scheduler = "round_robin";    // any name in DefaultSchedulers()
+  SchedulerOptions scheduler_options;       // block size, eta, rho, ...
+  EngineOptions engine;                     // workers, pipeline depth, limits, trace
   std::string block_update = "sequential";  // sequential (exact) | parallel (Shotgun)
   bool standardize = false;  // penalize b_j by the column's standard deviation (glmnet default)
   bool strong_rules = true;  // screen coordinates with the sequential strong rule
@@ -41,8 +41,8 @@ struct LassoOptions {
 struct LassoSolution {
   double lambda = 0;
   double intercept = 0;
-  Eigen::VectorXd beta;    // one per feature, on the data's scale
-  double objective = 0;    // recomputed from the full data, independent of the workers
+  Eigen::VectorXd beta;      // one per feature, on the data's scale
+  double objective = 0;      // recomputed from the full data, independent of the workers
   double kkt_violation = 0;  // max over j, see KktViolation
   std::uint64_t rounds = 0;
   double seconds = 0;

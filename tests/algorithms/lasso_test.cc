@@ -65,7 +65,8 @@ TEST_P(DiabetesReferenceTest, ReachesGlmnetObjectiveAndKkt) {
     EXPECT_LT(std::abs(s->objective - ref.objective) / ref.objective, 1e-6)
         << "lambda " << ref.lambda << ": " << s->objective << " vs glmnet " << ref.objective;
     EXPECT_LT(s->kkt_violation, 1e-6) << "lambda " << ref.lambda;
-    EXPECT_LT((s->beta - ref.beta).cwiseAbs().maxCoeff(), 1e-2 * (1 + ref.beta.cwiseAbs().maxCoeff()))
+    EXPECT_LT((s->beta - ref.beta).cwiseAbs().maxCoeff(),
+              1e-2 * (1 + ref.beta.cwiseAbs().maxCoeff()))
         << "lambda " << ref.lambda;
     EXPECT_NEAR(s->intercept, ref.intercept, 1e-6);
     ++checked;
@@ -73,14 +74,14 @@ TEST_P(DiabetesReferenceTest, ReachesGlmnetObjectiveAndKkt) {
   EXPECT_EQ(checked, 10);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllSchedulers, DiabetesReferenceTest,
-    ::testing::Combine(::testing::ValuesIn(DefaultSchedulers().Names()),
-                       ::testing::Values(1, 2, 4), ::testing::Values(1, 2)),
-    [](const auto& info) {
-      return std::get<0>(info.param) + "_w" + std::to_string(std::get<1>(info.param)) + "_d" +
-             std::to_string(std::get<2>(info.param));
-    });
+INSTANTIATE_TEST_SUITE_P(AllSchedulers, DiabetesReferenceTest,
+                         ::testing::Combine(::testing::ValuesIn(DefaultSchedulers().Names()),
+                                            ::testing::Values(1, 2, 4), ::testing::Values(1, 2)),
+                         [](const auto& info) {
+                           return std::get<0>(info.param) + "_w" +
+                                  std::to_string(std::get<1>(info.param)) + "_d" +
+                                  std::to_string(std::get<2>(info.param));
+                         });
 
 TEST(LassoTest, ShotgunParallelUpdatesWithDependencySchedulerConverge) {
   TESSERA_REQUIRE_DATA(x_path, "lasso/diabetes/lars_diabetes_x.csv.gz");
@@ -121,7 +122,8 @@ TEST(LassoTest, RecoversKnownSupportOnSyntheticSparseData) {
   d.x.setFromTriplets(t.begin(), t.end());
   Eigen::VectorXd truth = Eigen::VectorXd::Zero(p);
   std::vector<int> support{3, 150, 151, 400, 777, 1000, 1234, 1500, 1800, 1999};
-  for (std::size_t k = 0; k < support.size(); ++k) truth[support[k]] = (k % 2 ? -1 : 1) * (1.0 + 0.1 * k);
+  for (std::size_t k = 0; k < support.size(); ++k)
+    truth[support[k]] = (k % 2 ? -1 : 1) * (1.0 + 0.1 * k);
   d.y = d.x * truth;
   for (int i = 0; i < n; ++i) d.y[i] += 3.0 + 0.05 * normal(rng);
   LassoOptions o;
@@ -176,7 +178,8 @@ TEST(LassoTest, StandardizeEqualsFittingPreScaledColumns) {
   auto sb = (*b)->Fit(0.5);
   ASSERT_TRUE(sb.ok());
   EXPECT_NEAR(sa->objective, sb->objective, 1e-7 * sb->objective);
-  for (int j = 0; j < 10; ++j) EXPECT_NEAR(sa->beta[j] * sd[j], sb->beta[j], 1e-4 * (1 + std::abs(sb->beta[j])));
+  for (int j = 0; j < 10; ++j)
+    EXPECT_NEAR(sa->beta[j] * sd[j], sb->beta[j], 1e-4 * (1 + std::abs(sb->beta[j])));
 }
 
 TEST(LassoTest, BadOptionsAreRejectedWithTheFlagName) {
@@ -191,7 +194,8 @@ TEST(LassoTest, BadOptionsAreRejectedWithTheFlagName) {
   EXPECT_NE(LassoSolver::Create(d, o).status().message().find("--workers 9"), std::string::npos);
   o = LassoOptions{};
   o.scheduler = "nope";
-  EXPECT_NE(LassoSolver::Create(d, o).status().message().find("valid: dependency"), std::string::npos);
+  EXPECT_NE(LassoSolver::Create(d, o).status().message().find("valid: dependency"),
+            std::string::npos);
 }
 
 }  // namespace

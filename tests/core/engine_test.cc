@@ -179,7 +179,9 @@ TEST(EngineTest, EmptyScheduleWithNothingInFlightIsAnError) {
   FunctionalApp app;
   app.schedule = [](ScheduleContext&) { return RoundSchedule{}; };
   app.push = [](WorkerContext&, std::span<const Block>) { return std::vector<Partial>{}; };
-  app.pull = [](PullContext&, std::span<const Block>, std::span<const Partial>) { return Update{}; };
+  app.pull = [](PullContext&, std::span<const Block>, std::span<const Partial>) {
+    return Update{};
+  };
   app.apply = [](WorkerContext&, const Update&) {};
   app.evaluate_terms = [](WorkerContext&) { return Eigen::VectorXd::Zero(1); };
   app.objective = [](const Eigen::VectorXd&) { return 0.0; };

@@ -9,8 +9,8 @@
 namespace tessera {
 namespace {
 
-using ::testing::HasSubstr;
 using tessera::testing::TempDir;
+using ::testing::HasSubstr;
 
 CsvOptions Response(std::string r) {
   CsvOptions o;
@@ -104,7 +104,8 @@ TEST(LibsvmTest, MissingFileAndDirectory) {
 TEST(LibsvmTest, TruncatedGzipIsDataLoss) {
   TempDir dir;
   std::string body;
-  for (int i = 0; i < 20000; ++i) body += std::to_string(i % 7) + " 1:" + std::to_string(i) + " 2:3\n";
+  for (int i = 0; i < 20000; ++i)
+    body += std::to_string(i % 7) + " 1:" + std::to_string(i) + " 2:3\n";
   const std::string full = Gzip(dir, "full.gz", body);
   std::ifstream in(full, std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), {});
@@ -161,9 +162,11 @@ TEST_P(CsvBadInputTest, ClearErrorWithFileAndLine) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, CsvBadInputTest,
     ::testing::Values(
-        BadCase{"ragged_short", "a,b,y\n1,2,3\n4,5\n", "bad.csv:3: expected 3 fields as in the header, found 2"},
+        BadCase{"ragged_short", "a,b,y\n1,2,3\n4,5\n",
+                "bad.csv:3: expected 3 fields as in the header, found 2"},
         BadCase{"ragged_long", "a,y\n1,2,3\n", "bad.csv:2: more fields than the 2 columns"},
-        BadCase{"non_numeric", "a,y\n1,2\nfoo,3\n", "bad.csv:3: column 'a': 'foo' is not a finite number"},
+        BadCase{"non_numeric", "a,y\n1,2\nfoo,3\n",
+                "bad.csv:3: column 'a': 'foo' is not a finite number"},
         BadCase{"nan", "a,y\n1,NaN\n", "bad.csv:2: column 'y': 'NaN' is not a finite number"},
         BadCase{"inf", "a,y\n-inf,1\n", "bad.csv:2: column 'a': '-inf' is not a finite number"},
         BadCase{"empty_field", "a,y\n,1\n", "bad.csv:2: column 'a': empty field"},

@@ -37,7 +37,8 @@ TEST(StatusTest, StatusOrCarriesValueOrError) {
 }
 
 TEST(StatusDeathTest, CheckAbortsWithFileAndLine) {
-  EXPECT_DEATH({ TESSERA_CHECK(1 + 1 == 3) << "arithmetic"; }, "status_test.cc:[0-9]+: check failed: 1 \\+ 1 == 3 arithmetic");
+  EXPECT_DEATH({ TESSERA_CHECK(1 + 1 == 3) << "arithmetic"; },
+               "status_test.cc:[0-9]+: check failed: 1 \\+ 1 == 3 arithmetic");
 }
 
 }  // namespace

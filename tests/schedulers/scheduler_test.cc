@@ -50,7 +50,8 @@ TEST_P(EveryScheduler, SchedulesOnlyCandidatesWithoutDuplicatesAndCoversThem) {
         covered.insert(k);
       }
     }
-    Eigen::VectorXd delta = Eigen::VectorXd::Constant(static_cast<Eigen::Index>(in_round.size()), 0.1);
+    Eigen::VectorXd delta =
+        Eigen::VectorXd::Constant(static_cast<Eigen::Index>(in_round.size()), 0.1);
     std::vector<Key> keys(in_round.begin(), in_round.end());
     (*s)->Observe(keys, delta);
   }
@@ -64,8 +65,7 @@ TEST_P(EveryScheduler, SchedulesOnlyCandidatesWithoutDuplicatesAndCoversThem) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Registry, EveryScheduler,
-                         ::testing::ValuesIn(DefaultSchedulers().Names()),
+INSTANTIATE_TEST_SUITE_P(Registry, EveryScheduler, ::testing::ValuesIn(DefaultSchedulers().Names()),
                          [](const auto& info) { return info.param; });
 
 TEST(SchedulerRegistryTest, BuiltinsAreRegisteredAndUnknownNamesListThem) {
@@ -88,9 +88,10 @@ TEST(SchedulerRegistryTest, BuiltinsAreRegisteredAndUnknownNamesListThem) {
 TEST(SchedulerRegistryTest, UsersCanRegisterTheirOwn) {
   SchedulerRegistry r;
   RegisterBuiltinSchedulers(r);
-  ASSERT_TRUE(r.Register("mine", [](const SchedulerOptions& o) -> StatusOr<std::unique_ptr<Scheduler>> {
-                 return MakeRoundRobinScheduler(o);
-               }).ok());
+  ASSERT_TRUE(
+      r.Register("mine", [](const SchedulerOptions& o) -> StatusOr<std::unique_ptr<Scheduler>> {
+         return MakeRoundRobinScheduler(o);
+       }).ok());
   EXPECT_FALSE(r.Register("mine", nullptr).ok());
   EXPECT_TRUE(r.Create("mine", TestOptions()).ok());
 }

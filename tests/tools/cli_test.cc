@@ -32,7 +32,9 @@ Result RunCli(const std::string& args) {
   return r;
 }
 
-std::string Diabetes() { return std::string(TESSERA_SOURCE_DIR) + "/datasets/diabetes/lars_diabetes_x.csv.gz"; }
+std::string Diabetes() {
+  return std::string(TESSERA_SOURCE_DIR) + "/datasets/diabetes/lars_diabetes_x.csv.gz";
+}
 
 TEST(CliTest, HelpListsTheFlags) {
   auto r = RunCli("lasso --help");
@@ -46,8 +48,10 @@ TEST(CliTest, HelpListsTheFlags) {
 TEST(CliTest, FitsDiabetesAndWritesCoefficientsAndTrace) {
   testing::TempDir dir;
   const std::string coef = dir.Path("coef.csv"), trace = dir.Path("trace.csv");
-  auto r = RunCli("lasso --data " + Diabetes() + " --lambda 0.214804357553 --workers 2 --scheduler "
-               "dependency --output " + coef + " --trace " + trace);
+  auto r = RunCli("lasso --data " + Diabetes() +
+                  " --lambda 0.214804357553 --workers 2 --scheduler "
+                  "dependency --output " +
+                  coef + " --trace " + trace);
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("objective 1807.16368"));
   std::ifstream in(coef);
@@ -106,20 +110,24 @@ INSTANTIATE_TEST_SUITE_P(
         BadRun{"ragged_csv", "lasso --data BAD", 1, "bad.csv:3: expected 2 fields"},
         BadRun{"no_data_flag", "lasso --lambda 1", 2, "--data is required"},
         BadRun{"non_numeric_flag", "lasso --data BAD --workers two", 2, "--workers"},
-        BadRun{"zero_workers", "lasso --data " + Diabetes() + " --workers 0", 1, "--workers must be at least 1"},
+        BadRun{"zero_workers", "lasso --data " + Diabetes() + " --workers 0", 1,
+               "--workers must be at least 1"},
         BadRun{"unknown_scheduler", "lasso --data " + Diabetes() + " --scheduler fifo", 1,
                "unknown scheduler 'fifo' (valid: dependency, priority, rotation, round_robin)"},
         BadRun{"bad_format", "lasso --data " + Diabetes() + " --format xml", 1, "--format must be"},
-        BadRun{"negative_lambda", "lasso --data " + Diabetes() + " --lambda -1", 1, "--lambda must be positive"},
-        BadRun{"bad_depth", "lasso --data " + Diabetes() + " --pipeline-depth 0", 1, "--pipeline-depth"},
+        BadRun{"negative_lambda", "lasso --data " + Diabetes() + " --lambda -1", 1,
+               "--lambda must be positive"},
+        BadRun{"bad_depth", "lasso --data " + Diabetes() + " --pipeline-depth 0", 1,
+               "--pipeline-depth"},
         BadRun{"no_subcommand", "", 2, "subcommand"},
-        BadRun{"unwritable_output", "lasso --data " + Diabetes() + " --quiet --trace /no/dir/t.csv", 1,
-               "/no/dir/t.csv: cannot write"}),
+        BadRun{"unwritable_output", "lasso --data " + Diabetes() + " --quiet --trace /no/dir/t.csv",
+               1, "/no/dir/t.csv: cannot write"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(ExampleTest, RidgeAppMatchesClosedForm) {
   for (const char* workers : {"1", "3"}) {
-    const std::string cmd = std::string(TESSERA_RIDGE_EXAMPLE) + " " + Diabetes() + " 0.001 " + workers;
+    const std::string cmd =
+        std::string(TESSERA_RIDGE_EXAMPLE) + " " + Diabetes() + " 0.001 " + workers;
     FILE* p = popen(cmd.c_str(), "r");
     ASSERT_NE(p, nullptr);
     char buf[512] = {};
