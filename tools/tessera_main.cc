@@ -114,7 +114,10 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
 }
 
 int RunLasso(LassoFlags& f) {
-  if (f.threads < 0) return Fail(InvalidArgument("--threads must be >= 0"));
+  if (f.threads < 0 || f.threads > 1024) {
+    return Fail(InvalidArgument("--threads must be between 0 (all cores) and 1024, got " +
+                                std::to_string(f.threads)));
+  }
   FiberPool::Global(f.threads);
   if (f.lambda != 0 && f.lambda_ratio != 0) {
     return Fail(InvalidArgument("give --lambda or --lambda-ratio, not both"));

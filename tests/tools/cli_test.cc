@@ -117,6 +117,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadRun{"bad_format", "lasso --data " + Diabetes() + " --format xml", 1, "--format must be"},
         BadRun{"negative_lambda", "lasso --data " + Diabetes() + " --lambda -1", 1,
                "--lambda must be positive"},
+        BadRun{"too_many_threads", "lasso --data " + Diabetes() + " --threads 100000", 1,
+               "--threads must be between 0 (all cores) and 1024"},
         BadRun{"bad_depth", "lasso --data " + Diabetes() + " --pipeline-depth 0", 1,
                "--pipeline-depth"},
         BadRun{"no_subcommand", "", 2, "subcommand"},
