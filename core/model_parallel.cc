@@ -152,15 +152,12 @@ class Coordinator {
           }
           break;  // barrier: pull what is in flight first
         }
-        for (int w = 0; w < opts_.workers; ++w) {
-          Message m;
-          m.kind = MessageKind::kPush;
-          m.round = scheduled;
-          m.blocks = plan.blocks;
-          m.stale_keys = in_flight_keys_;
-          TESSERA_RETURN_IF_ERROR(SendToWorker(w, std::move(m)));
-        }
-        has_pending_update_ = false;
+        Message push;
+        push.kind = MessageKind::kPush;
+        push.round = scheduled;
+        push.blocks = plan.blocks;
+        push.stale_keys = in_flight_keys_;
+        TESSERA_RETURN_IF_ERROR(Broadcast(push));
         flight.push_back({scheduled, std::move(plan.blocks), committed_base_ + committed_.size(),
                           plan.evaluate_after});
         ++scheduled;
@@ -267,38 +264,35 @@ class Coordinator {
     return out;
   }
 
-  // Sends `m` to worker w, carrying the waiting committed update if there is one. The caller
-  // clears has_pending_update_ once every worker got it.
-  Status SendToWorker(int w, Message m) {
-    if (has_pending_update_) {
-      m.has_update = true;
-      m.update_round = pending_round_;
-      m.update = pending_update_;
-    }
-    return transport_.Send(WorkerRank(w), std::move(m));
-  }
-
-  // Sends the waiting committed update, if any, as a message of its own.
-  Status FlushUpdate() {
-    if (!has_pending_update_) return Status::Ok();
+  // Sends a copy of `m` to every worker; the waiting committed update, if any, rides along.
+  Status Broadcast(const Message& m) {
     for (int w = 0; w < opts_.workers; ++w) {
-      Message m;
-      m.kind = MessageKind::kApply;
-      m.round = pending_round_;
-      TESSERA_RETURN_IF_ERROR(SendToWorker(w, std::move(m)));
+      Message copy = m;
+      if (has_pending_update_) {
+        copy.has_update = true;
+        copy.update_round = pending_round_;
+        copy.update = pending_update_;
+      }
+      TESSERA_RETURN_IF_ERROR(transport_.Send(WorkerRank(w), std::move(copy)));
     }
     has_pending_update_ = false;
     return Status::Ok();
   }
 
+  // Sends the waiting committed update, if any, as a message of its own.
+  Status FlushUpdate() {
+    if (!has_pending_update_) return Status::Ok();
+    Message apply;
+    apply.kind = MessageKind::kApply;
+    apply.round = pending_round_;
+    return Broadcast(apply);
+  }
+
   StatusOr<double> Evaluate(std::uint64_t round) {
-    for (int w = 0; w < opts_.workers; ++w) {
-      Message m;
-      m.kind = MessageKind::kEvaluate;
-      m.round = round;
-      TESSERA_RETURN_IF_ERROR(SendToWorker(w, std::move(m)));
-    }
-    has_pending_update_ = false;
+    Message evaluate;
+    evaluate.kind = MessageKind::kEvaluate;
+    evaluate.round = round;
+    TESSERA_RETURN_IF_ERROR(Broadcast(evaluate));
     TESSERA_ASSIGN_OR_RETURN(auto replies, Gather(MessageKind::kEvaluation, round));
     Eigen::VectorXd sum = replies[0].values;
     for (std::size_t i = 1; i < replies.size(); ++i) sum += replies[i].values;
