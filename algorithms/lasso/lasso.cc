@@ -23,8 +23,6 @@ struct RowShard {
   SparseColMatrix x;        // local rows x all features
   Eigen::VectorXd y;        // local responses, centered by the global mean
   Eigen::VectorXd colsum;   // Σ_i x_ij over local rows
-  Eigen::VectorXd colsq;    // Σ_i x_ij² over local rows (setup only)
-  Eigen::VectorXd xty;      // Σ_i x_ij ỹ_i over local rows (setup only)
   Eigen::VectorXd rs;       // r_s = ỹ − X b (uncentered X); residual r = r_s + c
   double c = 0;             // μᵀb: the centering part of the residual, the same everywhere
   Eigen::VectorXd scatter;  // dense scratch of local-row length, kept all zero between uses
@@ -67,12 +65,15 @@ class LassoApp final : public ModelParallelApp {
     p_ = data.cols();
     sequential_ = opts.block_update == "sequential";
     rows_ = data.x;  // the oracles and the dependency function read the full data
+    y_full_ = data.y;
     ybar_ = data.y.mean();
     const Eigen::VectorXd yc = data.y.array() - ybar_;
     null_ms_ = yc.squaredNorm() / n_;
-    // Each worker builds its own column-major shard (the bulk of the setup), in parallel.
+    // Each worker builds its own column-major shard (the bulk of the setup), in parallel, and
+    // its share of the column sums, sums of squares and x_jᵀỹ.
     const auto ranges = SplitRange(n_, opts.engine.workers);
     shards_.resize(ranges.size());
+    std::vector<Eigen::VectorXd> sq_parts(ranges.size()), xty_parts(ranges.size());
     ParallelFor(static_cast<int>(ranges.size()), [&](int w) {
       RowShard& s = shards_[w];
       const auto begin = static_cast<Eigen::Index>(ranges[w].begin);
@@ -81,23 +82,23 @@ class LassoApp final : public ModelParallelApp {
       s.x.makeCompressed();
       s.y = yc.segment(begin, len);
       s.colsum = Eigen::VectorXd::Zero(p_);
-      s.colsq = Eigen::VectorXd::Zero(p_);
-      s.xty = Eigen::VectorXd::Zero(p_);
+      Eigen::VectorXd& sq = sq_parts[w] = Eigen::VectorXd::Zero(p_);
+      Eigen::VectorXd& xty = xty_parts[w] = Eigen::VectorXd::Zero(p_);
       for (Eigen::Index j = 0; j < p_; ++j) {
         for (SparseColMatrix::InnerIterator it(s.x, j); it; ++it) {
           s.colsum[j] += it.value();
-          s.colsq[j] += it.value() * it.value();
-          s.xty[j] += it.value() * s.y[it.index()];
+          sq[j] += it.value() * it.value();
+          xty[j] += it.value() * s.y[it.index()];
         }
       }
       s.rs = s.y;
       s.scatter = Eigen::VectorXd::Zero(len);
     });
     Eigen::VectorXd sum = Eigen::VectorXd::Zero(p_), sq = sum, xty = sum;
-    for (const RowShard& s : shards_) {
-      sum += s.colsum;
-      sq += s.colsq;
-      xty += s.xty;
+    for (std::size_t w = 0; w < shards_.size(); ++w) {
+      sum += shards_[w].colsum;
+      sq += sq_parts[w];
+      xty += xty_parts[w];
     }
     mu_ = sum / static_cast<double>(n_);
     d_.resize(p_);
@@ -107,19 +108,17 @@ class LassoApp final : public ModelParallelApp {
       if (d_[j] <= 1e-12 * std::max(sq[j], 1e-300)) d_[j] = 0;  // constant column
       pf_[j] = opts.standardize ? std::sqrt(d_[j] / n_) : 1.0;
     }
-    grad0_ = xty / static_cast<double>(n_);  // = X̃ᵀỹ/n since Σỹ = 0
+    // λ_max = max_j |x̃_jᵀỹ| / (n pf_j); x̃_jᵀỹ = x_jᵀỹ since Σỹ = 0.
+    for (Eigen::Index j = 0; j < p_; ++j) {
+      if (d_[j] > 0 && pf_[j] > 0) {
+        lambda_max_ = std::max(lambda_max_, std::abs(xty[j]) / (n_ * pf_[j]));
+      }
+    }
     beta_ = Eigen::VectorXd::Zero(p_);
-    last_lambda_ = LambdaMax();
-    lambda_max_ = std::max(LambdaMax(), 1e-300);
+    last_lambda_ = lambda_max_;
   }
 
-  double LambdaMax() const {
-    double m = 0;
-    for (Eigen::Index j = 0; j < p_; ++j) {
-      if (d_[j] > 0 && pf_[j] > 0) m = std::max(m, std::abs(grad0_[j]) / pf_[j]);
-    }
-    return m;
-  }
+  double LambdaMax() const { return lambda_max_; }
 
   // Dependency between coordinates a and b: |corr| of the centered columns.
   double Dependency(Key a, Key b) {
@@ -170,7 +169,7 @@ class LassoApp final : public ModelParallelApp {
   double intercept() const { return ybar_ - mu_.dot(beta_); }
   void SetZero() {
     beta_.setZero();
-    last_lambda_ = LambdaMax();
+    last_lambda_ = lambda_max_;
   }
 
   Status InitScheduler(const std::string& name, SchedulerOptions so) {
@@ -417,7 +416,6 @@ class LassoApp final : public ModelParallelApp {
   Eigen::VectorXd FullResidual(double b0, const Eigen::VectorXd& beta) const {
     return (y_full_.array() - b0).matrix() - rows_ * beta;
   }
-  void SetResponse(const Eigen::VectorXd& y) { y_full_ = y; }
 
  private:
   enum class Phase { kFull, kActive };
@@ -469,7 +467,7 @@ class LassoApp final : public ModelParallelApp {
     return true;
   }
 
-  double KktTolerance() const { return opts_.tolerance * lambda_max_; }
+  double KktTolerance() const { return opts_.tolerance * std::max(lambda_max_, 1e-300); }
 
   // After a gradient pass over every feature. Features that violate the optimality conditions
   // join the working set (on the first pass of a fit also the nonzero ones and, when the
@@ -527,10 +525,10 @@ class LassoApp final : public ModelParallelApp {
   SparseColMatrix x_;     // its column-major copy, built when the dependency scheduler asks
   Eigen::VectorXd y_full_;
   double ybar_ = 0, null_ms_ = 0;
-  Eigen::VectorXd mu_, d_, pf_, grad0_, beta_;
+  Eigen::VectorXd mu_, d_, pf_, beta_;
   std::vector<RowShard> shards_;
 
-  double lambda_ = 0, last_lambda_ = 0, lambda_max_ = 1;
+  double lambda_ = 0, last_lambda_ = 0, lambda_max_ = 0;
   double inner_tolerance_ = 0;     // sweep convergence threshold of the current working set
   Eigen::VectorXd kkt_grad_;       // X̃ᵀr/n from the last gradient pass
   std::vector<char> working_;      // the features coordinate descent sweeps over
@@ -562,7 +560,6 @@ StatusOr<std::unique_ptr<LassoSolver>> LassoSolver::Create(const Dataset& data,
   solver->app_ = std::make_unique<LassoApp>(data, options);
   TESSERA_RETURN_IF_ERROR(
       solver->app_->InitScheduler(options.scheduler, options.scheduler_options));
-  solver->app_->SetResponse(data.y);
   return solver;
 }
 
