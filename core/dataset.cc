@@ -25,6 +25,26 @@ std::string Quote(std::string_view s) {
   return out;
 }
 
+// The trimmed fields of one delimited line, left to right (an empty line has one empty field).
+class FieldCursor {
+ public:
+  FieldCursor(std::string_view line, char delimiter) : line_(line), delimiter_(delimiter) {}
+  bool Next(std::string_view& field) {
+    if (done_) return false;
+    const std::size_t end = line_.find(delimiter_, start_);
+    field = Trim(line_.substr(start_, end == std::string_view::npos ? line_.npos : end - start_));
+    done_ = end == std::string_view::npos;
+    start_ = end + 1;
+    return true;
+  }
+
+ private:
+  std::string_view line_;
+  char delimiter_;
+  std::size_t start_ = 0;
+  bool done_ = false;
+};
+
 // Splits on spaces/tabs, skipping empty tokens.
 template <typename F>
 void ForEachToken(std::string_view s, F&& f) {
@@ -154,15 +174,10 @@ StatusOr<Dataset> ReadCsv(const std::string& path, const CsvOptions& options) {
   std::vector<std::string> header;
   while (in.Next(line)) {
     if (Trim(line).empty()) continue;
-    std::size_t start = 0;
-    for (;;) {
-      const std::size_t end = line.find(options.delimiter, start);
-      std::string_view f =
-          Trim(line.substr(start, end == std::string_view::npos ? line.npos : end - start));
+    FieldCursor fields(line, options.delimiter);
+    for (std::string_view f; fields.Next(f);) {
       if (f.size() >= 2 && f.front() == '"' && f.back() == '"') f = f.substr(1, f.size() - 2);
       header.emplace_back(f);
-      if (end == std::string_view::npos) break;
-      start = end + 1;
     }
     break;
   }
@@ -209,12 +224,9 @@ StatusOr<Dataset> ReadCsv(const std::string& path, const CsvOptions& options) {
   std::vector<double> values, labels;
   while (in.Next(line)) {
     if (Trim(line).empty()) continue;
-    std::size_t start = 0;
     int j = 0;
-    for (;;) {
-      const std::size_t end = line.find(options.delimiter, start);
-      std::string_view f =
-          Trim(line.substr(start, end == std::string_view::npos ? line.npos : end - start));
+    FieldCursor fields(line, options.delimiter);
+    for (std::string_view f; fields.Next(f);) {
       if (j >= ncols) {
         return InvalidArgument(in.Where() + "more fields than the " + std::to_string(ncols) +
                                " columns of the header");
@@ -227,8 +239,6 @@ StatusOr<Dataset> ReadCsv(const std::string& path, const CsvOptions& options) {
       }
       (j == response ? labels : values).push_back(v);
       ++j;
-      if (end == std::string_view::npos) break;
-      start = end + 1;
     }
     if (j != ncols) {
       return InvalidArgument(in.Where() + "expected " + std::to_string(ncols) +

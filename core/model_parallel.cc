@@ -347,6 +347,7 @@ StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions&
   coordinator.Add(1);
   pool.Spawn([&] {
     result = Coordinator(app, options, transport).Run();
+    // Best effort, unlike Coordinator::Broadcast: every worker is told, even if one send fails.
     for (int w = 0; w < options.workers; ++w) {
       Message stop;
       stop.kind = MessageKind::kStop;
