@@ -23,6 +23,7 @@ FiberPool& FiberPool::Global(int threads) {
 FiberPool::FiberPool(int threads) : thread_count_(threads) {}
 void FiberPool::Spawn(std::function<void()> task) { std::thread(std::move(task)).detach(); }
 void YieldFiber() { std::this_thread::yield(); }
+void SleepFiber(std::chrono::microseconds d) { std::this_thread::sleep_for(d); }
 
 #else
 
@@ -69,6 +70,7 @@ void FiberPool::Spawn(std::function<void()> task) {
 }
 
 void YieldFiber() { boost::this_fiber::yield(); }
+void SleepFiber(std::chrono::microseconds d) { boost::this_fiber::sleep_for(d); }
 
 #endif
 

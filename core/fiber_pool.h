@@ -9,6 +9,7 @@
 // ThreadSanitizer, which cannot follow Boost 1.74's unannotated fiber stack switches.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -58,6 +59,8 @@ class FiberPool {
 
 // Lets other fibers on this thread run.
 void YieldFiber();
+// Parks the calling fiber (not its thread) for `d`.
+void SleepFiber(std::chrono::microseconds d);
 
 // Counts outstanding tasks; Wait() blocks the calling fiber (or thread) until all are Done().
 class WaitGroup {

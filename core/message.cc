@@ -9,6 +9,8 @@ std::uint64_t Message::PayloadBytes() const {
   for (const auto& p : partials) bytes += 8 + 8 * p.values.size();
   bytes += 8 * update.keys.size() + 8 * update.delta.size();
   bytes += 8 * values.size();
+  if (kind >= MessageKind::kPsPull && kind <= MessageKind::kPsClock)
+    bytes += 4 + 8 + 16 + 8 * keys.size();  // table, request, range
   return bytes;
 }
 

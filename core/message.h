@@ -10,7 +10,8 @@
 
 namespace tessera {
 
-using Rank = int;  // endpoint id: 0 is the coordinator, 1..P the workers
+using Rank = int;  // endpoint id. Model-parallel: 0 coordinator, 1..P workers.
+                   // Parameter server: 0 driver, 1..S server shards, S+1..S+P workers.
 
 // A worker's share of the result for one block.
 struct Partial {
@@ -33,6 +34,16 @@ enum class MessageKind : std::uint8_t {
   kEvaluate,    // coordinator -> worker: report objective terms over owned data
   kEvaluation,  // worker -> coordinator: `values` = objective terms
   kStop,        // coordinator -> worker: leave the worker loop
+
+  // Parameter server (core/parameter_server.h).
+  kPsPull,    // worker -> shard: `request` for `keys` (or `range`) of `table`, to be answered
+              // once the shard's clock is >= `round`
+  kPsValues,  // shard -> worker: `values` for `request` (0: an eager ESSP refresh of `keys` /
+              // `range`), served at shard clock `round`
+  kPsPush,    // worker -> shard: `values` for `keys` (or `range`) of `table`; `raw_add` adds
+              // them instead of running the table's updater (model averaging)
+  kPsClock,   // worker -> shard: the worker finished clock `round` (all its pushes before it)
+  kContinue,  // driver -> worker: leave the evaluation barrier of clock `round` and go on
 };
 
 struct Message {
@@ -47,7 +58,14 @@ struct Message {
   Update update;
   bool has_update = false;
   std::uint64_t update_round = 0;
-  Eigen::VectorXd values;  // kEvaluation
+  Eigen::VectorXd values;  // kEvaluation; parameter-server values, key-major
+
+  // Parameter server.
+  std::uint32_t table = 0;
+  std::uint64_t request = 0;
+  std::vector<Key> keys;  // explicit keys; when empty, `range` names them
+  KeyRange range;
+  bool raw_add = false;
 
   // Payload size in bytes as it would travel packed (keys 8 B, values 8 B), for metrics.
   std::uint64_t PayloadBytes() const;

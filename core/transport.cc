@@ -25,6 +25,20 @@ StatusOr<Message> InProcessTransport::Receive(Rank self) {
   return m;
 }
 
+StatusOr<Message> InProcessTransport::TryReceive(Rank self) {
+  TESSERA_CHECK(self >= 0 && self < size()) << "rank " << self;
+  Message m;
+  switch (boxes_[self]->TryPop(m)) {
+    case Mailbox<Message>::TryResult::kItem:
+      return m;
+    case Mailbox<Message>::TryResult::kEmpty:
+      return NotFound("no message queued");
+    case Mailbox<Message>::TryResult::kClosed:
+      break;
+  }
+  return Unavailable("transport closed");
+}
+
 void InProcessTransport::Close() {
   for (auto& b : boxes_) b->Close();
 }

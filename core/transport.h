@@ -24,10 +24,15 @@ class Transport {
   // Blocks the calling fiber until a message for `self` arrives. Unavailable once the
   // transport is closed and the queue is drained.
   virtual StatusOr<Message> Receive(Rank self) = 0;
+  // A message for `self` if one is already queued; never waits. Unavailable once closed and
+  // drained, NotFound when nothing is queued.
+  virtual StatusOr<Message> TryReceive(Rank self) = 0;
   // Wakes every receiver with Unavailable; later sends fail.
   virtual void Close() = 0;
   // Payload bytes sent so far, over all endpoints.
   virtual std::uint64_t bytes_sent() const = 0;
+  // True when every endpoint lives in this process and may share memory (hogwild tables).
+  virtual bool in_process() const = 0;
 };
 
 // Unbounded FIFO between fibers on any threads (Boost.Fiber primitives, so waiting parks the
@@ -51,6 +56,14 @@ class Mailbox {
     queue_.pop_front();
     return true;
   }
+  enum class TryResult { kItem, kEmpty, kClosed };
+  TryResult TryPop(T& out) {
+    std::unique_lock lock(mu_);
+    if (queue_.empty()) return closed_ ? TryResult::kClosed : TryResult::kEmpty;
+    out = std::move(queue_.front());
+    queue_.pop_front();
+    return TryResult::kItem;
+  }
   void Close() {
     std::unique_lock lock(mu_);
     closed_ = true;
@@ -71,8 +84,10 @@ class InProcessTransport final : public Transport {
   int size() const override { return static_cast<int>(boxes_.size()); }
   Status Send(Rank to, Message msg) override;
   StatusOr<Message> Receive(Rank self) override;
+  StatusOr<Message> TryReceive(Rank self) override;
   void Close() override;
   std::uint64_t bytes_sent() const override { return bytes_.load(std::memory_order_relaxed); }
+  bool in_process() const override { return true; }
 
  private:
   std::vector<std::unique_ptr<Mailbox<Message>>> boxes_;

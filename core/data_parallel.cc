@@ -1,0 +1,388 @@
+#include "core/data_parallel.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <numeric>
+#include <random>
+
+#include "core/fiber_pool.h"
+#include "core/metrics.h"
+
+namespace tessera {
+
+StatusOr<UpdateFrequency> UpdateFrequency::Parse(std::string_view text) {
+  UpdateFrequency f;
+  if (text == "batch") {
+    f.kind = Kind::kBatch;
+    return f;
+  }
+  if (text == "epoch") return f;
+  if (text.substr(0, 9) == "nbatches:") {
+    const std::string_view n = text.substr(9);
+    int v = 0;
+    auto [end, ec] = std::from_chars(n.data(), n.data() + n.size(), v);
+    if (ec == std::errc() && end == n.data() + n.size() && v >= 1) {
+      f.kind = Kind::kNBatches;
+      f.n = v;
+      return f;
+    }
+    return InvalidArgument("update frequency '" + std::string(text) +
+                           "': N must be an integer >= 1");
+  }
+  return InvalidArgument("unknown update frequency '" + std::string(text) +
+                         "' (expected batch, nbatches:N or epoch)");
+}
+
+std::string UpdateFrequency::ToString() const {
+  switch (kind) {
+    case Kind::kBatch:
+      return "batch";
+    case Kind::kNBatches:
+      return "nbatches:" + std::to_string(n);
+    case Kind::kEpoch:
+      return "epoch";
+  }
+  return "?";
+}
+
+namespace {
+constexpr std::pair<PartitionScheme, const char*> kSchemes[] = {
+    {PartitionScheme::kDisjointContiguous, "disjoint_contiguous"},
+    {PartitionScheme::kDisjointRoundRobin, "disjoint_round_robin"},
+    {PartitionScheme::kDisjointRandom, "disjoint_random"},
+    {PartitionScheme::kOverlapReshuffle, "overlap_reshuffle"},
+};
+}  // namespace
+
+StatusOr<PartitionScheme> ParsePartitionScheme(std::string_view text) {
+  std::string names;
+  for (const auto& [scheme, name] : kSchemes) {
+    if (text == name) return scheme;
+    names += names.empty() ? name : std::string(", ") + name;
+  }
+  return InvalidArgument("unknown partition scheme '" + std::string(text) + "' (expected " + names +
+                         ")");
+}
+
+std::string ToString(PartitionScheme scheme) {
+  for (const auto& [s, name] : kSchemes) {
+    if (s == scheme) return name;
+  }
+  return "?";
+}
+
+std::vector<std::vector<std::uint32_t>> PartitionRows(std::size_t rows, int workers,
+                                                      PartitionScheme scheme, std::uint64_t seed) {
+  TESSERA_CHECK(workers > 0);
+  std::vector<std::vector<std::uint32_t>> parts(workers);
+  std::vector<std::uint32_t> order(rows);
+  std::iota(order.begin(), order.end(), 0u);
+  switch (scheme) {
+    case PartitionScheme::kDisjointRoundRobin:
+      for (std::size_t i = 0; i < rows; ++i) parts[i % workers].push_back(order[i]);
+      return parts;
+    case PartitionScheme::kOverlapReshuffle:
+      for (int w = 0; w < workers; ++w) {
+        parts[w] = order;
+        std::mt19937_64 rng(seed + 7919 * static_cast<std::uint64_t>(w));
+        std::shuffle(parts[w].begin(), parts[w].end(), rng);
+      }
+      return parts;
+    case PartitionScheme::kDisjointRandom: {
+      std::mt19937_64 rng(seed);
+      std::shuffle(order.begin(), order.end(), rng);
+      break;
+    }
+    case PartitionScheme::kDisjointContiguous:
+      break;
+  }
+  const auto ranges = SplitRange(rows, workers);
+  for (int w = 0; w < workers; ++w) {
+    parts[w].assign(order.begin() + ranges[w].begin, order.begin() + ranges[w].end);
+  }
+  return parts;
+}
+
+Status DataParallelOptions::Validate() const {
+  if (servers < 1) {
+    return InvalidArgument("--servers must be at least 1, got " + std::to_string(servers));
+  }
+  if (workers < 1) {
+    return InvalidArgument("--workers must be at least 1, got " + std::to_string(workers));
+  }
+  if (max_epochs < 1) return InvalidArgument("--max-epochs must be at least 1");
+  if (!(max_seconds >= 0)) return InvalidArgument("--max-seconds must be >= 0");
+  if (!(objective_tolerance >= 0)) return InvalidArgument("--tolerance must be >= 0");
+  if (evaluate_every < 1) return InvalidArgument("--evaluate-every must be at least 1");
+  return Status::Ok();
+}
+
+namespace {
+
+// Phases of an evaluation barrier, in Message::request.
+constexpr std::uint64_t kArrived = 1;  // worker ended the clock; values = [values pushed]
+constexpr std::uint64_t kTerms = 2;    // worker's objective terms; table = 1 on the last one
+
+struct Plan {
+  std::uint64_t batches_per_epoch = 1;
+  std::uint64_t clocks_per_epoch = 1;
+  std::size_t batch = 0;  // rows per batch
+  bool EndsClock(const UpdateFrequency& f, std::uint64_t b) const {
+    switch (f.kind) {
+      case UpdateFrequency::Kind::kBatch:
+        return true;
+      case UpdateFrequency::Kind::kNBatches:
+        return (b + 1) % f.n == 0 || b + 1 == batches_per_epoch;
+      case UpdateFrequency::Kind::kEpoch:
+        return b + 1 == batches_per_epoch;
+    }
+    return true;
+  }
+};
+
+class Worker {
+ public:
+  Worker(DataParallelApp& app, const DataParallelOptions& opts, const Plan& plan, PsClient& client,
+         std::vector<std::uint32_t> rows, double rows_per_clock)
+      : app_(app), opts_(opts), plan_(plan), client_(client), rows_(std::move(rows)) {
+    ctx_.worker = client.worker();
+    ctx_.num_workers = opts.workers;
+    ctx_.client = &client;
+    ctx_.rows = rows_;
+    ctx_.replication = opts.partition == PartitionScheme::kOverlapReshuffle ? opts.workers : 1;
+    ctx_.rows_per_clock = rows_per_clock;
+  }
+
+  Status Run() {
+    TESSERA_RETURN_IF_ERROR(app_.Setup(ctx_));
+    std::uint64_t clocks = 0;
+    for (std::uint64_t epoch = 0; epoch < opts_.max_epochs; ++epoch) {
+      ctx_.epoch = epoch;
+      if (epoch > 0 && opts_.partition == PartitionScheme::kOverlapReshuffle) {
+        std::mt19937_64 rng(opts_.seed + 7919 * static_cast<std::uint64_t>(ctx_.worker) +
+                            104729 * epoch);
+        std::shuffle(rows_.begin(), rows_.end(), rng);
+      }
+      for (std::uint64_t b = 0; b < plan_.batches_per_epoch; ++b) {
+        const std::size_t begin = std::min(rows_.size(), b * plan_.batch);
+        const std::size_t end = std::min(rows_.size(), begin + plan_.batch);
+        if (begin < end) {
+          TESSERA_RETURN_IF_ERROR(app_.ProcessBatch(
+              ctx_, std::span<const std::uint32_t>(rows_).subspan(begin, end - begin)));
+        }
+        if (!plan_.EndsClock(opts_.frequency, b)) continue;
+        TESSERA_RETURN_IF_ERROR(client_.Clock());
+        ++clocks;
+        const bool last = epoch + 1 == opts_.max_epochs && b + 1 == plan_.batches_per_epoch;
+        if (last || clocks % opts_.evaluate_every == 0) {
+          TESSERA_ASSIGN_OR_RETURN(bool stop, Evaluate(last));
+          if (stop) return Status::Ok();
+        }
+      }
+    }
+    return Internal("worker passed its last evaluation without a stop");
+  }
+
+ private:
+  // The barrier: returns true when the driver says stop.
+  StatusOr<bool> Evaluate(bool last) {
+    Message arrived;
+    arrived.kind = MessageKind::kEvaluation;
+    arrived.request = kArrived;
+    arrived.round = client_.clock();
+    arrived.values =
+        Eigen::VectorXd::Constant(1, static_cast<double>(client_.stats().pushed_values));
+    TESSERA_RETURN_IF_ERROR(client_.SendToDriver(std::move(arrived)));
+    TESSERA_ASSIGN_OR_RETURN(Message go, client_.ReceiveControl());
+    if (go.kind == MessageKind::kStop) return true;
+    client_.set_exact_reads(true);
+    auto terms = app_.EvaluateTerms(ctx_);
+    client_.set_exact_reads(false);
+    if (!terms.ok()) return terms.status();
+    Message m;
+    m.kind = MessageKind::kEvaluation;
+    m.request = kTerms;
+    m.round = client_.clock();
+    m.table = last ? 1 : 0;
+    m.values = std::move(*terms);
+    TESSERA_RETURN_IF_ERROR(client_.SendToDriver(std::move(m)));
+    TESSERA_ASSIGN_OR_RETURN(Message reply, client_.ReceiveControl());
+    return reply.kind == MessageKind::kStop;
+  }
+
+  DataParallelApp& app_;
+  const DataParallelOptions& opts_;
+  const Plan& plan_;
+  PsClient& client_;
+  std::vector<std::uint32_t> rows_;
+  DpWorkerContext ctx_;
+};
+
+class Driver {
+ public:
+  Driver(DataParallelApp& app, const DataParallelOptions& opts, const Plan& plan,
+         ParameterServer& ps)
+      : app_(app), opts_(opts), plan_(plan), ps_(ps), progress_(opts.label, opts.progress) {}
+
+  StatusOr<RunResult> Run() {
+    if (!opts_.trace_path.empty()) {
+      TESSERA_RETURN_IF_ERROR(
+          trace_.Open(opts_.trace_path, "round,seconds,objective,updates,bytes"));
+    }
+    const int P = opts_.workers;
+    std::map<std::uint64_t, int> arrived;
+    std::map<std::uint64_t, std::pair<int, Eigen::VectorXd>> terms;
+    double last_objective = std::numeric_limits<double>::quiet_NaN();
+    std::uint64_t pushed_before = 0;
+    std::map<std::uint64_t, double> pushed;
+    const double total_clocks = static_cast<double>(opts_.max_epochs * plan_.clocks_per_epoch);
+    for (;;) {
+      TESSERA_ASSIGN_OR_RETURN(Message m, ps_.transport().Receive(0));
+      TESSERA_CHECK(m.kind == MessageKind::kEvaluation) << "driver: unexpected message";
+      const std::uint64_t c = m.round;
+      if (m.request == kArrived) {
+        pushed[c] += m.values[0];
+        if (++arrived[c] < P) continue;
+        arrived.erase(c);
+        TESSERA_RETURN_IF_ERROR(Broadcast(MessageKind::kContinue, c));
+        continue;
+      }
+      auto& [count, sum] = terms[c];
+      sum = count == 0 ? m.values : Eigen::VectorXd(sum + m.values);
+      if (++count < P) continue;
+      const bool last = m.table == 1;
+      const double objective = app_.Objective(sum);
+      terms.erase(c);
+      const double seconds = clock_.Seconds();
+      const auto values_pushed = static_cast<std::uint64_t>(pushed[c]);
+      pushed.erase(c);
+      RoundMetrics row{c, seconds, objective, values_pushed - pushed_before,
+                       ps_.transport().bytes_sent()};
+      pushed_before = values_pushed;
+      result_.evaluations.push_back(row);
+      if (trace_.is_open()) {
+        trace_.Row(std::to_string(row.round) + "," + FormatDouble(row.seconds) + "," +
+                   FormatDouble(objective) + "," + std::to_string(row.updates) + "," +
+                   std::to_string(row.bytes));
+      }
+      bool stop = last;
+      if (last) result_.stop_reason = "max epochs";
+      if (!stop && opts_.max_seconds > 0 && seconds >= opts_.max_seconds) {
+        stop = true;
+        result_.stop_reason = "time limit";
+      }
+      if (!stop && opts_.objective_tolerance > 0 && !std::isnan(last_objective) &&
+          std::abs(last_objective - objective) <=
+              opts_.objective_tolerance * std::max(std::abs(objective), 1e-300)) {
+        stop = true;
+        result_.stop_reason = "objective tolerance";
+      }
+      last_objective = objective;
+      double frac = static_cast<double>(c) / std::max(total_clocks, 1.0);
+      if (opts_.max_seconds > 0) frac = std::max(frac, seconds / opts_.max_seconds);
+      progress_.Update(c, objective, seconds, frac);
+      result_.rounds = c;
+      result_.objective = objective;
+      result_.updates += row.updates;
+      TESSERA_RETURN_IF_ERROR(Broadcast(stop ? MessageKind::kStop : MessageKind::kContinue, c));
+      if (stop) break;
+    }
+    progress_.Finish();
+    result_.seconds = clock_.Seconds();
+    result_.bytes = ps_.transport().bytes_sent();
+    TESSERA_RETURN_IF_ERROR(trace_.Finish());
+    return std::move(result_);
+  }
+
+ private:
+  Status Broadcast(MessageKind kind, std::uint64_t clock) {
+    for (int w = 0; w < opts_.workers; ++w) {
+      Message m;
+      m.kind = kind;
+      m.round = clock;
+      TESSERA_RETURN_IF_ERROR(ps_.transport().Send(ps_.WorkerRank(w), std::move(m)));
+    }
+    return Status::Ok();
+  }
+
+  DataParallelApp& app_;
+  const DataParallelOptions& opts_;
+  const Plan& plan_;
+  ParameterServer& ps_;
+  Stopwatch clock_;
+  ProgressLine progress_;
+  CsvWriter trace_;
+  RunResult result_;
+};
+
+}  // namespace
+
+StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
+                                             const DataParallelOptions& options,
+                                             std::shared_ptr<Transport> transport) {
+  TESSERA_RETURN_IF_ERROR(options.Validate());
+  const std::size_t n = app.num_rows();
+  if (n == 0) return InvalidArgument("the data set has no rows");
+  auto parts = PartitionRows(n, options.workers, options.partition, options.seed);
+  Plan plan;
+  std::size_t largest = 0, total = 0;
+  for (const auto& p : parts) {
+    largest = std::max(largest, p.size());
+    total += p.size();
+  }
+  plan.batch = options.batch_size == 0 ? std::max<std::size_t>(largest, 1) : options.batch_size;
+  plan.batches_per_epoch = std::max<std::uint64_t>(1, (largest + plan.batch - 1) / plan.batch);
+  switch (options.frequency.kind) {
+    case UpdateFrequency::Kind::kBatch:
+      plan.clocks_per_epoch = plan.batches_per_epoch;
+      break;
+    case UpdateFrequency::Kind::kNBatches:
+      plan.clocks_per_epoch = (plan.batches_per_epoch + options.frequency.n - 1) /
+                              static_cast<std::uint64_t>(options.frequency.n);
+      break;
+    case UpdateFrequency::Kind::kEpoch:
+      plan.clocks_per_epoch = 1;
+      break;
+  }
+  const double rows_per_clock =
+      static_cast<double>(total) / static_cast<double>(plan.clocks_per_epoch);
+
+  TESSERA_ASSIGN_OR_RETURN(auto ps, ParameterServer::Start(app.Tables(options), options.servers,
+                                                           options.workers, transport));
+  std::vector<Status> worker_status(options.workers);
+  WaitGroup done;
+  done.Add(options.workers + 1);
+  FiberPool& pool = FiberPool::Global();
+  for (int w = 0; w < options.workers; ++w) {
+    pool.Spawn([&, w] {
+      Worker worker(app, options, plan, ps->client(w), std::move(parts[w]), rows_per_clock);
+      worker_status[w] = worker.Run();
+      if (!worker_status[w].ok()) ps->transport().Close();  // wakes everyone: the run fails
+      done.Done();
+    });
+  }
+  StatusOr<RunResult> run = Internal("driver did not run");
+  pool.Spawn([&] {
+    run = Driver(app, options, plan, *ps).Run();
+    if (!run.ok()) ps->transport().Close();
+    done.Done();
+  });
+  done.Wait();
+  ps->Shutdown();
+  // The first error that is not just the transport closing behind another one.
+  for (const Status& s : worker_status) {
+    if (!s.ok() && s.code() != StatusCode::kUnavailable) return s;
+  }
+  if (!run.ok() && run.status().code() != StatusCode::kUnavailable) return run.status();
+  for (const Status& s : worker_status) TESSERA_RETURN_IF_ERROR(s);
+  TESSERA_RETURN_IF_ERROR(run.status());
+  DataParallelResult result;
+  result.run = std::move(*run);
+  for (TableId t = 0; t < ps->num_tables(); ++t) result.tables.push_back(ps->Snapshot(t));
+  return result;
+}
+
+}  // namespace tessera

@@ -1,0 +1,121 @@
+// The data-parallel engine: workers each hold a partition of the rows and push/pull the model
+// through a parameter server (core/parameter_server.h).
+//
+//   driver (rank 0)              shards (1..S)               workers (S+1..S+P)
+//                                tables by key range  <-- pull/push/clock --  for each epoch:
+//                                                                               for each batch:
+//                                                                                 ProcessBatch
+//   sums objective terms  <---- kEvaluation (barrier every N clocks) -------      Clock (per
+//   continue / stop  ---------- kContinue / kStop ------------------------->       frequency)
+//
+// The options follow SystemDS paramserv: update frequency `batch`, `nbatches:N` or `epoch` says
+// after how many batches a worker ends a clock (its pushes reach the servers at the latest
+// then); the partition scheme says which rows each worker owns.
+#pragma once
+
+#include <Eigen/Core>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/model_parallel.h"
+#include "core/parameter_server.h"
+
+namespace tessera {
+
+struct UpdateFrequency {
+  enum class Kind { kBatch, kNBatches, kEpoch };
+  Kind kind = Kind::kEpoch;
+  int n = 1;  // batches per clock for kNBatches
+  // Accepts "batch", "nbatches:N" (N >= 1), "epoch".
+  static StatusOr<UpdateFrequency> Parse(std::string_view text);
+  std::string ToString() const;
+};
+
+enum class PartitionScheme {
+  kDisjointContiguous,  // worker w: the w-th contiguous slice of rows
+  kDisjointRoundRobin,  // row i to worker i mod P
+  kDisjointRandom,      // a seeded random permutation, then contiguous slices
+  kOverlapReshuffle,    // every worker holds every row, in its own order, reshuffled each epoch
+};
+// Accepts the SystemDS names: disjoint_contiguous, disjoint_round_robin, disjoint_random,
+// overlap_reshuffle.
+StatusOr<PartitionScheme> ParsePartitionScheme(std::string_view text);
+std::string ToString(PartitionScheme scheme);
+// Row ids of each worker's partition.
+std::vector<std::vector<std::uint32_t>> PartitionRows(std::size_t rows, int workers,
+                                                      PartitionScheme scheme, std::uint64_t seed);
+
+struct DataParallelOptions {
+  int servers = 1;            // server shards, each owning a key range of every table
+  int workers = 2;            // worker fibers, each owning a partition of the rows
+  Consistency consistency;    // default for the app's tables
+  UpdateFrequency frequency;  // when a worker ends a clock
+  PartitionScheme partition = PartitionScheme::kDisjointContiguous;
+  std::size_t batch_size = 0;        // rows per batch; 0 = the worker's whole partition
+  std::uint64_t max_epochs = 100;    // stop after this many passes over the data
+  double max_seconds = 0;            // stop at the first evaluation after this; 0 = no limit
+  double objective_tolerance = 0;    // stop when the relative change between evaluations is
+                                     // below this; 0 = off
+  std::uint64_t evaluate_every = 1;  // clocks between objective evaluations (barriers)
+  std::uint64_t seed = 42;           // partitions and shuffles
+  std::string trace_path;            // per-evaluation CSV; empty = none
+  bool progress = true;              // one-line progress on a TTY (stderr)
+  std::string label = "tessera";
+  Status Validate() const;
+};
+
+// What a worker knows while it computes.
+struct DpWorkerContext {
+  int worker = 0;
+  int num_workers = 1;
+  std::uint64_t epoch = 0;
+  PsClient* client = nullptr;           // this worker's handle on the parameter server
+  std::span<const std::uint32_t> rows;  // the worker's partition
+  int replication = 1;                  // workers holding each row (P under overlap_reshuffle)
+  // Rows all workers process in one clock (a gradient summed over one clock's pushes of every
+  // worker is an average when each worker scales its sum by 1 / rows_per_clock).
+  double rows_per_clock = 1;
+};
+
+// A data-parallel application. Thread model: Tables and Objective run on the driver; Setup,
+// ProcessBatch and EvaluateTerms on worker w's fiber, touching only what worker w owns and the
+// parameter server through ctx.client. Workers run concurrently.
+class DataParallelApp {
+ public:
+  virtual ~DataParallelApp() = default;
+  // Rows of the data set (for partitioning).
+  virtual std::size_t num_rows() const = 0;
+  // Driver, once, before the servers start: the tables (TableId = index).
+  virtual std::vector<TableSpec> Tables(const DataParallelOptions& options) = 0;
+  // Worker, once, before the first batch. May pull, push and clock (e.g. to share statistics),
+  // but every worker must call Clock() the same number of times here.
+  virtual Status Setup(DpWorkerContext& ctx) {
+    (void)ctx;
+    return Status::Ok();
+  }
+  // Worker, once per batch of its rows: pull what it needs, compute, push.
+  virtual Status ProcessBatch(DpWorkerContext& ctx, std::span<const std::uint32_t> batch) = 0;
+  // Worker, at an evaluation barrier (every worker has ended the same clock and nobody pushes
+  // until all have answered; reads see every push so far): objective terms over its rows.
+  virtual StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext& ctx) = 0;
+  // Driver: the objective from the terms summed over workers.
+  virtual double Objective(const Eigen::VectorXd& summed_terms) = 0;
+};
+
+struct DataParallelResult {
+  RunResult run;                        // rounds: the workers' clock at the last evaluation
+  std::vector<Eigen::VectorXd> tables;  // every table's final values, key-major
+};
+
+// Runs `app` for max_epochs (or until a limit or the tolerance stops it at an evaluation).
+// Always evaluates at the end. `transport` must have 1 + servers + workers endpoints; null: an
+// in-process one.
+StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
+                                             const DataParallelOptions& options,
+                                             std::shared_ptr<Transport> transport = nullptr);
+
+}  // namespace tessera

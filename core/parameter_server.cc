@@ -1,0 +1,1119 @@
+#include "core/parameter_server.h"
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <unordered_set>
+
+#include "core/fiber_pool.h"
+
+namespace tessera {
+
+// ---------------------------------------------------------------------------------------------
+// Consistency
+
+StatusOr<Consistency> Consistency::Parse(std::string_view text) {
+  const std::string quoted = "'" + std::string(text) + "'";
+  const std::string expected = " (expected bsp, ssp:S, essp:S, asp or hogwild)";
+  Consistency c;
+  if (text == "bsp") return c;
+  if (text == "asp") {
+    c.model = ConsistencyModel::kAsp;
+    return c;
+  }
+  if (text == "hogwild") {
+    c.model = ConsistencyModel::kHogwild;
+    return c;
+  }
+  const auto colon = text.find(':');
+  const std::string_view name = text.substr(0, colon);
+  if (name == "ssp") {
+    c.model = ConsistencyModel::kSsp;
+  } else if (name == "essp") {
+    c.model = ConsistencyModel::kEssp;
+  } else {
+    return InvalidArgument("unknown consistency model " + quoted + expected);
+  }
+  if (colon == std::string_view::npos) {
+    return InvalidArgument("consistency " + quoted + " needs a staleness bound, e.g. " +
+                           std::string(name) + ":3");
+  }
+  const std::string_view bound = text.substr(colon + 1);
+  long long s = -1;
+  auto [end, ec] = std::from_chars(bound.data(), bound.data() + bound.size(), s);
+  if (ec != std::errc() || end != bound.data() + bound.size() || s < 0 || s > 1000000) {
+    return InvalidArgument("consistency " + quoted +
+                           ": the staleness bound S must be an integer from 0 to 1000000");
+  }
+  c.staleness = static_cast<int>(s);
+  return c;
+}
+
+std::string Consistency::ToString() const {
+  switch (model) {
+    case ConsistencyModel::kBsp:
+      return "bsp";
+    case ConsistencyModel::kSsp:
+      return "ssp:" + std::to_string(staleness);
+    case ConsistencyModel::kEssp:
+      return "essp:" + std::to_string(staleness);
+    case ConsistencyModel::kAsp:
+      return "asp";
+    case ConsistencyModel::kHogwild:
+      return "hogwild";
+  }
+  return "?";
+}
+
+std::uint64_t Consistency::RequiredClock(std::uint64_t clock) const {
+  switch (model) {
+    case ConsistencyModel::kBsp:
+      return clock;
+    case ConsistencyModel::kSsp:
+    case ConsistencyModel::kEssp:
+      return clock >= static_cast<std::uint64_t>(staleness) ? clock - staleness : 0;
+    case ConsistencyModel::kAsp:
+    case ConsistencyModel::kHogwild:
+      return 0;
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Updaters
+
+namespace {
+
+class AddUpdaterImpl final : public Updater {
+ public:
+  std::string name() const override { return "add"; }
+  bool is_add() const override { return true; }
+  void Update(Key, std::size_t count, int dim, double* value, const double* grad,
+              double*) const override {
+    const std::size_t n = count * dim;
+    for (std::size_t i = 0; i < n; ++i) value[i] += grad[i];
+  }
+};
+
+class SgdUpdaterImpl final : public Updater {
+ public:
+  explicit SgdUpdaterImpl(double lr) : lr_(lr) {}
+  std::string name() const override { return "sgd:" + std::to_string(lr_); }
+  void Update(Key, std::size_t count, int dim, double* value, const double* grad,
+              double*) const override {
+    const std::size_t n = count * dim;
+    for (std::size_t i = 0; i < n; ++i) value[i] -= lr_ * grad[i];
+  }
+
+ private:
+  double lr_;
+};
+
+class AdagradUpdaterImpl final : public Updater {
+ public:
+  AdagradUpdaterImpl(double lr, double eps) : lr_(lr), eps_(eps) {}
+  std::string name() const override { return "adagrad:" + std::to_string(lr_); }
+  int state_per_element() const override { return 1; }
+  void Update(Key, std::size_t count, int dim, double* value, const double* grad,
+              double* state) const override {
+    const std::size_t n = count * dim;
+    for (std::size_t i = 0; i < n; ++i) {
+      state[i] += grad[i] * grad[i];
+      value[i] -= lr_ * grad[i] / (std::sqrt(state[i]) + eps_);
+    }
+  }
+
+ private:
+  double lr_, eps_;
+};
+
+// State per element: first moment, second moment, step count (for bias correction; a key's
+// step counts the updates it received).
+class AdamUpdaterImpl final : public Updater {
+ public:
+  AdamUpdaterImpl(double lr, double b1, double b2, double eps)
+      : lr_(lr), b1_(b1), b2_(b2), eps_(eps) {}
+  std::string name() const override { return "adam:" + std::to_string(lr_); }
+  int state_per_element() const override { return 3; }
+  void Update(Key, std::size_t count, int dim, double* value, const double* grad,
+              double* state) const override {
+    const std::size_t n = count * dim;
+    for (std::size_t i = 0; i < n; ++i) {
+      double* s = state + 3 * i;
+      s[0] = b1_ * s[0] + (1 - b1_) * grad[i];
+      s[1] = b2_ * s[1] + (1 - b2_) * grad[i] * grad[i];
+      s[2] += 1;
+      const double m_hat = s[0] / (1 - std::pow(b1_, s[2]));
+      const double v_hat = s[1] / (1 - std::pow(b2_, s[2]));
+      value[i] -= lr_ * m_hat / (std::sqrt(v_hat) + eps_);
+    }
+  }
+
+ private:
+  double lr_, b1_, b2_, eps_;
+};
+
+class FunctionUpdaterImpl final : public Updater {
+ public:
+  FunctionUpdaterImpl(std::string name, int spe, UpdateFunction fn)
+      : name_(std::move(name)), spe_(spe), fn_(std::move(fn)) {}
+  std::string name() const override { return name_; }
+  int state_per_element() const override { return spe_; }
+  void Update(Key first, std::size_t count, int dim, double* value, const double* grad,
+              double* state) const override {
+    fn_(first, count, dim, value, grad, state);
+  }
+
+ private:
+  std::string name_;
+  int spe_;
+  UpdateFunction fn_;
+};
+
+}  // namespace
+
+UpdaterPtr AddUpdater() { return std::make_shared<AddUpdaterImpl>(); }
+UpdaterPtr SgdUpdater(double lr) { return std::make_shared<SgdUpdaterImpl>(lr); }
+UpdaterPtr AdagradUpdater(double lr, double eps) {
+  return std::make_shared<AdagradUpdaterImpl>(lr, eps);
+}
+UpdaterPtr AdamUpdater(double lr, double b1, double b2, double eps) {
+  return std::make_shared<AdamUpdaterImpl>(lr, b1, b2, eps);
+}
+UpdaterPtr FunctionUpdater(std::string name, int state_per_element, UpdateFunction fn) {
+  TESSERA_CHECK(state_per_element >= 0 && fn);
+  return std::make_shared<FunctionUpdaterImpl>(std::move(name), state_per_element, std::move(fn));
+}
+
+StatusOr<UpdaterPtr> MakeUpdater(std::string_view spec) {
+  const std::string quoted = "'" + std::string(spec) + "'";
+  if (spec == "add") return AddUpdater();
+  const auto colon = spec.find(':');
+  const std::string_view name = spec.substr(0, colon);
+  if (name != "sgd" && name != "adagrad" && name != "adam") {
+    return InvalidArgument("unknown update function " + quoted +
+                           " (expected add, sgd:LR, adagrad:LR or adam:LR)");
+  }
+  double lr = 0;
+  if (colon == std::string_view::npos) {
+    return InvalidArgument("update function " + quoted + " needs a learning rate, e.g. " +
+                           std::string(name) + ":0.01");
+  }
+  const std::string rate(spec.substr(colon + 1));
+  char* end = nullptr;
+  lr = std::strtod(rate.c_str(), &end);
+  if (rate.empty() || *end != '\0' || !(lr > 0) || !std::isfinite(lr)) {
+    return InvalidArgument("update function " + quoted +
+                           ": the learning rate must be a number > 0");
+  }
+  if (name == "sgd") return SgdUpdater(lr);
+  if (name == "adagrad") return AdagradUpdater(lr);
+  return AdamUpdater(lr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Table specs
+
+Status TableSpec::Validate(int servers, bool in_process) const {
+  const std::string t = "table '" + name + "': ";
+  if (num_keys == 0) return InvalidArgument(t + "num_keys must be > 0");
+  if (dim < 1) return InvalidArgument(t + "dim must be >= 1, got " + std::to_string(dim));
+  if (!updater) return InvalidArgument(t + "no update function");
+  if (consistency.model == ConsistencyModel::kHogwild) {
+    if (!in_process) {
+      return InvalidArgument(t +
+                             "consistency 'hogwild' shares memory between workers and is "
+                             "in-process only; over TCP use asp, ssp:S, essp:S or bsp");
+    }
+    if (storage != TableStorage::kDense) {
+      return InvalidArgument(t + "consistency 'hogwild' needs dense storage");
+    }
+  }
+  if (!shard_ranges.empty()) {
+    if (static_cast<int>(shard_ranges.size()) != servers) {
+      return InvalidArgument(t + std::to_string(shard_ranges.size()) + " shard ranges for " +
+                             std::to_string(servers) + " servers");
+    }
+    Key next = 0;
+    for (std::size_t s = 0; s < shard_ranges.size(); ++s) {
+      const KeyRange& r = shard_ranges[s];
+      if (r.begin != next || r.end < r.begin) {
+        return InvalidArgument(t + "shard range " + std::to_string(s) + " is [" +
+                               std::to_string(r.begin) + ", " + std::to_string(r.end) +
+                               "); ranges must be contiguous from key 0 in shard order");
+      }
+      next = r.end;
+    }
+    if (next != num_keys) {
+      return InvalidArgument(t + "shard ranges end at key " + std::to_string(next) +
+                             ", not at num_keys " + std::to_string(num_keys));
+    }
+  }
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server shards
+
+namespace {
+
+// Pushes of one clock summed per key, for tables whose updater runs once per clock (bsp).
+struct ClockSums {
+  std::vector<double> dense;                         // range.size() * dim, for dense tables
+  std::vector<std::uint8_t> touched;                 // per key of the range
+  std::unordered_map<Key, std::size_t> sparse_rows;  // sparse tables: key -> row of `sparse`
+  std::vector<double> sparse;
+};
+
+}  // namespace
+
+struct ParameterServer::Shard {
+  struct Table {
+    const TableSpec* spec = nullptr;
+    KeyRange range;
+    int dim = 1;
+    int spe = 0;  // state per element
+    bool per_clock = false;
+    std::vector<double> values;  // dense: range.size() * dim; sparse: rows * dim
+    std::vector<double> state;
+    std::unordered_map<Key, std::size_t> rows;  // sparse: key -> row
+    std::map<std::uint64_t, ClockSums> sums;    // per_clock: pushes by the clock they belong to
+    // essp: the keys each worker has read, refreshed when the clock advances.
+    std::vector<std::vector<std::uint8_t>> subscribed;  // dense: [worker][key - range.begin]
+    std::vector<std::size_t> subscribed_count;
+    std::vector<std::unordered_set<Key>> subscribed_sparse;
+  };
+
+  ParameterServer* ps = nullptr;
+  int index = 0;
+  Rank rank = 0;
+  std::vector<Table> tables;
+  std::vector<std::uint64_t> worker_clock;
+  std::uint64_t clock = 0;
+  std::vector<Message> waiting;  // pulls that need a later clock
+
+  // Row of `key` in a sparse table, created (with `initial` values) if `create`; null if absent.
+  static double* SparseRow(Table& t, Key key, bool create, double** state) {
+    auto it = t.rows.find(key);
+    if (it == t.rows.end()) {
+      if (!create) return nullptr;
+      const std::size_t row = t.rows.size();
+      it = t.rows.emplace(key, row).first;
+      t.values.resize((row + 1) * t.dim, t.spec->initial);
+      t.state.resize((row + 1) * t.dim * t.spe, 0.0);
+    }
+    if (state) *state = t.state.data() + it->second * t.dim * t.spe;
+    return t.values.data() + it->second * t.dim;
+  }
+
+  // Runs the updater (or a raw add) over `count` keys starting at keys[0] (explicit keys) or at
+  // `first` (a range), grad key-major.
+  static void Apply(Table& t, const Key* keys, Key first, std::size_t count, const double* grad,
+                    bool raw_add) {
+    const int dim = t.dim;
+    auto run = [&](Key k0, std::size_t n, double* value, double* state, const double* g) {
+      if (raw_add) {
+        for (std::size_t i = 0; i < n * dim; ++i) value[i] += g[i];
+      } else {
+        t.spec->updater->Update(k0, n, dim, value, g, state);
+      }
+    };
+    if (t.spec->storage == TableStorage::kSparse) {
+      for (std::size_t i = 0; i < count; ++i) {
+        const Key k = keys ? keys[i] : first + i;
+        double* state = nullptr;
+        double* value = SparseRow(t, k, true, &state);
+        run(k, 1, value, state, grad + i * dim);
+      }
+      return;
+    }
+    auto dense_run = [&](Key k0, std::size_t n, const double* g) {
+      const std::size_t off = k0 - t.range.begin;
+      run(k0, n, t.values.data() + off * dim, t.state.data() + off * dim * t.spe, g);
+    };
+    if (!keys) {
+      dense_run(first, count, grad);
+      return;
+    }
+    std::size_t i = 0;
+    while (i < count) {  // maximal runs of consecutive keys
+      std::size_t j = i + 1;
+      while (j < count && keys[j] == keys[j - 1] + 1) ++j;
+      dense_run(keys[i], j - i, grad + i * dim);
+      i = j;
+    }
+  }
+
+  void AddToSums(Table& t, std::uint64_t c, const Key* keys, Key first, std::size_t count,
+                 const double* grad) {
+    ClockSums& s = t.sums[c];
+    const int dim = t.dim;
+    if (t.spec->storage == TableStorage::kDense) {
+      if (s.dense.empty()) {
+        s.dense.assign(t.range.size() * dim, 0.0);
+        s.touched.assign(t.range.size(), 0);
+      }
+      for (std::size_t i = 0; i < count; ++i) {
+        const std::size_t off = (keys ? keys[i] : first + i) - t.range.begin;
+        s.touched[off] = 1;
+        double* dst = s.dense.data() + off * dim;
+        for (int d = 0; d < dim; ++d) dst[d] += grad[i * dim + d];
+      }
+      return;
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+      const Key k = keys ? keys[i] : first + i;
+      auto [it, added] = s.sparse_rows.emplace(k, s.sparse_rows.size());
+      if (added) s.sparse.resize(s.sparse_rows.size() * dim, 0.0);
+      double* dst = s.sparse.data() + it->second * dim;
+      for (int d = 0; d < dim; ++d) dst[d] += grad[i * dim + d];
+    }
+  }
+
+  void ApplySums(Table& t, ClockSums& s) {
+    if (t.spec->storage == TableStorage::kDense) {
+      std::size_t i = 0;
+      const std::size_t n = s.touched.size();
+      while (i < n) {
+        if (!s.touched[i]) {
+          ++i;
+          continue;
+        }
+        std::size_t j = i + 1;
+        while (j < n && s.touched[j]) ++j;
+        Apply(t, nullptr, t.range.begin + i, j - i, s.dense.data() + i * t.dim, false);
+        i = j;
+      }
+      return;
+    }
+    std::vector<std::pair<Key, std::size_t>> rows(s.sparse_rows.begin(), s.sparse_rows.end());
+    std::sort(rows.begin(), rows.end());
+    for (const auto& [k, row] : rows) Apply(t, &k, 0, 1, s.sparse.data() + row * t.dim, false);
+  }
+
+  void HandlePush(Message& m) {
+    Table& t = tables[m.table];
+    const int w = m.from - ps->WorkerRank(0);
+    const bool explicit_keys = !m.keys.empty();
+    const std::size_t count = explicit_keys ? m.keys.size() : m.range.size();
+    TESSERA_CHECK(static_cast<std::size_t>(m.values.size()) == count * t.dim);
+    const Key* keys = explicit_keys ? m.keys.data() : nullptr;
+    if (t.per_clock && !m.raw_add) {
+      AddToSums(t, worker_clock[w], keys, m.range.begin, count, m.values.data());
+    } else {
+      Apply(t, keys, m.range.begin, count, m.values.data(), m.raw_add);
+    }
+  }
+
+  // Copies the values of `m`'s keys (or range) into `out`, key-major.
+  void Read(Table& t, const Message& m, Eigen::VectorXd& out) {
+    const int dim = t.dim;
+    const bool explicit_keys = !m.keys.empty();
+    const std::size_t count = explicit_keys ? m.keys.size() : m.range.size();
+    out.resize(static_cast<Eigen::Index>(count * dim));
+    if (t.spec->storage == TableStorage::kDense) {
+      if (!explicit_keys) {
+        std::memcpy(out.data(), t.values.data() + (m.range.begin - t.range.begin) * dim,
+                    count * dim * sizeof(double));
+        return;
+      }
+      for (std::size_t i = 0; i < count; ++i) {
+        std::memcpy(out.data() + i * dim, t.values.data() + (m.keys[i] - t.range.begin) * dim,
+                    dim * sizeof(double));
+      }
+      return;
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+      const Key k = explicit_keys ? m.keys[i] : m.range.begin + i;
+      const double* row = SparseRow(t, k, false, nullptr);
+      for (int d = 0; d < dim; ++d) out[i * dim + d] = row ? row[d] : t.spec->initial;
+    }
+  }
+
+  void Subscribe(Table& t, int w, const Message& m) {
+    const std::size_t count = m.keys.empty() ? m.range.size() : m.keys.size();
+    if (t.spec->storage == TableStorage::kSparse) {
+      for (std::size_t i = 0; i < count; ++i) {
+        t.subscribed_sparse[w].insert(m.keys.empty() ? m.range.begin + i : m.keys[i]);
+      }
+      return;
+    }
+    auto& bits = t.subscribed[w];
+    if (bits.empty()) bits.assign(t.range.size(), 0);
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::size_t off = (m.keys.empty() ? m.range.begin + i : m.keys[i]) - t.range.begin;
+      if (!bits[off]) {
+        bits[off] = 1;
+        ++t.subscribed_count[w];
+      }
+    }
+  }
+
+  void Reply(Message& m) {
+    Table& t = tables[m.table];
+    Message reply;
+    reply.kind = MessageKind::kPsValues;
+    reply.from = rank;
+    reply.table = m.table;
+    reply.request = m.request;
+    reply.round = clock;
+    Read(t, m, reply.values);
+    if (t.spec->consistency.model == ConsistencyModel::kEssp) {
+      Subscribe(t, m.from - ps->WorkerRank(0), m);
+    }
+    reply.keys = std::move(m.keys);
+    reply.range = m.range;
+    (void)ps->transport_->Send(m.from, std::move(reply));
+  }
+
+  // Pushes fresh values of every key worker w has read from an essp table.
+  void Refresh(TableId id, int w) {
+    Table& t = tables[id];
+    Message m;
+    m.kind = MessageKind::kPsValues;
+    m.from = rank;
+    m.table = id;
+    m.request = 0;
+    m.round = clock;
+    if (t.spec->storage == TableStorage::kSparse) {
+      if (t.subscribed_sparse[w].empty()) return;
+      m.keys.assign(t.subscribed_sparse[w].begin(), t.subscribed_sparse[w].end());
+      std::sort(m.keys.begin(), m.keys.end());
+    } else {
+      if (t.subscribed_count[w] == 0) return;
+      if (t.subscribed_count[w] == t.range.size()) {
+        m.range = t.range;
+      } else {
+        for (std::size_t i = 0; i < t.subscribed[w].size(); ++i) {
+          if (t.subscribed[w][i]) m.keys.push_back(t.range.begin + i);
+        }
+      }
+    }
+    Read(t, m, m.values);
+    (void)ps->transport_->Send(ps->WorkerRank(w), std::move(m));
+  }
+
+  void HandleClock(const Message& m) {
+    const int w = m.from - ps->WorkerRank(0);
+    worker_clock[w] = std::max(worker_clock[w], m.round);
+    const std::uint64_t min_clock = *std::min_element(worker_clock.begin(), worker_clock.end());
+    if (min_clock <= clock) return;
+    for (Table& t : tables) {
+      if (!t.per_clock) continue;
+      while (!t.sums.empty() && t.sums.begin()->first < min_clock) {
+        ApplySums(t, t.sums.begin()->second);
+        t.sums.erase(t.sums.begin());
+      }
+    }
+    clock = min_clock;
+    std::vector<Message> still;
+    for (Message& p : waiting) {
+      if (p.round <= clock) {
+        Reply(p);
+      } else {
+        still.push_back(std::move(p));
+      }
+    }
+    waiting = std::move(still);
+    for (TableId id = 0; id < tables.size(); ++id) {
+      if (tables[id].spec->consistency.model != ConsistencyModel::kEssp) continue;
+      for (int v = 0; v < ps->workers_; ++v) Refresh(id, v);
+    }
+  }
+
+  void Run() {
+    for (;;) {
+      auto received = ps->transport_->Receive(rank);
+      if (!received.ok()) return;
+      Message& m = *received;
+      switch (m.kind) {
+        case MessageKind::kPsPush:
+          HandlePush(m);
+          break;
+        case MessageKind::kPsPull:
+          if (m.round <= clock) {
+            Reply(m);
+          } else {
+            waiting.push_back(std::move(m));
+          }
+          break;
+        case MessageKind::kPsClock:
+          HandleClock(m);
+          break;
+        case MessageKind::kStop:
+          return;
+        default:
+          TESSERA_CHECK(false) << "shard " << index << ": unexpected message kind "
+                               << static_cast<int>(m.kind);
+      }
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// ParameterServer
+
+StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
+    std::vector<TableSpec> tables, int servers, int workers, std::shared_ptr<Transport> transport) {
+  if (servers < 1) {
+    return InvalidArgument("--servers must be at least 1, got " + std::to_string(servers));
+  }
+  if (workers < 1) {
+    return InvalidArgument("--workers must be at least 1, got " + std::to_string(workers));
+  }
+  if (tables.empty()) return InvalidArgument("a parameter server needs at least one table");
+  if (!transport) transport = std::make_shared<InProcessTransport>(1 + servers + workers);
+  if (transport->size() != 1 + servers + workers) {
+    return InvalidArgument("the transport has " + std::to_string(transport->size()) +
+                           " endpoints; " + std::to_string(servers) + " servers and " +
+                           std::to_string(workers) + " workers need " +
+                           std::to_string(1 + servers + workers));
+  }
+  for (const auto& spec : tables) {
+    TESSERA_RETURN_IF_ERROR(spec.Validate(servers, transport->in_process()));
+  }
+  std::unique_ptr<ParameterServer> ps(new ParameterServer());
+  ps->servers_ = servers;
+  ps->workers_ = workers;
+  ps->specs_ = std::move(tables);
+  ps->transport_ = std::move(transport);
+  for (const auto& spec : ps->specs_) {
+    ps->ranges_.push_back(spec.shard_ranges.empty() ? SplitRange(spec.num_keys, servers)
+                                                    : spec.shard_ranges);
+  }
+  for (int s = 0; s < servers; ++s) {
+    auto shard = std::make_unique<Shard>();
+    shard->ps = ps.get();
+    shard->index = s;
+    shard->rank = ps->ShardRank(s);
+    shard->worker_clock.assign(workers, 0);
+    for (TableId id = 0; id < ps->specs_.size(); ++id) {
+      const TableSpec& spec = ps->specs_[id];
+      Shard::Table t;
+      t.spec = &spec;
+      t.range = ps->ranges_[id][s];
+      t.dim = spec.dim;
+      t.spe = spec.updater->state_per_element();
+      t.per_clock = spec.consistency.model == ConsistencyModel::kBsp && !spec.updater->is_add();
+      if (spec.storage == TableStorage::kDense) {
+        t.values.assign(t.range.size() * t.dim, spec.initial);
+        t.state.assign(t.range.size() * t.dim * t.spe, 0.0);
+      }
+      if (spec.consistency.model == ConsistencyModel::kEssp) {
+        t.subscribed.resize(workers);
+        t.subscribed_count.assign(workers, 0);
+        t.subscribed_sparse.resize(workers);
+      }
+      shard->tables.push_back(std::move(t));
+    }
+    ps->shards_.push_back(std::move(shard));
+  }
+  for (int w = 0; w < workers; ++w) {
+    ps->clients_.push_back(std::unique_ptr<PsClient>(new PsClient(ps.get(), w)));
+  }
+  ps->running_ = std::make_unique<WaitGroup>();
+  ps->running_->Add(servers);
+  for (auto& shard : ps->shards_) {
+    Shard* sh = shard.get();
+    WaitGroup* wg = ps->running_.get();
+    FiberPool::Global().Spawn([sh, wg] {
+      sh->Run();
+      wg->Done();
+    });
+  }
+  return ps;
+}
+
+ParameterServer::~ParameterServer() { Shutdown(); }
+
+void ParameterServer::Shutdown() {
+  if (stopped_ || !running_) return;
+  for (int s = 0; s < servers_; ++s) {
+    Message m;
+    m.kind = MessageKind::kStop;
+    (void)transport_->Send(ShardRank(s), std::move(m));  // fails only when closed: shards exit
+  }
+  running_->Wait();
+  stopped_ = true;
+}
+
+StatusOr<int> ParameterServer::ShardOf(TableId table, Key key) const {
+  if (table >= specs_.size()) {
+    return InvalidArgument("no table " + std::to_string(table) + " (there are " +
+                           std::to_string(specs_.size()) + ")");
+  }
+  if (key >= specs_[table].num_keys) {
+    return InvalidArgument("key " + std::to_string(key) +
+                           " is outside every shard range of table '" + specs_[table].name +
+                           "' ([0, " + std::to_string(specs_[table].num_keys) + "))");
+  }
+  const auto& r = ranges_[table];
+  auto it = std::upper_bound(r.begin(), r.end(), key,
+                             [](Key k, const KeyRange& range) { return k < range.end; });
+  return static_cast<int>(it - r.begin());
+}
+
+Eigen::VectorXd ParameterServer::Snapshot(TableId table) const {
+  TESSERA_CHECK(stopped_) << "Snapshot() reads shard memory: call Shutdown() first";
+  const TableSpec& spec = specs_[table];
+  Eigen::VectorXd out =
+      Eigen::VectorXd::Constant(static_cast<Eigen::Index>(spec.num_keys * spec.dim), spec.initial);
+  for (const auto& shard : shards_) {
+    const Shard::Table& t = shard->tables[table];
+    if (spec.storage == TableStorage::kDense) {
+      std::memcpy(out.data() + t.range.begin * spec.dim, t.values.data(),
+                  t.values.size() * sizeof(double));
+    } else {
+      for (const auto& [k, row] : t.rows) {
+        for (int d = 0; d < spec.dim; ++d) out[k * spec.dim + d] = t.values[row * spec.dim + d];
+      }
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+
+namespace {
+// A shard's buffered pushes are sent once they hold this many values.
+constexpr std::size_t kFlushValues = 16384;
+}  // namespace
+
+// Values this worker has read, with the shard clock they were served at (+1; 0 = absent).
+struct PsClient::Cache {
+  int dim = 1;
+  bool dense = true;
+  std::uint64_t num_keys = 0;
+  std::vector<double> values;
+  std::vector<std::uint64_t> clock;           // dense: per key
+  std::unordered_map<Key, std::size_t> rows;  // sparse: key -> row of values / clock
+  // Row of `k` served at shard clock >= required, or null.
+  const double* Fresh(Key k, std::uint64_t required) const {
+    if (dense) {
+      if (clock.empty() || clock[k] == 0 || clock[k] - 1 < required) return nullptr;
+      return values.data() + k * dim;
+    }
+    auto it = rows.find(k);
+    if (it == rows.end() || clock[it->second] - 1 < required) return nullptr;
+    return values.data() + it->second * dim;
+  }
+  bool Has(Key k) const {
+    if (dense) return !clock.empty() && clock[k] != 0;
+    return rows.count(k) != 0;
+  }
+  void Store(Key k, const double* v, std::uint64_t served_at) {
+    std::size_t row = k;
+    if (dense) {
+      if (clock.empty()) {
+        clock.assign(num_keys, 0);
+        values.assign(num_keys * dim, 0.0);
+      }
+    } else {
+      auto [it, added] = rows.emplace(k, rows.size());
+      row = it->second;
+      if (added) {
+        values.resize(rows.size() * dim);
+        clock.resize(rows.size());
+      }
+    }
+    // A refresh may overtake a reply: keep the newest.
+    if (clock[row] != 0 && clock[row] - 1 > served_at) return;
+    std::memcpy(values.data() + row * dim, v, dim * sizeof(double));
+    clock[row] = served_at + 1;
+  }
+};
+
+struct PullFuture::State {
+  TableId table = 0;
+  int dim = 1;
+  Eigen::VectorXd values;
+  int outstanding = 0;  // requests not yet answered
+  Status status;
+  std::uint64_t required = 0;
+  // Cached but stale keys of an essp table: [first, first + count) at values position `pos`
+  // (a run of a range, or one explicit key), filled when the shard's refresh arrives.
+  struct Run {
+    Key first;
+    std::size_t count;
+    std::size_t pos;
+  };
+  std::vector<Run> awaiting;
+  bool taken = false;
+};
+
+struct PsClient::PendingReply {
+  std::shared_ptr<PullFuture::State> state;
+  std::vector<std::size_t> positions;  // explicit keys: position of each key in the answer
+  std::size_t offset = 0;              // a range: position of its first key
+};
+
+PsClient::PsClient(ParameterServer* ps, int worker)
+    : ps_(ps), worker_(worker), rank_(ps->WorkerRank(worker)) {
+  outgoing_.resize(ps->specs_.size());
+  for (TableId id = 0; id < ps->specs_.size(); ++id) {
+    const TableSpec& spec = ps->specs_[id];
+    outgoing_[id].resize(ps->servers_);
+    if (spec.consistency.cached()) {
+      auto cache = std::make_unique<Cache>();
+      cache->dim = spec.dim;
+      cache->dense = spec.storage == TableStorage::kDense;
+      cache->num_keys = spec.num_keys;
+      caches_.push_back(std::move(cache));
+    } else {
+      caches_.push_back(nullptr);
+    }
+  }
+}
+
+PsClient::~PsClient() = default;
+
+Status PsClient::SendPushes(TableId table, int shard) {
+  Outgoing& out = outgoing_[table][shard];
+  if (out.keys.empty()) return Status::Ok();
+  Message m;
+  m.kind = MessageKind::kPsPush;
+  m.from = rank_;
+  m.table = table;
+  m.keys = std::move(out.keys);
+  m.values = Eigen::Map<const Eigen::VectorXd>(out.values.data(),
+                                               static_cast<Eigen::Index>(out.values.size()));
+  out.keys.clear();
+  out.values.clear();
+  ++stats_.push_messages;
+  return ps_->transport_->Send(ps_->ShardRank(shard), std::move(m));
+}
+
+Status PsClient::Flush() {
+  for (TableId t = 0; t < outgoing_.size(); ++t) {
+    for (int s = 0; s < ps_->servers_; ++s) TESSERA_RETURN_IF_ERROR(SendPushes(t, s));
+  }
+  return Status::Ok();
+}
+
+Status PsClient::Clock() {
+  TESSERA_RETURN_IF_ERROR(Flush());
+  ++clock_;
+  for (int s = 0; s < ps_->servers_; ++s) {
+    Message m;
+    m.kind = MessageKind::kPsClock;
+    m.from = rank_;
+    m.round = clock_;
+    TESSERA_RETURN_IF_ERROR(ps_->transport_->Send(ps_->ShardRank(s), std::move(m)));
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+Status CheckValues(const TableSpec& spec, std::size_t keys, std::size_t values) {
+  if (values != keys * spec.dim) {
+    return InvalidArgument("push to table '" + spec.name + "': " + std::to_string(values) +
+                           " values for " + std::to_string(keys) + " keys of dim " +
+                           std::to_string(spec.dim));
+  }
+  return Status::Ok();
+}
+
+Status CheckRange(const ParameterServer& ps, TableId table, KeyRange range) {
+  if (table >= ps.num_tables()) {
+    return InvalidArgument("no table " + std::to_string(table));
+  }
+  const TableSpec& spec = ps.table(table);
+  if (range.end < range.begin || range.end > spec.num_keys) {
+    return InvalidArgument("key range [" + std::to_string(range.begin) + ", " +
+                           std::to_string(range.end) + ") is outside every shard range of table '" +
+                           spec.name + "' ([0, " + std::to_string(spec.num_keys) + "))");
+  }
+  return Status::Ok();
+}
+
+// Hogwild: shared memory with relaxed atomic element access; `add` is an atomic add per element.
+double* HogwildValues(std::vector<double>& v, std::size_t off) { return v.data() + off; }
+
+}  // namespace
+
+Status PsClient::Push(TableId table, std::span<const Key> keys, std::span<const double> values) {
+  if (table >= ps_->num_tables()) return InvalidArgument("no table " + std::to_string(table));
+  const TableSpec& spec = ps_->specs_[table];
+  TESSERA_RETURN_IF_ERROR(CheckValues(spec, keys.size(), values.size()));
+  const int dim = spec.dim;
+  stats_.pushed_values += values.size();
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    TESSERA_ASSIGN_OR_RETURN(int s, ps_->ShardOf(table, keys[i]));
+    if (spec.consistency.model == ConsistencyModel::kHogwild) {
+      auto& t = ps_->shards_[s]->tables[table];
+      const std::size_t off = (keys[i] - t.range.begin) * dim;
+      double* value = HogwildValues(t.values, off);
+      if (spec.updater->is_add()) {
+        for (int d = 0; d < dim; ++d) {
+          std::atomic_ref<double>(value[d]).fetch_add(values[i * dim + d],
+                                                      std::memory_order_relaxed);
+        }
+      } else {
+        // Read, update and write back without a lock: a concurrent update may be lost.
+        const int spe = t.spe;
+        double* state = t.state.data() + off * spe;
+        std::vector<double> v(dim), st(static_cast<std::size_t>(dim) * spe);
+        for (int d = 0; d < dim; ++d) {
+          v[d] = std::atomic_ref<double>(value[d]).load(std::memory_order_relaxed);
+        }
+        for (std::size_t e = 0; e < st.size(); ++e) {
+          st[e] = std::atomic_ref<double>(state[e]).load(std::memory_order_relaxed);
+        }
+        spec.updater->Update(keys[i], 1, dim, v.data(), values.data() + i * dim, st.data());
+        for (int d = 0; d < dim; ++d) {
+          std::atomic_ref<double>(value[d]).store(v[d], std::memory_order_relaxed);
+        }
+        for (std::size_t e = 0; e < st.size(); ++e) {
+          std::atomic_ref<double>(state[e]).store(st[e], std::memory_order_relaxed);
+        }
+      }
+      continue;
+    }
+    Outgoing& out = outgoing_[table][s];
+    out.keys.push_back(keys[i]);
+    out.values.insert(out.values.end(), values.begin() + i * dim, values.begin() + (i + 1) * dim);
+    if (out.values.size() >= kFlushValues) TESSERA_RETURN_IF_ERROR(SendPushes(table, s));
+  }
+  return Status::Ok();
+}
+
+Status PsClient::PushRange(TableId table, KeyRange range, std::span<const double> values) {
+  TESSERA_RETURN_IF_ERROR(CheckRange(*ps_, table, range));
+  const TableSpec& spec = ps_->specs_[table];
+  TESSERA_RETURN_IF_ERROR(CheckValues(spec, range.size(), values.size()));
+  if (spec.consistency.model == ConsistencyModel::kHogwild) {
+    std::vector<Key> keys(range.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) keys[i] = range.begin + i;
+    return Push(table, keys, values);
+  }
+  const int dim = spec.dim;
+  stats_.pushed_values += values.size();
+  const auto& ranges = ps_->ranges_[table];
+  for (int s = 0; s < ps_->servers_; ++s) {
+    const Key b = std::max(range.begin, ranges[s].begin);
+    const Key e = std::min(range.end, ranges[s].end);
+    if (b >= e) continue;
+    TESSERA_RETURN_IF_ERROR(SendPushes(table, s));  // keep this worker's pushes in order
+    Message m;
+    m.kind = MessageKind::kPsPush;
+    m.from = rank_;
+    m.table = table;
+    m.range = {b, e};
+    m.values = Eigen::Map<const Eigen::VectorXd>(values.data() + (b - range.begin) * dim,
+                                                 static_cast<Eigen::Index>((e - b) * dim));
+    ++stats_.push_messages;
+    TESSERA_RETURN_IF_ERROR(ps_->transport_->Send(ps_->ShardRank(s), std::move(m)));
+  }
+  return Status::Ok();
+}
+
+PullFuture PsClient::Pull(TableId table, std::span<const Key> keys) {
+  return StartPull(table, keys, nullptr);
+}
+
+PullFuture PsClient::PullRange(TableId table, KeyRange range) {
+  return StartPull(table, {}, &range);
+}
+
+PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const KeyRange* range) {
+  PullFuture f;
+  f.client_ = this;
+  f.state_ = std::make_shared<PullFuture::State>();
+  PullFuture::State& st = *f.state_;
+  st.table = table;
+  if (range) {
+    st.status = CheckRange(*ps_, table, *range);
+  } else if (table >= ps_->num_tables()) {
+    st.status = InvalidArgument("no table " + std::to_string(table));
+  }
+  if (!st.status.ok()) return f;
+  const TableSpec& spec = ps_->specs_[table];
+  const int dim = st.dim = spec.dim;
+  const std::size_t count = range ? range->size() : keys.size();
+  st.values.resize(static_cast<Eigen::Index>(count * dim));
+  stats_.pulled_values += count * dim;
+  auto key_at = [&](std::size_t i) { return range ? range->begin + i : keys[i]; };
+
+  if (spec.consistency.model == ConsistencyModel::kHogwild) {
+    for (std::size_t i = 0; i < count; ++i) {
+      auto shard = ps_->ShardOf(table, key_at(i));
+      if (!shard.ok()) {
+        st.status = shard.status();
+        return f;
+      }
+      auto& t = ps_->shards_[*shard]->tables[table];
+      double* value = HogwildValues(t.values, (key_at(i) - t.range.begin) * dim);
+      for (int d = 0; d < dim; ++d) {
+        st.values[i * dim + d] = std::atomic_ref<double>(value[d]).load(std::memory_order_relaxed);
+      }
+    }
+    return f;
+  }
+
+  Cache* cache = caches_[table].get();
+  const bool eager = spec.consistency.model == ConsistencyModel::kEssp;
+  st.required = exact_reads_ ? clock_ : spec.consistency.RequiredClock(clock_);
+  // Per shard: the keys to request and their positions in the answer.
+  std::vector<std::vector<Key>> ask(ps_->servers_);
+  std::vector<std::vector<std::size_t>> ask_pos(ps_->servers_);
+  std::vector<KeyRange> ask_range(ps_->servers_);
+  const auto& ranges = ps_->ranges_[table];
+
+  if (range) {
+    for (int s = 0; s < ps_->servers_; ++s) {
+      const Key b = std::max(range->begin, ranges[s].begin);
+      const Key e = std::min(range->end, ranges[s].end);
+      if (b >= e) continue;
+      bool fresh = cache != nullptr, present = cache != nullptr;
+      for (Key k = b; k < e && (fresh || present); ++k) {
+        if (fresh && !cache->Fresh(k, st.required)) fresh = false;
+        if (present && !cache->Has(k)) present = false;
+      }
+      const std::size_t pos = (b - range->begin) * dim;
+      if (fresh) {
+        std::memcpy(st.values.data() + pos, cache->values.data() + b * dim,
+                    (e - b) * dim * sizeof(double));
+        stats_.cache_hits += e - b;
+      } else if (eager && present && cache->dense) {
+        st.awaiting.push_back({b, e - b, pos});
+      } else {
+        ask_range[s] = {b, e};
+      }
+    }
+  } else {
+    for (std::size_t i = 0; i < count; ++i) {
+      auto shard = ps_->ShardOf(table, keys[i]);
+      if (!shard.ok()) {
+        st.status = shard.status();
+        return f;
+      }
+      if (cache) {
+        if (const double* row = cache->Fresh(keys[i], st.required)) {
+          std::memcpy(st.values.data() + i * dim, row, dim * sizeof(double));
+          ++stats_.cache_hits;
+          continue;
+        }
+        if (eager && cache->Has(keys[i])) {
+          st.awaiting.push_back({keys[i], 1, i * dim});
+          continue;
+        }
+      }
+      ask[*shard].push_back(keys[i]);
+      ask_pos[*shard].push_back(i * dim);
+    }
+  }
+
+  for (int s = 0; s < ps_->servers_; ++s) {
+    if (ask[s].empty() && ask_range[s].size() == 0) continue;
+    // A request must be answered after this worker's earlier pushes to the shard.
+    st.status = SendPushes(table, s);
+    if (!st.status.ok()) return f;
+    Message m;
+    m.kind = MessageKind::kPsPull;
+    m.from = rank_;
+    m.table = table;
+    m.request = next_request_++;
+    m.round = st.required;
+    PendingReply pending;
+    pending.state = f.state_;
+    if (!ask[s].empty()) {
+      m.keys = std::move(ask[s]);
+      pending.positions = std::move(ask_pos[s]);
+    } else {
+      m.range = ask_range[s];
+      pending.offset = (ask_range[s].begin - range->begin) * dim;
+    }
+    pending_.emplace(m.request, std::move(pending));
+    ++st.outstanding;
+    ++stats_.pull_requests;
+    st.status = ps_->transport_->Send(ps_->ShardRank(s), std::move(m));
+    if (!st.status.ok()) return f;
+  }
+  return f;
+}
+
+void PsClient::StoreInCache(TableId table, const Message& m) {
+  Cache* cache = caches_[table].get();
+  if (!cache) return;
+  const int dim = cache->dim;
+  const std::size_t count = m.keys.empty() ? m.range.size() : m.keys.size();
+  for (std::size_t i = 0; i < count; ++i) {
+    const Key k = m.keys.empty() ? m.range.begin + i : m.keys[i];
+    cache->Store(k, m.values.data() + i * dim, m.round);
+  }
+}
+
+void PsClient::Handle(Message& m) {
+  if (m.kind != MessageKind::kPsValues) {
+    control_.push_back(std::move(m));
+    return;
+  }
+  StoreInCache(m.table, m);
+  if (m.request == 0) {
+    ++stats_.eager_refreshes;
+    return;
+  }
+  auto it = pending_.find(m.request);
+  TESSERA_CHECK(it != pending_.end()) << "reply to unknown request " << m.request;
+  PendingReply& p = it->second;
+  PullFuture::State& st = *p.state;
+  const int dim = st.dim;
+  if (!p.positions.empty()) {
+    for (std::size_t i = 0; i < p.positions.size(); ++i) {
+      std::memcpy(st.values.data() + p.positions[i], m.values.data() + i * dim,
+                  dim * sizeof(double));
+    }
+  } else {
+    std::memcpy(st.values.data() + p.offset, m.values.data(), m.values.size() * sizeof(double));
+  }
+  --st.outstanding;
+  pending_.erase(it);
+}
+
+Status PsClient::Wait(PullFuture::State& st) {
+  while (st.outstanding > 0) {
+    TESSERA_ASSIGN_OR_RETURN(Message m, ps_->transport_->Receive(rank_));
+    Handle(m);
+  }
+  Cache* cache = caches_[st.table].get();
+  for (const auto& run : st.awaiting) {
+    for (std::size_t i = 0; i < run.count; ++i) {
+      const double* row = nullptr;
+      while (!(row = cache->Fresh(run.first + i, st.required))) {
+        TESSERA_ASSIGN_OR_RETURN(Message m, ps_->transport_->Receive(rank_));
+        Handle(m);
+      }
+      std::memcpy(st.values.data() + run.pos + i * st.dim, row, st.dim * sizeof(double));
+    }
+  }
+  return Status::Ok();
+}
+
+StatusOr<Eigen::VectorXd> PullFuture::Get() {
+  TESSERA_CHECK(state_ && !state_->taken) << "PullFuture::Get() called twice or on no pull";
+  state_->taken = true;
+  TESSERA_RETURN_IF_ERROR(state_->status);
+  TESSERA_RETURN_IF_ERROR(client_->Wait(*state_));
+  return std::move(state_->values);
+}
+
+StatusOr<Message> PsClient::ReceiveControl() {
+  while (control_.empty()) {
+    TESSERA_ASSIGN_OR_RETURN(Message m, ps_->transport_->Receive(rank_));
+    Handle(m);
+  }
+  Message m = std::move(control_.front());
+  control_.erase(control_.begin());
+  return m;
+}
+
+Status PsClient::SendToDriver(Message msg) {
+  msg.from = rank_;
+  return ps_->transport_->Send(0, std::move(msg));
+}
+
+}  // namespace tessera

@@ -1,0 +1,241 @@
+// The data-parallel engine's storage: a parameter server (Petuum Bösen / ps-lite semantics).
+//
+// A table maps uint64 keys to fixed-length value vectors. Each table is cut into contiguous key
+// ranges, one per server shard; a shard is a fiber that owns its ranges and nobody else writes
+// them. Workers reach shards only by messages through a Transport (kPsPull, kPsPush, kPsClock,
+// answered by kPsValues), so the same code runs over TCP. The one exception is a `hogwild`
+// table: lock-free shared memory, which exists only when every endpoint is in one process.
+//
+// Clocks. Every worker starts at clock 0; PsClient::Clock() ends its current clock. A shard's
+// clock is the minimum over workers of the clocks it has been told, so shard clock c means
+// "every push every worker made in clocks < c has reached me". A read at worker clock c under
+//   bsp      is served at shard clock >= c       (sees every earlier clock of every worker)
+//   ssp:S    is served at shard clock >= c - S   (never more than S clocks stale)
+//   essp:S   the same bound, and shards push fresh values of every key a worker has read to it
+//            whenever their clock advances, so reads are usually served without a request
+//   asp      is served at once with whatever the shard has
+//   hogwild  reads and writes shared memory with no coordination (see TableSpec)
+// bsp, ssp and essp keep a per-worker cache; a read is served from it when the cached copy is
+// fresh enough. Reads never include the worker's own pushes unless they went through a shard
+// (a pull flushes the worker's pushes first, so a request is always answered after them).
+#pragma once
+
+#include <Eigen/Core>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "core/keys.h"
+#include "core/message.h"
+#include "core/status.h"
+#include "core/transport.h"
+
+namespace tessera {
+
+enum class ConsistencyModel { kBsp, kSsp, kEssp, kAsp, kHogwild };
+
+struct Consistency {
+  ConsistencyModel model = ConsistencyModel::kBsp;
+  int staleness = 0;  // S of ssp:S and essp:S; 0 otherwise
+  // Accepts "bsp", "ssp:S", "essp:S", "asp", "hogwild" (S >= 0; ssp:0 is bsp).
+  static StatusOr<Consistency> Parse(std::string_view text);
+  std::string ToString() const;
+  // Lowest shard clock that may serve a read made at worker clock `clock` (0: any).
+  std::uint64_t RequiredClock(std::uint64_t clock) const;
+  bool cached() const {
+    return model == ConsistencyModel::kBsp || model == ConsistencyModel::kSsp ||
+           model == ConsistencyModel::kEssp;
+  }
+};
+
+// A server-side update function: how a shard folds pushed values into a table.
+//
+// Under bsp a shard sums the pushes of one clock from every worker and runs the updater once on
+// the sum when its clock passes that clock (synchronous SGD). Under every other model it runs
+// the updater on each push as it arrives (asynchronous SGD). For `add` the two are the same.
+class Updater {
+ public:
+  virtual ~Updater() = default;
+  virtual std::string name() const = 0;
+  // Doubles of optimizer state the shard keeps per value element (Adagrad 1, Adam 3).
+  virtual int state_per_element() const { return 0; }
+  // Plain addition: hogwild tables then use atomic adds, so no update is lost.
+  virtual bool is_add() const { return false; }
+  // Runs on the shard that owns keys [first, first + count), once per contiguous run of pushed
+  // keys. `value` and `grad` hold count * dim doubles, key-major; `state` count * dim *
+  // state_per_element() doubles, element-major within a key. Must touch nothing else.
+  virtual void Update(Key first, std::size_t count, int dim, double* value, const double* grad,
+                      double* state) const = 0;
+};
+
+using UpdaterPtr = std::shared_ptr<const Updater>;
+UpdaterPtr AddUpdater();                      // value += grad
+UpdaterPtr SgdUpdater(double learning_rate);  // value -= lr * grad
+UpdaterPtr AdagradUpdater(double learning_rate, double epsilon = 1e-8);
+UpdaterPtr AdamUpdater(double learning_rate, double beta1 = 0.9, double beta2 = 0.999,
+                       double epsilon = 1e-8);
+// "add", "sgd:LR", "adagrad:LR", "adam:LR".
+StatusOr<UpdaterPtr> MakeUpdater(std::string_view spec);
+// A user's update function, with the arguments of Updater::Update.
+using UpdateFunction = std::function<void(Key first, std::size_t count, int dim, double* value,
+                                          const double* grad, double* state)>;
+UpdaterPtr FunctionUpdater(std::string name, int state_per_element, UpdateFunction fn);
+
+enum class TableStorage {
+  kDense,   // every key of the shard's range stored in one array
+  kSparse,  // rows created on first push; a row never pushed reads as `initial`
+};
+
+struct TableSpec {
+  std::string name = "table";  // used in error messages
+  std::uint64_t num_keys = 0;  // keys are [0, num_keys)
+  int dim = 1;                 // values per key
+  TableStorage storage = TableStorage::kDense;
+  double initial = 0;  // every element's value before any push
+  UpdaterPtr updater = AddUpdater();
+  Consistency consistency;  // per table
+  // Optional contiguous key range per shard, in shard order, covering [0, num_keys) exactly.
+  // Empty: [0, num_keys) split evenly.
+  std::vector<KeyRange> shard_ranges;
+  // Says which field is wrong and why.
+  Status Validate(int servers, bool in_process) const;
+};
+
+using TableId = std::uint32_t;  // index into the specs given to ParameterServer::Start
+
+struct PsClientStats {
+  std::uint64_t pull_requests = 0;    // kPsPull messages sent
+  std::uint64_t cache_hits = 0;       // keys served from the cache without a request
+  std::uint64_t eager_refreshes = 0;  // ESSP refresh messages received
+  std::uint64_t push_messages = 0;
+  std::uint64_t pushed_values = 0;
+  std::uint64_t pulled_values = 0;  // values returned to the caller
+};
+
+class PsClient;
+
+// The answer to a Pull. Get() waits (parking the fiber) and may be called once.
+class PullFuture {
+ public:
+  PullFuture() = default;
+  // The values, key-major (key i's element d at i * dim + d), in the order asked for.
+  StatusOr<Eigen::VectorXd> Get();
+
+ private:
+  friend class PsClient;
+  struct State;
+  std::shared_ptr<State> state_;
+  PsClient* client_ = nullptr;
+};
+
+class ParameterServer;
+
+// A worker's handle on the parameter server. One fiber uses a client at a time (its worker's).
+// Pushes are buffered per shard and sent when the buffer is large, on Clock(), Flush(), and
+// before any pull to that shard.
+class PsClient {
+ public:
+  ~PsClient();
+  int worker() const { return worker_; }
+  std::uint64_t clock() const { return clock_; }
+  const PsClientStats& stats() const { return stats_; }
+
+  PullFuture Pull(TableId table, std::span<const Key> keys);
+  PullFuture PullRange(TableId table, KeyRange range);
+  // values: keys.size() * dim doubles, key-major.
+  Status Push(TableId table, std::span<const Key> keys, std::span<const double> values);
+  Status PushRange(TableId table, KeyRange range, std::span<const double> values);
+  // Sends buffered pushes.
+  Status Flush();
+  // Ends the current clock: flushes, then tells every shard.
+  Status Clock();
+  // Waits for the next message that is not parameter-server traffic (engine control), handling
+  // replies and refreshes that arrive meanwhile.
+  StatusOr<Message> ReceiveControl();
+  // Sends an engine control message to the driver (rank 0).
+  Status SendToDriver(Message msg);
+  // While set, every read waits for shard clock >= this worker's clock whatever the table's
+  // model: the engine's evaluation barrier uses it so all workers read the same model.
+  void set_exact_reads(bool exact) { exact_reads_ = exact; }
+
+ private:
+  friend class ParameterServer;
+  friend class PullFuture;
+  struct Cache;
+  struct PendingReply;
+  PsClient(ParameterServer* ps, int worker);
+  PullFuture StartPull(TableId table, std::span<const Key> keys, const KeyRange* range);
+  Status SendPushes(TableId table, int shard);
+  void Handle(Message& m);
+  Status Wait(PullFuture::State& st);
+  void StoreInCache(TableId table, const Message& m);
+
+  ParameterServer* ps_;
+  const int worker_;
+  const Rank rank_;
+  std::uint64_t clock_ = 0;
+  std::uint64_t next_request_ = 1;
+  bool exact_reads_ = false;
+  PsClientStats stats_;
+  struct Outgoing {
+    std::vector<Key> keys;
+    std::vector<double> values;
+  };
+  std::vector<std::vector<Outgoing>> outgoing_;  // [table][shard]
+  std::vector<std::unique_ptr<Cache>> caches_;   // [table]; null when not cached
+  std::unordered_map<std::uint64_t, PendingReply> pending_;
+  std::vector<Message> control_;  // control messages that arrived while waiting for a reply
+};
+
+// The shards plus one client per worker. Endpoints on the transport: 0 the driver,
+// 1..servers the shards, servers+1..servers+workers the workers.
+class ParameterServer {
+ public:
+  // Validates the specs (errors name the table and field), allocates every shard's storage and
+  // starts one fiber per shard on FiberPool::Global(). `transport` must have
+  // 1 + servers + workers endpoints; null: an in-process transport is created.
+  static StatusOr<std::unique_ptr<ParameterServer>> Start(std::vector<TableSpec> tables,
+                                                          int servers, int workers,
+                                                          std::shared_ptr<Transport> transport);
+  ~ParameterServer();
+
+  PsClient& client(int worker) { return *clients_[worker]; }
+  Transport& transport() { return *transport_; }
+  int servers() const { return servers_; }
+  int workers() const { return workers_; }
+  const TableSpec& table(TableId id) const { return specs_[id]; }
+  std::size_t num_tables() const { return specs_.size(); }
+  Rank ShardRank(int shard) const { return 1 + shard; }
+  Rank WorkerRank(int worker) const { return 1 + servers_ + worker; }
+  // Shard owning `key` of `table`, or an error naming the key and the table's range.
+  StatusOr<int> ShardOf(TableId table, Key key) const;
+  const std::vector<KeyRange>& ranges(TableId table) const { return ranges_[table]; }
+
+  // Stops the shards and waits for them. Idempotent.
+  void Shutdown();
+  // Every value of a dense or sparse table, key-major, read after Shutdown() (tests, output).
+  Eigen::VectorXd Snapshot(TableId table) const;
+
+ private:
+  friend class PsClient;
+  struct Shard;
+  ParameterServer() = default;
+
+  int servers_ = 0;
+  int workers_ = 0;
+  std::vector<TableSpec> specs_;
+  std::vector<std::vector<KeyRange>> ranges_;  // [table][shard]
+  std::shared_ptr<Transport> transport_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::vector<std::unique_ptr<PsClient>> clients_;
+  std::unique_ptr<WaitGroup> running_;
+  bool stopped_ = false;
+};
+
+}  // namespace tessera

@@ -1,0 +1,547 @@
+#include "core/parameter_server.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <Eigen/QR>
+#include <atomic>
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "core/data_parallel.h"
+#include "core/fiber_pool.h"
+
+namespace tessera {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::unique_ptr<ParameterServer> StartOrDie(std::vector<TableSpec> tables, int servers,
+                                            int workers) {
+  auto ps = ParameterServer::Start(std::move(tables), servers, workers, nullptr);
+  TESSERA_CHECK(ps.ok()) << ps.status().ToString();
+  return std::move(*ps);
+}
+
+TableSpec Table(std::uint64_t keys, int dim, const std::string& consistency,
+                UpdaterPtr updater = AddUpdater(), TableStorage storage = TableStorage::kDense) {
+  TableSpec t;
+  t.name = "t";
+  t.num_keys = keys;
+  t.dim = dim;
+  t.storage = storage;
+  t.updater = std::move(updater);
+  auto c = Consistency::Parse(consistency);
+  TESSERA_CHECK(c.ok()) << c.status().ToString();
+  t.consistency = *c;
+  return t;
+}
+
+// Runs fn(worker, client) on every worker's fiber and waits; fails the test on any error.
+void RunWorkers(ParameterServer& ps, const std::function<Status(int, PsClient&)>& fn) {
+  std::vector<Status> status(ps.workers());
+  ParallelFor(ps.workers(), [&](int w) { status[w] = fn(w, ps.client(w)); });
+  for (int w = 0; w < ps.workers(); ++w) EXPECT_TRUE(status[w].ok()) << status[w].ToString();
+}
+
+Eigen::VectorXd PullOrDie(PsClient& c, TableId t, std::vector<Key> keys) {
+  auto v = c.Pull(t, keys).Get();
+  TESSERA_CHECK(v.ok()) << v.status().ToString();
+  return *v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+TEST(ConsistencyTest, ParsesEveryModel) {
+  EXPECT_EQ(Consistency::Parse("bsp")->model, ConsistencyModel::kBsp);
+  EXPECT_EQ(Consistency::Parse("asp")->model, ConsistencyModel::kAsp);
+  EXPECT_EQ(Consistency::Parse("hogwild")->model, ConsistencyModel::kHogwild);
+  auto ssp = Consistency::Parse("ssp:3");
+  ASSERT_TRUE(ssp.ok());
+  EXPECT_EQ(ssp->model, ConsistencyModel::kSsp);
+  EXPECT_EQ(ssp->staleness, 3);
+  EXPECT_EQ(ssp->ToString(), "ssp:3");
+  EXPECT_EQ(Consistency::Parse("essp:0")->ToString(), "essp:0");
+  EXPECT_EQ(ssp->RequiredClock(10), 7u);
+  EXPECT_EQ(ssp->RequiredClock(2), 0u);
+  EXPECT_EQ(Consistency::Parse("bsp")->RequiredClock(10), 10u);
+  EXPECT_EQ(Consistency::Parse("asp")->RequiredClock(10), 0u);
+}
+
+TEST(ConsistencyTest, BadNamesAreClearErrors) {
+  EXPECT_THAT(Consistency::Parse("sync").status().message(),
+              HasSubstr("unknown consistency model 'sync' (expected bsp, ssp:S"));
+  EXPECT_THAT(Consistency::Parse("ssp:-1").status().message(),
+              HasSubstr("staleness bound S must be an integer"));
+  EXPECT_THAT(Consistency::Parse("ssp:x").status().message(), HasSubstr("'ssp:x'"));
+  EXPECT_THAT(Consistency::Parse("essp").status().message(), HasSubstr("needs a staleness"));
+  EXPECT_THAT(UpdateFrequency::Parse("nbatches:0").status().message(),
+              HasSubstr("N must be an integer >= 1"));
+  EXPECT_THAT(UpdateFrequency::Parse("often").status().message(),
+              HasSubstr("expected batch, nbatches:N or epoch"));
+  EXPECT_EQ(UpdateFrequency::Parse("nbatches:4")->n, 4);
+  EXPECT_THAT(ParsePartitionScheme("random").status().message(), HasSubstr("disjoint_round_robin"));
+  EXPECT_THAT(MakeUpdater("rmsprop:0.1").status().message(),
+              HasSubstr("unknown update function 'rmsprop:0.1'"));
+  EXPECT_THAT(MakeUpdater("sgd:-1").status().message(), HasSubstr("learning rate must be"));
+  EXPECT_TRUE(MakeUpdater("adam:0.001").ok());
+}
+
+TEST(ParameterServerTest, BadConfigurationNamesTheOption) {
+  EXPECT_THAT(ParameterServer::Start({Table(10, 1, "bsp")}, 0, 2, nullptr).status().message(),
+              HasSubstr("--servers must be at least 1"));
+  EXPECT_THAT(ParameterServer::Start({Table(10, 1, "bsp")}, 1, 0, nullptr).status().message(),
+              HasSubstr("--workers must be at least 1"));
+  TableSpec zero = Table(0, 1, "bsp");
+  EXPECT_THAT(ParameterServer::Start({zero}, 1, 1, nullptr).status().message(),
+              HasSubstr("num_keys must be > 0"));
+  TableSpec gap = Table(10, 1, "bsp");
+  gap.shard_ranges = {{0, 4}, {5, 10}};
+  EXPECT_THAT(ParameterServer::Start({gap}, 2, 1, nullptr).status().message(),
+              HasSubstr("ranges must be contiguous"));
+  TableSpec hog = Table(10, 1, "hogwild", AddUpdater(), TableStorage::kSparse);
+  EXPECT_THAT(ParameterServer::Start({hog}, 1, 1, nullptr).status().message(),
+              HasSubstr("needs dense storage"));
+}
+
+// A transport that says its endpoints are in other processes.
+class RemoteLookingTransport final : public Transport {
+ public:
+  explicit RemoteLookingTransport(int n) : inner_(n) {}
+  int size() const override { return inner_.size(); }
+  Status Send(Rank to, Message msg) override { return inner_.Send(to, std::move(msg)); }
+  StatusOr<Message> Receive(Rank self) override { return inner_.Receive(self); }
+  StatusOr<Message> TryReceive(Rank self) override { return inner_.TryReceive(self); }
+  void Close() override { inner_.Close(); }
+  std::uint64_t bytes_sent() const override { return inner_.bytes_sent(); }
+  bool in_process() const override { return false; }
+
+ private:
+  InProcessTransport inner_;
+};
+
+TEST(ParameterServerTest, HogwildOverAnotherProcessIsRefused) {
+  auto st = ParameterServer::Start({Table(10, 1, "hogwild")}, 1, 1,
+                                   std::make_shared<RemoteLookingTransport>(3));
+  EXPECT_THAT(st.status().message(), HasSubstr("in-process only"));
+  auto ok = ParameterServer::Start({Table(10, 1, "asp")}, 1, 1,
+                                   std::make_shared<RemoteLookingTransport>(3));
+  EXPECT_TRUE(ok.ok());
+}
+
+TEST(ParameterServerTest, KeysOutsideEveryRangeAreErrors) {
+  auto ps = StartOrDie({Table(10, 2, "asp")}, 2, 1);
+  PsClient& c = ps->client(0);
+  std::vector<Key> bad = {3, 10};
+  std::vector<double> v(4, 1.0);
+  EXPECT_THAT(c.Push(0, bad, v).message(),
+              HasSubstr("key 10 is outside every shard range of table 't' ([0, 10))"));
+  EXPECT_THAT(c.Pull(0, bad).Get().status().message(), HasSubstr("key 10 is outside"));
+  EXPECT_THAT(c.PullRange(0, {5, 11}).Get().status().message(), HasSubstr("[5, 11)"));
+  std::vector<Key> ok = {1};
+  EXPECT_THAT(c.Push(0, ok, v).message(), HasSubstr("4 values for 1 keys of dim 2"));
+  EXPECT_THAT(c.Pull(3, ok).Get().status().message(), HasSubstr("no table 3"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values and update functions
+
+TEST(ParameterServerTest, DenseAndSparseRoundTripAcrossShards) {
+  for (auto storage : {TableStorage::kDense, TableStorage::kSparse}) {
+    TableSpec t = Table(1000, 3, "asp", AddUpdater(), storage);
+    t.initial = 0.5;
+    auto ps = StartOrDie({t}, 3, 1);
+    PsClient& c = ps->client(0);
+    std::vector<Key> keys = {999, 0, 500, 334, 333};
+    std::vector<double> v;
+    for (std::size_t i = 0; i < keys.size() * 3; ++i) v.push_back(static_cast<double>(i));
+    ASSERT_TRUE(c.Push(0, keys, v).ok());
+    Eigen::VectorXd got = PullOrDie(c, 0, keys);
+    for (std::size_t i = 0; i < v.size(); ++i) EXPECT_EQ(got[i], v[i] + 0.5);
+    std::vector<double> ones(600 * 3, 1.0);
+    ASSERT_TRUE(c.PushRange(0, {200, 800}, ones).ok());
+    auto range = c.PullRange(0, {300, 700}).Get();
+    ASSERT_TRUE(range.ok());
+    EXPECT_EQ(range->size(), 400 * 3);
+    EXPECT_EQ((*range)[0], 1.5);                         // key 300
+    EXPECT_EQ((*range)[(334 - 300) * 3 + 1], 1.5 + 10);  // key 334, element 1
+    EXPECT_EQ((*range)[(500 - 300) * 3 + 2], 1.5 + 8);   // key 500, element 2
+    ps->Shutdown();
+    Eigen::VectorXd all = ps->Snapshot(0);
+    EXPECT_EQ(all[999 * 3], 0.5);
+    EXPECT_EQ(all[100 * 3], 0.5);
+    EXPECT_EQ(all[200 * 3], 1.5);
+  }
+}
+
+TEST(ParameterServerTest, BuiltinUpdatersMatchTheirFormulas) {
+  const double g = 0.5;
+  struct Case {
+    const char* spec;
+    double expected_after_two;  // value after two pushes of g from 1.0
+  };
+  const double ada1 = 1.0 - 0.1 * g / (std::sqrt(g * g) + 1e-8);
+  const double ada2 = ada1 - 0.1 * g / (std::sqrt(2 * g * g) + 1e-8);
+  // Adam with constant gradient: the bias-corrected step is lr * g / (|g| + eps) each time.
+  const double adam2 = 1.0 - 2 * 0.1 * g / (g + 1e-8);
+  for (const Case& k : {Case{"add", 2.0}, Case{"sgd:0.1", 0.9}, Case{"adagrad:0.1", ada2},
+                        Case{"adam:0.1", adam2}}) {
+    auto updater = MakeUpdater(k.spec);
+    ASSERT_TRUE(updater.ok());
+    TableSpec t = Table(4, 1, "asp", *updater);
+    t.initial = 1.0;
+    auto ps = StartOrDie({t}, 1, 1);
+    PsClient& c = ps->client(0);
+    std::vector<Key> key = {2};
+    std::vector<double> grad = {g};
+    ASSERT_TRUE(c.Push(0, key, grad).ok());
+    ASSERT_TRUE(c.Flush().ok());
+    ASSERT_TRUE(c.Push(0, key, grad).ok());
+    EXPECT_NEAR(PullOrDie(c, 0, key)[0], k.expected_after_two, 1e-12) << k.spec;
+  }
+}
+
+// Under bsp the updater runs once per clock on the sum of every worker's pushes; under asp once
+// per push.
+TEST(ParameterServerTest, BspAggregatesAClockBeforeUpdating) {
+  for (const char* model : {"bsp", "asp"}) {
+    std::atomic<int> calls{0};
+    auto counting = FunctionUpdater(
+        "count", 0, [&calls](Key, std::size_t n, int dim, double* v, const double* g, double*) {
+          ++calls;
+          for (std::size_t i = 0; i < n * dim; ++i) v[i] = 10 * v[i] + g[i];
+        });
+    auto ps = StartOrDie({Table(1, 1, model, counting)}, 1, 3);
+    RunWorkers(*ps, [](int w, PsClient& c) -> Status {
+      std::vector<Key> key = {0};
+      std::vector<double> g = {static_cast<double>(w + 1)};
+      TESSERA_RETURN_IF_ERROR(c.Push(0, key, g));
+      TESSERA_RETURN_IF_ERROR(c.Clock());
+      return c.Pull(0, key).Get().status();
+    });
+    ps->Shutdown();
+    if (std::string(model) == "bsp") {
+      EXPECT_EQ(calls.load(), 1);
+      EXPECT_EQ(ps->Snapshot(0)[0], 6.0);  // 10 * 0 + (1 + 2 + 3)
+    } else {
+      EXPECT_EQ(calls.load(), 3);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consistency semantics, checked with instrumented clocks.
+//
+// Every worker adds 1 to its own key in every clock. A read made at worker clock c under bsp
+// must see every worker's first c increments (value >= c); under ssp:S / essp:S at least c - S.
+// The clocks each worker has reached are also published, so a read can check that no other
+// worker is further behind than the model allows.
+
+struct ClockProbe {
+  explicit ClockProbe(int workers) : clocks(workers) {}
+  std::vector<std::atomic<std::uint64_t>> clocks;
+  std::atomic<std::uint64_t> worst_lag{0};     // max over reads of (c - value seen)
+  std::atomic<std::uint64_t> worst_behind{0};  // max over reads of (c - slowest clock)
+  std::atomic<int> violations{0};
+};
+
+void UpdateMax(std::atomic<std::uint64_t>& a, std::uint64_t v) {
+  std::uint64_t cur = a.load();
+  while (v > cur && !a.compare_exchange_weak(cur, v)) {
+  }
+}
+
+void RunClockProbe(const std::string& model, int staleness, int workers, int clocks,
+                   ClockProbe& probe, ParameterServer& ps) {
+  RunWorkers(ps, [&](int w, PsClient& c) -> Status {
+    std::mt19937 rng(w);
+    std::vector<Key> all(workers);
+    for (int k = 0; k < workers; ++k) all[k] = k;
+    for (int t = 0; t < clocks; ++t) {
+      std::vector<Key> mine = {static_cast<Key>(w)};
+      std::vector<double> one = {1.0};
+      TESSERA_RETURN_IF_ERROR(c.Push(0, mine, one));
+      TESSERA_RETURN_IF_ERROR(c.Clock());
+      probe.clocks[w].store(c.clock());
+      // Worker 0 is slow, the others at random speeds, so the clocks drift apart.
+      if (w == 0 || rng() % 4 == 0) SleepFiber(std::chrono::microseconds(200));
+      TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd v, c.Pull(0, all).Get());
+      const std::uint64_t now = c.clock();
+      std::uint64_t slowest = now;
+      for (int k = 0; k < workers; ++k) slowest = std::min(slowest, probe.clocks[k].load());
+      UpdateMax(probe.worst_behind, now - slowest);
+      for (int k = 0; k < workers; ++k) {
+        const auto seen = static_cast<std::uint64_t>(v[k]);
+        UpdateMax(probe.worst_lag, now - std::min(now, seen));
+        if (seen + staleness < now) ++probe.violations;
+      }
+    }
+    return Status::Ok();
+  });
+  (void)model;
+}
+
+class StalenessTest : public ::testing::TestWithParam<std::pair<std::string, int>> {};
+
+TEST_P(StalenessTest, NoReadIsStalerThanTheBound) {
+  const auto& [name, s] = GetParam();
+  const int workers = 4, clocks = 60;
+  auto ps = StartOrDie({Table(workers, 1, name)}, 2, workers);
+  ClockProbe probe(workers);
+  RunClockProbe(name, s, workers, clocks, probe, *ps);
+  EXPECT_EQ(probe.violations.load(), 0);
+  EXPECT_LE(probe.worst_lag.load(), static_cast<std::uint64_t>(s)) << name;
+  // A worker never completes a read while another is more than S clocks behind it.
+  EXPECT_LE(probe.worst_behind.load(), static_cast<std::uint64_t>(s)) << name;
+  ps->Shutdown();
+  Eigen::VectorXd end = ps->Snapshot(0);
+  for (int k = 0; k < workers; ++k) EXPECT_EQ(end[k], clocks);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, StalenessTest,
+                         ::testing::Values(std::make_pair(std::string("bsp"), 0),
+                                           std::make_pair(std::string("ssp:0"), 0),
+                                           std::make_pair(std::string("ssp:2"), 2),
+                                           std::make_pair(std::string("essp:1"), 1),
+                                           std::make_pair(std::string("essp:3"), 3)),
+                         [](const auto& info) {
+                           std::string n = info.param.first;
+                           for (char& ch : n) {
+                             if (ch == ':') ch = '_';
+                           }
+                           return n;
+                         });
+
+// Under ssp the bound is used: a fast worker is allowed to read values S clocks old.
+TEST(StalenessTest, SspLetsFastWorkersRunAhead) {
+  const int workers = 3;
+  auto ps = StartOrDie({Table(workers, 1, "ssp:4")}, 1, workers);
+  ClockProbe probe(workers);
+  RunClockProbe("ssp:4", 4, workers, 40, probe, *ps);
+  EXPECT_EQ(probe.violations.load(), 0);
+  EXPECT_GT(probe.worst_behind.load(), 0u) << "the fast workers never ran ahead of worker 0";
+}
+
+// ESSP: after a worker's first read of a key, the shard pushes fresh values to it whenever its
+// clock advances, so later reads are answered without a single request.
+TEST(EsspTest, FreshValuesArriveBeforeTheyAreRequested) {
+  const int workers = 3, clocks = 30;
+  auto ps = StartOrDie({Table(workers, 1, "essp:1")}, 2, workers);
+  ClockProbe probe(workers);
+  RunClockProbe("essp:1", 1, workers, clocks, probe, *ps);
+  EXPECT_EQ(probe.violations.load(), 0);
+  for (int w = 0; w < workers; ++w) {
+    const PsClientStats& s = ps->client(w).stats();
+    EXPECT_EQ(s.pull_requests, 2u) << "worker " << w << ": one request per shard, once";
+    EXPECT_GT(s.eager_refreshes, static_cast<std::uint64_t>(clocks)) << "worker " << w;
+  }
+}
+
+TEST(EsspTest, SspWithoutEagerRefreshAsksTheServer) {
+  const int workers = 3, clocks = 30;
+  auto ps = StartOrDie({Table(workers, 1, "ssp:1")}, 2, workers);
+  ClockProbe probe(workers);
+  RunClockProbe("ssp:1", 1, workers, clocks, probe, *ps);
+  std::uint64_t requests = 0;
+  for (int w = 0; w < workers; ++w) {
+    requests += ps->client(w).stats().pull_requests;
+    EXPECT_EQ(ps->client(w).stats().eager_refreshes, 0u);
+  }
+  EXPECT_GT(requests, static_cast<std::uint64_t>(workers * 2 * clocks / 2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// No update is lost: 8 workers x 1,000,000 pushes to overlapping keys.
+//
+// hogwild is exact here too because its `add` is an atomic add per element; with a stateful
+// update function (sgd, adagrad, adam, user) hogwild reads, updates and writes back without a
+// lock, so concurrent updates of one key may be lost. That is its documented guarantee.
+
+class NoLostUpdateTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(NoLostUpdateTest, EightWorkersMillionPushesExactSums) {
+  const int workers = 8;
+  const std::uint64_t pushes = 1000000, keys = 1000;
+  auto ps = StartOrDie({Table(keys, 1, GetParam())}, 2, workers);
+  RunWorkers(*ps, [&](int w, PsClient& c) -> Status {
+    std::vector<Key> key(1);
+    std::vector<double> v(1);
+    for (std::uint64_t i = 0; i < pushes; ++i) {
+      key[0] = (i * 7 + w) % keys;  // every worker touches every key
+      v[0] = static_cast<double>(w + 1);
+      TESSERA_RETURN_IF_ERROR(c.Push(0, key, v));
+      if (i % 20000 == 19999) TESSERA_RETURN_IF_ERROR(c.Clock());
+    }
+    return c.Clock();
+  });
+  ps->Shutdown();
+  Eigen::VectorXd got = ps->Snapshot(0);
+  // Worker w adds w+1 to key (i*7 + w) % 1000 for i < 1e6: each key gets 1000 pushes from each
+  // worker (7 is coprime to 1000), so every key sums to 1000 * (1 + ... + 8) = 36000.
+  for (std::uint64_t k = 0; k < keys; ++k) ASSERT_EQ(got[k], 36000.0) << "key " << k;
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, NoLostUpdateTest,
+                         ::testing::Values("bsp", "ssp:3", "essp:3", "asp", "hogwild"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& ch : n) {
+                             if (ch == ':') ch = '_';
+                           }
+                           return n;
+                         });
+
+// ---------------------------------------------------------------------------------------------
+// Convergence of asynchronous models on a convex problem: least squares by data-parallel SGD.
+
+class LeastSquaresApp final : public DataParallelApp {
+ public:
+  LeastSquaresApp(int rows, int cols, std::uint64_t seed) : x_(rows, cols), y_(rows) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<double> n(0, 1);
+    truth_.resize(cols);
+    for (int j = 0; j < cols; ++j) truth_[j] = n(rng);
+    for (int i = 0; i < rows; ++i) {
+      for (int j = 0; j < cols; ++j) x_(i, j) = n(rng);
+    }
+    y_ = x_ * truth_;
+    for (int i = 0; i < rows; ++i) y_[i] += 0.01 * n(rng);
+    optimum_ = x_.colPivHouseholderQr().solve(y_);
+  }
+  std::size_t num_rows() const override { return static_cast<std::size_t>(x_.rows()); }
+  std::vector<TableSpec> Tables(const DataParallelOptions& o) override {
+    TableSpec t;
+    t.name = "w";
+    t.num_keys = static_cast<std::uint64_t>(x_.cols());
+    t.updater = SgdUpdater(step_);
+    t.consistency = o.consistency;
+    return {t};
+  }
+  Status ProcessBatch(DpWorkerContext& ctx, std::span<const std::uint32_t> batch) override {
+    const KeyRange all{0, static_cast<Key>(x_.cols())};
+    TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd w, ctx.client->PullRange(0, all).Get());
+    Eigen::VectorXd grad = Eigen::VectorXd::Zero(x_.cols());
+    for (auto i : batch) grad += x_.row(i).transpose() * (x_.row(i).dot(w) - y_[i]);
+    grad /= ctx.rows_per_clock;
+    return ctx.client->PushRange(0, all, {grad.data(), static_cast<std::size_t>(grad.size())});
+  }
+  StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext& ctx) override {
+    TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd w,
+                             ctx.client->PullRange(0, {0, static_cast<Key>(x_.cols())}).Get());
+    double sq = 0;
+    for (auto i : ctx.rows) sq += std::pow(x_.row(i).dot(w) - y_[i], 2);
+    if (ctx.worker == 0) last_w_ = w;
+    return Eigen::VectorXd(Eigen::VectorXd::Constant(1, sq / ctx.replication));
+  }
+  double Objective(const Eigen::VectorXd& t) override { return 0.5 * t[0] / x_.rows(); }
+  double OptimalObjective() const { return 0.5 * (x_ * optimum_ - y_).squaredNorm() / x_.rows(); }
+  const Eigen::VectorXd& optimum() const { return optimum_; }
+  const Eigen::VectorXd& last_w() const { return last_w_; }
+
+ private:
+  Eigen::MatrixXd x_;
+  Eigen::VectorXd y_, truth_, optimum_, last_w_;
+  double step_ = 0.2;
+};
+
+class ConvergenceTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ConvergenceTest, SgdReachesTheLeastSquaresOptimum) {
+  LeastSquaresApp app(400, 8, 3);
+  DataParallelOptions o;
+  o.workers = 4;
+  o.servers = 2;
+  o.consistency = *Consistency::Parse(GetParam());
+  o.batch_size = 25;
+  o.frequency = *UpdateFrequency::Parse("batch");
+  o.max_epochs = 60;
+  o.evaluate_every = 4;
+  o.progress = false;
+  auto r = RunDataParallel(app, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const double opt = app.OptimalObjective();
+  EXPECT_LT(r->run.objective, opt * 1.05 + 1e-6) << GetParam() << " optimum " << opt;
+  EXPECT_LT((app.last_w() - app.optimum()).norm(), 0.05);
+  // The objective is evaluated along the way and falls.
+  ASSERT_GE(r->run.evaluations.size(), 3u);
+  EXPECT_GT(r->run.evaluations.front().objective, r->run.objective);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, ConvergenceTest,
+                         ::testing::Values("bsp", "ssp:2", "essp:2", "asp", "hogwild"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& ch : n) {
+                             if (ch == ':') ch = '_';
+                           }
+                           return n;
+                         });
+
+TEST(DataParallelTest, PartitionSchemesCoverTheRows) {
+  for (const char* name :
+       {"disjoint_contiguous", "disjoint_round_robin", "disjoint_random", "overlap_reshuffle"}) {
+    auto scheme = ParsePartitionScheme(name);
+    ASSERT_TRUE(scheme.ok());
+    EXPECT_EQ(ToString(*scheme), name);
+    auto parts = PartitionRows(103, 4, *scheme, 9);
+    std::vector<int> seen(103, 0);
+    for (const auto& p : parts) {
+      EXPECT_GE(p.size(), 25u);
+      for (auto r : p) ++seen[r];
+    }
+    const int copies = *scheme == PartitionScheme::kOverlapReshuffle ? 4 : 1;
+    for (int s : seen) EXPECT_EQ(s, copies) << name;
+  }
+  auto rr = PartitionRows(10, 3, PartitionScheme::kDisjointRoundRobin, 0);
+  EXPECT_EQ(rr[1], (std::vector<std::uint32_t>{1, 4, 7}));
+}
+
+TEST(DataParallelTest, EveryFrequencyAndSchemeConverges) {
+  for (const char* freq : {"batch", "nbatches:3", "epoch"}) {
+    for (const char* scheme : {"disjoint_round_robin", "overlap_reshuffle"}) {
+      LeastSquaresApp app(300, 5, 11);
+      DataParallelOptions o;
+      o.workers = 3;
+      o.batch_size = 20;
+      o.frequency = *UpdateFrequency::Parse(freq);
+      o.partition = *ParsePartitionScheme(scheme);
+      o.max_epochs = 150;
+      o.evaluate_every = 5;
+      o.progress = false;
+      auto r = RunDataParallel(app, o);
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      EXPECT_LT(r->run.objective, app.OptimalObjective() * 1.05 + 1e-6) << freq << " " << scheme;
+    }
+  }
+}
+
+TEST(DataParallelTest, WorkerErrorsStopTheRunCleanly) {
+  struct Failing final : DataParallelApp {
+    std::size_t num_rows() const override { return 10; }
+    std::vector<TableSpec> Tables(const DataParallelOptions&) override {
+      TableSpec t;
+      t.num_keys = 4;
+      return {t};
+    }
+    Status ProcessBatch(DpWorkerContext& ctx, std::span<const std::uint32_t>) override {
+      if (ctx.worker == 1 && ctx.epoch == 2) return InvalidArgument("row 7: bad value");
+      return ctx.client->PullRange(0, {0, 4}).Get().status();
+    }
+    StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext&) override {
+      return Eigen::VectorXd(Eigen::VectorXd::Zero(1));
+    }
+    double Objective(const Eigen::VectorXd&) override { return 0; }
+  } app;
+  DataParallelOptions o;
+  o.workers = 3;
+  o.progress = false;
+  auto r = RunDataParallel(app, o);
+  EXPECT_THAT(r.status().message(), HasSubstr("row 7: bad value"));
+  o.evaluate_every = 0;
+  EXPECT_THAT(RunDataParallel(app, o).status().message(), HasSubstr("--evaluate-every"));
+}
+
+}  // namespace
+}  // namespace tessera
