@@ -113,7 +113,6 @@ Status DataParallelOptions::Validate() const {
   if (workers < 1) {
     return InvalidArgument("--workers must be at least 1, got " + std::to_string(workers));
   }
-  if (max_epochs < 1) return InvalidArgument("--max-epochs must be at least 1");
   if (!(max_seconds >= 0)) return InvalidArgument("--max-seconds must be >= 0");
   if (!(objective_tolerance >= 0)) return InvalidArgument("--tolerance must be >= 0");
   if (evaluate_every < 1) return InvalidArgument("--evaluate-every must be at least 1");
@@ -158,6 +157,7 @@ class Worker {
 
   Status Run() {
     TESSERA_RETURN_IF_ERROR(app_.Setup(ctx_));
+    if (opts_.max_epochs == 0) return Evaluate(true).status();
     std::uint64_t clocks = 0;
     for (std::uint64_t epoch = 0; epoch < opts_.max_epochs; ++epoch) {
       ctx_.epoch = epoch;
@@ -169,6 +169,7 @@ class Worker {
       for (std::uint64_t b = 0; b < plan_.batches_per_epoch; ++b) {
         const std::size_t begin = std::min(rows_.size(), b * plan_.batch);
         const std::size_t end = std::min(rows_.size(), begin + plan_.batch);
+        ctx_.ends_clock = plan_.EndsClock(opts_.frequency, b);
         if (begin < end) {
           TESSERA_RETURN_IF_ERROR(app_.ProcessBatch(
               ctx_, std::span<const std::uint32_t>(rows_).subspan(begin, end - begin)));
@@ -238,7 +239,8 @@ class Driver {
     double last_objective = std::numeric_limits<double>::quiet_NaN();
     std::uint64_t pushed_before = 0;
     std::map<std::uint64_t, double> pushed;
-    const double total_clocks = static_cast<double>(opts_.max_epochs * plan_.clocks_per_epoch);
+    const double total_clocks =
+        static_cast<double>(std::max<std::uint64_t>(1, opts_.max_epochs * plan_.clocks_per_epoch));
     for (;;) {
       TESSERA_ASSIGN_OR_RETURN(Message m, ps_.transport().Receive(0));
       TESSERA_CHECK(m.kind == MessageKind::kEvaluation) << "driver: unexpected message";

@@ -56,7 +56,8 @@ struct DataParallelOptions {
   UpdateFrequency frequency;  // when a worker ends a clock
   PartitionScheme partition = PartitionScheme::kDisjointContiguous;
   std::size_t batch_size = 0;        // rows per batch; 0 = the worker's whole partition
-  std::uint64_t max_epochs = 100;    // stop after this many passes over the data
+  std::uint64_t max_epochs = 100;    // stop after this many passes over the data; 0 = run
+                                     // Setup, evaluate once and stop
   double max_seconds = 0;            // stop at the first evaluation after this; 0 = no limit
   double objective_tolerance = 0;    // stop when the relative change between evaluations is
                                      // below this; 0 = off
@@ -79,6 +80,7 @@ struct DpWorkerContext {
   // Rows all workers process in one clock (a gradient summed over one clock's pushes of every
   // worker is an average when each worker scales its sum by 1 / rows_per_clock).
   double rows_per_clock = 1;
+  bool ends_clock = false;  // in ProcessBatch: the engine ends a clock after this batch
 };
 
 // A data-parallel application. Thread model: Tables and Objective run on the driver; Setup,

@@ -221,6 +221,16 @@ Status TableSpec::Validate(int servers, bool in_process) const {
   if (num_keys == 0) return InvalidArgument(t + "num_keys must be > 0");
   if (dim < 1) return InvalidArgument(t + "dim must be >= 1, got " + std::to_string(dim));
   if (!updater) return InvalidArgument(t + "no update function");
+  if (initial_values.size() != 0) {
+    if (storage != TableStorage::kDense) {
+      return InvalidArgument(t + "initial_values need dense storage");
+    }
+    if (static_cast<std::uint64_t>(initial_values.size()) != num_keys * dim) {
+      return InvalidArgument(
+          t + std::to_string(initial_values.size()) +
+          " initial values for num_keys * dim = " + std::to_string(num_keys * dim));
+    }
+  }
   if (consistency.model == ConsistencyModel::kHogwild) {
     if (!in_process) {
       return InvalidArgument(t +
@@ -599,6 +609,10 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
       t.per_clock = spec.consistency.model == ConsistencyModel::kBsp && !spec.updater->is_add();
       if (spec.storage == TableStorage::kDense) {
         t.values.assign(t.range.size() * t.dim, spec.initial);
+        if (spec.initial_values.size() != 0) {
+          std::memcpy(t.values.data(), spec.initial_values.data() + t.range.begin * t.dim,
+                      t.values.size() * sizeof(double));
+        }
         t.state.assign(t.range.size() * t.dim * t.spe, 0.0);
       }
       if (spec.consistency.model == ConsistencyModel::kEssp) {
@@ -830,10 +844,42 @@ Status CheckRange(const ParameterServer& ps, TableId table, KeyRange range) {
   return Status::Ok();
 }
 
-// Hogwild: shared memory with relaxed atomic element access; `add` is an atomic add per element.
-double* HogwildValues(std::vector<double>& v, std::size_t off) { return v.data() + off; }
-
 }  // namespace
+
+// Hogwild: shard memory read and written with relaxed atomic element access and no lock. `add`
+// is an atomic add per element (nothing lost); any other updater reads, updates and writes back
+// a run of keys, so a concurrent update of the same key may be lost.
+void PsClient::HogwildPush(TableId table, int shard, Key first, std::size_t count,
+                           const double* grad) {
+  const TableSpec& spec = ps_->specs_[table];
+  auto& t = ps_->shards_[shard]->tables[table];
+  const int dim = spec.dim;
+  const std::size_t off = (first - t.range.begin) * dim, n = count * dim;
+  double* value = t.values.data() + off;
+  if (spec.updater->is_add()) {
+    for (std::size_t i = 0; i < n; ++i) {
+      std::atomic_ref<double>(value[i]).fetch_add(grad[i], std::memory_order_relaxed);
+    }
+    return;
+  }
+  const std::size_t ns = n * t.spe;
+  double* state = t.state.data() + off * t.spe;
+  hogwild_value_.resize(n);
+  hogwild_state_.resize(ns);
+  for (std::size_t i = 0; i < n; ++i) {
+    hogwild_value_[i] = std::atomic_ref<double>(value[i]).load(std::memory_order_relaxed);
+  }
+  for (std::size_t i = 0; i < ns; ++i) {
+    hogwild_state_[i] = std::atomic_ref<double>(state[i]).load(std::memory_order_relaxed);
+  }
+  spec.updater->Update(first, count, dim, hogwild_value_.data(), grad, hogwild_state_.data());
+  for (std::size_t i = 0; i < n; ++i) {
+    std::atomic_ref<double>(value[i]).store(hogwild_value_[i], std::memory_order_relaxed);
+  }
+  for (std::size_t i = 0; i < ns; ++i) {
+    std::atomic_ref<double>(state[i]).store(hogwild_state_[i], std::memory_order_relaxed);
+  }
+}
 
 Status PsClient::Push(TableId table, std::span<const Key> keys, std::span<const double> values) {
   if (table >= ps_->num_tables()) return InvalidArgument("no table " + std::to_string(table));
@@ -841,42 +887,23 @@ Status PsClient::Push(TableId table, std::span<const Key> keys, std::span<const 
   TESSERA_RETURN_IF_ERROR(CheckValues(spec, keys.size(), values.size()));
   const int dim = spec.dim;
   stats_.pushed_values += values.size();
-  for (std::size_t i = 0; i < keys.size(); ++i) {
+  const bool hogwild = spec.consistency.model == ConsistencyModel::kHogwild;
+  std::size_t i = 0;
+  while (i < keys.size()) {
     TESSERA_ASSIGN_OR_RETURN(int s, ps_->ShardOf(table, keys[i]));
-    if (spec.consistency.model == ConsistencyModel::kHogwild) {
-      auto& t = ps_->shards_[s]->tables[table];
-      const std::size_t off = (keys[i] - t.range.begin) * dim;
-      double* value = HogwildValues(t.values, off);
-      if (spec.updater->is_add()) {
-        for (int d = 0; d < dim; ++d) {
-          std::atomic_ref<double>(value[d]).fetch_add(values[i * dim + d],
-                                                      std::memory_order_relaxed);
-        }
-      } else {
-        // Read, update and write back without a lock: a concurrent update may be lost.
-        const int spe = t.spe;
-        double* state = t.state.data() + off * spe;
-        std::vector<double> v(dim), st(static_cast<std::size_t>(dim) * spe);
-        for (int d = 0; d < dim; ++d) {
-          v[d] = std::atomic_ref<double>(value[d]).load(std::memory_order_relaxed);
-        }
-        for (std::size_t e = 0; e < st.size(); ++e) {
-          st[e] = std::atomic_ref<double>(state[e]).load(std::memory_order_relaxed);
-        }
-        spec.updater->Update(keys[i], 1, dim, v.data(), values.data() + i * dim, st.data());
-        for (int d = 0; d < dim; ++d) {
-          std::atomic_ref<double>(value[d]).store(v[d], std::memory_order_relaxed);
-        }
-        for (std::size_t e = 0; e < st.size(); ++e) {
-          std::atomic_ref<double>(state[e]).store(st[e], std::memory_order_relaxed);
-        }
-      }
+    if (hogwild) {  // a run of consecutive keys inside shard s
+      const Key end = ps_->ranges_[table][s].end;
+      std::size_t j = i + 1;
+      while (j < keys.size() && keys[j] == keys[j - 1] + 1 && keys[j] < end) ++j;
+      HogwildPush(table, s, keys[i], j - i, values.data() + i * dim);
+      i = j;
       continue;
     }
     Outgoing& out = outgoing_[table][s];
     out.keys.push_back(keys[i]);
     out.values.insert(out.values.end(), values.begin() + i * dim, values.begin() + (i + 1) * dim);
     if (out.values.size() >= kFlushValues) TESSERA_RETURN_IF_ERROR(SendPushes(table, s));
+    ++i;
   }
   return Status::Ok();
 }
@@ -885,26 +912,26 @@ Status PsClient::PushRange(TableId table, KeyRange range, std::span<const double
   TESSERA_RETURN_IF_ERROR(CheckRange(*ps_, table, range));
   const TableSpec& spec = ps_->specs_[table];
   TESSERA_RETURN_IF_ERROR(CheckValues(spec, range.size(), values.size()));
-  if (spec.consistency.model == ConsistencyModel::kHogwild) {
-    std::vector<Key> keys(range.size());
-    for (std::size_t i = 0; i < keys.size(); ++i) keys[i] = range.begin + i;
-    return Push(table, keys, values);
-  }
   const int dim = spec.dim;
   stats_.pushed_values += values.size();
+  const bool hogwild = spec.consistency.model == ConsistencyModel::kHogwild;
   const auto& ranges = ps_->ranges_[table];
   for (int s = 0; s < ps_->servers_; ++s) {
     const Key b = std::max(range.begin, ranges[s].begin);
     const Key e = std::min(range.end, ranges[s].end);
     if (b >= e) continue;
+    const double* grad = values.data() + (b - range.begin) * dim;
+    if (hogwild) {
+      HogwildPush(table, s, b, e - b, grad);
+      continue;
+    }
     TESSERA_RETURN_IF_ERROR(SendPushes(table, s));  // keep this worker's pushes in order
     Message m;
     m.kind = MessageKind::kPsPush;
     m.from = rank_;
     m.table = table;
     m.range = {b, e};
-    m.values = Eigen::Map<const Eigen::VectorXd>(values.data() + (b - range.begin) * dim,
-                                                 static_cast<Eigen::Index>((e - b) * dim));
+    m.values = Eigen::Map<const Eigen::VectorXd>(grad, static_cast<Eigen::Index>((e - b) * dim));
     ++stats_.push_messages;
     TESSERA_RETURN_IF_ERROR(ps_->transport_->Send(ps_->ShardRank(s), std::move(m)));
   }
@@ -946,7 +973,7 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
         return f;
       }
       auto& t = ps_->shards_[*shard]->tables[table];
-      double* value = HogwildValues(t.values, (key_at(i) - t.range.begin) * dim);
+      double* value = t.values.data() + (key_at(i) - t.range.begin) * dim;
       for (int d = 0; d < dim; ++d) {
         st.values[i * dim + d] = std::atomic_ref<double>(value[d]).load(std::memory_order_relaxed);
       }

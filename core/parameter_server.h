@@ -98,6 +98,8 @@ struct TableSpec {
   int dim = 1;                 // values per key
   TableStorage storage = TableStorage::kDense;
   double initial = 0;  // every element's value before any push
+  // Dense tables: num_keys * dim starting values (warm starts); empty = `initial` everywhere.
+  Eigen::VectorXd initial_values;
   UpdaterPtr updater = AddUpdater();
   Consistency consistency;  // per table
   // Optional contiguous key range per shard, in shard order, covering [0, num_keys) exactly.
@@ -175,6 +177,7 @@ class PsClient {
   void Handle(Message& m);
   Status Wait(PullFuture::State& st);
   void StoreInCache(TableId table, const Message& m);
+  void HogwildPush(TableId table, int shard, Key first, std::size_t count, const double* grad);
 
   ParameterServer* ps_;
   const int worker_;
@@ -191,6 +194,7 @@ class PsClient {
   std::vector<std::unique_ptr<Cache>> caches_;   // [table]; null when not cached
   std::unordered_map<std::uint64_t, PendingReply> pending_;
   std::vector<Message> control_;  // control messages that arrived while waiting for a reply
+  std::vector<double> hogwild_value_, hogwild_state_;  // scratch for hogwild updates
 };
 
 // The shards plus one client per worker. Endpoints on the transport: 0 the driver,

@@ -5,6 +5,7 @@
 #include <functional>
 #include <unordered_map>
 
+#include "algorithms/lasso/lasso_dp.h"
 #include "core/fiber_pool.h"
 #include "core/metrics.h"
 
@@ -52,7 +53,46 @@ Status LassoOptions::Validate() const {
                            block_update + "'");
   }
   if (!(tolerance > 0)) return InvalidArgument("--tolerance must be > 0");
+  if (mode != "model-parallel" && mode != "data-parallel") {
+    return InvalidArgument("--mode must be 'model-parallel' or 'data-parallel', got '" + mode +
+                           "'");
+  }
+  if (mode == "data-parallel") TESSERA_RETURN_IF_ERROR(data_parallel.Validate());
   return Status::Ok();
+}
+
+LassoOracle::LassoOracle(const SparseRowMatrix& x, const Eigen::VectorXd& y, Eigen::VectorXd mu,
+                         Eigen::VectorXd pf)
+    : x_(x), y_(y), mu_(std::move(mu)), pf_(std::move(pf)) {}
+
+Eigen::VectorXd LassoOracle::Residual(double b0, const Eigen::VectorXd& beta) const {
+  return (y_.array() - b0).matrix() - x_ * beta;
+}
+
+double LassoOracle::Intercept(const Eigen::VectorXd& beta) const {
+  return y_.mean() - mu_.dot(beta);
+}
+
+double LassoOracle::Objective(double lambda, double b0, const Eigen::VectorXd& beta) const {
+  const Eigen::VectorXd r = Residual(b0, beta);
+  double pen = 0;
+  for (Eigen::Index j = 0; j < beta.size(); ++j) pen += pf_[j] * std::abs(beta[j]);
+  return r.squaredNorm() / (2.0 * static_cast<double>(y_.size())) + lambda * pen;
+}
+
+double LassoOracle::KktViolation(double lambda, double b0, const Eigen::VectorXd& beta) const {
+  const Eigen::VectorXd r = Residual(b0, beta);
+  const Eigen::VectorXd g = (x_.transpose() * r) / static_cast<double>(y_.size());
+  const double rmean = r.mean();
+  double worst = std::abs(rmean);  // stationarity in the intercept
+  for (Eigen::Index j = 0; j < beta.size(); ++j) {
+    const double gj = g[j] - mu_[j] * rmean;
+    const double t = lambda * pf_[j];
+    const double v =
+        beta[j] != 0 ? std::abs(gj - t * (beta[j] > 0 ? 1 : -1)) : std::max(std::abs(gj) - t, 0.0);
+    worst = std::max(worst, v);
+  }
+  return worst;
 }
 
 int LassoSolution::nonzeros() const { return static_cast<int>((beta.array() != 0).count()); }
@@ -116,6 +156,7 @@ class LassoApp final : public ModelParallelApp {
     }
     beta_ = Eigen::VectorXd::Zero(p_);
     last_lambda_ = lambda_max_;
+    oracle_ = std::make_unique<LassoOracle>(rows_, y_full_, mu_, pf_);
   }
 
   double LambdaMax() const { return lambda_max_; }
@@ -391,31 +432,7 @@ class LassoApp final : public ModelParallelApp {
     }
   }
 
-  // Serial oracles over the full data.
-  double ObjectiveOf(double lambda, double b0, const Eigen::VectorXd& beta) const {
-    const Eigen::VectorXd r = FullResidual(b0, beta);
-    double pen = 0;
-    for (Eigen::Index j = 0; j < p_; ++j) pen += pf_[j] * std::abs(beta[j]);
-    return r.squaredNorm() / (2.0 * n_) + lambda * pen;
-  }
-  double KktOf(double lambda, double b0, const Eigen::VectorXd& beta) const {
-    const Eigen::VectorXd r = FullResidual(b0, beta);
-    const Eigen::VectorXd g = (rows_.transpose() * r) / static_cast<double>(n_);
-    const double rmean = r.mean();
-    double worst = std::abs(rmean);  // stationarity in the intercept
-    for (Eigen::Index j = 0; j < p_; ++j) {
-      const double gj = g[j] - mu_[j] * rmean;
-      const double t = lambda * pf_[j];
-      const double v = beta[j] != 0 ? std::abs(gj - t * (beta[j] > 0 ? 1 : -1))
-                                    : std::max(std::abs(gj) - t, 0.0);
-      worst = std::max(worst, v);
-    }
-    return worst;
-  }
-
-  Eigen::VectorXd FullResidual(double b0, const Eigen::VectorXd& beta) const {
-    return (y_full_.array() - b0).matrix() - rows_ * beta;
-  }
+  const LassoOracle& oracle() const { return *oracle_; }
 
  private:
   enum class Phase { kFull, kActive };
@@ -527,6 +544,7 @@ class LassoApp final : public ModelParallelApp {
   double ybar_ = 0, null_ms_ = 0;
   Eigen::VectorXd mu_, d_, pf_, beta_;
   std::vector<RowShard> shards_;
+  std::unique_ptr<LassoOracle> oracle_;
 
   double lambda_ = 0, last_lambda_ = 0, lambda_max_ = 0;
   double inner_tolerance_ = 0;     // sweep convergence threshold of the current working set
@@ -557,6 +575,10 @@ StatusOr<std::unique_ptr<LassoSolver>> LassoSolver::Create(const Dataset& data,
   }
   std::unique_ptr<LassoSolver> solver(new LassoSolver);
   solver->options_ = options;
+  if (options.mode == "data-parallel") {
+    TESSERA_ASSIGN_OR_RETURN(solver->dp_, DataParallelLasso::Create(data, options));
+    return solver;
+  }
   solver->app_ = std::make_unique<LassoApp>(data, options);
   TESSERA_RETURN_IF_ERROR(
       solver->app_->InitScheduler(options.scheduler, options.scheduler_options));
@@ -565,14 +587,23 @@ StatusOr<std::unique_ptr<LassoSolver>> LassoSolver::Create(const Dataset& data,
 
 LassoSolver::~LassoSolver() = default;
 
-double LassoSolver::LambdaMax() const { return app_->LambdaMax(); }
+double LassoSolver::LambdaMax() const { return dp_ ? dp_->LambdaMax() : app_->LambdaMax(); }
 
-void LassoSolver::Reset() { app_->SetZero(); }
+void LassoSolver::Reset() {
+  if (dp_) {
+    dp_->Reset();
+  } else {
+    app_->SetZero();
+  }
+}
+
+const LassoOracle& LassoSolver::oracle() const { return dp_ ? dp_->oracle() : app_->oracle(); }
 
 StatusOr<LassoSolution> LassoSolver::Fit(double lambda) {
   if (!(lambda > 0) || !std::isfinite(lambda)) {
     return InvalidArgument("--lambda must be a positive number, got " + FormatDouble(lambda));
   }
+  if (dp_) return dp_->Fit(lambda);
   app_->SyncShards();
   app_->BeginFit(lambda);
   EngineOptions eo = options_.engine;
@@ -582,8 +613,8 @@ StatusOr<LassoSolution> LassoSolver::Fit(double lambda) {
   s.lambda = lambda;
   s.beta = app_->beta();
   s.intercept = app_->intercept();
-  s.objective = app_->ObjectiveOf(lambda, s.intercept, s.beta);
-  s.kkt_violation = app_->KktOf(lambda, s.intercept, s.beta);
+  s.objective = oracle().Objective(lambda, s.intercept, s.beta);
+  s.kkt_violation = oracle().KktViolation(lambda, s.intercept, s.beta);
   s.rounds = run.rounds;
   s.seconds = run.seconds;
   s.bytes = run.bytes;
@@ -610,12 +641,12 @@ StatusOr<std::vector<LassoSolution>> LassoSolver::FitPath(int count, double rati
 }
 
 double LassoSolver::Objective(double lambda, double intercept, const Eigen::VectorXd& beta) const {
-  return app_->ObjectiveOf(lambda, intercept, beta);
+  return oracle().Objective(lambda, intercept, beta);
 }
 
 double LassoSolver::KktViolation(double lambda, double intercept,
                                  const Eigen::VectorXd& beta) const {
-  return app_->KktOf(lambda, intercept, beta);
+  return oracle().KktViolation(lambda, intercept, beta);
 }
 
 namespace {

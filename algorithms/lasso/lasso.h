@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "core/data_parallel.h"
 #include "core/dataset.h"
 #include "core/model_parallel.h"
 #include "core/status.h"
@@ -26,6 +27,9 @@
 namespace tessera {
 
 struct LassoOptions {
+  // model-parallel: coordinate descent scheduled over workers (below);
+  // data-parallel: proximal gradient with the model in a parameter server (lasso_dp.h).
+  std::string mode = "model-parallel";
   std::string scheduler = "round_robin";    // any name in DefaultSchedulers()
   SchedulerOptions scheduler_options;       // block size, eta, rho, ...
   EngineOptions engine;                     // workers, pipeline depth, limits, trace
@@ -35,6 +39,10 @@ struct LassoOptions {
   bool active_set = true;    // sweep the nonzero coordinates until they converge, then all
   double tolerance = 1e-7;   // converged when every KKT violation (see KktViolation) is below
                              // tolerance × λ_max, checked by a full gradient pass
+  // Data-parallel mode: servers, workers, consistency, frequency, partition, limits (the
+  // engine options above are not used), and FISTA momentum under bsp.
+  DataParallelOptions data_parallel;
+  bool accelerate = true;
   Status Validate() const;
 };
 
@@ -53,7 +61,28 @@ struct LassoSolution {
   int nonzeros() const;
 };
 
+// Serial oracles over the full data, independent of any worker: the objective, and the
+// largest violation of the optimality conditions: |g_j − λ pf_j sign(b_j)| for b_j ≠ 0,
+// max(|g_j| − λ pf_j, 0) for b_j = 0, with g = X̃ᵀr/n (X̃ the centered columns), and |mean(r)|
+// for the intercept. Keeps references to x and y.
+class LassoOracle {
+ public:
+  LassoOracle(const SparseRowMatrix& x, const Eigen::VectorXd& y, Eigen::VectorXd mu,
+              Eigen::VectorXd pf);
+  double Objective(double lambda, double intercept, const Eigen::VectorXd& beta) const;
+  double KktViolation(double lambda, double intercept, const Eigen::VectorXd& beta) const;
+  // The intercept that goes with `beta`: ȳ − μᵀb.
+  double Intercept(const Eigen::VectorXd& beta) const;
+
+ private:
+  Eigen::VectorXd Residual(double intercept, const Eigen::VectorXd& beta) const;
+  const SparseRowMatrix& x_;
+  const Eigen::VectorXd& y_;
+  Eigen::VectorXd mu_, pf_;
+};
+
 class LassoApp;
+class DataParallelLasso;
 
 // Owns the data partitions and the warm-start state between fits along a λ path.
 class LassoSolver {
@@ -72,15 +101,15 @@ class LassoSolver {
   // Sets the coefficients (e.g. back to zero); workers' residuals follow on the next fit.
   void Reset();
 
-  // Oracles computed serially from the full data: the objective, and the largest violation
-  // of the optimality conditions: |g_j − λ pf_j sign(b_j)| for b_j ≠ 0,
-  // max(|g_j| − λ pf_j, 0) for b_j = 0, with g = X̃ᵀr/n.
+  // See LassoOracle.
   double Objective(double lambda, double intercept, const Eigen::VectorXd& beta) const;
   double KktViolation(double lambda, double intercept, const Eigen::VectorXd& beta) const;
 
  private:
   LassoSolver() = default;
-  std::unique_ptr<LassoApp> app_;
+  const LassoOracle& oracle() const;
+  std::unique_ptr<LassoApp> app_;          // model-parallel
+  std::unique_ptr<DataParallelLasso> dp_;  // data-parallel
   LassoOptions options_;
 };
 

@@ -1,0 +1,349 @@
+#include "algorithms/lasso/lasso_dp.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+namespace tessera {
+
+namespace {
+
+constexpr TableId kStats = 0;  // setup: Σx_j | Σx_j² | Σx_j y | Σy | n   (3p + 2 keys, add)
+constexpr TableId kPower = 1;  // setup: X̃ᵀX̃v/n for the power iteration (p keys, assign)
+constexpr TableId kBeta = 2;   // the coefficients b (p keys, proximal step)
+constexpr TableId kGrad = 3;   // hogwild only: G, the sum of the latest gradients (p keys, add)
+
+constexpr int kPowerIterations = 30;
+// L is estimated from below by the power iteration; a step of 1/(1.02 L) stays stable.
+constexpr double kLipschitzMargin = 1.02;
+
+double SoftThreshold(double z, double t) { return z > t ? z - t : (z < -t ? z + t : 0.0); }
+
+// The server-side proximal step. State per coefficient: G (the sum of the workers' latest
+// gradients), x (the last proximal iterate) and k (steps since the last restart).
+UpdaterPtr ProximalUpdater(double lambda, double step, std::shared_ptr<const Eigen::VectorXd> pf,
+                           bool momentum) {
+  return FunctionUpdater(
+      "lasso_proximal", 3,
+      [=](Key first, std::size_t count, int, double* value, const double* delta, double* state) {
+        std::vector<double> next(count);
+        double restart_test = 0;  // (b − x_new)ᵀ(x_new − x): > 0 means momentum points uphill
+        for (std::size_t i = 0; i < count; ++i) {
+          double* s = state + 3 * i;
+          s[0] += delta[i];
+          const double t = step * lambda * (*pf)[static_cast<Eigen::Index>(first + i)];
+          next[i] = SoftThreshold(value[i] - step * s[0], t);
+          restart_test += (value[i] - next[i]) * (next[i] - s[1]);
+        }
+        const bool restart = restart_test > 0;
+        for (std::size_t i = 0; i < count; ++i) {
+          double* s = state + 3 * i;
+          const double k = restart ? 0 : s[2];
+          const double beta = momentum ? k / (k + 3) : 0;
+          value[i] = next[i] + beta * (next[i] - s[1]);
+          s[1] = next[i];
+          s[2] = k + 1;
+        }
+      });
+}
+
+}  // namespace
+
+class DataParallelLasso::App final : public DataParallelApp {
+ public:
+  App(const Dataset& data, const LassoOptions& opts)
+      : data_(data), opts_(opts), n_(data.rows()), p_(data.cols()) {
+    shards_.resize(opts.data_parallel.workers);
+    beta_ = Eigen::VectorXd::Zero(p_);
+  }
+
+  std::size_t num_rows() const override { return static_cast<std::size_t>(n_); }
+
+  std::vector<TableSpec> Tables(const DataParallelOptions& o) override {
+    const Consistency bsp;
+    TableSpec stats;
+    stats.name = "lasso_stats";
+    stats.num_keys = static_cast<std::uint64_t>(3 * p_ + 2);
+    stats.consistency = bsp;
+    TableSpec power;
+    power.name = "lasso_power";
+    power.num_keys = static_cast<std::uint64_t>(p_);
+    power.consistency = bsp;
+    power.updater =
+        FunctionUpdater("assign", 0,
+                        [](Key, std::size_t count, int dim, double* value, const double* sum,
+                           double*) { std::copy(sum, sum + count * dim, value); });
+    TableSpec beta;
+    beta.name = "lasso_beta";
+    beta.num_keys = static_cast<std::uint64_t>(p_);
+    beta.consistency = o.consistency;
+    beta.initial_values = beta_;
+    const bool sync = o.consistency.model == ConsistencyModel::kBsp;
+    // Asynchronously each push takes a step with gradients up to (1 + S) clocks of every
+    // worker old: 1/(L P (1 + S)) keeps that delayed iteration stable.
+    const double delay = sync ? 1.0 : o.workers * (1.0 + o.consistency.staleness);
+    step_ = ready_ ? 1.0 / (lipschitz_ * delay) : 0.0;
+    if (o.consistency.model != ConsistencyModel::kHogwild) {
+      beta.updater = ProximalUpdater(lambda_, step_, pf_, opts_.accelerate && sync);
+      return {stats, power, beta};
+    }
+    // Hogwild: no update may keep state that a lost write would corrupt for good. G lives in
+    // its own table of atomic adds, and workers write proximal steps into b themselves; a
+    // step lost to a concurrent write is simply taken again.
+    hogwild_ = true;
+    beta.updater = power.updater;  // assign
+    TableSpec grad;
+    grad.name = "lasso_gradient";
+    grad.num_keys = static_cast<std::uint64_t>(p_);
+    grad.consistency = o.consistency;
+    return {stats, power, beta, grad};
+  }
+
+  Status Setup(DpWorkerContext& ctx) override {
+    if (ready_) return Status::Ok();
+    Shard& sh = shards_[ctx.worker];
+    BuildShard(sh, ctx.rows);
+    const double rep = ctx.replication;
+    const Eigen::Index p = p_;
+    const double n = static_cast<double>(n_);
+
+    // Column statistics and xᵀy, summed over workers in one clock.
+    Eigen::VectorXd s = Eigen::VectorXd::Zero(3 * p + 2);
+    for (Eigen::Index j = 0; j < p; ++j) {
+      for (SparseColMatrix::InnerIterator it(sh.x, j); it; ++it) {
+        s[j] += it.value();
+        s[p + j] += it.value() * it.value();
+        s[2 * p + j] += it.value() * sh.y[it.index()];
+      }
+    }
+    s[3 * p] = sh.y.sum();
+    s[3 * p + 1] = static_cast<double>(sh.y.size());
+    s /= rep;
+    const KeyRange all_stats{0, static_cast<Key>(3 * p + 2)};
+    TESSERA_RETURN_IF_ERROR(ctx.client->PushRange(kStats, all_stats, Span(s)));
+    TESSERA_RETURN_IF_ERROR(ctx.client->Clock());
+    TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd tot, ctx.client->PullRange(kStats, all_stats).Get());
+    if (std::abs(tot[3 * p + 1] - n) > 0.5) {
+      return Internal("lasso setup: the workers hold " + std::to_string(tot[3 * p + 1]) +
+                      " rows, expected " + std::to_string(n_));
+    }
+    Eigen::VectorXd mu = tot.head(p) / n;
+    Eigen::VectorXd pf(p), d(p);
+    const double ybar = tot[3 * p] / n;
+    double lambda_max = 0;
+    for (Eigen::Index j = 0; j < p; ++j) {
+      d[j] = std::max(0.0, tot[p + j] - n * mu[j] * mu[j]);
+      if (d[j] <= 1e-12 * std::max(tot[p + j], 1e-300)) d[j] = 0;  // constant column
+      pf[j] = opts_.standardize ? std::sqrt(d[j] / n) : 1.0;
+      if (d[j] > 0 && pf[j] > 0) {
+        // x̃_jᵀỹ = Σ x_ij y_i − ȳ Σ x_ij
+        lambda_max = std::max(lambda_max, std::abs(tot[2 * p + j] - ybar * tot[j]) / (n * pf[j]));
+      }
+    }
+    sh.y.array() -= ybar;  // from here on, the centered response ỹ
+
+    // Power iteration for L = λ_max(X̃ᵀX̃/n); every worker computes the same v.
+    std::mt19937_64 rng(opts_.data_parallel.seed);
+    std::normal_distribution<double> normal;
+    Eigen::VectorXd v(p);
+    for (Eigen::Index j = 0; j < p; ++j) v[j] = d[j] > 0 ? normal(rng) : 0.0;
+    double lipschitz = 0;
+    if (v.norm() > 0) {
+      v /= v.norm();
+      const KeyRange all{0, static_cast<Key>(p)};
+      for (int it = 0; it < kPowerIterations; ++it) {
+        Eigen::VectorXd z = CenteredGradient(sh, mu, v, /*subtract_y=*/false) / (n * rep);
+        TESSERA_RETURN_IF_ERROR(ctx.client->PushRange(kPower, all, Span(z)));
+        TESSERA_RETURN_IF_ERROR(ctx.client->Clock());
+        TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd sum, ctx.client->PullRange(kPower, all).Get());
+        lipschitz = sum.norm();
+        if (!(lipschitz > 0)) break;
+        v = sum / lipschitz;
+      }
+    } else {
+      // Every column is constant: still clock as often as the other workers.
+      for (int it = 0; it < kPowerIterations; ++it) {
+        TESSERA_RETURN_IF_ERROR(ctx.client->Clock());
+      }
+    }
+    if (ctx.worker == 0) {  // the driver reads these after the run
+      mu_ = mu;
+      pf_ = std::make_shared<const Eigen::VectorXd>(pf);
+      ybar_ = ybar;
+      lambda_max_ = lambda_max;
+      lipschitz_ = std::max(lipschitz, 1e-300) * kLipschitzMargin;
+    }
+    return Status::Ok();
+  }
+
+  Status ProcessBatch(DpWorkerContext& ctx, std::span<const std::uint32_t> batch) override {
+    Shard& sh = shards_[ctx.worker];
+    const KeyRange all{0, static_cast<Key>(p_)};
+    TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd b, ctx.client->PullRange(kBeta, all).Get());
+    if (sh.g_acc.size() != p_) sh.g_acc = Eigen::VectorXd::Zero(p_);
+    if (sh.g_last.size() != p_) sh.g_last = Eigen::VectorXd::Zero(p_);
+    if (batch.size() == ctx.rows.size()) {
+      sh.g_acc += CenteredGradient(sh, mu_, b, /*subtract_y=*/true) / ctx.rows_per_clock;
+    } else {  // a mini-batch: rows straight from the row-major data
+      const double c = mu_.dot(b);
+      double rsum = 0;
+      Eigen::VectorXd g = Eigen::VectorXd::Zero(p_);
+      for (auto i : batch) {
+        const double r = data_.x.row(i).dot(b) - c - (data_.y[i] - ybar_);
+        for (SparseRowMatrix::InnerIterator it(data_.x, i); it; ++it)
+          g[it.index()] += r * it.value();
+        rsum += r;
+      }
+      g -= mu_ * rsum;
+      sh.g_acc += g / ctx.rows_per_clock;
+    }
+    if (!ctx.ends_clock) return Status::Ok();
+    // Push the change of this worker's gradient: the server's G becomes the sum of the latest.
+    Eigen::VectorXd delta = sh.g_acc - sh.g_last;
+    std::swap(sh.g_last, sh.g_acc);
+    sh.g_acc.setZero();
+    if (!hogwild_) return ctx.client->PushRange(kBeta, all, Span(delta));
+    TESSERA_RETURN_IF_ERROR(ctx.client->PushRange(kGrad, all, Span(delta)));
+    TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd grad, ctx.client->PullRange(kGrad, all).Get());
+    TESSERA_ASSIGN_OR_RETURN(b, ctx.client->PullRange(kBeta, all).Get());
+    for (Eigen::Index j = 0; j < p_; ++j) {
+      b[j] = SoftThreshold(b[j] - step_ * grad[j], step_ * lambda_ * (*pf_)[j]);
+    }
+    return ctx.client->PushRange(kBeta, all, Span(b));
+  }
+
+  StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext& ctx) override {
+    Eigen::VectorXd t = Eigen::VectorXd::Zero(2);
+    if (!ready_) return t;  // the setup run: nothing to evaluate yet
+    Shard& sh = shards_[ctx.worker];
+    TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd b,
+                             ctx.client->PullRange(kBeta, {0, static_cast<Key>(p_)}).Get());
+    Eigen::VectorXd r = sh.x * b;
+    r.array() -= mu_.dot(b);
+    r -= sh.y;
+    t[0] = r.squaredNorm() / ctx.replication;
+    if (ctx.worker == 0) {
+      for (Eigen::Index j = 0; j < p_; ++j) t[1] += (*pf_)[j] * std::abs(b[j]);
+    }
+    return t;
+  }
+
+  double Objective(const Eigen::VectorXd& t) override {
+    return t[0] / (2.0 * static_cast<double>(n_)) + lambda_ * t[1];
+  }
+
+  // The solver's side, between runs.
+  void BeginFit(double lambda) {
+    lambda_ = lambda;
+    for (Shard& sh : shards_) {
+      sh.g_acc.resize(0);
+      sh.g_last.resize(0);
+    }
+  }
+  void FinishSetup(const Dataset& data) {
+    ready_ = true;
+    oracle_ = std::make_unique<LassoOracle>(data.x, data.y, mu_, *pf_);
+  }
+  double lambda_max() const { return lambda_max_; }
+  const LassoOracle& oracle() const { return *oracle_; }
+  Eigen::VectorXd& beta() { return beta_; }
+
+ private:
+  struct Shard {
+    SparseColMatrix x;              // the worker's rows, column-major
+    Eigen::VectorXd y;              // their responses (centered after setup)
+    Eigen::VectorXd g_acc, g_last;  // gradient of this clock so far; the last one pushed
+  };
+
+  static std::span<const double> Span(const Eigen::VectorXd& v) {
+    return {v.data(), static_cast<std::size_t>(v.size())};
+  }
+
+  void BuildShard(Shard& sh, std::span<const std::uint32_t> rows) {
+    std::vector<Eigen::Triplet<double, std::int64_t>> entries;
+    sh.y.resize(static_cast<Eigen::Index>(rows.size()));
+    for (std::size_t l = 0; l < rows.size(); ++l) {
+      for (SparseRowMatrix::InnerIterator it(data_.x, rows[l]); it; ++it) {
+        entries.emplace_back(static_cast<std::int64_t>(l), it.index(), it.value());
+      }
+      sh.y[static_cast<Eigen::Index>(l)] = data_.y[rows[l]];
+    }
+    sh.x = SparseColMatrix(static_cast<Eigen::Index>(rows.size()), p_);
+    sh.x.setFromTriplets(entries.begin(), entries.end());
+    sh.x.makeCompressed();
+  }
+
+  // X̃ᵀ(X̃v − ỹ) over the shard's rows (or X̃ᵀX̃v without ỹ), X̃ the centered columns.
+  static Eigen::VectorXd CenteredGradient(const Shard& sh, const Eigen::VectorXd& mu,
+                                          const Eigen::VectorXd& v, bool subtract_y) {
+    Eigen::VectorXd r = sh.x * v;
+    r.array() -= mu.dot(v);
+    if (subtract_y) r -= sh.y;
+    Eigen::VectorXd g = sh.x.transpose() * r;
+    g -= mu * r.sum();
+    return g;
+  }
+
+  const Dataset& data_;
+  LassoOptions opts_;
+  const Eigen::Index n_, p_;
+  std::vector<Shard> shards_;
+  // Set by worker 0 in the setup run, read-only afterwards.
+  bool ready_ = false;
+  Eigen::VectorXd mu_;
+  std::shared_ptr<const Eigen::VectorXd> pf_ = std::make_shared<const Eigen::VectorXd>();
+  double ybar_ = 0, lambda_max_ = 0, lipschitz_ = 1;
+  std::unique_ptr<LassoOracle> oracle_;
+  double lambda_ = 0;
+  Eigen::VectorXd beta_;
+  double step_ = 0;  // set by Tables() before the workers start
+  bool hogwild_ = false;
+};
+
+StatusOr<std::unique_ptr<DataParallelLasso>> DataParallelLasso::Create(
+    const Dataset& data, const LassoOptions& options) {
+  const DataParallelOptions& dp = options.data_parallel;
+  if (dp.workers > data.rows()) {
+    return InvalidArgument("--workers " + std::to_string(dp.workers) + " is more than the " +
+                           std::to_string(data.rows()) + " rows");
+  }
+  std::unique_ptr<DataParallelLasso> solver(new DataParallelLasso);
+  solver->options_ = options;
+  solver->app_ = std::make_unique<App>(data, options);
+  DataParallelOptions setup = dp;
+  setup.max_epochs = 0;
+  setup.trace_path.clear();
+  setup.progress = false;
+  TESSERA_RETURN_IF_ERROR(RunDataParallel(*solver->app_, setup).status());
+  solver->app_->FinishSetup(data);
+  return solver;
+}
+
+DataParallelLasso::~DataParallelLasso() = default;
+
+double DataParallelLasso::LambdaMax() const { return app_->lambda_max(); }
+
+void DataParallelLasso::Reset() { app_->beta().setZero(); }
+
+const LassoOracle& DataParallelLasso::oracle() const { return app_->oracle(); }
+
+StatusOr<LassoSolution> DataParallelLasso::Fit(double lambda) {
+  app_->BeginFit(lambda);
+  TESSERA_ASSIGN_OR_RETURN(DataParallelResult r, RunDataParallel(*app_, options_.data_parallel));
+  app_->beta() = r.tables[kBeta];
+  LassoSolution s;
+  s.lambda = lambda;
+  s.beta = r.tables[kBeta];
+  s.intercept = app_->oracle().Intercept(s.beta);
+  s.objective = app_->oracle().Objective(lambda, s.intercept, s.beta);
+  s.kkt_violation = app_->oracle().KktViolation(lambda, s.intercept, s.beta);
+  s.rounds = r.run.rounds;
+  s.seconds = r.run.seconds;
+  s.bytes = r.run.bytes;
+  s.updates = r.run.updates;
+  s.stop_reason = r.run.stop_reason;
+  s.evaluations = std::move(r.run.evaluations);
+  return s;
+}
+
+}  // namespace tessera

@@ -1,0 +1,43 @@
+// Lasso in data-parallel mode: proximal gradient with the coefficients in a parameter server.
+//
+// The same problem as lasso.h. Rows are partitioned over workers (any partition scheme). Each
+// worker pulls b, computes the gradient of (1/2n)‖r‖² over its rows (implicitly centered, so
+// sparse data stays sparse) and pushes the change of its gradient since its last push. The
+// server keeps the sum of the workers' latest gradients G and runs the proximal step
+//   x ← S(b − G/L, λ pf / L),   b ← x + β (x − x_prev)
+// in its update function. Under bsp a shard runs it once per clock on every worker's push, so
+// this is exactly ISTA or, with `accelerate`, FISTA with gradient-based adaptive restart
+// (O'Donoghue & Candès 2015). Under ssp, essp, asp and hogwild it runs on each push as it
+// arrives with the other workers' latest (stale) gradients: the proximal incremental
+// aggregated gradient method, without momentum.
+//
+// Setup (once per solver, through the parameter server): column sums, sums of squares and
+// xᵀy give μ, the penalty factors and λ_max; 30 power iterations give L, the largest
+// eigenvalue of X̃ᵀX̃/n, so the step 1/L needs no line search.
+#pragma once
+
+#include <memory>
+
+#include "algorithms/lasso/lasso.h"
+
+namespace tessera {
+
+class DataParallelLasso {
+ public:
+  static StatusOr<std::unique_ptr<DataParallelLasso>> Create(const Dataset& data,
+                                                             const LassoOptions& options);
+  ~DataParallelLasso();
+  double LambdaMax() const;
+  // Fits at `lambda` warm-started from the current coefficients.
+  StatusOr<LassoSolution> Fit(double lambda);
+  void Reset();
+  const LassoOracle& oracle() const;
+
+ private:
+  class App;
+  DataParallelLasso() = default;
+  std::unique_ptr<App> app_;
+  LassoOptions options_;
+};
+
+}  // namespace tessera
