@@ -2,16 +2,17 @@
 # Installs, with apt-get, every Debian package Tessera needs to build, test and run its
 # examples. Idempotent: installs only what is missing. Needs root (or sudo).
 #   scripts/install-deps.sh          build + test dependencies
-#   scripts/install-deps.sh --bench  also the benchmark peers (R glmnet, gnuplot)
+#   scripts/install-deps.sh --bench  also the benchmark peers (R glmnet, GNU time)
 set -euo pipefail
 packages=(
   g++ cmake make pkg-config ccache git ca-certificates
   libboost-fiber-dev libboost-context-dev libboost-system-dev libboost-program-options-dev
   libeigen3-dev libcli11-dev zlib1g-dev libssl-dev libthrift-dev thrift-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
+  gnuplot-nox  # `tessera compare` plots
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(r-base-core r-cran-glmnet gnuplot-nox time)
+  packages+=(r-base-core r-cran-glmnet time)
 fi
 missing=()
 for p in "${packages[@]}"; do

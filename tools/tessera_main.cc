@@ -9,6 +9,7 @@
 #include "core/dataset.h"
 #include "core/fiber_pool.h"
 #include "core/metrics.h"
+#include "tools/compare.h"
 
 namespace tessera {
 namespace {
@@ -65,6 +66,12 @@ struct LassoFlags {
   bool quiet = false;
   bool no_strong = false, no_active = false;
   int threads = 0;
+  // Data-parallel mode; parsed into opts.data_parallel by FinishLassoFlags.
+  std::string consistency = "bsp";
+  std::string frequency = "epoch";
+  std::string partition = "disjoint_contiguous";
+  bool no_accelerate = false;
+  std::string summary;  // one-row CSV of the result, for `tessera compare`
 };
 
 void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
@@ -80,6 +87,10 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
   cmd.add_option("--path", f.path, "Fit a path of N lambdas from lambda_max down (warm starts)");
   cmd.add_option("--path-ratio", f.path_ratio,
                  "Smallest lambda of the path / lambda_max (default 1e-4, 1e-2 if p > n)");
+  cmd.add_option("--mode", f.opts.mode,
+                 "model-parallel (coordinate descent, STRADS) | data-parallel (proximal "
+                 "gradient on a parameter server)")
+      ->capture_default_str();
   cmd.add_option("--workers", f.opts.engine.workers, "Worker fibers, each owning a row partition")
       ->capture_default_str();
   cmd.add_option("--threads", f.threads, "OS threads running the fibers (default: all cores)");
@@ -109,8 +120,77 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
   cmd.add_flag("--no-strong-rules", f.no_strong, "Do not screen with the strong rule");
   cmd.add_flag("--no-active-set", f.no_active, "Always sweep every candidate");
   cmd.add_option("--trace", f.opts.engine.trace_path, "Per-round metrics CSV");
+  auto& dp = f.opts.data_parallel;
+  const std::string g = "Data-parallel mode";
+  cmd.add_option("--servers", dp.servers, "Parameter-server shards")
+      ->capture_default_str()
+      ->group(g);
+  cmd.add_option("--consistency", f.consistency, "bsp | ssp:S | essp:S | asp | hogwild")
+      ->capture_default_str()
+      ->group(g);
+  cmd.add_option("--update-frequency", f.frequency, "batch | nbatches:N | epoch")
+      ->capture_default_str()
+      ->group(g);
+  cmd.add_option("--partition", f.partition,
+                 "disjoint_contiguous | disjoint_round_robin | disjoint_random | "
+                 "overlap_reshuffle")
+      ->capture_default_str()
+      ->group(g);
+  cmd.add_option("--batch-size", dp.batch_size, "Rows per batch (0: the whole partition)")
+      ->capture_default_str()
+      ->group(g);
+  cmd.add_option("--max-epochs", dp.max_epochs, "Passes over the data per lambda")
+      ->capture_default_str()
+      ->group(g);
+  cmd.add_option("--evaluate-every", dp.evaluate_every, "Clocks between objective evaluations")
+      ->capture_default_str()
+      ->group(g);
+  cmd.add_option("--objective-tolerance", dp.objective_tolerance,
+                 "Stop when the objective changes by less than this (relative) between "
+                 "evaluations")
+      ->capture_default_str()
+      ->group(g);
+  cmd.add_flag("--no-accelerate", f.no_accelerate, "Plain proximal gradient (no FISTA momentum)")
+      ->group(g);
+  cmd.add_option("--summary", f.summary, "Write a one-row CSV summary of the fit");
   cmd.add_option("--output", f.output, "Coefficients CSV (a path: one row per lambda)");
   cmd.add_flag("--quiet", f.quiet, "No progress line or summary");
+}
+
+// Parses the data-parallel names and copies the flags both modes share.
+Status FinishDataParallelFlags(LassoFlags& f) {
+  auto& dp = f.opts.data_parallel;
+  auto c = Consistency::Parse(f.consistency);
+  if (!c.ok()) return InvalidArgument("--consistency: " + c.status().message());
+  dp.consistency = *c;
+  auto freq = UpdateFrequency::Parse(f.frequency);
+  if (!freq.ok()) return InvalidArgument("--update-frequency: " + freq.status().message());
+  dp.frequency = *freq;
+  auto part = ParsePartitionScheme(f.partition);
+  if (!part.ok()) return InvalidArgument("--partition: " + part.status().message());
+  dp.partition = *part;
+  dp.workers = f.opts.engine.workers;
+  dp.max_seconds = f.opts.engine.max_seconds;
+  dp.seed = f.opts.engine.seed;
+  dp.trace_path = f.opts.engine.trace_path;
+  dp.progress = f.opts.engine.progress;
+  dp.label = f.opts.engine.label;
+  f.opts.accelerate = !f.no_accelerate;
+  return Status::Ok();
+}
+
+// One row: what `tessera compare` tabulates.
+Status WriteSummary(const std::string& path, const LassoOptions& o, const LassoSolution& r,
+                    double setup_seconds) {
+  CsvWriter out;
+  TESSERA_RETURN_IF_ERROR(out.Open(
+      path, "mode,lambda,objective,kkt,nonzeros,rounds,seconds,setup_seconds,bytes,peak_rss,stop"));
+  out.Row(o.mode + "," + FormatDouble(r.lambda) + "," + FormatDouble(r.objective) + "," +
+          FormatDouble(r.kkt_violation) + "," + std::to_string(r.nonzeros()) + "," +
+          std::to_string(r.rounds) + "," + FormatDouble(r.seconds) + "," +
+          FormatDouble(setup_seconds) + "," + std::to_string(r.bytes) + "," +
+          std::to_string(PeakRssBytes()) + "," + r.stop_reason);
+  return out.Finish();
 }
 
 int RunLasso(LassoFlags& f) {
@@ -129,6 +209,9 @@ int RunLasso(LassoFlags& f) {
     return Fail(InvalidArgument("--lambda-ratio must be in (0, 1]"));
   }
   if (f.path < 0) return Fail(InvalidArgument("--path must be >= 1"));
+  if (f.path > 0 && !f.summary.empty()) {
+    return Fail(InvalidArgument("--summary describes one fit; drop it or --path"));
+  }
   if (f.path > 0 && (f.lambda != 0 || f.lambda_ratio != 0)) {
     return Fail(InvalidArgument("--path computes its own lambdas; drop --lambda/--lambda-ratio"));
   }
@@ -136,13 +219,18 @@ int RunLasso(LassoFlags& f) {
   f.opts.active_set = !f.no_active;
   f.opts.engine.progress = !f.quiet;
   f.opts.engine.label = "lasso";
+  if (auto st = FinishDataParallelFlags(f); !st.ok()) return Fail(st);
   if (auto st = f.opts.Validate(); !st.ok()) return Fail(st);
+  const bool data_parallel = f.opts.mode == "data-parallel";
 
   auto data = LoadData(f.data);
   if (!data.ok()) return Fail(data.status());
   const Dataset& d = *data;
   const std::string trace = f.opts.engine.trace_path;
-  if (f.path > 0) f.opts.engine.trace_path.clear();  // the path trace is written below
+  if (f.path > 0) {  // the path trace is written below
+    f.opts.engine.trace_path.clear();
+    f.opts.data_parallel.trace_path.clear();
+  }
   Stopwatch setup_clock;
   auto solver = LassoSolver::Create(d, f.opts);
   const double setup_seconds = setup_clock.Seconds();
@@ -153,12 +241,24 @@ int RunLasso(LassoFlags& f) {
     std::printf("tessera lasso: %s: %lld rows x %lld features, %lld nonzeros; lambda_max %.9g\n",
                 d.source.c_str(), static_cast<long long>(d.rows()),
                 static_cast<long long>(d.cols()), static_cast<long long>(d.x.nonZeros()), lmax);
-    std::printf(
-        "  %d workers on %d threads, scheduler %s (block %d), %s updates, pipeline depth %d;"
-        " setup %.3f s\n",
-        f.opts.engine.workers, FiberPool::Global().threads(), f.opts.scheduler.c_str(),
-        f.opts.scheduler_options.block_size, f.opts.block_update.c_str(),
-        f.opts.engine.pipeline_depth, setup_seconds);
+    if (data_parallel) {
+      const auto& dp = f.opts.data_parallel;
+      std::printf(
+          "  data-parallel: %d servers, %d workers on %d threads, consistency %s, update "
+          "frequency %s, partition %s, %s; setup %.3f s\n",
+          dp.servers, dp.workers, FiberPool::Global().threads(), dp.consistency.ToString().c_str(),
+          dp.frequency.ToString().c_str(), ToString(dp.partition).c_str(),
+          f.opts.accelerate && dp.consistency.model == ConsistencyModel::kBsp ? "FISTA"
+                                                                              : "proximal gradient",
+          setup_seconds);
+    } else {
+      std::printf(
+          "  model-parallel: %d workers on %d threads, scheduler %s (block %d), %s updates, "
+          "pipeline depth %d; setup %.3f s\n",
+          f.opts.engine.workers, FiberPool::Global().threads(), f.opts.scheduler.c_str(),
+          f.opts.scheduler_options.block_size, f.opts.block_update.c_str(),
+          f.opts.engine.pipeline_depth, setup_seconds);
+    }
   }
   auto print = [&](const LassoSolution& r) {
     if (f.quiet) return;
@@ -201,6 +301,9 @@ int RunLasso(LassoFlags& f) {
     if (!f.output.empty()) {
       if (auto st = WriteCoefficients(f.output, d, *r); !st.ok()) return Fail(st);
     }
+    if (!f.summary.empty()) {
+      if (auto st = WriteSummary(f.summary, f.opts, *r, setup_seconds); !st.ok()) return Fail(st);
+    }
   }
   return 0;
 }
@@ -214,8 +317,31 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "tessera 0.1.0");
   LassoFlags lasso;
-  CLI::App* lasso_cmd = app.add_subcommand("lasso", "Fit a Lasso with the model-parallel engine");
+  // Data-parallel Lasso runs full-gradient epochs: many more, and cheaper, than CD rounds.
+  lasso.opts.data_parallel.max_epochs = 10000;
+  lasso.opts.data_parallel.evaluate_every = 10;
+  lasso.opts.data_parallel.objective_tolerance = 1e-10;
+  CLI::App* lasso_cmd = app.add_subcommand(
+      "lasso",
+      "Fit a Lasso (model-parallel coordinate descent or data-parallel proximal gradient)");
   AddLassoFlags(*lasso_cmd, lasso);
+  CompareFlags compare;
+  CLI::App* compare_cmd = app.add_subcommand(
+      "compare",
+      "Run an app in model-parallel and data-parallel mode under the same budget and show "
+      "both: table, CSV, PNG. Other flags go to both runs, e.g. tessera compare lasso --data F "
+      "--lambda-ratio 0.1 --workers 2 --consistency ssp:2 --budget-seconds 30");
+  compare_cmd->add_option("app", compare.app, "lasso")->required();
+  compare_cmd
+      ->add_option("--out", compare.out,
+                   "Output prefix: PREFIX.csv, PREFIX-summary.csv, "
+                   "PREFIX.png")
+      ->capture_default_str();
+  compare_cmd->add_option("--budget-seconds", compare.budget_seconds,
+                          "Wall-time limit of each run (setup excluded)");
+  compare_cmd->add_option("--budget-rounds", compare.budget_rounds,
+                          "Round limit of each run (model-parallel rounds, data-parallel clocks)");
+  compare_cmd->allow_extras();
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -230,5 +356,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (lasso_cmd->parsed()) return RunLasso(lasso);
+  if (compare_cmd->parsed()) {
+    compare.forwarded = compare_cmd->remaining();
+    return RunCompare(compare);
+  }
   return 2;
 }

@@ -79,6 +79,57 @@ TEST(CliTest, PathWritesOneRowPerLambda) {
   EXPECT_EQ(lines, 6);
 }
 
+TEST(CliTest, DataParallelModeFitsDiabetes) {
+  testing::TempDir dir;
+  const std::string coef = dir.Path("coef.csv"), trace = dir.Path("trace.csv");
+  auto r = RunCli("lasso --data " + Diabetes() +
+                  " --lambda 0.214804357553 --mode data-parallel --servers 2 --workers 3 "
+                  "--consistency ssp:2 --partition disjoint_random --output " +
+                  coef + " --trace " + trace);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("data-parallel: 2 servers, 3 workers"));
+  EXPECT_THAT(r.output, HasSubstr("consistency ssp:2"));
+  EXPECT_THAT(r.output, HasSubstr("objective 1807.16"));
+  std::ifstream in(coef);
+  std::string header, intercept;
+  std::getline(in, header);
+  std::getline(in, intercept);
+  EXPECT_THAT(intercept, HasSubstr("(intercept),152.13"));
+  EXPECT_TRUE(std::filesystem::exists(trace));
+}
+
+// The main use of `compare`: both modes on the same data and λ, a table, a CSV and a PNG.
+TEST(CliTest, CompareRunsBothModesAndWritesTableCsvAndPlot) {
+  testing::TempDir dir;
+  const std::string out = dir.Path("cmp");
+  auto r = RunCli("compare lasso --data " + Diabetes() +
+                  " --lambda-ratio 0.01 --workers 2 --consistency bsp --out " + out);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("model-parallel  1482.109"));
+  EXPECT_THAT(r.output, HasSubstr("data-parallel   1482.109"));
+  EXPECT_TRUE(std::filesystem::exists(out + ".csv"));
+  std::ifstream summary(out + "-summary.csv");
+  int rows = 0;
+  for (std::string l; std::getline(summary, l);) ++rows;
+  EXPECT_EQ(rows, 3);
+  if (r.output.find("PNG skipped") == std::string::npos) {
+    EXPECT_GT(std::filesystem::file_size(out + ".png"), 1000u);
+  }
+  // A run that fails says why, and compare writes nothing.
+  const std::string bad = dir.File("bad.csv", "a,y\n1,2\n3\n");
+  auto failed = RunCli("compare lasso --data " + bad + " --out " + dir.Path("none"));
+  EXPECT_EQ(failed.code, 1);
+  EXPECT_THAT(failed.output, HasSubstr("bad.csv:3: expected 2 fields"));
+  EXPECT_THAT(failed.output, HasSubstr("the model-parallel run failed (exit 1)"));
+  EXPECT_FALSE(std::filesystem::exists(dir.Path("none.csv")));
+  // An equal round budget stops both runs early.
+  auto budget = RunCli("compare lasso --data " + Diabetes() +
+                       " --lambda-ratio 0.001 --budget-rounds 5 --out " + out);
+  ASSERT_EQ(budget.code, 0) << budget.output;
+  EXPECT_THAT(budget.output, HasSubstr("max rounds"));
+  EXPECT_THAT(budget.output, HasSubstr("max epochs"));
+}
+
 struct BadRun {
   const char* name;
   std::string args;
@@ -122,6 +173,26 @@ INSTANTIATE_TEST_SUITE_P(
         BadRun{"bad_depth", "lasso --data " + Diabetes() + " --pipeline-depth 0", 1,
                "--pipeline-depth"},
         BadRun{"no_subcommand", "", 2, "subcommand"},
+        BadRun{"unknown_mode", "lasso --data " + Diabetes() + " --mode hybrid", 1,
+               "--mode must be 'model-parallel' or 'data-parallel', got 'hybrid'"},
+        BadRun{"unknown_consistency",
+               "lasso --data " + Diabetes() + " --mode data-parallel --consistency eventual", 1,
+               "--consistency: unknown consistency model 'eventual' (expected bsp, ssp:S"},
+        BadRun{"negative_staleness",
+               "lasso --data " + Diabetes() + " --mode data-parallel --consistency ssp:-1", 1,
+               "--consistency: consistency 'ssp:-1': the staleness bound S must be an integer"},
+        BadRun{"zero_servers", "lasso --data " + Diabetes() + " --mode data-parallel --servers 0",
+               1, "--servers must be at least 1, got 0"},
+        BadRun{"unknown_partition",
+               "lasso --data " + Diabetes() + " --mode data-parallel --partition blocks", 1,
+               "--partition: unknown partition scheme 'blocks'"},
+        BadRun{"bad_frequency",
+               "lasso --data " + Diabetes() + " --mode data-parallel --update-frequency nbatches:0",
+               1, "--update-frequency: update frequency 'nbatches:0': N must be an integer >= 1"},
+        BadRun{"compare_unknown_app", "compare svm --data " + Diabetes(), 1,
+               "unknown app 'svm' (expected lasso)"},
+        BadRun{"compare_mode_flag", "compare lasso --data " + Diabetes() + " --mode asp", 1,
+               "--mode is set by compare itself"},
         BadRun{"unwritable_output", "lasso --data " + Diabetes() + " --quiet --trace /no/dir/t.csv",
                1, "/no/dir/t.csv: cannot write"}),
     [](const auto& info) { return std::string(info.param.name); });

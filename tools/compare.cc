@@ -1,0 +1,298 @@
+#include "tools/compare.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <limits>
+#include <map>
+#include <sstream>
+
+#include "core/metrics.h"
+#include "core/status.h"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+
+const char* const kModes[] = {"model-parallel", "data-parallel"};
+
+// A CSV file with a header, as rows of name -> field.
+StatusOr<std::vector<std::map<std::string, std::string>>> ReadTable(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return NotFound(path + ": missing");
+  std::string line;
+  std::vector<std::string> header;
+  std::vector<std::map<std::string, std::string>> rows;
+  auto split = [](const std::string& l) {
+    std::vector<std::string> out;
+    std::stringstream ss(l);
+    std::string f;
+    while (std::getline(ss, f, ',')) out.push_back(f);
+    return out;
+  };
+  if (!std::getline(in, line)) return DataLoss(path + ": empty");
+  header = split(line);
+  int number = 1;
+  while (std::getline(in, line)) {
+    ++number;
+    auto fields = split(line);
+    if (fields.size() + 1 == header.size()) fields.emplace_back();  // trailing empty field
+    if (fields.size() != header.size()) {
+      return DataLoss(path + ":" + std::to_string(number) + ": " + std::to_string(fields.size()) +
+                      " fields, header has " + std::to_string(header.size()));
+    }
+    std::map<std::string, std::string> row;
+    for (std::size_t i = 0; i < header.size(); ++i) row[header[i]] = fields[i];
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+double Num(const std::map<std::string, std::string>& row, const std::string& key) {
+  auto it = row.find(key);
+  if (it == row.end() || it->second.empty()) return std::numeric_limits<double>::quiet_NaN();
+  return std::strtod(it->second.c_str(), nullptr);
+}
+
+// Runs argv[0] (a path, or a name looked up on PATH) and waits; returns its exit code, 127 if it
+// could not be started.
+int RunProcess(const std::vector<std::string>& args, bool quiet_stdout) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) return 127;
+  if (pid == 0) {
+    if (quiet_stdout) {
+      if (std::freopen("/dev/null", "w", stdout) == nullptr) _exit(127);
+    }
+    execvp(argv[0], argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return 127;
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+struct ModeRun {
+  std::string mode;
+  std::map<std::string, std::string> summary;
+  std::vector<std::map<std::string, std::string>> trace;
+};
+
+std::string Fixed(double v, int precision) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", precision, v);
+  return buf;
+}
+
+std::string Sci(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2e", v);
+  return buf;
+}
+
+Status Plot(const std::string& prefix, const fs::path& dir, const std::vector<ModeRun>& runs,
+            double best, const std::string& title, bool& plotted) {
+  plotted = false;
+  std::string script =
+      "set terminal pngcairo size 1200,460 font ',10'\n"
+      "set output '" +
+      prefix +
+      ".png.tmp'\n"
+      "set datafile separator ','\n"
+      "set multiplot layout 1,2 title '" +
+      title +
+      "'\n"
+      "set logscale y\nset format y '10^{%L}'\nset grid\nset key top right\n"
+      "set ylabel 'relative suboptimality (F - F*) / F*'\n";
+  std::string plot_time = "set xlabel 'seconds (setup excluded)'\nplot ";
+  std::string plot_bytes = "set logscale x\nset xlabel 'bytes moved'\nplot ";
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const fs::path dat = dir / (runs[i].mode + ".dat");
+    std::ofstream out(dat);
+    for (const auto& row : runs[i].trace) {
+      const double f = Num(row, "objective");
+      if (std::isnan(f)) continue;
+      const double gap = std::max((f - best) / std::max(std::abs(best), 1e-300), 1e-16);
+      out << FormatDouble(Num(row, "seconds")) << "," << FormatDouble(gap) << ","
+          << FormatDouble(std::max(Num(row, "bytes"), 1.0)) << "\n";
+    }
+    const std::string sep = i + 1 < runs.size() ? ", " : "\n";
+    plot_time +=
+        "'" + dat.string() + "' using 1:2 with linespoints title '" + runs[i].mode + "'" + sep;
+    plot_bytes +=
+        "'" + dat.string() + "' using 3:2 with linespoints title '" + runs[i].mode + "'" + sep;
+  }
+  script += plot_time + plot_bytes + "unset multiplot\n";
+  const fs::path gp = dir / "plot.gp";
+  std::ofstream(gp) << script;
+  const int rc = RunProcess({"gnuplot", gp.string()}, true);
+  if (rc == 127) return Status::Ok();  // not installed: the caller says so
+  if (rc != 0) {
+    std::remove((prefix + ".png.tmp").c_str());
+    return Internal("gnuplot failed (exit " + std::to_string(rc) + ") on " + gp.string());
+  }
+  if (std::rename((prefix + ".png.tmp").c_str(), (prefix + ".png").c_str()) != 0) {
+    return DataLoss(prefix + ".png: cannot write");
+  }
+  plotted = true;
+  return Status::Ok();
+}
+
+int Fail(const Status& s) {
+  std::cerr << "tessera compare: error: " << s.message() << std::endl;
+  return 1;
+}
+
+}  // namespace
+
+int RunCompare(const CompareFlags& flags) {
+  if (flags.app != "lasso") {
+    return Fail(InvalidArgument("unknown app '" + flags.app + "' (expected lasso)"));
+  }
+  for (const std::string& a : flags.forwarded) {
+    for (const char* own : {"--mode", "--trace", "--summary", "--output", "--path", "--quiet",
+                            "--max-seconds", "--max-rounds", "--max-epochs"}) {
+      if (a == own || a.rfind(std::string(own) + "=", 0) == 0) {
+        return Fail(
+            InvalidArgument(a +
+                            " is set by compare itself (both modes run; use --budget-seconds or "
+                            "--budget-rounds for limits and --out for the files)"));
+      }
+    }
+  }
+  if (!(flags.budget_seconds >= 0)) return Fail(InvalidArgument("--budget-seconds must be >= 0"));
+  std::error_code ec;
+  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) return Fail(Internal("cannot find the tessera executable: " + ec.message()));
+  std::string tmpl = (fs::temp_directory_path() / "tessera-compare-XXXXXX").string();
+  if (!mkdtemp(tmpl.data())) return Fail(Internal("cannot create a temporary directory"));
+  const fs::path dir = tmpl;
+  struct Cleanup {
+    fs::path dir;
+    ~Cleanup() {
+      std::error_code e;
+      fs::remove_all(dir, e);
+    }
+  } cleanup{dir};
+
+  std::vector<ModeRun> runs;
+  for (const char* mode : kModes) {
+    std::vector<std::string> args = {self.string(), flags.app};
+    args.insert(args.end(), flags.forwarded.begin(), flags.forwarded.end());
+    const fs::path trace = dir / (std::string(mode) + ".trace.csv");
+    const fs::path summary = dir / (std::string(mode) + ".summary.csv");
+    args.insert(args.end(), {"--mode", mode, "--trace", trace.string(), "--summary",
+                             summary.string(), "--quiet"});
+    if (flags.budget_seconds > 0) {
+      args.insert(args.end(), {"--max-seconds", FormatDouble(flags.budget_seconds)});
+    }
+    if (flags.budget_rounds > 0) {
+      const bool mp = std::string(mode) == "model-parallel";
+      args.insert(args.end(),
+                  {mp ? "--max-rounds" : "--max-epochs", std::to_string(flags.budget_rounds)});
+    }
+    std::cerr << "tessera compare: running " << mode << " ..." << std::endl;
+    const int rc = RunProcess(args, true);
+    if (rc != 0) {
+      return Fail(Internal(std::string("the ") + mode + " run failed (exit " + std::to_string(rc) +
+                           "); its error is above"));
+    }
+    ModeRun run;
+    run.mode = mode;
+    auto s = ReadTable(summary.string());
+    if (!s.ok() || s->size() != 1) return Fail(DataLoss(std::string(mode) + ": no summary"));
+    run.summary = (*s)[0];
+    auto t = ReadTable(trace.string());
+    if (!t.ok()) return Fail(t.status());
+    run.trace = std::move(*t);
+    runs.push_back(std::move(run));
+  }
+
+  // F*: the best objective either run reached.
+  double best = HUGE_VAL;
+  for (const auto& r : runs) {
+    best = std::min(best, Num(r.summary, "objective"));
+    for (const auto& row : r.trace) {
+      const double f = Num(row, "objective");
+      if (!std::isnan(f)) best = std::min(best, f);
+    }
+  }
+  const double lambda = Num(runs[0].summary, "lambda");
+
+  std::printf(
+      "tessera compare %s: lambda %.6g, budget %s\n", flags.app.c_str(), lambda,
+      flags.budget_seconds > 0 || flags.budget_rounds > 0
+          ? ((flags.budget_seconds > 0 ? FormatDouble(flags.budget_seconds) + " s " : "") +
+             (flags.budget_rounds > 0 ? std::to_string(flags.budget_rounds) + " rounds" : ""))
+                .c_str()
+          : "until converged");
+  std::printf("%-15s %-18s %-9s %-9s %-8s %-8s %-9s %-9s %-12s %-9s %s\n", "mode", "objective",
+              "rel.gap", "kkt", "nonzero", "rounds", "run s", "setup s", "MB moved", "peak MiB",
+              "stop");
+  CsvWriter table;
+  if (auto st = table.Open(flags.out + "-summary.csv",
+                           "mode,lambda,objective,rel_gap,kkt,nonzeros,rounds,seconds,"
+                           "setup_seconds,bytes,peak_rss_bytes,stop");
+      !st.ok()) {
+    return Fail(st);
+  }
+  for (const auto& r : runs) {
+    const auto& s = r.summary;
+    const double f = Num(s, "objective");
+    const double gap = (f - best) / std::max(std::abs(best), 1e-300);
+    std::printf("%-15s %-18.12g %-9s %-9s %-8.0f %-8.0f %-9s %-9s %-12s %-9s %s\n", r.mode.c_str(),
+                f, Sci(gap).c_str(), Sci(Num(s, "kkt")).c_str(), Num(s, "nonzeros"),
+                Num(s, "rounds"), Fixed(Num(s, "seconds"), 3).c_str(),
+                Fixed(Num(s, "setup_seconds"), 3).c_str(), Fixed(Num(s, "bytes") / 1e6, 2).c_str(),
+                Fixed(Num(s, "peak_rss") / 1048576.0, 1).c_str(), s.at("stop").c_str());
+    table.Row(r.mode + "," + s.at("lambda") + "," + s.at("objective") + "," + FormatDouble(gap) +
+              "," + s.at("kkt") + "," + s.at("nonzeros") + "," + s.at("rounds") + "," +
+              s.at("seconds") + "," + s.at("setup_seconds") + "," + s.at("bytes") + "," +
+              s.at("peak_rss") + "," + s.at("stop"));
+  }
+  if (auto st = table.Finish(); !st.ok()) return Fail(st);
+
+  CsvWriter curves;
+  if (auto st = curves.Open(flags.out + ".csv", "mode,round,seconds,objective,rel_gap,bytes");
+      !st.ok()) {
+    return Fail(st);
+  }
+  for (const auto& r : runs) {
+    for (const auto& row : r.trace) {
+      const double f = Num(row, "objective");
+      if (std::isnan(f)) continue;
+      curves.Row(r.mode + "," + row.at("round") + "," + row.at("seconds") + "," +
+                 row.at("objective") + "," +
+                 FormatDouble((f - best) / std::max(std::abs(best), 1e-300)) + "," +
+                 row.at("bytes"));
+    }
+  }
+  if (auto st = curves.Finish(); !st.ok()) return Fail(st);
+
+  bool plotted = false;
+  const std::string title = "tessera compare " + flags.app + ", lambda " + FormatDouble(lambda);
+  if (auto st = Plot(flags.out, dir, runs, best, title, plotted); !st.ok()) return Fail(st);
+  std::printf("wrote %s.csv, %s-summary.csv", flags.out.c_str(), flags.out.c_str());
+  if (plotted) {
+    std::printf(", %s.png\n", flags.out.c_str());
+  } else {
+    std::printf("; PNG skipped: gnuplot not found (apt-get install gnuplot-nox)\n");
+  }
+  return 0;
+}
+
+}  // namespace tessera
