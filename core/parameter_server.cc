@@ -1094,6 +1094,8 @@ void PsClient::Handle(Message& m) {
       std::memcpy(st.values.data() + p.positions[i], m.values.data() + i * dim,
                   dim * sizeof(double));
     }
+  } else if (p.offset == 0 && m.values.size() == st.values.size()) {
+    st.values = std::move(m.values);  // one shard answered the whole range: no copy
   } else {
     std::memcpy(st.values.data() + p.offset, m.values.data(), m.values.size() * sizeof(double));
   }

@@ -263,8 +263,10 @@ void RunClockProbe(const std::string& model, int staleness, int workers, int clo
       std::vector<Key> mine = {static_cast<Key>(w)};
       std::vector<double> one = {1.0};
       TESSERA_RETURN_IF_ERROR(c.Push(0, mine, one));
+      // Published before the shards hear of it, so a read the shards allowed can never see a
+      // clock here that is older than the one they acted on.
+      probe.clocks[w].store(c.clock() + 1);
       TESSERA_RETURN_IF_ERROR(c.Clock());
-      probe.clocks[w].store(c.clock());
       // Worker 0 is slow, the others at random speeds, so the clocks drift apart.
       if (w == 0 || rng() % 4 == 0) SleepFiber(std::chrono::microseconds(200));
       TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd v, c.Pull(0, all).Get());

@@ -1,0 +1,161 @@
+// Parameter-server push/pull throughput next to this machine's memory bandwidth, measured in
+// the same run. A push of N values moves 8N payload bytes from a worker into a shard (copied
+// into a message, then added into the table); the peer is memcpy of the same bytes, with the
+// same message size, so the ratio says how close a push or pull gets to copying the payload
+// once. Each case is repeated (--repeats), interleaved with its memcpy measurement; the table
+// shows the median and the minimum ratio.
+//
+//   build/release/bench/ps_throughput [--repeats 5] [--mbytes 512]
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "core/fiber_pool.h"
+#include "core/metrics.h"
+#include "core/parameter_server.h"
+
+namespace tessera {
+namespace {
+
+struct Case {
+  const char* name;
+  TableStorage storage;
+  bool push;         // else pull
+  bool range;        // range push/pull, else explicit keys (random order)
+  int dim;           // values per key
+  int servers;
+  int workers;
+};
+
+// Bytes per message (or per call for keyed operations): 4 MiB, below glibc's mmap threshold.
+constexpr std::size_t kChunkBytes = 4 << 20;
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// memcpy of `total` bytes in chunks of kChunkBytes, like the payload of a case; bytes/s.
+double MemcpyRate(std::size_t total) {
+  static std::vector<char> src(kChunkBytes * 8, 1), dst(kChunkBytes * 8, 0);
+  const std::size_t chunks = std::max<std::size_t>(1, total / kChunkBytes);
+  Stopwatch sw;
+  for (std::size_t i = 0; i < chunks; ++i) {
+    const std::size_t off = (i % 8) * kChunkBytes;
+    std::memcpy(dst.data() + off, src.data() + off, kChunkBytes);
+  }
+  const double s = sw.Seconds();
+  if (dst[12345] != 1) std::abort();  // keep the copies
+  return static_cast<double>(chunks * kChunkBytes) / s;
+}
+
+// Payload bytes/s and keys/s of one case moving about `total` bytes per worker.
+std::pair<double, double> PsRate(const Case& c, std::size_t total) {
+  const std::size_t keys_per_call = kChunkBytes / (8 * c.dim);
+  const std::uint64_t num_keys = keys_per_call * 8 * c.servers;  // 8 chunks per shard
+  TableSpec spec;
+  spec.name = "bench";
+  spec.num_keys = num_keys;
+  spec.dim = c.dim;
+  spec.storage = c.storage;
+  spec.consistency = *Consistency::Parse("asp");
+  auto ps = ParameterServer::Start({spec}, c.servers, c.workers, nullptr);
+  TESSERA_CHECK(ps.ok()) << ps.status().ToString();
+  if (c.storage == TableStorage::kSparse) {  // create every row first: a pull reads rows
+    ParallelFor(1, [&](int) {
+      std::vector<Key> all(num_keys);
+      std::iota(all.begin(), all.end(), 0);
+      std::vector<double> zero(num_keys * c.dim, 0.0);
+      TESSERA_CHECK((*ps)->client(0).Push(0, all, zero).ok());
+      TESSERA_CHECK((*ps)->client(0).Pull(0, std::vector<Key>{0}).Get().ok());
+    });
+  }
+  const std::size_t calls = std::max<std::size_t>(1, total / kChunkBytes);
+  std::vector<double> seconds(c.workers);
+  Stopwatch wall;
+  ParallelFor(c.workers, [&](int w) {
+    PsClient& client = (*ps)->client(w);
+    std::mt19937_64 rng(w);
+    std::vector<double> values(keys_per_call * c.dim, 1.0);
+    std::vector<Key> keys(keys_per_call);
+    const std::uint64_t chunks = num_keys / keys_per_call;
+    std::vector<Key> perm(num_keys);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    for (std::size_t i = 0; i < calls; ++i) {
+      const std::uint64_t chunk = (i * c.workers + w) % chunks;
+      const KeyRange range{chunk * keys_per_call, (chunk + 1) * keys_per_call};
+      if (!c.range) {
+        std::copy(perm.begin() + range.begin, perm.begin() + range.end, keys.begin());
+      }
+      if (c.push) {
+        Status st = c.range ? client.PushRange(0, range, values) : client.Push(0, keys, values);
+        TESSERA_CHECK(st.ok()) << st.ToString();
+      } else {
+        auto v = c.range ? client.PullRange(0, range).Get() : client.Pull(0, keys).Get();
+        TESSERA_CHECK(v.ok()) << v.status().ToString();
+      }
+    }
+    // A pull is answered after every earlier push to that shard: all pushes are applied.
+    for (int s = 0; s < c.servers; ++s) {
+      const Key k = (*ps)->ranges(0)[s].begin;
+      TESSERA_CHECK(client.Pull(0, std::vector<Key>{k}).Get().ok());
+    }
+  });
+  const double s = wall.Seconds();
+  const double bytes = static_cast<double>(calls * keys_per_call * c.dim * 8) * c.workers;
+  return {bytes / s, static_cast<double>(calls * keys_per_call) * c.workers / s};
+}
+
+}  // namespace
+}  // namespace tessera
+
+int main(int argc, char** argv) {
+  using namespace tessera;
+  int repeats = 5;
+  int mbytes = 512;
+  CLI::App app{"Parameter-server push/pull throughput vs memcpy bandwidth"};
+  app.add_option("--repeats", repeats, "Repeats of every case")->capture_default_str();
+  app.add_option("--mbytes", mbytes, "Payload MB moved per worker per measurement")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  FiberPool::Global();
+  const Case cases[] = {
+      {"dense range push", TableStorage::kDense, true, true, 1, 1, 1},
+      {"dense range pull", TableStorage::kDense, false, true, 1, 1, 1},
+      {"dense range push 2x2", TableStorage::kDense, true, true, 1, 2, 2},
+      {"dense range pull 2x2", TableStorage::kDense, false, true, 1, 2, 2},
+      {"dense keyed push d=1", TableStorage::kDense, true, false, 1, 1, 1},
+      {"dense keyed pull d=1", TableStorage::kDense, false, false, 1, 1, 1},
+      {"dense keyed push d=64", TableStorage::kDense, true, false, 64, 1, 1},
+      {"dense keyed pull d=64", TableStorage::kDense, false, false, 64, 1, 1},
+      {"sparse keyed push d=1", TableStorage::kSparse, true, false, 1, 1, 1},
+      {"sparse keyed pull d=1", TableStorage::kSparse, false, false, 1, 1, 1},
+      {"sparse keyed push d=64", TableStorage::kSparse, true, false, 64, 1, 1},
+      {"sparse keyed pull d=64", TableStorage::kSparse, false, false, 64, 1, 1},
+  };
+  const std::size_t total = static_cast<std::size_t>(mbytes) << 20;
+  std::printf("payload %d MB per worker per measurement, %d repeats, %d threads\n", mbytes,
+              repeats, FiberPool::Global().threads());
+  std::printf("%-24s %12s %10s %12s %10s %10s\n", "case (servers x workers)", "Mkeys/s",
+              "GB/s", "memcpy GB/s", "ratio med", "ratio min");
+  for (const Case& c : cases) {
+    std::vector<double> ratio, gbs, keys, mem;
+    for (int r = 0; r < repeats; ++r) {
+      const double m = MemcpyRate(total);
+      auto [bytes_per_s, keys_per_s] = PsRate(c, total);
+      ratio.push_back(bytes_per_s / m);
+      gbs.push_back(bytes_per_s / 1e9);
+      keys.push_back(keys_per_s / 1e6);
+      mem.push_back(m / 1e9);
+    }
+    std::printf("%-24s %12.1f %10.2f %12.2f %9.0f%% %9.0f%%\n", c.name, Median(keys), Median(gbs),
+                Median(mem), 100 * Median(ratio), 100 * *std::min_element(ratio.begin(), ratio.end()));
+    std::fflush(stdout);
+  }
+  return 0;
+}
