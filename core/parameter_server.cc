@@ -1,5 +1,7 @@
 #include "core/parameter_server.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <atomic>
 #include <charconv>
@@ -8,6 +10,7 @@
 #include <unordered_set>
 
 #include "core/fiber_pool.h"
+#include "core/key_index.h"
 
 namespace tessera {
 
@@ -271,9 +274,9 @@ namespace {
 
 // Pushes of one clock summed per key, for tables whose updater runs once per clock (bsp).
 struct ClockSums {
-  std::vector<double> dense;                         // range.size() * dim, for dense tables
-  std::vector<std::uint8_t> touched;                 // per key of the range
-  std::unordered_map<Key, std::size_t> sparse_rows;  // sparse tables: key -> row of `sparse`
+  std::vector<double> dense;          // range.size() * dim, for dense tables
+  std::vector<std::uint8_t> touched;  // per key of the range
+  KeyIndex sparse_rows;               // sparse tables: key -> row of `sparse`
   std::vector<double> sparse;
 };
 
@@ -288,8 +291,8 @@ struct ParameterServer::Shard {
     bool per_clock = false;
     std::vector<double> values;  // dense: range.size() * dim; sparse: rows * dim
     std::vector<double> state;
-    std::unordered_map<Key, std::size_t> rows;  // sparse: key -> row
-    std::map<std::uint64_t, ClockSums> sums;    // per_clock: pushes by the clock they belong to
+    KeyIndex rows;                            // sparse: key -> row
+    std::map<std::uint64_t, ClockSums> sums;  // per_clock: pushes by the clock they belong to
     // essp: the keys each worker has read, refreshed when the clock advances.
     std::vector<std::vector<std::uint8_t>> subscribed;  // dense: [worker][key - range.begin]
     std::vector<std::size_t> subscribed_count;
@@ -306,16 +309,16 @@ struct ParameterServer::Shard {
 
   // Row of `key` in a sparse table, created (with `initial` values) if `create`; null if absent.
   static double* SparseRow(Table& t, Key key, bool create, double** state) {
-    auto it = t.rows.find(key);
-    if (it == t.rows.end()) {
+    std::size_t row = t.rows.Find(key);
+    if (row == KeyIndex::kAbsent) {
       if (!create) return nullptr;
-      const std::size_t row = t.rows.size();
-      it = t.rows.emplace(key, row).first;
+      bool added = false;
+      row = t.rows.Insert(key, added);
       t.values.resize((row + 1) * t.dim, t.spec->initial);
       t.state.resize((row + 1) * t.dim * t.spe, 0.0);
     }
-    if (state) *state = t.state.data() + it->second * t.dim * t.spe;
-    return t.values.data() + it->second * t.dim;
+    if (state) *state = t.state.data() + row * t.dim * t.spe;
+    return t.values.data() + row * t.dim;
   }
 
   // Runs the updater (or a raw add) over `count` keys starting at keys[0] (explicit keys) or at
@@ -323,8 +326,9 @@ struct ParameterServer::Shard {
   static void Apply(Table& t, const Key* keys, Key first, std::size_t count, const double* grad,
                     bool raw_add) {
     const int dim = t.dim;
+    const bool add = raw_add || t.spec->updater->is_add();  // inline, no call per key
     auto run = [&](Key k0, std::size_t n, double* value, double* state, const double* g) {
-      if (raw_add) {
+      if (add) {
         for (std::size_t i = 0; i < n * dim; ++i) value[i] += g[i];
       } else {
         t.spec->updater->Update(k0, n, dim, value, g, state);
@@ -375,9 +379,10 @@ struct ParameterServer::Shard {
     }
     for (std::size_t i = 0; i < count; ++i) {
       const Key k = keys ? keys[i] : first + i;
-      auto [it, added] = s.sparse_rows.emplace(k, s.sparse_rows.size());
+      bool added = false;
+      const std::size_t row = s.sparse_rows.Insert(k, added);
       if (added) s.sparse.resize(s.sparse_rows.size() * dim, 0.0);
-      double* dst = s.sparse.data() + it->second * dim;
+      double* dst = s.sparse.data() + row * dim;
       for (int d = 0; d < dim; ++d) dst[d] += grad[i * dim + d];
     }
   }
@@ -398,7 +403,8 @@ struct ParameterServer::Shard {
       }
       return;
     }
-    std::vector<std::pair<Key, std::size_t>> rows(s.sparse_rows.begin(), s.sparse_rows.end());
+    std::vector<std::pair<Key, std::size_t>> rows;
+    s.sparse_rows.ForEach([&rows](Key k, std::size_t row) { rows.emplace_back(k, row); });
     std::sort(rows.begin(), rows.end());
     for (const auto& [k, row] : rows) Apply(t, &k, 0, 1, s.sparse.data() + row * t.dim, false);
   }
@@ -584,6 +590,16 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
   for (const auto& spec : tables) {
     TESSERA_RETURN_IF_ERROR(spec.Validate(servers, transport->in_process()));
   }
+  // Messages carry value buffers of megabytes that are allocated on one thread and freed on
+  // another. With glibc's defaults each is a fresh mmap or trimmed heap: every push and pull
+  // then pays a page fault per 4 KiB and runs at a tenth of memory bandwidth
+  // (bench/ps_throughput). Keep buffers up to 32 MiB in the heap and the heap untrimmed.
+  static const bool malloc_tuned = [] {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
+    return true;
+  }();
+  (void)malloc_tuned;
   std::unique_ptr<ParameterServer> ps(new ParameterServer());
   ps->servers_ = servers;
   ps->workers_ = workers;
@@ -663,10 +679,13 @@ StatusOr<int> ParameterServer::ShardOf(TableId table, Key key) const {
                            " is outside every shard range of table '" + specs_[table].name +
                            "' ([0, " + std::to_string(specs_[table].num_keys) + "))");
   }
-  const auto& r = ranges_[table];
-  auto it = std::upper_bound(r.begin(), r.end(), key,
+  return ShardIn(ranges_[table], key);
+}
+
+int ShardIn(const std::vector<KeyRange>& ranges, Key key) {
+  auto it = std::upper_bound(ranges.begin(), ranges.end(), key,
                              [](Key k, const KeyRange& range) { return k < range.end; });
-  return static_cast<int>(it - r.begin());
+  return static_cast<int>(it - ranges.begin());
 }
 
 Eigen::VectorXd ParameterServer::Snapshot(TableId table) const {
@@ -680,9 +699,9 @@ Eigen::VectorXd ParameterServer::Snapshot(TableId table) const {
       std::memcpy(out.data() + t.range.begin * spec.dim, t.values.data(),
                   t.values.size() * sizeof(double));
     } else {
-      for (const auto& [k, row] : t.rows) {
+      t.rows.ForEach([&](Key k, std::size_t row) {
         for (int d = 0; d < spec.dim; ++d) out[k * spec.dim + d] = t.values[row * spec.dim + d];
-      }
+      });
     }
   }
   return out;
@@ -694,6 +713,8 @@ Eigen::VectorXd ParameterServer::Snapshot(TableId table) const {
 namespace {
 // A shard's buffered pushes are sent once they hold this many values.
 constexpr std::size_t kFlushValues = 16384;
+// Push bytes a worker sends a shard between two pings (see SendPush).
+constexpr std::uint64_t kWindowBytes = 32 << 20;
 }  // namespace
 
 // Values this worker has read, with the shard clock they were served at (+1; 0 = absent).
@@ -702,21 +723,21 @@ struct PsClient::Cache {
   bool dense = true;
   std::uint64_t num_keys = 0;
   std::vector<double> values;
-  std::vector<std::uint64_t> clock;           // dense: per key
-  std::unordered_map<Key, std::size_t> rows;  // sparse: key -> row of values / clock
+  std::vector<std::uint64_t> clock;  // dense: per key
+  KeyIndex rows;                     // sparse: key -> row of values / clock
   // Row of `k` served at shard clock >= required, or null.
   const double* Fresh(Key k, std::uint64_t required) const {
     if (dense) {
       if (clock.empty() || clock[k] == 0 || clock[k] - 1 < required) return nullptr;
       return values.data() + k * dim;
     }
-    auto it = rows.find(k);
-    if (it == rows.end() || clock[it->second] - 1 < required) return nullptr;
-    return values.data() + it->second * dim;
+    const std::size_t row = rows.Find(k);
+    if (row == KeyIndex::kAbsent || clock[row] - 1 < required) return nullptr;
+    return values.data() + row * dim;
   }
   bool Has(Key k) const {
     if (dense) return !clock.empty() && clock[k] != 0;
-    return rows.count(k) != 0;
+    return rows.Find(k) != KeyIndex::kAbsent;
   }
   void Store(Key k, const double* v, std::uint64_t served_at) {
     std::size_t row = k;
@@ -726,8 +747,8 @@ struct PsClient::Cache {
         values.assign(num_keys * dim, 0.0);
       }
     } else {
-      auto [it, added] = rows.emplace(k, rows.size());
-      row = it->second;
+      bool added = false;
+      row = rows.Insert(k, added);
       if (added) {
         values.resize(rows.size() * dim);
         clock.resize(rows.size());
@@ -766,6 +787,7 @@ struct PsClient::PendingReply {
 
 PsClient::PsClient(ParameterServer* ps, int worker)
     : ps_(ps), worker_(worker), rank_(ps->WorkerRank(worker)) {
+  windows_.resize(ps->servers_);
   outgoing_.resize(ps->specs_.size());
   for (TableId id = 0; id < ps->specs_.size(); ++id) {
     const TableSpec& spec = ps->specs_[id];
@@ -796,8 +818,34 @@ Status PsClient::SendPushes(TableId table, int shard) {
                                                static_cast<Eigen::Index>(out.values.size()));
   out.keys.clear();
   out.values.clear();
+  return SendPush(shard, std::move(m));
+}
+
+// Flow control: a worker may run at most two windows of push bytes ahead of a shard. At the end
+// of each window it sends an empty pull (a ping) and, before the next one, waits for the
+// previous ping's answer, which the shard sends only after applying every earlier push.
+// Without it a fast worker queues gigabytes of messages and every new buffer page-faults.
+Status PsClient::SendPush(int shard, Message m) {
   ++stats_.push_messages;
-  return ps_->transport_->Send(ps_->ShardRank(shard), std::move(m));
+  const std::uint64_t bytes = 8 * (m.values.size() + m.keys.size());
+  TESSERA_RETURN_IF_ERROR(ps_->transport_->Send(ps_->ShardRank(shard), std::move(m)));
+  Window& w = windows_[shard];
+  w.bytes += bytes;
+  if (w.bytes < kWindowBytes) return Status::Ok();
+  w.bytes = 0;
+  if (w.ping) TESSERA_RETURN_IF_ERROR(Wait(*w.ping));
+  Message ping;
+  ping.kind = MessageKind::kPsPull;
+  ping.from = rank_;
+  ping.table = 0;
+  ping.range = {0, 0};
+  ping.request = next_request_++;
+  w.ping = std::make_shared<PullFuture::State>();
+  w.ping->outstanding = 1;
+  PendingReply pending;
+  pending.state = w.ping;
+  pending_.emplace(ping.request, std::move(pending));
+  return ps_->transport_->Send(ps_->ShardRank(shard), std::move(ping));
 }
 
 Status PsClient::Flush() {
@@ -888,9 +936,11 @@ Status PsClient::Push(TableId table, std::span<const Key> keys, std::span<const 
   const int dim = spec.dim;
   stats_.pushed_values += values.size();
   const bool hogwild = spec.consistency.model == ConsistencyModel::kHogwild;
+  const auto& ranges = ps_->ranges_[table];
   std::size_t i = 0;
   while (i < keys.size()) {
-    TESSERA_ASSIGN_OR_RETURN(int s, ps_->ShardOf(table, keys[i]));
+    if (keys[i] >= spec.num_keys) return ps_->ShardOf(table, keys[i]).status();
+    const int s = ranges.size() == 1 ? 0 : ShardIn(ranges, keys[i]);
     if (hogwild) {  // a run of consecutive keys inside shard s
       const Key end = ps_->ranges_[table][s].end;
       std::size_t j = i + 1;
@@ -901,7 +951,11 @@ Status PsClient::Push(TableId table, std::span<const Key> keys, std::span<const 
     }
     Outgoing& out = outgoing_[table][s];
     out.keys.push_back(keys[i]);
-    out.values.insert(out.values.end(), values.begin() + i * dim, values.begin() + (i + 1) * dim);
+    if (dim == 1) {
+      out.values.push_back(values[i]);
+    } else {
+      out.values.insert(out.values.end(), values.begin() + i * dim, values.begin() + (i + 1) * dim);
+    }
     if (out.values.size() >= kFlushValues) TESSERA_RETURN_IF_ERROR(SendPushes(table, s));
     ++i;
   }
@@ -932,8 +986,7 @@ Status PsClient::PushRange(TableId table, KeyRange range, std::span<const double
     m.table = table;
     m.range = {b, e};
     m.values = Eigen::Map<const Eigen::VectorXd>(grad, static_cast<Eigen::Index>((e - b) * dim));
-    ++stats_.push_messages;
-    TESSERA_RETURN_IF_ERROR(ps_->transport_->Send(ps_->ShardRank(s), std::move(m)));
+    TESSERA_RETURN_IF_ERROR(SendPush(s, std::move(m)));
   }
   return Status::Ok();
 }

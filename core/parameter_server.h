@@ -122,6 +122,9 @@ struct PsClientStats {
 
 class PsClient;
 
+// Index of the range holding `key` in contiguous ranges that cover it.
+int ShardIn(const std::vector<KeyRange>& ranges, Key key);
+
 // The answer to a Pull. Get() waits (parking the fiber) and may be called once.
 class PullFuture {
  public:
@@ -174,6 +177,7 @@ class PsClient {
   PsClient(ParameterServer* ps, int worker);
   PullFuture StartPull(TableId table, std::span<const Key> keys, const KeyRange* range);
   Status SendPushes(TableId table, int shard);
+  Status SendPush(int shard, Message m);
   void Handle(Message& m);
   Status Wait(PullFuture::State& st);
   void StoreInCache(TableId table, const Message& m);
@@ -195,6 +199,11 @@ class PsClient {
   std::unordered_map<std::uint64_t, PendingReply> pending_;
   std::vector<Message> control_;  // control messages that arrived while waiting for a reply
   std::vector<double> hogwild_value_, hogwild_state_;  // scratch for hogwild updates
+  struct Window {
+    std::uint64_t bytes = 0;                  // pushed since the last ping
+    std::shared_ptr<PullFuture::State> ping;  // the last ping, answered or not
+  };
+  std::vector<Window> windows_;  // per shard
 };
 
 // The shards plus one client per worker. Endpoints on the transport: 0 the driver,
