@@ -56,6 +56,8 @@ struct DataParallelOptions {
   UpdateFrequency frequency;  // when a worker ends a clock
   PartitionScheme partition = PartitionScheme::kDisjointContiguous;
   std::size_t batch_size = 0;        // rows per batch; 0 = the worker's whole partition
+  bool model_averaging = false;      // apps set TableSpec::model_averaging on their model
+                                     // tables from this (SystemDS modelAvg)
   std::uint64_t max_epochs = 100;    // stop after this many passes over the data; 0 = run
                                      // Setup, evaluate once and stop
   double max_seconds = 0;            // stop at the first evaluation after this; 0 = no limit

@@ -235,6 +235,11 @@ Status TableSpec::Validate(int servers, bool in_process) const {
     }
   }
   if (consistency.model == ConsistencyModel::kHogwild) {
+    if (model_averaging) {
+      return InvalidArgument(t +
+                             "model averaging needs shards to average into; hogwild tables "
+                             "are shared memory");
+    }
     if (!in_process) {
       return InvalidArgument(t +
                              "consistency 'hogwild' shares memory between workers and is "
@@ -777,6 +782,25 @@ struct PullFuture::State {
   };
   std::vector<Run> awaiting;
   bool taken = false;
+  // Model averaging: what was asked for, to lay the worker's replica over the answer.
+  std::vector<Key> keys;
+  KeyRange range;
+};
+
+// Model averaging: this worker's copy of the rows it read since its last clock, and its own
+// optimizer state (kept across clocks).
+struct PsClient::Replica {
+  int dim = 1, spe = 0;
+  KeyIndex rows;
+  std::vector<double> base, local;  // as read from the shards; after this worker's updates
+  KeyIndex state_rows;
+  std::vector<double> state;
+  double* State(Key k) {
+    bool added = false;
+    const std::size_t row = state_rows.Insert(k, added);
+    if (added) state.resize(state_rows.size() * dim * spe, 0.0);
+    return state.data() + row * dim * spe;
+  }
 };
 
 struct PsClient::PendingReply {
@@ -800,6 +824,14 @@ PsClient::PsClient(ParameterServer* ps, int worker)
       caches_.push_back(std::move(cache));
     } else {
       caches_.push_back(nullptr);
+    }
+    if (spec.model_averaging) {
+      auto replica = std::make_unique<Replica>();
+      replica->dim = spec.dim;
+      replica->spe = spec.updater->state_per_element();
+      replicas_.push_back(std::move(replica));
+    } else {
+      replicas_.push_back(nullptr);
     }
   }
 }
@@ -856,6 +888,9 @@ Status PsClient::Flush() {
 }
 
 Status PsClient::Clock() {
+  for (TableId t = 0; t < replicas_.size(); ++t) {
+    if (replicas_[t]) TESSERA_RETURN_IF_ERROR(SendAveragedModel(t));
+  }
   TESSERA_RETURN_IF_ERROR(Flush());
   ++clock_;
   for (int s = 0; s < ps_->servers_; ++s) {
@@ -933,6 +968,7 @@ Status PsClient::Push(TableId table, std::span<const Key> keys, std::span<const 
   if (table >= ps_->num_tables()) return InvalidArgument("no table " + std::to_string(table));
   const TableSpec& spec = ps_->specs_[table];
   TESSERA_RETURN_IF_ERROR(CheckValues(spec, keys.size(), values.size()));
+  if (replicas_[table]) return PushToReplica(table, keys, values);
   const int dim = spec.dim;
   stats_.pushed_values += values.size();
   const bool hogwild = spec.consistency.model == ConsistencyModel::kHogwild;
@@ -966,6 +1002,11 @@ Status PsClient::PushRange(TableId table, KeyRange range, std::span<const double
   TESSERA_RETURN_IF_ERROR(CheckRange(*ps_, table, range));
   const TableSpec& spec = ps_->specs_[table];
   TESSERA_RETURN_IF_ERROR(CheckValues(spec, range.size(), values.size()));
+  if (replicas_[table]) {
+    std::vector<Key> keys(range.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) keys[i] = range.begin + i;
+    return PushToReplica(table, keys, values);
+  }
   const int dim = spec.dim;
   stats_.pushed_values += values.size();
   const bool hogwild = spec.consistency.model == ConsistencyModel::kHogwild;
@@ -1014,6 +1055,13 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
   const TableSpec& spec = ps_->specs_[table];
   const int dim = st.dim = spec.dim;
   const std::size_t count = range ? range->size() : keys.size();
+  if (replicas_[table]) {
+    if (range) {
+      st.range = *range;
+    } else {
+      st.keys.assign(keys.begin(), keys.end());
+    }
+  }
   st.values.resize(static_cast<Eigen::Index>(count * dim));
   stats_.pulled_values += count * dim;
   auto key_at = [&](std::size_t i) { return range ? range->begin + i : keys[i]; };
@@ -1180,7 +1228,92 @@ StatusOr<Eigen::VectorXd> PullFuture::Get() {
   state_->taken = true;
   TESSERA_RETURN_IF_ERROR(state_->status);
   TESSERA_RETURN_IF_ERROR(client_->Wait(*state_));
+  if (client_->replicas_[state_->table]) client_->OverlayReplica(*state_);
   return std::move(state_->values);
+}
+
+// Keys this worker already holds in its replica read as the replica; the others join it.
+void PsClient::OverlayReplica(PullFuture::State& st) {
+  Replica& r = *replicas_[st.table];
+  const int dim = r.dim;
+  const bool range = st.keys.empty();
+  const std::size_t count = range ? st.range.size() : st.keys.size();
+  for (std::size_t i = 0; i < count; ++i) {
+    const Key k = range ? st.range.begin + i : st.keys[i];
+    double* v = st.values.data() + i * dim;
+    std::size_t row = r.rows.Find(k);
+    if (row != KeyIndex::kAbsent) {
+      std::memcpy(v, r.local.data() + row * dim, dim * sizeof(double));
+      continue;
+    }
+    bool added = false;
+    row = r.rows.Insert(k, added);
+    r.base.insert(r.base.end(), v, v + dim);
+    r.local.insert(r.local.end(), v, v + dim);
+  }
+}
+
+Status PsClient::PushToReplica(TableId table, std::span<const Key> keys,
+                               std::span<const double> values) {
+  Replica& r = *replicas_[table];
+  const TableSpec& spec = ps_->specs_[table];
+  const int dim = r.dim;
+  std::vector<Key> missing;
+  for (Key k : keys) {
+    if (k >= spec.num_keys) return ps_->ShardOf(table, k).status();
+    if (r.rows.Find(k) == KeyIndex::kAbsent) missing.push_back(k);
+  }
+  if (!missing.empty()) {  // an update needs the row as read first
+    std::sort(missing.begin(), missing.end());
+    missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
+    TESSERA_RETURN_IF_ERROR(Pull(table, missing).Get().status());
+  }
+  stats_.pushed_values += values.size();
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    const std::size_t row = r.rows.Find(keys[i]);
+    spec.updater->Update(keys[i], 1, dim, r.local.data() + row * dim, values.data() + i * dim,
+                         r.State(keys[i]));
+  }
+  return Status::Ok();
+}
+
+// Sends (replica − as read) / P for every row this worker read since its last clock, as raw
+// adds, and forgets the replica: the next read sees the average.
+Status PsClient::SendAveragedModel(TableId table) {
+  Replica& r = *replicas_[table];
+  if (r.rows.size() == 0) return Status::Ok();
+  const int dim = r.dim;
+  const double scale = 1.0 / ps_->workers_;
+  std::vector<std::vector<Key>> keys(ps_->servers_);
+  std::vector<std::vector<double>> deltas(ps_->servers_);
+  const auto& ranges = ps_->ranges_[table];
+  std::vector<std::pair<Key, std::size_t>> rows;
+  r.rows.ForEach([&rows](Key k, std::size_t row) { rows.emplace_back(k, row); });
+  std::sort(rows.begin(), rows.end());
+  for (const auto& [k, row] : rows) {
+    const int s = ShardIn(ranges, k);
+    keys[s].push_back(k);
+    for (int d = 0; d < dim; ++d) {
+      deltas[s].push_back((r.local[row * dim + d] - r.base[row * dim + d]) * scale);
+    }
+  }
+  for (int s = 0; s < ps_->servers_; ++s) {
+    if (keys[s].empty()) continue;
+    TESSERA_RETURN_IF_ERROR(SendPushes(table, s));
+    Message m;
+    m.kind = MessageKind::kPsPush;
+    m.from = rank_;
+    m.table = table;
+    m.raw_add = true;
+    m.keys = std::move(keys[s]);
+    m.values = Eigen::Map<const Eigen::VectorXd>(deltas[s].data(),
+                                                 static_cast<Eigen::Index>(deltas[s].size()));
+    TESSERA_RETURN_IF_ERROR(SendPush(s, std::move(m)));
+  }
+  r.rows = KeyIndex();
+  r.base.clear();
+  r.local.clear();
+  return Status::Ok();
 }
 
 StatusOr<Message> PsClient::ReceiveControl() {

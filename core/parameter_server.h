@@ -102,6 +102,11 @@ struct TableSpec {
   Eigen::VectorXd initial_values;
   UpdaterPtr updater = AddUpdater();
   Consistency consistency;  // per table
+  // Model averaging (SystemDS paramserv modelAvg): each worker applies the updater to its own
+  // replica of the rows it reads and, when it ends a clock, pushes (replica − as read) / P,
+  // which the shard adds as is. Under bsp the table then holds the average of the workers'
+  // models after every clock. Not with hogwild.
+  bool model_averaging = false;
   // Optional contiguous key range per shard, in shard order, covering [0, num_keys) exactly.
   // Empty: [0, num_keys) split evenly.
   std::vector<KeyRange> shard_ranges;
@@ -174,6 +179,10 @@ class PsClient {
   friend class PullFuture;
   struct Cache;
   struct PendingReply;
+  struct Replica;
+  void OverlayReplica(PullFuture::State& st);
+  Status PushToReplica(TableId table, std::span<const Key> keys, std::span<const double> values);
+  Status SendAveragedModel(TableId table);
   PsClient(ParameterServer* ps, int worker);
   PullFuture StartPull(TableId table, std::span<const Key> keys, const KeyRange* range);
   Status SendPushes(TableId table, int shard);
@@ -194,8 +203,9 @@ class PsClient {
     std::vector<Key> keys;
     std::vector<double> values;
   };
-  std::vector<std::vector<Outgoing>> outgoing_;  // [table][shard]
-  std::vector<std::unique_ptr<Cache>> caches_;   // [table]; null when not cached
+  std::vector<std::vector<Outgoing>> outgoing_;     // [table][shard]
+  std::vector<std::unique_ptr<Cache>> caches_;      // [table]; null when not cached
+  std::vector<std::unique_ptr<Replica>> replicas_;  // [table]; null without model averaging
   std::unordered_map<std::uint64_t, PendingReply> pending_;
   std::vector<Message> control_;  // control messages that arrived while waiting for a reply
   std::vector<double> hogwild_value_, hogwild_state_;  // scratch for hogwild updates

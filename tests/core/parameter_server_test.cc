@@ -419,6 +419,7 @@ class LeastSquaresApp final : public DataParallelApp {
     t.num_keys = static_cast<std::uint64_t>(x_.cols());
     t.updater = SgdUpdater(step_);
     t.consistency = o.consistency;
+    t.model_averaging = averaging_ = o.model_averaging;
     return {t};
   }
   Status ProcessBatch(DpWorkerContext& ctx, std::span<const std::uint32_t> batch) override {
@@ -426,7 +427,8 @@ class LeastSquaresApp final : public DataParallelApp {
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd w, ctx.client->PullRange(0, all).Get());
     Eigen::VectorXd grad = Eigen::VectorXd::Zero(x_.cols());
     for (auto i : batch) grad += x_.row(i).transpose() * (x_.row(i).dot(w) - y_[i]);
-    grad /= ctx.rows_per_clock;
+    // Averaged models take local steps on the worker's own batch gradient.
+    grad /= averaging_ ? static_cast<double>(batch.size()) : ctx.rows_per_clock;
     return ctx.client->PushRange(0, all, {grad.data(), static_cast<std::size_t>(grad.size())});
   }
   StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext& ctx) override {
@@ -446,6 +448,7 @@ class LeastSquaresApp final : public DataParallelApp {
   Eigen::MatrixXd x_;
   Eigen::VectorXd y_, truth_, optimum_, last_w_;
   double step_ = 0.2;
+  bool averaging_ = false;
 };
 
 class ConvergenceTest : public ::testing::TestWithParam<std::string> {};
@@ -480,6 +483,54 @@ INSTANTIATE_TEST_SUITE_P(Models, ConvergenceTest,
                            }
                            return n;
                          });
+
+// Model averaging: workers update their own replicas; at the clock the table becomes the
+// average of the workers' models.
+TEST(ModelAveragingTest, TheTableHoldsTheAverageOfTheWorkersModels) {
+  TableSpec t = Table(2, 1, "bsp", SgdUpdater(1.0));
+  t.model_averaging = true;
+  t.initial = 10;
+  auto ps = StartOrDie({t}, 2, 2);
+  RunWorkers(*ps, [](int w, PsClient& c) -> Status {
+    std::vector<Key> keys = {0, 1};
+    TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd v, c.Pull(0, keys).Get());
+    if (v[0] != 10) return Internal("start value");
+    std::vector<double> g = {w == 0 ? 2.0 : 4.0, 1.0};
+    TESSERA_RETURN_IF_ERROR(c.Push(0, keys, g));         // replica: 10 - g
+    TESSERA_RETURN_IF_ERROR(c.Push(0, keys, g));         // replica: 10 - 2g
+    TESSERA_ASSIGN_OR_RETURN(v, c.Pull(0, keys).Get());  // reads its own replica
+    if (v[0] != 10 - 2 * g[0]) return Internal("replica not read back");
+    TESSERA_RETURN_IF_ERROR(c.Clock());
+    TESSERA_ASSIGN_OR_RETURN(v, c.Pull(0, keys).Get());
+    // (10 - 4 + 10 - 8) / 2 = 4 and (8 + 8) / 2 = 8.
+    if (v[0] != 4 || v[1] != 8) {
+      return Internal("averaged to " + std::to_string(v[0]) + ", " + std::to_string(v[1]));
+    }
+    return Status::Ok();
+  });
+  TableSpec hog = Table(2, 1, "hogwild");
+  hog.model_averaging = true;
+  EXPECT_THAT(ParameterServer::Start({hog}, 1, 1, nullptr).status().message(),
+              HasSubstr("model averaging needs shards"));
+}
+
+TEST(ModelAveragingTest, LocalSgdWithAveragingConverges) {
+  for (const char* model : {"bsp", "asp"}) {
+    LeastSquaresApp app(400, 8, 5);
+    DataParallelOptions o;
+    o.workers = 4;
+    o.consistency = *Consistency::Parse(model);
+    o.model_averaging = true;
+    o.batch_size = 20;
+    o.frequency = *UpdateFrequency::Parse("nbatches:5");
+    o.max_epochs = 80;
+    o.evaluate_every = 4;
+    o.progress = false;
+    auto r = RunDataParallel(app, o);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_LT(r->run.objective, app.OptimalObjective() * 1.05 + 1e-6) << model;
+  }
+}
 
 TEST(DataParallelTest, PartitionSchemesCoverTheRows) {
   for (const char* name :

@@ -197,6 +197,21 @@ INSTANTIATE_TEST_SUITE_P(
                1, "/no/dir/t.csv: cannot write"}),
     [](const auto& info) { return std::string(info.param.name); });
 
+// The data-parallel example: a user's own update function on the parameter server.
+TEST(ExampleTest, DataParallelRidgeAppMatchesClosedForm) {
+  for (const char* consistency : {"bsp", "ssp:1", "asp", "hogwild"}) {
+    const std::string cmd =
+        std::string(TESSERA_RIDGE_PS_EXAMPLE) + " " + Diabetes() + " 0.001 3 " + consistency;
+    FILE* p = popen(cmd.c_str(), "r");
+    ASSERT_NE(p, nullptr);
+    char buf[512] = {};
+    std::size_t n = std::fread(buf, 1, sizeof buf - 1, p);
+    buf[n] = 0;
+    EXPECT_EQ(pclose(p), 0) << buf;
+    EXPECT_THAT(std::string(buf), HasSubstr("relative gap"));
+  }
+}
+
 TEST(ExampleTest, RidgeAppMatchesClosedForm) {
   for (const char* workers : {"1", "3"}) {
     const std::string cmd =
