@@ -297,7 +297,8 @@ struct ParameterServer::Shard {
     std::vector<double> values;  // dense: range.size() * dim; sparse: rows * dim
     std::vector<double> state;
     KeyIndex rows;                            // sparse: key -> row
-    std::map<std::uint64_t, ClockSums> sums;  // per_clock: pushes by the clock they belong to
+    // per_clock: pushes summed by (clock they belong to, raw add), applied in that order.
+    std::map<std::pair<std::uint64_t, bool>, ClockSums> sums;
     // essp: the keys each worker has read, refreshed when the clock advances.
     std::vector<std::vector<std::uint8_t>> subscribed;  // dense: [worker][key - range.begin]
     std::vector<std::size_t> subscribed_count;
@@ -365,9 +366,9 @@ struct ParameterServer::Shard {
     }
   }
 
-  void AddToSums(Table& t, std::uint64_t c, const Key* keys, Key first, std::size_t count,
-                 const double* grad) {
-    ClockSums& s = t.sums[c];
+  void AddToSums(Table& t, std::uint64_t c, bool raw, const Key* keys, Key first,
+                 std::size_t count, const double* grad) {
+    ClockSums& s = t.sums[{c, raw}];
     const int dim = t.dim;
     if (t.spec->storage == TableStorage::kDense) {
       if (s.dense.empty()) {
@@ -392,7 +393,7 @@ struct ParameterServer::Shard {
     }
   }
 
-  void ApplySums(Table& t, ClockSums& s) {
+  void ApplySums(Table& t, ClockSums& s, bool raw) {
     if (t.spec->storage == TableStorage::kDense) {
       std::size_t i = 0;
       const std::size_t n = s.touched.size();
@@ -403,7 +404,7 @@ struct ParameterServer::Shard {
         }
         std::size_t j = i + 1;
         while (j < n && s.touched[j]) ++j;
-        Apply(t, nullptr, t.range.begin + i, j - i, s.dense.data() + i * t.dim, false);
+        Apply(t, nullptr, t.range.begin + i, j - i, s.dense.data() + i * t.dim, raw);
         i = j;
       }
       return;
@@ -411,7 +412,7 @@ struct ParameterServer::Shard {
     std::vector<std::pair<Key, std::size_t>> rows;
     s.sparse_rows.ForEach([&rows](Key k, std::size_t row) { rows.emplace_back(k, row); });
     std::sort(rows.begin(), rows.end());
-    for (const auto& [k, row] : rows) Apply(t, &k, 0, 1, s.sparse.data() + row * t.dim, false);
+    for (const auto& [k, row] : rows) Apply(t, &k, 0, 1, s.sparse.data() + row * t.dim, raw);
   }
 
   void HandlePush(Message& m) {
@@ -421,8 +422,8 @@ struct ParameterServer::Shard {
     const std::size_t count = explicit_keys ? m.keys.size() : m.range.size();
     TESSERA_CHECK(static_cast<std::size_t>(m.values.size()) == count * t.dim);
     const Key* keys = explicit_keys ? m.keys.data() : nullptr;
-    if (t.per_clock && !m.raw_add) {
-      AddToSums(t, worker_clock[w], keys, m.range.begin, count, m.values.data());
+    if (t.per_clock) {
+      AddToSums(t, worker_clock[w], m.raw_add, keys, m.range.begin, count, m.values.data());
     } else {
       Apply(t, keys, m.range.begin, count, m.values.data(), m.raw_add);
     }
@@ -523,8 +524,8 @@ struct ParameterServer::Shard {
     if (min_clock <= clock) return;
     for (Table& t : tables) {
       if (!t.per_clock) continue;
-      while (!t.sums.empty() && t.sums.begin()->first < min_clock) {
-        ApplySums(t, t.sums.begin()->second);
+      while (!t.sums.empty() && t.sums.begin()->first.first < min_clock) {
+        ApplySums(t, t.sums.begin()->second, t.sums.begin()->first.second);
         t.sums.erase(t.sums.begin());
       }
     }
@@ -627,7 +628,10 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
       t.range = ps->ranges_[id][s];
       t.dim = spec.dim;
       t.spe = spec.updater->state_per_element();
-      t.per_clock = spec.consistency.model == ConsistencyModel::kBsp && !spec.updater->is_add();
+      // Under bsp a clock's pushes are applied together at its end: the updater sees their sum,
+      // and averaged models are averaged over the same starting point.
+      t.per_clock = spec.consistency.model == ConsistencyModel::kBsp &&
+                    (!spec.updater->is_add() || spec.model_averaging);
       if (spec.storage == TableStorage::kDense) {
         t.values.assign(t.range.size() * t.dim, spec.initial);
         if (spec.initial_values.size() != 0) {

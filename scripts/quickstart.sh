@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# First command of the README: installs what is missing, builds Tessera (release), and fits
-# a Lasso path with the model-parallel engine on the diabetes data (Efron et al. 2004).
+# First command of the README: installs what is missing, builds Tessera (release), fits a
+# Lasso path with the model-parallel engine on the diabetes data (Efron et al. 2004), then
+# compares the model-parallel and data-parallel (parameter server) runs at one λ.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -13,3 +14,5 @@ fi
 ./build/release/tools/tessera lasso --data "$data" --response y --path 10 --path-ratio 0.001 \
   --workers 2 --scheduler priority --output build/diabetes_path.csv
 echo "coefficients along the path: build/diabetes_path.csv"
+./build/release/tools/tessera compare lasso --data "$data" --response y --lambda-ratio 0.01 \
+  --workers 2 --consistency bsp --out build/diabetes_compare

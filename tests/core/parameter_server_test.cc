@@ -45,6 +45,14 @@ void RunWorkers(ParameterServer& ps, const std::function<Status(int, PsClient&)>
   for (int w = 0; w < ps.workers(); ++w) EXPECT_TRUE(status[w].ok()) << status[w].ToString();
 }
 
+// A consistency name as a gtest name: "ssp:2" -> "ssp_2".
+std::string TestName(std::string name) {
+  for (char& ch : name) {
+    if (ch == ':') ch = '_';
+  }
+  return name;
+}
+
 Eigen::VectorXd PullOrDie(PsClient& c, TableId t, std::vector<Key> keys) {
   auto v = c.Pull(t, keys).Get();
   TESSERA_CHECK(v.ok()) << v.status().ToString();
@@ -308,13 +316,7 @@ INSTANTIATE_TEST_SUITE_P(Models, StalenessTest,
                                            std::make_pair(std::string("ssp:2"), 2),
                                            std::make_pair(std::string("essp:1"), 1),
                                            std::make_pair(std::string("essp:3"), 3)),
-                         [](const auto& info) {
-                           std::string n = info.param.first;
-                           for (char& ch : n) {
-                             if (ch == ':') ch = '_';
-                           }
-                           return n;
-                         });
+                         [](const auto& info) { return TestName(info.param.first); });
 
 // Under ssp the bound is used: a fast worker is allowed to read values S clocks old.
 TEST(StalenessTest, SspLetsFastWorkersRunAhead) {
@@ -387,13 +389,7 @@ TEST_P(NoLostUpdateTest, EightWorkersMillionPushesExactSums) {
 
 INSTANTIATE_TEST_SUITE_P(Models, NoLostUpdateTest,
                          ::testing::Values("bsp", "ssp:3", "essp:3", "asp", "hogwild"),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           for (char& ch : n) {
-                             if (ch == ':') ch = '_';
-                           }
-                           return n;
-                         });
+                         [](const auto& info) { return TestName(info.param); });
 
 // ---------------------------------------------------------------------------------------------
 // Convergence of asynchronous models on a convex problem: least squares by data-parallel SGD.
@@ -476,13 +472,7 @@ TEST_P(ConvergenceTest, SgdReachesTheLeastSquaresOptimum) {
 
 INSTANTIATE_TEST_SUITE_P(Models, ConvergenceTest,
                          ::testing::Values("bsp", "ssp:2", "essp:2", "asp", "hogwild"),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           for (char& ch : n) {
-                             if (ch == ':') ch = '_';
-                           }
-                           return n;
-                         });
+                         [](const auto& info) { return TestName(info.param); });
 
 // Model averaging: workers update their own replicas; at the clock the table becomes the
 // average of the workers' models.
@@ -491,23 +481,27 @@ TEST(ModelAveragingTest, TheTableHoldsTheAverageOfTheWorkersModels) {
   t.model_averaging = true;
   t.initial = 10;
   auto ps = StartOrDie({t}, 2, 2);
-  RunWorkers(*ps, [](int w, PsClient& c) -> Status {
+  std::vector<std::string> errors(2);
+  RunWorkers(*ps, [&errors](int w, PsClient& c) -> Status {
     std::vector<Key> keys = {0, 1};
+    // Under bsp every worker starts the clock from the same model, however fast the other is.
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd v, c.Pull(0, keys).Get());
-    if (v[0] != 10) return Internal("start value");
+    if (v[0] != 10) errors[w] += "start " + std::to_string(v[0]) + "; ";
     std::vector<double> g = {w == 0 ? 2.0 : 4.0, 1.0};
-    TESSERA_RETURN_IF_ERROR(c.Push(0, keys, g));         // replica: 10 - g
-    TESSERA_RETURN_IF_ERROR(c.Push(0, keys, g));         // replica: 10 - 2g
+    TESSERA_RETURN_IF_ERROR(c.Push(0, keys, g));  // replica: 10 - g
+    TESSERA_RETURN_IF_ERROR(c.Push(0, keys, g));  // replica: 10 - 2g
     TESSERA_ASSIGN_OR_RETURN(v, c.Pull(0, keys).Get());  // reads its own replica
-    if (v[0] != 10 - 2 * g[0]) return Internal("replica not read back");
+    if (v[0] != 10 - 2 * g[0]) errors[w] += "replica " + std::to_string(v[0]) + "; ";
     TESSERA_RETURN_IF_ERROR(c.Clock());
     TESSERA_ASSIGN_OR_RETURN(v, c.Pull(0, keys).Get());
     // (10 - 4 + 10 - 8) / 2 = 4 and (8 + 8) / 2 = 8.
     if (v[0] != 4 || v[1] != 8) {
-      return Internal("averaged to " + std::to_string(v[0]) + ", " + std::to_string(v[1]));
+      errors[w] += "averaged to " + std::to_string(v[0]) + ", " + std::to_string(v[1]);
     }
     return Status::Ok();
   });
+  EXPECT_EQ(errors[0], "");
+  EXPECT_EQ(errors[1], "");
   TableSpec hog = Table(2, 1, "hogwild");
   hog.model_averaging = true;
   EXPECT_THAT(ParameterServer::Start({hog}, 1, 1, nullptr).status().message(),
