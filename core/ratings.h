@@ -1,0 +1,65 @@
+// Rating data for matrix factorization, and its readers. Every reader returns StatusOr and
+// reports bad input as "file:line: what is wrong"; gzip is read transparently.
+//
+// Formats:
+//   triples         "user item rating [timestamp]" per line, separated by tabs, commas or
+//                   spaces (MovieLens u.data, ratings.csv, Jester TSV). Ids are any tokens; a
+//                   first line whose rating is not a number is a header and is skipped.
+//   matrix-market   "%%MatrixMarket matrix coordinate real|integer general", a size line
+//                   "rows cols entries", then "i j value" with 1-based indices.
+// User and item ids are remapped densely (0..n-1) in order of first appearance; the IdMap keeps
+// the mapping both ways so a saved model answers queries in the file's own ids.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "core/status.h"
+
+namespace tessera {
+
+class IdMap {
+ public:
+  // Index of `id`, added at the end if new.
+  std::uint32_t Add(std::string_view id);
+  std::optional<std::uint32_t> Find(std::string_view id) const;
+  const std::string& Name(std::uint32_t index) const { return names_[index]; }
+  std::size_t size() const { return names_.size(); }
+
+ private:
+  std::unordered_map<std::string, std::uint32_t> index_;
+  std::vector<std::string> names_;
+};
+
+struct Rating {
+  std::uint32_t user = 0;
+  std::uint32_t item = 0;
+  double value = 0;
+};
+
+struct Ratings {
+  std::vector<Rating> entries;
+  std::shared_ptr<IdMap> users, items;
+  std::string source;
+  std::size_t skipped_unknown = 0;  // entries dropped because their user or item was unknown
+  std::size_t num_users() const { return users ? users->size() : 0; }
+  std::size_t num_items() const { return items ? items->size() : 0; }
+};
+
+enum class RatingsFormat { kAuto, kTriples, kMatrixMarket };
+
+struct RatingsOptions {
+  RatingsFormat format = RatingsFormat::kAuto;  // kAuto: matrix-market if the first line says so
+  // A test or query set read against a training set's maps: ids not in them are skipped and
+  // counted in Ratings::skipped_unknown instead of being added. Null: new maps.
+  std::shared_ptr<IdMap> users, items;
+};
+
+StatusOr<Ratings> ReadRatings(const std::string& path, const RatingsOptions& options = {});
+
+}  // namespace tessera

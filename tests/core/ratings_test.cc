@@ -1,0 +1,128 @@
+// Rating readers: triples in every separator, MatrixMarket, id maps shared with a test set,
+// each kind of bad input with its file:line message, and the real MovieLens/Jester files.
+#include "core/ratings.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "tests/test_util.h"
+
+namespace tessera {
+namespace {
+
+using tessera::testing::TempDir;
+using ::testing::HasSubstr;
+
+TEST(RatingsTest, ReadsTriplesWithAnySeparatorAndRemapsIdsDensely) {
+  TempDir dir;
+  for (const char* content :
+       {"10\t7\t5\t874965758\n3\t7\t3\t1\n10\t2\t4.5\t9\n", "10,7,5\n3,7,3\n10,2,4.5\n",
+        "userId,movieId,rating,timestamp\n10,7,5,1\n3,7,3,1\n10,2,4.5,1\n",
+        "10 7 5\n\n# note\n3  7 3\n10 2 4.5\n"}) {
+    auto r = ReadRatings(dir.File("r.txt", content));
+    ASSERT_TRUE(r.ok()) << r.status().message() << " in " << content;
+    ASSERT_EQ(r->entries.size(), 3u);
+    EXPECT_EQ(r->num_users(), 2u);
+    EXPECT_EQ(r->num_items(), 2u);
+    EXPECT_EQ(r->users->Name(r->entries[1].user), "3");
+    EXPECT_EQ(r->items->Name(r->entries[2].item), "2");
+    EXPECT_EQ(r->entries[0].user, r->entries[2].user);
+    EXPECT_DOUBLE_EQ(r->entries[2].value, 4.5);
+  }
+}
+
+TEST(RatingsTest, TestSetUsesTheTrainingMapsAndCountsUnknownIds) {
+  TempDir dir;
+  auto train = ReadRatings(dir.File("train", "1 1 5\n2 1 3\n2 2 4\n"));
+  ASSERT_TRUE(train.ok());
+  RatingsOptions o;
+  o.users = train->users;
+  o.items = train->items;
+  auto test = ReadRatings(dir.File("test", "1 2 4\n3 1 2\n2 9 1\n"), o);
+  ASSERT_TRUE(test.ok()) << test.status().message();
+  EXPECT_EQ(test->entries.size(), 1u);
+  EXPECT_EQ(test->skipped_unknown, 2u);
+  EXPECT_EQ(train->users->size(), 2u);  // not grown by the test set
+  auto none = ReadRatings(dir.File("none", "7 7 1\n"), o);
+  EXPECT_THAT(none.status().message(), HasSubstr("no ratings with a user and item"));
+}
+
+TEST(RatingsTest, ReadsMatrixMarketCoordinates) {
+  TempDir dir;
+  auto r = ReadRatings(dir.File("m.mtx",
+                                "%%MatrixMarket matrix coordinate real general\n% comment\n"
+                                "3 4 3\n1 1 2.5\n3 4 1\n2 1 -1\n"));
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->entries.size(), 3u);
+  EXPECT_EQ(r->users->Name(r->entries[1].user), "3");
+  EXPECT_DOUBLE_EQ(r->entries[2].value, -1);
+}
+
+struct BadRatings {
+  const char* name;
+  const char* content;
+  const char* message;
+};
+void PrintTo(const BadRatings& b, std::ostream* os) { *os << b.name; }
+
+class BadRatingsTest : public ::testing::TestWithParam<BadRatings> {};
+
+TEST_P(BadRatingsTest, ClearMessageWithFileAndLine) {
+  TempDir dir;
+  const std::string path = dir.File("bad.txt", GetParam().content);
+  auto r = ReadRatings(path);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr(GetParam().message)) << r.status().message();
+  EXPECT_THAT(r.status().message(), HasSubstr("bad.txt"));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, BadRatingsTest,
+    ::testing::Values(
+        BadRatings{"empty", "", "bad.txt: no ratings"},
+        BadRatings{"too_few_fields", "1 2 3\n1 2\n",
+                   "bad.txt:2: expected 'user item rating "
+                   "[timestamp]', got 2 fields"},
+        BadRatings{"too_many_fields", "1 2 3 4 5\n",
+                   "bad.txt:1: expected 'user item rating "
+                   "[timestamp]', got more than 4 fields"},
+        BadRatings{"non_numeric", "1 2 3\n1 2 x\n", "bad.txt:2: rating 'x' is not a finite"},
+        BadRatings{"nan", "1 2 3\n4 5 nan\n", "bad.txt:2: rating 'nan' is not a finite"},
+        BadRatings{"mm_pattern", "%%MatrixMarket matrix coordinate pattern general\n1 1 1\n",
+                   "bad.txt:1: only '%%MatrixMarket matrix coordinate real|integer general'"},
+        BadRatings{"mm_no_size", "%%MatrixMarket matrix coordinate real general\n1 x 3\n",
+                   "bad.txt:2: expected the size line"},
+        BadRatings{"mm_index", "%%MatrixMarket matrix coordinate real general\n2 2 1\n3 1 1\n",
+                   "bad.txt:3: index '3 1 1' outside 1..2 x 1..2"},
+        BadRatings{"mm_count", "%%MatrixMarket matrix coordinate real general\n2 2 2\n1 1 1\n",
+                   "promises 2 entries, the file has 1"}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(RatingsTest, MissingFileSaysSo) {
+  EXPECT_THAT(ReadRatings("/no/such/ratings").status().message(), HasSubstr("/no/such/ratings"));
+}
+
+TEST(RealRatingsTest, MovieLensAndJesterHaveDocumentedShapes) {
+  TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
+  TESSERA_REQUIRE_DATA(test, "movielens-100k/u1.test.gz");
+  TESSERA_REQUIRE_DATA(jester, "jester5k/ratings.tsv.gz");
+  auto train = ReadRatings(base);
+  ASSERT_TRUE(train.ok()) << train.status().message();
+  EXPECT_EQ(train->entries.size(), 80000u);
+  EXPECT_EQ(train->num_users(), 943u);
+  EXPECT_EQ(train->num_items(), 1650u);
+  RatingsOptions o;
+  o.users = train->users;
+  o.items = train->items;
+  auto t = ReadRatings(test, o);
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->entries.size() + t->skipped_unknown, 20000u);
+  auto j = ReadRatings(jester);
+  ASSERT_TRUE(j.ok()) << j.status().message();
+  EXPECT_EQ(j->entries.size(), 363209u);
+  EXPECT_EQ(j->num_users(), 5000u);
+  EXPECT_EQ(j->num_items(), 100u);
+}
+
+}  // namespace
+}  // namespace tessera
