@@ -1,0 +1,467 @@
+#include "algorithms/mf/mf.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "core/dataset.h"
+#include "core/fiber_pool.h"
+#include "core/line_reader.h"
+#include "core/metrics.h"
+
+namespace tessera {
+
+Status MfOptions::Validate() const {
+  TESSERA_RETURN_IF_ERROR(engine.Validate());
+  if (rank < 1 || rank > 10000) {
+    return InvalidArgument("--rank must be between 1 and 10000, got " + std::to_string(rank));
+  }
+  if (!(lambda >= 0) || !std::isfinite(lambda)) {
+    return InvalidArgument("--lambda must be a number >= 0");
+  }
+  if (epochs < 1) return InvalidArgument("--epochs must be at least 1");
+  if (inner_iterations < 1) return InvalidArgument("--inner-iterations must be at least 1");
+  if (!(init_scale > 0)) return InvalidArgument("--init-scale must be > 0");
+  if (engine.pipeline_depth != 1) {
+    return InvalidArgument(
+        "CCD++ updates each coordinate from the other side's current column: "
+        "--pipeline-depth must be 1");
+  }
+  return Status::Ok();
+}
+
+std::vector<std::pair<std::uint32_t, double>> MfModel::TopN(
+    std::uint32_t user, int n, const std::vector<char>& exclude) const {
+  std::vector<std::pair<std::uint32_t, double>> scored;
+  for (Eigen::Index j = 0; j < h.rows(); ++j) {
+    if (j < static_cast<Eigen::Index>(exclude.size()) && exclude[j]) continue;
+    scored.emplace_back(static_cast<std::uint32_t>(j),
+                        Predict(user, static_cast<std::uint32_t>(j)));
+  }
+  const auto cut = std::min<std::size_t>(scored.size(), static_cast<std::size_t>(std::max(n, 0)));
+  std::partial_sort(scored.begin(), scored.begin() + static_cast<std::ptrdiff_t>(cut), scored.end(),
+                    [](const auto& a, const auto& b) {
+                      return a.second > b.second || (a.second == b.second && a.first < b.first);
+                    });
+  scored.resize(cut);
+  return scored;
+}
+
+double Rmse(const MfModel& model, const Ratings& ratings) {
+  double sse = 0;
+  for (const Rating& r : ratings.entries)
+    sse += std::pow(r.value - model.Predict(r.user, r.item), 2);
+  return std::sqrt(sse / std::max<std::size_t>(ratings.entries.size(), 1));
+}
+
+namespace {
+
+using Factors = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// One worker's users and items: their ratings by row and by column, with residuals, and the
+// worker's copy of the factors.
+struct CcdShard {
+  KeyRange users, items;
+  std::vector<std::uint32_t> row_ptr, row_item;  // ratings of my users, by user
+  std::vector<double> row_res;
+  std::vector<std::uint32_t> col_ptr, col_user;  // ratings of my items, by item
+  std::vector<double> col_res;
+  std::vector<Rating> test;  // test ratings of my users
+  Factors w, h;
+  int t = -1;  // component whose old term the residuals have added back; -1: exact residuals
+};
+
+class CcdApp final : public ModelParallelApp {
+ public:
+  CcdApp(const Ratings& train, const Ratings* test, const MfOptions& o,
+         const std::function<void(const MfEpoch&)>& on_epoch)
+      : opts_(o), on_epoch_(on_epoch) {
+    num_users_ = train.num_users();
+    num_items_ = train.num_items();
+    rank_ = o.rank;
+    k_ = o.rank + (o.biases ? 2 : 0);
+    num_train_ = train.entries.size();
+    num_test_ = test ? test->entries.size() : 0;
+    double sum = 0;
+    for (const Rating& r : train.entries) sum += r.value;
+    model_.mean = sum / static_cast<double>(num_train_);
+    model_.users = train.users;
+    model_.items = train.items;
+    model_.w.resize(static_cast<Eigen::Index>(num_users_), k_);
+    model_.h = Factors::Zero(static_cast<Eigen::Index>(num_items_), k_);
+    std::mt19937_64 rng(o.seed);
+    std::normal_distribution<double> normal(0,
+                                            o.init_scale / std::sqrt(static_cast<double>(rank_)));
+    for (Eigen::Index i = 0; i < model_.w.size(); ++i) model_.w.data()[i] = normal(rng);
+    if (o.biases) {  // (b_i, 1) and (1, c_j): biases are two components with one side fixed
+      model_.w.col(rank_).setZero();
+      model_.w.col(rank_ + 1).setOnes();
+      model_.h.col(rank_).setOnes();
+      steps_.push_back({rank_, 1});      // user biases
+      steps_.push_back({rank_ + 1, 0});  // item biases
+    }
+    for (int t = 0; t < rank_; ++t) {
+      for (int s = 0; s < o.inner_iterations; ++s) {
+        steps_.push_back({t, 0});  // H first: W starts random, H at 0
+        steps_.push_back({t, 1});
+      }
+    }
+    user_count_.assign(num_users_, 0);
+    item_count_.assign(num_items_, 0);
+    for (const Rating& r : train.entries) {
+      ++user_count_[r.user];
+      ++item_count_[r.item];
+    }
+    const int P = o.engine.workers;
+    const auto user_ranges = SplitRange(num_users_, P);
+    const auto item_ranges = SplitRange(num_items_, P);
+    shards_.resize(P);
+    ParallelFor(P, [&](int w) { Build(shards_[w], user_ranges[w], item_ranges[w], train, test); });
+    rounds_per_epoch_ = steps_.size();
+  }
+
+  RoundSchedule Schedule(ScheduleContext& ctx) override {
+    RoundSchedule plan;
+    if (ctx.round == 0) clock_ = Stopwatch();
+    if (ctx.round >= rounds_per_epoch_ * static_cast<std::uint64_t>(opts_.epochs)) {
+      plan.done = true;
+      return plan;
+    }
+    const std::uint64_t idx = ctx.round % rounds_per_epoch_;
+    const auto t = static_cast<std::uint32_t>(steps_[idx].first);
+    const auto phase = static_cast<std::uint32_t>(steps_[idx].second);  // 0: H col t, 1: W col t
+    for (int w = 0; w < ctx.num_workers; ++w) {
+      Block b;
+      b.id = Encode(t, phase, w);  // block ids are unique within a round
+      b.worker = w;
+      const KeyRange r = phase == 0 ? shards_[w].items : shards_[w].users;
+      const Key offset = phase == 0 ? num_users_ : 0;
+      for (Key key = r.begin; key < r.end; ++key) b.keys.push_back(offset + key);
+      plan.blocks.push_back(std::move(b));
+    }
+    plan.evaluate_after = idx + 1 == rounds_per_epoch_;
+    return plan;
+  }
+
+  std::vector<Partial> Push(WorkerContext& ctx, std::span<const Block> blocks) override {
+    CcdShard& s = shards_[ctx.worker];
+    std::vector<Partial> out;
+    for (const Block& b : blocks) {
+      const auto [t, phase] = Decode(b.id);
+      SwitchComponent(s, t);
+      Partial p;
+      p.block = b.id;
+      if (phase == 0) {  // H column t for my items: v_j = Σ R̂_ij w_it / (λ|Ω_j| + Σ w_it²)
+        p.values.resize(static_cast<Eigen::Index>(s.items.size()));
+        for (Key j = s.items.begin; j < s.items.end; ++j) {
+          const std::size_t a = j - s.items.begin;
+          double num = 0, den = opts_.lambda * item_count_[j];
+          for (std::uint32_t e = s.col_ptr[a]; e < s.col_ptr[a + 1]; ++e) {
+            const double wi = s.w(s.col_user[e], t);
+            num += s.col_res[e] * wi;
+            den += wi * wi;
+          }
+          p.values[static_cast<Eigen::Index>(a)] = den > 0 ? num / den : 0.0;
+        }
+      } else {  // W column t for my users
+        p.values.resize(static_cast<Eigen::Index>(s.users.size()));
+        for (Key i = s.users.begin; i < s.users.end; ++i) {
+          const std::size_t a = i - s.users.begin;
+          double num = 0, den = opts_.lambda * user_count_[i];
+          for (std::uint32_t e = s.row_ptr[a]; e < s.row_ptr[a + 1]; ++e) {
+            const double hj = s.h(s.row_item[e], t);
+            num += s.row_res[e] * hj;
+            den += hj * hj;
+          }
+          p.values[static_cast<Eigen::Index>(a)] = den > 0 ? num / den : 0.0;
+        }
+      }
+      out.push_back(std::move(p));
+    }
+    return out;
+  }
+
+  Update Pull(PullContext&, std::span<const Block> blocks,
+              std::span<const Partial> merged) override {
+    Update u;
+    for (std::size_t b = 0; b < blocks.size(); ++b) {
+      const auto [t, phase] = Decode(blocks[b].id);
+      const bool items = phase == 0;
+      for (std::size_t a = 0; a < blocks[b].keys.size(); ++a) {
+        const Key key = blocks[b].keys[a];
+        double& x = items ? model_.h(static_cast<Eigen::Index>(key - num_users_), t)
+                          : model_.w(static_cast<Eigen::Index>(key), t);
+        const double next = merged[b].values[static_cast<Eigen::Index>(a)];
+        if (next == x) continue;
+        u.keys.push_back(key);
+        delta_.push_back(next - x);
+        x = next;
+      }
+    }
+    u.delta = Eigen::Map<Eigen::VectorXd>(delta_.data(), static_cast<Eigen::Index>(delta_.size()));
+    delta_.clear();
+    return u;
+  }
+
+  void Apply(WorkerContext& ctx, const Update& u) override {
+    CcdShard& s = shards_[ctx.worker];
+    for (std::size_t a = 0; a < u.keys.size(); ++a) {
+      const Key key = u.keys[a];
+      if (key < num_users_) {
+        s.w(static_cast<Eigen::Index>(key), s.t) += u.delta[static_cast<Eigen::Index>(a)];
+      } else {
+        s.h(static_cast<Eigen::Index>(key - num_users_), s.t) +=
+            u.delta[static_cast<Eigen::Index>(a)];
+      }
+    }
+  }
+
+  // Terms: train SSE and test SSE over my users' ratings, and my share of the penalty.
+  Eigen::VectorXd EvaluateTerms(WorkerContext& ctx) override {
+    const CcdShard& s = shards_[ctx.worker];
+    Eigen::VectorXd terms = Eigen::VectorXd::Zero(3);
+    for (Key i = s.users.begin; i < s.users.end; ++i) {
+      const std::size_t a = i - s.users.begin;
+      for (std::uint32_t e = s.row_ptr[a]; e < s.row_ptr[a + 1]; ++e) {
+        const double r = s.t < 0 ? s.row_res[e]
+                                 : s.row_res[e] - s.w(static_cast<Eigen::Index>(i), s.t) *
+                                                      s.h(s.row_item[e], s.t);
+        terms[0] += r * r;
+      }
+      // The fixed 1 of the item-bias component is not a parameter.
+      const double fixed = opts_.biases ? 1.0 : 0.0;
+      terms[2] += opts_.lambda * user_count_[i] *
+                  (s.w.row(static_cast<Eigen::Index>(i)).squaredNorm() - fixed);
+    }
+    for (Key j = s.items.begin; j < s.items.end; ++j) {
+      const double fixed = opts_.biases ? 1.0 : 0.0;
+      terms[2] += opts_.lambda * item_count_[j] *
+                  (s.h.row(static_cast<Eigen::Index>(j)).squaredNorm() - fixed);
+    }
+    for (const Rating& r : s.test) {
+      terms[1] += std::pow(r.value - model_.mean - s.w.row(r.user).dot(s.h.row(r.item)), 2);
+    }
+    return terms;
+  }
+
+  double Objective(const Eigen::VectorXd& t) override {
+    MfEpoch e;
+    e.epoch = static_cast<int>(epochs_.size()) + 1;
+    e.seconds = clock_.Seconds();
+    e.train_rmse = std::sqrt(t[0] / static_cast<double>(num_train_));
+    e.test_rmse = num_test_ ? std::sqrt(t[1] / static_cast<double>(num_test_))
+                            : std::numeric_limits<double>::quiet_NaN();
+    e.objective = t[0] + t[2];
+    if (epochs_.size() < static_cast<std::size_t>(opts_.epochs)) {  // not the engine's final call
+      epochs_.push_back(e);
+      if (on_epoch_) on_epoch_(e);
+    }
+    return e.objective;
+  }
+
+  MfModel& model() { return model_; }
+  std::vector<MfEpoch>& epochs() { return epochs_; }
+
+ private:
+  void Build(CcdShard& s, KeyRange users, KeyRange items, const Ratings& train,
+             const Ratings* test) {
+    s.users = users;
+    s.items = items;
+    s.w = model_.w;
+    s.h = model_.h;
+    s.row_ptr.assign(users.size() + 1, 0);
+    s.col_ptr.assign(items.size() + 1, 0);
+    for (const Rating& r : train.entries) {
+      if (users.Contains(r.user)) ++s.row_ptr[r.user - users.begin + 1];
+      if (items.Contains(r.item)) ++s.col_ptr[r.item - items.begin + 1];
+    }
+    for (std::size_t a = 0; a < users.size(); ++a) s.row_ptr[a + 1] += s.row_ptr[a];
+    for (std::size_t a = 0; a < items.size(); ++a) s.col_ptr[a + 1] += s.col_ptr[a];
+    s.row_item.resize(s.row_ptr.back());
+    s.row_res.resize(s.row_ptr.back());
+    s.col_user.resize(s.col_ptr.back());
+    s.col_res.resize(s.col_ptr.back());
+    std::vector<std::uint32_t> row_fill(s.row_ptr.begin(), s.row_ptr.end() - 1);
+    std::vector<std::uint32_t> col_fill(s.col_ptr.begin(), s.col_ptr.end() - 1);
+    for (const Rating& r : train.entries) {
+      // H starts at 0, so the residual is the centered rating.
+      const double res = r.value - model_.mean;
+      if (users.Contains(r.user)) {
+        const std::uint32_t e = row_fill[r.user - users.begin]++;
+        s.row_item[e] = r.item;
+        s.row_res[e] = res;
+      }
+      if (items.Contains(r.item)) {
+        const std::uint32_t e = col_fill[r.item - items.begin]++;
+        s.col_user[e] = r.user;
+        s.col_res[e] = res;
+      }
+    }
+    if (test) {
+      for (const Rating& r : test->entries) {
+        if (users.Contains(r.user)) s.test.push_back(r);
+      }
+    }
+  }
+
+  std::uint32_t Encode(std::uint32_t t, std::uint32_t phase, int worker) const {
+    return (2 * t + phase) * static_cast<std::uint32_t>(opts_.engine.workers) +
+           static_cast<std::uint32_t>(worker);
+  }
+  std::pair<int, std::uint32_t> Decode(std::uint32_t id) const {
+    const std::uint32_t code = id / static_cast<std::uint32_t>(opts_.engine.workers);
+    return {static_cast<int>(code / 2), code % 2};
+  }
+
+  // Residuals: take the current term of component s.t out, put the old term of `t` back in.
+  static void SwitchComponent(CcdShard& s, int t) {
+    if (s.t == t) return;
+    auto move = [&s](int c, double sign) {
+      for (Key i = s.users.begin; i < s.users.end; ++i) {
+        const std::size_t a = i - s.users.begin;
+        const double wi = s.w(static_cast<Eigen::Index>(i), c);
+        for (std::uint32_t e = s.row_ptr[a]; e < s.row_ptr[a + 1]; ++e) {
+          s.row_res[e] += sign * wi * s.h(s.row_item[e], c);
+        }
+      }
+      for (Key j = s.items.begin; j < s.items.end; ++j) {
+        const std::size_t a = j - s.items.begin;
+        const double hj = s.h(static_cast<Eigen::Index>(j), c);
+        for (std::uint32_t e = s.col_ptr[a]; e < s.col_ptr[a + 1]; ++e) {
+          s.col_res[e] += sign * s.w(s.col_user[e], c) * hj;
+        }
+      }
+    };
+    if (s.t >= 0) move(s.t, -1.0);
+    move(t, +1.0);
+    s.t = t;
+  }
+
+  const MfOptions& opts_;
+  std::function<void(const MfEpoch&)> on_epoch_;
+  std::size_t num_users_ = 0, num_items_ = 0, num_train_ = 0, num_test_ = 0;
+  int rank_ = 0, k_ = 0;                    // latent rank; factor columns (rank + 2 with biases)
+  std::vector<std::pair<int, int>> steps_;  // one epoch: (column, 0 = H step | 1 = W step)
+  MfModel model_;
+  std::vector<std::uint32_t> user_count_, item_count_;
+  std::vector<CcdShard> shards_;
+  std::uint64_t rounds_per_epoch_ = 0;
+  std::vector<double> delta_;
+  std::vector<MfEpoch> epochs_;
+  Stopwatch clock_;
+};
+
+}  // namespace
+
+StatusOr<MfResult> TrainMfCcd(const Ratings& train, const Ratings* test, const MfOptions& options,
+                              const std::function<void(const MfEpoch&)>& on_epoch) {
+  TESSERA_RETURN_IF_ERROR(options.Validate());
+  if (train.entries.empty()) return InvalidArgument(train.source + ": no ratings");
+  if (test && (test->users != train.users || test->items != train.items)) {
+    return InvalidArgument("the test set must be read with the training set's id maps");
+  }
+  CcdApp app(train, test, options, on_epoch);
+  TESSERA_ASSIGN_OR_RETURN(RunResult run, RunModelParallel(app, options.engine));
+  MfResult result;
+  result.model = std::move(app.model());
+  result.epochs = std::move(app.epochs());
+  result.run = std::move(run);
+  return result;
+}
+
+Status WriteMfModel(const std::string& path, const MfModel& m) {
+  CsvWriter out;  // atomic text writer; the format is whitespace-separated, not CSV
+  const auto k = m.w.cols();
+  TESSERA_RETURN_IF_ERROR(out.Open(path, "tessera-mf 1"));
+  out.Row("rank " + std::to_string(k));
+  out.Row("mean " + FormatDouble(m.mean));
+  out.Row("users " + std::to_string(m.w.rows()));
+  out.Row("items " + std::to_string(m.h.rows()));
+  auto rows = [&](char tag, const Factors& f, const IdMap& ids) {
+    for (Eigen::Index i = 0; i < f.rows(); ++i) {
+      std::string line = std::string(1, tag) + " " + ids.Name(static_cast<std::uint32_t>(i));
+      for (Eigen::Index c = 0; c < k; ++c) line += " " + FormatDouble(f(i, c));
+      out.Row(line);
+    }
+  };
+  rows('u', m.w, *m.users);
+  rows('i', m.h, *m.items);
+  return out.Finish();
+}
+
+StatusOr<MfModel> ReadMfModel(const std::string& path) {
+  LineReader in;
+  TESSERA_RETURN_IF_ERROR(in.Open(path));
+  std::string_view line;
+  auto expect = [&](const char* key, std::string& value) -> Status {
+    if (!in.Next(line)) {
+      TESSERA_RETURN_IF_ERROR(in.status());
+      return InvalidArgument(path + ": ends before the '" + key + "' line");
+    }
+    const std::string_view k(key);
+    if (line.substr(0, k.size() + 1) != std::string(k) + " ") {
+      return InvalidArgument(in.Where() + "expected '" + key + " ...'");
+    }
+    value = std::string(line.substr(k.size() + 1));
+    return Status::Ok();
+  };
+  std::string magic, rank, mean, users, items;
+  TESSERA_RETURN_IF_ERROR(expect("tessera-mf", magic));
+  if (magic != "1") return InvalidArgument(in.Where() + "unknown model version '" + magic + "'");
+  TESSERA_RETURN_IF_ERROR(expect("rank", rank));
+  TESSERA_RETURN_IF_ERROR(expect("mean", mean));
+  TESSERA_RETURN_IF_ERROR(expect("users", users));
+  TESSERA_RETURN_IF_ERROR(expect("items", items));
+  MfModel m;
+  double k_d = 0, u_d = 0, i_d = 0;
+  if (!ParseDouble(rank, k_d) || k_d < 1 || !ParseDouble(mean, m.mean) ||
+      !ParseDouble(users, u_d) || u_d < 1 || !ParseDouble(items, i_d) || i_d < 1) {
+    return InvalidArgument(path + ": bad header (rank, mean, users, items)");
+  }
+  const auto k = static_cast<Eigen::Index>(k_d);
+  m.w.resize(static_cast<Eigen::Index>(u_d), k);
+  m.h.resize(static_cast<Eigen::Index>(i_d), k);
+  m.users = std::make_shared<IdMap>();
+  m.items = std::make_shared<IdMap>();
+  for (int part = 0; part < 2; ++part) {
+    Factors& f = part == 0 ? m.w : m.h;
+    IdMap& ids = part == 0 ? *m.users : *m.items;
+    const char tag = part == 0 ? 'u' : 'i';
+    for (Eigen::Index r = 0; r < f.rows(); ++r) {
+      if (!in.Next(line)) {
+        TESSERA_RETURN_IF_ERROR(in.status());
+        return DataLoss(path + ": truncated: expected " + std::to_string(f.rows()) + " '" + tag +
+                        "' lines, found " + std::to_string(r));
+      }
+      std::vector<std::string_view> tok;
+      std::size_t i = 0;
+      while (i < line.size()) {
+        while (i < line.size() && line[i] == ' ') ++i;
+        std::size_t j = i;
+        while (j < line.size() && line[j] != ' ') ++j;
+        if (j > i) tok.push_back(line.substr(i, j - i));
+        i = j;
+      }
+      if (tok.size() != static_cast<std::size_t>(k) + 2 || tok[0] != std::string_view(&tag, 1)) {
+        return InvalidArgument(in.Where() + "expected '" + tag + " <id> <" + std::to_string(k) +
+                               " factors>'");
+      }
+      const std::size_t before = ids.size();
+      if (ids.Add(tok[1]) != before) {
+        return InvalidArgument(in.Where() + "id '" + std::string(tok[1]) + "' appears twice");
+      }
+      for (Eigen::Index c = 0; c < k; ++c) {
+        if (!ParseDouble(tok[static_cast<std::size_t>(c) + 2], f(r, c))) {
+          return InvalidArgument(in.Where() + "factor '" + std::string(tok[c + 2]) +
+                                 "' is not a finite number");
+        }
+      }
+    }
+  }
+  if (in.Next(line)) return InvalidArgument(in.Where() + "unexpected line after the factors");
+  TESSERA_RETURN_IF_ERROR(in.status());
+  return m;
+}
+
+}  // namespace tessera

@@ -1,0 +1,81 @@
+// Matrix factorization of a ratings matrix: r_ij ≈ μ + w_iᵀh_j, minimizing
+//   Σ_(i,j)∈Ω (r_ij − μ − w_iᵀh_j)² + λ (Σ_i |Ω_i| ‖w_i‖² + Σ_j |Ω_j| ‖h_j‖²)
+// (μ the training mean; the L2 weight is per rating, as in SGD solvers such as LIBMF). With
+// biases, w_i and h_j end in (b_i, 1) and (1, c_j), so w_iᵀh_j includes b_i + c_j.
+//
+// Model-parallel CCD++ (Yu et al., ICDM 2012; STRADS MF): rank-one coordinate descent, one
+// component t at a time: a round updates column t of H for every item, the next column t of W
+// for every user, each in closed form. Users and items are partitioned over the workers; a
+// worker owns the ratings of its users (by row) and of its items (by column) with their
+// residuals, computes the new values of its own users' or items' coordinates (Push), and the
+// sync layer commits them and broadcasts them (Pull/Apply). Each coordinate depends only on
+// the other side's column, so the result does not depend on the number of workers.
+#pragma once
+
+#include <Eigen/Core>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/model_parallel.h"
+#include "core/ratings.h"
+#include "core/status.h"
+
+namespace tessera {
+
+struct MfOptions {
+  int rank = 40;             // latent dimension k
+  double lambda = 0.1;       // L2 weight per rating
+  int epochs = 20;           // passes over every component
+  int inner_iterations = 1;  // CCD++: H/W alternations per component per epoch
+  double init_scale = 0.1;   // W starts N(0, init_scale²/k) per entry, H at 0
+  bool biases = true;        // also fit a bias per user and per item, stored as two
+                             // extra factor columns (b_i, 1) and (1, c_j)
+  std::uint64_t seed = 42;
+  EngineOptions engine;  // workers, time limit, trace, progress (depth must be 1)
+  Status Validate() const;
+};
+
+// A trained model: factors and the id maps of the training data.
+struct MfModel {
+  double mean = 0;
+  Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> w;  // users x k
+  Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> h;  // items x k
+  std::shared_ptr<IdMap> users, items;
+  double Predict(std::uint32_t user, std::uint32_t item) const {
+    return mean + w.row(user).dot(h.row(item));
+  }
+  // The n items with the highest predicted rating for `user`, best first, skipping `exclude`.
+  std::vector<std::pair<std::uint32_t, double>> TopN(std::uint32_t user, int n,
+                                                     const std::vector<char>& exclude = {}) const;
+};
+
+struct MfEpoch {
+  int epoch = 0;
+  double seconds = 0;
+  double train_rmse = 0;
+  double test_rmse = 0;  // NaN without a test set
+  double objective = 0;
+};
+
+struct MfResult {
+  MfModel model;
+  std::vector<MfEpoch> epochs;  // after each epoch
+  RunResult run;
+};
+
+// Root mean squared error of `model` on `ratings` (read against the model's id maps).
+double Rmse(const MfModel& model, const Ratings& ratings);
+
+// Trains on `train`, reporting test RMSE after every epoch when `test` is given (read with
+// train's id maps). `on_epoch`, if set, is called on the coordinator after each epoch.
+StatusOr<MfResult> TrainMfCcd(const Ratings& train, const Ratings* test, const MfOptions& options,
+                              const std::function<void(const MfEpoch&)>& on_epoch = {});
+
+// The model as text: a header, then one line per user and per item with its original id
+// and k factors (format in the README). Written atomically.
+Status WriteMfModel(const std::string& path, const MfModel& model);
+StatusOr<MfModel> ReadMfModel(const std::string& path);
+
+}  // namespace tessera
