@@ -10,6 +10,7 @@
 #include "core/fiber_pool.h"
 #include "core/metrics.h"
 #include "tools/compare.h"
+#include "tools/mf_command.h"
 
 namespace tessera {
 namespace {
@@ -342,6 +343,8 @@ int main(int argc, char** argv) {
   compare_cmd->add_option("--budget-rounds", compare.budget_rounds,
                           "Round limit of each run (model-parallel rounds, data-parallel clocks)");
   compare_cmd->allow_extras();
+  MfFlags mf;
+  const MfCommands mf_cmds = AddMfCommands(app, mf);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -349,13 +352,18 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::cerr << "tessera: error: " << e.what() << "\n(run 'tessera --help' or 'tessera "
-              << (app.get_subcommands().empty() ? std::string("lasso")
-                                                : app.get_subcommands()[0]->get_name())
+    std::string cmd = "lasso";
+    for (CLI::App* sub = &app; !sub->get_subcommands().empty();) {
+      sub = sub->get_subcommands()[0];
+      cmd = (sub->get_parent() == &app ? "" : cmd + " ") + sub->get_name();
+    }
+    std::cerr << "tessera: error: " << e.what() << "\n(run 'tessera --help' or 'tessera " << cmd
               << " --help')" << std::endl;
     return 2;
   }
   if (lasso_cmd->parsed()) return RunLasso(lasso);
+  if (mf_cmds.predict->parsed()) return RunMfPredict(mf);
+  if (mf_cmds.train->parsed()) return RunMfTrain(mf);
   if (compare_cmd->parsed()) {
     compare.forwarded = compare_cmd->remaining();
     return RunCompare(compare);

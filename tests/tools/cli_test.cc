@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -128,6 +129,49 @@ TEST(CliTest, CompareRunsBothModesAndWritesTableCsvAndPlot) {
   ASSERT_EQ(budget.code, 0) << budget.output;
   EXPECT_THAT(budget.output, HasSubstr("max rounds"));
   EXPECT_THAT(budget.output, HasSubstr("max epochs"));
+}
+
+// A small ratings file: 30 users x 20 items of a rank-2 matrix, every third entry.
+std::string SmallRatings(const testing::TempDir& dir) {
+  std::string text;
+  for (int u = 0; u < 30; ++u) {
+    for (int i = 0; i < 20; ++i) {
+      if ((u + i) % 3 != 0) continue;
+      const double r = 3 + std::sin(u) * std::cos(i) + 0.5 * std::cos(u * 0.7) * std::sin(i * 1.3);
+      text += "user" + std::to_string(u) + "\titem" + std::to_string(i) + "\t" + std::to_string(r) +
+              "\t881250949\n";
+    }
+  }
+  return dir.File("ratings.tsv", text);
+}
+
+TEST(CliTest, MfTrainsWritesAModelAndAnswersQueries) {
+  testing::TempDir dir;
+  const std::string ratings = SmallRatings(dir), model = dir.Path("model.txt");
+  auto r = RunCli("mf --train " + ratings + " --test " + ratings +
+                  " --rank 4 --lambda 0.01 --epochs 10 --workers 2 --output " + model);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("200 ratings, 30 users x 20 items"));
+  EXPECT_THAT(r.output, HasSubstr("epoch  10  train RMSE"));
+  auto one = RunCli("mf predict --model " + model + " --user user3 --item item0");
+  ASSERT_EQ(one.code, 0) << one.output;
+  EXPECT_GT(std::stod(one.output), 1.0);
+  auto top = RunCli("mf predict --model " + model + " --user user3 --top-n 3 --exclude " + ratings);
+  ASSERT_EQ(top.code, 0) << top.output;
+  EXPECT_THAT(top.output, ::testing::Not(HasSubstr("item0\t")));  // rated by user3: excluded
+  auto pairs = RunCli("mf predict --model " + model + " --pairs " + ratings + " --predictions " +
+                      dir.Path("p.csv"));
+  ASSERT_EQ(pairs.code, 0) << pairs.output;
+  EXPECT_THAT(pairs.output, HasSubstr("200 pairs predicted"));
+  auto unknown = RunCli("mf predict --model " + model + " --user nobody --item item0");
+  EXPECT_EQ(unknown.code, 1);
+  EXPECT_THAT(unknown.output, HasSubstr("user 'nobody' is not in the model"));
+  auto bad = RunCli("mf --train " + dir.File("bad.tsv", "1 2 5\n1 2\n"));
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_THAT(bad.output, HasSubstr("bad.tsv:2: expected 'user item rating [timestamp]'"));
+  auto no_train = RunCli("mf --rank 4");
+  EXPECT_EQ(no_train.code, 1);
+  EXPECT_THAT(no_train.output, HasSubstr("--train is required"));
 }
 
 struct BadRun {

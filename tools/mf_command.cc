@@ -1,0 +1,171 @@
+#include "tools/mf_command.h"
+
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+
+#include "core/fiber_pool.h"
+#include "core/metrics.h"
+
+namespace tessera {
+namespace {
+
+int Fail(const Status& s) {
+  std::cerr << "tessera: error: " << s.message() << std::endl;
+  return 1;
+}
+
+StatusOr<std::uint32_t> Lookup(const IdMap& ids, const std::string& id, const char* what) {
+  auto index = ids.Find(id);
+  if (!index) return NotFound(std::string(what) + " '" + id + "' is not in the model");
+  return *index;
+}
+
+}  // namespace
+
+MfCommands AddMfCommands(CLI::App& app, MfFlags& f) {
+  MfCommands c;
+  c.train = app.add_subcommand(
+      "mf",
+      "Factorize a ratings matrix (model-parallel CCD++); 'tessera mf predict' queries a model");
+  CLI::App& t = *c.train;
+  t.add_option("--train", f.train,
+               "Training ratings: 'user item rating [timestamp]' lines or MatrixMarket");
+  t.add_option("--test", f.test, "Test ratings (RMSE after every epoch)");
+  t.add_option("--rank", f.opts.rank, "Latent dimension")->capture_default_str();
+  t.add_option("--lambda", f.opts.lambda, "L2 weight per rating")->capture_default_str();
+  t.add_option("--epochs", f.opts.epochs, "Passes over every component")->capture_default_str();
+  t.add_option("--inner-iterations", f.opts.inner_iterations,
+               "CCD++ alternations per component per epoch")
+      ->capture_default_str();
+  t.add_flag("--no-biases", f.no_biases, "Do not fit user and item biases");
+  t.add_option("--workers", f.opts.engine.workers, "Worker fibers, each owning users and items")
+      ->capture_default_str();
+  t.add_option("--threads", f.threads, "OS threads running the fibers (default: all cores)");
+  t.add_option("--seed", f.opts.seed, "Seed of the initial factors")->capture_default_str();
+  t.add_option("--max-seconds", f.opts.engine.max_seconds, "Stop after this many seconds");
+  t.add_option("--output", f.output, "Write the model (factors and id maps) here");
+  t.add_flag("--quiet", f.quiet, "Only errors");
+
+  c.predict = t.add_subcommand("predict", "Predict ratings or the top-N items from a saved model");
+  CLI::App& p = *c.predict;
+  p.add_option("--model", f.model, "Model written by 'tessera mf --output'")->required();
+  p.add_option("--user", f.user, "User id as in the training file");
+  p.add_option("--item", f.item, "Item id: print the predicted rating of --user for it");
+  p.add_option("--top-n", f.top_n, "Print the N items with the highest predicted rating");
+  p.add_option("--exclude", f.exclude, "Ratings file whose items of --user are left out of top-N");
+  p.add_option("--pairs", f.pairs,
+               "File of 'user item [rating]' lines: predict each (and the RMSE if rated)");
+  p.add_option("--predictions", f.predictions, "With --pairs: write user,item,prediction CSV");
+  return c;
+}
+
+int RunMfTrain(MfFlags& f) {
+  if (f.train.empty()) return Fail(InvalidArgument("--train is required"));
+  if (f.threads < 0 || f.threads > 1024) {
+    return Fail(InvalidArgument("--threads must be between 0 (all cores) and 1024"));
+  }
+  FiberPool::Global(f.threads);
+  f.opts.biases = !f.no_biases;
+  f.opts.engine.progress = !f.quiet;
+  f.opts.engine.label = "mf";
+  if (auto st = f.opts.Validate(); !st.ok()) return Fail(st);
+  auto train = ReadRatings(f.train);
+  if (!train.ok()) return Fail(train.status());
+  std::optional<Ratings> test;
+  if (!f.test.empty()) {
+    RatingsOptions o;
+    o.users = train->users;
+    o.items = train->items;
+    auto t = ReadRatings(f.test, o);
+    if (!t.ok()) return Fail(t.status());
+    test = std::move(*t);
+  }
+  if (!f.quiet) {
+    std::printf("tessera mf: %s: %zu ratings, %zu users x %zu items", train->source.c_str(),
+                train->entries.size(), train->num_users(), train->num_items());
+    if (test) {
+      std::printf("; test %s: %zu ratings (%zu with an unseen user or item skipped)",
+                  test->source.c_str(), test->entries.size(), test->skipped_unknown);
+    }
+    std::printf("\n  CCD++ rank %d%s, lambda %g, %d workers on %d threads\n", f.opts.rank,
+                f.opts.biases ? " + biases" : "", f.opts.lambda, f.opts.engine.workers,
+                FiberPool::Global().threads());
+  }
+  const double n = static_cast<double>(train->entries.size());
+  auto print = [&](const MfEpoch& e) {
+    if (f.quiet) return;
+    std::printf("epoch %3d  train RMSE %.4f", e.epoch, e.train_rmse);
+    if (!std::isnan(e.test_rmse)) std::printf("  test RMSE %.4f", e.test_rmse);
+    std::printf("  %.3f s  %.3g ratings x epochs / s\n", e.seconds,
+                n * e.epoch / std::max(e.seconds, 1e-9));
+    std::fflush(stdout);
+  };
+  auto result = TrainMfCcd(*train, test ? &*test : nullptr, f.opts, print);
+  if (!result.ok()) return Fail(result.status());
+  if (!f.quiet) {
+    std::printf("%s after %zu epochs, %.3f s; bytes moved %llu; peak RSS %.1f MiB\n",
+                result->run.stop_reason.c_str(), result->epochs.size(), result->run.seconds,
+                static_cast<unsigned long long>(result->run.bytes), PeakRssBytes() / 1048576.0);
+  }
+  if (!f.output.empty()) {
+    if (auto st = WriteMfModel(f.output, result->model); !st.ok()) return Fail(st);
+  }
+  return 0;
+}
+
+int RunMfPredict(MfFlags& f) {
+  auto model = ReadMfModel(f.model);
+  if (!model.ok()) return Fail(model.status());
+  const MfModel& m = *model;
+  const int modes = (!f.item.empty()) + (f.top_n > 0) + (!f.pairs.empty());
+  if (modes != 1) {
+    return Fail(InvalidArgument("give exactly one of --item, --top-n or --pairs"));
+  }
+  if (!f.pairs.empty()) {
+    RatingsOptions o;
+    o.users = m.users;
+    o.items = m.items;
+    auto pairs = ReadRatings(f.pairs, o);
+    if (!pairs.ok()) return Fail(pairs.status());
+    CsvWriter out;
+    if (!f.predictions.empty()) {
+      if (auto st = out.Open(f.predictions, "user,item,prediction"); !st.ok()) return Fail(st);
+    }
+    for (const Rating& r : pairs->entries) {
+      out.Row(m.users->Name(r.user) + "," + m.items->Name(r.item) + "," +
+              FormatDouble(m.Predict(r.user, r.item)));
+    }
+    if (auto st = out.Finish(); !st.ok()) return Fail(st);
+    std::printf("%zu pairs predicted (%zu with an unknown user or item skipped); RMSE %.4f\n",
+                pairs->entries.size(), pairs->skipped_unknown, Rmse(m, *pairs));
+    return 0;
+  }
+  if (f.user.empty()) return Fail(InvalidArgument("--user is required with --item or --top-n"));
+  auto user = Lookup(*m.users, f.user, "user");
+  if (!user.ok()) return Fail(user.status());
+  if (!f.item.empty()) {
+    auto item = Lookup(*m.items, f.item, "item");
+    if (!item.ok()) return Fail(item.status());
+    std::printf("%s\n", FormatDouble(m.Predict(*user, *item)).c_str());
+    return 0;
+  }
+  std::vector<char> exclude;
+  if (!f.exclude.empty()) {
+    RatingsOptions o;
+    o.users = m.users;
+    o.items = m.items;
+    auto rated = ReadRatings(f.exclude, o);
+    if (!rated.ok()) return Fail(rated.status());
+    exclude.assign(m.items->size(), 0);
+    for (const Rating& r : rated->entries) {
+      if (r.user == *user) exclude[r.item] = 1;
+    }
+  }
+  for (const auto& [item, score] : m.TopN(*user, f.top_n, exclude)) {
+    std::printf("%s\t%.4f\n", m.items->Name(item).c_str(), score);
+  }
+  return 0;
+}
+
+}  // namespace tessera
