@@ -115,7 +115,6 @@ Status DataParallelOptions::Validate() const {
   }
   if (!(max_seconds >= 0)) return InvalidArgument("--max-seconds must be >= 0");
   if (!(objective_tolerance >= 0)) return InvalidArgument("--tolerance must be >= 0");
-  if (evaluate_every < 1) return InvalidArgument("--evaluate-every must be at least 1");
   return Status::Ok();
 }
 
@@ -178,7 +177,9 @@ class Worker {
         TESSERA_RETURN_IF_ERROR(client_.Clock());
         ++clocks;
         const bool last = epoch + 1 == opts_.max_epochs && b + 1 == plan_.batches_per_epoch;
-        if (last || clocks % opts_.evaluate_every == 0) {
+        const bool due = opts_.evaluate_every == 0 ? b + 1 == plan_.batches_per_epoch
+                                                   : clocks % opts_.evaluate_every == 0;
+        if (last || due) {
           TESSERA_ASSIGN_OR_RETURN(bool stop, Evaluate(last));
           if (stop) return Status::Ok();
         }

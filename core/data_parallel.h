@@ -63,7 +63,8 @@ struct DataParallelOptions {
   double max_seconds = 0;            // stop at the first evaluation after this; 0 = no limit
   double objective_tolerance = 0;    // stop when the relative change between evaluations is
                                      // below this; 0 = off
-  std::uint64_t evaluate_every = 1;  // clocks between objective evaluations (barriers)
+  std::uint64_t evaluate_every = 1;  // clocks between objective evaluations (barriers);
+                                     // 0 = at the end of every epoch
   std::uint64_t seed = 42;           // partitions and shuffles
   std::string trace_path;            // per-evaluation CSV; empty = none
   bool progress = true;              // one-line progress on a TTY (stderr)

@@ -25,6 +25,9 @@ StatusOr<std::uint32_t> Lookup(const IdMap& ids, const std::string& id, const ch
 
 MfCommands AddMfCommands(CLI::App& app, MfFlags& f) {
   MfCommands c;
+  // SGD wants fresh item factors: small batches, a clock after each.
+  f.opts.data_parallel.batch_size = 16;
+  f.data_parallel.frequency = "batch";
   c.train = app.add_subcommand(
       "mf",
       "Factorize a ratings matrix (model-parallel CCD++); 'tessera mf predict' queries a model");
@@ -46,6 +49,21 @@ MfCommands AddMfCommands(CLI::App& app, MfFlags& f) {
   t.add_option("--max-seconds", f.opts.engine.max_seconds, "Stop after this many seconds");
   t.add_option("--output", f.output, "Write the model (factors and id maps) here");
   t.add_flag("--quiet", f.quiet, "Only errors");
+  t.add_option("--mode", f.opts.mode,
+               "model-parallel (CCD++) | data-parallel (SGD, H on a parameter server)")
+      ->capture_default_str();
+  AddDataParallelFlags(t, f.opts.data_parallel, f.data_parallel,
+                       "Users per batch (0: the worker's whole partition)");
+  const std::string g = "Data-parallel mode";
+  t.add_option("--learning-rate", f.opts.learning_rate, "SGD step")
+      ->capture_default_str()
+      ->group(g);
+  t.add_option("--decay", f.opts.decay, "Step decay: lr / (1 + decay * epoch)")
+      ->capture_default_str()
+      ->group(g);
+  t.add_flag("--model-averaging", f.opts.data_parallel.model_averaging,
+             "Workers update their own copy of H and the servers average them at each clock")
+      ->group(g);
 
   c.predict = t.add_subcommand("predict", "Predict ratings or the top-N items from a saved model");
   CLI::App& p = *c.predict;
@@ -69,6 +87,9 @@ int RunMfTrain(MfFlags& f) {
   f.opts.biases = !f.no_biases;
   f.opts.engine.progress = !f.quiet;
   f.opts.engine.label = "mf";
+  if (auto st = ParseDataParallelFlags(f.data_parallel, f.opts.data_parallel); !st.ok()) {
+    return Fail(st);
+  }
   if (auto st = f.opts.Validate(); !st.ok()) return Fail(st);
   auto train = ReadRatings(f.train);
   if (!train.ok()) return Fail(train.status());
@@ -88,9 +109,17 @@ int RunMfTrain(MfFlags& f) {
       std::printf("; test %s: %zu ratings (%zu with an unseen user or item skipped)",
                   test->source.c_str(), test->entries.size(), test->skipped_unknown);
     }
-    std::printf("\n  CCD++ rank %d%s, lambda %g, %d workers on %d threads\n", f.opts.rank,
-                f.opts.biases ? " + biases" : "", f.opts.lambda, f.opts.engine.workers,
+    const auto& dp = f.opts.data_parallel;
+    std::printf("\n  %s rank %d%s, lambda %g, %d workers on %d threads",
+                f.opts.mode == "data-parallel" ? "data-parallel SGD" : "model-parallel CCD++",
+                f.opts.rank, f.opts.biases ? " + biases" : "", f.opts.lambda, f.opts.engine.workers,
                 FiberPool::Global().threads());
+    if (f.opts.mode == "data-parallel") {
+      std::printf(", %d servers, consistency %s, update frequency %s, batch %zu users%s",
+                  dp.servers, dp.consistency.ToString().c_str(), dp.frequency.ToString().c_str(),
+                  dp.batch_size, dp.model_averaging ? ", model averaging" : "");
+    }
+    std::printf("\n");
   }
   const double n = static_cast<double>(train->entries.size());
   auto print = [&](const MfEpoch& e) {
@@ -101,7 +130,7 @@ int RunMfTrain(MfFlags& f) {
                 n * e.epoch / std::max(e.seconds, 1e-9));
     std::fflush(stdout);
   };
-  auto result = TrainMfCcd(*train, test ? &*test : nullptr, f.opts, print);
+  auto result = TrainMf(*train, test ? &*test : nullptr, f.opts, print);
   if (!result.ok()) return Fail(result.status());
   if (!f.quiet) {
     std::printf("%s after %zu epochs, %.3f s; bytes moved %llu; peak RSS %.1f MiB\n",

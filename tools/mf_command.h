@@ -5,6 +5,7 @@
 #include <string>
 
 #include "algorithms/mf/mf.h"
+#include "tools/data_parallel_flags.h"
 
 namespace tessera {
 
@@ -15,6 +16,7 @@ struct MfFlags {
   int threads = 0;
   bool no_biases = false;
   bool quiet = false;
+  DataParallelFlags data_parallel;
   // Queries.
   std::string model, user, item, pairs, exclude, predictions;
   int top_n = 0;

@@ -10,6 +10,7 @@
 #include "core/fiber_pool.h"
 #include "core/metrics.h"
 #include "tools/compare.h"
+#include "tools/data_parallel_flags.h"
 #include "tools/mf_command.h"
 
 namespace tessera {
@@ -67,10 +68,7 @@ struct LassoFlags {
   bool quiet = false;
   bool no_strong = false, no_active = false;
   int threads = 0;
-  // Data-parallel mode; parsed into opts.data_parallel by FinishLassoFlags.
-  std::string consistency = "bsp";
-  std::string frequency = "epoch";
-  std::string partition = "disjoint_contiguous";
+  DataParallelFlags data_parallel;  // parsed into opts.data_parallel
   bool no_accelerate = false;
   std::string summary;  // one-row CSV of the result, for `tessera compare`
 };
@@ -123,23 +121,7 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
   cmd.add_option("--trace", f.opts.engine.trace_path, "Per-round metrics CSV");
   auto& dp = f.opts.data_parallel;
   const std::string g = "Data-parallel mode";
-  cmd.add_option("--servers", dp.servers, "Parameter-server shards")
-      ->capture_default_str()
-      ->group(g);
-  cmd.add_option("--consistency", f.consistency, "bsp | ssp:S | essp:S | asp | hogwild")
-      ->capture_default_str()
-      ->group(g);
-  cmd.add_option("--update-frequency", f.frequency, "batch | nbatches:N | epoch")
-      ->capture_default_str()
-      ->group(g);
-  cmd.add_option("--partition", f.partition,
-                 "disjoint_contiguous | disjoint_round_robin | disjoint_random | "
-                 "overlap_reshuffle")
-      ->capture_default_str()
-      ->group(g);
-  cmd.add_option("--batch-size", dp.batch_size, "Rows per batch (0: the whole partition)")
-      ->capture_default_str()
-      ->group(g);
+  AddDataParallelFlags(cmd, dp, f.data_parallel, "Rows per batch (0: the whole partition)");
   cmd.add_option("--max-epochs", dp.max_epochs, "Passes over the data per lambda")
       ->capture_default_str()
       ->group(g);
@@ -161,15 +143,7 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
 // Parses the data-parallel names and copies the flags both modes share.
 Status FinishDataParallelFlags(LassoFlags& f) {
   auto& dp = f.opts.data_parallel;
-  auto c = Consistency::Parse(f.consistency);
-  if (!c.ok()) return InvalidArgument("--consistency: " + c.status().message());
-  dp.consistency = *c;
-  auto freq = UpdateFrequency::Parse(f.frequency);
-  if (!freq.ok()) return InvalidArgument("--update-frequency: " + freq.status().message());
-  dp.frequency = *freq;
-  auto part = ParsePartitionScheme(f.partition);
-  if (!part.ok()) return InvalidArgument("--partition: " + part.status().message());
-  dp.partition = *part;
+  TESSERA_RETURN_IF_ERROR(ParseDataParallelFlags(f.data_parallel, dp));
   dp.workers = f.opts.engine.workers;
   dp.max_seconds = f.opts.engine.max_seconds;
   dp.seed = f.opts.engine.seed;

@@ -23,6 +23,14 @@ Status MfOptions::Validate() const {
   if (epochs < 1) return InvalidArgument("--epochs must be at least 1");
   if (inner_iterations < 1) return InvalidArgument("--inner-iterations must be at least 1");
   if (!(init_scale > 0)) return InvalidArgument("--init-scale must be > 0");
+  if (mode != "model-parallel" && mode != "data-parallel") {
+    return InvalidArgument("--mode must be 'model-parallel' or 'data-parallel', got '" + mode +
+                           "'");
+  }
+  if (!(learning_rate > 0) || !(decay >= 0)) {
+    return InvalidArgument("--learning-rate must be > 0 and --decay >= 0");
+  }
+  if (mode == "data-parallel") TESSERA_RETURN_IF_ERROR(data_parallel.Validate());
   if (engine.pipeline_depth != 1) {
     return InvalidArgument(
         "CCD++ updates each coordinate from the other side's current column: "
@@ -353,6 +361,14 @@ class CcdApp final : public ModelParallelApp {
 };
 
 }  // namespace
+
+StatusOr<MfResult> TrainMf(const Ratings& train, const Ratings* test, const MfOptions& options,
+                           const std::function<void(const MfEpoch&)>& on_epoch) {
+  if (options.mode == "data-parallel") {
+    return TrainMfSgdDataParallel(train, test, options, on_epoch);
+  }
+  return TrainMfCcd(train, test, options, on_epoch);
+}
 
 StatusOr<MfResult> TrainMfCcd(const Ratings& train, const Ratings* test, const MfOptions& options,
                               const std::function<void(const MfEpoch&)>& on_epoch) {

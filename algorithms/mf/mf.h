@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "core/data_parallel.h"
 #include "core/model_parallel.h"
 #include "core/ratings.h"
 #include "core/status.h"
@@ -25,6 +26,9 @@
 namespace tessera {
 
 struct MfOptions {
+  // model-parallel: CCD++ (above); data-parallel: SGD with H on a parameter server and W with
+  // the workers that own the users (mf_dp.cc).
+  std::string mode = "model-parallel";
   int rank = 40;             // latent dimension k
   double lambda = 0.1;       // L2 weight per rating
   int epochs = 20;           // passes over every component
@@ -34,6 +38,12 @@ struct MfOptions {
                              // extra factor columns (b_i, 1) and (1, c_j)
   std::uint64_t seed = 42;
   EngineOptions engine;  // workers, time limit, trace, progress (depth must be 1)
+  // Data-parallel SGD: step size (decayed as lr / (1 + decay · epoch)) and the parameter-server
+  // options (servers, consistency, frequency, partition of the users, batch size in users,
+  // model averaging). Workers, seed, time limit and progress come from `engine`.
+  double learning_rate = 0.05;
+  double decay = 0.1;
+  DataParallelOptions data_parallel;
   Status Validate() const;
 };
 
@@ -68,8 +78,14 @@ struct MfResult {
 // Root mean squared error of `model` on `ratings` (read against the model's id maps).
 double Rmse(const MfModel& model, const Ratings& ratings);
 
-// Trains on `train`, reporting test RMSE after every epoch when `test` is given (read with
-// train's id maps). `on_epoch`, if set, is called on the coordinator after each epoch.
+// Trains on `train` in options.mode, reporting test RMSE after every epoch when `test` is
+// given (read with train's id maps). `on_epoch`, if set, is called after each epoch.
+StatusOr<MfResult> TrainMf(const Ratings& train, const Ratings* test, const MfOptions& options,
+                           const std::function<void(const MfEpoch&)>& on_epoch = {});
+// The two modes.
+StatusOr<MfResult> TrainMfSgdDataParallel(const Ratings& train, const Ratings* test,
+                                          const MfOptions& options,
+                                          const std::function<void(const MfEpoch&)>& on_epoch);
 StatusOr<MfResult> TrainMfCcd(const Ratings& train, const Ratings* test, const MfOptions& options,
                               const std::function<void(const MfEpoch&)>& on_epoch = {});
 

@@ -586,8 +586,8 @@ TEST(DataParallelTest, WorkerErrorsStopTheRunCleanly) {
   o.progress = false;
   auto r = RunDataParallel(app, o);
   EXPECT_THAT(r.status().message(), HasSubstr("row 7: bad value"));
-  o.evaluate_every = 0;
-  EXPECT_THAT(RunDataParallel(app, o).status().message(), HasSubstr("--evaluate-every"));
+  o.max_seconds = -1;
+  EXPECT_THAT(RunDataParallel(app, o).status().message(), HasSubstr("--max-seconds"));
 }
 
 }  // namespace
