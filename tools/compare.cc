@@ -24,6 +24,36 @@ namespace fs = std::filesystem;
 
 const char* const kModes[] = {"model-parallel", "data-parallel"};
 
+// What compare needs to know of an app: the flags it sets itself, how a budget is spelled,
+// the summary columns worth showing and what the curves plot.
+struct AppSpec {
+  std::string name;
+  std::vector<std::string> own;    // flags the user may not pass (compare sets them)
+  std::string seconds_flag;        // wall-time limit
+  std::string rounds_flag[2];      // round limit, per mode (model-parallel, data-parallel)
+  std::vector<std::string> extra;  // summary columns shown after the objective
+  std::string curve;  // trace column plotted: "objective" as relative suboptimality, or a metric
+  std::string curve_label;
+};
+
+const AppSpec kApps[] = {
+    {"lasso",
+     {"--mode", "--trace", "--summary", "--output", "--path", "--quiet", "--max-seconds",
+      "--max-rounds", "--max-epochs"},
+     "--max-seconds",
+     {"--max-rounds", "--max-epochs"},
+     {"kkt", "nonzeros"},
+     "objective",
+     "relative suboptimality (F - F*) / F*"},
+    {"mf",
+     {"--mode", "--trace", "--summary", "--output", "--quiet", "--max-seconds", "--epochs"},
+     "--max-seconds",
+     {"--epochs", "--epochs"},
+     {"train_rmse", "test_rmse"},
+     "test_rmse",
+     "test RMSE"},
+};
+
 // A CSV file with a header, as rows of name -> field.
 StatusOr<std::vector<std::map<std::string, std::string>>> ReadTable(const std::string& path) {
   std::ifstream in(path);
@@ -104,30 +134,31 @@ std::string Sci(double v) {
   return buf;
 }
 
-Status Plot(const std::string& prefix, const fs::path& dir, const std::vector<ModeRun>& runs,
-            double best, const std::string& title, bool& plotted) {
+// The value plotted for one trace row: relative suboptimality, or the app's metric.
+double CurveValue(const AppSpec& app, const std::map<std::string, std::string>& row, double best) {
+  if (app.curve != "objective") return Num(row, app.curve);
+  const double f = Num(row, "objective");
+  return std::max((f - best) / std::max(std::abs(best), 1e-300), 1e-16);
+}
+
+Status Plot(const AppSpec& app, const std::string& prefix, const fs::path& dir,
+            const std::vector<ModeRun>& runs, double best, const std::string& title,
+            bool& plotted) {
   plotted = false;
-  std::string script =
-      "set terminal pngcairo size 1200,460 font ',10'\n"
-      "set output '" +
-      prefix +
-      ".png.tmp'\n"
-      "set datafile separator ','\n"
-      "set multiplot layout 1,2 title '" +
-      title +
-      "'\n"
-      "set logscale y\nset format y '10^{%L}'\nset grid\nset key top right\n"
-      "set ylabel 'relative suboptimality (F - F*) / F*'\n";
+  const bool gap = app.curve == "objective";
+  std::string script = "set terminal pngcairo size 1200,460 font ',10'\nset output '" + prefix +
+                       ".png.tmp'\nset datafile separator ','\nset multiplot layout 1,2 title '" +
+                       title + "'\n" + (gap ? "set logscale y\nset format y '10^{%L}'\n" : "") +
+                       "set grid\nset key top right\nset ylabel '" + app.curve_label + "'\n";
   std::string plot_time = "set xlabel 'seconds (setup excluded)'\nplot ";
   std::string plot_bytes = "set logscale x\nset xlabel 'bytes moved'\nplot ";
   for (std::size_t i = 0; i < runs.size(); ++i) {
     const fs::path dat = dir / (runs[i].mode + ".dat");
     std::ofstream out(dat);
     for (const auto& row : runs[i].trace) {
-      const double f = Num(row, "objective");
-      if (std::isnan(f)) continue;
-      const double gap = std::max((f - best) / std::max(std::abs(best), 1e-300), 1e-16);
-      out << FormatDouble(Num(row, "seconds")) << "," << FormatDouble(gap) << ","
+      const double v = CurveValue(app, row, best);
+      if (std::isnan(v) || std::isnan(Num(row, "objective"))) continue;
+      out << FormatDouble(Num(row, "seconds")) << "," << FormatDouble(v) << ","
           << FormatDouble(std::max(Num(row, "bytes"), 1.0)) << "\n";
     }
     const std::string sep = i + 1 < runs.size() ? ", " : "\n";
@@ -160,13 +191,18 @@ int Fail(const Status& s) {
 }  // namespace
 
 int RunCompare(const CompareFlags& flags) {
-  if (flags.app != "lasso") {
-    return Fail(InvalidArgument("unknown app '" + flags.app + "' (expected lasso)"));
+  const AppSpec* app = nullptr;
+  std::string names;
+  for (const AppSpec& a : kApps) {
+    if (a.name == flags.app) app = &a;
+    names += (names.empty() ? "" : ", ") + a.name;
+  }
+  if (!app) {
+    return Fail(InvalidArgument("unknown app '" + flags.app + "' (expected " + names + ")"));
   }
   for (const std::string& a : flags.forwarded) {
-    for (const char* own : {"--mode", "--trace", "--summary", "--output", "--path", "--quiet",
-                            "--max-seconds", "--max-rounds", "--max-epochs"}) {
-      if (a == own || a.rfind(std::string(own) + "=", 0) == 0) {
+    for (const std::string& own : app->own) {
+      if (a == own || a.rfind(own + "=", 0) == 0) {
         return Fail(
             InvalidArgument(a +
                             " is set by compare itself (both modes run; use --budget-seconds or "
@@ -190,31 +226,30 @@ int RunCompare(const CompareFlags& flags) {
   } cleanup{dir};
 
   std::vector<ModeRun> runs;
-  for (const char* mode : kModes) {
+  for (int m = 0; m < 2; ++m) {
+    const std::string mode = kModes[m];
     std::vector<std::string> args = {self.string(), flags.app};
     args.insert(args.end(), flags.forwarded.begin(), flags.forwarded.end());
-    const fs::path trace = dir / (std::string(mode) + ".trace.csv");
-    const fs::path summary = dir / (std::string(mode) + ".summary.csv");
+    const fs::path trace = dir / (mode + ".trace.csv");
+    const fs::path summary = dir / (mode + ".summary.csv");
     args.insert(args.end(), {"--mode", mode, "--trace", trace.string(), "--summary",
                              summary.string(), "--quiet"});
     if (flags.budget_seconds > 0) {
-      args.insert(args.end(), {"--max-seconds", FormatDouble(flags.budget_seconds)});
+      args.insert(args.end(), {app->seconds_flag, FormatDouble(flags.budget_seconds)});
     }
     if (flags.budget_rounds > 0) {
-      const bool mp = std::string(mode) == "model-parallel";
-      args.insert(args.end(),
-                  {mp ? "--max-rounds" : "--max-epochs", std::to_string(flags.budget_rounds)});
+      args.insert(args.end(), {app->rounds_flag[m], std::to_string(flags.budget_rounds)});
     }
     std::cerr << "tessera compare: running " << mode << " ..." << std::endl;
     const int rc = RunProcess(args, true);
     if (rc != 0) {
-      return Fail(Internal(std::string("the ") + mode + " run failed (exit " + std::to_string(rc) +
+      return Fail(Internal("the " + mode + " run failed (exit " + std::to_string(rc) +
                            "); its error is above"));
     }
     ModeRun run;
     run.mode = mode;
     auto s = ReadTable(summary.string());
-    if (!s.ok() || s->size() != 1) return Fail(DataLoss(std::string(mode) + ": no summary"));
+    if (!s.ok() || s->size() != 1) return Fail(DataLoss(mode + ": no summary"));
     run.summary = (*s)[0];
     auto t = ReadTable(trace.string());
     if (!t.ok()) return Fail(t.status());
@@ -231,43 +266,58 @@ int RunCompare(const CompareFlags& flags) {
       if (!std::isnan(f)) best = std::min(best, f);
     }
   }
-  const double lambda = Num(runs[0].summary, "lambda");
-
+  auto field = [](const std::map<std::string, std::string>& row, const std::string& key) {
+    auto it = row.find(key);
+    return it == row.end() ? std::string() : it->second;
+  };
+  std::string about;
+  if (!field(runs[0].summary, "lambda").empty()) {
+    about = ": lambda " + Sci(Num(runs[0].summary, "lambda"));
+  }
   std::printf(
-      "tessera compare %s: lambda %.6g, budget %s\n", flags.app.c_str(), lambda,
+      "tessera compare %s%s, budget %s\n", flags.app.c_str(), about.c_str(),
       flags.budget_seconds > 0 || flags.budget_rounds > 0
           ? ((flags.budget_seconds > 0 ? FormatDouble(flags.budget_seconds) + " s " : "") +
              (flags.budget_rounds > 0 ? std::to_string(flags.budget_rounds) + " rounds" : ""))
                 .c_str()
           : "until converged");
-  std::printf("%-15s %-18s %-9s %-9s %-8s %-8s %-9s %-9s %-12s %-9s %s\n", "mode", "objective",
-              "rel.gap", "kkt", "nonzero", "rounds", "run s", "setup s", "MB moved", "peak MiB",
-              "stop");
+  std::printf("%-15s %-18s %-9s", "mode", "objective", "rel.gap");
+  for (const auto& e : app->extra) std::printf(" %-10s", e.c_str());
+  std::printf(" %-8s %-9s %-9s %-12s %-9s %s\n", "rounds", "run s", "setup s", "MB moved",
+              "peak MiB", "stop");
+  std::string header = "mode,objective,rel_gap";
+  for (const auto& e : app->extra) header += "," + e;
+  header += ",rounds,seconds,setup_seconds,bytes,peak_rss_bytes,stop";
   CsvWriter table;
-  if (auto st = table.Open(flags.out + "-summary.csv",
-                           "mode,lambda,objective,rel_gap,kkt,nonzeros,rounds,seconds,"
-                           "setup_seconds,bytes,peak_rss_bytes,stop");
-      !st.ok()) {
-    return Fail(st);
-  }
+  if (auto st = table.Open(flags.out + "-summary.csv", header); !st.ok()) return Fail(st);
   for (const auto& r : runs) {
     const auto& s = r.summary;
     const double f = Num(s, "objective");
     const double gap = (f - best) / std::max(std::abs(best), 1e-300);
-    std::printf("%-15s %-18.12g %-9s %-9s %-8.0f %-8.0f %-9s %-9s %-12s %-9s %s\n", r.mode.c_str(),
-                f, Sci(gap).c_str(), Sci(Num(s, "kkt")).c_str(), Num(s, "nonzeros"),
-                Num(s, "rounds"), Fixed(Num(s, "seconds"), 3).c_str(),
-                Fixed(Num(s, "setup_seconds"), 3).c_str(), Fixed(Num(s, "bytes") / 1e6, 2).c_str(),
-                Fixed(Num(s, "peak_rss") / 1048576.0, 1).c_str(), s.at("stop").c_str());
-    table.Row(r.mode + "," + s.at("lambda") + "," + s.at("objective") + "," + FormatDouble(gap) +
-              "," + s.at("kkt") + "," + s.at("nonzeros") + "," + s.at("rounds") + "," +
-              s.at("seconds") + "," + s.at("setup_seconds") + "," + s.at("bytes") + "," +
-              s.at("peak_rss") + "," + s.at("stop"));
+    std::printf("%-15s %-18.12g %-9s", r.mode.c_str(), f, Sci(gap).c_str());
+    std::string row = r.mode + "," + field(s, "objective") + "," + FormatDouble(gap);
+    for (const auto& e : app->extra) {
+      const double v = Num(s, e);
+      const bool integral = v == std::floor(v) && std::abs(v) < 1e15;
+      std::printf(" %-10s", integral                                   ? Fixed(v, 0).c_str()
+                            : std::abs(v) < 1e-3 || std::abs(v) >= 1e6 ? Sci(v).c_str()
+                                                                       : Fixed(v, 4).c_str());
+      row += "," + field(s, e);
+    }
+    std::printf(" %-8.0f %-9s %-9s %-12s %-9s %s\n", Num(s, "rounds"),
+                Fixed(Num(s, "seconds"), 3).c_str(), Fixed(Num(s, "setup_seconds"), 3).c_str(),
+                Fixed(Num(s, "bytes") / 1e6, 2).c_str(),
+                Fixed(Num(s, "peak_rss") / 1048576.0, 1).c_str(), field(s, "stop").c_str());
+    row += "," + field(s, "rounds") + "," + field(s, "seconds") + "," + field(s, "setup_seconds") +
+           "," + field(s, "bytes") + "," + field(s, "peak_rss") + "," + field(s, "stop");
+    table.Row(row);
   }
   if (auto st = table.Finish(); !st.ok()) return Fail(st);
 
+  const bool metric = app->curve != "objective";
   CsvWriter curves;
-  if (auto st = curves.Open(flags.out + ".csv", "mode,round,seconds,objective,rel_gap,bytes");
+  if (auto st = curves.Open(flags.out + ".csv", "mode,round,seconds,objective,rel_gap,bytes" +
+                                                    (metric ? "," + app->curve : std::string()));
       !st.ok()) {
     return Fail(st);
   }
@@ -275,17 +325,17 @@ int RunCompare(const CompareFlags& flags) {
     for (const auto& row : r.trace) {
       const double f = Num(row, "objective");
       if (std::isnan(f)) continue;
-      curves.Row(r.mode + "," + row.at("round") + "," + row.at("seconds") + "," +
-                 row.at("objective") + "," +
+      curves.Row(r.mode + "," + field(row, "round") + "," + field(row, "seconds") + "," +
+                 field(row, "objective") + "," +
                  FormatDouble((f - best) / std::max(std::abs(best), 1e-300)) + "," +
-                 row.at("bytes"));
+                 field(row, "bytes") + (metric ? "," + field(row, app->curve) : std::string()));
     }
   }
   if (auto st = curves.Finish(); !st.ok()) return Fail(st);
 
   bool plotted = false;
-  const std::string title = "tessera compare " + flags.app + ", lambda " + FormatDouble(lambda);
-  if (auto st = Plot(flags.out, dir, runs, best, title, plotted); !st.ok()) return Fail(st);
+  const std::string title = "tessera compare " + flags.app + about;
+  if (auto st = Plot(*app, flags.out, dir, runs, best, title, plotted); !st.ok()) return Fail(st);
   std::printf("wrote %s.csv, %s-summary.csv", flags.out.c_str(), flags.out.c_str());
   if (plotted) {
     std::printf(", %s.png\n", flags.out.c_str());

@@ -48,6 +48,9 @@ MfCommands AddMfCommands(CLI::App& app, MfFlags& f) {
   t.add_option("--seed", f.opts.seed, "Seed of the initial factors")->capture_default_str();
   t.add_option("--max-seconds", f.opts.engine.max_seconds, "Stop after this many seconds");
   t.add_option("--output", f.output, "Write the model (factors and id maps) here");
+  t.add_option("--trace", f.trace,
+               "Per-epoch CSV: round,seconds,objective,train_rmse,test_rmse,bytes");
+  t.add_option("--summary", f.summary, "Write a one-row CSV summary (for tessera compare)");
   t.add_flag("--quiet", f.quiet, "Only errors");
   t.add_option("--mode", f.opts.mode,
                "model-parallel (CCD++) | data-parallel (SGD, H on a parameter server)")
@@ -130,7 +133,9 @@ int RunMfTrain(MfFlags& f) {
                 n * e.epoch / std::max(e.seconds, 1e-9));
     std::fflush(stdout);
   };
+  Stopwatch total;
   auto result = TrainMf(*train, test ? &*test : nullptr, f.opts, print);
+  const double setup_seconds = total.Seconds() - (result.ok() ? result->run.seconds : 0);
   if (!result.ok()) return Fail(result.status());
   if (!f.quiet) {
     std::printf("%s after %zu epochs, %.3f s; bytes moved %llu; peak RSS %.1f MiB\n",
@@ -139,6 +144,39 @@ int RunMfTrain(MfFlags& f) {
   }
   if (!f.output.empty()) {
     if (auto st = WriteMfModel(f.output, result->model); !st.ok()) return Fail(st);
+  }
+  if (!f.trace.empty()) {
+    CsvWriter out;
+    if (auto st = out.Open(f.trace, "round,seconds,objective,train_rmse,test_rmse,bytes");
+        !st.ok()) {
+      return Fail(st);
+    }
+    // Bytes per epoch are known only in total: spread evenly.
+    const double per_epoch = static_cast<double>(result->run.bytes) /
+                             static_cast<double>(std::max<std::size_t>(result->epochs.size(), 1));
+    for (const MfEpoch& e : result->epochs) {
+      out.Row(std::to_string(e.epoch) + "," + FormatDouble(e.seconds) + "," +
+              FormatDouble(e.objective) + "," + FormatDouble(e.train_rmse) + "," +
+              FormatDouble(e.test_rmse) + "," +
+              std::to_string(static_cast<std::uint64_t>(per_epoch * e.epoch)));
+    }
+    if (auto st = out.Finish(); !st.ok()) return Fail(st);
+  }
+  if (!f.summary.empty()) {
+    const MfEpoch last = result->epochs.empty() ? MfEpoch{} : result->epochs.back();
+    CsvWriter out;
+    if (auto st = out.Open(f.summary,
+                           "mode,objective,train_rmse,test_rmse,rounds,seconds,setup_seconds,"
+                           "bytes,peak_rss,stop");
+        !st.ok()) {
+      return Fail(st);
+    }
+    out.Row(f.opts.mode + "," + FormatDouble(last.objective) + "," + FormatDouble(last.train_rmse) +
+            "," + FormatDouble(last.test_rmse) + "," + std::to_string(result->epochs.size()) + "," +
+            FormatDouble(result->run.seconds) + "," + FormatDouble(setup_seconds) + "," +
+            std::to_string(result->run.bytes) + "," + std::to_string(PeakRssBytes()) + "," +
+            result->run.stop_reason);
+    if (auto st = out.Finish(); !st.ok()) return Fail(st);
   }
   return 0;
 }

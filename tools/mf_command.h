@@ -11,7 +11,7 @@ namespace tessera {
 
 struct MfFlags {
   // Training.
-  std::string train, test, output;
+  std::string train, test, output, trace, summary;
   MfOptions opts;
   int threads = 0;
   bool no_biases = false;

@@ -306,7 +306,7 @@ int main(int argc, char** argv) {
       "Run an app in model-parallel and data-parallel mode under the same budget and show "
       "both: table, CSV, PNG. Other flags go to both runs, e.g. tessera compare lasso --data F "
       "--lambda-ratio 0.1 --workers 2 --consistency ssp:2 --budget-seconds 30");
-  compare_cmd->add_option("app", compare.app, "lasso")->required();
+  compare_cmd->add_option("app", compare.app, "lasso | mf")->required();
   compare_cmd
       ->add_option("--out", compare.out,
                    "Output prefix: PREFIX.csv, PREFIX-summary.csv, "

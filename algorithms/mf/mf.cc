@@ -383,6 +383,7 @@ StatusOr<MfResult> TrainMfCcd(const Ratings& train, const Ratings* test, const M
   result.model = std::move(app.model());
   result.epochs = std::move(app.epochs());
   result.run = std::move(run);
+  if (result.run.stop_reason == "converged") result.run.stop_reason = "max epochs";  // app done
   return result;
 }
 

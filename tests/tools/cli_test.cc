@@ -177,6 +177,14 @@ TEST(CliTest, MfTrainsWritesAModelAndAnswersQueries) {
   auto bad_consistency = RunCli("mf --train " + ratings + " --mode data-parallel --consistency x");
   EXPECT_EQ(bad_consistency.code, 1);
   EXPECT_THAT(bad_consistency.output, HasSubstr("--consistency: unknown consistency model 'x'"));
+  const std::string cmp = dir.Path("cmp");
+  auto compare = RunCli("compare mf --train " + ratings + " --test " + ratings +
+                        " --rank 4 --workers 2 --budget-rounds 5 --out " + cmp);
+  ASSERT_EQ(compare.code, 0) << compare.output;
+  EXPECT_THAT(compare.output, HasSubstr("train_rmse test_rmse"));
+  EXPECT_THAT(compare.output, HasSubstr("model-parallel"));
+  EXPECT_THAT(compare.output, HasSubstr("data-parallel"));
+  EXPECT_TRUE(std::filesystem::exists(cmp + ".csv"));
   auto no_train = RunCli("mf --rank 4");
   EXPECT_EQ(no_train.code, 1);
   EXPECT_THAT(no_train.output, HasSubstr("--train is required"));
@@ -242,7 +250,7 @@ INSTANTIATE_TEST_SUITE_P(
                "lasso --data " + Diabetes() + " --mode data-parallel --update-frequency nbatches:0",
                1, "--update-frequency: update frequency 'nbatches:0': N must be an integer >= 1"},
         BadRun{"compare_unknown_app", "compare svm --data " + Diabetes(), 1,
-               "unknown app 'svm' (expected lasso)"},
+               "unknown app 'svm' (expected lasso, mf)"},
         BadRun{"compare_mode_flag", "compare lasso --data " + Diabetes() + " --mode asp", 1,
                "--mode is set by compare itself"},
         BadRun{"unwritable_output", "lasso --data " + Diabetes() + " --quiet --trace /no/dir/t.csv",
