@@ -435,6 +435,7 @@ struct ParameterServer::Shard {
     const bool explicit_keys = !m.keys.empty();
     const std::size_t count = explicit_keys ? m.keys.size() : m.range.size();
     out.resize(static_cast<Eigen::Index>(count * dim));
+    if (count == 0) return;  // a ping
     if (t.spec->storage == TableStorage::kDense) {
       if (!explicit_keys) {
         std::memcpy(out.data(), t.values.data() + (m.range.begin - t.range.begin) * dim,
