@@ -38,10 +38,11 @@ struct MfOptions {
                              // extra factor columns (b_i, 1) and (1, c_j)
   std::uint64_t seed = 42;
   EngineOptions engine;  // workers, time limit, trace, progress (depth must be 1)
-  // Data-parallel SGD: step size (decayed as lr / (1 + decay · epoch)) and the parameter-server
-  // options (servers, consistency, frequency, partition of the users, batch size in users,
-  // model averaging). Workers, seed, time limit and progress come from `engine`.
-  double learning_rate = 0.05;
+  // Data-parallel SGD: step size relative to the training ratings' variance σ² (the step is
+  // lr / σ² / (1 + decay · epoch), so the same lr suits 1-5 stars and -10..10), and the
+  // parameter-server options (servers, consistency, frequency, partition of the users, batch size
+  // in users, model averaging). Workers, seed, time limit and progress come from `engine`.
+  double learning_rate = 0.08;
   double decay = 0.1;
   DataParallelOptions data_parallel;
   Status Validate() const;

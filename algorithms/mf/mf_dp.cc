@@ -28,9 +28,16 @@ class SgdApp final : public DataParallelApp {
     num_items_ = train.num_items();
     num_train_ = train.entries.size();
     num_test_ = test ? test->entries.size() : 0;
-    double sum = 0;
-    for (const Rating& r : train.entries) sum += r.value;
+    double sum = 0, sq = 0;
+    for (const Rating& r : train.entries) {
+      sum += r.value;
+      sq += r.value * r.value;
+    }
     model_.mean = sum / static_cast<double>(num_train_);
+    // The step is relative to the ratings' variance: an error of one standard deviation moves
+    // the factors by the same amount on a 1-5 and on a -10..10 scale.
+    const double variance = sq / static_cast<double>(num_train_) - model_.mean * model_.mean;
+    step_scale_ = 1 / std::max(variance, 1e-12);
     model_.users = train.users;
     model_.items = train.items;
     // W and H random, biases as (b_i, 1) and (1, c_j) starting at 0.
@@ -93,7 +100,8 @@ class SgdApp final : public DataParallelApp {
     std::shuffle(order.begin(), order.end(), rngs_[ctx.worker]);
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd pulled, ctx.client->Pull(0, items).Get());
     Eigen::VectorXd local = pulled;
-    const double lr = opts_.learning_rate / (1 + opts_.decay * static_cast<double>(ctx.epoch));
+    const double lr =
+        step_scale_ * opts_.learning_rate / (1 + opts_.decay * static_cast<double>(ctx.epoch));
     const double lambda = opts_.lambda;
     const int k = k_;
     // Columns SGD may change: the rank factors and b_i on the W side, the factors and c_j on
@@ -174,6 +182,7 @@ class SgdApp final : public DataParallelApp {
   const int rank_, k_;
   std::size_t num_users_ = 0, num_items_ = 0, num_train_ = 0, num_test_ = 0;
   MfModel model_;  // W rows are written only by the worker owning the user
+  double step_scale_ = 1;
   Factors h0_;
   std::vector<std::size_t> by_user_;  // ratings of user u: entries_[by_user_[u], by_user_[u+1])
   std::vector<Rating> entries_;
