@@ -33,14 +33,16 @@ echo "data,tool,mode,workers,ratings,min_s,median_s,updates_per_s,test_rmse,peak
 printf "%-7s %-8s %-15s %2s %9s %9s %13s %9s %8s\n" data tool mode w min_s median_s "updates/s" test_rmse rss_mib
 for set in ml jester; do
   ratings=$(wc -l < "$work/$set.train")
-  for mode in model-parallel data-parallel; do
+  for mode in model-parallel model-parallel-sgd data-parallel; do
+    flags=(--mode "${mode%-sgd}")
+    [[ $mode == model-parallel-sgd ]] && flags+=(--algorithm sgd)
     for workers in 1 2; do
       : > "$work/times"
       for ((r = 0; r < repeats; r++)); do
         trace="$out/mf_trace_${set}_${mode}_w${workers}.csv"
         /usr/bin/time -f "%M" -o "$work/rss" "$bin" mf --train "$work/$set.train" \
           --test "$work/$set.test" --rank "$rank" --lambda 0.1 --epochs "$epochs" \
-          --workers "$workers" --threads 2 --mode "$mode" --trace "$trace" --quiet
+          --workers "$workers" --threads 2 "${flags[@]}" --trace "$trace" --quiet
         awk -F, 'END {print $2}' "$trace" >> "$work/times"
       done
       tmin=$(minimum < "$work/times"); tmed=$(median < "$work/times")

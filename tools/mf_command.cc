@@ -52,6 +52,9 @@ MfCommands AddMfCommands(CLI::App& app, MfFlags& f) {
                "Per-epoch CSV: round,seconds,objective,train_rmse,test_rmse,bytes");
   t.add_option("--summary", f.summary, "Write a one-row CSV summary (for tessera compare)");
   t.add_flag("--quiet", f.quiet, "Only errors");
+  t.add_option("--algorithm", f.opts.algorithm,
+               "Model-parallel algorithm: ccd++ | sgd (rotation-scheduled DSGD)")
+      ->capture_default_str();
   t.add_option("--mode", f.opts.mode,
                "model-parallel (CCD++) | data-parallel (SGD, H on a parameter server)")
       ->capture_default_str();
@@ -114,7 +117,9 @@ int RunMfTrain(MfFlags& f) {
     }
     const auto& dp = f.opts.data_parallel;
     std::printf("\n  %s rank %d%s, lambda %g, %d workers on %d threads",
-                f.opts.mode == "data-parallel" ? "data-parallel SGD" : "model-parallel CCD++",
+                f.opts.mode == "data-parallel" ? "data-parallel SGD"
+                : f.opts.algorithm == "sgd"    ? "model-parallel rotation SGD"
+                                               : "model-parallel CCD++",
                 f.opts.rank, f.opts.biases ? " + biases" : "", f.opts.lambda, f.opts.engine.workers,
                 FiberPool::Global().threads());
     if (f.opts.mode == "data-parallel") {

@@ -27,6 +27,9 @@ Status MfOptions::Validate() const {
     return InvalidArgument("--mode must be 'model-parallel' or 'data-parallel', got '" + mode +
                            "'");
   }
+  if (algorithm != "ccd++" && algorithm != "sgd") {
+    return InvalidArgument("--algorithm must be 'ccd++' or 'sgd', got '" + algorithm + "'");
+  }
   if (!(learning_rate > 0) || !(decay >= 0)) {
     return InvalidArgument("--learning-rate must be > 0 and --decay >= 0");
   }
@@ -367,6 +370,7 @@ StatusOr<MfResult> TrainMf(const Ratings& train, const Ratings* test, const MfOp
   if (options.mode == "data-parallel") {
     return TrainMfSgdDataParallel(train, test, options, on_epoch);
   }
+  if (options.algorithm == "sgd") return TrainMfDsgd(train, test, options, on_epoch);
   return TrainMfCcd(train, test, options, on_epoch);
 }
 

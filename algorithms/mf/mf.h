@@ -3,8 +3,9 @@
 // (μ the training mean; the L2 weight is per rating, as in SGD solvers such as LIBMF). With
 // biases, w_i and h_j end in (b_i, 1) and (1, c_j), so w_iᵀh_j includes b_i + c_j.
 //
-// Model-parallel CCD++ (Yu et al., ICDM 2012; STRADS MF): rank-one coordinate descent, one
-// component t at a time: a round updates column t of H for every item, the next column t of W
+// Model-parallel SGD with rotation scheduling (DSGD) is in mf_dsgd.cc, data-parallel SGD in
+// mf_dp.cc. Model-parallel CCD++ (Yu et al., ICDM 2012; STRADS MF): rank-one coordinate descent,
+// one component t at a time: a round updates column t of H for every item, the next column t of W
 // for every user, each in closed form. Users and items are partitioned over the workers; a
 // worker owns the ratings of its users (by row) and of its items (by column) with their
 // residuals, computes the new values of its own users' or items' coordinates (Push), and the
@@ -29,13 +30,14 @@ struct MfOptions {
   // model-parallel: CCD++ (above); data-parallel: SGD with H on a parameter server and W with
   // the workers that own the users (mf_dp.cc).
   std::string mode = "model-parallel";
-  int rank = 40;             // latent dimension k
-  double lambda = 0.1;       // L2 weight per rating
-  int epochs = 20;           // passes over every component
-  int inner_iterations = 1;  // CCD++: H/W alternations per component per epoch
-  double init_scale = 0.1;   // W starts N(0, init_scale²/k) per entry, H at 0
-  bool biases = true;        // also fit a bias per user and per item, stored as two
-                             // extra factor columns (b_i, 1) and (1, c_j)
+  std::string algorithm = "ccd++";  // model-parallel: ccd++ | sgd (rotation-scheduled, DSGD)
+  int rank = 40;                    // latent dimension k
+  double lambda = 0.1;              // L2 weight per rating
+  int epochs = 20;                  // passes over every component
+  int inner_iterations = 1;         // CCD++: H/W alternations per component per epoch
+  double init_scale = 0.1;          // W starts N(0, init_scale²/k) per entry, H at 0
+  bool biases = true;               // also fit a bias per user and per item, stored as two
+                                    // extra factor columns (b_i, 1) and (1, c_j)
   std::uint64_t seed = 42;
   EngineOptions engine;  // workers, time limit, trace, progress (depth must be 1)
   // Data-parallel SGD: step size relative to the training ratings' variance σ² (the step is
@@ -87,6 +89,8 @@ StatusOr<MfResult> TrainMf(const Ratings& train, const Ratings* test, const MfOp
 StatusOr<MfResult> TrainMfSgdDataParallel(const Ratings& train, const Ratings* test,
                                           const MfOptions& options,
                                           const std::function<void(const MfEpoch&)>& on_epoch);
+StatusOr<MfResult> TrainMfDsgd(const Ratings& train, const Ratings* test, const MfOptions& options,
+                               const std::function<void(const MfEpoch&)>& on_epoch = {});
 StatusOr<MfResult> TrainMfCcd(const Ratings& train, const Ratings* test, const MfOptions& options,
                               const std::function<void(const MfEpoch&)>& on_epoch = {});
 

@@ -488,8 +488,8 @@ TEST(ModelAveragingTest, TheTableHoldsTheAverageOfTheWorkersModels) {
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd v, c.Pull(0, keys).Get());
     if (v[0] != 10) errors[w] += "start " + std::to_string(v[0]) + "; ";
     std::vector<double> g = {w == 0 ? 2.0 : 4.0, 1.0};
-    TESSERA_RETURN_IF_ERROR(c.Push(0, keys, g));  // replica: 10 - g
-    TESSERA_RETURN_IF_ERROR(c.Push(0, keys, g));  // replica: 10 - 2g
+    TESSERA_RETURN_IF_ERROR(c.Push(0, keys, g));         // replica: 10 - g
+    TESSERA_RETURN_IF_ERROR(c.Push(0, keys, g));         // replica: 10 - 2g
     TESSERA_ASSIGN_OR_RETURN(v, c.Pull(0, keys).Get());  // reads its own replica
     if (v[0] != 10 - 2 * g[0]) errors[w] += "replica " + std::to_string(v[0]) + "; ";
     TESSERA_RETURN_IF_ERROR(c.Clock());

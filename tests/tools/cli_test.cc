@@ -169,11 +169,18 @@ TEST(CliTest, MfTrainsWritesAModelAndAnswersQueries) {
   auto bad = RunCli("mf --train " + dir.File("bad.tsv", "1 2 5\n1 2\n"));
   EXPECT_EQ(bad.code, 1);
   EXPECT_THAT(bad.output, HasSubstr("bad.tsv:2: expected 'user item rating [timestamp]'"));
-  auto dp = RunCli("mf --train " + ratings + " --rank 4 --epochs 3 --mode data-parallel "
-                  "--consistency essp:1 --servers 2 --workers 2 --batch-size 4");
+  auto dp = RunCli("mf --train " + ratings +
+                   " --rank 4 --epochs 3 --mode data-parallel "
+                   "--consistency essp:1 --servers 2 --workers 2 --batch-size 4");
   ASSERT_EQ(dp.code, 0) << dp.output;
   EXPECT_THAT(dp.output, HasSubstr("data-parallel SGD rank 4"));
   EXPECT_THAT(dp.output, HasSubstr("consistency essp:1"));
+  auto dsgd = RunCli("mf --train " + ratings + " --rank 4 --epochs 3 --algorithm sgd --workers 3");
+  ASSERT_EQ(dsgd.code, 0) << dsgd.output;
+  EXPECT_THAT(dsgd.output, HasSubstr("model-parallel rotation SGD rank 4"));
+  auto bad_algorithm = RunCli("mf --train " + ratings + " --algorithm als");
+  EXPECT_EQ(bad_algorithm.code, 1);
+  EXPECT_THAT(bad_algorithm.output, HasSubstr("--algorithm must be 'ccd++' or 'sgd', got 'als'"));
   auto bad_consistency = RunCli("mf --train " + ratings + " --mode data-parallel --consistency x");
   EXPECT_EQ(bad_consistency.code, 1);
   EXPECT_THAT(bad_consistency.output, HasSubstr("--consistency: unknown consistency model 'x'"));

@@ -1,0 +1,246 @@
+// Matrix factorization, model-parallel SGD with rotation scheduling (DSGD, Gemulla et al.
+// 2011; FPSG/LIBMF's blocking; STRADS MF's rotation).
+//
+// Users and items are each cut into P blocks, P = workers. Worker w owns user block w, its
+// rows of W and its ratings, grouped by item block. In round r the `rotation` scheduler hands
+// worker w item block (w + r) mod P: no two workers hold the same items, so their SGD updates
+// never touch the same parameters. A worker runs SGD over the ratings of (its users, that item
+// block) on W and on a scratch copy of the block's H rows, and pushes the new rows; the sync
+// layer commits them and every worker applies them. An epoch is P rounds.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "algorithms/mf/mf.h"
+#include "core/fiber_pool.h"
+#include "core/metrics.h"
+#include "schedulers/scheduler.h"
+
+namespace tessera {
+namespace {
+
+using Factors = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+struct DsgdShard {
+  KeyRange users;
+  std::vector<std::vector<Rating>> strata;  // [item block]: ratings of my users in that block
+  std::vector<Rating> test;
+  Factors h;  // my copy of H, changed only by committed updates
+  Factors scratch;
+  std::mt19937_64 rng;
+};
+
+class DsgdApp final : public ModelParallelApp {
+ public:
+  DsgdApp(const Ratings& train, const Ratings* test, const MfOptions& o,
+          const std::function<void(const MfEpoch&)>& on_epoch)
+      : opts_(o), on_epoch_(on_epoch), rank_(o.rank), k_(o.rank + (o.biases ? 2 : 0)) {
+    num_users_ = train.num_users();
+    num_items_ = train.num_items();
+    num_train_ = train.entries.size();
+    num_test_ = test ? test->entries.size() : 0;
+    double sum = 0, sq = 0;
+    for (const Rating& r : train.entries) {
+      sum += r.value;
+      sq += r.value * r.value;
+    }
+    model_.mean = sum / static_cast<double>(num_train_);
+    step_scale_ =
+        1 / std::max(sq / static_cast<double>(num_train_) - model_.mean * model_.mean, 1e-12);
+    model_.users = train.users;
+    model_.items = train.items;
+    std::mt19937_64 rng(o.seed);
+    std::normal_distribution<double> normal(0, o.init_scale / std::sqrt(double(rank_)));
+    model_.w.resize(static_cast<Eigen::Index>(num_users_), k_);
+    model_.h.resize(static_cast<Eigen::Index>(num_items_), k_);
+    for (Eigen::Index i = 0; i < model_.w.size(); ++i) model_.w.data()[i] = normal(rng);
+    for (Eigen::Index i = 0; i < model_.h.size(); ++i) model_.h.data()[i] = normal(rng);
+    if (o.biases) {
+      model_.w.col(rank_).setZero();
+      model_.w.col(rank_ + 1).setOnes();
+      model_.h.col(rank_).setOnes();
+      model_.h.col(rank_ + 1).setZero();
+    }
+    user_count_.assign(num_users_, 0);
+    item_count_.assign(num_items_, 0);
+    for (const Rating& r : train.entries) {
+      ++user_count_[r.user];
+      ++item_count_[r.item];
+    }
+    const int P = o.engine.workers;
+    item_blocks_ = SplitRange(num_items_, P);  // the rotation scheduler's partitions
+    const auto user_blocks = SplitRange(num_users_, P);
+    shards_.resize(P);
+    for (int w = 0; w < P; ++w) {
+      DsgdShard& s = shards_[w];
+      s.users = user_blocks[w];
+      s.strata.resize(P);
+      s.h = model_.h;
+      s.rng.seed(o.seed + 1 + w);
+    }
+    for (const Rating& r : train.entries) {
+      const int w = ShardIn(user_blocks, r.user);
+      shards_[w].strata[ShardIn(item_blocks_, r.item)].push_back(r);
+    }
+    if (test) {
+      for (const Rating& r : test->entries) shards_[ShardIn(user_blocks, r.user)].test.push_back(r);
+    }
+    SchedulerOptions so;
+    so.partitions = P;
+    scheduler_ = MakeRotationScheduler(so);
+    std::vector<Key> items(num_items_);
+    for (std::size_t j = 0; j < num_items_; ++j) items[j] = j;
+    scheduler_->Reset(items);
+  }
+
+  RoundSchedule Schedule(ScheduleContext& ctx) override {
+    RoundSchedule plan;
+    if (ctx.round == 0) clock_ = Stopwatch();
+    const auto P = static_cast<std::uint64_t>(ctx.num_workers);
+    if (ctx.round >= P * static_cast<std::uint64_t>(opts_.epochs)) {
+      plan.done = true;
+      return plan;
+    }
+    plan.blocks = scheduler_->Next(ctx);
+    plan.evaluate_after = (ctx.round + 1) % P == 0;
+    return plan;
+  }
+
+  std::vector<Partial> Push(WorkerContext& ctx, std::span<const Block> blocks) override {
+    DsgdShard& s = shards_[ctx.worker];
+    const auto epoch = static_cast<double>(ctx.round / static_cast<std::uint64_t>(ctx.num_workers));
+    const double lr = step_scale_ * opts_.learning_rate / (1 + opts_.decay * epoch);
+    const int k = k_;
+    const int w_end = opts_.biases ? rank_ + 1 : rank_;
+    const int h_skip = opts_.biases ? rank_ : -1;
+    std::vector<Partial> out;
+    for (const Block& b : blocks) {
+      const KeyRange items = item_blocks_[b.id];
+      s.scratch = s.h.middleRows(static_cast<Eigen::Index>(items.begin),
+                                 static_cast<Eigen::Index>(items.size()));
+      std::vector<Rating>& ratings = s.strata[b.id];
+      std::shuffle(ratings.begin(), ratings.end(), s.rng);
+      for (const Rating& r : ratings) {
+        double* w = model_.w.data() + static_cast<std::size_t>(r.user) * k;  // my users' rows
+        double* h = s.scratch.data() + (r.item - items.begin) * k;
+        double pred = model_.mean;
+        for (int c = 0; c < k; ++c) pred += w[c] * h[c];
+        const double err = r.value - pred;
+        for (int c = 0; c < k; ++c) {
+          const double wc = w[c], hc = h[c];
+          if (c < w_end) w[c] += lr * (err * hc - opts_.lambda * wc);
+          if (c != h_skip) h[c] += lr * (err * wc - opts_.lambda * hc);
+        }
+      }
+      out.push_back({b.id, ctx.worker,
+                     Eigen::Map<const Eigen::VectorXd>(s.scratch.data(), s.scratch.size())});
+    }
+    return out;
+  }
+
+  // Commits the new H rows; keys are elements: item * k + column.
+  Update Pull(PullContext&, std::span<const Block> blocks,
+              std::span<const Partial> merged) override {
+    Update u;
+    std::vector<double> delta;
+    for (std::size_t b = 0; b < blocks.size(); ++b) {
+      if (merged[b].values.size() == 0) continue;
+      const KeyRange items = item_blocks_[blocks[b].id];
+      double* h = model_.h.data() + items.begin * k_;
+      for (Eigen::Index e = 0; e < merged[b].values.size(); ++e) {
+        const double next = merged[b].values[e];
+        if (next == h[e]) continue;
+        u.keys.push_back(items.begin * k_ + static_cast<Key>(e));
+        delta.push_back(next - h[e]);
+        h[e] = next;
+      }
+    }
+    u.delta = Eigen::Map<Eigen::VectorXd>(delta.data(), static_cast<Eigen::Index>(delta.size()));
+    return u;
+  }
+
+  void Apply(WorkerContext& ctx, const Update& u) override {
+    double* h = shards_[ctx.worker].h.data();
+    for (std::size_t a = 0; a < u.keys.size(); ++a)
+      h[u.keys[a]] += u.delta[static_cast<Eigen::Index>(a)];
+  }
+
+  Eigen::VectorXd EvaluateTerms(WorkerContext& ctx) override {
+    const DsgdShard& s = shards_[ctx.worker];
+    Eigen::VectorXd t = Eigen::VectorXd::Zero(3);
+    auto err2 = [&](const Rating& r) {
+      return std::pow(r.value - model_.mean - model_.w.row(r.user).dot(s.h.row(r.item)), 2);
+    };
+    for (const auto& stratum : s.strata) {
+      for (const Rating& r : stratum) t[0] += err2(r);
+    }
+    for (const Rating& r : s.test) t[1] += err2(r);
+    const double fixed = opts_.biases ? 1.0 : 0.0;
+    for (Key i = s.users.begin; i < s.users.end; ++i) {
+      t[2] += opts_.lambda * user_count_[i] *
+              (model_.w.row(static_cast<Eigen::Index>(i)).squaredNorm() - fixed);
+    }
+    const KeyRange items = item_blocks_[ctx.worker];
+    for (Key j = items.begin; j < items.end; ++j) {
+      t[2] += opts_.lambda * item_count_[j] *
+              (s.h.row(static_cast<Eigen::Index>(j)).squaredNorm() - fixed);
+    }
+    return t;
+  }
+
+  double Objective(const Eigen::VectorXd& t) override {
+    MfEpoch e;
+    e.epoch = static_cast<int>(epochs_.size()) + 1;
+    e.seconds = clock_.Seconds();
+    e.train_rmse = std::sqrt(t[0] / static_cast<double>(num_train_));
+    e.test_rmse = num_test_ ? std::sqrt(t[1] / static_cast<double>(num_test_))
+                            : std::numeric_limits<double>::quiet_NaN();
+    e.objective = t[0] + t[2];
+    if (epochs_.size() < static_cast<std::size_t>(opts_.epochs)) {  // not the engine's final call
+      epochs_.push_back(e);
+      if (on_epoch_) on_epoch_(e);
+    }
+    return e.objective;
+  }
+
+  MfModel& model() { return model_; }
+  std::vector<MfEpoch>& epochs() { return epochs_; }
+
+ private:
+  const MfOptions& opts_;
+  std::function<void(const MfEpoch&)> on_epoch_;
+  const int rank_, k_;
+  std::size_t num_users_ = 0, num_items_ = 0, num_train_ = 0, num_test_ = 0;
+  double step_scale_ = 1;
+  // W rows are written only by the worker owning the user; H only through Pull (coordinator)
+  // and Apply (each worker's copy).
+  MfModel model_;
+  std::vector<std::uint32_t> user_count_, item_count_;
+  std::vector<KeyRange> item_blocks_;
+  std::vector<DsgdShard> shards_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::vector<MfEpoch> epochs_;
+  Stopwatch clock_;
+};
+
+}  // namespace
+
+StatusOr<MfResult> TrainMfDsgd(const Ratings& train, const Ratings* test, const MfOptions& options,
+                               const std::function<void(const MfEpoch&)>& on_epoch) {
+  TESSERA_RETURN_IF_ERROR(options.Validate());
+  if (train.entries.empty()) return InvalidArgument(train.source + ": no ratings");
+  if (test && (test->users != train.users || test->items != train.items)) {
+    return InvalidArgument("the test set must be read with the training set's id maps");
+  }
+  DsgdApp app(train, test, options, on_epoch);
+  TESSERA_ASSIGN_OR_RETURN(RunResult run, RunModelParallel(app, options.engine));
+  MfResult result;
+  result.model = std::move(app.model());
+  result.epochs = std::move(app.epochs());
+  result.run = std::move(run);
+  if (result.run.stop_reason == "converged") result.run.stop_reason = "max epochs";
+  return result;
+}
+
+}  // namespace tessera
