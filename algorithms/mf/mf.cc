@@ -5,6 +5,7 @@
 #include <limits>
 #include <random>
 
+#include "algorithms/mf/mf_common.h"
 #include "core/dataset.h"
 #include "core/fiber_pool.h"
 #include "core/line_reader.h"
@@ -87,28 +88,9 @@ class CcdApp final : public ModelParallelApp {
  public:
   CcdApp(const Ratings& train, const Ratings* test, const MfOptions& o,
          const std::function<void(const MfEpoch&)>& on_epoch)
-      : opts_(o), on_epoch_(on_epoch) {
-    num_users_ = train.num_users();
-    num_items_ = train.num_items();
-    rank_ = o.rank;
-    k_ = o.rank + (o.biases ? 2 : 0);
-    num_train_ = train.entries.size();
-    num_test_ = test ? test->entries.size() : 0;
-    double sum = 0;
-    for (const Rating& r : train.entries) sum += r.value;
-    model_.mean = sum / static_cast<double>(num_train_);
-    model_.users = train.users;
-    model_.items = train.items;
-    model_.w.resize(static_cast<Eigen::Index>(num_users_), k_);
-    model_.h = Factors::Zero(static_cast<Eigen::Index>(num_items_), k_);
-    std::mt19937_64 rng(o.seed);
-    std::normal_distribution<double> normal(0,
-                                            o.init_scale / std::sqrt(static_cast<double>(rank_)));
-    for (Eigen::Index i = 0; i < model_.w.size(); ++i) model_.w.data()[i] = normal(rng);
-    if (o.biases) {  // (b_i, 1) and (1, c_j): biases are two components with one side fixed
-      model_.w.col(rank_).setZero();
-      model_.w.col(rank_ + 1).setOnes();
-      model_.h.col(rank_).setOnes();
+      : c_(train, test, o, on_epoch, /*random_h=*/false) {
+    // Biases first: (b_i, 1) and (1, c_j) are two components with one side fixed.
+    if (o.biases) {
       steps_.push_back({rank_, 1});      // user biases
       steps_.push_back({rank_ + 1, 0});  // item biases
     }
@@ -117,12 +99,6 @@ class CcdApp final : public ModelParallelApp {
         steps_.push_back({t, 0});  // H first: W starts random, H at 0
         steps_.push_back({t, 1});
       }
-    }
-    user_count_.assign(num_users_, 0);
-    item_count_.assign(num_items_, 0);
-    for (const Rating& r : train.entries) {
-      ++user_count_[r.user];
-      ++item_count_[r.item];
     }
     const int P = o.engine.workers;
     const auto user_ranges = SplitRange(num_users_, P);
@@ -256,23 +232,8 @@ class CcdApp final : public ModelParallelApp {
     return terms;
   }
 
-  double Objective(const Eigen::VectorXd& t) override {
-    MfEpoch e;
-    e.epoch = static_cast<int>(epochs_.size()) + 1;
-    e.seconds = clock_.Seconds();
-    e.train_rmse = std::sqrt(t[0] / static_cast<double>(num_train_));
-    e.test_rmse = num_test_ ? std::sqrt(t[1] / static_cast<double>(num_test_))
-                            : std::numeric_limits<double>::quiet_NaN();
-    e.objective = t[0] + t[2];
-    if (epochs_.size() < static_cast<std::size_t>(opts_.epochs)) {  // not the engine's final call
-      epochs_.push_back(e);
-      if (on_epoch_) on_epoch_(e);
-    }
-    return e.objective;
-  }
-
-  MfModel& model() { return model_; }
-  std::vector<MfEpoch>& epochs() { return epochs_; }
+  double Objective(const Eigen::VectorXd& t) override { return c_.RecordEpoch(t); }
+  mf_internal::Common& common() { return c_; }
 
  private:
   void Build(CcdShard& s, KeyRange users, KeyRange items, const Ratings& train,
@@ -349,18 +310,18 @@ class CcdApp final : public ModelParallelApp {
     s.t = t;
   }
 
-  const MfOptions& opts_;
-  std::function<void(const MfEpoch&)> on_epoch_;
-  std::size_t num_users_ = 0, num_items_ = 0, num_train_ = 0, num_test_ = 0;
-  int rank_ = 0, k_ = 0;                    // latent rank; factor columns (rank + 2 with biases)
+  mf_internal::Common c_;  // first: the references below point into it
+  const MfOptions& opts_ = c_.opts;
+  const std::size_t num_users_ = c_.num_users, num_items_ = c_.num_items;
+  const int rank_ = c_.rank, k_ = c_.k;
+  MfModel& model_ = c_.model;
+  const std::vector<std::uint32_t>& user_count_ = c_.user_count;
+  const std::vector<std::uint32_t>& item_count_ = c_.item_count;
+  Stopwatch& clock_ = c_.clock;
   std::vector<std::pair<int, int>> steps_;  // one epoch: (column, 0 = H step | 1 = W step)
-  MfModel model_;
-  std::vector<std::uint32_t> user_count_, item_count_;
   std::vector<CcdShard> shards_;
   std::uint64_t rounds_per_epoch_ = 0;
   std::vector<double> delta_;
-  std::vector<MfEpoch> epochs_;
-  Stopwatch clock_;
 };
 
 }  // namespace
@@ -376,19 +337,10 @@ StatusOr<MfResult> TrainMf(const Ratings& train, const Ratings* test, const MfOp
 
 StatusOr<MfResult> TrainMfCcd(const Ratings& train, const Ratings* test, const MfOptions& options,
                               const std::function<void(const MfEpoch&)>& on_epoch) {
-  TESSERA_RETURN_IF_ERROR(options.Validate());
-  if (train.entries.empty()) return InvalidArgument(train.source + ": no ratings");
-  if (test && (test->users != train.users || test->items != train.items)) {
-    return InvalidArgument("the test set must be read with the training set's id maps");
-  }
+  TESSERA_RETURN_IF_ERROR(mf_internal::CheckInputs(train, test, options));
   CcdApp app(train, test, options, on_epoch);
   TESSERA_ASSIGN_OR_RETURN(RunResult run, RunModelParallel(app, options.engine));
-  MfResult result;
-  result.model = std::move(app.model());
-  result.epochs = std::move(app.epochs());
-  result.run = std::move(run);
-  if (result.run.stop_reason == "converged") result.run.stop_reason = "max epochs";  // app done
-  return result;
+  return app.common().Finish(std::move(run));
 }
 
 Status WriteMfModel(const std::string& path, const MfModel& m) {

@@ -12,6 +12,7 @@
 #include <random>
 
 #include "algorithms/mf/mf.h"
+#include "algorithms/mf/mf_common.h"
 #include "core/metrics.h"
 
 namespace tessera {
@@ -23,37 +24,7 @@ class SgdApp final : public DataParallelApp {
  public:
   SgdApp(const Ratings& train, const Ratings* test, const MfOptions& o,
          const std::function<void(const MfEpoch&)>& on_epoch)
-      : opts_(o), on_epoch_(on_epoch), rank_(o.rank), k_(o.rank + (o.biases ? 2 : 0)) {
-    num_users_ = train.num_users();
-    num_items_ = train.num_items();
-    num_train_ = train.entries.size();
-    num_test_ = test ? test->entries.size() : 0;
-    double sum = 0, sq = 0;
-    for (const Rating& r : train.entries) {
-      sum += r.value;
-      sq += r.value * r.value;
-    }
-    model_.mean = sum / static_cast<double>(num_train_);
-    // The step is relative to the ratings' variance: an error of one standard deviation moves
-    // the factors by the same amount on a 1-5 and on a -10..10 scale.
-    const double variance = sq / static_cast<double>(num_train_) - model_.mean * model_.mean;
-    step_scale_ = 1 / std::max(variance, 1e-12);
-    model_.users = train.users;
-    model_.items = train.items;
-    // W and H random, biases as (b_i, 1) and (1, c_j) starting at 0.
-    model_.w.resize(static_cast<Eigen::Index>(num_users_), k_);
-    std::mt19937_64 rng(o.seed);
-    std::normal_distribution<double> normal(0, o.init_scale / std::sqrt(double(rank_)));
-    for (Eigen::Index i = 0; i < model_.w.size(); ++i) model_.w.data()[i] = normal(rng);
-    // Unlike CCD++, SGD needs both sides nonzero to leave the saddle at 0.
-    h0_.resize(static_cast<Eigen::Index>(num_items_), k_);
-    for (Eigen::Index i = 0; i < h0_.size(); ++i) h0_.data()[i] = normal(rng);
-    if (o.biases) {
-      model_.w.col(rank_).setZero();
-      model_.w.col(rank_ + 1).setOnes();
-      h0_.col(rank_).setOnes();
-      h0_.col(rank_ + 1).setZero();
-    }
+      : c_(train, test, o, on_epoch, /*random_h=*/true) {
     by_user_.resize(num_users_ + 1, 0);
     for (const Rating& r : train.entries) ++by_user_[r.user + 1];
     for (std::size_t u = 0; u < num_users_; ++u) by_user_[u + 1] += by_user_[u];
@@ -78,7 +49,7 @@ class SgdApp final : public DataParallelApp {
     h.dim = k_;
     h.consistency = o.consistency;
     h.model_averaging = o.model_averaging;
-    h.initial_values = Eigen::Map<const Eigen::VectorXd>(h0_.data(), h0_.size());
+    h.initial_values = Eigen::Map<const Eigen::VectorXd>(model_.h.data(), model_.h.size());
     return {h};
   }
 
@@ -159,31 +130,17 @@ class SgdApp final : public DataParallelApp {
     return t;
   }
 
-  double Objective(const Eigen::VectorXd& t) override {
-    MfEpoch e;
-    e.epoch = static_cast<int>(epochs_.size()) + 1;
-    e.seconds = clock_.Seconds();
-    e.train_rmse = std::sqrt(t[0] / static_cast<double>(num_train_));
-    e.test_rmse = num_test_ ? std::sqrt(t[1] / static_cast<double>(num_test_))
-                            : std::numeric_limits<double>::quiet_NaN();
-    e.objective = t[0] + t[2];
-    epochs_.push_back(e);
-    if (on_epoch_) on_epoch_(e);
-    return e.objective;
-  }
-
-  MfModel& model() { return model_; }
-  std::vector<MfEpoch>& epochs() { return epochs_; }
-  void StartClock() { clock_ = Stopwatch(); }
+  double Objective(const Eigen::VectorXd& t) override { return c_.RecordEpoch(t); }
+  mf_internal::Common& common() { return c_; }
 
  private:
-  const MfOptions& opts_;
-  std::function<void(const MfEpoch&)> on_epoch_;
-  const int rank_, k_;
-  std::size_t num_users_ = 0, num_items_ = 0, num_train_ = 0, num_test_ = 0;
-  MfModel model_;  // W rows are written only by the worker owning the user
-  double step_scale_ = 1;
-  Factors h0_;
+  mf_internal::Common c_;  // first: the references below point into it
+  const MfOptions& opts_ = c_.opts;
+  const int rank_ = c_.rank, k_ = c_.k;
+  const std::size_t num_users_ = c_.num_users, num_items_ = c_.num_items;
+  const std::size_t num_train_ = c_.num_train;
+  const double step_scale_ = c_.step_scale;
+  MfModel& model_ = c_.model;         // W rows are written only by the worker owning the user
   std::vector<std::size_t> by_user_;  // ratings of user u: entries_[by_user_[u], by_user_[u+1])
   std::vector<Rating> entries_;
   std::vector<std::vector<Rating>> test_by_user_;
@@ -193,8 +150,6 @@ class SgdApp final : public DataParallelApp {
     std::vector<Key> items;
   };
   std::vector<Scratch> scratch_;
-  std::vector<MfEpoch> epochs_;
-  Stopwatch clock_;
 };
 
 }  // namespace
@@ -202,11 +157,7 @@ class SgdApp final : public DataParallelApp {
 StatusOr<MfResult> TrainMfSgdDataParallel(const Ratings& train, const Ratings* test,
                                           const MfOptions& options,
                                           const std::function<void(const MfEpoch&)>& on_epoch) {
-  TESSERA_RETURN_IF_ERROR(options.Validate());
-  if (train.entries.empty()) return InvalidArgument(train.source + ": no ratings");
-  if (test && (test->users != train.users || test->items != train.items)) {
-    return InvalidArgument("the test set must be read with the training set's id maps");
-  }
+  TESSERA_RETURN_IF_ERROR(mf_internal::CheckInputs(train, test, options));
   DataParallelOptions dp = options.data_parallel;
   dp.workers = options.engine.workers;
   dp.max_epochs = static_cast<std::uint64_t>(options.epochs);
@@ -217,14 +168,11 @@ StatusOr<MfResult> TrainMfSgdDataParallel(const Ratings& train, const Ratings* t
   dp.trace_path = options.engine.trace_path;
   dp.evaluate_every = 0;  // every epoch
   SgdApp app(train, test, options, on_epoch);
-  app.StartClock();
+  app.common().clock = Stopwatch();
   TESSERA_ASSIGN_OR_RETURN(DataParallelResult r, RunDataParallel(app, dp));
-  MfResult result;
-  result.model = std::move(app.model());
+  MfResult result = app.common().Finish(std::move(r.run));
   result.model.h = Eigen::Map<const Factors>(
       r.tables[0].data(), static_cast<Eigen::Index>(train.num_items()), result.model.w.cols());
-  result.epochs = std::move(app.epochs());
-  result.run = std::move(r.run);
   return result;
 }
 

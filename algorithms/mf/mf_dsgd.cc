@@ -13,6 +13,7 @@
 #include <random>
 
 #include "algorithms/mf/mf.h"
+#include "algorithms/mf/mf_common.h"
 #include "core/fiber_pool.h"
 #include "core/metrics.h"
 #include "schedulers/scheduler.h"
@@ -35,39 +36,7 @@ class DsgdApp final : public ModelParallelApp {
  public:
   DsgdApp(const Ratings& train, const Ratings* test, const MfOptions& o,
           const std::function<void(const MfEpoch&)>& on_epoch)
-      : opts_(o), on_epoch_(on_epoch), rank_(o.rank), k_(o.rank + (o.biases ? 2 : 0)) {
-    num_users_ = train.num_users();
-    num_items_ = train.num_items();
-    num_train_ = train.entries.size();
-    num_test_ = test ? test->entries.size() : 0;
-    double sum = 0, sq = 0;
-    for (const Rating& r : train.entries) {
-      sum += r.value;
-      sq += r.value * r.value;
-    }
-    model_.mean = sum / static_cast<double>(num_train_);
-    step_scale_ =
-        1 / std::max(sq / static_cast<double>(num_train_) - model_.mean * model_.mean, 1e-12);
-    model_.users = train.users;
-    model_.items = train.items;
-    std::mt19937_64 rng(o.seed);
-    std::normal_distribution<double> normal(0, o.init_scale / std::sqrt(double(rank_)));
-    model_.w.resize(static_cast<Eigen::Index>(num_users_), k_);
-    model_.h.resize(static_cast<Eigen::Index>(num_items_), k_);
-    for (Eigen::Index i = 0; i < model_.w.size(); ++i) model_.w.data()[i] = normal(rng);
-    for (Eigen::Index i = 0; i < model_.h.size(); ++i) model_.h.data()[i] = normal(rng);
-    if (o.biases) {
-      model_.w.col(rank_).setZero();
-      model_.w.col(rank_ + 1).setOnes();
-      model_.h.col(rank_).setOnes();
-      model_.h.col(rank_ + 1).setZero();
-    }
-    user_count_.assign(num_users_, 0);
-    item_count_.assign(num_items_, 0);
-    for (const Rating& r : train.entries) {
-      ++user_count_[r.user];
-      ++item_count_[r.item];
-    }
+      : c_(train, test, o, on_epoch, /*random_h=*/true) {
     const int P = o.engine.workers;
     item_blocks_ = SplitRange(num_items_, P);  // the rotation scheduler's partitions
     const auto user_blocks = SplitRange(num_users_, P);
@@ -189,58 +158,34 @@ class DsgdApp final : public ModelParallelApp {
     return t;
   }
 
-  double Objective(const Eigen::VectorXd& t) override {
-    MfEpoch e;
-    e.epoch = static_cast<int>(epochs_.size()) + 1;
-    e.seconds = clock_.Seconds();
-    e.train_rmse = std::sqrt(t[0] / static_cast<double>(num_train_));
-    e.test_rmse = num_test_ ? std::sqrt(t[1] / static_cast<double>(num_test_))
-                            : std::numeric_limits<double>::quiet_NaN();
-    e.objective = t[0] + t[2];
-    if (epochs_.size() < static_cast<std::size_t>(opts_.epochs)) {  // not the engine's final call
-      epochs_.push_back(e);
-      if (on_epoch_) on_epoch_(e);
-    }
-    return e.objective;
-  }
-
-  MfModel& model() { return model_; }
-  std::vector<MfEpoch>& epochs() { return epochs_; }
+  double Objective(const Eigen::VectorXd& t) override { return c_.RecordEpoch(t); }
+  mf_internal::Common& common() { return c_; }
 
  private:
-  const MfOptions& opts_;
-  std::function<void(const MfEpoch&)> on_epoch_;
-  const int rank_, k_;
-  std::size_t num_users_ = 0, num_items_ = 0, num_train_ = 0, num_test_ = 0;
-  double step_scale_ = 1;
+  mf_internal::Common c_;  // first: the references below point into it
+  const MfOptions& opts_ = c_.opts;
+  const int rank_ = c_.rank, k_ = c_.k;
+  const std::size_t num_users_ = c_.num_users, num_items_ = c_.num_items;
+  const double step_scale_ = c_.step_scale;
   // W rows are written only by the worker owning the user; H only through Pull (coordinator)
   // and Apply (each worker's copy).
-  MfModel model_;
-  std::vector<std::uint32_t> user_count_, item_count_;
+  MfModel& model_ = c_.model;
+  const std::vector<std::uint32_t>& user_count_ = c_.user_count;
+  const std::vector<std::uint32_t>& item_count_ = c_.item_count;
+  Stopwatch& clock_ = c_.clock;
   std::vector<KeyRange> item_blocks_;
   std::vector<DsgdShard> shards_;
   std::unique_ptr<Scheduler> scheduler_;
-  std::vector<MfEpoch> epochs_;
-  Stopwatch clock_;
 };
 
 }  // namespace
 
 StatusOr<MfResult> TrainMfDsgd(const Ratings& train, const Ratings* test, const MfOptions& options,
                                const std::function<void(const MfEpoch&)>& on_epoch) {
-  TESSERA_RETURN_IF_ERROR(options.Validate());
-  if (train.entries.empty()) return InvalidArgument(train.source + ": no ratings");
-  if (test && (test->users != train.users || test->items != train.items)) {
-    return InvalidArgument("the test set must be read with the training set's id maps");
-  }
+  TESSERA_RETURN_IF_ERROR(mf_internal::CheckInputs(train, test, options));
   DsgdApp app(train, test, options, on_epoch);
   TESSERA_ASSIGN_OR_RETURN(RunResult run, RunModelParallel(app, options.engine));
-  MfResult result;
-  result.model = std::move(app.model());
-  result.epochs = std::move(app.epochs());
-  result.run = std::move(run);
-  if (result.run.stop_reason == "converged") result.run.stop_reason = "max epochs";
-  return result;
+  return app.common().Finish(std::move(run));
 }
 
 }  // namespace tessera

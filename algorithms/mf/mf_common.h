@@ -1,0 +1,40 @@
+// What the three MF trainers share (internal to algorithms/mf): the data statistics, the
+// initial factors, per-epoch metrics and the result.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "algorithms/mf/mf.h"
+#include "core/metrics.h"
+
+namespace tessera::mf_internal {
+
+struct Common {
+  // W starts N(0, init_scale²/rank); H the same if `random_h`, else 0 (CCD++). With biases
+  // the last two columns are (b_i, 1) and (1, c_j), b and c starting at 0.
+  Common(const Ratings& train, const Ratings* test, const MfOptions& o,
+         std::function<void(const MfEpoch&)> on_epoch, bool random_h);
+
+  // The app's Objective: records an epoch from summed terms (train SSE, test SSE, penalty)
+  // and returns the objective. The engine's closing evaluation repeats the last epoch's.
+  double RecordEpoch(const Eigen::VectorXd& terms);
+  // Squared norm of a factor row that is a parameter: minus the fixed 1 of the biases.
+  double FixedNorm() const { return opts.biases ? 1.0 : 0.0; }
+  MfResult Finish(RunResult run);
+
+  const MfOptions& opts;
+  std::function<void(const MfEpoch&)> on_epoch;
+  int rank = 0, k = 0;  // latent rank; factor columns (rank + 2 with biases)
+  std::size_t num_users = 0, num_items = 0, num_train = 0, num_test = 0;
+  double step_scale = 1;  // 1 / variance of the training ratings (SGD steps)
+  MfModel model;
+  std::vector<std::uint32_t> user_count, item_count;
+  std::vector<MfEpoch> epochs;
+  Stopwatch clock;
+};
+
+// The checks every trainer makes before it starts.
+Status CheckInputs(const Ratings& train, const Ratings* test, const MfOptions& options);
+
+}  // namespace tessera::mf_internal
