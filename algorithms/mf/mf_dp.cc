@@ -120,11 +120,9 @@ class SgdApp final : public DataParallelApp {
               (wu.squaredNorm() - fixed) / ctx.replication;
     }
     if (ctx.worker == 0) {
-      std::vector<std::size_t> count(num_items_, 0);
-      for (const Rating& r : entries_) ++count[r.item];
       for (std::size_t j = 0; j < num_items_; ++j) {
-        t[2] +=
-            opts_.lambda * count[j] * (h.row(static_cast<Eigen::Index>(j)).squaredNorm() - fixed);
+        t[2] += opts_.lambda * c_.item_count[j] *
+                (h.row(static_cast<Eigen::Index>(j)).squaredNorm() - fixed);
       }
     }
     return t;

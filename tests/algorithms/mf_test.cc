@@ -41,6 +41,18 @@ std::pair<Ratings, Ratings> LowRank(int users, int items, int k, double density,
   return {std::move(train), std::move(test)};
 }
 
+// A training file and its test file, read with the training file's id maps.
+std::pair<StatusOr<Ratings>, StatusOr<Ratings>> ReadSplit(const std::string& base,
+                                                          const std::string& test) {
+  auto train = ReadRatings(base);
+  if (!train.ok()) return {std::move(train), Internal("no training set")};
+  RatingsOptions o;
+  o.users = train->users;
+  o.items = train->items;
+  auto t = ReadRatings(test, o);
+  return {std::move(train), std::move(t)};
+}
+
 MfOptions Quiet(int rank, double lambda, int epochs, int workers) {
   MfOptions o;
   o.rank = rank;
@@ -70,13 +82,8 @@ TEST(MfTest, CcdRecoversALowRankMatrix) {
 TEST(MfTest, MovieLensU1SameRmseWithOneTwoFourWorkers) {
   TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
   TESSERA_REQUIRE_DATA(test_path, "movielens-100k/u1.test.gz");
-  auto train = ReadRatings(base);
-  ASSERT_TRUE(train.ok());
-  RatingsOptions ro;
-  ro.users = train->users;
-  ro.items = train->items;
-  auto test = ReadRatings(test_path, ro);
-  ASSERT_TRUE(test.ok());
+  auto [train, test] = ReadSplit(base, test_path);
+  ASSERT_TRUE(train.ok() && test.ok());
   std::vector<double> rmse;
   for (int workers : {1, 2, 4}) {
     auto r = TrainMfCcd(*train, &*test, Quiet(40, 0.1, 15, workers));
@@ -107,13 +114,8 @@ MfOptions DataParallel(const char* consistency, int workers, int epochs) {
 TEST(MfTest, DataParallelSgdOnMovieLensU1) {
   TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
   TESSERA_REQUIRE_DATA(test_path, "movielens-100k/u1.test.gz");
-  auto train = ReadRatings(base);
-  ASSERT_TRUE(train.ok());
-  RatingsOptions ro;
-  ro.users = train->users;
-  ro.items = train->items;
-  auto test = ReadRatings(test_path, ro);
-  ASSERT_TRUE(test.ok());
+  auto [train, test] = ReadSplit(base, test_path);
+  ASSERT_TRUE(train.ok() && test.ok());
   for (const char* consistency : {"bsp", "ssp:1", "asp", "hogwild"}) {
     auto r = TrainMf(*train, &*test, DataParallel(consistency, 2, 20));
     ASSERT_TRUE(r.ok()) << r.status().message();
@@ -131,13 +133,8 @@ TEST(MfTest, DataParallelSgdOnMovieLensU1) {
 TEST(MfTest, RotationSgdOnMovieLensU1) {
   TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
   TESSERA_REQUIRE_DATA(test_path, "movielens-100k/u1.test.gz");
-  auto train = ReadRatings(base);
-  ASSERT_TRUE(train.ok());
-  RatingsOptions ro;
-  ro.users = train->users;
-  ro.items = train->items;
-  auto test = ReadRatings(test_path, ro);
-  ASSERT_TRUE(test.ok());
+  auto [train, test] = ReadSplit(base, test_path);
+  ASSERT_TRUE(train.ok() && test.ok());
   for (int workers : {1, 2, 4}) {
     MfOptions o = Quiet(40, 0.1, 20, workers);
     o.algorithm = "sgd";
