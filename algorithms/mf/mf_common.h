@@ -34,6 +34,25 @@ struct Common {
   Stopwatch clock;
 };
 
+// One SGD step on rating r for rows w and h (k columns each), per-rating L2 weight λ. Returns
+// nothing; with biases, the fixed 1s (w[rank + 1] and h[rank]) are put back after the
+// branch-free (vectorizable) update.
+inline void SgdStep(double* __restrict w, double* __restrict h, int k, int rank, bool biases,
+                    double mean, double rating, double lr, double lambda) {
+  double pred = mean;
+  for (int c = 0; c < k; ++c) pred += w[c] * h[c];
+  const double err = rating - pred;
+  for (int c = 0; c < k; ++c) {
+    const double wc = w[c], hc = h[c];
+    w[c] = wc + lr * (err * hc - lambda * wc);
+    h[c] = hc + lr * (err * wc - lambda * hc);
+  }
+  if (biases) {
+    w[rank + 1] = 1;
+    h[rank] = 1;
+  }
+}
+
 // The checks every trainer makes before it starts.
 Status CheckInputs(const Ratings& train, const Ratings* test, const MfOptions& options);
 

@@ -75,24 +75,13 @@ class SgdApp final : public DataParallelApp {
         step_scale_ * opts_.learning_rate / (1 + opts_.decay * static_cast<double>(ctx.epoch));
     const double lambda = opts_.lambda;
     const int k = k_;
-    // Columns SGD may change: the rank factors and b_i on the W side, the factors and c_j on
-    // the H side; the fixed 1s stay 1.
-    const int w_end = opts_.biases ? rank_ + 1 : rank_;
-    const int h_skip = opts_.biases ? rank_ : -1;
     for (std::size_t e : order) {
       const Rating& r = entries_[e];
       const auto pos = static_cast<std::size_t>(
           std::lower_bound(items.begin(), items.end(), r.item) - items.begin());
-      double* h = local.data() + pos * k;
-      double* w = model_.w.data() + static_cast<std::size_t>(r.user) * k;
-      double pred = model_.mean;
-      for (int c = 0; c < k; ++c) pred += w[c] * h[c];
-      const double err = r.value - pred;
-      for (int c = 0; c < k; ++c) {
-        const double wc = w[c], hc = h[c];
-        if (c < w_end) w[c] += lr * (err * hc - lambda * wc);
-        if (c != h_skip) h[c] += lr * (err * wc - lambda * hc);
-      }
+      mf_internal::SgdStep(model_.w.data() + static_cast<std::size_t>(r.user) * k,
+                           local.data() + pos * k, k, rank_, opts_.biases, model_.mean, r.value, lr,
+                           lambda);
     }
     local -= pulled;  // the change of each H row
     return ctx.client->Push(0, items, {local.data(), static_cast<std::size_t>(local.size())});

@@ -81,8 +81,6 @@ class DsgdApp final : public ModelParallelApp {
     const auto epoch = static_cast<double>(ctx.round / static_cast<std::uint64_t>(ctx.num_workers));
     const double lr = step_scale_ * opts_.learning_rate / (1 + opts_.decay * epoch);
     const int k = k_;
-    const int w_end = opts_.biases ? rank_ + 1 : rank_;
-    const int h_skip = opts_.biases ? rank_ : -1;
     std::vector<Partial> out;
     for (const Block& b : blocks) {
       const KeyRange items = item_blocks_[b.id];
@@ -91,16 +89,9 @@ class DsgdApp final : public ModelParallelApp {
       std::vector<Rating>& ratings = s.strata[b.id];
       std::shuffle(ratings.begin(), ratings.end(), s.rng);
       for (const Rating& r : ratings) {
-        double* w = model_.w.data() + static_cast<std::size_t>(r.user) * k;  // my users' rows
-        double* h = s.scratch.data() + (r.item - items.begin) * k;
-        double pred = model_.mean;
-        for (int c = 0; c < k; ++c) pred += w[c] * h[c];
-        const double err = r.value - pred;
-        for (int c = 0; c < k; ++c) {
-          const double wc = w[c], hc = h[c];
-          if (c < w_end) w[c] += lr * (err * hc - opts_.lambda * wc);
-          if (c != h_skip) h[c] += lr * (err * wc - opts_.lambda * hc);
-        }
+        mf_internal::SgdStep(model_.w.data() + static_cast<std::size_t>(r.user) * k,  // mine
+                             s.scratch.data() + (r.item - items.begin) * k, k, rank_, opts_.biases,
+                             model_.mean, r.value, lr, opts_.lambda);
       }
       out.push_back({b.id, ctx.worker,
                      Eigen::Map<const Eigen::VectorXd>(s.scratch.data(), s.scratch.size())});
