@@ -4,8 +4,9 @@
 # held out), rank 40, λ 0.1, 20 epochs. LIBMF runs side by side, same rank, λ, iterations and
 # threads, when its `mf-train` is on PATH or given as LIBMF=/path/to/mf-train (LIBMF is not a
 # Debian package: build it by hand outside this repository); otherwise it says skipped.
-# Repeats REPEATS times (default 3): min and median time. Writes bench/out/mf.csv and the
-# RMSE-vs-time traces bench/out/mf_trace_<data>_<mode>_w<workers>.csv.
+# Repeats REPEATS times (default 3): min and median time. Writes bench/out/mf.csv, the traces
+# bench/out/mf_trace_<data>_<mode>_w<workers>.csv and test RMSE vs epochs and vs time as
+# bench/out/mf_ml.png and bench/out/mf_jester.png.
 #   cmake --build --preset release && bash bench/mf_bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,4 +78,30 @@ for set in ml jester; do
   fi
 done
 mv "$csv.tmp" "$csv"
-echo "wrote $csv"
+# Test RMSE against epochs and against time, per data set, from the traces of the last repeat.
+if command -v gnuplot > /dev/null; then
+  for set in ml jester; do
+    plot_epochs="" plot_time=""
+    for f in "$out"/mf_trace_${set}_*.csv; do
+      name=$(basename "$f" .csv); name=${name#mf_trace_${set}_}
+      plot_epochs+="'$f' using 1:5 with linespoints title '$name', "
+      plot_time+="'$f' using 2:5 with linespoints title '$name', "
+    done
+    gnuplot <<PLOT
+set terminal pngcairo noenhanced size 1200,460 font ',10'
+set output '$out/mf_${set}.png'
+set datafile separator ','
+set multiplot layout 1,2 title 'tessera mf on $set: rank $rank, lambda 0.1'
+set grid
+set ylabel 'test RMSE'
+set xlabel 'epoch'
+plot ${plot_epochs%, }
+set xlabel 'seconds (training)'
+plot ${plot_time%, }
+unset multiplot
+PLOT
+  done
+  echo "wrote $csv, $out/mf_ml.png and $out/mf_jester.png"
+else
+  echo "wrote $csv (no gnuplot: plots skipped)"
+fi
