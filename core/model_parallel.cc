@@ -143,7 +143,7 @@ class Coordinator {
         RoundSchedule plan = app_.Schedule(sctx);
         if (plan.done) {
           scheduling = false;
-          result_.stop_reason = "converged";
+          result_.stop_reason = plan.done_reason;
           break;
         }
         if (plan.blocks.empty()) {

@@ -35,9 +35,10 @@ struct ScheduleContext {
 
 // The plan for one round.
 struct RoundSchedule {
-  std::vector<Block> blocks;    // empty and !done: wait until every in-flight round is pulled
-  bool done = false;            // no more rounds: finish the ones in flight and stop
-  bool evaluate_after = false;  // evaluate the objective after this round is applied
+  std::vector<Block> blocks;  // empty and !done: wait until every in-flight round is pulled
+  bool done = false;          // no more rounds: finish the ones in flight and stop
+  std::string done_reason = "converged";  // RunResult::stop_reason when `done`
+  bool evaluate_after = false;            // evaluate the objective after this round is applied
 };
 
 // What a worker knows while it computes.
@@ -136,7 +137,8 @@ struct RunResult {
   double objective = 0;  // last evaluated objective
   std::uint64_t bytes = 0;
   std::uint64_t updates = 0;
-  std::string stop_reason;  // converged | objective tolerance | max rounds | time limit
+  std::string stop_reason;  // the app's done_reason (converged, max epochs, ...) | objective
+                            // tolerance | max rounds | time limit
   std::vector<RoundMetrics> evaluations;  // the rounds after which the objective was evaluated
 };
 

@@ -17,8 +17,6 @@ namespace {
 constexpr std::uint32_t kUpdateBlock = 0;    // partial gradients (+ Gram) for an update
 constexpr std::uint32_t kGradientBlock = 1;  // partial gradients only (KKT / screening pass)
 
-double SoftThreshold(double z, double t) { return z > t ? z - t : (z < -t ? z + t : 0.0); }
-
 // One worker's rows, residual and scratch space; touched only by that worker's fiber.
 struct RowShard {
   SparseColMatrix x;        // local rows x all features

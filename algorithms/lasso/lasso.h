@@ -81,6 +81,9 @@ class LassoOracle {
   Eigen::VectorXd mu_, pf_;
 };
 
+// The proximal operator of t|·|: shared by both modes' coordinate and proximal steps.
+inline double SoftThreshold(double z, double t) { return z > t ? z - t : (z < -t ? z + t : 0.0); }
+
 class LassoApp;
 class DataParallelLasso;
 

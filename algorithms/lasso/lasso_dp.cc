@@ -17,8 +17,6 @@ constexpr int kPowerIterations = 30;
 // L is estimated from below by the power iteration; a step of 1/(1.02 L) stays stable.
 constexpr double kLipschitzMargin = 1.02;
 
-double SoftThreshold(double z, double t) { return z > t ? z - t : (z < -t ? z + t : 0.0); }
-
 // The server-side proximal step. State per coefficient: G (the sum of the workers' latest
 // gradients), x (the last proximal iterate) and k (steps since the last restart).
 UpdaterPtr ProximalUpdater(double lambda, double step, std::shared_ptr<const Eigen::VectorXd> pf,

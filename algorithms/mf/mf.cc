@@ -113,6 +113,7 @@ class CcdApp final : public ModelParallelApp {
     if (ctx.round == 0) clock_ = Stopwatch();
     if (ctx.round >= rounds_per_epoch_ * static_cast<std::uint64_t>(opts_.epochs)) {
       plan.done = true;
+      plan.done_reason = "max epochs";
       return plan;
     }
     const std::uint64_t idx = ctx.round % rounds_per_epoch_;
@@ -139,30 +140,10 @@ class CcdApp final : public ModelParallelApp {
       SwitchComponent(s, t);
       Partial p;
       p.block = b.id;
-      if (phase == 0) {  // H column t for my items: v_j = Σ R̂_ij w_it / (λ|Ω_j| + Σ w_it²)
-        p.values.resize(static_cast<Eigen::Index>(s.items.size()));
-        for (Key j = s.items.begin; j < s.items.end; ++j) {
-          const std::size_t a = j - s.items.begin;
-          double num = 0, den = opts_.lambda * item_count_[j];
-          for (std::uint32_t e = s.col_ptr[a]; e < s.col_ptr[a + 1]; ++e) {
-            const double wi = s.w(s.col_user[e], t);
-            num += s.col_res[e] * wi;
-            den += wi * wi;
-          }
-          p.values[static_cast<Eigen::Index>(a)] = den > 0 ? num / den : 0.0;
-        }
-      } else {  // W column t for my users
-        p.values.resize(static_cast<Eigen::Index>(s.users.size()));
-        for (Key i = s.users.begin; i < s.users.end; ++i) {
-          const std::size_t a = i - s.users.begin;
-          double num = 0, den = opts_.lambda * user_count_[i];
-          for (std::uint32_t e = s.row_ptr[a]; e < s.row_ptr[a + 1]; ++e) {
-            const double hj = s.h(s.row_item[e], t);
-            num += s.row_res[e] * hj;
-            den += hj * hj;
-          }
-          p.values[static_cast<Eigen::Index>(a)] = den > 0 ? num / den : 0.0;
-        }
+      if (phase == 0) {  // H column t for my items, from their ratings by column
+        p.values = SolveColumn(s.items, s.col_ptr, s.col_user, s.col_res, s.w, item_count_, t);
+      } else {  // W column t for my users, from their ratings by row
+        p.values = SolveColumn(s.users, s.row_ptr, s.row_item, s.row_res, s.h, user_count_, t);
       }
       out.push_back(std::move(p));
     }
@@ -275,6 +256,26 @@ class CcdApp final : public ModelParallelApp {
         if (users.Contains(r.user)) s.test.push_back(r);
       }
     }
+  }
+
+  // Column t of one side in closed form: for each of `mine` (users or items, with their
+  // ratings in ptr/other/res), x = Σ R̂ y_t / (λ |Ω| + Σ y_t²), y the other side's factors.
+  Eigen::VectorXd SolveColumn(KeyRange mine, const std::vector<std::uint32_t>& ptr,
+                              const std::vector<std::uint32_t>& other,
+                              const std::vector<double>& res, const Factors& y,
+                              const std::vector<std::uint32_t>& count, int t) const {
+    Eigen::VectorXd x(static_cast<Eigen::Index>(mine.size()));
+    for (Key key = mine.begin; key < mine.end; ++key) {
+      const std::size_t a = key - mine.begin;
+      double num = 0, den = opts_.lambda * count[key];
+      for (std::uint32_t e = ptr[a]; e < ptr[a + 1]; ++e) {
+        const double ye = y(other[e], t);
+        num += res[e] * ye;
+        den += ye * ye;
+      }
+      x[static_cast<Eigen::Index>(a)] = den > 0 ? num / den : 0.0;
+    }
+    return x;
   }
 
   std::uint32_t Encode(std::uint32_t t, std::uint32_t phase, int worker) const {

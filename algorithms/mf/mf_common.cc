@@ -67,8 +67,6 @@ MfResult Common::Finish(RunResult run) {
   result.model = std::move(model);
   result.epochs = std::move(epochs);
   result.run = std::move(run);
-  // A model-parallel app that finishes its epochs is "done"; say why it stopped.
-  if (result.run.stop_reason == "converged") result.run.stop_reason = "max epochs";
   return result;
 }
 

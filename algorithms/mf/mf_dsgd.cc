@@ -99,6 +99,7 @@ class DsgdApp final : public ModelParallelApp {
     const auto P = static_cast<std::uint64_t>(ctx.num_workers);
     if (ctx.round >= P * static_cast<std::uint64_t>(opts_.epochs)) {
       plan.done = true;
+      plan.done_reason = "max epochs";
       return plan;
     }
     plan.blocks = scheduler_->Next(ctx);
