@@ -177,8 +177,11 @@ class Worker {
         TESSERA_RETURN_IF_ERROR(client_.Clock());
         ++clocks;
         const bool last = epoch + 1 == opts_.max_epochs && b + 1 == plan_.batches_per_epoch;
-        const bool due = opts_.evaluate_every == 0 ? b + 1 == plan_.batches_per_epoch
-                                                   : clocks % opts_.evaluate_every == 0;
+        const bool epoch_end = b + 1 == plan_.batches_per_epoch;
+        const bool due = opts_.evaluate_every_epochs > 0
+                             ? epoch_end && (epoch + 1) % opts_.evaluate_every_epochs == 0
+                         : opts_.evaluate_every == 0 ? epoch_end
+                                                     : clocks % opts_.evaluate_every == 0;
         if (last || due) {
           TESSERA_ASSIGN_OR_RETURN(bool stop, Evaluate(last));
           if (stop) return Status::Ok();

@@ -55,19 +55,20 @@ struct DataParallelOptions {
   Consistency consistency;    // default for the app's tables
   UpdateFrequency frequency;  // when a worker ends a clock
   PartitionScheme partition = PartitionScheme::kDisjointContiguous;
-  std::size_t batch_size = 0;        // rows per batch; 0 = the worker's whole partition
-  bool model_averaging = false;      // apps set TableSpec::model_averaging on their model
-                                     // tables from this (SystemDS modelAvg)
-  std::uint64_t max_epochs = 100;    // stop after this many passes over the data; 0 = run
-                                     // Setup, evaluate once and stop
-  double max_seconds = 0;            // stop at the first evaluation after this; 0 = no limit
-  double objective_tolerance = 0;    // stop when the relative change between evaluations is
-                                     // below this; 0 = off
-  std::uint64_t evaluate_every = 1;  // clocks between objective evaluations (barriers);
-                                     // 0 = at the end of every epoch
-  std::uint64_t seed = 42;           // partitions and shuffles
-  std::string trace_path;            // per-evaluation CSV; empty = none
-  bool progress = true;              // one-line progress on a TTY (stderr)
+  std::size_t batch_size = 0;               // rows per batch; 0 = the worker's whole partition
+  bool model_averaging = false;             // apps set TableSpec::model_averaging on their model
+                                            // tables from this (SystemDS modelAvg)
+  std::uint64_t max_epochs = 100;           // stop after this many passes over the data; 0 = run
+                                            // Setup, evaluate once and stop
+  double max_seconds = 0;                   // stop at the first evaluation after this; 0 = no limit
+  double objective_tolerance = 0;           // stop when the relative change between evaluations is
+                                            // below this; 0 = off
+  std::uint64_t evaluate_every = 1;         // clocks between objective evaluations (barriers);
+                                            // 0 = at the end of every epoch
+  std::uint64_t evaluate_every_epochs = 0;  // > 0: instead, at the end of every N-th epoch
+  std::uint64_t seed = 42;                  // partitions and shuffles
+  std::string trace_path;                   // per-evaluation CSV; empty = none
+  bool progress = true;                     // one-line progress on a TTY (stderr)
   std::string label = "tessera";
   Status Validate() const;
 };

@@ -234,6 +234,11 @@ Status TableSpec::Validate(int servers, bool in_process) const {
           " initial values for num_keys * dim = " + std::to_string(num_keys * dim));
     }
   }
+  if (read_my_writes && (!updater->is_add() || !consistency.cached() || model_averaging)) {
+    return InvalidArgument(t +
+                           "read_my_writes needs the 'add' updater, consistency bsp, ssp:S or "
+                           "essp:S, and no model averaging");
+  }
   if (consistency.model == ConsistencyModel::kHogwild) {
     if (model_averaging) {
       return InvalidArgument(t +
@@ -296,7 +301,7 @@ struct ParameterServer::Shard {
     bool per_clock = false;
     std::vector<double> values;  // dense: range.size() * dim; sparse: rows * dim
     std::vector<double> state;
-    KeyIndex rows;                            // sparse: key -> row
+    KeyIndex rows;  // sparse: key -> row
     // per_clock: pushes summed by (clock they belong to, raw add), applied in that order.
     std::map<std::pair<std::uint64_t, bool>, ClockSums> sums;
     // essp: the keys each worker has read, refreshed when the clock advances.
@@ -366,8 +371,8 @@ struct ParameterServer::Shard {
     }
   }
 
-  void AddToSums(Table& t, std::uint64_t c, bool raw, const Key* keys, Key first,
-                 std::size_t count, const double* grad) {
+  void AddToSums(Table& t, std::uint64_t c, bool raw, const Key* keys, Key first, std::size_t count,
+                 const double* grad) {
     ClockSums& s = t.sums[{c, raw}];
     const int dim = t.dim;
     if (t.spec->storage == TableStorage::kDense) {
@@ -990,6 +995,7 @@ Status PsClient::Push(TableId table, std::span<const Key> keys, std::span<const 
       i = j;
       continue;
     }
+    if (spec.read_my_writes) AddToCache(table, keys[i], values.data() + i * dim);
     Outgoing& out = outgoing_[table][s];
     out.keys.push_back(keys[i]);
     if (dim == 1) {
@@ -1001,6 +1007,14 @@ Status PsClient::Push(TableId table, std::span<const Key> keys, std::span<const 
     ++i;
   }
   return Status::Ok();
+}
+
+void PsClient::AddToCache(TableId table, Key key, const double* v) {
+  Cache* c = caches_[table].get();
+  if (!c || !c->Has(key)) return;
+  const std::size_t row = c->dense ? key : c->rows.Find(key);
+  double* dst = c->values.data() + row * c->dim;
+  for (int d = 0; d < c->dim; ++d) dst[d] += v[d];
 }
 
 Status PsClient::PushRange(TableId table, KeyRange range, std::span<const double> values) {
@@ -1024,6 +1038,9 @@ Status PsClient::PushRange(TableId table, KeyRange range, std::span<const double
     if (hogwild) {
       HogwildPush(table, s, b, e - b, grad);
       continue;
+    }
+    if (spec.read_my_writes) {
+      for (Key k = b; k < e; ++k) AddToCache(table, k, grad + (k - b) * dim);
     }
     TESSERA_RETURN_IF_ERROR(SendPushes(table, s));  // keep this worker's pushes in order
     Message m;

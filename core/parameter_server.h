@@ -107,6 +107,12 @@ struct TableSpec {
   // which the shard adds as is. Under bsp the table then holds the average of the workers'
   // models after every clock. Not with hogwild.
   bool model_averaging = false;
+  // Read-my-writes (Bösen's process cache): a worker adds its own pushes to its cached rows at
+  // once, so its reads include them even when served from the cache. For `add` tables under
+  // bsp, ssp or essp. A cached row is replaced whenever a newer copy arrives from the shard; a
+  // pull's reply always includes the pushes made before it, but an ESSP refresh the shard sent
+  // before one of them arrived lacks it until the next refresh.
+  bool read_my_writes = false;
   // Optional contiguous key range per shard, in shard order, covering [0, num_keys) exactly.
   // Empty: [0, num_keys) split evenly.
   std::vector<KeyRange> shard_ranges;
@@ -182,6 +188,7 @@ class PsClient {
   struct Replica;
   void OverlayReplica(PullFuture::State& st);
   Status PushToReplica(TableId table, std::span<const Key> keys, std::span<const double> values);
+  void AddToCache(TableId table, Key key, const double* values);
   Status SendAveragedModel(TableId table);
   PsClient(ParameterServer* ps, int worker);
   PullFuture StartPull(TableId table, std::span<const Key> keys, const KeyRange* range);

@@ -46,6 +46,15 @@ class TempDir {
 
 // Sets `var` to the data file `rel` under DataDir(). A missing file fails the test under
 // CI=true and skips it (with the path) otherwise.
+// Long statistical oracles (many sweeps over a real corpus) check numbers, not memory or
+// thread safety; sanitizer builds, 5-20x slower, skip them. Their concurrent code paths have
+// short tests of their own that do run there.
+#ifdef TESSERA_SANITIZED
+#define TESSERA_SKIP_IF_SANITIZED() GTEST_SKIP() << "long statistical oracle: release build only"
+#else
+#define TESSERA_SKIP_IF_SANITIZED() (void)0
+#endif
+
 #define TESSERA_REQUIRE_DATA(var, rel)                                         \
   const std::string var = ::tessera::testing::DataDir() + "/" + (rel);         \
   if (!std::filesystem::exists(var)) {                                         \

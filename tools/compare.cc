@@ -52,6 +52,15 @@ const AppSpec kApps[] = {
      {"train_rmse", "test_rmse"},
      "test_rmse",
      "test RMSE"},
+    // The objective is -log p(w, z) (minimized, like the others).
+    {"lda",
+     {"--mode", "--trace", "--summary", "--output", "--topics-out", "--quiet", "--max-seconds",
+      "--iterations"},
+     "--max-seconds",
+     {"--iterations", "--iterations"},
+     {"ll_per_token", "perplexity", "tokens_per_second"},
+     "ll_per_token",
+     "log-likelihood per token"},
 };
 
 // A CSV file with a header, as rows of name -> field.

@@ -11,6 +11,7 @@
 #include "core/metrics.h"
 #include "tools/compare.h"
 #include "tools/data_parallel_flags.h"
+#include "tools/lda_command.h"
 #include "tools/mf_command.h"
 
 namespace tessera {
@@ -306,7 +307,7 @@ int main(int argc, char** argv) {
       "Run an app in model-parallel and data-parallel mode under the same budget and show "
       "both: table, CSV, PNG. Other flags go to both runs, e.g. tessera compare lasso --data F "
       "--lambda-ratio 0.1 --workers 2 --consistency ssp:2 --budget-seconds 30");
-  compare_cmd->add_option("app", compare.app, "lasso | mf")->required();
+  compare_cmd->add_option("app", compare.app, "lasso | mf | lda")->required();
   compare_cmd
       ->add_option("--out", compare.out,
                    "Output prefix: PREFIX.csv, PREFIX-summary.csv, "
@@ -319,6 +320,8 @@ int main(int argc, char** argv) {
   compare_cmd->allow_extras();
   MfFlags mf;
   const MfCommands mf_cmds = AddMfCommands(app, mf);
+  LdaFlags lda;
+  CLI::App* lda_cmd = AddLdaCommand(app, lda);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -338,6 +341,7 @@ int main(int argc, char** argv) {
   if (lasso_cmd->parsed()) return RunLasso(lasso);
   if (mf_cmds.predict->parsed()) return RunMfPredict(mf);
   if (mf_cmds.train->parsed()) return RunMfTrain(mf);
+  if (lda_cmd->parsed()) return RunLda(lda);
   if (compare_cmd->parsed()) {
     compare.forwarded = compare_cmd->remaining();
     return RunCompare(compare);

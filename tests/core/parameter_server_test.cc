@@ -356,6 +356,38 @@ TEST(EsspTest, SspWithoutEagerRefreshAsksTheServer) {
   EXPECT_GT(requests, static_cast<std::uint64_t>(workers * 2 * clocks / 2));
 }
 
+// Read-my-writes: a read served from the cache includes the worker's own pushes when the table
+// asks for it (the LDA counts), and does not otherwise (the documented default).
+TEST(ReadMyWritesTest, CachedReadsIncludeOwnPushesOnlyWhenAsked) {
+  for (bool rmw : {false, true}) {
+    TableSpec t = Table(4, 2, "ssp:3");
+    t.read_my_writes = rmw;
+    auto ps = StartOrDie({t}, 2, 1);
+    PsClient& c = ps->client(0);
+    const std::vector<Key> keys = {1, 3};
+    EXPECT_EQ(PullOrDie(c, 0, keys), Eigen::VectorXd::Zero(4));
+    ASSERT_TRUE(c.Push(0, keys, std::vector<double>{1, 2, 3, 4}).ok());
+    ASSERT_TRUE(c.PushRange(0, {3, 4}, std::vector<double>{10, 20}).ok());
+    ASSERT_TRUE(c.Clock().ok());
+    const std::uint64_t requests = c.stats().pull_requests;
+    const Eigen::VectorXd got = PullOrDie(c, 0, keys);  // clock 1, ssp:3: from the cache
+    EXPECT_EQ(c.stats().pull_requests, requests) << "served from the cache";
+    const Eigen::VectorXd own = (Eigen::VectorXd(4) << 1, 2, 13, 24).finished();
+    EXPECT_EQ(got, rmw ? own : Eigen::VectorXd::Zero(4)) << "read_my_writes " << rmw;
+    ps->Shutdown();
+    EXPECT_EQ(ps->Snapshot(0).segment(2, 2), own.head(2));
+    EXPECT_EQ(ps->Snapshot(0).segment(6, 2), own.tail(2));
+  }
+  TableSpec bad = Table(4, 1, "ssp:1", SgdUpdater(0.1));
+  bad.read_my_writes = true;
+  EXPECT_THAT(ParameterServer::Start({bad}, 1, 1, nullptr).status().message(),
+              HasSubstr("read_my_writes needs the 'add' updater"));
+  bad = Table(4, 1, "asp");
+  bad.read_my_writes = true;
+  EXPECT_THAT(ParameterServer::Start({bad}, 1, 1, nullptr).status().message(),
+              HasSubstr("read_my_writes needs"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // No update is lost: 8 workers x 1,000,000 pushes to overlapping keys.
 //

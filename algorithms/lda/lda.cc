@@ -1,0 +1,570 @@
+#include "algorithms/lda/lda.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <random>
+
+#include "algorithms/lda/lda_internal.h"
+#include "core/line_reader.h"
+
+namespace tessera {
+
+Status LdaOptions::Validate() const {
+  if (mode != "model-parallel" && mode != "data-parallel") {
+    return InvalidArgument("unknown LDA mode '" + mode +
+                           "' (expected model-parallel or data-parallel)");
+  }
+  if (sampler != "mh" && sampler != "gibbs") {
+    return InvalidArgument("unknown LDA sampler '" + sampler + "' (expected mh or gibbs)");
+  }
+  if (topics < 1 || topics > (1 << 24)) {
+    return InvalidArgument("topics must be in [1, 16777216], got " + std::to_string(topics));
+  }
+  if (!(alpha >= 0) || !std::isfinite(alpha)) {
+    return InvalidArgument("alpha must be positive (0 = 50/K), got " + std::to_string(alpha));
+  }
+  if (!(beta > 0) || !std::isfinite(beta)) {
+    return InvalidArgument("beta must be positive, got " + std::to_string(beta));
+  }
+  if (iterations < 0) return InvalidArgument("iterations must be >= 0");
+  if (mh_steps < 1) return InvalidArgument("mh steps must be >= 1");
+  if (evaluate_every < 1) return InvalidArgument("evaluate-every must be >= 1");
+  TESSERA_RETURN_IF_ERROR(engine.Validate());
+  if (engine.pipeline_depth != 1) {
+    return InvalidArgument("LDA needs pipeline depth 1 (rounds hand vocabulary blocks over)");
+  }
+  if (mode == "data-parallel") {
+    DataParallelOptions dp = data_parallel;
+    dp.workers = engine.workers;
+    TESSERA_RETURN_IF_ERROR(dp.Validate());
+    if (dp.consistency.model == ConsistencyModel::kHogwild) {
+      return InvalidArgument("LDA counts need a parameter-server consistency model, not hogwild");
+    }
+    if (dp.model_averaging) {
+      return InvalidArgument("LDA counts are summed, not averaged: model averaging does not apply");
+    }
+  }
+  return Status::Ok();
+}
+
+double LdaModel::Phi(std::uint32_t w, int k) const {
+  const auto K = static_cast<std::size_t>(topics);
+  return (word_topic[w * K + static_cast<std::size_t>(k)] + beta) /
+         (static_cast<double>(topic_total[static_cast<std::size_t>(k)]) +
+          beta * static_cast<double>(num_words()));
+}
+
+std::vector<std::uint32_t> LdaModel::TopWords(int k, int n) const {
+  const auto K = static_cast<std::size_t>(topics);
+  std::vector<std::uint32_t> ids(num_words());
+  std::iota(ids.begin(), ids.end(), 0u);
+  const auto count = [&](std::uint32_t w) {
+    return word_topic[w * K + static_cast<std::size_t>(k)];
+  };
+  const std::size_t m = std::min<std::size_t>(static_cast<std::size_t>(std::max(n, 0)), ids.size());
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(m), ids.end(),
+                    [&](std::uint32_t a, std::uint32_t b) {
+                      return count(a) != count(b) ? count(a) > count(b) : a < b;
+                    });
+  ids.resize(m);
+  return ids;
+}
+
+namespace lda_internal {
+
+std::pair<std::uint64_t, std::uint64_t> Tokens::Segment(std::size_t d, KeyRange words) const {
+  const auto b = word.begin() + static_cast<std::ptrdiff_t>(doc_ptr[d]);
+  const auto e = word.begin() + static_cast<std::ptrdiff_t>(doc_ptr[d + 1]);
+  const auto lo = std::lower_bound(b, e, static_cast<std::uint32_t>(words.begin));
+  const auto hi = std::lower_bound(lo, e, static_cast<std::uint32_t>(words.end));
+  return {static_cast<std::uint64_t>(lo - word.begin()),
+          static_cast<std::uint64_t>(hi - word.begin())};
+}
+
+Tokens BuildTokens(const Corpus& c, int blocks, int topics, std::uint64_t seed) {
+  Tokens t;
+  const std::size_t V = c.num_words();
+  std::vector<std::uint64_t> freq(V, 0);
+  for (std::size_t j = 0; j < c.word.size(); ++j) freq[c.word[j]] += c.count[j];
+  // Blocks of equal word count (the rotation scheduler's partitions), filled greedily, most
+  // frequent word first, into the block with the fewest tokens that still has room.
+  const auto P = static_cast<std::size_t>(std::max(blocks, 1));
+  const auto sizes = SplitRange(V, static_cast<int>(P));
+  std::vector<std::uint32_t> order(V);
+  std::iota(order.begin(), order.end(), 0u);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::uint32_t a, std::uint32_t b) { return freq[a] > freq[b]; });
+  std::vector<std::vector<std::uint32_t>> members(P);
+  std::vector<std::uint64_t> load(P, 0);
+  for (std::uint32_t w : order) {
+    std::size_t best = P;
+    for (std::size_t b = 0; b < P; ++b) {
+      if (members[b].size() < sizes[b].size() && (best == P || load[b] < load[best])) best = b;
+    }
+    members[best].push_back(w);
+    load[best] += freq[w];
+  }
+  t.to_internal.assign(V, 0);
+  t.to_original.reserve(V);
+  for (std::size_t b = 0; b < P; ++b) {
+    std::sort(members[b].begin(), members[b].end());
+    for (std::uint32_t w : members[b]) {
+      t.to_internal[w] = static_cast<std::uint32_t>(t.to_original.size());
+      t.to_original.push_back(w);
+    }
+  }
+  t.blocks = sizes;
+  t.word_count.assign(V, 0);
+  for (std::size_t w = 0; w < V; ++w) t.word_count[t.to_internal[w]] = freq[w];
+
+  Rng rng(seed ^ 0x1da);
+  const std::uint64_t N = c.num_tokens();
+  t.word.reserve(N);
+  t.topic.reserve(N);
+  std::vector<std::uint32_t> doc;
+  for (std::size_t d = 0; d < c.num_docs(); ++d) {
+    doc.clear();
+    for (std::uint64_t j = c.doc_ptr[d]; j < c.doc_ptr[d + 1]; ++j) {
+      doc.insert(doc.end(), c.count[j], t.to_internal[c.word[j]]);
+    }
+    std::sort(doc.begin(), doc.end());
+    for (std::uint32_t w : doc) {
+      t.word.push_back(w);
+      t.topic.push_back(rng.Below(static_cast<std::uint32_t>(topics)));
+    }
+    t.doc_ptr.push_back(t.word.size());
+  }
+  return t;
+}
+
+namespace {
+
+template <class Docs>
+WordIndex IndexDocs(const Tokens& t, const Docs& docs) {
+  WordIndex x;
+  const std::size_t V = t.word_count.size();
+  x.ptr.assign(V + 1, 0);
+  for (std::size_t d : docs) {
+    for (std::uint64_t i = t.doc_ptr[d]; i < t.doc_ptr[d + 1]; ++i) ++x.ptr[t.word[i] + 1];
+  }
+  for (std::size_t w = 0; w < V; ++w) x.ptr[w + 1] += x.ptr[w];
+  x.topic.resize(x.ptr[V]);
+  x.slot.assign(t.num_tokens(), WordIndex::kNone);
+  std::vector<std::uint64_t> fill(x.ptr.begin(), x.ptr.end() - 1);
+  for (std::size_t d : docs) {
+    for (std::uint64_t i = t.doc_ptr[d]; i < t.doc_ptr[d + 1]; ++i) {
+      const std::uint64_t at = fill[t.word[i]]++;
+      x.topic[at] = t.topic[i];
+      x.slot[i] = static_cast<std::uint32_t>(at);
+    }
+  }
+  return x;
+}
+
+std::vector<std::size_t> Iota(std::size_t begin, std::size_t end) {
+  std::vector<std::size_t> v(end - begin);
+  std::iota(v.begin(), v.end(), begin);
+  return v;
+}
+
+}  // namespace
+
+WordIndex BuildWordIndex(const Tokens& t, std::size_t doc_begin, std::size_t doc_end) {
+  return IndexDocs(t, Iota(doc_begin, doc_end));
+}
+
+WordIndex BuildWordIndex(const Tokens& t, const std::vector<std::uint32_t>& docs) {
+  return IndexDocs(t, docs);
+}
+
+namespace {
+
+double DocTerm(const Hyper& h, const Tokens& t, std::size_t d, std::vector<std::int32_t>& nd,
+               double lg_kalpha) {
+  const std::uint64_t b = t.doc_ptr[d], e = t.doc_ptr[d + 1];
+  for (std::uint64_t i = b; i < e; ++i) ++nd[t.topic[i]];
+  double s = lg_kalpha - std::lgamma(static_cast<double>(e - b) + h.kalpha);
+  const double lg_alpha = std::lgamma(h.alpha);
+  for (std::uint64_t i = b; i < e; ++i) {
+    std::int32_t& n = nd[t.topic[i]];
+    if (n > 0) s += std::lgamma(n + h.alpha) - lg_alpha;
+    n = 0;
+  }
+  return s;
+}
+
+}  // namespace
+
+double DocLogLikelihood(const Hyper& h, const Tokens& t, std::size_t doc_begin, std::size_t doc_end,
+                        std::vector<std::int32_t>& nd) {
+  double s = 0;
+  const double lg = std::lgamma(h.kalpha);
+  for (std::size_t d = doc_begin; d < doc_end; ++d) s += DocTerm(h, t, d, nd, lg);
+  return s;
+}
+
+double DocLogLikelihood(const Hyper& h, const Tokens& t, const std::vector<std::uint32_t>& docs,
+                        std::vector<std::int32_t>& nd) {
+  double s = 0;
+  const double lg = std::lgamma(h.kalpha);
+  for (std::uint32_t d : docs) s += DocTerm(h, t, d, nd, lg);
+  return s;
+}
+
+double TopicLogLikelihood(const Hyper& h, const double* nk) {
+  double s = 0;
+  const double lg = std::lgamma(h.vbeta);
+  for (int k = 0; k < h.K; ++k) s += lg - std::lgamma(nk[k] + h.vbeta);
+  return s;
+}
+
+LdaModel MakeModel(const Hyper& h, const Corpus& corpus, const Tokens& t,
+                   const std::vector<std::int32_t>& wt) {
+  LdaModel m;
+  m.topics = h.K;
+  m.alpha = h.alpha;
+  m.beta = h.beta;
+  m.vocab = corpus.vocab;
+  const auto K = static_cast<std::size_t>(h.K);
+  const std::size_t V = corpus.num_words();
+  m.word_topic.assign(V * K, 0);
+  m.topic_total.assign(K, 0);
+  for (std::size_t w = 0; w < V; ++w) {
+    const std::int32_t* src = wt.data() + static_cast<std::size_t>(t.to_internal[w]) * K;
+    std::copy(src, src + K, m.word_topic.data() + w * K);
+    for (std::size_t k = 0; k < K; ++k) m.topic_total[k] += src[k];
+  }
+  std::vector<std::int32_t> nd(K, 0);
+  for (std::size_t d = 0; d < t.num_docs(); ++d) {
+    for (std::uint64_t i = t.doc_ptr[d]; i < t.doc_ptr[d + 1]; ++i) ++nd[t.topic[i]];
+    for (std::size_t k = 0; k < K; ++k) {
+      if (nd[k] == 0) continue;
+      m.doc_topic.push_back(static_cast<std::uint32_t>(k));
+      m.doc_count.push_back(static_cast<std::uint32_t>(nd[k]));
+      nd[k] = 0;
+    }
+    m.doc_ptr.push_back(m.doc_topic.size());
+  }
+  return m;
+}
+
+void Recorder::Record(int iteration, double ll, double perplexity, double eval_started) {
+  LdaIteration it;
+  it.iteration = iteration;
+  it.log_likelihood = ll;
+  const auto n = static_cast<double>(corpus.num_tokens());
+  it.ll_per_token = n > 0 ? ll / n : 0;
+  it.perplexity = perplexity;
+  eval_seconds += clock.Seconds() - eval_started;
+  it.seconds = SamplingSeconds();
+  it.tokens_per_second = it.seconds > 0 ? n * iteration / it.seconds : 0;
+  history.push_back(it);
+  if (on_iteration) on_iteration(it);
+}
+
+}  // namespace lda_internal
+
+double LdaLogLikelihood(const LdaModel& m) {
+  const auto K = static_cast<std::size_t>(m.topics);
+  const double V = static_cast<double>(m.num_words());
+  const double kalpha = m.alpha * m.topics;
+  double s = 0;
+  const double lg_alpha = std::lgamma(m.alpha), lg_beta = std::lgamma(m.beta);
+  for (std::size_t d = 0; d < m.num_docs(); ++d) {
+    double len = 0;
+    for (std::uint64_t j = m.doc_ptr[d]; j < m.doc_ptr[d + 1]; ++j) {
+      s += std::lgamma(m.doc_count[j] + m.alpha) - lg_alpha;
+      len += m.doc_count[j];
+    }
+    s += std::lgamma(kalpha) - std::lgamma(len + kalpha);
+  }
+  for (std::size_t k = 0; k < K; ++k) {
+    s += std::lgamma(V * m.beta) - std::lgamma(static_cast<double>(m.topic_total[k]) + V * m.beta);
+  }
+  for (std::int32_t n : m.word_topic) {
+    if (n > 0) s += std::lgamma(n + m.beta) - lg_beta;
+  }
+  return s;
+}
+
+double HeldOutPerplexity(const LdaModel& m, const Corpus& test, std::uint64_t seed) {
+  const int K = m.topics;
+  const auto Ku = static_cast<std::size_t>(K);
+  const double alpha = m.alpha;
+  // φ column-major by word: phi[w * K + k].
+  std::vector<double> phi(m.num_words() * Ku);
+  for (std::uint32_t w = 0; w < m.num_words(); ++w) {
+    for (int k = 0; k < K; ++k) phi[w * Ku + static_cast<std::size_t>(k)] = m.Phi(w, k);
+  }
+  lda_internal::Rng rng(seed);
+  constexpr int kBurnIn = 10, kSamples = 10;
+  std::vector<std::uint32_t> observed, held;
+  std::vector<std::uint32_t> z;
+  std::vector<std::int32_t> nd(Ku);
+  std::vector<double> theta(Ku), cdf(Ku);
+  double log_p = 0;
+  std::uint64_t n_held = 0;
+  for (std::size_t d = 0; d < test.num_docs(); ++d) {
+    observed.clear();
+    held.clear();
+    std::uint64_t pos = 0;
+    for (std::uint64_t j = test.doc_ptr[d]; j < test.doc_ptr[d + 1]; ++j) {
+      if (test.word[j] >= m.num_words()) continue;  // unknown word: not scored
+      for (std::uint32_t c = 0; c < test.count[j]; ++c, ++pos) {
+        (pos % 2 == 0 ? observed : held).push_back(test.word[j]);
+      }
+    }
+    if (held.empty()) continue;
+    std::fill(nd.begin(), nd.end(), 0);
+    std::fill(theta.begin(), theta.end(), 0.0);
+    z.resize(observed.size());
+    for (auto& t : z) {
+      t = rng.Below(static_cast<std::uint32_t>(K));
+      ++nd[t];
+    }
+    for (int sweep = 0; sweep < kBurnIn + kSamples; ++sweep) {
+      for (std::size_t i = 0; i < observed.size(); ++i) {
+        --nd[z[i]];
+        const double* p = phi.data() + observed[i] * Ku;
+        double total = 0;
+        for (std::size_t k = 0; k < Ku; ++k) {
+          total += (nd[k] + alpha) * p[k];
+          cdf[k] = total;
+        }
+        const double u = rng.Uniform() * total;
+        std::size_t k = 0;
+        while (k + 1 < Ku && cdf[k] <= u) ++k;
+        z[i] = static_cast<std::uint32_t>(k);
+        ++nd[k];
+      }
+      if (sweep >= kBurnIn) {
+        const double norm = static_cast<double>(observed.size()) + alpha * K;
+        for (std::size_t k = 0; k < Ku; ++k) theta[k] += (nd[k] + alpha) / norm / kSamples;
+      }
+    }
+    for (std::uint32_t w : held) {
+      const double* p = phi.data() + w * Ku;
+      double s = 0;
+      for (std::size_t k = 0; k < Ku; ++k) s += theta[k] * p[k];
+      log_p += std::log(s);
+      ++n_held;
+    }
+  }
+  return n_held ? std::exp(-log_p / static_cast<double>(n_held))
+                : std::numeric_limits<double>::quiet_NaN();
+}
+
+void HoldOutDocuments(const Corpus& all, double fraction, std::uint64_t seed, Corpus& train,
+                      Corpus& test) {
+  train = Corpus();
+  test = Corpus();
+  train.vocab = test.vocab = all.vocab;
+  train.source = test.source = all.source;
+  std::mt19937_64 rng(seed ^ 0x7e57);
+  std::uniform_real_distribution<double> coin(0, 1);
+  for (std::size_t d = 0; d < all.num_docs(); ++d) {
+    std::uint64_t n = 0;
+    for (std::uint64_t j = all.doc_ptr[d]; j < all.doc_ptr[d + 1]; ++j) n += all.count[j];
+    Corpus& to = (coin(rng) < fraction && n >= 2) ? test : train;
+    for (std::uint64_t j = all.doc_ptr[d]; j < all.doc_ptr[d + 1]; ++j) {
+      to.word.push_back(all.word[j]);
+      to.count.push_back(all.count[j]);
+    }
+    to.doc_ptr.push_back(to.word.size());
+  }
+}
+
+Status WriteLdaTopics(const std::string& path, const LdaModel& m, int top_words) {
+  CsvWriter out;  // atomic text writer
+  TESSERA_RETURN_IF_ERROR(out.Open(path, "# topic total top-words"));
+  for (int k = 0; k < m.topics; ++k) {
+    std::string line = "topic " + std::to_string(k) + " " +
+                       std::to_string(m.topic_total[static_cast<std::size_t>(k)]);
+    for (std::uint32_t w : m.TopWords(k, top_words)) line += " " + m.vocab[w];
+    out.Row(line);
+  }
+  return out.Finish();
+}
+
+Status WriteLdaModel(const std::string& path, const LdaModel& m) {
+  CsvWriter out;
+  TESSERA_RETURN_IF_ERROR(out.Open(path, "tessera-lda 1"));
+  out.Row("topics " + std::to_string(m.topics));
+  out.Row("alpha " + FormatDouble(m.alpha));
+  out.Row("beta " + FormatDouble(m.beta));
+  out.Row("words " + std::to_string(m.num_words()));
+  out.Row("docs " + std::to_string(m.num_docs()));
+  const auto K = static_cast<std::size_t>(m.topics);
+  for (std::size_t w = 0; w < m.num_words(); ++w) {
+    std::string line = "w " + m.vocab[w];
+    for (std::size_t k = 0; k < K; ++k) {
+      const std::int32_t n = m.word_topic[w * K + k];
+      if (n != 0) line += " " + std::to_string(k) + ":" + std::to_string(n);
+    }
+    out.Row(line);
+  }
+  for (std::size_t d = 0; d < m.num_docs(); ++d) {
+    std::string line = "d " + std::to_string(d);
+    for (std::uint64_t j = m.doc_ptr[d]; j < m.doc_ptr[d + 1]; ++j) {
+      line += " " + std::to_string(m.doc_topic[j]) + ":" + std::to_string(m.doc_count[j]);
+    }
+    out.Row(line);
+  }
+  return out.Finish();
+}
+
+namespace {
+
+bool ParseU64(std::string_view s, std::uint64_t& v) {
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  return ec == std::errc() && end == s.data() + s.size();
+}
+
+// Parses "k:n" pairs after the first two fields of a model line.
+Status ParsePairs(const LineReader& in, std::string_view rest, std::uint64_t K,
+                  std::vector<std::pair<std::uint32_t, std::uint32_t>>& out) {
+  out.clear();
+  std::size_t i = 0;
+  while (i < rest.size()) {
+    while (i < rest.size() && rest[i] == ' ') ++i;
+    std::size_t j = i;
+    while (j < rest.size() && rest[j] != ' ') ++j;
+    if (j == i) break;
+    const std::string_view item = rest.substr(i, j - i);
+    const auto colon = item.find(':');
+    std::uint64_t k = 0, n = 0;
+    if (colon == std::string_view::npos || !ParseU64(item.substr(0, colon), k) ||
+        !ParseU64(item.substr(colon + 1), n) || n == 0 || n > 0x7fffffff) {
+      return InvalidArgument(in.Where() + "expected topic:count, got '" + std::string(item) + "'");
+    }
+    if (k >= K) {
+      return InvalidArgument(in.Where() + "topic " + std::to_string(k) + " out of range (" +
+                             std::to_string(K) + " topics)");
+    }
+    out.emplace_back(static_cast<std::uint32_t>(k), static_cast<std::uint32_t>(n));
+    i = j;
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+StatusOr<LdaModel> ReadLdaModel(const std::string& path) {
+  LineReader in;
+  TESSERA_RETURN_IF_ERROR(in.Open(path));
+  std::string_view line;
+  auto header = [&](const char* key, std::string& value) -> Status {
+    if (!in.Next(line)) {
+      TESSERA_RETURN_IF_ERROR(in.status());
+      return InvalidArgument(path + ": ends before the '" + key + "' line");
+    }
+    const std::string prefix = std::string(key) + " ";
+    if (line.substr(0, prefix.size()) != prefix) {
+      return InvalidArgument(in.Where() + "expected '" + key + " ...'");
+    }
+    value = std::string(line.substr(prefix.size()));
+    return Status::Ok();
+  };
+  std::string magic, topics, alpha, beta, words, docs;
+  TESSERA_RETURN_IF_ERROR(header("tessera-lda", magic));
+  if (magic != "1") return InvalidArgument(in.Where() + "unknown model version '" + magic + "'");
+  TESSERA_RETURN_IF_ERROR(header("topics", topics));
+  std::uint64_t K = 0, V = 0, D = 0;
+  if (!ParseU64(topics, K) || K == 0 || K > (1u << 24)) {
+    return InvalidArgument(in.Where() + "bad topic count '" + topics + "'");
+  }
+  LdaModel m;
+  m.topics = static_cast<int>(K);
+  TESSERA_RETURN_IF_ERROR(header("alpha", alpha));
+  TESSERA_RETURN_IF_ERROR(header("beta", beta));
+  try {
+    m.alpha = std::stod(alpha);
+    m.beta = std::stod(beta);
+  } catch (...) {
+    return InvalidArgument(in.Where() + "bad alpha or beta");
+  }
+  if (!(m.alpha > 0) || !(m.beta > 0))
+    return InvalidArgument(in.Where() + "alpha and beta must be > 0");
+  TESSERA_RETURN_IF_ERROR(header("words", words));
+  if (!ParseU64(words, V)) return InvalidArgument(in.Where() + "bad word count '" + words + "'");
+  TESSERA_RETURN_IF_ERROR(header("docs", docs));
+  if (!ParseU64(docs, D)) return InvalidArgument(in.Where() + "bad document count '" + docs + "'");
+  m.word_topic.assign(V * K, 0);
+  m.topic_total.assign(K, 0);
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> pairs;
+  for (std::uint64_t w = 0; w < V; ++w) {
+    if (!in.Next(line)) {
+      TESSERA_RETURN_IF_ERROR(in.status());
+      return InvalidArgument(path + ": ends after " + std::to_string(w) + " of " +
+                             std::to_string(V) + " word lines");
+    }
+    if (line.substr(0, 2) != "w ") return InvalidArgument(in.Where() + "expected 'w <word> ...'");
+    const std::string_view rest = line.substr(2);
+    const auto sp = rest.find(' ');
+    m.vocab.emplace_back(rest.substr(0, sp));
+    if (sp != std::string_view::npos) {
+      TESSERA_RETURN_IF_ERROR(ParsePairs(in, rest.substr(sp + 1), K, pairs));
+    } else {
+      pairs.clear();
+    }
+    for (auto [k, n] : pairs) {
+      m.word_topic[w * K + k] = static_cast<std::int32_t>(n);
+      m.topic_total[k] += n;
+    }
+  }
+  for (std::uint64_t d = 0; d < D; ++d) {
+    if (!in.Next(line)) {
+      TESSERA_RETURN_IF_ERROR(in.status());
+      return InvalidArgument(path + ": ends after " + std::to_string(d) + " of " +
+                             std::to_string(D) + " document lines");
+    }
+    if (line.substr(0, 2) != "d ") return InvalidArgument(in.Where() + "expected 'd <index> ...'");
+    const std::string_view rest = line.substr(2);
+    const auto sp = rest.find(' ');
+    if (sp != std::string_view::npos) {
+      TESSERA_RETURN_IF_ERROR(ParsePairs(in, rest.substr(sp + 1), K, pairs));
+    } else {
+      pairs.clear();
+    }
+    for (auto [k, n] : pairs) {
+      m.doc_topic.push_back(k);
+      m.doc_count.push_back(n);
+    }
+    m.doc_ptr.push_back(m.doc_topic.size());
+  }
+  if (in.Next(line)) return InvalidArgument(in.Where() + "unexpected line after the model");
+  TESSERA_RETURN_IF_ERROR(in.status());
+  return m;
+}
+
+StatusOr<LdaResult> TrainLdaRotation(const Corpus& corpus, const LdaOptions& options,
+                                     const Corpus* test,
+                                     const std::function<void(const LdaIteration&)>& on_iteration);
+StatusOr<LdaResult> TrainLdaDataParallel(
+    const Corpus& corpus, const LdaOptions& options, const Corpus* test,
+    const std::function<void(const LdaIteration&)>& on_iteration);
+
+StatusOr<LdaResult> TrainLda(const Corpus& corpus, const LdaOptions& options, const Corpus* test,
+                             const std::function<void(const LdaIteration&)>& on_iteration) {
+  TESSERA_RETURN_IF_ERROR(options.Validate());
+  if (corpus.num_tokens() == 0) {
+    return InvalidArgument((corpus.source.empty() ? "corpus" : corpus.source) + ": no tokens");
+  }
+  if (corpus.num_tokens() > std::numeric_limits<std::uint32_t>::max()) {
+    return InvalidArgument(corpus.source + ": more than 2^32 tokens");
+  }
+  if (test && test->num_words() != corpus.num_words()) {
+    return InvalidArgument("the test corpus has " + std::to_string(test->num_words()) +
+                           " words, the training corpus " + std::to_string(corpus.num_words()));
+  }
+  StatusOr<LdaResult> r = options.mode == "data-parallel"
+                              ? TrainLdaDataParallel(corpus, options, test, on_iteration)
+                              : TrainLdaRotation(corpus, options, test, on_iteration);
+  if (r.ok()) r->peak_rss_bytes = PeakRssBytes();
+  return r;
+}
+
+}  // namespace tessera

@@ -1,0 +1,275 @@
+// LDA, data-parallel: the word-topic counts in a parameter server (see lda.h).
+//
+// One table of V + 1 keys with K values each: key w (internal word id) holds n_kw, key V the
+// totals n_k; updater `add`. The engine's rows are documents; each worker owns a partition
+// and is the only writer of its tokens' topics. For a batch of documents a worker pulls the
+// rows of the batch's words and the totals (served under the table's consistency model, by
+// default ssp:1; the worker's cache includes its own pushes, TableSpec::read_my_writes),
+// samples the batch against that copy, keeping it current with its own changes, and pushes the
+// changes. The word proposal draws from the worker's own tokens of the
+// word (their counts m_kw are exact and local), so MH stays exact with respect to the copy.
+// A pulled count that is smaller than the worker's own count of the same (word, topic) is
+// stale; it is raised to the own count, which every true count is at least.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "algorithms/lda/lda.h"
+#include "algorithms/lda/lda_internal.h"
+#include "core/metrics.h"
+
+namespace tessera {
+namespace {
+
+using lda_internal::Hyper;
+using lda_internal::Rng;
+using lda_internal::Tokens;
+using lda_internal::WordIndex;
+
+struct DpWorker {
+  std::vector<std::uint32_t> docs;
+  WordIndex words;                   // my tokens of each word
+  std::vector<std::int32_t> slot;    // internal word -> row of `mine`, -1 when I have none
+  std::vector<std::int32_t> mine;    // m_kw over my tokens, one K-row per slot
+  std::vector<std::int32_t> pos;     // internal word -> row in the batch copy, -1 otherwise
+  std::vector<Key> keys;             // the batch's words, then V
+  std::vector<std::int32_t> counts;  // batch copy of n_kw, one K-row per key
+  std::vector<std::int32_t> base;    // `counts` as pulled (after raising stale counts)
+  std::vector<double> nk, nk_base;   // totals copy
+  std::vector<Key> changed;          // rows pushed
+  std::vector<double> delta;
+  std::vector<std::int32_t> nd;  // scratch: one document's counts
+  std::vector<double> scratch;
+  std::uint64_t sampled = 0;  // tokens sampled so far
+  Rng rng;
+};
+
+class DpLdaApp final : public DataParallelApp {
+ public:
+  DpLdaApp(const Corpus& corpus, const LdaOptions& o, const Corpus* test,
+           const std::function<void(const LdaIteration&)>& on_iteration)
+      : opts_(o),
+        corpus_(corpus),
+        h_(o, corpus.num_words()),
+        V_(corpus.num_words()),
+        t_(lda_internal::BuildTokens(corpus, 1, o.topics, o.seed)),
+        rec_{o, corpus, test, on_iteration, {}, 0, {}} {
+    workers_.resize(static_cast<std::size_t>(o.engine.workers));
+  }
+
+  std::size_t num_rows() const override { return t_.num_docs(); }
+
+  std::vector<TableSpec> Tables(const DataParallelOptions& o) override {
+    const auto K = static_cast<std::size_t>(h_.K);
+    TableSpec spec;
+    spec.name = "lda_word_topic";
+    spec.num_keys = V_ + 1;
+    spec.dim = h_.K;
+    spec.consistency = o.consistency;
+    spec.read_my_writes = o.consistency.cached();  // a worker's reads include its own changes
+    spec.initial_values = Eigen::VectorXd::Zero(static_cast<Eigen::Index>((V_ + 1) * K));
+    double* v = spec.initial_values.data();
+    for (std::size_t i = 0; i < t_.num_tokens(); ++i) {
+      v[t_.word[i] * K + t_.topic[i]] += 1;
+      v[V_ * K + t_.topic[i]] += 1;
+    }
+    return {spec};
+  }
+
+  Status Setup(DpWorkerContext& ctx) override {
+    DpWorker& me = workers_[static_cast<std::size_t>(ctx.worker)];
+    const auto K = static_cast<std::size_t>(h_.K);
+    me.docs.assign(ctx.rows.begin(), ctx.rows.end());
+    me.words = lda_internal::BuildWordIndex(t_, me.docs);
+    me.slot.assign(V_, -1);
+    me.pos.assign(V_, -1);
+    std::int32_t slots = 0;
+    for (std::size_t w = 0; w < V_; ++w) {
+      if (me.words.ptr[w + 1] > me.words.ptr[w]) me.slot[w] = slots++;
+    }
+    me.mine.assign(static_cast<std::size_t>(slots) * K, 0);
+    for (std::uint32_t d : me.docs) {
+      for (std::uint64_t i = t_.doc_ptr[d]; i < t_.doc_ptr[d + 1]; ++i) {
+        ++me.mine[static_cast<std::size_t>(me.slot[t_.word[i]]) * K + t_.topic[i]];
+      }
+    }
+    me.nd.assign(K, 0);
+    me.scratch.assign(K, 0);
+    me.rng.Seed(opts_.seed * 1000003 + static_cast<std::uint64_t>(ctx.worker) + 1);
+    if (ctx.worker == 0) rec_.clock = Stopwatch();
+    return Status::Ok();
+  }
+
+  Status ProcessBatch(DpWorkerContext& ctx, std::span<const std::uint32_t> batch) override {
+    DpWorker& me = workers_[static_cast<std::size_t>(ctx.worker)];
+    const auto K = static_cast<std::size_t>(h_.K);
+    me.keys.clear();
+    for (std::uint32_t d : batch) {
+      for (std::uint64_t i = t_.doc_ptr[d]; i < t_.doc_ptr[d + 1]; ++i) {
+        std::int32_t& p = me.pos[t_.word[i]];
+        if (p < 0) {
+          p = 0;
+          me.keys.push_back(t_.word[i]);
+        }
+      }
+    }
+    std::sort(me.keys.begin(), me.keys.end());
+    for (std::size_t j = 0; j < me.keys.size(); ++j)
+      me.pos[me.keys[j]] = static_cast<std::int32_t>(j);
+    const std::size_t rows = me.keys.size();
+    me.keys.push_back(V_);
+    TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd pulled, ctx.client->Pull(0, me.keys).Get());
+    me.counts.resize(rows * K);
+    for (std::size_t j = 0; j < rows; ++j) {
+      const std::int32_t* own = me.mine.data() + static_cast<std::size_t>(me.slot[me.keys[j]]) * K;
+      for (std::size_t k = 0; k < K; ++k) {
+        const auto n =
+            static_cast<std::int32_t>(std::lround(pulled[static_cast<Eigen::Index>(j * K + k)]));
+        me.counts[j * K + k] = std::max(n, own[k]);
+      }
+    }
+    me.base = me.counts;
+    me.nk.assign(pulled.data() + rows * K, pulled.data() + (rows + 1) * K);
+    for (std::size_t k = 0; k < K; ++k) me.nk[k] = std::max(me.nk[k], 0.0);
+    me.nk_base = me.nk;
+
+    std::int32_t* counts = me.counts.data();
+    const std::int32_t* pos = me.pos.data();
+    auto row = [counts, pos, K](std::uint32_t w) {
+      return counts + static_cast<std::size_t>(pos[w]) * K;
+    };
+    std::int32_t* mine = me.mine.data();
+    const std::int32_t* slot = me.slot.data();
+    auto own = [mine, slot, K](std::uint32_t w) {
+      return mine + static_cast<std::size_t>(slot[w]) * K;
+    };
+    for (std::uint32_t d : batch) {
+      const std::uint64_t db = t_.doc_ptr[d], de = t_.doc_ptr[d + 1];
+      for (std::uint64_t i = db; i < de; ++i) ++me.nd[t_.topic[i]];
+      lda_internal::SampleSegment<true>(h_, db, de, db, de, t_.word.data(), t_.topic.data(),
+                                        me.nd.data(), row, me.nk.data(), me.words, own, me.rng,
+                                        me.scratch);
+      for (std::uint64_t i = db; i < de; ++i) me.nd[t_.topic[i]] = 0;
+      me.sampled += de - db;
+    }
+
+    // Push the rows that changed, and the totals.
+    std::vector<Key>& changed = me.changed;
+    std::vector<double>& delta = me.delta;
+    changed.clear();
+    delta.clear();
+    for (std::size_t j = 0; j < rows; ++j) {
+      const std::int32_t* now = me.counts.data() + j * K;
+      const std::int32_t* was = me.base.data() + j * K;
+      if (std::equal(now, now + K, was)) continue;
+      changed.push_back(me.keys[j]);
+      for (std::size_t k = 0; k < K; ++k) delta.push_back(now[k] - was[k]);
+    }
+    changed.push_back(V_);
+    for (std::size_t k = 0; k < K; ++k) delta.push_back(me.nk[k] - me.nk_base[k]);
+    for (std::size_t j = 0; j < rows; ++j) me.pos[me.keys[j]] = -1;
+    return ctx.client->Push(0, changed, delta);
+  }
+
+  // Terms: [document part over my documents, word part over my slice of the vocabulary,
+  // topic part (worker 0), tokens sampled, perplexity (worker 0, with a test corpus),
+  // evaluation seconds (worker 0)].
+  StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext& ctx) override {
+    Stopwatch clock;
+    DpWorker& me = workers_[static_cast<std::size_t>(ctx.worker)];
+    const int K = h_.K;
+    Eigen::VectorXd t = Eigen::VectorXd::Zero(6);
+    t[0] = lda_internal::DocLogLikelihood(h_, t_, me.docs, me.nd);
+    const KeyRange slice = SplitRange(V_, ctx.num_workers)[static_cast<std::size_t>(ctx.worker)];
+    if (slice.size() > 0) {
+      TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd rows, ctx.client->PullRange(0, slice).Get());
+      std::vector<std::int32_t> row(static_cast<std::size_t>(K));
+      for (std::size_t j = 0; j < slice.size(); ++j) {
+        for (int k = 0; k < K; ++k) {
+          row[static_cast<std::size_t>(k)] =
+              static_cast<std::int32_t>(std::lround(rows[static_cast<Eigen::Index>(j * K + k)]));
+        }
+        t[1] += lda_internal::LogGammaRatioSum(row.data(), K, h_.beta);
+      }
+    }
+    t[3] = static_cast<double>(me.sampled);
+    t[4] = std::numeric_limits<double>::quiet_NaN();
+    if (ctx.worker == 0) {
+      TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd nk, ctx.client->Pull(0, std::vector<Key>{V_}).Get());
+      t[2] = lda_internal::TopicLogLikelihood(h_, nk.data());
+      if (rec_.test) {
+        TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd all, ctx.client->PullRange(0, {0, V_ + 1}).Get());
+        t[4] = HeldOutPerplexity(Model(all), *rec_.test, opts_.seed + 7);
+      }
+      t[5] = clock.Seconds();
+    } else {
+      t[4] = 0;
+    }
+    return t;
+  }
+
+  double Objective(const Eigen::VectorXd& t) override {
+    const double started = rec_.clock.Seconds();
+    rec_.eval_seconds += t[5];
+    const double ll = t[0] + t[1] + t[2];
+    const double sweeps = t[3] / static_cast<double>(t_.num_tokens());
+    const double perplexity = rec_.test ? t[4] : std::numeric_limits<double>::quiet_NaN();
+    rec_.Record(static_cast<int>(std::lround(sweeps)), ll, perplexity, started);
+    return ll / static_cast<double>(t_.num_tokens());
+  }
+
+  // The public model from a snapshot of the table (internal word order).
+  LdaModel Model(const Eigen::VectorXd& table) const {
+    std::vector<std::int32_t> wt(V_ * static_cast<std::size_t>(h_.K));
+    for (std::size_t e = 0; e < wt.size(); ++e) {
+      wt[e] = static_cast<std::int32_t>(std::lround(table[static_cast<Eigen::Index>(e)]));
+    }
+    return lda_internal::MakeModel(h_, corpus_, t_, wt);
+  }
+  lda_internal::Recorder& recorder() { return rec_; }
+
+ private:
+  const LdaOptions& opts_;
+  const Corpus& corpus_;
+  const Hyper h_;
+  const std::size_t V_;
+  Tokens t_;
+  std::vector<DpWorker> workers_;
+  lda_internal::Recorder rec_;
+};
+
+}  // namespace
+
+StatusOr<LdaResult> TrainLdaDataParallel(
+    const Corpus& corpus, const LdaOptions& options, const Corpus* test,
+    const std::function<void(const LdaIteration&)>& on_iteration) {
+  DataParallelOptions dp = options.data_parallel;
+  if (dp.partition == PartitionScheme::kOverlapReshuffle) {
+    return InvalidArgument(
+        "LDA needs disjoint document partitions (each token has one owner), not "
+        "overlap_reshuffle");
+  }
+  dp.workers = options.engine.workers;
+  dp.max_epochs = static_cast<std::uint64_t>(options.iterations);
+  dp.max_seconds = options.engine.max_seconds;
+  dp.seed = options.seed;
+  dp.progress = options.engine.progress;
+  dp.label = options.engine.label;
+  dp.trace_path = options.engine.trace_path;
+  dp.objective_tolerance = options.engine.objective_tolerance;
+  dp.evaluate_every_epochs = static_cast<std::uint64_t>(options.evaluate_every);
+  DpLdaApp app(corpus, options, test, on_iteration);
+  TESSERA_ASSIGN_OR_RETURN(DataParallelResult r, RunDataParallel(app, dp));
+  LdaResult result;
+  result.model = app.Model(r.tables[0]);
+  result.run = std::move(r.run);
+  result.history = app.recorder().history;
+  const double s = app.recorder().SamplingSeconds();
+  result.tokens_per_second =
+      s > 0 && !result.history.empty()
+          ? static_cast<double>(corpus.num_tokens()) * result.history.back().iteration / s
+          : 0;
+  return result;
+}
+
+}  // namespace tessera

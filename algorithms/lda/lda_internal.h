@@ -1,0 +1,254 @@
+// Shared by the two LDA trainers: the token layout, the per-token samplers and the
+// log-likelihood terms. Not part of the public API.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "algorithms/lda/lda.h"
+#include "core/keys.h"
+#include "core/metrics.h"
+
+namespace tessera::lda_internal {
+
+// xoshiro256** (Blackman & Vigna): the samplers draw several numbers per token.
+class Rng {
+ public:
+  explicit Rng(std::uint64_t seed = 1) { Seed(seed); }
+  void Seed(std::uint64_t seed) {
+    for (auto& x : s_) {  // splitmix64
+      seed += 0x9e3779b97f4a7c15ULL;
+      std::uint64_t z = seed;
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+      x = z ^ (z >> 31);
+    }
+  }
+  std::uint64_t Next() {
+    const std::uint64_t result = Rotl(s_[1] * 5, 7) * 9;
+    const std::uint64_t t = s_[1] << 17;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = Rotl(s_[3], 45);
+    return result;
+  }
+  double Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }  // [0, 1)
+  std::uint32_t Below(std::uint32_t n) {  // [0, n), Lemire's multiply-shift
+    return static_cast<std::uint32_t>(((Next() >> 32) * n) >> 32);
+  }
+
+ private:
+  static std::uint64_t Rotl(std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+  std::uint64_t s_[4];
+};
+
+struct Hyper {
+  int K = 0;
+  double alpha = 0, beta = 0, vbeta = 0, kalpha = 0, kbeta = 0;
+  int mh_steps = 2;
+  bool gibbs = false;
+  Hyper(const LdaOptions& o, std::size_t vocab)
+      : K(o.topics),
+        alpha(o.alpha_value()),
+        beta(o.beta),
+        vbeta(o.beta * static_cast<double>(vocab)),
+        kalpha(o.alpha_value() * o.topics),
+        kbeta(o.beta * o.topics),
+        mh_steps(o.mh_steps),
+        gibbs(o.sampler == "gibbs") {}
+};
+
+// Every token of the corpus, in document order; within a document sorted by (internal) word
+// id. Words are relabelled so that vocabulary block b is the contiguous id range
+// blocks[b], each block holding about the same number of tokens.
+struct Tokens {
+  std::vector<std::uint32_t> word, topic;
+  std::vector<std::uint64_t> doc_ptr = {0};
+  std::vector<std::uint32_t> to_internal, to_original;  // word id maps
+  std::vector<KeyRange> blocks;                         // internal word ids of each block
+  std::vector<std::uint64_t> word_count;                // tokens of each internal word
+  std::size_t num_docs() const { return doc_ptr.size() - 1; }
+  std::size_t num_tokens() const { return word.size(); }
+  // Tokens of doc d with internal word ids in `words`.
+  std::pair<std::uint64_t, std::uint64_t> Segment(std::size_t d, KeyRange words) const;
+};
+
+// Builds the layout with `blocks` vocabulary blocks and random initial topics (seeded).
+Tokens BuildTokens(const Corpus& corpus, int blocks, int topics, std::uint64_t seed);
+
+// Word-major copy of the topics of a set of tokens: the tokens of internal word w have their
+// topics at topic[ptr[w] .. ptr[w+1]); token i's is topic[slot[i]] (slot[i] = kNone when token i
+// is not in the set). Kept equal to Tokens::topic by the sampler, so the word proposal reads one
+// contiguous array instead of chasing token indices.
+struct WordIndex {
+  static constexpr std::uint32_t kNone = 0xffffffffu;
+  std::vector<std::uint64_t> ptr;
+  std::vector<std::uint32_t> topic;
+  std::vector<std::uint32_t> slot;
+};
+// Over the tokens of documents [doc_begin, doc_end) (all documents: the whole corpus).
+WordIndex BuildWordIndex(const Tokens& t, std::size_t doc_begin, std::size_t doc_end);
+WordIndex BuildWordIndex(const Tokens& t, const std::vector<std::uint32_t>& docs);
+
+// Samples tokens [begin, end) of one document. `nd` holds the document's topic counts, `nw(w)`
+// the word-topic row (int32[K]) of internal word w, `nk` the topic totals; all include the
+// tokens' current topics and are kept current, as are `topic` and `words.topic`. `doc` spans
+// the document's tokens (for the doc proposal). The word proposal draws a random token of the
+// word from `words`. With kLocal, `words` holds only this worker's tokens of each word, whose
+// topic counts are the rows local_of(w) (the data-parallel case); otherwise it holds all of
+// them, counted by nw.
+//
+// The loop is memory-bound (a word's row, a random entry of it, a random token of the word),
+// so the proposals of token i+8 are drawn while token i is sampled and its memory
+// prefetched. The draws do not depend on the state; the topics they select are read when used.
+template <bool kLocal, class RowOf, class LocalRowOf>
+inline void SampleSegment(const Hyper& h, std::uint64_t begin, std::uint64_t end,
+                          std::uint64_t doc_begin, std::uint64_t doc_end, const std::uint32_t* word,
+                          std::uint32_t* topic, std::int32_t* nd, RowOf nw_of, double* nk,
+                          WordIndex& words, LocalRowOf local_of, Rng& rng,
+                          std::vector<double>& scratch) {
+  const double alpha = h.alpha, beta = h.beta, vbeta = h.vbeta;
+  const auto doc_len = static_cast<double>(doc_end - doc_begin);
+  const auto K = static_cast<std::uint32_t>(h.K);
+  std::uint32_t* wtopic = words.topic.data();
+  const std::uint64_t* wptr = words.ptr.data();
+  const std::uint32_t* wslot = words.slot.data();
+  // Pre-drawn proposal cycles of a token ahead (up to kCycles of them).
+  constexpr int kCycles = 4;
+  const int drawn = std::min(h.mh_steps, kCycles);
+  struct Draw {
+    double doc_u[kCycles], word_u[kCycles];
+    std::uint32_t doc_uniform[kCycles];
+  };
+  auto draw = [&](std::uint64_t i) {
+    const std::uint32_t w = word[i];
+    const auto wn = static_cast<double>(wptr[w + 1] - wptr[w]);
+    const std::int32_t* nw = nw_of(w);
+    __builtin_prefetch(nw + topic[i]);
+    Draw d;
+    for (int c = 0; c < drawn; ++c) {
+      d.doc_u[c] = rng.Uniform() * (doc_len + h.kalpha);
+      d.word_u[c] = rng.Uniform() * (wn + h.kbeta);
+      d.doc_uniform[c] = rng.Below(K);
+      __builtin_prefetch(nw + (d.doc_u[c] < doc_len
+                                   ? topic[doc_begin + static_cast<std::uint64_t>(d.doc_u[c])]
+                                   : d.doc_uniform[c]));
+      if (d.word_u[c] < wn) {
+        __builtin_prefetch(wtopic + wptr[w] + static_cast<std::uint64_t>(d.word_u[c]));
+      }
+    }
+    return d;
+  };
+  constexpr std::uint64_t kAhead = 8;  // tokens drawn (and prefetched) ahead
+  Draw ahead[kAhead];
+  if (!h.gibbs) {
+    for (std::uint64_t j = 0; j < kAhead && begin + j < end; ++j) ahead[j] = draw(begin + j);
+  }
+  for (std::uint64_t i = begin; i < end; ++i) {
+    const std::uint32_t w = word[i];
+    std::int32_t* nw = nw_of(w);
+    std::int32_t* mw = kLocal ? local_of(w) : nw;
+    const std::uint32_t slot = wslot[i];
+    std::uint32_t s = topic[i];
+    --nd[s];
+    --nw[s];
+    if constexpr (kLocal) --mw[s];
+    nk[s] -= 1;
+    if (h.gibbs) {
+      double total = 0;
+      for (std::uint32_t k = 0; k < K; ++k) {
+        const double p =
+            (nd[k] + alpha) * std::max(nw[k] + beta, 0.0) / std::max(nk[k] + vbeta, vbeta);
+        total += p;
+        scratch[k] = total;
+      }
+      const double u = rng.Uniform() * total;
+      std::uint32_t k = 0;
+      while (k + 1 < K && scratch[k] <= u) ++k;
+      s = k;
+    } else {
+      Draw& slot_draw = ahead[(i - begin) % kAhead];
+      const Draw first = slot_draw;
+      if (i + kAhead < end) slot_draw = draw(i + kAhead);
+      const std::uint64_t wb = wptr[w];
+      const auto wn = static_cast<double>(wptr[w + 1] - wb);
+      auto accept = [&](std::uint32_t t) {
+        s = t;
+        topic[i] = t;
+        wtopic[slot] = t;
+      };
+      for (int step = 0; step < h.mh_steps; ++step) {
+        // Doc proposal q(k) ∝ n_dk + α (token i counted at its current topic s).
+        const bool pre = step < drawn;
+        const double du = pre ? first.doc_u[step] : rng.Uniform() * (doc_len + h.kalpha);
+        std::uint32_t t = du < doc_len ? topic[doc_begin + static_cast<std::uint64_t>(du)]
+                                       : (pre ? first.doc_uniform[step] : rng.Below(K));
+        if (t != s) {
+          const double a = (nw[t] + beta) * (nk[s] + vbeta) / ((nw[s] + beta) * (nk[t] + vbeta));
+          if (a >= 1 || rng.Uniform() < a) accept(t);
+        }
+        // Word proposal q(k) ∝ m_kw + β over the tokens in `words`.
+        const double wu = pre ? first.word_u[step] : rng.Uniform() * (wn + h.kbeta);
+        t = wu < wn ? wtopic[wb + static_cast<std::uint64_t>(wu)] : rng.Below(K);
+        if (t != s) {
+          double a = (nd[t] + alpha) * (nk[s] + vbeta) / ((nd[s] + alpha) * (nk[t] + vbeta));
+          if constexpr (kLocal) {
+            a *= (nw[t] + beta) * (mw[s] + beta) / ((nw[s] + beta) * (mw[t] + beta));
+          }
+          if (a >= 1 || rng.Uniform() < a) accept(t);
+        }
+      }
+    }
+    topic[i] = s;
+    wtopic[slot] = s;
+    ++nd[s];
+    ++nw[s];
+    if constexpr (kLocal) ++mw[s];
+    nk[s] += 1;
+  }
+}
+
+// log Γ(n + x) − log Γ(x) for the counts of a row (zeros contribute nothing).
+inline double LogGammaRatioSum(const std::int32_t* row, int K, double x) {
+  double s = 0;
+  const double base = std::lgamma(x);
+  for (int k = 0; k < K; ++k) {
+    if (row[k] > 0) s += std::lgamma(row[k] + x) - base;
+  }
+  return s;
+}
+
+// Σ over documents [doc_begin, doc_end) of the document part of log p(w, z); `nd` is a zeroed
+// scratch of K counts and is left zeroed.
+double DocLogLikelihood(const Hyper& h, const Tokens& t, std::size_t doc_begin, std::size_t doc_end,
+                        std::vector<std::int32_t>& nd);
+double DocLogLikelihood(const Hyper& h, const Tokens& t, const std::vector<std::uint32_t>& docs,
+                        std::vector<std::int32_t>& nd);
+// Σ_k log Γ(Vβ) − log Γ(n_k + Vβ).
+double TopicLogLikelihood(const Hyper& h, const double* nk);
+
+// The public model from internal-order counts (word rows indexed by internal id).
+LdaModel MakeModel(const Hyper& h, const Corpus& corpus, const Tokens& t,
+                   const std::vector<std::int32_t>& word_topic_internal);
+
+// Calls `on_iteration` and keeps the history; times evaluations out of the sampling time.
+struct Recorder {
+  const LdaOptions& opts;
+  const Corpus& corpus;
+  const Corpus* test;
+  const std::function<void(const LdaIteration&)>& on_iteration;
+  Stopwatch clock;
+  double eval_seconds = 0;  // time spent in evaluations, not counted as sampling time
+  std::vector<LdaIteration> history;
+  // After `iteration` sweeps, with log p(w, z) = ll and the held-out perplexity (NaN: none);
+  // the evaluation began at clock time `eval_started`.
+  void Record(int iteration, double ll, double perplexity, double eval_started);
+  double SamplingSeconds() const { return clock.Seconds() - eval_seconds; }
+};
+
+}  // namespace tessera::lda_internal

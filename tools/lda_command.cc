@@ -1,0 +1,229 @@
+#include "tools/lda_command.h"
+
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+
+#include "core/fiber_pool.h"
+#include "core/metrics.h"
+
+namespace tessera {
+namespace {
+
+int Fail(const Status& s) {
+  std::cerr << "tessera: error: " << s.message() << std::endl;
+  return 1;
+}
+
+}  // namespace
+
+StatusOr<Corpus> ReadCorpus(const std::string& path, const std::string& vocab,
+                            const std::string& format, int min_count) {
+  std::string f = format;
+  if (f == "auto") {
+    const std::string name = path.substr(path.find_last_of('/') + 1);
+    if (name.find("docword") != std::string::npos || !vocab.empty()) {
+      f = "uci";
+    } else if (name.find("svm") != std::string::npos) {
+      f = "libsvm";
+    } else {
+      f = "text";
+    }
+  }
+  if (f == "uci") return ReadUciBagOfWords(path, vocab);
+  if (!vocab.empty()) return InvalidArgument("--vocab goes with UCI docword files only");
+  if (f == "libsvm") return ReadLibsvmCounts(path);
+  if (f == "text") return ReadTextCorpus(path, min_count);
+  return InvalidArgument("--format: unknown corpus format '" + format +
+                         "' (expected auto, uci, libsvm or text)");
+}
+
+CLI::App* AddLdaCommand(CLI::App& app, LdaFlags& f) {
+  f.data_parallel.consistency = f.opts.data_parallel.consistency.ToString();
+  f.data_parallel.frequency = f.opts.data_parallel.frequency.ToString();
+  CLI::App* cmd = app.add_subcommand(
+      "lda", "Fit an LDA topic model by collapsed Gibbs sampling (model-parallel word rotation)");
+  CLI::App& t = *cmd;
+  t.add_option("--corpus", f.corpus,
+               "Documents: UCI docword.*.txt, LIBSVM term counts, or text (one document per "
+               "line); .gz read transparently")
+      ->required();
+  t.add_option("--vocab", f.vocab, "UCI vocab.*.txt (word w on line w)");
+  t.add_option("--format", f.format, "auto | uci | libsvm | text")->capture_default_str();
+  t.add_option("--min-count", f.min_count, "Text corpora: drop words seen fewer times")
+      ->capture_default_str();
+  t.add_option("--topics", f.opts.topics, "K")->capture_default_str();
+  t.add_option("--alpha", f.opts.alpha, "Document-topic prior (0: 50/K)")->capture_default_str();
+  t.add_option("--beta", f.opts.beta, "Topic-word prior")->capture_default_str();
+  t.add_option("--iterations", f.opts.iterations, "Sweeps over every token")->capture_default_str();
+  t.add_option("--sampler", f.opts.sampler,
+               "mh (O(1) Metropolis-Hastings, LightLDA/WarpLDA proposals) | gibbs (O(K) "
+               "reference)")
+      ->capture_default_str();
+  t.add_option("--mh-steps", f.opts.mh_steps, "mh: doc+word proposal cycles per token")
+      ->capture_default_str();
+  t.add_option("--workers", f.opts.engine.workers,
+               "Worker fibers, each owning a document partition")
+      ->capture_default_str();
+  t.add_option("--threads", f.threads, "OS threads running the fibers (default: all cores)");
+  t.add_option("--seed", f.opts.seed, "Seed of the initial topics and the samplers")
+      ->capture_default_str();
+  t.add_option("--max-seconds", f.opts.engine.max_seconds, "Stop after this many seconds");
+  t.add_option("--evaluate-every", f.opts.evaluate_every,
+               "Iterations between log-likelihood evaluations")
+      ->capture_default_str();
+  t.add_option("--heldout", f.heldout,
+               "Hold out this fraction of the documents and report their perplexity by "
+               "document completion at every evaluation")
+      ->capture_default_str();
+  t.add_option("--test", f.test,
+               "Held-out documents in the corpus's format and vocabulary (instead of --heldout)");
+  t.add_option("--top-words", f.top_words, "Words per topic in the topics file and display")
+      ->capture_default_str();
+  t.add_option("--show-topics", f.show_topics, "Topics printed at the end (0: none)")
+      ->capture_default_str();
+  t.add_option("--topics-out", f.topics_out, "Write every topic's top words here");
+  t.add_option("--output", f.output, "Write the model (word-topic and doc-topic counts) here");
+  t.add_option("--trace", f.trace,
+               "Per-evaluation CSV: round (iteration),seconds,objective (-log p(w,z)),"
+               "ll_per_token,tokens_per_second,perplexity,bytes");
+  t.add_option("--summary", f.summary, "Write a one-row CSV summary (for tessera compare)");
+  t.add_flag("--quiet", f.quiet, "Only errors");
+  t.add_option("--mode", f.opts.mode,
+               "model-parallel (word rotation) | data-parallel (counts on a parameter server)")
+      ->capture_default_str();
+  AddDataParallelFlags(t, f.opts.data_parallel, f.data_parallel,
+                       "Documents per batch (0: the worker's whole partition)");
+  return cmd;
+}
+
+int RunLda(LdaFlags& f) {
+  if (f.threads < 0 || f.threads > 1024) {
+    return Fail(InvalidArgument("--threads must be between 0 (all cores) and 1024"));
+  }
+  if (!(f.heldout >= 0 && f.heldout < 1))
+    return Fail(InvalidArgument("--heldout must be in [0, 1)"));
+  if (f.heldout > 0 && !f.test.empty()) {
+    return Fail(InvalidArgument("give --heldout or --test, not both"));
+  }
+  FiberPool::Global(f.threads);
+  f.opts.engine.progress = !f.quiet;
+  f.opts.engine.label = "lda";
+  if (auto st = ParseDataParallelFlags(f.data_parallel, f.opts.data_parallel); !st.ok()) {
+    return Fail(st);
+  }
+  if (auto st = f.opts.Validate(); !st.ok()) return Fail(st);
+  auto all = ReadCorpus(f.corpus, f.vocab, f.format, f.min_count);
+  if (!all.ok()) return Fail(all.status());
+  Corpus train, test;
+  bool has_test = false;
+  if (f.heldout > 0) {
+    HoldOutDocuments(*all, f.heldout, f.opts.seed, train, test);
+    has_test = test.num_docs() > 0;
+  } else {
+    train = std::move(*all);
+    if (!f.test.empty()) {
+      auto t = ReadCorpus(f.test, f.vocab, f.format, f.min_count);
+      if (!t.ok()) return Fail(t.status());
+      if (t->num_words() > train.num_words()) {
+        return Fail(InvalidArgument(f.test + ": has " + std::to_string(t->num_words()) +
+                                    " words, more than the corpus's " +
+                                    std::to_string(train.num_words())));
+      }
+      test = std::move(*t);
+      test.vocab = train.vocab;
+      has_test = true;
+    }
+  }
+  const double n = static_cast<double>(train.num_tokens());
+  if (!f.quiet) {
+    std::printf("tessera lda: %s: %zu documents, %zu words, %.0f tokens", train.source.c_str(),
+                train.num_docs(), train.num_words(), n);
+    if (has_test) std::printf("; held out %zu documents", test.num_docs());
+    const auto& dp = f.opts.data_parallel;
+    std::printf("\n  %s, %s sampler, K %d, alpha %g, beta %g, %d workers on %d threads",
+                f.opts.mode.c_str(), f.opts.sampler.c_str(), f.opts.topics, f.opts.alpha_value(),
+                f.opts.beta, f.opts.engine.workers, FiberPool::Global().threads());
+    if (f.opts.mode == "data-parallel") {
+      std::printf(", %d servers, consistency %s, update frequency %s, batch %zu documents",
+                  dp.servers, dp.consistency.ToString().c_str(), dp.frequency.ToString().c_str(),
+                  dp.batch_size);
+    }
+    std::printf("\n");
+  }
+  auto print = [&](const LdaIteration& it) {
+    if (f.quiet) return;
+    std::printf("iteration %4d  log-likelihood/token %.4f  %.3f s  %.3g tokens/s", it.iteration,
+                it.ll_per_token, it.seconds, it.tokens_per_second);
+    if (!std::isnan(it.perplexity)) std::printf("  held-out perplexity %.1f", it.perplexity);
+    std::printf("\n");
+    std::fflush(stdout);
+  };
+  Stopwatch total;
+  auto result = TrainLda(train, f.opts, has_test ? &test : nullptr, print);
+  if (!result.ok()) return Fail(result.status());
+  const double setup_seconds = total.Seconds() - result->run.seconds;
+  const LdaModel& m = result->model;
+  if (!f.quiet) {
+    std::printf(
+        "%s after %d iterations, %.3f s sampling, %.3g tokens/s; bytes moved %llu; peak "
+        "RSS %.1f MiB\n",
+        result->run.stop_reason.c_str(),
+        result->history.empty() ? 0 : result->history.back().iteration,
+        result->history.empty() ? 0.0 : result->history.back().seconds, result->tokens_per_second,
+        static_cast<unsigned long long>(result->run.bytes), PeakRssBytes() / 1048576.0);
+    for (int k = 0; k < std::min(f.show_topics, m.topics); ++k) {
+      std::printf("topic %3d:", k);
+      for (std::uint32_t w : m.TopWords(k, f.top_words)) std::printf(" %s", m.vocab[w].c_str());
+      std::printf("\n");
+    }
+  }
+  if (!f.topics_out.empty()) {
+    if (auto st = WriteLdaTopics(f.topics_out, m, f.top_words); !st.ok()) return Fail(st);
+  }
+  if (!f.output.empty()) {
+    if (auto st = WriteLdaModel(f.output, m); !st.ok()) return Fail(st);
+  }
+  // The trace and summary state the objective as -log p(w, z), minimized like the other apps'
+  // (tessera compare reads them); bytes per evaluation are known only in total: spread evenly.
+  const double iterations =
+      result->history.empty() ? 1.0 : std::max(1, result->history.back().iteration);
+  if (!f.trace.empty()) {
+    CsvWriter out;
+    if (auto st = out.Open(f.trace,
+                           "round,seconds,objective,ll_per_token,tokens_per_second,perplexity,"
+                           "bytes");
+        !st.ok()) {
+      return Fail(st);
+    }
+    for (const LdaIteration& it : result->history) {
+      const auto bytes = static_cast<std::uint64_t>(static_cast<double>(result->run.bytes) *
+                                                    it.iteration / iterations);
+      out.Row(std::to_string(it.iteration) + "," + FormatDouble(it.seconds) + "," +
+              FormatDouble(-it.log_likelihood) + "," + FormatDouble(it.ll_per_token) + "," +
+              FormatDouble(it.tokens_per_second) + "," + FormatDouble(it.perplexity) + "," +
+              std::to_string(bytes));
+    }
+    if (auto st = out.Finish(); !st.ok()) return Fail(st);
+  }
+  if (!f.summary.empty()) {
+    const LdaIteration last = result->history.empty() ? LdaIteration{} : result->history.back();
+    CsvWriter out;
+    if (auto st = out.Open(f.summary,
+                           "mode,objective,ll_per_token,perplexity,rounds,seconds,setup_seconds,"
+                           "tokens_per_second,bytes,peak_rss,stop");
+        !st.ok()) {
+      return Fail(st);
+    }
+    out.Row(f.opts.mode + "," + FormatDouble(-last.log_likelihood) + "," +
+            FormatDouble(last.ll_per_token) + "," + FormatDouble(last.perplexity) + "," +
+            std::to_string(last.iteration) + "," + FormatDouble(last.seconds) + "," +
+            FormatDouble(setup_seconds) + "," + FormatDouble(result->tokens_per_second) + "," +
+            std::to_string(result->run.bytes) + "," + std::to_string(PeakRssBytes()) + "," +
+            result->run.stop_reason);
+    if (auto st = out.Finish(); !st.ok()) return Fail(st);
+  }
+  return 0;
+}
+
+}  // namespace tessera
