@@ -2,7 +2,7 @@
 # Installs, with apt-get, every Debian package Tessera needs to build, test and run its
 # examples. Idempotent: installs only what is missing. Needs root (or sudo).
 #   scripts/install-deps.sh          build + test dependencies
-#   scripts/install-deps.sh --bench  also the benchmark peers (R glmnet, GNU time)
+#   scripts/install-deps.sh --bench  also the benchmark peers (R glmnet, gensim, GNU time)
 set -euo pipefail
 packages=(
   g++ cmake make pkg-config ccache git ca-certificates
@@ -12,7 +12,7 @@ packages=(
   gnuplot-nox  # `tessera compare` plots
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(r-base-core r-cran-glmnet time)
+  packages+=(r-base-core r-cran-glmnet time python3-numpy python3-gensim)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -16,3 +16,11 @@ fi
 echo "coefficients along the path: build/diabetes_path.csv"
 ./build/release/tools/tessera compare lasso --data "$data" --response y --lambda-ratio 0.01 \
   --workers 2 --consistency bsp --out build/diabetes_compare
+kos="${TESSERA_DATA_DIR:-../shared/datasets}/uci-bow-kos"
+if [[ -f "$kos/docword.kos.txt.gz" ]]; then
+  ./build/release/tools/tessera lda --corpus "$kos/docword.kos.txt.gz" \
+    --vocab "$kos/vocab.kos.txt.gz" --topics 20 --iterations 50 --evaluate-every 10 \
+    --workers 2 --show-topics 5 --topics-out build/kos_topics.txt
+else
+  echo "LDA example skipped: UCI KOS not found under TESSERA_DATA_DIR ($kos)"
+fi

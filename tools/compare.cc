@@ -34,6 +34,7 @@ struct AppSpec {
   std::vector<std::string> extra;  // summary columns shown after the objective
   std::string curve;  // trace column plotted: "objective" as relative suboptimality, or a metric
   std::string curve_label;
+  bool rising = false;  // the curve goes up as the fit improves (the key goes bottom right)
 };
 
 const AppSpec kApps[] = {
@@ -44,14 +45,16 @@ const AppSpec kApps[] = {
      {"--max-rounds", "--max-epochs"},
      {"kkt", "nonzeros"},
      "objective",
-     "relative suboptimality (F - F*) / F*"},
+     "relative suboptimality (F - F*) / F*",
+     false},
     {"mf",
      {"--mode", "--trace", "--summary", "--output", "--quiet", "--max-seconds", "--epochs"},
      "--max-seconds",
      {"--epochs", "--epochs"},
      {"train_rmse", "test_rmse"},
      "test_rmse",
-     "test RMSE"},
+     "test RMSE",
+     false},
     // The objective is -log p(w, z) (minimized, like the others).
     {"lda",
      {"--mode", "--trace", "--summary", "--output", "--topics-out", "--quiet", "--max-seconds",
@@ -60,7 +63,8 @@ const AppSpec kApps[] = {
      {"--iterations", "--iterations"},
      {"ll_per_token", "perplexity", "tokens_per_second"},
      "ll_per_token",
-     "log-likelihood per token"},
+     "log-likelihood per token",
+     true},
 };
 
 // A CSV file with a header, as rows of name -> field.
@@ -158,7 +162,8 @@ Status Plot(const AppSpec& app, const std::string& prefix, const fs::path& dir,
   std::string script = "set terminal pngcairo size 1200,460 font ',10'\nset output '" + prefix +
                        ".png.tmp'\nset datafile separator ','\nset multiplot layout 1,2 title '" +
                        title + "'\n" + (gap ? "set logscale y\nset format y '10^{%L}'\n" : "") +
-                       "set grid\nset key top right\nset ylabel '" + app.curve_label + "'\n";
+                       "set grid\nset key " + (app.rising ? "bottom" : "top") +
+                       " right\nset ylabel '" + app.curve_label + "'\n";
   std::string plot_time = "set xlabel 'seconds (setup excluded)'\nplot ";
   std::string plot_bytes = "set logscale x\nset xlabel 'bytes moved'\nplot ";
   for (std::size_t i = 0; i < runs.size(); ++i) {

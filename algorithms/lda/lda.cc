@@ -186,11 +186,11 @@ double DocTerm(const Hyper& h, const Tokens& t, std::size_t d, std::vector<std::
                double lg_kalpha) {
   const std::uint64_t b = t.doc_ptr[d], e = t.doc_ptr[d + 1];
   for (std::uint64_t i = b; i < e; ++i) ++nd[t.topic[i]];
-  double s = lg_kalpha - std::lgamma(static_cast<double>(e - b) + h.kalpha);
-  const double lg_alpha = std::lgamma(h.alpha);
+  double s = lg_kalpha - lda_internal::LogGamma(static_cast<double>(e - b) + h.kalpha);
+  const double lg_alpha = lda_internal::LogGamma(h.alpha);
   for (std::uint64_t i = b; i < e; ++i) {
     std::int32_t& n = nd[t.topic[i]];
-    if (n > 0) s += std::lgamma(n + h.alpha) - lg_alpha;
+    if (n > 0) s += lda_internal::LogGamma(n + h.alpha) - lg_alpha;
     n = 0;
   }
   return s;
@@ -201,7 +201,7 @@ double DocTerm(const Hyper& h, const Tokens& t, std::size_t d, std::vector<std::
 double DocLogLikelihood(const Hyper& h, const Tokens& t, std::size_t doc_begin, std::size_t doc_end,
                         std::vector<std::int32_t>& nd) {
   double s = 0;
-  const double lg = std::lgamma(h.kalpha);
+  const double lg = lda_internal::LogGamma(h.kalpha);
   for (std::size_t d = doc_begin; d < doc_end; ++d) s += DocTerm(h, t, d, nd, lg);
   return s;
 }
@@ -209,20 +209,20 @@ double DocLogLikelihood(const Hyper& h, const Tokens& t, std::size_t doc_begin, 
 double DocLogLikelihood(const Hyper& h, const Tokens& t, const std::vector<std::uint32_t>& docs,
                         std::vector<std::int32_t>& nd) {
   double s = 0;
-  const double lg = std::lgamma(h.kalpha);
+  const double lg = lda_internal::LogGamma(h.kalpha);
   for (std::uint32_t d : docs) s += DocTerm(h, t, d, nd, lg);
   return s;
 }
 
 double TopicLogLikelihood(const Hyper& h, const double* nk) {
   double s = 0;
-  const double lg = std::lgamma(h.vbeta);
-  for (int k = 0; k < h.K; ++k) s += lg - std::lgamma(nk[k] + h.vbeta);
+  const double lg = lda_internal::LogGamma(h.vbeta);
+  for (int k = 0; k < h.K; ++k) s += lg - lda_internal::LogGamma(nk[k] + h.vbeta);
   return s;
 }
 
 LdaModel MakeModel(const Hyper& h, const Corpus& corpus, const Tokens& t,
-                   const std::vector<std::int32_t>& wt) {
+                   std::vector<std::int32_t> wt) {
   LdaModel m;
   m.topics = h.K;
   m.alpha = h.alpha;
@@ -230,13 +230,28 @@ LdaModel MakeModel(const Hyper& h, const Corpus& corpus, const Tokens& t,
   m.vocab = corpus.vocab;
   const auto K = static_cast<std::size_t>(h.K);
   const std::size_t V = corpus.num_words();
-  m.word_topic.assign(V * K, 0);
-  m.topic_total.assign(K, 0);
-  for (std::size_t w = 0; w < V; ++w) {
-    const std::int32_t* src = wt.data() + static_cast<std::size_t>(t.to_internal[w]) * K;
-    std::copy(src, src + K, m.word_topic.data() + w * K);
-    for (std::size_t k = 0; k < K; ++k) m.topic_total[k] += src[k];
+  // Row w of the result is row to_internal[w] of `wt`: permute in place, cycle by cycle, so a
+  // large model is not held twice.
+  std::vector<char> done(V, 0);
+  std::vector<std::int32_t> first(K);
+  for (std::size_t start = 0; start < V; ++start) {
+    if (done[start]) continue;
+    std::copy_n(wt.data() + start * K, K, first.data());
+    std::size_t w = start;
+    while (true) {
+      done[w] = 1;
+      const std::size_t src = t.to_internal[w];
+      if (src == start) {
+        std::copy_n(first.data(), K, wt.data() + w * K);
+        break;
+      }
+      std::copy_n(wt.data() + src * K, K, wt.data() + w * K);
+      w = src;
+    }
   }
+  m.word_topic = std::move(wt);
+  m.topic_total.assign(K, 0);
+  for (std::size_t e = 0; e < m.word_topic.size(); ++e) m.topic_total[e % K] += m.word_topic[e];
   std::vector<std::int32_t> nd(K, 0);
   for (std::size_t d = 0; d < t.num_docs(); ++d) {
     for (std::uint64_t i = t.doc_ptr[d]; i < t.doc_ptr[d + 1]; ++i) ++nd[t.topic[i]];
@@ -272,20 +287,21 @@ double LdaLogLikelihood(const LdaModel& m) {
   const double V = static_cast<double>(m.num_words());
   const double kalpha = m.alpha * m.topics;
   double s = 0;
-  const double lg_alpha = std::lgamma(m.alpha), lg_beta = std::lgamma(m.beta);
+  const double lg_alpha = lda_internal::LogGamma(m.alpha), lg_beta = lda_internal::LogGamma(m.beta);
   for (std::size_t d = 0; d < m.num_docs(); ++d) {
     double len = 0;
     for (std::uint64_t j = m.doc_ptr[d]; j < m.doc_ptr[d + 1]; ++j) {
-      s += std::lgamma(m.doc_count[j] + m.alpha) - lg_alpha;
+      s += lda_internal::LogGamma(m.doc_count[j] + m.alpha) - lg_alpha;
       len += m.doc_count[j];
     }
-    s += std::lgamma(kalpha) - std::lgamma(len + kalpha);
+    s += lda_internal::LogGamma(kalpha) - lda_internal::LogGamma(len + kalpha);
   }
   for (std::size_t k = 0; k < K; ++k) {
-    s += std::lgamma(V * m.beta) - std::lgamma(static_cast<double>(m.topic_total[k]) + V * m.beta);
+    s += lda_internal::LogGamma(V * m.beta) -
+         lda_internal::LogGamma(static_cast<double>(m.topic_total[k]) + V * m.beta);
   }
   for (std::int32_t n : m.word_topic) {
-    if (n > 0) s += std::lgamma(n + m.beta) - lg_beta;
+    if (n > 0) s += lda_internal::LogGamma(n + m.beta) - lg_beta;
   }
   return s;
 }

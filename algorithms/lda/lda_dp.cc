@@ -224,7 +224,7 @@ class DpLdaApp final : public DataParallelApp {
     for (std::size_t e = 0; e < wt.size(); ++e) {
       wt[e] = static_cast<std::int32_t>(std::lround(table[static_cast<Eigen::Index>(e)]));
     }
-    return lda_internal::MakeModel(h_, corpus_, t_, wt);
+    return lda_internal::MakeModel(h_, corpus_, t_, std::move(wt));
   }
   lda_internal::Recorder& recorder() { return rec_; }
 

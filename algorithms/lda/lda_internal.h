@@ -2,6 +2,8 @@
 // log-likelihood terms. Not part of the public API.
 #pragma once
 
+#include <math.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -213,12 +215,19 @@ inline void SampleSegment(const Hyper& h, std::uint64_t begin, std::uint64_t end
   }
 }
 
+// log Γ(x). std::lgamma stores the sign in the global `signgam`, a data race when workers
+// evaluate concurrently; lgamma_r (POSIX) does not.
+inline double LogGamma(double x) {
+  int sign = 0;
+  return ::lgamma_r(x, &sign);
+}
+
 // log Γ(n + x) − log Γ(x) for the counts of a row (zeros contribute nothing).
 inline double LogGammaRatioSum(const std::int32_t* row, int K, double x) {
   double s = 0;
-  const double base = std::lgamma(x);
+  const double base = LogGamma(x);
   for (int k = 0; k < K; ++k) {
-    if (row[k] > 0) s += std::lgamma(row[k] + x) - base;
+    if (row[k] > 0) s += LogGamma(row[k] + x) - base;
   }
   return s;
 }
@@ -232,9 +241,10 @@ double DocLogLikelihood(const Hyper& h, const Tokens& t, const std::vector<std::
 // Σ_k log Γ(Vβ) − log Γ(n_k + Vβ).
 double TopicLogLikelihood(const Hyper& h, const double* nk);
 
-// The public model from internal-order counts (word rows indexed by internal id).
+// The public model from internal-order counts (word rows indexed by internal id), which it
+// takes over.
 LdaModel MakeModel(const Hyper& h, const Corpus& corpus, const Tokens& t,
-                   const std::vector<std::int32_t>& word_topic_internal);
+                   std::vector<std::int32_t> word_topic_internal);
 
 // Calls `on_iteration` and keeps the history; times evaluations out of the sampling time.
 struct Recorder {

@@ -172,6 +172,8 @@ class RotationLdaApp final : public ModelParallelApp {
   }
 
   LdaModel Model() const { return lda_internal::MakeModel(h_, corpus_, t_, word_topic_); }
+  // The final model: takes the counts over instead of copying them.
+  LdaModel TakeModel() { return lda_internal::MakeModel(h_, corpus_, t_, std::move(word_topic_)); }
   lda_internal::Recorder& recorder() { return rec_; }
 
  private:
@@ -198,7 +200,7 @@ StatusOr<LdaResult> TrainLdaRotation(const Corpus& corpus, const LdaOptions& opt
   EngineOptions engine = options.engine;
   TESSERA_ASSIGN_OR_RETURN(RunResult run, RunModelParallel(app, engine));
   LdaResult r;
-  r.model = app.Model();
+  r.model = app.TakeModel();
   r.run = std::move(run);
   r.history = app.recorder().history;
   const double s = app.recorder().SamplingSeconds();

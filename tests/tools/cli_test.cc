@@ -197,6 +197,62 @@ TEST(CliTest, MfTrainsWritesAModelAndAnswersQueries) {
   EXPECT_THAT(no_train.output, HasSubstr("--train is required"));
 }
 
+// LDA on the tiny Reuters corpus: progress, top words, the topics and model files, held-out
+// perplexity, both modes, compare; bad input is a file:line error.
+TEST(CliTest, LdaFitsWritesTopicsAndModelAndCompares) {
+  TESSERA_REQUIRE_DATA(docword, "reuters21578-tm/docword.reuters_crude_acq.txt.gz");
+  const std::string vocab = testing::DataDir() + "/reuters21578-tm/vocab.reuters_crude_acq.txt.gz";
+  testing::TempDir dir;
+  const std::string topics = dir.Path("topics.txt"), model = dir.Path("model.txt");
+  auto r = RunCli("lda --corpus " + docword + " --vocab " + vocab +
+                  " --topics 5 --iterations 30 --workers 2 --evaluate-every 10 --heldout 0.2 "
+                  "--topics-out " +
+                  topics + " --output " + model);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("2171 words"));
+  EXPECT_THAT(r.output, HasSubstr("model-parallel, mh sampler, K 5"));
+  EXPECT_THAT(r.output, HasSubstr("iteration   30  log-likelihood/token"));
+  EXPECT_THAT(r.output, HasSubstr("held-out perplexity"));
+  EXPECT_THAT(r.output, HasSubstr("topic   4:"));
+  std::ifstream t(topics);
+  std::string header, line;
+  std::getline(t, header);
+  int lines = 0;
+  while (std::getline(t, line)) {
+    EXPECT_THAT(line, ::testing::StartsWith("topic " + std::to_string(lines) + " "));
+    ++lines;
+  }
+  EXPECT_EQ(lines, 5);
+  std::ifstream m(model);
+  std::getline(m, line);
+  EXPECT_EQ(line, "tessera-lda 1");
+  auto dp = RunCli("lda --corpus " + docword + " --vocab " + vocab +
+                   " --topics 5 --iterations 5 --workers 2 --mode data-parallel --servers 2 "
+                   "--consistency essp:1 --batch-size 10");
+  ASSERT_EQ(dp.code, 0) << dp.output;
+  EXPECT_THAT(dp.output, HasSubstr("consistency essp:1, update frequency batch, batch 10"));
+  const std::string cmp = dir.Path("cmp");
+  auto compare = RunCli("compare lda --corpus " + docword + " --vocab " + vocab +
+                        " --topics 5 --workers 2 --budget-rounds 10 --out " + cmp);
+  ASSERT_EQ(compare.code, 0) << compare.output;
+  EXPECT_THAT(compare.output, HasSubstr("ll_per_token"));
+  EXPECT_TRUE(std::filesystem::exists(cmp + "-summary.csv"));
+  auto bad =
+      RunCli("lda --corpus " + dir.File("docword.bad.txt", "2\n3\n3\n1 1 2\n1 9 1\n2 2 1\n") +
+             " --output " + dir.Path("never.txt"));
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_THAT(bad.output, HasSubstr("docword.bad.txt:5:"));
+  EXPECT_FALSE(std::filesystem::exists(dir.Path("never.txt")));
+  auto sampler = RunCli("lda --corpus " + docword + " --sampler fast");
+  EXPECT_EQ(sampler.code, 1);
+  EXPECT_THAT(sampler.output, HasSubstr("unknown LDA sampler 'fast' (expected mh or gibbs)"));
+  auto overlap = RunCli("lda --corpus " + docword +
+                        " --mode data-parallel --partition "
+                        "overlap_reshuffle");
+  EXPECT_EQ(overlap.code, 1);
+  EXPECT_THAT(overlap.output, HasSubstr("disjoint document partitions"));
+}
+
 struct BadRun {
   const char* name;
   std::string args;
