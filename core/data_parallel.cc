@@ -106,6 +106,14 @@ std::vector<std::vector<std::uint32_t>> PartitionRows(std::size_t rows, int work
   return parts;
 }
 
+void CopyRunOptions(const EngineOptions& engine, DataParallelOptions& dp) {
+  dp.workers = engine.workers;
+  dp.max_seconds = engine.max_seconds;
+  dp.trace_path = engine.trace_path;
+  dp.progress = engine.progress;
+  dp.label = engine.label;
+}
+
 Status DataParallelOptions::Validate() const {
   if (servers < 1) {
     return InvalidArgument("--servers must be at least 1, got " + std::to_string(servers));

@@ -73,6 +73,10 @@ struct DataParallelOptions {
   Status Validate() const;
 };
 
+// An app that offers both modes keeps one EngineOptions for the run: this copies its workers,
+// time limit, trace, progress display and label into the data-parallel options.
+void CopyRunOptions(const EngineOptions& engine, DataParallelOptions& dp);
+
 // What a worker knows while it computes.
 struct DpWorkerContext {
   int worker = 0;

@@ -145,12 +145,8 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
 Status FinishDataParallelFlags(LassoFlags& f) {
   auto& dp = f.opts.data_parallel;
   TESSERA_RETURN_IF_ERROR(ParseDataParallelFlags(f.data_parallel, dp));
-  dp.workers = f.opts.engine.workers;
-  dp.max_seconds = f.opts.engine.max_seconds;
+  CopyRunOptions(f.opts.engine, dp);
   dp.seed = f.opts.engine.seed;
-  dp.trace_path = f.opts.engine.trace_path;
-  dp.progress = f.opts.engine.progress;
-  dp.label = f.opts.engine.label;
   f.opts.accelerate = !f.no_accelerate;
   return Status::Ok();
 }

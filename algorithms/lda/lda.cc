@@ -280,6 +280,18 @@ void Recorder::Record(int iteration, double ll, double perplexity, double eval_s
   if (on_iteration) on_iteration(it);
 }
 
+LdaResult Common::Finish(LdaModel model, RunResult run) const {
+  LdaResult r;
+  r.model = std::move(model);
+  r.run = std::move(run);
+  r.history = rec.history;
+  const double s = rec.SamplingSeconds();
+  if (s > 0 && !r.history.empty()) {
+    r.tokens_per_second = static_cast<double>(t.num_tokens()) * r.history.back().iteration / s;
+  }
+  return r;
+}
+
 }  // namespace lda_internal
 
 double LdaLogLikelihood(const LdaModel& m) {

@@ -48,12 +48,7 @@ class DpLdaApp final : public DataParallelApp {
  public:
   DpLdaApp(const Corpus& corpus, const LdaOptions& o, const Corpus* test,
            const std::function<void(const LdaIteration&)>& on_iteration)
-      : opts_(o),
-        corpus_(corpus),
-        h_(o, corpus.num_words()),
-        V_(corpus.num_words()),
-        t_(lda_internal::BuildTokens(corpus, 1, o.topics, o.seed)),
-        rec_{o, corpus, test, on_iteration, {}, 0, {}} {
+      : c_(corpus, o, test, on_iteration, 1), opts_(o), V_(corpus.num_words()) {
     workers_.resize(static_cast<std::size_t>(o.engine.workers));
   }
 
@@ -224,18 +219,20 @@ class DpLdaApp final : public DataParallelApp {
     for (std::size_t e = 0; e < wt.size(); ++e) {
       wt[e] = static_cast<std::int32_t>(std::lround(table[static_cast<Eigen::Index>(e)]));
     }
-    return lda_internal::MakeModel(h_, corpus_, t_, std::move(wt));
+    return c_.Model(std::move(wt));
   }
-  lda_internal::Recorder& recorder() { return rec_; }
+  LdaResult Finish(const Eigen::VectorXd& table, RunResult run) const {
+    return c_.Finish(Model(table), std::move(run));
+  }
 
  private:
+  lda_internal::Common c_;  // first: the references below point into it
   const LdaOptions& opts_;
-  const Corpus& corpus_;
-  const Hyper h_;
+  const Hyper& h_ = c_.h;
   const std::size_t V_;
-  Tokens t_;
+  Tokens& t_ = c_.t;
+  lda_internal::Recorder& rec_ = c_.rec;
   std::vector<DpWorker> workers_;
-  lda_internal::Recorder rec_;
 };
 
 }  // namespace
@@ -249,27 +246,14 @@ StatusOr<LdaResult> TrainLdaDataParallel(
         "LDA needs disjoint document partitions (each token has one owner), not "
         "overlap_reshuffle");
   }
-  dp.workers = options.engine.workers;
+  CopyRunOptions(options.engine, dp);
   dp.max_epochs = static_cast<std::uint64_t>(options.iterations);
-  dp.max_seconds = options.engine.max_seconds;
   dp.seed = options.seed;
-  dp.progress = options.engine.progress;
-  dp.label = options.engine.label;
-  dp.trace_path = options.engine.trace_path;
   dp.objective_tolerance = options.engine.objective_tolerance;
   dp.evaluate_every_epochs = static_cast<std::uint64_t>(options.evaluate_every);
   DpLdaApp app(corpus, options, test, on_iteration);
   TESSERA_ASSIGN_OR_RETURN(DataParallelResult r, RunDataParallel(app, dp));
-  LdaResult result;
-  result.model = app.Model(r.tables[0]);
-  result.run = std::move(r.run);
-  result.history = app.recorder().history;
-  const double s = app.recorder().SamplingSeconds();
-  result.tokens_per_second =
-      s > 0 && !result.history.empty()
-          ? static_cast<double>(corpus.num_tokens()) * result.history.back().iteration / s
-          : 0;
-  return result;
+  return app.Finish(r.tables[0], std::move(r.run));
 }
 
 }  // namespace tessera

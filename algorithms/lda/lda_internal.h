@@ -261,4 +261,23 @@ struct Recorder {
   double SamplingSeconds() const { return clock.Seconds() - eval_seconds; }
 };
 
+// What both trainers hold: the options, the corpus, the hyper-parameters, the tokens (with
+// `blocks` vocabulary blocks) and the recorder.
+struct Common {
+  Common(const Corpus& corpus, const LdaOptions& o, const Corpus* test,
+         const std::function<void(const LdaIteration&)>& on_iteration, int blocks)
+      : h(o, corpus.num_words()),
+        t(BuildTokens(corpus, blocks, o.topics, o.seed)),
+        rec{o, corpus, test, on_iteration, {}, 0, {}} {}
+  const Hyper h;
+  Tokens t;
+  Recorder rec;
+  // The public model from internal-order word-topic counts (taken over).
+  LdaModel Model(std::vector<std::int32_t> word_topic_internal) const {
+    return MakeModel(h, rec.corpus, t, std::move(word_topic_internal));
+  }
+  // The result: the model, the run, the history and the sampling throughput.
+  LdaResult Finish(LdaModel model, RunResult run) const;
+};
+
 }  // namespace tessera::lda_internal

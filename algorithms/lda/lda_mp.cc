@@ -41,13 +41,10 @@ class RotationLdaApp final : public ModelParallelApp {
  public:
   RotationLdaApp(const Corpus& corpus, const LdaOptions& o, const Corpus* test,
                  const std::function<void(const LdaIteration&)>& on_iteration)
-      : opts_(o),
-        corpus_(corpus),
-        h_(o, corpus.num_words()),
+      : c_(corpus, o, test, on_iteration, o.engine.workers),
+        opts_(o),
         P_(o.engine.workers),
-        t_(lda_internal::BuildTokens(corpus, P_, o.topics, o.seed)),
-        words_(lda_internal::BuildWordIndex(t_, 0, t_.num_docs())),
-        rec_{o, corpus, test, on_iteration, {}, 0, {}} {
+        words_(lda_internal::BuildWordIndex(t_, 0, t_.num_docs())) {
     const auto K = static_cast<std::size_t>(h_.K);
     word_topic_.assign(corpus.num_words() * K, 0);
     totals_.assign(K, 0);
@@ -171,23 +168,22 @@ class RotationLdaApp final : public ModelParallelApp {
     return ll / static_cast<double>(t_.num_tokens());
   }
 
-  LdaModel Model() const { return lda_internal::MakeModel(h_, corpus_, t_, word_topic_); }
-  // The final model: takes the counts over instead of copying them.
-  LdaModel TakeModel() { return lda_internal::MakeModel(h_, corpus_, t_, std::move(word_topic_)); }
-  lda_internal::Recorder& recorder() { return rec_; }
+  LdaModel Model() const { return c_.Model(word_topic_); }
+  // The result; takes the counts over instead of copying them.
+  LdaResult Finish(RunResult run) { return c_.Finish(c_.Model(std::move(word_topic_)), run); }
 
  private:
+  lda_internal::Common c_;  // first: the references below point into it
   const LdaOptions& opts_;
-  const Corpus& corpus_;
-  const Hyper h_;
+  const Hyper& h_ = c_.h;
   const int P_;
-  Tokens t_;
+  Tokens& t_ = c_.t;
+  lda_internal::Recorder& rec_ = c_.rec;
   WordIndex words_;  // every token's topic, word-major (the word proposal)
   std::vector<std::int32_t> word_topic_;
   std::vector<double> totals_;  // committed n_k (coordinator)
   std::vector<RotationWorker> workers_;
   std::unique_ptr<Scheduler> scheduler_;
-  lda_internal::Recorder rec_;
   std::uint64_t rounds_pulled_ = 0;
 };
 
@@ -197,17 +193,8 @@ StatusOr<LdaResult> TrainLdaRotation(const Corpus& corpus, const LdaOptions& opt
                                      const Corpus* test,
                                      const std::function<void(const LdaIteration&)>& on_iteration) {
   RotationLdaApp app(corpus, options, test, on_iteration);
-  EngineOptions engine = options.engine;
-  TESSERA_ASSIGN_OR_RETURN(RunResult run, RunModelParallel(app, engine));
-  LdaResult r;
-  r.model = app.TakeModel();
-  r.run = std::move(run);
-  r.history = app.recorder().history;
-  const double s = app.recorder().SamplingSeconds();
-  r.tokens_per_second = s > 0 && !r.history.empty() ? static_cast<double>(corpus.num_tokens()) *
-                                                          r.history.back().iteration / s
-                                                    : 0;
-  return r;
+  TESSERA_ASSIGN_OR_RETURN(RunResult run, RunModelParallel(app, options.engine));
+  return app.Finish(std::move(run));
 }
 
 }  // namespace tessera

@@ -146,13 +146,9 @@ StatusOr<MfResult> TrainMfSgdDataParallel(const Ratings& train, const Ratings* t
                                           const std::function<void(const MfEpoch&)>& on_epoch) {
   TESSERA_RETURN_IF_ERROR(mf_internal::CheckInputs(train, test, options));
   DataParallelOptions dp = options.data_parallel;
-  dp.workers = options.engine.workers;
+  CopyRunOptions(options.engine, dp);
   dp.max_epochs = static_cast<std::uint64_t>(options.epochs);
-  dp.max_seconds = options.engine.max_seconds;
   dp.seed = options.seed;
-  dp.progress = options.engine.progress;
-  dp.label = options.engine.label;
-  dp.trace_path = options.engine.trace_path;
   dp.evaluate_every = 0;  // every epoch
   SgdApp app(train, test, options, on_epoch);
   app.common().clock = Stopwatch();
