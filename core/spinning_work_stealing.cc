@@ -15,6 +15,18 @@ SpinningWorkStealing::SpinningWorkStealing(std::vector<SpinningWorkStealing*>& p
 void SpinningWorkStealing::awakened(context* ctx) noexcept {
   if (!ctx->is_context(boost::fibers::type::pinned_context)) ctx->detach();
   queue_.push(ctx);
+  // The fiber that made ctx ready keeps this thread; a peer asleep in suspend_until would
+  // otherwise never learn there is work to steal (Boost notifies a scheduler only of its own
+  // fibers made ready elsewhere), and two workers woken here would run one after the other.
+  // The fence pairs with the seq_cst store of sleeping_ before the peer's last look at the
+  // queues (Dekker): either it sees this push or this sees it asleep.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  for (auto* p : peers_) {
+    if (p != this && p->sleeping_.load(std::memory_order_seq_cst)) {
+      p->notify();
+      break;
+    }
+  }
 }
 
 context* SpinningWorkStealing::pick_next() noexcept {
@@ -46,12 +58,21 @@ void SpinningWorkStealing::suspend_until(
     for (int i = 0; i < 32; ++i) cpu_relax();
   }
   std::unique_lock lock(mu_);
+  sleeping_.store(true, std::memory_order_seq_cst);
+  // Work may have been queued at a peer between the spin and now.
+  for (auto* p : peers_) {
+    if (p != this && p->has_ready_fibers()) {
+      sleeping_.store(false, std::memory_order_release);
+      return;
+    }
+  }
   if (deadline == (std::chrono::steady_clock::time_point::max)()) {
     cv_.wait(lock, [this] { return notified_.exchange(false, std::memory_order_acquire); });
   } else {
     cv_.wait_until(lock, deadline,
                    [this] { return notified_.exchange(false, std::memory_order_acquire); });
   }
+  sleeping_.store(false, std::memory_order_release);
 }
 
 void SpinningWorkStealing::notify() noexcept {

@@ -2,6 +2,8 @@
 // like boost::fibers::algo::work_stealing, with two differences that matter here:
 //  - an idle thread spins briefly before it sleeps, so the hand-offs of a short
 //    model-parallel round (tens of microseconds) do not each pay a futex wake-up;
+//  - a thread that queues a ready fiber wakes a sleeping peer to steal it, so workers woken
+//    together by one fiber run in parallel;
 //  - the set of peers belongs to the pool, not to static storage.
 #pragma once
 
@@ -38,6 +40,7 @@ class SpinningWorkStealing final : public boost::fibers::algo::algorithm {
   const std::chrono::microseconds spin_;
   boost::fibers::detail::context_spinlock_queue queue_;
   std::atomic<bool> notified_{false};
+  std::atomic<bool> sleeping_{false};  // in the condition-variable wait of suspend_until
   std::mutex mu_;
   std::condition_variable cv_;
   std::uint64_t victim_seed_;
