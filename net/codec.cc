@@ -1,0 +1,271 @@
+#include "net/codec.h"
+
+#include <thrift/TConfiguration.h>
+#include <thrift/Thrift.h>
+#include <thrift/protocol/TCompactProtocol.h>
+#include <thrift/transport/TBufferTransports.h>
+
+#include <bit>
+#include <cstring>
+#include <memory>
+
+#include "tessera_types.h"  // generated from net/tessera.thrift
+
+namespace tessera::net {
+namespace {
+
+static_assert(std::endian::native == std::endian::little,
+              "packed keys and values are little-endian; add byte swapping for this host");
+
+using apache::thrift::protocol::TCompactProtocolT;
+using apache::thrift::transport::TMemoryBuffer;
+
+template <class T>
+std::string Pack(const T* data, std::size_t n) {
+  return std::string(reinterpret_cast<const char*>(data), n * sizeof(T));
+}
+
+std::string PackKeys(const std::vector<Key>& keys) { return Pack(keys.data(), keys.size()); }
+
+std::string PackValues(const Eigen::VectorXd& v) {
+  return Pack(v.data(), static_cast<std::size_t>(v.size()));
+}
+
+Status UnpackKeys(const std::string& bytes, const char* field, std::vector<Key>& out) {
+  if (bytes.size() % sizeof(Key) != 0) {
+    return InvalidArgument(std::string("frame: field '") + field + "' has " +
+                           std::to_string(bytes.size()) + " bytes, not a multiple of 8");
+  }
+  out.resize(bytes.size() / sizeof(Key));
+  if (!bytes.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
+  return Status::Ok();
+}
+
+Status UnpackValues(const std::string& bytes, const char* field, Eigen::VectorXd& out) {
+  if (bytes.size() % sizeof(double) != 0) {
+    return InvalidArgument(std::string("frame: field '") + field + "' has " +
+                           std::to_string(bytes.size()) + " bytes, not a multiple of 8");
+  }
+  out.resize(static_cast<Eigen::Index>(bytes.size() / sizeof(double)));
+  if (!bytes.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
+  return Status::Ok();
+}
+
+wire::Message ToWire(const Message& m) {
+  wire::Message w;
+  w.kind = static_cast<std::int8_t>(m.kind);
+  w.sender = m.from;
+  w.round = static_cast<std::int64_t>(m.round);
+  w.blocks.reserve(m.blocks.size());
+  for (const Block& b : m.blocks) {
+    wire::Block wb;
+    wb.id = static_cast<std::int32_t>(b.id);
+    wb.keys = PackKeys(b.keys);
+    wb.worker = b.worker;
+    w.blocks.push_back(std::move(wb));
+  }
+  w.stale_keys = PackKeys(m.stale_keys);
+  w.partials.reserve(m.partials.size());
+  for (const Partial& p : m.partials) {
+    wire::Partial wp;
+    wp.block = static_cast<std::int32_t>(p.block);
+    wp.worker = p.worker;
+    wp.values = PackValues(p.values);
+    w.partials.push_back(std::move(wp));
+  }
+  w.update_keys = PackKeys(m.update.keys);
+  w.update_delta = PackValues(m.update.delta);
+  w.has_update = m.has_update;
+  w.update_round = static_cast<std::int64_t>(m.update_round);
+  w.values = PackValues(m.values);
+  w.table = static_cast<std::int32_t>(m.table);
+  w.request = static_cast<std::int64_t>(m.request);
+  w.keys = PackKeys(m.keys);
+  w.range_begin = static_cast<std::int64_t>(m.range.begin);
+  w.range_end = static_cast<std::int64_t>(m.range.end);
+  w.raw_add = m.raw_add;
+  return w;
+}
+
+StatusOr<Message> FromWire(const wire::Message& w) {
+  Message m;
+  if (w.kind < 0 || w.kind > static_cast<std::int8_t>(MessageKind::kContinue)) {
+    return InvalidArgument("frame: unknown message kind " + std::to_string(w.kind));
+  }
+  m.kind = static_cast<MessageKind>(w.kind);
+  m.from = w.sender;
+  // Unsigned fields travel as Thrift's signed integers of the same width, bit for bit.
+  m.round = static_cast<std::uint64_t>(w.round);
+  m.blocks.reserve(w.blocks.size());
+  for (const wire::Block& wb : w.blocks) {
+    Block b;
+    b.id = static_cast<std::uint32_t>(wb.id);
+    b.worker = wb.worker;
+    TESSERA_RETURN_IF_ERROR(UnpackKeys(wb.keys, "blocks.keys", b.keys));
+    m.blocks.push_back(std::move(b));
+  }
+  TESSERA_RETURN_IF_ERROR(UnpackKeys(w.stale_keys, "stale_keys", m.stale_keys));
+  m.partials.reserve(w.partials.size());
+  for (const wire::Partial& wp : w.partials) {
+    Partial p;
+    p.block = static_cast<std::uint32_t>(wp.block);
+    p.worker = wp.worker;
+    TESSERA_RETURN_IF_ERROR(UnpackValues(wp.values, "partials.values", p.values));
+    m.partials.push_back(std::move(p));
+  }
+  TESSERA_RETURN_IF_ERROR(UnpackKeys(w.update_keys, "update_keys", m.update.keys));
+  TESSERA_RETURN_IF_ERROR(UnpackValues(w.update_delta, "update_delta", m.update.delta));
+  if (m.update.keys.size() != static_cast<std::size_t>(m.update.delta.size())) {
+    return InvalidArgument("frame: " + std::to_string(m.update.keys.size()) + " update keys but " +
+                           std::to_string(m.update.delta.size()) + " deltas");
+  }
+  m.has_update = w.has_update;
+  m.update_round = static_cast<std::uint64_t>(w.update_round);
+  TESSERA_RETURN_IF_ERROR(UnpackValues(w.values, "values", m.values));
+  m.table = static_cast<std::uint32_t>(w.table);
+  m.request = static_cast<std::uint64_t>(w.request);
+  TESSERA_RETURN_IF_ERROR(UnpackKeys(w.keys, "keys", m.keys));
+  m.range = {static_cast<Key>(w.range_begin), static_cast<Key>(w.range_end)};
+  if (m.range.end < m.range.begin) {
+    return InvalidArgument("frame: bad key range [" + std::to_string(m.range.begin) + ", " +
+                           std::to_string(m.range.end) + ")");
+  }
+  m.raw_add = w.raw_add;
+  return m;
+}
+
+std::string Serialize(const wire::Frame& f) {
+  auto buffer = std::make_shared<TMemoryBuffer>();
+  TCompactProtocolT<TMemoryBuffer> protocol(buffer);
+  f.write(&protocol);
+  return buffer->getBufferAsString();
+}
+
+}  // namespace
+
+std::string EncodeMessages(std::span<const Message> messages) {
+  wire::Frame f;
+  if (messages.size() == 1) {
+    f.__set_message(ToWire(messages[0]));
+  } else {
+    std::vector<wire::Message> batch;
+    batch.reserve(messages.size());
+    for (const Message& m : messages) batch.push_back(ToWire(m));
+    f.__set_batch(std::move(batch));
+  }
+  return Serialize(f);
+}
+
+std::string EncodeChallenge(std::string_view nonce) {
+  wire::Frame f;
+  wire::Challenge c;
+  c.nonce = std::string(nonce);
+  f.__set_challenge(c);
+  return Serialize(f);
+}
+
+std::string EncodeResponse(int rank, std::string_view mac) {
+  wire::Frame f;
+  wire::Response r;
+  r.rank = rank;
+  r.mac = std::string(mac);
+  f.__set_response(r);
+  return Serialize(f);
+}
+
+std::string EncodeHeartbeat(std::uint64_t sequence) {
+  wire::Frame f;
+  wire::Heartbeat h;
+  h.sequence = static_cast<std::int64_t>(sequence);
+  f.__set_heartbeat(h);
+  return Serialize(f);
+}
+
+StatusOr<Frame> DecodeFrame(std::string_view body, std::uint32_t max_frame_bytes) {
+  if (body.size() > max_frame_bytes) {
+    return InvalidArgument("frame: " + std::to_string(body.size()) + " bytes, over the limit of " +
+                           std::to_string(max_frame_bytes));
+  }
+  wire::Frame f;
+  std::uint32_t used = 0;
+  try {
+    auto config = std::make_shared<apache::thrift::TConfiguration>(
+        static_cast<int>(std::min<std::uint32_t>(max_frame_bytes, 0x7fffffff)));
+    auto buffer = std::make_shared<TMemoryBuffer>(
+        reinterpret_cast<std::uint8_t*>(const_cast<char*>(body.data())),
+        static_cast<std::uint32_t>(body.size()), TMemoryBuffer::OBSERVE, config);
+    // String and container sizes are checked against the frame before anything is allocated.
+    const auto limit = static_cast<std::int32_t>(std::min<std::size_t>(body.size(), 0x7fffffff));
+    TCompactProtocolT<TMemoryBuffer> protocol(buffer, limit, limit);
+    used = f.read(&protocol);
+  } catch (const apache::thrift::TException& e) {
+    return InvalidArgument(std::string("frame: malformed (") + e.what() + ")");
+  } catch (const std::exception& e) {
+    return InvalidArgument(std::string("frame: malformed (") + e.what() + ")");
+  }
+  if (used != body.size()) {
+    return InvalidArgument("frame: " + std::to_string(body.size() - used) +
+                           " trailing bytes after the frame");
+  }
+  const int members = f.__isset.message + f.__isset.challenge + f.__isset.response +
+                      f.__isset.heartbeat + f.__isset.batch;
+  if (members != 1) {
+    return InvalidArgument("frame: " + std::to_string(members) +
+                           " members set in the frame union (expected 1)");
+  }
+  Frame out;
+  if (f.__isset.message || f.__isset.batch) {
+    out.kind = Frame::Kind::kMessages;
+    if (f.__isset.message) {
+      TESSERA_ASSIGN_OR_RETURN(Message m, FromWire(f.message));
+      out.messages.push_back(std::move(m));
+    } else {
+      if (f.batch.empty()) return InvalidArgument("frame: empty batch");
+      for (const wire::Message& w : f.batch) {
+        TESSERA_ASSIGN_OR_RETURN(Message m, FromWire(w));
+        out.messages.push_back(std::move(m));
+      }
+    }
+  } else if (f.__isset.challenge) {
+    out.kind = Frame::Kind::kChallenge;
+    out.nonce = f.challenge.nonce;
+  } else if (f.__isset.response) {
+    out.kind = Frame::Kind::kResponse;
+    out.rank = f.response.rank;
+    out.mac = f.response.mac;
+  } else {
+    out.kind = Frame::Kind::kHeartbeat;
+    out.sequence = static_cast<std::uint64_t>(f.heartbeat.sequence);
+  }
+  return out;
+}
+
+void AppendFrame(std::string& out, std::string_view body) {
+  const auto n = static_cast<std::uint32_t>(body.size());
+  const char prefix[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
+                          static_cast<char>(n >> 8), static_cast<char>(n)};
+  out.append(prefix, 4);
+  out.append(body);
+}
+
+StatusOr<std::optional<std::string>> FrameReader::Next() {
+  if (buffered() < 4) return std::optional<std::string>();
+  const auto* p = reinterpret_cast<const unsigned char*>(buffer_.data() + pos_);
+  const std::uint32_t n = (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) |
+                          (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
+  if (n > max_) {
+    return InvalidArgument("frame of " + std::to_string(n) +
+                           " bytes announced, over the limit of " + std::to_string(max_) +
+                           " (--max-frame-bytes)");
+  }
+  if (buffered() < 4 + static_cast<std::size_t>(n)) return std::optional<std::string>();
+  std::string body = buffer_.substr(pos_ + 4, n);
+  pos_ += 4 + n;
+  if (pos_ > (1u << 20) && pos_ * 2 > buffer_.size()) {  // compact now and then
+    buffer_.erase(0, pos_);
+    pos_ = 0;
+  }
+  return std::optional<std::string>(std::move(body));
+}
+
+}  // namespace tessera::net

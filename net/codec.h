@@ -1,0 +1,68 @@
+// The wire codec: engine messages (core/message.h) to and from Thrift TCompactProtocol frames
+// (net/tessera.thrift), and the length-prefixed framing of a byte stream.
+//
+// A frame on the wire is a 4-byte big-endian body length followed by the body, an encoded
+// wire::Frame union: one message, a batch of messages, a challenge or response of the
+// connection handshake, or a heartbeat. Every decoder is written for hostile input: a frame
+// over the limit, a truncated or malformed body, trailing bytes, a union with no or two members,
+// an unknown message kind, packed keys or values whose length is not a multiple of 8, or counts
+// that do not match are errors that say what was wrong; nothing is allocated beyond the limit.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/message.h"
+#include "core/status.h"
+
+namespace tessera::net {
+
+inline constexpr std::uint32_t kDefaultMaxFrameBytes = 256u << 20;  // 256 MiB
+
+// A decoded frame.
+struct Frame {
+  enum class Kind { kMessages, kChallenge, kResponse, kHeartbeat };
+  Kind kind = Kind::kMessages;
+  std::vector<Message> messages;  // kMessages: one, or a batch
+  std::string nonce;              // kChallenge
+  int rank = -1;                  // kResponse
+  std::string mac;                // kResponse
+  std::uint64_t sequence = 0;     // kHeartbeat
+};
+
+// Frame bodies (without the length prefix). One message encodes as a single message, more as a
+// batch.
+std::string EncodeMessages(std::span<const Message> messages);
+std::string EncodeChallenge(std::string_view nonce);
+std::string EncodeResponse(int rank, std::string_view mac);
+std::string EncodeHeartbeat(std::uint64_t sequence);
+
+// Decodes one frame body of at most `max_frame_bytes`.
+StatusOr<Frame> DecodeFrame(std::string_view body,
+                            std::uint32_t max_frame_bytes = kDefaultMaxFrameBytes);
+
+// Appends the 4-byte big-endian length of `body`, then `body`, to `out`.
+void AppendFrame(std::string& out, std::string_view body);
+
+// Cuts a byte stream into frame bodies.
+class FrameReader {
+ public:
+  explicit FrameReader(std::uint32_t max_frame_bytes = kDefaultMaxFrameBytes)
+      : max_(max_frame_bytes) {}
+  void Feed(const char* data, std::size_t n) { buffer_.append(data, n); }
+  // The next complete frame body; nullopt when more bytes are needed; an error when the
+  // announced length is over the limit (the stream is then unusable).
+  StatusOr<std::optional<std::string>> Next();
+  std::size_t buffered() const { return buffer_.size() - pos_; }
+
+ private:
+  std::uint32_t max_;
+  std::string buffer_;
+  std::size_t pos_ = 0;
+};
+
+}  // namespace tessera::net

@@ -1,0 +1,63 @@
+// Tessera's wire format: every message the engines exchange through a Transport
+// (core/message.h), and the frames the TCP transport adds around them. Encoded with
+// TCompactProtocol; each frame travels as a 4-byte big-endian length and the encoded Frame.
+// Keys and values are packed binary fields (little-endian uint64 keys, IEEE-754 float64
+// values, 8 bytes each), not Thrift lists: one copy instead of a varint per element.
+namespace cpp tessera.wire
+
+struct Block {
+  1: i32 id
+  2: binary keys
+  3: i32 worker
+}
+
+struct Partial {
+  1: i32 block
+  2: i32 worker
+  3: binary values
+}
+
+// core/message.h Message, field for field.
+struct Message {
+  1: i8 kind
+  2: i32 sender
+  3: i64 round
+  4: list<Block> blocks
+  5: binary stale_keys
+  6: list<Partial> partials
+  7: binary update_keys
+  8: binary update_delta
+  9: bool has_update
+  10: i64 update_round
+  11: binary values
+  12: i32 table
+  13: i64 request
+  14: binary keys
+  15: i64 range_begin
+  16: i64 range_end
+  17: bool raw_add
+}
+
+// Connection set-up: the accepting side sends a Challenge, the connecting side answers with
+// HMAC-SHA256(secret, nonce || rank) and its rank; nothing else is read before that checks.
+struct Challenge {
+  1: binary nonce
+}
+
+struct Response {
+  1: i32 rank
+  2: binary mac
+}
+
+// Liveness while a peer has nothing to say.
+struct Heartbeat {
+  1: i64 sequence
+}
+
+union Frame {
+  1: Message message
+  2: Challenge challenge
+  3: Response response
+  4: Heartbeat heartbeat
+  5: list<Message> batch  // small messages sent together
+}
