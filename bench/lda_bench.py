@@ -19,8 +19,8 @@ completion (observed = even token positions, held out = odd ones; θ from the ob
 Gibbs with φ fixed for tessera, gensim's variational inference for gensim), after every
 evaluation. Evaluation time is excluded from both clocks.
 
-Writes DIR/lda_bench.txt (the tables), DIR/lda_*.csv (curves) and DIR/lda_ll.png,
-DIR/lda_perplexity.png (gnuplot). Needs a release build (build/release/tools/tessera).
+Writes (to --out, default bench/out) lda_bench.txt (the tables), lda_*.csv (curves), lda_ll.png and
+lda_perplexity.png (gnuplot). Needs a release build (build/release/tools/tessera).
 """
 import argparse
 import csv
@@ -213,7 +213,7 @@ def main():
                     help="directory with WarpLDA's warplda and format binaries (optional)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="KOS only, fewer iterations")
-    ap.add_argument("--out", default=os.path.join(ROOT, "build", "bench"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
     args = ap.parse_args()
     if not os.path.exists(TESSERA):
         sys.exit(f"{TESSERA}: missing; build first (cmake --preset release && cmake --build "
