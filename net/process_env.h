@@ -1,0 +1,34 @@
+// Which process of a multi-process run this is, from the launcher's environment:
+//   mpirun (Open MPI)   OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE
+//   srun (Slurm)        SLURM_PROCID, SLURM_NTASKS
+//   tessera launch      TESSERA_RANK, TESSERA_SIZE
+// and where rank 0's rendezvous listens: TESSERA_RENDEZVOUS=host:port (tessera launch sets
+// it; under mpirun or srun it must be exported, e.g. mpirun -x TESSERA_RENDEZVOUS=...).
+// TESSERA_* wins when several are set. No launcher variables at all means a single process.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/status.h"
+
+namespace tessera::net {
+
+struct ProcessInfo {
+  int rank = 0;
+  int size = 1;
+  std::string launcher = "none";  // "tessera", "mpirun", "srun" or "none"
+  std::string rendezvous_host;    // empty for a single process
+  std::uint16_t rendezvous_port = 0;
+  bool multi_process() const { return size > 1; }
+};
+
+// Reads the variables above; errors name the variable and what is wrong with it.
+StatusOr<ProcessInfo> ProcessFromEnvironment();
+
+// Parses "host:port" (host may be a name, an IPv4 address or [IPv6]); `what` names the source
+// in errors.
+Status ParseHostPort(const std::string& text, const std::string& what, std::string& host,
+                     std::uint16_t& port);
+
+}  // namespace tessera::net
