@@ -116,7 +116,7 @@ def run_tessera(corpus_args, k, threads, iterations, mode, tmp, every=5, extra=(
     cmd = [TESSERA, "lda"] + corpus_args + [
         "--topics", str(k), "--workers", str(threads), "--threads", str(threads),
         "--iterations", str(iterations), "--evaluate-every", str(every), "--mode", mode,
-        "--trace", trace, "--summary", summary, "--quiet"] + list(extra)
+        "--trace", trace, "--summary", summary, "--quiet", "--no-files"] + list(extra)
     peak_rss_of(cmd)
     with open(trace) as f:
         rows = list(csv.DictReader(f))

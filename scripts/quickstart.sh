@@ -20,7 +20,7 @@ kos="${TESSERA_DATA_DIR:-../shared/datasets}/uci-bow-kos"
 if [[ -f "$kos/docword.kos.txt.gz" ]]; then
   ./build/release/tools/tessera lda --corpus "$kos/docword.kos.txt.gz" \
     --vocab "$kos/vocab.kos.txt.gz" --topics 20 --iterations 50 --evaluate-every 10 \
-    --workers 2 --show-topics 5 --topics-out build/kos_topics.txt
+    --workers 2 --show-topics 5 --topics-out build/kos_topics.txt --output build/kos_model.txt
 else
   echo "LDA example skipped: UCI KOS not found under TESSERA_DATA_DIR ($kos)"
 fi

@@ -35,6 +35,7 @@ struct AppSpec {
   std::string curve;  // trace column plotted: "objective" as relative suboptimality, or a metric
   std::string curve_label;
   bool rising = false;  // the curve goes up as the fit improves (the key goes bottom right)
+  std::vector<std::string> child_args;  // added to both runs (e.g. no output files)
 };
 
 const AppSpec kApps[] = {
@@ -46,7 +47,8 @@ const AppSpec kApps[] = {
      {"kkt", "nonzeros"},
      "objective",
      "relative suboptimality (F - F*) / F*",
-     false},
+     false,
+     {}},
     {"mf",
      {"--mode", "--trace", "--summary", "--output", "--quiet", "--max-seconds", "--epochs"},
      "--max-seconds",
@@ -54,17 +56,19 @@ const AppSpec kApps[] = {
      {"train_rmse", "test_rmse"},
      "test_rmse",
      "test RMSE",
-     false},
+     false,
+     {}},
     // The objective is -log p(w, z) (minimized, like the others).
     {"lda",
-     {"--mode", "--trace", "--summary", "--output", "--topics-out", "--quiet", "--max-seconds",
-      "--iterations"},
+     {"--mode", "--trace", "--summary", "--output", "--topics-out", "--no-files", "--quiet",
+      "--max-seconds", "--iterations"},
      "--max-seconds",
      {"--iterations", "--iterations"},
      {"ll_per_token", "perplexity", "tokens_per_second"},
      "ll_per_token",
      "log-likelihood per token",
-     true},
+     true,
+     {"--no-files"}},
 };
 
 // A CSV file with a header, as rows of name -> field.
@@ -248,6 +252,7 @@ int RunCompare(const CompareFlags& flags) {
     const fs::path summary = dir / (mode + ".summary.csv");
     args.insert(args.end(), {"--mode", mode, "--trace", trace.string(), "--summary",
                              summary.string(), "--quiet"});
+    args.insert(args.end(), app->child_args.begin(), app->child_args.end());
     if (flags.budget_seconds > 0) {
       args.insert(args.end(), {app->seconds_flag, FormatDouble(flags.budget_seconds)});
     }

@@ -82,8 +82,11 @@ CLI::App* AddLdaCommand(CLI::App& app, LdaFlags& f) {
       ->capture_default_str();
   t.add_option("--show-topics", f.show_topics, "Topics printed at the end (0: none)")
       ->capture_default_str();
-  t.add_option("--topics-out", f.topics_out, "Write every topic's top words here");
-  t.add_option("--output", f.output, "Write the model (word-topic and doc-topic counts) here");
+  t.add_option("--topics-out", f.topics_out, "Write every topic's top words here")
+      ->capture_default_str();
+  t.add_option("--output", f.output, "Write the model (word-topic and doc-topic counts) here")
+      ->capture_default_str();
+  t.add_flag("--no-files", f.no_files, "Write neither the topics nor the model file");
   t.add_option("--trace", f.trace,
                "Per-evaluation CSV: round (iteration),seconds,objective (-log p(w,z)),"
                "ll_per_token,tokens_per_second,perplexity,bytes");
@@ -178,11 +181,14 @@ int RunLda(LdaFlags& f) {
       std::printf("\n");
     }
   }
-  if (!f.topics_out.empty()) {
+  if (!f.no_files && !f.topics_out.empty()) {
     if (auto st = WriteLdaTopics(f.topics_out, m, f.top_words); !st.ok()) return Fail(st);
+    if (!f.quiet)
+      std::printf("wrote %s (top words of %d topics)\n", f.topics_out.c_str(), m.topics);
   }
-  if (!f.output.empty()) {
+  if (!f.no_files && !f.output.empty()) {
     if (auto st = WriteLdaModel(f.output, m); !st.ok()) return Fail(st);
+    if (!f.quiet) std::printf("wrote %s (word-topic and doc-topic counts)\n", f.output.c_str());
   }
   // The trace and summary state the objective as -log p(w, z), minimized like the other apps'
   // (tessera compare reads them); bytes per evaluation are known only in total: spread evenly.

@@ -11,7 +11,8 @@ namespace tessera {
 
 struct LdaFlags {
   std::string corpus, vocab, format = "auto", test;
-  std::string topics_out, output, trace, summary;
+  std::string topics_out = "lda-topics.txt", output = "lda-model.txt", trace, summary;
+  bool no_files = false;
   LdaOptions opts;
   double heldout = 0;
   int min_count = 1;

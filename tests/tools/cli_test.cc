@@ -228,9 +228,10 @@ TEST(CliTest, LdaFitsWritesTopicsAndModelAndCompares) {
   EXPECT_EQ(line, "tessera-lda 1");
   auto dp = RunCli("lda --corpus " + docword + " --vocab " + vocab +
                    " --topics 5 --iterations 5 --workers 2 --mode data-parallel --servers 2 "
-                   "--consistency essp:1 --batch-size 10");
+                   "--consistency essp:1 --batch-size 10 --no-files");
   ASSERT_EQ(dp.code, 0) << dp.output;
   EXPECT_THAT(dp.output, HasSubstr("consistency essp:1, update frequency batch, batch 10"));
+  EXPECT_THAT(dp.output, ::testing::Not(HasSubstr("wrote")));
   const std::string cmp = dir.Path("cmp");
   auto compare = RunCli("compare lda --corpus " + docword + " --vocab " + vocab +
                         " --topics 5 --workers 2 --budget-rounds 10 --out " + cmp);
