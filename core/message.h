@@ -49,6 +49,7 @@ enum class MessageKind : std::uint8_t {
 struct Message {
   MessageKind kind = MessageKind::kStop;
   Rank from = 0;
+  Rank to = -1;  // set by Transport::Send; the TCP transport routes frames by it
   std::uint64_t round = 0;
   std::vector<Block> blocks;      // kPush
   std::vector<Key> stale_keys;    // kPush: keys of earlier rounds not yet applied at the worker

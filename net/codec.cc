@@ -84,6 +84,7 @@ wire::Message ToWire(const Message& m) {
   w.range_begin = static_cast<std::int64_t>(m.range.begin);
   w.range_end = static_cast<std::int64_t>(m.range.end);
   w.raw_add = m.raw_add;
+  w.receiver = m.to;
   return w;
 }
 
@@ -131,6 +132,7 @@ StatusOr<Message> FromWire(const wire::Message& w) {
                            std::to_string(m.range.end) + ")");
   }
   m.raw_add = w.raw_add;
+  m.to = w.receiver;
   return m;
 }
 
@@ -181,6 +183,23 @@ std::string EncodeHeartbeat(std::uint64_t sequence) {
   return Serialize(f);
 }
 
+std::string EncodeJoin(int process, std::string_view address) {
+  wire::Frame f;
+  wire::Join j;
+  j.process = process;
+  j.address = std::string(address);
+  f.__set_join(j);
+  return Serialize(f);
+}
+
+std::string EncodePeers(const std::vector<std::string>& addresses) {
+  wire::Frame f;
+  wire::Peers p;
+  p.addresses = addresses;
+  f.__set_peers(p);
+  return Serialize(f);
+}
+
 StatusOr<Frame> DecodeFrame(std::string_view body, std::uint32_t max_frame_bytes) {
   if (body.size() > max_frame_bytes) {
     return InvalidArgument("frame: " + std::to_string(body.size()) + " bytes, over the limit of " +
@@ -208,7 +227,7 @@ StatusOr<Frame> DecodeFrame(std::string_view body, std::uint32_t max_frame_bytes
                            " trailing bytes after the frame");
   }
   const int members = f.__isset.message + f.__isset.challenge + f.__isset.response +
-                      f.__isset.heartbeat + f.__isset.batch;
+                      f.__isset.heartbeat + f.__isset.batch + f.__isset.join + f.__isset.peers;
   if (members != 1) {
     return InvalidArgument("frame: " + std::to_string(members) +
                            " members set in the frame union (expected 1)");
@@ -233,6 +252,13 @@ StatusOr<Frame> DecodeFrame(std::string_view body, std::uint32_t max_frame_bytes
     out.kind = Frame::Kind::kResponse;
     out.rank = f.response.rank;
     out.mac = f.response.mac;
+  } else if (f.__isset.join) {
+    out.kind = Frame::Kind::kJoin;
+    out.rank = f.join.process;
+    out.address = f.join.address;
+  } else if (f.__isset.peers) {
+    out.kind = Frame::Kind::kPeers;
+    out.peers = f.peers.addresses;
   } else {
     out.kind = Frame::Kind::kHeartbeat;
     out.sequence = static_cast<std::uint64_t>(f.heartbeat.sequence);

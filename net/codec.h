@@ -25,13 +25,15 @@ inline constexpr std::uint32_t kDefaultMaxFrameBytes = 256u << 20;  // 256 MiB
 
 // A decoded frame.
 struct Frame {
-  enum class Kind { kMessages, kChallenge, kResponse, kHeartbeat };
+  enum class Kind { kMessages, kChallenge, kResponse, kHeartbeat, kJoin, kPeers };
   Kind kind = Kind::kMessages;
-  std::vector<Message> messages;  // kMessages: one, or a batch
-  std::string nonce;              // kChallenge
-  int rank = -1;                  // kResponse
-  std::string mac;                // kResponse
-  std::uint64_t sequence = 0;     // kHeartbeat
+  std::vector<Message> messages;   // kMessages: one, or a batch
+  std::string nonce;               // kChallenge
+  int rank = -1;                   // kResponse, kJoin: the process index
+  std::string mac;                 // kResponse
+  std::string address;             // kJoin
+  std::vector<std::string> peers;  // kPeers
+  std::uint64_t sequence = 0;      // kHeartbeat
 };
 
 // Frame bodies (without the length prefix). One message encodes as a single message, more as a
@@ -40,6 +42,8 @@ std::string EncodeMessages(std::span<const Message> messages);
 std::string EncodeChallenge(std::string_view nonce);
 std::string EncodeResponse(int rank, std::string_view mac);
 std::string EncodeHeartbeat(std::uint64_t sequence);
+std::string EncodeJoin(int process, std::string_view address);
+std::string EncodePeers(const std::vector<std::string>& addresses);
 
 // Decodes one frame body of at most `max_frame_bytes`.
 StatusOr<Frame> DecodeFrame(std::string_view body,

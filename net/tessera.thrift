@@ -36,6 +36,7 @@ struct Message {
   15: i64 range_begin
   16: i64 range_end
   17: bool raw_add
+  18: i32 receiver
 }
 
 // Connection set-up: the accepting side sends a Challenge, the connecting side answers with
@@ -54,10 +55,24 @@ struct Heartbeat {
   1: i64 sequence
 }
 
+// A process joining the run, to rank 0's rendezvous: its index and the address its own
+// listener accepts on.
+struct Join {
+  1: i32 process
+  2: string address
+}
+
+// Rank 0's answer once every process has joined: each process's listen address, by index.
+struct Peers {
+  1: list<string> addresses
+}
+
 union Frame {
   1: Message message
   2: Challenge challenge
   3: Response response
   4: Heartbeat heartbeat
   5: list<Message> batch  // small messages sent together
+  6: Join join
+  7: Peers peers
 }

@@ -47,6 +47,7 @@ Message Filled(MessageKind kind, std::uint64_t seed) {
   m.keys = keys(4);
   m.range = {10, 20};
   m.raw_add = true;
+  m.to = static_cast<Rank>(rng() % 100);
   return m;
 }
 
@@ -77,6 +78,7 @@ void ExpectSame(const Message& a, const Message& b) {
   EXPECT_EQ(a.keys, b.keys);
   EXPECT_EQ(a.range, b.range);
   EXPECT_EQ(a.raw_add, b.raw_add);
+  EXPECT_EQ(a.to, b.to);
 }
 
 constexpr MessageKind kAllKinds[] = {
@@ -118,6 +120,15 @@ TEST(CodecTest, BatchesAndControlFramesRoundTrip) {
   EXPECT_EQ(r->kind, Frame::Kind::kResponse);
   EXPECT_EQ(r->rank, 3);
   EXPECT_EQ(r->mac, "mac-bytes");
+  auto j = DecodeFrame(EncodeJoin(2, "127.0.0.1:4000"));
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ(j->kind, Frame::Kind::kJoin);
+  EXPECT_EQ(j->rank, 2);
+  EXPECT_EQ(j->address, "127.0.0.1:4000");
+  auto p = DecodeFrame(EncodePeers({"a:1", "b:2", "c:3"}));
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->kind, Frame::Kind::kPeers);
+  EXPECT_EQ(p->peers, (std::vector<std::string>{"a:1", "b:2", "c:3"}));
   auto h = DecodeFrame(EncodeHeartbeat(123456789012345ULL));
   ASSERT_TRUE(h.ok());
   EXPECT_EQ(h->kind, Frame::Kind::kHeartbeat);

@@ -1,0 +1,558 @@
+#include "net/tcp_transport.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <boost/asio.hpp>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+#include "core/fiber_pool.h"
+#include "net/auth.h"
+
+namespace tessera::net {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+Status TcpOptions::Validate() const {
+  if (secret.size() < kMinSecretBytes) {
+    return InvalidArgument("the shared secret has " + std::to_string(secret.size()) +
+                           " bytes; at least " + std::to_string(kMinSecretBytes) + " needed");
+  }
+  if (max_frame_bytes < 1024) return InvalidArgument("--max-frame-bytes must be at least 1024");
+  if (heartbeat_every.count() <= 0 || silence_timeout <= heartbeat_every) {
+    return InvalidArgument("the silence timeout must be longer than the heartbeat interval");
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+constexpr std::uint32_t kHandshakeFrameBytes = 4096;  // before authentication
+
+// Blocking frame I/O for the set-up phase; the socket's receive timeout bounds every read.
+Status WriteFrame(tcp::socket& s, std::string_view body) {
+  std::string out;
+  AppendFrame(out, body);
+  boost::system::error_code ec;
+  asio::write(s, asio::buffer(out), ec);
+  if (ec) return Unavailable("write failed: " + ec.message());
+  return Status::Ok();
+}
+
+// Reads exactly n bytes by the deadline (Asio's blocking reads retry past SO_RCVTIMEO, so the
+// set-up phase polls the descriptor itself).
+Status ReadExactly(tcp::socket& s, char* buf, std::size_t n, Clock::time_point deadline) {
+  const int fd = s.native_handle();
+  std::size_t got = 0;
+  while (got < n) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return Unavailable("timed out waiting for the peer");
+    pollfd p{fd, POLLIN, 0};
+    const int r = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1 << 30)));
+    if (r == 0) return Unavailable("timed out waiting for the peer");
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return Unavailable(std::string("poll failed: ") + std::strerror(errno));
+    }
+    const ssize_t k = ::recv(fd, buf + got, n - got, 0);
+    if (k == 0) return Unavailable("connection closed");
+    if (k < 0) {
+      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+      return Unavailable(std::string("read failed: ") + std::strerror(errno));
+    }
+    got += static_cast<std::size_t>(k);
+  }
+  return Status::Ok();
+}
+
+StatusOr<Frame> ReadFrame(tcp::socket& s, std::uint32_t max_bytes, Clock::time_point deadline) {
+  unsigned char prefix[4];
+  TESSERA_RETURN_IF_ERROR(ReadExactly(s, reinterpret_cast<char*>(prefix), 4, deadline));
+  const std::uint32_t n = (std::uint32_t{prefix[0]} << 24) | (std::uint32_t{prefix[1]} << 16) |
+                          (std::uint32_t{prefix[2]} << 8) | std::uint32_t{prefix[3]};
+  if (n > max_bytes) {
+    return InvalidArgument("frame of " + std::to_string(n) +
+                           " bytes announced, over the limit of " + std::to_string(max_bytes));
+  }
+  std::string body(n, '\0');
+  TESSERA_RETURN_IF_ERROR(ReadExactly(s, body.data(), n, deadline));
+  return DecodeFrame(body, max_bytes);
+}
+
+std::string Peer(const tcp::socket& s) {
+  boost::system::error_code ec;
+  auto ep = s.remote_endpoint(ec);
+  return ec ? std::string("unknown peer")
+            : ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+}  // namespace
+
+struct TcpTransport::Impl {
+  struct Connection {
+    Connection(asio::io_context& io, std::uint32_t max_frame_bytes)
+        : socket(io), reader(max_frame_bytes) {}
+    tcp::socket socket;
+    int process = -1;
+    FrameReader reader;
+    std::array<char, 1 << 16> buffer;
+    FiberMutex mu;  // guards the send queue (senders are fibers; the I/O thread locks it too)
+    FiberCondition drained;
+    std::string queue;  // framed bytes waiting to be written
+    std::string writing_now;
+    bool writing = false;
+    std::atomic<std::int64_t> last_heard{0};  // steady_clock ticks
+  };
+
+  Impl(const TcpOptions& o, int processes)
+      : opts(o), acceptor(io), heartbeat(io), conns(static_cast<std::size_t>(processes)) {}
+
+  TcpOptions opts;
+  asio::io_context io;
+  tcp::acceptor acceptor;
+  asio::steady_timer heartbeat;
+  std::thread io_thread;
+  std::vector<std::unique_ptr<Connection>> conns;        // by process; null for this one
+  std::vector<std::unique_ptr<Mailbox<Message>>> boxes;  // by rank; null when not hosted
+  std::atomic<std::uint64_t> payload_bytes{0}, wire_bytes{0};
+  std::atomic<bool> running{false};
+  mutable std::mutex fail_mu;
+  Status failed;  // first failure
+  std::atomic<bool> has_failed{false};
+  std::uint64_t heartbeats = 0;
+
+  void Fail(const Status& s) {
+    {
+      std::lock_guard lock(fail_mu);
+      if (has_failed.load()) return;
+      failed = s;
+      has_failed.store(true);
+    }
+    for (auto& b : boxes) {
+      if (b) b->Close();
+    }
+    for (auto& c : conns) {
+      if (!c) continue;
+      std::unique_lock lock(c->mu);
+      c->drained.notify_all();
+    }
+    asio::post(io, [this] {
+      boost::system::error_code ec;
+      for (auto& c : conns) {
+        if (c) c->socket.close(ec);
+      }
+      heartbeat.cancel();
+    });
+  }
+
+  Status Failure() const {
+    std::lock_guard lock(fail_mu);
+    return failed;
+  }
+
+  void StartRead(Connection& c) {
+    c.socket.async_read_some(
+        asio::buffer(c.buffer), [this, &c](const boost::system::error_code& ec, std::size_t n) {
+          if (ec) {
+            if (running.load()) {
+              Fail(Unavailable(
+                  "lost process " + std::to_string(c.process) + ": " +
+                  (ec == asio::error::eof ? std::string("connection closed") : ec.message())));
+            }
+            return;
+          }
+          c.last_heard.store(Clock::now().time_since_epoch().count());
+          c.reader.Feed(c.buffer.data(), n);
+          while (true) {
+            auto body = c.reader.Next();
+            if (!body.ok()) {
+              Fail(InvalidArgument("process " + std::to_string(c.process) + ": " +
+                                   body.status().message()));
+              return;
+            }
+            if (!*body) break;
+            auto frame = DecodeFrame(**body, opts.max_frame_bytes);
+            if (!frame.ok()) {
+              Fail(InvalidArgument("process " + std::to_string(c.process) +
+                                   " sent a bad frame: " + frame.status().message()));
+              return;
+            }
+            if (frame->kind == Frame::Kind::kHeartbeat) continue;
+            if (frame->kind != Frame::Kind::kMessages) {
+              Fail(InvalidArgument("process " + std::to_string(c.process) +
+                                   " sent a set-up frame after set-up"));
+              return;
+            }
+            for (Message& m : frame->messages) {
+              if (m.to < 0 || static_cast<std::size_t>(m.to) >= boxes.size() || !boxes[m.to]) {
+                Fail(InvalidArgument("process " + std::to_string(c.process) +
+                                     " sent a message for rank " + std::to_string(m.to) +
+                                     ", which this process does not host"));
+                return;
+              }
+              boxes[static_cast<std::size_t>(m.to)]->Push(std::move(m));
+            }
+          }
+          StartRead(c);
+        });
+  }
+
+  // I/O thread: writes whatever is queued on `c`, then looks again.
+  void StartWrite(Connection& c) {
+    {
+      std::unique_lock lock(c.mu);
+      if (c.queue.empty()) {
+        c.writing = false;
+        return;
+      }
+      c.writing_now.swap(c.queue);
+      c.queue.clear();
+    }
+    asio::async_write(c.socket, asio::buffer(c.writing_now),
+                      [this, &c](const boost::system::error_code& ec, std::size_t n) {
+                        wire_bytes.fetch_add(n, std::memory_order_relaxed);
+                        {
+                          std::unique_lock lock(c.mu);
+                          c.writing_now.clear();
+                          c.drained.notify_all();
+                        }
+                        if (ec) {
+                          if (running.load()) {
+                            Fail(Unavailable("lost process " + std::to_string(c.process) +
+                                             ": write failed: " + ec.message()));
+                          }
+                          return;
+                        }
+                        StartWrite(c);
+                      });
+  }
+
+  // Queues framed bytes on `c`; waits (parking the fiber) while the queue is over the limit.
+  Status Enqueue(Connection& c, std::string framed) {
+    std::unique_lock lock(c.mu);
+    c.drained.wait(lock, [&] {
+      return has_failed.load() || c.queue.size() + c.writing_now.size() < opts.max_queued_bytes;
+    });
+    if (has_failed.load()) return Failure();
+    c.queue += framed;
+    if (!c.writing) {
+      c.writing = true;
+      asio::post(io, [this, &c] { StartWrite(c); });
+    }
+    return Status::Ok();
+  }
+
+  void Beat() {
+    heartbeat.expires_after(opts.heartbeat_every);
+    heartbeat.async_wait([this](const boost::system::error_code& ec) {
+      if (ec || has_failed.load()) return;
+      const auto now = Clock::now().time_since_epoch().count();
+      const auto silence =
+          std::chrono::duration_cast<Clock::duration>(opts.silence_timeout).count();
+      std::string beat;
+      AppendFrame(beat, EncodeHeartbeat(++heartbeats));
+      for (auto& c : conns) {
+        if (!c) continue;
+        if (now - c->last_heard.load() > silence) {
+          Fail(Unavailable("lost process " + std::to_string(c->process) + ": silent for " +
+                           std::to_string(opts.silence_timeout.count()) + " ms"));
+          return;
+        }
+        std::unique_lock lock(c->mu);
+        c->queue += beat;
+        if (!c->writing) {
+          c->writing = true;
+          asio::post(io, [this, conn = c.get()] { StartWrite(*conn); });
+        }
+      }
+      Beat();
+    });
+  }
+};
+
+TcpTransport::TcpTransport(const ProcessInfo& me, std::vector<int> process_of_rank)
+    : me_(me), process_of_rank_(std::move(process_of_rank)) {}
+
+StatusOr<std::unique_ptr<TcpTransport>> TcpTransport::Create(const ProcessInfo& me,
+                                                             std::vector<int> process_of_rank,
+                                                             const TcpOptions& options) {
+  TESSERA_RETURN_IF_ERROR(options.Validate());
+  if (me.size < 1 || me.rank < 0 || me.rank >= me.size) {
+    return InvalidArgument("process " + std::to_string(me.rank) + " of " + std::to_string(me.size));
+  }
+  for (int p : process_of_rank) {
+    if (p < 0 || p >= me.size) {
+      return InvalidArgument("a rank is placed on process " + std::to_string(p) + " of " +
+                             std::to_string(me.size));
+    }
+  }
+  std::unique_ptr<TcpTransport> t(new TcpTransport(me, std::move(process_of_rank)));
+  t->impl_ = std::make_unique<Impl>(options, me.size);
+  Impl& im = *t->impl_;
+  for (std::size_t r = 0; r < t->process_of_rank_.size(); ++r) {
+    im.boxes.push_back(t->hosts(static_cast<Rank>(r)) ? std::make_unique<Mailbox<Message>>()
+                                                      : nullptr);
+  }
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(options.bind, ec);
+  if (ec) return InvalidArgument("--bind '" + options.bind + "': " + ec.message());
+  const std::uint16_t port = me.rank == 0 ? me.rendezvous_port : 0;
+  tcp::endpoint ep(address, port);
+  im.acceptor.open(ep.protocol(), ec);
+  if (!ec) im.acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) im.acceptor.bind(ep, ec);
+  if (!ec) im.acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return Unavailable("cannot listen on " + options.bind + ":" + std::to_string(port) + ": " +
+                       ec.message());
+  }
+  t->listen_port_ = im.acceptor.local_endpoint().port();
+  return t;
+}
+
+TcpTransport::~TcpTransport() {
+  if (!impl_) return;
+  impl_->running.store(false);
+  Close();
+  impl_->io.stop();
+  if (impl_->io_thread.joinable()) impl_->io_thread.join();
+}
+
+Status TcpTransport::Establish() {
+  Impl& im = *impl_;
+  const auto deadline = Clock::now() + im.opts.connect_timeout;
+  const std::string& secret = im.opts.secret;
+  const int P = me_.size;
+  std::vector<std::string> addresses(static_cast<std::size_t>(P));
+  addresses[0] = me_.rendezvous_host + ":" + std::to_string(me_.rendezvous_port);
+  im.acceptor.non_blocking(true);
+
+  // Accepts until `want(process)` connections are authenticated; returns them by process.
+  auto accept = [&](auto&& wanted, int count) -> Status {
+    int got = 0;
+    while (got < count) {
+      if (Clock::now() > deadline) {
+        std::string missing;
+        for (int p = 0; p < P; ++p) {
+          if (p != me_.rank && wanted(p) && !im.conns[static_cast<std::size_t>(p)]) {
+            missing += (missing.empty() ? "" : ", ") + std::to_string(p);
+          }
+        }
+        return Unavailable("process " + std::to_string(me_.rank) + ": processes " + missing +
+                           " did not connect within " +
+                           std::to_string(im.opts.connect_timeout.count()) + " ms");
+      }
+      auto c = std::make_unique<Impl::Connection>(im.io, im.opts.max_frame_bytes);
+      boost::system::error_code ec;
+      im.acceptor.accept(c->socket, ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        continue;
+      }
+      if (ec) return Unavailable("accept failed: " + ec.message());
+      c->socket.non_blocking(false);
+      // A peer gets 2 s to answer: a silent connection cannot hold the rendezvous for long.
+      const auto answer_by = std::min(deadline, Clock::now() + std::chrono::seconds(2));
+      const std::string who = Peer(c->socket);
+      auto drop = [&](const std::string& why) {
+        std::cerr << "tessera: process " << me_.rank << ": dropped a connection from " << who
+                  << ": " << why << std::endl;
+      };
+      TESSERA_ASSIGN_OR_RETURN(std::string nonce, MakeNonce());
+      if (!WriteFrame(c->socket, EncodeChallenge(nonce)).ok()) {
+        drop("it closed before the challenge");
+        continue;
+      }
+      auto answer = ReadFrame(c->socket, kHandshakeFrameBytes, answer_by);
+      if (!answer.ok()) {
+        drop(answer.status().message());
+        continue;
+      }
+      if (answer->kind != Frame::Kind::kResponse) {
+        drop("it did not answer the challenge");
+        continue;
+      }
+      const int p = answer->rank;
+      if (p < 0 || p >= P || p == me_.rank || !wanted(p)) {
+        drop("it claims to be process " + std::to_string(p) + ", not expected here");
+        continue;
+      }
+      if (!VerifyResponse(secret, nonce, p, answer->mac)) {
+        drop("wrong secret (HMAC mismatch) for process " + std::to_string(p));
+        continue;
+      }
+      if (im.conns[static_cast<std::size_t>(p)]) {
+        drop("process " + std::to_string(p) + " is already connected");
+        continue;
+      }
+      if (me_.rank == 0) {  // the rendezvous: the joining process says where it listens
+        auto join = ReadFrame(c->socket, kHandshakeFrameBytes, answer_by);
+        if (!join.ok() || join->kind != Frame::Kind::kJoin || join->rank != p) {
+          drop("no Join after the handshake");
+          continue;
+        }
+        addresses[static_cast<std::size_t>(p)] = join->address;
+      }
+      c->process = p;
+      im.conns[static_cast<std::size_t>(p)] = std::move(c);
+      ++got;
+    }
+    return Status::Ok();
+  };
+
+  // Connects to `address` as this process, retrying until the deadline.
+  auto connect = [&](int p,
+                     const std::string& address) -> StatusOr<std::unique_ptr<Impl::Connection>> {
+    std::string host;
+    std::uint16_t port = 0;
+    TESSERA_RETURN_IF_ERROR(
+        ParseHostPort(address, "address of process " + std::to_string(p), host, port));
+    tcp::resolver resolver(im.io);
+    std::string last = "no attempt";
+    while (Clock::now() < deadline) {
+      boost::system::error_code ec;
+      auto endpoints = resolver.resolve(host, std::to_string(port), ec);
+      auto c = std::make_unique<Impl::Connection>(im.io, im.opts.max_frame_bytes);
+      if (!ec) asio::connect(c->socket, endpoints, ec);
+      if (ec) {
+        last = ec.message();
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        continue;
+      }
+      auto challenge = ReadFrame(c->socket, kHandshakeFrameBytes, deadline);
+      if (!challenge.ok())
+        return Unavailable("process " + std::to_string(p) + " at " + address +
+                           ": no challenge: " + challenge.status().message());
+      if (challenge->kind != Frame::Kind::kChallenge || challenge->nonce.size() != kNonceBytes) {
+        return Unavailable("process " + std::to_string(p) + " at " + address +
+                           ": sent something else than a challenge");
+      }
+      TESSERA_RETURN_IF_ERROR(WriteFrame(
+          c->socket, EncodeResponse(me_.rank, ResponseMac(secret, challenge->nonce, me_.rank))));
+      c->process = p;
+      return c;
+    }
+    return Unavailable("process " + std::to_string(me_.rank) + ": cannot connect to process " +
+                       std::to_string(p) + " at " + address + " within " +
+                       std::to_string(im.opts.connect_timeout.count()) + " ms (" + last + ")");
+  };
+
+  const std::string own = im.opts.bind + ":" + std::to_string(listen_port_);
+  if (me_.rank == 0) {
+    TESSERA_RETURN_IF_ERROR(accept([](int) { return true; }, P - 1));
+    addresses[0] = own;
+    for (int p = 1; p < P; ++p) {
+      TESSERA_RETURN_IF_ERROR(
+          WriteFrame(im.conns[static_cast<std::size_t>(p)]->socket, EncodePeers(addresses)));
+    }
+  } else {
+    TESSERA_ASSIGN_OR_RETURN(auto c0, connect(0, addresses[0]));
+    TESSERA_RETURN_IF_ERROR(WriteFrame(c0->socket, EncodeJoin(me_.rank, own)));
+    auto peers = ReadFrame(c0->socket, im.opts.max_frame_bytes, deadline);
+    if (!peers.ok()) {
+      return Unavailable("process " + std::to_string(me_.rank) +
+                         ": no peer table from process 0: " + peers.status().message());
+    }
+    if (peers->kind != Frame::Kind::kPeers || peers->peers.size() != static_cast<std::size_t>(P)) {
+      return Unavailable("process 0 sent a bad peer table");
+    }
+    addresses = peers->peers;
+    im.conns[0] = std::move(c0);
+    for (int j = 1; j < me_.rank; ++j) {
+      TESSERA_ASSIGN_OR_RETURN(im.conns[static_cast<std::size_t>(j)],
+                               connect(j, addresses[static_cast<std::size_t>(j)]));
+    }
+    const int me = me_.rank;
+    TESSERA_RETURN_IF_ERROR(accept([me](int p) { return p > me; }, P - 1 - me));
+  }
+  boost::system::error_code ec;
+  im.acceptor.close(ec);
+  const auto now = Clock::now().time_since_epoch().count();
+  for (auto& c : im.conns) {
+    if (!c) continue;
+    c->socket.set_option(tcp::no_delay(true), ec);
+    c->last_heard.store(now);
+  }
+  im.running.store(true);
+  for (auto& c : im.conns) {
+    if (c) im.StartRead(*c);
+  }
+  im.Beat();
+  im.io_thread = std::thread([&im] {
+    auto guard = asio::make_work_guard(im.io);
+    im.io.run();
+  });
+  return Status::Ok();
+}
+
+Status TcpTransport::Send(Rank to, Message msg) {
+  if (to < 0 || to >= size()) {
+    return InvalidArgument("send to rank " + std::to_string(to) + " of " + std::to_string(size()));
+  }
+  Impl& im = *impl_;
+  if (im.has_failed.load()) return im.Failure();
+  im.payload_bytes.fetch_add(msg.PayloadBytes(), std::memory_order_relaxed);
+  msg.to = to;
+  if (hosts(to)) {
+    if (!im.boxes[static_cast<std::size_t>(to)]->Push(std::move(msg))) {
+      return Unavailable("transport closed");
+    }
+    return Status::Ok();
+  }
+  auto& c = im.conns[static_cast<std::size_t>(process_of_rank_[static_cast<std::size_t>(to)])];
+  if (!c || !im.running.load()) return FailedPrecondition("the TCP transport is not established");
+  std::string framed;
+  AppendFrame(framed, EncodeMessages({&msg, 1}));
+  return im.Enqueue(*c, std::move(framed));
+}
+
+StatusOr<Message> TcpTransport::Receive(Rank self) {
+  TESSERA_CHECK(self >= 0 && self < size() && hosts(self)) << "rank " << self << " is not here";
+  Message m;
+  if (!impl_->boxes[static_cast<std::size_t>(self)]->Pop(m)) {
+    Status f = impl_->Failure();
+    return f.ok() ? Unavailable("transport closed") : f;
+  }
+  return m;
+}
+
+StatusOr<Message> TcpTransport::TryReceive(Rank self) {
+  TESSERA_CHECK(self >= 0 && self < size() && hosts(self)) << "rank " << self << " is not here";
+  Message m;
+  switch (impl_->boxes[static_cast<std::size_t>(self)]->TryPop(m)) {
+    case Mailbox<Message>::TryResult::kItem:
+      return m;
+    case Mailbox<Message>::TryResult::kEmpty:
+      return NotFound("no message queued");
+    case Mailbox<Message>::TryResult::kClosed:
+      break;
+  }
+  Status f = impl_->Failure();
+  return f.ok() ? Unavailable("transport closed") : f;
+}
+
+void TcpTransport::Close() {
+  for (auto& b : impl_->boxes) {
+    if (b) b->Close();
+  }
+}
+
+std::uint64_t TcpTransport::bytes_sent() const {
+  return impl_->payload_bytes.load(std::memory_order_relaxed);
+}
+
+std::uint64_t TcpTransport::wire_bytes_sent() const {
+  return impl_->wire_bytes.load(std::memory_order_relaxed);
+}
+
+Status TcpTransport::failure() const { return impl_->Failure(); }
+
+}  // namespace tessera::net

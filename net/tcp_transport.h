@@ -1,0 +1,81 @@
+// The Transport between processes: TCP on Boost.Asio, frames of net/codec.h, one connection
+// per pair of processes, every connection authenticated (net/auth.h) before anything else is
+// read from it.
+//
+// Ranks (the engines' endpoints) are spread over processes by `process_of_rank`; a message to
+// a rank of this process goes straight to its mailbox, any other is encoded and queued on the
+// connection to its process. Setting up (Establish):
+//   process 0   listens on the rendezvous port; every other process connects, answers the
+//               challenge and sends Join{index, its listen address}; once all have joined,
+//               process 0 sends each the table of addresses (Peers). Connections that fail
+//               the handshake are logged and dropped; process 0 keeps waiting for the rest.
+//   process i   after the rendezvous, connects to every process 1 <= j < i (answering j's
+//               challenge) and accepts from every k > i (challenging k).
+// Running: one I/O thread reads every connection (frames are decoded there and pushed to the
+// receiving rank's mailbox) and writes the send queues, concatenating what has queued up
+// (small messages batch themselves). A sender whose queue to a process holds more than
+// max_queued_bytes waits, parking its fiber, not its thread. Every connection carries a
+// heartbeat each heartbeat_every; a process silent for silence_timeout, a closed connection,
+// or a bad frame fails the transport: every receiver gets the error naming the process.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/transport.h"
+#include "net/codec.h"
+#include "net/process_env.h"
+
+namespace tessera::net {
+
+struct TcpOptions {
+  std::string bind = "127.0.0.1";  // address the listeners bind (also advertised to peers)
+  std::string secret;              // shared secret (>= 16 bytes)
+  std::uint32_t max_frame_bytes = kDefaultMaxFrameBytes;
+  std::chrono::milliseconds connect_timeout{20000};  // for the whole set-up
+  std::chrono::milliseconds heartbeat_every{500};
+  std::chrono::milliseconds silence_timeout{10000};
+  std::size_t max_queued_bytes = 64u << 20;  // per connection; senders wait beyond this
+  Status Validate() const;
+};
+
+class TcpTransport final : public Transport {
+ public:
+  // Process me.rank of me.size. Binds this process's listener (process 0: on the rendezvous
+  // port, which may be 0 for "any": see listen_port()) and starts the I/O thread.
+  static StatusOr<std::unique_ptr<TcpTransport>> Create(const ProcessInfo& me,
+                                                        std::vector<int> process_of_rank,
+                                                        const TcpOptions& options);
+  ~TcpTransport() override;
+
+  std::uint16_t listen_port() const { return listen_port_; }
+  // Connects every pair of processes (see above); an error after connect_timeout says which
+  // process is missing.
+  Status Establish();
+  bool hosts(Rank r) const { return process_of_rank_[static_cast<std::size_t>(r)] == me_.rank; }
+
+  int size() const override { return static_cast<int>(process_of_rank_.size()); }
+  Status Send(Rank to, Message msg) override;
+  StatusOr<Message> Receive(Rank self) override;
+  StatusOr<Message> TryReceive(Rank self) override;
+  void Close() override;
+  std::uint64_t bytes_sent() const override;
+  bool in_process() const override { return false; }
+  // Bytes written to sockets so far (frames, headers and heartbeats included).
+  std::uint64_t wire_bytes_sent() const;
+  // The error that failed the transport, or Ok.
+  Status failure() const;
+
+ private:
+  struct Impl;
+  TcpTransport(const ProcessInfo& me, std::vector<int> process_of_rank);
+  ProcessInfo me_;
+  std::vector<int> process_of_rank_;
+  std::uint16_t listen_port_ = 0;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tessera::net

@@ -1,0 +1,181 @@
+// The TCP transport on real loopback sockets, processes played by threads: every rank reaches
+// every other in order, large messages arrive whole, a wrong secret and garbage connections
+// are refused without stopping the run, an oversize frame and a lost process fail the
+// transport with a message naming the process.
+#include "net/tcp_transport.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <boost/asio.hpp>
+#include <random>
+#include <thread>
+
+namespace tessera::net {
+namespace {
+
+using ::testing::HasSubstr;
+
+TcpOptions Options(std::chrono::milliseconds timeout = std::chrono::milliseconds(10000)) {
+  TcpOptions o;
+  o.secret = "test-secret-0123456789";
+  o.connect_timeout = timeout;
+  return o;
+}
+
+// Creates process 0 (on a free rendezvous port), then the others, and establishes all at once.
+struct Cluster {
+  std::vector<std::unique_ptr<TcpTransport>> procs;
+  std::vector<Status> established;
+};
+
+Cluster Start(int processes, const std::vector<int>& process_of_rank,
+              std::vector<TcpOptions> options) {
+  Cluster c;
+  options.resize(static_cast<std::size_t>(processes), options.back());
+  ProcessInfo p0{0, processes, "tessera", "127.0.0.1", 0};
+  auto t0 = TcpTransport::Create(p0, process_of_rank, options[0]);
+  TESSERA_CHECK(t0.ok()) << t0.status().ToString();
+  const std::uint16_t port = (*t0)->listen_port();
+  c.procs.push_back(std::move(*t0));
+  for (int i = 1; i < processes; ++i) {
+    ProcessInfo pi{i, processes, "tessera", "127.0.0.1", port};
+    auto t = TcpTransport::Create(pi, process_of_rank, options[static_cast<std::size_t>(i)]);
+    TESSERA_CHECK(t.ok()) << t.status().ToString();
+    c.procs.push_back(std::move(*t));
+  }
+  c.established.resize(static_cast<std::size_t>(processes));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < processes; ++i) {
+    threads.emplace_back([&c, i] { c.established[i] = c.procs[i]->Establish(); });
+  }
+  for (auto& t : threads) t.join();
+  return c;
+}
+
+TEST(TcpTransportTest, EveryRankReachesEveryOtherInOrder) {
+  // 4 ranks on 3 processes: rank 0 on process 0, ranks 1 and 2 on process 1, rank 3 on 2.
+  const std::vector<int> where = {0, 1, 1, 2};
+  Cluster c = Start(3, where, {Options()});
+  for (const Status& s : c.established) ASSERT_TRUE(s.ok()) << s.ToString();
+  const int ranks = 4, per_pair = 200;
+  auto transport_of = [&](int r) { return c.procs[static_cast<std::size_t>(where[r])].get(); };
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(ranks);
+  for (int r = 0; r < ranks; ++r) {
+    threads.emplace_back([&, r] {
+      TcpTransport* t = transport_of(r);
+      for (int i = 0; i < per_pair; ++i) {
+        for (int to = 0; to < ranks; ++to) {
+          if (to == r) continue;
+          Message m;
+          m.kind = MessageKind::kPsPush;
+          m.from = r;
+          m.round = static_cast<std::uint64_t>(i);
+          // Every 50th message is 1 MiB of values; the rest are small.
+          m.values = Eigen::VectorXd::Constant(i % 50 == 0 ? 131072 : 3, r * 1000.0 + i);
+          if (!t->Send(to, std::move(m)).ok()) errors[r] = "send failed";
+        }
+      }
+      std::vector<int> next(ranks, 0);
+      for (int got = 0; got < per_pair * (ranks - 1); ++got) {
+        auto m = t->Receive(r);
+        if (!m.ok()) {
+          errors[r] = m.status().ToString();
+          return;
+        }
+        const int from = m->from;
+        if (m->to != r || static_cast<int>(m->round) != next[from] ||
+            m->values.size() != (next[from] % 50 == 0 ? 131072 : 3) ||
+            m->values[0] != from * 1000.0 + next[from]) {
+          errors[r] = "out of order or corrupt message from rank " + std::to_string(from);
+          return;
+        }
+        ++next[from];
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < ranks; ++r) EXPECT_EQ(errors[r], "") << "rank " << r;
+  EXPECT_GT(c.procs[1]->wire_bytes_sent(), 2u * 4 * 1048576);  // the big messages went by TCP
+  for (auto& p : c.procs) EXPECT_TRUE(p->failure().ok()) << p->failure().ToString();
+}
+
+TEST(TcpTransportTest, AWrongSecretIsRefusedAndBothSidesSaySo) {
+  std::vector<TcpOptions> o = {Options(std::chrono::milliseconds(1500)),
+                               Options(std::chrono::milliseconds(1500))};
+  o[1].secret = "another-secret-0123456789";
+  Cluster c = Start(2, {0, 1}, o);
+  EXPECT_THAT(c.established[0].message(), HasSubstr("processes 1 did not connect within 1500 ms"));
+  EXPECT_THAT(c.established[1].message(), HasSubstr("no peer table from process 0"));
+}
+
+TEST(TcpTransportTest, GarbageAndSilentConnectionsAreDroppedAndTheRunGoesOn) {
+  namespace asio = boost::asio;
+  ProcessInfo p0{0, 2, "tessera", "127.0.0.1", 0};
+  auto t0 = TcpTransport::Create(p0, {0, 1}, Options());
+  ASSERT_TRUE(t0.ok());
+  const std::uint16_t port = (*t0)->listen_port();
+  Status s0;
+  std::thread establish0([&] { s0 = (*t0)->Establish(); });
+  asio::io_context io;
+  const asio::ip::tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
+  // A client that sends random bytes, one that claims a huge frame, one that says nothing.
+  asio::ip::tcp::socket garbage(io), huge(io), silent(io);
+  garbage.connect(ep);
+  std::mt19937 rng(5);
+  std::string noise(300, '\0');
+  for (char& ch : noise) ch = static_cast<char>(rng());
+  asio::write(garbage, asio::buffer(noise));
+  huge.connect(ep);
+  asio::write(huge, asio::buffer(std::string("\x7f\xff\xff\xff", 4)));
+  silent.connect(ep);
+  ProcessInfo p1{1, 2, "tessera", "127.0.0.1", port};
+  auto t1 = TcpTransport::Create(p1, {0, 1}, Options());
+  ASSERT_TRUE(t1.ok());
+  Status s1 = (*t1)->Establish();
+  establish0.join();
+  ASSERT_TRUE(s0.ok()) << s0.ToString();
+  ASSERT_TRUE(s1.ok()) << s1.ToString();
+  Message m;
+  m.from = 1;
+  m.round = 42;
+  ASSERT_TRUE((*t1)->Send(0, m).ok());
+  auto got = (*t0)->Receive(0);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->round, 42u);
+}
+
+TEST(TcpTransportTest, AnOversizeFrameFailsTheTransportNamingTheSender) {
+  std::vector<TcpOptions> o = {Options(), Options()};
+  o[0].max_frame_bytes = 64 * 1024;
+  Cluster c = Start(2, {0, 1}, o);
+  for (const Status& s : c.established) ASSERT_TRUE(s.ok()) << s.ToString();
+  Message m;
+  m.values = Eigen::VectorXd::Zero(131072);  // 1 MiB
+  ASSERT_TRUE(c.procs[1]->Send(0, m).ok());
+  auto got = c.procs[0]->Receive(0);
+  ASSERT_FALSE(got.ok());
+  EXPECT_THAT(got.status().message(), HasSubstr("process 1: frame of"));
+  EXPECT_THAT(got.status().message(), HasSubstr("over the limit of 65536"));
+}
+
+TEST(TcpTransportTest, ALostProcessIsReportedToEveryReceiver) {
+  Cluster c = Start(3, {0, 1, 2}, {Options()});
+  for (const Status& s : c.established) ASSERT_TRUE(s.ok()) << s.ToString();
+  const auto start = std::chrono::steady_clock::now();
+  c.procs[2].reset();  // its sockets close, as when the process is killed
+  auto got = c.procs[0]->Receive(0);
+  ASSERT_FALSE(got.ok());
+  EXPECT_THAT(got.status().message(), HasSubstr("lost process 2"));
+  // Process 1 learns it from process 2's closed connection or from process 0's, which closes
+  // its connections when it fails: either way it stops with a lost process.
+  auto got1 = c.procs[1]->Receive(1);
+  ASSERT_FALSE(got1.ok());
+  EXPECT_THAT(got1.status().message(), HasSubstr("lost process"));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_FALSE(c.procs[0]->Send(1, Message()).ok());  // later sends fail too
+}
+
+}  // namespace
+}  // namespace tessera::net
