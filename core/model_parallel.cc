@@ -40,14 +40,14 @@ namespace {
 Rank WorkerRank(int w) { return w + 1; }
 constexpr Rank kCoordinator = 0;
 
-void WorkerLoop(ModelParallelApp& app, Transport& transport, int w, int num_workers) {
+Status WorkerLoop(ModelParallelApp& app, Transport& transport, int w, int num_workers) {
   WorkerContext ctx;
   ctx.worker = w;
   ctx.num_workers = num_workers;
   std::vector<Block> mine;
   for (;;) {
     auto received = transport.Receive(WorkerRank(w));
-    if (!received.ok()) return;
+    if (!received.ok()) return received.status();
     Message& m = *received;
     if (m.has_update) {
       ctx.round = m.update_round;
@@ -68,7 +68,7 @@ void WorkerLoop(ModelParallelApp& app, Transport& transport, int w, int num_work
         if (!mine.empty()) reply.partials = app.Push(ctx, mine);
         ctx.stale_keys = {};
         for (auto& p : reply.partials) p.worker = w;
-        if (!transport.Send(kCoordinator, std::move(reply)).ok()) return;
+        TESSERA_RETURN_IF_ERROR(transport.Send(kCoordinator, std::move(reply)));
         break;
       }
       case MessageKind::kApply:  // applied above
@@ -79,14 +79,15 @@ void WorkerLoop(ModelParallelApp& app, Transport& transport, int w, int num_work
         reply.from = WorkerRank(w);
         reply.round = m.round;
         reply.values = app.EvaluateTerms(ctx);
-        if (!transport.Send(kCoordinator, std::move(reply)).ok()) return;
+        TESSERA_RETURN_IF_ERROR(transport.Send(kCoordinator, std::move(reply)));
         break;
       }
       case MessageKind::kStop:
-        return;
+        return Status::Ok();
       default:
-        TESSERA_CHECK(false) << "worker " << w << ": unexpected message kind "
-                             << static_cast<int>(m.kind);
+        return Internal("worker " + std::to_string(w) + ": unexpected message kind " +
+                        std::to_string(static_cast<int>(m.kind)) + " from rank " +
+                        std::to_string(m.from));
     }
   }
 }
@@ -330,15 +331,32 @@ class Coordinator {
 
 StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions& options) {
   TESSERA_RETURN_IF_ERROR(options.Validate());
-  InProcessTransport transport(options.workers + 1);
+  std::shared_ptr<Transport> shared = options.transport;
+  if (!shared) {
+    shared = std::make_shared<InProcessTransport>(options.workers + 1);
+  } else if (shared->size() != options.workers + 1) {
+    return InvalidArgument("the transport has " + std::to_string(shared->size()) + " endpoints; " +
+                           std::to_string(options.workers) + " workers need " +
+                           std::to_string(options.workers + 1));
+  }
+  Transport& transport = *shared;
   WaitGroup workers;
-  workers.Add(options.workers);
   FiberPool& pool = FiberPool::Global();
+  std::vector<Status> worker_status(static_cast<std::size_t>(options.workers));
   for (int w = 0; w < options.workers; ++w) {
-    pool.Spawn([&app, &transport, &workers, w, n = options.workers] {
-      WorkerLoop(app, transport, w, n);
+    if (!transport.hosts(WorkerRank(w))) continue;
+    workers.Add(1);
+    pool.Spawn([&app, &transport, &workers, &worker_status, w, n = options.workers] {
+      worker_status[static_cast<std::size_t>(w)] = WorkerLoop(app, transport, w, n);
       workers.Done();
     });
+  }
+  if (!transport.hosts(kCoordinator)) {  // a worker process of a multi-process run
+    workers.Wait();
+    for (const Status& s : worker_status) TESSERA_RETURN_IF_ERROR(s);
+    RunResult r;
+    r.stop_reason = "worker process";
+    return r;
   }
   // The coordinator is a fiber on the pool too, so a round costs fiber switches rather than
   // a wake-up of the calling thread.
@@ -357,7 +375,7 @@ StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions&
   });
   coordinator.Wait();
   workers.Wait();
-  transport.Close();
+  if (!options.transport) transport.Close();
   return result;
 }
 

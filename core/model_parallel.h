@@ -13,6 +13,7 @@
 #include <Eigen/Core>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <random>
 #include <span>
 #include <string>
@@ -119,6 +120,10 @@ struct EngineOptions {
   std::string trace_path;              // per-round metrics CSV; empty = none
   bool progress = true;                // one-line progress on a TTY (stderr); never otherwise
   std::string label = "tessera";       // prefix of the progress line
+  // Null: an in-process transport. Otherwise one with workers + 1 endpoints (rank 0 the
+  // coordinator, 1..P the workers), possibly spanning processes (net/tcp_transport.h): this
+  // process runs the ranks the transport hosts, and every process runs the same app.
+  std::shared_ptr<Transport> transport;
   Status Validate() const;
 };
 
@@ -143,8 +148,9 @@ struct RunResult {
 };
 
 // Runs `app` until it says done or a limit is reached; always evaluates the objective at the
-// end. The coordinator and the workers run as fibers on FiberPool::Global(); the calling
-// thread (or fiber) waits.
+// end. In a multi-process run only the coordinator's process gets the result; the others
+// return one with stop_reason "worker process" once the coordinator stops them. The coordinator and
+// the workers run as fibers on FiberPool::Global(); the calling thread (or fiber) waits.
 StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions& options);
 
 }  // namespace tessera

@@ -33,6 +33,11 @@ class Transport {
   virtual std::uint64_t bytes_sent() const = 0;
   // True when every endpoint lives in this process and may share memory (hogwild tables).
   virtual bool in_process() const = 0;
+  // True when endpoint `r` lives in this process (its fiber runs here). In-process: all.
+  virtual bool hosts(Rank r) const {
+    (void)r;
+    return true;
+  }
 };
 
 // Unbounded FIFO between fibers on any threads (Boost.Fiber primitives, so waiting parks the

@@ -318,8 +318,23 @@ StatusOr<std::unique_ptr<TcpTransport>> TcpTransport::Create(const ProcessInfo& 
   return t;
 }
 
+void TcpTransport::Flush(std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  for (auto& c : impl_->conns) {
+    if (!c) continue;
+    while (Clock::now() < deadline && !impl_->has_failed.load()) {
+      {
+        std::unique_lock lock(c->mu);
+        if (!c->writing && c->queue.empty()) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+}
+
 TcpTransport::~TcpTransport() {
   if (!impl_) return;
+  if (impl_->running.load()) Flush(std::chrono::milliseconds(5000));
   impl_->running.store(false);
   Close();
   impl_->io.stop();

@@ -55,7 +55,12 @@ class TcpTransport final : public Transport {
   // Connects every pair of processes (see above); an error after connect_timeout says which
   // process is missing.
   Status Establish();
-  bool hosts(Rank r) const { return process_of_rank_[static_cast<std::size_t>(r)] == me_.rank; }
+  bool hosts(Rank r) const override {
+    return process_of_rank_[static_cast<std::size_t>(r)] == me_.rank;
+  }
+  // Waits until every queued byte has been handed to the kernel (or `timeout`); the destructor
+  // does this so a last message (an engine's stop) is not lost.
+  void Flush(std::chrono::milliseconds timeout);
 
   int size() const override { return static_cast<int>(process_of_rank_.size()); }
   Status Send(Rank to, Message msg) override;

@@ -192,6 +192,11 @@ class RotationLdaApp final : public ModelParallelApp {
 StatusOr<LdaResult> TrainLdaRotation(const Corpus& corpus, const LdaOptions& options,
                                      const Corpus* test,
                                      const std::function<void(const LdaIteration&)>& on_iteration) {
+  if (options.engine.transport && !options.engine.transport->in_process()) {
+    return FailedPrecondition(
+        "model-parallel LDA hands vocabulary blocks over in shared memory; it does not run "
+        "across processes yet");
+  }
   RotationLdaApp app(corpus, options, test, on_iteration);
   TESSERA_ASSIGN_OR_RETURN(RunResult run, RunModelParallel(app, options.engine));
   return app.Finish(std::move(run));
