@@ -9,7 +9,11 @@
 // this is exactly ISTA or, with `accelerate`, FISTA with gradient-based adaptive restart
 // (O'Donoghue & Candès 2015). Under ssp, essp, asp and hogwild it runs on each push as it
 // arrives with the other workers' latest (stale) gradients: the proximal incremental
-// aggregated gradient method, without momentum.
+// aggregated gradient method, without momentum, with step 1/(L P (1 + S)). asp and hogwild
+// bound nothing (S = 0 in that step): only the evaluation barrier keeps workers within
+// evaluate_every clocks of each other, and when the cores are contended and a worker falls
+// that far behind, the iteration can stall short of the optimum. Use evaluate_every 1 (or
+// ssp:S) when the exact optimum matters.
 //
 // Setup (once per solver, through the parameter server): column sums, sums of squares and
 // xᵀy give μ, the penalty factors and λ_max; 30 power iterations give L, the largest
