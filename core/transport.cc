@@ -20,23 +20,12 @@ Status InProcessTransport::Send(Rank to, Message msg) {
 
 StatusOr<Message> InProcessTransport::Receive(Rank self) {
   TESSERA_CHECK(self >= 0 && self < size()) << "rank " << self;
-  Message m;
-  if (!boxes_[self]->Pop(m)) return Unavailable("transport closed");
-  return m;
+  return PopMessage(*boxes_[self], /*wait=*/true, [] { return Unavailable("transport closed"); });
 }
 
 StatusOr<Message> InProcessTransport::TryReceive(Rank self) {
   TESSERA_CHECK(self >= 0 && self < size()) << "rank " << self;
-  Message m;
-  switch (boxes_[self]->TryPop(m)) {
-    case Mailbox<Message>::TryResult::kItem:
-      return m;
-    case Mailbox<Message>::TryResult::kEmpty:
-      return NotFound("no message queued");
-    case Mailbox<Message>::TryResult::kClosed:
-      break;
-  }
-  return Unavailable("transport closed");
+  return PopMessage(*boxes_[self], /*wait=*/false, [] { return Unavailable("transport closed"); });
 }
 
 void InProcessTransport::Close() {

@@ -82,6 +82,27 @@ class Mailbox {
   bool closed_ = false;
 };
 
+// Transport::Receive (wait) or TryReceive (!wait) on one mailbox: the message, NotFound when
+// !wait and nothing is queued, closed() once the mailbox is closed and drained (called then,
+// so it can report why it was closed).
+template <typename Closed>
+StatusOr<Message> PopMessage(Mailbox<Message>& box, bool wait, Closed closed) {
+  Message m;
+  if (wait) {
+    if (!box.Pop(m)) return closed();
+    return m;
+  }
+  switch (box.TryPop(m)) {
+    case Mailbox<Message>::TryResult::kItem:
+      return m;
+    case Mailbox<Message>::TryResult::kEmpty:
+      return NotFound("no message queued");
+    case Mailbox<Message>::TryResult::kClosed:
+      break;
+  }
+  return closed();
+}
+
 // Endpoints in one process; messages move by value, nothing is serialized.
 class InProcessTransport final : public Transport {
  public:

@@ -242,12 +242,17 @@ struct TcpTransport::Impl {
       return has_failed.load() || c.queue.size() + c.writing_now.size() < opts.max_queued_bytes;
     });
     if (has_failed.load()) return Failure();
+    QueueLocked(c, framed);
+    return Status::Ok();
+  }
+
+  // Appends framed bytes to c's queue (c.mu held) and starts the writer if it is idle.
+  void QueueLocked(Connection& c, std::string_view framed) {
     c.queue += framed;
     if (!c.writing) {
       c.writing = true;
       asio::post(io, [this, &c] { StartWrite(c); });
     }
-    return Status::Ok();
   }
 
   void Beat() {
@@ -267,11 +272,7 @@ struct TcpTransport::Impl {
           return;
         }
         std::unique_lock lock(c->mu);
-        c->queue += beat;
-        if (!c->writing) {
-          c->writing = true;
-          asio::post(io, [this, conn = c.get()] { StartWrite(*conn); });
-        }
+        QueueLocked(*c, beat);
       }
       Beat();
     });
@@ -531,27 +532,14 @@ Status TcpTransport::Send(Rank to, Message msg) {
 
 StatusOr<Message> TcpTransport::Receive(Rank self) {
   TESSERA_CHECK(self >= 0 && self < size() && hosts(self)) << "rank " << self << " is not here";
-  Message m;
-  if (!impl_->boxes[static_cast<std::size_t>(self)]->Pop(m)) {
-    Status f = impl_->Failure();
-    return f.ok() ? Unavailable("transport closed") : f;
-  }
-  return m;
+  return PopMessage(*impl_->boxes[static_cast<std::size_t>(self)], /*wait=*/true,
+                    [this] { return ClosedStatus(); });
 }
 
 StatusOr<Message> TcpTransport::TryReceive(Rank self) {
   TESSERA_CHECK(self >= 0 && self < size() && hosts(self)) << "rank " << self << " is not here";
-  Message m;
-  switch (impl_->boxes[static_cast<std::size_t>(self)]->TryPop(m)) {
-    case Mailbox<Message>::TryResult::kItem:
-      return m;
-    case Mailbox<Message>::TryResult::kEmpty:
-      return NotFound("no message queued");
-    case Mailbox<Message>::TryResult::kClosed:
-      break;
-  }
-  Status f = impl_->Failure();
-  return f.ok() ? Unavailable("transport closed") : f;
+  return PopMessage(*impl_->boxes[static_cast<std::size_t>(self)], /*wait=*/false,
+                    [this] { return ClosedStatus(); });
 }
 
 void TcpTransport::Close() {
@@ -569,5 +557,10 @@ std::uint64_t TcpTransport::wire_bytes_sent() const {
 }
 
 Status TcpTransport::failure() const { return impl_->Failure(); }
+
+Status TcpTransport::ClosedStatus() const {
+  Status f = impl_->Failure();
+  return f.ok() ? Unavailable("transport closed") : f;
+}
 
 }  // namespace tessera::net

@@ -77,6 +77,8 @@ class TcpTransport final : public Transport {
  private:
   struct Impl;
   TcpTransport(const ProcessInfo& me, std::vector<int> process_of_rank);
+  // What a receiver gets once its mailbox is closed and drained: the failure, if any.
+  Status ClosedStatus() const;
   ProcessInfo me_;
   std::vector<int> process_of_rank_;
   std::uint16_t listen_port_ = 0;

@@ -46,6 +46,11 @@ Status LdaOptions::Validate() const {
     if (dp.model_averaging) {
       return InvalidArgument("LDA counts are summed, not averaged: model averaging does not apply");
     }
+    if (dp.partition == PartitionScheme::kOverlapReshuffle) {
+      return InvalidArgument(
+          "LDA needs disjoint document partitions (each token has one owner), not "
+          "overlap_reshuffle");
+    }
   }
   return Status::Ok();
 }
@@ -285,10 +290,7 @@ LdaResult Common::Finish(LdaModel model, RunResult run) const {
   r.model = std::move(model);
   r.run = std::move(run);
   r.history = rec.history;
-  const double s = rec.SamplingSeconds();
-  if (s > 0 && !r.history.empty()) {
-    r.tokens_per_second = static_cast<double>(t.num_tokens()) * r.history.back().iteration / s;
-  }
+  if (!r.history.empty()) r.tokens_per_second = r.history.back().tokens_per_second;
   return r;
 }
 

@@ -241,11 +241,6 @@ StatusOr<LdaResult> TrainLdaDataParallel(
     const Corpus& corpus, const LdaOptions& options, const Corpus* test,
     const std::function<void(const LdaIteration&)>& on_iteration) {
   DataParallelOptions dp = options.data_parallel;
-  if (dp.partition == PartitionScheme::kOverlapReshuffle) {
-    return InvalidArgument(
-        "LDA needs disjoint document partitions (each token has one owner), not "
-        "overlap_reshuffle");
-  }
   CopyRunOptions(options.engine, dp);
   dp.max_epochs = static_cast<std::uint64_t>(options.iterations);
   dp.seed = options.seed;
