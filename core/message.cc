@@ -1,5 +1,7 @@
 #include "core/message.h"
 
+#include <malloc.h>
+
 namespace tessera {
 
 std::uint64_t Message::PayloadBytes() const {
@@ -12,6 +14,15 @@ std::uint64_t Message::PayloadBytes() const {
   if (kind >= MessageKind::kPsPull && kind <= MessageKind::kPsClock)
     bytes += 4 + 8 + 16 + 8 * keys.size();  // table, request, range
   return bytes;
+}
+
+void KeepMessageBuffersInHeap() {
+  static const bool tuned = [] {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
+    return true;
+  }();
+  (void)tuned;
 }
 
 }  // namespace tessera

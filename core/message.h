@@ -72,4 +72,11 @@ struct Message {
   std::uint64_t PayloadBytes() const;
 };
 
+// Messages carry value buffers of megabytes that are allocated on one thread and freed on
+// another. With glibc's defaults each is a fresh mmap or trimmed heap: every push, pull or
+// received frame then pays a page fault per 4 KiB and runs at a fraction of memory bandwidth
+// (bench/ps_throughput, bench/net_bench). This keeps buffers up to 32 MiB in the heap and the
+// heap untrimmed; the parameter server and the TCP transport call it (once per process).
+void KeepMessageBuffersInHeap();
+
 }  // namespace tessera

@@ -241,7 +241,7 @@ class Coordinator {
     result_.rounds = pulled;
     result_.seconds = clock_.Seconds();
     result_.objective = last_objective;
-    result_.bytes = transport_.bytes_sent();
+    result_.bytes = bytes_;
     TESSERA_RETURN_IF_ERROR(trace_.Finish());
     return std::move(result_);
   }
@@ -255,6 +255,7 @@ class Coordinator {
     while (got.size() < static_cast<std::size_t>(opts_.workers)) {
       auto m = transport_.Receive(kCoordinator);
       if (!m.ok()) return m.status();
+      bytes_ += m->PayloadBytes();
       auto k = std::make_pair(m->kind, m->round);
       pending_[k].push_back(std::move(*m));
     }
@@ -274,6 +275,7 @@ class Coordinator {
         copy.update_round = pending_round_;
         copy.update = pending_update_;
       }
+      bytes_ += copy.PayloadBytes();
       TESSERA_RETURN_IF_ERROR(transport_.Send(WorkerRank(w), std::move(copy)));
     }
     has_pending_update_ = false;
@@ -301,7 +303,7 @@ class Coordinator {
   }
 
   void Record(std::uint64_t round, double objective, std::uint64_t changed) {
-    RoundMetrics row{round, clock_.Seconds(), objective, changed, transport_.bytes_sent()};
+    RoundMetrics row{round, clock_.Seconds(), objective, changed, bytes_};
     if (!std::isnan(objective)) result_.evaluations.push_back(row);
     if (trace_.is_open()) {
       trace_.Row(std::to_string(row.round) + "," + FormatDouble(row.seconds) + "," +
@@ -325,6 +327,10 @@ class Coordinator {
   bool has_pending_update_ = false;
   std::size_t committed_base_ = 0;
   std::map<std::pair<MessageKind, std::uint64_t>, std::vector<Message>> pending_;
+  // Payload bytes the coordinator sent and received: every message of the engine passes
+  // through it, so this is the traffic of the run whichever transport carries it (a shared
+  // transport's own counter spans runs and, between processes, only this process's sends).
+  std::uint64_t bytes_ = 0;
 };
 
 }  // namespace
@@ -355,7 +361,7 @@ StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions&
     workers.Wait();
     for (const Status& s : worker_status) TESSERA_RETURN_IF_ERROR(s);
     RunResult r;
-    r.stop_reason = "worker process";
+    r.stop_reason = kWorkerProcess;
     return r;
   }
   // The coordinator is a fiber on the pool too, so a round costs fiber switches rather than

@@ -149,8 +149,11 @@ struct RunResult {
 
 // Runs `app` until it says done or a limit is reached; always evaluates the objective at the
 // end. In a multi-process run only the coordinator's process gets the result; the others
-// return one with stop_reason "worker process" once the coordinator stops them. The coordinator and
+// return one with stop_reason kWorkerProcess once the coordinator stops them. The coordinator and
 // the workers run as fibers on FiberPool::Global(); the calling thread (or fiber) waits.
 StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions& options);
+
+// RunResult::stop_reason in the processes that do not host the coordinator.
+inline constexpr const char* kWorkerProcess = "worker process";
 
 }  // namespace tessera

@@ -1,6 +1,5 @@
 #include "core/parameter_server.h"
 
-#include <malloc.h>
 
 #include <algorithm>
 #include <atomic>
@@ -602,16 +601,7 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
   for (const auto& spec : tables) {
     TESSERA_RETURN_IF_ERROR(spec.Validate(servers, transport->in_process()));
   }
-  // Messages carry value buffers of megabytes that are allocated on one thread and freed on
-  // another. With glibc's defaults each is a fresh mmap or trimmed heap: every push and pull
-  // then pays a page fault per 4 KiB and runs at a tenth of memory bandwidth
-  // (bench/ps_throughput). Keep buffers up to 32 MiB in the heap and the heap untrimmed.
-  static const bool malloc_tuned = [] {
-    mallopt(M_MMAP_THRESHOLD, 32 << 20);
-    mallopt(M_TRIM_THRESHOLD, 512 << 20);
-    return true;
-  }();
-  (void)malloc_tuned;
+  KeepMessageBuffersInHeap();
   std::unique_ptr<ParameterServer> ps(new ParameterServer());
   ps->servers_ = servers;
   ps->workers_ = workers;

@@ -2,7 +2,7 @@
 
 #ifndef TESSERA_OS_THREADS
 
-#include <boost/fiber/detail/cpu_relax.hpp>
+#include <thread>
 
 namespace tessera {
 
@@ -12,9 +12,34 @@ SpinningWorkStealing::SpinningWorkStealing(std::vector<SpinningWorkStealing*>& p
                                            std::size_t id, std::chrono::microseconds spin)
     : peers_(peers), id_(id), spin_(spin), victim_seed_(id * 0x9E3779B97F4A7C15ull + 1) {}
 
+bool SpinningWorkStealing::has_ready_fibers() const noexcept {
+  std::lock_guard lock(queue_mu_);
+  return !queue_.empty();
+}
+
+context* SpinningWorkStealing::Steal() noexcept {
+  if (!HasStealable()) return nullptr;
+  std::lock_guard lock(queue_mu_);
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    if (!(*it)->is_context(boost::fibers::type::pinned_context)) {
+      context* ctx = *it;
+      queue_.erase(it);
+      stealable_.fetch_sub(1, std::memory_order_relaxed);
+      return ctx;
+    }
+  }
+  return nullptr;
+}
+
 void SpinningWorkStealing::awakened(context* ctx) noexcept {
-  if (!ctx->is_context(boost::fibers::type::pinned_context)) ctx->detach();
-  queue_.push(ctx);
+  const bool pinned = ctx->is_context(boost::fibers::type::pinned_context);
+  if (!pinned) ctx->detach();
+  {
+    std::lock_guard lock(queue_mu_);
+    queue_.push_back(ctx);
+    if (!pinned) stealable_.fetch_add(1, std::memory_order_seq_cst);
+  }
+  if (pinned) return;  // only this thread can run it
   // The fiber that made ctx ready keeps this thread; a peer asleep in suspend_until would
   // otherwise never learn there is work to steal (Boost notifies a scheduler only of its own
   // fibers made ready elsewhere), and two workers woken here would run one after the other.
@@ -30,7 +55,17 @@ void SpinningWorkStealing::awakened(context* ctx) noexcept {
 }
 
 context* SpinningWorkStealing::pick_next() noexcept {
-  context* next = queue_.pop();
+  context* next = nullptr;
+  {
+    std::lock_guard lock(queue_mu_);
+    if (!queue_.empty()) {
+      next = queue_.front();
+      queue_.pop_front();
+      if (!next->is_context(boost::fibers::type::pinned_context)) {
+        stealable_.fetch_sub(1, std::memory_order_relaxed);
+      }
+    }
+  }
   if (next == nullptr && peers_.size() > 1) {
     // Try each other thread once, starting at a pseudo-random one.
     victim_seed_ = victim_seed_ * 6364136223846793005ull + 1442695040888963407ull;
@@ -53,15 +88,15 @@ void SpinningWorkStealing::suspend_until(
   while (std::chrono::steady_clock::now() < spin_end) {
     if (notified_.exchange(false, std::memory_order_acquire)) return;
     for (auto* p : peers_) {
-      if (p != this && p->has_ready_fibers()) return;
+      if (p != this && p->HasStealable()) return;
     }
-    for (int i = 0; i < 32; ++i) cpu_relax();
+    std::this_thread::yield();
   }
   std::unique_lock lock(mu_);
   sleeping_.store(true, std::memory_order_seq_cst);
   // Work may have been queued at a peer between the spin and now.
   for (auto* p : peers_) {
-    if (p != this && p->has_ready_fibers()) {
+    if (p != this && p->HasStealable()) {
       sleeping_.store(false, std::memory_order_release);
       return;
     }

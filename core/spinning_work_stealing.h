@@ -4,7 +4,13 @@
 //    model-parallel round (tens of microseconds) do not each pay a futex wake-up;
 //  - a thread that queues a ready fiber wakes a sleeping peer to steal it, so workers woken
 //    together by one fiber run in parallel;
-//  - the set of peers belongs to the pool, not to static storage.
+//  - the set of peers belongs to the pool, not to static storage;
+//  - a thief takes the first stealable fiber of a queue, not only its head, and an idle
+//    thread looks only for stealable work: Boost's queue gives up when a pinned context (a
+//    thread's main or dispatcher context) is at its head, and its has_ready_fibers() counts
+//    pinned contexts, so an idle thread whose peer had its main context ready spun without
+//    end, taking the core from the threads with work (an I/O thread delivering a message
+//    waited milliseconds behind it when processes shared the cores).
 #pragma once
 
 #ifndef TESSERA_OS_THREADS
@@ -12,9 +18,9 @@
 #include <atomic>
 #include <boost/fiber/algo/algorithm.hpp>
 #include <boost/fiber/context.hpp>
-#include <boost/fiber/detail/context_spinlock_queue.hpp>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <vector>
 
@@ -28,17 +34,21 @@ class SpinningWorkStealing final : public boost::fibers::algo::algorithm {
 
   void awakened(boost::fibers::context* ctx) noexcept override;
   boost::fibers::context* pick_next() noexcept override;
-  bool has_ready_fibers() const noexcept override { return !queue_.empty(); }
+  bool has_ready_fibers() const noexcept override;
   void suspend_until(std::chrono::steady_clock::time_point const& deadline) noexcept override;
   void notify() noexcept override;
 
  private:
-  boost::fibers::context* Steal() noexcept { return queue_.steal(); }
+  // The first fiber in the queue that may move to another thread, or null.
+  boost::fibers::context* Steal() noexcept;
+  bool HasStealable() const noexcept { return stealable_.load(std::memory_order_seq_cst) > 0; }
 
   std::vector<SpinningWorkStealing*>& peers_;
   const std::size_t id_;
   const std::chrono::microseconds spin_;
-  boost::fibers::detail::context_spinlock_queue queue_;
+  mutable std::mutex queue_mu_;  // a mutex, not a spinlock: its holder may be preempted
+  std::deque<boost::fibers::context*> queue_;
+  std::atomic<int> stealable_{0};  // queued contexts that are not pinned
   std::atomic<bool> notified_{false};
   std::atomic<bool> sleeping_{false};  // in the condition-variable wait of suspend_until
   std::mutex mu_;

@@ -4,7 +4,9 @@
 #include <thrift/Thrift.h>
 #include <thrift/protocol/TCompactProtocol.h>
 #include <thrift/transport/TBufferTransports.h>
+#include <thrift/transport/TVirtualTransport.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <memory>
@@ -136,16 +138,33 @@ StatusOr<Message> FromWire(const wire::Message& w) {
   return m;
 }
 
-std::string Serialize(const wire::Frame& f) {
-  auto buffer = std::make_shared<TMemoryBuffer>();
-  TCompactProtocolT<TMemoryBuffer> protocol(buffer);
+// A write-only Thrift transport appending to a string: the protocol writes straight into the
+// output, with no intermediate buffer to grow and copy.
+class StringSink : public apache::thrift::transport::TVirtualTransport<StringSink> {
+ public:
+  explicit StringSink(std::string& out) : out_(out) {}
+  void write(const std::uint8_t* buf, std::uint32_t len) {
+    out_.append(reinterpret_cast<const char*>(buf), len);
+  }
+
+ private:
+  std::string& out_;
+};
+
+// Appends the encoded frame to `out`.
+void SerializeTo(const wire::Frame& f, std::string& out) {
+  auto sink = std::make_shared<StringSink>(out);
+  TCompactProtocolT<StringSink> protocol(sink);
   f.write(&protocol);
-  return buffer->getBufferAsString();
 }
 
-}  // namespace
+std::string Serialize(const wire::Frame& f) {
+  std::string out;
+  SerializeTo(f, out);
+  return out;
+}
 
-std::string EncodeMessages(std::span<const Message> messages) {
+wire::Frame MessagesFrame(std::span<const Message> messages) {
   wire::Frame f;
   if (messages.size() == 1) {
     f.__set_message(ToWire(messages[0]));
@@ -155,7 +174,29 @@ std::string EncodeMessages(std::span<const Message> messages) {
     for (const Message& m : messages) batch.push_back(ToWire(m));
     f.__set_batch(std::move(batch));
   }
-  return Serialize(f);
+  return f;
+}
+
+}  // namespace
+
+std::string EncodeMessages(std::span<const Message> messages) {
+  return Serialize(MessagesFrame(messages));
+}
+
+std::string EncodeFramedMessages(std::span<const Message> messages) {
+  const wire::Frame f = MessagesFrame(messages);
+  std::size_t payload = 64;
+  for (const Message& m : messages) payload += m.PayloadBytes() + 64;
+  std::string out;
+  out.reserve(payload);
+  out.append(4, '\0');
+  SerializeTo(f, out);
+  const auto n = static_cast<std::uint32_t>(out.size() - 4);
+  out[0] = static_cast<char>(n >> 24);
+  out[1] = static_cast<char>(n >> 16);
+  out[2] = static_cast<char>(n >> 8);
+  out[3] = static_cast<char>(n);
+  return out;
 }
 
 std::string EncodeChallenge(std::string_view nonce) {
@@ -200,6 +241,14 @@ std::string EncodePeers(const std::vector<std::string>& addresses) {
   return Serialize(f);
 }
 
+std::string EncodeGoodbye(std::string_view reason) {
+  wire::Frame f;
+  wire::Goodbye g;
+  g.reason = std::string(reason);
+  f.__set_goodbye(g);
+  return Serialize(f);
+}
+
 StatusOr<Frame> DecodeFrame(std::string_view body, std::uint32_t max_frame_bytes) {
   if (body.size() > max_frame_bytes) {
     return InvalidArgument("frame: " + std::to_string(body.size()) + " bytes, over the limit of " +
@@ -227,7 +276,8 @@ StatusOr<Frame> DecodeFrame(std::string_view body, std::uint32_t max_frame_bytes
                            " trailing bytes after the frame");
   }
   const int members = f.__isset.message + f.__isset.challenge + f.__isset.response +
-                      f.__isset.heartbeat + f.__isset.batch + f.__isset.join + f.__isset.peers;
+                      f.__isset.heartbeat + f.__isset.batch + f.__isset.join + f.__isset.peers +
+                      f.__isset.goodbye;
   if (members != 1) {
     return InvalidArgument("frame: " + std::to_string(members) +
                            " members set in the frame union (expected 1)");
@@ -259,6 +309,9 @@ StatusOr<Frame> DecodeFrame(std::string_view body, std::uint32_t max_frame_bytes
   } else if (f.__isset.peers) {
     out.kind = Frame::Kind::kPeers;
     out.peers = f.peers.addresses;
+  } else if (f.__isset.goodbye) {
+    out.kind = Frame::Kind::kGoodbye;
+    out.reason = f.goodbye.reason;
   } else {
     out.kind = Frame::Kind::kHeartbeat;
     out.sequence = static_cast<std::uint64_t>(f.heartbeat.sequence);
@@ -274,9 +327,35 @@ void AppendFrame(std::string& out, std::string_view body) {
   out.append(body);
 }
 
-StatusOr<std::optional<std::string>> FrameReader::Next() {
-  if (buffered() < 4) return std::optional<std::string>();
-  const auto* p = reinterpret_cast<const unsigned char*>(buffer_.data() + pos_);
+char* FrameReader::Space(std::size_t n) {
+  Compact();
+  if (size_ + n > capacity_) {
+    const std::size_t capacity = std::max(size_ + n, capacity_ * 2);
+    std::unique_ptr<char[]> grown(new char[capacity]);
+    if (size_ > pos_) std::memcpy(grown.get(), data_.get() + pos_, size_ - pos_);
+    size_ -= pos_;
+    pos_ = 0;
+    data_ = std::move(grown);
+    capacity_ = capacity;
+  }
+  return data_.get() + size_;
+}
+
+void FrameReader::Commit(std::size_t n) { size_ += n; }
+
+void FrameReader::Compact() {
+  if (pos_ == size_) {
+    pos_ = size_ = 0;
+  } else if (pos_ > 0 && pos_ * 2 > capacity_) {
+    std::memmove(data_.get(), data_.get() + pos_, size_ - pos_);
+    size_ -= pos_;
+    pos_ = 0;
+  }
+}
+
+StatusOr<std::optional<std::string_view>> FrameReader::Next() {
+  if (buffered() < 4) return std::optional<std::string_view>();
+  const auto* p = reinterpret_cast<const unsigned char*>(data_.get() + pos_);
   const std::uint32_t n = (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) |
                           (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
   if (n > max_) {
@@ -284,14 +363,10 @@ StatusOr<std::optional<std::string>> FrameReader::Next() {
                            " bytes announced, over the limit of " + std::to_string(max_) +
                            " (--max-frame-bytes)");
   }
-  if (buffered() < 4 + static_cast<std::size_t>(n)) return std::optional<std::string>();
-  std::string body = buffer_.substr(pos_ + 4, n);
+  if (buffered() < 4 + static_cast<std::size_t>(n)) return std::optional<std::string_view>();
+  std::string_view body(data_.get() + pos_ + 4, n);
   pos_ += 4 + n;
-  if (pos_ > (1u << 20) && pos_ * 2 > buffer_.size()) {  // compact now and then
-    buffer_.erase(0, pos_);
-    pos_ = 0;
-  }
-  return std::optional<std::string>(std::move(body));
+  return std::optional<std::string_view>(body);
 }
 
 }  // namespace tessera::net

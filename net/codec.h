@@ -10,6 +10,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -25,7 +27,7 @@ inline constexpr std::uint32_t kDefaultMaxFrameBytes = 256u << 20;  // 256 MiB
 
 // A decoded frame.
 struct Frame {
-  enum class Kind { kMessages, kChallenge, kResponse, kHeartbeat, kJoin, kPeers };
+  enum class Kind { kMessages, kChallenge, kResponse, kHeartbeat, kJoin, kPeers, kGoodbye };
   Kind kind = Kind::kMessages;
   std::vector<Message> messages;   // kMessages: one, or a batch
   std::string nonce;               // kChallenge
@@ -34,16 +36,20 @@ struct Frame {
   std::string address;             // kJoin
   std::vector<std::string> peers;  // kPeers
   std::uint64_t sequence = 0;      // kHeartbeat
+  std::string reason;              // kGoodbye: empty for a clean finish
 };
 
 // Frame bodies (without the length prefix). One message encodes as a single message, more as a
 // batch.
 std::string EncodeMessages(std::span<const Message> messages);
+// The same with the 4-byte length prefix in front (AppendFrame's output), in one buffer.
+std::string EncodeFramedMessages(std::span<const Message> messages);
 std::string EncodeChallenge(std::string_view nonce);
 std::string EncodeResponse(int rank, std::string_view mac);
 std::string EncodeHeartbeat(std::uint64_t sequence);
 std::string EncodeJoin(int process, std::string_view address);
 std::string EncodePeers(const std::vector<std::string>& addresses);
+std::string EncodeGoodbye(std::string_view reason);
 
 // Decodes one frame body of at most `max_frame_bytes`.
 StatusOr<Frame> DecodeFrame(std::string_view body,
@@ -57,16 +63,22 @@ class FrameReader {
  public:
   explicit FrameReader(std::uint32_t max_frame_bytes = kDefaultMaxFrameBytes)
       : max_(max_frame_bytes) {}
-  void Feed(const char* data, std::size_t n) { buffer_.append(data, n); }
-  // The next complete frame body; nullopt when more bytes are needed; an error when the
-  // announced length is over the limit (the stream is then unusable).
-  StatusOr<std::optional<std::string>> Next();
-  std::size_t buffered() const { return buffer_.size() - pos_; }
+  void Feed(const char* data, std::size_t n) { std::memcpy(Space(n), data, n), Commit(n); }
+  // Or, without the copy: room for `n` bytes to read into, then Commit(the count read).
+  char* Space(std::size_t n);
+  void Commit(std::size_t n);
+  // The next complete frame body, valid until the next Feed or Space; nullopt when more bytes
+  // are needed; an error when the announced length is over the limit (the stream is then
+  // unusable).
+  StatusOr<std::optional<std::string_view>> Next();
+  std::size_t buffered() const { return size_ - pos_; }
 
  private:
+  void Compact();  // moves unread bytes to the front when that frees enough room
   std::uint32_t max_;
-  std::string buffer_;
-  std::size_t pos_ = 0;
+  std::unique_ptr<char[]> data_;  // not zero-filled on growth, unlike a string or vector
+  std::size_t capacity_ = 0, size_ = 0;
+  std::size_t pos_ = 0;  // first unread byte
 };
 
 }  // namespace tessera::net

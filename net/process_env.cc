@@ -77,6 +77,12 @@ StatusOr<ProcessInfo> ProcessFromEnvironment() {
     break;
   }
   if (!info.multi_process()) return info;
+  for (const char* name :
+       {"TESSERA_LOCAL_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE"}) {
+    const char* v = Get(name);
+    if (v && ParseInt(name, v, 1, info.local_size).ok()) break;
+    info.local_size = 1;  // e.g. Slurm's "2(x3)": unknown
+  }
   const char* rv = Get("TESSERA_RENDEZVOUS");
   if (!rv) {
     return InvalidArgument("a " + std::to_string(info.size) + "-process run (" + info.launcher +

@@ -5,6 +5,7 @@
 // and where rank 0's rendezvous listens: TESSERA_RENDEZVOUS=host:port (tessera launch sets
 // it; under mpirun or srun it must be exported, e.g. mpirun -x TESSERA_RENDEZVOUS=...).
 // TESSERA_* wins when several are set. No launcher variables at all means a single process.
+// `tessera launch` also sets TESSERA_LOCAL_SIZE (every process is on this machine).
 #pragma once
 
 #include <cstdint>
@@ -20,6 +21,9 @@ struct ProcessInfo {
   std::string launcher = "none";  // "tessera", "mpirun", "srun" or "none"
   std::string rendezvous_host;    // empty for a single process
   std::uint16_t rendezvous_port = 0;
+  // Processes of this run on this machine (TESSERA_LOCAL_SIZE, OMPI_COMM_WORLD_LOCAL_SIZE or
+  // an integer SLURM_NTASKS_PER_NODE; else 1): they share its cores.
+  int local_size = 1;
   bool multi_process() const { return size > 1; }
 };
 

@@ -5,6 +5,7 @@
 
 #include <boost/asio.hpp>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <iostream>
@@ -103,13 +104,16 @@ struct TcpTransport::Impl {
     tcp::socket socket;
     int process = -1;
     FrameReader reader;
-    std::array<char, 1 << 16> buffer;
     FiberMutex mu;  // guards the send queue (senders are fibers; the I/O thread locks it too)
     FiberCondition drained;
-    std::string queue;  // framed bytes waiting to be written
-    std::string writing_now;
+    std::deque<std::string> queue;  // framed bytes waiting to be written, a string per send
+    std::size_t queued_bytes = 0;
+    std::vector<std::string> writing_now;  // what the I/O thread is writing (gathered)
+    std::vector<asio::const_buffer> buffers;
+    std::size_t writing_bytes = 0;
     bool writing = false;
     std::atomic<std::int64_t> last_heard{0};  // steady_clock ticks
+    std::atomic<bool> left{false};            // it said a clean goodbye: nothing more from it
   };
 
   Impl(const TcpOptions& o, int processes)
@@ -128,6 +132,10 @@ struct TcpTransport::Impl {
   Status failed;  // first failure
   std::atomic<bool> has_failed{false};
   std::uint64_t heartbeats = 0;
+  std::atomic<bool> leaving{false};  // our goodbye is queued: no more heartbeats
+  std::mutex left_mu;                // with left_cv: Leave waits for the peers' goodbyes
+  std::condition_variable left_cv;
+  int peers_left = 0;
 
   void Fail(const Status& s) {
     {
@@ -144,13 +152,35 @@ struct TcpTransport::Impl {
       std::unique_lock lock(c->mu);
       c->drained.notify_all();
     }
-    asio::post(io, [this] {
+    // Tell the peers why before closing, so that they report the cause ("process 1 failed:
+    // lost process 2") rather than only this process going away. Only where no frame is
+    // half-written, and without waiting: a dead or stuck peer does not hold us.
+    std::string bye;
+    AppendFrame(bye, EncodeGoodbye(s.message()));
+    asio::post(io, [this, bye = std::move(bye)] {
       boost::system::error_code ec;
       for (auto& c : conns) {
-        if (c) c->socket.close(ec);
+        if (!c) continue;
+        {
+          std::unique_lock lock(c->mu);
+          if (!c->writing && c->queue.empty() && !c->left.load()) {
+            (void)::send(c->socket.native_handle(), bye.data(), bye.size(),
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+          }
+        }
+        c->socket.close(ec);
       }
       heartbeat.cancel();
     });
+    std::lock_guard lock(left_mu);
+    left_cv.notify_all();
+  }
+
+  void PeerLeft(Connection& c) {
+    std::lock_guard lock(left_mu);
+    c.left.store(true);
+    ++peers_left;
+    left_cv.notify_all();
   }
 
   Status Failure() const {
@@ -158,11 +188,14 @@ struct TcpTransport::Impl {
     return failed;
   }
 
+  // Reads straight into the connection's frame reader, up to kReadChunk bytes at a time.
+  static constexpr std::size_t kReadChunk = 256u << 10;
   void StartRead(Connection& c) {
     c.socket.async_read_some(
-        asio::buffer(c.buffer), [this, &c](const boost::system::error_code& ec, std::size_t n) {
+        asio::buffer(c.reader.Space(kReadChunk), kReadChunk),
+        [this, &c](const boost::system::error_code& ec, std::size_t n) {
           if (ec) {
-            if (running.load()) {
+            if (running.load() && !c.left.load()) {
               Fail(Unavailable(
                   "lost process " + std::to_string(c.process) + ": " +
                   (ec == asio::error::eof ? std::string("connection closed") : ec.message())));
@@ -170,7 +203,7 @@ struct TcpTransport::Impl {
             return;
           }
           c.last_heard.store(Clock::now().time_since_epoch().count());
-          c.reader.Feed(c.buffer.data(), n);
+          c.reader.Commit(n);
           while (true) {
             auto body = c.reader.Next();
             if (!body.ok()) {
@@ -186,6 +219,15 @@ struct TcpTransport::Impl {
               return;
             }
             if (frame->kind == Frame::Kind::kHeartbeat) continue;
+            if (frame->kind == Frame::Kind::kGoodbye) {
+              if (!frame->reason.empty()) {
+                Fail(Unavailable("process " + std::to_string(c.process) +
+                                 " failed: " + frame->reason));
+              } else {
+                PeerLeft(c);
+              }
+              return;  // nothing follows a goodbye
+            }
             if (frame->kind != Frame::Kind::kMessages) {
               Fail(InvalidArgument("process " + std::to_string(c.process) +
                                    " sent a set-up frame after set-up"));
@@ -213,19 +255,25 @@ struct TcpTransport::Impl {
         c.writing = false;
         return;
       }
-      c.writing_now.swap(c.queue);
+      for (std::string& s : c.queue) c.writing_now.push_back(std::move(s));
       c.queue.clear();
+      // Only now: a short string keeps its bytes inside the object, which the vector moves.
+      c.buffers.clear();
+      for (const std::string& s : c.writing_now) c.buffers.emplace_back(s.data(), s.size());
+      c.writing_bytes = c.queued_bytes;
+      c.queued_bytes = 0;
     }
-    asio::async_write(c.socket, asio::buffer(c.writing_now),
+    asio::async_write(c.socket, c.buffers,
                       [this, &c](const boost::system::error_code& ec, std::size_t n) {
                         wire_bytes.fetch_add(n, std::memory_order_relaxed);
                         {
                           std::unique_lock lock(c.mu);
                           c.writing_now.clear();
+                          c.writing_bytes = 0;
                           c.drained.notify_all();
                         }
                         if (ec) {
-                          if (running.load()) {
+                          if (running.load() && !c.left.load()) {
                             Fail(Unavailable("lost process " + std::to_string(c.process) +
                                              ": write failed: " + ec.message()));
                           }
@@ -239,16 +287,29 @@ struct TcpTransport::Impl {
   Status Enqueue(Connection& c, std::string framed) {
     std::unique_lock lock(c.mu);
     c.drained.wait(lock, [&] {
-      return has_failed.load() || c.queue.size() + c.writing_now.size() < opts.max_queued_bytes;
+      return has_failed.load() || c.queued_bytes + c.writing_bytes < opts.max_queued_bytes;
     });
     if (has_failed.load()) return Failure();
-    QueueLocked(c, framed);
+    if (!c.writing && c.queue.empty()) {
+      // Nothing is being written: try the socket right here, sparing the I/O thread a
+      // wake-up (the I/O thread writes only while c.writing is set, so the bytes cannot
+      // interleave). Whatever the socket does not take now is queued for the I/O thread.
+      const ssize_t n = ::send(c.socket.native_handle(), framed.data(), framed.size(),
+                               MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0) {
+        wire_bytes.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
+        if (static_cast<std::size_t>(n) == framed.size()) return Status::Ok();
+        framed.erase(0, static_cast<std::size_t>(n));
+      }
+    }
+    QueueLocked(c, std::move(framed));
     return Status::Ok();
   }
 
-  // Appends framed bytes to c's queue (c.mu held) and starts the writer if it is idle.
-  void QueueLocked(Connection& c, std::string_view framed) {
-    c.queue += framed;
+  // Queues framed bytes on `c` (c.mu held) and starts the writer if it is idle.
+  void QueueLocked(Connection& c, std::string framed) {
+    c.queued_bytes += framed.size();
+    c.queue.push_back(std::move(framed));
     if (!c.writing) {
       c.writing = true;
       asio::post(io, [this, &c] { StartWrite(c); });
@@ -265,12 +326,13 @@ struct TcpTransport::Impl {
       std::string beat;
       AppendFrame(beat, EncodeHeartbeat(++heartbeats));
       for (auto& c : conns) {
-        if (!c) continue;
+        if (!c || c->left.load()) continue;
         if (now - c->last_heard.load() > silence) {
           Fail(Unavailable("lost process " + std::to_string(c->process) + ": silent for " +
                            std::to_string(opts.silence_timeout.count()) + " ms"));
           return;
         }
+        if (leaving.load()) continue;
         std::unique_lock lock(c->mu);
         QueueLocked(*c, beat);
       }
@@ -295,6 +357,7 @@ StatusOr<std::unique_ptr<TcpTransport>> TcpTransport::Create(const ProcessInfo& 
                              std::to_string(me.size));
     }
   }
+  KeepMessageBuffersInHeap();
   std::unique_ptr<TcpTransport> t(new TcpTransport(me, std::move(process_of_rank)));
   t->impl_ = std::make_unique<Impl>(options, me.size);
   Impl& im = *t->impl_;
@@ -379,8 +442,9 @@ Status TcpTransport::Establish() {
       const auto answer_by = std::min(deadline, Clock::now() + std::chrono::seconds(2));
       const std::string who = Peer(c->socket);
       auto drop = [&](const std::string& why) {
-        std::cerr << "tessera: process " << me_.rank << ": dropped a connection from " << who
-                  << ": " << why << std::endl;
+        std::cerr << "tessera: process " + std::to_string(me_.rank) +
+                         ": dropped a connection from " + who + ": " + why + "\n"
+                  << std::flush;
       };
       TESSERA_ASSIGN_OR_RETURN(std::string nonce, MakeNonce());
       if (!WriteFrame(c->socket, EncodeChallenge(nonce)).ok()) {
@@ -523,11 +587,14 @@ Status TcpTransport::Send(Rank to, Message msg) {
     }
     return Status::Ok();
   }
-  auto& c = im.conns[static_cast<std::size_t>(process_of_rank_[static_cast<std::size_t>(to)])];
+  const int p = process_of_rank_[static_cast<std::size_t>(to)];
+  auto& c = im.conns[static_cast<std::size_t>(p)];
   if (!c || !im.running.load()) return FailedPrecondition("the TCP transport is not established");
-  std::string framed;
-  AppendFrame(framed, EncodeMessages({&msg, 1}));
-  return im.Enqueue(*c, std::move(framed));
+  if (c->left.load()) {
+    return FailedPrecondition("rank " + std::to_string(to) + ": process " + std::to_string(p) +
+                              " has finished and left");
+  }
+  return im.Enqueue(*c, EncodeFramedMessages({&msg, 1}));
 }
 
 StatusOr<Message> TcpTransport::Receive(Rank self) {
@@ -557,6 +624,32 @@ std::uint64_t TcpTransport::wire_bytes_sent() const {
 }
 
 Status TcpTransport::failure() const { return impl_->Failure(); }
+
+int TcpTransport::peers_left() const {
+  std::lock_guard lock(impl_->left_mu);
+  return impl_->peers_left;
+}
+
+Status TcpTransport::Leave(const std::string& reason) {
+  Impl& im = *impl_;
+  if (!im.running.load()) return FailedPrecondition("the TCP transport is not established");
+  if (im.leaving.exchange(true)) return FailedPrecondition("Leave called twice");
+  Flush(std::chrono::milliseconds(5000));
+  std::string bye;
+  AppendFrame(bye, EncodeGoodbye(reason));
+  int peers = 0;
+  for (auto& c : im.conns) {
+    if (!c) continue;
+    ++peers;
+    std::unique_lock lock(c->mu);
+    im.QueueLocked(*c, bye);
+  }
+  Flush(std::chrono::milliseconds(5000));
+  if (!reason.empty()) return Status::Ok();
+  std::unique_lock lock(im.left_mu);
+  im.left_cv.wait(lock, [&] { return im.has_failed.load() || im.peers_left == peers; });
+  return im.has_failed.load() ? im.Failure() : Status::Ok();
+}
 
 Status TcpTransport::ClosedStatus() const {
   Status f = impl_->Failure();

@@ -61,6 +61,14 @@ class TcpTransport final : public Transport {
   // Waits until every queued byte has been handed to the kernel (or `timeout`); the destructor
   // does this so a last message (an engine's stop) is not lost.
   void Flush(std::chrono::milliseconds timeout);
+  // Leaves the run: sends what is queued, then a Goodbye to every peer. With an empty `reason`
+  // (a clean finish) it then waits until every peer has said goodbye too, so that no process
+  // closes a connection another still reads; heartbeats and the silence timeout keep watching
+  // the peers still running, so a peer lost meanwhile ends the wait with its error. A
+  // non-empty reason is the error this process fails with: its peers fail with "process i
+  // failed: reason" instead of a bare lost connection; it does not wait. Without Leave, the
+  // destructor just closes the connections, which the peers report as a lost process.
+  Status Leave(const std::string& reason = "");
 
   int size() const override { return static_cast<int>(process_of_rank_.size()); }
   Status Send(Rank to, Message msg) override;
@@ -73,6 +81,8 @@ class TcpTransport final : public Transport {
   std::uint64_t wire_bytes_sent() const;
   // The error that failed the transport, or Ok.
   Status failure() const;
+  // The number of peers that have left cleanly.
+  int peers_left() const;
 
  private:
   struct Impl;

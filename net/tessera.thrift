@@ -67,6 +67,13 @@ struct Peers {
   1: list<string> addresses
 }
 
+// A process leaving the run: the last frame on each of its connections. An empty reason is a
+// clean finish (its peers stop expecting anything from it); otherwise the error it is failing
+// with, which its peers report.
+struct Goodbye {
+  1: string reason
+}
+
 union Frame {
   1: Message message
   2: Challenge challenge
@@ -75,4 +82,5 @@ union Frame {
   5: list<Message> batch  // small messages sent together
   6: Join join
   7: Peers peers
+  8: Goodbye goodbye
 }

@@ -10,6 +10,7 @@ packages=(
   libeigen3-dev libcli11-dev zlib1g-dev libssl-dev libthrift-dev thrift-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
   gnuplot-nox  # `tessera compare` plots
+  openmpi-bin  # mpirun, for the multi-process tests (Tessera itself does not link MPI)
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(r-base-core r-cran-glmnet time python3-numpy python3-gensim)

@@ -6,16 +6,10 @@
 
 #include "core/fiber_pool.h"
 #include "core/metrics.h"
+#include "tools/cluster.h"
 
 namespace tessera {
-namespace {
-
-int Fail(const Status& s) {
-  std::cerr << "tessera: error: " << s.message() << std::endl;
-  return 1;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 StatusOr<Corpus> ReadCorpus(const std::string& path, const std::string& vocab,
                             const std::string& format, int min_count) {

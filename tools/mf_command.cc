@@ -6,14 +6,10 @@
 
 #include "core/fiber_pool.h"
 #include "core/metrics.h"
+#include "tools/cluster.h"
 
 namespace tessera {
 namespace {
-
-int Fail(const Status& s) {
-  std::cerr << "tessera: error: " << s.message() << std::endl;
-  return 1;
-}
 
 StatusOr<std::uint32_t> Lookup(const IdMap& ids, const std::string& id, const char* what) {
   auto index = ids.Find(id);

@@ -9,8 +9,10 @@
 #include "core/dataset.h"
 #include "core/fiber_pool.h"
 #include "core/metrics.h"
+#include "tools/cluster.h"
 #include "tools/compare.h"
 #include "tools/data_parallel_flags.h"
+#include "tools/launch.h"
 #include "tools/lda_command.h"
 #include "tools/mf_command.h"
 
@@ -53,11 +55,6 @@ StatusOr<Dataset> LoadData(const DataFlags& f) {
   return InvalidArgument("--format must be 'libsvm' or 'csv', got '" + format + "'");
 }
 
-int Fail(const Status& s) {
-  std::cerr << "tessera: error: " << s.message() << std::endl;
-  return 1;
-}
-
 struct LassoFlags {
   DataFlags data;
   LassoOptions opts;
@@ -72,6 +69,7 @@ struct LassoFlags {
   DataParallelFlags data_parallel;  // parsed into opts.data_parallel
   bool no_accelerate = false;
   std::string summary;  // one-row CSV of the result, for `tessera compare`
+  ClusterFlags cluster;
 };
 
 void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
@@ -139,6 +137,7 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
   cmd.add_option("--summary", f.summary, "Write a one-row CSV summary of the fit");
   cmd.add_option("--output", f.output, "Coefficients CSV (a path: one row per lambda)");
   cmd.add_flag("--quiet", f.quiet, "No progress line or summary");
+  AddClusterFlags(cmd, f.cluster);
 }
 
 // Parses the data-parallel names and copies the flags both modes share.
@@ -165,12 +164,13 @@ Status WriteSummary(const std::string& path, const LassoOptions& o, const LassoS
   return out.Finish();
 }
 
+int RunLassoIn(LassoFlags& f, Cluster& cluster);
+
 int RunLasso(LassoFlags& f) {
   if (f.threads < 0 || f.threads > 1024) {
     return Fail(InvalidArgument("--threads must be between 0 (all cores) and 1024, got " +
                                 std::to_string(f.threads)));
   }
-  FiberPool::Global(f.threads);
   if (f.lambda != 0 && f.lambda_ratio != 0) {
     return Fail(InvalidArgument("give --lambda or --lambda-ratio, not both"));
   }
@@ -193,8 +193,33 @@ int RunLasso(LassoFlags& f) {
   f.opts.engine.label = "lasso";
   if (auto st = FinishDataParallelFlags(f); !st.ok()) return Fail(st);
   if (auto st = f.opts.Validate(); !st.ok()) return Fail(st);
+  // Join the other processes (if any) before reading the data, so that an error here reaches
+  // them as this process's goodbye instead of a connect timeout.
   const bool data_parallel = f.opts.mode == "data-parallel";
+  const auto& dpo = f.opts.data_parallel;
+  auto cluster = data_parallel
+                     ? Cluster::Join(f.cluster, 1 + dpo.servers + dpo.workers, CoordinatorAlone,
+                                     "--servers " + std::to_string(dpo.servers) + " --workers " +
+                                         std::to_string(dpo.workers))
+                     : Cluster::Join(f.cluster, f.opts.engine.workers + 1, CoordinatorAlone,
+                                     "--workers " + std::to_string(f.opts.engine.workers));
+  if (!cluster.ok()) return Fail(cluster.status());
+  Cluster& c = **cluster;
+  FiberPool::Global(c.Threads(f.threads));
+  return c.Finish(RunLassoIn(f, c), LastError());
+}
 
+int RunLassoIn(LassoFlags& f, Cluster& cluster) {
+  const bool data_parallel = f.opts.mode == "data-parallel";
+  f.opts.engine.transport = cluster.transport();
+  if (!cluster.leader()) {  // process 0 reports and writes
+    f.quiet = true;
+    f.opts.engine.progress = f.opts.data_parallel.progress = false;
+    f.output.clear();
+    f.summary.clear();
+    f.opts.engine.trace_path.clear();
+    f.opts.data_parallel.trace_path.clear();
+  }
   auto data = LoadData(f.data);
   if (!data.ok()) return Fail(data.status());
   const Dataset& d = *data;
@@ -318,6 +343,8 @@ int main(int argc, char** argv) {
   const MfCommands mf_cmds = AddMfCommands(app, mf);
   LdaFlags lda;
   CLI::App* lda_cmd = AddLdaCommand(app, lda);
+  LaunchFlags launch;
+  CLI::App* launch_cmd = AddLaunchCommand(app, launch);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -338,6 +365,7 @@ int main(int argc, char** argv) {
   if (mf_cmds.predict->parsed()) return RunMfPredict(mf);
   if (mf_cmds.train->parsed()) return RunMfTrain(mf);
   if (lda_cmd->parsed()) return RunLda(lda);
+  if (launch_cmd->parsed()) return RunLaunch(launch);
   if (compare_cmd->parsed()) {
     compare.forwarded = compare_cmd->remaining();
     return RunCompare(compare);

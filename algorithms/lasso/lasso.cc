@@ -24,6 +24,8 @@ struct RowShard {
   Eigen::VectorXd colsum;   // Σ_i x_ij over local rows
   Eigen::VectorXd rs;       // r_s = ỹ − X b (uncentered X); residual r = r_s + c
   double c = 0;             // μᵀb: the centering part of the residual, the same everywhere
+  Eigen::VectorXd beta;     // the committed coefficients as this worker applied them; equal
+                            // bitwise to the coordinator's (which may be in another process)
   Eigen::VectorXd scatter;  // dense scratch of local-row length, kept all zero between uses
   // Partial Gram entries x_aᵀx_b over local rows, by pair: active-set sweeps revisit the same
   // pairs, and on count data with frequent terms the dots cost more than the gradients.
@@ -130,6 +132,7 @@ class LassoApp final : public ModelParallelApp {
         }
       }
       s.rs = s.y;
+      s.beta = Eigen::VectorXd::Zero(p_);
       s.scatter = Eigen::VectorXd::Zero(len);
     });
     Eigen::VectorXd sum = Eigen::VectorXd::Zero(p_), sq = sum, xty = sum;
@@ -155,6 +158,13 @@ class LassoApp final : public ModelParallelApp {
     beta_ = Eigen::VectorXd::Zero(p_);
     last_lambda_ = lambda_max_;
     oracle_ = std::make_unique<LassoOracle>(rows_, y_full_, mu_, pf_);
+    // In a multi-process run every process computes the statistics above the same way (so
+    // they agree bitwise) and keeps the shards of the workers it hosts.
+    if (const auto& t = opts.engine.transport) {
+      for (std::size_t w = 0; w < shards_.size(); ++w) {
+        if (!t->hosts(static_cast<Rank>(w) + 1)) shards_[w] = RowShard{};
+      }
+    }
   }
 
   double LambdaMax() const { return lambda_max_; }
@@ -208,6 +218,7 @@ class LassoApp final : public ModelParallelApp {
   double intercept() const { return ybar_ - mu_.dot(beta_); }
   void SetZero() {
     beta_.setZero();
+    for (RowShard& s : shards_) s.beta.setZero();
     last_lambda_ = lambda_max_;
   }
 
@@ -376,7 +387,7 @@ class LassoApp final : public ModelParallelApp {
             d_[j];
         const double delta = nb - old;
         if (delta == 0) continue;
-        beta_[j] = nb;
+        beta_[j] = old + delta;  // what every worker's copy becomes (Apply), bit for bit
         penalty_ += pf_[j] * (std::abs(nb) - std::abs(old));
         nonzeros_ += (nb != 0) - (old != 0);
         if (old == 0) entered_ = true;
@@ -407,6 +418,7 @@ class LassoApp final : public ModelParallelApp {
       for (SparseColMatrix::InnerIterator it(s.x, j); it; ++it)
         s.rs[it.index()] -= delta * it.value();
       s.c += mu_[j] * delta;
+      s.beta[j] += delta;
     }
   }
 
@@ -422,11 +434,13 @@ class LassoApp final : public ModelParallelApp {
   }
 
   // Recomputes each worker's residual from the committed coefficients (between fits; also
-  // clears the rounding drift of incremental updates).
+  // clears the rounding drift of incremental updates). Each worker uses its own copy, since
+  // the coordinator's may live in another process.
   void SyncShards() {
     for (RowShard& s : shards_) {
-      s.rs = s.y - s.x * beta_;
-      s.c = mu_.dot(beta_);
+      if (s.beta.size() == 0) continue;  // a worker of another process
+      s.rs = s.y - s.x * s.beta;
+      s.c = mu_.dot(s.beta);
     }
   }
 
@@ -609,6 +623,10 @@ StatusOr<LassoSolution> LassoSolver::Fit(double lambda) {
   app_->EndFit(lambda);
   LassoSolution s;
   s.lambda = lambda;
+  if (run.stop_reason == kWorkerProcess) {  // the coefficients are in the coordinator's process
+    s.stop_reason = run.stop_reason;
+    return s;
+  }
   s.beta = app_->beta();
   s.intercept = app_->intercept();
   s.objective = oracle().Objective(lambda, s.intercept, s.beta);

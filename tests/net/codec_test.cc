@@ -133,6 +133,19 @@ TEST(CodecTest, BatchesAndControlFramesRoundTrip) {
   ASSERT_TRUE(h.ok());
   EXPECT_EQ(h->kind, Frame::Kind::kHeartbeat);
   EXPECT_EQ(h->sequence, 123456789012345ULL);
+  auto g = DecodeFrame(EncodeGoodbye("out of memory"));
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g->kind, Frame::Kind::kGoodbye);
+  EXPECT_EQ(g->reason, "out of memory");
+}
+
+TEST(CodecTest, FramedEncodingIsTheLengthPrefixAndTheBody) {
+  for (MessageKind kind : {MessageKind::kPush, MessageKind::kPsValues}) {
+    const Message m = Filled(kind, 7);
+    std::string expected;
+    AppendFrame(expected, EncodeMessages({&m, 1}));
+    EXPECT_EQ(EncodeFramedMessages({&m, 1}), expected);
+  }
 }
 
 TEST(CodecTest, PackedFieldsAreDenseBinary) {

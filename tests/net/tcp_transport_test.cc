@@ -179,6 +179,35 @@ TEST(TcpTransportTest, ALostProcessIsReportedToEveryReceiver) {
   EXPECT_FALSE(c.procs[0]->Send(1, Message()).ok());  // later sends fail too
 }
 
+TEST(TcpTransportTest, ACleanLeaveIsNotALossAndAFailingLeaveNamesItsError) {
+  Cluster c = Start(3, {0, 1, 2}, {Options()});
+  for (const Status& s : c.established) ASSERT_TRUE(s.ok()) << s.ToString();
+  // Processes 1 and 2 finish cleanly, one after the other; process 0 still runs meanwhile
+  // and its later heartbeats to them are not errors. Each Leave waits for all three.
+  Message m;
+  m.kind = MessageKind::kContinue;
+  ASSERT_TRUE(c.procs[1]->Send(0, m).ok());
+  std::vector<Status> left(3);
+  std::vector<std::thread> threads;
+  for (int i : {1, 2}) threads.emplace_back([&, i] { left[i] = c.procs[i]->Leave(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));  // > one heartbeat period
+  EXPECT_TRUE(c.procs[0]->failure().ok()) << c.procs[0]->failure().ToString();
+  EXPECT_EQ(c.procs[0]->peers_left(), 2);
+  auto got = c.procs[0]->Receive(0);  // what was sent before the goodbye still arrives
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_THAT(c.procs[0]->Send(1, m).ToString(), HasSubstr("process 1 has finished"));
+  left[0] = c.procs[0]->Leave();
+  for (auto& t : threads) t.join();
+  for (const Status& s : left) EXPECT_TRUE(s.ok()) << s.ToString();
+
+  Cluster d = Start(2, {0, 1}, {Options()});
+  for (const Status& s : d.established) ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_TRUE(d.procs[1]->Leave("data.csv:3: not a number").ok());
+  auto failed = d.procs[0]->Receive(0);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_THAT(failed.status().message(), HasSubstr("process 1 failed: data.csv:3: not a number"));
+}
+
 // A small deterministic model-parallel app: worker w owns targets a_w (4-vectors); a round
 // moves x toward the mean of all targets (x -= 0.5 * mean(x - a_w)); the objective is
 // Σ_w ||x - a_w||². Each "process" builds its own instance, as real processes would.

@@ -1,0 +1,379 @@
+// The TCP transport between two real processes on loopback, next to raw loopback TCP measured
+// in the same run.
+//
+//   throughput  process 0 sends `--mbytes` of payload to process 1 in messages of `--message`
+//               values (8 bytes each), through the transport (encode, frame, batch, write;
+//               read, decode, deliver to the rank's mailbox); process 1 answers once at the
+//               end. Raw: the same bytes written on a plain blocking socket and read whole.
+//   latency     a small message to process 1 and back, `--pings` times; raw: 64 bytes each
+//               way on a blocking socket with TCP_NODELAY.
+//   round       a model-parallel engine round (schedule, push, partials, pull, apply) with
+//               its one worker in the other process, against the same engine in-process.
+// Each measurement is repeated (--repeats), raw and transport interleaved; the table shows
+// the median and the minimum of the ratios.
+//
+//   build/release/bench/net_bench [--repeats 5] [--mbytes 512] [--message 8192]
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "core/fiber_pool.h"
+#include "core/metrics.h"
+#include "core/model_parallel.h"
+#include "net/tcp_transport.h"
+
+namespace tessera {
+namespace {
+
+struct Flags {
+  int repeats = 5;
+  std::size_t mbytes = 512;
+  int message = 8192;  // values per message
+  int pings = 2000;
+  int rounds = 2000;
+  int threads = 1;  // fiber threads per process
+};
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// A free port on 127.0.0.1 (the kernel's pick, released for the measurement to bind).
+std::uint16_t FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  TESSERA_CHECK(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+// Raw loopback: a connected pair of blocking sockets, the other end in a child process.
+// `child` runs there with its socket; the parent gets its own.
+int RawPair(const std::function<void(int)>& child, pid_t& pid) {
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  TESSERA_CHECK(bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  listen(lfd, 1);
+  socklen_t len = sizeof a;
+  getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
+  pid = fork();
+  if (pid == 0) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    TESSERA_CHECK(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    child(fd);
+    close(fd);
+    _exit(0);
+  }
+  const int fd = accept(lfd, nullptr, nullptr);
+  close(lfd);
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+void WriteAll(int fd, const char* p, std::size_t n) {
+  while (n > 0) {
+    const ssize_t w = write(fd, p, n);
+    TESSERA_CHECK(w > 0);
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+
+void ReadAll(int fd, char* p, std::size_t n) {
+  while (n > 0) {
+    const ssize_t r = read(fd, p, n);
+    TESSERA_CHECK(r > 0);
+    p += r;
+    n -= static_cast<std::size_t>(r);
+  }
+}
+
+void Reap(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  TESSERA_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "peer process failed";
+}
+
+// Raw throughput in payload bytes per second.
+double RawThroughput(const Flags& f) {
+  const std::size_t chunk = static_cast<std::size_t>(f.message) * 8;
+  const std::size_t chunks = f.mbytes * (1u << 20) / chunk;
+  pid_t pid;
+  const int fd = RawPair(
+      [&](int s) {
+        std::vector<char> buf(chunk);
+        for (std::size_t i = 0; i < chunks; ++i) ReadAll(s, buf.data(), chunk);
+        WriteAll(s, "k", 1);
+      },
+      pid);
+  std::vector<char> buf(chunk, 7);
+  Stopwatch sw;
+  for (std::size_t i = 0; i < chunks; ++i) WriteAll(fd, buf.data(), chunk);
+  char k;
+  ReadAll(fd, &k, 1);
+  const double s = sw.Seconds();
+  close(fd);
+  Reap(pid);
+  return static_cast<double>(chunks * chunk) / s;
+}
+
+// Raw round trip in seconds.
+double RawLatency(const Flags& f) {
+  pid_t pid;
+  const int fd = RawPair(
+      [&](int s) {
+        char b[64];
+        for (int i = 0; i < f.pings; ++i) {
+          ReadAll(s, b, sizeof b);
+          WriteAll(s, b, sizeof b);
+        }
+      },
+      pid);
+  char b[64] = {};
+  Stopwatch sw;
+  for (int i = 0; i < f.pings; ++i) {
+    WriteAll(fd, b, sizeof b);
+    ReadAll(fd, b, sizeof b);
+  }
+  const double s = sw.Seconds();
+  close(fd);
+  Reap(pid);
+  return s / f.pings;
+}
+
+std::string g_self;  // this program, which the peer process runs again (a fork of a process
+                     // with fiber threads could not use them)
+
+std::shared_ptr<net::TcpTransport> Connect(int me, std::uint16_t port) {
+  net::TcpOptions o;
+  o.secret = "net-bench-secret-0123456789";
+  net::ProcessInfo p{me, 2, "tessera", "127.0.0.1", port};
+  auto t = net::TcpTransport::Create(p, {0, 1}, o);
+  TESSERA_CHECK(t.ok()) << t.status().ToString();
+  TESSERA_CHECK((*t)->Establish().ok());
+  return std::shared_ptr<net::TcpTransport>(std::move(*t));
+}
+
+// Runs `body(transport, 0)` here and `body(transport, 1)` in a new process of this program
+// (`--peer measure`), ranks 0 and 1 on processes 0 and 1; returns this side's result.
+template <typename Body>
+double TwoProcesses(const Flags& f, const char* measure, const Body& body) {
+  const std::uint16_t port = FreePort();
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const std::string p = std::to_string(port), mb = std::to_string(f.mbytes),
+                      msg = std::to_string(f.message), pings = std::to_string(f.pings),
+                      rounds = std::to_string(f.rounds), threads = std::to_string(f.threads);
+    execl(g_self.c_str(), g_self.c_str(), "--peer", measure, "--port", p.c_str(), "--mbytes",
+          mb.c_str(), "--message", msg.c_str(), "--pings", pings.c_str(), "--rounds",
+          rounds.c_str(), "--threads", threads.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  auto t = Connect(0, port);
+  const double r = body(*t, 0);
+  TESSERA_CHECK(t->Leave().ok());
+  t.reset();
+  Reap(pid);
+  return r;
+}
+
+// Runs `fn` as a fiber on the global pool and waits for it.
+template <typename Fn>
+double OnPool(Fn fn) {
+  double out = 0;
+  WaitGroup wg;
+  wg.Add(1);
+  FiberPool::Global().Spawn([&] {
+    out = fn();
+    wg.Done();
+  });
+  wg.Wait();
+  return out;
+}
+
+template <typename Body>
+double Side(Transport* peer, const Flags& f, const char* measure, const Body& body) {
+  if (peer) return body(*peer, 1);
+  return TwoProcesses(f, measure, body);
+}
+
+double TransportThroughput(const Flags& f, Transport* peer = nullptr) {
+  const std::size_t chunk = static_cast<std::size_t>(f.message) * 8;
+  const std::size_t messages = f.mbytes * (1u << 20) / chunk;
+  return Side(peer, f, "throughput", [&](Transport& t, int me) {
+    return OnPool([&] {
+      if (me == 1) {
+        for (std::size_t i = 0; i < messages; ++i) TESSERA_CHECK(t.Receive(1).ok());
+        Message done;
+        done.kind = MessageKind::kContinue;
+        TESSERA_CHECK(t.Send(0, std::move(done)).ok());
+        return 0.0;
+      }
+      Message m;
+      m.kind = MessageKind::kPsPush;
+      m.values = Eigen::VectorXd::Constant(f.message, 1.5);
+      Stopwatch sw;
+      for (std::size_t i = 0; i < messages; ++i) TESSERA_CHECK(t.Send(1, m).ok());
+      TESSERA_CHECK(t.Receive(0).ok());
+      return static_cast<double>(messages * chunk) / sw.Seconds();
+    });
+  });
+}
+
+double TransportLatency(const Flags& f, Transport* peer = nullptr) {
+  return Side(peer, f, "latency", [&](Transport& t, int me) {
+    return OnPool([&] {
+      Message m;
+      m.kind = MessageKind::kContinue;
+      m.values = Eigen::VectorXd::Constant(4, 1.0);  // about the raw ping's 64 bytes encoded
+      if (me == 1) {
+        for (int i = 0; i < f.pings; ++i) {
+          auto r = t.Receive(1);
+          TESSERA_CHECK(r.ok());
+          TESSERA_CHECK(t.Send(0, std::move(*r)).ok());
+        }
+        return 0.0;
+      }
+      Stopwatch sw;
+      for (int i = 0; i < f.pings; ++i) {
+        TESSERA_CHECK(t.Send(1, m).ok());
+        TESSERA_CHECK(t.Receive(0).ok());
+      }
+      return sw.Seconds() / f.pings;
+    });
+  });
+}
+
+// A minimal app: each round updates one key; the worker pushes one value and applies one.
+std::unique_ptr<FunctionalApp> TinyApp(int rounds) {
+  auto app = std::make_unique<FunctionalApp>();
+  app->schedule = [rounds](ScheduleContext& c) {
+    RoundSchedule s;
+    if (c.round >= static_cast<std::uint64_t>(rounds)) {
+      s.done = true;
+      return s;
+    }
+    s.blocks.push_back(Block{0, {c.round % 16}, kAllWorkers});
+    return s;
+  };
+  app->push = [](WorkerContext&, std::span<const Block> b) {
+    Partial p;
+    p.block = b[0].id;
+    p.values = Eigen::VectorXd::Constant(1, 1.0);
+    return std::vector<Partial>{p};
+  };
+  app->pull = [](PullContext&, std::span<const Block> b, std::span<const Partial>) {
+    Update u;
+    u.keys = b[0].keys;
+    u.delta = Eigen::VectorXd::Constant(1, 0.5);
+    return u;
+  };
+  app->apply = [](WorkerContext&, const Update&) {};
+  app->evaluate_terms = [](WorkerContext&) { return Eigen::VectorXd::Zero(1).eval(); };
+  app->objective = [](const Eigen::VectorXd&) { return 0.0; };
+  return app;
+}
+
+double EngineRound(const Flags& f, bool tcp, Transport* peer = nullptr) {
+  EngineOptions o;
+  o.workers = 1;
+  o.progress = false;
+  auto app = TinyApp(f.rounds);
+  if (peer) {  // the worker's side
+    o.transport = std::shared_ptr<Transport>(peer, [](Transport*) {});
+    TESSERA_CHECK(RunModelParallel(*app, o).ok());
+    return 0;
+  }
+  if (!tcp) {
+    auto r = RunModelParallel(*app, o);
+    TESSERA_CHECK(r.ok());
+    return r->seconds / f.rounds;
+  }
+  return TwoProcesses(f, "round", [&](Transport& t, int) {
+    o.transport = std::shared_ptr<Transport>(&t, [](Transport*) {});
+    auto r = RunModelParallel(*app, o);
+    TESSERA_CHECK(r.ok()) << r.status().ToString();
+    return r->seconds / f.rounds;
+  });
+}
+
+void Row(const char* what, const char* unit, double scale, const std::vector<double>& ours,
+         const std::vector<double>& peer, bool higher_is_better, const char* peer_name) {
+  std::vector<double> ratio;
+  for (std::size_t i = 0; i < ours.size(); ++i) {
+    ratio.push_back(higher_is_better ? ours[i] / peer[i] : peer[i] / ours[i]);
+  }
+  std::printf("%-12s %12.1f %12.1f %-5s %-18s %8.3f %8.3f\n", what, Median(ours) * scale,
+              Median(peer) * scale, unit, peer_name, Median(ratio),
+              *std::min_element(ratio.begin(), ratio.end()));
+}
+
+}  // namespace
+}  // namespace tessera
+
+int main(int argc, char** argv) {
+  using namespace tessera;
+  Flags f;
+  CLI::App app{"TCP transport vs raw loopback TCP, two processes"};
+  app.add_option("--repeats", f.repeats)->capture_default_str();
+  app.add_option("--mbytes", f.mbytes, "Payload per throughput run")->capture_default_str();
+  app.add_option("--message", f.message, "Values per message")->capture_default_str();
+  app.add_option("--pings", f.pings)->capture_default_str();
+  app.add_option("--rounds", f.rounds)->capture_default_str();
+  app.add_option("--threads", f.threads, "Fiber threads per process")->capture_default_str();
+  std::string peer;
+  int port = 0;
+  app.add_option("--peer", peer, "(internal) run the other process of a measurement");
+  app.add_option("--port", port, "(internal) its rendezvous port");
+  CLI11_PARSE(app, argc, argv);
+  g_self = argv[0];
+  FiberPool::Global(f.threads);
+  if (!peer.empty()) {
+    auto t = Connect(1, static_cast<std::uint16_t>(port));
+    if (peer == "throughput") {
+      TransportThroughput(f, t.get());
+    } else if (peer == "latency") {
+      TransportLatency(f, t.get());
+    } else {
+      EngineRound(f, true, t.get());
+    }
+    TESSERA_CHECK(t->Leave().ok());
+    return 0;
+  }
+  std::vector<double> tput, raw_tput, lat, raw_lat, round_tcp, round_local;
+  for (int r = 0; r < f.repeats; ++r) {
+    raw_tput.push_back(RawThroughput(f));
+    tput.push_back(TransportThroughput(f));
+    raw_lat.push_back(RawLatency(f));
+    lat.push_back(TransportLatency(f));
+    round_local.push_back(EngineRound(f, false));
+    round_tcp.push_back(EngineRound(f, true));
+  }
+  std::printf("two processes on loopback, %d repeats, messages of %d values (%d KiB)\n", f.repeats,
+              f.message, f.message * 8 / 1024);
+  std::printf("%-12s %12s %12s %-5s %-18s %8s %8s\n", "measure", "tessera", "peer", "unit", "peer",
+              "median", "min");
+  Row("throughput", "MB/s", 1e-6, tput, raw_tput, true, "raw TCP");
+  Row("round trip", "us", 1e6, lat, raw_lat, false, "raw TCP");
+  Row("engine round", "us", 1e6, round_tcp, round_local, false, "in-process engine");
+  std::printf("(ratios: tessera / peer for throughput, peer / tessera for times)\n");
+  return 0;
+}

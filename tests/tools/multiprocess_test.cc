@@ -1,0 +1,277 @@
+// Multi-process runs with real processes on loopback: `tessera launch` and mpirun give the
+// in-process coefficients bit for bit; a process killed or stopped mid-run makes the others
+// exit non-zero naming it, within the silence timeout; bad input in every process is a clean
+// error, not a hang.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "tests/test_util.h"
+
+namespace tessera {
+namespace {
+
+using ::testing::HasSubstr;
+using Clock = std::chrono::steady_clock;
+
+std::string Diabetes() {
+  return std::string(TESSERA_SOURCE_DIR) + "/datasets/diabetes/lars_diabetes_x.csv.gz";
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Runs `cmd` through the shell, stdout and stderr into `log`; returns the exit code.
+int Shell(const std::string& cmd, const std::string& log) {
+  const int status = std::system((cmd + " > " + log + " 2>&1").c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// A child process running `args` (argv[0] a path), output into `log`.
+pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    FILE* out = std::fopen(log.c_str(), "w");
+    dup2(fileno(out), 1);
+    dup2(fileno(out), 2);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// Waits up to `timeout` for `pid`; returns its exit code (128 + signal), or -1 on timeout.
+int WaitFor(pid_t pid, std::chrono::seconds timeout) {
+  const auto until = Clock::now() + timeout;
+  while (Clock::now() < until) {
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return -1;
+}
+
+// The child of `parent` started with TESSERA_RANK=rank, or -1.
+pid_t ChildWithRank(pid_t parent, int rank) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    char state;
+    int ppid = 0;
+    rest >> state >> ppid;
+    if (ppid != parent) continue;
+    const std::string env = Slurp((entry.path() / "environ").string());
+    if (env.find(std::string("TESSERA_RANK=") + std::to_string(rank) + '\0') != std::string::npos) {
+      return static_cast<pid_t>(std::stoi(name));
+    }
+  }
+  return -1;
+}
+
+std::uint16_t FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+const std::string kCli = TESSERA_CLI;
+
+// The word after `name` in `text`, or "(no NAME)".
+std::string Field(const std::string& text, const std::string& name) {
+  std::istringstream in(text.substr(std::min(text.size(), text.find(name + " "))));
+  std::string key, value;
+  if (!(in >> key >> value) || key != name) return "(no " + name + ")";
+  return value;
+}
+
+// The error line of process `p`, or "".
+std::string ErrorOf(const std::string& out, int p) {
+  const std::string tag = "tessera: process " + std::to_string(p) + ": error: ";
+  const auto at = out.find(tag);
+  return at == std::string::npos ? "" : out.substr(at, out.find('\n', at) - at);
+}
+
+// A Lasso path on diabetes (10 λ, warm starts, strong rules and active sets deciding on the
+// coordinator's coefficients) with a seeded randomized scheduler and two rounds in flight:
+// everything the worker processes must follow exactly.
+std::string LassoArgs(const std::string& out) {
+  return "lasso --data " + Diabetes() +
+         " --path 10 --workers 2 --scheduler priority --pipeline-depth 2 --block-size 3 "
+         "--standardize --quiet --output " +
+         out;
+}
+
+TEST(MultiProcessTest, LaunchGivesTheInProcessCoefficientsBitForBit) {
+  testing::TempDir dir;
+  const std::string one = dir.Path("one.csv"), log = dir.Path("log");
+  ASSERT_EQ(Shell(kCli + " " + LassoArgs(one), log), 0) << Slurp(log);
+  for (int n : {2, 3}) {
+    const std::string many = dir.Path("launch" + std::to_string(n) + ".csv");
+    ASSERT_EQ(
+        Shell(kCli + " launch -n " + std::to_string(n) + " -- " + kCli + " " + LassoArgs(many),
+              log),
+        0)
+        << Slurp(log);
+    EXPECT_EQ(Slurp(many), Slurp(one)) << n << " processes";
+    EXPECT_EQ(Slurp(log), "") << "only process 0 speaks, and --quiet silences it";
+  }
+  // A single fit reports the same bytes moved and rounds as in-process.
+  const std::string fit = " lasso --data " + Diabetes() + " --lambda-ratio 0.01 --workers 2";
+  ASSERT_EQ(Shell(kCli + fit, log), 0);
+  const std::string in_process = Slurp(log);
+  ASSERT_EQ(Shell(kCli + " launch -n 3 -- tessera" + fit, log), 0) << Slurp(log);
+  const std::string launched = Slurp(log);
+  for (const char* field : {"objective", "kkt", "nonzeros", "rounds", "intercept", "moved"}) {
+    EXPECT_EQ(Field(launched, field), Field(in_process, field)) << field << "\n" << launched;
+  }
+}
+
+TEST(MultiProcessTest, MpirunGivesTheInProcessCoefficientsBitForBit) {
+  if (std::system("command -v mpirun > /dev/null 2>&1") != 0) {
+    if (testing::InCi()) FAIL() << "mpirun is missing: scripts/install-deps.sh installs it";
+    GTEST_SKIP() << "mpirun not installed (apt-get install openmpi-bin)";
+  }
+  testing::TempDir dir;
+  const std::string one = dir.Path("one.csv"), many = dir.Path("mpi.csv"), log = dir.Path("log");
+  ASSERT_EQ(Shell(kCli + " " + LassoArgs(one), log), 0) << Slurp(log);
+  const std::string env = "TESSERA_RENDEZVOUS=127.0.0.1:" + std::to_string(FreePort()) +
+                          " TESSERA_SECRET=mpirun-test-secret-0123456789";
+  ASSERT_EQ(Shell(env +
+                      " mpirun --oversubscribe --allow-run-as-root -n 3 -x TESSERA_RENDEZVOUS "
+                      "-x TESSERA_SECRET " +
+                      kCli + " " + LassoArgs(many),
+                  log),
+            0)
+      << Slurp(log);
+  EXPECT_EQ(Slurp(many), Slurp(one));
+}
+
+// A run that goes on for a minute unless stopped: a tolerance no fit reaches, 60 s per λ.
+std::vector<std::string> LongRun(const testing::TempDir& dir) {
+  std::mt19937_64 rng(7);
+  std::normal_distribution<double> g;
+  std::ostringstream data;
+  for (int i = 0; i < 2000; ++i) {
+    data << g(rng);
+    for (int j = 1; j <= 200; ++j) data << ' ' << j << ':' << g(rng);
+    data << '\n';
+  }
+  const std::string file = dir.File("long.svm", data.str());
+  return {kCli,      "launch",
+          "-n",      "3",
+          "--grace", "2",
+          "--",      kCli,
+          "lasso",   "--data",
+          file,      "--workers",
+          "2",       "--lambda-ratio",
+          "0.001",   "--tolerance",
+          "1e-300",  "--block-size",
+          "1",       "--max-seconds",
+          "60",      "--silence-timeout",
+          "3"};
+}
+
+TEST(MultiProcessTest, AKilledProcessMakesTheOthersExitNamingIt) {
+  testing::TempDir dir;
+  const std::string log = dir.Path("log");
+  const pid_t launcher = Spawn(LongRun(dir), log);
+  // Mid-run: process 0 has printed its header, the fit is under way.
+  for (int i = 0; i < 500 && Slurp(log).find("model-parallel:") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const pid_t victim = ChildWithRank(launcher, 2);
+  ASSERT_GT(victim, 0) << Slurp(log);
+  const auto killed = Clock::now();
+  ASSERT_EQ(kill(victim, SIGKILL), 0);
+  const int code = WaitFor(launcher, std::chrono::seconds(30));
+  const double seconds = std::chrono::duration<double>(Clock::now() - killed).count();
+  const std::string out = Slurp(log);
+  ASSERT_NE(code, -1) << "no exit 30 s after the kill\n" << out;
+  EXPECT_NE(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("tessera launch: process 2 was killed by signal 9 (SIGKILL)"));
+  // Process 0 names process 2: from its own closed connection, or from process 1's goodbye
+  // ("process 1 failed: lost process 2: ...") if that came first.
+  EXPECT_THAT(ErrorOf(out, 0), HasSubstr("lost process 2")) << out;
+  EXPECT_LT(seconds, 5) << out;  // a closed connection is noticed at once
+}
+
+TEST(MultiProcessTest, AStoppedProcessIsLostAfterTheSilenceTimeout) {
+  testing::TempDir dir;
+  const std::string log = dir.Path("log");
+  const pid_t launcher = Spawn(LongRun(dir), log);
+  for (int i = 0; i < 500 && Slurp(log).find("model-parallel:") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const pid_t victim = ChildWithRank(launcher, 1);
+  ASSERT_GT(victim, 0) << Slurp(log);
+  const auto stopped = Clock::now();
+  ASSERT_EQ(kill(victim, SIGSTOP), 0);  // alive, connections open, silent
+  const int code = WaitFor(launcher, std::chrono::seconds(30));
+  const double seconds = std::chrono::duration<double>(Clock::now() - stopped).count();
+  const std::string out = Slurp(log);
+  if (code == -1) kill(victim, SIGKILL);
+  ASSERT_NE(code, -1) << "no exit 30 s after the stop\n" << out;
+  EXPECT_NE(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("lost process 1: silent for 3000 ms"));
+  // 3 s of silence, then --grace 2 for the stopped one before it is terminated.
+  EXPECT_GT(seconds, 2.5) << out;
+  EXPECT_LT(seconds, 12) << out;
+}
+
+TEST(MultiProcessTest, BadInputIsACleanErrorInEveryProcess) {
+  testing::TempDir dir;
+  const std::string bad = dir.File("bad.csv", "a,y\n1,2\n3\n"), log = dir.Path("log"),
+                    out = dir.Path("out.csv");
+  const auto start = Clock::now();
+  const int code = Shell(
+      kCli + " launch -n 3 -- tessera lasso --data " + bad + " --workers 2 --output " + out, log);
+  EXPECT_EQ(code, 1) << Slurp(log);
+  EXPECT_THAT(Slurp(log), HasSubstr("bad.csv:3: expected 2 fields"));
+  EXPECT_FALSE(std::filesystem::exists(out));
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(20));
+  // Flags that leave a process without work, and a launch without a command.
+  EXPECT_EQ(
+      Shell(kCli + " launch -n 3 -- tessera lasso --data " + Diabetes() + " --workers 1", log), 1);
+  EXPECT_THAT(Slurp(log), HasSubstr("leaves process 2 without work"));
+  EXPECT_NE(Shell(kCli + " launch -n 2", log), 0);
+  EXPECT_NE(Shell(kCli + " launch -n 0 -- tessera lasso", log), 0);
+  EXPECT_THAT(Slurp(log), HasSubstr("-n must be between 1 and 4096"));
+}
+
+}  // namespace
+}  // namespace tessera
