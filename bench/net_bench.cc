@@ -39,7 +39,8 @@ struct Flags {
   int message = 8192;  // values per message
   int pings = 2000;
   int rounds = 2000;
-  int threads = 1;  // fiber threads per process
+  int threads = 1;             // fiber threads per process
+  int large_message = 131072;  // values per message of the second throughput row (1 MiB)
 };
 
 double Median(std::vector<double> v) {
@@ -339,6 +340,8 @@ int main(int argc, char** argv) {
   app.add_option("--pings", f.pings)->capture_default_str();
   app.add_option("--rounds", f.rounds)->capture_default_str();
   app.add_option("--threads", f.threads, "Fiber threads per process")->capture_default_str();
+  app.add_option("--large-message", f.large_message, "Values per message, second row")
+      ->capture_default_str();
   std::string peer;
   int port = 0;
   app.add_option("--peer", peer, "(internal) run the other process of a measurement");
@@ -358,10 +361,14 @@ int main(int argc, char** argv) {
     TESSERA_CHECK(t->Leave().ok());
     return 0;
   }
-  std::vector<double> tput, raw_tput, lat, raw_lat, round_tcp, round_local;
+  std::vector<double> tput, raw_tput, big, raw_big, lat, raw_lat, round_tcp, round_local;
+  Flags large = f;
+  large.message = f.large_message;
   for (int r = 0; r < f.repeats; ++r) {
     raw_tput.push_back(RawThroughput(f));
     tput.push_back(TransportThroughput(f));
+    raw_big.push_back(RawThroughput(large));
+    big.push_back(TransportThroughput(large));
     raw_lat.push_back(RawLatency(f));
     lat.push_back(TransportLatency(f));
     round_local.push_back(EngineRound(f, false));
@@ -372,6 +379,8 @@ int main(int argc, char** argv) {
   std::printf("%-12s %12s %12s %-5s %-18s %8s %8s\n", "measure", "tessera", "peer", "unit", "peer",
               "median", "min");
   Row("throughput", "MB/s", 1e-6, tput, raw_tput, true, "raw TCP");
+  std::printf("%-12s (messages of %d KiB)\n", "", large.message * 8 / 1024);
+  Row("throughput", "MB/s", 1e-6, big, raw_big, true, "raw TCP");
   Row("round trip", "us", 1e6, lat, raw_lat, false, "raw TCP");
   Row("engine round", "us", 1e6, round_tcp, round_local, false, "in-process engine");
   std::printf("(ratios: tessera / peer for throughput, peer / tessera for times)\n");

@@ -206,8 +206,11 @@ class Worker {
     arrived.kind = MessageKind::kEvaluation;
     arrived.request = kArrived;
     arrived.round = client_.clock();
-    arrived.values =
-        Eigen::VectorXd::Constant(1, static_cast<double>(client_.stats().pushed_values));
+    // What this worker pushed, and the payload bytes it moved (the driver's totals: across
+    // processes no single transport sees every message).
+    arrived.values.resize(2);
+    arrived.values << static_cast<double>(client_.stats().pushed_values),
+        static_cast<double>(client_.stats().bytes);
     TESSERA_RETURN_IF_ERROR(client_.SendToDriver(std::move(arrived)));
     TESSERA_ASSIGN_OR_RETURN(Message go, client_.ReceiveControl());
     if (go.kind == MessageKind::kStop) return true;
@@ -250,7 +253,7 @@ class Driver {
     std::map<std::uint64_t, std::pair<int, Eigen::VectorXd>> terms;
     double last_objective = std::numeric_limits<double>::quiet_NaN();
     std::uint64_t pushed_before = 0;
-    std::map<std::uint64_t, double> pushed;
+    std::map<std::uint64_t, double> pushed, moved;
     const double total_clocks =
         static_cast<double>(std::max<std::uint64_t>(1, opts_.max_epochs * plan_.clocks_per_epoch));
     for (;;) {
@@ -259,6 +262,7 @@ class Driver {
       const std::uint64_t c = m.round;
       if (m.request == kArrived) {
         pushed[c] += m.values[0];
+        moved[c] += m.values[1];
         if (++arrived[c] < P) continue;
         arrived.erase(c);
         TESSERA_RETURN_IF_ERROR(Broadcast(MessageKind::kContinue, c));
@@ -273,8 +277,9 @@ class Driver {
       const double seconds = clock_.Seconds();
       const auto values_pushed = static_cast<std::uint64_t>(pushed[c]);
       pushed.erase(c);
-      RoundMetrics row{c, seconds, objective, values_pushed - pushed_before,
-                       ps_.transport().bytes_sent()};
+      bytes_ = static_cast<std::uint64_t>(moved[c]);
+      moved.erase(c);
+      RoundMetrics row{c, seconds, objective, values_pushed - pushed_before, bytes_};
       pushed_before = values_pushed;
       result_.evaluations.push_back(row);
       if (trace_.is_open()) {
@@ -306,7 +311,7 @@ class Driver {
     }
     progress_.Finish();
     result_.seconds = clock_.Seconds();
-    result_.bytes = ps_.transport().bytes_sent();
+    result_.bytes = bytes_;
     TESSERA_RETURN_IF_ERROR(trace_.Finish());
     return std::move(result_);
   }
@@ -330,6 +335,7 @@ class Driver {
   ProgressLine progress_;
   CsvWriter trace_;
   RunResult result_;
+  std::uint64_t bytes_ = 0;  // payload bytes the workers had moved at the last evaluation
 };
 
 }  // namespace
@@ -366,26 +372,53 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
 
   TESSERA_ASSIGN_OR_RETURN(auto ps, ParameterServer::Start(app.Tables(options), options.servers,
                                                            options.workers, transport));
+  // Across processes each runs the driver, shards and workers its transport hosts.
+  Transport& t = ps->transport();
+  const bool distributed = !t.in_process();
   std::vector<Status> worker_status(options.workers);
   WaitGroup done;
-  done.Add(options.workers + 1);
   FiberPool& pool = FiberPool::Global();
   for (int w = 0; w < options.workers; ++w) {
+    if (!t.hosts(ps->WorkerRank(w))) continue;
+    done.Add(1);
     pool.Spawn([&, w] {
       Worker worker(app, options, plan, ps->client(w), std::move(parts[w]), rows_per_clock);
       worker_status[w] = worker.Run();
-      if (!worker_status[w].ok()) ps->transport().Close();  // wakes everyone: the run fails
+      if (!worker_status[w].ok()) {
+        t.Close();  // wakes everyone: the run fails
+      } else if (distributed) {
+        // The shards stop once every worker has (see ParameterServer::Shutdown); on each
+        // connection this follows the worker's last push.
+        for (int s = 0; s < options.servers; ++s) {
+          Message stop;
+          stop.kind = MessageKind::kStop;
+          stop.from = ps->WorkerRank(w);
+          worker_status[w] = t.Send(ps->ShardRank(s), std::move(stop));
+          if (!worker_status[w].ok()) break;
+        }
+      }
       done.Done();
     });
   }
+  const bool driver_here = t.hosts(0);
   StatusOr<RunResult> run = Internal("driver did not run");
-  pool.Spawn([&] {
-    run = Driver(app, options, plan, *ps).Run();
-    if (!run.ok()) ps->transport().Close();
-    done.Done();
-  });
+  if (driver_here) {
+    done.Add(1);
+    pool.Spawn([&] {
+      run = Driver(app, options, plan, *ps).Run();
+      if (!run.ok()) t.Close();
+      done.Done();
+    });
+  }
   done.Wait();
   ps->Shutdown();
+  if (!driver_here) {
+    for (const Status& s : worker_status) TESSERA_RETURN_IF_ERROR(s);
+    DataParallelResult result;
+    result.run.stop_reason = kWorkerProcess;
+    return result;
+  }
+  TESSERA_RETURN_IF_ERROR(ps->final_status());
   // The first error that is not just the transport closing behind another one.
   for (const Status& s : worker_status) {
     if (!s.ok() && s.code() != StatusCode::kUnavailable) return s;

@@ -1,6 +1,5 @@
 #include "core/parameter_server.h"
 
-
 #include <algorithm>
 #include <atomic>
 #include <charconv>
@@ -291,6 +290,11 @@ struct ClockSums {
 
 }  // namespace
 
+namespace {
+// The request id of a shard's final tables (SendFinalTables); clients number from 1 up.
+constexpr std::uint64_t kFinalTables = ~std::uint64_t{0};
+}  // namespace
+
 struct ParameterServer::Shard {
   struct Table {
     const TableSpec* spec = nullptr;
@@ -316,6 +320,10 @@ struct ParameterServer::Shard {
   std::vector<std::uint64_t> worker_clock;
   std::uint64_t clock = 0;
   std::vector<Message> waiting;  // pulls that need a later clock
+  // Across processes (ParameterServer::distributed_): a shard stops once the driver and every
+  // worker have said stop; each worker's stop follows its last push on the same connection.
+  bool driver_stopped = false;
+  int workers_stopped = 0;
 
   // Row of `key` in a sparse table, created (with `initial` values) if `create`; null if absent.
   static double* SparseRow(Table& t, Key key, bool create, double** state) {
@@ -550,6 +558,27 @@ struct ParameterServer::Shard {
     }
   }
 
+  // To the driver's process, at the end of a distributed run: every table's values in this
+  // shard, one message per table (request kFinalTables; dense: the range, sparse: the keys).
+  void SendFinalTables() {
+    for (TableId id = 0; id < tables.size(); ++id) {
+      Table& t = tables[id];
+      Message m;
+      m.kind = MessageKind::kPsValues;
+      m.from = rank;
+      m.table = id;
+      m.request = kFinalTables;
+      if (t.spec->storage == TableStorage::kDense) {
+        m.range = t.range;
+      } else {
+        t.rows.ForEach([&](Key k, std::size_t) { m.keys.push_back(k); });
+        std::sort(m.keys.begin(), m.keys.end());
+      }
+      Read(t, m, m.values);
+      (void)ps->transport_->Send(0, std::move(m));
+    }
+  }
+
   void Run() {
     for (;;) {
       auto received = ps->transport_->Receive(rank);
@@ -570,7 +599,17 @@ struct ParameterServer::Shard {
           HandleClock(m);
           break;
         case MessageKind::kStop:
-          return;
+          if (!ps->distributed_) return;
+          if (m.from == 0) {
+            driver_stopped = true;
+          } else {
+            ++workers_stopped;
+          }
+          if (driver_stopped && workers_stopped == ps->workers_) {
+            if (!ps->transport_->hosts(0)) SendFinalTables();
+            return;
+          }
+          break;
         default:
           TESSERA_CHECK(false) << "shard " << index << ": unexpected message kind "
                                << static_cast<int>(m.kind);
@@ -611,8 +650,10 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
     ps->ranges_.push_back(spec.shard_ranges.empty() ? SplitRange(spec.num_keys, servers)
                                                     : spec.shard_ranges);
   }
+  ps->distributed_ = !ps->transport_->in_process();
   for (int s = 0; s < servers; ++s) {
     auto shard = std::make_unique<Shard>();
+    const bool here = ps->transport_->hosts(ps->ShardRank(s));
     shard->ps = ps.get();
     shard->index = s;
     shard->rank = ps->ShardRank(s);
@@ -628,7 +669,7 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
       // and averaged models are averaged over the same starting point.
       t.per_clock = spec.consistency.model == ConsistencyModel::kBsp &&
                     (!spec.updater->is_add() || spec.model_averaging);
-      if (spec.storage == TableStorage::kDense) {
+      if (spec.storage == TableStorage::kDense && here) {
         t.values.assign(t.range.size() * t.dim, spec.initial);
         if (spec.initial_values.size() != 0) {
           std::memcpy(t.values.data(), spec.initial_values.data() + t.range.begin * t.dim,
@@ -649,8 +690,9 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
     ps->clients_.push_back(std::unique_ptr<PsClient>(new PsClient(ps.get(), w)));
   }
   ps->running_ = std::make_unique<WaitGroup>();
-  ps->running_->Add(servers);
   for (auto& shard : ps->shards_) {
+    if (!ps->transport_->hosts(shard->rank)) continue;  // another process runs it
+    ps->running_->Add(1);
     Shard* sh = shard.get();
     WaitGroup* wg = ps->running_.get();
     FiberPool::Global().Spawn([sh, wg] {
@@ -665,14 +707,39 @@ ParameterServer::~ParameterServer() { Shutdown(); }
 
 void ParameterServer::Shutdown() {
   if (stopped_ || !running_) return;
-  for (int s = 0; s < servers_; ++s) {
-    Message m;
-    m.kind = MessageKind::kStop;
-    (void)transport_->Send(ShardRank(s), std::move(m));  // fails only when closed: shards exit
+  if (transport_->hosts(0)) {  // the driver's process stops every shard
+    for (int s = 0; s < servers_; ++s) {
+      Message m;
+      m.kind = MessageKind::kStop;
+      m.from = 0;
+      (void)transport_->Send(ShardRank(s), std::move(m));  // fails only when closed
+    }
   }
-  running_->Wait();
+  running_->Wait();  // this process's shards
   stopped_ = true;
+  if (!distributed_ || !transport_->hosts(0)) return;
+  // The other processes' shards send their tables here as they stop.
+  std::size_t expected = 0;
+  for (const auto& shard : shards_) {
+    if (!transport_->hosts(shard->rank)) expected += specs_.size();
+  }
+  final_.assign(specs_.size(), {});
+  while (expected > 0) {
+    auto m = transport_->Receive(0);
+    if (!m.ok()) {
+      final_status_ = m.status();
+      return;
+    }
+    if (m->kind != MessageKind::kPsValues || m->request != kFinalTables ||
+        m->table >= specs_.size()) {
+      continue;  // a late control message of the run
+    }
+    final_[m->table].push_back(std::move(*m));
+    --expected;
+  }
 }
+
+Status ParameterServer::final_status() const { return final_status_; }
 
 StatusOr<int> ParameterServer::ShardOf(TableId table, Key key) const {
   if (table >= specs_.size()) {
@@ -707,6 +774,21 @@ Eigen::VectorXd ParameterServer::Snapshot(TableId table) const {
       t.rows.ForEach([&](Key k, std::size_t row) {
         for (int d = 0; d < spec.dim; ++d) out[k * spec.dim + d] = t.values[row * spec.dim + d];
       });
+    }
+  }
+  if (final_.size() > table) {
+    for (const Message& m : final_[table]) {
+      if (m.keys.empty()) {
+        std::memcpy(out.data() + m.range.begin * spec.dim, m.values.data(),
+                    static_cast<std::size_t>(m.values.size()) * sizeof(double));
+      } else {
+        for (std::size_t i = 0; i < m.keys.size(); ++i) {
+          for (int d = 0; d < spec.dim; ++d) {
+            out[static_cast<Eigen::Index>(m.keys[i] * spec.dim + d)] =
+                m.values[static_cast<Eigen::Index>(i * spec.dim + d)];
+          }
+        }
+      }
     }
   }
   return out;
@@ -860,7 +942,7 @@ Status PsClient::SendPushes(TableId table, int shard) {
 Status PsClient::SendPush(int shard, Message m) {
   ++stats_.push_messages;
   const std::uint64_t bytes = 8 * (m.values.size() + m.keys.size());
-  TESSERA_RETURN_IF_ERROR(ps_->transport_->Send(ps_->ShardRank(shard), std::move(m)));
+  TESSERA_RETURN_IF_ERROR(SendCounted(ps_->ShardRank(shard), std::move(m)));
   Window& w = windows_[shard];
   w.bytes += bytes;
   if (w.bytes < kWindowBytes) return Status::Ok();
@@ -877,7 +959,7 @@ Status PsClient::SendPush(int shard, Message m) {
   PendingReply pending;
   pending.state = w.ping;
   pending_.emplace(ping.request, std::move(pending));
-  return ps_->transport_->Send(ps_->ShardRank(shard), std::move(ping));
+  return SendCounted(ps_->ShardRank(shard), std::move(ping));
 }
 
 Status PsClient::Flush() {
@@ -885,6 +967,17 @@ Status PsClient::Flush() {
     for (int s = 0; s < ps_->servers_; ++s) TESSERA_RETURN_IF_ERROR(SendPushes(t, s));
   }
   return Status::Ok();
+}
+
+Status PsClient::SendCounted(Rank to, Message m) {
+  stats_.bytes += m.PayloadBytes();
+  return ps_->transport_->Send(to, std::move(m));
+}
+
+StatusOr<Message> PsClient::ReceiveCounted() {
+  auto m = ps_->transport_->Receive(rank_);
+  if (m.ok()) stats_.bytes += m->PayloadBytes();
+  return m;
 }
 
 Status PsClient::Clock() {
@@ -898,7 +991,7 @@ Status PsClient::Clock() {
     m.kind = MessageKind::kPsClock;
     m.from = rank_;
     m.round = clock_;
-    TESSERA_RETURN_IF_ERROR(ps_->transport_->Send(ps_->ShardRank(s), std::move(m)));
+    TESSERA_RETURN_IF_ERROR(SendCounted(ps_->ShardRank(s), std::move(m)));
   }
   return Status::Ok();
 }
@@ -1170,7 +1263,7 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
     pending_.emplace(m.request, std::move(pending));
     ++st.outstanding;
     ++stats_.pull_requests;
-    st.status = ps_->transport_->Send(ps_->ShardRank(s), std::move(m));
+    st.status = SendCounted(ps_->ShardRank(s), std::move(m));
     if (!st.status.ok()) return f;
   }
   return f;
@@ -1218,7 +1311,7 @@ void PsClient::Handle(Message& m) {
 
 Status PsClient::Wait(PullFuture::State& st) {
   while (st.outstanding > 0) {
-    TESSERA_ASSIGN_OR_RETURN(Message m, ps_->transport_->Receive(rank_));
+    TESSERA_ASSIGN_OR_RETURN(Message m, ReceiveCounted());
     Handle(m);
   }
   Cache* cache = caches_[st.table].get();
@@ -1226,7 +1319,7 @@ Status PsClient::Wait(PullFuture::State& st) {
     for (std::size_t i = 0; i < run.count; ++i) {
       const double* row = nullptr;
       while (!(row = cache->Fresh(run.first + i, st.required))) {
-        TESSERA_ASSIGN_OR_RETURN(Message m, ps_->transport_->Receive(rank_));
+        TESSERA_ASSIGN_OR_RETURN(Message m, ReceiveCounted());
         Handle(m);
       }
       std::memcpy(st.values.data() + run.pos + i * st.dim, row, st.dim * sizeof(double));
@@ -1330,7 +1423,7 @@ Status PsClient::SendAveragedModel(TableId table) {
 
 StatusOr<Message> PsClient::ReceiveControl() {
   while (control_.empty()) {
-    TESSERA_ASSIGN_OR_RETURN(Message m, ps_->transport_->Receive(rank_));
+    TESSERA_ASSIGN_OR_RETURN(Message m, ReceiveCounted());
     Handle(m);
   }
   Message m = std::move(control_.front());
@@ -1340,7 +1433,7 @@ StatusOr<Message> PsClient::ReceiveControl() {
 
 Status PsClient::SendToDriver(Message msg) {
   msg.from = rank_;
-  return ps_->transport_->Send(0, std::move(msg));
+  return SendCounted(0, std::move(msg));
 }
 
 }  // namespace tessera

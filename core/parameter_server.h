@@ -129,6 +129,7 @@ struct PsClientStats {
   std::uint64_t push_messages = 0;
   std::uint64_t pushed_values = 0;
   std::uint64_t pulled_values = 0;  // values returned to the caller
+  std::uint64_t bytes = 0;          // payload bytes this client sent and received
 };
 
 class PsClient;
@@ -194,6 +195,9 @@ class PsClient {
   PullFuture StartPull(TableId table, std::span<const Key> keys, const KeyRange* range);
   Status SendPushes(TableId table, int shard);
   Status SendPush(int shard, Message m);
+  // The transport's Send and Receive (for this client's rank), counted in stats().bytes.
+  Status SendCounted(Rank to, Message m);
+  StatusOr<Message> ReceiveCounted();
   void Handle(Message& m);
   Status Wait(PullFuture::State& st);
   void StoreInCache(TableId table, const Message& m);
@@ -247,8 +251,13 @@ class ParameterServer {
   StatusOr<int> ShardOf(TableId table, Key key) const;
   const std::vector<KeyRange>& ranges(TableId table) const { return ranges_[table]; }
 
-  // Stops the shards and waits for them. Idempotent.
+  // Stops the shards and waits for them. Idempotent. Across processes (a transport that is not
+  // in-process): only the driver's process (rank 0) sends the stops; a shard stops once the
+  // driver and every worker have (RunDataParallel's workers do when they finish), then sends
+  // its tables to the driver's process, where Shutdown collects them for Snapshot.
   void Shutdown();
+  // Ok, or why the tables of another process's shard did not arrive.
+  Status final_status() const;
   // Every value of a dense or sparse table, key-major, read after Shutdown() (tests, output).
   Eigen::VectorXd Snapshot(TableId table) const;
 
@@ -266,6 +275,9 @@ class ParameterServer {
   std::vector<std::unique_ptr<PsClient>> clients_;
   std::unique_ptr<WaitGroup> running_;
   bool stopped_ = false;
+  bool distributed_ = false;                 // the transport spans processes
+  std::vector<std::vector<Message>> final_;  // [table]: other processes' shards' tables
+  Status final_status_;
 };
 
 }  // namespace tessera

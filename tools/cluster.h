@@ -39,6 +39,11 @@ int Fail(const Status& status);
 // The last message Fail printed, or "".
 const std::string& LastError();
 
+// An error when the launcher's environment says this is one of several processes: for the
+// commands that do not run across processes yet, so that N copies do not each run the whole
+// job and write the same files.
+Status SingleProcessOnly(const std::string& command);
+
 class Cluster {
  public:
   // Reads the launcher's environment. One process: no transport (the engines then use their

@@ -95,6 +95,7 @@ CLI::App* AddLdaCommand(CLI::App& app, LdaFlags& f) {
 }
 
 int RunLda(LdaFlags& f) {
+  if (auto st = SingleProcessOnly("lda"); !st.ok()) return Fail(st);
   if (f.threads < 0 || f.threads > 1024) {
     return Fail(InvalidArgument("--threads must be between 0 (all cores) and 1024"));
   }

@@ -81,6 +81,7 @@ MfCommands AddMfCommands(CLI::App& app, MfFlags& f) {
 }
 
 int RunMfTrain(MfFlags& f) {
+  if (auto st = SingleProcessOnly("mf train"); !st.ok()) return Fail(st);
   if (f.train.empty()) return Fail(InvalidArgument("--train is required"));
   if (f.threads < 0 || f.threads > 1024) {
     return Fail(InvalidArgument("--threads must be between 0 (all cores) and 1024"));

@@ -48,6 +48,8 @@ UpdaterPtr ProximalUpdater(double lambda, double step, std::shared_ptr<const Eig
 }  // namespace
 
 class DataParallelLasso::App final : public DataParallelApp {
+  struct Shard;  // a worker's rows (below)
+
  public:
   App(const Dataset& data, const LassoOptions& opts)
       : data_(data), opts_(opts), n_(data.rows()), p_(data.cols()) {
@@ -97,15 +99,10 @@ class DataParallelLasso::App final : public DataParallelApp {
     return {stats, power, beta, grad};
   }
 
-  Status Setup(DpWorkerContext& ctx) override {
-    if (ready_) return Status::Ok();
-    Shard& sh = shards_[ctx.worker];
-    BuildShard(sh, ctx.rows);
-    const double rep = ctx.replication;
+  // The setup statistics: column sums, sums of squares and xᵀy, Σy and the row count of a
+  // shard's rows, divided by the replication.
+  Eigen::VectorXd ShardStats(const Shard& sh, double rep) const {
     const Eigen::Index p = p_;
-    const double n = static_cast<double>(n_);
-
-    // Column statistics and xᵀy, summed over workers in one clock.
     Eigen::VectorXd s = Eigen::VectorXd::Zero(3 * p + 2);
     for (Eigen::Index j = 0; j < p; ++j) {
       for (SparseColMatrix::InnerIterator it(sh.x, j); it; ++it) {
@@ -116,41 +113,101 @@ class DataParallelLasso::App final : public DataParallelApp {
     }
     s[3 * p] = sh.y.sum();
     s[3 * p + 1] = static_cast<double>(sh.y.size());
-    s /= rep;
+    return s / rep;
+  }
+
+  struct SetupValues {
+    Eigen::VectorXd mu, pf, d, v;  // v: the power iteration's start
+    double ybar = 0, lambda_max = 0;
+  };
+  // From the statistics summed over every row.
+  SetupValues Derive(const Eigen::VectorXd& tot) const {
+    const Eigen::Index p = p_;
+    const double n = static_cast<double>(n_);
+    SetupValues out;
+    out.mu = tot.head(p) / n;
+    out.pf.resize(p);
+    out.d.resize(p);
+    out.ybar = tot[3 * p] / n;
+    for (Eigen::Index j = 0; j < p; ++j) {
+      const double dj = std::max(0.0, tot[p + j] - n * out.mu[j] * out.mu[j]);
+      out.d[j] = dj <= 1e-12 * std::max(tot[p + j], 1e-300) ? 0 : dj;  // 0: constant column
+      out.pf[j] = opts_.standardize ? std::sqrt(out.d[j] / n) : 1.0;
+      if (out.d[j] > 0 && out.pf[j] > 0) {
+        // x̃_jᵀỹ = Σ x_ij y_i − ȳ Σ x_ij
+        out.lambda_max = std::max(out.lambda_max,
+                                  std::abs(tot[2 * p + j] - out.ybar * tot[j]) / (n * out.pf[j]));
+      }
+    }
+    // Power iteration for L = λ_max(X̃ᵀX̃/n): every worker starts from the same v.
+    std::mt19937_64 rng(opts_.data_parallel.seed);
+    std::normal_distribution<double> normal;
+    out.v.resize(p);
+    for (Eigen::Index j = 0; j < p; ++j) out.v[j] = out.d[j] > 0 ? normal(rng) : 0.0;
+    if (out.v.norm() > 0) out.v /= out.v.norm();
+    return out;
+  }
+
+  void Keep(const SetupValues& s, double lipschitz) {
+    mu_ = s.mu;
+    pf_ = std::make_shared<const Eigen::VectorXd>(s.pf);
+    ybar_ = s.ybar;
+    lambda_max_ = s.lambda_max;
+    lipschitz_ = std::max(lipschitz, 1e-300) * kLipschitzMargin;
+  }
+
+  // Across processes: each process computes the setup values itself from the whole data set
+  // (it has read it), so that the updaters of the shards it runs agree with every other
+  // process's; the workers then only build their shards. In one process the workers compute
+  // them together through the parameter server (Setup below).
+  void LocalSetup() {
+    Shard all;
+    std::vector<std::uint32_t> rows(static_cast<std::size_t>(n_));
+    for (std::size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<std::uint32_t>(i);
+    BuildShard(all, rows);
+    const SetupValues s = Derive(ShardStats(all, 1));
+    Eigen::VectorXd v = s.v;
+    double lipschitz = 0;
+    for (int it = 0; it < kPowerIterations && v.norm() > 0; ++it) {
+      const Eigen::VectorXd sum = CenteredGradient(all, s.mu, v, false) / static_cast<double>(n_);
+      lipschitz = sum.norm();
+      if (!(lipschitz > 0)) break;
+      v = sum / lipschitz;
+    }
+    Keep(s, lipschitz);
+  }
+
+  Status Setup(DpWorkerContext& ctx) override {
+    Shard& sh = shards_[ctx.worker];
+    if (ready_) {
+      if (sh.x.cols() == 0) {  // after LocalSetup: this worker's first run
+        BuildShard(sh, ctx.rows);
+        sh.y.array() -= ybar_;
+      }
+      return Status::Ok();
+    }
+    BuildShard(sh, ctx.rows);
+    const double rep = ctx.replication;
+    const Eigen::Index p = p_;
+    const double n = static_cast<double>(n_);
+
+    // Column statistics and xᵀy, summed over workers in one clock.
     const KeyRange all_stats{0, static_cast<Key>(3 * p + 2)};
-    TESSERA_RETURN_IF_ERROR(ctx.client->PushRange(kStats, all_stats, Span(s)));
+    TESSERA_RETURN_IF_ERROR(ctx.client->PushRange(kStats, all_stats, Span(ShardStats(sh, rep))));
     TESSERA_RETURN_IF_ERROR(ctx.client->Clock());
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd tot, ctx.client->PullRange(kStats, all_stats).Get());
     if (std::abs(tot[3 * p + 1] - n) > 0.5) {
       return Internal("lasso setup: the workers hold " + std::to_string(tot[3 * p + 1]) +
                       " rows, expected " + std::to_string(n_));
     }
-    Eigen::VectorXd mu = tot.head(p) / n;
-    Eigen::VectorXd pf(p), d(p);
-    const double ybar = tot[3 * p] / n;
-    double lambda_max = 0;
-    for (Eigen::Index j = 0; j < p; ++j) {
-      d[j] = std::max(0.0, tot[p + j] - n * mu[j] * mu[j]);
-      if (d[j] <= 1e-12 * std::max(tot[p + j], 1e-300)) d[j] = 0;  // constant column
-      pf[j] = opts_.standardize ? std::sqrt(d[j] / n) : 1.0;
-      if (d[j] > 0 && pf[j] > 0) {
-        // x̃_jᵀỹ = Σ x_ij y_i − ȳ Σ x_ij
-        lambda_max = std::max(lambda_max, std::abs(tot[2 * p + j] - ybar * tot[j]) / (n * pf[j]));
-      }
-    }
-    sh.y.array() -= ybar;  // from here on, the centered response ỹ
-
-    // Power iteration for L = λ_max(X̃ᵀX̃/n); every worker computes the same v.
-    std::mt19937_64 rng(opts_.data_parallel.seed);
-    std::normal_distribution<double> normal;
-    Eigen::VectorXd v(p);
-    for (Eigen::Index j = 0; j < p; ++j) v[j] = d[j] > 0 ? normal(rng) : 0.0;
+    const SetupValues s = Derive(tot);
+    sh.y.array() -= s.ybar;  // from here on, the centered response ỹ
+    Eigen::VectorXd v = s.v;
     double lipschitz = 0;
     if (v.norm() > 0) {
-      v /= v.norm();
       const KeyRange all{0, static_cast<Key>(p)};
       for (int it = 0; it < kPowerIterations; ++it) {
-        Eigen::VectorXd z = CenteredGradient(sh, mu, v, /*subtract_y=*/false) / (n * rep);
+        Eigen::VectorXd z = CenteredGradient(sh, s.mu, v, /*subtract_y=*/false) / (n * rep);
         TESSERA_RETURN_IF_ERROR(ctx.client->PushRange(kPower, all, Span(z)));
         TESSERA_RETURN_IF_ERROR(ctx.client->Clock());
         TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd sum, ctx.client->PullRange(kPower, all).Get());
@@ -164,13 +221,7 @@ class DataParallelLasso::App final : public DataParallelApp {
         TESSERA_RETURN_IF_ERROR(ctx.client->Clock());
       }
     }
-    if (ctx.worker == 0) {  // the driver reads these after the run
-      mu_ = mu;
-      pf_ = std::make_shared<const Eigen::VectorXd>(pf);
-      ybar_ = ybar;
-      lambda_max_ = lambda_max;
-      lipschitz_ = std::max(lipschitz, 1e-300) * kLipschitzMargin;
-    }
+    if (ctx.worker == 0) Keep(s, lipschitz);  // the driver reads these after the run
     return Status::Ok();
   }
 
@@ -308,11 +359,16 @@ StatusOr<std::unique_ptr<DataParallelLasso>> DataParallelLasso::Create(
   std::unique_ptr<DataParallelLasso> solver(new DataParallelLasso);
   solver->options_ = options;
   solver->app_ = std::make_unique<App>(data, options);
-  DataParallelOptions setup = dp;
-  setup.max_epochs = 0;
-  setup.trace_path.clear();
-  setup.progress = false;
-  TESSERA_RETURN_IF_ERROR(RunDataParallel(*solver->app_, setup).status());
+  const auto& transport = options.engine.transport;
+  if (transport && !transport->in_process()) {
+    solver->app_->LocalSetup();
+  } else {
+    DataParallelOptions setup = dp;
+    setup.max_epochs = 0;
+    setup.trace_path.clear();
+    setup.progress = false;
+    TESSERA_RETURN_IF_ERROR(RunDataParallel(*solver->app_, setup).status());
+  }
   solver->app_->FinishSetup(data);
   return solver;
 }
@@ -327,10 +383,15 @@ const LassoOracle& DataParallelLasso::oracle() const { return app_->oracle(); }
 
 StatusOr<LassoSolution> DataParallelLasso::Fit(double lambda) {
   app_->BeginFit(lambda);
-  TESSERA_ASSIGN_OR_RETURN(DataParallelResult r, RunDataParallel(*app_, options_.data_parallel));
-  app_->beta() = r.tables[kBeta];
+  TESSERA_ASSIGN_OR_RETURN(DataParallelResult r, RunDataParallel(*app_, options_.data_parallel,
+                                                                 options_.engine.transport));
   LassoSolution s;
   s.lambda = lambda;
+  if (r.run.stop_reason == kWorkerProcess) {  // the coefficients are in the driver's process
+    s.stop_reason = r.run.stop_reason;
+    return s;
+  }
+  app_->beta() = r.tables[kBeta];
   s.beta = r.tables[kBeta];
   s.intercept = app_->oracle().Intercept(s.beta);
   s.objective = app_->oracle().Objective(lambda, s.intercept, s.beta);

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""The same Lasso fit in one process and across 2 and 3 processes (tessera launch, TCP on
+loopback), model-parallel and data-parallel. Prints the fit time (setup excluded), its min and
+median over interleaved repeats, and the ratio to the one-process run; objectives are printed
+to show the runs solve the same problem.
+
+  /usr/bin/python3 bench/multiprocess_bench.py [--repeats 5] [--tessera build/release/tools/tessera]
+"""
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--repeats", type=int, default=5)
+ap.add_argument("--tessera", default="build/release/tools/tessera")
+ap.add_argument("--data-dir", default=os.environ.get("TESSERA_DATA_DIR", "../shared/datasets"))
+args = ap.parse_args()
+
+cases = [
+    ("cpusmall 8192x12", f"{args.data_dir}/lasso/cpusmall/cpusmall.csv.gz",
+     "--lambda-ratio 0.001 --standardize"),
+    ("news20 19996x1.35M", f"{args.data_dir}/news20-libsvm/news20.libsvm.gz",
+     "--lambda-ratio 0.05"),
+]
+modes = [
+    ("model-parallel", "--workers 2"),
+    ("data-parallel", "--mode data-parallel --servers 1 --workers 2 --consistency bsp"),
+]
+
+
+def run(processes, data, extra, mode_flags):
+    with tempfile.TemporaryDirectory() as d:
+        summary = os.path.join(d, "s.csv")
+        cmd = [args.tessera]
+        if processes > 1:
+            cmd += ["launch", "-n", str(processes), "--", args.tessera]
+        cmd += ["lasso", "--data", data, "--quiet", "--summary", summary]
+        cmd += extra.split() + mode_flags.split()
+        subprocess.run(cmd, check=True)
+        with open(summary) as f:
+            row = next(csv.DictReader(f))
+        return float(row["seconds"]), float(row["objective"]), int(row["bytes"])
+
+
+print(f"{'data':20} {'mode':15} {'procs':>5} {'min s':>9} {'median s':>9} {'x 1 proc':>9} "
+      f"{'objective':>18} {'MB moved':>9}")
+for name, data, extra in cases:
+    if not os.path.exists(data):
+        print(f"{name}: {data} missing, skipped", file=sys.stderr)
+        continue
+    for mode, flags in modes:
+        times = {1: [], 2: [], 3: []}
+        objective = {}
+        moved = {}
+        for _ in range(args.repeats):
+            for p in (1, 2, 3):
+                s, obj, b = run(p, data, extra, flags)
+                times[p].append(s)
+                objective[p] = obj
+                moved[p] = b
+        base = statistics.median(times[1])
+        for p in (1, 2, 3):
+            med = statistics.median(times[p])
+            print(f"{name:20} {mode:15} {p:5d} {min(times[p]):9.3f} {med:9.3f} "
+                  f"{med / base:9.2f} {objective[p]:18.12g} {moved[p] / 1e6:9.1f}")
