@@ -249,7 +249,14 @@ std::vector<std::string> LongRun(const testing::TempDir& dir) {
           "3"};
 }
 
-TEST(MultiProcessTest, AKilledProcessMakesTheOthersExitNamingIt) {
+// Starts LongRun under `tessera launch`, sends `sig` to process `rank` once the fit is under
+// way and waits (30 s at most) for the launcher to exit.
+struct Interrupted {
+  int code = -1;       // the launcher's exit code, -1 if it did not exit
+  double seconds = 0;  // from the signal to its exit
+  std::string out;     // everything the processes and the launcher printed
+};
+Interrupted InterruptMidRun(int rank, int sig) {
   testing::TempDir dir;
   const std::string log = dir.Path("log");
   const pid_t launcher = Spawn(LongRun(dir), log);
@@ -258,44 +265,45 @@ TEST(MultiProcessTest, AKilledProcessMakesTheOthersExitNamingIt) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  const pid_t victim = ChildWithRank(launcher, 2);
-  ASSERT_GT(victim, 0) << Slurp(log);
-  const auto killed = Clock::now();
-  ASSERT_EQ(kill(victim, SIGKILL), 0);
-  const int code = WaitFor(launcher, std::chrono::seconds(30));
-  const double seconds = std::chrono::duration<double>(Clock::now() - killed).count();
-  const std::string out = Slurp(log);
-  ASSERT_NE(code, -1) << "no exit 30 s after the kill\n" << out;
-  EXPECT_NE(code, 0) << out;
-  EXPECT_THAT(out, HasSubstr("tessera launch: process 2 was killed by signal 9 (SIGKILL)"));
+  Interrupted r;
+  const pid_t victim = ChildWithRank(launcher, rank);
+  if (victim <= 0) {
+    kill(launcher, SIGTERM);
+    WaitFor(launcher, std::chrono::seconds(30));
+    r.out = "no process " + std::to_string(rank) + " found\n" + Slurp(log);
+    return r;
+  }
+  const auto sent = Clock::now();
+  kill(victim, sig);
+  r.code = WaitFor(launcher, std::chrono::seconds(30));
+  r.seconds = std::chrono::duration<double>(Clock::now() - sent).count();
+  r.out = Slurp(log);
+  if (r.code == -1) {
+    kill(victim, SIGKILL);
+    kill(launcher, SIGKILL);
+  }
+  return r;
+}
+
+TEST(MultiProcessTest, AKilledProcessMakesTheOthersExitNamingIt) {
+  const Interrupted r = InterruptMidRun(2, SIGKILL);
+  ASSERT_NE(r.code, -1) << "no exit 30 s after the kill\n" << r.out;
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("tessera launch: process 2 was killed by signal 9 (SIGKILL)"));
   // Process 0 names process 2: from its own closed connection, or from process 1's goodbye
   // ("process 1 failed: lost process 2: ...") if that came first.
-  EXPECT_THAT(ErrorOf(out, 0), HasSubstr("lost process 2")) << out;
-  EXPECT_LT(seconds, 5) << out;  // a closed connection is noticed at once
+  EXPECT_THAT(ErrorOf(r.out, 0), HasSubstr("lost process 2")) << r.out;
+  EXPECT_LT(r.seconds, 5) << r.out;  // a closed connection is noticed at once
 }
 
 TEST(MultiProcessTest, AStoppedProcessIsLostAfterTheSilenceTimeout) {
-  testing::TempDir dir;
-  const std::string log = dir.Path("log");
-  const pid_t launcher = Spawn(LongRun(dir), log);
-  for (int i = 0; i < 500 && Slurp(log).find("model-parallel:") == std::string::npos; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  const pid_t victim = ChildWithRank(launcher, 1);
-  ASSERT_GT(victim, 0) << Slurp(log);
-  const auto stopped = Clock::now();
-  ASSERT_EQ(kill(victim, SIGSTOP), 0);  // alive, connections open, silent
-  const int code = WaitFor(launcher, std::chrono::seconds(30));
-  const double seconds = std::chrono::duration<double>(Clock::now() - stopped).count();
-  const std::string out = Slurp(log);
-  if (code == -1) kill(victim, SIGKILL);
-  ASSERT_NE(code, -1) << "no exit 30 s after the stop\n" << out;
-  EXPECT_NE(code, 0) << out;
-  EXPECT_THAT(out, HasSubstr("lost process 1: silent for 3000 ms"));
+  const Interrupted r = InterruptMidRun(1, SIGSTOP);  // alive, connections open, silent
+  ASSERT_NE(r.code, -1) << "no exit 30 s after the stop\n" << r.out;
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("lost process 1: silent for 3000 ms"));
   // 3 s of silence, then --grace 2 for the stopped one before it is terminated.
-  EXPECT_GT(seconds, 2.5) << out;
-  EXPECT_LT(seconds, 12) << out;
+  EXPECT_GT(r.seconds, 2.5) << r.out;
+  EXPECT_LT(r.seconds, 12) << r.out;
 }
 
 TEST(MultiProcessTest, BadInputIsACleanErrorInEveryProcess) {
