@@ -375,6 +375,7 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
   // Across processes each runs the driver, shards and workers its transport hosts.
   Transport& t = ps->transport();
   const bool distributed = !t.in_process();
+  if (distributed) ps->StopAfterWorkers();
   std::vector<Status> worker_status(options.workers);
   WaitGroup done;
   FiberPool& pool = FiberPool::Global();

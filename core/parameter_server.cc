@@ -599,7 +599,7 @@ struct ParameterServer::Shard {
           HandleClock(m);
           break;
         case MessageKind::kStop:
-          if (!ps->distributed_) return;
+          if (!ps->stop_after_workers_.load()) return;
           if (m.from == 0) {
             driver_stopped = true;
           } else {

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -258,6 +259,10 @@ class ParameterServer {
   void Shutdown();
   // Ok, or why the tables of another process's shard did not arrive.
   Status final_status() const;
+  // RunDataParallel across processes, before any worker runs: the shards stop only after the
+  // driver's stop and one from every worker (which then follows the worker's last push).
+  // Without it a driver's stop ends a shard at once.
+  void StopAfterWorkers() { stop_after_workers_.store(true); }
   // Every value of a dense or sparse table, key-major, read after Shutdown() (tests, output).
   Eigen::VectorXd Snapshot(TableId table) const;
 
@@ -275,7 +280,8 @@ class ParameterServer {
   std::vector<std::unique_ptr<PsClient>> clients_;
   std::unique_ptr<WaitGroup> running_;
   bool stopped_ = false;
-  bool distributed_ = false;                 // the transport spans processes
+  bool distributed_ = false;  // the transport spans processes
+  std::atomic<bool> stop_after_workers_{false};
   std::vector<std::vector<Message>> final_;  // [table]: other processes' shards' tables
   Status final_status_;
 };
