@@ -768,6 +768,7 @@ Eigen::VectorXd ParameterServer::Snapshot(TableId table) const {
   for (const auto& shard : shards_) {
     const Shard::Table& t = shard->tables[table];
     if (spec.storage == TableStorage::kDense) {
+      if (t.values.empty()) continue;  // another process's shard (its values arrive below)
       std::memcpy(out.data() + t.range.begin * spec.dim, t.values.data(),
                   t.values.size() * sizeof(double));
     } else {
@@ -779,6 +780,7 @@ Eigen::VectorXd ParameterServer::Snapshot(TableId table) const {
   if (final_.size() > table) {
     for (const Message& m : final_[table]) {
       if (m.keys.empty()) {
+        if (m.values.size() == 0) continue;
         std::memcpy(out.data() + m.range.begin * spec.dim, m.values.data(),
                     static_cast<std::size_t>(m.values.size()) * sizeof(double));
       } else {
