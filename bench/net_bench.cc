@@ -48,19 +48,6 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// A free port on 127.0.0.1 (the kernel's pick, released for the measurement to bind).
-std::uint16_t FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  TESSERA_CHECK(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 // Raw loopback: a connected pair of blocking sockets, the other end in a child process.
 // `child` runs there with its socket; the parent gets its own.
 int RawPair(const std::function<void(int)>& child, pid_t& pid) {
@@ -177,7 +164,9 @@ std::shared_ptr<net::TcpTransport> Connect(int me, std::uint16_t port) {
 // (`--peer measure`), ranks 0 and 1 on processes 0 and 1; returns this side's result.
 template <typename Body>
 double TwoProcesses(const Flags& f, const char* measure, const Body& body) {
-  const std::uint16_t port = FreePort();
+  auto free_port = net::FreePort();
+  TESSERA_CHECK(free_port.ok()) << free_port.status().ToString();
+  const std::uint16_t port = *free_port;
   const pid_t pid = fork();
   if (pid == 0) {
     const std::string p = std::to_string(port), mb = std::to_string(f.mbytes),

@@ -320,8 +320,9 @@ struct ParameterServer::Shard {
   std::vector<std::uint64_t> worker_clock;
   std::uint64_t clock = 0;
   std::vector<Message> waiting;  // pulls that need a later clock
-  // Across processes (ParameterServer::distributed_): a shard stops once the driver and every
-  // worker have said stop; each worker's stop follows its last push on the same connection.
+  // A shard stops at the driver's stop, or with StopAfterWorkers once the driver and every
+  // worker have said stop (each worker's stop follows its last push on the same connection).
+  // A shard of another process than the driver's then sends its tables there.
   bool driver_stopped = false;
   int workers_stopped = 0;
 
@@ -599,13 +600,13 @@ struct ParameterServer::Shard {
           HandleClock(m);
           break;
         case MessageKind::kStop:
-          if (!ps->stop_after_workers_.load()) return;
           if (m.from == 0) {
             driver_stopped = true;
           } else {
             ++workers_stopped;
           }
-          if (driver_stopped && workers_stopped == ps->workers_) {
+          if (driver_stopped &&
+              (!ps->stop_after_workers_.load() || workers_stopped == ps->workers_)) {
             if (!ps->transport_->hosts(0)) SendFinalTables();
             return;
           }
@@ -650,7 +651,6 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
     ps->ranges_.push_back(spec.shard_ranges.empty() ? SplitRange(spec.num_keys, servers)
                                                     : spec.shard_ranges);
   }
-  ps->distributed_ = !ps->transport_->in_process();
   for (int s = 0; s < servers; ++s) {
     auto shard = std::make_unique<Shard>();
     const bool here = ps->transport_->hosts(ps->ShardRank(s));
@@ -717,12 +717,13 @@ void ParameterServer::Shutdown() {
   }
   running_->Wait();  // this process's shards
   stopped_ = true;
-  if (!distributed_ || !transport_->hosts(0)) return;
-  // The other processes' shards send their tables here as they stop.
+  if (!transport_->hosts(0)) return;
+  // The other processes' shards (if any) send their tables here as they stop.
   std::size_t expected = 0;
   for (const auto& shard : shards_) {
     if (!transport_->hosts(shard->rank)) expected += specs_.size();
   }
+  if (expected == 0) return;
   final_.assign(specs_.size(), {});
   while (expected > 0) {
     auto m = transport_->Receive(0);

@@ -252,10 +252,10 @@ class ParameterServer {
   StatusOr<int> ShardOf(TableId table, Key key) const;
   const std::vector<KeyRange>& ranges(TableId table) const { return ranges_[table]; }
 
-  // Stops the shards and waits for them. Idempotent. Across processes (a transport that is not
-  // in-process): only the driver's process (rank 0) sends the stops; a shard stops once the
-  // driver and every worker have (RunDataParallel's workers do when they finish), then sends
-  // its tables to the driver's process, where Shutdown collects them for Snapshot.
+  // Stops the shards and waits for them. Idempotent. Only the driver's process (rank 0) sends
+  // the stops; a shard stops at the driver's (after StopAfterWorkers: and every worker's), and
+  // one that runs in another process then sends its tables to the driver's, where Shutdown
+  // collects them for Snapshot.
   void Shutdown();
   // Ok, or why the tables of another process's shard did not arrive.
   Status final_status() const;
@@ -280,7 +280,6 @@ class ParameterServer {
   std::vector<std::unique_ptr<PsClient>> clients_;
   std::unique_ptr<WaitGroup> running_;
   bool stopped_ = false;
-  bool distributed_ = false;  // the transport spans processes
   std::atomic<bool> stop_after_workers_{false};
   std::vector<std::vector<Message>> final_;  // [table]: other processes' shards' tables
   Status final_status_;

@@ -341,6 +341,19 @@ struct TcpTransport::Impl {
   }
 };
 
+StatusOr<std::uint16_t> FreePort(const std::string& bind) {
+  asio::io_context io;
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(bind, ec);
+  if (ec) return InvalidArgument("--bind '" + bind + "': " + ec.message());
+  tcp::acceptor acceptor(io);
+  tcp::endpoint ep(address, 0);
+  acceptor.open(ep.protocol(), ec);
+  if (!ec) acceptor.bind(ep, ec);
+  if (ec) return Unavailable("cannot bind " + bind + ": " + ec.message());
+  return acceptor.local_endpoint().port();
+}
+
 TcpTransport::TcpTransport(const ProcessInfo& me, std::vector<int> process_of_rank)
     : me_(me), process_of_rank_(std::move(process_of_rank)) {}
 

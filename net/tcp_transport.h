@@ -42,6 +42,10 @@ struct TcpOptions {
   Status Validate() const;
 };
 
+// A TCP port on `bind` that is free now: the kernel's choice, released again for the caller
+// to bind (another process could take it in between). For rendezvous ports.
+StatusOr<std::uint16_t> FreePort(const std::string& bind = "127.0.0.1");
+
 class TcpTransport final : public Transport {
  public:
   // Process me.rank of me.size. Binds this process's listener (process 0: on the rendezvous

@@ -4,8 +4,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <boost/asio.hpp>
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -14,6 +14,7 @@
 
 #include "core/status.h"
 #include "net/auth.h"
+#include "net/tcp_transport.h"
 
 namespace tessera {
 
@@ -41,21 +42,6 @@ extern "C" void OnSignal(int sig) { g_signal = sig; }
 int Fail(const Status& s) {
   std::cerr << "tessera launch: error: " << s.message() << std::endl;
   return 1;
-}
-
-// A free TCP port on `bind` (the kernel's choice; released again for process 0 to take).
-StatusOr<std::uint16_t> FreePort(const std::string& bind) {
-  namespace asio = boost::asio;
-  asio::io_context io;
-  boost::system::error_code ec;
-  const auto address = asio::ip::make_address(bind, ec);
-  if (ec) return InvalidArgument("--bind '" + bind + "': " + ec.message());
-  asio::ip::tcp::acceptor acceptor(io);
-  asio::ip::tcp::endpoint ep(address, 0);
-  acceptor.open(ep.protocol(), ec);
-  if (!ec) acceptor.bind(ep, ec);
-  if (ec) return Unavailable("cannot bind " + bind + ": " + ec.message());
-  return acceptor.local_endpoint().port();
 }
 
 // `tessera` itself when the command names it and it is not on PATH.
@@ -102,7 +88,7 @@ int RunLaunch(LaunchFlags& f) {
   if (f.command.empty()) return Fail(InvalidArgument("no command to launch (put it after --)"));
   auto secret = net::GenerateSecret();
   if (!secret.ok()) return Fail(secret.status());
-  auto port = FreePort(f.bind);
+  auto port = net::FreePort(f.bind);
   if (!port.ok()) return Fail(port.status());
   const std::string host = f.bind == "0.0.0.0" ? "127.0.0.1" : f.bind == "::" ? "::1" : f.bind;
   const std::string rendezvous =

@@ -4,9 +4,7 @@
 // error, not a hang.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "net/tcp_transport.h"
 #include "tests/test_util.h"
 
 namespace tessera {
@@ -95,18 +94,6 @@ pid_t ChildWithRank(pid_t parent, int rank) {
   return -1;
 }
 
-std::uint16_t FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 const std::string kCli = TESSERA_CLI;
 
 // The word after `name` in `text`, or "(no NAME)".
@@ -167,7 +154,9 @@ TEST(MultiProcessTest, MpirunGivesTheInProcessCoefficientsBitForBit) {
   testing::TempDir dir;
   const std::string one = dir.Path("one.csv"), many = dir.Path("mpi.csv"), log = dir.Path("log");
   ASSERT_EQ(Shell(kCli + " " + LassoArgs(one), log), 0) << Slurp(log);
-  const std::string env = "TESSERA_RENDEZVOUS=127.0.0.1:" + std::to_string(FreePort()) +
+  const auto port = net::FreePort();
+  ASSERT_TRUE(port.ok()) << port.status().ToString();
+  const std::string env = "TESSERA_RENDEZVOUS=127.0.0.1:" + std::to_string(*port) +
                           " TESSERA_SECRET=mpirun-test-secret-0123456789";
   ASSERT_EQ(Shell(env +
                       " mpirun --oversubscribe --allow-run-as-root -n 3 -x TESSERA_RENDEZVOUS "
