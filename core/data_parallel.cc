@@ -129,8 +129,9 @@ Status DataParallelOptions::Validate() const {
 namespace {
 
 // Phases of an evaluation barrier, in Message::request.
-constexpr std::uint64_t kArrived = 1;  // worker ended the clock; values = [values pushed]
-constexpr std::uint64_t kTerms = 2;    // worker's objective terms; table = 1 on the last one
+constexpr std::uint64_t kArrived = 1;      // worker ended the clock; values = [values pushed]
+constexpr std::uint64_t kTerms = 2;        // worker's objective terms; table = 1 on the last one
+constexpr std::uint64_t kWorkerState = 3;  // across processes, after the run: FinalWorkerState
 
 struct Plan {
   std::uint64_t batches_per_epoch = 1;
@@ -197,6 +198,15 @@ class Worker {
       }
     }
     return Internal("worker passed its last evaluation without a stop");
+  }
+
+  // Across processes, to the driver's process once the run has stopped.
+  Status SendFinalState() {
+    Message m;
+    m.kind = MessageKind::kEvaluation;
+    m.request = kWorkerState;
+    m.values = app_.FinalWorkerState(ctx_);
+    return client_.SendToDriver(std::move(m));
   }
 
  private:
@@ -385,6 +395,7 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
     pool.Spawn([&, w] {
       Worker worker(app, options, plan, ps->client(w), std::move(parts[w]), rows_per_clock);
       worker_status[w] = worker.Run();
+      if (worker_status[w].ok() && !t.hosts(0)) worker_status[w] = worker.SendFinalState();
       if (!worker_status[w].ok()) {
         t.Close();  // wakes everyone: the run fails
       } else if (distributed) {
@@ -412,7 +423,31 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
     });
   }
   done.Wait();
-  ps->Shutdown();
+  // The driver's process gets the final state of every worker elsewhere (FinalWorkerState),
+  // interleaved with the remote shards' tables.
+  int states_due = 0;
+  if (driver_here) {
+    for (int w = 0; w < options.workers; ++w) states_due += t.hosts(ps->WorkerRank(w)) ? 0 : 1;
+  }
+  Status merged = Status::Ok();
+  auto merge = [&](Message& m) {
+    const int w = m.from - ps->WorkerRank(0);
+    if (m.kind != MessageKind::kEvaluation || m.request != kWorkerState || w < 0 ||
+        w >= options.workers || t.hosts(m.from)) {
+      return;  // a late control message of the run
+    }
+    --states_due;
+    if (merged.ok()) merged = app.MergeWorkerState(w, parts[w], m.values);
+  };
+  ps->Shutdown(merge);
+  while (states_due > 0 && run.ok() && ps->final_status().ok()) {
+    auto m = t.Receive(0);
+    if (!m.ok()) {
+      merged = m.status();
+      break;
+    }
+    merge(*m);
+  }
   if (!driver_here) {
     for (const Status& s : worker_status) TESSERA_RETURN_IF_ERROR(s);
     DataParallelResult result;
@@ -420,6 +455,7 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
     return result;
   }
   TESSERA_RETURN_IF_ERROR(ps->final_status());
+  TESSERA_RETURN_IF_ERROR(merged);
   // The first error that is not just the transport closing behind another one.
   for (const Status& s : worker_status) {
     if (!s.ok() && s.code() != StatusCode::kUnavailable) return s;

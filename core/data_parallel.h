@@ -114,6 +114,21 @@ class DataParallelApp {
   virtual StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext& ctx) = 0;
   // Driver: the objective from the terms summed over workers.
   virtual double Objective(const Eigen::VectorXd& summed_terms) = 0;
+  // Across processes, what the driver's process needs of a worker elsewhere once the run has
+  // stopped (MF: the W rows of its users): the worker, after its last batch, returns it here
+  // and the driver's process gets it in MergeWorkerState, with the worker's rows, before
+  // RunDataParallel returns. In one process neither is called. Default: nothing.
+  virtual Eigen::VectorXd FinalWorkerState(DpWorkerContext& ctx) {
+    (void)ctx;
+    return {};
+  }
+  virtual Status MergeWorkerState(int worker, std::span<const std::uint32_t> rows,
+                                  const Eigen::VectorXd& state) {
+    (void)worker;
+    (void)rows;
+    (void)state;
+    return Status::Ok();
+  }
 };
 
 struct DataParallelResult {

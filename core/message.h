@@ -50,6 +50,9 @@ struct Message {
   MessageKind kind = MessageKind::kStop;
   Rank from = 0;
   Rank to = -1;  // set by Transport::Send; the TCP transport routes frames by it
+  // The sender's run (Transport::BeginRun), set by the TCP transport: a receiver drops
+  // messages of runs it has finished and holds back those of runs it has not begun.
+  std::uint64_t run = 0;
   std::uint64_t round = 0;
   std::vector<Block> blocks;      // kPush
   std::vector<Key> stale_keys;    // kPush: keys of earlier rounds not yet applied at the worker

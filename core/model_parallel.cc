@@ -346,6 +346,7 @@ StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions&
                            std::to_string(options.workers + 1));
   }
   Transport& transport = *shared;
+  transport.BeginRun();  // nothing of an earlier run over this transport reaches this one
   WaitGroup workers;
   FiberPool& pool = FiberPool::Global();
   std::vector<Status> worker_status(static_cast<std::size_t>(options.workers));

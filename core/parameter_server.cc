@@ -647,6 +647,7 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
   ps->workers_ = workers;
   ps->specs_ = std::move(tables);
   ps->transport_ = std::move(transport);
+  ps->transport_->BeginRun();  // nothing of an earlier run over this transport reaches this one
   for (const auto& spec : ps->specs_) {
     ps->ranges_.push_back(spec.shard_ranges.empty() ? SplitRange(spec.num_keys, servers)
                                                     : spec.shard_ranges);
@@ -705,7 +706,7 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
 
 ParameterServer::~ParameterServer() { Shutdown(); }
 
-void ParameterServer::Shutdown() {
+void ParameterServer::Shutdown(const std::function<void(Message&)>& other) {
   if (stopped_ || !running_) return;
   if (transport_->hosts(0)) {  // the driver's process stops every shard
     for (int s = 0; s < servers_; ++s) {
@@ -733,7 +734,8 @@ void ParameterServer::Shutdown() {
     }
     if (m->kind != MessageKind::kPsValues || m->request != kFinalTables ||
         m->table >= specs_.size()) {
-      continue;  // a late control message of the run
+      if (other) other(*m);
+      continue;
     }
     final_[m->table].push_back(std::move(*m));
     --expected;

@@ -255,8 +255,8 @@ class ParameterServer {
   // Stops the shards and waits for them. Idempotent. Only the driver's process (rank 0) sends
   // the stops; a shard stops at the driver's (after StopAfterWorkers: and every worker's), and
   // one that runs in another process then sends its tables to the driver's, where Shutdown
-  // collects them for Snapshot.
-  void Shutdown();
+  // collects them for Snapshot; any other message reaching rank 0 meanwhile goes to `other`.
+  void Shutdown(const std::function<void(Message&)>& other = nullptr);
   // Ok, or why the tables of another process's shard did not arrive.
   Status final_status() const;
   // RunDataParallel across processes, before any worker runs: the shards stop only after the

@@ -38,6 +38,14 @@ class Transport {
     (void)r;
     return true;
   }
+  // An engine calls this as it starts a run over a transport that may have carried earlier
+  // runs, in every process, before any of its fibers sends or receives (no fiber of an
+  // earlier run may still be running here). Messages of earlier runs still queued here or
+  // yet to arrive (an eager refresh to a worker that had stopped) are dropped. Between
+  // processes, runs are not fenced: a process that has begun run k+1 may send to one still
+  // finishing run k, whose receivers must not see that message yet. It waits until this
+  // process begins run k+1 too.
+  virtual void BeginRun() = 0;
 };
 
 // Unbounded FIFO between fibers on any threads (Boost.Fiber primitives, so waiting parks the
@@ -114,6 +122,7 @@ class InProcessTransport final : public Transport {
   void Close() override;
   std::uint64_t bytes_sent() const override { return bytes_.load(std::memory_order_relaxed); }
   bool in_process() const override { return true; }
+  void BeginRun() override;
 
  private:
   std::vector<std::unique_ptr<Mailbox<Message>>> boxes_;

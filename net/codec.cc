@@ -87,6 +87,7 @@ wire::Message ToWire(const Message& m) {
   w.range_end = static_cast<std::int64_t>(m.range.end);
   w.raw_add = m.raw_add;
   w.receiver = m.to;
+  w.run = static_cast<std::int64_t>(m.run);
   return w;
 }
 
@@ -135,6 +136,7 @@ StatusOr<Message> FromWire(const wire::Message& w) {
   }
   m.raw_add = w.raw_add;
   m.to = w.receiver;
+  m.run = static_cast<std::uint64_t>(w.run);
   return m;
 }
 

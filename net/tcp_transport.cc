@@ -133,7 +133,12 @@ struct TcpTransport::Impl {
   std::atomic<bool> has_failed{false};
   std::uint64_t heartbeats = 0;
   std::atomic<bool> leaving{false};  // our goodbye is queued: no more heartbeats
-  std::mutex left_mu;                // with left_cv: Leave waits for the peers' goodbyes
+  // This process's run (BeginRun). run_mu orders its change against the I/O thread's
+  // delivery; senders (never running during BeginRun) read it alone.
+  std::mutex run_mu;
+  std::atomic<std::uint64_t> run{0};
+  std::vector<std::vector<Message>> early;  // by rank: messages of runs not begun yet
+  std::mutex left_mu;                       // with left_cv: Leave waits for the peers' goodbyes
   std::condition_variable left_cv;
   int peers_left = 0;
 
@@ -240,11 +245,24 @@ struct TcpTransport::Impl {
                                      ", which this process does not host"));
                 return;
               }
-              boxes[static_cast<std::size_t>(m.to)]->Push(std::move(m));
+              Deliver(std::move(m));
             }
           }
           StartRead(c);
         });
+  }
+
+  // I/O thread: a message of the current run to its mailbox, one of a later run aside until
+  // BeginRun, one of an earlier run nowhere.
+  void Deliver(Message m) {
+    std::lock_guard lock(run_mu);
+    const auto to = static_cast<std::size_t>(m.to);
+    const std::uint64_t now = run.load(std::memory_order_relaxed);
+    if (m.run == now) {
+      boxes[to]->Push(std::move(m));
+    } else if (m.run > now) {
+      early[to].push_back(std::move(m));
+    }
   }
 
   // I/O thread: writes whatever is queued on `c`, then looks again.
@@ -374,6 +392,7 @@ StatusOr<std::unique_ptr<TcpTransport>> TcpTransport::Create(const ProcessInfo& 
   std::unique_ptr<TcpTransport> t(new TcpTransport(me, std::move(process_of_rank)));
   t->impl_ = std::make_unique<Impl>(options, me.size);
   Impl& im = *t->impl_;
+  im.early.resize(t->process_of_rank_.size());
   for (std::size_t r = 0; r < t->process_of_rank_.size(); ++r) {
     im.boxes.push_back(t->hosts(static_cast<Rank>(r)) ? std::make_unique<Mailbox<Message>>()
                                                       : nullptr);
@@ -594,6 +613,7 @@ Status TcpTransport::Send(Rank to, Message msg) {
   if (im.has_failed.load()) return im.Failure();
   im.payload_bytes.fetch_add(msg.PayloadBytes(), std::memory_order_relaxed);
   msg.to = to;
+  msg.run = im.run.load(std::memory_order_relaxed);
   if (hosts(to)) {
     if (!im.boxes[static_cast<std::size_t>(to)]->Push(std::move(msg))) {
       return Unavailable("transport closed");
@@ -620,6 +640,27 @@ StatusOr<Message> TcpTransport::TryReceive(Rank self) {
   TESSERA_CHECK(self >= 0 && self < size() && hosts(self)) << "rank " << self << " is not here";
   return PopMessage(*impl_->boxes[static_cast<std::size_t>(self)], /*wait=*/false,
                     [this] { return ClosedStatus(); });
+}
+
+void TcpTransport::BeginRun() {
+  Impl& im = *impl_;
+  std::lock_guard lock(im.run_mu);
+  const std::uint64_t run = im.run.fetch_add(1) + 1;
+  for (std::size_t r = 0; r < im.boxes.size(); ++r) {
+    if (!im.boxes[r]) continue;
+    Message m;
+    while (im.boxes[r]->TryPop(m) == Mailbox<Message>::TryResult::kItem) {
+    }  // left over from earlier runs
+    std::vector<Message> later;
+    for (Message& e : im.early[r]) {
+      if (e.run == run) {
+        im.boxes[r]->Push(std::move(e));
+      } else if (e.run > run) {
+        later.push_back(std::move(e));
+      }
+    }
+    im.early[r] = std::move(later);
+  }
 }
 
 void TcpTransport::Close() {

@@ -81,6 +81,9 @@ class TcpTransport final : public Transport {
   void Close() override;
   std::uint64_t bytes_sent() const override;
   bool in_process() const override { return false; }
+  // Every message carries its sender's run; the I/O thread drops those of runs this process
+  // has finished and holds those of runs it has not begun until it begins them.
+  void BeginRun() override;
   // Bytes written to sockets so far (frames, headers and heartbeats included).
   std::uint64_t wire_bytes_sent() const;
   // The error that failed the transport, or Ok.

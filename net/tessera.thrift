@@ -37,6 +37,7 @@ struct Message {
   16: i64 range_end
   17: bool raw_add
   18: i32 receiver
+  19: i64 run
 }
 
 // Connection set-up: the accepting side sends a Challenge, the connecting side answers with

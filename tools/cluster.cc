@@ -49,9 +49,11 @@ const std::string& LastError() { return g_last_error; }
 Status SingleProcessOnly(const std::string& command) {
   TESSERA_ASSIGN_OR_RETURN(net::ProcessInfo me, net::ProcessFromEnvironment());
   if (!me.multi_process()) return Status::Ok();
-  return FailedPrecondition("tessera " + command + " does not run across processes yet (" +
-                            std::to_string(me.size) + " processes from " + me.launcher +
-                            "): run it as one process; tessera lasso runs across processes");
+  return FailedPrecondition(
+      "tessera " + command + " does not run across processes yet (" + std::to_string(me.size) +
+      " processes from " + me.launcher +
+      "): run it as one process; tessera lasso and tessera mf --mode data-parallel run "
+      "across processes");
 }
 
 int CoordinatorAlone(int rank, int processes) { return rank == 0 ? 0 : rank % processes; }

@@ -66,6 +66,7 @@ MfCommands AddMfCommands(CLI::App& app, MfFlags& f) {
   t.add_flag("--model-averaging", f.opts.data_parallel.model_averaging,
              "Workers update their own copy of H and the servers average them at each clock")
       ->group(g);
+  AddClusterFlags(t, f.cluster);
 
   c.predict = t.add_subcommand("predict", "Predict ratings or the top-N items from a saved model");
   CLI::App& p = *c.predict;
@@ -80,13 +81,15 @@ MfCommands AddMfCommands(CLI::App& app, MfFlags& f) {
   return c;
 }
 
+namespace {
+int RunMfTrainIn(MfFlags& f, Cluster& cluster);
+}  // namespace
+
 int RunMfTrain(MfFlags& f) {
-  if (auto st = SingleProcessOnly("mf train"); !st.ok()) return Fail(st);
   if (f.train.empty()) return Fail(InvalidArgument("--train is required"));
   if (f.threads < 0 || f.threads > 1024) {
     return Fail(InvalidArgument("--threads must be between 0 (all cores) and 1024"));
   }
-  FiberPool::Global(f.threads);
   f.opts.biases = !f.no_biases;
   f.opts.engine.progress = !f.quiet;
   f.opts.engine.label = "mf";
@@ -94,6 +97,31 @@ int RunMfTrain(MfFlags& f) {
     return Fail(st);
   }
   if (auto st = f.opts.Validate(); !st.ok()) return Fail(st);
+  if (f.opts.mode != "data-parallel") {
+    if (auto st = SingleProcessOnly("mf --mode model-parallel"); !st.ok()) return Fail(st);
+  }
+  // Data-parallel: the driver, shards and workers spread over the launcher's processes.
+  const auto& dp = f.opts.data_parallel;
+  auto cluster = Cluster::Join(f.cluster, 1 + dp.servers + f.opts.engine.workers, CoordinatorAlone,
+                               "--servers " + std::to_string(dp.servers) + " --workers " +
+                                   std::to_string(f.opts.engine.workers));
+  if (!cluster.ok()) return Fail(cluster.status());
+  Cluster& c = **cluster;
+  FiberPool::Global(c.Threads(f.threads));
+  return c.Finish(RunMfTrainIn(f, c), LastError());
+}
+
+namespace {
+
+int RunMfTrainIn(MfFlags& f, Cluster& cluster) {
+  f.opts.engine.transport = cluster.transport();
+  if (!cluster.leader()) {  // process 0 reports and writes
+    f.quiet = true;
+    f.opts.engine.progress = false;
+    f.output.clear();
+    f.trace.clear();
+    f.summary.clear();
+  }
   auto train = ReadRatings(f.train);
   if (!train.ok()) return Fail(train.status());
   std::optional<Ratings> test;
@@ -139,6 +167,7 @@ int RunMfTrain(MfFlags& f) {
   auto result = TrainMf(*train, test ? &*test : nullptr, f.opts, print);
   const double setup_seconds = total.Seconds() - (result.ok() ? result->run.seconds : 0);
   if (!result.ok()) return Fail(result.status());
+  if (result->run.stop_reason == kWorkerProcess) return 0;
   if (!f.quiet) {
     std::printf("%s after %zu epochs, %.3f s; bytes moved %llu; peak RSS %.1f MiB\n",
                 result->run.stop_reason.c_str(), result->epochs.size(), result->run.seconds,
@@ -183,6 +212,8 @@ int RunMfTrain(MfFlags& f) {
   return 0;
 }
 
+}  // namespace
+
 int RunMfPredict(MfFlags& f) {
   auto model = ReadMfModel(f.model);
   if (!model.ok()) return Fail(model.status());
@@ -206,7 +237,7 @@ int RunMfPredict(MfFlags& f) {
               FormatDouble(m.Predict(r.user, r.item)));
     }
     if (auto st = out.Finish(); !st.ok()) return Fail(st);
-    std::printf("%zu pairs predicted (%zu with an unknown user or item skipped); RMSE %.4f\n",
+    std::printf("%zu pairs predicted (%zu with an unknown user or item skipped); RMSE %.10g\n",
                 pairs->entries.size(), pairs->skipped_unknown, Rmse(m, *pairs));
     return 0;
   }

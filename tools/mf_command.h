@@ -5,6 +5,7 @@
 #include <string>
 
 #include "algorithms/mf/mf.h"
+#include "tools/cluster.h"
 #include "tools/data_parallel_flags.h"
 
 namespace tessera {
@@ -17,6 +18,7 @@ struct MfFlags {
   bool no_biases = false;
   bool quiet = false;
   DataParallelFlags data_parallel;
+  ClusterFlags cluster;  // data-parallel runs across processes
   // Queries.
   std::string model, user, item, pairs, exclude, predictions;
   int top_n = 0;

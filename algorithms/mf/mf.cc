@@ -35,6 +35,11 @@ Status MfOptions::Validate() const {
     return InvalidArgument("--learning-rate must be > 0 and --decay >= 0");
   }
   if (mode == "data-parallel") TESSERA_RETURN_IF_ERROR(data_parallel.Validate());
+  if (mode == "model-parallel" && engine.transport && !engine.transport->in_process()) {
+    return FailedPrecondition(
+        "model-parallel MF shares its factor blocks in memory and does not run across "
+        "processes yet; use --mode data-parallel");
+  }
   if (engine.pipeline_depth != 1) {
     return InvalidArgument(
         "CCD++ updates each coordinate from the other side's current column: "

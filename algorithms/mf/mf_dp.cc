@@ -118,6 +118,27 @@ class SgdApp final : public DataParallelApp {
   }
 
   double Objective(const Eigen::VectorXd& t) override { return c_.RecordEpoch(t); }
+
+  // Across processes: the W rows of a worker's users travel to the driver's process.
+  Eigen::VectorXd FinalWorkerState(DpWorkerContext& ctx) override {
+    Eigen::VectorXd rows(static_cast<Eigen::Index>(ctx.rows.size()) * k_);
+    for (std::size_t i = 0; i < ctx.rows.size(); ++i) {
+      rows.segment(static_cast<Eigen::Index>(i) * k_, k_) = model_.w.row(ctx.rows[i]).transpose();
+    }
+    return rows;
+  }
+  Status MergeWorkerState(int worker, std::span<const std::uint32_t> users,
+                          const Eigen::VectorXd& rows) override {
+    if (rows.size() != static_cast<Eigen::Index>(users.size()) * k_) {
+      return Internal("worker " + std::to_string(worker) + " sent " + std::to_string(rows.size()) +
+                      " values for " + std::to_string(users.size()) + " users of rank " +
+                      std::to_string(k_));
+    }
+    for (std::size_t i = 0; i < users.size(); ++i) {
+      model_.w.row(users[i]) = rows.segment(static_cast<Eigen::Index>(i) * k_, k_).transpose();
+    }
+    return Status::Ok();
+  }
   mf_internal::Common& common() { return c_; }
 
  private:
@@ -152,8 +173,10 @@ StatusOr<MfResult> TrainMfSgdDataParallel(const Ratings& train, const Ratings* t
   dp.evaluate_every = 0;  // every epoch
   SgdApp app(train, test, options, on_epoch);
   app.common().clock = Stopwatch();
-  TESSERA_ASSIGN_OR_RETURN(DataParallelResult r, RunDataParallel(app, dp));
+  TESSERA_ASSIGN_OR_RETURN(DataParallelResult r,
+                           RunDataParallel(app, dp, options.engine.transport));
   MfResult result = app.common().Finish(std::move(r.run));
+  if (r.tables.empty()) return result;  // a process of a multi-process run without the driver
   result.model.h = Eigen::Map<const Factors>(
       r.tables[0].data(), static_cast<Eigen::Index>(train.num_items()), result.model.w.cols());
   return result;

@@ -125,6 +125,7 @@ class RemoteLookingTransport final : public Transport {
   void Close() override { inner_.Close(); }
   std::uint64_t bytes_sent() const override { return inner_.bytes_sent(); }
   bool in_process() const override { return false; }
+  void BeginRun() override { inner_.BeginRun(); }
 
  private:
   InProcessTransport inner_;

@@ -103,6 +103,55 @@ TEST(TcpTransportTest, EveryRankReachesEveryOtherInOrder) {
   for (auto& p : c.procs) EXPECT_TRUE(p->failure().ok()) << p->failure().ToString();
 }
 
+// Engines reuse one transport for run after run (a Lasso path); processes are not in step:
+// one may send run 2's first message while another still finishes run 1.
+TEST(TcpTransportTest, RunsDoNotMixAcrossProcesses) {
+  Cluster c = Start(2, {0, 1}, {Options()});
+  for (const Status& s : c.established) ASSERT_TRUE(s.ok()) << s.ToString();
+  TcpTransport& a = *c.procs[0];
+  TcpTransport& b = *c.procs[1];
+  auto send = [&](double v) {
+    Message m;
+    m.kind = MessageKind::kPsPush;
+    m.values = Eigen::VectorXd::Constant(1, v);
+    ASSERT_TRUE(a.Send(1, std::move(m)).ok());
+  };
+  auto next = [&](TcpTransport& t) {
+    auto m = t.Receive(1);
+    return m.ok() ? m->values[0] : -1.0;
+  };
+  a.BeginRun();
+  b.BeginRun();
+  send(1);  // run 1
+  EXPECT_EQ(next(b), 1);
+  send(11);
+  a.BeginRun();
+  send(2);  // run 2: B has not begun it yet
+  a.BeginRun();
+  send(3);  // run 3
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto queued = b.TryReceive(1);  // in run 1, B sees 11 and nothing of later runs
+  ASSERT_TRUE(queued.ok()) << queued.status().ToString();
+  EXPECT_EQ(queued->values[0], 11);
+  EXPECT_THAT(b.TryReceive(1).status().message(), HasSubstr("no message queued"));
+  b.BeginRun();  // run 2
+  EXPECT_EQ(next(b), 2);
+  EXPECT_THAT(b.TryReceive(1).status().message(), HasSubstr("no message queued"));
+  b.BeginRun();
+  EXPECT_EQ(next(b), 3);
+  send(31);  // run 3, never received in run 3: left over
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  b.BeginRun();  // run 4: 31 is gone
+  a.BeginRun();
+  send(4);
+  EXPECT_EQ(next(b), 4);
+  b.BeginRun();  // run 5, A still in run 4: its messages arrive too late
+  send(44);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_THAT(b.TryReceive(1).status().message(), HasSubstr("no message queued"));
+  for (auto& p : c.procs) EXPECT_TRUE(p->failure().ok()) << p->failure().ToString();
+}
+
 TEST(TcpTransportTest, AWrongSecretIsRefusedAndBothSidesSaySo) {
   std::vector<TcpOptions> o = {Options(std::chrono::milliseconds(1500)),
                                Options(std::chrono::milliseconds(1500))};
