@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The same Lasso fit in one process and across 2 and 3 processes (tessera launch, TCP on
-loopback), model-parallel and data-parallel. Prints the fit time (setup excluded), its min and
+"""The same Lasso fit, MF and LDA training in one process and across 2 and 3 processes
+(tessera launch, TCP on loopback): Lasso model-parallel and data-parallel, MF and LDA
+data-parallel. Prints the fit time (setup excluded), its min and
 median over interleaved repeats, and the ratio to the one-process run; objectives are printed
 to show the runs solve the same problem.
 
@@ -20,26 +21,33 @@ ap.add_argument("--tessera", default="build/release/tools/tessera")
 ap.add_argument("--data-dir", default=os.environ.get("TESSERA_DATA_DIR", "../shared/datasets"))
 args = ap.parse_args()
 
-cases = [
-    ("cpusmall 8192x12", f"{args.data_dir}/lasso/cpusmall/cpusmall.csv.gz",
-     "--lambda-ratio 0.001 --standardize"),
-    ("news20 19996x1.35M", f"{args.data_dir}/news20-libsvm/news20.libsvm.gz",
-     "--lambda-ratio 0.05"),
-]
-modes = [
+d = args.data_dir
+# (name, command and its data flags, modes: [(mode, flags)])
+lasso_modes = [
     ("model-parallel", "--workers 2"),
     ("data-parallel", "--mode data-parallel --servers 1 --workers 2 --consistency bsp"),
 ]
+cases = [
+    ("cpusmall 8192x12", f"lasso --data {d}/lasso/cpusmall/cpusmall.csv.gz "
+     "--lambda-ratio 0.001 --standardize", lasso_modes),
+    ("news20 19996x1.35M", f"lasso --data {d}/news20-libsvm/news20.libsvm.gz --lambda-ratio 0.05",
+     lasso_modes),
+    ("MF ML-100K u1 r10", f"mf --train {d}/movielens-100k/u1.base.gz "
+     f"--test {d}/movielens-100k/u1.test.gz --rank 10 --epochs 10",
+     [("data-parallel", "--mode data-parallel --servers 1 --workers 2")]),
+    ("LDA KOS K50", f"lda --corpus {d}/uci-bow-kos/docword.kos.txt.gz "
+     f"--vocab {d}/uci-bow-kos/vocab.kos.txt.gz --topics 50 --iterations 10 --no-files",
+     [("data-parallel", "--mode data-parallel --servers 1 --workers 2")]),
+]
 
 
-def run(processes, data, extra, mode_flags):
-    with tempfile.TemporaryDirectory() as d:
-        summary = os.path.join(d, "s.csv")
+def run(processes, command, mode_flags):
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = os.path.join(tmp, "s.csv")
         cmd = [args.tessera]
         if processes > 1:
             cmd += ["launch", "-n", str(processes), "--", args.tessera]
-        cmd += ["lasso", "--data", data, "--quiet", "--summary", summary]
-        cmd += extra.split() + mode_flags.split()
+        cmd += command.split() + ["--quiet", "--summary", summary] + mode_flags.split()
         subprocess.run(cmd, check=True)
         with open(summary) as f:
             row = next(csv.DictReader(f))
@@ -48,7 +56,8 @@ def run(processes, data, extra, mode_flags):
 
 print(f"{'data':20} {'mode':15} {'procs':>5} {'min s':>9} {'median s':>9} {'x 1 proc':>9} "
       f"{'objective':>18} {'MB moved':>9}")
-for name, data, extra in cases:
+for name, command, modes in cases:
+    data = command.split()[2]
     if not os.path.exists(data):
         print(f"{name}: {data} missing, skipped", file=sys.stderr)
         continue
@@ -58,7 +67,7 @@ for name, data, extra in cases:
         moved = {}
         for _ in range(args.repeats):
             for p in (1, 2, 3):
-                s, obj, b = run(p, data, extra, flags)
+                s, obj, b = run(p, command, flags)
                 times[p].append(s)
                 objective[p] = obj
                 moved[p] = b

@@ -9,7 +9,6 @@
 #include "tools/cluster.h"
 
 namespace tessera {
-namespace {}  // namespace
 
 StatusOr<Corpus> ReadCorpus(const std::string& path, const std::string& vocab,
                             const std::string& format, int min_count) {
@@ -91,11 +90,15 @@ CLI::App* AddLdaCommand(CLI::App& app, LdaFlags& f) {
       ->capture_default_str();
   AddDataParallelFlags(t, f.opts.data_parallel, f.data_parallel,
                        "Documents per batch (0: the worker's whole partition)");
+  AddClusterFlags(t, f.cluster);
   return cmd;
 }
 
+namespace {
+int RunLdaIn(LdaFlags& f, Cluster& cluster);
+}  // namespace
+
 int RunLda(LdaFlags& f) {
-  if (auto st = SingleProcessOnly("lda"); !st.ok()) return Fail(st);
   if (f.threads < 0 || f.threads > 1024) {
     return Fail(InvalidArgument("--threads must be between 0 (all cores) and 1024"));
   }
@@ -104,13 +107,37 @@ int RunLda(LdaFlags& f) {
   if (f.heldout > 0 && !f.test.empty()) {
     return Fail(InvalidArgument("give --heldout or --test, not both"));
   }
-  FiberPool::Global(f.threads);
   f.opts.engine.progress = !f.quiet;
   f.opts.engine.label = "lda";
   if (auto st = ParseDataParallelFlags(f.data_parallel, f.opts.data_parallel); !st.ok()) {
     return Fail(st);
   }
   if (auto st = f.opts.Validate(); !st.ok()) return Fail(st);
+  if (f.opts.mode != "data-parallel") {
+    if (auto st = SingleProcessOnly("lda --mode model-parallel"); !st.ok()) return Fail(st);
+  }
+  // Data-parallel: the driver, shards and workers spread over the launcher's processes.
+  const auto& dp = f.opts.data_parallel;
+  auto cluster = Cluster::Join(f.cluster, 1 + dp.servers + f.opts.engine.workers, CoordinatorAlone,
+                               "--servers " + std::to_string(dp.servers) + " --workers " +
+                                   std::to_string(f.opts.engine.workers));
+  if (!cluster.ok()) return Fail(cluster.status());
+  Cluster& c = **cluster;
+  FiberPool::Global(c.Threads(f.threads));
+  return c.Finish(RunLdaIn(f, c), LastError());
+}
+
+namespace {
+
+int RunLdaIn(LdaFlags& f, Cluster& cluster) {
+  f.opts.engine.transport = cluster.transport();
+  if (!cluster.leader()) {  // process 0 reports and writes
+    f.quiet = true;
+    f.opts.engine.progress = false;
+    f.no_files = true;
+    f.trace.clear();
+    f.summary.clear();
+  }
   auto all = ReadCorpus(f.corpus, f.vocab, f.format, f.min_count);
   if (!all.ok()) return Fail(all.status());
   Corpus train, test;
@@ -160,6 +187,7 @@ int RunLda(LdaFlags& f) {
   Stopwatch total;
   auto result = TrainLda(train, f.opts, has_test ? &test : nullptr, print);
   if (!result.ok()) return Fail(result.status());
+  if (result->run.stop_reason == kWorkerProcess) return 0;
   const double setup_seconds = total.Seconds() - result->run.seconds;
   const LdaModel& m = result->model;
   if (!f.quiet) {
@@ -226,5 +254,7 @@ int RunLda(LdaFlags& f) {
   }
   return 0;
 }
+
+}  // namespace
 
 }  // namespace tessera

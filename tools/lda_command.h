@@ -5,6 +5,7 @@
 #include <string>
 
 #include "algorithms/lda/lda.h"
+#include "tools/cluster.h"
 #include "tools/data_parallel_flags.h"
 
 namespace tessera {
@@ -21,6 +22,7 @@ struct LdaFlags {
   int show_topics = 10;
   bool quiet = false;
   DataParallelFlags data_parallel;
+  ClusterFlags cluster;  // data-parallel runs across processes
 };
 
 CLI::App* AddLdaCommand(CLI::App& app, LdaFlags& flags);

@@ -17,6 +17,11 @@ Status LdaOptions::Validate() const {
     return InvalidArgument("unknown LDA mode '" + mode +
                            "' (expected model-parallel or data-parallel)");
   }
+  if (mode == "model-parallel" && engine.transport && !engine.transport->in_process()) {
+    return FailedPrecondition(
+        "model-parallel LDA shares its word-topic blocks in memory and does not run across "
+        "processes yet; use --mode data-parallel");
+  }
   if (sampler != "mh" && sampler != "gibbs") {
     return InvalidArgument("unknown LDA sampler '" + sampler + "' (expected mh or gibbs)");
   }

@@ -213,6 +213,41 @@ class DpLdaApp final : public DataParallelApp {
     return ll / static_cast<double>(t_.num_tokens());
   }
 
+  // Across processes: the topics of a worker's tokens travel to the driver's process (the
+  // model's document-topic counts).
+  Eigen::VectorXd FinalWorkerState(DpWorkerContext& ctx) override {
+    std::vector<double> topics;
+    for (std::uint32_t d : ctx.rows) {
+      for (std::uint64_t i = t_.doc_ptr[d]; i < t_.doc_ptr[d + 1]; ++i) {
+        topics.push_back(t_.topic[i]);
+      }
+    }
+    return Eigen::Map<const Eigen::VectorXd>(topics.data(),
+                                             static_cast<Eigen::Index>(topics.size()));
+  }
+  Status MergeWorkerState(int worker, std::span<const std::uint32_t> docs,
+                          const Eigen::VectorXd& topics) override {
+    std::uint64_t n = 0;
+    for (std::uint32_t d : docs) n += t_.doc_ptr[d + 1] - t_.doc_ptr[d];
+    if (static_cast<std::uint64_t>(topics.size()) != n) {
+      return Internal("worker " + std::to_string(worker) + " sent " +
+                      std::to_string(topics.size()) + " topics for " + std::to_string(n) +
+                      " tokens");
+    }
+    Eigen::Index j = 0;
+    for (std::uint32_t d : docs) {
+      for (std::uint64_t i = t_.doc_ptr[d]; i < t_.doc_ptr[d + 1]; ++i) {
+        const double k = topics[j++];
+        if (!(k >= 0 && k < h_.K)) {
+          return Internal("worker " + std::to_string(worker) + " sent topic " + std::to_string(k) +
+                          " of " + std::to_string(h_.K));
+        }
+        t_.topic[i] = static_cast<std::uint32_t>(k);
+      }
+    }
+    return Status::Ok();
+  }
+
   // The public model from a snapshot of the table (internal word order).
   LdaModel Model(const Eigen::VectorXd& table) const {
     std::vector<std::int32_t> wt(V_ * static_cast<std::size_t>(h_.K));
@@ -247,7 +282,13 @@ StatusOr<LdaResult> TrainLdaDataParallel(
   dp.objective_tolerance = options.engine.objective_tolerance;
   dp.evaluate_every_epochs = static_cast<std::uint64_t>(options.evaluate_every);
   DpLdaApp app(corpus, options, test, on_iteration);
-  TESSERA_ASSIGN_OR_RETURN(DataParallelResult r, RunDataParallel(app, dp));
+  TESSERA_ASSIGN_OR_RETURN(DataParallelResult r,
+                           RunDataParallel(app, dp, options.engine.transport));
+  if (r.tables.empty()) {  // a process of a multi-process run without the driver
+    LdaResult result;
+    result.run = std::move(r.run);
+    return result;
+  }
   return app.Finish(r.tables[0], std::move(r.run));
 }
 
