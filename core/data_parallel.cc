@@ -452,6 +452,7 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
     for (const Status& s : worker_status) TESSERA_RETURN_IF_ERROR(s);
     DataParallelResult result;
     result.run.stop_reason = kWorkerProcess;
+    for (TableId id = 0; id < ps->num_tables(); ++id) result.tables.push_back(ps->Snapshot(id));
     return result;
   }
   TESSERA_RETURN_IF_ERROR(ps->final_status());

@@ -132,8 +132,11 @@ class DataParallelApp {
 };
 
 struct DataParallelResult {
-  RunResult run;                        // rounds: the workers' clock at the last evaluation
-  std::vector<Eigen::VectorXd> tables;  // every table's final values, key-major
+  RunResult run;  // rounds: the workers' clock at the last evaluation
+  // Every table's final values, key-major. In a process of a multi-process run without the
+  // driver (run.stop_reason kWorkerProcess): the key ranges of the shards this process hosts,
+  // every other key at its initial value (enough to start the next run's shards from).
+  std::vector<Eigen::VectorXd> tables;
 };
 
 // Runs `app` for max_epochs (or until a limit or the tolerance stops it at an evaluation).

@@ -32,6 +32,7 @@ Status EngineOptions::Validate() const {
   if (max_rounds < 1) return InvalidArgument("--max-rounds must be at least 1");
   if (!(max_seconds >= 0)) return InvalidArgument("--max-seconds must be >= 0");
   if (!(objective_tolerance >= 0)) return InvalidArgument("--tolerance must be >= 0");
+  if (!(checkpoint_every >= 0)) return InvalidArgument("--checkpoint-every must be >= 0");
   return Status::Ok();
 }
 
@@ -120,6 +121,12 @@ class Coordinator {
     bool last_evaluated = false;
     for (;;) {
       while (scheduling && flight.size() < static_cast<std::size_t>(opts_.pipeline_depth)) {
+        if (opts_.checkpoint && opts_.checkpoint_every > 0 &&
+            clock_.Seconds() - last_checkpoint_ >= opts_.checkpoint_every) {
+          if (!flight.empty()) break;  // drain the pipeline first
+          TESSERA_RETURN_IF_ERROR(opts_.checkpoint(pulled));
+          last_checkpoint_ = clock_.Seconds();
+        }
         if (scheduled >= opts_.max_rounds) {
           scheduling = false;
           result_.stop_reason = "max rounds";
@@ -325,6 +332,7 @@ class Coordinator {
   Update pending_update_;  // committed, not yet sent: rides on the next message to the workers
   std::uint64_t pending_round_ = 0;
   bool has_pending_update_ = false;
+  double last_checkpoint_ = 0;  // clock_ seconds
   std::size_t committed_base_ = 0;
   std::map<std::pair<MessageKind, std::uint64_t>, std::vector<Message>> pending_;
   // Payload bytes the coordinator sent and received: every message of the engine passes

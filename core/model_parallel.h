@@ -124,6 +124,11 @@ struct EngineOptions {
   // coordinator, 1..P the workers), possibly spanning processes (net/tcp_transport.h): this
   // process runs the ranks the transport hosts, and every process runs the same app.
   std::shared_ptr<Transport> transport;
+  // Coordinator: called every `checkpoint_every` seconds (0: never) at a round boundary with
+  // no round in flight (the pipeline is drained first), with the rounds pulled so far; the
+  // app's committed state is then whole and may be saved. An error stops the run with it.
+  double checkpoint_every = 0;
+  std::function<Status(std::uint64_t rounds)> checkpoint;
   Status Validate() const;
 };
 

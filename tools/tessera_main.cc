@@ -6,6 +6,7 @@
 #include <string>
 
 #include "algorithms/lasso/lasso.h"
+#include "core/checkpoint.h"
 #include "core/dataset.h"
 #include "core/fiber_pool.h"
 #include "core/metrics.h"
@@ -70,6 +71,8 @@ struct LassoFlags {
   bool no_accelerate = false;
   std::string summary;  // one-row CSV of the result, for `tessera compare`
   ClusterFlags cluster;
+  std::string checkpoint_every;  // a duration, parsed into opts.checkpoint_every
+  std::string resume;            // a checkpoint directory to go on from
 };
 
 void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
@@ -137,6 +140,17 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
   cmd.add_option("--summary", f.summary, "Write a one-row CSV summary of the fit");
   cmd.add_option("--output", f.output, "Coefficients CSV (a path: one row per lambda)");
   cmd.add_flag("--quiet", f.quiet, "No progress line or summary");
+  const std::string r = "Checkpoints";
+  cmd.add_option("--checkpoint-dir", f.opts.checkpoint_dir,
+                 "Write a checkpoint here after every lambda (and within a fit, see below)")
+      ->group(r);
+  cmd.add_option("--checkpoint-every", f.checkpoint_every,
+                 "Model-parallel: also checkpoint within a fit this often (30s, 2m, ...)")
+      ->group(r);
+  cmd.add_option("--resume", f.resume,
+                 "Go on from the newest whole checkpoint in this directory (and keep "
+                 "checkpointing there)")
+      ->group(r);
   AddClusterFlags(cmd, f.cluster);
 }
 
@@ -192,6 +206,22 @@ int RunLasso(LassoFlags& f) {
   f.opts.engine.progress = !f.quiet;
   f.opts.engine.label = "lasso";
   if (auto st = FinishDataParallelFlags(f); !st.ok()) return Fail(st);
+  if (!f.checkpoint_every.empty()) {
+    auto every = ParseSeconds(f.checkpoint_every, "--checkpoint-every");
+    if (!every.ok()) return Fail(every.status());
+    if (f.opts.checkpoint_dir.empty() && f.resume.empty()) {
+      return Fail(InvalidArgument("--checkpoint-every needs --checkpoint-dir or --resume"));
+    }
+    f.opts.checkpoint_every = *every;
+  }
+  if (!f.resume.empty()) {
+    if (!f.opts.checkpoint_dir.empty() && f.opts.checkpoint_dir != f.resume) {
+      return Fail(InvalidArgument("--resume " + f.resume + " goes on checkpointing there; drop " +
+                                  "--checkpoint-dir " + f.opts.checkpoint_dir));
+    }
+    f.opts.checkpoint_dir = f.resume;
+    f.opts.resume = true;
+  }
   if (auto st = f.opts.Validate(); !st.ok()) return Fail(st);
   // Join the other processes (if any) before reading the data, so that an error here reaches
   // them as this process's goodbye instead of a connect timeout.
@@ -268,6 +298,7 @@ int RunLassoIn(LassoFlags& f, Cluster& cluster) {
     double ratio = f.path_ratio > 0 ? f.path_ratio : (d.cols() > d.rows() ? 1e-2 : 1e-4);
     auto sols = s.FitPath(f.path, ratio);
     if (!sols.ok()) return Fail(sols.status());
+    if (!f.quiet && !s.resumed().empty()) std::printf("resumed from %s\n", s.resumed().c_str());
     for (const auto& r : *sols) print(r);
     if (!f.output.empty()) {
       if (auto st = WritePath(f.output, d, *sols); !st.ok()) return Fail(st);
@@ -288,8 +319,10 @@ int RunLassoIn(LassoFlags& f, Cluster& cluster) {
   } else {
     const double lambda =
         f.lambda > 0 ? f.lambda : lmax * (f.lambda_ratio > 0 ? f.lambda_ratio : 0.1);
-    auto r = s.Fit(lambda);
-    if (!r.ok()) return Fail(r.status());
+    auto fits = s.FitLambdas({lambda});
+    if (!fits.ok()) return Fail(fits.status());
+    const LassoSolution* r = &fits->front();
+    if (!f.quiet && !s.resumed().empty()) std::printf("resumed from %s\n", s.resumed().c_str());
     print(*r);
     if (!f.quiet) {
       std::printf("intercept %.12g; bytes moved %llu; peak RSS %.1f MiB\n", r->intercept,

@@ -3,9 +3,13 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <iostream>
+#include <optional>
+#include <sstream>
 #include <unordered_map>
 
 #include "algorithms/lasso/lasso_dp.h"
+#include "core/checkpoint.h"
 #include "core/fiber_pool.h"
 #include "core/metrics.h"
 
@@ -58,6 +62,10 @@ Status LassoOptions::Validate() const {
                            "'");
   }
   if (mode == "data-parallel") TESSERA_RETURN_IF_ERROR(data_parallel.Validate());
+  if (!(checkpoint_every >= 0)) return InvalidArgument("--checkpoint-every must be >= 0");
+  if (resume && checkpoint_dir.empty()) {
+    return InvalidArgument("resuming needs the checkpoint directory");
+  }
   return Status::Ok();
 }
 
@@ -216,10 +224,16 @@ class LassoApp final : public ModelParallelApp {
 
   const Eigen::VectorXd& beta() const { return beta_; }
   double intercept() const { return ybar_ - mu_.dot(beta_); }
-  void SetZero() {
-    beta_.setZero();
-    for (RowShard& s : shards_) s.beta.setZero();
-    last_lambda_ = lambda_max_;
+  void SetZero() { SetBeta(Eigen::VectorXd::Zero(p_), lambda_max_); }
+  // The coefficients the next fit starts from, in the coordinator and in every worker this
+  // process hosts (their residuals follow in SyncShards), and the λ they were fitted at (for
+  // the strong rule).
+  void SetBeta(const Eigen::VectorXd& beta, double fitted_at) {
+    beta_ = beta;
+    for (RowShard& s : shards_) {
+      if (s.beta.size() != 0) s.beta = beta;
+    }
+    last_lambda_ = fitted_at;
   }
 
   Status InitScheduler(const std::string& name, SchedulerOptions so) {
@@ -587,6 +601,11 @@ StatusOr<std::unique_ptr<LassoSolver>> LassoSolver::Create(const Dataset& data,
   }
   std::unique_ptr<LassoSolver> solver(new LassoSolver);
   solver->options_ = options;
+  solver->features_ = static_cast<std::size_t>(data.cols());
+  solver->fingerprint_ = "rows " + std::to_string(data.rows()) + ", features " +
+                         std::to_string(data.cols()) + ", nonzeros " +
+                         std::to_string(data.x.nonZeros()) + ", response sum " +
+                         FormatDouble(data.y.sum()) + (options.standardize ? ", standardized" : "");
   if (options.mode == "data-parallel") {
     TESSERA_ASSIGN_OR_RETURN(solver->dp_, DataParallelLasso::Create(data, options));
     return solver;
@@ -619,6 +638,10 @@ StatusOr<LassoSolution> LassoSolver::Fit(double lambda) {
   app_->SyncShards();
   app_->BeginFit(lambda);
   EngineOptions eo = options_.engine;
+  if (checkpoint_) {
+    eo.checkpoint = [this](std::uint64_t rounds) { return checkpoint_(app_->beta(), rounds); };
+    eo.checkpoint_every = options_.checkpoint_every;
+  }
   TESSERA_ASSIGN_OR_RETURN(RunResult run, RunModelParallel(*app_, eo));
   app_->EndFit(lambda);
   LassoSolution s;
@@ -647,13 +670,147 @@ StatusOr<std::vector<LassoSolution>> LassoSolver::FitPath(int count, double rati
   }
   const double lmax = LambdaMax();
   if (!(lmax > 0)) return InvalidArgument("lambda_max is 0: the response is constant or X is 0");
-  std::vector<LassoSolution> out;
+  std::vector<double> lambdas;
   for (int k = 0; k < count; ++k) {
     const double t = count == 1 ? 0.0 : static_cast<double>(k) / (count - 1);
-    TESSERA_ASSIGN_OR_RETURN(auto s, Fit(lmax * std::pow(ratio, t)));
+    lambdas.push_back(lmax * std::pow(ratio, t));
+  }
+  return FitLambdas(lambdas);
+}
+
+StatusOr<std::vector<LassoSolution>> LassoSolver::FitLambdas(const std::vector<double>& lambdas) {
+  std::vector<LassoSolution> out;
+  std::optional<CheckpointDir> dir;
+  if (!options_.checkpoint_dir.empty()) {
+    TESSERA_ASSIGN_OR_RETURN(dir, CheckpointDir::Open(options_.checkpoint_dir));
+  }
+  const auto& transport = options_.engine.transport;
+  const bool writer = !transport || transport->hosts(0);  // the coordinator's or driver's process
+  if (options_.resume) {
+    if (!dir) return InvalidArgument("--resume needs a checkpoint directory");
+    std::vector<std::string> skipped;
+    auto c = dir->LoadLatest(&skipped);
+    if (writer) {
+      for (const std::string& why : skipped) {
+        std::cerr << "tessera: skipped a damaged checkpoint: " + why + "\n" << std::flush;
+      }
+    }
+    if (!c.ok()) return c.status();
+    TESSERA_RETURN_IF_ERROR(Restore(*c, lambdas, out));
+  }
+  if (dir && writer) {
+    checkpoint_ = [&](const Eigen::VectorXd& beta, std::uint64_t rounds) -> Status {
+      return dir->Save(MakeCheckpoint(lambdas, out, beta, rounds)).status();
+    };
+  }
+  struct Unhook {
+    std::function<Status(const Eigen::VectorXd&, std::uint64_t)>& hook;
+    ~Unhook() { hook = nullptr; }
+  } unhook{checkpoint_};
+  for (std::size_t k = out.size(); k < lambdas.size(); ++k) {
+    TESSERA_ASSIGN_OR_RETURN(auto s, Fit(lambdas[k]));
     out.push_back(std::move(s));
+    if (checkpoint_) TESSERA_RETURN_IF_ERROR(checkpoint_(out.back().beta, out.back().rounds));
   }
   return out;
+}
+
+Checkpoint LassoSolver::MakeCheckpoint(const std::vector<double>& lambdas,
+                                       const std::vector<LassoSolution>& done,
+                                       const Eigen::VectorXd& beta, std::uint64_t rounds) const {
+  Checkpoint c;
+  c.PutText("app", "lasso");
+  c.PutText("problem", fingerprint_);
+  c.PutDoubles("lambdas", lambdas);
+  c.PutU64("done", done.size());
+  c.PutDoubles("beta", {beta.data(), static_cast<std::size_t>(beta.size())});
+  c.PutU64("rounds", rounds);
+  std::vector<double> intercept, objective, kkt, seconds, betas;
+  std::vector<std::uint64_t> counts;  // rounds, bytes, updates per solution
+  std::string stops;
+  for (const LassoSolution& s : done) {
+    intercept.push_back(s.intercept);
+    objective.push_back(s.objective);
+    kkt.push_back(s.kkt_violation);
+    seconds.push_back(s.seconds);
+    betas.insert(betas.end(), s.beta.data(), s.beta.data() + s.beta.size());
+    counts.insert(counts.end(), {s.rounds, s.bytes, s.updates});
+    stops += s.stop_reason + "\n";
+  }
+  c.PutDoubles("done.intercept", intercept);
+  c.PutDoubles("done.objective", objective);
+  c.PutDoubles("done.kkt", kkt);
+  c.PutDoubles("done.seconds", seconds);
+  c.PutDoubles("done.beta", betas);
+  c.PutU64s("done.rounds_bytes_updates", counts);
+  c.PutText("done.stop", stops);
+  return c;
+}
+
+Status LassoSolver::Restore(const Checkpoint& c, const std::vector<double>& lambdas,
+                            std::vector<LassoSolution>& done) {
+  const std::string& src = c.source();
+  TESSERA_ASSIGN_OR_RETURN(std::string app, c.Text("app"));
+  if (app != "lasso") return InvalidArgument(src + ": a checkpoint of " + app + ", not of lasso");
+  TESSERA_ASSIGN_OR_RETURN(std::string problem, c.Text("problem"));
+  if (problem != fingerprint_) {
+    return InvalidArgument(src + ": written for another problem (" + problem +
+                           "; this run: " + fingerprint_ + ")");
+  }
+  TESSERA_ASSIGN_OR_RETURN(auto saved, c.Doubles("lambdas"));
+  // λ_max is a sum over the data whose rounding depends on how it is split (processes,
+  // workers): equal to 1e-12, the sequences are the same.
+  bool same = saved.size() == lambdas.size();
+  for (std::size_t k = 0; same && k < saved.size(); ++k) {
+    same = std::abs(saved[k] - lambdas[k]) <= 1e-12 * std::abs(lambdas[k]);
+  }
+  if (!same) {
+    return InvalidArgument(src + ": written for another λ sequence (" +
+                           std::to_string(saved.size()) + " values from " +
+                           (saved.empty() ? "-" : FormatDouble(saved[0])) +
+                           "; this run: " + std::to_string(lambdas.size()) + " from " +
+                           (lambdas.empty() ? "-" : FormatDouble(lambdas[0])) +
+                           "): resume with the same --path, --path-ratio or --lambda");
+  }
+  TESSERA_ASSIGN_OR_RETURN(std::uint64_t n, c.U64("done"));
+  TESSERA_ASSIGN_OR_RETURN(auto beta, c.Doubles("beta"));
+  TESSERA_ASSIGN_OR_RETURN(auto intercept, c.Doubles("done.intercept"));
+  TESSERA_ASSIGN_OR_RETURN(auto objective, c.Doubles("done.objective"));
+  TESSERA_ASSIGN_OR_RETURN(auto kkt, c.Doubles("done.kkt"));
+  TESSERA_ASSIGN_OR_RETURN(auto seconds, c.Doubles("done.seconds"));
+  TESSERA_ASSIGN_OR_RETURN(auto betas, c.Doubles("done.beta"));
+  TESSERA_ASSIGN_OR_RETURN(auto counts, c.U64s("done.rounds_bytes_updates"));
+  TESSERA_ASSIGN_OR_RETURN(std::string stops, c.Text("done.stop"));
+  const std::size_t p = features_;
+  if (n > lambdas.size() || beta.size() != p || intercept.size() != n || objective.size() != n ||
+      kkt.size() != n || seconds.size() != n || betas.size() != n * p || counts.size() != 3 * n) {
+    return DataLoss(src + ": the sections disagree on the number of solutions or features");
+  }
+  std::istringstream stop_lines(stops);
+  for (std::size_t k = 0; k < n; ++k) {
+    LassoSolution s;
+    s.lambda = lambdas[k];
+    s.intercept = intercept[k];
+    s.objective = objective[k];
+    s.kkt_violation = kkt[k];
+    s.seconds = seconds[k];
+    s.beta = Eigen::Map<const Eigen::VectorXd>(betas.data() + k * p, static_cast<Eigen::Index>(p));
+    s.rounds = counts[3 * k];
+    s.bytes = counts[3 * k + 1];
+    s.updates = counts[3 * k + 2];
+    std::getline(stop_lines, s.stop_reason);
+    done.push_back(std::move(s));
+  }
+  resumed_ =
+      src + ": " + std::to_string(n) + " of " + std::to_string(lambdas.size()) + " lambdas done";
+  const Eigen::VectorXd start =
+      Eigen::Map<const Eigen::VectorXd>(beta.data(), static_cast<Eigen::Index>(p));
+  if (dp_) {
+    dp_->SetBeta(start);
+  } else {
+    app_->SetBeta(start, n == 0 ? LambdaMax() : lambdas[n - 1]);
+  }
+  return Status::Ok();
 }
 
 double LassoSolver::Objective(double lambda, double intercept, const Eigen::VectorXd& beta) const {

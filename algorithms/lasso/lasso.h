@@ -14,6 +14,7 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,6 +44,15 @@ struct LassoOptions {
   // engine options above are not used), and FISTA momentum under bsp.
   DataParallelOptions data_parallel;
   bool accelerate = true;
+  // Checkpoints (FitLambdas / FitPath): after every λ, and within a model-parallel fit every
+  // checkpoint_every seconds (0: only after every λ), the coefficients and the finished
+  // solutions go to checkpoint_dir (core/checkpoint.h), written by the process of the
+  // coordinator (or driver). With `resume`, every process first reads the newest whole
+  // checkpoint there and the path goes on from it: the finished λ are not fitted again and
+  // the current one starts from the saved coefficients.
+  std::string checkpoint_dir;
+  double checkpoint_every = 0;
+  bool resume = false;
   Status Validate() const;
 };
 
@@ -86,6 +96,7 @@ inline double SoftThreshold(double z, double t) { return z > t ? z - t : (z < -t
 
 class LassoApp;
 class DataParallelLasso;
+class Checkpoint;
 
 // Owns the data partitions and the warm-start state between fits along a λ path.
 class LassoSolver {
@@ -99,8 +110,13 @@ class LassoSolver {
   // Fits at `lambda`, starting from the current coefficients (warm start).
   StatusOr<LassoSolution> Fit(double lambda);
   // glmnet-style path: `count` values from LambdaMax() down to LambdaMax() × `ratio`,
-  // log-spaced, each warm-started from the previous one.
+  // log-spaced, each warm-started from the previous one (FitLambdas).
   StatusOr<std::vector<LassoSolution>> FitPath(int count, double ratio);
+  // Fits each λ in turn, warm-started from the previous one, checkpointing and resuming as
+  // the options say. A resumed λ reports the rounds, time and bytes of its resumed part.
+  StatusOr<std::vector<LassoSolution>> FitLambdas(const std::vector<double>& lambdas);
+  // After a resumed FitLambdas: the checkpoint it went on from and how far it was ("" if none).
+  const std::string& resumed() const { return resumed_; }
   // Sets the coefficients (e.g. back to zero); workers' residuals follow on the next fit.
   void Reset();
 
@@ -111,6 +127,20 @@ class LassoSolver {
  private:
   LassoSolver() = default;
   const LassoOracle& oracle() const;
+  // The checkpoint of a path: `lambdas`, the finished solutions, the coefficients to go on
+  // from, and what identifies the problem.
+  Checkpoint MakeCheckpoint(const std::vector<double>& lambdas,
+                            const std::vector<LassoSolution>& done, const Eigen::VectorXd& beta,
+                            std::uint64_t rounds) const;
+  // Restores the finished solutions into `done` and the coefficients to go on from.
+  Status Restore(const Checkpoint& c, const std::vector<double>& lambdas,
+                 std::vector<LassoSolution>& done);
+  std::string fingerprint_;  // the data and problem a checkpoint must match
+  std::size_t features_ = 0;
+  std::string resumed_;
+  // Set by FitLambdas while a checkpoint directory is in use: saves the path with `beta` as
+  // the coefficients to go on from.
+  std::function<Status(const Eigen::VectorXd& beta, std::uint64_t rounds)> checkpoint_;
   std::unique_ptr<LassoApp> app_;          // model-parallel
   std::unique_ptr<DataParallelLasso> dp_;  // data-parallel
   LassoOptions options_;

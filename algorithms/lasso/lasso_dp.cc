@@ -379,19 +379,23 @@ double DataParallelLasso::LambdaMax() const { return app_->lambda_max(); }
 
 void DataParallelLasso::Reset() { app_->beta().setZero(); }
 
+void DataParallelLasso::SetBeta(const Eigen::VectorXd& beta) { app_->beta() = beta; }
+
 const LassoOracle& DataParallelLasso::oracle() const { return app_->oracle(); }
 
 StatusOr<LassoSolution> DataParallelLasso::Fit(double lambda) {
   app_->BeginFit(lambda);
   TESSERA_ASSIGN_OR_RETURN(DataParallelResult r, RunDataParallel(*app_, options_.data_parallel,
                                                                  options_.engine.transport));
+  // The next fit's shards start from this one's values (in a process without the driver: the
+  // ranges of the shards it hosts, which are the ones it will host again).
+  app_->beta() = r.tables[kBeta];
   LassoSolution s;
   s.lambda = lambda;
   if (r.run.stop_reason == kWorkerProcess) {  // the coefficients are in the driver's process
     s.stop_reason = r.run.stop_reason;
     return s;
   }
-  app_->beta() = r.tables[kBeta];
   s.beta = r.tables[kBeta];
   s.intercept = app_->oracle().Intercept(s.beta);
   s.objective = app_->oracle().Objective(lambda, s.intercept, s.beta);

@@ -35,6 +35,8 @@ class DataParallelLasso {
   // Fits at `lambda` warm-started from the current coefficients.
   StatusOr<LassoSolution> Fit(double lambda);
   void Reset();
+  // The coefficients the next fit starts from.
+  void SetBeta(const Eigen::VectorXd& beta);
   const LassoOracle& oracle() const;
 
  private:

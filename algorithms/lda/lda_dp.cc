@@ -284,7 +284,7 @@ StatusOr<LdaResult> TrainLdaDataParallel(
   DpLdaApp app(corpus, options, test, on_iteration);
   TESSERA_ASSIGN_OR_RETURN(DataParallelResult r,
                            RunDataParallel(app, dp, options.engine.transport));
-  if (r.tables.empty()) {  // a process of a multi-process run without the driver
+  if (r.run.stop_reason == kWorkerProcess) {  // the model is with the driver
     LdaResult result;
     result.run = std::move(r.run);
     return result;

@@ -176,7 +176,7 @@ StatusOr<MfResult> TrainMfSgdDataParallel(const Ratings& train, const Ratings* t
   TESSERA_ASSIGN_OR_RETURN(DataParallelResult r,
                            RunDataParallel(app, dp, options.engine.transport));
   MfResult result = app.common().Finish(std::move(r.run));
-  if (r.tables.empty()) return result;  // a process of a multi-process run without the driver
+  if (result.run.stop_reason == kWorkerProcess) return result;  // the model is with the driver
   result.model.h = Eigen::Map<const Factors>(
       r.tables[0].data(), static_cast<Eigen::Index>(train.num_items()), result.model.w.cols());
   return result;

@@ -393,6 +393,161 @@ TEST(MultiProcessTest, AKilledProcessMakesTheOthersExitNamingIt) {
   EXPECT_LT(r.seconds, 5) << r.out;  // a closed connection is noticed at once
 }
 
+// Correlated features (each column 0.95 z + noise): coordinate descent and proximal gradient
+// need many rounds, so a path across processes lasts seconds.
+std::string CorrelatedData(const testing::TempDir& dir) {
+  std::mt19937_64 rng(11);
+  std::normal_distribution<double> g;
+  std::ostringstream data;
+  data.precision(17);
+  for (int i = 0; i < 2000; ++i) {
+    const double z = g(rng);
+    std::vector<double> x(100);
+    double y = g(rng);
+    for (int j = 0; j < 100; ++j) {
+      x[j] = 0.95 * z + 0.3 * g(rng);
+      if (j < 5) y += x[j];
+    }
+    data << y;
+    for (int j = 0; j < 100; ++j) data << ' ' << j + 1 << ':' << x[j];
+    data << '\n';
+  }
+  return dir.File("correlated.svm", data.str());
+}
+
+// The number of the newest checkpoint in `dir` (ckpt-NNNNNNNN.tck), 0 if none.
+std::uint64_t NewestCheckpoint(const std::string& dir) {
+  std::uint64_t newest = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename();
+    if (name.size() == 17 && name.compare(0, 5, "ckpt-") == 0 && name.substr(13) == ".tck") {
+      newest = std::max<std::uint64_t>(newest, std::stoull(name.substr(5, 8)));
+    }
+  }
+  return newest;
+}
+
+// Runs `tessera launch -n 3 --grace 2 -- tessera lasso <args>` until `dir` holds a checkpoint
+// numbered past `after`, then kill -9s process `rank`. Returns the launcher's exit code (-1:
+// no exit within 30 s; -2: no checkpoint came) and, in `out`, what everyone printed.
+int KillAfterCheckpoint(const std::vector<std::string>& args, const std::string& dir,
+                        std::uint64_t after, int rank, const std::string& log, std::string& out) {
+  std::vector<std::string> cmd = {kCli, "launch", "-n", "3", "--grace", "2", "--", kCli, "lasso"};
+  cmd.insert(cmd.end(), args.begin(), args.end());
+  const pid_t launcher = Spawn(cmd, log);
+  const auto until = Clock::now() + std::chrono::seconds(60);
+  while (NewestCheckpoint(dir) <= after && Clock::now() < until &&
+         waitpid(launcher, nullptr, WNOHANG) == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const pid_t victim = ChildWithRank(launcher, rank);
+  if (NewestCheckpoint(dir) <= after || victim <= 0) {
+    kill(launcher, SIGTERM);
+    WaitFor(launcher, std::chrono::seconds(30));
+    out = "no checkpoint past " + std::to_string(after) + " while process " + std::to_string(rank) +
+          " ran\n" + Slurp(log);
+    return -2;
+  }
+  kill(victim, SIGKILL);
+  const int code = WaitFor(launcher, std::chrono::seconds(30));
+  if (code == -1) kill(launcher, SIGKILL);
+  out = Slurp(log);
+  return code;
+}
+
+// The objective of each λ of a path file (lambda, intercept, coefficients, objective, kkt).
+std::vector<double> PathObjectives(const std::string& path, std::size_t features) {
+  const std::vector<double> v = Numbers(path);
+  std::vector<double> out;
+  for (std::size_t at = features + 2; at < v.size(); at += features + 4) out.push_back(v[at]);
+  return out;
+}
+
+void ExpectSameObjectives(const std::vector<double>& got, const std::vector<double>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t k = 0; k < got.size(); ++k) {
+    EXPECT_NEAR(got[k], want[k], 1e-6 * std::abs(want[k])) << "lambda " << k;
+  }
+}
+
+// Model-parallel, checkpoints within each fit: a worker process is killed mid-path; --resume
+// goes on from the last checkpoint (the finished λ are not fitted again) to the objectives of
+// an uninterrupted run.
+TEST(MultiProcessTest, AKilledWorkerProcessResumesFromItsCheckpoint) {
+  testing::TempDir dir;
+  const std::string data = CorrelatedData(dir), log = dir.Path("log"), ck = dir.Path("ck");
+  const std::vector<std::string> fit = {"--data",
+                                        data,
+                                        "--path",
+                                        "6",
+                                        "--path-ratio",
+                                        "0.003",
+                                        "--workers",
+                                        "2",
+                                        "--checkpoint-every",
+                                        "20ms"};
+  auto joined = [](const std::vector<std::string>& a) {
+    std::string s;
+    for (const auto& x : a) s += " " + x;
+    return s;
+  };
+  const std::string full = dir.Path("full.csv");
+  ASSERT_EQ(Shell(kCli + " lasso" + joined(fit) + " --checkpoint-dir " + dir.Path("ck0") +
+                      " --quiet --output " + full,
+                  log),
+            0)
+      << Slurp(log);
+  std::string out;
+  const std::string killed = dir.Path("killed.csv");
+  std::vector<std::string> run = fit;
+  run.insert(run.end(), {"--checkpoint-dir", ck, "--quiet", "--output", killed});
+  // Past the fifth checkpoint: the first λ are done, the current one is under way.
+  const int code = KillAfterCheckpoint(run, ck, 5, 2, log, out);
+  ASSERT_GT(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("process 2 was killed by signal 9"));
+  EXPECT_FALSE(std::filesystem::exists(killed)) << "a failed run left its output";
+  const std::string resumed = dir.Path("resumed.csv");
+  ASSERT_EQ(Shell(kCli + " launch -n 3 -- " + kCli + " lasso" + joined(fit) + " --resume " + ck +
+                      " --output " + resumed,
+                  log),
+            0)
+      << Slurp(log);
+  EXPECT_THAT(Slurp(log), HasSubstr("resumed from " + ck + "/ckpt-"));
+  ExpectSameObjectives(PathObjectives(resumed, 100), PathObjectives(full, 100));
+}
+
+// Data-parallel, checkpoints after each λ: kill -9 the process of a worker, resume, kill the
+// process of the server shard, resume again: the path ends at the uninterrupted objectives.
+// Placement (3 processes, 1 shard, 2 workers): driver and worker 1 on process 0, the shard on
+// process 1, worker 0 on process 2.
+TEST(MultiProcessTest, KilledWorkerAndShardProcessesResumeFromTheirCheckpoints) {
+  testing::TempDir dir;
+  const std::string data = CorrelatedData(dir), log = dir.Path("log"), ck = dir.Path("ck");
+  std::vector<std::string> fit = {"--data",        data,        "--path", "8",         "--mode",
+                                  "data-parallel", "--servers", "1",      "--workers", "2"};
+  std::string joined;
+  for (const auto& x : fit) joined += " " + x;
+  const std::string full = dir.Path("full.csv");
+  ASSERT_EQ(Shell(kCli + " lasso" + joined + " --quiet --output " + full, log), 0) << Slurp(log);
+  std::string out;
+  std::vector<std::string> first = fit, second = fit;
+  first.insert(first.end(), {"--checkpoint-dir", ck, "--quiet", "--output", dir.Path("x.csv")});
+  ASSERT_GT(KillAfterCheckpoint(first, ck, 0, 2, log, out), 0) << out;  // a worker
+  const std::uint64_t after_first = NewestCheckpoint(ck);
+  second.insert(second.end(), {"--resume", ck, "--quiet", "--output", dir.Path("x.csv")});
+  ASSERT_GT(KillAfterCheckpoint(second, ck, after_first, 1, log, out), 0) << out;  // the shard
+  EXPECT_THAT(out, HasSubstr("process 1 was killed by signal 9"));
+  const std::string resumed = dir.Path("resumed.csv");
+  ASSERT_EQ(Shell(kCli + " launch -n 3 -- " + kCli + " lasso" + joined + " --resume " + ck +
+                      " --output " + resumed,
+                  log),
+            0)
+      << Slurp(log);
+  EXPECT_THAT(Slurp(log), HasSubstr("resumed from " + ck + "/ckpt-"));
+  ExpectSameObjectives(PathObjectives(resumed, 100), PathObjectives(full, 100));
+}
+
 TEST(MultiProcessTest, AStoppedProcessIsLostAfterTheSilenceTimeout) {
   const Interrupted r = InterruptMidRun(1, SIGSTOP);  // alive, connections open, silent
   ASSERT_NE(r.code, -1) << "no exit 30 s after the stop\n" << r.out;
