@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "tests/test_util.h"
 
@@ -78,6 +80,49 @@ TEST(CliTest, PathWritesOneRowPerLambda) {
   int lines = 0;
   for (std::string l; std::getline(in, l);) ++lines;
   EXPECT_EQ(lines, 6);
+}
+
+// A damaged newest checkpoint is named and skipped; the run goes on from the one before it.
+// Checkpoints of another problem or λ sequence, and bad checkpoint flags, are clear errors.
+TEST(CliTest, ResumeSkipsADamagedCheckpointAndRefusesAnotherProblems) {
+  testing::TempDir dir;
+  const std::string ck = dir.Path("ck"), full = dir.Path("full.csv"), out = dir.Path("out.csv");
+  const std::string path = "lasso --data " + Diabetes() + " --path 6 ";
+  auto r = RunCli(path + "--checkpoint-dir " + ck + " --quiet --output " + full);
+  ASSERT_EQ(r.code, 0) << r.output;
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(ck)) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  ASSERT_EQ(files.size(), 3u);  // the newest three of six (one after each λ)
+  {
+    std::fstream f(files.back(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('!');
+  }
+  r = RunCli(path + "--resume " + ck + " --output " + out);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output,
+              HasSubstr("skipped a damaged checkpoint: " + files.back() + ": checksum mismatch"));
+  EXPECT_THAT(r.output, HasSubstr("resumed from " + files[1] + ": 5 of 6 lambdas done"));
+  std::ifstream a(full), b(out);
+  std::stringstream sa, sb;
+  sa << a.rdbuf();
+  sb << b.rdbuf();
+  EXPECT_EQ(sa.str(), sb.str());  // the last λ again from the fifth's coefficients: the same
+
+  r = RunCli(path + "--standardize --resume " + ck);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.output, HasSubstr("written for another problem"));
+  r = RunCli("lasso --data " + Diabetes() + " --path 4 --resume " + ck);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.output, HasSubstr("written for another λ sequence"));
+  r = RunCli(path + "--resume " + dir.Path("empty"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.output, HasSubstr("empty: no checkpoint"));
+  r = RunCli(path + "--checkpoint-every 10 --quiet");
+  EXPECT_THAT(r.output, HasSubstr("--checkpoint-every needs --checkpoint-dir or --resume"));
+  r = RunCli(path + "--checkpoint-dir " + ck + " --checkpoint-every soon");
+  EXPECT_THAT(r.output, HasSubstr("--checkpoint-every 'soon': expected a positive duration"));
 }
 
 TEST(CliTest, DataParallelModeFitsDiabetes) {
