@@ -3,6 +3,7 @@
 # examples. Idempotent: installs only what is missing. Needs root (or sudo).
 #   scripts/install-deps.sh          build + test dependencies
 #   scripts/install-deps.sh --bench  also the benchmark peers (R glmnet, gensim, GNU time)
+#   scripts/install-deps.sh --fuzz   also clang and libFuzzer (scripts/fuzz.sh)
 set -euo pipefail
 packages=(
   g++ cmake make pkg-config ccache git ca-certificates
@@ -14,6 +15,9 @@ packages=(
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(r-base-core r-cran-glmnet time python3-numpy python3-gensim)
+fi
+if [[ "${1:-}" == "--fuzz" ]]; then
+  packages+=(clang libclang-rt-14-dev)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,87 @@
+// Writes the seed corpora of the fuzz targets: `fuzz_seeds DIR` fills DIR/<target>/ with
+// valid inputs (every frame kind, a checkpoint, a small file of every reader's format), from
+// which libFuzzer mutates. scripts/fuzz.sh runs it before fuzzing.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/checkpoint.h"
+#include "net/codec.h"
+
+namespace {
+
+void Write(const std::filesystem::path& dir, const std::string& name, const std::string& bytes) {
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / name, std::ios::binary) << bytes;
+}
+
+std::string Framed(const std::string& body) {
+  std::string out;
+  tessera::net::AppendFrame(out, body);
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace tessera;
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: fuzz_seeds DIR\n");
+    return 2;
+  }
+  const std::filesystem::path root = argv[1];
+  const auto frames = root / "fuzz_frame";
+  Message push;
+  push.kind = MessageKind::kPsPush;
+  push.from = 3;
+  push.to = 1;
+  push.round = 7;
+  push.table = 1;
+  push.keys = {1, 5, 9};
+  push.values = Eigen::VectorXd::LinSpaced(3, 0.5, 1.5);
+  Message partials;
+  partials.kind = MessageKind::kPartials;
+  partials.partials.push_back({2, 1, Eigen::VectorXd::Ones(4)});
+  partials.has_update = true;
+  partials.update.keys = {4, 2};
+  partials.update.delta = Eigen::VectorXd::Constant(2, -0.25);
+  Message schedule;
+  schedule.kind = MessageKind::kPush;
+  schedule.blocks.push_back({1, {0, 1, 2}, -1});
+  schedule.stale_keys = {8};
+  Message pull;
+  pull.kind = MessageKind::kPsPull;
+  pull.range = {10, 20};
+  pull.request = 42;
+  Write(frames, "push", net::EncodeFramedMessages({&push, 1}));
+  Write(frames, "partials", net::EncodeFramedMessages({&partials, 1}));
+  Write(frames, "schedule", net::EncodeFramedMessages({&schedule, 1}));
+  std::vector<Message> batch = {push, pull};
+  Write(frames, "batch", net::EncodeFramedMessages(batch));
+  Write(frames, "heartbeat", Framed(net::EncodeHeartbeat(12)));
+  Write(frames, "challenge", Framed(net::EncodeChallenge(std::string(32, 'n'))));
+  Write(frames, "response", Framed(net::EncodeResponse(2, std::string(32, 'm'))));
+  Write(frames, "join", Framed(net::EncodeJoin(1, "127.0.0.1:4000")));
+  Write(frames, "peers", Framed(net::EncodePeers({"127.0.0.1:1", "127.0.0.1:2"})));
+  Write(frames, "goodbye", Framed(net::EncodeGoodbye("lost process 2")));
+
+  Checkpoint c;
+  c.PutText("app", "lasso");
+  c.PutU64("done", 1);
+  c.PutDoubles("beta", std::vector<double>{0.5, 0, -1});
+  c.PutDoubles("lambdas", std::vector<double>{2, 1});
+  Write(root / "fuzz_checkpoint", "lasso", c.Encode());
+
+  // fuzz_readers: the first byte picks the reader (0 LIBSVM, 1 CSV, 2 ratings, 3 UCI bag of
+  // words, 4 LIBSVM counts, 5 text).
+  const auto readers = root / "fuzz_readers";
+  Write(readers, "libsvm", std::string(1, '\0') + "1.5 1:0.5 3:-2\n-1 2:1e-3 4:7\n0 1:1\n");
+  Write(readers, "csv", std::string(1, '\1') + "a,b,y\n1,2,3\n4,5.5,-6\n0,0,1e2\n");
+  Write(readers, "ratings", std::string(1, '\2') + "u1 i1 4\nu2 i1 3.5 881250949\nu1 i2 1\n");
+  Write(readers, "uci", std::string(1, '\3') + "2\n4\n3\n1 1 2\n1 3 1\n2 4 5\n");
+  Write(readers, "counts", std::string(1, '\4') + "0 1:2 3:1\n1 2:4\n");
+  Write(readers, "text", std::string(1, '\5') + "the cat sat\non the mat\n");
+  return 0;
+}
