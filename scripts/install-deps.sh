@@ -12,6 +12,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   gnuplot-nox  # `tessera compare` plots
   openmpi-bin  # mpirun, for the multi-process tests (Tessera itself does not link MPI)
+  iproute2     # ip netns: the two-host test (tests/tools/netns_test.cc)
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(r-base-core r-cran-glmnet time python3-numpy python3-gensim)
