@@ -29,6 +29,10 @@ CLI::App* AddLaunchCommand(CLI::App& app, LaunchFlags& f) {
   cmd->add_option("--grace", f.grace,
                   "Seconds the other processes get to stop on their own after one fails")
       ->capture_default_str();
+  cmd->add_option("--restarts", f.restarts,
+                  "After a failure, start all N again this many times (with TESSERA_RESTART set: "
+                  "a command given a checkpoint directory resumes from it)")
+      ->capture_default_str();
   cmd->add_option("command", f.command, "The command to run (after --)")->required();
   cmd->prefix_command();  // everything from the command on is its own
   return cmd;
@@ -37,6 +41,7 @@ CLI::App* AddLaunchCommand(CLI::App& app, LaunchFlags& f) {
 namespace {
 
 volatile std::sig_atomic_t g_signal = 0;
+volatile std::sig_atomic_t g_interrupted = 0;
 extern "C" void OnSignal(int sig) { g_signal = sig; }
 
 int Fail(const Status& s) {
@@ -76,6 +81,8 @@ int ExitCode(int status) {
   return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
 }
 
+int RunOnce(const LaunchFlags& f, int attempt);
+
 }  // namespace
 
 int RunLaunch(LaunchFlags& f) {
@@ -84,8 +91,24 @@ int RunLaunch(LaunchFlags& f) {
         InvalidArgument("-n must be between 1 and 4096, got " + std::to_string(f.processes)));
   }
   if (!(f.grace >= 0)) return Fail(InvalidArgument("--grace must be >= 0"));
+  if (f.restarts < 0) return Fail(InvalidArgument("--restarts must be >= 0"));
   if (!f.command.empty() && f.command.front() == "--") f.command.erase(f.command.begin());
   if (f.command.empty()) return Fail(InvalidArgument("no command to launch (put it after --)"));
+  for (int attempt = 0;; ++attempt) {
+    const int code = RunOnce(f, attempt);
+    if (code == 0 || g_interrupted != 0 || attempt == f.restarts) return code;
+    std::cerr << "tessera launch: starting all " + std::to_string(f.processes) +
+                     " processes again (restart " + std::to_string(attempt + 1) + " of " +
+                     std::to_string(f.restarts) + ")\n"
+              << std::flush;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+}
+
+namespace {
+
+// One start of all N processes; `attempt` > 0 is a restart (TESSERA_RESTART).
+int RunOnce(const LaunchFlags& f, int attempt) {
   auto secret = net::GenerateSecret();
   if (!secret.ok()) return Fail(secret.status());
   auto port = net::FreePort(f.bind);
@@ -122,6 +145,7 @@ int RunLaunch(LaunchFlags& f) {
       setenv("TESSERA_LOCAL_SIZE", std::to_string(f.processes).c_str(), 1);
       setenv("TESSERA_RENDEZVOUS", rendezvous.c_str(), 1);
       setenv("TESSERA_SECRET", secret->c_str(), 1);
+      setenv("TESSERA_RESTART", std::to_string(attempt).c_str(), 1);
       unsetenv("TESSERA_SECRET_FILE");
       std::vector<char*> argv;
       argv.push_back(const_cast<char*>(program.c_str()));
@@ -150,6 +174,7 @@ int RunLaunch(LaunchFlags& f) {
     if (g_signal != 0) {  // pass Ctrl-C and friends on; a second one is passed on too
       signal_all(g_signal);
       g_signal = 0;
+      g_interrupted = 1;  // and no restart after it
     }
     int status = 0;
     const pid_t pid = waitpid(-1, &status, WNOHANG);
@@ -195,4 +220,5 @@ int RunLaunch(LaunchFlags& f) {
   return first_failure >= 0 ? ExitCode(failure_status) : 0;
 }
 
+}  // namespace
 }  // namespace tessera

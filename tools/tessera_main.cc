@@ -222,6 +222,12 @@ int RunLasso(LassoFlags& f) {
     f.opts.checkpoint_dir = f.resume;
     f.opts.resume = true;
   }
+  // Started again by `tessera launch --restarts`: go on from the checkpoints, if any.
+  if (const char* restart = std::getenv("TESSERA_RESTART");
+      restart && std::atoi(restart) > 0 && !f.opts.checkpoint_dir.empty() && !f.opts.resume) {
+    auto dir = CheckpointDir::Open(f.opts.checkpoint_dir);
+    f.opts.resume = dir.ok() && !dir->Files().empty();
+  }
   if (auto st = f.opts.Validate(); !st.ok()) return Fail(st);
   // Join the other processes (if any) before reading the data, so that an error here reaches
   // them as this process's goodbye instead of a connect timeout.

@@ -428,12 +428,15 @@ std::uint64_t NewestCheckpoint(const std::string& dir) {
   return newest;
 }
 
-// Runs `tessera launch -n 3 --grace 2 -- tessera lasso <args>` until `dir` holds a checkpoint
-// numbered past `after`, then kill -9s process `rank`. Returns the launcher's exit code (-1:
-// no exit within 30 s; -2: no checkpoint came) and, in `out`, what everyone printed.
+// Runs `tessera launch -n 3 --grace 2 --restarts R -- tessera lasso <args>` until `dir` holds
+// a checkpoint numbered past `after`, then kill -9s process `rank`. Returns the launcher's
+// exit code (-1: no exit in time; -2: no checkpoint came) and, in `out`, what all printed.
 int KillAfterCheckpoint(const std::vector<std::string>& args, const std::string& dir,
-                        std::uint64_t after, int rank, const std::string& log, std::string& out) {
-  std::vector<std::string> cmd = {kCli, "launch", "-n", "3", "--grace", "2", "--", kCli, "lasso"};
+                        std::uint64_t after, int rank, const std::string& log, std::string& out,
+                        int restarts = 0) {
+  std::vector<std::string> cmd = {kCli,      "launch", "-n",         "3",
+                                  "--grace", "2",      "--restarts", std::to_string(restarts),
+                                  "--",      kCli,     "lasso"};
   cmd.insert(cmd.end(), args.begin(), args.end());
   const pid_t launcher = Spawn(cmd, log);
   const auto until = Clock::now() + std::chrono::seconds(60);
@@ -450,7 +453,7 @@ int KillAfterCheckpoint(const std::vector<std::string>& args, const std::string&
     return -2;
   }
   kill(victim, SIGKILL);
-  const int code = WaitFor(launcher, std::chrono::seconds(30));
+  const int code = WaitFor(launcher, std::chrono::seconds(restarts > 0 ? 60 : 30));
   if (code == -1) kill(launcher, SIGKILL);
   out = Slurp(log);
   return code;
@@ -515,6 +518,38 @@ TEST(MultiProcessTest, AKilledWorkerProcessResumesFromItsCheckpoint) {
       << Slurp(log);
   EXPECT_THAT(Slurp(log), HasSubstr("resumed from " + ck + "/ckpt-"));
   ExpectSameObjectives(PathObjectives(resumed, 100), PathObjectives(full, 100));
+}
+
+// `tessera launch --restarts 1`: after the kill it starts all three again, and the command,
+// seeing TESSERA_RESTART and its checkpoint directory, resumes on its own.
+TEST(MultiProcessTest, TheLauncherRestartsAKilledRunWhichResumes) {
+  testing::TempDir dir;
+  const std::string data = CorrelatedData(dir), log = dir.Path("log"), ck = dir.Path("ck");
+  const std::vector<std::string> fit = {"--data",
+                                        data,
+                                        "--path",
+                                        "6",
+                                        "--path-ratio",
+                                        "0.003",
+                                        "--workers",
+                                        "2",
+                                        "--checkpoint-every",
+                                        "20ms"};
+  std::string joined;
+  for (const auto& x : fit) joined += " " + x;
+  const std::string full = dir.Path("full.csv"), out_csv = dir.Path("out.csv");
+  ASSERT_EQ(Shell(kCli + " lasso" + joined + " --checkpoint-dir " + dir.Path("ck0") +
+                      " --quiet --output " + full,
+                  log),
+            0)
+      << Slurp(log);
+  std::vector<std::string> run = fit;
+  run.insert(run.end(), {"--checkpoint-dir", ck, "--output", out_csv});
+  std::string out;
+  ASSERT_EQ(KillAfterCheckpoint(run, ck, 5, 2, log, out, /*restarts=*/1), 0) << out;
+  EXPECT_THAT(out, HasSubstr("starting all 3 processes again (restart 1 of 1)"));
+  EXPECT_THAT(out, HasSubstr("resumed from " + ck + "/ckpt-"));
+  ExpectSameObjectives(PathObjectives(out_csv, 100), PathObjectives(full, 100));
 }
 
 // Data-parallel, checkpoints after each λ: kill -9 the process of a worker, resume, kill the
