@@ -71,10 +71,18 @@ StatusOr<Corpus> ReadUciBagOfWords(const std::string& docword_path, const std::s
     }
   }
   const std::uint64_t D = header[0], W = header[1], nnz = header[2];
+  if (D > kMaxDocuments || W > kMaxWords) {
+    return InvalidArgument(docword_path + ": the header declares " + std::to_string(D) +
+                           " documents and " + std::to_string(W) + " words; Tessera reads up to " +
+                           std::to_string(kMaxDocuments) + " and " + std::to_string(kMaxWords));
+  }
   Corpus c;
   c.source = docword_path;
-  // Entries per document; UCI files are sorted by document but need not be.
-  std::vector<std::vector<std::pair<std::uint32_t, std::uint32_t>>> docs(D);
+  // (document, word, count); UCI files are sorted by document but need not be.
+  struct Entry {
+    std::uint32_t doc, word, count;
+  };
+  std::vector<Entry> all;
   std::uint64_t seen = 0;
   while (in.Next(line)) {
     const auto t = Tokens(line);
@@ -95,7 +103,8 @@ StatusOr<Corpus> ReadUciBagOfWords(const std::string& docword_path, const std::s
     if (n < 1 || n > UINT32_MAX) {
       return InvalidArgument(in.Where() + "count " + std::to_string(n) + " must be >= 1");
     }
-    docs[d - 1].emplace_back(static_cast<std::uint32_t>(w - 1), static_cast<std::uint32_t>(n));
+    all.push_back({static_cast<std::uint32_t>(d - 1), static_cast<std::uint32_t>(w - 1),
+                   static_cast<std::uint32_t>(n)});
     ++seen;
   }
   TESSERA_RETURN_IF_ERROR(in.status());
@@ -103,9 +112,18 @@ StatusOr<Corpus> ReadUciBagOfWords(const std::string& docword_path, const std::s
     return InvalidArgument(docword_path + ": the header promises " + std::to_string(nnz) +
                            " entries, the file has " + std::to_string(seen));
   }
-  for (auto& d : docs) AddDocument(c, d);
-  c.vocab.resize(W);
+  std::stable_sort(all.begin(), all.end(),
+                   [](const Entry& a, const Entry& b) { return a.doc < b.doc; });
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> entries;
+  std::size_t at = 0;
+  for (std::uint64_t d = 0; d < D; ++d) {
+    for (; at < all.size() && all[at].doc == d; ++at) {
+      entries.emplace_back(all[at].word, all[at].count);
+    }
+    AddDocument(c, entries);
+  }
   if (vocab_path.empty()) {
+    c.vocab.resize(W);
     for (std::uint64_t w = 0; w < W; ++w) c.vocab[w] = "w" + std::to_string(w + 1);
     return c;
   }
@@ -117,7 +135,8 @@ StatusOr<Corpus> ReadUciBagOfWords(const std::string& docword_path, const std::s
       return InvalidArgument(v.Where() + "more words than the " + std::to_string(W) +
                              " the docword header declares");
     }
-    c.vocab[w++] = std::string(line);
+    c.vocab.emplace_back(line);
+    ++w;
   }
   TESSERA_RETURN_IF_ERROR(v.status());
   if (w != W) {
@@ -149,7 +168,11 @@ StatusOr<Corpus> ReadLibsvmCounts(const std::string& path) {
                                "count, got " +
                                Quote(t[i]));
       }
-      if (index > UINT32_MAX - 1) return InvalidArgument(in.Where() + "index too large");
+      if (index > kMaxWords) {
+        return InvalidArgument(in.Where() + "word index " + std::to_string(index) +
+                               " is beyond the " + std::to_string(kMaxWords) +
+                               " words Tessera reads");
+      }
       zero_based = zero_based || index == 0;
       max_index = std::max(max_index, index);
       entries.emplace_back(static_cast<std::uint32_t>(index), static_cast<std::uint32_t>(n));

@@ -29,6 +29,11 @@ struct Corpus {
   std::uint64_t num_tokens() const;
 };
 
+// The largest corpus the readers accept: a header or an index beyond these is taken for a
+// mistake (and would otherwise make a few bytes of input allocate gigabytes).
+inline constexpr std::uint64_t kMaxWords = std::uint64_t{1} << 24;
+inline constexpr std::uint64_t kMaxDocuments = std::uint64_t{1} << 26;
+
 // `vocab_path` may be empty: words are then named w1, w2, ... as in the docword file.
 StatusOr<Corpus> ReadUciBagOfWords(const std::string& docword_path, const std::string& vocab_path);
 StatusOr<Corpus> ReadLibsvmCounts(const std::string& path);

@@ -131,7 +131,11 @@ namespace {
 // Phases of an evaluation barrier, in Message::request.
 constexpr std::uint64_t kArrived = 1;      // worker ended the clock; values = [values pushed]
 constexpr std::uint64_t kTerms = 2;        // worker's objective terms; table = 1 on the last one
-constexpr std::uint64_t kWorkerState = 3;  // across processes, after the run: FinalWorkerState
+constexpr std::uint64_t kWorkerState = 3;  // FinalWorkerState: after the run, or for a checkpoint
+// kContinue with this request: send FinalWorkerState, then wait for the real kContinue.
+constexpr std::uint64_t kSendState = 4;
+// The driver's pulls of whole shard ranges for a checkpoint (workers number theirs from 1).
+constexpr std::uint64_t kCheckpointPull = ~std::uint64_t{0} - 1;
 
 struct Plan {
   std::uint64_t batches_per_epoch = 1;
@@ -165,9 +169,9 @@ class Worker {
 
   Status Run() {
     TESSERA_RETURN_IF_ERROR(app_.Setup(ctx_));
-    if (opts_.max_epochs == 0) return Evaluate(true).status();
+    if (opts_.max_epochs <= opts_.start_epoch) return Evaluate(true).status();
     std::uint64_t clocks = 0;
-    for (std::uint64_t epoch = 0; epoch < opts_.max_epochs; ++epoch) {
+    for (std::uint64_t epoch = opts_.start_epoch; epoch < opts_.max_epochs; ++epoch) {
       ctx_.epoch = epoch;
       if (epoch > 0 && opts_.partition == PartitionScheme::kOverlapReshuffle) {
         std::mt19937_64 rng(opts_.seed + 7919 * static_cast<std::uint64_t>(ctx_.worker) +
@@ -223,6 +227,10 @@ class Worker {
         static_cast<double>(client_.stats().bytes);
     TESSERA_RETURN_IF_ERROR(client_.SendToDriver(std::move(arrived)));
     TESSERA_ASSIGN_OR_RETURN(Message go, client_.ReceiveControl());
+    while (go.kind == MessageKind::kContinue && go.request == kSendState) {  // a checkpoint
+      TESSERA_RETURN_IF_ERROR(SendFinalState());
+      TESSERA_ASSIGN_OR_RETURN(go, client_.ReceiveControl());
+    }
     if (go.kind == MessageKind::kStop) return true;
     client_.set_exact_reads(true);
     auto terms = app_.EvaluateTerms(ctx_);
@@ -250,8 +258,13 @@ class Worker {
 class Driver {
  public:
   Driver(DataParallelApp& app, const DataParallelOptions& opts, const Plan& plan,
-         ParameterServer& ps)
-      : app_(app), opts_(opts), plan_(plan), ps_(ps), progress_(opts.label, opts.progress) {}
+         ParameterServer& ps, const std::vector<std::vector<std::uint32_t>>& parts)
+      : app_(app),
+        opts_(opts),
+        plan_(plan),
+        ps_(ps),
+        parts_(parts),
+        progress_(opts.label, opts.progress) {}
 
   StatusOr<RunResult> Run() {
     if (!opts_.trace_path.empty()) {
@@ -264,8 +277,10 @@ class Driver {
     double last_objective = std::numeric_limits<double>::quiet_NaN();
     std::uint64_t pushed_before = 0;
     std::map<std::uint64_t, double> pushed, moved;
+    const std::uint64_t epochs =
+        opts_.max_epochs > opts_.start_epoch ? opts_.max_epochs - opts_.start_epoch : 0;
     const double total_clocks =
-        static_cast<double>(std::max<std::uint64_t>(1, opts_.max_epochs * plan_.clocks_per_epoch));
+        static_cast<double>(std::max<std::uint64_t>(1, epochs * plan_.clocks_per_epoch));
     for (;;) {
       TESSERA_ASSIGN_OR_RETURN(Message m, ps_.transport().Receive(0));
       TESSERA_CHECK(m.kind == MessageKind::kEvaluation) << "driver: unexpected message";
@@ -275,6 +290,11 @@ class Driver {
         moved[c] += m.values[1];
         if (++arrived[c] < P) continue;
         arrived.erase(c);
+        if (opts_.checkpoint && opts_.checkpoint_every > 0 && c % plan_.clocks_per_epoch == 0 &&
+            clock_.Seconds() - last_checkpoint_ >= opts_.checkpoint_every) {
+          TESSERA_RETURN_IF_ERROR(Checkpoint(c));
+          last_checkpoint_ = clock_.Seconds();
+        }
         TESSERA_RETURN_IF_ERROR(Broadcast(MessageKind::kContinue, c));
         continue;
       }
@@ -337,10 +357,77 @@ class Driver {
     return Status::Ok();
   }
 
+  // At the barrier after clock c (an epoch's end; every worker waits): the state of the
+  // workers in other processes and every table as the servers hold it after clock c, handed
+  // to opts_.checkpoint.
+  Status Checkpoint(std::uint64_t c) {
+    Transport& t = ps_.transport();
+    int states = 0;
+    for (int w = 0; w < opts_.workers; ++w) {
+      if (t.hosts(ps_.WorkerRank(w))) continue;  // shares the app's memory
+      Message m;
+      m.kind = MessageKind::kContinue;
+      m.request = kSendState;
+      m.round = c;
+      TESSERA_RETURN_IF_ERROR(t.Send(ps_.WorkerRank(w), std::move(m)));
+      ++states;
+    }
+    std::vector<Eigen::VectorXd> tables(ps_.num_tables());
+    int pulls = 0;
+    for (TableId id = 0; id < ps_.num_tables(); ++id) {
+      const TableSpec& spec = ps_.table(id);
+      tables[id] = Eigen::VectorXd::Constant(static_cast<Eigen::Index>(spec.num_keys * spec.dim),
+                                             spec.initial);
+      for (int s = 0; s < ps_.servers(); ++s) {
+        Message m;
+        m.kind = MessageKind::kPsPull;
+        m.from = 0;
+        m.table = id;
+        m.range = ps_.ranges(id)[static_cast<std::size_t>(s)];
+        m.round = c;  // served once every worker's clock c has reached the shard
+        m.request = kCheckpointPull;
+        if (m.range.size() == 0) continue;
+        TESSERA_RETURN_IF_ERROR(t.Send(ps_.ShardRank(s), std::move(m)));
+        ++pulls;
+      }
+    }
+    while (pulls > 0 || states > 0) {
+      TESSERA_ASSIGN_OR_RETURN(Message m, t.Receive(0));
+      if (m.kind == MessageKind::kPsValues && m.request == kCheckpointPull &&
+          m.table < tables.size()) {
+        const int dim = ps_.table(m.table).dim;
+        Eigen::VectorXd& out = tables[m.table];
+        if (m.keys.empty() && m.values.size() == static_cast<Eigen::Index>(m.range.size() * dim)) {
+          out.segment(static_cast<Eigen::Index>(m.range.begin * dim), m.values.size()) = m.values;
+        } else if (m.values.size() == static_cast<Eigen::Index>(m.keys.size() * dim)) {
+          for (std::size_t i = 0; i < m.keys.size(); ++i) {
+            out.segment(static_cast<Eigen::Index>(m.keys[i] * dim), dim) =
+                m.values.segment(static_cast<Eigen::Index>(i * dim), dim);
+          }
+        } else {
+          return Internal("a checkpoint pull of table " + std::to_string(m.table) +
+                          " came back with " + std::to_string(m.values.size()) + " values");
+        }
+        --pulls;
+      } else if (m.kind == MessageKind::kEvaluation && m.request == kWorkerState) {
+        const int w = m.from - ps_.WorkerRank(0);
+        if (w < 0 || w >= opts_.workers)
+          return Internal("a worker state from rank " + std::to_string(m.from));
+        TESSERA_RETURN_IF_ERROR(app_.MergeWorkerState(w, parts_[w], m.values));
+        --states;
+      } else {
+        return Internal("driver: an unexpected message during a checkpoint");
+      }
+    }
+    return opts_.checkpoint(opts_.start_epoch + c / plan_.clocks_per_epoch, tables);
+  }
+
   DataParallelApp& app_;
   const DataParallelOptions& opts_;
   const Plan& plan_;
   ParameterServer& ps_;
+  const std::vector<std::vector<std::uint32_t>>& parts_;  // of workers in other processes
+  double last_checkpoint_ = 0;                            // clock_ seconds
   Stopwatch clock_;
   ProgressLine progress_;
   CsvWriter trace_;
@@ -417,7 +504,7 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
   if (driver_here) {
     done.Add(1);
     pool.Spawn([&] {
-      run = Driver(app, options, plan, *ps).Run();
+      run = Driver(app, options, plan, *ps, parts).Run();
       if (!run.ok()) t.Close();
       done.Done();
     });

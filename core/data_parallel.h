@@ -15,6 +15,7 @@
 
 #include <Eigen/Core>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -70,6 +71,17 @@ struct DataParallelOptions {
   std::string trace_path;                   // per-evaluation CSV; empty = none
   bool progress = true;                     // one-line progress on a TTY (stderr)
   std::string label = "tessera";
+  // Driver: called at the first evaluation barrier that ends an epoch once checkpoint_every
+  // seconds (0: never) have passed since the start or the last call. Nobody pushes then:
+  // `tables` are the servers' values after `epochs_done` epochs, and every worker's
+  // FinalWorkerState has reached the app (MergeWorkerState, for workers in other processes),
+  // so app state and tables agree. The app saves them; an error stops the run.
+  double checkpoint_every = 0;
+  std::function<Status(std::uint64_t epochs_done, const std::vector<Eigen::VectorXd>& tables)>
+      checkpoint;
+  // A resumed run: the epochs already done. The app has put the saved tables in its
+  // TableSpec::initial_values and its workers' state back; the run goes on from this epoch.
+  std::uint64_t start_epoch = 0;
   Status Validate() const;
 };
 

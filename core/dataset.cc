@@ -155,12 +155,25 @@ StatusOr<Dataset> ReadLibsvm(const std::string& path, const LibsvmOptions& optio
   Dataset d;
   d.source = path;
   d.y = Eigen::Map<Eigen::VectorXd>(labels.data(), static_cast<Eigen::Index>(labels.size()));
-  d.x.resize(static_cast<std::int64_t>(labels.size()), cols);
-  std::vector<Eigen::Triplet<double, std::int64_t>> triplets;
-  triplets.reserve(entries.size());
-  for (const auto& e : entries) triplets.emplace_back(e.row, e.col - offset, e.value);
-  d.x.setFromTriplets(triplets.begin(), triplets.end());
-  d.x.makeCompressed();
+  if (cols > kMaxFeatures) {
+    return InvalidArgument(path + ": feature index " + std::to_string(max_index) +
+                           " is beyond the " + std::to_string(kMaxFeatures) +
+                           " features Tessera supports");
+  }
+  // The entries come row by row, columns increasing: the compressed rows are filled in place
+  // (setFromTriplets would first build a column-major copy with one slot per column, which a
+  // two-line file naming feature 10^9 would make gigabytes).
+  const auto rows = static_cast<std::int64_t>(labels.size());
+  d.x.resize(rows, cols);
+  d.x.reserve(static_cast<std::int64_t>(entries.size()));
+  std::size_t at = 0;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    d.x.startVec(r);
+    for (; at < entries.size() && entries[at].row == r; ++at) {
+      d.x.insertBack(r, entries[at].col - offset) = entries[at].value;
+    }
+  }
+  d.x.finalize();
   return d;
 }
 

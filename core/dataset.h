@@ -12,6 +12,10 @@
 namespace tessera {
 
 using SparseRowMatrix = Eigen::SparseMatrix<double, Eigen::RowMajor, std::int64_t>;
+
+// The most feature columns a data file may have (keys and block ids travel as 32-bit values
+// in places; beyond this a feature index is taken for a mistake, e.g. a timestamp column).
+inline constexpr std::int64_t kMaxFeatures = (std::int64_t{1} << 31) - 1;
 using SparseColMatrix = Eigen::SparseMatrix<double, Eigen::ColMajor, std::int64_t>;
 
 // n samples x p features (rows are samples) and a response per sample.

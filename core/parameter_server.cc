@@ -496,8 +496,8 @@ struct ParameterServer::Shard {
     reply.request = m.request;
     reply.round = clock;
     Read(t, m, reply.values);
-    if (t.spec->consistency.model == ConsistencyModel::kEssp) {
-      Subscribe(t, m.from - ps->WorkerRank(0), m);
+    if (t.spec->consistency.model == ConsistencyModel::kEssp && m.from >= ps->WorkerRank(0)) {
+      Subscribe(t, m.from - ps->WorkerRank(0), m);  // not the driver's checkpoint pulls
     }
     reply.keys = std::move(m.keys);
     reply.range = m.range;

@@ -6,10 +6,10 @@
 #include <string>
 
 #include "algorithms/lasso/lasso.h"
-#include "core/checkpoint.h"
 #include "core/dataset.h"
 #include "core/fiber_pool.h"
 #include "core/metrics.h"
+#include "tools/checkpoint_flags.h"
 #include "tools/cluster.h"
 #include "tools/compare.h"
 #include "tools/data_parallel_flags.h"
@@ -71,8 +71,7 @@ struct LassoFlags {
   bool no_accelerate = false;
   std::string summary;  // one-row CSV of the result, for `tessera compare`
   ClusterFlags cluster;
-  std::string checkpoint_every;  // a duration, parsed into opts.checkpoint_every
-  std::string resume;            // a checkpoint directory to go on from
+  CheckpointFlags checkpoint;
 };
 
 void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
@@ -140,17 +139,9 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
   cmd.add_option("--summary", f.summary, "Write a one-row CSV summary of the fit");
   cmd.add_option("--output", f.output, "Coefficients CSV (a path: one row per lambda)");
   cmd.add_flag("--quiet", f.quiet, "No progress line or summary");
-  const std::string r = "Checkpoints";
-  cmd.add_option("--checkpoint-dir", f.opts.checkpoint_dir,
-                 "Write a checkpoint here after every lambda (and within a fit, see below)")
-      ->group(r);
-  cmd.add_option("--checkpoint-every", f.checkpoint_every,
-                 "Model-parallel: also checkpoint within a fit this often (30s, 2m, ...)")
-      ->group(r);
-  cmd.add_option("--resume", f.resume,
-                 "Go on from the newest whole checkpoint in this directory (and keep "
-                 "checkpointing there)")
-      ->group(r);
+  AddCheckpointFlags(cmd, f.checkpoint,
+                     "after every lambda, and (model-parallel) within a fit every "
+                     "--checkpoint-every");
   AddClusterFlags(cmd, f.cluster);
 }
 
@@ -206,28 +197,11 @@ int RunLasso(LassoFlags& f) {
   f.opts.engine.progress = !f.quiet;
   f.opts.engine.label = "lasso";
   if (auto st = FinishDataParallelFlags(f); !st.ok()) return Fail(st);
-  if (!f.checkpoint_every.empty()) {
-    auto every = ParseSeconds(f.checkpoint_every, "--checkpoint-every");
-    if (!every.ok()) return Fail(every.status());
-    if (f.opts.checkpoint_dir.empty() && f.resume.empty()) {
-      return Fail(InvalidArgument("--checkpoint-every needs --checkpoint-dir or --resume"));
-    }
-    f.opts.checkpoint_every = *every;
-  }
-  if (!f.resume.empty()) {
-    if (!f.opts.checkpoint_dir.empty() && f.opts.checkpoint_dir != f.resume) {
-      return Fail(InvalidArgument("--resume " + f.resume + " goes on checkpointing there; drop " +
-                                  "--checkpoint-dir " + f.opts.checkpoint_dir));
-    }
-    f.opts.checkpoint_dir = f.resume;
-    f.opts.resume = true;
-  }
-  // Started again by `tessera launch --restarts`: go on from the checkpoints, if any.
-  if (const char* restart = std::getenv("TESSERA_RESTART");
-      restart && std::atoi(restart) > 0 && !f.opts.checkpoint_dir.empty() && !f.opts.resume) {
-    auto dir = CheckpointDir::Open(f.opts.checkpoint_dir);
-    f.opts.resume = dir.ok() && !dir->Files().empty();
-  }
+  auto checkpoints = ResolveCheckpointFlags(f.checkpoint);
+  if (!checkpoints.ok()) return Fail(checkpoints.status());
+  f.opts.checkpoint_dir = checkpoints->dir;
+  f.opts.checkpoint_every = checkpoints->every;
+  f.opts.resume = checkpoints->resume;
   if (auto st = f.opts.Validate(); !st.ok()) return Fail(st);
   // Join the other processes (if any) before reading the data, so that an error here reaches
   // them as this process's goodbye instead of a connect timeout.

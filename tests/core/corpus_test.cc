@@ -82,7 +82,9 @@ INSTANTIATE_TEST_SUITE_P(
                   "the header promises 2 entries, the file has 1"},
         BadCorpus{"short_vocab", "1\n2\n1\n1 1 1\n", "a\n",
                   "vocab.bad: 1 words, the docword header"},
-        BadCorpus{"long_vocab", "1\n2\n1\n1 1 1\n", "a\nb\nc\n", "vocab.bad:3: more words than"}),
+        BadCorpus{"long_vocab", "1\n2\n1\n1 1 1\n", "a\nb\nc\n", "vocab.bad:3: more words than"},
+        BadCorpus{"huge_header", "1000000000000\n2\n1\n1 1 1\n", nullptr,
+                  "declares 1000000000000 documents and 2 words; Tessera reads up to"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(CorpusTest, BadLibsvmAndTextInput) {
@@ -92,6 +94,9 @@ TEST(CorpusTest, BadLibsvmAndTextInput) {
                         "'3:0.5'"));
   EXPECT_THAT(ReadLibsvmCounts(dir.File("e.svm", "\n")).status().message(),
               HasSubstr("no documents"));
+  // Found by fuzzing: a word index of 266666666 made the reader name 266 million words.
+  EXPECT_THAT(ReadLibsvmCounts(dir.File("h.svm", "( 266666666:4\n")).status().message(),
+              HasSubstr("h.svm:1: word index 266666666 is beyond the 16777216 words"));
   EXPECT_THAT(ReadTextCorpus(dir.File("t.txt", "a b\n"), 3).status().message(),
               HasSubstr("no word occurs 3 times or more"));
 }

@@ -87,9 +87,22 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"order", "1 3:1 2:1\n", "bad.svm:1: feature index 2 is not greater"},
         BadCase{"zero_in_one_based", "1 0:1\n", "bad.svm:1: feature index 0 in a 1-based file"},
         BadCase{"out_of_range", "1 1:1 5:2\n", "feature index 5 is out of range for 3 features"},
+        // Found by fuzzing: two lines naming feature 881250949 made the reader allocate 7 GB.
+        BadCase{"huge_index", "1 1:1\n0 3000000000:7\n",
+                "feature index 3000000000 is beyond the 2147483647 features"},
         BadCase{"empty", "", "no data rows"},
         BadCase{"comments_only", "# nothing\n\n", "no data rows"}),
     [](const auto& info) { return std::string(info.param.name); });
+
+// A large feature index costs memory for the rows that name it, not one slot per column.
+TEST(LibsvmTest, AFarFeatureIndexIsCheap) {
+  TempDir dir;
+  auto d = ReadLibsvm(dir.File("far.svm", "1.5 1:1 881250949:7\n0 1:1\n"));
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->x.cols(), 881250949);
+  EXPECT_EQ(d->x.nonZeros(), 3);
+  EXPECT_EQ(d->x.coeff(0, 881250948), 7);
+}
 
 TEST(LibsvmTest, MissingFileAndDirectory) {
   auto d = ReadLibsvm("/nonexistent/data.svm");
