@@ -227,10 +227,6 @@ class Worker {
         static_cast<double>(client_.stats().bytes);
     TESSERA_RETURN_IF_ERROR(client_.SendToDriver(std::move(arrived)));
     TESSERA_ASSIGN_OR_RETURN(Message go, client_.ReceiveControl());
-    while (go.kind == MessageKind::kContinue && go.request == kSendState) {  // a checkpoint
-      TESSERA_RETURN_IF_ERROR(SendFinalState());
-      TESSERA_ASSIGN_OR_RETURN(go, client_.ReceiveControl());
-    }
     if (go.kind == MessageKind::kStop) return true;
     client_.set_exact_reads(true);
     auto terms = app_.EvaluateTerms(ctx_);
@@ -244,6 +240,10 @@ class Worker {
     m.values = std::move(*terms);
     TESSERA_RETURN_IF_ERROR(client_.SendToDriver(std::move(m)));
     TESSERA_ASSIGN_OR_RETURN(Message reply, client_.ReceiveControl());
+    while (reply.kind == MessageKind::kContinue && reply.request == kSendState) {  // checkpoint
+      TESSERA_RETURN_IF_ERROR(SendFinalState());
+      TESSERA_ASSIGN_OR_RETURN(reply, client_.ReceiveControl());
+    }
     return reply.kind == MessageKind::kStop;
   }
 
@@ -290,11 +290,6 @@ class Driver {
         moved[c] += m.values[1];
         if (++arrived[c] < P) continue;
         arrived.erase(c);
-        if (opts_.checkpoint && opts_.checkpoint_every > 0 && c % plan_.clocks_per_epoch == 0 &&
-            clock_.Seconds() - last_checkpoint_ >= opts_.checkpoint_every) {
-          TESSERA_RETURN_IF_ERROR(Checkpoint(c));
-          last_checkpoint_ = clock_.Seconds();
-        }
         TESSERA_RETURN_IF_ERROR(Broadcast(MessageKind::kContinue, c));
         continue;
       }
@@ -336,6 +331,14 @@ class Driver {
       result_.rounds = c;
       result_.objective = objective;
       result_.updates += row.updates;
+      // Every worker waits for this reply and nobody pushes: the moment for a checkpoint
+      // (after the evaluation, so the app's metrics include this epoch).
+      if (!stop && opts_.checkpoint && opts_.checkpoint_every > 0 &&
+          c % plan_.clocks_per_epoch == 0 &&
+          clock_.Seconds() - last_checkpoint_ >= opts_.checkpoint_every) {
+        TESSERA_RETURN_IF_ERROR(Checkpoint(c));
+        last_checkpoint_ = clock_.Seconds();
+      }
       TESSERA_RETURN_IF_ERROR(Broadcast(stop ? MessageKind::kStop : MessageKind::kContinue, c));
       if (stop) break;
     }
@@ -357,7 +360,7 @@ class Driver {
     return Status::Ok();
   }
 
-  // At the barrier after clock c (an epoch's end; every worker waits): the state of the
+  // At the barrier after clock c (an epoch's end, evaluated; every worker waits): the state of the
   // workers in other processes and every table as the servers hold it after clock c, handed
   // to opts_.checkpoint.
   Status Checkpoint(std::uint64_t c) {

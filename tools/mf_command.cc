@@ -67,6 +67,9 @@ MfCommands AddMfCommands(CLI::App& app, MfFlags& f) {
              "Workers update their own copy of H and the servers average them at each clock")
       ->group(g);
   AddClusterFlags(t, f.cluster);
+  AddCheckpointFlags(t, f.checkpoint,
+                     "data-parallel: at the end of an epoch, every --checkpoint-every (default: "
+                     "every epoch)");
 
   c.predict = t.add_subcommand("predict", "Predict ratings or the top-N items from a saved model");
   CLI::App& p = *c.predict;
@@ -96,6 +99,11 @@ int RunMfTrain(MfFlags& f) {
   if (auto st = ParseDataParallelFlags(f.data_parallel, f.opts.data_parallel); !st.ok()) {
     return Fail(st);
   }
+  auto checkpoints = ResolveCheckpointFlags(f.checkpoint);
+  if (!checkpoints.ok()) return Fail(checkpoints.status());
+  f.opts.checkpoint_dir = checkpoints->dir;
+  f.opts.checkpoint_every = checkpoints->every;
+  f.opts.resume = checkpoints->resume;
   if (auto st = f.opts.Validate(); !st.ok()) return Fail(st);
   if (f.opts.mode != "data-parallel") {
     if (auto st = SingleProcessOnly("mf --mode model-parallel"); !st.ok()) return Fail(st);
@@ -168,6 +176,9 @@ int RunMfTrainIn(MfFlags& f, Cluster& cluster) {
   const double setup_seconds = total.Seconds() - (result.ok() ? result->run.seconds : 0);
   if (!result.ok()) return Fail(result.status());
   if (result->run.stop_reason == kWorkerProcess) return 0;
+  if (!f.quiet && !result->resumed.empty()) {
+    std::printf("resumed from %s\n", result->resumed.c_str());
+  }
   if (!f.quiet) {
     std::printf("%s after %zu epochs, %.3f s; bytes moved %llu; peak RSS %.1f MiB\n",
                 result->run.stop_reason.c_str(), result->epochs.size(), result->run.seconds,

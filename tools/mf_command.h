@@ -5,6 +5,7 @@
 #include <string>
 
 #include "algorithms/mf/mf.h"
+#include "tools/checkpoint_flags.h"
 #include "tools/cluster.h"
 #include "tools/data_parallel_flags.h"
 
@@ -19,6 +20,7 @@ struct MfFlags {
   bool quiet = false;
   DataParallelFlags data_parallel;
   ClusterFlags cluster;  // data-parallel runs across processes
+  CheckpointFlags checkpoint;
   // Queries.
   std::string model, user, item, pairs, exclude, predictions;
   int top_n = 0;

@@ -35,6 +35,10 @@ Status MfOptions::Validate() const {
     return InvalidArgument("--learning-rate must be > 0 and --decay >= 0");
   }
   if (mode == "data-parallel") TESSERA_RETURN_IF_ERROR(data_parallel.Validate());
+  if (mode == "model-parallel" && (!checkpoint_dir.empty() || resume)) {
+    return FailedPrecondition("checkpoints are written by data-parallel MF only so far");
+  }
+  if (!(checkpoint_every >= 0)) return InvalidArgument("--checkpoint-every must be >= 0");
   if (mode == "model-parallel" && engine.transport && !engine.transport->in_process()) {
     return FailedPrecondition(
         "model-parallel MF shares its factor blocks in memory and does not run across "

@@ -47,6 +47,13 @@ struct MfOptions {
   double learning_rate = 0.08;
   double decay = 0.1;
   DataParallelOptions data_parallel;
+  // Data-parallel: checkpoints of H, W and the epochs so far in checkpoint_dir, at the end of
+  // an epoch once checkpoint_every seconds have passed (0: after every epoch), written by the
+  // driver's process; with `resume` every process first reads the newest whole one and the
+  // run goes on from its epoch.
+  std::string checkpoint_dir;
+  double checkpoint_every = 0;
+  bool resume = false;
   Status Validate() const;
 };
 
@@ -73,6 +80,7 @@ struct MfEpoch {
 };
 
 struct MfResult {
+  std::string resumed;  // the checkpoint a resumed run went on from, and its epoch ("" if none)
   MfModel model;
   std::vector<MfEpoch> epochs;  // after each epoch
   RunResult run;

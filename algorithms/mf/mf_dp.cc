@@ -8,11 +8,14 @@
 // Any consistency model works; with model averaging each worker's changes are averaged.
 #include <algorithm>
 #include <cmath>
+#include <iostream>
 #include <limits>
+#include <optional>
 #include <random>
 
 #include "algorithms/mf/mf.h"
 #include "algorithms/mf/mf_common.h"
+#include "core/checkpoint.h"
 #include "core/metrics.h"
 
 namespace tessera {
@@ -36,8 +39,8 @@ class SgdApp final : public DataParallelApp {
       for (const Rating& r : test->entries) test_by_user_[r.user].push_back(r);
     }
     rngs_.resize(o.engine.workers);
+    rng_epoch_.assign(o.engine.workers, ~std::uint64_t{0});
     scratch_.resize(o.engine.workers);
-    for (int w = 0; w < o.engine.workers; ++w) rngs_[w].seed(o.seed + 1 + w);
   }
 
   std::size_t num_rows() const override { return num_users_; }
@@ -68,7 +71,14 @@ class SgdApp final : public DataParallelApp {
     if (order.empty()) return Status::Ok();
     std::sort(items.begin(), items.end());
     items.erase(std::unique(items.begin(), items.end()), items.end());
-    std::shuffle(order.begin(), order.end(), rngs_[ctx.worker]);
+    // Each worker's stream restarts every epoch from (seed, worker, epoch): a run resumed at
+    // an epoch shuffles as the uninterrupted one did.
+    std::mt19937_64& rng = rngs_[ctx.worker];
+    if (rng_epoch_[ctx.worker] != ctx.epoch) {
+      rng.seed(opts_.seed + 1 + static_cast<std::uint64_t>(ctx.worker) + 1000003 * ctx.epoch);
+      rng_epoch_[ctx.worker] = ctx.epoch;
+    }
+    std::shuffle(order.begin(), order.end(), rng);
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd pulled, ctx.client->Pull(0, items).Get());
     Eigen::VectorXd local = pulled;
     const double lr =
@@ -119,6 +129,64 @@ class SgdApp final : public DataParallelApp {
 
   double Objective(const Eigen::VectorXd& t) override { return c_.RecordEpoch(t); }
 
+  // What a checkpoint must match: the data and the shape of the model.
+  std::string Problem() const {
+    return "users " + std::to_string(num_users_) + ", items " + std::to_string(num_items_) +
+           ", ratings " + std::to_string(num_train_) + ", test " + std::to_string(c_.num_test) +
+           ", rank " + std::to_string(rank_) + (opts_.biases ? ", biases" : "");
+  }
+
+  // H as the servers hold it after `epochs` epochs, W (every worker's rows are here then) and
+  // the epochs' metrics.
+  Checkpoint Save(std::uint64_t epochs, const Eigen::VectorXd& h) const {
+    Checkpoint c;
+    c.PutText("app", "mf");
+    c.PutText("problem", Problem());
+    c.PutU64("epochs", epochs);
+    c.PutDoubles("h", {h.data(), static_cast<std::size_t>(h.size())});
+    c.PutDoubles("w", {model_.w.data(), static_cast<std::size_t>(model_.w.size())});
+    std::vector<double> history;
+    for (const MfEpoch& e : c_.epochs) {
+      history.insert(history.end(), {static_cast<double>(e.epoch), e.seconds, e.objective,
+                                     e.train_rmse, e.test_rmse});
+    }
+    c.PutDoubles("history", history);
+    return c;
+  }
+
+  // Puts a checkpoint's factors and metrics back; returns the epochs it had done.
+  StatusOr<std::uint64_t> Restore(const Checkpoint& c) {
+    const std::string& src = c.source();
+    TESSERA_ASSIGN_OR_RETURN(std::string app, c.Text("app"));
+    if (app != "mf") return InvalidArgument(src + ": a checkpoint of " + app + ", not of mf");
+    TESSERA_ASSIGN_OR_RETURN(std::string problem, c.Text("problem"));
+    if (problem != Problem()) {
+      return InvalidArgument(src + ": written for another problem (" + problem +
+                             "; this run: " + Problem() + ")");
+    }
+    TESSERA_ASSIGN_OR_RETURN(std::uint64_t epochs, c.U64("epochs"));
+    TESSERA_ASSIGN_OR_RETURN(auto h, c.Doubles("h"));
+    TESSERA_ASSIGN_OR_RETURN(auto w, c.Doubles("w"));
+    TESSERA_ASSIGN_OR_RETURN(auto history, c.Doubles("history"));
+    if (h.size() != static_cast<std::size_t>(model_.h.size()) ||
+        w.size() != static_cast<std::size_t>(model_.w.size()) || history.size() % 5 != 0) {
+      return DataLoss(src + ": the factors do not have the sizes the problem says");
+    }
+    std::copy(h.begin(), h.end(), model_.h.data());
+    std::copy(w.begin(), w.end(), model_.w.data());
+    c_.epochs.clear();
+    for (std::size_t i = 0; i < history.size(); i += 5) {
+      MfEpoch e;
+      e.epoch = static_cast<int>(history[i]);
+      e.seconds = history[i + 1];
+      e.objective = history[i + 2];
+      e.train_rmse = history[i + 3];
+      e.test_rmse = history[i + 4];
+      c_.epochs.push_back(e);
+    }
+    return epochs;
+  }
+
   // Across processes: the W rows of a worker's users travel to the driver's process.
   Eigen::VectorXd FinalWorkerState(DpWorkerContext& ctx) override {
     Eigen::VectorXd rows(static_cast<Eigen::Index>(ctx.rows.size()) * k_);
@@ -152,8 +220,9 @@ class SgdApp final : public DataParallelApp {
   std::vector<std::size_t> by_user_;  // ratings of user u: entries_[by_user_[u], by_user_[u+1])
   std::vector<Rating> entries_;
   std::vector<std::vector<Rating>> test_by_user_;
-  std::vector<std::mt19937_64> rngs_;  // per worker
-  struct Scratch {                     // per worker (fibers move between threads: not thread_local)
+  std::vector<std::mt19937_64> rngs_;     // per worker
+  std::vector<std::uint64_t> rng_epoch_;  // the epoch each worker's stream was seeded for
+  struct Scratch {  // per worker (fibers move between threads: not thread_local)
     std::vector<std::size_t> order;
     std::vector<Key> items;
   };
@@ -172,10 +241,38 @@ StatusOr<MfResult> TrainMfSgdDataParallel(const Ratings& train, const Ratings* t
   dp.seed = options.seed;
   dp.evaluate_every = 0;  // every epoch
   SgdApp app(train, test, options, on_epoch);
+  std::optional<CheckpointDir> dir;
+  if (!options.checkpoint_dir.empty()) {
+    TESSERA_ASSIGN_OR_RETURN(dir, CheckpointDir::Open(options.checkpoint_dir));
+  }
+  const auto& transport = options.engine.transport;
+  const bool writer = !transport || transport->hosts(0);  // the driver's process
+  std::string resumed;
+  if (options.resume) {
+    if (!dir) return InvalidArgument("--resume needs a checkpoint directory");
+    std::vector<std::string> skipped;
+    auto c = dir->LoadLatest(&skipped);
+    if (writer) {
+      for (const std::string& why : skipped) {
+        std::cerr << "tessera: skipped a damaged checkpoint: " + why + "\n" << std::flush;
+      }
+    }
+    if (!c.ok()) return c.status();
+    TESSERA_ASSIGN_OR_RETURN(dp.start_epoch, app.Restore(*c));
+    resumed = c->source() + ": " + std::to_string(dp.start_epoch) + " of " +
+              std::to_string(options.epochs) + " epochs done";
+  }
+  if (dir && writer) {
+    dp.checkpoint_every = options.checkpoint_every > 0 ? options.checkpoint_every : 1e-9;
+    dp.checkpoint = [&](std::uint64_t epochs, const std::vector<Eigen::VectorXd>& tables) {
+      return dir->Save(app.Save(epochs, tables[0])).status();
+    };
+  }
   app.common().clock = Stopwatch();
   TESSERA_ASSIGN_OR_RETURN(DataParallelResult r,
                            RunDataParallel(app, dp, options.engine.transport));
   MfResult result = app.common().Finish(std::move(r.run));
+  result.resumed = resumed;
   if (result.run.stop_reason == kWorkerProcess) return result;  // the model is with the driver
   result.model.h = Eigen::Map<const Factors>(
       r.tables[0].data(), static_cast<Eigen::Index>(train.num_items()), result.model.w.cols());
