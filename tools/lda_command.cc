@@ -91,6 +91,9 @@ CLI::App* AddLdaCommand(CLI::App& app, LdaFlags& f) {
   AddDataParallelFlags(t, f.opts.data_parallel, f.data_parallel,
                        "Documents per batch (0: the worker's whole partition)");
   AddClusterFlags(t, f.cluster);
+  AddCheckpointFlags(t, f.checkpoint,
+                     "data-parallel: after an evaluated sweep, every --checkpoint-every "
+                     "(default: every evaluation)");
   return cmd;
 }
 
@@ -112,6 +115,11 @@ int RunLda(LdaFlags& f) {
   if (auto st = ParseDataParallelFlags(f.data_parallel, f.opts.data_parallel); !st.ok()) {
     return Fail(st);
   }
+  auto checkpoints = ResolveCheckpointFlags(f.checkpoint);
+  if (!checkpoints.ok()) return Fail(checkpoints.status());
+  f.opts.checkpoint_dir = checkpoints->dir;
+  f.opts.checkpoint_every = checkpoints->every;
+  f.opts.resume = checkpoints->resume;
   if (auto st = f.opts.Validate(); !st.ok()) return Fail(st);
   if (f.opts.mode != "data-parallel") {
     if (auto st = SingleProcessOnly("lda --mode model-parallel"); !st.ok()) return Fail(st);
@@ -188,6 +196,9 @@ int RunLdaIn(LdaFlags& f, Cluster& cluster) {
   auto result = TrainLda(train, f.opts, has_test ? &test : nullptr, print);
   if (!result.ok()) return Fail(result.status());
   if (result->run.stop_reason == kWorkerProcess) return 0;
+  if (!f.quiet && !result->resumed.empty()) {
+    std::printf("resumed from %s\n", result->resumed.c_str());
+  }
   const double setup_seconds = total.Seconds() - result->run.seconds;
   const LdaModel& m = result->model;
   if (!f.quiet) {

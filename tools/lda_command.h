@@ -5,6 +5,7 @@
 #include <string>
 
 #include "algorithms/lda/lda.h"
+#include "tools/checkpoint_flags.h"
 #include "tools/cluster.h"
 #include "tools/data_parallel_flags.h"
 
@@ -23,6 +24,7 @@ struct LdaFlags {
   bool quiet = false;
   DataParallelFlags data_parallel;
   ClusterFlags cluster;  // data-parallel runs across processes
+  CheckpointFlags checkpoint;
 };
 
 CLI::App* AddLdaCommand(CLI::App& app, LdaFlags& flags);

@@ -17,6 +17,10 @@ Status LdaOptions::Validate() const {
     return InvalidArgument("unknown LDA mode '" + mode +
                            "' (expected model-parallel or data-parallel)");
   }
+  if (mode == "model-parallel" && (!checkpoint_dir.empty() || resume)) {
+    return FailedPrecondition("checkpoints are written by data-parallel LDA only so far");
+  }
+  if (!(checkpoint_every >= 0)) return InvalidArgument("--checkpoint-every must be >= 0");
   if (mode == "model-parallel" && engine.transport && !engine.transport->in_process()) {
     return FailedPrecondition(
         "model-parallel LDA shares its word-topic blocks in memory and does not run across "
@@ -285,7 +289,7 @@ void Recorder::Record(int iteration, double ll, double perplexity, double eval_s
   it.perplexity = perplexity;
   eval_seconds += clock.Seconds() - eval_started;
   it.seconds = SamplingSeconds();
-  it.tokens_per_second = it.seconds > 0 ? n * iteration / it.seconds : 0;
+  it.tokens_per_second = it.seconds > 0 ? n * (iteration - resumed_at) / it.seconds : 0;
   history.push_back(it);
   if (on_iteration) on_iteration(it);
 }

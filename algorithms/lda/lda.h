@@ -62,6 +62,13 @@ struct LdaOptions {
   // update frequency (defaults below). Workers, seed, time limit and
   // progress come from `engine`.
   DataParallelOptions data_parallel = DataParallelDefaults();
+  // Data-parallel: checkpoints of every token's topic and the iterations so far in
+  // checkpoint_dir, at an evaluated sweep's end once checkpoint_every seconds have passed (0:
+  // at every evaluation), written by the driver's process; with `resume` every process first
+  // reads the newest whole one (the counts on the servers are rebuilt from the topics).
+  std::string checkpoint_dir;
+  double checkpoint_every = 0;
+  bool resume = false;
   double alpha_value() const { return alpha > 0 ? alpha : 50.0 / topics; }
   Status Validate() const;
   // ssp:1, a clock after every batch of 200 documents (Yahoo! LDA and Bösen synchronize
@@ -104,6 +111,7 @@ struct LdaIteration {
 };
 
 struct LdaResult {
+  std::string resumed;  // the checkpoint a resumed run went on from, and its sweep ("" if none)
   LdaModel model;
   std::vector<LdaIteration> history;  // after every evaluation
   RunResult run;

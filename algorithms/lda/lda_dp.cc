@@ -12,10 +12,13 @@
 // stale; it is raised to the own count, which every true count is at least.
 #include <algorithm>
 #include <cmath>
+#include <iostream>
 #include <limits>
+#include <optional>
 
 #include "algorithms/lda/lda.h"
 #include "algorithms/lda/lda_internal.h"
+#include "core/checkpoint.h"
 #include "core/metrics.h"
 
 namespace tessera {
@@ -207,7 +210,7 @@ class DpLdaApp final : public DataParallelApp {
     const double started = rec_.clock.Seconds();
     rec_.eval_seconds += t[5];
     const double ll = t[0] + t[1] + t[2];
-    const double sweeps = t[3] / static_cast<double>(t_.num_tokens());
+    const double sweeps = rec_.resumed_at + t[3] / static_cast<double>(t_.num_tokens());
     const double perplexity = rec_.test ? t[4] : std::numeric_limits<double>::quiet_NaN();
     rec_.Record(static_cast<int>(std::lround(sweeps)), ll, perplexity, started);
     return ll / static_cast<double>(t_.num_tokens());
@@ -248,6 +251,69 @@ class DpLdaApp final : public DataParallelApp {
     return Status::Ok();
   }
 
+  // What a checkpoint must match: the corpus and the model's shape.
+  std::string Problem() const {
+    return "documents " + std::to_string(t_.num_docs()) + ", words " + std::to_string(V_) +
+           ", tokens " + std::to_string(t_.num_tokens()) + ", topics " + std::to_string(h_.K);
+  }
+
+  // Every token's topic after `sweeps` sweeps (the workers of other processes have sent
+  // theirs) and the evaluations so far. The counts follow from the topics.
+  Checkpoint Save(std::uint64_t sweeps) const {
+    Checkpoint c;
+    c.PutText("app", "lda");
+    c.PutText("problem", Problem());
+    c.PutU64("sweeps", sweeps);
+    const std::vector<std::uint64_t> topics(t_.topic.begin(), t_.topic.end());
+    c.PutU64s("topics", topics);
+    std::vector<double> history;
+    for (const LdaIteration& it : rec_.history) {
+      history.insert(history.end(),
+                     {static_cast<double>(it.iteration), it.seconds, it.log_likelihood,
+                      it.ll_per_token, it.tokens_per_second, it.perplexity});
+    }
+    c.PutDoubles("history", history);
+    return c;
+  }
+
+  // Puts a checkpoint's topics and evaluations back; returns the sweeps it had done.
+  StatusOr<std::uint64_t> Restore(const Checkpoint& c) {
+    const std::string& src = c.source();
+    TESSERA_ASSIGN_OR_RETURN(std::string app, c.Text("app"));
+    if (app != "lda") return InvalidArgument(src + ": a checkpoint of " + app + ", not of lda");
+    TESSERA_ASSIGN_OR_RETURN(std::string problem, c.Text("problem"));
+    if (problem != Problem()) {
+      return InvalidArgument(src + ": written for another problem (" + problem +
+                             "; this run: " + Problem() + ")");
+    }
+    TESSERA_ASSIGN_OR_RETURN(std::uint64_t sweeps, c.U64("sweeps"));
+    TESSERA_ASSIGN_OR_RETURN(auto topics, c.U64s("topics"));
+    TESSERA_ASSIGN_OR_RETURN(auto history, c.Doubles("history"));
+    if (topics.size() != t_.num_tokens() || history.size() % 6 != 0) {
+      return DataLoss(src + ": the topics do not cover the corpus's tokens");
+    }
+    for (std::size_t i = 0; i < topics.size(); ++i) {
+      if (topics[i] >= static_cast<std::uint64_t>(h_.K)) {
+        return DataLoss(src + ": token " + std::to_string(i) + " has topic " +
+                        std::to_string(topics[i]) + " of " + std::to_string(h_.K));
+      }
+      t_.topic[i] = static_cast<std::uint32_t>(topics[i]);
+    }
+    rec_.history.clear();
+    for (std::size_t i = 0; i < history.size(); i += 6) {
+      LdaIteration it;
+      it.iteration = static_cast<int>(history[i]);
+      it.seconds = history[i + 1];
+      it.log_likelihood = history[i + 2];
+      it.ll_per_token = history[i + 3];
+      it.tokens_per_second = history[i + 4];
+      it.perplexity = history[i + 5];
+      rec_.history.push_back(it);
+    }
+    rec_.resumed_at = static_cast<int>(sweeps);
+    return sweeps;
+  }
+
   // The public model from a snapshot of the table (internal word order).
   LdaModel Model(const Eigen::VectorXd& table) const {
     std::vector<std::int32_t> wt(V_ * static_cast<std::size_t>(h_.K));
@@ -282,6 +348,33 @@ StatusOr<LdaResult> TrainLdaDataParallel(
   dp.objective_tolerance = options.engine.objective_tolerance;
   dp.evaluate_every_epochs = static_cast<std::uint64_t>(options.evaluate_every);
   DpLdaApp app(corpus, options, test, on_iteration);
+  std::optional<CheckpointDir> dir;
+  if (!options.checkpoint_dir.empty()) {
+    TESSERA_ASSIGN_OR_RETURN(dir, CheckpointDir::Open(options.checkpoint_dir));
+  }
+  const auto& transport = options.engine.transport;
+  const bool writer = !transport || transport->hosts(0);  // the driver's process
+  std::string resumed;
+  if (options.resume) {
+    if (!dir) return InvalidArgument("--resume needs a checkpoint directory");
+    std::vector<std::string> skipped;
+    auto c = dir->LoadLatest(&skipped);
+    if (writer) {
+      for (const std::string& why : skipped) {
+        std::cerr << "tessera: skipped a damaged checkpoint: " + why + "\n" << std::flush;
+      }
+    }
+    if (!c.ok()) return c.status();
+    TESSERA_ASSIGN_OR_RETURN(dp.start_epoch, app.Restore(*c));
+    resumed = c->source() + ": " + std::to_string(dp.start_epoch) + " of " +
+              std::to_string(options.iterations) + " sweeps done";
+  }
+  if (dir && writer) {
+    dp.checkpoint_every = options.checkpoint_every > 0 ? options.checkpoint_every : 1e-9;
+    dp.checkpoint = [&](std::uint64_t sweeps, const std::vector<Eigen::VectorXd>&) {
+      return dir->Save(app.Save(sweeps)).status();
+    };
+  }
   TESSERA_ASSIGN_OR_RETURN(DataParallelResult r,
                            RunDataParallel(app, dp, options.engine.transport));
   if (r.run.stop_reason == kWorkerProcess) {  // the model is with the driver
@@ -289,7 +382,9 @@ StatusOr<LdaResult> TrainLdaDataParallel(
     result.run = std::move(r.run);
     return result;
   }
-  return app.Finish(r.tables[0], std::move(r.run));
+  LdaResult result = app.Finish(r.tables[0], std::move(r.run));
+  result.resumed = resumed;
+  return result;
 }
 
 }  // namespace tessera

@@ -255,6 +255,7 @@ struct Recorder {
   Stopwatch clock;
   double eval_seconds = 0;  // time spent in evaluations, not counted as sampling time
   std::vector<LdaIteration> history;
+  int resumed_at = 0;  // sweeps done before this run (a resumed one); not in tokens/s
   // After `iteration` sweeps, with log p(w, z) = ll and the held-out perplexity (NaN: none);
   // the evaluation began at clock time `eval_started`.
   void Record(int iteration, double ll, double perplexity, double eval_started);
@@ -268,7 +269,7 @@ struct Common {
          const std::function<void(const LdaIteration&)>& on_iteration, int blocks)
       : h(o, corpus.num_words()),
         t(BuildTokens(corpus, blocks, o.topics, o.seed)),
-        rec{o, corpus, test, on_iteration, {}, 0, {}} {}
+        rec{o, corpus, test, on_iteration, {}, 0, {}, 0} {}
   const Hyper h;
   Tokens t;
   Recorder rec;

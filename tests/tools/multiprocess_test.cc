@@ -619,6 +619,40 @@ TEST(MultiProcessTest, AKilledMfRunResumesFromItsCheckpoint) {
   EXPECT_EQ(got[3], 25) << "epochs";
 }
 
+// Data-parallel LDA, checkpoints after every sweep: the process of worker 0 is killed; the
+// resumed run (topics restored, the servers' counts rebuilt from them) ends within the
+// run-to-run noise of the sampler.
+TEST(MultiProcessTest, AKilledLdaRunResumesFromItsCheckpoint) {
+  TESSERA_REQUIRE_DATA(docword, "uci-bow-kos/docword.kos.txt.gz");
+  TESSERA_REQUIRE_DATA(vocab, "uci-bow-kos/vocab.kos.txt.gz");
+  testing::TempDir dir;
+  const std::string log = dir.Path("log"), ck = dir.Path("ck");
+  const std::vector<std::string> fit = {
+      "lda",       "--mode", "data-parallel", "--corpus", docword,     "--vocab", vocab,
+      "--topics",  "20",     "--iterations",  "20",       "--heldout", "0.1",     "--no-files",
+      "--workers", "2",      "--servers",     "1"};
+  std::string joined;
+  for (const auto& x : fit) joined += " " + x;
+  const std::string full = dir.Path("full.csv"), resumed = dir.Path("resumed.csv");
+  ASSERT_EQ(Shell(kCli + joined + " --quiet --summary " + full, log), 0) << Slurp(log);
+  std::vector<std::string> run = fit;
+  run.insert(run.end(), {"--checkpoint-dir", ck, "--quiet", "--summary", dir.Path("x.csv")});
+  std::string out;
+  ASSERT_GT(KillAfterCheckpoint(run, ck, 3, 2, log, out), 0) << out;
+  ASSERT_EQ(
+      Shell(kCli + " launch -n 3 -- " + kCli + joined + " --resume " + ck + " --summary " + resumed,
+            log),
+      0)
+      << Slurp(log);
+  EXPECT_THAT(Slurp(log), HasSubstr("resumed from " + ck + "/ckpt-"));
+  // objective, ll/token, perplexity, iterations, ...
+  const std::vector<double> want = Numbers(full), got = Numbers(resumed);
+  ASSERT_EQ(got.size(), want.size());
+  EXPECT_NEAR(got[1], want[1], 0.02 * std::abs(want[1])) << "log-likelihood per token";
+  EXPECT_NEAR(got[2], want[2], 0.08 * want[2]) << "held-out perplexity";
+  EXPECT_EQ(got[3], 20) << "sweeps";
+}
+
 TEST(MultiProcessTest, AStoppedProcessIsLostAfterTheSilenceTimeout) {
   const Interrupted r = InterruptMidRun(1, SIGSTOP);  // alive, connections open, silent
   ASSERT_NE(r.code, -1) << "no exit 30 s after the stop\n" << r.out;
