@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 namespace tessera {
@@ -82,6 +83,26 @@ std::uint32_t Crc32c(std::string_view data, std::uint32_t crc) {
   crc = ~crc;
   for (unsigned char ch : data) crc = table[(crc ^ ch) & 0xFF] ^ (crc >> 8);
   return ~crc;
+}
+
+Checkpoint Checkpoint::For(const std::string& app, const std::string& problem) {
+  Checkpoint c;
+  c.PutText("app", app);
+  c.PutText("problem", problem);
+  return c;
+}
+
+Status Checkpoint::Matches(const std::string& app, const std::string& problem) const {
+  TESSERA_ASSIGN_OR_RETURN(std::string saved_app, Text("app"));
+  if (saved_app != app) {
+    return InvalidArgument(source_ + ": a checkpoint of " + saved_app + ", not of " + app);
+  }
+  TESSERA_ASSIGN_OR_RETURN(std::string saved, Text("problem"));
+  if (saved != problem) {
+    return InvalidArgument(source_ + ": written for another problem (" + saved +
+                           "; this run: " + problem + ")");
+  }
+  return Status::Ok();
 }
 
 void Checkpoint::PutDoubles(const std::string& name, std::span<const double> values) {
@@ -304,6 +325,26 @@ StatusOr<Checkpoint> CheckpointDir::LoadLatest(std::vector<std::string>* skipped
     if (skipped) skipped->push_back(c.status().message());
   }
   return NotFound(dir_ + ": no checkpoint" + (files.empty() ? "" : " that reads back whole"));
+}
+
+StatusOr<CheckpointStart> OpenCheckpoints(const std::string& dir, bool resume, bool report) {
+  CheckpointStart start;
+  if (dir.empty()) {
+    if (resume) return InvalidArgument("resuming needs a checkpoint directory");
+    return start;
+  }
+  TESSERA_ASSIGN_OR_RETURN(start.dir, CheckpointDir::Open(dir));
+  if (!resume) return start;
+  std::vector<std::string> skipped;
+  auto latest = start.dir->LoadLatest(&skipped);
+  if (report) {
+    for (const std::string& why : skipped) {
+      std::cerr << "tessera: skipped a damaged checkpoint: " + why + "\n" << std::flush;
+    }
+  }
+  if (!latest.ok()) return latest.status();
+  start.latest = std::move(*latest);
+  return start;
 }
 
 StatusOr<double> ParseSeconds(const std::string& text, const std::string& flag) {

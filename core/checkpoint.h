@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -28,6 +29,12 @@ std::uint32_t Crc32c(std::string_view data, std::uint32_t crc = 0);
 
 class Checkpoint {
  public:
+  // A checkpoint of `app` (lasso, mf, ...) for `problem`, what identifies the data and model
+  // shape a resumed run must have.
+  static Checkpoint For(const std::string& app, const std::string& problem);
+  // Ok when this is a checkpoint of `app` for `problem`; else an error saying what differs.
+  Status Matches(const std::string& app, const std::string& problem) const;
+
   void PutDoubles(const std::string& name, std::span<const double> values);
   void PutU64s(const std::string& name, std::span<const std::uint64_t> values);
   void PutU64(const std::string& name, std::uint64_t value) { PutU64s(name, {&value, 1}); }
@@ -85,6 +92,15 @@ class CheckpointDir {
   int keep_ = 3;
   std::uint64_t next_ = 1;
 };
+
+// Where a run keeps its checkpoints: the directory (none when `dir` is empty) and, when
+// resuming, the newest checkpoint in it that reads back whole. Damaged newer ones are named
+// on stderr when `report` (the process that writes the checkpoints).
+struct CheckpointStart {
+  std::optional<CheckpointDir> dir;
+  std::optional<Checkpoint> latest;
+};
+StatusOr<CheckpointStart> OpenCheckpoints(const std::string& dir, bool resume, bool report);
 
 // Parses a duration: "30s", "2m", "1h", "500ms" or a plain number of seconds.
 StatusOr<double> ParseSeconds(const std::string& text, const std::string& flag);

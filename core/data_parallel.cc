@@ -440,6 +440,30 @@ class Driver {
 
 }  // namespace
 
+StatusOr<std::string> UseCheckpoints(DataParallelApp& app, const CheckpointPlan& plan,
+                                     const std::shared_ptr<Transport>& transport,
+                                     DataParallelOptions& options,
+                                     std::optional<CheckpointDir>& dir) {
+  const bool writer = !transport || transport->hosts(0);  // the driver's process
+  TESSERA_ASSIGN_OR_RETURN(CheckpointStart start, OpenCheckpoints(plan.dir, plan.resume, writer));
+  dir = std::move(start.dir);
+  std::string resumed;
+  if (start.latest) {
+    TESSERA_ASSIGN_OR_RETURN(options.start_epoch, app.RestoreCheckpoint(*start.latest));
+    resumed = start.latest->source() + ": " + std::to_string(options.start_epoch) + " of " +
+              std::to_string(options.max_epochs) + " " + plan.unit + " done";
+  }
+  if (dir && writer) {
+    options.checkpoint_every = plan.every > 0 ? plan.every : 1e-9;  // never 0 s since the last
+    options.checkpoint = [&app, &dir](std::uint64_t epochs,
+                                      const std::vector<Eigen::VectorXd>& tables) -> Status {
+      TESSERA_ASSIGN_OR_RETURN(Checkpoint c, app.SaveCheckpoint(epochs, tables));
+      return dir->Save(c).status();
+    };
+  }
+  return resumed;
+}
+
 StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
                                              const DataParallelOptions& options,
                                              std::shared_ptr<Transport> transport) {

@@ -17,11 +17,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "core/checkpoint.h"
 #include "core/model_parallel.h"
 #include "core/parameter_server.h"
 
@@ -142,6 +144,19 @@ class DataParallelApp {
     (void)state;
     return Status::Ok();
   }
+  // Checkpoints (UseCheckpoints). Driver, at a checkpoint barrier: the app's state after
+  // `epochs` epochs with the servers' `tables`. Every process, before the run: puts a
+  // checkpoint back (tables into TableSpec::initial_values, workers' state) and returns the
+  // epochs it had done. Apps that do not checkpoint keep the defaults.
+  virtual StatusOr<Checkpoint> SaveCheckpoint(std::uint64_t epochs,
+                                              const std::vector<Eigen::VectorXd>& tables) {
+    (void)epochs;
+    (void)tables;
+    return FailedPrecondition("this app does not write checkpoints");
+  }
+  virtual StatusOr<std::uint64_t> RestoreCheckpoint(const Checkpoint& c) {
+    return FailedPrecondition(c.source() + ": this app does not resume from checkpoints");
+  }
 };
 
 struct DataParallelResult {
@@ -151,6 +166,22 @@ struct DataParallelResult {
   // every other key at its initial value (enough to start the next run's shards from).
   std::vector<Eigen::VectorXd> tables;
 };
+
+// Where an app's run keeps its checkpoints (see DataParallelApp::SaveCheckpoint).
+struct CheckpointPlan {
+  std::string dir;   // empty: none
+  double every = 0;  // seconds between checkpoints; 0: at every evaluation that ends an epoch
+  bool resume = false;
+  std::string unit = "epochs";  // what an epoch is called in messages (LDA: sweeps)
+};
+// Sets up `options` for `plan` before RunDataParallel: with `resume`, every process reads the
+// newest whole checkpoint and the app restores it (options.start_epoch); the process of the
+// driver (rank 0 of `transport`; null: this one) writes them. Returns "file: N of M epochs
+// done" after a resume, "" otherwise. `dir` is kept for the run's checkpoints and must outlive it.
+StatusOr<std::string> UseCheckpoints(DataParallelApp& app, const CheckpointPlan& plan,
+                                     const std::shared_ptr<Transport>& transport,
+                                     DataParallelOptions& options,
+                                     std::optional<CheckpointDir>& dir);
 
 // Runs `app` for max_epochs (or until a limit or the tolerance stops it at an evaluation).
 // Always evaluates at the end. `transport` must have 1 + servers + workers endpoints; null: an

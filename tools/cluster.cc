@@ -4,6 +4,7 @@
 #include <iostream>
 #include <thread>
 
+#include "core/fiber_pool.h"
 #include "net/auth.h"
 
 namespace tessera {
@@ -57,6 +58,20 @@ Status SingleProcessOnly(const std::string& command) {
 }
 
 int CoordinatorAlone(int rank, int processes) { return rank == 0 ? 0 : rank % processes; }
+
+int RunOnCluster(const std::string& command, bool data_parallel, const ClusterFlags& flags,
+                 int servers, int workers, int threads, const std::function<int(Cluster&)>& run) {
+  if (!data_parallel) {
+    if (auto st = SingleProcessOnly(command + " --mode model-parallel"); !st.ok()) return Fail(st);
+  }
+  auto cluster = Cluster::Join(
+      flags, 1 + servers + workers, CoordinatorAlone,
+      "--servers " + std::to_string(servers) + " --workers " + std::to_string(workers));
+  if (!cluster.ok()) return Fail(cluster.status());
+  Cluster& c = **cluster;
+  FiberPool::Global(c.Threads(threads));
+  return c.Finish(run(c), LastError());
+}
 
 namespace {
 std::chrono::milliseconds Millis(double seconds) {

@@ -44,6 +44,16 @@ const std::string& LastError();
 // job and write the same files.
 Status SingleProcessOnly(const std::string& command);
 
+class Cluster;
+
+// The commands whose model-parallel mode runs in one process only and whose data-parallel
+// mode spreads the driver, `servers` shards and `workers` workers over the launcher's
+// processes: checks the first, joins the second (CoordinatorAlone), sizes the fiber pool
+// (`threads`), runs `run` and finishes the cluster with its exit code. `command` names the
+// command in messages ("mf").
+int RunOnCluster(const std::string& command, bool data_parallel, const ClusterFlags& flags,
+                 int servers, int workers, int threads, const std::function<int(Cluster&)>& run);
+
 class Cluster {
  public:
   // Reads the launcher's environment. One process: no transport (the engines then use their

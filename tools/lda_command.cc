@@ -121,18 +121,9 @@ int RunLda(LdaFlags& f) {
   f.opts.checkpoint_every = checkpoints->every;
   f.opts.resume = checkpoints->resume;
   if (auto st = f.opts.Validate(); !st.ok()) return Fail(st);
-  if (f.opts.mode != "data-parallel") {
-    if (auto st = SingleProcessOnly("lda --mode model-parallel"); !st.ok()) return Fail(st);
-  }
-  // Data-parallel: the driver, shards and workers spread over the launcher's processes.
-  const auto& dp = f.opts.data_parallel;
-  auto cluster = Cluster::Join(f.cluster, 1 + dp.servers + f.opts.engine.workers, CoordinatorAlone,
-                               "--servers " + std::to_string(dp.servers) + " --workers " +
-                                   std::to_string(f.opts.engine.workers));
-  if (!cluster.ok()) return Fail(cluster.status());
-  Cluster& c = **cluster;
-  FiberPool::Global(c.Threads(f.threads));
-  return c.Finish(RunLdaIn(f, c), LastError());
+  return RunOnCluster("lda", f.opts.mode == "data-parallel", f.cluster,
+                      f.opts.data_parallel.servers, f.opts.engine.workers, f.threads,
+                      [&f](Cluster& c) { return RunLdaIn(f, c); });
 }
 
 namespace {

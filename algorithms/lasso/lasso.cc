@@ -680,24 +680,12 @@ StatusOr<std::vector<LassoSolution>> LassoSolver::FitPath(int count, double rati
 
 StatusOr<std::vector<LassoSolution>> LassoSolver::FitLambdas(const std::vector<double>& lambdas) {
   std::vector<LassoSolution> out;
-  std::optional<CheckpointDir> dir;
-  if (!options_.checkpoint_dir.empty()) {
-    TESSERA_ASSIGN_OR_RETURN(dir, CheckpointDir::Open(options_.checkpoint_dir));
-  }
   const auto& transport = options_.engine.transport;
   const bool writer = !transport || transport->hosts(0);  // the coordinator's or driver's process
-  if (options_.resume) {
-    if (!dir) return InvalidArgument("--resume needs a checkpoint directory");
-    std::vector<std::string> skipped;
-    auto c = dir->LoadLatest(&skipped);
-    if (writer) {
-      for (const std::string& why : skipped) {
-        std::cerr << "tessera: skipped a damaged checkpoint: " + why + "\n" << std::flush;
-      }
-    }
-    if (!c.ok()) return c.status();
-    TESSERA_RETURN_IF_ERROR(Restore(*c, lambdas, out));
-  }
+  TESSERA_ASSIGN_OR_RETURN(CheckpointStart ck,
+                           OpenCheckpoints(options_.checkpoint_dir, options_.resume, writer));
+  if (ck.latest) TESSERA_RETURN_IF_ERROR(Restore(*ck.latest, lambdas, out));
+  std::optional<CheckpointDir>& dir = ck.dir;
   if (dir && writer) {
     checkpoint_ = [&](const Eigen::VectorXd& beta, std::uint64_t rounds) -> Status {
       return dir->Save(MakeCheckpoint(lambdas, out, beta, rounds)).status();
@@ -718,9 +706,7 @@ StatusOr<std::vector<LassoSolution>> LassoSolver::FitLambdas(const std::vector<d
 Checkpoint LassoSolver::MakeCheckpoint(const std::vector<double>& lambdas,
                                        const std::vector<LassoSolution>& done,
                                        const Eigen::VectorXd& beta, std::uint64_t rounds) const {
-  Checkpoint c;
-  c.PutText("app", "lasso");
-  c.PutText("problem", fingerprint_);
+  Checkpoint c = Checkpoint::For("lasso", fingerprint_);
   c.PutDoubles("lambdas", lambdas);
   c.PutU64("done", done.size());
   c.PutDoubles("beta", {beta.data(), static_cast<std::size_t>(beta.size())});
@@ -750,13 +736,7 @@ Checkpoint LassoSolver::MakeCheckpoint(const std::vector<double>& lambdas,
 Status LassoSolver::Restore(const Checkpoint& c, const std::vector<double>& lambdas,
                             std::vector<LassoSolution>& done) {
   const std::string& src = c.source();
-  TESSERA_ASSIGN_OR_RETURN(std::string app, c.Text("app"));
-  if (app != "lasso") return InvalidArgument(src + ": a checkpoint of " + app + ", not of lasso");
-  TESSERA_ASSIGN_OR_RETURN(std::string problem, c.Text("problem"));
-  if (problem != fingerprint_) {
-    return InvalidArgument(src + ": written for another problem (" + problem +
-                           "; this run: " + fingerprint_ + ")");
-  }
+  TESSERA_RETURN_IF_ERROR(c.Matches("lasso", fingerprint_));
   TESSERA_ASSIGN_OR_RETURN(auto saved, c.Doubles("lambdas"));
   // λ_max is a sum over the data whose rounding depends on how it is split (processes,
   // workers): equal to 1e-12, the sequences are the same.

@@ -12,7 +12,6 @@
 // stale; it is raised to the own count, which every true count is at least.
 #include <algorithm>
 #include <cmath>
-#include <iostream>
 #include <limits>
 #include <optional>
 
@@ -259,10 +258,9 @@ class DpLdaApp final : public DataParallelApp {
 
   // Every token's topic after `sweeps` sweeps (the workers of other processes have sent
   // theirs) and the evaluations so far. The counts follow from the topics.
-  Checkpoint Save(std::uint64_t sweeps) const {
-    Checkpoint c;
-    c.PutText("app", "lda");
-    c.PutText("problem", Problem());
+  StatusOr<Checkpoint> SaveCheckpoint(std::uint64_t sweeps,
+                                      const std::vector<Eigen::VectorXd>&) override {
+    Checkpoint c = Checkpoint::For("lda", Problem());
     c.PutU64("sweeps", sweeps);
     const std::vector<std::uint64_t> topics(t_.topic.begin(), t_.topic.end());
     c.PutU64s("topics", topics);
@@ -277,15 +275,9 @@ class DpLdaApp final : public DataParallelApp {
   }
 
   // Puts a checkpoint's topics and evaluations back; returns the sweeps it had done.
-  StatusOr<std::uint64_t> Restore(const Checkpoint& c) {
+  StatusOr<std::uint64_t> RestoreCheckpoint(const Checkpoint& c) override {
     const std::string& src = c.source();
-    TESSERA_ASSIGN_OR_RETURN(std::string app, c.Text("app"));
-    if (app != "lda") return InvalidArgument(src + ": a checkpoint of " + app + ", not of lda");
-    TESSERA_ASSIGN_OR_RETURN(std::string problem, c.Text("problem"));
-    if (problem != Problem()) {
-      return InvalidArgument(src + ": written for another problem (" + problem +
-                             "; this run: " + Problem() + ")");
-    }
+    TESSERA_RETURN_IF_ERROR(c.Matches("lda", Problem()));
     TESSERA_ASSIGN_OR_RETURN(std::uint64_t sweeps, c.U64("sweeps"));
     TESSERA_ASSIGN_OR_RETURN(auto topics, c.U64s("topics"));
     TESSERA_ASSIGN_OR_RETURN(auto history, c.Doubles("history"));
@@ -349,32 +341,11 @@ StatusOr<LdaResult> TrainLdaDataParallel(
   dp.evaluate_every_epochs = static_cast<std::uint64_t>(options.evaluate_every);
   DpLdaApp app(corpus, options, test, on_iteration);
   std::optional<CheckpointDir> dir;
-  if (!options.checkpoint_dir.empty()) {
-    TESSERA_ASSIGN_OR_RETURN(dir, CheckpointDir::Open(options.checkpoint_dir));
-  }
-  const auto& transport = options.engine.transport;
-  const bool writer = !transport || transport->hosts(0);  // the driver's process
-  std::string resumed;
-  if (options.resume) {
-    if (!dir) return InvalidArgument("--resume needs a checkpoint directory");
-    std::vector<std::string> skipped;
-    auto c = dir->LoadLatest(&skipped);
-    if (writer) {
-      for (const std::string& why : skipped) {
-        std::cerr << "tessera: skipped a damaged checkpoint: " + why + "\n" << std::flush;
-      }
-    }
-    if (!c.ok()) return c.status();
-    TESSERA_ASSIGN_OR_RETURN(dp.start_epoch, app.Restore(*c));
-    resumed = c->source() + ": " + std::to_string(dp.start_epoch) + " of " +
-              std::to_string(options.iterations) + " sweeps done";
-  }
-  if (dir && writer) {
-    dp.checkpoint_every = options.checkpoint_every > 0 ? options.checkpoint_every : 1e-9;
-    dp.checkpoint = [&](std::uint64_t sweeps, const std::vector<Eigen::VectorXd>&) {
-      return dir->Save(app.Save(sweeps)).status();
-    };
-  }
+  TESSERA_ASSIGN_OR_RETURN(
+      std::string resumed,
+      UseCheckpoints(app,
+                     {options.checkpoint_dir, options.checkpoint_every, options.resume, "sweeps"},
+                     options.engine.transport, dp, dir));
   TESSERA_ASSIGN_OR_RETURN(DataParallelResult r,
                            RunDataParallel(app, dp, options.engine.transport));
   if (r.run.stop_reason == kWorkerProcess) {  // the model is with the driver

@@ -8,7 +8,6 @@
 // Any consistency model works; with model averaging each worker's changes are averaged.
 #include <algorithm>
 #include <cmath>
-#include <iostream>
 #include <limits>
 #include <optional>
 #include <random>
@@ -138,10 +137,10 @@ class SgdApp final : public DataParallelApp {
 
   // H as the servers hold it after `epochs` epochs, W (every worker's rows are here then) and
   // the epochs' metrics.
-  Checkpoint Save(std::uint64_t epochs, const Eigen::VectorXd& h) const {
-    Checkpoint c;
-    c.PutText("app", "mf");
-    c.PutText("problem", Problem());
+  StatusOr<Checkpoint> SaveCheckpoint(std::uint64_t epochs,
+                                      const std::vector<Eigen::VectorXd>& tables) override {
+    const Eigen::VectorXd& h = tables[0];
+    Checkpoint c = Checkpoint::For("mf", Problem());
     c.PutU64("epochs", epochs);
     c.PutDoubles("h", {h.data(), static_cast<std::size_t>(h.size())});
     c.PutDoubles("w", {model_.w.data(), static_cast<std::size_t>(model_.w.size())});
@@ -155,15 +154,9 @@ class SgdApp final : public DataParallelApp {
   }
 
   // Puts a checkpoint's factors and metrics back; returns the epochs it had done.
-  StatusOr<std::uint64_t> Restore(const Checkpoint& c) {
+  StatusOr<std::uint64_t> RestoreCheckpoint(const Checkpoint& c) override {
     const std::string& src = c.source();
-    TESSERA_ASSIGN_OR_RETURN(std::string app, c.Text("app"));
-    if (app != "mf") return InvalidArgument(src + ": a checkpoint of " + app + ", not of mf");
-    TESSERA_ASSIGN_OR_RETURN(std::string problem, c.Text("problem"));
-    if (problem != Problem()) {
-      return InvalidArgument(src + ": written for another problem (" + problem +
-                             "; this run: " + Problem() + ")");
-    }
+    TESSERA_RETURN_IF_ERROR(c.Matches("mf", Problem()));
     TESSERA_ASSIGN_OR_RETURN(std::uint64_t epochs, c.U64("epochs"));
     TESSERA_ASSIGN_OR_RETURN(auto h, c.Doubles("h"));
     TESSERA_ASSIGN_OR_RETURN(auto w, c.Doubles("w"));
@@ -242,32 +235,11 @@ StatusOr<MfResult> TrainMfSgdDataParallel(const Ratings& train, const Ratings* t
   dp.evaluate_every = 0;  // every epoch
   SgdApp app(train, test, options, on_epoch);
   std::optional<CheckpointDir> dir;
-  if (!options.checkpoint_dir.empty()) {
-    TESSERA_ASSIGN_OR_RETURN(dir, CheckpointDir::Open(options.checkpoint_dir));
-  }
-  const auto& transport = options.engine.transport;
-  const bool writer = !transport || transport->hosts(0);  // the driver's process
-  std::string resumed;
-  if (options.resume) {
-    if (!dir) return InvalidArgument("--resume needs a checkpoint directory");
-    std::vector<std::string> skipped;
-    auto c = dir->LoadLatest(&skipped);
-    if (writer) {
-      for (const std::string& why : skipped) {
-        std::cerr << "tessera: skipped a damaged checkpoint: " + why + "\n" << std::flush;
-      }
-    }
-    if (!c.ok()) return c.status();
-    TESSERA_ASSIGN_OR_RETURN(dp.start_epoch, app.Restore(*c));
-    resumed = c->source() + ": " + std::to_string(dp.start_epoch) + " of " +
-              std::to_string(options.epochs) + " epochs done";
-  }
-  if (dir && writer) {
-    dp.checkpoint_every = options.checkpoint_every > 0 ? options.checkpoint_every : 1e-9;
-    dp.checkpoint = [&](std::uint64_t epochs, const std::vector<Eigen::VectorXd>& tables) {
-      return dir->Save(app.Save(epochs, tables[0])).status();
-    };
-  }
+  TESSERA_ASSIGN_OR_RETURN(
+      std::string resumed,
+      UseCheckpoints(app,
+                     {options.checkpoint_dir, options.checkpoint_every, options.resume, "epochs"},
+                     options.engine.transport, dp, dir));
   app.common().clock = Stopwatch();
   TESSERA_ASSIGN_OR_RETURN(DataParallelResult r,
                            RunDataParallel(app, dp, options.engine.transport));

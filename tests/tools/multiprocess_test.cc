@@ -459,6 +459,27 @@ int KillAfterCheckpoint(const std::vector<std::string>& args, const std::string&
   return code;
 }
 
+// " a b c" for {a, b, c}: arguments for a shell command line.
+std::string Joined(const std::vector<std::string>& args) {
+  std::string s;
+  for (const auto& a : args) s += " " + a;
+  return s;
+}
+
+// A model-parallel Lasso path over CorrelatedData that checkpoints every 20 ms.
+std::vector<std::string> CorrelatedPath(const std::string& data) {
+  return {"--data",
+          data,
+          "--path",
+          "6",
+          "--path-ratio",
+          "0.003",
+          "--workers",
+          "2",
+          "--checkpoint-every",
+          "20ms"};
+}
+
 // The objective of each λ of a path file (lambda, intercept, coefficients, objective, kkt).
 std::vector<double> PathObjectives(const std::string& path, std::size_t features) {
   const std::vector<double> v = Numbers(path);
@@ -480,21 +501,8 @@ void ExpectSameObjectives(const std::vector<double>& got, const std::vector<doub
 TEST(MultiProcessTest, AKilledWorkerProcessResumesFromItsCheckpoint) {
   testing::TempDir dir;
   const std::string data = CorrelatedData(dir), log = dir.Path("log"), ck = dir.Path("ck");
-  const std::vector<std::string> fit = {"--data",
-                                        data,
-                                        "--path",
-                                        "6",
-                                        "--path-ratio",
-                                        "0.003",
-                                        "--workers",
-                                        "2",
-                                        "--checkpoint-every",
-                                        "20ms"};
-  auto joined = [](const std::vector<std::string>& a) {
-    std::string s;
-    for (const auto& x : a) s += " " + x;
-    return s;
-  };
+  const std::vector<std::string> fit = CorrelatedPath(data);
+  auto joined = Joined;
   const std::string full = dir.Path("full.csv");
   ASSERT_EQ(Shell(kCli + " lasso" + joined(fit) + " --checkpoint-dir " + dir.Path("ck0") +
                       " --quiet --output " + full,
@@ -526,18 +534,8 @@ TEST(MultiProcessTest, AKilledWorkerProcessResumesFromItsCheckpoint) {
 TEST(MultiProcessTest, TheLauncherRestartsAKilledRunWhichResumes) {
   testing::TempDir dir;
   const std::string data = CorrelatedData(dir), log = dir.Path("log"), ck = dir.Path("ck");
-  const std::vector<std::string> fit = {"--data",
-                                        data,
-                                        "--path",
-                                        "6",
-                                        "--path-ratio",
-                                        "0.003",
-                                        "--workers",
-                                        "2",
-                                        "--checkpoint-every",
-                                        "20ms"};
-  std::string joined;
-  for (const auto& x : fit) joined += " " + x;
+  const std::vector<std::string> fit = CorrelatedPath(data);
+  const std::string joined = Joined(fit);
   const std::string full = dir.Path("full.csv"), out_csv = dir.Path("out.csv");
   ASSERT_EQ(Shell(kCli + " lasso" + joined + " --checkpoint-dir " + dir.Path("ck0") +
                       " --quiet --output " + full,
@@ -564,8 +562,7 @@ TEST(MultiProcessTest, KilledWorkerAndShardProcessesResumeFromTheirCheckpoints) 
   const std::vector<std::string> fit = {
       "lasso",         "--data",    data, "--path",    "8", "--mode",
       "data-parallel", "--servers", "1",  "--workers", "2"};
-  std::string joined;
-  for (const auto& x : fit) joined += " " + x;
+  const std::string joined = Joined(fit);
   const std::string full = dir.Path("full.csv");
   ASSERT_EQ(Shell(kCli + joined + " --quiet --output " + full, log), 0) << Slurp(log);
   std::string out;
@@ -598,8 +595,7 @@ TEST(MultiProcessTest, AKilledMfRunResumesFromItsCheckpoint) {
   const std::vector<std::string> fit = {
       "mf",     "--mode", "data-parallel", "--train", base,        "--test", test, "--epochs", "25",
       "--rank", "20",     "--servers",     "1",       "--workers", "2"};
-  std::string joined;
-  for (const auto& x : fit) joined += " " + x;
+  const std::string joined = Joined(fit);
   const std::string full = dir.Path("full.csv"), resumed = dir.Path("resumed.csv");
   ASSERT_EQ(Shell(kCli + joined + " --quiet --summary " + full, log), 0) << Slurp(log);
   std::vector<std::string> run = fit;
@@ -631,8 +627,7 @@ TEST(MultiProcessTest, AKilledLdaRunResumesFromItsCheckpoint) {
       "lda",       "--mode", "data-parallel", "--corpus", docword,     "--vocab", vocab,
       "--topics",  "20",     "--iterations",  "20",       "--heldout", "0.1",     "--no-files",
       "--workers", "2",      "--servers",     "1"};
-  std::string joined;
-  for (const auto& x : fit) joined += " " + x;
+  const std::string joined = Joined(fit);
   const std::string full = dir.Path("full.csv"), resumed = dir.Path("resumed.csv");
   ASSERT_EQ(Shell(kCli + joined + " --quiet --summary " + full, log), 0) << Slurp(log);
   std::vector<std::string> run = fit;
