@@ -108,13 +108,19 @@ Status Checkpoint::Matches(const std::string& app, const std::string& problem) c
 void Checkpoint::PutDoubles(const std::string& name, std::span<const double> values) {
   Section& s = sections_[name];
   s.type = kDoubles;
-  s.bytes.assign(reinterpret_cast<const char*>(values.data()), values.size_bytes());
+  s.bytes.clear();
+  if (!values.empty()) {  // (an empty span's data() may be null, which memcpy must not see)
+    s.bytes.assign(reinterpret_cast<const char*>(values.data()), values.size_bytes());
+  }
 }
 
 void Checkpoint::PutU64s(const std::string& name, std::span<const std::uint64_t> values) {
   Section& s = sections_[name];
   s.type = kU64s;
-  s.bytes.assign(reinterpret_cast<const char*>(values.data()), values.size_bytes());
+  s.bytes.clear();
+  if (!values.empty()) {  // (an empty span's data() may be null, which memcpy must not see)
+    s.bytes.assign(reinterpret_cast<const char*>(values.data()), values.size_bytes());
+  }
 }
 
 void Checkpoint::PutText(const std::string& name, const std::string& text) {
@@ -136,14 +142,14 @@ StatusOr<const Checkpoint::Section*> Checkpoint::Find(const std::string& name, T
 StatusOr<std::vector<double>> Checkpoint::Doubles(const std::string& name) const {
   TESSERA_ASSIGN_OR_RETURN(const Section* s, Find(name, kDoubles));
   std::vector<double> v(s->bytes.size() / sizeof(double));
-  std::memcpy(v.data(), s->bytes.data(), v.size() * sizeof(double));
+  if (!v.empty()) std::memcpy(v.data(), s->bytes.data(), v.size() * sizeof(double));
   return v;
 }
 
 StatusOr<std::vector<std::uint64_t>> Checkpoint::U64s(const std::string& name) const {
   TESSERA_ASSIGN_OR_RETURN(const Section* s, Find(name, kU64s));
   std::vector<std::uint64_t> v(s->bytes.size() / sizeof(std::uint64_t));
-  std::memcpy(v.data(), s->bytes.data(), v.size() * sizeof(std::uint64_t));
+  if (!v.empty()) std::memcpy(v.data(), s->bytes.data(), v.size() * sizeof(std::uint64_t));
   return v;
 }
 
