@@ -137,6 +137,13 @@ constexpr std::uint64_t kSendState = 4;
 // The driver's pulls of whole shard ranges for a checkpoint (workers number theirs from 1).
 constexpr std::uint64_t kCheckpointPull = ~std::uint64_t{0} - 1;
 
+// The worker whose FinalWorkerState `m` carries, or -1 when `m` is something else.
+int StateOfWorker(const Message& m, const ParameterServer& ps, int workers) {
+  const int w = m.from - ps.WorkerRank(0);
+  const bool state = m.kind == MessageKind::kEvaluation && m.request == kWorkerState;
+  return state && w >= 0 && w < workers ? w : -1;
+}
+
 struct Plan {
   std::uint64_t batches_per_epoch = 1;
   std::uint64_t clocks_per_epoch = 1;
@@ -333,8 +340,7 @@ class Driver {
       result_.updates += row.updates;
       // Every worker waits for this reply and nobody pushes: the moment for a checkpoint
       // (after the evaluation, so the app's metrics include this epoch).
-      if (!stop && opts_.checkpoint && opts_.checkpoint_every > 0 &&
-          c % plan_.clocks_per_epoch == 0 &&
+      if (!stop && opts_.checkpoint && c % plan_.clocks_per_epoch == 0 &&
           clock_.Seconds() - last_checkpoint_ >= opts_.checkpoint_every) {
         TESSERA_RETURN_IF_ERROR(Checkpoint(c));
         last_checkpoint_ = clock_.Seconds();
@@ -398,24 +404,9 @@ class Driver {
       TESSERA_ASSIGN_OR_RETURN(Message m, t.Receive(0));
       if (m.kind == MessageKind::kPsValues && m.request == kCheckpointPull &&
           m.table < tables.size()) {
-        const int dim = ps_.table(m.table).dim;
-        Eigen::VectorXd& out = tables[m.table];
-        if (m.keys.empty() && m.values.size() == static_cast<Eigen::Index>(m.range.size() * dim)) {
-          out.segment(static_cast<Eigen::Index>(m.range.begin * dim), m.values.size()) = m.values;
-        } else if (m.values.size() == static_cast<Eigen::Index>(m.keys.size() * dim)) {
-          for (std::size_t i = 0; i < m.keys.size(); ++i) {
-            out.segment(static_cast<Eigen::Index>(m.keys[i] * dim), dim) =
-                m.values.segment(static_cast<Eigen::Index>(i * dim), dim);
-          }
-        } else {
-          return Internal("a checkpoint pull of table " + std::to_string(m.table) +
-                          " came back with " + std::to_string(m.values.size()) + " values");
-        }
+        TESSERA_RETURN_IF_ERROR(ps_.PlaceValues(m, tables[m.table]));
         --pulls;
-      } else if (m.kind == MessageKind::kEvaluation && m.request == kWorkerState) {
-        const int w = m.from - ps_.WorkerRank(0);
-        if (w < 0 || w >= opts_.workers)
-          return Internal("a worker state from rank " + std::to_string(m.from));
+      } else if (const int w = StateOfWorker(m, ps_, opts_.workers); w >= 0) {
         TESSERA_RETURN_IF_ERROR(app_.MergeWorkerState(w, parts_[w], m.values));
         --states;
       } else {
@@ -454,7 +445,7 @@ StatusOr<std::string> UseCheckpoints(DataParallelApp& app, const CheckpointPlan&
               std::to_string(options.max_epochs) + " " + plan.unit + " done";
   }
   if (dir && writer) {
-    options.checkpoint_every = plan.every > 0 ? plan.every : 1e-9;  // never 0 s since the last
+    options.checkpoint_every = plan.every;
     options.checkpoint = [&app, &dir](std::uint64_t epochs,
                                       const std::vector<Eigen::VectorXd>& tables) -> Status {
       TESSERA_ASSIGN_OR_RETURN(Checkpoint c, app.SaveCheckpoint(epochs, tables));
@@ -545,11 +536,8 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
   }
   Status merged = Status::Ok();
   auto merge = [&](Message& m) {
-    const int w = m.from - ps->WorkerRank(0);
-    if (m.kind != MessageKind::kEvaluation || m.request != kWorkerState || w < 0 ||
-        w >= options.workers || t.hosts(m.from)) {
-      return;  // a late control message of the run
-    }
+    const int w = StateOfWorker(m, *ps, options.workers);
+    if (w < 0 || t.hosts(m.from)) return;  // a late control message of the run
     --states_due;
     if (merged.ok()) merged = app.MergeWorkerState(w, parts[w], m.values);
   };

@@ -73,9 +73,9 @@ struct DataParallelOptions {
   std::string trace_path;                   // per-evaluation CSV; empty = none
   bool progress = true;                     // one-line progress on a TTY (stderr)
   std::string label = "tessera";
-  // Driver: called at the first evaluation barrier that ends an epoch (after its Objective)
-  // once checkpoint_every seconds (0: never) have passed since the start or the last call, not
-  // at the last one. Nobody pushes then:
+  // Driver, when set: called at the first evaluation barrier that ends an epoch (after its
+  // Objective) once checkpoint_every seconds (0: at every such barrier) have passed since the
+  // start or the last call, not at the last one. Nobody pushes then:
   // `tables` are the servers' values after `epochs_done` epochs, and every worker's
   // FinalWorkerState has reached the app (MergeWorkerState, for workers in other processes),
   // so app state and tables agree. The app saves them; an error stops the run.

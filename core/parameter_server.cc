@@ -732,10 +732,13 @@ void ParameterServer::Shutdown(const std::function<void(Message&)>& other) {
       final_status_ = m.status();
       return;
     }
-    if (m->kind != MessageKind::kPsValues || m->request != kFinalTables ||
-        m->table >= specs_.size()) {
+    if (m->kind != MessageKind::kPsValues || m->request != kFinalTables) {
       if (other) other(*m);
       continue;
+    }
+    if (Status bad = CheckValues(*m); !bad.ok()) {
+      final_status_ = bad;
+      return;
     }
     final_[m->table].push_back(std::move(*m));
     --expected;
@@ -782,21 +785,43 @@ Eigen::VectorXd ParameterServer::Snapshot(TableId table) const {
   }
   if (final_.size() > table) {
     for (const Message& m : final_[table]) {
-      if (m.keys.empty()) {
-        if (m.values.size() == 0) continue;
-        std::memcpy(out.data() + m.range.begin * spec.dim, m.values.data(),
-                    static_cast<std::size_t>(m.values.size()) * sizeof(double));
-      } else {
-        for (std::size_t i = 0; i < m.keys.size(); ++i) {
-          for (int d = 0; d < spec.dim; ++d) {
-            out[static_cast<Eigen::Index>(m.keys[i] * spec.dim + d)] =
-                m.values[static_cast<Eigen::Index>(i * spec.dim + d)];
-          }
-        }
-      }
+      const Status placed = PlaceValues(m, out);
+      TESSERA_CHECK(placed.ok()) << placed.message();  // checked by Shutdown
     }
   }
   return out;
+}
+
+Status ParameterServer::CheckValues(const Message& reply) const {
+  if (reply.table >= specs_.size()) {
+    return Internal("rank " + std::to_string(reply.from) + " sent values of table " +
+                    std::to_string(reply.table) + " of " + std::to_string(specs_.size()));
+  }
+  const TableSpec& spec = specs_[reply.table];
+  const std::size_t count = reply.keys.empty() ? reply.range.size() : reply.keys.size();
+  bool inside = reply.range.end <= spec.num_keys;
+  for (Key k : reply.keys) inside = inside && k < spec.num_keys;
+  if (!inside || reply.values.size() != static_cast<Eigen::Index>(count * spec.dim)) {
+    return Internal("rank " + std::to_string(reply.from) + " sent " +
+                    std::to_string(reply.values.size()) + " values of table '" + spec.name +
+                    "' for " + std::to_string(count) + " keys, not all of them in it");
+  }
+  return Status::Ok();
+}
+
+Status ParameterServer::PlaceValues(const Message& reply, Eigen::VectorXd& table) const {
+  TESSERA_RETURN_IF_ERROR(CheckValues(reply));
+  const int dim = specs_[reply.table].dim;
+  if (reply.keys.empty()) {
+    table.segment(static_cast<Eigen::Index>(reply.range.begin * dim), reply.values.size()) =
+        reply.values;
+    return Status::Ok();
+  }
+  for (std::size_t i = 0; i < reply.keys.size(); ++i) {
+    table.segment(static_cast<Eigen::Index>(reply.keys[i] * dim), dim) =
+        reply.values.segment(static_cast<Eigen::Index>(i * dim), dim);
+  }
+  return Status::Ok();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -265,10 +265,15 @@ class ParameterServer {
   void StopAfterWorkers() { stop_after_workers_.store(true); }
   // Every value of a dense or sparse table, key-major, read after Shutdown() (tests, output).
   Eigen::VectorXd Snapshot(TableId table) const;
+  // Copies the values of a shard's reply (kPsValues for a range or for explicit keys) into
+  // `table`, every value of one table key-major; an error when keys or sizes do not fit.
+  Status PlaceValues(const Message& reply, Eigen::VectorXd& table) const;
 
  private:
   friend class PsClient;
   struct Shard;
+  // Ok when `reply`'s keys lie in its table and its values are one row per key.
+  Status CheckValues(const Message& reply) const;
   ParameterServer() = default;
 
   int servers_ = 0;
