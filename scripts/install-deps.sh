@@ -12,7 +12,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   gnuplot-nox  # `tessera compare` plots
   openmpi-bin  # mpirun, for the multi-process tests (Tessera itself does not link MPI)
-  iproute2     # ip netns: the two-host test (tests/tools/netns_test.cc)
+  iproute2 iptables libnetfilter-queue-dev  # the two-host test: namespaces, a slow lossy link
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(r-base-core r-cran-glmnet time python3-numpy python3-gensim)

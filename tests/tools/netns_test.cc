@@ -1,6 +1,8 @@
 // Several hosts on one machine: two network namespaces joined by a veth pair, each with its
-// own address, stand for two machines; with `tc netem` (where the kernel has it) the link
-// gets delay and loss. Process 0 runs on host A, processes 1 and 2 on host B, each binding
+// own address, stand for two machines, and the link between them gets delay and loss: from
+// `tc netem` where the kernel has it, else from tests/tools/link_emulator (an NFQUEUE program
+// that holds and drops the packets an iptables rule hands it; needs iptables and
+// libnetfilter-queue). Process 0 runs on host A, processes 1 and 2 on host B, each binding
 // its host's address, and the Lasso path is bit for bit the in-process one. Needs root and
 // iproute2; skipped with the reason otherwise.
 #include <gmock/gmock.h>
@@ -83,24 +85,39 @@ class TwoHosts {
       }
       created_ = true;
     }
-    // Delay and loss both ways, where the kernel has netem.
-    for (const auto& [ns, dev] : {std::pair{a_, a_}, std::pair{b_, b_}}) {
-      std::string out;
-      if (Sh("ip netns exec " + ns + " tc qdisc add dev " + dev +
-                 " root netem delay 2ms 1ms loss 1%",
-             &out) != 0) {
-        netem_ = "no netem (" + out.substr(0, out.find('\n')) + ")";
+    // Delay and loss both ways: netem where the kernel has it, else the emulator.
+    std::string out;
+    for (const std::string& ns : {a_, b_}) {
+      if (Sh("ip netns exec " + ns + " tc qdisc add dev " + ns + " root netem " + kNetem, &out) !=
+          0) {
+        link_ = "no netem (" + out.substr(0, out.find('\n')) + "); ";
+        break;
       }
     }
-    if (netem_.empty()) netem_ = "netem: 2 ms ± 1 ms delay and 1% loss each way";
+    if (link_.empty()) {
+      link_ = std::string("netem ") + kNetem + " each way";
+      return;
+    }
+    link_ += EmulateLink();
   }
   ~TwoHosts() {
     if (!created_) return;
+    for (const std::string& pid : emulators_) Sh("kill -TERM " + pid);
+    for (const std::string& ns : {a_, b_}) {
+      std::string out;
+      for (int i = 0; i < 50 && Sh("grep -q packets " + Log(ns), &out) != 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      Sh("tail -n 1 " + Log(ns), &out);
+      if (!emulators_.empty()) std::cout << ns << ": " << out;
+      std::remove(Log(ns).c_str());
+    }
     Sh("ip netns del " + a_);
     Sh("ip netns del " + b_);
   }
   const std::string& why_not() const { return why_not_; }
-  const std::string& netem() const { return netem_; }
+  // How the link between the hosts is slowed, or why it is not.
+  const std::string& link() const { return link_; }
   // `cmd` run inside host a or b.
   std::string In(bool on_a, const std::string& cmd) const {
     return "ip netns exec " + (on_a ? a_ : b_) + " " + cmd;
@@ -108,14 +125,61 @@ class TwoHosts {
   const std::string& ip(bool on_a) const { return on_a ? ip_a_ : ip_b_; }
 
  private:
-  std::string tag_, a_, b_, ip_a_, ip_b_, why_not_, netem_;
+  static constexpr const char* kNetem = "delay 2ms 1ms loss 1%";
+
+  std::string Log(const std::string& ns) const { return "/tmp/" + ns + "-link.log"; }
+
+  // Starts a link emulator in each host on the packets it receives over the veth; says what
+  // the link does, or why it is not slowed.
+  std::string EmulateLink() {
+#ifndef TESSERA_LINK_EMULATOR
+    return "no link emulator (libnetfilter-queue was not found at build time)";
+#else
+    std::string iptables, out;
+    for (const char* candidate : {"iptables", "iptables-legacy"}) {
+      if (Sh(std::string("command -v ") + candidate) == 0 &&
+          Sh("ip netns exec " + a_ + " " + candidate + " -L INPUT -n", &out) == 0) {
+        iptables = candidate;
+        break;
+      }
+    }
+    if (iptables.empty()) return "no usable iptables: link not slowed";
+    for (const std::string& ns : {a_, b_}) {
+      const std::string queue = ns == a_ ? "11" : "12";
+      if (Sh("ip netns exec " + ns + " " + TESSERA_LINK_EMULATOR + " --queue " + queue +
+                 " --delay-ms 2 --jitter-ms 1 --loss 0.01 --seed " + queue + " > " + Log(ns) +
+                 " 2>&1 & echo $!",
+             &out) != 0) {
+        return "the link emulator did not start: " + out;
+      }
+      emulators_.push_back(out.substr(0, out.find('\n')));
+      // It prints its first line once it holds the queue.
+      for (int i = 0; i < 100 && Sh("grep -q queue " + Log(ns)) != 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      if (Sh("grep -q queue " + Log(ns)) != 0) {
+        Sh("cat " + Log(ns), &out);
+        return "the link emulator could not take its queue: " + out;
+      }
+      if (Sh("ip netns exec " + ns + " " + iptables + " -A INPUT -i " + ns +
+                 " -j NFQUEUE --queue-num " + queue,
+             &out) != 0) {
+        return "iptables could not queue packets: " + out;
+      }
+    }
+    return "link emulator (NFQUEUE): 2 ms ± 1 ms delay and 1% loss each way";
+#endif
+  }
+
+  std::string tag_, a_, b_, ip_a_, ip_b_, why_not_, link_;
+  std::vector<std::string> emulators_;  // their process ids
   bool created_ = false;
 };
 
 TEST(NetnsTest, APathAcrossTwoHostsWithDelayAndLossIsTheInProcessOne) {
   TwoHosts hosts;
   if (!hosts.why_not().empty()) GTEST_SKIP() << "no network namespaces: " << hosts.why_not();
-  std::cout << "two hosts; " << hosts.netem() << "\n";
+  std::cout << "two hosts; " << hosts.link() << "\n";
   testing::TempDir dir;
   const std::string cli = TESSERA_CLI;
   const std::string fit = " lasso --data " + std::string(TESSERA_SOURCE_DIR) +
