@@ -102,6 +102,14 @@ struct CheckpointStart {
 };
 StatusOr<CheckpointStart> OpenCheckpoints(const std::string& dir, bool resume, bool report);
 
+// Where an app's run keeps its checkpoints (UseCheckpoints of either engine).
+struct CheckpointPlan {
+  std::string dir;   // empty: none
+  double every = 0;  // seconds between checkpoints; 0: at every boundary (an epoch's end)
+  bool resume = false;
+  std::string unit = "epochs";  // what an epoch is called in messages (LDA: sweeps)
+};
+
 // Parses a duration: "30s", "2m", "1h", "500ms" or a plain number of seconds.
 StatusOr<double> ParseSeconds(const std::string& text, const std::string& flag);
 

@@ -167,13 +167,6 @@ struct DataParallelResult {
   std::vector<Eigen::VectorXd> tables;
 };
 
-// Where an app's run keeps its checkpoints (see DataParallelApp::SaveCheckpoint).
-struct CheckpointPlan {
-  std::string dir;   // empty: none
-  double every = 0;  // seconds between checkpoints; 0: at every evaluation that ends an epoch
-  bool resume = false;
-  std::string unit = "epochs";  // what an epoch is called in messages (LDA: sweeps)
-};
 // Sets up `options` for `plan` before RunDataParallel: with `resume`, every process reads the
 // newest whole checkpoint and the app restores it (options.start_epoch); the process of the
 // driver (rank 0 of `transport`; null: this one) writes them. Returns "file: N of M epochs

@@ -115,13 +115,22 @@ class Coordinator {
           trace_.Open(opts_.trace_path, "round,seconds,objective,updates,bytes"));
     }
     bool scheduling = true;
-    std::uint64_t scheduled = 0, pulled = 0;
+    std::uint64_t scheduled = opts_.first_round, pulled = opts_.first_round;
     std::deque<InFlightRound> flight;
     double last_objective = std::numeric_limits<double>::quiet_NaN();
     bool last_evaluated = false;
+    // A marked round that is due for a checkpoint is in flight: plan nothing more until then.
+    bool hold = false;
+    const bool marked = opts_.checkpoint && opts_.checkpoint_at_marked_rounds;
     for (;;) {
-      while (scheduling && flight.size() < static_cast<std::size_t>(opts_.pipeline_depth)) {
-        if (opts_.checkpoint && opts_.checkpoint_every > 0 &&
+      if (hold && flight.empty()) {
+        TESSERA_RETURN_IF_ERROR(opts_.checkpoint(pulled));
+        last_checkpoint_ = clock_.Seconds();
+        hold = false;
+      }
+      while (scheduling && !hold &&
+             flight.size() < static_cast<std::size_t>(opts_.pipeline_depth)) {
+        if (opts_.checkpoint && !marked && opts_.checkpoint_every > 0 &&
             clock_.Seconds() - last_checkpoint_ >= opts_.checkpoint_every) {
           if (!flight.empty()) break;  // drain the pipeline first
           TESSERA_RETURN_IF_ERROR(opts_.checkpoint(pulled));
@@ -169,6 +178,8 @@ class Coordinator {
         flight.push_back({scheduled, std::move(plan.blocks), committed_base_ + committed_.size(),
                           plan.evaluate_after});
         ++scheduled;
+        hold = marked && plan.checkpoint_after &&
+               clock_.Seconds() - last_checkpoint_ >= opts_.checkpoint_every;
       }
       if (flight.empty()) break;
       // Nothing left to carry a waiting update before the workers must reply: send it alone.
@@ -392,6 +403,31 @@ StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions&
   workers.Wait();
   if (!options.transport) transport.Close();
   return result;
+}
+
+}  // namespace tessera
+
+namespace tessera {
+
+StatusOr<std::string> UseCheckpoints(ModelParallelApp& app, const CheckpointPlan& plan,
+                                     EngineOptions& options, std::optional<CheckpointDir>& dir) {
+  const bool writer = !options.transport || options.transport->hosts(0);  // the coordinator's
+  TESSERA_ASSIGN_OR_RETURN(CheckpointStart start, OpenCheckpoints(plan.dir, plan.resume, writer));
+  dir = std::move(start.dir);
+  std::string resumed;
+  if (start.latest) {
+    TESSERA_ASSIGN_OR_RETURN(options.first_round, app.RestoreCheckpoint(*start.latest));
+    resumed = start.latest->source();
+  }
+  if (dir && writer) {
+    options.checkpoint_every = plan.every;
+    options.checkpoint_at_marked_rounds = true;
+    options.checkpoint = [&app, &dir](std::uint64_t rounds) -> Status {
+      TESSERA_ASSIGN_OR_RETURN(Checkpoint c, app.SaveCheckpoint(rounds));
+      return dir->Save(c).status();
+    };
+  }
+  return resumed;
 }
 
 }  // namespace tessera

@@ -14,11 +14,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <random>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "core/checkpoint.h"
 #include "core/keys.h"
 #include "core/message.h"
 #include "core/status.h"
@@ -40,6 +42,10 @@ struct RoundSchedule {
   bool done = false;          // no more rounds: finish the ones in flight and stop
   std::string done_reason = "converged";  // RunResult::stop_reason when `done`
   bool evaluate_after = false;            // evaluate the objective after this round is applied
+  // A checkpoint boundary (an epoch's end): with EngineOptions::checkpoint_at_marked_rounds the
+  // coordinator plans nothing more until this round is pulled and evaluated, then checkpoints
+  // if one is due.
+  bool checkpoint_after = false;
 };
 
 // What a worker knows while it computes.
@@ -81,6 +87,17 @@ class ModelParallelApp {
   virtual Eigen::VectorXd EvaluateTerms(WorkerContext& ctx) = 0;
   // Coordinator: the objective from the summed terms.
   virtual double Objective(const Eigen::VectorXd& summed_terms) = 0;
+
+  // Checkpoints (UseCheckpoints below). Coordinator, at a checkpoint boundary with no round in
+  // flight: the app's committed state after `rounds` rounds. Before the run: puts a checkpoint
+  // back and returns the rounds it had done. Apps that do not checkpoint keep the defaults.
+  virtual StatusOr<Checkpoint> SaveCheckpoint(std::uint64_t rounds) {
+    (void)rounds;
+    return FailedPrecondition("this app does not write checkpoints");
+  }
+  virtual StatusOr<std::uint64_t> RestoreCheckpoint(const Checkpoint& c) {
+    return FailedPrecondition(c.source() + ": this app does not resume from checkpoints");
+  }
 };
 
 // The same hooks as std::function values, for small apps that do not want to subclass.
@@ -124,11 +141,18 @@ struct EngineOptions {
   // coordinator, 1..P the workers), possibly spanning processes (net/tcp_transport.h): this
   // process runs the ranks the transport hosts, and every process runs the same app.
   std::shared_ptr<Transport> transport;
-  // Coordinator: called every `checkpoint_every` seconds (0: never) at a round boundary with
-  // no round in flight (the pipeline is drained first), with the rounds pulled so far; the
-  // app's committed state is then whole and may be saved. An error stops the run with it.
+  // Coordinator: called at a round boundary with no round in flight (the pipeline is drained
+  // first), with the rounds pulled so far; the app's committed state is then whole and may be
+  // saved. An error stops the run with it. When: every `checkpoint_every` seconds (0: never)
+  // at any round boundary; with `checkpoint_at_marked_rounds` only after rounds whose plan says
+  // checkpoint_after, at every such round (checkpoint_every 0) or once checkpoint_every seconds
+  // have passed since the last checkpoint.
   double checkpoint_every = 0;
+  bool checkpoint_at_marked_rounds = false;
   std::function<Status(std::uint64_t rounds)> checkpoint;
+  // A resumed run: the rounds done before it. Rounds are numbered on from here (Schedule, Push
+  // and the trace see the same numbers as in the uninterrupted run) and max_rounds counts them.
+  std::uint64_t first_round = 0;
   Status Validate() const;
 };
 
@@ -157,6 +181,13 @@ struct RunResult {
 // return one with stop_reason kWorkerProcess once the coordinator stops them. The coordinator and
 // the workers run as fibers on FiberPool::Global(); the calling thread (or fiber) waits.
 StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions& options);
+
+// Sets up `options` for `plan` before RunModelParallel: with `resume`, puts the newest whole
+// checkpoint in plan.dir back into `app` and numbers the rounds on from it; with a directory,
+// the coordinator's process checkpoints at the app's marked rounds into `dir` (which must
+// outlive the run). Returns the checkpoint resumed from ("" if none).
+StatusOr<std::string> UseCheckpoints(ModelParallelApp& app, const CheckpointPlan& plan,
+                                     EngineOptions& options, std::optional<CheckpointDir>& dir);
 
 // RunResult::stop_reason in the processes that do not host the coordinator.
 inline constexpr const char* kWorkerProcess = "worker process";

@@ -17,9 +17,6 @@ Status LdaOptions::Validate() const {
     return InvalidArgument("unknown LDA mode '" + mode +
                            "' (expected model-parallel or data-parallel)");
   }
-  if (mode == "model-parallel" && (!checkpoint_dir.empty() || resume)) {
-    return FailedPrecondition("checkpoints are written by data-parallel LDA only so far");
-  }
   if (!(checkpoint_every >= 0)) return InvalidArgument("--checkpoint-every must be >= 0");
   if (mode == "model-parallel" && engine.transport && !engine.transport->in_process()) {
     return FailedPrecondition(
@@ -288,6 +285,8 @@ void Recorder::Record(int iteration, double ll, double perplexity, double eval_s
   it.ll_per_token = n > 0 ? ll / n : 0;
   it.perplexity = perplexity;
   eval_seconds += clock.Seconds() - eval_started;
+  // The engine's closing evaluation of a run resumed with every sweep done: recorded already.
+  if (!history.empty() && history.back().iteration == iteration) return;
   it.seconds = SamplingSeconds();
   it.tokens_per_second = it.seconds > 0 ? n * (iteration - resumed_at) / it.seconds : 0;
   history.push_back(it);
@@ -301,6 +300,54 @@ LdaResult Common::Finish(LdaModel model, RunResult run) const {
   r.history = rec.history;
   if (!r.history.empty()) r.tokens_per_second = r.history.back().tokens_per_second;
   return r;
+}
+
+std::string Common::Problem(const std::string& extra) const {
+  return "documents " + std::to_string(t.num_docs()) + ", words " +
+         std::to_string(rec.corpus.num_words()) + ", tokens " + std::to_string(t.num_tokens()) +
+         ", topics " + std::to_string(h.K) + extra;
+}
+
+Checkpoint Common::Save(const std::string& problem) const {
+  Checkpoint c = Checkpoint::For("lda", problem);
+  const std::vector<std::uint64_t> topics(t.topic.begin(), t.topic.end());
+  c.PutU64s("topics", topics);
+  std::vector<double> history;
+  for (const LdaIteration& it : rec.history) {
+    history.insert(history.end(), {static_cast<double>(it.iteration), it.seconds, it.log_likelihood,
+                                   it.ll_per_token, it.tokens_per_second, it.perplexity});
+  }
+  c.PutDoubles("history", history);
+  return c;
+}
+
+Status Common::Restore(const Checkpoint& c, const std::string& problem) {
+  const std::string& src = c.source();
+  TESSERA_RETURN_IF_ERROR(c.Matches("lda", problem));
+  TESSERA_ASSIGN_OR_RETURN(auto topics, c.U64s("topics"));
+  TESSERA_ASSIGN_OR_RETURN(auto history, c.Doubles("history"));
+  if (topics.size() != t.num_tokens() || history.size() % 6 != 0) {
+    return DataLoss(src + ": the topics do not cover the corpus's tokens");
+  }
+  for (std::size_t i = 0; i < topics.size(); ++i) {
+    if (topics[i] >= static_cast<std::uint64_t>(h.K)) {
+      return DataLoss(src + ": token " + std::to_string(i) + " has topic " +
+                      std::to_string(topics[i]) + " of " + std::to_string(h.K));
+    }
+    t.topic[i] = static_cast<std::uint32_t>(topics[i]);
+  }
+  rec.history.clear();
+  for (std::size_t i = 0; i < history.size(); i += 6) {
+    LdaIteration it;
+    it.iteration = static_cast<int>(history[i]);
+    it.seconds = history[i + 1];
+    it.log_likelihood = history[i + 2];
+    it.ll_per_token = history[i + 3];
+    it.tokens_per_second = history[i + 4];
+    it.perplexity = history[i + 5];
+    rec.history.push_back(it);
+  }
+  return Status::Ok();
 }
 
 }  // namespace lda_internal

@@ -250,58 +250,19 @@ class DpLdaApp final : public DataParallelApp {
     return Status::Ok();
   }
 
-  // What a checkpoint must match: the corpus and the model's shape.
-  std::string Problem() const {
-    return "documents " + std::to_string(t_.num_docs()) + ", words " + std::to_string(V_) +
-           ", tokens " + std::to_string(t_.num_tokens()) + ", topics " + std::to_string(h_.K);
-  }
-
   // Every token's topic after `sweeps` sweeps (the workers of other processes have sent
   // theirs) and the evaluations so far. The counts follow from the topics.
   StatusOr<Checkpoint> SaveCheckpoint(std::uint64_t sweeps,
                                       const std::vector<Eigen::VectorXd>&) override {
-    Checkpoint c = Checkpoint::For("lda", Problem());
+    Checkpoint c = c_.Save(c_.Problem());
     c.PutU64("sweeps", sweeps);
-    const std::vector<std::uint64_t> topics(t_.topic.begin(), t_.topic.end());
-    c.PutU64s("topics", topics);
-    std::vector<double> history;
-    for (const LdaIteration& it : rec_.history) {
-      history.insert(history.end(),
-                     {static_cast<double>(it.iteration), it.seconds, it.log_likelihood,
-                      it.ll_per_token, it.tokens_per_second, it.perplexity});
-    }
-    c.PutDoubles("history", history);
     return c;
   }
 
   // Puts a checkpoint's topics and evaluations back; returns the sweeps it had done.
   StatusOr<std::uint64_t> RestoreCheckpoint(const Checkpoint& c) override {
-    const std::string& src = c.source();
-    TESSERA_RETURN_IF_ERROR(c.Matches("lda", Problem()));
+    TESSERA_RETURN_IF_ERROR(c_.Restore(c, c_.Problem()));
     TESSERA_ASSIGN_OR_RETURN(std::uint64_t sweeps, c.U64("sweeps"));
-    TESSERA_ASSIGN_OR_RETURN(auto topics, c.U64s("topics"));
-    TESSERA_ASSIGN_OR_RETURN(auto history, c.Doubles("history"));
-    if (topics.size() != t_.num_tokens() || history.size() % 6 != 0) {
-      return DataLoss(src + ": the topics do not cover the corpus's tokens");
-    }
-    for (std::size_t i = 0; i < topics.size(); ++i) {
-      if (topics[i] >= static_cast<std::uint64_t>(h_.K)) {
-        return DataLoss(src + ": token " + std::to_string(i) + " has topic " +
-                        std::to_string(topics[i]) + " of " + std::to_string(h_.K));
-      }
-      t_.topic[i] = static_cast<std::uint32_t>(topics[i]);
-    }
-    rec_.history.clear();
-    for (std::size_t i = 0; i < history.size(); i += 6) {
-      LdaIteration it;
-      it.iteration = static_cast<int>(history[i]);
-      it.seconds = history[i + 1];
-      it.log_likelihood = history[i + 2];
-      it.ll_per_token = history[i + 3];
-      it.tokens_per_second = history[i + 4];
-      it.perplexity = history[i + 5];
-      rec_.history.push_back(it);
-    }
     rec_.resumed_at = static_cast<int>(sweeps);
     return sweeps;
   }

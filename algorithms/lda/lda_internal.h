@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "algorithms/lda/lda.h"
+#include "core/checkpoint.h"
 #include "core/keys.h"
 #include "core/metrics.h"
 
@@ -279,6 +280,14 @@ struct Common {
   }
   // The result: the model, the run, the history and the sampling throughput.
   LdaResult Finish(LdaModel model, RunResult run) const;
+
+  // Checkpoints. What one must match: the corpus and the model's shape (plus `extra`, what
+  // else the trainer's state depends on).
+  std::string Problem(const std::string& extra = "") const;
+  // Every token's topic (the counts follow from them) and the evaluations so far; Restore
+  // puts them back, checking every topic.
+  Checkpoint Save(const std::string& problem) const;
+  Status Restore(const Checkpoint& c, const std::string& problem);
 };
 
 }  // namespace tessera::lda_internal

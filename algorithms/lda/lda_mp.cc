@@ -46,12 +46,7 @@ class RotationLdaApp final : public ModelParallelApp {
         P_(o.engine.workers),
         words_(lda_internal::BuildWordIndex(t_, 0, t_.num_docs())) {
     const auto K = static_cast<std::size_t>(h_.K);
-    word_topic_.assign(corpus.num_words() * K, 0);
-    totals_.assign(K, 0);
-    for (std::size_t i = 0; i < t_.num_tokens(); ++i) {
-      ++word_topic_[t_.word[i] * K + t_.topic[i]];
-      totals_[t_.topic[i]] += 1;
-    }
+    Recount();
     // Document partitions of about equal token count.
     workers_.resize(static_cast<std::size_t>(P_));
     const double per = static_cast<double>(t_.num_tokens()) / P_;
@@ -62,11 +57,10 @@ class RotationLdaApp final : public ModelParallelApp {
       const auto target = static_cast<std::uint64_t>(per * (p + 1));
       while (d < t_.num_docs() && (p == P_ - 1 || t_.doc_ptr[d + 1] <= target)) ++d;
       w.docs.end = d;
-      w.nk = w.committed = totals_;
       w.nd.assign(K, 0);
       w.scratch.assign(K, 0);
-      w.rng.Seed(o.seed * 1000003 + static_cast<std::uint64_t>(p) + 1);
     }
+    StartWorkers(0);
     SchedulerOptions so;
     so.partitions = P_;
     scheduler_ = MakeRotationScheduler(so);
@@ -88,6 +82,7 @@ class RotationLdaApp final : public ModelParallelApp {
     plan.blocks = scheduler_->Next(ctx);
     const std::uint64_t every = P * static_cast<std::uint64_t>(opts_.evaluate_every);
     plan.evaluate_after = (ctx.round + 1) % every == 0 || ctx.round + 1 == last;
+    plan.checkpoint_after = (ctx.round + 1) % P == 0;  // a sweep's end
     return plan;
   }
 
@@ -168,11 +163,54 @@ class RotationLdaApp final : public ModelParallelApp {
     return ll / static_cast<double>(t_.num_tokens());
   }
 
+  // Every token's topic after `rounds` rounds (a sweep's end) and the evaluations so far.
+  StatusOr<Checkpoint> SaveCheckpoint(std::uint64_t rounds) override {
+    Checkpoint c = c_.Save(Problem());
+    c.PutU64("rounds", rounds);
+    return c;
+  }
+  // Puts them back and counts again; the workers' samplers go on from streams seeded by the
+  // rounds done, so a resumed run draws other numbers than the uninterrupted one would have.
+  StatusOr<std::uint64_t> RestoreCheckpoint(const Checkpoint& c) override {
+    TESSERA_RETURN_IF_ERROR(c_.Restore(c, Problem()));
+    TESSERA_ASSIGN_OR_RETURN(std::uint64_t rounds, c.U64("rounds"));
+    Recount();
+    words_ = lda_internal::BuildWordIndex(t_, 0, t_.num_docs());
+    StartWorkers(rounds);
+    rounds_pulled_ = rounds;
+    rec_.resumed_at = static_cast<int>(rounds / static_cast<std::uint64_t>(P_));
+    rec_.clock = Stopwatch();  // sampling time from here
+    return rounds;
+  }
+
   LdaModel Model() const { return c_.Model(word_topic_); }
+  int resumed_at() const { return rec_.resumed_at; }
   // The result; takes the counts over instead of copying them.
   LdaResult Finish(RunResult run) { return c_.Finish(c_.Model(std::move(word_topic_)), run); }
 
  private:
+  // The word-topic counts and totals from the tokens' topics.
+  void Recount() {
+    const auto K = static_cast<std::size_t>(h_.K);
+    word_topic_.assign(rec_.corpus.num_words() * K, 0);
+    totals_.assign(K, 0);
+    for (std::size_t i = 0; i < t_.num_tokens(); ++i) {
+      ++word_topic_[t_.word[i] * K + t_.topic[i]];
+      totals_[t_.topic[i]] += 1;
+    }
+  }
+  // The workers' totals from the committed ones and their random streams, after `rounds`.
+  void StartWorkers(std::uint64_t rounds) {
+    for (int p = 0; p < P_; ++p) {
+      RotationWorker& w = workers_[static_cast<std::size_t>(p)];
+      w.nk = w.committed = totals_;
+      w.rng.Seed(opts_.seed * 1000003 + static_cast<std::uint64_t>(p) + 1 +
+                 rounds * 0x9E3779B97F4A7C15ULL);
+    }
+  }
+  // The token layout depends on the vocabulary blocks, one a worker.
+  std::string Problem() const { return c_.Problem(", vocabulary blocks " + std::to_string(P_)); }
+
   lda_internal::Common c_;  // first: the references below point into it
   const LdaOptions& opts_;
   const Hyper& h_ = c_.h;
@@ -198,8 +236,20 @@ StatusOr<LdaResult> TrainLdaRotation(const Corpus& corpus, const LdaOptions& opt
         "across processes yet");
   }
   RotationLdaApp app(corpus, options, test, on_iteration);
-  TESSERA_ASSIGN_OR_RETURN(RunResult run, RunModelParallel(app, options.engine));
-  return app.Finish(std::move(run));
+  EngineOptions engine = options.engine;
+  std::optional<CheckpointDir> dir;
+  TESSERA_ASSIGN_OR_RETURN(
+      std::string from,
+      UseCheckpoints(app,
+                     {options.checkpoint_dir, options.checkpoint_every, options.resume, "sweeps"},
+                     engine, dir));
+  TESSERA_ASSIGN_OR_RETURN(RunResult run, RunModelParallel(app, engine));
+  LdaResult result = app.Finish(std::move(run));
+  if (!from.empty()) {
+    result.resumed = from + ": " + std::to_string(app.resumed_at()) + " of " +
+                     std::to_string(options.iterations) + " sweeps done";
+  }
+  return result;
 }
 
 }  // namespace tessera

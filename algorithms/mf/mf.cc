@@ -35,9 +35,6 @@ Status MfOptions::Validate() const {
     return InvalidArgument("--learning-rate must be > 0 and --decay >= 0");
   }
   if (mode == "data-parallel") TESSERA_RETURN_IF_ERROR(data_parallel.Validate());
-  if (mode == "model-parallel" && (!checkpoint_dir.empty() || resume)) {
-    return FailedPrecondition("checkpoints are written by data-parallel MF only so far");
-  }
   if (!(checkpoint_every >= 0)) return InvalidArgument("--checkpoint-every must be >= 0");
   if (mode == "model-parallel" && engine.transport && !engine.transport->in_process()) {
     return FailedPrecondition(
@@ -97,7 +94,7 @@ class CcdApp final : public ModelParallelApp {
  public:
   CcdApp(const Ratings& train, const Ratings* test, const MfOptions& o,
          const std::function<void(const MfEpoch&)>& on_epoch)
-      : c_(train, test, o, on_epoch, /*random_h=*/false) {
+      : c_(train, test, o, on_epoch, /*random_h=*/false), train_(train), test_(test) {
     // Biases first: (b_i, 1) and (1, c_j) are two components with one side fixed.
     if (o.biases) {
       steps_.push_back({rank_, 1});      // user biases
@@ -109,11 +106,7 @@ class CcdApp final : public ModelParallelApp {
         steps_.push_back({t, 1});
       }
     }
-    const int P = o.engine.workers;
-    const auto user_ranges = SplitRange(num_users_, P);
-    const auto item_ranges = SplitRange(num_items_, P);
-    shards_.resize(P);
-    ParallelFor(P, [&](int w) { Build(shards_[w], user_ranges[w], item_ranges[w], train, test); });
+    BuildShards();
     rounds_per_epoch_ = steps_.size();
   }
 
@@ -138,6 +131,7 @@ class CcdApp final : public ModelParallelApp {
       plan.blocks.push_back(std::move(b));
     }
     plan.evaluate_after = idx + 1 == rounds_per_epoch_;
+    plan.checkpoint_after = plan.evaluate_after;
     return plan;
   }
 
@@ -225,7 +219,32 @@ class CcdApp final : public ModelParallelApp {
   double Objective(const Eigen::VectorXd& t) override { return c_.RecordEpoch(t); }
   mf_internal::Common& common() { return c_; }
 
+  // The factors after `rounds` rounds (an epoch's end) and the epochs' metrics. The shards'
+  // residuals follow from the factors; the partition into shards does not matter.
+  StatusOr<Checkpoint> SaveCheckpoint(std::uint64_t rounds) override {
+    Checkpoint c = c_.Save(c_.Problem(", ccd++"),
+                           {model_.h.data(), static_cast<std::size_t>(model_.h.size())});
+    c.PutU64("rounds", rounds);
+    return c;
+  }
+  StatusOr<std::uint64_t> RestoreCheckpoint(const Checkpoint& c) override {
+    TESSERA_RETURN_IF_ERROR(c_.Restore(c, c_.Problem(", ccd++")));
+    TESSERA_ASSIGN_OR_RETURN(std::uint64_t rounds, c.U64("rounds"));
+    BuildShards();
+    return rounds;
+  }
+
  private:
+  // Every worker's shard, its residuals from the current factors.
+  void BuildShards() {
+    const int P = opts_.engine.workers;
+    const auto user_ranges = SplitRange(num_users_, P);
+    const auto item_ranges = SplitRange(num_items_, P);
+    shards_.assign(static_cast<std::size_t>(P), CcdShard{});
+    ParallelFor(P,
+                [&](int w) { Build(shards_[w], user_ranges[w], item_ranges[w], train_, test_); });
+  }
+
   void Build(CcdShard& s, KeyRange users, KeyRange items, const Ratings& train,
              const Ratings* test) {
     s.users = users;
@@ -247,8 +266,8 @@ class CcdApp final : public ModelParallelApp {
     std::vector<std::uint32_t> row_fill(s.row_ptr.begin(), s.row_ptr.end() - 1);
     std::vector<std::uint32_t> col_fill(s.col_ptr.begin(), s.col_ptr.end() - 1);
     for (const Rating& r : train.entries) {
-      // H starts at 0, so the residual is the centered rating.
-      const double res = r.value - model_.mean;
+      // At the start H is 0 and this is the centered rating exactly.
+      const double res = r.value - model_.Predict(r.user, r.item);
       if (users.Contains(r.user)) {
         const std::uint32_t e = row_fill[r.user - users.begin]++;
         s.row_item[e] = r.item;
@@ -321,6 +340,8 @@ class CcdApp final : public ModelParallelApp {
   }
 
   mf_internal::Common c_;  // first: the references below point into it
+  const Ratings& train_;
+  const Ratings* test_;
   const MfOptions& opts_ = c_.opts;
   const std::size_t num_users_ = c_.num_users, num_items_ = c_.num_items;
   const int rank_ = c_.rank, k_ = c_.k;
@@ -349,7 +370,7 @@ StatusOr<MfResult> TrainMfCcd(const Ratings& train, const Ratings* test, const M
                               const std::function<void(const MfEpoch&)>& on_epoch) {
   TESSERA_RETURN_IF_ERROR(mf_internal::CheckInputs(train, test, options));
   CcdApp app(train, test, options, on_epoch);
-  TESSERA_ASSIGN_OR_RETURN(RunResult run, RunModelParallel(app, options.engine));
+  TESSERA_ASSIGN_OR_RETURN(RunResult run, app.common().RunModelParallel(app));
   return app.common().Finish(std::move(run));
 }
 

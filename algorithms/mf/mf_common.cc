@@ -1,5 +1,6 @@
 #include "algorithms/mf/mf_common.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -67,7 +68,70 @@ MfResult Common::Finish(RunResult run) {
   result.model = std::move(model);
   result.epochs = std::move(epochs);
   result.run = std::move(run);
+  result.resumed = resumed;
   return result;
+}
+
+std::string Common::Problem(const std::string& extra) const {
+  return "users " + std::to_string(num_users) + ", items " + std::to_string(num_items) +
+         ", ratings " + std::to_string(num_train) + ", test " + std::to_string(num_test) +
+         ", rank " + std::to_string(rank) + (opts.biases ? ", biases" : "") + extra;
+}
+
+Checkpoint Common::Save(const std::string& problem, std::span<const double> h) const {
+  Checkpoint c = Checkpoint::For("mf", problem);
+  c.PutDoubles("h", h);
+  c.PutDoubles("w", {model.w.data(), static_cast<std::size_t>(model.w.size())});
+  std::vector<double> history;
+  for (const MfEpoch& e : epochs) {
+    history.insert(history.end(), {static_cast<double>(e.epoch), e.seconds, e.objective,
+                                   e.train_rmse, e.test_rmse});
+  }
+  c.PutDoubles("history", history);
+  return c;
+}
+
+Status Common::Restore(const Checkpoint& c, const std::string& problem) {
+  TESSERA_RETURN_IF_ERROR(c.Matches("mf", problem));
+  TESSERA_ASSIGN_OR_RETURN(auto h, c.Doubles("h"));
+  TESSERA_ASSIGN_OR_RETURN(auto w, c.Doubles("w"));
+  TESSERA_ASSIGN_OR_RETURN(auto history, c.Doubles("history"));
+  if (h.size() != static_cast<std::size_t>(model.h.size()) ||
+      w.size() != static_cast<std::size_t>(model.w.size()) || history.size() % 5 != 0) {
+    return DataLoss(c.source() + ": the factors do not have the sizes the problem says");
+  }
+  if (history.size() / 5 > static_cast<std::size_t>(opts.epochs)) {
+    return InvalidArgument(c.source() + ": " + std::to_string(history.size() / 5) +
+                           " epochs are done already; --epochs is " + std::to_string(opts.epochs));
+  }
+  std::copy(h.begin(), h.end(), model.h.data());
+  std::copy(w.begin(), w.end(), model.w.data());
+  epochs.clear();
+  for (std::size_t i = 0; i < history.size(); i += 5) {
+    MfEpoch e;
+    e.epoch = static_cast<int>(history[i]);
+    e.seconds = history[i + 1];
+    e.objective = history[i + 2];
+    e.train_rmse = history[i + 3];
+    e.test_rmse = history[i + 4];
+    epochs.push_back(e);
+  }
+  return Status::Ok();
+}
+
+StatusOr<RunResult> Common::RunModelParallel(ModelParallelApp& app) {
+  EngineOptions engine = opts.engine;
+  std::optional<CheckpointDir> dir;
+  TESSERA_ASSIGN_OR_RETURN(
+      std::string from,
+      UseCheckpoints(app, {opts.checkpoint_dir, opts.checkpoint_every, opts.resume, "epochs"},
+                     engine, dir));
+  if (!from.empty()) {
+    resumed = from + ": " + std::to_string(epochs.size()) + " of " + std::to_string(opts.epochs) +
+              " epochs done";
+  }
+  clock = Stopwatch();
+  return tessera::RunModelParallel(app, engine);
 }
 
 Status CheckInputs(const Ratings& train, const Ratings* test, const MfOptions& options) {

@@ -3,9 +3,12 @@
 #pragma once
 
 #include <functional>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "algorithms/mf/mf.h"
+#include "core/checkpoint.h"
 #include "core/metrics.h"
 
 namespace tessera::mf_internal {
@@ -22,6 +25,18 @@ struct Common {
   // Squared norm of a factor row that is a parameter: minus the fixed 1 of the biases.
   double FixedNorm() const { return opts.biases ? 1.0 : 0.0; }
   MfResult Finish(RunResult run);
+
+  // Checkpoints. What one must match: the data and the shape of the model (plus `extra`, what
+  // else the trainer's state depends on).
+  std::string Problem(const std::string& extra = "") const;
+  // A checkpoint of `model.w`, `h` (the data-parallel H lives on the servers) and the epochs'
+  // metrics; Restore puts them back into `model` and `epochs`, checking their sizes.
+  Checkpoint Save(const std::string& problem, std::span<const double> h) const;
+  Status Restore(const Checkpoint& c, const std::string& problem);
+  // Runs a model-parallel trainer `app` (whose state this is) on the engine, first resuming
+  // from and then writing checkpoints at its epoch ends as the options say.
+  StatusOr<RunResult> RunModelParallel(ModelParallelApp& app);
+  std::string resumed;  // MfResult::resumed
 
   const MfOptions& opts;
   std::function<void(const MfEpoch&)> on_epoch;

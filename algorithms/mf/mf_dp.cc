@@ -128,56 +128,20 @@ class SgdApp final : public DataParallelApp {
 
   double Objective(const Eigen::VectorXd& t) override { return c_.RecordEpoch(t); }
 
-  // What a checkpoint must match: the data and the shape of the model.
-  std::string Problem() const {
-    return "users " + std::to_string(num_users_) + ", items " + std::to_string(num_items_) +
-           ", ratings " + std::to_string(num_train_) + ", test " + std::to_string(c_.num_test) +
-           ", rank " + std::to_string(rank_) + (opts_.biases ? ", biases" : "");
-  }
-
   // H as the servers hold it after `epochs` epochs, W (every worker's rows are here then) and
   // the epochs' metrics.
   StatusOr<Checkpoint> SaveCheckpoint(std::uint64_t epochs,
                                       const std::vector<Eigen::VectorXd>& tables) override {
     const Eigen::VectorXd& h = tables[0];
-    Checkpoint c = Checkpoint::For("mf", Problem());
+    Checkpoint c = c_.Save(c_.Problem(), {h.data(), static_cast<std::size_t>(h.size())});
     c.PutU64("epochs", epochs);
-    c.PutDoubles("h", {h.data(), static_cast<std::size_t>(h.size())});
-    c.PutDoubles("w", {model_.w.data(), static_cast<std::size_t>(model_.w.size())});
-    std::vector<double> history;
-    for (const MfEpoch& e : c_.epochs) {
-      history.insert(history.end(), {static_cast<double>(e.epoch), e.seconds, e.objective,
-                                     e.train_rmse, e.test_rmse});
-    }
-    c.PutDoubles("history", history);
     return c;
   }
 
   // Puts a checkpoint's factors and metrics back; returns the epochs it had done.
   StatusOr<std::uint64_t> RestoreCheckpoint(const Checkpoint& c) override {
-    const std::string& src = c.source();
-    TESSERA_RETURN_IF_ERROR(c.Matches("mf", Problem()));
-    TESSERA_ASSIGN_OR_RETURN(std::uint64_t epochs, c.U64("epochs"));
-    TESSERA_ASSIGN_OR_RETURN(auto h, c.Doubles("h"));
-    TESSERA_ASSIGN_OR_RETURN(auto w, c.Doubles("w"));
-    TESSERA_ASSIGN_OR_RETURN(auto history, c.Doubles("history"));
-    if (h.size() != static_cast<std::size_t>(model_.h.size()) ||
-        w.size() != static_cast<std::size_t>(model_.w.size()) || history.size() % 5 != 0) {
-      return DataLoss(src + ": the factors do not have the sizes the problem says");
-    }
-    std::copy(h.begin(), h.end(), model_.h.data());
-    std::copy(w.begin(), w.end(), model_.w.data());
-    c_.epochs.clear();
-    for (std::size_t i = 0; i < history.size(); i += 5) {
-      MfEpoch e;
-      e.epoch = static_cast<int>(history[i]);
-      e.seconds = history[i + 1];
-      e.objective = history[i + 2];
-      e.train_rmse = history[i + 3];
-      e.test_rmse = history[i + 4];
-      c_.epochs.push_back(e);
-    }
-    return epochs;
+    TESSERA_RETURN_IF_ERROR(c_.Restore(c, c_.Problem()));
+    return c.U64("epochs");
   }
 
   // Across processes: the W rows of a worker's users travel to the driver's process.

@@ -104,6 +104,7 @@ class DsgdApp final : public ModelParallelApp {
     }
     plan.blocks = scheduler_->Next(ctx);
     plan.evaluate_after = (ctx.round + 1) % P == 0;
+    plan.checkpoint_after = plan.evaluate_after;
     return plan;
   }
 
@@ -181,6 +182,29 @@ class DsgdApp final : public ModelParallelApp {
   }
 
   double Objective(const Eigen::VectorXd& t) override { return c_.RecordEpoch(t); }
+
+  // The factors (in block order, which the seed and the workers fix) after `rounds` rounds, an
+  // epoch's end, when every worker's copy of H is the committed one.
+  StatusOr<Checkpoint> SaveCheckpoint(std::uint64_t rounds) override {
+    Checkpoint c = c_.Save(Problem(), {model_.h.data(), static_cast<std::size_t>(model_.h.size())});
+    c.PutU64("rounds", rounds);
+    return c;
+  }
+  // Puts them back; each worker's shuffles go on from a stream seeded by the rounds done, so a
+  // resumed run visits the ratings in another order than the uninterrupted one would have.
+  StatusOr<std::uint64_t> RestoreCheckpoint(const Checkpoint& c) override {
+    TESSERA_RETURN_IF_ERROR(c_.Restore(c, Problem()));
+    TESSERA_ASSIGN_OR_RETURN(std::uint64_t rounds, c.U64("rounds"));
+    for (std::size_t w = 0; w < shards_.size(); ++w) {
+      shards_[w].h = model_.h;
+      std::seed_seq seq{opts_.seed, static_cast<std::uint64_t>(w) + 1, rounds};
+      shards_[w].rng.seed(seq);
+    }
+    return rounds;
+  }
+
+  mf_internal::Common& common() { return c_; }
+
   // The trainer's state, with the factors back in the training file's order.
   mf_internal::Common& Unpermuted() {
     Factors w = model_.w, h = model_.h;
@@ -194,6 +218,12 @@ class DsgdApp final : public ModelParallelApp {
   }
 
  private:
+  // The blocks depend on the workers, the relabelling on the seed.
+  std::string Problem() const {
+    return c_.Problem(", sgd, workers " + std::to_string(shards_.size()) + ", seed " +
+                      std::to_string(opts_.seed));
+  }
+
   mf_internal::Common c_;  // first: the references below point into it
   const MfOptions& opts_ = c_.opts;
   const int rank_ = c_.rank, k_ = c_.k;
@@ -216,7 +246,7 @@ StatusOr<MfResult> TrainMfDsgd(const Ratings& train, const Ratings* test, const 
                                const std::function<void(const MfEpoch&)>& on_epoch) {
   TESSERA_RETURN_IF_ERROR(mf_internal::CheckInputs(train, test, options));
   DsgdApp app(train, test, options, on_epoch);
-  TESSERA_ASSIGN_OR_RETURN(RunResult run, RunModelParallel(app, options.engine));
+  TESSERA_ASSIGN_OR_RETURN(RunResult run, app.common().RunModelParallel(app));
   return app.Unpermuted().Finish(std::move(run));
 }
 

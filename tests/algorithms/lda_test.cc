@@ -12,6 +12,7 @@
 #include <random>
 
 #include "algorithms/lda/lda_internal.h"
+#include "core/checkpoint.h"
 #include "tests/test_util.h"
 
 namespace tessera {
@@ -294,6 +295,39 @@ TEST(LdaTest, HeldOutPerplexityFallsWithTrainingAndBeatsUniform) {
   const double oracle = HeldOutPerplexity(truth, test, 1);
   EXPECT_LT(last, 1.1 * oracle) << "oracle " << oracle;
   EXPECT_GT(last, 0.9 * oracle) << "oracle " << oracle;  // better than the truth: overfitting
+}
+
+// Model-parallel checkpoints: a run stopped after 10 of 20 sweeps and resumed from its last
+// checkpoint (every token's topic) ends at the uninterrupted run's log-likelihood within the
+// sampler's noise (the resumed samplers draw other numbers), with counts that match the
+// topics, and its history goes on from the checkpoint's.
+TEST(LdaTest, ModelParallelRunsResumeFromTheirCheckpoints) {
+  std::vector<std::vector<double>> phi;
+  const Corpus corpus = Synthetic(10, 300, 80, 5, phi);
+  LdaOptions o = Quiet(10, 20, 2);
+  o.evaluate_every = 5;
+  auto whole = TrainLda(corpus, o);
+  ASSERT_TRUE(whole.ok()) << whole.status().message();
+  testing::TempDir dir;
+  o.checkpoint_dir = dir.Path("ck");
+  o.iterations = 10;
+  auto first = TrainLda(corpus, o);
+  ASSERT_TRUE(first.ok()) << first.status().message();
+  o.iterations = 20;
+  o.resume = true;
+  auto resumed = TrainLda(corpus, o);
+  ASSERT_TRUE(resumed.ok()) << resumed.status().message();
+  EXPECT_THAT(resumed->resumed, HasSubstr("ckpt-00000010.tck: 10 of 20 sweeps done"));
+  ASSERT_EQ(resumed->history.size(), 4u);  // sweeps 5, 10 (the checkpoint's), 15, 20
+  EXPECT_EQ(resumed->history[1].log_likelihood, first->history[1].log_likelihood);
+  EXPECT_EQ(resumed->history.back().iteration, 20);
+  const double a = whole->history.back().ll_per_token, b = resumed->history.back().ll_per_token;
+  EXPECT_NEAR(b, a, 0.01 * std::abs(a));
+  EXPECT_NEAR(LdaLogLikelihood(resumed->model), resumed->history.back().log_likelihood,
+              1e-6 * std::abs(resumed->history.back().log_likelihood));
+  // Another worker count lays the tokens out in other blocks: refused, saying so.
+  o.engine.workers = 3;
+  EXPECT_THAT(TrainLda(corpus, o).status().message(), HasSubstr("vocabulary blocks 2"));
 }
 
 TEST(LdaTest, RejectsBadOptions) {

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <random>
 
+#include "core/checkpoint.h"
 #include "tests/test_util.h"
 
 namespace tessera {
@@ -143,6 +144,58 @@ TEST(MfTest, RotationSgdOnMovieLensU1) {
     ASSERT_EQ(r->epochs.size(), 20u);
     EXPECT_LT(r->epochs.back().test_rmse, 0.93) << workers;
     EXPECT_NEAR(Rmse(r->model, *test), r->epochs.back().test_rmse, 1e-9) << workers;
+  }
+}
+
+// Model-parallel checkpoints: a run stopped after 3 of 6 epochs and resumed from its last
+// checkpoint ends where the uninterrupted run does. CCD++ is deterministic and its state is
+// the factors (the residuals are rebuilt from them), so the metrics agree to rounding, also
+// with another number of workers; DSGD's shuffles go on from other streams, so within noise.
+TEST(MfTest, ModelParallelRunsResumeFromTheirCheckpoints) {
+  auto [train, test] = LowRank(300, 200, 5, 0.3, 0.1, 7);
+  for (const char* algorithm : {"ccd++", "sgd"}) {
+    SCOPED_TRACE(algorithm);
+    MfOptions o = Quiet(5, 0.01, 6, 2);
+    o.algorithm = algorithm;
+    auto whole = TrainMf(train, &test, o);
+    ASSERT_TRUE(whole.ok()) << whole.status().message();
+    testing::TempDir dir;
+    o.checkpoint_dir = dir.Path("ck");
+    o.epochs = 3;
+    auto first = TrainMf(train, &test, o);
+    ASSERT_TRUE(first.ok()) << first.status().message();
+    EXPECT_EQ(first->resumed, "");
+    EXPECT_EQ(CheckpointDir::Open(o.checkpoint_dir)->Files().size(), 3u);  // one an epoch
+    o.epochs = 6;
+    o.resume = true;
+    const bool ccd = std::string(algorithm) == "ccd++";
+    if (ccd) o.engine.workers = 3;  // CCD++'s result does not depend on the partition
+    auto resumed = TrainMf(train, &test, o);
+    ASSERT_TRUE(resumed.ok()) << resumed.status().message();
+    EXPECT_THAT(resumed->resumed, HasSubstr("ckpt-00000003.tck: 3 of 6 epochs done"));
+    ASSERT_EQ(resumed->epochs.size(), 6u);
+    for (int e = 0; e < 3; ++e) {  // the first three are the checkpoint's
+      EXPECT_EQ(resumed->epochs[e].objective, first->epochs[e].objective);
+    }
+    const MfEpoch &a = whole->epochs.back(), &b = resumed->epochs.back();
+    EXPECT_EQ(b.epoch, 6);
+    if (ccd) {
+      EXPECT_NEAR(b.objective, a.objective, 1e-9 * a.objective);
+      EXPECT_NEAR(b.test_rmse, a.test_rmse, 1e-9);
+    } else {
+      EXPECT_NEAR(b.test_rmse, a.test_rmse, 0.01 * a.test_rmse);
+    }
+    EXPECT_NEAR(Rmse(resumed->model, test), b.test_rmse, 1e-9);
+    // Not resumable: more epochs done than asked for; DSGD with other blocks.
+    o.epochs = 2;
+    EXPECT_THAT(TrainMf(train, &test, o).status().message(),
+                HasSubstr("6 epochs are done already; --epochs is 2"));
+    if (!ccd) {
+      o.epochs = 8;
+      o.engine.workers = 3;
+      EXPECT_THAT(TrainMf(train, &test, o).status().message(),
+                  HasSubstr("written for another problem"));
+    }
   }
 }
 
