@@ -92,8 +92,8 @@ CLI::App* AddLdaCommand(CLI::App& app, LdaFlags& f) {
                        "Documents per batch (0: the worker's whole partition)");
   AddClusterFlags(t, f.cluster);
   AddCheckpointFlags(t, f.checkpoint,
-                     "data-parallel: after an evaluated sweep, every --checkpoint-every "
-                     "(default: every evaluation)");
+                     "model-parallel: after a sweep, data-parallel: after an evaluated "
+                     "sweep; every --checkpoint-every (default: each one)");
   return cmd;
 }
 

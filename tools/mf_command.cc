@@ -68,8 +68,7 @@ MfCommands AddMfCommands(CLI::App& app, MfFlags& f) {
       ->group(g);
   AddClusterFlags(t, f.cluster);
   AddCheckpointFlags(t, f.checkpoint,
-                     "data-parallel: at the end of an epoch, every --checkpoint-every (default: "
-                     "every epoch)");
+                     "at the end of an epoch, every --checkpoint-every (default: every epoch)");
 
   c.predict = t.add_subcommand("predict", "Predict ratings or the top-N items from a saved model");
   CLI::App& p = *c.predict;

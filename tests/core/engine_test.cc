@@ -114,6 +114,61 @@ TEST(EngineTest, StopsAtMaxRoundsAndWritesTrace) {
   EXPECT_GT(run->bytes, 0u);
 }
 
+// Checkpoints at marked rounds (an app's epoch ends) with a pipeline: nothing is planned past
+// a marked round until it is pulled and the checkpoint taken; a resumed run numbers its rounds
+// on from first_round.
+TEST(EngineTest, CheckpointsAtMarkedRoundsWithNothingInFlightAndResumesNumbering) {
+  for (double every : {0.0, 1000.0}) {
+    FunctionalApp app;
+    std::vector<std::uint64_t> planned, pulled, checkpoints;
+    std::uint64_t last_planned = 0;
+    app.schedule = [&](ScheduleContext& ctx) {
+      RoundSchedule plan;
+      if (ctx.round >= 30) {
+        plan.done = true;
+        return plan;
+      }
+      planned.push_back(ctx.round);
+      last_planned = ctx.round;
+      plan.blocks.push_back({0, {0}, kAllWorkers});
+      plan.checkpoint_after = (ctx.round + 1) % 5 == 0;
+      return plan;
+    };
+    app.push = [](WorkerContext&, std::span<const Block> b) {
+      return std::vector<Partial>{{b[0].id, -1, Eigen::VectorXd::Ones(1)}};
+    };
+    app.pull = [&](PullContext& ctx, std::span<const Block>, std::span<const Partial>) {
+      pulled.push_back(ctx.round);
+      return Update{};
+    };
+    app.apply = [](WorkerContext&, const Update&) {};
+    app.evaluate_terms = [](WorkerContext&) { return Eigen::VectorXd::Zero(1); };
+    app.objective = [](const Eigen::VectorXd&) { return 0.0; };
+    EngineOptions o;
+    o.pipeline_depth = 3;
+    o.first_round = 10;
+    o.checkpoint_at_marked_rounds = true;
+    o.checkpoint_every = every;
+    o.checkpoint = [&](std::uint64_t rounds) {
+      checkpoints.push_back(rounds);
+      EXPECT_EQ(pulled.back() + 1, rounds);
+      EXPECT_EQ(last_planned + 1, rounds) << "a round was planned past the marked one";
+      return Status::Ok();
+    };
+    auto run = RunModelParallel(app, o);
+    ASSERT_TRUE(run.ok()) << run.status().message();
+    EXPECT_EQ(run->rounds, 30u);
+    ASSERT_EQ(planned.size(), 20u);
+    EXPECT_EQ(planned.front(), 10u);
+    EXPECT_EQ(pulled, planned);
+    if (every == 0) {
+      EXPECT_EQ(checkpoints, (std::vector<std::uint64_t>{15, 20, 25, 30}));
+    } else {
+      EXPECT_TRUE(checkpoints.empty()) << "none is due within 1000 s";
+    }
+  }
+}
+
 TEST(EngineTest, StopsOnObjectiveTolerance) {
   CountingApp app(1, 100000);
   EngineOptions o;

@@ -428,15 +428,18 @@ std::uint64_t NewestCheckpoint(const std::string& dir) {
   return newest;
 }
 
-// Runs `tessera launch -n 3 --grace 2 --restarts R -- tessera <args>` until `dir` holds
-// a checkpoint numbered past `after`, then kill -9s process `rank`. Returns the launcher's
-// exit code (-1: no exit in time; -2: no checkpoint came) and, in `out`, what all printed.
+// Runs `tessera launch -n 3 --grace 2 --restarts R -- tessera <args>` (rank -1: `tessera
+// <args>` alone) until `dir` holds a checkpoint numbered past `after`, then kill -9s process
+// `rank` (or the one process). Returns the launcher's (or the process's) exit code (-1: no
+// exit in time; -2: no checkpoint came) and, in `out`, what all printed.
 int KillAfterCheckpoint(const std::vector<std::string>& args, const std::string& dir,
                         std::uint64_t after, int rank, const std::string& log, std::string& out,
                         int restarts = 0) {
-  std::vector<std::string> cmd = {kCli,      "launch", "-n",         "3",
-                                  "--grace", "2",      "--restarts", std::to_string(restarts),
-                                  "--",      kCli};
+  std::vector<std::string> cmd = {kCli};
+  if (rank >= 0) {
+    cmd.insert(cmd.end(), {"launch", "-n", "3", "--grace", "2", "--restarts",
+                           std::to_string(restarts), "--", kCli});
+  }
   cmd.insert(cmd.end(), args.begin(), args.end());
   const pid_t launcher = Spawn(cmd, log);
   const auto until = Clock::now() + std::chrono::seconds(60);
@@ -444,7 +447,7 @@ int KillAfterCheckpoint(const std::vector<std::string>& args, const std::string&
          waitpid(launcher, nullptr, WNOHANG) == 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  const pid_t victim = ChildWithRank(launcher, rank);
+  const pid_t victim = rank >= 0 ? ChildWithRank(launcher, rank) : launcher;
   if (NewestCheckpoint(dir) <= after || victim <= 0) {
     kill(launcher, SIGTERM);
     WaitFor(launcher, std::chrono::seconds(30));
@@ -646,6 +649,57 @@ TEST(MultiProcessTest, AKilledLdaRunResumesFromItsCheckpoint) {
   EXPECT_NEAR(got[1], want[1], 0.02 * std::abs(want[1])) << "log-likelihood per token";
   EXPECT_NEAR(got[2], want[2], 0.08 * want[2]) << "held-out perplexity";
   EXPECT_EQ(got[3], 20) << "sweeps";
+}
+
+// Model-parallel MF (CCD++) and LDA in one process, checkpoints at every epoch's or sweep's
+// end: the process is killed with -9; --resume ends where the uninterrupted run does (CCD++
+// to rounding: its state is the factors) or within the sampler's noise (LDA).
+TEST(MultiProcessTest, KilledModelParallelMfAndLdaRunsResumeFromTheirCheckpoints) {
+  TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
+  TESSERA_REQUIRE_DATA(test, "movielens-100k/u1.test.gz");
+  TESSERA_REQUIRE_DATA(docword, "uci-bow-kos/docword.kos.txt.gz");
+  struct Case {
+    std::vector<std::string> fit;
+    double tolerance;  // relative, on the first two summary values
+    std::size_t steps_at;
+    double steps;  // epochs or sweeps
+  };
+  const std::vector<Case> cases = {
+      {{"mf", "--train", base, "--test", test, "--epochs", "60", "--rank", "20", "--workers", "2"},
+       1e-9,
+       3,
+       60},
+      {{"lda", "--corpus", docword, "--topics", "20", "--iterations", "40", "--evaluate-every",
+        "10", "--no-files", "--workers", "2"},
+       0.02,
+       2,  // no perplexity before it
+       40}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.fit[0]);
+    testing::TempDir dir;
+    const std::string log = dir.Path("log"), ck = dir.Path("ck");
+    const std::string joined = Joined(c.fit);
+    const std::string full = dir.Path("full.csv"), resumed = dir.Path("resumed.csv");
+    ASSERT_EQ(Shell(kCli + joined + " --quiet --summary " + full, log), 0) << Slurp(log);
+    std::vector<std::string> run = c.fit;
+    run.insert(run.end(), {"--checkpoint-dir", ck, "--quiet", "--summary", dir.Path("x.csv")});
+    std::string out;
+    ASSERT_EQ(KillAfterCheckpoint(run, ck, 5, -1, log, out), 128 + SIGKILL) << out;
+    EXPECT_FALSE(std::filesystem::exists(dir.Path("x.csv"))) << "a killed run left its summary";
+    const std::uint64_t at = NewestCheckpoint(ck);
+    ASSERT_EQ(Shell(kCli + joined + " --resume " + ck + " --summary " + resumed, log), 0)
+        << Slurp(log);
+    EXPECT_THAT(Slurp(log), HasSubstr("resumed from " + ck + "/ckpt-"));
+    const std::vector<double> want = Numbers(full), got = Numbers(resumed);
+    ASSERT_EQ(got.size(), want.size());
+    std::printf("%s: killed after checkpoint %llu; resumed %.6f %.6f, uninterrupted %.6f %.6f\n",
+                c.fit[0].c_str(), static_cast<unsigned long long>(at), got[0], got[1], want[0],
+                want[1]);
+    for (int i : {0, 1}) {
+      EXPECT_NEAR(got[i], want[i], c.tolerance * std::abs(want[i])) << "value " << i;
+    }
+    EXPECT_EQ(got[c.steps_at], c.steps);
+  }
 }
 
 TEST(MultiProcessTest, AStoppedProcessIsLostAfterTheSilenceTimeout) {
