@@ -633,7 +633,7 @@ StatusOr<LassoSolution> LassoSolver::Fit(double lambda) {
   if (!(lambda > 0) || !std::isfinite(lambda)) {
     return InvalidArgument("--lambda must be a positive number, got " + FormatDouble(lambda));
   }
-  if (dp_) return dp_->Fit(lambda);
+  if (dp_) return dp_->Fit(lambda, checkpoint_, options_.checkpoint_every);
   app_->SyncShards();
   app_->BeginFit(lambda);
   EngineOptions eo = options_.engine;
@@ -685,9 +685,10 @@ StatusOr<std::vector<LassoSolution>> LassoSolver::FitLambdas(const std::vector<d
                            OpenCheckpoints(options_.checkpoint_dir, options_.resume, writer));
   if (ck.latest) TESSERA_RETURN_IF_ERROR(Restore(*ck.latest, lambdas, out));
   std::optional<CheckpointDir>& dir = ck.dir;
+  bool within = false;  // a checkpoint from within a fit (the hook while Fit runs)
   if (dir && writer) {
     checkpoint_ = [&](const Eigen::VectorXd& beta, std::uint64_t rounds) -> Status {
-      return dir->Save(MakeCheckpoint(lambdas, out, beta, rounds)).status();
+      return dir->Save(MakeCheckpoint(lambdas, out, beta, rounds, within)).status();
     };
   }
   struct Unhook {
@@ -695,7 +696,9 @@ StatusOr<std::vector<LassoSolution>> LassoSolver::FitLambdas(const std::vector<d
     ~Unhook() { hook = nullptr; }
   } unhook{checkpoint_};
   for (std::size_t k = out.size(); k < lambdas.size(); ++k) {
+    within = true;
     TESSERA_ASSIGN_OR_RETURN(auto s, Fit(lambdas[k]));
+    within = false;
     out.push_back(std::move(s));
     if (checkpoint_) TESSERA_RETURN_IF_ERROR(checkpoint_(out.back().beta, out.back().rounds));
   }
@@ -704,12 +707,14 @@ StatusOr<std::vector<LassoSolution>> LassoSolver::FitLambdas(const std::vector<d
 
 Checkpoint LassoSolver::MakeCheckpoint(const std::vector<double>& lambdas,
                                        const std::vector<LassoSolution>& done,
-                                       const Eigen::VectorXd& beta, std::uint64_t rounds) const {
+                                       const Eigen::VectorXd& beta, std::uint64_t rounds,
+                                       bool within) const {
   Checkpoint c = Checkpoint::For("lasso", fingerprint_);
   c.PutDoubles("lambdas", lambdas);
   c.PutU64("done", done.size());
   c.PutDoubles("beta", {beta.data(), static_cast<std::size_t>(beta.size())});
   c.PutU64("rounds", rounds);
+  c.PutU64("within", within ? 1 : 0);
   std::vector<double> intercept, objective, kkt, seconds, betas;
   std::vector<std::uint64_t> counts;  // rounds, bytes, updates per solution
   std::string stops;
@@ -780,8 +785,12 @@ Status LassoSolver::Restore(const Checkpoint& c, const std::vector<double>& lamb
     std::getline(stop_lines, s.stop_reason);
     done.push_back(std::move(s));
   }
-  resumed_ =
-      src + ": " + std::to_string(n) + " of " + std::to_string(lambdas.size()) + " lambdas done";
+  std::uint64_t within = 0;  // absent from checkpoints written before it was added
+  if (c.Has("within")) {
+    TESSERA_ASSIGN_OR_RETURN(within, c.U64("within"));
+  }
+  resumed_ = src + ": " + std::to_string(n) + " of " + std::to_string(lambdas.size()) +
+             " lambdas done" + (within && n < lambdas.size() ? ", the next one part-fitted" : "");
   const Eigen::VectorXd start =
       Eigen::Map<const Eigen::VectorXd>(beta.data(), static_cast<Eigen::Index>(p));
   if (dp_) {

@@ -44,8 +44,9 @@ struct LassoOptions {
   // engine options above are not used), and FISTA momentum under bsp.
   DataParallelOptions data_parallel;
   bool accelerate = true;
-  // Checkpoints (FitLambdas / FitPath): after every λ, and within a model-parallel fit every
-  // checkpoint_every seconds (0: only after every λ), the coefficients and the finished
+  // Checkpoints (FitLambdas / FitPath): after every λ, and within a fit every checkpoint_every
+  // seconds (0: only after every λ; model-parallel at a round boundary with the pipeline
+  // drained, data-parallel at an epoch-end barrier), the coefficients and the finished
   // solutions go to checkpoint_dir (core/checkpoint.h), written by the process of the
   // coordinator (or driver). With `resume`, every process first reads the newest whole
   // checkpoint there and the path goes on from it: the finished λ are not fitted again and
@@ -131,7 +132,7 @@ class LassoSolver {
   // from, and what identifies the problem.
   Checkpoint MakeCheckpoint(const std::vector<double>& lambdas,
                             const std::vector<LassoSolution>& done, const Eigen::VectorXd& beta,
-                            std::uint64_t rounds) const;
+                            std::uint64_t rounds, bool within) const;
   // Restores the finished solutions into `done` and the coefficients to go on from.
   Status Restore(const Checkpoint& c, const std::vector<double>& lambdas,
                  std::vector<LassoSolution>& done);

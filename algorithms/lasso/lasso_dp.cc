@@ -383,10 +383,19 @@ void DataParallelLasso::SetBeta(const Eigen::VectorXd& beta) { app_->beta() = be
 
 const LassoOracle& DataParallelLasso::oracle() const { return app_->oracle(); }
 
-StatusOr<LassoSolution> DataParallelLasso::Fit(double lambda) {
+StatusOr<LassoSolution> DataParallelLasso::Fit(double lambda, const CheckpointHook& checkpoint,
+                                               double every) {
   app_->BeginFit(lambda);
-  TESSERA_ASSIGN_OR_RETURN(DataParallelResult r, RunDataParallel(*app_, options_.data_parallel,
-                                                                 options_.engine.transport));
+  DataParallelOptions dp = options_.data_parallel;
+  if (checkpoint && every > 0) {
+    dp.checkpoint_every = every;
+    dp.checkpoint = [&checkpoint](std::uint64_t epochs,
+                                  const std::vector<Eigen::VectorXd>& tables) {
+      return checkpoint(tables[kBeta], epochs);
+    };
+  }
+  TESSERA_ASSIGN_OR_RETURN(DataParallelResult r,
+                           RunDataParallel(*app_, dp, options_.engine.transport));
   // The next fit's shards start from this one's values (in a process without the driver: the
   // ranges of the shards it hosts, which are the ones it will host again).
   app_->beta() = r.tables[kBeta];

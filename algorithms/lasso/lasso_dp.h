@@ -20,6 +20,7 @@
 // eigenvalue of X̃ᵀX̃/n, so the step 1/L needs no line search.
 #pragma once
 
+#include <functional>
 #include <memory>
 
 #include "algorithms/lasso/lasso.h"
@@ -32,8 +33,13 @@ class DataParallelLasso {
                                                              const LassoOptions& options);
   ~DataParallelLasso();
   double LambdaMax() const;
-  // Fits at `lambda` warm-started from the current coefficients.
-  StatusOr<LassoSolution> Fit(double lambda);
+  // Fits at `lambda` warm-started from the current coefficients. With `checkpoint`, the
+  // driver's process hands it the coefficients and the epochs of this fit at an epoch-end
+  // barrier (nobody pushes then) once `every` seconds have passed since the fit or the last
+  // checkpoint began.
+  using CheckpointHook = std::function<Status(const Eigen::VectorXd& beta, std::uint64_t epochs)>;
+  StatusOr<LassoSolution> Fit(double lambda, const CheckpointHook& checkpoint = {},
+                              double every = 0);
   void Reset();
   // The coefficients the next fit starts from.
   void SetBeta(const Eigen::VectorXd& beta);

@@ -586,6 +586,32 @@ TEST(MultiProcessTest, KilledWorkerAndShardProcessesResumeFromTheirCheckpoints) 
   ExpectSameObjectives(PathObjectives(resumed, 100), PathObjectives(full, 100));
 }
 
+// Data-parallel Lasso, checkpoints within a fit (at epoch-end barriers every 5 ms): the
+// process of worker 0 is killed in the middle of the second λ's fit; the resumed run goes on
+// from the part-fitted coefficients and ends at the uninterrupted objectives.
+TEST(MultiProcessTest, AKilledDataParallelFitResumesFromACheckpointWithinIt) {
+  testing::TempDir dir;
+  const std::string data = CorrelatedData(dir), log = dir.Path("log"), ck = dir.Path("ck");
+  const std::vector<std::string> fit = {
+      "lasso",         "--data",    data, "--path",    "2", "--path-ratio", "0.005", "--mode",
+      "data-parallel", "--servers", "1",  "--workers", "2"};
+  const std::string joined = Joined(fit);
+  const std::string full = dir.Path("full.csv"), resumed = dir.Path("resumed.csv");
+  ASSERT_EQ(Shell(kCli + joined + " --quiet --output " + full, log), 0) << Slurp(log);
+  std::vector<std::string> run = fit;
+  run.insert(run.end(), {"--checkpoint-dir", ck, "--checkpoint-every", "5ms", "--quiet", "--output",
+                         dir.Path("x.csv")});
+  std::string out;
+  ASSERT_GT(KillAfterCheckpoint(run, ck, 3, 2, log, out), 0) << out;
+  ASSERT_EQ(
+      Shell(kCli + " launch -n 3 -- " + kCli + joined + " --resume " + ck + " --output " + resumed,
+            log),
+      0)
+      << Slurp(log);
+  EXPECT_THAT(Slurp(log), HasSubstr("1 of 2 lambdas done, the next one part-fitted"));
+  ExpectSameObjectives(PathObjectives(resumed, 100), PathObjectives(full, 100));
+}
+
 // Data-parallel MF, checkpoints after every epoch: the process of worker 0 (process 2, with
 // 3 processes, 1 shard and 2 workers) is killed; the resumed run ends at the uninterrupted
 // RMSE within noise (each worker's shuffle is seeded per epoch, so only the order in which the
