@@ -1,12 +1,18 @@
 // Writes the seed corpora of the fuzz targets: `fuzz_seeds DIR` fills DIR/<target>/ with
-// valid inputs (every frame kind, a checkpoint, a small file of every reader's format), from
-// which libFuzzer mutates. scripts/fuzz.sh runs it before fuzzing.
+// valid inputs (every frame kind, a checkpoint, a small file of every reader's format, the
+// model files, option values), from which libFuzzer mutates. scripts/fuzz.sh runs it before
+// fuzzing.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <memory>
+#include <utility>
 #include <string>
 #include <vector>
 
+#include "algorithms/lda/lda.h"
+#include "algorithms/mf/mf.h"
 #include "core/checkpoint.h"
 #include "net/codec.h"
 
@@ -83,5 +89,46 @@ int main(int argc, char** argv) {
   Write(readers, "uci", std::string(1, '\3') + "2\n4\n3\n1 1 2\n1 3 1\n2 4 5\n");
   Write(readers, "counts", std::string(1, '\4') + "0 1:2 3:1\n1 2:4\n");
   Write(readers, "text", std::string(1, '\5') + "the cat sat\non the mat\n");
+
+  // fuzz_models: the first byte picks the reader (even: MF, odd: LDA); the models are written
+  // by the trainers' own writers.
+  const auto models = root / "fuzz_models";
+  const std::filesystem::path scratch = root / "scratch";
+  std::filesystem::create_directories(scratch);
+  MfModel mf;
+  mf.mean = 3.5;
+  mf.users = std::make_shared<IdMap>();
+  mf.items = std::make_shared<IdMap>();
+  for (const char* u : {"u1", "u2"}) mf.users->Add(u);
+  for (const char* i : {"i1", "i2", "i3"}) mf.items->Add(i);
+  mf.w = Eigen::MatrixXd::Constant(2, 2, 0.25);
+  mf.h = Eigen::MatrixXd::Constant(3, 2, -0.5);
+  LdaModel lda;
+  lda.topics = 2;
+  lda.alpha = 0.1;
+  lda.beta = 0.01;
+  lda.vocab = {"cat", "mat", "sat"};
+  lda.word_topic = {3, 0, 0, 2, 1, 1};
+  lda.topic_total = {4, 3};
+  lda.doc_ptr = {0, 2, 3};
+  lda.doc_topic = {0, 1, 1};
+  lda.doc_count = {4, 1, 2};
+  if (!WriteMfModel((scratch / "mf").string(), mf).ok() ||
+      !WriteLdaModel((scratch / "lda").string(), lda).ok()) {
+    std::fprintf(stderr, "fuzz_seeds: could not write the model seeds\n");
+    return 1;
+  }
+  for (const auto& [name, tag] : {std::pair{"mf", '\0'}, std::pair{"lda", '\1'}}) {
+    std::ifstream in(scratch / name, std::ios::binary);
+    Write(models, name, std::string(1, tag) + std::string(std::istreambuf_iterator<char>(in), {}));
+  }
+  std::filesystem::remove_all(scratch);
+
+  // fuzz_options: newline-separated duration, consistency, frequency, partition, host:port,
+  // then TESSERA_RANK, _SIZE, _RENDEZVOUS, _LOCAL_SIZE.
+  const auto options = root / "fuzz_options";
+  Write(options, "valid", "30s\nssp:2\nn-batches:4\ndisjoint_random\n[::1]:7070\n1\n3\n"
+                          "127.0.0.1:7411\n2\n");
+  Write(options, "other", "1.5m\neager_ssp:1\nepoch\noverlap_reshuffle\nhost0:1\n0\n1\n\n1\n");
   return 0;
 }
