@@ -67,6 +67,12 @@ bool ParseDouble(std::string_view text, double& out) {
   return res.ec == std::errc() && res.ptr == text.data() + text.size() && std::isfinite(out);
 }
 
+bool ParseCount(std::string_view text, std::uint64_t& out) {
+  if (text.empty()) return false;
+  auto res = std::from_chars(text.data(), text.data() + text.size(), out);
+  return res.ec == std::errc() && res.ptr == text.data() + text.size();
+}
+
 StatusOr<Dataset> ReadLibsvm(const std::string& path, const LibsvmOptions& options) {
   LineReader in;
   TESSERA_RETURN_IF_ERROR(in.Open(path));

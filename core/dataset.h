@@ -52,5 +52,7 @@ StatusOr<Dataset> ReadCsv(const std::string& path, const CsvOptions& options = {
 
 // Parses a whole field as a finite double; false otherwise.
 bool ParseDouble(std::string_view text, double& out);
+// Parses a whole field as a non-negative integer (decimal digits only); false otherwise.
+bool ParseCount(std::string_view text, std::uint64_t& out);
 
 }  // namespace tessera

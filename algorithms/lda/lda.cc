@@ -8,6 +8,7 @@
 #include <random>
 
 #include "algorithms/lda/lda_internal.h"
+#include "core/dataset.h"
 #include "core/line_reader.h"
 
 namespace tessera {
@@ -504,11 +505,6 @@ Status WriteLdaModel(const std::string& path, const LdaModel& m) {
 
 namespace {
 
-bool ParseU64(std::string_view s, std::uint64_t& v) {
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  return ec == std::errc() && end == s.data() + s.size();
-}
-
 // Parses "k:n" pairs after the first two fields of a model line.
 Status ParsePairs(const LineReader& in, std::string_view rest, std::uint64_t K,
                   std::vector<std::pair<std::uint32_t, std::uint32_t>>& out) {
@@ -522,8 +518,8 @@ Status ParsePairs(const LineReader& in, std::string_view rest, std::uint64_t K,
     const std::string_view item = rest.substr(i, j - i);
     const auto colon = item.find(':');
     std::uint64_t k = 0, n = 0;
-    if (colon == std::string_view::npos || !ParseU64(item.substr(0, colon), k) ||
-        !ParseU64(item.substr(colon + 1), n) || n == 0 || n > 0x7fffffff) {
+    if (colon == std::string_view::npos || !ParseCount(item.substr(0, colon), k) ||
+        !ParseCount(item.substr(colon + 1), n) || n == 0 || n > 0x7fffffff) {
       return InvalidArgument(in.Where() + "expected topic:count, got '" + std::string(item) + "'");
     }
     if (k >= K) {
@@ -559,7 +555,7 @@ StatusOr<LdaModel> ReadLdaModel(const std::string& path) {
   if (magic != "1") return InvalidArgument(in.Where() + "unknown model version '" + magic + "'");
   TESSERA_RETURN_IF_ERROR(header("topics", topics));
   std::uint64_t K = 0, V = 0, D = 0;
-  if (!ParseU64(topics, K) || K == 0 || K > (1u << 24)) {
+  if (!ParseCount(topics, K) || K == 0 || K > (1u << 24)) {
     return InvalidArgument(in.Where() + "bad topic count '" + topics + "'");
   }
   LdaModel m;
@@ -575,10 +571,18 @@ StatusOr<LdaModel> ReadLdaModel(const std::string& path) {
   if (!(m.alpha > 0) || !(m.beta > 0))
     return InvalidArgument(in.Where() + "alpha and beta must be > 0");
   TESSERA_RETURN_IF_ERROR(header("words", words));
-  if (!ParseU64(words, V)) return InvalidArgument(in.Where() + "bad word count '" + words + "'");
+  if (!ParseCount(words, V)) return InvalidArgument(in.Where() + "bad word count '" + words + "'");
   TESSERA_RETURN_IF_ERROR(header("docs", docs));
-  if (!ParseU64(docs, D)) return InvalidArgument(in.Where() + "bad document count '" + docs + "'");
-  m.word_topic.assign(V * K, 0);
+  if (!ParseCount(docs, D))
+    return InvalidArgument(in.Where() + "bad document count '" + docs + "'");
+  // The dense word-topic table is V x K: refuse what could not be a model this reader can
+  // hold, and fill it row by row as the lines come (a short file naming a huge V allocates
+  // nothing it does not back with lines).
+  if (V > (std::uint64_t{1} << 28) / K) {
+    return InvalidArgument(path + ": " + words + " words x " + topics +
+                           " topics is more than the 2^28 word-topic counts this reader holds");
+  }
+  m.word_topic.reserve(V * K);
   m.topic_total.assign(K, 0);
   std::vector<std::pair<std::uint32_t, std::uint32_t>> pairs;
   for (std::uint64_t w = 0; w < V; ++w) {
@@ -591,6 +595,7 @@ StatusOr<LdaModel> ReadLdaModel(const std::string& path) {
     const std::string_view rest = line.substr(2);
     const auto sp = rest.find(' ');
     m.vocab.emplace_back(rest.substr(0, sp));
+    m.word_topic.resize((w + 1) * K, 0);
     if (sp != std::string_view::npos) {
       TESSERA_RETURN_IF_ERROR(ParsePairs(in, rest.substr(sp + 1), K, pairs));
     } else {

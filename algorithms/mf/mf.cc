@@ -344,7 +344,7 @@ class CcdApp final : public ModelParallelApp {
   const Ratings* test_;
   const MfOptions& opts_ = c_.opts;
   const std::size_t num_users_ = c_.num_users, num_items_ = c_.num_items;
-  const int rank_ = c_.rank, k_ = c_.k;
+  const int rank_ = c_.rank;
   MfModel& model_ = c_.model;
   const std::vector<std::uint32_t>& user_count_ = c_.user_count;
   const std::vector<std::uint32_t>& item_count_ = c_.item_count;
@@ -418,25 +418,27 @@ StatusOr<MfModel> ReadMfModel(const std::string& path) {
   TESSERA_RETURN_IF_ERROR(expect("users", users));
   TESSERA_RETURN_IF_ERROR(expect("items", items));
   MfModel m;
-  double k_d = 0, u_d = 0, i_d = 0;
-  if (!ParseDouble(rank, k_d) || k_d < 1 || !ParseDouble(mean, m.mean) ||
-      !ParseDouble(users, u_d) || u_d < 1 || !ParseDouble(items, i_d) || i_d < 1) {
-    return InvalidArgument(path + ": bad header (rank, mean, users, items)");
+  // Rank as the trainer allows it (k factors: rank + 2 with biases); ids are 32-bit.
+  std::uint64_t k_u = 0, counts[2] = {0, 0};
+  if (!ParseCount(rank, k_u) || k_u < 1 || k_u > 10002 || !ParseDouble(mean, m.mean) ||
+      !ParseCount(users, counts[0]) || counts[0] < 1 || counts[0] > 0xffffffffULL ||
+      !ParseCount(items, counts[1]) || counts[1] < 1 || counts[1] > 0xffffffffULL) {
+    return InvalidArgument(path + ": bad header (rank 1..10002, mean, users and items 1..2^32-1)");
   }
-  const auto k = static_cast<Eigen::Index>(k_d);
-  m.w.resize(static_cast<Eigen::Index>(u_d), k);
-  m.h.resize(static_cast<Eigen::Index>(i_d), k);
+  const auto k = static_cast<Eigen::Index>(k_u);
   m.users = std::make_shared<IdMap>();
   m.items = std::make_shared<IdMap>();
   for (int part = 0; part < 2; ++part) {
     Factors& f = part == 0 ? m.w : m.h;
     IdMap& ids = part == 0 ? *m.users : *m.items;
     const char tag = part == 0 ? 'u' : 'i';
-    for (Eigen::Index r = 0; r < f.rows(); ++r) {
+    // Rows are kept as they are read, so memory follows the file, not its header.
+    std::vector<double> values;
+    for (std::uint64_t r = 0; r < counts[part]; ++r) {
       if (!in.Next(line)) {
         TESSERA_RETURN_IF_ERROR(in.status());
-        return DataLoss(path + ": truncated: expected " + std::to_string(f.rows()) + " '" + tag +
-                        "' lines, found " + std::to_string(r));
+        return DataLoss(path + ": truncated: expected " + std::to_string(counts[part]) + " '" +
+                        tag + "' lines, found " + std::to_string(r));
       }
       std::vector<std::string_view> tok;
       std::size_t i = 0;
@@ -456,12 +458,15 @@ StatusOr<MfModel> ReadMfModel(const std::string& path) {
         return InvalidArgument(in.Where() + "id '" + std::string(tok[1]) + "' appears twice");
       }
       for (Eigen::Index c = 0; c < k; ++c) {
-        if (!ParseDouble(tok[static_cast<std::size_t>(c) + 2], f(r, c))) {
+        double v = 0;
+        if (!ParseDouble(tok[static_cast<std::size_t>(c) + 2], v)) {
           return InvalidArgument(in.Where() + "factor '" + std::string(tok[c + 2]) +
                                  "' is not a finite number");
         }
+        values.push_back(v);
       }
     }
+    f = Eigen::Map<const Factors>(values.data(), static_cast<Eigen::Index>(counts[part]), k);
   }
   if (in.Next(line)) return InvalidArgument(in.Where() + "unexpected line after the factors");
   TESSERA_RETURN_IF_ERROR(in.status());

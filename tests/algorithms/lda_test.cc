@@ -261,6 +261,17 @@ TEST(LdaTest, ModelFileRoundTripsAndItsLogLikelihoodIsTheReportedOne) {
                                    "words 1\ndocs 0\nw a 7:1\n"));
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(bad.status().message(), HasSubstr("bad.txt:7: topic 7 out of range"));
+  // A header naming more counts than the reader holds is refused before anything is allocated
+  // (found by fuzz_models: a short file whose header asked for gigabytes).
+  auto huge = ReadLdaModel(dir.File("huge.txt",
+                                    "tessera-lda 1\ntopics 16777216\nalpha 0.1\nbeta 0.01\n"
+                                    "words 4000000000\ndocs 0\nw a\n"));
+  EXPECT_THAT(huge.status().message(),
+              HasSubstr("4000000000 words x 16777216 topics is more than the 2^28"));
+  auto short_file = ReadLdaModel(dir.File("short.txt",
+                                          "tessera-lda 1\ntopics 1000\nalpha 0.1\nbeta 0.01\n"
+                                          "words 200000\ndocs 0\nw a 1:2\n"));
+  EXPECT_THAT(short_file.status().message(), HasSubstr("ends after 1 of 200000 word lines"));
 }
 
 TEST(LdaTest, HeldOutPerplexityFallsWithTrainingAndBeatsUniform) {

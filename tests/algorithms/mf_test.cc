@@ -248,6 +248,21 @@ TEST(MfTest, CorruptModelFilesAreClearErrors) {
                   .status()
                   .message(),
               HasSubstr("truncated: expected 2 'i' lines, found 1"));
+  // Found by fuzz_models: a header count past 2^63 was cast to an integer (undefined) and
+  // sized the factor matrices before any row was read. Counts are integers in range now and
+  // rows are kept as they are read.
+  EXPECT_THAT(ReadMfModel(dir.File("d",
+                                   "tessera-mf 1\nrank 2\nmean 1.5\nusers 2\n"
+                                   "items 9999999999999999993\nu a 1 2\n"))
+                  .status()
+                  .message(),
+              HasSubstr("bad header"));
+  EXPECT_THAT(ReadMfModel(dir.File("e",
+                                   "tessera-mf 1\nrank 2\nmean 1.5\nusers 1\n"
+                                   "items 4000000000\nu a 1 2\ni b 3 4\n"))
+                  .status()
+                  .message(),
+              HasSubstr("truncated: expected 4000000000 'i' lines, found 1"));
   MfOptions bad = Quiet(0, 0.05, 1, 1);
   EXPECT_THAT(bad.Validate().message(), HasSubstr("--rank must be between 1 and 10000"));
 }

@@ -7,8 +7,8 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
-#include <utility>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "algorithms/lda/lda.h"
@@ -127,8 +127,9 @@ int main(int argc, char** argv) {
   // fuzz_options: newline-separated duration, consistency, frequency, partition, host:port,
   // then TESSERA_RANK, _SIZE, _RENDEZVOUS, _LOCAL_SIZE.
   const auto options = root / "fuzz_options";
-  Write(options, "valid", "30s\nssp:2\nn-batches:4\ndisjoint_random\n[::1]:7070\n1\n3\n"
-                          "127.0.0.1:7411\n2\n");
+  Write(options, "valid",
+        "30s\nssp:2\nn-batches:4\ndisjoint_random\n[::1]:7070\n1\n3\n"
+        "127.0.0.1:7411\n2\n");
   Write(options, "other", "1.5m\neager_ssp:1\nepoch\noverlap_reshuffle\nhost0:1\n0\n1\n\n1\n");
   return 0;
 }
