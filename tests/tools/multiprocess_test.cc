@@ -586,30 +586,56 @@ TEST(MultiProcessTest, KilledWorkerAndShardProcessesResumeFromTheirCheckpoints) 
   ExpectSameObjectives(PathObjectives(resumed, 100), PathObjectives(full, 100));
 }
 
+// A run killed and resumed: `fit` runs whole into `full` (its --output or --summary file,
+// `out_flag`), then with `checkpointing` flags until `dir`/ck holds a checkpoint past `after`,
+// when process `rank` is killed with -9 (-1: `fit` runs alone, not under `tessera launch -n
+// 3`); the run must fail without leaving its file. Then `--resume` writes `resumed`; `log` is
+// what the resumed run printed.
+struct KilledAndResumed {
+  std::string full, resumed, log;
+};
+void KillAndResume(const testing::TempDir& dir, const std::vector<std::string>& fit,
+                   const std::vector<std::string>& checkpointing, const std::string& out_flag,
+                   std::uint64_t after, int rank, KilledAndResumed& r) {
+  const std::string log = dir.Path("log"), ck = dir.Path("ck"), killed = dir.Path("killed.csv");
+  const std::string joined = Joined(fit);
+  r.full = dir.Path("full.csv");
+  r.resumed = dir.Path("resumed.csv");
+  ASSERT_EQ(Shell(kCli + joined + " --quiet " + out_flag + " " + r.full, log), 0) << Slurp(log);
+  std::vector<std::string> run = fit;
+  run.insert(run.end(), {"--checkpoint-dir", ck});
+  run.insert(run.end(), checkpointing.begin(), checkpointing.end());
+  run.insert(run.end(), {"--quiet", out_flag, killed});
+  std::string out;
+  const int code = KillAfterCheckpoint(run, ck, after, rank, log, out);
+  if (rank < 0) {
+    ASSERT_EQ(code, 128 + SIGKILL) << out;
+  } else {
+    ASSERT_GT(code, 0) << out;
+  }
+  EXPECT_FALSE(std::filesystem::exists(killed)) << "a killed run left its file";
+  const std::string launch = rank < 0 ? "" : " launch -n 3 -- " + kCli;
+  ASSERT_EQ(
+      Shell(kCli + launch + joined + " --resume " + ck + " " + out_flag + " " + r.resumed, log), 0)
+      << Slurp(log);
+  r.log = Slurp(log);
+  EXPECT_THAT(r.log, HasSubstr("resumed from " + ck + "/ckpt-"));
+}
+
 // Data-parallel Lasso, checkpoints within a fit (at epoch-end barriers every 5 ms): the
 // process of worker 0 is killed in the middle of the second λ's fit; the resumed run goes on
 // from the part-fitted coefficients and ends at the uninterrupted objectives.
 TEST(MultiProcessTest, AKilledDataParallelFitResumesFromACheckpointWithinIt) {
   testing::TempDir dir;
-  const std::string data = CorrelatedData(dir), log = dir.Path("log"), ck = dir.Path("ck");
   const std::vector<std::string> fit = {
-      "lasso",         "--data",    data, "--path",    "2", "--path-ratio", "0.005", "--mode",
-      "data-parallel", "--servers", "1",  "--workers", "2"};
-  const std::string joined = Joined(fit);
-  const std::string full = dir.Path("full.csv"), resumed = dir.Path("resumed.csv");
-  ASSERT_EQ(Shell(kCli + joined + " --quiet --output " + full, log), 0) << Slurp(log);
-  std::vector<std::string> run = fit;
-  run.insert(run.end(), {"--checkpoint-dir", ck, "--checkpoint-every", "5ms", "--quiet", "--output",
-                         dir.Path("x.csv")});
-  std::string out;
-  ASSERT_GT(KillAfterCheckpoint(run, ck, 3, 2, log, out), 0) << out;
-  ASSERT_EQ(
-      Shell(kCli + " launch -n 3 -- " + kCli + joined + " --resume " + ck + " --output " + resumed,
-            log),
-      0)
-      << Slurp(log);
-  EXPECT_THAT(Slurp(log), HasSubstr("1 of 2 lambdas done, the next one part-fitted"));
-  ExpectSameObjectives(PathObjectives(resumed, 100), PathObjectives(full, 100));
+      "lasso", "--data", CorrelatedData(dir), "--path",    "2", "--path-ratio",
+      "0.005", "--mode", "data-parallel",     "--servers", "1", "--workers",
+      "2"};
+  KilledAndResumed r;
+  KillAndResume(dir, fit, {"--checkpoint-every", "5ms"}, "--output", 3, 2, r);
+  if (HasFatalFailure()) return;
+  EXPECT_THAT(r.log, HasSubstr("1 of 2 lambdas done, the next one part-fitted"));
+  ExpectSameObjectives(PathObjectives(r.resumed, 100), PathObjectives(r.full, 100));
 }
 
 // Data-parallel MF, checkpoints after every epoch: the process of worker 0 (process 2, with
@@ -620,25 +646,13 @@ TEST(MultiProcessTest, AKilledMfRunResumesFromItsCheckpoint) {
   TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
   TESSERA_REQUIRE_DATA(test, "movielens-100k/u1.test.gz");
   testing::TempDir dir;
-  const std::string log = dir.Path("log"), ck = dir.Path("ck");
   const std::vector<std::string> fit = {
       "mf",     "--mode", "data-parallel", "--train", base,        "--test", test, "--epochs", "25",
       "--rank", "20",     "--servers",     "1",       "--workers", "2"};
-  const std::string joined = Joined(fit);
-  const std::string full = dir.Path("full.csv"), resumed = dir.Path("resumed.csv");
-  ASSERT_EQ(Shell(kCli + joined + " --quiet --summary " + full, log), 0) << Slurp(log);
-  std::vector<std::string> run = fit;
-  run.insert(run.end(), {"--checkpoint-dir", ck, "--quiet", "--summary", dir.Path("x.csv")});
-  std::string out;
-  ASSERT_GT(KillAfterCheckpoint(run, ck, 3, 2, log, out), 0) << out;
-  EXPECT_FALSE(std::filesystem::exists(dir.Path("x.csv")));
-  ASSERT_EQ(
-      Shell(kCli + " launch -n 3 -- " + kCli + joined + " --resume " + ck + " --summary " + resumed,
-            log),
-      0)
-      << Slurp(log);
-  EXPECT_THAT(Slurp(log), HasSubstr("resumed from " + ck + "/ckpt-"));
-  const std::vector<double> want = Numbers(full), got = Numbers(resumed);
+  KilledAndResumed r;
+  KillAndResume(dir, fit, {}, "--summary", 3, 2, r);
+  if (HasFatalFailure()) return;
+  const std::vector<double> want = Numbers(r.full), got = Numbers(r.resumed);
   ASSERT_EQ(got.size(), want.size());
   for (int i : {0, 1, 2}) EXPECT_NEAR(got[i], want[i], 1e-3 * want[i]) << "value " << i;
   EXPECT_EQ(got[3], 25) << "epochs";
@@ -651,26 +665,15 @@ TEST(MultiProcessTest, AKilledLdaRunResumesFromItsCheckpoint) {
   TESSERA_REQUIRE_DATA(docword, "uci-bow-kos/docword.kos.txt.gz");
   TESSERA_REQUIRE_DATA(vocab, "uci-bow-kos/vocab.kos.txt.gz");
   testing::TempDir dir;
-  const std::string log = dir.Path("log"), ck = dir.Path("ck");
   const std::vector<std::string> fit = {
       "lda",       "--mode", "data-parallel", "--corpus", docword,     "--vocab", vocab,
       "--topics",  "20",     "--iterations",  "20",       "--heldout", "0.1",     "--no-files",
       "--workers", "2",      "--servers",     "1"};
-  const std::string joined = Joined(fit);
-  const std::string full = dir.Path("full.csv"), resumed = dir.Path("resumed.csv");
-  ASSERT_EQ(Shell(kCli + joined + " --quiet --summary " + full, log), 0) << Slurp(log);
-  std::vector<std::string> run = fit;
-  run.insert(run.end(), {"--checkpoint-dir", ck, "--quiet", "--summary", dir.Path("x.csv")});
-  std::string out;
-  ASSERT_GT(KillAfterCheckpoint(run, ck, 3, 2, log, out), 0) << out;
-  ASSERT_EQ(
-      Shell(kCli + " launch -n 3 -- " + kCli + joined + " --resume " + ck + " --summary " + resumed,
-            log),
-      0)
-      << Slurp(log);
-  EXPECT_THAT(Slurp(log), HasSubstr("resumed from " + ck + "/ckpt-"));
+  KilledAndResumed r;
+  KillAndResume(dir, fit, {}, "--summary", 3, 2, r);
+  if (HasFatalFailure()) return;
   // objective, ll/token, perplexity, iterations, ...
-  const std::vector<double> want = Numbers(full), got = Numbers(resumed);
+  const std::vector<double> want = Numbers(r.full), got = Numbers(r.resumed);
   ASSERT_EQ(got.size(), want.size());
   EXPECT_NEAR(got[1], want[1], 0.02 * std::abs(want[1])) << "log-likelihood per token";
   EXPECT_NEAR(got[2], want[2], 0.08 * want[2]) << "held-out perplexity";
@@ -703,24 +706,13 @@ TEST(MultiProcessTest, KilledModelParallelMfAndLdaRunsResumeFromTheirCheckpoints
   for (const Case& c : cases) {
     SCOPED_TRACE(c.fit[0]);
     testing::TempDir dir;
-    const std::string log = dir.Path("log"), ck = dir.Path("ck");
-    const std::string joined = Joined(c.fit);
-    const std::string full = dir.Path("full.csv"), resumed = dir.Path("resumed.csv");
-    ASSERT_EQ(Shell(kCli + joined + " --quiet --summary " + full, log), 0) << Slurp(log);
-    std::vector<std::string> run = c.fit;
-    run.insert(run.end(), {"--checkpoint-dir", ck, "--quiet", "--summary", dir.Path("x.csv")});
-    std::string out;
-    ASSERT_EQ(KillAfterCheckpoint(run, ck, 5, -1, log, out), 128 + SIGKILL) << out;
-    EXPECT_FALSE(std::filesystem::exists(dir.Path("x.csv"))) << "a killed run left its summary";
-    const std::uint64_t at = NewestCheckpoint(ck);
-    ASSERT_EQ(Shell(kCli + joined + " --resume " + ck + " --summary " + resumed, log), 0)
-        << Slurp(log);
-    EXPECT_THAT(Slurp(log), HasSubstr("resumed from " + ck + "/ckpt-"));
-    const std::vector<double> want = Numbers(full), got = Numbers(resumed);
+    KilledAndResumed r;
+    KillAndResume(dir, c.fit, {}, "--summary", 5, -1, r);
+    if (HasFatalFailure()) return;
+    const std::vector<double> want = Numbers(r.full), got = Numbers(r.resumed);
     ASSERT_EQ(got.size(), want.size());
-    std::printf("%s: killed after checkpoint %llu; resumed %.6f %.6f, uninterrupted %.6f %.6f\n",
-                c.fit[0].c_str(), static_cast<unsigned long long>(at), got[0], got[1], want[0],
-                want[1]);
+    std::printf("%s: resumed %.6f %.6f, uninterrupted %.6f %.6f\n", c.fit[0].c_str(), got[0],
+                got[1], want[0], want[1]);
     for (int i : {0, 1}) {
       EXPECT_NEAR(got[i], want[i], c.tolerance * std::abs(want[i])) << "value " << i;
     }
