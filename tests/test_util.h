@@ -42,10 +42,19 @@ class TempDir {
   std::string path_;
 };
 
+#ifdef TESSERA_SANITIZED
+inline constexpr bool kSanitized = true;
+#else
+inline constexpr bool kSanitized = false;
+#endif
+// A workload's size: `full` in release builds, `small` under the sanitizers (5-20x slower),
+// which check the same code paths (kill, resume, compare) on less work.
+inline std::string Sized(const std::string& full, const std::string& small) {
+  return kSanitized ? small : full;
+}
+
 }  // namespace tessera::testing
 
-// Sets `var` to the data file `rel` under DataDir(). A missing file fails the test under
-// CI=true and skips it (with the path) otherwise.
 // Long statistical oracles (many sweeps over a real corpus) check numbers, not memory or
 // thread safety; sanitizer builds, 5-20x slower, skip them. Their concurrent code paths have
 // short tests of their own that do run there.
@@ -54,6 +63,9 @@ class TempDir {
 #else
 #define TESSERA_SKIP_IF_SANITIZED() (void)0
 #endif
+
+// Sets `var` to the data file `rel` under DataDir(). A missing file fails the test under
+// CI=true and skips it (with the path) otherwise.
 
 #define TESSERA_REQUIRE_DATA(var, rel)                                         \
   const std::string var = ::tessera::testing::DataDir() + "/" + (rel);         \

@@ -471,16 +471,8 @@ std::string Joined(const std::vector<std::string>& args) {
 
 // A model-parallel Lasso path over CorrelatedData that checkpoints every 20 ms.
 std::vector<std::string> CorrelatedPath(const std::string& data) {
-  return {"--data",
-          data,
-          "--path",
-          "6",
-          "--path-ratio",
-          "0.003",
-          "--workers",
-          "2",
-          "--checkpoint-every",
-          "20ms"};
+  return {"--data", data,        "--path", testing::Sized("6", "4"), "--path-ratio",
+          "0.003",  "--workers", "2",      "--checkpoint-every",     "20ms"};
 }
 
 // The objective of each λ of a path file (lambda, intercept, coefficients, objective, kkt).
@@ -563,8 +555,9 @@ TEST(MultiProcessTest, KilledWorkerAndShardProcessesResumeFromTheirCheckpoints) 
   testing::TempDir dir;
   const std::string data = CorrelatedData(dir), log = dir.Path("log"), ck = dir.Path("ck");
   const std::vector<std::string> fit = {
-      "lasso",         "--data",    data, "--path",    "8", "--mode",
-      "data-parallel", "--servers", "1",  "--workers", "2"};
+      "lasso",  "--data",        data,        "--path", testing::Sized("8", "5"),
+      "--mode", "data-parallel", "--servers", "1",      "--workers",
+      "2"};
   const std::string joined = Joined(fit);
   const std::string full = dir.Path("full.csv");
   ASSERT_EQ(Shell(kCli + joined + " --quiet --output " + full, log), 0) << Slurp(log);
@@ -646,16 +639,18 @@ TEST(MultiProcessTest, AKilledMfRunResumesFromItsCheckpoint) {
   TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
   TESSERA_REQUIRE_DATA(test, "movielens-100k/u1.test.gz");
   testing::TempDir dir;
+  const std::string epochs = testing::Sized("25", "10");
   const std::vector<std::string> fit = {
-      "mf",     "--mode", "data-parallel", "--train", base,        "--test", test, "--epochs", "25",
-      "--rank", "20",     "--servers",     "1",       "--workers", "2"};
+      "mf",       "--mode", "data-parallel", "--train", base,        "--test", test,
+      "--epochs", epochs,   "--rank",        "20",      "--servers", "1",      "--workers",
+      "2"};
   KilledAndResumed r;
   KillAndResume(dir, fit, {}, "--summary", 3, 2, r);
   if (HasFatalFailure()) return;
   const std::vector<double> want = Numbers(r.full), got = Numbers(r.resumed);
   ASSERT_EQ(got.size(), want.size());
   for (int i : {0, 1, 2}) EXPECT_NEAR(got[i], want[i], 1e-3 * want[i]) << "value " << i;
-  EXPECT_EQ(got[3], 25) << "epochs";
+  EXPECT_EQ(got[3], std::stod(epochs)) << "epochs";
 }
 
 // Data-parallel LDA, checkpoints after every sweep: the process of worker 0 is killed; the
@@ -665,9 +660,10 @@ TEST(MultiProcessTest, AKilledLdaRunResumesFromItsCheckpoint) {
   TESSERA_REQUIRE_DATA(docword, "uci-bow-kos/docword.kos.txt.gz");
   TESSERA_REQUIRE_DATA(vocab, "uci-bow-kos/vocab.kos.txt.gz");
   testing::TempDir dir;
+  const std::string sweeps = testing::Sized("20", "8");
   const std::vector<std::string> fit = {
       "lda",       "--mode", "data-parallel", "--corpus", docword,     "--vocab", vocab,
-      "--topics",  "20",     "--iterations",  "20",       "--heldout", "0.1",     "--no-files",
+      "--topics",  "20",     "--iterations",  sweeps,     "--heldout", "0.1",     "--no-files",
       "--workers", "2",      "--servers",     "1"};
   KilledAndResumed r;
   KillAndResume(dir, fit, {}, "--summary", 3, 2, r);
@@ -677,7 +673,7 @@ TEST(MultiProcessTest, AKilledLdaRunResumesFromItsCheckpoint) {
   ASSERT_EQ(got.size(), want.size());
   EXPECT_NEAR(got[1], want[1], 0.02 * std::abs(want[1])) << "log-likelihood per token";
   EXPECT_NEAR(got[2], want[2], 0.08 * want[2]) << "held-out perplexity";
-  EXPECT_EQ(got[3], 20) << "sweeps";
+  EXPECT_EQ(got[3], std::stod(sweeps)) << "sweeps";
 }
 
 // Model-parallel MF (CCD++) and LDA in one process, checkpoints at every epoch's or sweep's
@@ -693,21 +689,23 @@ TEST(MultiProcessTest, KilledModelParallelMfAndLdaRunsResumeFromTheirCheckpoints
     std::size_t steps_at;
     double steps;  // epochs or sweeps
   };
+  const std::string epochs = testing::Sized("60", "15"), sweeps = testing::Sized("40", "12");
   const std::vector<Case> cases = {
-      {{"mf", "--train", base, "--test", test, "--epochs", "60", "--rank", "20", "--workers", "2"},
+      {{"mf", "--train", base, "--test", test, "--epochs", epochs, "--rank", "20", "--workers",
+        "2"},
        1e-9,
        3,
-       60},
-      {{"lda", "--corpus", docword, "--topics", "20", "--iterations", "40", "--evaluate-every",
-        "10", "--no-files", "--workers", "2"},
+       std::stod(epochs)},
+      {{"lda", "--corpus", docword, "--topics", "20", "--iterations", sweeps, "--evaluate-every",
+        testing::Sized("10", "4"), "--no-files", "--workers", "2"},
        0.02,
        2,  // no perplexity before it
-       40}};
+       std::stod(sweeps)}};
   for (const Case& c : cases) {
     SCOPED_TRACE(c.fit[0]);
     testing::TempDir dir;
     KilledAndResumed r;
-    KillAndResume(dir, c.fit, {}, "--summary", 5, -1, r);
+    KillAndResume(dir, c.fit, {}, "--summary", testing::kSanitized ? 3 : 5, -1, r);
     if (HasFatalFailure()) return;
     const std::vector<double> want = Numbers(r.full), got = Numbers(r.resumed);
     ASSERT_EQ(got.size(), want.size());
