@@ -29,6 +29,10 @@ struct Block {
   std::uint32_t id = 0;
   std::vector<Key> keys;
   int worker = kAllWorkers;
+  // A carried block (ModelParallelApp::CarriedBlockHolders): the worker whose memory holds the
+  // block's state before this round; the engine moves it to `worker` first. Set by the engine;
+  // -1 for blocks without state.
+  int holder = -1;
 };
 
 }  // namespace tessera

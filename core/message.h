@@ -4,6 +4,7 @@
 
 #include <Eigen/Core>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/keys.h"
@@ -44,6 +45,18 @@ enum class MessageKind : std::uint8_t {
               // them instead of running the table's updater (model averaging)
   kPsClock,   // worker -> shard: the worker finished clock `round` (all its pushes before it)
   kContinue,  // driver -> worker: leave the evaluation barrier of clock `round` and go on
+
+  // Model-parallel state.
+  kBlockState,   // worker -> worker: `state` of carried block `block`, for its next holder
+  kGather,       // coordinator -> worker: send your state and the carried blocks you hold
+  kWorkerState,  // worker -> coordinator: `state` of the worker and the `carried` blocks it holds
+};
+inline constexpr MessageKind kLastMessageKind = MessageKind::kWorkerState;
+
+// The serialized state of one carried block.
+struct CarriedState {
+  std::uint32_t block = 0;
+  std::string state;
 };
 
 struct Message {
@@ -63,6 +76,14 @@ struct Message {
   bool has_update = false;
   std::uint64_t update_round = 0;
   Eigen::VectorXd values;  // kEvaluation; parameter-server values, key-major
+
+  // Model-parallel state (ModelParallelApp::MakeWorker, CarriedBlockHolders).
+  std::uint32_t block = 0;            // kBlockState
+  std::string state;                  // kBlockState, kWorkerState: the bytes the app wrote
+  std::vector<CarriedState> carried;  // kWorkerState
+  // kPartials: payload bytes the worker sent to other workers (carried blocks) since its last
+  // reply, which the coordinator counts with the traffic it sees itself.
+  std::uint64_t moved_bytes = 0;
 
   // Parameter server.
   std::uint32_t table = 0;

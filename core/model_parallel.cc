@@ -41,63 +41,179 @@ namespace {
 Rank WorkerRank(int w) { return w + 1; }
 constexpr Rank kCoordinator = 0;
 
-Status WorkerLoop(ModelParallelApp& app, Transport& transport, int w, int num_workers) {
-  WorkerContext ctx;
-  ctx.worker = w;
-  ctx.num_workers = num_workers;
-  std::vector<Block> mine;
-  for (;;) {
-    auto received = transport.Receive(WorkerRank(w));
-    if (!received.ok()) return received.status();
-    Message& m = *received;
-    if (m.has_update) {
-      ctx.round = m.update_round;
-      app.Apply(ctx, m.update);
+// One worker: its state, the carried blocks it holds, and the loop that answers the
+// coordinator. Carried blocks move worker to worker: on a push, the holder of a block that the
+// round assigns to another worker sends its state there first, then waits for the blocks it is
+// assigned and does not hold; messages from the coordinator that arrive meanwhile wait their turn.
+class Worker {
+ public:
+  Worker(ModelParallelApp& app, Transport& transport, int w, int num_workers)
+      : app_(app), transport_(transport), w_(w) {
+    ctx_.worker = w;
+    ctx_.num_workers = num_workers;
+    ctx_.held = &held_;
+  }
+
+  Status Run() {
+    state_ = app_.MakeWorker({w_, ctx_.num_workers});
+    ctx_.state = state_.get();
+    const std::vector<int> holders = app_.CarriedBlockHolders(ctx_.num_workers);
+    for (std::size_t b = 0; b < holders.size(); ++b) {
+      if (holders[b] != w_) continue;
+      const auto id = static_cast<std::uint32_t>(b);
+      std::unique_ptr<BlockState> block = app_.MakeBlock(id, ctx_);
+      if (!block) return Internal("MakeBlock returned no state for block " + std::to_string(b));
+      held_[id] = std::move(block);
     }
-    ctx.round = m.round;
-    switch (m.kind) {
-      case MessageKind::kPush: {
-        mine.clear();
-        for (auto& b : m.blocks) {
-          if (b.worker == kAllWorkers || b.worker == w) mine.push_back(std::move(b));
+    std::vector<Block> mine;
+    for (;;) {
+      TESSERA_ASSIGN_OR_RETURN(Message m, Next());
+      if (m.kind == MessageKind::kBlockState) {
+        TESSERA_RETURN_IF_ERROR(Arrived(std::move(m)));
+        continue;
+      }
+      if (m.has_update) {
+        ctx_.round = m.update_round;
+        app_.Apply(ctx_, m.update);
+      }
+      ctx_.round = m.round;
+      switch (m.kind) {
+        case MessageKind::kPush: {
+          TESSERA_RETURN_IF_ERROR(MoveBlocks(m.blocks));
+          mine.clear();
+          for (auto& b : m.blocks) {
+            if (b.worker == kAllWorkers || b.worker == w_) mine.push_back(std::move(b));
+          }
+          ctx_.stale_keys = m.stale_keys;
+          Message reply;
+          reply.kind = MessageKind::kPartials;
+          reply.from = WorkerRank(w_);
+          reply.round = m.round;
+          if (!mine.empty()) reply.partials = app_.Push(ctx_, mine);
+          ctx_.stale_keys = {};
+          for (auto& p : reply.partials) p.worker = w_;
+          reply.moved_bytes = moved_bytes_;
+          moved_bytes_ = 0;
+          TESSERA_RETURN_IF_ERROR(transport_.Send(kCoordinator, std::move(reply)));
+          break;
         }
-        ctx.stale_keys = m.stale_keys;
-        Message reply;
-        reply.kind = MessageKind::kPartials;
-        reply.from = WorkerRank(w);
-        reply.round = m.round;
-        if (!mine.empty()) reply.partials = app.Push(ctx, mine);
-        ctx.stale_keys = {};
-        for (auto& p : reply.partials) p.worker = w;
-        TESSERA_RETURN_IF_ERROR(transport.Send(kCoordinator, std::move(reply)));
-        break;
+        case MessageKind::kApply:  // applied above
+          break;
+        case MessageKind::kEvaluate: {
+          Message reply;
+          reply.kind = MessageKind::kEvaluation;
+          reply.from = WorkerRank(w_);
+          reply.round = m.round;
+          reply.values = app_.EvaluateTerms(ctx_);
+          TESSERA_RETURN_IF_ERROR(transport_.Send(kCoordinator, std::move(reply)));
+          break;
+        }
+        case MessageKind::kGather: {
+          Message reply;
+          reply.kind = MessageKind::kWorkerState;
+          reply.from = WorkerRank(w_);
+          reply.round = m.round;
+          if (state_) {
+            StateWriter out(reply.state);
+            state_->Save(out);
+          }
+          for (const auto& [id, block] : held_) {
+            CarriedState c{id, {}};
+            StateWriter out(c.state);
+            block->Save(out);
+            reply.carried.push_back(std::move(c));
+          }
+          TESSERA_RETURN_IF_ERROR(transport_.Send(kCoordinator, std::move(reply)));
+          break;
+        }
+        case MessageKind::kStop:
+          return Status::Ok();
+        default:
+          return Internal("worker " + std::to_string(w_) + ": unexpected message kind " +
+                          std::to_string(static_cast<int>(m.kind)) + " from rank " +
+                          std::to_string(m.from));
       }
-      case MessageKind::kApply:  // applied above
-        break;
-      case MessageKind::kEvaluate: {
-        Message reply;
-        reply.kind = MessageKind::kEvaluation;
-        reply.from = WorkerRank(w);
-        reply.round = m.round;
-        reply.values = app.EvaluateTerms(ctx);
-        TESSERA_RETURN_IF_ERROR(transport.Send(kCoordinator, std::move(reply)));
-        break;
-      }
-      case MessageKind::kStop:
-        return Status::Ok();
-      default:
-        return Internal("worker " + std::to_string(w) + ": unexpected message kind " +
-                        std::to_string(static_cast<int>(m.kind)) + " from rank " +
-                        std::to_string(m.from));
     }
   }
-}
+
+ private:
+  StatusOr<Message> Next() {
+    if (!deferred_.empty()) {
+      Message m = std::move(deferred_.front());
+      deferred_.pop_front();
+      return m;
+    }
+    return transport_.Receive(WorkerRank(w_));
+  }
+
+  // A carried block's state from its previous holder, kept until a push assigns it here.
+  Status Arrived(Message m) {
+    if (held_.count(m.block) || arrived_.count(m.block)) {
+      return Internal("worker " + std::to_string(w_) + " got block " + std::to_string(m.block) +
+                      " from rank " + std::to_string(m.from) + " while it holds it");
+    }
+    arrived_[m.block] = std::move(m);
+    return Status::Ok();
+  }
+
+  // Sends the blocks this worker holds that the round assigns elsewhere, then takes in the ones
+  // assigned here that another worker holds.
+  Status MoveBlocks(const std::vector<Block>& blocks) {
+    for (const Block& b : blocks) {
+      if (b.holder != w_ || b.worker == w_) continue;
+      auto it = held_.find(b.id);
+      if (it == held_.end()) {
+        return Internal("worker " + std::to_string(w_) + " is to hand over block " +
+                        std::to_string(b.id) + ", which it does not hold");
+      }
+      Message out;
+      out.kind = MessageKind::kBlockState;
+      out.from = WorkerRank(w_);
+      out.round = ctx_.round;
+      out.block = b.id;
+      StateWriter writer(out.state);
+      it->second->Save(writer);
+      held_.erase(it);
+      moved_bytes_ += out.PayloadBytes();
+      TESSERA_RETURN_IF_ERROR(transport_.Send(WorkerRank(b.worker), std::move(out)));
+    }
+    for (const Block& b : blocks) {
+      if (b.worker != w_ || b.holder < 0 || b.holder == w_) continue;
+      while (!arrived_.count(b.id)) {
+        TESSERA_ASSIGN_OR_RETURN(Message m, transport_.Receive(WorkerRank(w_)));
+        if (m.kind == MessageKind::kBlockState) {
+          TESSERA_RETURN_IF_ERROR(Arrived(std::move(m)));
+        } else {
+          deferred_.push_back(std::move(m));
+        }
+      }
+      auto node = arrived_.extract(b.id);
+      StateReader in(node.mapped().state, "block " + std::to_string(b.id) + " from worker " +
+                                              std::to_string(node.mapped().from - 1));
+      TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<BlockState> state, app_.LoadBlock(b.id, in, ctx_));
+      TESSERA_RETURN_IF_ERROR(in.Done());
+      held_[b.id] = std::move(state);
+    }
+    return Status::Ok();
+  }
+
+  ModelParallelApp& app_;
+  Transport& transport_;
+  const int w_;
+  WorkerContext ctx_;
+  std::unique_ptr<WorkerState> state_;
+  HeldBlocks held_;
+  std::map<std::uint32_t, Message> arrived_;  // carried blocks sent here ahead of their round
+  std::deque<Message> deferred_;   // coordinator messages that came while a block was awaited
+  std::uint64_t moved_bytes_ = 0;  // sent to other workers since the last kPartials
+};
 
 struct InFlightRound {
   std::uint64_t round = 0;
   std::vector<Block> blocks;
   std::size_t committed_mark = 0;  // updates committed before this round was pushed
   bool evaluate_after = false;
+  bool gather_after = false;
 };
 
 class Coordinator {
@@ -122,8 +238,16 @@ class Coordinator {
     // A marked round that is due for a checkpoint is in flight: plan nothing more until then.
     bool hold = false;
     const bool marked = opts_.checkpoint && opts_.checkpoint_at_marked_rounds;
+    holders_ = app_.CarriedBlockHolders(opts_.workers);
+    for (int h : holders_) {
+      if (h < 0 || h >= opts_.workers) {
+        return Internal("CarriedBlockHolders names worker " + std::to_string(h) + " of " +
+                        std::to_string(opts_.workers));
+      }
+    }
     for (;;) {
       if (hold && flight.empty()) {
+        TESSERA_RETURN_IF_ERROR(GatherState(pulled));
         TESSERA_RETURN_IF_ERROR(opts_.checkpoint(pulled));
         last_checkpoint_ = clock_.Seconds();
         hold = false;
@@ -133,6 +257,7 @@ class Coordinator {
         if (opts_.checkpoint && !marked && opts_.checkpoint_every > 0 &&
             clock_.Seconds() - last_checkpoint_ >= opts_.checkpoint_every) {
           if (!flight.empty()) break;  // drain the pipeline first
+          TESSERA_RETURN_IF_ERROR(GatherState(pulled));
           TESSERA_RETURN_IF_ERROR(opts_.checkpoint(pulled));
           last_checkpoint_ = clock_.Seconds();
         }
@@ -169,6 +294,7 @@ class Coordinator {
           }
           break;  // barrier: pull what is in flight first
         }
+        TESSERA_RETURN_IF_ERROR(AssignHolders(plan.blocks));
         Message push;
         push.kind = MessageKind::kPush;
         push.round = scheduled;
@@ -176,7 +302,7 @@ class Coordinator {
         push.stale_keys = in_flight_keys_;
         TESSERA_RETURN_IF_ERROR(Broadcast(push));
         flight.push_back({scheduled, std::move(plan.blocks), committed_base_ + committed_.size(),
-                          plan.evaluate_after});
+                          plan.evaluate_after, plan.gather_after});
         ++scheduled;
         hold = marked && plan.checkpoint_after &&
                clock_.Seconds() - last_checkpoint_ >= opts_.checkpoint_every;
@@ -231,6 +357,7 @@ class Coordinator {
                             (opts_.objective_every > 0 && pulled % opts_.objective_every == 0);
       double objective = std::numeric_limits<double>::quiet_NaN();
       if (evaluate) {
+        if (round.gather_after) TESSERA_RETURN_IF_ERROR(GatherState(round.round));
         TESSERA_ASSIGN_OR_RETURN(objective, Evaluate(round.round));
         if (scheduling && opts_.objective_tolerance > 0 && !std::isnan(last_objective) &&
             std::abs(last_objective - objective) <=
@@ -255,6 +382,7 @@ class Coordinator {
       TESSERA_ASSIGN_OR_RETURN(last_objective, Evaluate(pulled));
       Record(pulled == 0 ? 0 : pulled - 1, last_objective, 0);
     }
+    TESSERA_RETURN_IF_ERROR(GatherState(pulled));
     progress_.Finish();
     result_.rounds = pulled;
     result_.seconds = clock_.Seconds();
@@ -273,7 +401,7 @@ class Coordinator {
     while (got.size() < static_cast<std::size_t>(opts_.workers)) {
       auto m = transport_.Receive(kCoordinator);
       if (!m.ok()) return m.status();
-      bytes_ += m->PayloadBytes();
+      bytes_ += m->PayloadBytes() + m->moved_bytes;
       auto k = std::make_pair(m->kind, m->round);
       pending_[k].push_back(std::move(*m));
     }
@@ -297,6 +425,62 @@ class Coordinator {
       TESSERA_RETURN_IF_ERROR(transport_.Send(WorkerRank(w), std::move(copy)));
     }
     has_pending_update_ = false;
+    return Status::Ok();
+  }
+
+  // Stamps each carried block of a round with the worker that holds it now, and records who
+  // holds it next.
+  Status AssignHolders(std::vector<Block>& blocks) {
+    for (Block& b : blocks) {
+      b.holder = -1;
+      if (b.id >= holders_.size()) continue;
+      if (b.worker < 0 || b.worker >= opts_.workers) {
+        return Internal("carried block " + std::to_string(b.id) +
+                        " must be assigned to one worker, not " + std::to_string(b.worker));
+      }
+      if (holders_[b.id] < 0) {
+        return Internal("carried block " + std::to_string(b.id) + " is scheduled twice in round");
+      }
+      b.holder = holders_[b.id];
+      holders_[b.id] = -1;  // taken: a second assignment in this round is an error
+    }
+    for (const Block& b : blocks) {
+      if (b.id < holders_.size()) holders_[b.id] = b.worker;
+    }
+    return Status::Ok();
+  }
+
+  // Every worker's saved state and every carried block's, into the app (GatherWorker,
+  // GatherBlock). No round is in flight.
+  Status GatherState(std::uint64_t round) {
+    Message gather;
+    gather.kind = MessageKind::kGather;
+    gather.round = round;
+    TESSERA_RETURN_IF_ERROR(Broadcast(gather));
+    TESSERA_ASSIGN_OR_RETURN(auto replies, Gather(MessageKind::kWorkerState, round));
+    std::map<std::uint32_t, std::pair<int, std::string>> blocks;
+    for (std::size_t w = 0; w < replies.size(); ++w) {
+      StateReader in(replies[w].state, "the state of worker " + std::to_string(w));
+      TESSERA_RETURN_IF_ERROR(app_.GatherWorker(static_cast<int>(w), in));
+      TESSERA_RETURN_IF_ERROR(in.Done());
+      for (CarriedState& c : replies[w].carried) {
+        if (c.block >= holders_.size() || blocks.count(c.block)) {
+          return Internal("worker " + std::to_string(w) + " sent block " + std::to_string(c.block) +
+                          ", which is not its to send");
+        }
+        blocks[c.block] = {static_cast<int>(w), std::move(c.state)};
+      }
+    }
+    if (blocks.size() != holders_.size()) {
+      return Internal("the workers hold " + std::to_string(blocks.size()) + " of " +
+                      std::to_string(holders_.size()) + " carried blocks");
+    }
+    for (auto& [id, from] : blocks) {
+      StateReader in(from.second,
+                     "block " + std::to_string(id) + " from worker " + std::to_string(from.first));
+      TESSERA_RETURN_IF_ERROR(app_.GatherBlock(id, in));
+      TESSERA_RETURN_IF_ERROR(in.Done());
+    }
     return Status::Ok();
   }
 
@@ -339,6 +523,7 @@ class Coordinator {
   CsvWriter trace_;
   RunResult result_;
   std::vector<Key> in_flight_keys_;
+  std::vector<int> holders_;       // carried block -> the worker that holds it after the last plan
   std::vector<Update> committed_;  // recent commits, a few rounds at most
   Update pending_update_;  // committed, not yet sent: rides on the next message to the workers
   std::uint64_t pending_round_ = 0;
@@ -358,7 +543,7 @@ StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions&
   TESSERA_RETURN_IF_ERROR(options.Validate());
   std::shared_ptr<Transport> shared = options.transport;
   if (!shared) {
-    shared = std::make_shared<InProcessTransport>(options.workers + 1);
+    shared = MakeDefaultTransport(options.workers + 1);
   } else if (shared->size() != options.workers + 1) {
     return InvalidArgument("the transport has " + std::to_string(shared->size()) + " endpoints; " +
                            std::to_string(options.workers) + " workers need " +
@@ -373,7 +558,10 @@ StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions&
     if (!transport.hosts(WorkerRank(w))) continue;
     workers.Add(1);
     pool.Spawn([&app, &transport, &workers, &worker_status, w, n = options.workers] {
-      worker_status[static_cast<std::size_t>(w)] = WorkerLoop(app, transport, w, n);
+      Status s = Worker(app, transport, w, n).Run();
+      // A failed worker leaves nobody to answer: closing wakes the coordinator and the others.
+      if (!s.ok()) transport.Close();
+      worker_status[static_cast<std::size_t>(w)] = std::move(s);
       workers.Done();
     });
   }
@@ -402,6 +590,9 @@ StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions&
   coordinator.Wait();
   workers.Wait();
   if (!options.transport) transport.Close();
+  if (!result.ok()) {  // a worker's own error says more than the closed transport it left
+    for (const Status& s : worker_status) TESSERA_RETURN_IF_ERROR(s);
+  }
   return result;
 }
 

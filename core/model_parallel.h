@@ -13,6 +13,7 @@
 #include <Eigen/Core>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -23,6 +24,7 @@
 #include "core/checkpoint.h"
 #include "core/keys.h"
 #include "core/message.h"
+#include "core/state_bytes.h"
 #include "core/status.h"
 #include "core/transport.h"
 
@@ -42,10 +44,42 @@ struct RoundSchedule {
   bool done = false;          // no more rounds: finish the ones in flight and stop
   std::string done_reason = "converged";  // RunResult::stop_reason when `done`
   bool evaluate_after = false;            // evaluate the objective after this round is applied
+  // With evaluate_after: first gather the workers' and carried blocks' state into the app at
+  // the coordinator (GatherWorker, GatherBlock), for an objective that needs the whole model.
+  bool gather_after = false;
   // A checkpoint boundary (an epoch's end): with EngineOptions::checkpoint_at_marked_rounds the
   // coordinator plans nothing more until this round is pulled and evaluated, then checkpoints
   // if one is due.
   bool checkpoint_after = false;
+};
+
+// A worker's own state, built by ModelParallelApp::MakeWorker in the process that hosts the
+// worker and owned by the engine: its data partition, its share of the model, its scratch and
+// random streams. Only the worker's own fiber touches it.
+class WorkerState {
+ public:
+  virtual ~WorkerState() = default;
+  // What the coordinator needs of this worker at the end of the run and before a checkpoint
+  // (ModelParallelApp::GatherWorker reads it). Default: nothing.
+  virtual void Save(StateWriter& out) const { (void)out; }
+};
+
+// The state of a carried block (e.g. MF's H rows of an item block, LDA's word-topic rows of a
+// vocabulary block): held by one worker at a time, moved by the engine, as the bytes Save
+// writes, to the worker a round assigns the block to next.
+class BlockState {
+ public:
+  virtual ~BlockState() = default;
+  virtual void Save(StateWriter& out) const = 0;
+};
+
+// The carried blocks a worker holds, by block id.
+using HeldBlocks = std::map<std::uint32_t, std::unique_ptr<BlockState>>;
+
+// What MakeWorker is told.
+struct WorkerSetup {
+  int worker = 0;  // 0..num_workers-1
+  int num_workers = 1;
 };
 
 // What a worker knows while it computes.
@@ -53,7 +87,24 @@ struct WorkerContext {
   int worker = 0;  // 0..num_workers-1
   int num_workers = 1;
   std::uint64_t round = 0;
-  std::span<const Key> stale_keys;  // keys updated by earlier rounds this worker has not applied
+  std::span<const Key> stale_keys;   // keys updated by earlier rounds this worker has not applied
+  WorkerState* state = nullptr;      // MakeWorker's (null when the app makes none)
+  const HeldBlocks* held = nullptr;  // the carried blocks this worker holds now
+
+  // This worker's state as the app's type.
+  template <class T>
+  T& State() const {
+    TESSERA_CHECK(state != nullptr) << "worker " << worker << " has no state (MakeWorker)";
+    return static_cast<T&>(*state);
+  }
+  // The state of carried block `block`, which this worker holds (every block of a round assigned
+  // to it is held when Push runs).
+  template <class T>
+  T& Carried(std::uint32_t block) const {
+    auto it = held->find(block);
+    TESSERA_CHECK(it != held->end()) << "worker " << worker << " does not hold block " << block;
+    return static_cast<T&>(*it->second);
+  }
 };
 
 struct PullContext {
@@ -63,12 +114,59 @@ struct PullContext {
   std::span<const Update> stale_updates;
 };
 
-// A model-parallel application. Thread model: Schedule, Aggregate, Pull and Objective run on
-// the coordinator, one call at a time. Push, Apply and EvaluateTerms run on worker w's own fiber
-// and may touch only the state worker w owns; different workers run concurrently.
+// A model-parallel application. Thread model: Schedule, Aggregate, Pull, Objective and the
+// Gather calls run on the coordinator, one call at a time. MakeWorker, MakeBlock, LoadBlock,
+// Push, Apply and EvaluateTerms run on worker w's own fiber and may touch only the state worker
+// w owns (its WorkerState, the blocks it holds) and what the app object holds read-only;
+// different workers run concurrently, possibly in other processes, each with its own copy of
+// the app object. Nothing a worker writes reaches the coordinator or another worker except
+// through a Partial, its saved state or a carried block.
 class ModelParallelApp {
  public:
   virtual ~ModelParallelApp() = default;
+
+  // Worker side, once before the first round, on the fiber of each worker this process hosts:
+  // the worker's state (WorkerContext::state). Default: none.
+  virtual std::unique_ptr<WorkerState> MakeWorker(const WorkerSetup& setup) {
+    (void)setup;
+    return nullptr;
+  }
+  // Carried blocks: block ids 0..n-1 whose state moves with them (rotation of MF's item blocks
+  // or LDA's vocabulary blocks). Called once before the run in every process; element b is the
+  // worker that holds block b first. Every round must assign a carried block to one worker
+  // (not kAllWorkers). Default: none.
+  virtual std::vector<int> CarriedBlockHolders(int num_workers) {
+    (void)num_workers;
+    return {};
+  }
+  // Worker side, before the first round, on the worker that holds `block` first: its state.
+  virtual std::unique_ptr<BlockState> MakeBlock(std::uint32_t block, WorkerContext& ctx) {
+    (void)block;
+    (void)ctx;
+    return nullptr;
+  }
+  // Worker side, when `block` arrives from its previous holder: the state from the bytes its
+  // Save wrote. A malformed state is an error that stops the run.
+  virtual StatusOr<std::unique_ptr<BlockState>> LoadBlock(std::uint32_t block, StateReader& in,
+                                                          WorkerContext& ctx) {
+    (void)in;
+    (void)ctx;
+    return Internal("block " + std::to_string(block) + " carries state but LoadBlock is missing");
+  }
+  // Coordinator, at the end of the run and before every checkpoint, with no round in flight:
+  // each worker's saved state (in worker order), then each carried block's (in block order).
+  // The reader must be read to its end.
+  virtual Status GatherWorker(int worker, StateReader& in) {
+    (void)worker;
+    (void)in;
+    return Status::Ok();
+  }
+  virtual Status GatherBlock(std::uint32_t block, StateReader& in) {
+    (void)block;
+    (void)in;
+    return Status::Ok();
+  }
+
   // Coordinator, once per round (possibly several rounds ahead of Pull with pipelining).
   virtual RoundSchedule Schedule(ScheduleContext& ctx) = 0;
   // Worker `ctx.worker`, once per round, with the blocks assigned to it (or to all workers).

@@ -631,7 +631,7 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
     return InvalidArgument("--workers must be at least 1, got " + std::to_string(workers));
   }
   if (tables.empty()) return InvalidArgument("a parameter server needs at least one table");
-  if (!transport) transport = std::make_shared<InProcessTransport>(1 + servers + workers);
+  if (!transport) transport = MakeDefaultTransport(1 + servers + workers);
   if (transport->size() != 1 + servers + workers) {
     return InvalidArgument("the transport has " + std::to_string(transport->size()) +
                            " endpoints; " + std::to_string(servers) + " servers and " +

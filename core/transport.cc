@@ -41,4 +41,18 @@ void InProcessTransport::Close() {
   for (auto& b : boxes_) b->Close();
 }
 
+namespace {
+TransportFactory& DefaultFactory() {
+  static TransportFactory factory;
+  return factory;
+}
+}  // namespace
+
+void SetDefaultTransportFactory(TransportFactory factory) { DefaultFactory() = std::move(factory); }
+
+std::shared_ptr<Transport> MakeDefaultTransport(int endpoints) {
+  if (const TransportFactory& f = DefaultFactory()) return f(endpoints);
+  return std::make_shared<InProcessTransport>(endpoints);
+}
+
 }  // namespace tessera

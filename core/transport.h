@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -128,5 +129,13 @@ class InProcessTransport final : public Transport {
   std::vector<std::unique_ptr<Mailbox<Message>>> boxes_;
   std::atomic<std::uint64_t> bytes_{0};
 };
+
+// The transport an engine makes when its options name none: an InProcessTransport with
+// `endpoints` endpoints, unless a factory was installed. Tests install one that passes every
+// message through the wire codec (net/wire_test_transport.h), so that an app which shares state
+// between workers other than by message fails them. Set it before any run starts.
+using TransportFactory = std::function<std::shared_ptr<Transport>(int endpoints)>;
+void SetDefaultTransportFactory(TransportFactory factory);
+std::shared_ptr<Transport> MakeDefaultTransport(int endpoints);
 
 }  // namespace tessera

@@ -64,6 +64,7 @@ wire::Message ToWire(const Message& m) {
     wb.id = static_cast<std::int32_t>(b.id);
     wb.keys = PackKeys(b.keys);
     wb.worker = b.worker;
+    wb.holder = b.holder;
     w.blocks.push_back(std::move(wb));
   }
   w.stale_keys = PackKeys(m.stale_keys);
@@ -88,12 +89,22 @@ wire::Message ToWire(const Message& m) {
   w.raw_add = m.raw_add;
   w.receiver = m.to;
   w.run = static_cast<std::int64_t>(m.run);
+  w.block = static_cast<std::int32_t>(m.block);
+  w.moved_bytes = static_cast<std::int64_t>(m.moved_bytes);
+  w.state = m.state;
+  w.carried.reserve(m.carried.size());
+  for (const CarriedState& c : m.carried) {
+    wire::Carried wc;
+    wc.block = static_cast<std::int32_t>(c.block);
+    wc.state = c.state;
+    w.carried.push_back(std::move(wc));
+  }
   return w;
 }
 
 StatusOr<Message> FromWire(const wire::Message& w) {
   Message m;
-  if (w.kind < 0 || w.kind > static_cast<std::int8_t>(MessageKind::kContinue)) {
+  if (w.kind < 0 || w.kind > static_cast<std::int8_t>(kLastMessageKind)) {
     return InvalidArgument("frame: unknown message kind " + std::to_string(w.kind));
   }
   m.kind = static_cast<MessageKind>(w.kind);
@@ -105,6 +116,7 @@ StatusOr<Message> FromWire(const wire::Message& w) {
     Block b;
     b.id = static_cast<std::uint32_t>(wb.id);
     b.worker = wb.worker;
+    b.holder = wb.holder;
     TESSERA_RETURN_IF_ERROR(UnpackKeys(wb.keys, "blocks.keys", b.keys));
     m.blocks.push_back(std::move(b));
   }
@@ -137,6 +149,13 @@ StatusOr<Message> FromWire(const wire::Message& w) {
   m.raw_add = w.raw_add;
   m.to = w.receiver;
   m.run = static_cast<std::uint64_t>(w.run);
+  m.block = static_cast<std::uint32_t>(w.block);
+  m.moved_bytes = static_cast<std::uint64_t>(w.moved_bytes);
+  m.state = w.state;
+  m.carried.reserve(w.carried.size());
+  for (const wire::Carried& wc : w.carried) {
+    m.carried.push_back({static_cast<std::uint32_t>(wc.block), wc.state});
+  }
   return m;
 }
 

@@ -9,6 +9,12 @@ struct Block {
   1: i32 id
   2: binary keys
   3: i32 worker
+  4: i32 holder
+}
+
+struct Carried {
+  1: i32 block
+  2: binary state
 }
 
 struct Partial {
@@ -38,6 +44,10 @@ struct Message {
   17: bool raw_add
   18: i32 receiver
   19: i64 run
+  20: i32 block
+  21: binary state
+  22: list<Carried> carried
+  23: i64 moved_bytes
 }
 
 // Connection set-up: the accepting side sends a Challenge, the connecting side answers with

@@ -47,26 +47,18 @@ int Fail(const Status& status) {
 
 const std::string& LastError() { return g_last_error; }
 
-Status SingleProcessOnly(const std::string& command) {
-  TESSERA_ASSIGN_OR_RETURN(net::ProcessInfo me, net::ProcessFromEnvironment());
-  if (!me.multi_process()) return Status::Ok();
-  return FailedPrecondition(
-      "tessera " + command + " does not run across processes yet (" + std::to_string(me.size) +
-      " processes from " + me.launcher +
-      "): run it as one process; tessera lasso and tessera mf --mode data-parallel run "
-      "across processes");
-}
-
 int CoordinatorAlone(int rank, int processes) { return rank == 0 ? 0 : rank % processes; }
 
 int RunOnCluster(const std::string& command, bool data_parallel, const ClusterFlags& flags,
                  int servers, int workers, int threads, const std::function<int(Cluster&)>& run) {
-  if (!data_parallel) {
-    if (auto st = SingleProcessOnly(command + " --mode model-parallel"); !st.ok()) return Fail(st);
-  }
-  auto cluster = Cluster::Join(
-      flags, 1 + servers + workers, CoordinatorAlone,
-      "--servers " + std::to_string(servers) + " --workers " + std::to_string(workers));
+  (void)command;
+  // Model-parallel: the coordinator and the workers; data-parallel: the driver, the shards and
+  // the workers.
+  if (!data_parallel) servers = 0;
+  auto cluster =
+      Cluster::Join(flags, 1 + servers + workers, CoordinatorAlone,
+                    (data_parallel ? "--servers " + std::to_string(servers) + " " : std::string()) +
+                        "--workers " + std::to_string(workers));
   if (!cluster.ok()) return Fail(cluster.status());
   Cluster& c = **cluster;
   FiberPool::Global(c.Threads(threads));

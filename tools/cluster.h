@@ -39,18 +39,12 @@ int Fail(const Status& status);
 // The last message Fail printed, or "".
 const std::string& LastError();
 
-// An error when the launcher's environment says this is one of several processes: for the
-// commands that do not run across processes yet, so that N copies do not each run the whole
-// job and write the same files.
-Status SingleProcessOnly(const std::string& command);
-
 class Cluster;
 
-// The commands whose model-parallel mode runs in one process only and whose data-parallel
-// mode spreads the driver, `servers` shards and `workers` workers over the launcher's
-// processes: checks the first, joins the second (CoordinatorAlone), sizes the fiber pool
-// (`threads`), runs `run` and finishes the cluster with its exit code. `command` names the
-// command in messages ("mf").
+// The commands that spread a model-parallel run's coordinator and `workers` workers, or a
+// data-parallel run's driver, `servers` shards and `workers` workers, over the launcher's
+// processes: joins the cluster (CoordinatorAlone), sizes the fiber pool (`threads`), runs `run`
+// and finishes the cluster with its exit code. `command` names the command ("mf").
 int RunOnCluster(const std::string& command, bool data_parallel, const ClusterFlags& flags,
                  int servers, int workers, int threads, const std::function<int(Cluster&)>& run);
 

@@ -19,11 +19,6 @@ Status LdaOptions::Validate() const {
                            "' (expected model-parallel or data-parallel)");
   }
   if (!(checkpoint_every >= 0)) return InvalidArgument("--checkpoint-every must be >= 0");
-  if (mode == "model-parallel" && engine.transport && !engine.transport->in_process()) {
-    return FailedPrecondition(
-        "model-parallel LDA shares its word-topic blocks in memory and does not run across "
-        "processes yet; use --mode data-parallel");
-  }
   if (sampler != "mh" && sampler != "gibbs") {
     return InvalidArgument("unknown LDA sampler '" + sampler + "' (expected mh or gibbs)");
   }

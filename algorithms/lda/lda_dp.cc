@@ -144,8 +144,8 @@ class DpLdaApp final : public DataParallelApp {
       const std::uint64_t db = t_.doc_ptr[d], de = t_.doc_ptr[d + 1];
       for (std::uint64_t i = db; i < de; ++i) ++me.nd[t_.topic[i]];
       lda_internal::SampleSegment<true>(h_, db, de, db, de, t_.word.data(), t_.topic.data(),
-                                        me.nd.data(), row, me.nk.data(), me.words, own, me.rng,
-                                        me.scratch);
+                                        me.nd.data(), row, me.nk.data(), View(me.words), own,
+                                        me.rng, me.scratch);
       for (std::uint64_t i = db; i < de; ++i) me.nd[t_.topic[i]] = 0;
       me.sampled += de - db;
     }

@@ -94,14 +94,23 @@ struct WordIndex {
   std::vector<std::uint32_t> topic;
   std::vector<std::uint32_t> slot;
 };
+// What the word proposal reads: the topics of each word's tokens, contiguous. Word w's (w >=
+// base) are topic[ptr[w - base] .. ptr[w - base + 1]); token i's topic is also at topic[slot[i]].
+struct WordTopics {
+  const std::uint64_t* ptr = nullptr;
+  std::uint32_t* topic = nullptr;
+  const std::uint32_t* slot = nullptr;
+  std::uint32_t base = 0;
+};
+inline WordTopics View(WordIndex& x) { return {x.ptr.data(), x.topic.data(), x.slot.data(), 0}; }
 // Over the tokens of documents [doc_begin, doc_end) (all documents: the whole corpus).
 WordIndex BuildWordIndex(const Tokens& t, std::size_t doc_begin, std::size_t doc_end);
 WordIndex BuildWordIndex(const Tokens& t, const std::vector<std::uint32_t>& docs);
 
 // Samples tokens [begin, end) of one document. `nd` holds the document's topic counts, `nw(w)`
 // the word-topic row (int32[K]) of internal word w, `nk` the topic totals; all include the
-// tokens' current topics and are kept current, as are `topic` and `words.topic`. `doc` spans
-// the document's tokens (for the doc proposal). The word proposal draws a random token of the
+// tokens' current topics and are kept current, as are `topic` and the topics in `words`. `doc`
+// spans the document's tokens (for the doc proposal). The word proposal draws a random token of the
 // word from `words`. With kLocal, `words` holds only this worker's tokens of each word, whose
 // topic counts are the rows local_of(w) (the data-parallel case); otherwise it holds all of
 // them, counted by nw.
@@ -113,14 +122,15 @@ template <bool kLocal, class RowOf, class LocalRowOf>
 inline void SampleSegment(const Hyper& h, std::uint64_t begin, std::uint64_t end,
                           std::uint64_t doc_begin, std::uint64_t doc_end, const std::uint32_t* word,
                           std::uint32_t* topic, std::int32_t* nd, RowOf nw_of, double* nk,
-                          WordIndex& words, LocalRowOf local_of, Rng& rng,
+                          WordTopics words, LocalRowOf local_of, Rng& rng,
                           std::vector<double>& scratch) {
   const double alpha = h.alpha, beta = h.beta, vbeta = h.vbeta;
   const auto doc_len = static_cast<double>(doc_end - doc_begin);
   const auto K = static_cast<std::uint32_t>(h.K);
-  std::uint32_t* wtopic = words.topic.data();
-  const std::uint64_t* wptr = words.ptr.data();
-  const std::uint32_t* wslot = words.slot.data();
+  std::uint32_t* wtopic = words.topic;
+  const std::uint64_t* wptr = words.ptr;
+  const std::uint32_t base = words.base;
+  const std::uint32_t* wslot = words.slot;
   // Pre-drawn proposal cycles of a token ahead (up to kCycles of them).
   constexpr int kCycles = 4;
   const int drawn = std::min(h.mh_steps, kCycles);
@@ -130,7 +140,7 @@ inline void SampleSegment(const Hyper& h, std::uint64_t begin, std::uint64_t end
   };
   auto draw = [&](std::uint64_t i) {
     const std::uint32_t w = word[i];
-    const auto wn = static_cast<double>(wptr[w + 1] - wptr[w]);
+    const auto wn = static_cast<double>(wptr[w - base + 1] - wptr[w - base]);
     const std::int32_t* nw = nw_of(w);
     __builtin_prefetch(nw + topic[i]);
     Draw d;
@@ -142,7 +152,7 @@ inline void SampleSegment(const Hyper& h, std::uint64_t begin, std::uint64_t end
                                    ? topic[doc_begin + static_cast<std::uint64_t>(d.doc_u[c])]
                                    : d.doc_uniform[c]));
       if (d.word_u[c] < wn) {
-        __builtin_prefetch(wtopic + wptr[w] + static_cast<std::uint64_t>(d.word_u[c]));
+        __builtin_prefetch(wtopic + wptr[w - base] + static_cast<std::uint64_t>(d.word_u[c]));
       }
     }
     return d;
@@ -178,8 +188,8 @@ inline void SampleSegment(const Hyper& h, std::uint64_t begin, std::uint64_t end
       Draw& slot_draw = ahead[(i - begin) % kAhead];
       const Draw first = slot_draw;
       if (i + kAhead < end) slot_draw = draw(i + kAhead);
-      const std::uint64_t wb = wptr[w];
-      const auto wn = static_cast<double>(wptr[w + 1] - wb);
+      const std::uint64_t wb = wptr[w - base];
+      const auto wn = static_cast<double>(wptr[w - base + 1] - wb);
       auto accept = [&](std::uint32_t t) {
         s = t;
         topic[i] = t;

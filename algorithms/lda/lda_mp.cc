@@ -1,12 +1,12 @@
 // LDA, model-parallel: STRADS word rotation (see lda.h).
 //
-// State. The tokens (word, topic) are one array in document order (lda_internal::Tokens);
-// worker p owns the documents of partition p and is the only writer of their topics. The
-// word-topic counts are one V x K array whose rows of block b belong, in each round, to the
-// worker the rotation scheduler gave b; the handover is the round boundary (Push of round r+1
-// starts after every Push of round r has returned), so no row and no topic is written by two
-// workers at once and every reader sees the last writer's counts. The word proposal reads the
-// topics of other partitions' tokens of the block's words: nobody writes those in this round.
+// State. Worker p owns the documents of partition p: their tokens and topics are in its own
+// state, and it is the only writer of their topics. A vocabulary block is a carried block: the
+// topics of every token of its words (word-major) travel with it, by message, from the worker
+// that sampled it in round r to the one the rotation scheduler gives it in round r+1, which
+// counts the block's word-topic rows from them. The word proposal draws a random token of the
+// word from that array, so it sees exactly the counts the acceptance uses (an exact MH move,
+// as with the whole corpus in one array), and no worker reads another's memory.
 //
 // The totals n_k are each worker's own copy: the committed values plus its own changes this
 // round. Push returns the change, Pull sums the workers' changes into the committed totals and
@@ -28,39 +28,52 @@ using lda_internal::Rng;
 using lda_internal::Tokens;
 using lda_internal::WordIndex;
 
-struct RotationWorker {
-  KeyRange docs;                  // my partition
-  std::vector<double> nk;         // my copy of the totals
-  std::vector<double> committed;  // totals as of the last Apply
-  std::vector<std::int32_t> nd;   // scratch: one document's topic counts
-  std::vector<double> scratch;    // gibbs: cumulative probabilities
+// Worker p: the documents of partition p, their tokens (a copy of theirs alone) and where each
+// token's topic sits in its vocabulary block's word-major topic array.
+struct RotationWorker final : WorkerState {
+  KeyRange docs;                    // my partition (global document ids)
+  Tokens mine;                      // word, topic and doc_ptr of my documents, from 0
+  std::vector<std::uint32_t> slot;  // my token i's place in its block's VocabBlock::topic
+  std::vector<double> nk;           // my copy of the totals
+  std::vector<double> committed;    // totals as of the last Apply
+  std::vector<std::int32_t> nd;     // scratch: one document's topic counts
+  std::vector<double> scratch;      // gibbs: cumulative probabilities
   Rng rng;
+  void Save(StateWriter& out) const override { out.Put(mine.topic); }
+};
+
+// A vocabulary block: the topics of every token of its words, word-major (in document order
+// within a word), which travel with the block, and the word-topic rows counted from them.
+struct VocabBlock final : BlockState {
+  std::vector<std::uint32_t> topic;
+  std::vector<std::int32_t> rows;  // words x K
+  void Save(StateWriter& out) const override { out.Put(topic); }
 };
 
 class RotationLdaApp final : public ModelParallelApp {
  public:
   RotationLdaApp(const Corpus& corpus, const LdaOptions& o, const Corpus* test,
                  const std::function<void(const LdaIteration&)>& on_iteration)
-      : c_(corpus, o, test, on_iteration, o.engine.workers),
-        opts_(o),
-        P_(o.engine.workers),
-        words_(lda_internal::BuildWordIndex(t_, 0, t_.num_docs())) {
-    const auto K = static_cast<std::size_t>(h_.K);
-    Recount();
+      : c_(corpus, o, test, on_iteration, o.engine.workers), opts_(o), P_(o.engine.workers) {
     // Document partitions of about equal token count.
-    workers_.resize(static_cast<std::size_t>(P_));
     const double per = static_cast<double>(t_.num_tokens()) / P_;
     std::size_t d = 0;
     for (int p = 0; p < P_; ++p) {
-      RotationWorker& w = workers_[static_cast<std::size_t>(p)];
-      w.docs.begin = d;
+      KeyRange r{d, d};
       const auto target = static_cast<std::uint64_t>(per * (p + 1));
       while (d < t_.num_docs() && (p == P_ - 1 || t_.doc_ptr[d + 1] <= target)) ++d;
-      w.docs.end = d;
-      w.nd.assign(K, 0);
-      w.scratch.assign(K, 0);
+      r.end = d;
+      docs_.push_back(r);
     }
-    StartWorkers(0);
+    // Each block's word-major layout: where each word's tokens start.
+    for (const KeyRange& words : t_.blocks) {
+      std::vector<std::uint64_t> ptr(words.size() + 1, 0);
+      for (Key w = words.begin; w < words.end; ++w) {
+        ptr[w - words.begin + 1] = ptr[w - words.begin] + t_.word_count[w];
+      }
+      block_ptr_.push_back(std::move(ptr));
+    }
+    Totals();
     SchedulerOptions so;
     so.partitions = P_;
     scheduler_ = MakeRotationScheduler(so);
@@ -82,27 +95,102 @@ class RotationLdaApp final : public ModelParallelApp {
     plan.blocks = scheduler_->Next(ctx);
     const std::uint64_t every = P * static_cast<std::uint64_t>(opts_.evaluate_every);
     plan.evaluate_after = (ctx.round + 1) % every == 0 || ctx.round + 1 == last;
+    // The held-out perplexity needs the whole model at the coordinator.
+    plan.gather_after = plan.evaluate_after && rec_.test != nullptr;
     plan.checkpoint_after = (ctx.round + 1) % P == 0;  // a sweep's end
     return plan;
   }
 
-  std::vector<Partial> Push(WorkerContext& ctx, std::span<const Block> blocks) override {
-    RotationWorker& me = workers_[static_cast<std::size_t>(ctx.worker)];
+  std::unique_ptr<WorkerState> MakeWorker(const WorkerSetup& setup) override {
+    auto me = std::make_unique<RotationWorker>();
     const auto K = static_cast<std::size_t>(h_.K);
-    std::int32_t* wt = word_topic_.data();
-    auto row = [wt, K](std::uint32_t w) { return wt + static_cast<std::size_t>(w) * K; };
+    me->docs = docs_[static_cast<std::size_t>(setup.worker)];
+    const std::uint64_t first = t_.doc_ptr[me->docs.begin], end = t_.doc_ptr[me->docs.end];
+    me->mine.word.assign(t_.word.begin() + static_cast<std::ptrdiff_t>(first),
+                         t_.word.begin() + static_cast<std::ptrdiff_t>(end));
+    me->mine.topic.assign(t_.topic.begin() + static_cast<std::ptrdiff_t>(first),
+                          t_.topic.begin() + static_cast<std::ptrdiff_t>(end));
+    me->mine.doc_ptr.clear();
+    for (Key d = me->docs.begin; d <= me->docs.end; ++d) {
+      me->mine.doc_ptr.push_back(t_.doc_ptr[d] - first);
+    }
+    // A word's tokens of earlier partitions come first in its block's topic array.
+    std::vector<std::uint64_t> seen(t_.word_count.size(), 0);
+    for (std::uint64_t i = 0; i < first; ++i) ++seen[t_.word[i]];
+    me->slot.resize(me->mine.word.size());
+    for (std::size_t i = 0; i < me->mine.word.size(); ++i) {
+      const std::uint32_t w = me->mine.word[i];
+      const std::size_t b = BlockOf(w);
+      me->slot[i] = static_cast<std::uint32_t>(block_ptr_[b][w - t_.blocks[b].begin] + seen[w]++);
+    }
+    me->nk = me->committed = totals_;
+    me->nd.assign(K, 0);
+    me->scratch.assign(K, 0);
+    me->rng.Seed(opts_.seed * 1000003 + static_cast<std::uint64_t>(setup.worker) + 1 +
+                 resumed_rounds_ * 0x9E3779B97F4A7C15ULL);
+    return me;
+  }
+
+  std::vector<int> CarriedBlockHolders(int num_workers) override {
+    std::vector<int> holders(t_.blocks.size());
+    for (std::size_t b = 0; b < holders.size(); ++b) {
+      holders[b] = static_cast<int>(b) % num_workers;  // round 0 gives worker w block w
+    }
+    return holders;
+  }
+
+  std::unique_ptr<BlockState> MakeBlock(std::uint32_t block, WorkerContext&) override {
+    auto vb = std::make_unique<VocabBlock>();
+    const KeyRange words = t_.blocks[block];
+    const std::vector<std::uint64_t>& ptr = block_ptr_[block];
+    vb->topic.resize(ptr.back());
+    std::vector<std::uint64_t> fill(ptr.begin(), ptr.end() - 1);
+    for (std::size_t i = 0; i < t_.num_tokens(); ++i) {
+      const std::uint32_t w = t_.word[i];
+      if (words.Contains(w)) vb->topic[fill[w - words.begin]++] = t_.topic[i];
+    }
+    Count(block, *vb);
+    return vb;
+  }
+
+  StatusOr<std::unique_ptr<BlockState>> LoadBlock(std::uint32_t block, StateReader& in,
+                                                  WorkerContext&) override {
+    auto vb = std::make_unique<VocabBlock>();
+    vb->topic.resize(block_ptr_[block].back());
+    TESSERA_RETURN_IF_ERROR(in.GetInto(std::span<std::uint32_t>(vb->topic)));
+    for (std::uint32_t z : vb->topic) {
+      if (z >= static_cast<std::uint32_t>(h_.K)) {
+        return DataLoss(in.what() + ": topic " + std::to_string(z) + " of " + std::to_string(h_.K));
+      }
+    }
+    Count(block, *vb);
+    return std::unique_ptr<BlockState>(std::move(vb));
+  }
+
+  std::vector<Partial> Push(WorkerContext& ctx, std::span<const Block> blocks) override {
+    auto& me = ctx.State<RotationWorker>();
+    const auto K = static_cast<std::size_t>(h_.K);
     std::vector<Partial> out;
     for (const Block& b : blocks) {
       const KeyRange words = t_.blocks[b.id];  // the scheduler's partition b is block b
-      for (std::size_t d = me.docs.begin; d < me.docs.end; ++d) {
-        const auto [lo, hi] = t_.Segment(d, words);
+      VocabBlock& vb = ctx.Carried<VocabBlock>(b.id);
+      std::int32_t* rows = vb.rows.data();
+      const auto base = static_cast<std::uint32_t>(words.begin);
+      auto row = [rows, base, K](std::uint32_t w) {
+        return rows + static_cast<std::size_t>(w - base) * K;
+      };
+      const lda_internal::WordTopics view{block_ptr_[b.id].data(), vb.topic.data(), me.slot.data(),
+                                          base};
+      Tokens& t = me.mine;
+      for (std::size_t d = 0; d + 1 < t.doc_ptr.size(); ++d) {
+        const auto [lo, hi] = t.Segment(d, words);
         if (lo == hi) continue;
-        const std::uint64_t db = t_.doc_ptr[d], de = t_.doc_ptr[d + 1];
-        for (std::uint64_t i = db; i < de; ++i) ++me.nd[t_.topic[i]];
-        lda_internal::SampleSegment<false>(h_, lo, hi, db, de, t_.word.data(), t_.topic.data(),
-                                           me.nd.data(), row, me.nk.data(), words_, row, me.rng,
+        const std::uint64_t db = t.doc_ptr[d], de = t.doc_ptr[d + 1];
+        for (std::uint64_t i = db; i < de; ++i) ++me.nd[t.topic[i]];
+        lda_internal::SampleSegment<false>(h_, lo, hi, db, de, t.word.data(), t.topic.data(),
+                                           me.nd.data(), row, me.nk.data(), view, row, me.rng,
                                            me.scratch);
-        for (std::uint64_t i = db; i < de; ++i) me.nd[t_.topic[i]] = 0;
+        for (std::uint64_t i = db; i < de; ++i) me.nd[t.topic[i]] = 0;
       }
       Partial p{b.id, ctx.worker, Eigen::VectorXd(K)};
       for (std::size_t k = 0; k < K; ++k) p.values[k] = me.nk[k] - me.committed[k];
@@ -132,23 +220,25 @@ class RotationLdaApp final : public ModelParallelApp {
   }
 
   void Apply(WorkerContext& ctx, const Update& u) override {
-    RotationWorker& me = workers_[static_cast<std::size_t>(ctx.worker)];
+    auto& me = ctx.State<RotationWorker>();
     for (std::size_t a = 0; a < u.keys.size(); ++a) {
       me.committed[u.keys[a]] += u.delta[static_cast<Eigen::Index>(a)];
     }
     me.nk = me.committed;
   }
 
-  // Terms: the document part over my documents, the word part over block `worker`'s rows.
+  // Terms: the document part over my documents, the word part over the rows of the blocks I
+  // hold (after a sweep every block is with exactly one worker).
   Eigen::VectorXd EvaluateTerms(WorkerContext& ctx) override {
-    RotationWorker& me = workers_[static_cast<std::size_t>(ctx.worker)];
+    auto& me = ctx.State<RotationWorker>();
     Eigen::VectorXd t = Eigen::VectorXd::Zero(2);
-    t[0] = lda_internal::DocLogLikelihood(h_, t_, me.docs.begin, me.docs.end, me.nd);
-    const auto K = h_.K;
-    const KeyRange words = t_.blocks[static_cast<std::size_t>(ctx.worker)];
-    for (Key w = words.begin; w < words.end; ++w) {
-      t[1] +=
-          lda_internal::LogGammaRatioSum(word_topic_.data() + w * static_cast<Key>(K), K, h_.beta);
+    t[0] = lda_internal::DocLogLikelihood(h_, me.mine, 0, me.mine.num_docs(), me.nd);
+    const auto K = static_cast<std::size_t>(h_.K);
+    for (const auto& [id, state] : *ctx.held) {
+      const auto& vb = static_cast<const VocabBlock&>(*state);
+      for (std::size_t r = 0; r < t_.blocks[id].size(); ++r) {
+        t[1] += lda_internal::LogGammaRatioSum(vb.rows.data() + r * K, h_.K, h_.beta);
+      }
     }
     return t;
   }
@@ -163,49 +253,86 @@ class RotationLdaApp final : public ModelParallelApp {
     return ll / static_cast<double>(t_.num_tokens());
   }
 
-  // Every token's topic after `rounds` rounds (a sweep's end) and the evaluations so far.
+  // The coordinator's copy of every token's topic, from the workers.
+  Status GatherWorker(int worker, StateReader& in) override {
+    const KeyRange docs = docs_[static_cast<std::size_t>(worker)];
+    const std::uint64_t first = t_.doc_ptr[docs.begin], end = t_.doc_ptr[docs.end];
+    TESSERA_RETURN_IF_ERROR(in.GetInto(
+        std::span<std::uint32_t>(t_.topic.data() + first, static_cast<std::size_t>(end - first))));
+    gathered_ = true;
+    for (std::uint64_t i = first; i < end; ++i) {
+      if (t_.topic[i] >= static_cast<std::uint32_t>(h_.K)) {
+        return DataLoss(in.what() + ": topic " + std::to_string(t_.topic[i]) + " of " +
+                        std::to_string(h_.K));
+      }
+    }
+    return Status::Ok();
+  }
+  // The blocks' topics are the tokens' topics word-major: the counts follow from the tokens.
+  Status GatherBlock(std::uint32_t block, StateReader& in) override {
+    std::vector<std::uint32_t> topic;
+    TESSERA_RETURN_IF_ERROR(in.Get(topic));
+    if (topic.size() != block_ptr_[block].back()) {
+      return DataLoss(in.what() + ": " + std::to_string(topic.size()) + " topics where " +
+                      std::to_string(block_ptr_[block].back()) + " belong");
+    }
+    return Status::Ok();
+  }
+
+  // Every token's topic after `rounds` rounds (a sweep's end, gathered) and the evaluations.
   StatusOr<Checkpoint> SaveCheckpoint(std::uint64_t rounds) override {
     Checkpoint c = c_.Save(Problem());
     c.PutU64("rounds", rounds);
     return c;
   }
-  // Puts them back and counts again; the workers' samplers go on from streams seeded by the
-  // rounds done, so a resumed run draws other numbers than the uninterrupted one would have.
+  // Puts them back; the workers and blocks are built from them when the run starts, and the
+  // samplers go on from streams seeded by the rounds done, so a resumed run draws other numbers
+  // than the uninterrupted one would have.
   StatusOr<std::uint64_t> RestoreCheckpoint(const Checkpoint& c) override {
     TESSERA_RETURN_IF_ERROR(c_.Restore(c, Problem()));
-    TESSERA_ASSIGN_OR_RETURN(std::uint64_t rounds, c.U64("rounds"));
-    Recount();
-    words_ = lda_internal::BuildWordIndex(t_, 0, t_.num_docs());
-    StartWorkers(rounds);
-    rounds_pulled_ = rounds;
-    rec_.resumed_at = static_cast<int>(rounds / static_cast<std::uint64_t>(P_));
+    TESSERA_ASSIGN_OR_RETURN(resumed_rounds_, c.U64("rounds"));
+    Totals();
+    rounds_pulled_ = resumed_rounds_;
+    rec_.resumed_at = static_cast<int>(resumed_rounds_ / static_cast<std::uint64_t>(P_));
     rec_.clock = Stopwatch();  // sampling time from here
-    return rounds;
+    return resumed_rounds_;
   }
 
-  LdaModel Model() const { return c_.Model(word_topic_); }
+  // The model from the gathered topics.
+  LdaModel Model() const {
+    TESSERA_CHECK(gathered_) << "the model is whole only where the workers' state was gathered";
+    const auto K = static_cast<std::size_t>(h_.K);
+    std::vector<std::int32_t> word_topic(rec_.corpus.num_words() * K, 0);
+    for (std::size_t i = 0; i < t_.num_tokens(); ++i) ++word_topic[t_.word[i] * K + t_.topic[i]];
+    return c_.Model(std::move(word_topic));
+  }
   int resumed_at() const { return rec_.resumed_at; }
-  // The result; takes the counts over instead of copying them.
-  LdaResult Finish(RunResult run) { return c_.Finish(c_.Model(std::move(word_topic_)), run); }
+  // The result; in the processes that do not host the coordinator, without a model (the
+  // workers' state was gathered at the coordinator).
+  LdaResult Finish(RunResult run) {
+    return c_.Finish(gathered_ ? Model() : LdaModel{}, std::move(run));
+  }
 
  private:
-  // The word-topic counts and totals from the tokens' topics.
-  void Recount() {
-    const auto K = static_cast<std::size_t>(h_.K);
-    word_topic_.assign(rec_.corpus.num_words() * K, 0);
-    totals_.assign(K, 0);
-    for (std::size_t i = 0; i < t_.num_tokens(); ++i) {
-      ++word_topic_[t_.word[i] * K + t_.topic[i]];
-      totals_[t_.topic[i]] += 1;
-    }
+  // The committed totals n_k from the tokens' topics.
+  void Totals() {
+    totals_.assign(static_cast<std::size_t>(h_.K), 0);
+    for (std::uint32_t z : t_.topic) totals_[z] += 1;
   }
-  // The workers' totals from the committed ones and their random streams, after `rounds`.
-  void StartWorkers(std::uint64_t rounds) {
-    for (int p = 0; p < P_; ++p) {
-      RotationWorker& w = workers_[static_cast<std::size_t>(p)];
-      w.nk = w.committed = totals_;
-      w.rng.Seed(opts_.seed * 1000003 + static_cast<std::uint64_t>(p) + 1 +
-                 rounds * 0x9E3779B97F4A7C15ULL);
+  // The block of internal word w.
+  std::size_t BlockOf(std::uint32_t w) const {
+    const auto it = std::upper_bound(t_.blocks.begin(), t_.blocks.end(), w,
+                                     [](Key x, const KeyRange& r) { return x < r.end; });
+    return static_cast<std::size_t>(it - t_.blocks.begin());
+  }
+  // The block's rows from its topics.
+  void Count(std::uint32_t block, VocabBlock& vb) const {
+    const auto K = static_cast<std::size_t>(h_.K);
+    const KeyRange words = t_.blocks[block];
+    const std::vector<std::uint64_t>& ptr = block_ptr_[block];
+    vb.rows.assign(words.size() * K, 0);
+    for (std::size_t r = 0; r < words.size(); ++r) {
+      for (std::uint64_t j = ptr[r]; j < ptr[r + 1]; ++j) ++vb.rows[r * K + vb.topic[j]];
     }
   }
   // The token layout depends on the vocabulary blocks, one a worker.
@@ -215,14 +342,17 @@ class RotationLdaApp final : public ModelParallelApp {
   const LdaOptions& opts_;
   const Hyper& h_ = c_.h;
   const int P_;
+  // Every process's copy of the corpus layout; the workers and blocks are built from its
+  // topics, which the coordinator's process gathers back at the end and before checkpoints.
   Tokens& t_ = c_.t;
   lda_internal::Recorder& rec_ = c_.rec;
-  WordIndex words_;  // every token's topic, word-major (the word proposal)
-  std::vector<std::int32_t> word_topic_;
-  std::vector<double> totals_;  // committed n_k (coordinator)
-  std::vector<RotationWorker> workers_;
+  std::vector<KeyRange> docs_;                         // worker p's documents
+  std::vector<std::vector<std::uint64_t>> block_ptr_;  // block b: its words' starts in topic
+  std::vector<double> totals_;  // committed n_k (coordinator; the initial ones everywhere)
   std::unique_ptr<Scheduler> scheduler_;
   std::uint64_t rounds_pulled_ = 0;
+  std::uint64_t resumed_rounds_ = 0;
+  bool gathered_ = false;  // t_.topic holds the workers' topics (the coordinator's process)
 };
 
 }  // namespace
@@ -230,11 +360,6 @@ class RotationLdaApp final : public ModelParallelApp {
 StatusOr<LdaResult> TrainLdaRotation(const Corpus& corpus, const LdaOptions& options,
                                      const Corpus* test,
                                      const std::function<void(const LdaIteration&)>& on_iteration) {
-  if (options.engine.transport && !options.engine.transport->in_process()) {
-    return FailedPrecondition(
-        "model-parallel LDA hands vocabulary blocks over in shared memory; it does not run "
-        "across processes yet");
-  }
   RotationLdaApp app(corpus, options, test, on_iteration);
   EngineOptions engine = options.engine;
   std::optional<CheckpointDir> dir;

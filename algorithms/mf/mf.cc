@@ -36,11 +36,6 @@ Status MfOptions::Validate() const {
   }
   if (mode == "data-parallel") TESSERA_RETURN_IF_ERROR(data_parallel.Validate());
   if (!(checkpoint_every >= 0)) return InvalidArgument("--checkpoint-every must be >= 0");
-  if (mode == "model-parallel" && engine.transport && !engine.transport->in_process()) {
-    return FailedPrecondition(
-        "model-parallel MF shares its factor blocks in memory and does not run across "
-        "processes yet; use --mode data-parallel");
-  }
   if (engine.pipeline_depth != 1) {
     return InvalidArgument(
         "CCD++ updates each coordinate from the other side's current column: "
@@ -79,7 +74,7 @@ using Factors = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::Row
 
 // One worker's users and items: their ratings by row and by column, with residuals, and the
 // worker's copy of the factors.
-struct CcdShard {
+struct CcdShard final : WorkerState {
   KeyRange users, items;
   std::vector<std::uint32_t> row_ptr, row_item;  // ratings of my users, by user
   std::vector<double> row_res;
@@ -106,7 +101,8 @@ class CcdApp final : public ModelParallelApp {
         steps_.push_back({t, 1});
       }
     }
-    BuildShards();
+    user_ranges_ = SplitRange(num_users_, o.engine.workers);
+    item_ranges_ = SplitRange(num_items_, o.engine.workers);
     rounds_per_epoch_ = steps_.size();
   }
 
@@ -125,7 +121,7 @@ class CcdApp final : public ModelParallelApp {
       Block b;
       b.id = Encode(t, phase, w);  // block ids are unique within a round
       b.worker = w;
-      const KeyRange r = phase == 0 ? shards_[w].items : shards_[w].users;
+      const KeyRange r = phase == 0 ? item_ranges_[w] : user_ranges_[w];
       const Key offset = phase == 0 ? num_users_ : 0;
       for (Key key = r.begin; key < r.end; ++key) b.keys.push_back(offset + key);
       plan.blocks.push_back(std::move(b));
@@ -135,8 +131,16 @@ class CcdApp final : public ModelParallelApp {
     return plan;
   }
 
+  // Worker: its shard, the residuals from the current factors (after a resume, the restored ones).
+  std::unique_ptr<WorkerState> MakeWorker(const WorkerSetup& setup) override {
+    auto s = std::make_unique<CcdShard>();
+    const auto w = static_cast<std::size_t>(setup.worker);
+    Build(*s, user_ranges_[w], item_ranges_[w], train_, test_);
+    return s;
+  }
+
   std::vector<Partial> Push(WorkerContext& ctx, std::span<const Block> blocks) override {
-    CcdShard& s = shards_[ctx.worker];
+    CcdShard& s = ctx.State<CcdShard>();
     std::vector<Partial> out;
     for (const Block& b : blocks) {
       const auto [t, phase] = Decode(b.id);
@@ -176,7 +180,7 @@ class CcdApp final : public ModelParallelApp {
   }
 
   void Apply(WorkerContext& ctx, const Update& u) override {
-    CcdShard& s = shards_[ctx.worker];
+    CcdShard& s = ctx.State<CcdShard>();
     for (std::size_t a = 0; a < u.keys.size(); ++a) {
       const Key key = u.keys[a];
       if (key < num_users_) {
@@ -190,7 +194,7 @@ class CcdApp final : public ModelParallelApp {
 
   // Terms: train SSE and test SSE over my users' ratings, and my share of the penalty.
   Eigen::VectorXd EvaluateTerms(WorkerContext& ctx) override {
-    const CcdShard& s = shards_[ctx.worker];
+    const CcdShard& s = ctx.State<CcdShard>();
     Eigen::VectorXd terms = Eigen::VectorXd::Zero(3);
     for (Key i = s.users.begin; i < s.users.end; ++i) {
       const std::size_t a = i - s.users.begin;
@@ -230,21 +234,10 @@ class CcdApp final : public ModelParallelApp {
   StatusOr<std::uint64_t> RestoreCheckpoint(const Checkpoint& c) override {
     TESSERA_RETURN_IF_ERROR(c_.Restore(c, c_.Problem(", ccd++")));
     TESSERA_ASSIGN_OR_RETURN(std::uint64_t rounds, c.U64("rounds"));
-    BuildShards();
     return rounds;
   }
 
  private:
-  // Every worker's shard, its residuals from the current factors.
-  void BuildShards() {
-    const int P = opts_.engine.workers;
-    const auto user_ranges = SplitRange(num_users_, P);
-    const auto item_ranges = SplitRange(num_items_, P);
-    shards_.assign(static_cast<std::size_t>(P), CcdShard{});
-    ParallelFor(P,
-                [&](int w) { Build(shards_[w], user_ranges[w], item_ranges[w], train_, test_); });
-  }
-
   void Build(CcdShard& s, KeyRange users, KeyRange items, const Ratings& train,
              const Ratings* test) {
     s.users = users;
@@ -349,8 +342,8 @@ class CcdApp final : public ModelParallelApp {
   const std::vector<std::uint32_t>& user_count_ = c_.user_count;
   const std::vector<std::uint32_t>& item_count_ = c_.item_count;
   Stopwatch& clock_ = c_.clock;
-  std::vector<std::pair<int, int>> steps_;  // one epoch: (column, 0 = H step | 1 = W step)
-  std::vector<CcdShard> shards_;
+  std::vector<std::pair<int, int>> steps_;           // one epoch: (column, 0 = H step | 1 = W step)
+  std::vector<KeyRange> user_ranges_, item_ranges_;  // worker w's users and items
   std::uint64_t rounds_per_epoch_ = 0;
   std::vector<double> delta_;
 };

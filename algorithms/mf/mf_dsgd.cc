@@ -2,11 +2,11 @@
 // 2011; FPSG/LIBMF's blocking; STRADS MF's rotation).
 //
 // Users and items are each cut into P blocks, P = workers. Worker w owns user block w, its
-// rows of W and its ratings, grouped by item block. In round r the `rotation` scheduler hands
-// worker w item block (w + r) mod P: no two workers hold the same items, so their SGD updates
-// never touch the same parameters. A worker runs SGD over the ratings of (its users, that item
-// block) on W and on a scratch copy of the block's H rows, and pushes the new rows; the sync
-// layer commits them and every worker applies them. An epoch is P rounds.
+// rows of W and its ratings, grouped by item block. The H rows of an item block are a carried
+// block: in round r the `rotation` scheduler hands worker w item block (w + r) mod P, and the
+// engine moves the block's rows to it from the worker that had them, by message. No two workers
+// hold the same items, so their SGD updates never touch the same parameters, and no worker
+// holds more of H than the block it is working on.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -37,20 +37,39 @@ void Permute(Factors& f, const std::vector<std::uint32_t>& perm) {
   f = std::move(out);
 }
 
-struct DsgdShard {
+// Worker w: user block w, its rows of W and its ratings grouped by item block.
+struct DsgdWorker final : WorkerState {
   KeyRange users;
+  Factors w;                                // rows of my users, from users.begin
   std::vector<std::vector<Rating>> strata;  // [item block]: ratings of my users in that block
-  std::vector<Rating> test;
-  Factors h;  // my copy of H, changed only by committed updates
-  Factors scratch;
+  std::vector<std::vector<Rating>> test;    // [item block]: test ratings of my users
   std::mt19937_64 rng;
+  double train_sse = 0, test_sse = 0;  // of the evaluation rounds since the last EvaluateTerms
+  std::uint64_t evaluated = 0;         // training ratings those covered
+  void Save(StateWriter& out) const override {
+    out.Put(std::span<const double>(w.data(), static_cast<std::size_t>(w.size())));
+  }
 };
+
+// The H rows of one item block: the state that travels with the block.
+struct HBlock final : BlockState {
+  Factors h;
+  void Save(StateWriter& out) const override {
+    out.Put(std::span<const double>(h.data(), static_cast<std::size_t>(h.size())));
+  }
+};
+
+// Reads rows x cols doubles into `f` (sized so).
+Status ReadFactors(StateReader& in, Eigen::Index rows, Eigen::Index cols, Factors& f) {
+  f.resize(rows, cols);
+  return in.GetInto(std::span<double>(f.data(), static_cast<std::size_t>(f.size())));
+}
 
 class DsgdApp final : public ModelParallelApp {
  public:
   DsgdApp(const Ratings& train, const Ratings* test, const MfOptions& o,
           const std::function<void(const MfEpoch&)>& on_epoch)
-      : c_(train, test, o, on_epoch, /*random_h=*/true) {
+      : c_(train, test, o, on_epoch, /*random_h=*/true), train_(train), test_(test) {
     // Users and items are relabelled by a random permutation before they are cut into blocks:
     // ids come in file order, where the busiest users and items cluster, and on MovieLens the
     // largest of the four 2 x 2 blocks held 8x the ratings of the smallest. Random blocks are
@@ -66,25 +85,7 @@ class DsgdApp final : public ModelParallelApp {
     for (std::size_t j = 0; j < num_items_; ++j) item_count_[item_perm_[j]] = c_.item_count[j];
     const int P = o.engine.workers;
     item_blocks_ = SplitRange(num_items_, P);  // the rotation scheduler's partitions
-    const auto user_blocks = SplitRange(num_users_, P);
-    shards_.resize(P);
-    for (int w = 0; w < P; ++w) {
-      DsgdShard& s = shards_[w];
-      s.users = user_blocks[w];
-      s.strata.resize(P);
-      s.h = model_.h;
-      s.rng.seed(o.seed + 1 + w);
-    }
-    for (const Rating& r : train.entries) {
-      const Rating p{user_perm_[r.user], item_perm_[r.item], r.value};
-      shards_[ShardIn(user_blocks, p.user)].strata[ShardIn(item_blocks_, p.item)].push_back(p);
-    }
-    if (test) {
-      for (const Rating& r : test->entries) {
-        const Rating p{user_perm_[r.user], item_perm_[r.item], r.value};
-        shards_[ShardIn(user_blocks, p.user)].test.push_back(p);
-      }
-    }
+    user_blocks_ = SplitRange(num_users_, P);
     SchedulerOptions so;
     so.partitions = P;
     scheduler_ = MakeRotationScheduler(so);
@@ -93,114 +94,172 @@ class DsgdApp final : public ModelParallelApp {
     scheduler_->Reset(items);
   }
 
+  // An epoch is 2P rounds: P of SGD, in which every worker meets every item block once, then P
+  // that evaluate the training and test error stratum by stratum the same way (the H rows of
+  // a block are only ever with one worker).
   RoundSchedule Schedule(ScheduleContext& ctx) override {
     RoundSchedule plan;
     if (ctx.round == 0) clock_ = Stopwatch();
-    const auto P = static_cast<std::uint64_t>(ctx.num_workers);
-    if (ctx.round >= P * static_cast<std::uint64_t>(opts_.epochs)) {
+    if (ctx.round >= RoundsPerEpoch() * static_cast<std::uint64_t>(opts_.epochs)) {
       plan.done = true;
       plan.done_reason = "max epochs";
       return plan;
     }
     plan.blocks = scheduler_->Next(ctx);
-    plan.evaluate_after = (ctx.round + 1) % P == 0;
+    plan.evaluate_after = (ctx.round + 1) % RoundsPerEpoch() == 0;
     plan.checkpoint_after = plan.evaluate_after;
     return plan;
   }
 
+  std::unique_ptr<WorkerState> MakeWorker(const WorkerSetup& setup) override {
+    auto me = std::make_unique<DsgdWorker>();
+    const int P = setup.num_workers;
+    me->users = user_blocks_[static_cast<std::size_t>(setup.worker)];
+    me->w = model_.w.middleRows(static_cast<Eigen::Index>(me->users.begin),
+                                static_cast<Eigen::Index>(me->users.size()));
+    me->strata.resize(static_cast<std::size_t>(P));
+    me->test.resize(static_cast<std::size_t>(P));
+    for (const Rating& r : train_.entries) {
+      const Rating p{user_perm_[r.user], item_perm_[r.item], r.value};
+      if (me->users.Contains(p.user)) me->strata[ShardIn(item_blocks_, p.item)].push_back(p);
+    }
+    if (test_) {
+      for (const Rating& r : test_->entries) {
+        const Rating p{user_perm_[r.user], item_perm_[r.item], r.value};
+        if (me->users.Contains(p.user)) me->test[ShardIn(item_blocks_, p.item)].push_back(p);
+      }
+    }
+    // A resumed run's shuffles go on from a stream seeded by the rounds done, so it visits the
+    // ratings in another order than the uninterrupted one would have.
+    if (resumed_rounds_ == 0) {
+      me->rng.seed(opts_.seed + 1 + static_cast<std::uint64_t>(setup.worker));
+    } else {
+      std::seed_seq seq{opts_.seed, static_cast<std::uint64_t>(setup.worker) + 1, resumed_rounds_};
+      me->rng.seed(seq);
+    }
+    return me;
+  }
+
+  std::vector<int> CarriedBlockHolders(int num_workers) override {
+    std::vector<int> holders(static_cast<std::size_t>(num_workers));
+    for (int b = 0; b < num_workers; ++b) holders[static_cast<std::size_t>(b)] = b;  // round 0
+    return holders;
+  }
+
+  std::unique_ptr<BlockState> MakeBlock(std::uint32_t block, WorkerContext&) override {
+    auto b = std::make_unique<HBlock>();
+    const KeyRange items = item_blocks_[block];
+    b->h = model_.h.middleRows(static_cast<Eigen::Index>(items.begin),
+                               static_cast<Eigen::Index>(items.size()));
+    return b;
+  }
+
+  StatusOr<std::unique_ptr<BlockState>> LoadBlock(std::uint32_t block, StateReader& in,
+                                                  WorkerContext&) override {
+    auto b = std::make_unique<HBlock>();
+    TESSERA_RETURN_IF_ERROR(
+        ReadFactors(in, static_cast<Eigen::Index>(item_blocks_[block].size()), k_, b->h));
+    return std::unique_ptr<BlockState>(std::move(b));
+  }
+
   std::vector<Partial> Push(WorkerContext& ctx, std::span<const Block> blocks) override {
-    DsgdShard& s = shards_[ctx.worker];
-    const auto epoch = static_cast<double>(ctx.round / static_cast<std::uint64_t>(ctx.num_workers));
-    const double lr = step_scale_ * opts_.learning_rate / (1 + opts_.decay * epoch);
-    const int k = k_;
-    std::vector<Partial> out;
+    auto& me = ctx.State<DsgdWorker>();
+    const std::uint64_t epoch_round = ctx.round % RoundsPerEpoch();
+    const auto P = static_cast<std::uint64_t>(ctx.num_workers);
     for (const Block& b : blocks) {
       const KeyRange items = item_blocks_[b.id];
-      s.scratch = s.h.middleRows(static_cast<Eigen::Index>(items.begin),
-                                 static_cast<Eigen::Index>(items.size()));
-      std::vector<Rating>& ratings = s.strata[b.id];
-      std::shuffle(ratings.begin(), ratings.end(), s.rng);
-      for (const Rating& r : ratings) {
-        mf_internal::SgdStep(model_.w.data() + static_cast<std::size_t>(r.user) * k,  // mine
-                             s.scratch.data() + (r.item - items.begin) * k, k, rank_, opts_.biases,
-                             model_.mean, r.value, lr, opts_.lambda);
-      }
-      out.push_back({b.id, ctx.worker,
-                     Eigen::Map<const Eigen::VectorXd>(s.scratch.data(), s.scratch.size())});
-    }
-    return out;
-  }
-
-  // Commits the new H rows; keys are elements: item * k + column.
-  Update Pull(PullContext&, std::span<const Block> blocks,
-              std::span<const Partial> merged) override {
-    Update u;
-    std::vector<double> delta;
-    for (std::size_t b = 0; b < blocks.size(); ++b) {
-      if (merged[b].values.size() == 0) continue;
-      const KeyRange items = item_blocks_[blocks[b].id];
-      double* h = model_.h.data() + items.begin * k_;
-      for (Eigen::Index e = 0; e < merged[b].values.size(); ++e) {
-        const double next = merged[b].values[e];
-        if (next == h[e]) continue;
-        u.keys.push_back(items.begin * k_ + static_cast<Key>(e));
-        delta.push_back(next - h[e]);
-        h[e] = next;
+      Factors& h = ctx.Carried<HBlock>(b.id).h;
+      auto row_w = [&](const Rating& r) { return me.w.row(r.user - me.users.begin); };
+      auto row_h = [&](const Rating& r) { return h.row(r.item - items.begin); };
+      if (epoch_round < P) {
+        const auto epoch = static_cast<double>(ctx.round / RoundsPerEpoch());
+        const double lr = step_scale_ * opts_.learning_rate / (1 + opts_.decay * epoch);
+        std::vector<Rating>& ratings = me.strata[b.id];
+        std::shuffle(ratings.begin(), ratings.end(), me.rng);
+        for (const Rating& r : ratings) {
+          mf_internal::SgdStep(me.w.data() + (r.user - me.users.begin) * k_,
+                               h.data() + (r.item - items.begin) * k_, k_, rank_, opts_.biases,
+                               model_.mean, r.value, lr, opts_.lambda);
+        }
+      } else {
+        for (const Rating& r : me.strata[b.id]) {
+          me.train_sse += std::pow(r.value - model_.mean - row_w(r).dot(row_h(r)), 2);
+        }
+        for (const Rating& r : me.test[b.id]) {
+          me.test_sse += std::pow(r.value - model_.mean - row_w(r).dot(row_h(r)), 2);
+        }
+        me.evaluated += me.strata[b.id].size();
       }
     }
-    u.delta = Eigen::Map<Eigen::VectorXd>(delta.data(), static_cast<Eigen::Index>(delta.size()));
-    return u;
+    return {};  // the H rows travel with their blocks; nothing to commit
   }
 
-  void Apply(WorkerContext& ctx, const Update& u) override {
-    double* h = shards_[ctx.worker].h.data();
-    for (std::size_t a = 0; a < u.keys.size(); ++a)
-      h[u.keys[a]] += u.delta[static_cast<Eigen::Index>(a)];
+  Update Pull(PullContext&, std::span<const Block>, std::span<const Partial>) override {
+    return {};
   }
+  void Apply(WorkerContext&, const Update&) override {}
 
+  // Terms: train SSE and test SSE of the evaluation rounds, my share of the penalty (my users,
+  // the item blocks I hold), and the training ratings the errors cover.
   Eigen::VectorXd EvaluateTerms(WorkerContext& ctx) override {
-    const DsgdShard& s = shards_[ctx.worker];
-    Eigen::VectorXd t = Eigen::VectorXd::Zero(3);
-    auto err2 = [&](const Rating& r) {
-      return std::pow(r.value - model_.mean - model_.w.row(r.user).dot(s.h.row(r.item)), 2);
-    };
-    for (const auto& stratum : s.strata) {
-      for (const Rating& r : stratum) t[0] += err2(r);
-    }
-    for (const Rating& r : s.test) t[1] += err2(r);
-    const double fixed = opts_.biases ? 1.0 : 0.0;
-    for (Key i = s.users.begin; i < s.users.end; ++i) {
+    auto& me = ctx.State<DsgdWorker>();
+    Eigen::VectorXd t = Eigen::VectorXd::Zero(4);
+    t[0] = me.train_sse;
+    t[1] = me.test_sse;
+    t[3] = static_cast<double>(me.evaluated);
+    me.train_sse = me.test_sse = 0;
+    me.evaluated = 0;
+    const double fixed = c_.FixedNorm();
+    for (Key i = me.users.begin; i < me.users.end; ++i) {
       t[2] += opts_.lambda * user_count_[i] *
-              (model_.w.row(static_cast<Eigen::Index>(i)).squaredNorm() - fixed);
+              (me.w.row(static_cast<Eigen::Index>(i - me.users.begin)).squaredNorm() - fixed);
     }
-    const KeyRange items = item_blocks_[ctx.worker];
-    for (Key j = items.begin; j < items.end; ++j) {
-      t[2] += opts_.lambda * item_count_[j] *
-              (s.h.row(static_cast<Eigen::Index>(j)).squaredNorm() - fixed);
+    for (const auto& [id, state] : *ctx.held) {
+      const KeyRange items = item_blocks_[id];
+      const Factors& h = static_cast<const HBlock&>(*state).h;
+      for (Key j = items.begin; j < items.end; ++j) {
+        t[2] += opts_.lambda * item_count_[j] *
+                (h.row(static_cast<Eigen::Index>(j - items.begin)).squaredNorm() - fixed);
+      }
     }
     return t;
   }
 
-  double Objective(const Eigen::VectorXd& t) override { return c_.RecordEpoch(t); }
+  // An epoch's metrics once its evaluation rounds have covered every rating; the closing
+  // evaluation of a run stopped within an epoch (a time limit) repeats the last one.
+  double Objective(const Eigen::VectorXd& t) override {
+    if (t[3] != static_cast<double>(c_.num_train)) return last_objective_;
+    return last_objective_ = c_.RecordEpoch(t.head(3));
+  }
+
+  // The coordinator's copy of the factors, filled from the workers and blocks at the end and
+  // before each checkpoint.
+  Status GatherWorker(int worker, StateReader& in) override {
+    const KeyRange users = user_blocks_[static_cast<std::size_t>(worker)];
+    Factors w;
+    TESSERA_RETURN_IF_ERROR(ReadFactors(in, static_cast<Eigen::Index>(users.size()), k_, w));
+    model_.w.middleRows(static_cast<Eigen::Index>(users.begin), w.rows()) = w;
+    return Status::Ok();
+  }
+  Status GatherBlock(std::uint32_t block, StateReader& in) override {
+    const KeyRange items = item_blocks_[block];
+    Factors h;
+    TESSERA_RETURN_IF_ERROR(ReadFactors(in, static_cast<Eigen::Index>(items.size()), k_, h));
+    model_.h.middleRows(static_cast<Eigen::Index>(items.begin), h.rows()) = h;
+    return Status::Ok();
+  }
 
   // The factors (in block order, which the seed and the workers fix) after `rounds` rounds, an
-  // epoch's end, when every worker's copy of H is the committed one.
+  // epoch's end.
   StatusOr<Checkpoint> SaveCheckpoint(std::uint64_t rounds) override {
     Checkpoint c = c_.Save(Problem(), {model_.h.data(), static_cast<std::size_t>(model_.h.size())});
     c.PutU64("rounds", rounds);
     return c;
   }
-  // Puts them back; each worker's shuffles go on from a stream seeded by the rounds done, so a
-  // resumed run visits the ratings in another order than the uninterrupted one would have.
   StatusOr<std::uint64_t> RestoreCheckpoint(const Checkpoint& c) override {
     TESSERA_RETURN_IF_ERROR(c_.Restore(c, Problem()));
-    TESSERA_ASSIGN_OR_RETURN(std::uint64_t rounds, c.U64("rounds"));
-    for (std::size_t w = 0; w < shards_.size(); ++w) {
-      shards_[w].h = model_.h;
-      std::seed_seq seq{opts_.seed, static_cast<std::uint64_t>(w) + 1, rounds};
-      shards_[w].rng.seed(seq);
-    }
-    return rounds;
+    TESSERA_ASSIGN_OR_RETURN(resumed_rounds_, c.U64("rounds"));
+    return resumed_rounds_;
   }
 
   mf_internal::Common& common() { return c_; }
@@ -218,26 +277,30 @@ class DsgdApp final : public ModelParallelApp {
   }
 
  private:
+  std::uint64_t RoundsPerEpoch() const { return 2 * item_blocks_.size(); }
   // The blocks depend on the workers, the relabelling on the seed.
   std::string Problem() const {
-    return c_.Problem(", sgd, workers " + std::to_string(shards_.size()) + ", seed " +
+    return c_.Problem(", sgd, workers " + std::to_string(item_blocks_.size()) + ", seed " +
                       std::to_string(opts_.seed));
   }
 
   mf_internal::Common c_;  // first: the references below point into it
+  const Ratings& train_;
+  const Ratings* test_;
   const MfOptions& opts_ = c_.opts;
   const int rank_ = c_.rank, k_ = c_.k;
   const std::size_t num_users_ = c_.num_users, num_items_ = c_.num_items;
   const double step_scale_ = c_.step_scale;
-  // W rows are written only by the worker owning the user; H only through Pull (coordinator)
-  // and Apply (each worker's copy).
+  // The coordinator's copy of the factors: the initial values every process starts the workers
+  // and blocks from, then what GatherWorker and GatherBlock bring back.
   MfModel& model_ = c_.model;
   std::vector<std::uint32_t> user_perm_, item_perm_;    // file id -> block order
   std::vector<std::uint32_t> user_count_, item_count_;  // in block order
   Stopwatch& clock_ = c_.clock;
-  std::vector<KeyRange> item_blocks_;
-  std::vector<DsgdShard> shards_;
+  std::vector<KeyRange> item_blocks_, user_blocks_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::uint64_t resumed_rounds_ = 0;
+  double last_objective_ = std::numeric_limits<double>::quiet_NaN();
 };
 
 }  // namespace

@@ -115,12 +115,12 @@ void CheckStationary(bool gibbs, bool local) {
   for (int s = 0; s < steps; ++s) {
     if (local) {
       lda_internal::SampleSegment<true>(h, 0, 1, t.doc_ptr[0], t.doc_ptr[1], t.word.data(),
-                                        t.topic.data(), nd.data(), row, nk.data(), words, own, rng,
-                                        scratch);
+                                        t.topic.data(), nd.data(), row, nk.data(), View(words), own,
+                                        rng, scratch);
     } else {
       lda_internal::SampleSegment<false>(h, 0, 1, t.doc_ptr[0], t.doc_ptr[1], t.word.data(),
-                                         t.topic.data(), nd.data(), row, nk.data(), words, row, rng,
-                                         scratch);
+                                         t.topic.data(), nd.data(), row, nk.data(), View(words),
+                                         row, rng, scratch);
     }
     freq[t.topic[0]] += 1.0 / steps;
   }

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <mutex>
 
 #include "core/fiber_pool.h"
@@ -256,6 +257,148 @@ TEST(EngineTest, InvalidOptionsNameTheFlag) {
   o.pipeline_depth = 0;
   EXPECT_NE(RunModelParallel(app, o).status().message().find("--pipeline-depth"),
             std::string::npos);
+}
+
+// Carried blocks under rotation: block b goes to worker (b - r) mod P in round r. Each block's
+// state is the list of workers that had it; each worker's state counts its pushes. The states
+// exist only as the engine's objects and as bytes in messages: the app object keeps nothing.
+struct RotatingApp : ModelParallelApp {
+  struct Visits final : BlockState {
+    std::vector<std::int32_t> workers;
+    void Save(StateWriter& out) const override { out.Put(workers); }
+  };
+  struct Counter final : WorkerState {
+    std::vector<std::uint64_t> pushes{0};
+    void Save(StateWriter& out) const override { out.Put(pushes); }
+  };
+  RotatingApp(int workers, std::uint64_t rounds) : P(workers), limit(rounds) {}
+
+  RoundSchedule Schedule(ScheduleContext& ctx) override {
+    RoundSchedule plan;
+    if (ctx.round >= limit) {
+      plan.done = true;
+      return plan;
+    }
+    for (int w = 0; w < P; ++w) {
+      const auto b = static_cast<std::uint32_t>((w + ctx.round) % static_cast<std::uint64_t>(P));
+      plan.blocks.push_back({b, {b}, w});
+    }
+    return plan;
+  }
+  std::unique_ptr<WorkerState> MakeWorker(const WorkerSetup&) override {
+    return std::make_unique<Counter>();
+  }
+  std::vector<int> CarriedBlockHolders(int workers) override {
+    std::vector<int> h(static_cast<std::size_t>(workers));
+    for (int b = 0; b < workers; ++b) h[static_cast<std::size_t>(b)] = (b + 1) % workers;
+    return h;
+  }
+  std::unique_ptr<BlockState> MakeBlock(std::uint32_t, WorkerContext& ctx) override {
+    auto v = std::make_unique<Visits>();
+    v->workers.push_back(-1 - ctx.worker);  // made here
+    return v;
+  }
+  StatusOr<std::unique_ptr<BlockState>> LoadBlock(std::uint32_t, StateReader& in,
+                                                  WorkerContext&) override {
+    auto v = std::make_unique<Visits>();
+    TESSERA_RETURN_IF_ERROR(in.Get(v->workers));
+    if (corrupt) return DataLoss(in.what() + ": refused");
+    return std::unique_ptr<BlockState>(std::move(v));
+  }
+  std::vector<Partial> Push(WorkerContext& ctx, std::span<const Block> blocks) override {
+    for (const Block& b : blocks) {
+      EXPECT_EQ(b.worker, ctx.worker);
+      ctx.Carried<Visits>(b.id).workers.push_back(ctx.worker);
+      ++ctx.State<Counter>().pushes[0];
+    }
+    return {};
+  }
+  Update Pull(PullContext&, std::span<const Block>, std::span<const Partial>) override {
+    return {};
+  }
+  void Apply(WorkerContext&, const Update&) override {}
+  Eigen::VectorXd EvaluateTerms(WorkerContext& ctx) override {
+    return Eigen::VectorXd::Constant(1, static_cast<double>(ctx.held->size()));
+  }
+  double Objective(const Eigen::VectorXd& t) override { return t[0]; }
+  Status GatherWorker(int worker, StateReader& in) override {
+    std::vector<std::uint64_t> pushes;
+    TESSERA_RETURN_IF_ERROR(in.Get(pushes));
+    gathered_pushes.push_back({worker, pushes.at(0)});
+    return Status::Ok();
+  }
+  Status GatherBlock(std::uint32_t block, StateReader& in) override {
+    std::vector<std::int32_t> w;
+    TESSERA_RETURN_IF_ERROR(in.Get(w));
+    visits[block] = w;
+    return Status::Ok();
+  }
+
+  int P;
+  std::uint64_t limit;
+  bool corrupt = false;
+  std::vector<std::pair<int, std::uint64_t>> gathered_pushes;
+  std::map<std::uint32_t, std::vector<std::int32_t>> visits;
+};
+
+class CarriedBlockTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(CarriedBlockTest, BlocksMoveByMessageToTheWorkerEachRoundAssigns) {
+  const int P = 3;
+  const std::uint64_t rounds = 7;
+  RotatingApp app(P, rounds);
+  EngineOptions o;
+  o.workers = P;
+  o.pipeline_depth = GetParam();  // deeper: pushes of later rounds wait behind block arrivals
+  o.progress = false;
+  auto run = RunModelParallel(app, o);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(run->objective, P) << "every block held by exactly one worker at the end";
+  ASSERT_EQ(app.visits.size(), static_cast<std::size_t>(P));
+  for (int b = 0; b < P; ++b) {
+    std::vector<std::int32_t> want = {-1 - (b + 1) % P};
+    for (std::uint64_t r = 0; r < rounds; ++r) {
+      want.push_back(static_cast<int>((b - static_cast<int>(r % P) + P) % P));
+    }
+    EXPECT_EQ(app.visits[static_cast<std::uint32_t>(b)], want) << "block " << b;
+  }
+  ASSERT_EQ(app.gathered_pushes.size(), static_cast<std::size_t>(P));
+  for (int w = 0; w < P; ++w) {
+    EXPECT_EQ(app.gathered_pushes[static_cast<std::size_t>(w)], std::make_pair(w, rounds));
+  }
+  EXPECT_GT(run->bytes, rounds * P * 8) << "block transfers count as traffic";
+}
+
+INSTANTIATE_TEST_SUITE_P(Depths, CarriedBlockTest, ::testing::Values(1, 3));
+
+TEST(EngineTest, ABlockThatCannotBeLoadedStopsTheRunWithTheReason) {
+  RotatingApp app(2, 5);
+  app.corrupt = true;
+  EngineOptions o;
+  o.workers = 2;
+  o.progress = false;
+  auto run = RunModelParallel(app, o);
+  ASSERT_FALSE(run.ok());
+  EXPECT_NE(run.status().message().find("from worker"), std::string::npos)
+      << run.status().ToString();
+}
+
+TEST(EngineTest, ACarriedBlockMustGoToOneWorker) {
+  struct Shared : RotatingApp {
+    Shared() : RotatingApp(2, 3) {}
+    RoundSchedule Schedule(ScheduleContext& ctx) override {
+      RoundSchedule plan = RotatingApp::Schedule(ctx);
+      if (!plan.done) plan.blocks[0].worker = kAllWorkers;
+      return plan;
+    }
+  } app;
+  EngineOptions o;
+  o.workers = 2;
+  o.progress = false;
+  auto run = RunModelParallel(app, o);
+  ASSERT_FALSE(run.ok());
+  EXPECT_NE(run.status().message().find("one worker"), std::string::npos)
+      << run.status().ToString();
 }
 
 }  // namespace

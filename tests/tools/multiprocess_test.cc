@@ -184,6 +184,67 @@ std::vector<double> Numbers(const std::string& path) {
   return out;
 }
 
+// Model-parallel MF (CCD++ and rotation SGD) and LDA (word rotation, both samplers) with
+// every worker in a process of its own (3 processes: the coordinator and 2 workers), under
+// `tessera launch` and mpirun: the factor and vocabulary blocks move between the processes
+// by message, and the result is the one-process run's bit for bit (the model files are equal
+// byte for byte, the summaries in every value but time and memory).
+TEST(MultiProcessTest, ModelParallelMfAndLdaAcrossProcessesGiveTheOneProcessResult) {
+  TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
+  TESSERA_REQUIRE_DATA(test, "movielens-100k/u1.test.gz");
+  TESSERA_REQUIRE_DATA(docword, "uci-bow-kos/docword.kos.txt.gz");
+  const bool mpirun = std::system("command -v mpirun > /dev/null 2>&1") == 0;
+  if (!mpirun && testing::InCi())
+    FAIL() << "mpirun is missing: scripts/install-deps.sh installs it";
+  struct Case {
+    std::string name, args;
+    std::vector<int> same;  // summary values that must agree exactly
+  };
+  const std::string mf = " mf --train " + base + " --test " + test + " --rank 10 --workers 2";
+  const std::string lda = " lda --corpus " + docword + " --topics 20 --workers 2";
+  const std::vector<Case> cases = {
+      // objective, train RMSE, test RMSE, epochs, bytes moved
+      {"ccd++", mf + " --algorithm ccd++ --epochs 3", {0, 1, 2, 3, 6}},
+      {"sgd", mf + " --algorithm sgd --epochs 5", {0, 1, 2, 3, 6}},
+      // objective, LL per token, sweeps (the perplexity is nan, not a number)
+      {"lda mh", lda + " --iterations 8 --evaluate-every 4", {0, 1, 2}},
+      {"lda gibbs", lda + " --sampler gibbs --iterations 2", {0, 1, 2}}};
+  testing::TempDir dir;
+  const std::string log = dir.Path("log");
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto run = [&](const std::string& launch, const std::string& tag) {
+      const std::string summary = dir.Path(tag + ".csv"), model = dir.Path(tag + ".model");
+      const std::string topics =
+          c.name.rfind("lda", 0) == 0 ? " --topics-out " + dir.Path(tag + ".topics") : "";
+      EXPECT_EQ(Shell(launch + kCli + c.args + topics + " --quiet --summary " + summary +
+                          " --output " + model,
+                      log),
+                0)
+          << Slurp(log);
+      return std::make_pair(Numbers(summary), Slurp(model));
+    };
+    const auto one = run("", "one");
+    ASSERT_FALSE(one.second.empty());
+    std::vector<std::pair<std::string, std::string>> launchers = {
+        {"launch", kCli + " launch -n 3 -- "}};
+    if (mpirun) {
+      const auto port = net::FreePort();
+      ASSERT_TRUE(port.ok()) << port.status().ToString();
+      launchers.push_back(
+          {"mpirun", "TESSERA_RENDEZVOUS=127.0.0.1:" + std::to_string(*port) +
+                         " TESSERA_SECRET=mpirun-test-secret-0123456789 mpirun --oversubscribe "
+                         "--allow-run-as-root -n 3 -x TESSERA_RENDEZVOUS -x TESSERA_SECRET "});
+    }
+    for (const auto& [tag, launch] : launchers) {
+      const auto many = run(launch, tag);
+      ASSERT_EQ(many.first.size(), one.first.size()) << tag;
+      for (int i : c.same) EXPECT_EQ(many.first[i], one.first[i]) << tag << ": value " << i;
+      EXPECT_TRUE(many.second == one.second) << tag << ": the model files differ";
+    }
+  }
+}
+
 TEST(MultiProcessTest, DataParallelLassoAcrossProcessesMatchesTheInProcessRun) {
   // The shards add a clock's pushes in the order they arrive (in one process too, so no two
   // runs are bitwise equal), and across processes each computes the setup statistics from
@@ -212,10 +273,6 @@ TEST(MultiProcessTest, DataParallelLassoAcrossProcessesMatchesTheInProcessRun) {
           << n << " processes, value " << i;
     }
   }
-  // The commands that do not run across processes yet say so instead of running N copies.
-  EXPECT_EQ(Shell(kCli + " launch -n 2 -- tessera mf --train x", log), 1);
-  EXPECT_THAT(Slurp(log),
-              HasSubstr("tessera mf --mode model-parallel does not run across processes yet"));
 }
 
 // Data-parallel MF across processes: H on the shards, each worker's W rows with it; the
@@ -316,9 +373,6 @@ TEST(MultiProcessTest, DataParallelLdaAcrossProcessesMatchesTheInProcessRun) {
     EXPECT_NEAR(many[2], one[2], 0.08 * one[2]) << n << " processes, perplexity";
     EXPECT_EQ(many[3], one[3]) << "iterations";
   }
-  // Model-parallel LDA and MF share blocks in memory: they say so instead of running N copies.
-  EXPECT_EQ(Shell(kCli + " launch -n 2 -- " + kCli + " lda --corpus " + docword, log), 1);
-  EXPECT_THAT(Slurp(log), HasSubstr("tessera lda --mode model-parallel does not run across"));
 }
 
 // A run that goes on for a minute unless stopped: a tolerance no fit reaches, 60 s per λ.
@@ -676,9 +730,9 @@ TEST(MultiProcessTest, AKilledLdaRunResumesFromItsCheckpoint) {
   EXPECT_EQ(got[3], std::stod(sweeps)) << "sweeps";
 }
 
-// Model-parallel MF (CCD++) and LDA in one process, checkpoints at every epoch's or sweep's
-// end: the process is killed with -9; --resume ends where the uninterrupted run does (CCD++
-// to rounding: its state is the factors) or within the sampler's noise (LDA).
+// Model-parallel MF (CCD++) and LDA across 3 processes, checkpoints at every epoch's or sweep's
+// end: the process of worker 0 is killed with -9; --resume ends where the uninterrupted run
+// does (CCD++ to rounding: its state is the factors) or within the sampler's noise (LDA).
 TEST(MultiProcessTest, KilledModelParallelMfAndLdaRunsResumeFromTheirCheckpoints) {
   TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
   TESSERA_REQUIRE_DATA(test, "movielens-100k/u1.test.gz");
@@ -705,7 +759,8 @@ TEST(MultiProcessTest, KilledModelParallelMfAndLdaRunsResumeFromTheirCheckpoints
     SCOPED_TRACE(c.fit[0]);
     testing::TempDir dir;
     KilledAndResumed r;
-    KillAndResume(dir, c.fit, {}, "--summary", testing::kSanitized ? 3 : 5, -1, r);
+    // Worker 0's process of three (each worker in a process of its own) is killed.
+    KillAndResume(dir, c.fit, {}, "--summary", testing::kSanitized ? 3 : 5, 1, r);
     if (HasFatalFailure()) return;
     const std::vector<double> want = Numbers(r.full), got = Numbers(r.resumed);
     ASSERT_EQ(got.size(), want.size());
