@@ -176,34 +176,52 @@ class TwoHosts {
   bool created_ = false;
 };
 
-TEST(NetnsTest, APathAcrossTwoHostsWithDelayAndLossIsTheInProcessOne) {
+// Process 0 (the coordinator) on host a, the two workers' processes on host b: a Lasso path,
+// rotation-SGD MF (H blocks move between the workers' processes) and LDA (vocabulary blocks
+// likewise) across the slow, lossy link are bit for bit their in-process runs.
+TEST(NetnsTest, RunsAcrossTwoHostsWithDelayAndLossAreTheInProcessOnes) {
   TwoHosts hosts;
   if (!hosts.why_not().empty()) GTEST_SKIP() << "no network namespaces: " << hosts.why_not();
   std::cout << "two hosts; " << hosts.link() << "\n";
   testing::TempDir dir;
   const std::string cli = TESSERA_CLI;
-  const std::string fit = " lasso --data " + std::string(TESSERA_SOURCE_DIR) +
-                          "/datasets/diabetes/lars_diabetes_x.csv.gz --path 5 --workers 2 "
-                          "--standardize --quiet --silence-timeout 30";
-  const std::string one = dir.Path("one.csv"), many = dir.Path("many.csv");
-  std::string out;
-  ASSERT_EQ(Sh(cli + fit + " --output " + one, &out), 0) << out;
-  // Process 0 on host a (the rendezvous), 1 and 2 on host b.
-  const std::string env = "env TESSERA_SIZE=3 TESSERA_RENDEZVOUS=" + hosts.ip(true) +
-                          ":7411 TESSERA_SECRET=netns-test-secret-0123456789 ";
-  std::vector<std::thread> procs;
-  std::vector<int> codes(3, -1);
-  std::vector<std::string> outs(3);
-  for (int r = 0; r < 3; ++r) {
-    const bool on_a = r == 0;
-    const std::string cmd =
-        hosts.In(on_a, env + "TESSERA_RANK=" + std::to_string(r) + " " + cli + fit + " --bind " +
-                           hosts.ip(on_a) + (r == 0 ? " --output " + many : std::string()));
-    procs.emplace_back([&, r, cmd] { codes[r] = Sh("timeout 120 " + cmd, &outs[r]); });
+  TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
+  TESSERA_REQUIRE_DATA(test, "movielens-100k/u1.test.gz");
+  TESSERA_REQUIRE_DATA(docword, "uci-bow-kos/docword.kos.txt.gz");
+  struct Case {
+    std::string name, fit;
+  };
+  std::vector<Case> cases = {
+      {"lasso", " lasso --data " + std::string(TESSERA_SOURCE_DIR) +
+                    "/datasets/diabetes/lars_diabetes_x.csv.gz --path 5 --workers 2 --standardize"},
+      {"mf", " mf --algorithm sgd --train " + base + " --test " + test +
+                 " --rank 10 --epochs 3 --workers 2"},
+      {"lda", " lda --corpus " + docword + " --topics 10 --iterations 4 --workers 2 --topics-out " +
+                  dir.Path("topics")}};
+  for (std::size_t c = 0; c < cases.size(); ++c) {
+    SCOPED_TRACE(cases[c].name);
+    const std::string fit = cases[c].fit + " --quiet --silence-timeout 30";
+    const std::string one = dir.Path("one"), many = dir.Path("many");
+    std::string out;
+    ASSERT_EQ(Sh(cli + fit + " --output " + one, &out), 0) << out;
+    const std::string env = "env TESSERA_SIZE=3 TESSERA_RENDEZVOUS=" + hosts.ip(true) + ":" +
+                            std::to_string(7411 + c) +
+                            " TESSERA_SECRET=netns-test-secret-0123456789 ";
+    std::vector<std::thread> procs;
+    std::vector<int> codes(3, -1);
+    std::vector<std::string> outs(3);
+    for (int r = 0; r < 3; ++r) {
+      const bool on_a = r == 0;
+      const std::string cmd =
+          hosts.In(on_a, env + "TESSERA_RANK=" + std::to_string(r) + " " + cli + fit + " --bind " +
+                             hosts.ip(on_a) + (r == 0 ? " --output " + many : std::string()));
+      procs.emplace_back([&, r, cmd] { codes[r] = Sh("timeout 120 " + cmd, &outs[r]); });
+    }
+    for (auto& t : procs) t.join();
+    for (int r = 0; r < 3; ++r) ASSERT_EQ(codes[r], 0) << "process " << r << ": " << outs[r];
+    EXPECT_TRUE(Slurp(many) == Slurp(one))
+        << "the run across hosts differs from the in-process one";
   }
-  for (auto& t : procs) t.join();
-  for (int r = 0; r < 3; ++r) ASSERT_EQ(codes[r], 0) << "process " << r << ": " << outs[r];
-  EXPECT_EQ(Slurp(many), Slurp(one)) << "the path across hosts differs from the in-process one";
 }
 
 }  // namespace
