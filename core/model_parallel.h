@@ -207,6 +207,14 @@ struct FunctionalApp final : ModelParallelApp {
   std::function<void(WorkerContext&, const Update&)> apply;
   std::function<Eigen::VectorXd(WorkerContext&)> evaluate_terms;
   std::function<double(const Eigen::VectorXd&)> objective;
+  // Optional: worker state and carried blocks (the defaults: none).
+  std::function<std::unique_ptr<WorkerState>(const WorkerSetup&)> make_worker;
+  std::function<std::vector<int>(int num_workers)> carried_block_holders;
+  std::function<std::unique_ptr<BlockState>(std::uint32_t, WorkerContext&)> make_block;
+  std::function<StatusOr<std::unique_ptr<BlockState>>(std::uint32_t, StateReader&, WorkerContext&)>
+      load_block;
+  std::function<Status(int worker, StateReader&)> gather_worker;
+  std::function<Status(std::uint32_t block, StateReader&)> gather_block;
 
   RoundSchedule Schedule(ScheduleContext& ctx) override { return schedule(ctx); }
   std::vector<Partial> Push(WorkerContext& ctx, std::span<const Block> b) override {
@@ -221,6 +229,25 @@ struct FunctionalApp final : ModelParallelApp {
   void Apply(WorkerContext& ctx, const Update& u) override { apply(ctx, u); }
   Eigen::VectorXd EvaluateTerms(WorkerContext& ctx) override { return evaluate_terms(ctx); }
   double Objective(const Eigen::VectorXd& t) override { return objective(t); }
+  std::unique_ptr<WorkerState> MakeWorker(const WorkerSetup& s) override {
+    return make_worker ? make_worker(s) : nullptr;
+  }
+  std::vector<int> CarriedBlockHolders(int n) override {
+    return carried_block_holders ? carried_block_holders(n) : std::vector<int>{};
+  }
+  std::unique_ptr<BlockState> MakeBlock(std::uint32_t b, WorkerContext& ctx) override {
+    return make_block ? make_block(b, ctx) : nullptr;
+  }
+  StatusOr<std::unique_ptr<BlockState>> LoadBlock(std::uint32_t b, StateReader& in,
+                                                  WorkerContext& ctx) override {
+    return load_block ? load_block(b, in, ctx) : ModelParallelApp::LoadBlock(b, in, ctx);
+  }
+  Status GatherWorker(int w, StateReader& in) override {
+    return gather_worker ? gather_worker(w, in) : Status::Ok();
+  }
+  Status GatherBlock(std::uint32_t b, StateReader& in) override {
+    return gather_block ? gather_block(b, in) : Status::Ok();
+  }
 };
 
 struct EngineOptions {

@@ -245,6 +245,24 @@ TEST(MultiProcessTest, ModelParallelMfAndLdaAcrossProcessesGiveTheOneProcessResu
   }
 }
 
+// A user's app with carried blocks (examples/rotation_mf.cc), each worker in a process of its
+// own: its item blocks move between processes and the result is the one-process run's.
+TEST(MultiProcessTest, AUsersAppWithCarriedBlocksRunsAcrossProcesses) {
+  testing::TempDir dir;
+  const std::string log = dir.Path("log"), example = TESSERA_ROTATION_EXAMPLE;
+  for (int workers : {2, 3}) {
+    const std::string args = " " + std::to_string(workers) + " 20";
+    ASSERT_EQ(Shell(example + args, log), 0) << Slurp(log);
+    const std::string one = Slurp(log);
+    EXPECT_THAT(one, HasSubstr("training RMSE 0.09"));
+    ASSERT_EQ(Shell(kCli + " launch -n " + std::to_string(workers + 1) + " -- " + example + args,
+                    log),
+              0)
+        << Slurp(log);
+    EXPECT_EQ(Slurp(log), one) << workers << " workers";
+  }
+}
+
 TEST(MultiProcessTest, DataParallelLassoAcrossProcessesMatchesTheInProcessRun) {
   // The shards add a clock's pushes in the order they arrive (in one process too, so no two
   // runs are bitwise equal), and across processes each computes the setup statistics from
