@@ -85,10 +85,7 @@ class Worker {
             if (b.worker == kAllWorkers || b.worker == w_) mine.push_back(std::move(b));
           }
           ctx_.stale_keys = m.stale_keys;
-          Message reply;
-          reply.kind = MessageKind::kPartials;
-          reply.from = WorkerRank(w_);
-          reply.round = m.round;
+          Message reply = Reply(MessageKind::kPartials, m.round);
           if (!mine.empty()) reply.partials = app_.Push(ctx_, mine);
           ctx_.stale_keys = {};
           for (auto& p : reply.partials) p.worker = w_;
@@ -100,19 +97,13 @@ class Worker {
         case MessageKind::kApply:  // applied above
           break;
         case MessageKind::kEvaluate: {
-          Message reply;
-          reply.kind = MessageKind::kEvaluation;
-          reply.from = WorkerRank(w_);
-          reply.round = m.round;
+          Message reply = Reply(MessageKind::kEvaluation, m.round);
           reply.values = app_.EvaluateTerms(ctx_);
           TESSERA_RETURN_IF_ERROR(transport_.Send(kCoordinator, std::move(reply)));
           break;
         }
         case MessageKind::kGather: {
-          Message reply;
-          reply.kind = MessageKind::kWorkerState;
-          reply.from = WorkerRank(w_);
-          reply.round = m.round;
+          Message reply = Reply(MessageKind::kWorkerState, m.round);
           if (state_) {
             StateWriter out(reply.state);
             state_->Save(out);
@@ -137,6 +128,15 @@ class Worker {
   }
 
  private:
+  // A message of `kind` for `round` from this worker to the coordinator.
+  Message Reply(MessageKind kind, std::uint64_t round) const {
+    Message reply;
+    reply.kind = kind;
+    reply.from = WorkerRank(w_);
+    reply.round = round;
+    return reply;
+  }
+
   StatusOr<Message> Next() {
     if (!deferred_.empty()) {
       Message m = std::move(deferred_.front());
