@@ -34,7 +34,7 @@ Message Filled(MessageKind kind, std::uint64_t seed) {
   m.kind = kind;
   m.from = static_cast<Rank>(rng() % 100);
   m.round = rng();
-  m.blocks = {{7, keys(5), 2}, {9, {}, kAllWorkers}};
+  m.blocks = {{7, keys(5), 2, 1}, {9, {}, kAllWorkers, -1}};
   m.stale_keys = keys(3);
   m.partials = {{7, 2, values(4)}, {9, 0, values(0)}};
   m.update.keys = keys(6);
@@ -48,6 +48,10 @@ Message Filled(MessageKind kind, std::uint64_t seed) {
   m.range = {10, 20};
   m.raw_add = true;
   m.to = static_cast<Rank>(rng() % 100);
+  m.block = static_cast<std::uint32_t>(rng() % 1000);
+  m.state = std::string("\0state\xff", 7);
+  m.carried = {{4, "four"}, {5, ""}};
+  m.moved_bytes = rng() >> 1;
   return m;
 }
 
@@ -60,6 +64,7 @@ void ExpectSame(const Message& a, const Message& b) {
     EXPECT_EQ(a.blocks[i].id, b.blocks[i].id);
     EXPECT_EQ(a.blocks[i].keys, b.blocks[i].keys);
     EXPECT_EQ(a.blocks[i].worker, b.blocks[i].worker);
+    EXPECT_EQ(a.blocks[i].holder, b.blocks[i].holder);
   }
   EXPECT_EQ(a.stale_keys, b.stale_keys);
   ASSERT_EQ(a.partials.size(), b.partials.size());
@@ -79,12 +84,22 @@ void ExpectSame(const Message& a, const Message& b) {
   EXPECT_EQ(a.range, b.range);
   EXPECT_EQ(a.raw_add, b.raw_add);
   EXPECT_EQ(a.to, b.to);
+  EXPECT_EQ(a.block, b.block);
+  EXPECT_EQ(a.state, b.state);
+  ASSERT_EQ(a.carried.size(), b.carried.size());
+  for (std::size_t i = 0; i < a.carried.size(); ++i) {
+    EXPECT_EQ(a.carried[i].block, b.carried[i].block);
+    EXPECT_EQ(a.carried[i].state, b.carried[i].state);
+  }
+  EXPECT_EQ(a.moved_bytes, b.moved_bytes);
 }
 
 constexpr MessageKind kAllKinds[] = {
-    MessageKind::kPush,       MessageKind::kPartials, MessageKind::kApply,   MessageKind::kEvaluate,
-    MessageKind::kEvaluation, MessageKind::kStop,     MessageKind::kPsPull,  MessageKind::kPsValues,
-    MessageKind::kPsPush,     MessageKind::kPsClock,  MessageKind::kContinue};
+    MessageKind::kPush,     MessageKind::kPartials,   MessageKind::kApply,
+    MessageKind::kEvaluate, MessageKind::kEvaluation, MessageKind::kStop,
+    MessageKind::kPsPull,   MessageKind::kPsValues,   MessageKind::kPsPush,
+    MessageKind::kPsClock,  MessageKind::kContinue,   MessageKind::kBlockState,
+    MessageKind::kGather,   MessageKind::kWorkerState};
 
 TEST(CodecTest, EveryMessageKindRoundTrips) {
   std::uint64_t seed = 1;
