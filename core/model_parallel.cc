@@ -47,15 +47,25 @@ constexpr Rank kCoordinator = 0;
 // assigned and does not hold; messages from the coordinator that arrive meanwhile wait their turn.
 class Worker {
  public:
-  Worker(ModelParallelApp& app, Transport& transport, int w, int num_workers)
-      : app_(app), transport_(transport), w_(w) {
+  Worker(ModelParallelApp& app, Transport& transport, int w, int num_workers, KeptWorkers* kept)
+      : app_(app), transport_(transport), w_(w), kept_(kept) {
     ctx_.worker = w;
     ctx_.num_workers = num_workers;
     ctx_.held = &held_;
   }
 
+  ~Worker() {
+    if (kept_ && state_) kept_->states[static_cast<std::size_t>(w_)] = std::move(state_);
+  }
+
   Status Run() {
-    state_ = app_.MakeWorker({w_, ctx_.num_workers});
+    const WorkerSetup setup{w_, ctx_.num_workers};
+    if (kept_ && kept_->states[static_cast<std::size_t>(w_)]) {
+      state_ = std::move(kept_->states[static_cast<std::size_t>(w_)]);
+      app_.ReuseWorker(*state_, setup);
+    } else {
+      state_ = app_.MakeWorker(setup);
+    }
     ctx_.state = state_.get();
     const std::vector<int> holders = app_.CarriedBlockHolders(ctx_.num_workers);
     for (std::size_t b = 0; b < holders.size(); ++b) {
@@ -200,6 +210,7 @@ class Worker {
   ModelParallelApp& app_;
   Transport& transport_;
   const int w_;
+  KeptWorkers* kept_;
   WorkerContext ctx_;
   std::unique_ptr<WorkerState> state_;
   HeldBlocks held_;
@@ -554,11 +565,13 @@ StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions&
   WaitGroup workers;
   FiberPool& pool = FiberPool::Global();
   std::vector<Status> worker_status(static_cast<std::size_t>(options.workers));
+  KeptWorkers* kept = options.kept_workers.get();
+  if (kept) kept->states.resize(static_cast<std::size_t>(options.workers));
   for (int w = 0; w < options.workers; ++w) {
     if (!transport.hosts(WorkerRank(w))) continue;
     workers.Add(1);
-    pool.Spawn([&app, &transport, &workers, &worker_status, w, n = options.workers] {
-      Status s = Worker(app, transport, w, n).Run();
+    pool.Spawn([&app, &transport, &workers, &worker_status, w, n = options.workers, kept] {
+      Status s = Worker(app, transport, w, n, kept).Run();
       // A failed worker leaves nobody to answer: closing wakes the coordinator and the others.
       if (!s.ok()) transport.Close();
       worker_status[static_cast<std::size_t>(w)] = std::move(s);
@@ -602,7 +615,7 @@ namespace tessera {
 
 StatusOr<std::string> UseCheckpoints(ModelParallelApp& app, const CheckpointPlan& plan,
                                      EngineOptions& options, std::optional<CheckpointDir>& dir) {
-  const bool writer = !options.transport || options.transport->hosts(0);  // the coordinator's
+  const bool writer = LeadsRun(options.transport);
   TESSERA_ASSIGN_OR_RETURN(CheckpointStart start, OpenCheckpoints(plan.dir, plan.resume, writer));
   dir = std::move(start.dir);
   std::string resumed;

@@ -139,6 +139,12 @@ class ModelParallelApp {
     (void)num_workers;
     return {};
   }
+  // Worker side, instead of MakeWorker, when EngineOptions::kept_workers holds this worker's
+  // state from an earlier run in this process (a path of fits): readies it for this run.
+  virtual void ReuseWorker(WorkerState& state, const WorkerSetup& setup) {
+    (void)state;
+    (void)setup;
+  }
   // Worker side, before the first round, on the worker that holds `block` first: its state.
   virtual std::unique_ptr<BlockState> MakeBlock(std::uint32_t block, WorkerContext& ctx) {
     (void)block;
@@ -250,6 +256,13 @@ struct FunctionalApp final : ModelParallelApp {
   }
 };
 
+// Worker states kept in this process from one run to the next over the same app (a Lasso path
+// is a run per λ): a run takes worker w's state from states[w] when there (ReuseWorker) and puts
+// it back when the worker stops. Each worker fiber touches only its own element.
+struct KeptWorkers {
+  std::vector<std::unique_ptr<WorkerState>> states;
+};
+
 struct EngineOptions {
   int workers = 2;                     // worker fibers, each owning one data/model partition
   int pipeline_depth = 1;              // rounds in flight; 1 = serial semantics
@@ -278,8 +291,16 @@ struct EngineOptions {
   // A resumed run: the rounds done before it. Rounds are numbered on from here (Schedule, Push
   // and the trace see the same numbers as in the uninterrupted run) and max_rounds counts them.
   std::uint64_t first_round = 0;
+  // Null: every run makes its workers' state anew (MakeWorker).
+  std::shared_ptr<KeptWorkers> kept_workers;
   Status Validate() const;
 };
+
+// True in the process that hosts rank 0 of `transport` (the coordinator, or the driver of a
+// data-parallel run), the one that writes outputs and checkpoints; true without a transport.
+inline bool LeadsRun(const std::shared_ptr<Transport>& transport) {
+  return !transport || transport->hosts(0);
+}
 
 // One row of the trace.
 struct RoundMetrics {

@@ -21,7 +21,7 @@ constexpr std::uint32_t kUpdateBlock = 0;    // partial gradients (+ Gram) for a
 constexpr std::uint32_t kGradientBlock = 1;  // partial gradients only (KKT / screening pass)
 
 // One worker's rows, residual and scratch space; touched only by that worker's fiber.
-struct RowShard {
+struct RowShard final : WorkerState {
   SparseColMatrix x;        // local rows x all features
   Eigen::VectorXd y;        // local responses, centered by the global mean
   Eigen::VectorXd colsum;   // Σ_i x_ij over local rows
@@ -34,6 +34,7 @@ struct RowShard {
   // pairs, and on count data with frequent terms the dots cost more than the gradients.
   std::unordered_map<std::uint64_t, double> gram_cache;
   std::size_t scattered = SIZE_MAX;  // the column currently in `scatter`
+  std::uint64_t start = 0;           // the LassoApp::SetBeta whose coefficients `beta` began at
 };
 
 constexpr std::size_t kGramCacheLimit = 1 << 22;  // entries per worker (~100 MiB worst case)
@@ -114,37 +115,30 @@ class LassoApp final : public ModelParallelApp {
     rows_ = data.x;  // the oracles and the dependency function read the full data
     y_full_ = data.y;
     ybar_ = data.y.mean();
-    const Eigen::VectorXd yc = data.y.array() - ybar_;
-    null_ms_ = yc.squaredNorm() / n_;
-    // Each worker builds its own column-major shard (the bulk of the setup), in parallel, and
-    // its share of the column sums, sums of squares and x_jᵀỹ.
-    const auto ranges = SplitRange(n_, opts.engine.workers);
-    shards_.resize(ranges.size());
-    std::vector<Eigen::VectorXd> sq_parts(ranges.size()), xty_parts(ranges.size());
-    ParallelFor(static_cast<int>(ranges.size()), [&](int w) {
-      RowShard& s = shards_[w];
-      const auto begin = static_cast<Eigen::Index>(ranges[w].begin);
-      const auto len = static_cast<Eigen::Index>(ranges[w].size());
-      s.x = SparseColMatrix(data.x.middleRows(begin, len));
-      s.x.makeCompressed();
-      s.y = yc.segment(begin, len);
-      s.colsum = Eigen::VectorXd::Zero(p_);
+    null_ms_ = (data.y.array() - ybar_).matrix().squaredNorm() / n_;
+    // The column sums, sums of squares and x_jᵀỹ, summed over each worker's rows and then over
+    // the workers, in every process the same way (so they agree bitwise); each worker builds its
+    // own column-major shard (MakeWorker).
+    yc_ = data.y.array() - ybar_;
+    ranges_ = SplitRange(n_, opts.engine.workers);
+    std::vector<Eigen::VectorXd> sum_parts(ranges_.size()), sq_parts(ranges_.size()),
+        xty_parts(ranges_.size());
+    ParallelFor(static_cast<int>(ranges_.size()), [&](int w) {
+      Eigen::VectorXd& sum = sum_parts[w] = Eigen::VectorXd::Zero(p_);
       Eigen::VectorXd& sq = sq_parts[w] = Eigen::VectorXd::Zero(p_);
       Eigen::VectorXd& xty = xty_parts[w] = Eigen::VectorXd::Zero(p_);
-      for (Eigen::Index j = 0; j < p_; ++j) {
-        for (SparseColMatrix::InnerIterator it(s.x, j); it; ++it) {
-          s.colsum[j] += it.value();
-          sq[j] += it.value() * it.value();
-          xty[j] += it.value() * s.y[it.index()];
+      for (Key i = ranges_[w].begin; i < ranges_[w].end; ++i) {
+        const auto row = static_cast<Eigen::Index>(i);
+        for (SparseRowMatrix::InnerIterator it(rows_, row); it; ++it) {
+          sum[it.index()] += it.value();
+          sq[it.index()] += it.value() * it.value();
+          xty[it.index()] += it.value() * yc_[row];
         }
       }
-      s.rs = s.y;
-      s.beta = Eigen::VectorXd::Zero(p_);
-      s.scatter = Eigen::VectorXd::Zero(len);
     });
     Eigen::VectorXd sum = Eigen::VectorXd::Zero(p_), sq = sum, xty = sum;
-    for (std::size_t w = 0; w < shards_.size(); ++w) {
-      sum += shards_[w].colsum;
+    for (std::size_t w = 0; w < ranges_.size(); ++w) {
+      sum += sum_parts[w];
       sq += sq_parts[w];
       xty += xty_parts[w];
     }
@@ -165,13 +159,6 @@ class LassoApp final : public ModelParallelApp {
     beta_ = Eigen::VectorXd::Zero(p_);
     last_lambda_ = lambda_max_;
     oracle_ = std::make_unique<LassoOracle>(rows_, y_full_, mu_, pf_);
-    // In a multi-process run every process computes the statistics above the same way (so
-    // they agree bitwise) and keeps the shards of the workers it hosts.
-    if (const auto& t = opts.engine.transport) {
-      for (std::size_t w = 0; w < shards_.size(); ++w) {
-        if (!t->hosts(static_cast<Rank>(w) + 1)) shards_[w] = RowShard{};
-      }
-    }
   }
 
   double LambdaMax() const { return lambda_max_; }
@@ -224,16 +211,15 @@ class LassoApp final : public ModelParallelApp {
   const Eigen::VectorXd& beta() const { return beta_; }
   double intercept() const { return ybar_ - mu_.dot(beta_); }
   void SetZero() { SetBeta(Eigen::VectorXd::Zero(p_), lambda_max_); }
-  // The coefficients the next fit starts from, in the coordinator and in every worker this
-  // process hosts (their residuals follow in SyncShards), and the λ they were fitted at (for
-  // the strong rule).
+  // The coefficients the next fit starts from, and the λ they were fitted at (for the strong
+  // rule). Called the same way in every process; the workers take them up as their next run
+  // starts (ReuseWorker).
   void SetBeta(const Eigen::VectorXd& beta, double fitted_at) {
     beta_ = beta;
-    for (RowShard& s : shards_) {
-      if (s.beta.size() != 0) s.beta = beta;
-    }
+    ++start_;
     last_lambda_ = fitted_at;
   }
+  std::shared_ptr<KeptWorkers> kept_workers() const { return kept_; }
 
   Status InitScheduler(const std::string& name, SchedulerOptions so) {
     so.dependency = [this](Key a, Key b) { return Dependency(a, b); };
@@ -242,6 +228,35 @@ class LassoApp final : public ModelParallelApp {
   }
 
   // --- ModelParallelApp ---
+
+  // Worker: the column-major shard of its rows, at the coefficients the fit starts from.
+  std::unique_ptr<WorkerState> MakeWorker(const WorkerSetup& setup) override {
+    auto s = std::make_unique<RowShard>();
+    const auto begin = static_cast<Eigen::Index>(ranges_[setup.worker].begin);
+    const auto len = static_cast<Eigen::Index>(ranges_[setup.worker].size());
+    s->x = SparseColMatrix(rows_.middleRows(begin, len));
+    s->x.makeCompressed();
+    s->y = yc_.segment(begin, len);
+    s->colsum = Eigen::VectorXd::Zero(p_);
+    for (Eigen::Index j = 0; j < p_; ++j) {
+      for (SparseColMatrix::InnerIterator it(s->x, j); it; ++it) s->colsum[j] += it.value();
+    }
+    s->scatter = Eigen::VectorXd::Zero(len);
+    s->beta = beta_;
+    s->start = start_;
+    Resync(*s);
+    return s;
+  }
+  // The shard of the previous fit: it goes on from its own copy of the coefficients (the
+  // coordinator's may be in another process) unless SetBeta gave new ones since.
+  void ReuseWorker(WorkerState& state, const WorkerSetup&) override {
+    auto& s = static_cast<RowShard&>(state);
+    if (s.start != start_) {
+      s.beta = beta_;
+      s.start = start_;
+    }
+    Resync(s);
+  }
 
   RoundSchedule Schedule(ScheduleContext& ctx) override {
     RoundSchedule plan;
@@ -288,7 +303,7 @@ class LassoApp final : public ModelParallelApp {
   }
 
   std::vector<Partial> Push(WorkerContext& ctx, std::span<const Block> blocks) override {
-    RowShard& s = shards_[ctx.worker];
+    RowShard& s = ctx.State<RowShard>();
     std::vector<Partial> out;
     for (const Block& b : blocks) {
       const std::size_t u = b.keys.size();
@@ -424,7 +439,7 @@ class LassoApp final : public ModelParallelApp {
   }
 
   void Apply(WorkerContext& ctx, const Update& update) override {
-    RowShard& s = shards_[ctx.worker];
+    RowShard& s = ctx.State<RowShard>();
     for (std::size_t t = 0; t < update.keys.size(); ++t) {
       const auto j = static_cast<Eigen::Index>(update.keys[t]);
       const double delta = update.delta[static_cast<Eigen::Index>(t)];
@@ -436,7 +451,7 @@ class LassoApp final : public ModelParallelApp {
   }
 
   Eigen::VectorXd EvaluateTerms(WorkerContext& ctx) override {
-    const RowShard& s = shards_[ctx.worker];
+    const RowShard& s = ctx.State<RowShard>();
     Eigen::VectorXd t(1);
     t[0] = (s.rs.array() + s.c).square().sum();
     return t;
@@ -446,15 +461,11 @@ class LassoApp final : public ModelParallelApp {
     return terms[0] / (2.0 * n_) + lambda_ * penalty_;
   }
 
-  // Recomputes each worker's residual from the committed coefficients (between fits; also
-  // clears the rounding drift of incremental updates). Each worker uses its own copy, since
-  // the coordinator's may live in another process.
-  void SyncShards() {
-    for (RowShard& s : shards_) {
-      if (s.beta.size() == 0) continue;  // a worker of another process
-      s.rs = s.y - s.x * s.beta;
-      s.c = mu_.dot(s.beta);
-    }
+  // A worker's residual from its coefficients (as a fit starts; also clears the rounding drift
+  // of incremental updates).
+  void Resync(RowShard& s) const {
+    s.rs = s.y - s.x * s.beta;
+    s.c = mu_.dot(s.beta);
   }
 
   const LassoOracle& oracle() const { return *oracle_; }
@@ -568,7 +579,11 @@ class LassoApp final : public ModelParallelApp {
   Eigen::VectorXd y_full_;
   double ybar_ = 0, null_ms_ = 0;
   Eigen::VectorXd mu_, d_, pf_, beta_;
-  std::vector<RowShard> shards_;
+  Eigen::VectorXd yc_;            // the responses, centered
+  std::vector<KeyRange> ranges_;  // worker w's rows
+  std::uint64_t start_ = 0;       // SetBeta calls so far
+  // The workers' shards, from one fit of a path to the next (in their own process).
+  std::shared_ptr<KeptWorkers> kept_ = std::make_shared<KeptWorkers>();
   std::unique_ptr<LassoOracle> oracle_;
 
   double lambda_ = 0, last_lambda_ = 0, lambda_max_ = 0;
@@ -634,9 +649,9 @@ StatusOr<LassoSolution> LassoSolver::Fit(double lambda) {
     return InvalidArgument("--lambda must be a positive number, got " + FormatDouble(lambda));
   }
   if (dp_) return dp_->Fit(lambda, checkpoint_, options_.checkpoint_every);
-  app_->SyncShards();
   app_->BeginFit(lambda);
   EngineOptions eo = options_.engine;
+  eo.kept_workers = app_->kept_workers();
   if (checkpoint_) {
     eo.checkpoint = [this](std::uint64_t rounds) { return checkpoint_(app_->beta(), rounds); };
     eo.checkpoint_every = options_.checkpoint_every;
@@ -680,7 +695,7 @@ StatusOr<std::vector<LassoSolution>> LassoSolver::FitPath(int count, double rati
 StatusOr<std::vector<LassoSolution>> LassoSolver::FitLambdas(const std::vector<double>& lambdas) {
   std::vector<LassoSolution> out;
   const auto& transport = options_.engine.transport;
-  const bool writer = !transport || transport->hosts(0);  // the coordinator's or driver's process
+  const bool writer = LeadsRun(transport);  // the coordinator's or driver's process
   TESSERA_ASSIGN_OR_RETURN(CheckpointStart ck,
                            OpenCheckpoints(options_.checkpoint_dir, options_.resume, writer));
   if (ck.latest) TESSERA_RETURN_IF_ERROR(Restore(*ck.latest, lambdas, out));
