@@ -1,9 +1,12 @@
 // The model-parallel engine (STRADS semantics): rounds of schedule -> push -> pull.
 //
 //   coordinator (rank 0)                          workers (ranks 1..P, one fiber each)
-//   Schedule(ctx) -> blocks  ---- kPush ---->     Push(ctx, blocks) -> partials
+//                                                 MakeWorker, MakeBlock (once)
+//   Schedule(ctx) -> blocks  ---- kPush ---->     carried blocks move: worker -kBlockState-> worker
+//                                                 Push(ctx, blocks) -> partials
 //   Aggregate + Pull -> Update <- kPartials --
 //   ---------------------------- kApply ---->     Apply(ctx, update)
+//   GatherWorker/GatherBlock  <- kWorkerState --  (kGather: at the end, before checkpoints)
 //
 // Up to `pipeline_depth` rounds are in flight: with depth D a worker may push round r+D-1
 // before it has applied round r's update. Pull is told exactly which updates the worker had not
@@ -64,8 +67,8 @@ class WorkerState {
   virtual void Save(StateWriter& out) const { (void)out; }
 };
 
-// The state of a carried block (e.g. MF's H rows of an item block, LDA's word-topic rows of a
-// vocabulary block): held by one worker at a time, moved by the engine, as the bytes Save
+// The state of a carried block (e.g. MF's H rows of an item block, the topics of a vocabulary
+// block's tokens in LDA): held by one worker at a time, moved by the engine, as the bytes Save
 // writes, to the worker a round assigns the block to next.
 class BlockState {
  public:
