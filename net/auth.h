@@ -1,5 +1,5 @@
 // The shared secret and the HMAC challenge every connection answers before anything else is
-// read from it (issue 7: "no credentials are dropped").
+// read from it: a peer without the credentials is dropped.
 //
 //   acceptor -> connector:  Challenge{nonce: 32 random bytes}
 //   connector -> acceptor:  Response{rank, mac: HMAC-SHA256(secret, nonce || "tessera" || rank)}
