@@ -158,11 +158,7 @@ class RotationLdaApp final : public ModelParallelApp {
     auto vb = std::make_unique<VocabBlock>();
     vb->topic.resize(block_ptr_[block].back());
     TESSERA_RETURN_IF_ERROR(in.GetInto(std::span<std::uint32_t>(vb->topic)));
-    for (std::uint32_t z : vb->topic) {
-      if (z >= static_cast<std::uint32_t>(h_.K)) {
-        return DataLoss(in.what() + ": topic " + std::to_string(z) + " of " + std::to_string(h_.K));
-      }
-    }
+    TESSERA_RETURN_IF_ERROR(CheckTopics(vb->topic, in));
     Count(block, *vb);
     return std::unique_ptr<BlockState>(std::move(vb));
   }
@@ -257,16 +253,11 @@ class RotationLdaApp final : public ModelParallelApp {
   Status GatherWorker(int worker, StateReader& in) override {
     const KeyRange docs = docs_[static_cast<std::size_t>(worker)];
     const std::uint64_t first = t_.doc_ptr[docs.begin], end = t_.doc_ptr[docs.end];
-    TESSERA_RETURN_IF_ERROR(in.GetInto(
-        std::span<std::uint32_t>(t_.topic.data() + first, static_cast<std::size_t>(end - first))));
+    const std::span<std::uint32_t> topics(t_.topic.data() + first,
+                                          static_cast<std::size_t>(end - first));
+    TESSERA_RETURN_IF_ERROR(in.GetInto(topics));
     gathered_ = true;
-    for (std::uint64_t i = first; i < end; ++i) {
-      if (t_.topic[i] >= static_cast<std::uint32_t>(h_.K)) {
-        return DataLoss(in.what() + ": topic " + std::to_string(t_.topic[i]) + " of " +
-                        std::to_string(h_.K));
-      }
-    }
-    return Status::Ok();
+    return CheckTopics(topics, in);
   }
   // The blocks' topics are the tokens' topics word-major: the counts follow from the tokens.
   Status GatherBlock(std::uint32_t block, StateReader& in) override {
@@ -318,6 +309,15 @@ class RotationLdaApp final : public ModelParallelApp {
   void Totals() {
     totals_.assign(static_cast<std::size_t>(h_.K), 0);
     for (std::uint32_t z : t_.topic) totals_[z] += 1;
+  }
+  // Topics read from `in` are topics of the model.
+  Status CheckTopics(std::span<const std::uint32_t> topics, const StateReader& in) const {
+    for (std::uint32_t z : topics) {
+      if (z >= static_cast<std::uint32_t>(h_.K)) {
+        return DataLoss(in.what() + ": topic " + std::to_string(z) + " of " + std::to_string(h_.K));
+      }
+    }
+    return Status::Ok();
   }
   // The block of internal word w.
   std::size_t BlockOf(std::uint32_t w) const {

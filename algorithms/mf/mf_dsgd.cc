@@ -59,10 +59,11 @@ struct HBlock final : BlockState {
   }
 };
 
-// Reads rows x cols doubles into `f` (sized so).
-Status ReadFactors(StateReader& in, Eigen::Index rows, Eigen::Index cols, Factors& f) {
-  f.resize(rows, cols);
-  return in.GetInto(std::span<double>(f.data(), static_cast<std::size_t>(f.size())));
+// Reads the factor rows `rows` of `f` (row-major, so contiguous), which has them from row
+// `offset` on.
+Status ReadRows(StateReader& in, Factors& f, KeyRange rows, Key offset = 0) {
+  return in.GetInto(std::span<double>(f.data() + (rows.begin - offset) * f.cols(),
+                                      rows.size() * static_cast<std::size_t>(f.cols())));
 }
 
 class DsgdApp final : public ModelParallelApp {
@@ -157,8 +158,9 @@ class DsgdApp final : public ModelParallelApp {
   StatusOr<std::unique_ptr<BlockState>> LoadBlock(std::uint32_t block, StateReader& in,
                                                   WorkerContext&) override {
     auto b = std::make_unique<HBlock>();
-    TESSERA_RETURN_IF_ERROR(
-        ReadFactors(in, static_cast<Eigen::Index>(item_blocks_[block].size()), k_, b->h));
+    const KeyRange items = item_blocks_[block];
+    b->h.resize(static_cast<Eigen::Index>(items.size()), k_);
+    TESSERA_RETURN_IF_ERROR(ReadRows(in, b->h, items, items.begin));
     return std::unique_ptr<BlockState>(std::move(b));
   }
 
@@ -169,8 +171,11 @@ class DsgdApp final : public ModelParallelApp {
     for (const Block& b : blocks) {
       const KeyRange items = item_blocks_[b.id];
       Factors& h = ctx.Carried<HBlock>(b.id).h;
-      auto row_w = [&](const Rating& r) { return me.w.row(r.user - me.users.begin); };
-      auto row_h = [&](const Rating& r) { return h.row(r.item - items.begin); };
+      auto err2 = [&](const Rating& r) {
+        return std::pow(r.value - model_.mean -
+                            me.w.row(r.user - me.users.begin).dot(h.row(r.item - items.begin)),
+                        2);
+      };
       if (epoch_round < P) {
         const auto epoch = static_cast<double>(ctx.round / RoundsPerEpoch());
         const double lr = step_scale_ * opts_.learning_rate / (1 + opts_.decay * epoch);
@@ -182,12 +187,8 @@ class DsgdApp final : public ModelParallelApp {
                                model_.mean, r.value, lr, opts_.lambda);
         }
       } else {
-        for (const Rating& r : me.strata[b.id]) {
-          me.train_sse += std::pow(r.value - model_.mean - row_w(r).dot(row_h(r)), 2);
-        }
-        for (const Rating& r : me.test[b.id]) {
-          me.test_sse += std::pow(r.value - model_.mean - row_w(r).dot(row_h(r)), 2);
-        }
+        for (const Rating& r : me.strata[b.id]) me.train_sse += err2(r);
+        for (const Rating& r : me.test[b.id]) me.test_sse += err2(r);
         me.evaluated += me.strata[b.id].size();
       }
     }
@@ -235,18 +236,10 @@ class DsgdApp final : public ModelParallelApp {
   // The coordinator's copy of the factors, filled from the workers and blocks at the end and
   // before each checkpoint.
   Status GatherWorker(int worker, StateReader& in) override {
-    const KeyRange users = user_blocks_[static_cast<std::size_t>(worker)];
-    Factors w;
-    TESSERA_RETURN_IF_ERROR(ReadFactors(in, static_cast<Eigen::Index>(users.size()), k_, w));
-    model_.w.middleRows(static_cast<Eigen::Index>(users.begin), w.rows()) = w;
-    return Status::Ok();
+    return ReadRows(in, model_.w, user_blocks_[static_cast<std::size_t>(worker)]);
   }
   Status GatherBlock(std::uint32_t block, StateReader& in) override {
-    const KeyRange items = item_blocks_[block];
-    Factors h;
-    TESSERA_RETURN_IF_ERROR(ReadFactors(in, static_cast<Eigen::Index>(items.size()), k_, h));
-    model_.h.middleRows(static_cast<Eigen::Index>(items.begin), h.rows()) = h;
-    return Status::Ok();
+    return ReadRows(in, model_.h, item_blocks_[block]);
   }
 
   // The factors (in block order, which the seed and the workers fix) after `rounds` rounds, an
