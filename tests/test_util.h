@@ -64,6 +64,15 @@ inline std::string Sized(const std::string& full, const std::string& small) {
 #define TESSERA_SKIP_IF_SANITIZED() (void)0
 #endif
 
+// Kill-and-resume runs across processes check checkpoint files and process exits, which the
+// release and ASan builds cover; under TSan (another 3-5x slower) the transports' threads are
+// checked by the multi-process runs that are not killed, and by one killed run of each mode.
+#if defined(__SANITIZE_THREAD__)
+#define TESSERA_SKIP_UNDER_TSAN() GTEST_SKIP() << "kill-and-resume variant: release and ASan only"
+#else
+#define TESSERA_SKIP_UNDER_TSAN() (void)0
+#endif
+
 // Sets `var` to the data file `rel` under DataDir(). A missing file fails the test under
 // CI=true and skips it (with the path) otherwise.
 

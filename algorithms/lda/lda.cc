@@ -57,20 +57,24 @@ Status LdaOptions::Validate() const {
   return Status::Ok();
 }
 
+std::int32_t LdaModel::Count(std::uint32_t w, int k) const {
+  const auto* begin = word_topic.data() + word_ptr[w];
+  const auto* end = word_topic.data() + word_ptr[w + 1];
+  const auto* at = std::lower_bound(begin, end, static_cast<std::uint32_t>(k));
+  return at != end && *at == static_cast<std::uint32_t>(k) ? word_count[at - word_topic.data()] : 0;
+}
+
 double LdaModel::Phi(std::uint32_t w, int k) const {
-  const auto K = static_cast<std::size_t>(topics);
-  return (word_topic[w * K + static_cast<std::size_t>(k)] + beta) /
-         (static_cast<double>(topic_total[static_cast<std::size_t>(k)]) +
-          beta * static_cast<double>(num_words()));
+  return (Count(w, k) + beta) / (static_cast<double>(topic_total[static_cast<std::size_t>(k)]) +
+                                 beta * static_cast<double>(num_words()));
 }
 
 std::vector<std::uint32_t> LdaModel::TopWords(int k, int n) const {
-  const auto K = static_cast<std::size_t>(topics);
   std::vector<std::uint32_t> ids(num_words());
   std::iota(ids.begin(), ids.end(), 0u);
-  const auto count = [&](std::uint32_t w) {
-    return word_topic[w * K + static_cast<std::size_t>(k)];
-  };
+  std::vector<std::int32_t> counts(num_words());
+  for (std::uint32_t w = 0; w < num_words(); ++w) counts[w] = Count(w, k);
+  const auto count = [&](std::uint32_t w) { return counts[w]; };
   const std::size_t m = std::min<std::size_t>(static_cast<std::size_t>(std::max(n, 0)), ids.size());
   std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(m), ids.end(),
                     [&](std::uint32_t a, std::uint32_t b) {
@@ -228,37 +232,38 @@ double TopicLogLikelihood(const Hyper& h, const double* nk) {
   return s;
 }
 
-LdaModel MakeModel(const Hyper& h, const Corpus& corpus, const Tokens& t,
-                   std::vector<std::int32_t> wt) {
+namespace {
+
+// A model with its hyper-parameters and vocabulary, no rows yet.
+LdaModel ModelShell(const Hyper& h, const Corpus& corpus) {
   LdaModel m;
   m.topics = h.K;
   m.alpha = h.alpha;
   m.beta = h.beta;
   m.vocab = corpus.vocab;
-  const auto K = static_cast<std::size_t>(h.K);
-  const std::size_t V = corpus.num_words();
-  // Row w of the result is row to_internal[w] of `wt`: permute in place, cycle by cycle, so a
-  // large model is not held twice.
-  std::vector<char> done(V, 0);
-  std::vector<std::int32_t> first(K);
-  for (std::size_t start = 0; start < V; ++start) {
-    if (done[start]) continue;
-    std::copy_n(wt.data() + start * K, K, first.data());
-    std::size_t w = start;
-    while (true) {
-      done[w] = 1;
-      const std::size_t src = t.to_internal[w];
-      if (src == start) {
-        std::copy_n(first.data(), K, wt.data() + w * K);
-        break;
-      }
-      std::copy_n(wt.data() + src * K, K, wt.data() + w * K);
-      w = src;
-    }
+  m.word_ptr.reserve(corpus.num_words() + 1);
+  m.topic_total.assign(static_cast<std::size_t>(h.K), 0);
+  return m;
+}
+
+// Ends word row w: appends the nonzero counts of `touched` topics from `counts` (which it
+// zeroes), topics ascending.
+void EndWordRow(LdaModel& m, std::vector<std::uint32_t>& touched,
+                std::vector<std::int32_t>& counts) {
+  std::sort(touched.begin(), touched.end());
+  for (std::uint32_t k : touched) {
+    m.word_topic.push_back(k);
+    m.word_count.push_back(counts[k]);
+    m.topic_total[k] += counts[k];
+    counts[k] = 0;
   }
-  m.word_topic = std::move(wt);
-  m.topic_total.assign(K, 0);
-  for (std::size_t e = 0; e < m.word_topic.size(); ++e) m.topic_total[e % K] += m.word_topic[e];
+  touched.clear();
+  m.word_ptr.push_back(m.word_topic.size());
+}
+
+// Document rows from the tokens' topics.
+void AddDocRows(LdaModel& m, const Tokens& t) {
+  const auto K = static_cast<std::size_t>(m.topics);
   std::vector<std::int32_t> nd(K, 0);
   for (std::size_t d = 0; d < t.num_docs(); ++d) {
     for (std::uint64_t i = t.doc_ptr[d]; i < t.doc_ptr[d + 1]; ++i) ++nd[t.topic[i]];
@@ -270,6 +275,51 @@ LdaModel MakeModel(const Hyper& h, const Corpus& corpus, const Tokens& t,
     }
     m.doc_ptr.push_back(m.doc_topic.size());
   }
+}
+
+}  // namespace
+
+LdaModel MakeModel(const Hyper& h, const Corpus& corpus, const Tokens& t,
+                   const std::vector<std::int32_t>& wt) {
+  LdaModel m = ModelShell(h, corpus);
+  const auto K = static_cast<std::size_t>(h.K);
+  std::vector<std::int32_t> counts(K, 0);
+  std::vector<std::uint32_t> touched;
+  for (std::size_t w = 0; w < corpus.num_words(); ++w) {
+    const std::int32_t* row = wt.data() + std::size_t{t.to_internal[w]} * K;
+    for (std::size_t k = 0; k < K; ++k) {
+      if (row[k] != 0) touched.push_back(static_cast<std::uint32_t>(k));
+      counts[k] = row[k];
+    }
+    EndWordRow(m, touched, counts);
+  }
+  AddDocRows(m, t);
+  return m;
+}
+
+LdaModel MakeModelFromTokens(const Hyper& h, const Corpus& corpus, const Tokens& t) {
+  LdaModel m = ModelShell(h, corpus);
+  const auto K = static_cast<std::size_t>(h.K);
+  // The tokens' topics grouped by internal word (a counting sort), then each word's row.
+  const std::size_t V = corpus.num_words();
+  std::vector<std::uint64_t> start(V + 1, 0);
+  for (std::uint32_t w : t.word) ++start[w + 1];
+  std::partial_sum(start.begin(), start.end(), start.begin());
+  std::vector<std::uint32_t> by_word(t.num_tokens());
+  {
+    std::vector<std::uint64_t> next(start.begin(), start.end() - 1);
+    for (std::size_t i = 0; i < t.num_tokens(); ++i) by_word[next[t.word[i]]++] = t.topic[i];
+  }
+  std::vector<std::int32_t> counts(K, 0);
+  std::vector<std::uint32_t> touched;
+  for (std::size_t w = 0; w < V; ++w) {
+    const std::uint32_t src = t.to_internal[w];
+    for (std::uint64_t i = start[src]; i < start[src + 1]; ++i) {
+      if (counts[by_word[i]]++ == 0) touched.push_back(by_word[i]);
+    }
+    EndWordRow(m, touched, counts);
+  }
+  AddDocRows(m, t);
   return m;
 }
 
@@ -366,9 +416,7 @@ double LdaLogLikelihood(const LdaModel& m) {
     s += lda_internal::LogGamma(V * m.beta) -
          lda_internal::LogGamma(static_cast<double>(m.topic_total[k]) + V * m.beta);
   }
-  for (std::int32_t n : m.word_topic) {
-    if (n > 0) s += lda_internal::LogGamma(n + m.beta) - lg_beta;
-  }
+  for (std::int32_t n : m.word_count) s += lda_internal::LogGamma(n + m.beta) - lg_beta;
   return s;
 }
 
@@ -376,11 +424,19 @@ double HeldOutPerplexity(const LdaModel& m, const Corpus& test, std::uint64_t se
   const int K = m.topics;
   const auto Ku = static_cast<std::size_t>(K);
   const double alpha = m.alpha;
-  // φ column-major by word: phi[w * K + k].
-  std::vector<double> phi(m.num_words() * Ku);
-  for (std::uint32_t w = 0; w < m.num_words(); ++w) {
-    for (int k = 0; k < K; ++k) phi[w * Ku + static_cast<std::size_t>(k)] = m.Phi(w, k);
+  // φ of one word at a time, from the sparse rows: β / (n_k + Vβ) where n_kw = 0.
+  std::vector<double> denom(Ku), phi_zero(Ku), phi_row(Ku);
+  for (std::size_t k = 0; k < Ku; ++k) {
+    denom[k] = static_cast<double>(m.topic_total[k]) + m.beta * static_cast<double>(m.num_words());
+    phi_zero[k] = m.beta / denom[k];
   }
+  const auto phi = [&](std::uint32_t w) {
+    std::copy(phi_zero.begin(), phi_zero.end(), phi_row.begin());
+    for (std::uint64_t j = m.word_ptr[w]; j < m.word_ptr[w + 1]; ++j) {
+      phi_row[m.word_topic[j]] = (m.word_count[j] + m.beta) / denom[m.word_topic[j]];
+    }
+    return phi_row.data();
+  };
   lda_internal::Rng rng(seed);
   constexpr int kBurnIn = 10, kSamples = 10;
   std::vector<std::uint32_t> observed, held;
@@ -410,7 +466,7 @@ double HeldOutPerplexity(const LdaModel& m, const Corpus& test, std::uint64_t se
     for (int sweep = 0; sweep < kBurnIn + kSamples; ++sweep) {
       for (std::size_t i = 0; i < observed.size(); ++i) {
         --nd[z[i]];
-        const double* p = phi.data() + observed[i] * Ku;
+        const double* p = phi(observed[i]);
         double total = 0;
         for (std::size_t k = 0; k < Ku; ++k) {
           total += (nd[k] + alpha) * p[k];
@@ -428,7 +484,7 @@ double HeldOutPerplexity(const LdaModel& m, const Corpus& test, std::uint64_t se
       }
     }
     for (std::uint32_t w : held) {
-      const double* p = phi.data() + w * Ku;
+      const double* p = phi(w);
       double s = 0;
       for (std::size_t k = 0; k < Ku; ++k) s += theta[k] * p[k];
       log_p += std::log(s);
@@ -479,12 +535,10 @@ Status WriteLdaModel(const std::string& path, const LdaModel& m) {
   out.Row("beta " + FormatDouble(m.beta));
   out.Row("words " + std::to_string(m.num_words()));
   out.Row("docs " + std::to_string(m.num_docs()));
-  const auto K = static_cast<std::size_t>(m.topics);
   for (std::size_t w = 0; w < m.num_words(); ++w) {
     std::string line = "w " + m.vocab[w];
-    for (std::size_t k = 0; k < K; ++k) {
-      const std::int32_t n = m.word_topic[w * K + k];
-      if (n != 0) line += " " + std::to_string(k) + ":" + std::to_string(n);
+    for (std::uint64_t j = m.word_ptr[w]; j < m.word_ptr[w + 1]; ++j) {
+      line += " " + std::to_string(m.word_topic[j]) + ":" + std::to_string(m.word_count[j]);
     }
     out.Row(line);
   }
@@ -520,6 +574,10 @@ Status ParsePairs(const LineReader& in, std::string_view rest, std::uint64_t K,
     if (k >= K) {
       return InvalidArgument(in.Where() + "topic " + std::to_string(k) + " out of range (" +
                              std::to_string(K) + " topics)");
+    }
+    if (!out.empty() && k <= out.back().first) {
+      return InvalidArgument(in.Where() + "topics must be ascending, got " + std::to_string(k) +
+                             " after " + std::to_string(out.back().first));
     }
     out.emplace_back(static_cast<std::uint32_t>(k), static_cast<std::uint32_t>(n));
     i = j;
@@ -570,14 +628,8 @@ StatusOr<LdaModel> ReadLdaModel(const std::string& path) {
   TESSERA_RETURN_IF_ERROR(header("docs", docs));
   if (!ParseCount(docs, D))
     return InvalidArgument(in.Where() + "bad document count '" + docs + "'");
-  // The dense word-topic table is V x K: refuse what could not be a model this reader can
-  // hold, and fill it row by row as the lines come (a short file naming a huge V allocates
-  // nothing it does not back with lines).
-  if (V > (std::uint64_t{1} << 28) / K) {
-    return InvalidArgument(path + ": " + words + " words x " + topics +
-                           " topics is more than the 2^28 word-topic counts this reader holds");
-  }
-  m.word_topic.reserve(V * K);
+  // Rows are filled as the lines come: a short file naming a huge V allocates nothing it does
+  // not back with lines.
   m.topic_total.assign(K, 0);
   std::vector<std::pair<std::uint32_t, std::uint32_t>> pairs;
   for (std::uint64_t w = 0; w < V; ++w) {
@@ -590,16 +642,17 @@ StatusOr<LdaModel> ReadLdaModel(const std::string& path) {
     const std::string_view rest = line.substr(2);
     const auto sp = rest.find(' ');
     m.vocab.emplace_back(rest.substr(0, sp));
-    m.word_topic.resize((w + 1) * K, 0);
     if (sp != std::string_view::npos) {
       TESSERA_RETURN_IF_ERROR(ParsePairs(in, rest.substr(sp + 1), K, pairs));
     } else {
       pairs.clear();
     }
     for (auto [k, n] : pairs) {
-      m.word_topic[w * K + k] = static_cast<std::int32_t>(n);
+      m.word_topic.push_back(k);
+      m.word_count.push_back(static_cast<std::int32_t>(n));
       m.topic_total[k] += n;
     }
+    m.word_ptr.push_back(m.word_topic.size());
   }
   for (std::uint64_t d = 0; d < D; ++d) {
     if (!in.Next(line)) {

@@ -88,7 +88,12 @@ struct LdaModel {
   int topics = 0;
   double alpha = 0, beta = 0;
   std::vector<std::string> vocab;
-  std::vector<std::int32_t> word_topic;   // V x K, row-major: n_kw at [w * K + k]
+  // Word w's nonzero topic counts n_kw: (word_topic[j], word_count[j]) for j in
+  // [word_ptr[w], word_ptr[w+1]), topics ascending. Sparse: a model of V words and K topics
+  // holds one entry per (word, topic) pair that has a token, at most the number of tokens.
+  std::vector<std::uint64_t> word_ptr = {0};
+  std::vector<std::uint32_t> word_topic;
+  std::vector<std::int32_t> word_count;
   std::vector<std::int64_t> topic_total;  // n_k
   // Document d's nonzero topic counts: (doc_topic[j], doc_count[j]) for j in
   // [doc_ptr[d], doc_ptr[d+1]), topics ascending.
@@ -96,7 +101,8 @@ struct LdaModel {
   std::vector<std::uint32_t> doc_topic, doc_count;
   std::size_t num_words() const { return vocab.size(); }
   std::size_t num_docs() const { return doc_ptr.size() - 1; }
-  double Phi(std::uint32_t word, int topic) const;  // (n_kw + β) / (n_k + Vβ)
+  std::int32_t Count(std::uint32_t word, int topic) const;  // n_kw
+  double Phi(std::uint32_t word, int topic) const;          // (n_kw + β) / (n_k + Vβ)
   // The n most probable words of topic k, most probable first.
   std::vector<std::uint32_t> TopWords(int topic, int n) const;
 };

@@ -273,7 +273,7 @@ class DpLdaApp final : public DataParallelApp {
     for (std::size_t e = 0; e < wt.size(); ++e) {
       wt[e] = static_cast<std::int32_t>(std::lround(table[static_cast<Eigen::Index>(e)]));
     }
-    return c_.Model(std::move(wt));
+    return c_.Model(wt);
   }
   LdaResult Finish(const Eigen::VectorXd& table, RunResult run) const {
     return c_.Finish(Model(table), std::move(run));

@@ -252,10 +252,12 @@ double DocLogLikelihood(const Hyper& h, const Tokens& t, const std::vector<std::
 // Σ_k log Γ(Vβ) − log Γ(n_k + Vβ).
 double TopicLogLikelihood(const Hyper& h, const double* nk);
 
-// The public model from internal-order counts (word rows indexed by internal id), which it
-// takes over.
+// The public model (sparse word rows) from dense internal-order counts (row r is internal
+// word r), and the document rows from the tokens' topics.
 LdaModel MakeModel(const Hyper& h, const Corpus& corpus, const Tokens& t,
-                   std::vector<std::int32_t> word_topic_internal);
+                   const std::vector<std::int32_t>& word_topic_internal);
+// The public model counted from the tokens' words and topics alone (no dense table).
+LdaModel MakeModelFromTokens(const Hyper& h, const Corpus& corpus, const Tokens& t);
 
 // Calls `on_iteration` and keeps the history; times evaluations out of the sampling time.
 struct Recorder {
@@ -284,10 +286,12 @@ struct Common {
   const Hyper h;
   Tokens t;
   Recorder rec;
-  // The public model from internal-order word-topic counts (taken over).
-  LdaModel Model(std::vector<std::int32_t> word_topic_internal) const {
-    return MakeModel(h, rec.corpus, t, std::move(word_topic_internal));
+  // The public model from dense internal-order word-topic counts.
+  LdaModel Model(const std::vector<std::int32_t>& word_topic_internal) const {
+    return MakeModel(h, rec.corpus, t, word_topic_internal);
   }
+  // The public model from the tokens' topics.
+  LdaModel ModelFromTokens() const { return MakeModelFromTokens(h, rec.corpus, t); }
   // The result: the model, the run, the history and the sampling throughput.
   LdaResult Finish(LdaModel model, RunResult run) const;
 

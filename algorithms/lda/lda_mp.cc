@@ -292,10 +292,7 @@ class RotationLdaApp final : public ModelParallelApp {
   // The model from the gathered topics.
   LdaModel Model() const {
     TESSERA_CHECK(gathered_) << "the model is whole only where the workers' state was gathered";
-    const auto K = static_cast<std::size_t>(h_.K);
-    std::vector<std::int32_t> word_topic(rec_.corpus.num_words() * K, 0);
-    for (std::size_t i = 0; i < t_.num_tokens(); ++i) ++word_topic[t_.word[i] * K + t_.topic[i]];
-    return c_.Model(std::move(word_topic));
+    return c_.ModelFromTokens();
   }
   int resumed_at() const { return rec_.resumed_at; }
   // The result; in the processes that do not host the coordinator, without a model (the

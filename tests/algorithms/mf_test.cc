@@ -86,8 +86,9 @@ TEST(MfTest, MovieLensU1SameRmseWithOneTwoFourWorkers) {
   auto [train, test] = ReadSplit(base, test_path);
   ASSERT_TRUE(train.ok() && test.ok());
   std::vector<double> rmse;
+  // Sanitizer builds run the same three fits for 5 epochs (the bound is for 15).
   for (int workers : {1, 2, 4}) {
-    auto r = TrainMfCcd(*train, &*test, Quiet(40, 0.1, 15, workers));
+    auto r = TrainMfCcd(*train, &*test, Quiet(40, 0.1, testing::kSanitized ? 5 : 15, workers));
     ASSERT_TRUE(r.ok()) << r.status().message();
     rmse.push_back(r->epochs.back().test_rmse);
     std::printf("workers %d: train RMSE %.4f, test RMSE %.4f\n", workers,
@@ -95,7 +96,9 @@ TEST(MfTest, MovieLensU1SameRmseWithOneTwoFourWorkers) {
   }
   // Biased MF on ML-100K u1 is published at about 0.91-0.95 test RMSE; this run measured
   // 0.928 (rank 40, λ 0.1, 15 epochs).
-  EXPECT_LT(rmse[0], 0.935);
+  if (!testing::kSanitized) {
+    EXPECT_LT(rmse[0], 0.935);
+  }
   EXPECT_NEAR(rmse[1], rmse[0], 0.002);
   EXPECT_NEAR(rmse[2], rmse[0], 0.002);
 }
@@ -117,13 +120,17 @@ TEST(MfTest, DataParallelSgdOnMovieLensU1) {
   TESSERA_REQUIRE_DATA(test_path, "movielens-100k/u1.test.gz");
   auto [train, test] = ReadSplit(base, test_path);
   ASSERT_TRUE(train.ok() && test.ok());
+  // Sanitizer builds run every model for 5 epochs (the bound is for 20).
+  const int epochs = testing::kSanitized ? 5 : 20;
   for (const char* consistency : {"bsp", "ssp:1", "asp", "hogwild"}) {
-    auto r = TrainMf(*train, &*test, DataParallel(consistency, 2, 20));
+    auto r = TrainMf(*train, &*test, DataParallel(consistency, 2, epochs));
     ASSERT_TRUE(r.ok()) << r.status().message();
-    ASSERT_EQ(r->epochs.size(), 20u);
+    ASSERT_EQ(r->epochs.size(), std::size_t(epochs));
     std::printf("%s: train RMSE %.4f, test RMSE %.4f\n", consistency, r->epochs.back().train_rmse,
                 r->epochs.back().test_rmse);
-    EXPECT_LT(r->epochs.back().test_rmse, 0.95) << consistency;
+    if (!testing::kSanitized) {
+      EXPECT_LT(r->epochs.back().test_rmse, 0.95) << consistency;
+    }
     EXPECT_LT(r->epochs.back().test_rmse, r->epochs.front().test_rmse) << consistency;
     EXPECT_NEAR(Rmse(r->model, *test), r->epochs.back().test_rmse, 1e-9) << consistency;
   }

@@ -108,7 +108,9 @@ int main(int argc, char** argv) {
   lda.alpha = 0.1;
   lda.beta = 0.01;
   lda.vocab = {"cat", "mat", "sat"};
-  lda.word_topic = {3, 0, 0, 2, 1, 1};
+  lda.word_ptr = {0, 1, 2, 4};  // cat 0:3, mat 1:2, sat 0:1 1:1
+  lda.word_topic = {0, 1, 0, 1};
+  lda.word_count = {3, 2, 1, 1};
   lda.topic_total = {4, 3};
   lda.doc_ptr = {0, 2, 3};
   lda.doc_topic = {0, 1, 1};

@@ -255,9 +255,8 @@ TEST(MultiProcessTest, AUsersAppWithCarriedBlocksRunsAcrossProcesses) {
     ASSERT_EQ(Shell(example + args, log), 0) << Slurp(log);
     const std::string one = Slurp(log);
     EXPECT_THAT(one, HasSubstr("training RMSE 0.09"));
-    ASSERT_EQ(Shell(kCli + " launch -n " + std::to_string(workers + 1) + " -- " + example + args,
-                    log),
-              0)
+    ASSERT_EQ(
+        Shell(kCli + " launch -n " + std::to_string(workers + 1) + " -- " + example + args, log), 0)
         << Slurp(log);
     EXPECT_EQ(Slurp(log), one) << workers << " workers";
   }
@@ -566,6 +565,7 @@ void ExpectSameObjectives(const std::vector<double>& got, const std::vector<doub
 // goes on from the last checkpoint (the finished λ are not fitted again) to the objectives of
 // an uninterrupted run.
 TEST(MultiProcessTest, AKilledWorkerProcessResumesFromItsCheckpoint) {
+  TESSERA_SKIP_UNDER_TSAN();
   testing::TempDir dir;
   const std::string data = CorrelatedData(dir), log = dir.Path("log"), ck = dir.Path("ck");
   const std::vector<std::string> fit = CorrelatedPath(data);
@@ -599,6 +599,7 @@ TEST(MultiProcessTest, AKilledWorkerProcessResumesFromItsCheckpoint) {
 // `tessera launch --restarts 1`: after the kill it starts all three again, and the command,
 // seeing TESSERA_RESTART and its checkpoint directory, resumes on its own.
 TEST(MultiProcessTest, TheLauncherRestartsAKilledRunWhichResumes) {
+  TESSERA_SKIP_UNDER_TSAN();
   testing::TempDir dir;
   const std::string data = CorrelatedData(dir), log = dir.Path("log"), ck = dir.Path("ck");
   const std::vector<std::string> fit = CorrelatedPath(data);
@@ -624,6 +625,7 @@ TEST(MultiProcessTest, TheLauncherRestartsAKilledRunWhichResumes) {
 // Placement (3 processes, 1 shard, 2 workers): driver and worker 1 on process 0, the shard on
 // process 1, worker 0 on process 2.
 TEST(MultiProcessTest, KilledWorkerAndShardProcessesResumeFromTheirCheckpoints) {
+  TESSERA_SKIP_UNDER_TSAN();
   testing::TempDir dir;
   const std::string data = CorrelatedData(dir), log = dir.Path("log"), ck = dir.Path("ck");
   const std::vector<std::string> fit = {
@@ -729,6 +731,7 @@ TEST(MultiProcessTest, AKilledMfRunResumesFromItsCheckpoint) {
 // resumed run (topics restored, the servers' counts rebuilt from them) ends within the
 // run-to-run noise of the sampler.
 TEST(MultiProcessTest, AKilledLdaRunResumesFromItsCheckpoint) {
+  TESSERA_SKIP_UNDER_TSAN();
   TESSERA_REQUIRE_DATA(docword, "uci-bow-kos/docword.kos.txt.gz");
   TESSERA_REQUIRE_DATA(vocab, "uci-bow-kos/vocab.kos.txt.gz");
   testing::TempDir dir;
