@@ -33,7 +33,19 @@ Status EngineOptions::Validate() const {
   if (!(max_seconds >= 0)) return InvalidArgument("--max-seconds must be >= 0");
   if (!(objective_tolerance >= 0)) return InvalidArgument("--tolerance must be >= 0");
   if (!(checkpoint_every >= 0)) return InvalidArgument("--checkpoint-every must be >= 0");
+  if (!(change_tolerance >= 0)) return InvalidArgument("change_tolerance must be >= 0");
   return Status::Ok();
+}
+
+namespace {
+constexpr char kNoSchedule[] = "no schedule";
+}  // namespace
+
+RoundSchedule ModelParallelApp::Schedule(ScheduleContext&) {
+  RoundSchedule plan;
+  plan.done = true;
+  plan.done_reason = kNoSchedule;
+  return plan;
 }
 
 namespace {
@@ -229,10 +241,13 @@ struct InFlightRound {
 
 class Coordinator {
  public:
-  Coordinator(ModelParallelApp& app, const EngineOptions& opts, Transport& transport)
+  Coordinator(ModelParallelApp& app, const EngineOptions& opts, Transport& transport,
+              Scheduler* scheduler, std::size_t scheduled_keys)
       : app_(app),
         opts_(opts),
         transport_(transport),
+        scheduler_(scheduler),
+        pass_keys_(scheduled_keys),
         rng_(opts.seed),
         progress_(opts.label, opts.progress) {}
 
@@ -293,7 +308,16 @@ class Coordinator {
         sctx.num_workers = opts_.workers;
         sctx.in_flight = in_flight_keys_;
         sctx.rng = &rng_;
-        RoundSchedule plan = app_.Schedule(sctx);
+        RoundSchedule plan;
+        if (scheduler_) {
+          plan.blocks = scheduler_->Next(sctx);
+        } else {
+          plan = app_.Schedule(sctx);
+          if (plan.done && plan.done_reason == kNoSchedule) {
+            return FailedPrecondition(
+                "the app defines no Schedule and EngineOptions names no scheduler");
+          }
+        }
         if (plan.done) {
           scheduling = false;
           result_.stop_reason = plan.done_reason;
@@ -345,6 +369,10 @@ class Coordinator {
       pctx.stale_updates =
           std::span<const Update>(committed_).subspan(round.committed_mark - committed_base_);
       Update update = app_.Pull(pctx, round.blocks, merged);
+      if (scheduler_ && ObservePass(round.blocks, update) && scheduling) {
+        scheduling = false;
+        result_.stop_reason = "converged";
+      }
       const std::uint64_t changed = update.keys.size();
       result_.updates += changed;
       if (!update.empty()) {
@@ -495,6 +523,20 @@ class Coordinator {
     return Status::Ok();
   }
 
+  // Tells the scheduler a round's committed update; true when it ends a pass over as many keys
+  // as are scheduled whose largest change was at most EngineOptions::change_tolerance.
+  bool ObservePass(const std::vector<Block>& blocks, const Update& update) {
+    scheduler_->Observe(update.keys, update.delta);
+    for (const Block& b : blocks) pass_done_ += b.keys.size();
+    if (update.delta.size() > 0)
+      pass_change_ = std::max(pass_change_, update.delta.cwiseAbs().maxCoeff());
+    if (pass_done_ < pass_keys_) return false;
+    const bool converged = opts_.change_tolerance > 0 && pass_change_ <= opts_.change_tolerance;
+    pass_done_ = 0;
+    pass_change_ = 0;
+    return converged;
+  }
+
   // Sends the waiting committed update, if any, as a message of its own.
   Status FlushUpdate() {
     if (!has_pending_update_) return Status::Ok();
@@ -528,6 +570,10 @@ class Coordinator {
   ModelParallelApp& app_;
   const EngineOptions& opts_;
   Transport& transport_;
+  Scheduler* scheduler_;       // EngineOptions::scheduler; null: the app's Schedule
+  std::size_t pass_keys_;      // keys a pass of scheduler_ covers (ScheduleKeys)
+  std::size_t pass_done_ = 0;  // keys of the current pass pulled so far
+  double pass_change_ = 0;     // the largest |change| in the current pass
   std::mt19937_64 rng_;
   Stopwatch clock_;
   ProgressLine progress_;
@@ -561,6 +607,24 @@ StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions&
                            std::to_string(options.workers + 1));
   }
   Transport& transport = *shared;
+  // The scheduler is made in every process, so bad arguments fail every process alike.
+  std::unique_ptr<Scheduler> scheduler;
+  std::size_t scheduled_keys = 0;
+  if (!options.scheduler.empty()) {
+    TESSERA_ASSIGN_OR_RETURN(const SchedulerSpec spec, SchedulerSpec::Parse(options.scheduler));
+    TESSERA_ASSIGN_OR_RETURN(
+        scheduler,
+        DefaultSchedulers().Create(spec.name, {options.workers, app.Dependency()}, spec.args));
+    if (transport.hosts(kCoordinator)) {
+      const std::vector<Key> keys = app.ScheduleKeys();
+      if (keys.empty()) {
+        return InvalidArgument("--scheduler " + options.scheduler +
+                               ": the app names no keys to schedule (ScheduleKeys)");
+      }
+      scheduler->Reset(keys);
+      scheduled_keys = keys.size();
+    }
+  }
   transport.BeginRun();  // nothing of an earlier run over this transport reaches this one
   WaitGroup workers;
   FiberPool& pool = FiberPool::Global();
@@ -591,7 +655,7 @@ StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions&
   WaitGroup coordinator;
   coordinator.Add(1);
   pool.Spawn([&] {
-    result = Coordinator(app, options, transport).Run();
+    result = Coordinator(app, options, transport, scheduler.get(), scheduled_keys).Run();
     // Best effort, unlike Coordinator::Broadcast: every worker is told, even if one send fails.
     for (int w = 0; w < options.workers; ++w) {
       Message stop;

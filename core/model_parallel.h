@@ -27,19 +27,12 @@
 #include "core/checkpoint.h"
 #include "core/keys.h"
 #include "core/message.h"
+#include "core/scheduler.h"
 #include "core/state_bytes.h"
 #include "core/status.h"
 #include "core/transport.h"
 
 namespace tessera {
-
-// What the coordinator knows when it plans a round.
-struct ScheduleContext {
-  std::uint64_t round = 0;  // the round being planned
-  int num_workers = 1;
-  std::span<const Key> in_flight;  // keys of rounds scheduled but not yet pulled
-  std::mt19937_64* rng = nullptr;  // seeded from EngineOptions::seed; coordinator-only
-};
 
 // The plan for one round.
 struct RoundSchedule {
@@ -176,8 +169,14 @@ class ModelParallelApp {
     return Status::Ok();
   }
 
-  // Coordinator, once per round (possibly several rounds ahead of Pull with pipelining).
-  virtual RoundSchedule Schedule(ScheduleContext& ctx) = 0;
+  // Coordinator, once per round (possibly several rounds ahead of Pull with pipelining). An app
+  // that names a scheduler in EngineOptions::scheduler need not define it: the engine then
+  // plans every round with that scheduler over ScheduleKeys() (and does not call Schedule).
+  virtual RoundSchedule Schedule(ScheduleContext& ctx);
+  // For EngineOptions::scheduler: the keys it chooses from, and for `dependency` how strongly
+  // two interfere. Coordinator, once before the run.
+  virtual std::vector<Key> ScheduleKeys() { return {}; }
+  virtual DependencyFn Dependency() { return {}; }
   // Worker `ctx.worker`, once per round, with the blocks assigned to it (or to all workers).
   // Returns one Partial per block it computed on, with Partial::block = Block::id.
   virtual std::vector<Partial> Push(WorkerContext& ctx, std::span<const Block> blocks) = 0;
@@ -209,7 +208,9 @@ class ModelParallelApp {
 
 // The same hooks as std::function values, for small apps that do not want to subclass.
 struct FunctionalApp final : ModelParallelApp {
-  std::function<RoundSchedule(ScheduleContext&)> schedule;
+  std::function<RoundSchedule(ScheduleContext&)> schedule;  // or EngineOptions::scheduler and:
+  std::vector<Key> schedule_keys;
+  DependencyFn dependency;
   std::function<std::vector<Partial>(WorkerContext&, std::span<const Block>)> push;
   std::function<Partial(std::span<const Partial>)> aggregate;  // optional, default sum
   std::function<Update(PullContext&, std::span<const Block>, std::span<const Partial>)> pull;
@@ -225,7 +226,11 @@ struct FunctionalApp final : ModelParallelApp {
   std::function<Status(int worker, StateReader&)> gather_worker;
   std::function<Status(std::uint32_t block, StateReader&)> gather_block;
 
-  RoundSchedule Schedule(ScheduleContext& ctx) override { return schedule(ctx); }
+  RoundSchedule Schedule(ScheduleContext& ctx) override {
+    return schedule ? schedule(ctx) : ModelParallelApp::Schedule(ctx);
+  }
+  std::vector<Key> ScheduleKeys() override { return schedule_keys; }
+  DependencyFn Dependency() override { return dependency; }
   std::vector<Partial> Push(WorkerContext& ctx, std::span<const Block> b) override {
     return push(ctx, b);
   }
@@ -266,6 +271,8 @@ struct KeptWorkers {
   std::vector<std::unique_ptr<WorkerState>> states;
 };
 
+// Every member has a default, so `EngineOptions{.workers = 4, .scheduler = "rotation"}` names
+// only what it changes.
 struct EngineOptions {
   int workers = 2;                     // worker fibers, each owning one data/model partition
   int pipeline_depth = 1;              // rounds in flight; 1 = serial semantics
@@ -275,13 +282,20 @@ struct EngineOptions {
                                        // evaluations is below this; 0 = off
   std::uint64_t objective_every = 0;   // also evaluate every N rounds; 0 = only when asked
   std::uint64_t seed = 42;             // for randomized schedulers
-  std::string trace_path;              // per-round metrics CSV; empty = none
+  std::string trace_path{};            // per-round metrics CSV; empty = none
   bool progress = true;                // one-line progress on a TTY (stderr); never otherwise
   std::string label = "tessera";       // prefix of the progress line
+  // The scheduler that plans the rounds, "NAME[:key=value,...]" (a name in DefaultSchedulers()
+  // and its own arguments, SchedulerSpec); empty: the app's Schedule. The engine resets it to
+  // the app's ScheduleKeys(), asks it for the blocks of every round, tells it every committed
+  // update (Observe), and ends the run ("converged") after a pass over as many keys as there
+  // are whose largest change was at most change_tolerance (0: only the limits end it).
+  std::string scheduler{};
+  double change_tolerance = 0;
   // Null: an in-process transport. Otherwise one with workers + 1 endpoints (rank 0 the
   // coordinator, 1..P the workers), possibly spanning processes (net/tcp_transport.h): this
   // process runs the ranks the transport hosts, and every process runs the same app.
-  std::shared_ptr<Transport> transport;
+  std::shared_ptr<Transport> transport{};
   // Coordinator: called at a round boundary with no round in flight (the pipeline is drained
   // first), with the rounds pulled so far; the app's committed state is then whole and may be
   // saved. An error stops the run with it. When: every `checkpoint_every` seconds (0: never)
@@ -290,12 +304,12 @@ struct EngineOptions {
   // have passed since the last checkpoint.
   double checkpoint_every = 0;
   bool checkpoint_at_marked_rounds = false;
-  std::function<Status(std::uint64_t rounds)> checkpoint;
+  std::function<Status(std::uint64_t rounds)> checkpoint{};
   // A resumed run: the rounds done before it. Rounds are numbered on from here (Schedule, Push
   // and the trace see the same numbers as in the uninterrupted run) and max_rounds counts them.
   std::uint64_t first_round = 0;
   // Null: every run makes its workers' state anew (MakeWorker).
-  std::shared_ptr<KeptWorkers> kept_workers;
+  std::shared_ptr<KeptWorkers> kept_workers{};
   Status Validate() const;
 };
 

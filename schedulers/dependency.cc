@@ -11,11 +11,8 @@ namespace {
 
 class DependencyScheduler final : public Scheduler {
  public:
-  explicit DependencyScheduler(const SchedulerOptions& o)
-      : block_size_(o.block_size),
-        factor_(o.candidate_factor),
-        rho_(o.rho),
-        dependency_(o.dependency) {}
+  DependencyScheduler(int block_size, int factor, double rho, DependencyFn dependency)
+      : block_size_(block_size), factor_(factor), rho_(rho), dependency_(std::move(dependency)) {}
 
   void Reset(std::span<const Key> candidates) override {
     keys_.assign(candidates.begin(), candidates.end());
@@ -63,8 +60,14 @@ class DependencyScheduler final : public Scheduler {
 
 }  // namespace
 
-std::unique_ptr<Scheduler> MakeDependencyScheduler(const SchedulerOptions& options) {
-  return std::make_unique<DependencyScheduler>(options);
+StatusOr<std::unique_ptr<Scheduler>> MakeDependencyScheduler(const SchedulerSetup& setup,
+                                                             const SchedulerArgs& args) {
+  TESSERA_ASSIGN_OR_RETURN(const int block_size, BlockSizeArg(args));
+  TESSERA_ASSIGN_OR_RETURN(const double rho, args.PositiveDouble("rho", 0.1));
+  TESSERA_ASSIGN_OR_RETURN(const int factor, args.Int("candidate_factor", 4, 1));
+  if (!setup.dependency) return InvalidArgument("this app supplies no dependency function");
+  return std::unique_ptr<Scheduler>(
+      std::make_unique<DependencyScheduler>(block_size, factor, rho, setup.dependency));
 }
 
 }  // namespace tessera

@@ -52,7 +52,7 @@ class FenwickTree {
 
 class PriorityScheduler final : public Scheduler {
  public:
-  explicit PriorityScheduler(const SchedulerOptions& o) : block_size_(o.block_size), eta_(o.eta) {}
+  PriorityScheduler(int block_size, double eta) : block_size_(block_size), eta_(eta) {}
 
   void Reset(std::span<const Key> candidates) override {
     keys_.assign(candidates.begin(), candidates.end());
@@ -123,8 +123,11 @@ class PriorityScheduler final : public Scheduler {
 
 }  // namespace
 
-std::unique_ptr<Scheduler> MakePriorityScheduler(const SchedulerOptions& options) {
-  return std::make_unique<PriorityScheduler>(options);
+StatusOr<std::unique_ptr<Scheduler>> MakePriorityScheduler(const SchedulerSetup&,
+                                                           const SchedulerArgs& args) {
+  TESSERA_ASSIGN_OR_RETURN(const int block_size, BlockSizeArg(args));
+  TESSERA_ASSIGN_OR_RETURN(const double eta, args.PositiveDouble("eta", 1e-6));
+  return std::unique_ptr<Scheduler>(std::make_unique<PriorityScheduler>(block_size, eta));
 }
 
 }  // namespace tessera

@@ -8,7 +8,7 @@ namespace {
 
 class RotationScheduler final : public Scheduler {
  public:
-  explicit RotationScheduler(const SchedulerOptions& o) : partitions_(o.partitions) {}
+  explicit RotationScheduler(int partitions) : partitions_(partitions) {}
 
   void Reset(std::span<const Key> candidates) override {
     keys_.assign(candidates.begin(), candidates.end());
@@ -47,8 +47,14 @@ class RotationScheduler final : public Scheduler {
 
 }  // namespace
 
-std::unique_ptr<Scheduler> MakeRotationScheduler(const SchedulerOptions& options) {
-  return std::make_unique<RotationScheduler>(options);
+std::unique_ptr<Scheduler> MakeRotation(int partitions) {
+  return std::make_unique<RotationScheduler>(partitions);
+}
+
+StatusOr<std::unique_ptr<Scheduler>> MakeRotationScheduler(const SchedulerSetup&,
+                                                           const SchedulerArgs& args) {
+  TESSERA_ASSIGN_OR_RETURN(const int partitions, args.Int("partitions", 0, 0));
+  return MakeRotation(partitions);
 }
 
 }  // namespace tessera

@@ -6,7 +6,7 @@ namespace {
 
 class RoundRobinScheduler final : public Scheduler {
  public:
-  explicit RoundRobinScheduler(const SchedulerOptions& o) : block_size_(o.block_size) {}
+  explicit RoundRobinScheduler(int block_size) : block_size_(block_size) {}
 
   void Reset(std::span<const Key> candidates) override {
     keys_.assign(candidates.begin(), candidates.end());
@@ -33,8 +33,10 @@ class RoundRobinScheduler final : public Scheduler {
 
 }  // namespace
 
-std::unique_ptr<Scheduler> MakeRoundRobinScheduler(const SchedulerOptions& options) {
-  return std::make_unique<RoundRobinScheduler>(options);
+StatusOr<std::unique_ptr<Scheduler>> MakeRoundRobinScheduler(const SchedulerSetup&,
+                                                             const SchedulerArgs& args) {
+  TESSERA_ASSIGN_OR_RETURN(const int block_size, BlockSizeArg(args));
+  return std::unique_ptr<Scheduler>(std::make_unique<RoundRobinScheduler>(block_size));
 }
 
 }  // namespace tessera

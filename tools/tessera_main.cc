@@ -94,14 +94,12 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
   cmd.add_option("--workers", f.opts.engine.workers, "Worker fibers, each owning a row partition")
       ->capture_default_str();
   cmd.add_option("--threads", f.threads, "OS threads running the fibers (default: all cores)");
-  cmd.add_option("--scheduler", f.opts.scheduler, "round_robin | priority | dependency | rotation")
+  cmd.add_option("--scheduler", f.opts.scheduler,
+                 "NAME[:key=value,...], one of (with its arguments and their defaults):\n" +
+                     DefaultSchedulers().Describe())
       ->capture_default_str();
-  cmd.add_option("--block-size", f.opts.scheduler_options.block_size, "Coordinates per round")
-      ->capture_default_str();
-  cmd.add_option("--rho", f.opts.scheduler_options.rho,
-                 "dependency: max |correlation| between coordinates of one round")
-      ->capture_default_str();
-  cmd.add_option("--eta", f.opts.scheduler_options.eta, "priority: floor weight (relative)")
+  cmd.add_option("--block-size", f.opts.block_size,
+                 "Coordinates per round (the scheduler's block_size unless it is given)")
       ->capture_default_str();
   cmd.add_option("--block-update", f.opts.block_update,
                  "sequential (exact, Gram-corrected) | parallel (Shotgun)")
@@ -263,8 +261,8 @@ int RunLassoIn(LassoFlags& f, Cluster& cluster) {
           "  model-parallel: %d workers on %d threads, scheduler %s (block %d), %s updates, "
           "pipeline depth %d; setup %.3f s\n",
           f.opts.engine.workers, FiberPool::Global().threads(), f.opts.scheduler.c_str(),
-          f.opts.scheduler_options.block_size, f.opts.block_update.c_str(),
-          f.opts.engine.pipeline_depth, setup_seconds);
+          f.opts.block_size, f.opts.block_update.c_str(), f.opts.engine.pipeline_depth,
+          setup_seconds);
     }
   }
   auto print = [&](const LassoSolution& r) {

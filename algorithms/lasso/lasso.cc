@@ -49,9 +49,29 @@ double ColumnDot(const SparseColMatrix& x, Eigen::Index j, const Eigen::VectorXd
 
 }  // namespace
 
+namespace {
+
+// The scheduler `o` names, offered the fit's block size, with `dependency`.
+StatusOr<std::unique_ptr<Scheduler>> MakeScheduler(const LassoOptions& o, DependencyFn dependency) {
+  TESSERA_ASSIGN_OR_RETURN(SchedulerSpec spec, SchedulerSpec::Parse(o.scheduler));
+  spec.args.SetDefault("block_size", std::to_string(o.block_size));
+  SchedulerSetup setup;
+  setup.num_workers = o.engine.workers;
+  setup.dependency = std::move(dependency);
+  return DefaultSchedulers().Create(spec.name, setup, spec.args);
+}
+
+}  // namespace
+
 Status LassoOptions::Validate() const {
   TESSERA_RETURN_IF_ERROR(engine.Validate());
-  TESSERA_RETURN_IF_ERROR(scheduler_options.Validate());
+  if (block_size < 1) {
+    return InvalidArgument("--block-size must be at least 1, got " + std::to_string(block_size));
+  }
+  if (mode == "model-parallel") {  // the scheduler's name and arguments
+    TESSERA_RETURN_IF_ERROR(
+        MakeScheduler(*this, [](Key, Key) { return 0.0; }).status());  // the fit's own later
+  }
   if (block_update != "sequential" && block_update != "parallel") {
     return InvalidArgument("--block-update must be 'sequential' or 'parallel', got '" +
                            block_update + "'");
@@ -107,8 +127,10 @@ int LassoSolution::nonzeros() const { return static_cast<int>((beta.array() != 0
 
 class LassoApp final : public ModelParallelApp {
  public:
-  LassoApp(const Dataset& data, const LassoOptions& opts)
-      : opts_(opts), verifier_(MakeRoundRobinScheduler(opts.scheduler_options)) {
+  LassoApp(const Dataset& data, const LassoOptions& opts) : opts_(opts) {
+    SchedulerArgs verifier;
+    verifier.SetDefault("block_size", std::to_string(opts.block_size));
+    verifier_ = std::move(MakeRoundRobinScheduler({}, verifier).value());
     n_ = data.rows();
     p_ = data.cols();
     sequential_ = opts.block_update == "sequential";
@@ -164,7 +186,7 @@ class LassoApp final : public ModelParallelApp {
   double LambdaMax() const { return lambda_max_; }
 
   // Dependency between coordinates a and b: |corr| of the centered columns.
-  double Dependency(Key a, Key b) {
+  double ColumnDependency(Key a, Key b) {
     const auto ia = static_cast<Eigen::Index>(a), ib = static_cast<Eigen::Index>(b);
     if (d_[ia] <= 0 || d_[ib] <= 0) return 0;
     if (x_.cols() != p_) {  // column copy for the coordinator, made on first use
@@ -221,9 +243,9 @@ class LassoApp final : public ModelParallelApp {
   }
   std::shared_ptr<KeptWorkers> kept_workers() const { return kept_; }
 
-  Status InitScheduler(const std::string& name, SchedulerOptions so) {
-    so.dependency = [this](Key a, Key b) { return Dependency(a, b); };
-    TESSERA_ASSIGN_OR_RETURN(scheduler_, DefaultSchedulers().Create(name, so));
+  Status InitScheduler() {
+    TESSERA_ASSIGN_OR_RETURN(
+        scheduler_, MakeScheduler(opts_, [this](Key a, Key b) { return ColumnDependency(a, b); }));
     return Status::Ok();
   }
 
@@ -625,8 +647,7 @@ StatusOr<std::unique_ptr<LassoSolver>> LassoSolver::Create(const Dataset& data,
     return solver;
   }
   solver->app_ = std::make_unique<LassoApp>(data, options);
-  TESSERA_RETURN_IF_ERROR(
-      solver->app_->InitScheduler(options.scheduler, options.scheduler_options));
+  TESSERA_RETURN_IF_ERROR(solver->app_->InitScheduler());
   return solver;
 }
 

@@ -31,9 +31,11 @@ struct LassoOptions {
   // model-parallel: coordinate descent scheduled over workers (below);
   // data-parallel: proximal gradient with the model in a parameter server (lasso_dp.h).
   std::string mode = "model-parallel";
-  std::string scheduler = "round_robin";    // any name in DefaultSchedulers()
-  SchedulerOptions scheduler_options;       // block size, eta, rho, ...
-  EngineOptions engine;                     // workers, pipeline depth, limits, trace
+  // "NAME[:key=value,...]": a scheduler in DefaultSchedulers() and its own arguments.
+  std::string scheduler = "round_robin";
+  int block_size = 16;   // coordinates per round: the scheduler's block_size unless its
+                         // arguments set one, and the KKT pass's
+  EngineOptions engine;  // workers, pipeline depth, limits, trace
   std::string block_update = "sequential";  // sequential (exact) | parallel (Shotgun)
   bool standardize = false;  // penalize b_j by the column's standard deviation (glmnet default)
   bool strong_rules = true;  // screen coordinates with the sequential strong rule

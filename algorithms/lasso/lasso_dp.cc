@@ -8,11 +8,8 @@ namespace tessera {
 
 namespace {
 
-constexpr TableId kStats = 0;  // setup: Σx_j | Σx_j² | Σx_j y | Σy | n   (3p + 2 keys, add)
-constexpr TableId kPower = 1;  // setup: X̃ᵀX̃v/n for the power iteration (p keys, assign)
-constexpr TableId kBeta = 2;   // the coefficients b (p keys, proximal step)
-constexpr TableId kGrad = 3;   // hogwild only: G, the sum of the latest gradients (p keys, add)
-
+constexpr TableId kBeta = 0;  // the coefficients b (p keys, proximal step)
+constexpr TableId kGrad = 1;  // hogwild only: G, the sum of the latest gradients (p keys, add)
 constexpr int kPowerIterations = 30;
 // L is estimated from below by the power iteration; a step of 1/(1.02 L) stays stable.
 constexpr double kLipschitzMargin = 1.02;
@@ -60,19 +57,6 @@ class DataParallelLasso::App final : public DataParallelApp {
   std::size_t num_rows() const override { return static_cast<std::size_t>(n_); }
 
   std::vector<TableSpec> Tables(const DataParallelOptions& o) override {
-    const Consistency bsp;
-    TableSpec stats;
-    stats.name = "lasso_stats";
-    stats.num_keys = static_cast<std::uint64_t>(3 * p_ + 2);
-    stats.consistency = bsp;
-    TableSpec power;
-    power.name = "lasso_power";
-    power.num_keys = static_cast<std::uint64_t>(p_);
-    power.consistency = bsp;
-    power.updater =
-        FunctionUpdater("assign", 0,
-                        [](Key, std::size_t count, int dim, double* value, const double* sum,
-                           double*) { std::copy(sum, sum + count * dim, value); });
     TableSpec beta;
     beta.name = "lasso_beta";
     beta.num_keys = static_cast<std::uint64_t>(p_);
@@ -82,26 +66,29 @@ class DataParallelLasso::App final : public DataParallelApp {
     // Asynchronously each push takes a step with gradients up to (1 + S) clocks of every
     // worker old: 1/(L P (1 + S)) keeps that delayed iteration stable.
     const double delay = sync ? 1.0 : o.workers * (1.0 + o.consistency.staleness);
-    step_ = ready_ ? 1.0 / (lipschitz_ * delay) : 0.0;
+    step_ = 1.0 / (lipschitz_ * delay);
     if (o.consistency.model != ConsistencyModel::kHogwild) {
       beta.updater = ProximalUpdater(lambda_, step_, pf_, opts_.accelerate && sync);
-      return {stats, power, beta};
+      return {beta};
     }
     // Hogwild: no update may keep state that a lost write would corrupt for good. G lives in
     // its own table of atomic adds, and workers write proximal steps into b themselves; a
     // step lost to a concurrent write is simply taken again.
     hogwild_ = true;
-    beta.updater = power.updater;  // assign
+    beta.updater =
+        FunctionUpdater("assign", 0,
+                        [](Key, std::size_t count, int dim, double* value, const double* sum,
+                           double*) { std::copy(sum, sum + count * dim, value); });
     TableSpec grad;
     grad.name = "lasso_gradient";
     grad.num_keys = static_cast<std::uint64_t>(p_);
     grad.consistency = o.consistency;
-    return {stats, power, beta, grad};
+    return {beta, grad};
   }
 
   // The setup statistics: column sums, sums of squares and xᵀy, Σy and the row count of a
-  // shard's rows, divided by the replication.
-  Eigen::VectorXd ShardStats(const Shard& sh, double rep) const {
+  // shard's rows.
+  Eigen::VectorXd ShardStats(const Shard& sh) const {
     const Eigen::Index p = p_;
     Eigen::VectorXd s = Eigen::VectorXd::Zero(3 * p + 2);
     for (Eigen::Index j = 0; j < p; ++j) {
@@ -113,7 +100,7 @@ class DataParallelLasso::App final : public DataParallelApp {
     }
     s[3 * p] = sh.y.sum();
     s[3 * p + 1] = static_cast<double>(sh.y.size());
-    return s / rep;
+    return s;
   }
 
   struct SetupValues {
@@ -156,16 +143,16 @@ class DataParallelLasso::App final : public DataParallelApp {
     lipschitz_ = std::max(lipschitz, 1e-300) * kLipschitzMargin;
   }
 
-  // Across processes: each process computes the setup values itself from the whole data set
-  // (it has read it), so that the updaters of the shards it runs agree with every other
-  // process's; the workers then only build their shards. In one process the workers compute
-  // them together through the parameter server (Setup below).
+  // The setup values (column means, penalty factors, λ_max, the Lipschitz constant), which
+  // every process computes itself from the whole data set it has read, so that the updaters of
+  // the shards it runs agree with every other process's; the workers then only build their
+  // shards.
   void LocalSetup() {
     Shard all;
     std::vector<std::uint32_t> rows(static_cast<std::size_t>(n_));
     for (std::size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<std::uint32_t>(i);
     BuildShard(all, rows);
-    const SetupValues s = Derive(ShardStats(all, 1));
+    const SetupValues s = Derive(ShardStats(all));
     Eigen::VectorXd v = s.v;
     double lipschitz = 0;
     for (int it = 0; it < kPowerIterations && v.norm() > 0; ++it) {
@@ -179,49 +166,10 @@ class DataParallelLasso::App final : public DataParallelApp {
 
   Status Setup(DpWorkerContext& ctx) override {
     Shard& sh = shards_[ctx.worker];
-    if (ready_) {
-      if (sh.x.cols() == 0) {  // after LocalSetup: this worker's first run
-        BuildShard(sh, ctx.rows);
-        sh.y.array() -= ybar_;
-      }
-      return Status::Ok();
+    if (sh.x.cols() == 0) {  // this worker's first run
+      BuildShard(sh, ctx.rows);
+      sh.y.array() -= ybar_;  // from here on, the centered response ỹ
     }
-    BuildShard(sh, ctx.rows);
-    const double rep = ctx.replication;
-    const Eigen::Index p = p_;
-    const double n = static_cast<double>(n_);
-
-    // Column statistics and xᵀy, summed over workers in one clock.
-    const KeyRange all_stats{0, static_cast<Key>(3 * p + 2)};
-    TESSERA_RETURN_IF_ERROR(ctx.client->PushRange(kStats, all_stats, Span(ShardStats(sh, rep))));
-    TESSERA_RETURN_IF_ERROR(ctx.client->Clock());
-    TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd tot, ctx.client->PullRange(kStats, all_stats).Get());
-    if (std::abs(tot[3 * p + 1] - n) > 0.5) {
-      return Internal("lasso setup: the workers hold " + std::to_string(tot[3 * p + 1]) +
-                      " rows, expected " + std::to_string(n_));
-    }
-    const SetupValues s = Derive(tot);
-    sh.y.array() -= s.ybar;  // from here on, the centered response ỹ
-    Eigen::VectorXd v = s.v;
-    double lipschitz = 0;
-    if (v.norm() > 0) {
-      const KeyRange all{0, static_cast<Key>(p)};
-      for (int it = 0; it < kPowerIterations; ++it) {
-        Eigen::VectorXd z = CenteredGradient(sh, s.mu, v, /*subtract_y=*/false) / (n * rep);
-        TESSERA_RETURN_IF_ERROR(ctx.client->PushRange(kPower, all, Span(z)));
-        TESSERA_RETURN_IF_ERROR(ctx.client->Clock());
-        TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd sum, ctx.client->PullRange(kPower, all).Get());
-        lipschitz = sum.norm();
-        if (!(lipschitz > 0)) break;
-        v = sum / lipschitz;
-      }
-    } else {
-      // Every column is constant: still clock as often as the other workers.
-      for (int it = 0; it < kPowerIterations; ++it) {
-        TESSERA_RETURN_IF_ERROR(ctx.client->Clock());
-      }
-    }
-    if (ctx.worker == 0) Keep(s, lipschitz);  // the driver reads these after the run
     return Status::Ok();
   }
 
@@ -263,7 +211,6 @@ class DataParallelLasso::App final : public DataParallelApp {
 
   StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext& ctx) override {
     Eigen::VectorXd t = Eigen::VectorXd::Zero(2);
-    if (!ready_) return t;  // the setup run: nothing to evaluate yet
     Shard& sh = shards_[ctx.worker];
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd b,
                              ctx.client->PullRange(kBeta, {0, static_cast<Key>(p_)}).Get());
@@ -290,7 +237,6 @@ class DataParallelLasso::App final : public DataParallelApp {
     }
   }
   void FinishSetup(const Dataset& data) {
-    ready_ = true;
     oracle_ = std::make_unique<LassoOracle>(data.x, data.y, mu_, *pf_);
   }
   double lambda_max() const { return lambda_max_; }
@@ -337,8 +283,7 @@ class DataParallelLasso::App final : public DataParallelApp {
   LassoOptions opts_;
   const Eigen::Index n_, p_;
   std::vector<Shard> shards_;
-  // Set by worker 0 in the setup run, read-only afterwards.
-  bool ready_ = false;
+  // Set by LocalSetup, read-only afterwards.
   Eigen::VectorXd mu_;
   std::shared_ptr<const Eigen::VectorXd> pf_ = std::make_shared<const Eigen::VectorXd>();
   double ybar_ = 0, lambda_max_ = 0, lipschitz_ = 1;
@@ -359,16 +304,7 @@ StatusOr<std::unique_ptr<DataParallelLasso>> DataParallelLasso::Create(
   std::unique_ptr<DataParallelLasso> solver(new DataParallelLasso);
   solver->options_ = options;
   solver->app_ = std::make_unique<App>(data, options);
-  const auto& transport = options.engine.transport;
-  if (transport && !transport->in_process()) {
-    solver->app_->LocalSetup();
-  } else {
-    DataParallelOptions setup = dp;
-    setup.max_epochs = 0;
-    setup.trace_path.clear();
-    setup.progress = false;
-    TESSERA_RETURN_IF_ERROR(RunDataParallel(*solver->app_, setup).status());
-  }
+  solver->app_->LocalSetup();
   solver->app_->FinishSetup(data);
   return solver;
 }

@@ -74,9 +74,7 @@ class RotationLdaApp final : public ModelParallelApp {
       block_ptr_.push_back(std::move(ptr));
     }
     Totals();
-    SchedulerOptions so;
-    so.partitions = P_;
-    scheduler_ = MakeRotationScheduler(so);
+    scheduler_ = MakeRotation(P_);
     std::vector<Key> vocab(corpus.num_words());
     for (std::size_t w = 0; w < vocab.size(); ++w) vocab[w] = w;
     scheduler_->Reset(vocab);

@@ -87,9 +87,7 @@ class DsgdApp final : public ModelParallelApp {
     const int P = o.engine.workers;
     item_blocks_ = SplitRange(num_items_, P);  // the rotation scheduler's partitions
     user_blocks_ = SplitRange(num_users_, P);
-    SchedulerOptions so;
-    so.partitions = P;
-    scheduler_ = MakeRotationScheduler(so);
+    scheduler_ = MakeRotation(P);
     std::vector<Key> items(num_items_);
     for (std::size_t j = 0; j < num_items_; ++j) items[j] = j;
     scheduler_->Reset(items);

@@ -49,7 +49,7 @@ TEST_P(DiabetesReferenceTest, ReachesGlmnetObjectiveAndKkt) {
   const auto& [scheduler, workers, depth] = GetParam();
   LassoOptions o;
   o.scheduler = scheduler;
-  o.scheduler_options.block_size = 3;
+  o.block_size = 3;
   o.engine.workers = workers;
   o.engine.pipeline_depth = depth;
   o.engine.progress = false;
@@ -153,10 +153,9 @@ TEST(LassoTest, ShotgunParallelUpdatesWithDependencySchedulerConverge) {
   auto data = ReadCsv(x_path);
   ASSERT_TRUE(data.ok());
   LassoOptions o;
-  o.scheduler = "dependency";
+  o.scheduler = "dependency:rho=0.3";
   o.block_update = "parallel";
-  o.scheduler_options.block_size = 4;
-  o.scheduler_options.rho = 0.3;
+  o.block_size = 4;
   o.engine.progress = false;
   auto solver = LassoSolver::Create(*data, o);
   ASSERT_TRUE(solver.ok());

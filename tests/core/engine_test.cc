@@ -246,6 +246,84 @@ TEST(EngineTest, EmptyScheduleWithNothingInFlightIsAnError) {
   EXPECT_NE(run.status().message().find("no blocks"), std::string::npos);
 }
 
+// An app with no Schedule of its own: the engine plans its rounds with the scheduler the
+// options name. Each update moves a key halfway to its target, so a key's change halves with
+// every visit and a pass whose largest change is below the tolerance ends the run.
+struct HalvingApp : ModelParallelApp {
+  std::vector<Key> ScheduleKeys() override { return {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}; }
+  std::vector<Partial> Push(WorkerContext&, std::span<const Block> blocks) override {
+    std::vector<Partial> out;
+    for (const Block& b : blocks) out.push_back({b.id, 0, Eigen::VectorXd::Zero(1)});
+    return out;
+  }
+  Update Pull(PullContext&, std::span<const Block> blocks, std::span<const Partial>) override {
+    Update u;
+    for (const Block& b : blocks) {
+      EXPECT_LE(b.keys.size(), 3u);  // the block_size argument
+      for (Key k : b.keys) u.keys.push_back(k);
+    }
+    u.delta.resize(static_cast<Eigen::Index>(u.keys.size()));
+    for (std::size_t i = 0; i < u.keys.size(); ++i) {
+      double& x = value[u.keys[i]];
+      u.delta[static_cast<Eigen::Index>(i)] = 0.5 * (1.0 + u.keys[i] - x);
+      x += u.delta[static_cast<Eigen::Index>(i)];
+    }
+    return u;
+  }
+  void Apply(WorkerContext&, const Update&) override {}
+  Eigen::VectorXd EvaluateTerms(WorkerContext&) override { return Eigen::VectorXd::Zero(1); }
+  double Objective(const Eigen::VectorXd&) override {
+    double s = 0;
+    for (std::size_t k = 0; k < value.size(); ++k) s += std::abs(value[k] - 1.0 - k);
+    return s;
+  }
+  std::vector<double> value = std::vector<double>(10, 0.0);
+};
+
+TEST(EngineTest, AnAppWithoutScheduleRunsTheSchedulerTheOptionsName) {
+  {
+    HalvingApp app;
+    auto run = RunModelParallel(app, {.workers = 2,
+                                      .pipeline_depth = 2,
+                                      .scheduler = "round_robin:block_size=3",
+                                      .change_tolerance = 1e-6});
+    ASSERT_TRUE(run.ok()) << run.status().message();
+    EXPECT_EQ(run->stop_reason, "converged");
+    EXPECT_LT(run->objective, 1e-4);
+  }
+  {
+    // priority samples keys by their last change (Observe), so the far ones first.
+    HalvingApp app;
+    auto run = RunModelParallel(
+        app, {.workers = 3, .max_rounds = 400, .scheduler = "priority:block_size=3,eta=0.5"});
+    ASSERT_TRUE(run.ok()) << run.status().message();
+    EXPECT_EQ(run->stop_reason, "max rounds");
+    EXPECT_LT(run->objective, 1e-4);
+  }
+  // With two keys a round, a pass is 5 rounds and visits every key once: after v visits key
+  // k's change is (k + 1) / 2^v, and the largest, key 9's, is at most 1e-6 from v = 24 on.
+  HalvingApp app;
+  auto run =
+      RunModelParallel(app, {.scheduler = "round_robin:block_size=2", .change_tolerance = 1e-6});
+  ASSERT_TRUE(run.ok()) << run.status().message();
+  EXPECT_EQ(run->updates, 240u);
+}
+
+TEST(EngineTest, ASchedulerThatCannotBeMadeStopsTheRunWithTheReason) {
+  HalvingApp app;
+  EXPECT_EQ(RunModelParallel(app, {}).status().message(),
+            "the app defines no Schedule and EngineOptions names no scheduler");
+  EXPECT_EQ(RunModelParallel(app, {.scheduler = "round_robin:rho=0.1"}).status().message(),
+            "--scheduler: scheduler round_robin takes no argument 'rho' (it takes: "
+            "block_size=16)");
+  EXPECT_EQ(RunModelParallel(app, {.scheduler = "dependency"}).status().message(),
+            "--scheduler dependency: this app supplies no dependency function (it takes: "
+            "block_size=16, rho=0.1, candidate_factor=4)");
+  FunctionalApp none;  // no keys
+  EXPECT_EQ(RunModelParallel(none, {.scheduler = "round_robin"}).status().message(),
+            "--scheduler round_robin: the app names no keys to schedule (ScheduleKeys)");
+}
+
 TEST(EngineTest, InvalidOptionsNameTheFlag) {
   CountingApp app(1, 1);
   EngineOptions o;

@@ -1,6 +1,7 @@
 // Every registered scheduler gets the same checks; then each built-in its own.
 #include "schedulers/scheduler.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,18 +14,28 @@ namespace {
 // Keys interfere when they are neighbours (|a - b| == 1) — a chain of dependencies.
 double ChainDependency(Key a, Key b) { return (a > b ? a - b : b - a) == 1 ? 1.0 : 0.0; }
 
-SchedulerOptions TestOptions() {
-  SchedulerOptions o;
-  o.block_size = 8;
-  o.rho = 0.5;
-  o.dependency = ChainDependency;
-  return o;
+SchedulerSetup TestSetup() {
+  SchedulerSetup setup;
+  setup.num_workers = 3;
+  setup.dependency = ChainDependency;
+  return setup;
 }
+
+// Offered to every scheduler (defaults are never refused), as an app offers its block size.
+SchedulerArgs TestArgs() {
+  SchedulerArgs args;
+  args.SetDefault("block_size", "8");
+  args.SetDefault("rho", "0.5");
+  return args;
+}
+
+// `text` parsed as scheduler arguments.
+SchedulerArgs Args(const std::string& text) { return *SchedulerArgs::Parse(text); }
 
 class EveryScheduler : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(EveryScheduler, SchedulesOnlyCandidatesWithoutDuplicatesAndCoversThem) {
-  auto s = DefaultSchedulers().Create(GetParam(), TestOptions());
+  auto s = DefaultSchedulers().Create(GetParam(), TestSetup(), TestArgs());
   ASSERT_TRUE(s.ok()) << s.status().message();
   std::vector<Key> candidates;
   for (Key k = 100; k < 160; ++k) candidates.push_back(k);
@@ -71,35 +82,54 @@ INSTANTIATE_TEST_SUITE_P(Registry, EveryScheduler, ::testing::ValuesIn(DefaultSc
 TEST(SchedulerRegistryTest, BuiltinsAreRegisteredAndUnknownNamesListThem) {
   EXPECT_EQ(DefaultSchedulers().Names(),
             (std::vector<std::string>{"dependency", "priority", "rotation", "round_robin"}));
-  auto s = DefaultSchedulers().Create("fifo", TestOptions());
+  auto s = DefaultSchedulers().Create("fifo", TestSetup(), TestArgs());
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.status().message(),
             "--scheduler: unknown scheduler 'fifo' (valid: dependency, priority, rotation, "
             "round_robin)");
-  SchedulerOptions bad = TestOptions();
-  bad.block_size = 0;
-  EXPECT_NE(DefaultSchedulers().Create("round_robin", bad).status().message().find("--block-size"),
+}
+
+TEST(SchedulerArgsTest, EachSchedulerReadsAndChecksItsOwnArguments) {
+  const SchedulerRegistry& r = DefaultSchedulers();
+  EXPECT_TRUE(r.Create("priority", TestSetup(), Args("block_size=2,eta=0.01")).ok());
+  EXPECT_EQ(r.Create("round_robin", TestSetup(), Args("block_size=0")).status().message(),
+            "--scheduler round_robin: scheduler argument block_size=0: expected an integer >= 1 "
+            "(it takes: block_size=16)");
+  EXPECT_EQ(r.Create("round_robin", TestSetup(), Args("rho=0.3")).status().message(),
+            "--scheduler: scheduler round_robin takes no argument 'rho' (it takes: "
+            "block_size=16)");
+  EXPECT_EQ(r.Create("priority", TestSetup(), Args("eta=-1")).status().message(),
+            "--scheduler priority: scheduler argument eta=-1: expected a number > 0 (it takes: "
+            "block_size=16, eta=1e-6)");
+  EXPECT_EQ(r.Create("dependency", SchedulerSetup{}, {}).status().message(),
+            "--scheduler dependency: this app supplies no dependency function (it takes: "
+            "block_size=16, rho=0.1, candidate_factor=4)");
+  EXPECT_THAT(r.Create("rotation", TestSetup(), Args("partitions=x")).status().message(),
+              ::testing::HasSubstr("partitions=x: expected an integer >= 0"));
+  EXPECT_EQ(SchedulerArgs::Parse("a=1,a=2").status().message(),
+            "scheduler argument 'a' is given twice");
+  EXPECT_EQ(SchedulerArgs::Parse("a").status().message(),
+            "scheduler argument 'a' is not key=value");
+  auto spec = SchedulerSpec::Parse("dependency:rho=0.3,block_size=4");
+  ASSERT_TRUE(spec.ok());
+  EXPECT_EQ(spec->name, "dependency");
+  EXPECT_EQ(spec->args.ToString(), "block_size=4,rho=0.3");
+  EXPECT_FALSE(SchedulerSpec::Parse(":rho=1").ok());
+  EXPECT_NE(r.Describe().find("dependency (block_size=16, rho=0.1, candidate_factor=4)\n"),
             std::string::npos);
-  SchedulerOptions no_dep = TestOptions();
-  no_dep.dependency = nullptr;
-  EXPECT_FALSE(DefaultSchedulers().Create("dependency", no_dep).ok());
 }
 
 TEST(SchedulerRegistryTest, UsersCanRegisterTheirOwn) {
   SchedulerRegistry r;
   RegisterBuiltinSchedulers(r);
-  ASSERT_TRUE(
-      r.Register("mine", [](const SchedulerOptions& o) -> StatusOr<std::unique_ptr<Scheduler>> {
-         return MakeRoundRobinScheduler(o);
-       }).ok());
+  ASSERT_TRUE(r.Register("mine", MakeRoundRobinScheduler, "block_size=16").ok());
   EXPECT_FALSE(r.Register("mine", nullptr).ok());
-  EXPECT_TRUE(r.Create("mine", TestOptions()).ok());
+  EXPECT_FALSE(r.Register("a:b", nullptr).ok());
+  EXPECT_TRUE(r.Create("mine", TestSetup(), TestArgs()).ok());
 }
 
 TEST(RoundRobinTest, CyclesInOrder) {
-  SchedulerOptions o;
-  o.block_size = 3;
-  auto s = MakeRoundRobinScheduler(o);
+  auto s = MakeRoundRobinScheduler({}, Args("block_size=3")).value();
   s->Reset(std::vector<Key>{1, 2, 3, 4});
   ScheduleContext ctx;
   EXPECT_EQ(s->Next(ctx)[0].keys, (std::vector<Key>{1, 2, 3}));
@@ -107,10 +137,7 @@ TEST(RoundRobinTest, CyclesInOrder) {
 }
 
 TEST(PriorityTest, SamplesInProportionToSquaredChangePlusEta) {
-  SchedulerOptions o;
-  o.block_size = 1;
-  o.eta = 1e-3;
-  auto s = MakePriorityScheduler(o);
+  auto s = MakePriorityScheduler({}, Args("block_size=1,eta=1e-3")).value();
   std::vector<Key> keys{0, 1, 2, 3};
   s->Reset(keys);
   Eigen::VectorXd delta(4);
@@ -131,7 +158,7 @@ TEST(PriorityTest, SamplesInProportionToSquaredChangePlusEta) {
 }
 
 TEST(DependencyTest, NoTwoDependentKeysInOneRound) {
-  auto s = MakeDependencyScheduler(TestOptions());
+  auto s = MakeDependencyScheduler(TestSetup(), TestArgs()).value();
   std::vector<Key> keys;
   for (Key k = 0; k < 40; ++k) keys.push_back(k);
   s->Reset(keys);
@@ -148,8 +175,7 @@ TEST(DependencyTest, NoTwoDependentKeysInOneRound) {
 }
 
 TEST(RotationTest, WorkersHoldDisjointPartitionsAndSeeThemAll) {
-  SchedulerOptions o;
-  auto s = MakeRotationScheduler(o);
+  auto s = MakeRotationScheduler({}, {}).value();
   std::vector<Key> keys;
   for (Key k = 0; k < 10; ++k) keys.push_back(k);
   s->Reset(keys);
