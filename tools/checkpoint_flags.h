@@ -28,4 +28,12 @@ void AddCheckpointFlags(CLI::App& cmd, CheckpointFlags& flags, const std::string
 // checkpoint directory when that holds checkpoints.
 StatusOr<CheckpointSettings> ResolveCheckpointFlags(const CheckpointFlags& flags);
 
+// Sets an app's checkpoint options (its checkpoint_dir, checkpoint_every and resume) from `s`.
+template <class AppOptions>
+void SetCheckpointOptions(const CheckpointSettings& s, AppOptions& options) {
+  options.checkpoint_dir = s.dir;
+  options.checkpoint_every = s.every;
+  options.resume = s.resume;
+}
+
 }  // namespace tessera

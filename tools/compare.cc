@@ -16,6 +16,7 @@
 
 #include "core/metrics.h"
 #include "core/status.h"
+#include "tools/command.h"
 
 namespace tessera {
 namespace {
@@ -23,53 +24,6 @@ namespace {
 namespace fs = std::filesystem;
 
 const char* const kModes[] = {"model-parallel", "data-parallel"};
-
-// What compare needs to know of an app: the flags it sets itself, how a budget is spelled,
-// the summary columns worth showing and what the curves plot.
-struct AppSpec {
-  std::string name;
-  std::vector<std::string> own;    // flags the user may not pass (compare sets them)
-  std::string seconds_flag;        // wall-time limit
-  std::string rounds_flag[2];      // round limit, per mode (model-parallel, data-parallel)
-  std::vector<std::string> extra;  // summary columns shown after the objective
-  std::string curve;  // trace column plotted: "objective" as relative suboptimality, or a metric
-  std::string curve_label;
-  bool rising = false;  // the curve goes up as the fit improves (the key goes bottom right)
-  std::vector<std::string> child_args;  // added to both runs (e.g. no output files)
-};
-
-const AppSpec kApps[] = {
-    {"lasso",
-     {"--mode", "--trace", "--summary", "--output", "--path", "--quiet", "--max-seconds",
-      "--max-rounds", "--max-epochs"},
-     "--max-seconds",
-     {"--max-rounds", "--max-epochs"},
-     {"kkt", "nonzeros"},
-     "objective",
-     "relative suboptimality (F - F*) / F*",
-     false,
-     {}},
-    {"mf",
-     {"--mode", "--trace", "--summary", "--output", "--quiet", "--max-seconds", "--epochs"},
-     "--max-seconds",
-     {"--epochs", "--epochs"},
-     {"train_rmse", "test_rmse"},
-     "test_rmse",
-     "test RMSE",
-     false,
-     {}},
-    // The objective is -log p(w, z) (minimized, like the others).
-    {"lda",
-     {"--mode", "--trace", "--summary", "--output", "--topics-out", "--no-files", "--quiet",
-      "--max-seconds", "--iterations"},
-     "--max-seconds",
-     {"--iterations", "--iterations"},
-     {"ll_per_token", "perplexity", "tokens_per_second"},
-     "ll_per_token",
-     "log-likelihood per token",
-     true,
-     {"--no-files"}},
-};
 
 // A CSV file with a header, as rows of name -> field.
 StatusOr<std::vector<std::map<std::string, std::string>>> ReadTable(const std::string& path) {
@@ -152,13 +106,14 @@ std::string Sci(double v) {
 }
 
 // The value plotted for one trace row: relative suboptimality, or the app's metric.
-double CurveValue(const AppSpec& app, const std::map<std::string, std::string>& row, double best) {
+double CurveValue(const CompareSpec& app, const std::map<std::string, std::string>& row,
+                  double best) {
   if (app.curve != "objective") return Num(row, app.curve);
   const double f = Num(row, "objective");
   return std::max((f - best) / std::max(std::abs(best), 1e-300), 1e-16);
 }
 
-Status Plot(const AppSpec& app, const std::string& prefix, const fs::path& dir,
+Status Plot(const CompareSpec& app, const std::string& prefix, const fs::path& dir,
             const std::vector<ModeRun>& runs, double best, const std::string& title,
             bool& plotted) {
   plotted = false;
@@ -201,7 +156,7 @@ Status Plot(const AppSpec& app, const std::string& prefix, const fs::path& dir,
   return Status::Ok();
 }
 
-int Fail(const Status& s) {
+int FailCompare(const Status& s) {
   std::cerr << "tessera compare: error: " << s.message() << std::endl;
   return 1;
 }
@@ -209,31 +164,34 @@ int Fail(const Status& s) {
 }  // namespace
 
 int RunCompare(const CompareFlags& flags) {
-  const AppSpec* app = nullptr;
-  std::string names;
-  for (const AppSpec& a : kApps) {
-    if (a.name == flags.app) app = &a;
-    names += (names.empty() ? "" : ", ") + a.name;
-  }
+  Command* command = Commands().Find(flags.app);
+  const CompareSpec* app = command ? command->compare() : nullptr;
   if (!app) {
-    return Fail(InvalidArgument("unknown app '" + flags.app + "' (expected " + names + ")"));
+    std::string names;
+    for (const std::string& n : Commands().ComparableNames()) {
+      names += (names.empty() ? "" : ", ") + n;
+    }
+    return FailCompare(InvalidArgument("unknown app '" + flags.app + "' (expected " + names + ")"));
   }
+  std::vector<std::string> own = {"--mode", "--trace", "--summary", "--output", "--quiet"};
+  own.insert(own.end(), app->own.begin(), app->own.end());
   for (const std::string& a : flags.forwarded) {
-    for (const std::string& own : app->own) {
-      if (a == own || a.rfind(own + "=", 0) == 0) {
-        return Fail(
+    for (const std::string& o : own) {
+      if (a == o || a.rfind(o + "=", 0) == 0) {
+        return FailCompare(
             InvalidArgument(a +
                             " is set by compare itself (both modes run; use --budget-seconds or "
                             "--budget-rounds for limits and --out for the files)"));
       }
     }
   }
-  if (!(flags.budget_seconds >= 0)) return Fail(InvalidArgument("--budget-seconds must be >= 0"));
+  if (!(flags.budget_seconds >= 0))
+    return FailCompare(InvalidArgument("--budget-seconds must be >= 0"));
   std::error_code ec;
   const fs::path self = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) return Fail(Internal("cannot find the tessera executable: " + ec.message()));
+  if (ec) return FailCompare(Internal("cannot find the tessera executable: " + ec.message()));
   std::string tmpl = (fs::temp_directory_path() / "tessera-compare-XXXXXX").string();
-  if (!mkdtemp(tmpl.data())) return Fail(Internal("cannot create a temporary directory"));
+  if (!mkdtemp(tmpl.data())) return FailCompare(Internal("cannot create a temporary directory"));
   const fs::path dir = tmpl;
   struct Cleanup {
     fs::path dir;
@@ -262,16 +220,16 @@ int RunCompare(const CompareFlags& flags) {
     std::cerr << "tessera compare: running " << mode << " ..." << std::endl;
     const int rc = RunProcess(args, true);
     if (rc != 0) {
-      return Fail(Internal("the " + mode + " run failed (exit " + std::to_string(rc) +
-                           "); its error is above"));
+      return FailCompare(Internal("the " + mode + " run failed (exit " + std::to_string(rc) +
+                                  "); its error is above"));
     }
     ModeRun run;
     run.mode = mode;
     auto s = ReadTable(summary.string());
-    if (!s.ok() || s->size() != 1) return Fail(DataLoss(mode + ": no summary"));
+    if (!s.ok() || s->size() != 1) return FailCompare(DataLoss(mode + ": no summary"));
     run.summary = (*s)[0];
     auto t = ReadTable(trace.string());
-    if (!t.ok()) return Fail(t.status());
+    if (!t.ok()) return FailCompare(t.status());
     run.trace = std::move(*t);
     runs.push_back(std::move(run));
   }
@@ -308,7 +266,7 @@ int RunCompare(const CompareFlags& flags) {
   for (const auto& e : app->extra) header += "," + e;
   header += ",rounds,seconds,setup_seconds,bytes,peak_rss_bytes,stop";
   CsvWriter table;
-  if (auto st = table.Open(flags.out + "-summary.csv", header); !st.ok()) return Fail(st);
+  if (auto st = table.Open(flags.out + "-summary.csv", header); !st.ok()) return FailCompare(st);
   for (const auto& r : runs) {
     const auto& s = r.summary;
     const double f = Num(s, "objective");
@@ -331,14 +289,14 @@ int RunCompare(const CompareFlags& flags) {
            "," + field(s, "bytes") + "," + field(s, "peak_rss") + "," + field(s, "stop");
     table.Row(row);
   }
-  if (auto st = table.Finish(); !st.ok()) return Fail(st);
+  if (auto st = table.Finish(); !st.ok()) return FailCompare(st);
 
   const bool metric = app->curve != "objective";
   CsvWriter curves;
   if (auto st = curves.Open(flags.out + ".csv", "mode,round,seconds,objective,rel_gap,bytes" +
                                                     (metric ? "," + app->curve : std::string()));
       !st.ok()) {
-    return Fail(st);
+    return FailCompare(st);
   }
   for (const auto& r : runs) {
     for (const auto& row : r.trace) {
@@ -350,11 +308,12 @@ int RunCompare(const CompareFlags& flags) {
                  field(row, "bytes") + (metric ? "," + field(row, app->curve) : std::string()));
     }
   }
-  if (auto st = curves.Finish(); !st.ok()) return Fail(st);
+  if (auto st = curves.Finish(); !st.ok()) return FailCompare(st);
 
   bool plotted = false;
   const std::string title = "tessera compare " + flags.app + about;
-  if (auto st = Plot(*app, flags.out, dir, runs, best, title, plotted); !st.ok()) return Fail(st);
+  if (auto st = Plot(*app, flags.out, dir, runs, best, title, plotted); !st.ok())
+    return FailCompare(st);
   std::printf("wrote %s.csv, %s-summary.csv", flags.out.c_str(), flags.out.c_str());
   if (plotted) {
     std::printf(", %s.png\n", flags.out.c_str());

@@ -31,12 +31,9 @@ StatusOr<Corpus> ReadCorpus(const std::string& path, const std::string& vocab,
                          "' (expected auto, uci, libsvm or text)");
 }
 
-CLI::App* AddLdaCommand(CLI::App& app, LdaFlags& f) {
+void AddLdaFlags(CLI::App& t, LdaFlags& f) {
   f.data_parallel.consistency = f.opts.data_parallel.consistency.ToString();
   f.data_parallel.frequency = f.opts.data_parallel.frequency.ToString();
-  CLI::App* cmd = app.add_subcommand(
-      "lda", "Fit an LDA topic model by collapsed Gibbs sampling (model-parallel word rotation)");
-  CLI::App& t = *cmd;
   t.add_option("--corpus", f.corpus,
                "Documents: UCI docword.*.txt, LIBSVM term counts, or text (one document per "
                "line); .gz read transparently")
@@ -58,7 +55,6 @@ CLI::App* AddLdaCommand(CLI::App& app, LdaFlags& f) {
   t.add_option("--workers", f.opts.engine.workers,
                "Worker fibers, each owning a document partition")
       ->capture_default_str();
-  t.add_option("--threads", f.threads, "OS threads running the fibers (default: all cores)");
   t.add_option("--seed", f.opts.seed, "Seed of the initial topics and the samplers")
       ->capture_default_str();
   t.add_option("--max-seconds", f.opts.engine.max_seconds, "Stop after this many seconds");
@@ -77,66 +73,29 @@ CLI::App* AddLdaCommand(CLI::App& app, LdaFlags& f) {
       ->capture_default_str();
   t.add_option("--topics-out", f.topics_out, "Write every topic's top words here")
       ->capture_default_str();
-  t.add_option("--output", f.output, "Write the model (word-topic and doc-topic counts) here")
-      ->capture_default_str();
   t.add_flag("--no-files", f.no_files, "Write neither the topics nor the model file");
-  t.add_option("--trace", f.trace,
-               "Per-evaluation CSV: round (iteration),seconds,objective (-log p(w,z)),"
-               "ll_per_token,tokens_per_second,perplexity,bytes");
-  t.add_option("--summary", f.summary, "Write a one-row CSV summary (for tessera compare)");
-  t.add_flag("--quiet", f.quiet, "Only errors");
   t.add_option("--mode", f.opts.mode,
                "model-parallel (word rotation) | data-parallel (counts on a parameter server)")
       ->capture_default_str();
   AddDataParallelFlags(t, f.opts.data_parallel, f.data_parallel,
                        "Documents per batch (0: the worker's whole partition)");
-  AddClusterFlags(t, f.cluster);
-  AddCheckpointFlags(t, f.checkpoint,
-                     "model-parallel: after a sweep, data-parallel: after an evaluated "
-                     "sweep; every --checkpoint-every (default: each one)");
-  return cmd;
 }
 
-namespace {
-int RunLdaIn(LdaFlags& f, Cluster& cluster);
-}  // namespace
-
-int RunLda(LdaFlags& f) {
-  if (f.threads < 0 || f.threads > 1024) {
-    return Fail(InvalidArgument("--threads must be between 0 (all cores) and 1024"));
-  }
-  if (!(f.heldout >= 0 && f.heldout < 1))
-    return Fail(InvalidArgument("--heldout must be in [0, 1)"));
+Status PrepareLda(LdaFlags& f, const CheckpointSettings& checkpoints) {
+  if (!(f.heldout >= 0 && f.heldout < 1)) return InvalidArgument("--heldout must be in [0, 1)");
   if (f.heldout > 0 && !f.test.empty()) {
-    return Fail(InvalidArgument("give --heldout or --test, not both"));
+    return InvalidArgument("give --heldout or --test, not both");
   }
-  f.opts.engine.progress = !f.quiet;
   f.opts.engine.label = "lda";
-  if (auto st = ParseDataParallelFlags(f.data_parallel, f.opts.data_parallel); !st.ok()) {
-    return Fail(st);
-  }
-  auto checkpoints = ResolveCheckpointFlags(f.checkpoint);
-  if (!checkpoints.ok()) return Fail(checkpoints.status());
-  f.opts.checkpoint_dir = checkpoints->dir;
-  f.opts.checkpoint_every = checkpoints->every;
-  f.opts.resume = checkpoints->resume;
-  if (auto st = f.opts.Validate(); !st.ok()) return Fail(st);
-  return RunOnCluster("lda", f.opts.mode == "data-parallel", f.cluster,
-                      f.opts.data_parallel.servers, f.opts.engine.workers, f.threads,
-                      [&f](Cluster& c) { return RunLdaIn(f, c); });
+  TESSERA_RETURN_IF_ERROR(ParseDataParallelFlags(f.data_parallel, f.opts.data_parallel));
+  SetCheckpointOptions(checkpoints, f.opts);
+  return f.opts.Validate();
 }
 
-namespace {
-
-int RunLdaIn(LdaFlags& f, Cluster& cluster) {
+int FitLda(LdaFlags& f, const CommonFlags& c, Cluster& cluster) {
   f.opts.engine.transport = cluster.transport();
-  if (!cluster.leader()) {  // process 0 reports and writes
-    f.quiet = true;
-    f.opts.engine.progress = false;
-    f.no_files = true;
-    f.trace.clear();
-    f.summary.clear();
-  }
+  f.opts.engine.progress = !c.quiet;
+  if (!cluster.leader()) f.no_files = true;  // process 0 reports and writes
   auto all = ReadCorpus(f.corpus, f.vocab, f.format, f.min_count);
   if (!all.ok()) return Fail(all.status());
   Corpus train, test;
@@ -160,7 +119,7 @@ int RunLdaIn(LdaFlags& f, Cluster& cluster) {
     }
   }
   const double n = static_cast<double>(train.num_tokens());
-  if (!f.quiet) {
+  if (!c.quiet) {
     std::printf("tessera lda: %s: %zu documents, %zu words, %.0f tokens", train.source.c_str(),
                 train.num_docs(), train.num_words(), n);
     if (has_test) std::printf("; held out %zu documents", test.num_docs());
@@ -176,7 +135,7 @@ int RunLdaIn(LdaFlags& f, Cluster& cluster) {
     std::printf("\n");
   }
   auto print = [&](const LdaIteration& it) {
-    if (f.quiet) return;
+    if (c.quiet) return;
     std::printf("iteration %4d  log-likelihood/token %.4f  %.3f s  %.3g tokens/s", it.iteration,
                 it.ll_per_token, it.seconds, it.tokens_per_second);
     if (!std::isnan(it.perplexity)) std::printf("  held-out perplexity %.1f", it.perplexity);
@@ -187,12 +146,12 @@ int RunLdaIn(LdaFlags& f, Cluster& cluster) {
   auto result = TrainLda(train, f.opts, has_test ? &test : nullptr, print);
   if (!result.ok()) return Fail(result.status());
   if (result->run.stop_reason == kWorkerProcess) return 0;
-  if (!f.quiet && !result->resumed.empty()) {
+  if (!c.quiet && !result->resumed.empty()) {
     std::printf("resumed from %s\n", result->resumed.c_str());
   }
   const double setup_seconds = total.Seconds() - result->run.seconds;
   const LdaModel& m = result->model;
-  if (!f.quiet) {
+  if (!c.quiet) {
     std::printf(
         "%s after %d iterations, %.3f s sampling, %.3g tokens/s; bytes moved %llu; peak "
         "RSS %.1f MiB\n",
@@ -208,20 +167,20 @@ int RunLdaIn(LdaFlags& f, Cluster& cluster) {
   }
   if (!f.no_files && !f.topics_out.empty()) {
     if (auto st = WriteLdaTopics(f.topics_out, m, f.top_words); !st.ok()) return Fail(st);
-    if (!f.quiet)
+    if (!c.quiet)
       std::printf("wrote %s (top words of %d topics)\n", f.topics_out.c_str(), m.topics);
   }
-  if (!f.no_files && !f.output.empty()) {
-    if (auto st = WriteLdaModel(f.output, m); !st.ok()) return Fail(st);
-    if (!f.quiet) std::printf("wrote %s (word-topic and doc-topic counts)\n", f.output.c_str());
+  if (!f.no_files && !c.output.empty()) {
+    if (auto st = WriteLdaModel(c.output, m); !st.ok()) return Fail(st);
+    if (!c.quiet) std::printf("wrote %s (word-topic and doc-topic counts)\n", c.output.c_str());
   }
   // The trace and summary state the objective as -log p(w, z), minimized like the other apps'
   // (tessera compare reads them); bytes per evaluation are known only in total: spread evenly.
   const double iterations =
       result->history.empty() ? 1.0 : std::max(1, result->history.back().iteration);
-  if (!f.trace.empty()) {
+  if (!c.trace.empty()) {
     CsvWriter out;
-    if (auto st = out.Open(f.trace,
+    if (auto st = out.Open(c.trace,
                            "round,seconds,objective,ll_per_token,tokens_per_second,perplexity,"
                            "bytes");
         !st.ok()) {
@@ -237,10 +196,10 @@ int RunLdaIn(LdaFlags& f, Cluster& cluster) {
     }
     if (auto st = out.Finish(); !st.ok()) return Fail(st);
   }
-  if (!f.summary.empty()) {
+  if (!c.summary.empty()) {
     const LdaIteration last = result->history.empty() ? LdaIteration{} : result->history.back();
     CsvWriter out;
-    if (auto st = out.Open(f.summary,
+    if (auto st = out.Open(c.summary,
                            "mode,objective,ll_per_token,perplexity,rounds,seconds,setup_seconds,"
                            "tokens_per_second,bytes,peak_rss,stop");
         !st.ok()) {
@@ -257,6 +216,53 @@ int RunLdaIn(LdaFlags& f, Cluster& cluster) {
   return 0;
 }
 
-}  // namespace
+namespace {
 
+class LdaCommand final : public AppCommand {
+ public:
+  std::string name() const override { return "lda"; }
+  const CompareSpec* compare() const override {
+    // The objective is -log p(w, z) (minimized, like the others).
+    static const CompareSpec spec{{"--topics-out", "--no-files", "--max-seconds", "--iterations"},
+                                  "--max-seconds",
+                                  {"--iterations", "--iterations"},
+                                  {"ll_per_token", "perplexity", "tokens_per_second"},
+                                  "ll_per_token",
+                                  "log-likelihood per token",
+                                  true,
+                                  {"--no-files"}};
+    return &spec;
+  }
+
+ protected:
+  std::string description() const override {
+    return "Fit an LDA topic model by collapsed Gibbs sampling (model-parallel word rotation)";
+  }
+  void AddFlags(CLI::App& cmd) override { AddLdaFlags(cmd, f_); }
+  std::string trace_help() const override {
+    return "Per-evaluation CSV: round (iteration),seconds,objective (-log p(w,z)),"
+           "ll_per_token,tokens_per_second,perplexity,bytes";
+  }
+  std::string output_help() const override {
+    return "Write the model (word-topic and doc-topic counts) here";
+  }
+  std::string output_default() const override { return "lda-model.txt"; }
+  std::string checkpoint_help() const override {
+    return "model-parallel: after a sweep, data-parallel: after an evaluated sweep; every "
+           "--checkpoint-every (default: each one)";
+  }
+  StatusOr<Topology> Prepare() override {
+    TESSERA_RETURN_IF_ERROR(PrepareLda(f_, checkpoints()));
+    return Topology{f_.opts.mode == "data-parallel", f_.opts.data_parallel.servers,
+                    f_.opts.engine.workers};
+  }
+  int Fit(Cluster& cluster) override { return FitLda(f_, common(), cluster); }
+
+ private:
+  LdaFlags f_;
+};
+
+TESSERA_REGISTER_COMMAND(LdaCommand);
+
+}  // namespace
 }  // namespace tessera

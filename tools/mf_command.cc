@@ -19,15 +19,7 @@ StatusOr<std::uint32_t> Lookup(const IdMap& ids, const std::string& id, const ch
 
 }  // namespace
 
-MfCommands AddMfCommands(CLI::App& app, MfFlags& f) {
-  MfCommands c;
-  // SGD wants fresh item factors: small batches, a clock after each.
-  f.opts.data_parallel.batch_size = 16;
-  f.data_parallel.frequency = "batch";
-  c.train = app.add_subcommand(
-      "mf",
-      "Factorize a ratings matrix (model-parallel CCD++); 'tessera mf predict' queries a model");
-  CLI::App& t = *c.train;
+void AddMfTrainFlags(CLI::App& t, MfFlags& f) {
   t.add_option("--train", f.train,
                "Training ratings: 'user item rating [timestamp]' lines or MatrixMarket");
   t.add_option("--test", f.test, "Test ratings (RMSE after every epoch)");
@@ -40,14 +32,8 @@ MfCommands AddMfCommands(CLI::App& app, MfFlags& f) {
   t.add_flag("--no-biases", f.no_biases, "Do not fit user and item biases");
   t.add_option("--workers", f.opts.engine.workers, "Worker fibers, each owning users and items")
       ->capture_default_str();
-  t.add_option("--threads", f.threads, "OS threads running the fibers (default: all cores)");
   t.add_option("--seed", f.opts.seed, "Seed of the initial factors")->capture_default_str();
   t.add_option("--max-seconds", f.opts.engine.max_seconds, "Stop after this many seconds");
-  t.add_option("--output", f.output, "Write the model (factors and id maps) here");
-  t.add_option("--trace", f.trace,
-               "Per-epoch CSV: round,seconds,objective,train_rmse,test_rmse,bytes");
-  t.add_option("--summary", f.summary, "Write a one-row CSV summary (for tessera compare)");
-  t.add_flag("--quiet", f.quiet, "Only errors");
   t.add_option("--algorithm", f.opts.algorithm,
                "Model-parallel algorithm: ccd++ | sgd (rotation-scheduled DSGD)")
       ->capture_default_str();
@@ -66,12 +52,12 @@ MfCommands AddMfCommands(CLI::App& app, MfFlags& f) {
   t.add_flag("--model-averaging", f.opts.data_parallel.model_averaging,
              "Workers update their own copy of H and the servers average them at each clock")
       ->group(g);
-  AddClusterFlags(t, f.cluster);
-  AddCheckpointFlags(t, f.checkpoint,
-                     "at the end of an epoch, every --checkpoint-every (default: every epoch)");
+}
 
-  c.predict = t.add_subcommand("predict", "Predict ratings or the top-N items from a saved model");
-  CLI::App& p = *c.predict;
+CLI::App* AddMfPredictCommand(CLI::App& t, MfFlags& f) {
+  CLI::App* predict =
+      t.add_subcommand("predict", "Predict ratings or the top-N items from a saved model");
+  CLI::App& p = *predict;
   p.add_option("--model", f.model, "Model written by 'tessera mf --output'")->required();
   p.add_option("--user", f.user, "User id as in the training file");
   p.add_option("--item", f.item, "Item id: print the predicted rating of --user for it");
@@ -80,46 +66,21 @@ MfCommands AddMfCommands(CLI::App& app, MfFlags& f) {
   p.add_option("--pairs", f.pairs,
                "File of 'user item [rating]' lines: predict each (and the RMSE if rated)");
   p.add_option("--predictions", f.predictions, "With --pairs: write user,item,prediction CSV");
-  return c;
+  return predict;
 }
 
-namespace {
-int RunMfTrainIn(MfFlags& f, Cluster& cluster);
-}  // namespace
-
-int RunMfTrain(MfFlags& f) {
-  if (f.train.empty()) return Fail(InvalidArgument("--train is required"));
-  if (f.threads < 0 || f.threads > 1024) {
-    return Fail(InvalidArgument("--threads must be between 0 (all cores) and 1024"));
-  }
+Status PrepareMfTrain(MfFlags& f, const CheckpointSettings& checkpoints) {
+  if (f.train.empty()) return InvalidArgument("--train is required");
   f.opts.biases = !f.no_biases;
-  f.opts.engine.progress = !f.quiet;
   f.opts.engine.label = "mf";
-  if (auto st = ParseDataParallelFlags(f.data_parallel, f.opts.data_parallel); !st.ok()) {
-    return Fail(st);
-  }
-  auto checkpoints = ResolveCheckpointFlags(f.checkpoint);
-  if (!checkpoints.ok()) return Fail(checkpoints.status());
-  f.opts.checkpoint_dir = checkpoints->dir;
-  f.opts.checkpoint_every = checkpoints->every;
-  f.opts.resume = checkpoints->resume;
-  if (auto st = f.opts.Validate(); !st.ok()) return Fail(st);
-  return RunOnCluster("mf", f.opts.mode == "data-parallel", f.cluster, f.opts.data_parallel.servers,
-                      f.opts.engine.workers, f.threads,
-                      [&f](Cluster& c) { return RunMfTrainIn(f, c); });
+  TESSERA_RETURN_IF_ERROR(ParseDataParallelFlags(f.data_parallel, f.opts.data_parallel));
+  SetCheckpointOptions(checkpoints, f.opts);
+  return f.opts.Validate();
 }
 
-namespace {
-
-int RunMfTrainIn(MfFlags& f, Cluster& cluster) {
+int FitMf(MfFlags& f, const CommonFlags& c, Cluster& cluster) {
   f.opts.engine.transport = cluster.transport();
-  if (!cluster.leader()) {  // process 0 reports and writes
-    f.quiet = true;
-    f.opts.engine.progress = false;
-    f.output.clear();
-    f.trace.clear();
-    f.summary.clear();
-  }
+  f.opts.engine.progress = !c.quiet;
   auto train = ReadRatings(f.train);
   if (!train.ok()) return Fail(train.status());
   std::optional<Ratings> test;
@@ -131,7 +92,7 @@ int RunMfTrainIn(MfFlags& f, Cluster& cluster) {
     if (!t.ok()) return Fail(t.status());
     test = std::move(*t);
   }
-  if (!f.quiet) {
+  if (!c.quiet) {
     std::printf("tessera mf: %s: %zu ratings, %zu users x %zu items", train->source.c_str(),
                 train->entries.size(), train->num_users(), train->num_items());
     if (test) {
@@ -154,7 +115,7 @@ int RunMfTrainIn(MfFlags& f, Cluster& cluster) {
   }
   const double n = static_cast<double>(train->entries.size());
   auto print = [&](const MfEpoch& e) {
-    if (f.quiet) return;
+    if (c.quiet) return;
     std::printf("epoch %3d  train RMSE %.4f", e.epoch, e.train_rmse);
     if (!std::isnan(e.test_rmse)) std::printf("  test RMSE %.4f", e.test_rmse);
     std::printf("  %.3f s  %.3g ratings x epochs / s\n", e.seconds,
@@ -166,20 +127,20 @@ int RunMfTrainIn(MfFlags& f, Cluster& cluster) {
   const double setup_seconds = total.Seconds() - (result.ok() ? result->run.seconds : 0);
   if (!result.ok()) return Fail(result.status());
   if (result->run.stop_reason == kWorkerProcess) return 0;
-  if (!f.quiet && !result->resumed.empty()) {
+  if (!c.quiet && !result->resumed.empty()) {
     std::printf("resumed from %s\n", result->resumed.c_str());
   }
-  if (!f.quiet) {
+  if (!c.quiet) {
     std::printf("%s after %zu epochs, %.3f s; bytes moved %llu; peak RSS %.1f MiB\n",
                 result->run.stop_reason.c_str(), result->epochs.size(), result->run.seconds,
                 static_cast<unsigned long long>(result->run.bytes), PeakRssBytes() / 1048576.0);
   }
-  if (!f.output.empty()) {
-    if (auto st = WriteMfModel(f.output, result->model); !st.ok()) return Fail(st);
+  if (!c.output.empty()) {
+    if (auto st = WriteMfModel(c.output, result->model); !st.ok()) return Fail(st);
   }
-  if (!f.trace.empty()) {
+  if (!c.trace.empty()) {
     CsvWriter out;
-    if (auto st = out.Open(f.trace, "round,seconds,objective,train_rmse,test_rmse,bytes");
+    if (auto st = out.Open(c.trace, "round,seconds,objective,train_rmse,test_rmse,bytes");
         !st.ok()) {
       return Fail(st);
     }
@@ -194,10 +155,10 @@ int RunMfTrainIn(MfFlags& f, Cluster& cluster) {
     }
     if (auto st = out.Finish(); !st.ok()) return Fail(st);
   }
-  if (!f.summary.empty()) {
+  if (!c.summary.empty()) {
     const MfEpoch last = result->epochs.empty() ? MfEpoch{} : result->epochs.back();
     CsvWriter out;
-    if (auto st = out.Open(f.summary,
+    if (auto st = out.Open(c.summary,
                            "mode,objective,train_rmse,test_rmse,rounds,seconds,setup_seconds,"
                            "bytes,peak_rss,stop");
         !st.ok()) {
@@ -212,8 +173,6 @@ int RunMfTrainIn(MfFlags& f, Cluster& cluster) {
   }
   return 0;
 }
-
-}  // namespace
 
 int RunMfPredict(MfFlags& f) {
   auto model = ReadMfModel(f.model);
@@ -269,4 +228,62 @@ int RunMfPredict(MfFlags& f) {
   return 0;
 }
 
+namespace {
+
+class MfCommand final : public AppCommand {
+ public:
+  MfCommand() {
+    // SGD wants fresh item factors: small batches, a clock after each.
+    f_.opts.data_parallel.batch_size = 16;
+    f_.data_parallel.frequency = "batch";
+  }
+  std::string name() const override { return "mf"; }
+  CLI::App* Add(CLI::App& app) override {
+    CLI::App* cmd = AppCommand::Add(app);
+    predict_ = AddMfPredictCommand(*cmd, f_);
+    return cmd;
+  }
+  int Run(CLI::App& cmd) override {
+    return predict_->parsed() ? RunMfPredict(f_) : AppCommand::Run(cmd);
+  }
+  const CompareSpec* compare() const override {
+    static const CompareSpec spec{{"--max-seconds", "--epochs"},
+                                  "--max-seconds",
+                                  {"--epochs", "--epochs"},
+                                  {"train_rmse", "test_rmse"},
+                                  "test_rmse",
+                                  "test RMSE",
+                                  false,
+                                  {}};
+    return &spec;
+  }
+
+ protected:
+  std::string description() const override {
+    return "Factorize a ratings matrix (model-parallel CCD++); 'tessera mf predict' queries a "
+           "model";
+  }
+  void AddFlags(CLI::App& cmd) override { AddMfTrainFlags(cmd, f_); }
+  std::string trace_help() const override {
+    return "Per-epoch CSV: round,seconds,objective,train_rmse,test_rmse,bytes";
+  }
+  std::string output_help() const override { return "Write the model (factors and id maps) here"; }
+  std::string checkpoint_help() const override {
+    return "at the end of an epoch, every --checkpoint-every (default: every epoch)";
+  }
+  StatusOr<Topology> Prepare() override {
+    TESSERA_RETURN_IF_ERROR(PrepareMfTrain(f_, checkpoints()));
+    const bool dp = f_.opts.mode == "data-parallel";
+    return Topology{dp, f_.opts.data_parallel.servers, f_.opts.engine.workers};
+  }
+  int Fit(Cluster& cluster) override { return FitMf(f_, common(), cluster); }
+
+ private:
+  MfFlags f_;
+  CLI::App* predict_ = nullptr;
+};
+
+TESSERA_REGISTER_COMMAND(MfCommand);
+
+}  // namespace
 }  // namespace tessera

@@ -1,38 +1,34 @@
-// `tessera mf` (train a factorization) and `tessera mf predict` (query a saved model).
+// `tessera mf` (train a factorization) and `tessera mf predict` (query a saved model): the
+// command registers itself (tools/command.h); the functions are its parts.
 #pragma once
 
 #include <CLI/CLI.hpp>
 #include <string>
 
 #include "algorithms/mf/mf.h"
-#include "tools/checkpoint_flags.h"
-#include "tools/cluster.h"
+#include "tools/command.h"
 #include "tools/data_parallel_flags.h"
 
 namespace tessera {
 
 struct MfFlags {
-  // Training.
-  std::string train, test, output, trace, summary;
+  // Training (the common flags are tools/command.h's).
+  std::string train, test;
   MfOptions opts;
-  int threads = 0;
   bool no_biases = false;
-  bool quiet = false;
   DataParallelFlags data_parallel;
-  ClusterFlags cluster;  // data-parallel runs across processes
-  CheckpointFlags checkpoint;
   // Queries.
   std::string model, user, item, pairs, exclude, predictions;
   int top_n = 0;
 };
 
-struct MfCommands {
-  CLI::App* train = nullptr;
-  CLI::App* predict = nullptr;
-};
-
-MfCommands AddMfCommands(CLI::App& app, MfFlags& flags);
-int RunMfTrain(MfFlags& flags);
+// The training flags, and the `predict` subcommand under `mf`.
+void AddMfTrainFlags(CLI::App& mf, MfFlags& flags);
+CLI::App* AddMfPredictCommand(CLI::App& mf, MfFlags& flags);
+// Checks and completes the training options.
+Status PrepareMfTrain(MfFlags& flags, const CheckpointSettings& checkpoints);
+// In every process of the run: the training, reported as `common` says.
+int FitMf(MfFlags& flags, const CommonFlags& common, Cluster& cluster);
 int RunMfPredict(MfFlags& flags);
 
 }  // namespace tessera

@@ -359,7 +359,7 @@ INSTANTIATE_TEST_SUITE_P(
                "lasso --data " + Diabetes() + " --mode data-parallel --update-frequency nbatches:0",
                1, "--update-frequency: update frequency 'nbatches:0': N must be an integer >= 1"},
         BadRun{"compare_unknown_app", "compare svm --data " + Diabetes(), 1,
-               "unknown app 'svm' (expected lasso, mf, lda)"},
+               "unknown app 'svm' (expected lasso, lda, mf)"},
         BadRun{"compare_mode_flag", "compare lasso --data " + Diabetes() + " --mode asp", 1,
                "--mode is set by compare itself"},
         BadRun{"unwritable_output", "lasso --data " + Diabetes() + " --quiet --trace /no/dir/t.csv",

@@ -1,0 +1,170 @@
+#include "tools/command.h"
+
+#include <algorithm>
+#include <iostream>
+
+#include "core/fiber_pool.h"
+#include "tools/compare.h"
+#include "tools/launch.h"
+
+namespace tessera {
+
+CLI::App* AppCommand::Add(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand(name(), description());
+  AddFlags(*cmd);
+  CommonFlags& c = common_;
+  c.output = output_default();
+  cmd->add_option("--threads", c.threads, "OS threads running the fibers (default: all cores)");
+  auto* output = cmd->add_option("--output", c.output, output_help());
+  if (!c.output.empty()) output->capture_default_str();
+  cmd->add_option("--trace", c.trace, trace_help());
+  cmd->add_option("--summary", c.summary, "Write a one-row CSV summary (for tessera compare)");
+  cmd->add_flag("--quiet", c.quiet, "Only errors");
+  AddCheckpointFlags(*cmd, c.checkpoint, checkpoint_help());
+  AddClusterFlags(*cmd, c.cluster);
+  return cmd;
+}
+
+int AppCommand::Run(CLI::App&) {
+  if (common_.threads < 0 || common_.threads > 1024) {
+    return Fail(InvalidArgument("--threads must be between 0 (all cores) and 1024, got " +
+                                std::to_string(common_.threads)));
+  }
+  auto checkpoints = ResolveCheckpointFlags(common_.checkpoint);
+  if (!checkpoints.ok()) return Fail(checkpoints.status());
+  checkpoints_ = *checkpoints;
+  auto topology = Prepare();
+  if (!topology.ok()) return Fail(topology.status());
+  return RunOnCluster(name(), topology->data_parallel, common_.cluster, topology->servers,
+                      topology->workers, common_.threads, [this](Cluster& cluster) {
+                        if (!cluster.leader()) {  // process 0 reports and writes
+                          common_.quiet = true;
+                          common_.trace.clear();
+                          common_.summary.clear();
+                          common_.output.clear();
+                        }
+                        return Fit(cluster);
+                      });
+}
+
+bool CommandRegistry::Add(std::unique_ptr<Command> command) {
+  if (Find(command->name())) {
+    duplicates_.push_back(command->name());
+  } else {
+    commands_.push_back(std::move(command));
+  }
+  return true;
+}
+
+std::vector<Command*> CommandRegistry::commands() const {
+  std::vector<Command*> out;
+  for (const auto& c : commands_) out.push_back(c.get());
+  std::sort(out.begin(), out.end(),
+            [](const Command* a, const Command* b) { return a->name() < b->name(); });
+  return out;
+}
+
+Command* CommandRegistry::Find(const std::string& name) const {
+  for (const auto& c : commands_) {
+    if (c->name() == name) return c.get();
+  }
+  return nullptr;
+}
+
+std::vector<std::string> CommandRegistry::ComparableNames() const {
+  std::vector<std::string> out;
+  for (Command* c : commands()) {
+    if (c->compare()) out.push_back(c->name());
+  }
+  return out;
+}
+
+CommandRegistry& Commands() {
+  static CommandRegistry* registry = new CommandRegistry;
+  return *registry;
+}
+
+namespace {
+
+class LaunchCommand final : public Command {
+ public:
+  std::string name() const override { return "launch"; }
+  CLI::App* Add(CLI::App& app) override { return AddLaunchCommand(app, flags_); }
+  int Run(CLI::App&) override { return RunLaunch(flags_); }
+
+ private:
+  LaunchFlags flags_;
+};
+
+class CompareCommand final : public Command {
+ public:
+  std::string name() const override { return "compare"; }
+  CLI::App* Add(CLI::App& app) override {
+    std::string names;
+    for (const std::string& n : Commands().ComparableNames()) {
+      names += (names.empty() ? "" : " | ") + n;
+    }
+    CLI::App* cmd = app.add_subcommand(
+        "compare",
+        "Run an app in model-parallel and data-parallel mode under the same budget and show "
+        "both: table, CSV, PNG. Other flags go to both runs, e.g. tessera compare lasso --data "
+        "F --lambda-ratio 0.1 --workers 2 --consistency ssp:2 --budget-seconds 30");
+    cmd->add_option("app", flags_.app, names)->required();
+    cmd->add_option("--out", flags_.out,
+                    "Output prefix: PREFIX.csv, PREFIX-summary.csv, PREFIX.png")
+        ->capture_default_str();
+    cmd->add_option("--budget-seconds", flags_.budget_seconds,
+                    "Wall-time limit of each run (setup excluded)");
+    cmd->add_option("--budget-rounds", flags_.budget_rounds,
+                    "Round limit of each run (model-parallel rounds, data-parallel clocks)");
+    cmd->allow_extras();
+    return cmd;
+  }
+  int Run(CLI::App& cmd) override {
+    flags_.forwarded = cmd.remaining();
+    return RunCompare(flags_);
+  }
+
+ private:
+  CompareFlags flags_;
+};
+
+}  // namespace
+
+int RunCommandLine(int argc, char** argv, const std::string& description,
+                   const std::string& version) {
+  CommandRegistry& registry = Commands();
+  if (!registry.duplicates().empty()) {
+    return Fail(Internal("two commands are registered as '" + registry.duplicates()[0] + "'"));
+  }
+  if (!registry.Find("launch")) registry.Add(std::make_unique<LaunchCommand>());
+  if (!registry.Find("compare")) registry.Add(std::make_unique<CompareCommand>());
+  CLI::App app{description};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", version);
+  std::vector<std::pair<Command*, CLI::App*>> added;
+  for (Command* c : registry.commands()) added.emplace_back(c, c->Add(app));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::string cmd;
+    for (CLI::App* sub = &app; !sub->get_subcommands().empty();) {
+      sub = sub->get_subcommands()[0];
+      cmd = (sub->get_parent() == &app ? "" : cmd + " ") + sub->get_name();
+    }
+    std::cerr << "tessera: error: " << e.what() << "\n(run 'tessera --help'"
+              << (cmd.empty() ? std::string() : " or 'tessera " + cmd + " --help'") << ")"
+              << std::endl;
+    return 2;
+  }
+  for (auto& [command, cmd] : added) {
+    if (cmd->parsed()) return command->Run(*cmd);
+  }
+  return 2;
+}
+
+}  // namespace tessera

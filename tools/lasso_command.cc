@@ -1,0 +1,317 @@
+// `tessera lasso`: fit a Lasso, or a path of them, in either mode.
+#include <CLI/CLI.hpp>
+#include <cmath>
+#include <cstdio>
+#include <string>
+
+#include "algorithms/lasso/lasso.h"
+#include "core/dataset.h"
+#include "core/fiber_pool.h"
+#include "core/metrics.h"
+#include "tools/command.h"
+#include "tools/data_parallel_flags.h"
+
+namespace tessera {
+namespace {
+
+struct DataFlags {
+  std::string path;
+  std::string format;  // libsvm | csv | "" (guess from the name)
+  std::string response;
+  std::string index_base = "auto";
+  int skip_rows = 0;
+};
+
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+StatusOr<Dataset> LoadData(const DataFlags& f) {
+  std::string format = f.format;
+  if (format.empty())
+    format = EndsWith(f.path, ".csv") || EndsWith(f.path, ".csv.gz") ? "csv" : "libsvm";
+  if (format == "csv") {
+    CsvOptions o;
+    o.response = f.response;
+    o.skip_rows = f.skip_rows;
+    return ReadCsv(f.path, o);
+  }
+  if (format == "libsvm") {
+    LibsvmOptions o;
+    if (f.index_base == "0")
+      o.base = IndexBase::kZero;
+    else if (f.index_base == "1")
+      o.base = IndexBase::kOne;
+    else if (f.index_base != "auto")
+      return InvalidArgument("--index-base must be auto, 0 or 1");
+    return ReadLibsvm(f.path, o);
+  }
+  return InvalidArgument("--format must be 'libsvm' or 'csv', got '" + format + "'");
+}
+
+struct LassoFlags {
+  DataFlags data;
+  LassoOptions opts;
+  double lambda = 0;
+  double lambda_ratio = 0;
+  int path = 0;
+  double path_ratio = 0;
+  bool no_strong = false, no_active = false;
+  DataParallelFlags data_parallel;  // parsed into opts.data_parallel
+  bool no_accelerate = false;
+};
+
+void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
+  cmd.add_option("--data", f.data.path, "Data file (LIBSVM or CSV; .gz read transparently)")
+      ->required();
+  cmd.add_option("--format", f.data.format, "libsvm | csv (default: from the file name)");
+  cmd.add_option("--response", f.data.response,
+                 "CSV response column: name or #N (default: 'y' if present, else the last)");
+  cmd.add_option("--skip-rows", f.data.skip_rows, "CSV lines to skip before the header");
+  cmd.add_option("--index-base", f.data.index_base, "LIBSVM feature index base: auto | 0 | 1");
+  cmd.add_option("--lambda", f.lambda, "L1 weight (default: lambda_max / 10)");
+  cmd.add_option("--lambda-ratio", f.lambda_ratio, "L1 weight as a fraction of lambda_max");
+  cmd.add_option("--path", f.path, "Fit a path of N lambdas from lambda_max down (warm starts)");
+  cmd.add_option("--path-ratio", f.path_ratio,
+                 "Smallest lambda of the path / lambda_max (default 1e-4, 1e-2 if p > n)");
+  cmd.add_option("--mode", f.opts.mode,
+                 "model-parallel (coordinate descent, STRADS) | data-parallel (proximal "
+                 "gradient on a parameter server)")
+      ->capture_default_str();
+  cmd.add_option("--workers", f.opts.engine.workers, "Worker fibers, each owning a row partition")
+      ->capture_default_str();
+  cmd.add_option("--scheduler", f.opts.scheduler,
+                 "NAME[:key=value,...], one of (with its arguments and their defaults):\n" +
+                     DefaultSchedulers().Describe())
+      ->capture_default_str();
+  cmd.add_option("--block-size", f.opts.block_size,
+                 "Coordinates per round (the scheduler's block_size unless it is given)")
+      ->capture_default_str();
+  cmd.add_option("--block-update", f.opts.block_update,
+                 "sequential (exact, Gram-corrected) | parallel (Shotgun)")
+      ->capture_default_str();
+  cmd.add_option("--pipeline-depth", f.opts.engine.pipeline_depth, "Rounds in flight")
+      ->capture_default_str();
+  cmd.add_option("--max-rounds", f.opts.engine.max_rounds, "Stop after this many rounds per lambda")
+      ->capture_default_str();
+  cmd.add_option("--max-seconds", f.opts.engine.max_seconds,
+                 "Stop after this many seconds per lambda");
+  cmd.add_option("--tolerance", f.opts.tolerance, "Convergence threshold (see README)")
+      ->capture_default_str();
+  cmd.add_option("--seed", f.opts.engine.seed, "Seed of randomized schedulers")
+      ->capture_default_str();
+  cmd.add_flag("--standardize", f.opts.standardize, "Penalize by column standard deviation");
+  cmd.add_flag("--no-strong-rules", f.no_strong, "Do not screen with the strong rule");
+  cmd.add_flag("--no-active-set", f.no_active, "Always sweep every candidate");
+  auto& dp = f.opts.data_parallel;
+  const std::string g = "Data-parallel mode";
+  AddDataParallelFlags(cmd, dp, f.data_parallel, "Rows per batch (0: the whole partition)");
+  cmd.add_option("--max-epochs", dp.max_epochs, "Passes over the data per lambda")
+      ->capture_default_str()
+      ->group(g);
+  cmd.add_option("--evaluate-every", dp.evaluate_every, "Clocks between objective evaluations")
+      ->capture_default_str()
+      ->group(g);
+  cmd.add_option("--objective-tolerance", dp.objective_tolerance,
+                 "Stop when the objective changes by less than this (relative) between "
+                 "evaluations")
+      ->capture_default_str()
+      ->group(g);
+  cmd.add_flag("--no-accelerate", f.no_accelerate, "Plain proximal gradient (no FISTA momentum)")
+      ->group(g);
+}
+
+// Parses the data-parallel names and copies the flags both modes share.
+Status FinishDataParallelFlags(LassoFlags& f) {
+  auto& dp = f.opts.data_parallel;
+  TESSERA_RETURN_IF_ERROR(ParseDataParallelFlags(f.data_parallel, dp));
+  CopyRunOptions(f.opts.engine, dp);
+  dp.seed = f.opts.engine.seed;
+  f.opts.accelerate = !f.no_accelerate;
+  return Status::Ok();
+}
+
+// One row: what `tessera compare` tabulates.
+Status WriteSummary(const std::string& path, const LassoOptions& o, const LassoSolution& r,
+                    double setup_seconds) {
+  CsvWriter out;
+  TESSERA_RETURN_IF_ERROR(out.Open(
+      path, "mode,lambda,objective,kkt,nonzeros,rounds,seconds,setup_seconds,bytes,peak_rss,stop"));
+  out.Row(o.mode + "," + FormatDouble(r.lambda) + "," + FormatDouble(r.objective) + "," +
+          FormatDouble(r.kkt_violation) + "," + std::to_string(r.nonzeros()) + "," +
+          std::to_string(r.rounds) + "," + FormatDouble(r.seconds) + "," +
+          FormatDouble(setup_seconds) + "," + std::to_string(r.bytes) + "," +
+          std::to_string(PeakRssBytes()) + "," + r.stop_reason);
+  return out.Finish();
+}
+
+// In every process of the run: the fit, reported (at process 0) as `c` says.
+int FitLasso(LassoFlags& f, const CommonFlags& c, Cluster& cluster) {
+  const bool data_parallel = f.opts.mode == "data-parallel";
+  f.opts.engine.transport = cluster.transport();
+  f.opts.engine.progress = f.opts.data_parallel.progress = !c.quiet;
+  f.opts.engine.trace_path = f.opts.data_parallel.trace_path = c.trace;
+  auto data = LoadData(f.data);
+  if (!data.ok()) return Fail(data.status());
+  const Dataset& d = *data;
+  const std::string trace = f.opts.engine.trace_path;
+  if (f.path > 0) {  // the path trace is written below
+    f.opts.engine.trace_path.clear();
+    f.opts.data_parallel.trace_path.clear();
+  }
+  Stopwatch setup_clock;
+  auto solver = LassoSolver::Create(d, f.opts);
+  const double setup_seconds = setup_clock.Seconds();
+  if (!solver.ok()) return Fail(solver.status());
+  LassoSolver& s = **solver;
+  const double lmax = s.LambdaMax();
+  if (!c.quiet) {
+    std::printf("tessera lasso: %s: %lld rows x %lld features, %lld nonzeros; lambda_max %.9g\n",
+                d.source.c_str(), static_cast<long long>(d.rows()),
+                static_cast<long long>(d.cols()), static_cast<long long>(d.x.nonZeros()), lmax);
+    if (data_parallel) {
+      const auto& dp = f.opts.data_parallel;
+      std::printf(
+          "  data-parallel: %d servers, %d workers on %d threads, consistency %s, update "
+          "frequency %s, partition %s, %s; setup %.3f s\n",
+          dp.servers, dp.workers, FiberPool::Global().threads(), dp.consistency.ToString().c_str(),
+          dp.frequency.ToString().c_str(), ToString(dp.partition).c_str(),
+          f.opts.accelerate && dp.consistency.model == ConsistencyModel::kBsp ? "FISTA"
+                                                                              : "proximal gradient",
+          setup_seconds);
+    } else {
+      std::printf(
+          "  model-parallel: %d workers on %d threads, scheduler %s (block %d), %s updates, "
+          "pipeline depth %d; setup %.3f s\n",
+          f.opts.engine.workers, FiberPool::Global().threads(), f.opts.scheduler.c_str(),
+          f.opts.block_size, f.opts.block_update.c_str(), f.opts.engine.pipeline_depth,
+          setup_seconds);
+    }
+  }
+  auto print = [&](const LassoSolution& r) {
+    if (c.quiet) return;
+    std::printf(
+        "lambda %-12.6g objective %-16.12g kkt %-9.2e nonzeros %-6d rounds %-7llu %.3f s  (%s)\n",
+        r.lambda, r.objective, r.kkt_violation, r.nonzeros(),
+        static_cast<unsigned long long>(r.rounds), r.seconds, r.stop_reason.c_str());
+  };
+  if (f.path > 0) {
+    double ratio = f.path_ratio > 0 ? f.path_ratio : (d.cols() > d.rows() ? 1e-2 : 1e-4);
+    auto sols = s.FitPath(f.path, ratio);
+    if (!sols.ok()) return Fail(sols.status());
+    if (!c.quiet && !s.resumed().empty()) std::printf("resumed from %s\n", s.resumed().c_str());
+    for (const auto& r : *sols) print(r);
+    if (!c.output.empty()) {
+      if (auto st = WritePath(c.output, d, *sols); !st.ok()) return Fail(st);
+    }
+    if (!trace.empty()) {
+      CsvWriter out;
+      if (auto st = out.Open(trace, "lambda,round,seconds,objective,updates,bytes"); !st.ok())
+        return Fail(st);
+      for (const auto& r : *sols) {
+        for (const auto& e : r.evaluations) {
+          out.Row(FormatDouble(r.lambda) + "," + std::to_string(e.round) + "," +
+                  FormatDouble(e.seconds) + "," + FormatDouble(e.objective) + "," +
+                  std::to_string(e.updates) + "," + std::to_string(e.bytes));
+        }
+      }
+      if (auto st = out.Finish(); !st.ok()) return Fail(st);
+    }
+  } else {
+    const double lambda =
+        f.lambda > 0 ? f.lambda : lmax * (f.lambda_ratio > 0 ? f.lambda_ratio : 0.1);
+    auto fits = s.FitLambdas({lambda});
+    if (!fits.ok()) return Fail(fits.status());
+    const LassoSolution* r = &fits->front();
+    if (!c.quiet && !s.resumed().empty()) std::printf("resumed from %s\n", s.resumed().c_str());
+    print(*r);
+    if (!c.quiet) {
+      std::printf("intercept %.12g; bytes moved %llu; peak RSS %.1f MiB\n", r->intercept,
+                  static_cast<unsigned long long>(r->bytes), PeakRssBytes() / 1048576.0);
+    }
+    if (!c.output.empty()) {
+      if (auto st = WriteCoefficients(c.output, d, *r); !st.ok()) return Fail(st);
+    }
+    if (!c.summary.empty()) {
+      if (auto st = WriteSummary(c.summary, f.opts, *r, setup_seconds); !st.ok()) return Fail(st);
+    }
+  }
+  return 0;
+}
+
+class LassoCommand final : public AppCommand {
+ public:
+  LassoCommand() {
+    // Data-parallel Lasso runs full-gradient epochs: many more, and cheaper, than CD rounds.
+    f_.opts.data_parallel.max_epochs = 10000;
+    f_.opts.data_parallel.evaluate_every = 10;
+    f_.opts.data_parallel.objective_tolerance = 1e-10;
+  }
+  std::string name() const override { return "lasso"; }
+  const CompareSpec* compare() const override {
+    static const CompareSpec spec{{"--path", "--max-seconds", "--max-rounds", "--max-epochs"},
+                                  "--max-seconds",
+                                  {"--max-rounds", "--max-epochs"},
+                                  {"kkt", "nonzeros"},
+                                  "objective",
+                                  "relative suboptimality (F - F*) / F*",
+                                  false,
+                                  {}};
+    return &spec;
+  }
+
+ protected:
+  std::string description() const override {
+    return "Fit a Lasso (model-parallel coordinate descent or data-parallel proximal gradient)";
+  }
+  void AddFlags(CLI::App& cmd) override { AddLassoFlags(cmd, f_); }
+  std::string trace_help() const override {
+    return "Per-round metrics CSV (a path: lambda,round,seconds,objective,updates,bytes)";
+  }
+  std::string output_help() const override {
+    return "Coefficients CSV (a path: one row per lambda)";
+  }
+  std::string checkpoint_help() const override {
+    return "after every lambda, and (model-parallel) within a fit every --checkpoint-every";
+  }
+
+  StatusOr<Topology> Prepare() override {
+    LassoFlags& f = f_;
+    if (f.lambda != 0 && f.lambda_ratio != 0) {
+      return InvalidArgument("give --lambda or --lambda-ratio, not both");
+    }
+    if (f.lambda < 0 || !std::isfinite(f.lambda)) {
+      return InvalidArgument("--lambda must be positive");
+    }
+    if (f.lambda_ratio < 0 || f.lambda_ratio > 1) {
+      return InvalidArgument("--lambda-ratio must be in (0, 1]");
+    }
+    if (f.path < 0) return InvalidArgument("--path must be >= 1");
+    if (f.path > 0 && !common().summary.empty()) {
+      return InvalidArgument("--summary describes one fit; drop it or --path");
+    }
+    if (f.path > 0 && (f.lambda != 0 || f.lambda_ratio != 0)) {
+      return InvalidArgument("--path computes its own lambdas; drop --lambda/--lambda-ratio");
+    }
+    f.opts.strong_rules = !f.no_strong;
+    f.opts.active_set = !f.no_active;
+    f.opts.engine.label = "lasso";
+    TESSERA_RETURN_IF_ERROR(FinishDataParallelFlags(f));
+    SetCheckpointOptions(checkpoints(), f.opts);
+    TESSERA_RETURN_IF_ERROR(f.opts.Validate());
+    // The processes join before the data is read, so that an error there reaches the others
+    // as this process's goodbye instead of a connect timeout.
+    const bool dp = f.opts.mode == "data-parallel";
+    return Topology{dp, f.opts.data_parallel.servers, f.opts.engine.workers};
+  }
+  int Fit(Cluster& cluster) override { return FitLasso(f_, common(), cluster); }
+
+ private:
+  LassoFlags f_;
+};
+
+TESSERA_REGISTER_COMMAND(LassoCommand);
+
+}  // namespace
+}  // namespace tessera
