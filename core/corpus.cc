@@ -38,12 +38,15 @@ std::vector<std::string_view> Tokens(std::string_view line) {
   return out;
 }
 
-// Appends one document from (word, count) pairs, merging repeated words.
-void AddDocument(Corpus& c, std::vector<std::pair<std::uint32_t, std::uint32_t>>& entries) {
+// Appends one document from (word, count) pairs, merging repeated words; false (and nothing
+// appended past the word) when a word's merged count passes 2^32 - 1.
+bool AddDocument(Corpus& c, std::vector<std::pair<std::uint32_t, std::uint32_t>>& entries) {
   std::sort(entries.begin(), entries.end());
   for (std::size_t i = 0; i < entries.size(); ++i) {
     if (!c.word.empty() && c.word.size() > c.doc_ptr.back() && c.word.back() == entries[i].first) {
-      c.count.back() += entries[i].second;
+      const std::uint64_t sum = std::uint64_t{c.count.back()} + entries[i].second;
+      if (sum > UINT32_MAX) return false;
+      c.count.back() = static_cast<std::uint32_t>(sum);
     } else {
       c.word.push_back(entries[i].first);
       c.count.push_back(entries[i].second);
@@ -51,6 +54,25 @@ void AddDocument(Corpus& c, std::vector<std::pair<std::uint32_t, std::uint32_t>>
   }
   c.doc_ptr.push_back(c.word.size());
   entries.clear();
+  return true;
+}
+
+// Ok when the document AddDocument just added kept its counts (`merged`).
+Status CheckMerged(bool merged, const std::string& where) {
+  if (merged) return Status::Ok();
+  return InvalidArgument(where + "a word's counts in one document sum past 4294967295");
+}
+
+// Ok unless the counts make far more tokens than the file's size could reasonably describe (a
+// 15-byte file with count 4294967295 would make every sampler allocate tens of gigabytes):
+// 2^24 tokens, or 4096 per byte read.
+Status CheckTokens(const Corpus& c, const LineReader& in) {
+  const std::uint64_t limit =
+      std::max<std::uint64_t>(std::uint64_t{1} << 24, 4096 * in.bytes_read());
+  if (c.num_tokens() <= limit) return Status::Ok();
+  return InvalidArgument(in.path() + ": " + std::to_string(c.num_tokens()) + " tokens from " +
+                         std::to_string(in.bytes_read()) +
+                         " bytes; Tessera reads at most 2^24 tokens or 4096 per byte");
 }
 
 }  // namespace
@@ -120,8 +142,10 @@ StatusOr<Corpus> ReadUciBagOfWords(const std::string& docword_path, const std::s
     for (; at < all.size() && all[at].doc == d; ++at) {
       entries.emplace_back(all[at].word, all[at].count);
     }
-    AddDocument(c, entries);
+    TESSERA_RETURN_IF_ERROR(CheckMerged(
+        AddDocument(c, entries), docword_path + ": document " + std::to_string(d + 1) + ": "));
   }
+  TESSERA_RETURN_IF_ERROR(CheckTokens(c, in));
   if (vocab_path.empty()) {
     c.vocab.resize(W);
     for (std::uint64_t w = 0; w < W; ++w) c.vocab[w] = "w" + std::to_string(w + 1);
@@ -177,9 +201,10 @@ StatusOr<Corpus> ReadLibsvmCounts(const std::string& path) {
       max_index = std::max(max_index, index);
       entries.emplace_back(static_cast<std::uint32_t>(index), static_cast<std::uint32_t>(n));
     }
-    AddDocument(c, entries);
+    TESSERA_RETURN_IF_ERROR(CheckMerged(AddDocument(c, entries), in.Where()));
   }
   TESSERA_RETURN_IF_ERROR(in.status());
+  TESSERA_RETURN_IF_ERROR(CheckTokens(c, in));
   if (c.num_docs() == 0) return InvalidArgument(path + ": no documents");
   if (!zero_based) {  // 1-based indices: shift to 0-based word ids
     for (auto& w : c.word) --w;
@@ -232,7 +257,7 @@ StatusOr<Corpus> ReadTextCorpus(const std::string& path, int min_count) {
     for (std::uint32_t w : doc) {
       if (remap[w] != UINT32_MAX) entries.emplace_back(remap[w], 1);
     }
-    AddDocument(c, entries);
+    (void)AddDocument(c, entries);  // counts of 1 from a line of bounded length: no overflow
   }
   return c;
 }

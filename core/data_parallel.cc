@@ -115,11 +115,13 @@ void CopyRunOptions(const EngineOptions& engine, DataParallelOptions& dp) {
 }
 
 Status DataParallelOptions::Validate() const {
-  if (servers < 1) {
-    return InvalidArgument("--servers must be at least 1, got " + std::to_string(servers));
+  if (servers < 1 || servers > kMaxEndpoints) {
+    return InvalidArgument("--servers must be in [1, " + std::to_string(kMaxEndpoints) + "], got " +
+                           std::to_string(servers));
   }
-  if (workers < 1) {
-    return InvalidArgument("--workers must be at least 1, got " + std::to_string(workers));
+  if (workers < 1 || workers > kMaxEndpoints) {
+    return InvalidArgument("--workers must be in [1, " + std::to_string(kMaxEndpoints) + "], got " +
+                           std::to_string(workers));
   }
   if (!(max_seconds >= 0)) return InvalidArgument("--max-seconds must be >= 0");
   if (!(objective_tolerance >= 0)) return InvalidArgument("--tolerance must be >= 0");
@@ -550,6 +552,7 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
     }
     merge(*m);
   }
+  TESSERA_RETURN_IF_ERROR(ps->shard_status());  // a refused message says more than the rest
   if (!driver_here) {
     for (const Status& s : worker_status) TESSERA_RETURN_IF_ERROR(s);
     DataParallelResult result;

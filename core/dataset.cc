@@ -166,6 +166,20 @@ StatusOr<Dataset> ReadLibsvm(const std::string& path, const LibsvmOptions& optio
                            " is beyond the " + std::to_string(kMaxFeatures) +
                            " features Tessera supports");
   }
+  // Every model keeps a few vectors of one value per feature: a feature count far beyond what
+  // the file's entries could describe (a tiny file naming feature 2e9) would ask for gigabytes
+  // before anything is fitted. Allowed: 2^24 features, or 64 per entry and row.
+  const auto entries_and_rows = static_cast<std::int64_t>(entries.size() + labels.size());
+  if (options.num_features == 0 &&
+      cols > std::max<std::int64_t>(std::int64_t{1} << 24, 64 * entries_and_rows)) {
+    return InvalidArgument(path + ": feature index " + std::to_string(max_index) +
+                           " in a file of " + std::to_string(entries.size()) + " nonzeros and " +
+                           std::to_string(labels.size()) + " rows: a model of " +
+                           std::to_string(cols) + " features would need " +
+                           std::to_string(cols * 8 >> 20) +
+                           " MiB per coefficient vector (Tessera allows 2^24 features, or 64 "
+                           "per nonzero and row)");
+  }
   // The entries come row by row, columns increasing: the compressed rows are filled in place
   // (setFromTriplets would first build a column-major copy with one slot per column, which a
   // two-line file naming feature 10^9 would make gigabytes).

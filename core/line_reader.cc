@@ -57,17 +57,26 @@ bool LineReader::Next(std::string_view& line) {
     const std::size_t nl = buffer_.find('\n', pos_);
     if (nl != std::string::npos) {
       line = std::string_view(buffer_).substr(pos_, nl - pos_);
+      bytes_read_ += nl + 1 - pos_;
       pos_ = nl + 1;
       break;
+    }
+    if (buffer_.size() - pos_ > max_line_bytes_) {
+      status_ = InvalidArgument(path_ + ":" + std::to_string(line_number_ + 1) +
+                                ": a line longer than " + std::to_string(max_line_bytes_) +
+                                " bytes (not a text file, or no newlines?)");
+      return false;
     }
     if (!Fill()) {
       if (!status_.ok() || pos_ >= buffer_.size()) return false;
       line = std::string_view(buffer_).substr(pos_);  // last line without newline
+      bytes_read_ += buffer_.size() - pos_;
       pos_ = buffer_.size();
       break;
     }
   }
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  if (line_number_ == 0 && line.substr(0, 3) == "\xEF\xBB\xBF") line.remove_prefix(3);
   ++line_number_;
   return true;
 }

@@ -3,6 +3,7 @@
 
 #include <zlib.h>
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -18,11 +19,18 @@ class LineReader {
   ~LineReader();
 
   Status Open(const std::string& path);
-  // Next line without its newline (and without a trailing '\r'). False at end of file or on
-  // error; then status() tells which.
+  // Next line without its newline (and without a trailing '\r', and for the first line without
+  // a UTF-8 byte-order mark, as spreadsheet programs write it). False at end of file or on
+  // error; then status() tells which. A line longer than max_line_bytes() is an error (a file
+  // without newlines, or /dev/zero, is not read forever).
   bool Next(std::string_view& line);
+  static constexpr std::size_t kDefaultMaxLineBytes = std::size_t{64} << 20;
+  void set_max_line_bytes(std::size_t n) { max_line_bytes_ = n; }
+  std::size_t max_line_bytes() const { return max_line_bytes_; }
   const Status& status() const { return status_; }
   int line_number() const { return line_number_; }
+  // Bytes of the (decompressed) text read so far, newlines included.
+  std::uint64_t bytes_read() const { return bytes_read_; }
   const std::string& path() const { return path_; }
   // "path:line: " for error messages about the current line.
   std::string Where() const { return path_ + ":" + std::to_string(line_number_) + ": "; }
@@ -36,6 +44,8 @@ class LineReader {
   std::size_t pos_ = 0;
   bool eof_ = false;
   int line_number_ = 0;
+  std::uint64_t bytes_read_ = 0;
+  std::size_t max_line_bytes_ = kDefaultMaxLineBytes;
   Status status_;
 };
 

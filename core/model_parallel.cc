@@ -23,8 +23,10 @@ Partial ModelParallelApp::Aggregate(std::span<const Partial> partials) {
 }
 
 Status EngineOptions::Validate() const {
-  if (workers < 1)
-    return InvalidArgument("--workers must be at least 1, got " + std::to_string(workers));
+  if (workers < 1 || workers > kMaxEndpoints) {
+    return InvalidArgument("--workers must be in [1, " + std::to_string(kMaxEndpoints) + "], got " +
+                           std::to_string(workers));
+  }
   if (pipeline_depth < 1) {
     return InvalidArgument("--pipeline-depth must be at least 1, got " +
                            std::to_string(pipeline_depth));

@@ -433,7 +433,6 @@ struct ParameterServer::Shard {
     const int w = m.from - ps->WorkerRank(0);
     const bool explicit_keys = !m.keys.empty();
     const std::size_t count = explicit_keys ? m.keys.size() : m.range.size();
-    TESSERA_CHECK(static_cast<std::size_t>(m.values.size()) == count * t.dim);
     const Key* keys = explicit_keys ? m.keys.data() : nullptr;
     if (t.per_clock) {
       AddToSums(t, worker_clock[w], m.raw_add, keys, m.range.begin, count, m.values.data());
@@ -580,11 +579,79 @@ struct ParameterServer::Shard {
     }
   }
 
+  // Ok when `m` is a message a shard takes from its sender, naming keys of this shard only;
+  // otherwise what is wrong with it. Every field a peer controls is checked here, before any
+  // indexes an array.
+  Status Check(const Message& m) const {
+    const std::string what =
+        "shard " + std::to_string(index) + ": a message from rank " + std::to_string(m.from);
+    const bool from_worker = m.from >= ps->WorkerRank(0) && m.from < ps->WorkerRank(ps->workers_);
+    switch (m.kind) {
+      case MessageKind::kStop:
+        if (m.from != 0 && !from_worker)
+          return InvalidArgument(what + ": a stop from a non-worker");
+        return Status::Ok();
+      case MessageKind::kPsClock:
+        if (!from_worker) return InvalidArgument(what + ": a clock from a non-worker");
+        return Status::Ok();
+      case MessageKind::kPsPush:
+        if (!from_worker) return InvalidArgument(what + ": a push from a non-worker");
+        break;
+      case MessageKind::kPsPull:
+        if (m.from != 0 && !from_worker)
+          return InvalidArgument(what + ": a pull from a non-worker");
+        break;
+      default:
+        return InvalidArgument(what + ": unexpected message kind " +
+                               std::to_string(static_cast<int>(m.kind)));
+    }
+    if (m.table >= tables.size()) {
+      return InvalidArgument(what + " names table " + std::to_string(m.table) + " of " +
+                             std::to_string(tables.size()));
+    }
+    const Table& t = tables[m.table];
+    const auto outside = [&](Key k) { return k < t.range.begin || k >= t.range.end; };
+    std::size_t count = m.keys.size();
+    if (m.keys.empty()) {
+      if (m.range.end < m.range.begin ||
+          (m.range.size() > 0 && (outside(m.range.begin) || m.range.end > t.range.end))) {
+        return InvalidArgument(what + ": range [" + std::to_string(m.range.begin) + ", " +
+                               std::to_string(m.range.end) + ") is not within the shard's [" +
+                               std::to_string(t.range.begin) + ", " + std::to_string(t.range.end) +
+                               ") of table " + std::to_string(m.table));
+      }
+      count = m.range.size();
+    } else {
+      for (Key k : m.keys) {
+        if (outside(k)) {
+          return InvalidArgument(what + ": key " + std::to_string(k) + " is not in the shard's [" +
+                                 std::to_string(t.range.begin) + ", " +
+                                 std::to_string(t.range.end) + ") of table " +
+                                 std::to_string(m.table));
+        }
+      }
+    }
+    if (m.kind == MessageKind::kPsPush &&
+        static_cast<std::size_t>(m.values.size()) != count * static_cast<std::size_t>(t.dim)) {
+      return InvalidArgument(what + ": " + std::to_string(m.values.size()) + " values for " +
+                             std::to_string(count) + " keys of dimension " + std::to_string(t.dim));
+    }
+    return Status::Ok();
+  }
+
   void Run() {
     for (;;) {
       auto received = ps->transport_->Receive(rank);
       if (!received.ok()) return;
       Message& m = *received;
+      if (Status bad = Check(m); !bad.ok()) {
+        {
+          std::lock_guard lock(ps->shard_mu_);
+          if (ps->shard_status_.ok()) ps->shard_status_ = bad;
+        }
+        ps->transport_->Close();  // wakes everyone: the run fails with it
+        return;
+      }
       switch (m.kind) {
         case MessageKind::kPsPush:
           HandlePush(m);
@@ -612,8 +679,7 @@ struct ParameterServer::Shard {
           }
           break;
         default:
-          TESSERA_CHECK(false) << "shard " << index << ": unexpected message kind "
-                               << static_cast<int>(m.kind);
+          break;  // Check refused every other kind
       }
     }
   }
@@ -746,6 +812,11 @@ void ParameterServer::Shutdown(const std::function<void(Message&)>& other) {
 }
 
 Status ParameterServer::final_status() const { return final_status_; }
+
+Status ParameterServer::shard_status() const {
+  std::lock_guard lock(shard_mu_);
+  return shard_status_;
+}
 
 StatusOr<int> ParameterServer::ShardOf(TableId table, Key key) const {
   if (table >= specs_.size()) {

@@ -26,6 +26,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -259,6 +260,10 @@ class ParameterServer {
   void Shutdown(const std::function<void(Message&)>& other = nullptr);
   // Ok, or why the tables of another process's shard did not arrive.
   Status final_status() const;
+  // Ok, or why a shard of this process stopped early: a message it refused (a sender that is
+  // not a worker, a table, key or range outside the shard, a value count that does not fit),
+  // which also closed the transport so that the run fails with it.
+  Status shard_status() const;
   // RunDataParallel across processes, before any worker runs: the shards stop only after the
   // driver's stop and one from every worker (which then follows the worker's last push).
   // Without it a driver's stop ends a shard at once.
@@ -288,6 +293,8 @@ class ParameterServer {
   std::atomic<bool> stop_after_workers_{false};
   std::vector<std::vector<Message>> final_;  // [table]: other processes' shards' tables
   Status final_status_;
+  mutable std::mutex shard_mu_;
+  Status shard_status_;  // the first refused message's reason (guarded by shard_mu_)
 };
 
 }  // namespace tessera

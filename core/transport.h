@@ -14,6 +14,10 @@
 
 namespace tessera {
 
+// The most workers (or server shards) one run may have: each is a fiber with its own stack and
+// per-worker state, so a mistyped count fails with a message instead of exhausting memory.
+inline constexpr int kMaxEndpoints = 1024;
+
 class Transport {
  public:
   virtual ~Transport() = default;

@@ -138,6 +138,7 @@ struct TcpTransport::Impl {
   std::mutex run_mu;
   std::atomic<std::uint64_t> run{0};
   std::vector<std::vector<Message>> early;  // by rank: messages of runs not begun yet
+  std::vector<int> process_of_rank;         // the process hosting each rank
   std::mutex left_mu;                       // with left_cv: Leave waits for the peers' goodbyes
   std::condition_variable left_cv;
   int peers_left = 0;
@@ -243,6 +244,14 @@ struct TcpTransport::Impl {
                 Fail(InvalidArgument("process " + std::to_string(c.process) +
                                      " sent a message for rank " + std::to_string(m.to) +
                                      ", which this process does not host"));
+                return;
+              }
+              // A message speaks for a rank of the process whose connection it came on.
+              if (m.from < 0 || static_cast<std::size_t>(m.from) >= process_of_rank.size() ||
+                  process_of_rank[static_cast<std::size_t>(m.from)] != c.process) {
+                Fail(InvalidArgument("process " + std::to_string(c.process) +
+                                     " sent a message as rank " + std::to_string(m.from) +
+                                     ", which it does not host"));
                 return;
               }
               Deliver(std::move(m));
@@ -393,6 +402,7 @@ StatusOr<std::unique_ptr<TcpTransport>> TcpTransport::Create(const ProcessInfo& 
   t->impl_ = std::make_unique<Impl>(options, me.size);
   Impl& im = *t->impl_;
   im.early.resize(t->process_of_rank_.size());
+  im.process_of_rank = t->process_of_rank_;
   for (std::size_t r = 0; r < t->process_of_rank_.size(); ++r) {
     im.boxes.push_back(t->hosts(static_cast<Rank>(r)) ? std::make_unique<Mailbox<Message>>()
                                                       : nullptr);

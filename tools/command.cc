@@ -1,7 +1,9 @@
 #include "tools/command.h"
 
 #include <algorithm>
+#include <exception>
 #include <iostream>
+#include <new>
 
 #include "core/fiber_pool.h"
 #include "tools/compare.h"
@@ -162,7 +164,18 @@ int RunCommandLine(int argc, char** argv, const std::string& description,
     return 2;
   }
   for (auto& [command, cmd] : added) {
-    if (cmd->parsed()) return command->Run(*cmd);
+    if (!cmd->parsed()) continue;
+    // An allocation that fails (a size from the input or the flags that this machine cannot
+    // hold) or any other exception is this command's error, not an abort.
+    try {
+      return command->Run(*cmd);
+    } catch (const std::bad_alloc&) {
+      return Fail(
+          FailedPrecondition("out of memory: the input or the options ask for more "
+                             "than this machine can allocate"));
+    } catch (const std::exception& e) {
+      return Fail(Internal(std::string("unexpected error: ") + e.what()));
+    }
   }
   return 2;
 }

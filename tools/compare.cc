@@ -118,11 +118,13 @@ Status Plot(const CompareSpec& app, const std::string& prefix, const fs::path& d
             bool& plotted) {
   plotted = false;
   const bool gap = app.curve == "objective";
-  std::string script = "set terminal pngcairo size 1200,460 font ',10'\nset output '" + prefix +
-                       ".png.tmp'\nset datafile separator ','\nset multiplot layout 1,2 title '" +
-                       title + "'\n" + (gap ? "set logscale y\nset format y '10^{%L}'\n" : "") +
-                       "set grid\nset key " + (app.rising ? "bottom" : "top") +
-                       " right\nset ylabel '" + app.curve_label + "'\n";
+  // The output name and the title (user text) reach gnuplot as its arguments ARG1 and ARG2,
+  // data it never parses as script.
+  std::string script =
+      "set terminal pngcairo size 1200,460 font ',10'\nset output ARG1\n"
+      "set datafile separator ','\nset multiplot layout 1,2 title ARG2\n" +
+      std::string(gap ? "set logscale y\nset format y '10^{%L}'\n" : "") + "set grid\nset key " +
+      (app.rising ? "bottom" : "top") + " right\nset ylabel '" + app.curve_label + "'\n";
   std::string plot_time = "set xlabel 'seconds (setup excluded)'\nplot ";
   std::string plot_bytes = "set logscale x\nset xlabel 'bytes moved'\nplot ";
   for (std::size_t i = 0; i < runs.size(); ++i) {
@@ -143,7 +145,7 @@ Status Plot(const CompareSpec& app, const std::string& prefix, const fs::path& d
   script += plot_time + plot_bytes + "unset multiplot\n";
   const fs::path gp = dir / "plot.gp";
   std::ofstream(gp) << script;
-  const int rc = RunProcess({"gnuplot", gp.string()}, true);
+  const int rc = RunProcess({"gnuplot", "-c", gp.string(), prefix + ".png.tmp", title}, true);
   if (rc == 127) return Status::Ok();  // not installed: the caller says so
   if (rc != 0) {
     std::remove((prefix + ".png.tmp").c_str());

@@ -84,7 +84,14 @@ INSTANTIATE_TEST_SUITE_P(
                   "vocab.bad: 1 words, the docword header"},
         BadCorpus{"long_vocab", "1\n2\n1\n1 1 1\n", "a\nb\nc\n", "vocab.bad:3: more words than"},
         BadCorpus{"huge_header", "1000000000000\n2\n1\n1 1 1\n", nullptr,
-                  "declares 1000000000000 documents and 2 words; Tessera reads up to"}),
+                  "declares 1000000000000 documents and 2 words; Tessera reads up to"},
+        // Repeated counts of one word in one document are summed in 64 bits, not wrapped.
+        BadCorpus{"count_wrap", "1\n2\n2\n1 1 4294967295\n1 1 2\n", nullptr,
+                  "docword.bad: document 1: a word's counts in one document sum past "
+                  "4294967295"},
+        // A tiny file cannot ask for billions of tokens.
+        BadCorpus{"huge_count", "1\n2\n1\n1 1 4294967295\n", nullptr,
+                  "docword.bad: 4294967295 tokens from 21 bytes; Tessera reads at most 2^24"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(CorpusTest, BadLibsvmAndTextInput) {

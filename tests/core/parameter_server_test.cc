@@ -154,6 +154,62 @@ TEST(ParameterServerTest, KeysOutsideEveryRangeAreErrors) {
   EXPECT_THAT(c.Pull(3, ok).Get().status().message(), HasSubstr("no table 3"));
 }
 
+// A shard checks every field a peer controls before using it: crafted messages sent straight
+// to it (as a relay or a broken peer would) stop the run with what was wrong, instead of
+// writing or reading outside its tables, or aborting the process.
+TEST(ParameterServerTest, AShardRefusesMessagesThatDoNotFitItsTables) {
+  struct Case {
+    const char* name;
+    std::function<void(Message&)> craft;
+    const char* error;
+  };
+  const std::vector<Case> cases = {
+      {"table", [](Message& m) { m.table = 7; }, "names table 7 of 1"},
+      {"key",
+       [](Message& m) {
+         m.keys = {1, 1u << 30};
+       },
+       "key 1073741824 is not in the shard's [0, 5)"},
+      {"range",
+       [](Message& m) {
+         m.keys.clear();
+         m.range = {3, 9};
+       },
+       "range [3, 9) is not within the shard's [0, 5)"},
+      {"wrapped range",
+       [](Message& m) {
+         m.keys.clear();
+         m.range = {4, 2};
+       },
+       "range [4, 2)"},
+      {"values", [](Message& m) { m.values.resize(3); }, "3 values for 2 keys of dimension 2"},
+      {"sender", [](Message& m) { m.from = 0; }, "a message from rank 0: a push from a non-worker"},
+      {"kind", [](Message& m) { m.kind = MessageKind::kPartials; }, "unexpected message kind"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto ps = StartOrDie({Table(10, 2, "asp")}, 2, 1);  // shard 0 holds keys [0, 5)
+    Message m;
+    m.kind = MessageKind::kPsPush;
+    m.from = ps->WorkerRank(0);
+    m.table = 0;
+    m.keys = {1, 2};
+    m.values = Eigen::VectorXd::Ones(4);
+    c.craft(m);
+    ASSERT_TRUE(ps->transport().Send(ps->ShardRank(0), std::move(m)).ok());
+    // The shard closes the transport: the worker's next pull fails instead of waiting forever.
+    EXPECT_FALSE(ps->client(0).Pull(0, std::vector<Key>{1}).Get().ok());
+    ps->Shutdown();
+    EXPECT_THAT(ps->shard_status().message(), HasSubstr(c.error));
+    EXPECT_THAT(ps->shard_status().message(), HasSubstr("shard 0: a message from rank"));
+  }
+  // A well-formed push of the same shape is taken.
+  auto ps = StartOrDie({Table(10, 2, "asp")}, 2, 1);
+  EXPECT_TRUE(ps->client(0).Push(0, std::vector<Key>{1, 2}, std::vector<double>(4, 1.0)).ok());
+  EXPECT_EQ(PullOrDie(ps->client(0), 0, {1})[0], 1.0);
+  EXPECT_TRUE(ps->shard_status().ok());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Values and update functions
 

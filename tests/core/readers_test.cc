@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include "core/dataset.h"
+#include "core/line_reader.h"
 #include "tests/test_util.h"
 
 namespace tessera {
@@ -94,14 +95,43 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"comments_only", "# nothing\n\n", "no data rows"}),
     [](const auto& info) { return std::string(info.param.name); });
 
-// A large feature index costs memory for the rows that name it, not one slot per column.
-TEST(LibsvmTest, AFarFeatureIndexIsCheap) {
+// A feature index far beyond what the file's entries could describe is refused before any
+// model allocates a value per feature (a 37-byte file naming feature 2e9 would otherwise ask
+// for gigabytes); a feature count the caller states is taken, and costs memory only for the
+// rows that name the far feature, not one slot per column.
+TEST(LibsvmTest, AFarFeatureIndexIsRefusedUnlessTheFeatureCountIsGiven) {
   TempDir dir;
-  auto d = ReadLibsvm(dir.File("far.svm", "1.5 1:1 881250949:7\n0 1:1\n"));
+  const std::string far = dir.File("far.svm", "1.5 1:1 1999999999:7\n0 1:1\n");
+  auto refused = ReadLibsvm(far);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("far.svm: feature index 1999999999 in a file of 3 nonzeros and 2 rows"));
+  LibsvmOptions o;
+  o.num_features = 2000000000;
+  auto d = ReadLibsvm(far, o);
   ASSERT_TRUE(d.ok()) << d.status().ToString();
-  EXPECT_EQ(d->x.cols(), 881250949);
+  EXPECT_EQ(d->x.cols(), 2000000000);
   EXPECT_EQ(d->x.nonZeros(), 3);
-  EXPECT_EQ(d->x.coeff(0, 881250948), 7);
+  EXPECT_EQ(d->x.coeff(0, 1999999998), 7);
+  // Up to 2^24 features are always allowed.
+  EXPECT_TRUE(ReadLibsvm(dir.File("wide.svm", "1 16777216:1\n")).ok());
+}
+
+// Spreadsheet programs start CSV files with a UTF-8 byte-order mark: it is not part of the
+// first column's name. A stream without newlines is an error, not read forever.
+TEST(LineReaderTest, StripsAByteOrderMarkAndCapsTheLineLength) {
+  TempDir dir;
+  auto d = ReadCsv(dir.File("bom.csv", "\xEF\xBB\xBFy,a\n1,2\n3,4\n"));
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  EXPECT_EQ(d->feature_names, (std::vector<std::string>{"a"}));
+  EXPECT_DOUBLE_EQ(d->y[1], 3);
+  LineReader in;
+  ASSERT_TRUE(in.Open("/dev/zero").ok());
+  in.set_max_line_bytes(1 << 20);
+  std::string_view line;
+  EXPECT_FALSE(in.Next(line));
+  EXPECT_THAT(in.status().message(),
+              HasSubstr("/dev/zero:1: a line longer than 1048576 bytes (not a text file"));
 }
 
 TEST(LibsvmTest, MissingFileAndDirectory) {

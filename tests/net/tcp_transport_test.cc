@@ -211,6 +211,20 @@ TEST(TcpTransportTest, AnOversizeFrameFailsTheTransportNamingTheSender) {
   EXPECT_THAT(got.status().message(), HasSubstr("over the limit of 65536"));
 }
 
+// A peer speaks only for the ranks it hosts: a message from process 1 that claims to come from
+// rank 0 (process 0's) fails the transport naming the sender, before anything reads it.
+TEST(TcpTransportTest, AMessageAsARankItsSenderDoesNotHostIsRefused) {
+  Cluster c = Start(2, {0, 1}, {Options()});
+  for (const Status& s : c.established) ASSERT_TRUE(s.ok()) << s.ToString();
+  Message m;
+  m.from = 0;
+  ASSERT_TRUE(c.procs[1]->Send(0, m).ok());
+  auto got = c.procs[0]->Receive(0);
+  ASSERT_FALSE(got.ok());
+  EXPECT_THAT(got.status().message(),
+              HasSubstr("process 1 sent a message as rank 0, which it does not host"));
+}
+
 TEST(TcpTransportTest, ALostProcessIsReportedToEveryReceiver) {
   Cluster c = Start(3, {0, 1, 2}, {Options()});
   for (const Status& s : c.established) ASSERT_TRUE(s.ok()) << s.ToString();
@@ -235,6 +249,7 @@ TEST(TcpTransportTest, ACleanLeaveIsNotALossAndAFailingLeaveNamesItsError) {
   // and its later heartbeats to them are not errors. Each Leave waits for all three.
   Message m;
   m.kind = MessageKind::kContinue;
+  m.from = 1;
   ASSERT_TRUE(c.procs[1]->Send(0, m).ok());
   std::vector<Status> left(3);
   std::vector<std::thread> threads;

@@ -2,8 +2,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -161,6 +163,20 @@ TEST(CliTest, CompareRunsBothModesAndWritesTableCsvAndPlot) {
   if (r.output.find("PNG skipped") == std::string::npos) {
     EXPECT_GT(std::filesystem::file_size(out + ".png"), 1000u);
   }
+  // The output prefix is a file name, never gnuplot script: one with quotes and a system()
+  // call names the files and runs nothing.
+  // (The marker is relative: gnuplot would make it in the working directory.)
+  const std::string marker = "tessera-injected-" + std::to_string(getpid());
+  const std::string odd = dir.Path("q'\nsystem('touch " + marker + "')\n'");
+  auto quoted = RunCli("compare lasso --data " + Diabetes() +
+                       " --lambda-ratio 0.1 --budget-rounds 5 --out \"" + odd + "\"");
+  ASSERT_EQ(quoted.code, 0) << quoted.output;
+  EXPECT_TRUE(std::filesystem::exists(odd + ".csv"));
+  if (quoted.output.find("PNG skipped") == std::string::npos) {
+    EXPECT_TRUE(std::filesystem::exists(odd + ".png"));
+  }
+  EXPECT_FALSE(std::filesystem::exists(marker));
+  std::filesystem::remove(marker);
   // A run that fails says why, and compare writes nothing.
   const std::string bad = dir.File("bad.csv", "a,y\n1,2\n3\n");
   auto failed = RunCli("compare lasso --data " + bad + " --out " + dir.Path("none"));
@@ -331,7 +347,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadRun{"no_data_flag", "lasso --lambda 1", 2, "--data is required"},
         BadRun{"non_numeric_flag", "lasso --data BAD --workers two", 2, "--workers"},
         BadRun{"zero_workers", "lasso --data " + Diabetes() + " --workers 0", 1,
-               "--workers must be at least 1"},
+               "--workers must be in [1, 1024], got 0"},
         BadRun{"unknown_scheduler", "lasso --data " + Diabetes() + " --scheduler fifo", 1,
                "unknown scheduler 'fifo' (valid: dependency, priority, rotation, round_robin)"},
         BadRun{"bad_format", "lasso --data " + Diabetes() + " --format xml", 1, "--format must be"},
@@ -351,7 +367,7 @@ INSTANTIATE_TEST_SUITE_P(
                "lasso --data " + Diabetes() + " --mode data-parallel --consistency ssp:-1", 1,
                "--consistency: consistency 'ssp:-1': the staleness bound S must be an integer"},
         BadRun{"zero_servers", "lasso --data " + Diabetes() + " --mode data-parallel --servers 0",
-               1, "--servers must be at least 1, got 0"},
+               1, "--servers must be in [1, 1024], got 0"},
         BadRun{"unknown_partition",
                "lasso --data " + Diabetes() + " --mode data-parallel --partition blocks", 1,
                "--partition: unknown partition scheme 'blocks'"},
@@ -365,6 +381,44 @@ INSTANTIATE_TEST_SUITE_P(
         BadRun{"unwritable_output", "lasso --data " + Diabetes() + " --quiet --trace /no/dir/t.csv",
                1, "/no/dir/t.csv: cannot write"}),
     [](const auto& info) { return std::string(info.param.name); });
+
+// Tiny inputs and options that would need unbounded memory or time end at once with our
+// message (under a 1 GB address-space limit where prlimit exists), never with an abort.
+TEST(CliTest, TinyInputsThatWouldNeedHugeMemoryFailFastWithAMessage) {
+  testing::TempDir dir;
+  const std::string far = dir.File("far.svm", "1 1:1 2000000000:1\n0 1:1\n");
+  const std::string counts = dir.File("docword.tiny", "1\n2\n1\n1 1 4294967295\n");
+  const std::string tiny = dir.File("docword.ok", "2\n2\n2\n1 1 3\n2 2 1\n");
+  const std::string limit =
+      std::system("command -v prlimit >/dev/null") == 0 ? "prlimit --as=1000000000 " : "";
+  struct Case {
+    std::string args, message;
+  };
+  const std::vector<Case> cases = {
+      {"lasso --data " + far, "far.svm: feature index 2000000000 in a file of 3 nonzeros"},
+      {"lasso --data /dev/zero --format libsvm", "/dev/zero:1: a line longer than"},
+      {"lda --no-files --corpus " + counts, "4294967295 tokens from 21 bytes"},
+      {"lda --no-files --corpus " + tiny + " --workers 100000",
+       "--workers must be in [1, 1024], got 100000"},
+      {"lda --no-files --corpus " + tiny + " --mode data-parallel --servers 100000",
+       "--servers must be in [1, 1024], got 100000"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.args);
+    const auto start = std::chrono::steady_clock::now();
+    const std::string cmd = limit + std::string(TESSERA_CLI) + " " + c.args + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    ASSERT_NE(p, nullptr);
+    std::string output;
+    char buf[4096];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) output.append(buf, n);
+    const int status = pclose(p);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << output;
+    EXPECT_THAT(output, HasSubstr(c.message));
+    EXPECT_THAT(output, ::testing::Not(HasSubstr("terminate called")));
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  }
+}
 
 // The data-parallel example: a user's own update function on the parameter server.
 TEST(ExampleTest, DataParallelRidgeAppMatchesClosedForm) {
