@@ -13,6 +13,8 @@
 #include <iostream>
 #include <sstream>
 
+#include "core/metrics.h"
+
 namespace tessera {
 namespace {
 
@@ -242,10 +244,11 @@ StatusOr<Checkpoint> Checkpoint::Decode(std::string_view bytes, const std::strin
 }
 
 Status Checkpoint::Write(const std::string& path) const {
-  const std::string tmp = path + ".tmp";
   const std::string bytes = Encode();
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return DataLoss(tmp + ": cannot write: " + std::strerror(errno));
+  auto temp = CreateTempFor(path);
+  if (!temp.ok()) return DataLoss(temp.status().message());
+  const std::string tmp = temp->name;
+  const int fd = temp->fd;
   std::size_t done = 0;
   bool ok = true;
   while (done < bytes.size()) {

@@ -1,5 +1,6 @@
 #include "core/metrics.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,17 +11,34 @@
 
 namespace tessera {
 
+StatusOr<TempFile> CreateTempFor(const std::string& path) {
+  TempFile t;
+  t.name = path + ".tmp-XXXXXX";
+  t.fd = ::mkstemp(t.name.data());
+  if (t.fd < 0) return InvalidArgument(path + ": cannot write: " + std::strerror(errno));
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  (void)::fchmod(t.fd, 0644 & ~mask);
+  return t;
+}
+
 CsvWriter::~CsvWriter() {
   if (file_) {  // never finished: drop the partial file
     std::fclose(file_);
-    std::remove((path_ + ".tmp").c_str());
+    std::remove(tmp_.c_str());
   }
 }
 
 Status CsvWriter::Open(const std::string& path, const std::string& header) {
   path_ = path;
-  file_ = std::fopen((path + ".tmp").c_str(), "w");
-  if (!file_) return InvalidArgument(path + ": cannot write: " + std::strerror(errno));
+  TESSERA_ASSIGN_OR_RETURN(TempFile t, CreateTempFor(path));
+  tmp_ = t.name;
+  file_ = ::fdopen(t.fd, "w");
+  if (!file_) {
+    ::close(t.fd);
+    std::remove(tmp_.c_str());
+    return InvalidArgument(path + ": cannot write: " + std::strerror(errno));
+  }
   std::fprintf(file_, "%s\n", header.c_str());
   return Status::Ok();
 }
@@ -34,9 +52,8 @@ Status CsvWriter::Finish() {
   bool ok = std::fflush(file_) == 0 && fsync(fileno(file_)) == 0;
   ok = std::fclose(file_) == 0 && ok;
   file_ = nullptr;
-  const std::string tmp = path_ + ".tmp";
-  if (!ok || std::rename(tmp.c_str(), path_.c_str()) != 0) {
-    std::remove(tmp.c_str());
+  if (!ok || std::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    std::remove(tmp_.c_str());
     return DataLoss(path_ + ": write failed: " + std::strerror(errno));
   }
   return Status::Ok();

@@ -21,8 +21,18 @@ class Stopwatch {
   std::chrono::steady_clock::time_point start_;
 };
 
-// Writes CSV rows to `path`.tmp and renames it to `path` on Finish(), so an interrupted run
-// never leaves a file that looks complete.
+// A fresh temporary file beside `path`, for writing `path` atomically (write, fsync, rename):
+// `path`.tmp-XXXXXX made by mkstemp (O_CREAT|O_EXCL, so a file or symlink planted under a name
+// it could take is never opened or followed), mode 0644 less the umask. The open descriptor and
+// the name; an error names `path`.
+struct TempFile {
+  int fd = -1;
+  std::string name;
+};
+StatusOr<TempFile> CreateTempFor(const std::string& path);
+
+// Writes CSV rows to a temporary file beside `path` (CreateTempFor) and renames it to `path`
+// on Finish(), so an interrupted run never leaves a file that looks complete.
 class CsvWriter {
  public:
   CsvWriter() = default;
@@ -35,7 +45,7 @@ class CsvWriter {
   bool is_open() const { return file_ != nullptr; }
 
  private:
-  std::string path_;
+  std::string path_, tmp_;
   std::FILE* file_ = nullptr;
 };
 

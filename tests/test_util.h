@@ -37,6 +37,13 @@ class TempDir {
     return p;
   }
   std::string Path(const std::string& name) const { return path_ + "/" + name; }
+  // True when no temporary file of an atomic write (`NAME.tmp-XXXXXX`) is left here.
+  bool NoTempFiles() const {
+    for (const auto& e : std::filesystem::directory_iterator(path_)) {
+      if (e.path().filename().string().find(".tmp-") != std::string::npos) return false;
+    }
+    return true;
+  }
 
  private:
   std::string path_;

@@ -145,14 +145,21 @@ Status Plot(const CompareSpec& app, const std::string& prefix, const fs::path& d
   script += plot_time + plot_bytes + "unset multiplot\n";
   const fs::path gp = dir / "plot.gp";
   std::ofstream(gp) << script;
-  const int rc = RunProcess({"gnuplot", "-c", gp.string(), prefix + ".png.tmp", title}, true);
+  // gnuplot draws into the private directory; the picture then moves beside the other outputs
+  // through a fresh temporary name, like every file Tessera writes.
+  const fs::path png = dir / "plot.png";
+  const int rc = RunProcess({"gnuplot", "-c", gp.string(), png.string(), title}, true);
   if (rc == 127) return Status::Ok();  // not installed: the caller says so
   if (rc != 0) {
-    std::remove((prefix + ".png.tmp").c_str());
     return Internal("gnuplot failed (exit " + std::to_string(rc) + ") on " + gp.string());
   }
-  if (std::rename((prefix + ".png.tmp").c_str(), (prefix + ".png").c_str()) != 0) {
-    return DataLoss(prefix + ".png: cannot write");
+  TESSERA_ASSIGN_OR_RETURN(TempFile temp, CreateTempFor(prefix + ".png"));
+  ::close(temp.fd);
+  std::error_code ec;
+  fs::copy_file(png, temp.name, fs::copy_options::overwrite_existing, ec);
+  if (ec || std::rename(temp.name.c_str(), (prefix + ".png").c_str()) != 0) {
+    std::remove(temp.name.c_str());
+    return DataLoss(prefix + ".png: cannot write" + (ec ? ": " + ec.message() : ""));
   }
   plotted = true;
   return Status::Ok();

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/metrics.h"
 #include "tests/test_util.h"
 
 namespace tessera {
@@ -86,7 +87,9 @@ TEST(CheckpointTest, ADirectoryResumesFromItsNewestWholeCheckpoint) {
   auto files = d->Files();
   ASSERT_EQ(files.size(), 3u);  // the oldest two are gone
   EXPECT_THAT(files.back(), HasSubstr("ckpt-00000005.tck"));
-  EXPECT_FALSE(std::filesystem::exists(files.back() + ".tmp"));
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+  }
   EXPECT_EQ((*d->LoadLatest()->Doubles("beta"))[0], 1.5 * 5);
 
   // The newest is cut short (a crash of the machine mid-write without the rename would leave
@@ -112,6 +115,35 @@ TEST(CheckpointTest, ADirectoryResumesFromItsNewestWholeCheckpoint) {
   EXPECT_THAT(again->LoadLatest().status().message(), HasSubstr("no checkpoint that reads back"));
   EXPECT_THAT(CheckpointDir::Open(tmp.File("plain", "x"), 3).status().message(),
               HasSubstr("cannot use as the checkpoint directory"));
+}
+
+// Atomic writes go through a fresh mkstemp name beside the target: a symlink planted where a
+// fixed temporary name would be (`out.csv.tmp` -> a victim file) is never followed.
+TEST(CheckpointTest, AtomicWritesNeverFollowAPlantedTemporaryName) {
+  testing::TempDir tmp;
+  const std::string victim = tmp.File("victim.txt", "precious\n");
+  const std::string csv = tmp.Path("out.csv"), ck = tmp.Path("c.tck");
+  std::filesystem::create_symlink(victim, csv + ".tmp");
+  std::filesystem::create_symlink(victim, ck + ".tmp");
+  CsvWriter out;
+  ASSERT_TRUE(out.Open(csv, "a,b").ok());
+  out.Row("1,2");
+  ASSERT_TRUE(out.Finish().ok());
+  ASSERT_TRUE(Sample(1).Write(ck).ok());
+  std::ifstream v(victim);
+  std::string line;
+  std::getline(v, line);
+  EXPECT_EQ(line, "precious");
+  std::ifstream c(csv);
+  std::getline(c, line);
+  EXPECT_EQ(line, "a,b");
+  EXPECT_TRUE(Checkpoint::Read(ck).ok());
+  EXPECT_TRUE(std::filesystem::is_symlink(csv + ".tmp"));
+  EXPECT_TRUE(tmp.NoTempFiles());
+  // An unwritable directory is an error naming the target, as before.
+  CsvWriter nowhere;
+  EXPECT_THAT(nowhere.Open("/no/such/dir/x.csv", "a").message(),
+              HasSubstr("/no/such/dir/x.csv: cannot write"));
 }
 
 TEST(CheckpointTest, DurationsParse) {

@@ -70,7 +70,7 @@ TEST(CliTest, FitsDiabetesAndWritesCoefficientsAndTrace) {
   EXPECT_EQ(age, "age,0");
   EXPECT_THAT(sex, HasSubstr("sex,-63.75"));
   EXPECT_TRUE(std::filesystem::exists(trace));
-  EXPECT_FALSE(std::filesystem::exists(coef + ".tmp"));
+  EXPECT_TRUE(dir.NoTempFiles());
 }
 
 TEST(CliTest, PathWritesOneRowPerLambda) {
@@ -336,7 +336,7 @@ TEST_P(CliBadInputTest, ExitsNonZeroWithAClearMessageAndNoOutputFile) {
   EXPECT_EQ(r.code, GetParam().code) << r.output;
   EXPECT_THAT(r.output, HasSubstr(GetParam().message));
   EXPECT_FALSE(std::filesystem::exists(out));
-  EXPECT_FALSE(std::filesystem::exists(out + ".tmp"));
+  EXPECT_TRUE(dir.NoTempFiles());
 }
 
 INSTANTIATE_TEST_SUITE_P(
