@@ -665,11 +665,24 @@ void LassoSolver::Reset() {
 
 const LassoOracle& LassoSolver::oracle() const { return dp_ ? dp_->oracle() : app_->oracle(); }
 
+namespace {
+
+// A solution whose objective is not a finite number is an error, not a result: the data or the
+// options (a huge value, a step that diverged) gave NaN or infinity.
+StatusOr<LassoSolution> Finite(StatusOr<LassoSolution> s) {
+  if (!s.ok() || s->stop_reason == kWorkerProcess || std::isfinite(s->objective)) return s;
+  return DataLoss("lambda " + FormatDouble(s->lambda) + ": the objective is " +
+                  FormatDouble(s->objective) + " after " + std::to_string(s->rounds) +
+                  " rounds: the data or the options give values that are not finite numbers");
+}
+
+}  // namespace
+
 StatusOr<LassoSolution> LassoSolver::Fit(double lambda) {
   if (!(lambda > 0) || !std::isfinite(lambda)) {
     return InvalidArgument("--lambda must be a positive number, got " + FormatDouble(lambda));
   }
-  if (dp_) return dp_->Fit(lambda, checkpoint_, options_.checkpoint_every);
+  if (dp_) return Finite(dp_->Fit(lambda, checkpoint_, options_.checkpoint_every));
   app_->BeginFit(lambda);
   EngineOptions eo = options_.engine;
   eo.kept_workers = app_->kept_workers();
@@ -695,7 +708,7 @@ StatusOr<LassoSolution> LassoSolver::Fit(double lambda) {
   s.updates = run.updates;
   s.stop_reason = run.stop_reason;
   s.evaluations = std::move(run.evaluations);
-  return s;
+  return Finite(std::move(s));
 }
 
 StatusOr<std::vector<LassoSolution>> LassoSolver::FitPath(int count, double ratio) {

@@ -352,11 +352,22 @@ class CcdApp final : public ModelParallelApp {
 
 StatusOr<MfResult> TrainMf(const Ratings& train, const Ratings* test, const MfOptions& options,
                            const std::function<void(const MfEpoch&)>& on_epoch) {
-  if (options.mode == "data-parallel") {
-    return TrainMfSgdDataParallel(train, test, options, on_epoch);
+  StatusOr<MfResult> r = options.mode == "data-parallel"
+                             ? TrainMfSgdDataParallel(train, test, options, on_epoch)
+                         : options.algorithm == "sgd" ? TrainMfDsgd(train, test, options, on_epoch)
+                                                      : TrainMfCcd(train, test, options, on_epoch);
+  if (!r.ok()) return r;
+  // A training error that is not a finite number is an error, not a model (ratings of 1e308, a
+  // learning rate that diverges): the first epoch where it appeared is named.
+  for (const MfEpoch& e : r->epochs) {
+    if (!std::isfinite(e.train_rmse)) {
+      return DataLoss("epoch " + std::to_string(e.epoch) + ": train RMSE " +
+                      FormatDouble(e.train_rmse) +
+                      ": the ratings or the options (learning rate, lambda) give values that are "
+                      "not finite numbers");
+    }
   }
-  if (options.algorithm == "sgd") return TrainMfDsgd(train, test, options, on_epoch);
-  return TrainMfCcd(train, test, options, on_epoch);
+  return r;
 }
 
 StatusOr<MfResult> TrainMfCcd(const Ratings& train, const Ratings* test, const MfOptions& options,

@@ -420,6 +420,18 @@ TEST(CliTest, TinyInputsThatWouldNeedHugeMemoryFailFastWithAMessage) {
   }
 }
 
+// A fit whose error becomes NaN is an error naming where it appeared, exit 1, and no model.
+TEST(CliTest, ANonFiniteFitIsAnErrorAndWritesNoModel) {
+  testing::TempDir dir;
+  const std::string ratings = dir.File("huge.ratings", "1 1 1e308\n1 2 -1e308\n2 1 1e308\n2 2 5\n");
+  const std::string model = dir.Path("mf.model");
+  auto r = RunCli("mf --quiet --epochs 2 --train " + ratings + " --output " + model);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("epoch 1: train RMSE nan"));
+  EXPECT_FALSE(std::filesystem::exists(model));
+  EXPECT_TRUE(dir.NoTempFiles());
+}
+
 // The data-parallel example: a user's own update function on the parameter server.
 TEST(ExampleTest, DataParallelRidgeAppMatchesClosedForm) {
   for (const char* consistency : {"bsp", "ssp:1", "asp", "hogwild"}) {
