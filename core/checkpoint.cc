@@ -299,6 +299,31 @@ StatusOr<CheckpointDir> CheckpointDir::Open(const std::string& dir, int keep) {
   return d;
 }
 
+Status CheckpointDir::Lock() {
+  if (lock_) return Status::Ok();
+  const std::string path = (std::filesystem::path(dir_) / "LOCK").string();
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) return InvalidArgument(path + ": cannot lock: " + std::strerror(errno));
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  if (::fcntl(fd, F_SETLK, &fl) != 0) {
+    struct flock held {};
+    held.l_type = F_WRLCK;
+    held.l_whence = SEEK_SET;
+    const bool known = ::fcntl(fd, F_GETLK, &held) == 0 && held.l_type != F_UNLCK;
+    ::close(fd);
+    return FailedPrecondition(dir_ + ": another run uses this checkpoint directory" +
+                              (known ? " (process " + std::to_string(held.l_pid) + ")" : "") +
+                              "; give each run its own");
+  }
+  lock_ = std::shared_ptr<const int>(new int(fd), [](const int* p) {
+    ::close(*p);
+    delete p;
+  });
+  return Status::Ok();
+}
+
 std::vector<std::string> CheckpointDir::Files() const {
   std::vector<std::string> out;
   std::error_code ec;
@@ -343,6 +368,7 @@ StatusOr<CheckpointStart> OpenCheckpoints(const std::string& dir, bool resume, b
     return start;
   }
   TESSERA_ASSIGN_OR_RETURN(start.dir, CheckpointDir::Open(dir));
+  if (report) TESSERA_RETURN_IF_ERROR(start.dir->Lock());
   if (!resume) return start;
   std::vector<std::string> skipped;
   auto latest = start.dir->LoadLatest(&skipped);

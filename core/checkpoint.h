@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -86,16 +87,22 @@ class CheckpointDir {
   // The checkpoint files, oldest first.
   std::vector<std::string> Files() const;
   const std::string& path() const { return dir_; }
+  // Takes the directory for this process's run (a POSIX lock on `dir`/LOCK, held while this
+  // object or a copy lives, released by the kernel if the process dies): a run of another
+  // process that writes there too fails with a message naming it instead of clobbering files.
+  Status Lock();
 
  private:
   std::string dir_;
   int keep_ = 3;
   std::uint64_t next_ = 1;
+  std::shared_ptr<const int> lock_;  // the LOCK file's descriptor, closed with the last copy
 };
 
 // Where a run keeps its checkpoints: the directory (none when `dir` is empty) and, when
 // resuming, the newest checkpoint in it that reads back whole. Damaged newer ones are named
-// on stderr when `report` (the process that writes the checkpoints).
+// on stderr when `report` (the process that writes the checkpoints, which also takes the
+// directory's lock: CheckpointDir::Lock).
 struct CheckpointStart {
   std::optional<CheckpointDir> dir;
   std::optional<Checkpoint> latest;

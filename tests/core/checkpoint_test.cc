@@ -4,6 +4,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -144,6 +146,39 @@ TEST(CheckpointTest, AtomicWritesNeverFollowAPlantedTemporaryName) {
   CsvWriter nowhere;
   EXPECT_THAT(nowhere.Open("/no/such/dir/x.csv", "a").message(),
               HasSubstr("/no/such/dir/x.csv: cannot write"));
+}
+
+// A checkpoint directory belongs to one run: while a process writes there, another process's
+// run is refused with a message instead of clobbering its files; the lock goes with the process.
+TEST(CheckpointTest, ASecondRunInTheSameDirectoryIsRefused) {
+  testing::TempDir tmp;
+  const std::string dir = tmp.Path("ck");
+  int ready[2], done[2];
+  ASSERT_EQ(pipe(ready), 0);
+  ASSERT_EQ(pipe(done), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {  // the other run: takes the directory and holds it until told
+    auto start = OpenCheckpoints(dir, false, true);
+    const char ok = start.ok() ? 'y' : 'n';
+    (void)!write(ready[1], &ok, 1);
+    char c;
+    (void)!read(done[0], &c, 1);
+    _exit(0);
+  }
+  char ok = 0;
+  ASSERT_EQ(read(ready[0], &ok, 1), 1);
+  ASSERT_EQ(ok, 'y');
+  auto second = OpenCheckpoints(dir, false, true);
+  EXPECT_FALSE(second.ok());
+  EXPECT_THAT(second.status().message(),
+              HasSubstr(dir + ": another run uses this checkpoint directory (process " +
+                        std::to_string(child) + ")"));
+  EXPECT_TRUE(OpenCheckpoints(dir, false, false).ok());  // a process that only reads
+  (void)!write(done[1], "x", 1);
+  int status = 0;
+  waitpid(child, &status, 0);
+  EXPECT_TRUE(OpenCheckpoints(dir, false, true).ok());  // free again
 }
 
 TEST(CheckpointTest, DurationsParse) {
