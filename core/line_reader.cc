@@ -53,8 +53,11 @@ bool LineReader::Fill() {
 
 bool LineReader::Next(std::string_view& line) {
   if (!file_) return false;
+  // Bytes after pos_ already searched for a newline: a long line is scanned once, not once per
+  // chunk read.
+  std::size_t scanned = 0;
   for (;;) {
-    const std::size_t nl = buffer_.find('\n', pos_);
+    const std::size_t nl = buffer_.find('\n', pos_ + scanned);
     if (nl != std::string::npos) {
       line = std::string_view(buffer_).substr(pos_, nl - pos_);
       bytes_read_ += nl + 1 - pos_;
@@ -67,6 +70,7 @@ bool LineReader::Next(std::string_view& line) {
                                 " bytes (not a text file, or no newlines?)");
       return false;
     }
+    scanned = buffer_.size() - pos_;
     if (!Fill()) {
       if (!status_.ok() || pos_ >= buffer_.size()) return false;
       line = std::string_view(buffer_).substr(pos_);  // last line without newline

@@ -71,11 +71,12 @@ inline std::string Sized(const std::string& full, const std::string& small) {
 #define TESSERA_SKIP_IF_SANITIZED() (void)0
 #endif
 
-// Kill-and-resume runs across processes check checkpoint files and process exits, which the
-// release and ASan builds cover; under TSan (another 3-5x slower) the transports' threads are
-// checked by the multi-process runs that are not killed, and by one killed run of each mode.
+// Most multi-process runs are skipped under TSan (3-5x slower than ASan there): what they add to
+// the in-process runs is processes, not threads. TSan checks the transports' threads in the TCP
+// transport tests (real sockets, one process) and in the multi-process runs that stay: the Lasso
+// under launch, a user's app with carried blocks, a killed process, a stopped process, bad input.
 #if defined(__SANITIZE_THREAD__)
-#define TESSERA_SKIP_UNDER_TSAN() GTEST_SKIP() << "kill-and-resume variant: release and ASan only"
+#define TESSERA_SKIP_UNDER_TSAN() GTEST_SKIP() << "multi-process variant: release and ASan only"
 #else
 #define TESSERA_SKIP_UNDER_TSAN() (void)0
 #endif

@@ -148,6 +148,7 @@ TEST(MultiProcessTest, LaunchGivesTheInProcessCoefficientsBitForBit) {
 }
 
 TEST(MultiProcessTest, MpirunGivesTheInProcessCoefficientsBitForBit) {
+  TESSERA_SKIP_UNDER_TSAN();
   if (std::system("command -v mpirun > /dev/null 2>&1") != 0) {
     if (testing::InCi()) FAIL() << "mpirun is missing: scripts/install-deps.sh installs it";
     GTEST_SKIP() << "mpirun not installed (apt-get install openmpi-bin)";
@@ -190,6 +191,7 @@ std::vector<double> Numbers(const std::string& path) {
 // by message, and the result is the one-process run's bit for bit (the model files are equal
 // byte for byte, the summaries in every value but time and memory).
 TEST(MultiProcessTest, ModelParallelMfAndLdaAcrossProcessesGiveTheOneProcessResult) {
+  TESSERA_SKIP_UNDER_TSAN();
   TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
   TESSERA_REQUIRE_DATA(test, "movielens-100k/u1.test.gz");
   TESSERA_REQUIRE_DATA(docword, "uci-bow-kos/docword.kos.txt.gz");
@@ -263,6 +265,7 @@ TEST(MultiProcessTest, AUsersAppWithCarriedBlocksRunsAcrossProcesses) {
 }
 
 TEST(MultiProcessTest, DataParallelLassoAcrossProcessesMatchesTheInProcessRun) {
+  TESSERA_SKIP_UNDER_TSAN();
   // The shards add a clock's pushes in the order they arrive (in one process too, so no two
   // runs are bitwise equal), and across processes each computes the setup statistics from
   // the whole data: both runs converge to the optimum, not along the same path. Run to
@@ -298,6 +301,7 @@ TEST(MultiProcessTest, DataParallelLassoAcrossProcessesMatchesTheInProcessRun) {
 // may already see a faster worker's pushes of the current clock (in one process too), so
 // runs agree within noise, not to rounding.
 TEST(MultiProcessTest, DataParallelMfAcrossProcessesMatchesTheInProcessRun) {
+  TESSERA_SKIP_UNDER_TSAN();
   TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
   TESSERA_REQUIRE_DATA(test, "movielens-100k/u1.test.gz");
   testing::TempDir dir;
@@ -356,6 +360,7 @@ std::pair<std::vector<long>, std::vector<long>> TopicTotals(const std::string& m
 // the model file's document-topic counts add up to its word-topic counts. Under ssp the
 // samplers see counts as they arrive: runs (in one process too) agree within noise.
 TEST(MultiProcessTest, DataParallelLdaAcrossProcessesMatchesTheInProcessRun) {
+  TESSERA_SKIP_UNDER_TSAN();
   TESSERA_REQUIRE_DATA(docword, "uci-bow-kos/docword.kos.txt.gz");
   TESSERA_REQUIRE_DATA(vocab, "uci-bow-kos/vocab.kos.txt.gz");
   testing::TempDir dir;
@@ -693,6 +698,7 @@ void KillAndResume(const testing::TempDir& dir, const std::vector<std::string>& 
 // process of worker 0 is killed in the middle of the second λ's fit; the resumed run goes on
 // from the part-fitted coefficients and ends at the uninterrupted objectives.
 TEST(MultiProcessTest, AKilledDataParallelFitResumesFromACheckpointWithinIt) {
+  TESSERA_SKIP_UNDER_TSAN();
   testing::TempDir dir;
   const std::vector<std::string> fit = {
       "lasso", "--data", CorrelatedData(dir), "--path",    "2", "--path-ratio",
@@ -710,6 +716,7 @@ TEST(MultiProcessTest, AKilledDataParallelFitResumesFromACheckpointWithinIt) {
 // RMSE within noise (each worker's shuffle is seeded per epoch, so only the order in which the
 // shard adds pushes differs).
 TEST(MultiProcessTest, AKilledMfRunResumesFromItsCheckpoint) {
+  TESSERA_SKIP_UNDER_TSAN();
   TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
   TESSERA_REQUIRE_DATA(test, "movielens-100k/u1.test.gz");
   testing::TempDir dir;
@@ -755,6 +762,7 @@ TEST(MultiProcessTest, AKilledLdaRunResumesFromItsCheckpoint) {
 // end: the process of worker 0 is killed with -9; --resume ends where the uninterrupted run
 // does (CCD++ to rounding: its state is the factors) or within the sampler's noise (LDA).
 TEST(MultiProcessTest, KilledModelParallelMfAndLdaRunsResumeFromTheirCheckpoints) {
+  TESSERA_SKIP_UNDER_TSAN();
   TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
   TESSERA_REQUIRE_DATA(test, "movielens-100k/u1.test.gz");
   TESSERA_REQUIRE_DATA(docword, "uci-bow-kos/docword.kos.txt.gz");
