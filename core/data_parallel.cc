@@ -130,20 +130,20 @@ Status DataParallelOptions::Validate() const {
 
 namespace {
 
-// Phases of an evaluation barrier, in Message::request.
-constexpr std::uint64_t kArrived = 1;      // worker ended the clock; values = [values pushed]
-constexpr std::uint64_t kTerms = 2;        // worker's objective terms; table = 1 on the last one
-constexpr std::uint64_t kWorkerState = 3;  // FinalWorkerState: after the run, or for a checkpoint
-// kContinue with this request: send FinalWorkerState, then wait for the real kContinue.
-constexpr std::uint64_t kSendState = 4;
-// The driver's pulls of whole shard ranges for a checkpoint (workers number theirs from 1).
-constexpr std::uint64_t kCheckpointPull = ~std::uint64_t{0} - 1;
-
 // The worker whose FinalWorkerState `m` carries, or -1 when `m` is something else.
 int StateOfWorker(const Message& m, const ParameterServer& ps, int workers) {
   const int w = m.from - ps.WorkerRank(0);
-  const bool state = m.kind == MessageKind::kEvaluation && m.request == kWorkerState;
-  return state && w >= 0 && w < workers ? w : -1;
+  return m.kind == MessageKind::kDpWorkerState && w >= 0 && w < workers ? w : -1;
+}
+
+// The worker a barrier message came from, or an error naming what is wrong with it.
+StatusOr<int> BarrierSender(const Message& m, const ParameterServer& ps, int workers) {
+  const int w = m.from - ps.WorkerRank(0);
+  if (w < 0 || w >= workers) {
+    return InvalidArgument("driver: a barrier message from rank " + std::to_string(m.from) +
+                           ", which is no worker");
+  }
+  return w;
 }
 
 struct Plan {
@@ -178,7 +178,7 @@ class Worker {
 
   Status Run() {
     TESSERA_RETURN_IF_ERROR(app_.Setup(ctx_));
-    if (opts_.max_epochs <= opts_.start_epoch) return Evaluate(true).status();
+    if (opts_.max_epochs <= opts_.start_epoch) return Evaluate().status();
     std::uint64_t clocks = 0;
     for (std::uint64_t epoch = opts_.start_epoch; epoch < opts_.max_epochs; ++epoch) {
       ctx_.epoch = epoch;
@@ -205,7 +205,7 @@ class Worker {
                          : opts_.evaluate_every == 0 ? epoch_end
                                                      : clocks % opts_.evaluate_every == 0;
         if (last || due) {
-          TESSERA_ASSIGN_OR_RETURN(bool stop, Evaluate(last));
+          TESSERA_ASSIGN_OR_RETURN(bool stop, Evaluate());
           if (stop) return Status::Ok();
         }
       }
@@ -216,18 +216,16 @@ class Worker {
   // Across processes, to the driver's process once the run has stopped.
   Status SendFinalState() {
     Message m;
-    m.kind = MessageKind::kEvaluation;
-    m.request = kWorkerState;
+    m.kind = MessageKind::kDpWorkerState;
     m.values = app_.FinalWorkerState(ctx_);
     return client_.SendToDriver(std::move(m));
   }
 
  private:
   // The barrier: returns true when the driver says stop.
-  StatusOr<bool> Evaluate(bool last) {
+  StatusOr<bool> Evaluate() {
     Message arrived;
-    arrived.kind = MessageKind::kEvaluation;
-    arrived.request = kArrived;
+    arrived.kind = MessageKind::kDpArrived;
     arrived.round = client_.clock();
     // What this worker pushed, and the payload bytes it moved (the driver's totals: across
     // processes no single transport sees every message).
@@ -242,14 +240,12 @@ class Worker {
     client_.set_exact_reads(false);
     if (!terms.ok()) return terms.status();
     Message m;
-    m.kind = MessageKind::kEvaluation;
-    m.request = kTerms;
+    m.kind = MessageKind::kDpTerms;
     m.round = client_.clock();
-    m.table = last ? 1 : 0;
     m.values = std::move(*terms);
     TESSERA_RETURN_IF_ERROR(client_.SendToDriver(std::move(m)));
     TESSERA_ASSIGN_OR_RETURN(Message reply, client_.ReceiveControl());
-    while (reply.kind == MessageKind::kContinue && reply.request == kSendState) {  // checkpoint
+    while (reply.kind == MessageKind::kDpSaveState) {  // a checkpoint
       TESSERA_RETURN_IF_ERROR(SendFinalState());
       TESSERA_ASSIGN_OR_RETURN(reply, client_.ReceiveControl());
     }
@@ -288,13 +284,22 @@ class Driver {
     std::map<std::uint64_t, double> pushed, moved;
     const std::uint64_t epochs =
         opts_.max_epochs > opts_.start_epoch ? opts_.max_epochs - opts_.start_epoch : 0;
-    const double total_clocks =
-        static_cast<double>(std::max<std::uint64_t>(1, epochs * plan_.clocks_per_epoch));
+    // Every worker evaluates after its last clock, which ends the run.
+    const std::uint64_t last_clock = epochs * plan_.clocks_per_epoch;
+    const double total_clocks = static_cast<double>(std::max<std::uint64_t>(1, last_clock));
     for (;;) {
       TESSERA_ASSIGN_OR_RETURN(Message m, ps_.transport().Receive(0));
-      TESSERA_CHECK(m.kind == MessageKind::kEvaluation) << "driver: unexpected message";
+      TESSERA_RETURN_IF_ERROR(BarrierSender(m, ps_, P).status());
       const std::uint64_t c = m.round;
-      if (m.request == kArrived) {
+      if (c > last_clock) {
+        return InvalidArgument("driver: a barrier message for clock " + std::to_string(c) +
+                               " of a run of " + std::to_string(last_clock));
+      }
+      if (m.kind == MessageKind::kDpArrived) {
+        if (m.values.size() != 2) {
+          return InvalidArgument("driver: an arrival with " + std::to_string(m.values.size()) +
+                                 " values, not 2");
+        }
         pushed[c] += m.values[0];
         moved[c] += m.values[1];
         if (++arrived[c] < P) continue;
@@ -302,10 +307,19 @@ class Driver {
         TESSERA_RETURN_IF_ERROR(Broadcast(MessageKind::kContinue, c));
         continue;
       }
+      if (m.kind != MessageKind::kDpTerms) {
+        return InvalidArgument("driver: unexpected message kind " +
+                               std::to_string(static_cast<int>(m.kind)) + " from rank " +
+                               std::to_string(m.from));
+      }
       auto& [count, sum] = terms[c];
+      if (count > 0 && m.values.size() != sum.size()) {
+        return InvalidArgument("driver: objective terms of " + std::to_string(m.values.size()) +
+                               " values where the others sent " + std::to_string(sum.size()));
+      }
       sum = count == 0 ? m.values : Eigen::VectorXd(sum + m.values);
       if (++count < P) continue;
-      const bool last = m.table == 1;
+      const bool last = c == last_clock;
       const double objective = app_.Objective(sum);
       terms.erase(c);
       const double seconds = clock_.Seconds();
@@ -377,14 +391,14 @@ class Driver {
     for (int w = 0; w < opts_.workers; ++w) {
       if (t.hosts(ps_.WorkerRank(w))) continue;  // shares the app's memory
       Message m;
-      m.kind = MessageKind::kContinue;
-      m.request = kSendState;
+      m.kind = MessageKind::kDpSaveState;
       m.round = c;
       TESSERA_RETURN_IF_ERROR(t.Send(ps_.WorkerRank(w), std::move(m)));
       ++states;
     }
     std::vector<Eigen::VectorXd> tables(ps_.num_tables());
     int pulls = 0;
+    std::map<std::uint64_t, TableId> requests;  // the driver's pulls, numbered from 1
     for (TableId id = 0; id < ps_.num_tables(); ++id) {
       const TableSpec& spec = ps_.table(id);
       tables[id] = Eigen::VectorXd::Constant(static_cast<Eigen::Index>(spec.num_keys * spec.dim),
@@ -396,17 +410,20 @@ class Driver {
         m.table = id;
         m.range = ps_.ranges(id)[static_cast<std::size_t>(s)];
         m.round = c;  // served once every worker's clock c has reached the shard
-        m.request = kCheckpointPull;
         if (m.range.size() == 0) continue;
+        m.request = requests.size() + 1;
+        requests[m.request] = id;
         TESSERA_RETURN_IF_ERROR(t.Send(ps_.ShardRank(s), std::move(m)));
         ++pulls;
       }
     }
     while (pulls > 0 || states > 0) {
       TESSERA_ASSIGN_OR_RETURN(Message m, t.Receive(0));
-      if (m.kind == MessageKind::kPsValues && m.request == kCheckpointPull &&
-          m.table < tables.size()) {
+      const auto pull =
+          m.kind == MessageKind::kPsValues ? requests.find(m.request) : requests.end();
+      if (pull != requests.end() && pull->second == m.table) {
         TESSERA_RETURN_IF_ERROR(ps_.PlaceValues(m, tables[m.table]));
+        requests.erase(pull);
         --pulls;
       } else if (const int w = StateOfWorker(m, ps_, opts_.workers); w >= 0) {
         TESSERA_RETURN_IF_ERROR(app_.MergeWorkerState(w, parts_[w], m.values));

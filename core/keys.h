@@ -29,6 +29,9 @@ struct Block {
   std::uint32_t id = 0;
   std::vector<Key> keys;
   int worker = kAllWorkers;
+  // What the app's Push is asked to do with the block, for an app with more than one kind of
+  // work (the Lasso: an update, or a gradient pass); the app's own numbering, 0 by default.
+  std::uint32_t op = 0;
   // A carried block (ModelParallelApp::CarriedBlockHolders): the worker whose memory holds the
   // block's state before this round; the engine moves it to `worker` first. Set by the engine;
   // -1 for blocks without state.

@@ -6,7 +6,7 @@ namespace tessera {
 
 std::uint64_t Message::PayloadBytes() const {
   std::uint64_t bytes = 16;  // kind, from, round
-  for (const auto& b : blocks) bytes += 16 + 8 * b.keys.size();
+  for (const auto& b : blocks) bytes += 20 + 8 * b.keys.size();
   bytes += 8 * stale_keys.size();
   for (const auto& p : partials) bytes += 8 + 8 * p.values.size();
   bytes += 8 * update.keys.size() + 8 * update.delta.size();
@@ -14,7 +14,7 @@ std::uint64_t Message::PayloadBytes() const {
   bytes += state.size();
   for (const auto& c : carried) bytes += 4 + c.state.size();
   if (kind == MessageKind::kBlockState) bytes += 4;
-  if (kind >= MessageKind::kPsPull && kind <= MessageKind::kPsClock)
+  if (kind >= MessageKind::kPsPull && kind <= MessageKind::kPsTables)
     bytes += 4 + 8 + 16 + 8 * keys.size();  // table, request, range
   return bytes;
 }

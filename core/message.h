@@ -37,14 +37,24 @@ enum class MessageKind : std::uint8_t {
   kStop,        // coordinator -> worker: leave the worker loop
 
   // Parameter server (core/parameter_server.h).
-  kPsPull,    // worker -> shard: `request` for `keys` (or `range`) of `table`, to be answered
-              // once the shard's clock is >= `round`
+  kPsPull,    // worker or driver -> shard: `request` for `keys` (or `range`) of `table`, to be
+              // answered once the shard's clock is >= `round`
   kPsValues,  // shard -> worker: `values` for `request` (0: an eager ESSP refresh of `keys` /
               // `range`), served at shard clock `round`
   kPsPush,    // worker -> shard: `values` for `keys` (or `range`) of `table`; `raw_add` adds
               // them instead of running the table's updater (model averaging)
   kPsClock,   // worker -> shard: the worker finished clock `round` (all its pushes before it)
-  kContinue,  // driver -> worker: leave the evaluation barrier of clock `round` and go on
+  kPsPing,    // worker -> shard: answer `request` (a kPsValues without values) once every push
+              // this worker sent before it is applied (flow control)
+  kPsTables,  // shard -> driver at the end of a run across processes: the `values` of `table`
+              // in the shard (dense tables: `range`; sparse: the stored `keys`)
+
+  // Data-parallel evaluation barrier (core/data_parallel.h), worker <-> driver.
+  kDpArrived,      // worker -> driver: ended clock `round`; values = [values pushed, bytes moved]
+  kDpTerms,        // worker -> driver: its objective terms (`values`) at clock `round`
+  kDpSaveState,    // driver -> worker: send kDpWorkerState (a checkpoint), then wait for more
+  kDpWorkerState,  // worker -> driver: `values` = the app's FinalWorkerState
+  kContinue,       // driver -> worker: leave the barrier of clock `round` and go on
 
   // Model-parallel state.
   kBlockState,   // worker -> worker: `state` of carried block `block`, for its next holder

@@ -39,14 +39,10 @@ Status EngineOptions::Validate() const {
   return Status::Ok();
 }
 
-namespace {
-constexpr char kNoSchedule[] = "no schedule";
-}  // namespace
-
 RoundSchedule ModelParallelApp::Schedule(ScheduleContext&) {
   RoundSchedule plan;
   plan.done = true;
-  plan.done_reason = kNoSchedule;
+  plan.undefined = true;
   return plan;
 }
 
@@ -315,7 +311,7 @@ class Coordinator {
           plan.blocks = scheduler_->Next(sctx);
         } else {
           plan = app_.Schedule(sctx);
-          if (plan.done && plan.done_reason == kNoSchedule) {
+          if (plan.undefined) {
             return FailedPrecondition(
                 "the app defines no Schedule and EngineOptions names no scheduler");
           }
@@ -358,6 +354,15 @@ class Coordinator {
         for (auto& r : replies) {
           for (auto& p : r.partials) {
             if (p.block == round.blocks[i].id) parts.push_back(std::move(p));
+          }
+        }
+        for (const Partial& p : parts) {
+          if (p.values.size() != parts[0].values.size()) {
+            return InvalidArgument(
+                "round " + std::to_string(round.round) + ", block " +
+                std::to_string(round.blocks[i].id) + ": worker " + std::to_string(p.worker) +
+                " sent " + std::to_string(p.values.size()) + " partial values, worker " +
+                std::to_string(parts[0].worker) + " " + std::to_string(parts[0].values.size()));
           }
         }
         if (parts.empty()) {
@@ -444,7 +449,16 @@ class Coordinator {
       if (!m.ok()) return m.status();
       bytes_ += m->PayloadBytes() + m->moved_bytes;
       auto k = std::make_pair(m->kind, m->round);
-      pending_[k].push_back(std::move(*m));
+      auto& replies = pending_[k];
+      const bool repeated = std::any_of(replies.begin(), replies.end(),
+                                        [&](const Message& r) { return r.from == m->from; });
+      if (m->from < WorkerRank(0) || m->from >= WorkerRank(opts_.workers) || repeated) {
+        return InvalidArgument("coordinator: a reply (kind " +
+                               std::to_string(static_cast<int>(m->kind)) + ", round " +
+                               std::to_string(m->round) + ") from rank " + std::to_string(m->from) +
+                               (repeated ? ", which had replied already" : ", which is no worker"));
+      }
+      replies.push_back(std::move(*m));
     }
     std::vector<Message> out = std::move(got);
     pending_.erase(key);

@@ -47,6 +47,9 @@ struct RoundSchedule {
   // coordinator plans nothing more until this round is pulled and evaluated, then checkpoints
   // if one is due.
   bool checkpoint_after = false;
+  // Set only by ModelParallelApp's own Schedule: the app plans no rounds itself, so a run
+  // without EngineOptions::scheduler is refused.
+  bool undefined = false;
 };
 
 // A worker's own state, built by ModelParallelApp::MakeWorker in the process that hosts the

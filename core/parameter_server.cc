@@ -290,11 +290,6 @@ struct ClockSums {
 
 }  // namespace
 
-namespace {
-// The request id of a shard's final tables (SendFinalTables); clients number from 1 up.
-constexpr std::uint64_t kFinalTables = ~std::uint64_t{0};
-}  // namespace
-
 struct ParameterServer::Shard {
   struct Table {
     const TableSpec* spec = nullptr;
@@ -447,7 +442,7 @@ struct ParameterServer::Shard {
     const bool explicit_keys = !m.keys.empty();
     const std::size_t count = explicit_keys ? m.keys.size() : m.range.size();
     out.resize(static_cast<Eigen::Index>(count * dim));
-    if (count == 0) return;  // a ping
+    if (count == 0) return;
     if (t.spec->storage == TableStorage::kDense) {
       if (!explicit_keys) {
         std::memcpy(out.data(), t.values.data() + (m.range.begin - t.range.begin) * dim,
@@ -559,15 +554,14 @@ struct ParameterServer::Shard {
   }
 
   // To the driver's process, at the end of a distributed run: every table's values in this
-  // shard, one message per table (request kFinalTables; dense: the range, sparse: the keys).
+  // shard, one kPsTables message per table (dense: the range, sparse: the keys).
   void SendFinalTables() {
     for (TableId id = 0; id < tables.size(); ++id) {
       Table& t = tables[id];
       Message m;
-      m.kind = MessageKind::kPsValues;
+      m.kind = MessageKind::kPsTables;
       m.from = rank;
       m.table = id;
-      m.request = kFinalTables;
       if (t.spec->storage == TableStorage::kDense) {
         m.range = t.range;
       } else {
@@ -593,6 +587,9 @@ struct ParameterServer::Shard {
         return Status::Ok();
       case MessageKind::kPsClock:
         if (!from_worker) return InvalidArgument(what + ": a clock from a non-worker");
+        return Status::Ok();
+      case MessageKind::kPsPing:
+        if (!from_worker) return InvalidArgument(what + ": a ping from a non-worker");
         return Status::Ok();
       case MessageKind::kPsPush:
         if (!from_worker) return InvalidArgument(what + ": a push from a non-worker");
@@ -666,6 +663,15 @@ struct ParameterServer::Shard {
         case MessageKind::kPsClock:
           HandleClock(m);
           break;
+        case MessageKind::kPsPing: {  // every earlier push of the sender is applied
+          Message pong;
+          pong.kind = MessageKind::kPsValues;
+          pong.from = rank;
+          pong.request = m.request;
+          pong.round = clock;
+          (void)ps->transport_->Send(m.from, std::move(pong));
+          break;
+        }
         case MessageKind::kStop:
           if (m.from == 0) {
             driver_stopped = true;
@@ -798,7 +804,7 @@ void ParameterServer::Shutdown(const std::function<void(Message&)>& other) {
       final_status_ = m.status();
       return;
     }
-    if (m->kind != MessageKind::kPsValues || m->request != kFinalTables) {
+    if (m->kind != MessageKind::kPsTables) {
       if (other) other(*m);
       continue;
     }
@@ -864,18 +870,22 @@ Eigen::VectorXd ParameterServer::Snapshot(TableId table) const {
 }
 
 Status ParameterServer::CheckValues(const Message& reply) const {
+  if (reply.from < ShardRank(0) || reply.from >= ShardRank(servers_)) {
+    return InvalidArgument("rank " + std::to_string(reply.from) +
+                           " sent table values, but it is no server shard");
+  }
   if (reply.table >= specs_.size()) {
-    return Internal("rank " + std::to_string(reply.from) + " sent values of table " +
-                    std::to_string(reply.table) + " of " + std::to_string(specs_.size()));
+    return InvalidArgument("rank " + std::to_string(reply.from) + " sent values of table " +
+                           std::to_string(reply.table) + " of " + std::to_string(specs_.size()));
   }
   const TableSpec& spec = specs_[reply.table];
   const std::size_t count = reply.keys.empty() ? reply.range.size() : reply.keys.size();
-  bool inside = reply.range.end <= spec.num_keys;
+  bool inside = reply.range.begin <= reply.range.end && reply.range.end <= spec.num_keys;
   for (Key k : reply.keys) inside = inside && k < spec.num_keys;
   if (!inside || reply.values.size() != static_cast<Eigen::Index>(count * spec.dim)) {
-    return Internal("rank " + std::to_string(reply.from) + " sent " +
-                    std::to_string(reply.values.size()) + " values of table '" + spec.name +
-                    "' for " + std::to_string(count) + " keys, not all of them in it");
+    return InvalidArgument("rank " + std::to_string(reply.from) + " sent " +
+                           std::to_string(reply.values.size()) + " values of table '" + spec.name +
+                           "' for " + std::to_string(count) + " keys, not all of them in it");
   }
   return Status::Ok();
 }
@@ -1037,7 +1047,7 @@ Status PsClient::SendPushes(TableId table, int shard) {
 }
 
 // Flow control: a worker may run at most two windows of push bytes ahead of a shard. At the end
-// of each window it sends an empty pull (a ping) and, before the next one, waits for the
+// of each window it sends a ping (kPsPing) and, before the next one, waits for the
 // previous ping's answer, which the shard sends only after applying every earlier push.
 // Without it a fast worker queues gigabytes of messages and every new buffer page-faults.
 Status PsClient::SendPush(int shard, Message m) {
@@ -1050,10 +1060,8 @@ Status PsClient::SendPush(int shard, Message m) {
   w.bytes = 0;
   if (w.ping) TESSERA_RETURN_IF_ERROR(Wait(*w.ping));
   Message ping;
-  ping.kind = MessageKind::kPsPull;
+  ping.kind = MessageKind::kPsPing;
   ping.from = rank_;
-  ping.table = 0;
-  ping.range = {0, 0};
   ping.request = next_request_++;
   w.ping = std::make_shared<PullFuture::State>();
   w.ping->outstanding = 1;
@@ -1381,18 +1389,37 @@ void PsClient::StoreInCache(TableId table, const Message& m) {
   }
 }
 
-void PsClient::Handle(Message& m) {
+Status PsClient::Handle(Message& m) {
   if (m.kind != MessageKind::kPsValues) {
     control_.push_back(std::move(m));
-    return;
+    return Status::Ok();
+  }
+  TESSERA_RETURN_IF_ERROR(ps_->CheckValues(m));
+  const auto it = m.request == 0 ? pending_.end() : pending_.find(m.request);
+  if (m.request != 0 && it == pending_.end()) {
+    return InvalidArgument("worker " + std::to_string(worker_) + ": rank " +
+                           std::to_string(m.from) + " answered request " +
+                           std::to_string(m.request) + ", which is not pending");
+  }
+  if (it != pending_.end()) {
+    const PendingReply& p = it->second;
+    const auto n = static_cast<std::size_t>(m.values.size());
+    const auto total = static_cast<std::size_t>(p.state->values.size());
+    const std::size_t expected = p.positions.empty()
+                                     ? total - std::min(p.offset, total)
+                                     : p.positions.size() * static_cast<std::size_t>(p.state->dim);
+    if (p.positions.empty() ? n > expected : n != expected) {
+      return InvalidArgument("worker " + std::to_string(worker_) + ": rank " +
+                             std::to_string(m.from) + " answered request " +
+                             std::to_string(m.request) + " with " + std::to_string(n) +
+                             " values where " + std::to_string(expected) + " were asked");
+    }
   }
   StoreInCache(m.table, m);
   if (m.request == 0) {
     ++stats_.eager_refreshes;
-    return;
+    return Status::Ok();
   }
-  auto it = pending_.find(m.request);
-  TESSERA_CHECK(it != pending_.end()) << "reply to unknown request " << m.request;
   PendingReply& p = it->second;
   PullFuture::State& st = *p.state;
   const int dim = st.dim;
@@ -1408,12 +1435,13 @@ void PsClient::Handle(Message& m) {
   }
   --st.outstanding;
   pending_.erase(it);
+  return Status::Ok();
 }
 
 Status PsClient::Wait(PullFuture::State& st) {
   while (st.outstanding > 0) {
     TESSERA_ASSIGN_OR_RETURN(Message m, ReceiveCounted());
-    Handle(m);
+    TESSERA_RETURN_IF_ERROR(Handle(m));
   }
   Cache* cache = caches_[st.table].get();
   for (const auto& run : st.awaiting) {
@@ -1421,7 +1449,7 @@ Status PsClient::Wait(PullFuture::State& st) {
       const double* row = nullptr;
       while (!(row = cache->Fresh(run.first + i, st.required))) {
         TESSERA_ASSIGN_OR_RETURN(Message m, ReceiveCounted());
-        Handle(m);
+        TESSERA_RETURN_IF_ERROR(Handle(m));
       }
       std::memcpy(st.values.data() + run.pos + i * st.dim, row, st.dim * sizeof(double));
     }
@@ -1525,7 +1553,7 @@ Status PsClient::SendAveragedModel(TableId table) {
 StatusOr<Message> PsClient::ReceiveControl() {
   while (control_.empty()) {
     TESSERA_ASSIGN_OR_RETURN(Message m, ReceiveCounted());
-    Handle(m);
+    TESSERA_RETURN_IF_ERROR(Handle(m));
   }
   Message m = std::move(control_.front());
   control_.erase(control_.begin());

@@ -200,7 +200,9 @@ class PsClient {
   // The transport's Send and Receive (for this client's rank), counted in stats().bytes.
   Status SendCounted(Rank to, Message m);
   StatusOr<Message> ReceiveCounted();
-  void Handle(Message& m);
+  // A message for this worker: a reply is checked (sender, table, keys, value count) and stored;
+  // anything else is queued for ReceiveControl.
+  Status Handle(Message& m);
   Status Wait(PullFuture::State& st);
   void StoreInCache(TableId table, const Message& m);
   void HogwildPush(TableId table, int shard, Key first, std::size_t count, const double* grad);

@@ -65,6 +65,7 @@ wire::Message ToWire(const Message& m) {
     wb.keys = PackKeys(b.keys);
     wb.worker = b.worker;
     wb.holder = b.holder;
+    wb.op = static_cast<std::int32_t>(b.op);
     w.blocks.push_back(std::move(wb));
   }
   w.stale_keys = PackKeys(m.stale_keys);
@@ -117,6 +118,7 @@ StatusOr<Message> FromWire(const wire::Message& w) {
     b.id = static_cast<std::uint32_t>(wb.id);
     b.worker = wb.worker;
     b.holder = wb.holder;
+    b.op = static_cast<std::uint32_t>(wb.op);
     TESSERA_RETURN_IF_ERROR(UnpackKeys(wb.keys, "blocks.keys", b.keys));
     m.blocks.push_back(std::move(b));
   }

@@ -10,6 +10,7 @@ struct Block {
   2: binary keys
   3: i32 worker
   4: i32 holder
+  5: i32 op
 }
 
 struct Carried {

@@ -17,8 +17,9 @@ namespace tessera {
 namespace {
 
 // Block ids tell a worker what to compute.
-constexpr std::uint32_t kUpdateBlock = 0;    // partial gradients (+ Gram) for an update
-constexpr std::uint32_t kGradientBlock = 1;  // partial gradients only (KKT / screening pass)
+// Block::op: what the workers compute for a block's features.
+constexpr std::uint32_t kUpdate = 0;        // partial gradients (+ Gram) for an update
+constexpr std::uint32_t kGradientPass = 1;  // partial gradients only (KKT / screening pass)
 
 // One worker's rows, residual and scratch space; touched only by that worker's fiber.
 struct RowShard final : WorkerState {
@@ -298,7 +299,8 @@ class LassoApp final : public ModelParallelApp {
       } else if (NextPhase()) {
         // Converged on the candidates: one gradient pass over every feature checks KKT.
         kkt_pending_ = true;
-        Block b{kGradientBlock, {}, kAllWorkers};
+        Block b;  // for every worker
+        b.op = kGradientPass;
         for (Eigen::Index j = 0; j < p_; ++j) b.keys.push_back(static_cast<Key>(j));
         plan.blocks.push_back(std::move(b));
         stale_[ctx.round] = {};
@@ -307,7 +309,8 @@ class LassoApp final : public ModelParallelApp {
     }
     Scheduler& s = verifying_ ? *verifier_ : *scheduler_;
     std::vector<Block> blocks = s.Next(ctx);
-    Block merged{kUpdateBlock, {}, kAllWorkers};
+    Block merged;  // for every worker
+    merged.op = kUpdate;
     for (auto& b : blocks) merged.keys.insert(merged.keys.end(), b.keys.begin(), b.keys.end());
     TESSERA_CHECK(!merged.keys.empty()) << "scheduler returned no keys";
     for (Key k : merged.keys) {
@@ -329,7 +332,7 @@ class LassoApp final : public ModelParallelApp {
     std::vector<Partial> out;
     for (const Block& b : blocks) {
       const std::size_t u = b.keys.size();
-      const bool gram = b.id == kUpdateBlock && sequential_;
+      const bool gram = b.op == kUpdate && sequential_;
       const std::size_t m = gram ? ctx.stale_keys.size() : 0;
       Partial part;
       part.block = b.id;
@@ -395,7 +398,7 @@ class LassoApp final : public ModelParallelApp {
       const Block& b = blocks[bi];
       const Eigen::VectorXd& v = merged[bi].values;
       const std::size_t u = b.keys.size();
-      if (b.id == kGradientBlock) {
+      if (b.op == kGradientPass) {
         kkt_grad_ = v / static_cast<double>(n_);
         continue;
       }

@@ -210,6 +210,48 @@ TEST(ParameterServerTest, AShardRefusesMessagesThatDoNotFitItsTables) {
   EXPECT_TRUE(ps->shard_status().ok());
 }
 
+// A worker checks the replies it is sent the same way: one that answers no pull of its, names
+// keys outside the table, carries more values than were asked, or comes from a rank that is no
+// shard fails the pull with what was wrong, and nothing is written outside the pull's buffer.
+TEST(ParameterServerTest, AWorkerRefusesRepliesThatAnswerNoPullOfIts) {
+  struct Case {
+    const char* name;
+    std::function<void(Message&, const ParameterServer&)> craft;
+    const char* error;
+  };
+  const std::vector<Case> cases = {
+      {"request", [](Message& m, const ParameterServer&) { m.request = 99; },
+       "answered request 99, which is not pending"},
+      {"values",
+       [](Message& m, const ParameterServer&) {
+         m.keys.clear();
+         m.range = {0, 10};
+         m.values = Eigen::VectorXd::Ones(20);
+       },
+       "with 20 values where 2 were asked"},
+      {"keys", [](Message& m, const ParameterServer&) { m.keys = {1u << 30}; },
+       "for 1 keys, not all of them in it"},
+      {"sender", [](Message& m, const ParameterServer& ps) { m.from = ps.WorkerRank(0); },
+       "sent table values, but it is no server shard"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto ps = StartOrDie({Table(10, 2, "asp")}, 2, 1);  // shard 0 holds keys [0, 5)
+    Message m;
+    m.kind = MessageKind::kPsValues;
+    m.from = ps->ShardRank(0);
+    m.table = 0;
+    m.request = 1;  // the worker's first pull
+    m.keys = {1};
+    m.values = Eigen::VectorXd::Ones(2);
+    c.craft(m, *ps);
+    ASSERT_TRUE(ps->transport().Send(ps->WorkerRank(0), std::move(m)).ok());
+    auto got = ps->client(0).Pull(0, std::vector<Key>{1}).Get();
+    ASSERT_FALSE(got.ok());
+    EXPECT_THAT(got.status().message(), HasSubstr(c.error));
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Values and update functions
 
@@ -677,6 +719,75 @@ TEST(DataParallelTest, WorkerErrorsStopTheRunCleanly) {
   EXPECT_THAT(r.status().message(), HasSubstr("row 7: bad value"));
   o.max_seconds = -1;
   EXPECT_THAT(RunDataParallel(app, o).status().message(), HasSubstr("--max-seconds"));
+}
+
+// The driver checks what reaches its barrier: a message from a rank that is no worker, of a
+// kind the barrier does not take, or for a clock past the run's end fails the run naming it
+// (no abort of the driver's process).
+TEST(DataParallelTest, TheDriverRefusesBarrierMessagesNoWorkerSent) {
+  struct Injecting final : DataParallelApp {
+    std::shared_ptr<Transport> transport;
+    std::function<void(Message&)> craft;
+    std::size_t num_rows() const override { return 10; }
+    std::vector<TableSpec> Tables(const DataParallelOptions&) override {
+      TableSpec t;
+      t.num_keys = 4;
+      return {t};
+    }
+    Status ProcessBatch(DpWorkerContext& ctx, std::span<const std::uint32_t>) override {
+      if (ctx.worker == 0 && ctx.epoch == 1) {
+        Message m;
+        m.kind = MessageKind::kDpTerms;
+        m.from = 1;  // the first worker's rank with one server: replaced by the cases
+        m.values = Eigen::VectorXd::Zero(1);
+        craft(m);
+        (void)transport->Send(0, std::move(m));
+      }
+      return ctx.client->PullRange(0, {0, 4}).Get().status();
+    }
+    StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext&) override {
+      return Eigen::VectorXd(Eigen::VectorXd::Zero(1));
+    }
+    double Objective(const Eigen::VectorXd&) override { return 0; }
+  } app;
+  struct Case {
+    const char* name;
+    std::function<void(Message&)> craft;
+    const char* error;
+  };
+  const std::vector<Case> cases = {
+      {"sender", [](Message& m) { m.from = 0; }, "a barrier message from rank 0, which is no"},
+      {"kind",
+       [](Message& m) {
+         m.kind = MessageKind::kPsPush;
+         m.from = 2;
+       },
+       "unexpected message kind"},
+      {"clock",
+       [](Message& m) {
+         m.round = 1000;
+         m.from = 2;
+       },
+       "for clock 1000 of a run of 5"},
+      {"arrival",
+       [](Message& m) {
+         m.kind = MessageKind::kDpArrived;
+         m.from = 2;
+       },
+       "an arrival with 1 values, not 2"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    DataParallelOptions o;
+    o.workers = 2;
+    o.max_epochs = 5;
+    o.progress = false;
+    app.transport = std::make_shared<InProcessTransport>(1 + o.servers + o.workers);
+    app.craft = c.craft;
+    auto r = RunDataParallel(app, o, app.transport);
+    ASSERT_FALSE(r.ok());
+    EXPECT_THAT(r.status().message(), HasSubstr(c.error));
+  }
 }
 
 }  // namespace
