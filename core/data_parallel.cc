@@ -573,7 +573,7 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
   if (!driver_here) {
     for (const Status& s : worker_status) TESSERA_RETURN_IF_ERROR(s);
     DataParallelResult result;
-    result.run.stop_reason = kWorkerProcess;
+    result.run.holds_result = false;
     for (TableId id = 0; id < ps->num_tables(); ++id) result.tables.push_back(ps->Snapshot(id));
     return result;
   }

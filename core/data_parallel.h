@@ -162,7 +162,7 @@ class DataParallelApp {
 struct DataParallelResult {
   RunResult run;  // rounds: the workers' clock at the last evaluation
   // Every table's final values, key-major. In a process of a multi-process run without the
-  // driver (run.stop_reason kWorkerProcess): the key ranges of the shards this process hosts,
+  // driver (!run.holds_result): the key ranges of the shards this process hosts,
   // every other key at its initial value (enough to start the next run's shards from).
   std::vector<Eigen::VectorXd> tables;
 };

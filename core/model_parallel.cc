@@ -662,7 +662,7 @@ StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions&
     workers.Wait();
     for (const Status& s : worker_status) TESSERA_RETURN_IF_ERROR(s);
     RunResult r;
-    r.stop_reason = kWorkerProcess;
+    r.holds_result = false;
     return r;
   }
   // The coordinator is a fiber on the pool too, so a round costs fiber switches rather than
@@ -695,7 +695,7 @@ namespace tessera {
 
 StatusOr<std::string> UseCheckpoints(ModelParallelApp& app, const CheckpointPlan& plan,
                                      EngineOptions& options, std::optional<CheckpointDir>& dir) {
-  const bool writer = LeadsRun(options.transport);
+  const bool writer = WritesResults(options.transport);
   TESSERA_ASSIGN_OR_RETURN(CheckpointStart start, OpenCheckpoints(plan.dir, plan.resume, writer));
   dir = std::move(start.dir);
   std::string resumed;

@@ -316,9 +316,9 @@ struct EngineOptions {
   Status Validate() const;
 };
 
-// True in the process that hosts rank 0 of `transport` (the coordinator, or the driver of a
-// data-parallel run), the one that writes outputs and checkpoints; true without a transport.
-inline bool LeadsRun(const std::shared_ptr<Transport>& transport) {
+// True where a run over `transport` writes its outputs and checkpoints: in the process that
+// hosts rank 0 (the coordinator, or the driver of a data-parallel run); true without one.
+inline bool WritesResults(const std::shared_ptr<Transport>& transport) {
   return !transport || transport->hosts(0);
 }
 
@@ -340,11 +340,15 @@ struct RunResult {
   std::string stop_reason;  // the app's done_reason (converged, max epochs, ...) | objective
                             // tolerance | max rounds | time limit
   std::vector<RoundMetrics> evaluations;  // the rounds after which the objective was evaluated
+  // False where the run's result is not: in a multi-process run, every process but the
+  // coordinator's (or the driver's) gets a RunResult without one once the run has stopped, and
+  // writes nothing.
+  bool holds_result = true;
 };
 
 // Runs `app` until it says done or a limit is reached; always evaluates the objective at the
 // end. In a multi-process run only the coordinator's process gets the result; the others
-// return one with stop_reason kWorkerProcess once the coordinator stops them. The coordinator and
+// return one with !holds_result once the coordinator stops them. The coordinator and
 // the workers run as fibers on FiberPool::Global(); the calling thread (or fiber) waits.
 StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions& options);
 
@@ -354,8 +358,5 @@ StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions&
 // outlive the run). Returns the checkpoint resumed from ("" if none).
 StatusOr<std::string> UseCheckpoints(ModelParallelApp& app, const CheckpointPlan& plan,
                                      EngineOptions& options, std::optional<CheckpointDir>& dir);
-
-// RunResult::stop_reason in the processes that do not host the coordinator.
-inline constexpr const char* kWorkerProcess = "worker process";
 
 }  // namespace tessera

@@ -139,7 +139,7 @@ int main(int argc, char** argv) {
   options.transport = (*cluster)->transport();
   auto run = RunModelParallel(app, options);
   if (!run.ok()) return (*cluster)->Finish(Fail(run.status()), LastError());
-  if (run->stop_reason == kWorkerProcess) return (*cluster)->Finish(0, "");
+  if (!run->holds_result) return (*cluster)->Finish(0, "");
   double sse = 0;
   for (const Rating& r : ratings) sse += std::pow(r.value - w.row(r.user).dot(h.row(r.item)), 2);
   const double rmse = std::sqrt(sse / double(ratings.size()));

@@ -145,7 +145,7 @@ int FitLda(LdaFlags& f, const CommonFlags& c, Cluster& cluster) {
   Stopwatch total;
   auto result = TrainLda(train, f.opts, has_test ? &test : nullptr, print);
   if (!result.ok()) return Fail(result.status());
-  if (result->run.stop_reason == kWorkerProcess) return 0;
+  if (!result->run.holds_result) return 0;
   if (!c.quiet && !result->resumed.empty()) {
     std::printf("resumed from %s\n", result->resumed.c_str());
   }

@@ -126,7 +126,7 @@ int FitMf(MfFlags& f, const CommonFlags& c, Cluster& cluster) {
   auto result = TrainMf(*train, test ? &*test : nullptr, f.opts, print);
   const double setup_seconds = total.Seconds() - (result.ok() ? result->run.seconds : 0);
   if (!result.ok()) return Fail(result.status());
-  if (result->run.stop_reason == kWorkerProcess) return 0;
+  if (!result->run.holds_result) return 0;
   if (!c.quiet && !result->resumed.empty()) {
     std::printf("resumed from %s\n", result->resumed.c_str());
   }

@@ -673,7 +673,7 @@ namespace {
 // A solution whose objective is not a finite number is an error, not a result: the data or the
 // options (a huge value, a step that diverged) gave NaN or infinity.
 StatusOr<LassoSolution> Finite(StatusOr<LassoSolution> s) {
-  if (!s.ok() || s->stop_reason == kWorkerProcess || std::isfinite(s->objective)) return s;
+  if (!s.ok() || !s->holds_result || std::isfinite(s->objective)) return s;
   return DataLoss("lambda " + FormatDouble(s->lambda) + ": the objective is " +
                   FormatDouble(s->objective) + " after " + std::to_string(s->rounds) +
                   " rounds: the data or the options give values that are not finite numbers");
@@ -697,8 +697,8 @@ StatusOr<LassoSolution> LassoSolver::Fit(double lambda) {
   app_->EndFit(lambda);
   LassoSolution s;
   s.lambda = lambda;
-  if (run.stop_reason == kWorkerProcess) {  // the coefficients are in the coordinator's process
-    s.stop_reason = run.stop_reason;
+  if (!run.holds_result) {  // the coefficients are where the run's result is
+    s.holds_result = false;
     return s;
   }
   s.beta = app_->beta();
@@ -732,7 +732,7 @@ StatusOr<std::vector<LassoSolution>> LassoSolver::FitPath(int count, double rati
 StatusOr<std::vector<LassoSolution>> LassoSolver::FitLambdas(const std::vector<double>& lambdas) {
   std::vector<LassoSolution> out;
   const auto& transport = options_.engine.transport;
-  const bool writer = LeadsRun(transport);  // the coordinator's or driver's process
+  const bool writer = WritesResults(transport);
   TESSERA_ASSIGN_OR_RETURN(CheckpointStart ck,
                            OpenCheckpoints(options_.checkpoint_dir, options_.resume, writer));
   if (ck.latest) TESSERA_RETURN_IF_ERROR(Restore(*ck.latest, lambdas, out));

@@ -71,6 +71,7 @@ struct LassoSolution {
   std::uint64_t updates = 0;
   std::string stop_reason;
   std::vector<RoundMetrics> evaluations;  // objective after each sweep
+  bool holds_result = true;               // see RunResult::holds_result
   int nonzeros() const;
 };
 

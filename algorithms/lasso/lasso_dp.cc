@@ -337,8 +337,8 @@ StatusOr<LassoSolution> DataParallelLasso::Fit(double lambda, const CheckpointHo
   app_->beta() = r.tables[kBeta];
   LassoSolution s;
   s.lambda = lambda;
-  if (r.run.stop_reason == kWorkerProcess) {  // the coefficients are in the driver's process
-    s.stop_reason = r.run.stop_reason;
+  if (!r.run.holds_result) {  // the coefficients are where the run's result is
+    s.holds_result = false;
     return s;
   }
   s.beta = r.tables[kBeta];

@@ -309,7 +309,7 @@ StatusOr<LdaResult> TrainLdaDataParallel(
                      options.engine.transport, dp, dir));
   TESSERA_ASSIGN_OR_RETURN(DataParallelResult r,
                            RunDataParallel(app, dp, options.engine.transport));
-  if (r.run.stop_reason == kWorkerProcess) {  // the model is with the driver
+  if (!r.run.holds_result) {
     LdaResult result;
     result.run = std::move(r.run);
     return result;

@@ -347,7 +347,7 @@ class RotationLdaApp final : public ModelParallelApp {
   std::unique_ptr<Scheduler> scheduler_;
   std::uint64_t rounds_pulled_ = 0;
   std::uint64_t resumed_rounds_ = 0;
-  bool gathered_ = false;  // t_.topic holds the workers' topics (the coordinator's process)
+  bool gathered_ = false;  // t_.topic holds every worker's topics (where the result is)
 };
 
 }  // namespace

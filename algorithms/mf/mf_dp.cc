@@ -209,7 +209,7 @@ StatusOr<MfResult> TrainMfSgdDataParallel(const Ratings& train, const Ratings* t
                            RunDataParallel(app, dp, options.engine.transport));
   MfResult result = app.common().Finish(std::move(r.run));
   result.resumed = resumed;
-  if (result.run.stop_reason == kWorkerProcess) return result;  // the model is with the driver
+  if (!result.run.holds_result) return result;
   result.model.h = Eigen::Map<const Factors>(
       r.tables[0].data(), static_cast<Eigen::Index>(train.num_items()), result.model.w.cols());
   return result;
