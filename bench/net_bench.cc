@@ -9,7 +9,9 @@
 //               way on a blocking socket with TCP_NODELAY.
 //   round       a model-parallel engine round (schedule, push, partials, pull, apply) with
 //               its one worker in the other process, against the same engine in-process.
-// Each measurement is repeated (--repeats), raw and transport interleaved; the table shows
+// Every frame of the transport is sealed (AES-256-GCM, net/auth.h); the first throughput row is
+// measured again with --insecure (frames as they are). Each measurement is repeated
+// (--repeats), raw and transport interleaved; the table shows
 // the median and the minimum of the ratios.
 //
 //   build/release/bench/net_bench [--repeats 5] [--mbytes 512] [--message 8192]
@@ -41,6 +43,7 @@ struct Flags {
   int rounds = 2000;
   int threads = 1;             // fiber threads per process
   int large_message = 131072;  // values per message of the second throughput row (1 MiB)
+  bool insecure = false;       // frames not sealed (TcpOptions::seal_frames off)
 };
 
 double Median(std::vector<double> v) {
@@ -150,9 +153,10 @@ double RawLatency(const Flags& f) {
 std::string g_self;  // this program, which the peer process runs again (a fork of a process
                      // with fiber threads could not use them)
 
-std::shared_ptr<net::TcpTransport> Connect(int me, std::uint16_t port) {
+std::shared_ptr<net::TcpTransport> Connect(int me, std::uint16_t port, bool insecure) {
   net::TcpOptions o;
   o.secret = "net-bench-secret-0123456789";
+  o.seal_frames = !insecure;
   net::ProcessInfo p{me, 2, "tessera", "127.0.0.1", port};
   auto t = net::TcpTransport::Create(p, {0, 1}, o);
   TESSERA_CHECK(t.ok()) << t.status().ToString();
@@ -172,12 +176,16 @@ double TwoProcesses(const Flags& f, const char* measure, const Body& body) {
     const std::string p = std::to_string(port), mb = std::to_string(f.mbytes),
                       msg = std::to_string(f.message), pings = std::to_string(f.pings),
                       rounds = std::to_string(f.rounds), threads = std::to_string(f.threads);
-    execl(g_self.c_str(), g_self.c_str(), "--peer", measure, "--port", p.c_str(), "--mbytes",
-          mb.c_str(), "--message", msg.c_str(), "--pings", pings.c_str(), "--rounds",
-          rounds.c_str(), "--threads", threads.c_str(), static_cast<char*>(nullptr));
+    std::vector<const char*> args = {g_self.c_str(), "--peer",    measure,        "--port",
+                                     p.c_str(),      "--mbytes",  mb.c_str(),     "--message",
+                                     msg.c_str(),    "--pings",   pings.c_str(),  "--rounds",
+                                     rounds.c_str(), "--threads", threads.c_str()};
+    if (f.insecure) args.push_back("--insecure");
+    args.push_back(nullptr);
+    execv(g_self.c_str(), const_cast<char* const*>(args.data()));
     _exit(127);
   }
-  auto t = Connect(0, port);
+  auto t = Connect(0, port, f.insecure);
   const double r = body(*t, 0);
   TESSERA_CHECK(t->Leave().ok());
   t.reset();
@@ -214,6 +222,7 @@ double TransportThroughput(const Flags& f, Transport* peer = nullptr) {
         for (std::size_t i = 0; i < messages; ++i) TESSERA_CHECK(t.Receive(1).ok());
         Message done;
         done.kind = MessageKind::kContinue;
+        done.from = 1;
         TESSERA_CHECK(t.Send(0, std::move(done)).ok());
         return 0.0;
       }
@@ -238,6 +247,7 @@ double TransportLatency(const Flags& f, Transport* peer = nullptr) {
         for (int i = 0; i < f.pings; ++i) {
           auto r = t.Receive(1);
           TESSERA_CHECK(r.ok());
+          r->from = 1;
           TESSERA_CHECK(t.Send(0, std::move(*r)).ok());
         }
         return 0.0;
@@ -331,6 +341,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", f.threads, "Fiber threads per process")->capture_default_str();
   app.add_option("--large-message", f.large_message, "Values per message, second row")
       ->capture_default_str();
+  app.add_flag("--insecure", f.insecure, "(internal) frames not sealed");
   std::string peer;
   int port = 0;
   app.add_option("--peer", peer, "(internal) run the other process of a measurement");
@@ -339,7 +350,7 @@ int main(int argc, char** argv) {
   g_self = argv[0];
   FiberPool::Global(f.threads);
   if (!peer.empty()) {
-    auto t = Connect(1, static_cast<std::uint16_t>(port));
+    auto t = Connect(1, static_cast<std::uint16_t>(port), f.insecure);
     if (peer == "throughput") {
       TransportThroughput(f, t.get());
     } else if (peer == "latency") {
@@ -350,12 +361,16 @@ int main(int argc, char** argv) {
     TESSERA_CHECK(t->Leave().ok());
     return 0;
   }
-  std::vector<double> tput, raw_tput, big, raw_big, lat, raw_lat, round_tcp, round_local;
-  Flags large = f;
+  std::vector<double> tput, raw_tput, big, raw_big, lat, raw_lat, round_tcp, round_local,
+      plain_tput, plain_raw;
+  Flags large = f, plain = f;
   large.message = f.large_message;
+  plain.insecure = true;
   for (int r = 0; r < f.repeats; ++r) {
     raw_tput.push_back(RawThroughput(f));
     tput.push_back(TransportThroughput(f));
+    plain_raw.push_back(RawThroughput(plain));
+    plain_tput.push_back(TransportThroughput(plain));
     raw_big.push_back(RawThroughput(large));
     big.push_back(TransportThroughput(large));
     raw_lat.push_back(RawLatency(f));
@@ -368,6 +383,8 @@ int main(int argc, char** argv) {
   std::printf("%-12s %12s %12s %-5s %-18s %8s %8s\n", "measure", "tessera", "peer", "unit", "peer",
               "median", "min");
   Row("throughput", "MB/s", 1e-6, tput, raw_tput, true, "raw TCP");
+  std::printf("%-12s (--insecure: frames not sealed)\n", "");
+  Row("throughput", "MB/s", 1e-6, plain_tput, plain_raw, true, "raw TCP");
   std::printf("%-12s (messages of %d KiB)\n", "", large.message * 8 / 1024);
   Row("throughput", "MB/s", 1e-6, big, raw_big, true, "raw TCP");
   Row("round trip", "us", 1e6, lat, raw_lat, false, "raw TCP");

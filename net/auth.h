@@ -1,14 +1,23 @@
-// The shared secret and the HMAC challenge every connection answers before anything else is
-// read from it: a peer without the credentials is dropped.
+// The shared secret, the mutual handshake every connection passes before anything else is
+// read from it, and the sealing of every frame after it.
 //
-//   acceptor -> connector:  Challenge{nonce: 32 random bytes}
-//   connector -> acceptor:  Response{rank, mac: HMAC-SHA256(secret, nonce || "tessera" || rank)}
+//   acceptor A -> connector C:  Challenge{nonce_a: 32 random bytes}
+//   C -> A:  Response{rank c, nonce_c, HMAC(secret, "tessera connector" | nonce_a | nonce_c | c |
+//   a)} A -> C:  Confirm{HMAC(secret, "tessera acceptor" | nonce_a | nonce_c | c | a)}
 //
-// The acceptor compares in constant time and drops the connection on a mismatch. The secret
-// comes from TESSERA_SECRET (the value) or TESSERA_SECRET_FILE (a file holding it); `tessera
-// launch` generates one per run.
+// Each side checks the other's MAC in constant time (A: that C holds the secret and is process c;
+// C: that A holds it and is the process a it dialled) and drops the connection on a mismatch.
+// Both nonces are fresh, so neither MAC can be replayed on another connection. Every frame after
+// the handshake is sealed with AES-256-GCM under a key of its direction, derived (HKDF-SHA256)
+// from the secret and both nonces, with the frame's sequence number as the IV: a relay in
+// between can read nothing, and a frame it injects, alters, replays, reorders or drops fails
+// the next frame's check, which fails the run naming the connection. The secret comes from
+// TESSERA_SECRET (the value) or TESSERA_SECRET_FILE (a file holding it); `tessera launch`
+// generates one per run.
 #pragma once
 
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -28,10 +37,43 @@ StatusOr<std::string> GenerateSecret();
 StatusOr<std::string> SecretFromEnvironment();
 // HMAC-SHA256(key, data), 32 bytes.
 std::string HmacSha256(std::string_view key, std::string_view data);
-// HMAC-SHA256(secret, nonce || "tessera" || decimal rank).
-std::string ResponseMac(std::string_view secret, std::string_view nonce, int rank);
-// Constant-time check of a response.
-bool VerifyResponse(std::string_view secret, std::string_view nonce, int rank,
-                    std::string_view mac);
+// The handshake's MACs (see above): the connector's, and the acceptor's confirmation.
+std::string ConnectorMac(std::string_view secret, std::string_view nonce_a,
+                         std::string_view nonce_c, int connector, int acceptor);
+std::string AcceptorMac(std::string_view secret, std::string_view nonce_a, std::string_view nonce_c,
+                        int connector, int acceptor);
+// Constant-time comparison of a MAC with the expected one.
+bool SameMac(std::string_view got, std::string_view want);
+
+// The frame size a sealed frame adds: the GCM tag.
+inline constexpr std::size_t kSealBytes = 16;
+
+// One direction of a connection: seals frames (Seal) or opens them (Open), numbering them from
+// 0. Not thread-safe: a connection seals under its send lock and opens on its reader.
+class FrameCipher {
+ public:
+  ~FrameCipher();
+  FrameCipher(const FrameCipher&) = delete;
+  FrameCipher& operator=(const FrameCipher&) = delete;
+  // The key of direction connector -> acceptor (to_acceptor) or back, from the handshake.
+  static StatusOr<std::unique_ptr<FrameCipher>> ForDirection(std::string_view secret,
+                                                             std::string_view nonce_a,
+                                                             std::string_view nonce_c,
+                                                             int connector, int acceptor,
+                                                             bool to_acceptor);
+  // `framed` is a 4-byte length and a body (AppendFrame's output); encrypts the body in place,
+  // appends the tag and rewrites the length.
+  void Seal(std::string& framed);
+  // A sealed body as FrameReader cut it: the plaintext into `plain`, or an error when the frame
+  // is not the next one this direction sealed (altered, injected, replayed, out of order).
+  Status Open(std::string_view sealed, std::string& plain);
+
+ private:
+  struct Ctx;
+  explicit FrameCipher(std::string key);
+  std::string key_;
+  std::uint64_t sequence_ = 0;
+  std::unique_ptr<Ctx> ctx_;
+};
 
 }  // namespace tessera::net

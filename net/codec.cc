@@ -230,12 +230,21 @@ std::string EncodeChallenge(std::string_view nonce) {
   return Serialize(f);
 }
 
-std::string EncodeResponse(int rank, std::string_view mac) {
+std::string EncodeResponse(int rank, std::string_view nonce, std::string_view mac) {
   wire::Frame f;
   wire::Response r;
   r.rank = rank;
   r.mac = std::string(mac);
+  r.nonce = std::string(nonce);
   f.__set_response(r);
+  return Serialize(f);
+}
+
+std::string EncodeConfirm(std::string_view mac) {
+  wire::Frame f;
+  wire::Confirm c;
+  c.mac = std::string(mac);
+  f.__set_confirm(c);
   return Serialize(f);
 }
 
@@ -300,7 +309,7 @@ StatusOr<Frame> DecodeFrame(std::string_view body, std::uint32_t max_frame_bytes
   }
   const int members = f.__isset.message + f.__isset.challenge + f.__isset.response +
                       f.__isset.heartbeat + f.__isset.batch + f.__isset.join + f.__isset.peers +
-                      f.__isset.goodbye;
+                      f.__isset.goodbye + f.__isset.confirm;
   if (members != 1) {
     return InvalidArgument("frame: " + std::to_string(members) +
                            " members set in the frame union (expected 1)");
@@ -325,6 +334,10 @@ StatusOr<Frame> DecodeFrame(std::string_view body, std::uint32_t max_frame_bytes
     out.kind = Frame::Kind::kResponse;
     out.rank = f.response.rank;
     out.mac = f.response.mac;
+    out.nonce = f.response.nonce;
+  } else if (f.__isset.confirm) {
+    out.kind = Frame::Kind::kConfirm;
+    out.mac = f.confirm.mac;
   } else if (f.__isset.join) {
     out.kind = Frame::Kind::kJoin;
     out.rank = f.join.process;

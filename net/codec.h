@@ -27,12 +27,21 @@ inline constexpr std::uint32_t kDefaultMaxFrameBytes = 256u << 20;  // 256 MiB
 
 // A decoded frame.
 struct Frame {
-  enum class Kind { kMessages, kChallenge, kResponse, kHeartbeat, kJoin, kPeers, kGoodbye };
+  enum class Kind {
+    kMessages,
+    kChallenge,
+    kResponse,
+    kConfirm,
+    kHeartbeat,
+    kJoin,
+    kPeers,
+    kGoodbye
+  };
   Kind kind = Kind::kMessages;
   std::vector<Message> messages;   // kMessages: one, or a batch
-  std::string nonce;               // kChallenge
+  std::string nonce;               // kChallenge, kResponse
   int rank = -1;                   // kResponse, kJoin: the process index
-  std::string mac;                 // kResponse
+  std::string mac;                 // kResponse, kConfirm
   std::string address;             // kJoin
   std::vector<std::string> peers;  // kPeers
   std::uint64_t sequence = 0;      // kHeartbeat
@@ -45,7 +54,8 @@ std::string EncodeMessages(std::span<const Message> messages);
 // The same with the 4-byte length prefix in front (AppendFrame's output), in one buffer.
 std::string EncodeFramedMessages(std::span<const Message> messages);
 std::string EncodeChallenge(std::string_view nonce);
-std::string EncodeResponse(int rank, std::string_view mac);
+std::string EncodeResponse(int rank, std::string_view nonce, std::string_view mac);
+std::string EncodeConfirm(std::string_view mac);
 std::string EncodeHeartbeat(std::uint64_t sequence);
 std::string EncodeJoin(int process, std::string_view address);
 std::string EncodePeers(const std::vector<std::string>& addresses);

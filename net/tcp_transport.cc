@@ -38,9 +38,11 @@ namespace {
 constexpr std::uint32_t kHandshakeFrameBytes = 4096;  // before authentication
 
 // Blocking frame I/O for the set-up phase; the socket's receive timeout bounds every read.
-Status WriteFrame(tcp::socket& s, std::string_view body) {
+// With a cipher, the frame is sealed (after the handshake).
+Status WriteFrame(tcp::socket& s, std::string_view body, FrameCipher* seal = nullptr) {
   std::string out;
   AppendFrame(out, body);
+  if (seal) seal->Seal(out);
   boost::system::error_code ec;
   asio::write(s, asio::buffer(out), ec);
   if (ec) return Unavailable("write failed: " + ec.message());
@@ -74,7 +76,9 @@ Status ReadExactly(tcp::socket& s, char* buf, std::size_t n, Clock::time_point d
   return Status::Ok();
 }
 
-StatusOr<Frame> ReadFrame(tcp::socket& s, std::uint32_t max_bytes, Clock::time_point deadline) {
+StatusOr<Frame> ReadFrame(tcp::socket& s, std::uint32_t max_bytes, Clock::time_point deadline,
+                          FrameCipher* open = nullptr) {
+  if (open) max_bytes += kSealBytes;
   unsigned char prefix[4];
   TESSERA_RETURN_IF_ERROR(ReadExactly(s, reinterpret_cast<char*>(prefix), 4, deadline));
   const std::uint32_t n = (std::uint32_t{prefix[0]} << 24) | (std::uint32_t{prefix[1]} << 16) |
@@ -85,7 +89,10 @@ StatusOr<Frame> ReadFrame(tcp::socket& s, std::uint32_t max_bytes, Clock::time_p
   }
   std::string body(n, '\0');
   TESSERA_RETURN_IF_ERROR(ReadExactly(s, body.data(), n, deadline));
-  return DecodeFrame(body, max_bytes);
+  if (!open) return DecodeFrame(body, max_bytes);
+  std::string plain;
+  TESSERA_RETURN_IF_ERROR(open->Open(body, plain));
+  return DecodeFrame(plain, max_bytes);
 }
 
 std::string Peer(const tcp::socket& s) {
@@ -114,6 +121,16 @@ struct TcpTransport::Impl {
     bool writing = false;
     std::atomic<std::int64_t> last_heard{0};  // steady_clock ticks
     std::atomic<bool> left{false};            // it said a clean goodbye: nothing more from it
+    // The connection's two directions (net/auth.h): every frame after the handshake is sealed
+    // (under mu) and opened (on the I/O thread) with these.
+    std::unique_ptr<FrameCipher> seal, open;
+    std::string plain;  // the last frame opened
+
+    // `framed` sealed for this connection (mu held, or before the I/O thread starts).
+    std::string Sealed(std::string framed) {
+      if (seal) seal->Seal(framed);
+      return framed;
+    }
   };
 
   Impl(const TcpOptions& o, int processes)
@@ -170,7 +187,8 @@ struct TcpTransport::Impl {
         {
           std::unique_lock lock(c->mu);
           if (!c->writing && c->queue.empty() && !c->left.load()) {
-            (void)::send(c->socket.native_handle(), bye.data(), bye.size(),
+            const std::string sealed = c->Sealed(bye);
+            (void)::send(c->socket.native_handle(), sealed.data(), sealed.size(),
                          MSG_DONTWAIT | MSG_NOSIGNAL);
           }
         }
@@ -218,7 +236,15 @@ struct TcpTransport::Impl {
               return;
             }
             if (!*body) break;
-            auto frame = DecodeFrame(**body, opts.max_frame_bytes);
+            if (c.open) {
+              if (Status sealed = c.open->Open(**body, c.plain); !sealed.ok()) {
+                Fail(InvalidArgument("process " + std::to_string(c.process) + ": " +
+                                     sealed.message()));
+                return;
+              }
+            }
+            auto frame =
+                DecodeFrame(c.open ? std::string_view(c.plain) : **body, opts.max_frame_bytes);
             if (!frame.ok()) {
               Fail(InvalidArgument("process " + std::to_string(c.process) +
                                    " sent a bad frame: " + frame.status().message()));
@@ -317,6 +343,7 @@ struct TcpTransport::Impl {
       return has_failed.load() || c.queued_bytes + c.writing_bytes < opts.max_queued_bytes;
     });
     if (has_failed.load()) return Failure();
+    if (c.seal) c.seal->Seal(framed);
     if (!c.writing && c.queue.empty()) {
       // Nothing is being written: try the socket right here, sparing the I/O thread a
       // wake-up (the I/O thread writes only while c.writing is set, so the bytes cannot
@@ -333,7 +360,7 @@ struct TcpTransport::Impl {
     return Status::Ok();
   }
 
-  // Queues framed bytes on `c` (c.mu held) and starts the writer if it is idle.
+  // Queues sealed frames on `c` (c.mu held) and starts the writer if it is idle.
   void QueueLocked(Connection& c, std::string framed) {
     c.queued_bytes += framed.size();
     c.queue.push_back(std::move(framed));
@@ -361,7 +388,7 @@ struct TcpTransport::Impl {
         }
         if (leaving.load()) continue;
         std::unique_lock lock(c->mu);
-        QueueLocked(*c, beat);
+        QueueLocked(*c, c->Sealed(beat));
       }
       Beat();
     });
@@ -450,7 +477,9 @@ TcpTransport::~TcpTransport() {
 Status TcpTransport::Establish() {
   Impl& im = *impl_;
   const auto deadline = Clock::now() + im.opts.connect_timeout;
-  const std::string& secret = im.opts.secret;
+  // Processes that differ in seal_frames hold different keys: their handshake fails.
+  const std::string secret =
+      im.opts.seal_frames ? im.opts.secret : im.opts.secret + std::string("\0insecure", 9);
   const int P = me_.size;
   std::vector<std::string> addresses(static_cast<std::size_t>(P));
   addresses[0] = me_.rendezvous_host + ":" + std::to_string(me_.rendezvous_port);
@@ -507,16 +536,30 @@ Status TcpTransport::Establish() {
         drop("it claims to be process " + std::to_string(p) + ", not expected here");
         continue;
       }
-      if (!VerifyResponse(secret, nonce, p, answer->mac)) {
-        drop("wrong secret (HMAC mismatch) for process " + std::to_string(p));
+      const std::string& peer_nonce = answer->nonce;
+      if (peer_nonce.size() != kNonceBytes ||
+          !SameMac(answer->mac, ConnectorMac(secret, nonce, peer_nonce, p, me_.rank))) {
+        drop("wrong secret (HMAC mismatch) for process " + std::to_string(p) +
+             ", or another --insecure setting");
         continue;
       }
       if (im.conns[static_cast<std::size_t>(p)]) {
         drop("process " + std::to_string(p) + " is already connected");
         continue;
       }
+      if (!WriteFrame(c->socket, EncodeConfirm(AcceptorMac(secret, nonce, peer_nonce, p, me_.rank)))
+               .ok()) {
+        drop("it closed before the confirmation");
+        continue;
+      }
+      if (im.opts.seal_frames) {
+        TESSERA_ASSIGN_OR_RETURN(
+            c->seal, FrameCipher::ForDirection(secret, nonce, peer_nonce, p, me_.rank, false));
+        TESSERA_ASSIGN_OR_RETURN(
+            c->open, FrameCipher::ForDirection(secret, nonce, peer_nonce, p, me_.rank, true));
+      }
       if (me_.rank == 0) {  // the rendezvous: the joining process says where it listens
-        auto join = ReadFrame(c->socket, kHandshakeFrameBytes, answer_by);
+        auto join = ReadFrame(c->socket, kHandshakeFrameBytes, answer_by, c->open.get());
         if (!join.ok() || join->kind != Frame::Kind::kJoin || join->rank != p) {
           drop("no Join after the handshake");
           continue;
@@ -557,8 +600,30 @@ Status TcpTransport::Establish() {
         return Unavailable("process " + std::to_string(p) + " at " + address +
                            ": sent something else than a challenge");
       }
+      const std::string& nonce_a = challenge->nonce;
+      TESSERA_ASSIGN_OR_RETURN(const std::string nonce_c, MakeNonce());
       TESSERA_RETURN_IF_ERROR(WriteFrame(
-          c->socket, EncodeResponse(me_.rank, ResponseMac(secret, challenge->nonce, me_.rank))));
+          c->socket,
+          EncodeResponse(me_.rank, nonce_c, ConnectorMac(secret, nonce_a, nonce_c, me_.rank, p))));
+      // The acceptor proves it holds the secret too: a listener that only relays or imitates
+      // the challenge gets no further.
+      auto confirm = ReadFrame(c->socket, kHandshakeFrameBytes, deadline);
+      if (!confirm.ok() || confirm->kind != Frame::Kind::kConfirm ||
+          !SameMac(confirm->mac, AcceptorMac(secret, nonce_a, nonce_c, me_.rank, p))) {
+        return Unavailable("process " + std::to_string(p) + " at " + address +
+                           " did not prove it holds the secret (" +
+                           (confirm.ok()
+                                ? std::string("a wrong confirmation")
+                                : confirm.status().message() +
+                                      ": are the secret and --insecure the same everywhere?") +
+                           ")");
+      }
+      if (im.opts.seal_frames) {
+        TESSERA_ASSIGN_OR_RETURN(
+            c->seal, FrameCipher::ForDirection(secret, nonce_a, nonce_c, me_.rank, p, true));
+        TESSERA_ASSIGN_OR_RETURN(
+            c->open, FrameCipher::ForDirection(secret, nonce_a, nonce_c, me_.rank, p, false));
+      }
       c->process = p;
       return c;
     }
@@ -572,13 +637,16 @@ Status TcpTransport::Establish() {
     TESSERA_RETURN_IF_ERROR(accept([](int) { return true; }, P - 1));
     addresses[0] = own;
     for (int p = 1; p < P; ++p) {
-      TESSERA_RETURN_IF_ERROR(
-          WriteFrame(im.conns[static_cast<std::size_t>(p)]->socket, EncodePeers(addresses)));
+      auto& c = *im.conns[static_cast<std::size_t>(p)];
+      TESSERA_RETURN_IF_ERROR(WriteFrame(c.socket, EncodePeers(addresses), c.seal.get()));
     }
   } else {
     TESSERA_ASSIGN_OR_RETURN(auto c0, connect(0, addresses[0]));
-    TESSERA_RETURN_IF_ERROR(WriteFrame(c0->socket, EncodeJoin(me_.rank, own)));
-    auto peers = ReadFrame(c0->socket, im.opts.max_frame_bytes, deadline);
+    TESSERA_RETURN_IF_ERROR(WriteFrame(c0->socket, EncodeJoin(me_.rank, own), c0->seal.get()));
+    // The peer table: an address (at most a host name and a port) per process.
+    const auto table_bytes = std::min<std::uint32_t>(im.opts.max_frame_bytes,
+                                                     1024 + 320 * static_cast<std::uint32_t>(P));
+    auto peers = ReadFrame(c0->socket, table_bytes, deadline, c0->open.get());
     if (!peers.ok()) {
       return Unavailable("process " + std::to_string(me_.rank) +
                          ": no peer table from process 0: " + peers.status().message());
@@ -706,7 +774,7 @@ Status TcpTransport::Leave(const std::string& reason) {
     if (!c) continue;
     ++peers;
     std::unique_lock lock(c->mu);
-    im.QueueLocked(*c, bye);
+    im.QueueLocked(*c, c->Sealed(bye));
   }
   Flush(std::chrono::milliseconds(5000));
   if (!reason.empty()) return Status::Ok();

@@ -35,6 +35,10 @@ struct TcpOptions {
   std::string bind = "127.0.0.1";  // address the listeners bind (also advertised to peers)
   std::string secret;              // shared secret (>= 16 bytes)
   std::uint32_t max_frame_bytes = kDefaultMaxFrameBytes;
+  // Seal every frame after the handshake (net/auth.h). Off (--insecure), frames travel as
+  // they are: for a network no one else reaches. Every process must use the same setting; the
+  // handshake of two that differ fails.
+  bool seal_frames = true;
   std::chrono::milliseconds connect_timeout{20000};  // for the whole set-up
   std::chrono::milliseconds heartbeat_every{500};
   std::chrono::milliseconds silence_timeout{10000};

@@ -51,8 +51,9 @@ struct Message {
   23: i64 moved_bytes
 }
 
-// Connection set-up: the accepting side sends a Challenge, the connecting side answers with
-// HMAC-SHA256(secret, nonce || rank) and its rank; nothing else is read before that checks.
+// Connection set-up (net/auth.h): the accepting side sends a Challenge, the connecting side
+// answers with its rank, its own nonce and a MAC over both; the accepting side confirms with
+// its MAC. Nothing else is read before that checks; every later frame is sealed.
 struct Challenge {
   1: binary nonce
 }
@@ -60,6 +61,11 @@ struct Challenge {
 struct Response {
   1: i32 rank
   2: binary mac
+  3: binary nonce
+}
+
+struct Confirm {
+  1: binary mac
 }
 
 // Liveness while a peer has nothing to say.
@@ -95,4 +101,5 @@ union Frame {
   6: Join join
   7: Peers peers
   8: Goodbye goodbye
+  9: Confirm confirm
 }

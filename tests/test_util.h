@@ -71,6 +71,16 @@ inline std::string Sized(const std::string& full, const std::string& small) {
 #define TESSERA_SKIP_IF_SANITIZED() (void)0
 #endif
 
+// Kill-and-resume variants that differ from one that runs under the sanitizers (the same
+// checkpoint and resume code, another process killed or another launcher) and the two-host
+// run: release builds only.
+#ifdef TESSERA_SANITIZED
+#define TESSERA_SKIP_IF_SANITIZED_VARIANT() \
+  GTEST_SKIP() << "a variant of a multi-process run that the sanitizers run: release only"
+#else
+#define TESSERA_SKIP_IF_SANITIZED_VARIANT() (void)0
+#endif
+
 // Most multi-process runs are skipped under TSan (3-5x slower than ASan there): what they add to
 // the in-process runs is processes, not threads. TSan checks the transports' threads in the TCP
 // transport tests (real sockets, one process) and in the multi-process runs that stay: the Lasso

@@ -20,6 +20,7 @@ namespace tessera {
 struct ClusterFlags {
   std::string bind = "127.0.0.1";
   std::uint32_t max_frame_bytes = net::kDefaultMaxFrameBytes;
+  bool insecure = false;        // frames after the handshake neither encrypted nor authenticated
   double connect_timeout = 30;  // seconds, for the whole set-up
   double silence_timeout = 10;  // seconds without a frame or heartbeat from a process
 };

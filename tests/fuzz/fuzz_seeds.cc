@@ -68,7 +68,9 @@ int main(int argc, char** argv) {
   Write(frames, "batch", net::EncodeFramedMessages(batch));
   Write(frames, "heartbeat", Framed(net::EncodeHeartbeat(12)));
   Write(frames, "challenge", Framed(net::EncodeChallenge(std::string(32, 'n'))));
-  Write(frames, "response", Framed(net::EncodeResponse(2, std::string(32, 'm'))));
+  Write(frames, "response",
+        Framed(net::EncodeResponse(2, std::string(32, 'n'), std::string(32, 'm'))));
+  Write(frames, "confirm", Framed(net::EncodeConfirm(std::string(32, 'm'))));
   Write(frames, "join", Framed(net::EncodeJoin(1, "127.0.0.1:4000")));
   Write(frames, "peers", Framed(net::EncodePeers({"127.0.0.1:1", "127.0.0.1:2"})));
   Write(frames, "goodbye", Framed(net::EncodeGoodbye("lost process 2")));

@@ -1,11 +1,12 @@
-// Connection authentication: HMAC-SHA256 against RFC 4231's test vector, responses bound to
-// the nonce, the rank and the secret, and secrets from the environment.
+// Connection authentication: HMAC-SHA256 against RFC 4231's test vector, handshake MACs bound
+// to both nonces, both ranks and the secret, sealed frames, and secrets from the environment.
 #include "net/auth.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <vector>
 
 #include "tests/test_util.h"
 
@@ -28,13 +29,16 @@ TEST(AuthTest, HmacIsSha256PerRfc4231) {
   // RFC 4231, test case 2.
   EXPECT_EQ(Hex(HmacSha256("Jefe", "what do ya want for nothing?")),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
-  // A response MACs nonce || "tessera" || rank; value from
-  // `printf 'what do ya want tessera0' | openssl dgst -sha256 -hmac Jefe`.
-  EXPECT_EQ(Hex(ResponseMac("Jefe", "what do ya want ", 0)),
-            "479b00f62ab54cbd4248a04ecace573d7cfccc7882493e61432f3d2138d4fb8e");
+  // The handshake MACs label \0 nonce_a nonce_c connector acceptor (ranks 4 bytes big-endian);
+  // values from Python's hmac over the same bytes.
+  const std::string a(32, 'A'), c(32, 'C');
+  EXPECT_EQ(Hex(ConnectorMac("Jefe", a, c, 2, 0)),
+            "8159666514de35a05dc02c177312cd85e3218dd94f2f652d735e820af1cb63e5");
+  EXPECT_EQ(Hex(AcceptorMac("Jefe", a, c, 2, 0)),
+            "858cb73b89c1bcc51fe022912a4733aaf02c3094716817cdb0aab681528addfb");
 }
 
-TEST(AuthTest, ResponsesAreBoundToNonceRankAndSecret) {
+TEST(AuthTest, HandshakeMacsAreBoundToBothNoncesBothRanksAndTheSecret) {
   auto nonce = MakeNonce();
   ASSERT_TRUE(nonce.ok());
   EXPECT_EQ(nonce->size(), kNonceBytes);
@@ -42,13 +46,59 @@ TEST(AuthTest, ResponsesAreBoundToNonceRankAndSecret) {
   ASSERT_TRUE(other.ok());
   EXPECT_NE(*nonce, *other);
   const std::string secret = "0123456789abcdef0123";
-  const std::string mac = ResponseMac(secret, *nonce, 3);
-  EXPECT_TRUE(VerifyResponse(secret, *nonce, 3, mac));
-  EXPECT_FALSE(VerifyResponse(secret, *nonce, 4, mac));
-  EXPECT_FALSE(VerifyResponse(secret, *other, 3, mac));
-  EXPECT_FALSE(VerifyResponse("another secret of 20b", *nonce, 3, mac));
-  EXPECT_FALSE(VerifyResponse(secret, *nonce, 3, ""));
-  EXPECT_FALSE(VerifyResponse(secret, *nonce, 3, mac.substr(0, 31)));
+  const std::string mac = ConnectorMac(secret, *nonce, *other, 3, 1);
+  EXPECT_TRUE(SameMac(mac, ConnectorMac(secret, *nonce, *other, 3, 1)));
+  EXPECT_FALSE(SameMac(mac, ConnectorMac(secret, *nonce, *other, 4, 1)));
+  EXPECT_FALSE(SameMac(mac, ConnectorMac(secret, *nonce, *other, 3, 2)));
+  EXPECT_FALSE(SameMac(mac, ConnectorMac(secret, *other, *nonce, 3, 1)));
+  EXPECT_FALSE(SameMac(mac, ConnectorMac("another secret of 20b", *nonce, *other, 3, 1)));
+  // The acceptor's confirmation is not the connector's answer reflected back.
+  EXPECT_FALSE(SameMac(mac, AcceptorMac(secret, *nonce, *other, 3, 1)));
+  EXPECT_FALSE(SameMac("", ""));
+  EXPECT_FALSE(SameMac(mac.substr(0, 31), mac));
+}
+
+// Sealed frames open in order, once, under the key of their direction only; an altered,
+// replayed, reordered or foreign frame fails.
+TEST(AuthTest, SealedFramesOpenOnlyInOrderAndUnaltered) {
+  const std::string secret = "0123456789abcdef0123", a(32, 'a'), c(32, 'c');
+  auto cipher = [&](bool to_acceptor) {
+    auto made = FrameCipher::ForDirection(secret, a, c, 2, 0, to_acceptor);
+    EXPECT_TRUE(made.ok());
+    return std::move(*made);
+  };
+  auto seal = cipher(true), open = cipher(true);
+  auto framed = [](const std::string& body) {
+    std::string f(4, '\0');
+    return f + body;
+  };
+  std::vector<std::string> sent;
+  for (const std::string& body :
+       std::vector<std::string>{"first frame", "", std::string(100000, 'x')}) {
+    std::string f = framed(body);
+    seal->Seal(f);
+    ASSERT_EQ(f.size(), 4 + body.size() + kSealBytes);
+    const auto n = (std::uint32_t(std::uint8_t(f[0])) << 24) |
+                   (std::uint32_t(std::uint8_t(f[1])) << 16) |
+                   (std::uint32_t(std::uint8_t(f[2])) << 8) | std::uint32_t(std::uint8_t(f[3]));
+    EXPECT_EQ(n, body.size() + kSealBytes);
+    EXPECT_EQ(f.find("first frame"), std::string::npos);  // encrypted
+    sent.push_back(f.substr(4));
+  }
+  std::string plain;
+  ASSERT_TRUE(open->Open(sent[0], plain).ok());
+  EXPECT_EQ(plain, "first frame");
+  EXPECT_FALSE(open->Open(sent[0], plain).ok());  // a replay
+  auto fresh = cipher(true);
+  EXPECT_FALSE(fresh->Open(sent[1], plain).ok());  // out of order
+  std::string altered = sent[1];
+  altered[0] ^= 1;
+  EXPECT_THAT(cipher(true)->Open(altered, plain).message(), HasSubstr("failed authentication"));
+  EXPECT_FALSE(cipher(false)->Open(sent[0], plain).ok());  // the other direction's key
+  EXPECT_FALSE(cipher(true)->Open("short", plain).ok());
+  auto in_order = cipher(true);
+  for (std::size_t i = 0; i < sent.size(); ++i) ASSERT_TRUE(in_order->Open(sent[i], plain).ok());
+  EXPECT_EQ(plain, std::string(100000, 'x'));
 }
 
 TEST(AuthTest, SecretsComeFromTheEnvironment) {

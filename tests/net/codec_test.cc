@@ -125,11 +125,16 @@ TEST(CodecTest, BatchesAndControlFramesRoundTrip) {
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->kind, Frame::Kind::kChallenge);
   EXPECT_EQ(c->nonce, nonce);
-  auto r = DecodeFrame(EncodeResponse(3, "mac-bytes"));
+  auto r = DecodeFrame(EncodeResponse(3, nonce, "mac-bytes"));
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->kind, Frame::Kind::kResponse);
   EXPECT_EQ(r->rank, 3);
+  EXPECT_EQ(r->nonce, nonce);
   EXPECT_EQ(r->mac, "mac-bytes");
+  auto confirm = DecodeFrame(EncodeConfirm("confirm-mac"));
+  ASSERT_TRUE(confirm.ok());
+  EXPECT_EQ(confirm->kind, Frame::Kind::kConfirm);
+  EXPECT_EQ(confirm->mac, "confirm-mac");
   auto j = DecodeFrame(EncodeJoin(2, "127.0.0.1:4000"));
   ASSERT_TRUE(j.ok());
   EXPECT_EQ(j->kind, Frame::Kind::kJoin);

@@ -7,11 +7,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <boost/asio.hpp>
+#include <functional>
 #include <random>
 #include <thread>
 
 #include "core/model_parallel.h"
+#include "net/auth.h"
 
 namespace tessera::net {
 namespace {
@@ -158,7 +161,7 @@ TEST(TcpTransportTest, AWrongSecretIsRefusedAndBothSidesSaySo) {
   o[1].secret = "another-secret-0123456789";
   Cluster c = Start(2, {0, 1}, o);
   EXPECT_THAT(c.established[0].message(), HasSubstr("processes 1 did not connect within 1500 ms"));
-  EXPECT_THAT(c.established[1].message(), HasSubstr("no peer table from process 0"));
+  EXPECT_THAT(c.established[1].message(), HasSubstr("did not prove it holds the secret"));
 }
 
 TEST(TcpTransportTest, GarbageAndSilentConnectionsAreDroppedAndTheRunGoesOn) {
@@ -195,6 +198,151 @@ TEST(TcpTransportTest, GarbageAndSilentConnectionsAreDroppedAndTheRunGoesOn) {
   auto got = (*t0)->Receive(0);
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(got->round, 42u);
+}
+
+// A relay on the path between process 1 and process 0, as an attacker without the secret would
+// run one: it forwards every frame both ways (so the handshake passes through it), then
+// tampers with the stream toward process 0 once. Whatever it does fails process 0's transport
+// naming process 1 and the frame that did not open: no injected goodbye is believed, no replay
+// is delivered twice, no altered value reaches a receiver.
+TEST(TcpTransportTest, ARelayThatTampersWithTheStreamFailsTheRunNamingTheConnection) {
+  namespace asio = boost::asio;
+  using tcp = asio::ip::tcp;
+  struct Case {
+    const char* name;
+    std::function<std::vector<std::string>(std::string frame)> tamper;
+  };
+  const std::vector<Case> cases = {
+      {"an injected goodbye",
+       [](std::string frame) {
+         std::string bye;
+         AppendFrame(bye, EncodeGoodbye(""));
+         return std::vector<std::string>{bye, frame};
+       }},
+      {"a replayed frame",
+       [](std::string frame) {
+         return std::vector<std::string>{frame, frame};
+       }},
+      {"a flipped bit",
+       [](std::string frame) {
+         frame[frame.size() / 2] ^= 1;
+         return std::vector<std::string>{frame};
+       }},
+      {"a dropped frame", [](std::string) { return std::vector<std::string>{}; }},
+  };
+  const auto loopback = asio::ip::make_address("127.0.0.1");
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    ProcessInfo p0{0, 2, "tessera", "127.0.0.1", 0};
+    auto t0 = TcpTransport::Create(p0, {0, 1}, Options());
+    ASSERT_TRUE(t0.ok());
+    asio::io_context io;
+    tcp::acceptor relay(io, tcp::endpoint(loopback, 0));
+    std::atomic<bool> tamper{false};
+    std::thread relay_thread([&] {
+      boost::system::error_code ec;
+      tcp::socket down(io), up(io);
+      relay.accept(down, ec);
+      up.connect(tcp::endpoint(loopback, (*t0)->listen_port()), ec);
+      if (ec) return;
+      std::thread back([&] {  // process 0 -> process 1, untouched
+        char buf[65536];
+        boost::system::error_code e;
+        for (std::size_t n; (n = up.read_some(asio::buffer(buf), e)) > 0 && !e;) {
+          asio::write(down, asio::buffer(buf, n), e);
+        }
+        down.shutdown(tcp::socket::shutdown_both, e);
+      });
+      FrameReader reader;
+      bool tampered = false;
+      char buf[65536];
+      for (std::size_t n; (n = down.read_some(asio::buffer(buf), ec)) > 0 && !ec;) {
+        reader.Feed(buf, n);
+        for (auto body = reader.Next(); body.ok() && *body; body = reader.Next()) {
+          std::string frame;
+          AppendFrame(frame, **body);
+          std::vector<std::string> out{frame};
+          if (tamper.load() && !tampered) {
+            out = c.tamper(frame);
+            tampered = true;
+          }
+          for (const std::string& f : out) asio::write(up, asio::buffer(f), ec);
+        }
+      }
+      up.shutdown(tcp::socket::shutdown_both, ec);
+      back.join();
+    });
+    ProcessInfo p1{1, 2, "tessera", "127.0.0.1", relay.local_endpoint().port()};
+    auto t1 = TcpTransport::Create(p1, {0, 1}, Options());
+    ASSERT_TRUE(t1.ok());
+    Status s0;
+    std::thread establish0([&] { s0 = (*t0)->Establish(); });
+    const Status s1 = (*t1)->Establish();
+    establish0.join();
+    ASSERT_TRUE(s0.ok()) << s0.ToString();
+    ASSERT_TRUE(s1.ok()) << s1.ToString();
+    tamper.store(true);
+    Message m;
+    m.from = 1;
+    m.values = Eigen::VectorXd::Constant(100, 2.5);
+    ASSERT_TRUE((*t1)->Send(0, m).ok());
+    // Within a heartbeat or two, process 0 fails; anything delivered before is unaltered.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    Status failed;
+    int delivered = 0;
+    while (failed.ok() && std::chrono::steady_clock::now() < deadline) {
+      auto got = (*t0)->TryReceive(0);
+      if (got.ok()) {
+        ++delivered;
+        EXPECT_EQ(got->values, m.values);
+      } else if (got.status().code() != StatusCode::kNotFound) {
+        failed = got.status();
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    }
+    EXPECT_LE(delivered, 1);
+    EXPECT_THAT(failed.message(), HasSubstr("process 1: frame"));
+    EXPECT_THAT(failed.message(), HasSubstr("failed authentication"));
+    t1->reset();
+    t0->reset();
+    relay_thread.join();
+  }
+}
+
+// A listener at the rendezvous address without the secret (a fake process 0) challenges the
+// joiner and answers with a forged confirmation and a huge announced frame: the joiner stops at
+// once, saying process 0 did not prove it holds the secret, and reads nothing after.
+TEST(TcpTransportTest, AJoinerRefusesARendezvousWithoutTheSecret) {
+  namespace asio = boost::asio;
+  using tcp = asio::ip::tcp;
+  asio::io_context io;
+  tcp::acceptor fake(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  std::thread imposter([&] {
+    boost::system::error_code ec;
+    tcp::socket s(io);
+    fake.accept(s, ec);
+    std::string out;
+    AppendFrame(out, EncodeChallenge(std::string(kNonceBytes, 'n')));
+    asio::write(s, asio::buffer(out), ec);
+    char buf[4096];
+    (void)s.read_some(asio::buffer(buf), ec);  // the joiner's response
+    out.clear();
+    AppendFrame(out, EncodeConfirm(std::string(32, 'x')));
+    out += std::string("\x0f\xff\xff\xff", 4);  // and a 256 MiB "peer table"
+    asio::write(s, asio::buffer(out), ec);
+    (void)s.read_some(asio::buffer(buf), ec);  // until the joiner closes
+  });
+  ProcessInfo p1{1, 2, "tessera", "127.0.0.1", fake.local_endpoint().port()};
+  auto t1 = TcpTransport::Create(p1, {0, 1}, Options());
+  ASSERT_TRUE(t1.ok());
+  const auto start = std::chrono::steady_clock::now();
+  const Status s = (*t1)->Establish();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  EXPECT_THAT(s.message(), HasSubstr("process 0 at 127.0.0.1:"));
+  EXPECT_THAT(s.message(), HasSubstr("did not prove it holds the secret (a wrong confirmation)"));
+  t1->reset();
+  imposter.join();
 }
 
 TEST(TcpTransportTest, AnOversizeFrameFailsTheTransportNamingTheSender) {
@@ -341,7 +489,8 @@ TEST(TcpTransportTest, TheModelParallelEngineRunsAcrossProcesses) {
   }
   for (auto& t : procs) t.join();
   for (int p = 0; p < 3; ++p) ASSERT_TRUE(results[p].ok()) << results[p].status().ToString();
-  EXPECT_EQ(results[1]->stop_reason, "worker process");
+  EXPECT_FALSE(results[1]->holds_result);
+  EXPECT_TRUE(results[0]->holds_result);
   EXPECT_EQ(results[0]->rounds, want->rounds);
   EXPECT_EQ(apps[0]->x, ref.x);  // bitwise: the same partials summed in the same order
   EXPECT_EQ(results[0]->objective, want->objective);

@@ -570,7 +570,7 @@ void ExpectSameObjectives(const std::vector<double>& got, const std::vector<doub
 // goes on from the last checkpoint (the finished λ are not fitted again) to the objectives of
 // an uninterrupted run.
 TEST(MultiProcessTest, AKilledWorkerProcessResumesFromItsCheckpoint) {
-  TESSERA_SKIP_UNDER_TSAN();
+  TESSERA_SKIP_IF_SANITIZED_VARIANT();
   testing::TempDir dir;
   const std::string data = CorrelatedData(dir), log = dir.Path("log"), ck = dir.Path("ck");
   const std::vector<std::string> fit = CorrelatedPath(data);
@@ -604,7 +604,7 @@ TEST(MultiProcessTest, AKilledWorkerProcessResumesFromItsCheckpoint) {
 // `tessera launch --restarts 1`: after the kill it starts all three again, and the command,
 // seeing TESSERA_RESTART and its checkpoint directory, resumes on its own.
 TEST(MultiProcessTest, TheLauncherRestartsAKilledRunWhichResumes) {
-  TESSERA_SKIP_UNDER_TSAN();
+  TESSERA_SKIP_IF_SANITIZED_VARIANT();
   testing::TempDir dir;
   const std::string data = CorrelatedData(dir), log = dir.Path("log"), ck = dir.Path("ck");
   const std::vector<std::string> fit = CorrelatedPath(data);
@@ -630,7 +630,7 @@ TEST(MultiProcessTest, TheLauncherRestartsAKilledRunWhichResumes) {
 // Placement (3 processes, 1 shard, 2 workers): driver and worker 1 on process 0, the shard on
 // process 1, worker 0 on process 2.
 TEST(MultiProcessTest, KilledWorkerAndShardProcessesResumeFromTheirCheckpoints) {
-  TESSERA_SKIP_UNDER_TSAN();
+  TESSERA_SKIP_IF_SANITIZED_VARIANT();
   testing::TempDir dir;
   const std::string data = CorrelatedData(dir), log = dir.Path("log"), ck = dir.Path("ck");
   const std::vector<std::string> fit = {
@@ -738,7 +738,7 @@ TEST(MultiProcessTest, AKilledMfRunResumesFromItsCheckpoint) {
 // resumed run (topics restored, the servers' counts rebuilt from them) ends within the
 // run-to-run noise of the sampler.
 TEST(MultiProcessTest, AKilledLdaRunResumesFromItsCheckpoint) {
-  TESSERA_SKIP_UNDER_TSAN();
+  TESSERA_SKIP_IF_SANITIZED_VARIANT();
   TESSERA_REQUIRE_DATA(docword, "uci-bow-kos/docword.kos.txt.gz");
   TESSERA_REQUIRE_DATA(vocab, "uci-bow-kos/vocab.kos.txt.gz");
   testing::TempDir dir;

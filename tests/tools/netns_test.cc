@@ -180,7 +180,7 @@ class TwoHosts {
 // rotation-SGD MF (H blocks move between the workers' processes) and LDA (vocabulary blocks
 // likewise) across the slow, lossy link are bit for bit their in-process runs.
 TEST(NetnsTest, RunsAcrossTwoHostsWithDelayAndLossAreTheInProcessOnes) {
-  TESSERA_SKIP_UNDER_TSAN();
+  TESSERA_SKIP_IF_SANITIZED_VARIANT();
   TwoHosts hosts;
   if (!hosts.why_not().empty()) GTEST_SKIP() << "no network namespaces: " << hosts.why_not();
   std::cout << "two hosts; " << hosts.link() << "\n";
