@@ -485,8 +485,94 @@ Status TcpTransport::Establish() {
   addresses[0] = me_.rendezvous_host + ":" + std::to_string(me_.rendezvous_port);
   im.acceptor.non_blocking(true);
 
-  // Accepts until `want(process)` connections are authenticated; returns them by process.
+  // One accepted connection's handshake, on a thread of its own so that silent or slow
+  // connections do not hold up the others: the process it proved to be (-1 if none), why not,
+  // and (at the rendezvous) where it listens.
+  struct Handshake {
+    std::unique_ptr<Impl::Connection> c;
+    std::string who, why, address;
+    int process = -1;
+    std::atomic<bool> done{false};
+    std::thread thread;
+  };
+  auto shake = [&](Handshake& h, auto&& wanted) {
+    Impl::Connection& c = *h.c;
+    // A peer gets 2 s to answer: a silent connection cannot hold a slot for long.
+    const auto answer_by = std::min(deadline, Clock::now() + std::chrono::seconds(2));
+    auto nonce = MakeNonce();
+    if (!nonce.ok()) {
+      h.why = nonce.status().message();
+      return;
+    }
+    if (!WriteFrame(c.socket, EncodeChallenge(*nonce)).ok()) {
+      h.why = "it closed before the challenge";
+      return;
+    }
+    auto answer = ReadFrame(c.socket, kHandshakeFrameBytes, answer_by);
+    if (!answer.ok()) {
+      h.why = answer.status().message();
+      return;
+    }
+    if (answer->kind != Frame::Kind::kResponse) {
+      h.why = "it did not answer the challenge";
+      return;
+    }
+    const int p = answer->rank;
+    if (p < 0 || p >= P || p == me_.rank || !wanted(p)) {
+      h.why = "it claims to be process " + std::to_string(p) + ", not expected here";
+      return;
+    }
+    const std::string& peer_nonce = answer->nonce;
+    if (peer_nonce.size() != kNonceBytes ||
+        !SameMac(answer->mac, ConnectorMac(secret, *nonce, peer_nonce, p, me_.rank))) {
+      h.why = "wrong secret (HMAC mismatch) for process " + std::to_string(p) +
+              ", or another --insecure setting";
+      return;
+    }
+    if (!WriteFrame(c.socket, EncodeConfirm(AcceptorMac(secret, *nonce, peer_nonce, p, me_.rank)))
+             .ok()) {
+      h.why = "it closed before the confirmation";
+      return;
+    }
+    if (im.opts.seal_frames) {
+      auto seal = FrameCipher::ForDirection(secret, *nonce, peer_nonce, p, me_.rank, false);
+      auto open = FrameCipher::ForDirection(secret, *nonce, peer_nonce, p, me_.rank, true);
+      if (!seal.ok() || !open.ok()) {
+        h.why = (seal.ok() ? open.status() : seal.status()).message();
+        return;
+      }
+      c.seal = std::move(*seal);
+      c.open = std::move(*open);
+    }
+    if (me_.rank == 0) {  // the rendezvous: the joining process says where it listens
+      auto join = ReadFrame(c.socket, kHandshakeFrameBytes, answer_by, c.open.get());
+      if (!join.ok() || join->kind != Frame::Kind::kJoin || join->rank != p) {
+        h.why = "no Join after the handshake";
+        return;
+      }
+      h.address = join->address;
+    }
+    h.process = p;
+  };
+
+  // Accepts until `count` connections from processes `wanted(process)` are authenticated;
+  // keeps them by process. Up to kMaxHandshakes handshakes run at once; a connection beyond
+  // them is closed at once.
+  constexpr std::size_t kMaxHandshakes = 64;
   auto accept = [&](auto&& wanted, int count) -> Status {
+    std::vector<std::unique_ptr<Handshake>> shaking;
+    // Every handshake thread ends by its 2 s answer deadline: wait for them on any return.
+    struct Joiner {
+      std::vector<std::unique_ptr<Handshake>>& list;
+      ~Joiner() {
+        for (auto& h : list) h->thread.join();
+      }
+    } joiner{shaking};
+    auto drop = [&](const std::string& who, const std::string& why) {
+      std::cerr << "tessera: process " + std::to_string(me_.rank) + ": dropped a connection from " +
+                       who + ": " + why + "\n"
+                << std::flush;
+    };
     int got = 0;
     while (got < count) {
       if (Clock::now() > deadline) {
@@ -500,75 +586,50 @@ Status TcpTransport::Establish() {
                            " did not connect within " +
                            std::to_string(im.opts.connect_timeout.count()) + " ms");
       }
+      bool busy = false;
+      for (auto it = shaking.begin(); it != shaking.end();) {
+        Handshake& h = **it;
+        if (!h.done.load()) {
+          ++it;
+          continue;
+        }
+        h.thread.join();
+        busy = true;
+        const int p = h.process;
+        if (p < 0) {
+          drop(h.who, h.why);
+        } else if (im.conns[static_cast<std::size_t>(p)]) {
+          drop(h.who, "process " + std::to_string(p) + " is already connected");
+        } else {
+          if (me_.rank == 0) addresses[static_cast<std::size_t>(p)] = h.address;
+          h.c->process = p;
+          im.conns[static_cast<std::size_t>(p)] = std::move(h.c);
+          ++got;
+        }
+        it = shaking.erase(it);
+      }
       auto c = std::make_unique<Impl::Connection>(im.io, im.opts.max_frame_bytes);
       boost::system::error_code ec;
       im.acceptor.accept(c->socket, ec);
       if (ec == asio::error::would_block || ec == asio::error::try_again) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        if (!busy) std::this_thread::sleep_for(std::chrono::milliseconds(2));
         continue;
       }
       if (ec) return Unavailable("accept failed: " + ec.message());
+      if (shaking.size() >= kMaxHandshakes) {
+        drop(Peer(c->socket), std::to_string(kMaxHandshakes) + " handshakes under way already");
+        continue;
+      }
       c->socket.non_blocking(false);
-      // A peer gets 2 s to answer: a silent connection cannot hold the rendezvous for long.
-      const auto answer_by = std::min(deadline, Clock::now() + std::chrono::seconds(2));
-      const std::string who = Peer(c->socket);
-      auto drop = [&](const std::string& why) {
-        std::cerr << "tessera: process " + std::to_string(me_.rank) +
-                         ": dropped a connection from " + who + ": " + why + "\n"
-                  << std::flush;
-      };
-      TESSERA_ASSIGN_OR_RETURN(std::string nonce, MakeNonce());
-      if (!WriteFrame(c->socket, EncodeChallenge(nonce)).ok()) {
-        drop("it closed before the challenge");
-        continue;
-      }
-      auto answer = ReadFrame(c->socket, kHandshakeFrameBytes, answer_by);
-      if (!answer.ok()) {
-        drop(answer.status().message());
-        continue;
-      }
-      if (answer->kind != Frame::Kind::kResponse) {
-        drop("it did not answer the challenge");
-        continue;
-      }
-      const int p = answer->rank;
-      if (p < 0 || p >= P || p == me_.rank || !wanted(p)) {
-        drop("it claims to be process " + std::to_string(p) + ", not expected here");
-        continue;
-      }
-      const std::string& peer_nonce = answer->nonce;
-      if (peer_nonce.size() != kNonceBytes ||
-          !SameMac(answer->mac, ConnectorMac(secret, nonce, peer_nonce, p, me_.rank))) {
-        drop("wrong secret (HMAC mismatch) for process " + std::to_string(p) +
-             ", or another --insecure setting");
-        continue;
-      }
-      if (im.conns[static_cast<std::size_t>(p)]) {
-        drop("process " + std::to_string(p) + " is already connected");
-        continue;
-      }
-      if (!WriteFrame(c->socket, EncodeConfirm(AcceptorMac(secret, nonce, peer_nonce, p, me_.rank)))
-               .ok()) {
-        drop("it closed before the confirmation");
-        continue;
-      }
-      if (im.opts.seal_frames) {
-        TESSERA_ASSIGN_OR_RETURN(
-            c->seal, FrameCipher::ForDirection(secret, nonce, peer_nonce, p, me_.rank, false));
-        TESSERA_ASSIGN_OR_RETURN(
-            c->open, FrameCipher::ForDirection(secret, nonce, peer_nonce, p, me_.rank, true));
-      }
-      if (me_.rank == 0) {  // the rendezvous: the joining process says where it listens
-        auto join = ReadFrame(c->socket, kHandshakeFrameBytes, answer_by, c->open.get());
-        if (!join.ok() || join->kind != Frame::Kind::kJoin || join->rank != p) {
-          drop("no Join after the handshake");
-          continue;
-        }
-        addresses[static_cast<std::size_t>(p)] = join->address;
-      }
-      c->process = p;
-      im.conns[static_cast<std::size_t>(p)] = std::move(c);
-      ++got;
+      auto h = std::make_unique<Handshake>();
+      h->who = Peer(c->socket);
+      h->c = std::move(c);
+      Handshake* raw = h.get();
+      h->thread = std::thread([&shake, &wanted, raw] {
+        shake(*raw, wanted);
+        raw->done.store(true);
+      });
+      shaking.push_back(std::move(h));
     }
     return Status::Ok();
   };

@@ -345,6 +345,35 @@ TEST(TcpTransportTest, AJoinerRefusesARendezvousWithoutTheSecret) {
   imposter.join();
 }
 
+// Idle connections opened to the rendezvous before the real process joins (a port scan, a
+// flood) do not stall the set-up: their handshakes wait side by side, so 30 of them cost one
+// handshake timeout (2 s), not thirty.
+TEST(TcpTransportTest, ManyIdleConnectionsDoNotStallTheSetUp) {
+  namespace asio = boost::asio;
+  ProcessInfo p0{0, 2, "tessera", "127.0.0.1", 0};
+  auto t0 = TcpTransport::Create(p0, {0, 1}, Options(std::chrono::milliseconds(15000)));
+  ASSERT_TRUE(t0.ok());
+  const std::uint16_t port = (*t0)->listen_port();
+  const auto start = std::chrono::steady_clock::now();
+  Status s0;
+  std::thread establish0([&] { s0 = (*t0)->Establish(); });
+  asio::io_context io;
+  const asio::ip::tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
+  std::vector<std::unique_ptr<asio::ip::tcp::socket>> idle;
+  for (int i = 0; i < 30; ++i) {
+    idle.push_back(std::make_unique<asio::ip::tcp::socket>(io));
+    idle.back()->connect(ep);
+  }
+  ProcessInfo p1{1, 2, "tessera", "127.0.0.1", port};
+  auto t1 = TcpTransport::Create(p1, {0, 1}, Options(std::chrono::milliseconds(15000)));
+  ASSERT_TRUE(t1.ok());
+  const Status s1 = (*t1)->Establish();
+  establish0.join();
+  ASSERT_TRUE(s0.ok()) << s0.ToString();
+  ASSERT_TRUE(s1.ok()) << s1.ToString();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(6));
+}
+
 TEST(TcpTransportTest, AnOversizeFrameFailsTheTransportNamingTheSender) {
   std::vector<TcpOptions> o = {Options(), Options()};
   o[0].max_frame_bytes = 64 * 1024;
