@@ -83,6 +83,14 @@ StatusOr<ProcessInfo> ProcessFromEnvironment() {
     if (v && ParseInt(name, v, 1, info.local_size).ok()) break;
     info.local_size = 1;  // e.g. Slurm's "2(x3)": unknown
   }
+  if (const char* id = Get("TESSERA_RUN_ID")) {
+    info.run_id = id;
+  } else if (const char* job = Get("SLURM_JOB_ID"); job && info.launcher == "srun") {
+    const char* step = Get("SLURM_STEP_ID");
+    info.run_id = std::string("slurm ") + job + "." + (step ? step : "");
+  } else if (const char* ns = Get("PMIX_NAMESPACE"); ns && info.launcher == "mpirun") {
+    info.run_id = std::string("pmix ") + ns;
+  }
   const char* rv = Get("TESSERA_RENDEZVOUS");
   if (!rv) {
     return InvalidArgument("a " + std::to_string(info.size) + "-process run (" + info.launcher +

@@ -24,6 +24,11 @@ struct ProcessInfo {
   // Processes of this run on this machine (TESSERA_LOCAL_SIZE, OMPI_COMM_WORLD_LOCAL_SIZE or
   // an integer SLURM_NTASKS_PER_NODE; else 1): they share its cores.
   int local_size = 1;
+  // What tells this run from another started with the same rendezvous and secret: the
+  // launcher's job id (TESSERA_RUN_ID from tessera launch, fresh for each start;
+  // SLURM_JOB_ID.SLURM_STEP_ID under srun; PMIX_NAMESPACE under mpirun), or empty. The
+  // handshake binds it with the number of processes: a process of another run is refused.
+  std::string run_id = "";
   bool multi_process() const { return size > 1; }
 };
 

@@ -477,9 +477,11 @@ TcpTransport::~TcpTransport() {
 Status TcpTransport::Establish() {
   Impl& im = *impl_;
   const auto deadline = Clock::now() + im.opts.connect_timeout;
-  // Processes that differ in seal_frames hold different keys: their handshake fails.
-  const std::string secret =
-      im.opts.seal_frames ? im.opts.secret : im.opts.secret + std::string("\0insecure", 9);
+  // The key of every MAC binds the run too: processes that differ in seal_frames, in the
+  // number of processes or in the launcher's run id fail their handshakes.
+  const std::string secret = im.opts.secret + std::string("\0", 1) +
+                             (im.opts.seal_frames ? "sealed" : "insecure") + "\0" +
+                             std::to_string(me_.size) + "\0" + me_.run_id;
   const int P = me_.size;
   std::vector<std::string> addresses(static_cast<std::size_t>(P));
   addresses[0] = me_.rendezvous_host + ":" + std::to_string(me_.rendezvous_port);
@@ -526,7 +528,7 @@ Status TcpTransport::Establish() {
     if (peer_nonce.size() != kNonceBytes ||
         !SameMac(answer->mac, ConnectorMac(secret, *nonce, peer_nonce, p, me_.rank))) {
       h.why = "wrong secret (HMAC mismatch) for process " + std::to_string(p) +
-              ", or another --insecure setting";
+              ", or a process of another run (or --insecure setting)";
       return;
     }
     if (!WriteFrame(c.socket, EncodeConfirm(AcceptorMac(secret, *nonce, peer_nonce, p, me_.rank)))
@@ -676,7 +678,8 @@ Status TcpTransport::Establish() {
                            (confirm.ok()
                                 ? std::string("a wrong confirmation")
                                 : confirm.status().message() +
-                                      ": are the secret and --insecure the same everywhere?") +
+                                      ": is it a process of this run, with the same secret and "
+                                      "--insecure setting?") +
                            ")");
       }
       if (im.opts.seal_frames) {

@@ -113,6 +113,9 @@ int RunOnce(const LaunchFlags& f, int attempt) {
   if (!secret.ok()) return Fail(secret.status());
   auto port = net::FreePort(f.bind);
   if (!port.ok()) return Fail(port.status());
+  auto nonce = net::GenerateSecret();  // the run's identity: fresh for every start
+  if (!nonce.ok()) return Fail(nonce.status());
+  const std::string run_id = "launch " + nonce->substr(0, 16);
   const std::string host = f.bind == "0.0.0.0" ? "127.0.0.1" : f.bind == "::" ? "::1" : f.bind;
   const std::string rendezvous =
       (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(*port);
@@ -145,6 +148,7 @@ int RunOnce(const LaunchFlags& f, int attempt) {
       setenv("TESSERA_LOCAL_SIZE", std::to_string(f.processes).c_str(), 1);
       setenv("TESSERA_RENDEZVOUS", rendezvous.c_str(), 1);
       setenv("TESSERA_SECRET", secret->c_str(), 1);
+      setenv("TESSERA_RUN_ID", run_id.c_str(), 1);
       setenv("TESSERA_RESTART", std::to_string(attempt).c_str(), 1);
       unsetenv("TESSERA_SECRET_FILE");
       std::vector<char*> argv;

@@ -374,6 +374,37 @@ TEST(TcpTransportTest, ManyIdleConnectionsDoNotStallTheSetUp) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(6));
 }
 
+// Two runs started with the same rendezvous and secret do not mix: a process of the other run
+// (another launcher run id, or another number of processes) fails its handshake, is dropped,
+// and this run's own process joins.
+TEST(TcpTransportTest, AProcessOfAnotherRunIsRefused) {
+  ProcessInfo p0{0, 2, "tessera", "127.0.0.1", 0};
+  p0.run_id = "launch a";
+  auto t0 = TcpTransport::Create(p0, {0, 1}, Options());
+  ASSERT_TRUE(t0.ok());
+  const std::uint16_t port = (*t0)->listen_port();
+  Status s0;
+  std::thread establish0([&] { s0 = (*t0)->Establish(); });
+  for (const auto& [size, run] : {std::pair<int, const char*>{2, "launch b"}, {3, "launch a"}}) {
+    ProcessInfo other{1, size, "tessera", "127.0.0.1", port};
+    other.run_id = run;
+    auto t =
+        TcpTransport::Create(other, size == 2 ? std::vector<int>{0, 1} : std::vector<int>{0, 1, 2},
+                             Options(std::chrono::milliseconds(3000)));
+    ASSERT_TRUE(t.ok());
+    const Status s = (*t)->Establish();
+    EXPECT_THAT(s.message(), HasSubstr("did not prove it holds the secret")) << run;
+  }
+  ProcessInfo p1{1, 2, "tessera", "127.0.0.1", port};
+  p1.run_id = "launch a";
+  auto t1 = TcpTransport::Create(p1, {0, 1}, Options());
+  ASSERT_TRUE(t1.ok());
+  const Status s1 = (*t1)->Establish();
+  establish0.join();
+  EXPECT_TRUE(s0.ok()) << s0.ToString();
+  EXPECT_TRUE(s1.ok()) << s1.ToString();
+}
+
 TEST(TcpTransportTest, AnOversizeFrameFailsTheTransportNamingTheSender) {
   std::vector<TcpOptions> o = {Options(), Options()};
   o[0].max_frame_bytes = 64 * 1024;
