@@ -130,12 +130,6 @@ Status DataParallelOptions::Validate() const {
 
 namespace {
 
-// The worker whose FinalWorkerState `m` carries, or -1 when `m` is something else.
-int StateOfWorker(const Message& m, const ParameterServer& ps, int workers) {
-  const int w = m.from - ps.WorkerRank(0);
-  return m.kind == MessageKind::kDpWorkerState && w >= 0 && w < workers ? w : -1;
-}
-
 // The worker a barrier message came from, or an error naming what is wrong with it.
 StatusOr<int> BarrierSender(const Message& m, const ParameterServer& ps, int workers) {
   const int w = m.from - ps.WorkerRank(0);
@@ -144,6 +138,21 @@ StatusOr<int> BarrierSender(const Message& m, const ParameterServer& ps, int wor
                            ", which is no worker");
   }
   return w;
+}
+
+// A worker's saved state (kDpWorkerState) into the app, on the driver's process. `gathered`
+// has an element per worker and refuses a second state from one worker.
+Status GatherState(DataParallelApp& app, const Message& m, const ParameterServer& ps,
+                   const std::vector<std::vector<std::uint32_t>>& parts,
+                   std::vector<bool>& gathered) {
+  TESSERA_ASSIGN_OR_RETURN(const int w, BarrierSender(m, ps, static_cast<int>(parts.size())));
+  if (gathered[static_cast<std::size_t>(w)]) {
+    return InvalidArgument("driver: worker " + std::to_string(w) + " sent its state twice");
+  }
+  gathered[static_cast<std::size_t>(w)] = true;
+  StateReader in(m.state, "the state of worker " + std::to_string(w));
+  TESSERA_RETURN_IF_ERROR(app.GatherWorker(w, parts[static_cast<std::size_t>(w)], in));
+  return in.Done();
 }
 
 struct Plan {
@@ -176,7 +185,19 @@ class Worker {
     ctx_.rows_per_clock = rows_per_clock;
   }
 
+  ~Worker() {
+    if (opts_.kept_workers && state_) Kept() = std::move(state_);
+  }
+
   Status Run() {
+    const DpWorkerSetup setup{ctx_.worker, ctx_.num_workers, rows_};
+    if (opts_.kept_workers && Kept()) {
+      state_ = std::move(Kept());
+      app_.ReuseWorker(*state_, setup);
+    } else {
+      state_ = app_.MakeWorker(setup);
+    }
+    ctx_.state = state_.get();
     TESSERA_RETURN_IF_ERROR(app_.Setup(ctx_));
     if (opts_.max_epochs <= opts_.start_epoch) return Evaluate().status();
     std::uint64_t clocks = 0;
@@ -213,15 +234,23 @@ class Worker {
     return Internal("worker passed its last evaluation without a stop");
   }
 
-  // Across processes, to the driver's process once the run has stopped.
-  Status SendFinalState() {
+  // To the driver (wherever it runs) once the run has stopped, and at a checkpoint.
+  Status SendState() {
     Message m;
     m.kind = MessageKind::kDpWorkerState;
-    m.values = app_.FinalWorkerState(ctx_);
+    if (state_) {
+      StateWriter out(m.state);
+      state_->Save(out);
+    }
     return client_.SendToDriver(std::move(m));
   }
 
  private:
+  std::unique_ptr<WorkerState>& Kept() {
+    auto& states = opts_.kept_workers->states;
+    return states[static_cast<std::size_t>(ctx_.worker)];
+  }
+
   // The barrier: returns true when the driver says stop.
   StatusOr<bool> Evaluate() {
     Message arrived;
@@ -246,7 +275,7 @@ class Worker {
     TESSERA_RETURN_IF_ERROR(client_.SendToDriver(std::move(m)));
     TESSERA_ASSIGN_OR_RETURN(Message reply, client_.ReceiveControl());
     while (reply.kind == MessageKind::kDpSaveState) {  // a checkpoint
-      TESSERA_RETURN_IF_ERROR(SendFinalState());
+      TESSERA_RETURN_IF_ERROR(SendState());
       TESSERA_ASSIGN_OR_RETURN(reply, client_.ReceiveControl());
     }
     return reply.kind == MessageKind::kStop;
@@ -257,6 +286,7 @@ class Worker {
   const Plan& plan_;
   PsClient& client_;
   std::vector<std::uint32_t> rows_;
+  std::unique_ptr<WorkerState> state_;
   DpWorkerContext ctx_;
 };
 
@@ -321,6 +351,7 @@ class Driver {
       if (++count < P) continue;
       const bool last = c == last_clock;
       const double objective = app_.Objective(sum);
+      TESSERA_RETURN_IF_ERROR(CheckFiniteObjective(objective, "clock", c));
       terms.erase(c);
       const double seconds = clock_.Seconds();
       const auto values_pushed = static_cast<std::uint64_t>(pushed[c]);
@@ -382,14 +413,13 @@ class Driver {
     return Status::Ok();
   }
 
-  // At the barrier after clock c (an epoch's end, evaluated; every worker waits): the state of the
-  // workers in other processes and every table as the servers hold it after clock c, handed
-  // to opts_.checkpoint.
+  // At the barrier after clock c (an epoch's end, evaluated; every worker waits): every worker's
+  // state and every table as the servers hold it after clock c, handed to opts_.checkpoint.
   Status Checkpoint(std::uint64_t c) {
     Transport& t = ps_.transport();
     int states = 0;
+    std::vector<bool> gathered(parts_.size(), false);
     for (int w = 0; w < opts_.workers; ++w) {
-      if (t.hosts(ps_.WorkerRank(w))) continue;  // shares the app's memory
       Message m;
       m.kind = MessageKind::kDpSaveState;
       m.round = c;
@@ -425,8 +455,8 @@ class Driver {
         TESSERA_RETURN_IF_ERROR(ps_.PlaceValues(m, tables[m.table]));
         requests.erase(pull);
         --pulls;
-      } else if (const int w = StateOfWorker(m, ps_, opts_.workers); w >= 0) {
-        TESSERA_RETURN_IF_ERROR(app_.MergeWorkerState(w, parts_[w], m.values));
+      } else if (m.kind == MessageKind::kDpWorkerState) {
+        TESSERA_RETURN_IF_ERROR(GatherState(app_, m, ps_, parts_, gathered));
         --states;
       } else {
         return Internal("driver: an unexpected message during a checkpoint");
@@ -439,7 +469,7 @@ class Driver {
   const DataParallelOptions& opts_;
   const Plan& plan_;
   ParameterServer& ps_;
-  const std::vector<std::vector<std::uint32_t>>& parts_;  // of workers in other processes
+  const std::vector<std::vector<std::uint32_t>>& parts_;  // every worker's rows
   double last_checkpoint_ = 0;                            // clock_ seconds
   Stopwatch clock_;
   ProgressLine progress_;
@@ -510,6 +540,9 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
   Transport& t = ps->transport();
   const bool distributed = !t.in_process();
   if (distributed) ps->StopAfterWorkers();
+  if (options.kept_workers && options.kept_workers->states.size() < parts.size()) {
+    options.kept_workers->states.resize(parts.size());
+  }
   std::vector<Status> worker_status(options.workers);
   WaitGroup done;
   FiberPool& pool = FiberPool::Global();
@@ -517,9 +550,9 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
     if (!t.hosts(ps->WorkerRank(w))) continue;
     done.Add(1);
     pool.Spawn([&, w] {
-      Worker worker(app, options, plan, ps->client(w), std::move(parts[w]), rows_per_clock);
+      Worker worker(app, options, plan, ps->client(w), parts[w], rows_per_clock);
       worker_status[w] = worker.Run();
-      if (worker_status[w].ok() && !t.hosts(0)) worker_status[w] = worker.SendFinalState();
+      if (worker_status[w].ok()) worker_status[w] = worker.SendState();
       if (!worker_status[w].ok()) {
         t.Close();  // wakes everyone: the run fails
       } else if (distributed) {
@@ -547,18 +580,15 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
     });
   }
   done.Wait();
-  // The driver's process gets the final state of every worker elsewhere (FinalWorkerState),
-  // interleaved with the remote shards' tables.
-  int states_due = 0;
-  if (driver_here) {
-    for (int w = 0; w < options.workers; ++w) states_due += t.hosts(ps->WorkerRank(w)) ? 0 : 1;
-  }
+  // The driver's process gets the final state of every worker, interleaved with the remote
+  // shards' tables.
+  int states_due = driver_here ? options.workers : 0;
+  std::vector<bool> gathered(parts.size(), false);
   Status merged = Status::Ok();
   auto merge = [&](Message& m) {
-    const int w = StateOfWorker(m, *ps, options.workers);
-    if (w < 0 || t.hosts(m.from)) return;  // a late control message of the run
+    if (m.kind != MessageKind::kDpWorkerState) return;  // a late control message of the run
     --states_due;
-    if (merged.ok()) merged = app.MergeWorkerState(w, parts[w], m.values);
+    if (merged.ok()) merged = GatherState(app, m, *ps, parts, gathered);
   };
   ps->Shutdown(merge);
   while (states_due > 0 && run.ok() && ps->final_status().ok()) {

@@ -76,21 +76,32 @@ struct DataParallelOptions {
   // Driver, when set: called at the first evaluation barrier that ends an epoch (after its
   // Objective) once checkpoint_every seconds (0: at every such barrier) have passed since the
   // start or the last call, not at the last one. Nobody pushes then:
-  // `tables` are the servers' values after `epochs_done` epochs, and every worker's
-  // FinalWorkerState has reached the app (MergeWorkerState, for workers in other processes),
-  // so app state and tables agree. The app saves them; an error stops the run.
+  // `tables` are the servers' values after `epochs_done` epochs, and every worker's saved
+  // state has reached the app (GatherWorker), so app state and tables agree. The app saves
+  // them; an error stops the run.
   double checkpoint_every = 0;
   std::function<Status(std::uint64_t epochs_done, const std::vector<Eigen::VectorXd>& tables)>
       checkpoint;
   // A resumed run: the epochs already done. The app has put the saved tables in its
   // TableSpec::initial_values and its workers' state back; the run goes on from this epoch.
   std::uint64_t start_epoch = 0;
+  // Null: every run makes its workers' state anew (MakeWorker). Set: a run takes worker w's
+  // state from an earlier run over the same app in this process (ReuseWorker) and keeps it
+  // for the next one.
+  std::shared_ptr<KeptWorkers> kept_workers{};
   Status Validate() const;
 };
 
 // An app that offers both modes keeps one EngineOptions for the run: this copies its workers,
 // time limit, trace, progress display and label into the data-parallel options.
 void CopyRunOptions(const EngineOptions& engine, DataParallelOptions& dp);
+
+// What DataParallelApp::MakeWorker is told.
+struct DpWorkerSetup {
+  int worker = 0;  // 0..num_workers-1
+  int num_workers = 1;
+  std::span<const std::uint32_t> rows;  // the worker's partition
+};
 
 // What a worker knows while it computes.
 struct DpWorkerContext {
@@ -99,16 +110,28 @@ struct DpWorkerContext {
   std::uint64_t epoch = 0;
   PsClient* client = nullptr;           // this worker's handle on the parameter server
   std::span<const std::uint32_t> rows;  // the worker's partition
+  WorkerState* state = nullptr;         // MakeWorker's (null when the app makes none)
   int replication = 1;                  // workers holding each row (P under overlap_reshuffle)
   // Rows all workers process in one clock (a gradient summed over one clock's pushes of every
   // worker is an average when each worker scales its sum by 1 / rows_per_clock).
   double rows_per_clock = 1;
   bool ends_clock = false;  // in ProcessBatch: the engine ends a clock after this batch
+
+  // This worker's state as the app's type.
+  template <class T>
+  T& State() const {
+    TESSERA_CHECK(state != nullptr) << "worker " << worker << " has no state (MakeWorker)";
+    return static_cast<T&>(*state);
+  }
 };
 
-// A data-parallel application. Thread model: Tables and Objective run on the driver; Setup,
-// ProcessBatch and EvaluateTerms on worker w's fiber, touching only what worker w owns and the
-// parameter server through ctx.client. Workers run concurrently.
+// A data-parallel application. Thread model: Tables, Objective, GatherWorker and the
+// checkpoint calls run on the driver; MakeWorker, ReuseWorker, Setup, ProcessBatch and
+// EvaluateTerms on worker w's fiber, touching only worker w's state (ctx.State), what the app
+// object holds read-only, and the parameter server through ctx.client. Workers run
+// concurrently, possibly in other processes, each with its own copy of the app object: nothing
+// a worker writes reaches the driver except through the tables, its objective terms and its
+// saved state.
 class DataParallelApp {
  public:
   virtual ~DataParallelApp() = default;
@@ -116,6 +139,28 @@ class DataParallelApp {
   virtual std::size_t num_rows() const = 0;
   // Driver, once, before the servers start: the tables (TableId = index).
   virtual std::vector<TableSpec> Tables(const DataParallelOptions& options) = 0;
+  // Worker, once, on its own fiber in the process that hosts it, before Setup: the worker's
+  // state (its rows' data, its share of the model, scratch, random streams), owned by the
+  // engine. Default: none.
+  virtual std::unique_ptr<WorkerState> MakeWorker(const DpWorkerSetup& setup) {
+    (void)setup;
+    return nullptr;
+  }
+  // Worker, instead of MakeWorker, when DataParallelOptions::kept_workers holds this worker's
+  // state from an earlier run in this process (a path of fits): readies it for this run.
+  virtual void ReuseWorker(WorkerState& state, const DpWorkerSetup& setup) {
+    (void)state;
+    (void)setup;
+  }
+  // Driver's process, at the end of the run and before every checkpoint, in worker order: a
+  // worker's state as its WorkerState::Save wrote it, which travels by message from wherever
+  // the worker runs. The reader must be read to its end. Default: nothing to gather.
+  virtual Status GatherWorker(int worker, std::span<const std::uint32_t> rows, StateReader& in) {
+    (void)worker;
+    (void)rows;
+    (void)in;
+    return Status::Ok();
+  }
   // Worker, once, before the first batch. May pull, push and clock (e.g. to share statistics),
   // but every worker must call Clock() the same number of times here.
   virtual Status Setup(DpWorkerContext& ctx) {
@@ -129,21 +174,6 @@ class DataParallelApp {
   virtual StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext& ctx) = 0;
   // Driver: the objective from the terms summed over workers.
   virtual double Objective(const Eigen::VectorXd& summed_terms) = 0;
-  // Across processes, what the driver's process needs of a worker elsewhere once the run has
-  // stopped (MF: the W rows of its users): the worker, after its last batch, returns it here
-  // and the driver's process gets it in MergeWorkerState, with the worker's rows, before
-  // RunDataParallel returns. In one process neither is called. Default: nothing.
-  virtual Eigen::VectorXd FinalWorkerState(DpWorkerContext& ctx) {
-    (void)ctx;
-    return {};
-  }
-  virtual Status MergeWorkerState(int worker, std::span<const std::uint32_t> rows,
-                                  const Eigen::VectorXd& state) {
-    (void)worker;
-    (void)rows;
-    (void)state;
-    return Status::Ok();
-  }
   // Checkpoints (UseCheckpoints). Driver, at a checkpoint barrier: the app's state after
   // `epochs` epochs with the servers' `tables`. Every process, before the run: puts a
   // checkpoint back (tables into TableSpec::initial_values, workers' state) and returns the

@@ -53,7 +53,7 @@ enum class MessageKind : std::uint8_t {
   kDpArrived,      // worker -> driver: ended clock `round`; values = [values pushed, bytes moved]
   kDpTerms,        // worker -> driver: its objective terms (`values`) at clock `round`
   kDpSaveState,    // driver -> worker: send kDpWorkerState (a checkpoint), then wait for more
-  kDpWorkerState,  // worker -> driver: `values` = the app's FinalWorkerState
+  kDpWorkerState,  // worker -> driver: `state` = the bytes its WorkerState::Save wrote
   kContinue,       // driver -> worker: leave the barrier of clock `round` and go on
 
   // Model-parallel state.

@@ -92,6 +92,14 @@ std::uint64_t PeakRssBytes() {
   return 0;
 }
 
+Status CheckFiniteObjective(double objective, const char* unit, std::uint64_t step) {
+  if (std::isfinite(objective)) return Status::Ok();
+  return DataLoss("the objective is " + FormatDouble(objective) + " after " + unit + " " +
+                  std::to_string(step) +
+                  ": the data or the options (a huge value, a step size that diverges) give "
+                  "values that are not finite numbers");
+}
+
 std::string FormatDouble(double v) {
   if (std::isnan(v)) return "nan";
   char buf[64];

@@ -72,4 +72,8 @@ std::uint64_t PeakRssBytes();
 // Shortest decimal form that reads back to the same double.
 std::string FormatDouble(double v);
 
+// Ok when an evaluation's objective is a finite number. Otherwise the error that stops the
+// run (both engines check every evaluation): "the objective is nan after round 12: ...".
+Status CheckFiniteObjective(double objective, const char* unit, std::uint64_t step);
+
 }  // namespace tessera

@@ -570,7 +570,9 @@ class Coordinator {
     TESSERA_ASSIGN_OR_RETURN(auto replies, Gather(MessageKind::kEvaluation, round));
     Eigen::VectorXd sum = replies[0].values;
     for (std::size_t i = 1; i < replies.size(); ++i) sum += replies[i].values;
-    return app_.Objective(sum);
+    const double objective = app_.Objective(sum);
+    TESSERA_RETURN_IF_ERROR(CheckFiniteObjective(objective, "round", round));
+    return objective;
   }
 
   void Record(std::uint64_t round, double objective, std::uint64_t changed) {

@@ -1395,32 +1395,30 @@ Status PsClient::Handle(Message& m) {
     return Status::Ok();
   }
   TESSERA_RETURN_IF_ERROR(ps_->CheckValues(m));
-  const auto it = m.request == 0 ? pending_.end() : pending_.find(m.request);
-  if (m.request != 0 && it == pending_.end()) {
+  if (m.request == 0) {  // an eager refresh (ESSP): for the cache alone
+    StoreInCache(m.table, m);
+    ++stats_.eager_refreshes;
+    return Status::Ok();
+  }
+  const auto it = pending_.find(m.request);
+  if (it == pending_.end()) {
     return InvalidArgument("worker " + std::to_string(worker_) + ": rank " +
                            std::to_string(m.from) + " answered request " +
                            std::to_string(m.request) + ", which is not pending");
   }
-  if (it != pending_.end()) {
-    const PendingReply& p = it->second;
-    const auto n = static_cast<std::size_t>(m.values.size());
-    const auto total = static_cast<std::size_t>(p.state->values.size());
-    const std::size_t expected = p.positions.empty()
-                                     ? total - std::min(p.offset, total)
-                                     : p.positions.size() * static_cast<std::size_t>(p.state->dim);
-    if (p.positions.empty() ? n > expected : n != expected) {
-      return InvalidArgument("worker " + std::to_string(worker_) + ": rank " +
-                             std::to_string(m.from) + " answered request " +
-                             std::to_string(m.request) + " with " + std::to_string(n) +
-                             " values where " + std::to_string(expected) + " were asked");
-    }
+  PendingReply& p = it->second;
+  const auto n = static_cast<std::size_t>(m.values.size());
+  const auto total = static_cast<std::size_t>(p.state->values.size());
+  const std::size_t expected = p.positions.empty()
+                                   ? total - std::min(p.offset, total)
+                                   : p.positions.size() * static_cast<std::size_t>(p.state->dim);
+  if (p.positions.empty() ? n > expected : n != expected) {
+    return InvalidArgument("worker " + std::to_string(worker_) + ": rank " +
+                           std::to_string(m.from) + " answered request " +
+                           std::to_string(m.request) + " with " + std::to_string(n) +
+                           " values where " + std::to_string(expected) + " were asked");
   }
   StoreInCache(m.table, m);
-  if (m.request == 0) {
-    ++stats_.eager_refreshes;
-    return Status::Ok();
-  }
-  PendingReply& p = it->second;
   PullFuture::State& st = *p.state;
   const int dim = st.dim;
   if (!p.positions.empty()) {

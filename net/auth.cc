@@ -115,6 +115,18 @@ const EVP_CIPHER* Aes256Gcm() {
 FrameCipher::FrameCipher(std::string key) : key_(std::move(key)), ctx_(std::make_unique<Ctx>()) {}
 FrameCipher::~FrameCipher() = default;
 
+StatusOr<FrameCipher::Pair> FrameCipher::ForConnection(std::string_view secret,
+                                                       std::string_view nonce_a,
+                                                       std::string_view nonce_c, int connector,
+                                                       int acceptor, bool connecting) {
+  Pair keys;
+  TESSERA_ASSIGN_OR_RETURN(keys.seal,
+                           ForDirection(secret, nonce_a, nonce_c, connector, acceptor, connecting));
+  TESSERA_ASSIGN_OR_RETURN(
+      keys.open, ForDirection(secret, nonce_a, nonce_c, connector, acceptor, !connecting));
+  return keys;
+}
+
 StatusOr<std::unique_ptr<FrameCipher>> FrameCipher::ForDirection(std::string_view secret,
                                                                  std::string_view nonce_a,
                                                                  std::string_view nonce_c,

@@ -61,6 +61,14 @@ class FrameCipher {
                                                              std::string_view nonce_c,
                                                              int connector, int acceptor,
                                                              bool to_acceptor);
+  // Both directions of a connection, as this end uses them: `seal` for what it sends, `open`
+  // for what it receives (`connecting`: this end is the connector).
+  struct Pair {
+    std::unique_ptr<FrameCipher> seal, open;
+  };
+  static StatusOr<Pair> ForConnection(std::string_view secret, std::string_view nonce_a,
+                                      std::string_view nonce_c, int connector, int acceptor,
+                                      bool connecting);
   // `framed` is a 4-byte length and a body (AppendFrame's output); encrypts the body in place,
   // appends the tag and rewrites the length.
   void Seal(std::string& framed);

@@ -537,14 +537,13 @@ Status TcpTransport::Establish() {
       return;
     }
     if (im.opts.seal_frames) {
-      auto seal = FrameCipher::ForDirection(secret, *nonce, peer_nonce, p, me_.rank, false);
-      auto open = FrameCipher::ForDirection(secret, *nonce, peer_nonce, p, me_.rank, true);
-      if (!seal.ok() || !open.ok()) {
-        h.why = (seal.ok() ? open.status() : seal.status()).message();
+      auto keys = FrameCipher::ForConnection(secret, *nonce, peer_nonce, p, me_.rank, false);
+      if (!keys.ok()) {
+        h.why = keys.status().message();
         return;
       }
-      c.seal = std::move(*seal);
-      c.open = std::move(*open);
+      c.seal = std::move(keys->seal);
+      c.open = std::move(keys->open);
     }
     if (me_.rank == 0) {  // the rendezvous: the joining process says where it listens
       auto join = ReadFrame(c.socket, kHandshakeFrameBytes, answer_by, c.open.get());
@@ -684,9 +683,9 @@ Status TcpTransport::Establish() {
       }
       if (im.opts.seal_frames) {
         TESSERA_ASSIGN_OR_RETURN(
-            c->seal, FrameCipher::ForDirection(secret, nonce_a, nonce_c, me_.rank, p, true));
-        TESSERA_ASSIGN_OR_RETURN(
-            c->open, FrameCipher::ForDirection(secret, nonce_a, nonce_c, me_.rank, p, false));
+            auto keys, FrameCipher::ForConnection(secret, nonce_a, nonce_c, me_.rank, p, true));
+        c->seal = std::move(keys.seal);
+        c->open = std::move(keys.open);
       }
       c->process = p;
       return c;

@@ -50,7 +50,6 @@ class DataParallelLasso::App final : public DataParallelApp {
  public:
   App(const Dataset& data, const LassoOptions& opts)
       : data_(data), opts_(opts), n_(data.rows()), p_(data.cols()) {
-    shards_.resize(opts.data_parallel.workers);
     beta_ = Eigen::VectorXd::Zero(p_);
   }
 
@@ -164,17 +163,22 @@ class DataParallelLasso::App final : public DataParallelApp {
     Keep(s, lipschitz);
   }
 
-  Status Setup(DpWorkerContext& ctx) override {
-    Shard& sh = shards_[ctx.worker];
-    if (sh.x.cols() == 0) {  // this worker's first run
-      BuildShard(sh, ctx.rows);
-      sh.y.array() -= ybar_;  // from here on, the centered response ỹ
-    }
-    return Status::Ok();
+  // A worker's rows, built by its first fit and kept for the rest of the path.
+  std::unique_ptr<WorkerState> MakeWorker(const DpWorkerSetup& setup) override {
+    auto sh = std::make_unique<Shard>();
+    BuildShard(*sh, setup.rows);
+    sh->y.array() -= ybar_;  // from here on, the centered response ỹ
+    return sh;
+  }
+  // A later fit of the path: its gradients start anew.
+  void ReuseWorker(WorkerState& state, const DpWorkerSetup&) override {
+    auto& sh = static_cast<Shard&>(state);
+    sh.g_acc.resize(0);
+    sh.g_last.resize(0);
   }
 
   Status ProcessBatch(DpWorkerContext& ctx, std::span<const std::uint32_t> batch) override {
-    Shard& sh = shards_[ctx.worker];
+    Shard& sh = ctx.State<Shard>();
     const KeyRange all{0, static_cast<Key>(p_)};
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd b, ctx.client->PullRange(kBeta, all).Get());
     if (sh.g_acc.size() != p_) sh.g_acc = Eigen::VectorXd::Zero(p_);
@@ -211,7 +215,7 @@ class DataParallelLasso::App final : public DataParallelApp {
 
   StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext& ctx) override {
     Eigen::VectorXd t = Eigen::VectorXd::Zero(2);
-    Shard& sh = shards_[ctx.worker];
+    Shard& sh = ctx.State<Shard>();
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd b,
                              ctx.client->PullRange(kBeta, {0, static_cast<Key>(p_)}).Get());
     Eigen::VectorXd r = sh.x * b;
@@ -229,13 +233,8 @@ class DataParallelLasso::App final : public DataParallelApp {
   }
 
   // The solver's side, between runs.
-  void BeginFit(double lambda) {
-    lambda_ = lambda;
-    for (Shard& sh : shards_) {
-      sh.g_acc.resize(0);
-      sh.g_last.resize(0);
-    }
-  }
+  void BeginFit(double lambda) { lambda_ = lambda; }
+  std::shared_ptr<KeptWorkers> kept_workers() const { return kept_; }
   void FinishSetup(const Dataset& data) {
     oracle_ = std::make_unique<LassoOracle>(data.x, data.y, mu_, *pf_);
   }
@@ -244,7 +243,7 @@ class DataParallelLasso::App final : public DataParallelApp {
   Eigen::VectorXd& beta() { return beta_; }
 
  private:
-  struct Shard {
+  struct Shard final : WorkerState {
     SparseColMatrix x;              // the worker's rows, column-major
     Eigen::VectorXd y;              // their responses (centered after setup)
     Eigen::VectorXd g_acc, g_last;  // gradient of this clock so far; the last one pushed
@@ -282,7 +281,7 @@ class DataParallelLasso::App final : public DataParallelApp {
   const Dataset& data_;
   LassoOptions opts_;
   const Eigen::Index n_, p_;
-  std::vector<Shard> shards_;
+  std::shared_ptr<KeptWorkers> kept_ = std::make_shared<KeptWorkers>();  // the workers' Shards
   // Set by LocalSetup, read-only afterwards.
   Eigen::VectorXd mu_;
   std::shared_ptr<const Eigen::VectorXd> pf_ = std::make_shared<const Eigen::VectorXd>();
@@ -323,6 +322,7 @@ StatusOr<LassoSolution> DataParallelLasso::Fit(double lambda, const CheckpointHo
                                                double every) {
   app_->BeginFit(lambda);
   DataParallelOptions dp = options_.data_parallel;
+  dp.kept_workers = app_->kept_workers();
   if (checkpoint && every > 0) {
     dp.checkpoint_every = every;
     dp.checkpoint = [&checkpoint](std::uint64_t epochs,

@@ -28,31 +28,36 @@ using lda_internal::Rng;
 using lda_internal::Tokens;
 using lda_internal::WordIndex;
 
-struct DpWorker {
-  std::vector<std::uint32_t> docs;
-  WordIndex words;                   // my tokens of each word
-  std::vector<std::int32_t> slot;    // internal word -> row of `mine`, -1 when I have none
-  std::vector<std::int32_t> mine;    // m_kw over my tokens, one K-row per slot
-  std::vector<std::int32_t> pos;     // internal word -> row in the batch copy, -1 otherwise
-  std::vector<Key> keys;             // the batch's words, then V
-  std::vector<std::int32_t> counts;  // batch copy of n_kw, one K-row per key
-  std::vector<std::int32_t> base;    // `counts` as pulled (after raising stale counts)
-  std::vector<double> nk, nk_base;   // totals copy
-  std::vector<Key> changed;          // rows pushed
+// A worker's own state: its documents' tokens (a copy: word, topic, document offsets), the
+// counts over them, its random stream and scratch.
+struct DpWorker final : WorkerState {
+  std::vector<std::uint32_t> docs;    // global ids; local document l is docs[l]
+  std::vector<std::int32_t> local;    // global document -> local one, -1 for another worker's
+  Tokens mine;                        // my documents' tokens, local document order
+  WordIndex words;                    // my tokens of each word
+  std::vector<std::int32_t> slot;     // internal word -> row of `mine`, -1 when I have none
+  std::vector<std::int32_t> mine_kw;  // m_kw over my tokens, one K-row per slot
+  std::vector<std::int32_t> pos;      // internal word -> row in the batch copy, -1 otherwise
+  std::vector<Key> keys;              // the batch's words, then V
+  std::vector<std::int32_t> counts;   // batch copy of n_kw, one K-row per key
+  std::vector<std::int32_t> base;     // `counts` as pulled (after raising stale counts)
+  std::vector<double> nk, nk_base;    // totals copy
+  std::vector<Key> changed;           // rows pushed
   std::vector<double> delta;
   std::vector<std::int32_t> nd;  // scratch: one document's counts
   std::vector<double> scratch;
   std::uint64_t sampled = 0;  // tokens sampled so far
   Rng rng;
+
+  // The topics of my tokens, in document order.
+  void Save(StateWriter& out) const override { out.Put(mine.topic); }
 };
 
 class DpLdaApp final : public DataParallelApp {
  public:
   DpLdaApp(const Corpus& corpus, const LdaOptions& o, const Corpus* test,
            const std::function<void(const LdaIteration&)>& on_iteration)
-      : c_(corpus, o, test, on_iteration, 1), opts_(o), V_(corpus.num_words()) {
-    workers_.resize(static_cast<std::size_t>(o.engine.workers));
-  }
+      : c_(corpus, o, test, on_iteration, 1), opts_(o), V_(corpus.num_words()) {}
 
   std::size_t num_rows() const override { return t_.num_docs(); }
 
@@ -73,40 +78,52 @@ class DpLdaApp final : public DataParallelApp {
     return {spec};
   }
 
-  Status Setup(DpWorkerContext& ctx) override {
-    DpWorker& me = workers_[static_cast<std::size_t>(ctx.worker)];
+  std::unique_ptr<WorkerState> MakeWorker(const DpWorkerSetup& setup) override {
+    auto me = std::make_unique<DpWorker>();
     const auto K = static_cast<std::size_t>(h_.K);
-    me.docs.assign(ctx.rows.begin(), ctx.rows.end());
-    me.words = lda_internal::BuildWordIndex(t_, me.docs);
-    me.slot.assign(V_, -1);
-    me.pos.assign(V_, -1);
+    me->docs.assign(setup.rows.begin(), setup.rows.end());
+    me->local.assign(t_.num_docs(), -1);
+    Tokens& mine = me->mine;
+    mine.word_count.assign(V_, 0);
+    for (std::size_t l = 0; l < me->docs.size(); ++l) {
+      const std::uint32_t d = me->docs[l];
+      me->local[d] = static_cast<std::int32_t>(l);
+      for (std::uint64_t i = t_.doc_ptr[d]; i < t_.doc_ptr[d + 1]; ++i) {
+        mine.word.push_back(t_.word[i]);
+        mine.topic.push_back(t_.topic[i]);
+        ++mine.word_count[t_.word[i]];
+      }
+      mine.doc_ptr.push_back(mine.word.size());
+    }
+    me->words = lda_internal::BuildWordIndex(mine, 0, mine.num_docs());
+    me->slot.assign(V_, -1);
+    me->pos.assign(V_, -1);
     std::int32_t slots = 0;
     for (std::size_t w = 0; w < V_; ++w) {
-      if (me.words.ptr[w + 1] > me.words.ptr[w]) me.slot[w] = slots++;
+      if (mine.word_count[w] > 0) me->slot[w] = slots++;
     }
-    me.mine.assign(static_cast<std::size_t>(slots) * K, 0);
-    for (std::uint32_t d : me.docs) {
-      for (std::uint64_t i = t_.doc_ptr[d]; i < t_.doc_ptr[d + 1]; ++i) {
-        ++me.mine[static_cast<std::size_t>(me.slot[t_.word[i]]) * K + t_.topic[i]];
-      }
+    me->mine_kw.assign(static_cast<std::size_t>(slots) * K, 0);
+    for (std::size_t i = 0; i < mine.num_tokens(); ++i) {
+      ++me->mine_kw[static_cast<std::size_t>(me->slot[mine.word[i]]) * K + mine.topic[i]];
     }
-    me.nd.assign(K, 0);
-    me.scratch.assign(K, 0);
-    me.rng.Seed(opts_.seed * 1000003 + static_cast<std::uint64_t>(ctx.worker) + 1);
-    if (ctx.worker == 0) rec_.clock = Stopwatch();
-    return Status::Ok();
+    me->nd.assign(K, 0);
+    me->scratch.assign(K, 0);
+    me->rng.Seed(opts_.seed * 1000003 + static_cast<std::uint64_t>(setup.worker) + 1);
+    return me;
   }
 
   Status ProcessBatch(DpWorkerContext& ctx, std::span<const std::uint32_t> batch) override {
-    DpWorker& me = workers_[static_cast<std::size_t>(ctx.worker)];
+    DpWorker& me = ctx.State<DpWorker>();
+    const Tokens& t = me.mine;
     const auto K = static_cast<std::size_t>(h_.K);
     me.keys.clear();
     for (std::uint32_t d : batch) {
-      for (std::uint64_t i = t_.doc_ptr[d]; i < t_.doc_ptr[d + 1]; ++i) {
-        std::int32_t& p = me.pos[t_.word[i]];
+      const auto l = static_cast<std::size_t>(me.local[d]);
+      for (std::uint64_t i = t.doc_ptr[l]; i < t.doc_ptr[l + 1]; ++i) {
+        std::int32_t& p = me.pos[t.word[i]];
         if (p < 0) {
           p = 0;
-          me.keys.push_back(t_.word[i]);
+          me.keys.push_back(t.word[i]);
         }
       }
     }
@@ -118,7 +135,8 @@ class DpLdaApp final : public DataParallelApp {
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd pulled, ctx.client->Pull(0, me.keys).Get());
     me.counts.resize(rows * K);
     for (std::size_t j = 0; j < rows; ++j) {
-      const std::int32_t* own = me.mine.data() + static_cast<std::size_t>(me.slot[me.keys[j]]) * K;
+      const std::int32_t* own =
+          me.mine_kw.data() + static_cast<std::size_t>(me.slot[me.keys[j]]) * K;
       for (std::size_t k = 0; k < K; ++k) {
         const auto n =
             static_cast<std::int32_t>(std::lround(pulled[static_cast<Eigen::Index>(j * K + k)]));
@@ -135,18 +153,19 @@ class DpLdaApp final : public DataParallelApp {
     auto row = [counts, pos, K](std::uint32_t w) {
       return counts + static_cast<std::size_t>(pos[w]) * K;
     };
-    std::int32_t* mine = me.mine.data();
+    std::int32_t* mine = me.mine_kw.data();
     const std::int32_t* slot = me.slot.data();
     auto own = [mine, slot, K](std::uint32_t w) {
       return mine + static_cast<std::size_t>(slot[w]) * K;
     };
+    std::uint32_t* topic = me.mine.topic.data();
     for (std::uint32_t d : batch) {
-      const std::uint64_t db = t_.doc_ptr[d], de = t_.doc_ptr[d + 1];
-      for (std::uint64_t i = db; i < de; ++i) ++me.nd[t_.topic[i]];
-      lda_internal::SampleSegment<true>(h_, db, de, db, de, t_.word.data(), t_.topic.data(),
-                                        me.nd.data(), row, me.nk.data(), View(me.words), own,
-                                        me.rng, me.scratch);
-      for (std::uint64_t i = db; i < de; ++i) me.nd[t_.topic[i]] = 0;
+      const auto l = static_cast<std::size_t>(me.local[d]);
+      const std::uint64_t db = t.doc_ptr[l], de = t.doc_ptr[l + 1];
+      for (std::uint64_t i = db; i < de; ++i) ++me.nd[topic[i]];
+      lda_internal::SampleSegment<true>(h_, db, de, db, de, t.word.data(), topic, me.nd.data(), row,
+                                        me.nk.data(), View(me.words), own, me.rng, me.scratch);
+      for (std::uint64_t i = db; i < de; ++i) me.nd[topic[i]] = 0;
       me.sampled += de - db;
     }
 
@@ -173,10 +192,10 @@ class DpLdaApp final : public DataParallelApp {
   // evaluation seconds (worker 0)].
   StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext& ctx) override {
     Stopwatch clock;
-    DpWorker& me = workers_[static_cast<std::size_t>(ctx.worker)];
+    DpWorker& me = ctx.State<DpWorker>();
     const int K = h_.K;
     Eigen::VectorXd t = Eigen::VectorXd::Zero(6);
-    t[0] = lda_internal::DocLogLikelihood(h_, t_, me.docs, me.nd);
+    t[0] = lda_internal::DocLogLikelihood(h_, me.mine, 0, me.mine.num_docs(), me.nd);
     const KeyRange slice = SplitRange(V_, ctx.num_workers)[static_cast<std::size_t>(ctx.worker)];
     if (slice.size() > 0) {
       TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd rows, ctx.client->PullRange(0, slice).Get());
@@ -215,43 +234,33 @@ class DpLdaApp final : public DataParallelApp {
     return ll / static_cast<double>(t_.num_tokens());
   }
 
-  // Across processes: the topics of a worker's tokens travel to the driver's process (the
-  // model's document-topic counts).
-  Eigen::VectorXd FinalWorkerState(DpWorkerContext& ctx) override {
-    std::vector<double> topics;
-    for (std::uint32_t d : ctx.rows) {
-      for (std::uint64_t i = t_.doc_ptr[d]; i < t_.doc_ptr[d + 1]; ++i) {
-        topics.push_back(t_.topic[i]);
-      }
-    }
-    return Eigen::Map<const Eigen::VectorXd>(topics.data(),
-                                             static_cast<Eigen::Index>(topics.size()));
-  }
-  Status MergeWorkerState(int worker, std::span<const std::uint32_t> docs,
-                          const Eigen::VectorXd& topics) override {
+  // The driver's copy of every token's topic (the model's document-topic counts), from the
+  // workers at the end and before each checkpoint.
+  Status GatherWorker(int worker, std::span<const std::uint32_t> docs, StateReader& in) override {
+    std::vector<std::uint32_t> topics;
+    TESSERA_RETURN_IF_ERROR(in.Get(topics));
     std::uint64_t n = 0;
     for (std::uint32_t d : docs) n += t_.doc_ptr[d + 1] - t_.doc_ptr[d];
-    if (static_cast<std::uint64_t>(topics.size()) != n) {
-      return Internal("worker " + std::to_string(worker) + " sent " +
+    if (topics.size() != n) {
+      return DataLoss("worker " + std::to_string(worker) + " sent " +
                       std::to_string(topics.size()) + " topics for " + std::to_string(n) +
                       " tokens");
     }
-    Eigen::Index j = 0;
+    std::size_t j = 0;
     for (std::uint32_t d : docs) {
-      for (std::uint64_t i = t_.doc_ptr[d]; i < t_.doc_ptr[d + 1]; ++i) {
-        const double k = topics[j++];
-        if (!(k >= 0 && k < h_.K)) {
-          return Internal("worker " + std::to_string(worker) + " sent topic " + std::to_string(k) +
-                          " of " + std::to_string(h_.K));
+      for (std::uint64_t i = t_.doc_ptr[d]; i < t_.doc_ptr[d + 1]; ++i, ++j) {
+        if (topics[j] >= static_cast<std::uint32_t>(h_.K)) {
+          return DataLoss("worker " + std::to_string(worker) + " sent topic " +
+                          std::to_string(topics[j]) + " of " + std::to_string(h_.K));
         }
-        t_.topic[i] = static_cast<std::uint32_t>(k);
+        t_.topic[i] = topics[j];
       }
     }
     return Status::Ok();
   }
 
-  // Every token's topic after `sweeps` sweeps (the workers of other processes have sent
-  // theirs) and the evaluations so far. The counts follow from the topics.
+  // Every token's topic after `sweeps` sweeps (the workers have sent theirs) and the
+  // evaluations so far. The counts follow from the topics.
   StatusOr<Checkpoint> SaveCheckpoint(std::uint64_t sweeps,
                                       const std::vector<Eigen::VectorXd>&) override {
     Checkpoint c = c_.Save(c_.Problem());
@@ -275,6 +284,7 @@ class DpLdaApp final : public DataParallelApp {
     }
     return c_.Model(wt);
   }
+  void StartClock() { rec_.clock = Stopwatch(); }
   LdaResult Finish(const Eigen::VectorXd& table, RunResult run) const {
     return c_.Finish(Model(table), std::move(run));
   }
@@ -286,7 +296,6 @@ class DpLdaApp final : public DataParallelApp {
   const std::size_t V_;
   Tokens& t_ = c_.t;
   lda_internal::Recorder& rec_ = c_.rec;
-  std::vector<DpWorker> workers_;
 };
 
 }  // namespace
@@ -307,6 +316,7 @@ StatusOr<LdaResult> TrainLdaDataParallel(
       UseCheckpoints(app,
                      {options.checkpoint_dir, options.checkpoint_every, options.resume, "sweeps"},
                      options.engine.transport, dp, dir));
+  app.StartClock();
   TESSERA_ASSIGN_OR_RETURN(DataParallelResult r,
                            RunDataParallel(app, dp, options.engine.transport));
   if (!r.run.holds_result) {

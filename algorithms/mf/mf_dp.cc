@@ -22,25 +22,44 @@ namespace {
 
 using Factors = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+// A worker's own state: its users' ratings, their rows of W, its random stream and scratch.
+struct SgdWorker final : WorkerState {
+  std::vector<std::int32_t> local;         // user -> row of `w`, -1 for another worker's user
+  std::vector<std::uint32_t> users;        // row l of `w` is users[l]'s
+  std::vector<std::size_t> ptr, test_ptr;  // local user l: entries[ptr[l], ptr[l+1]), test[...]
+  std::vector<Rating> entries, test;       // in file order within a user
+  Factors w;
+  std::mt19937_64 rng;
+  std::uint64_t rng_epoch = ~std::uint64_t{0};  // the epoch `rng` was seeded for
+  std::vector<std::size_t> order;               // scratch
+  std::vector<Key> items;
+
+  std::size_t Row(std::uint32_t user) const { return static_cast<std::size_t>(local[user]); }
+  void Save(StateWriter& out) const override {
+    out.Put(std::span<const double>(w.data(), static_cast<std::size_t>(w.size())));
+  }
+};
+
+// The ratings of `users` (local[u] = u's position) grouped by user, in file order.
+void GroupByUser(const std::vector<Rating>& all, const std::vector<std::int32_t>& local,
+                 std::size_t users, std::vector<std::size_t>& ptr, std::vector<Rating>& out) {
+  ptr.assign(users + 1, 0);
+  for (const Rating& r : all) {
+    if (local[r.user] >= 0) ++ptr[static_cast<std::size_t>(local[r.user]) + 1];
+  }
+  for (std::size_t l = 0; l < users; ++l) ptr[l + 1] += ptr[l];
+  out.resize(ptr[users]);
+  std::vector<std::size_t> fill(ptr.begin(), ptr.end() - 1);
+  for (const Rating& r : all) {
+    if (local[r.user] >= 0) out[fill[static_cast<std::size_t>(local[r.user])]++] = r;
+  }
+}
+
 class SgdApp final : public DataParallelApp {
  public:
   SgdApp(const Ratings& train, const Ratings* test, const MfOptions& o,
          const std::function<void(const MfEpoch&)>& on_epoch)
-      : c_(train, test, o, on_epoch, /*random_h=*/true) {
-    by_user_.resize(num_users_ + 1, 0);
-    for (const Rating& r : train.entries) ++by_user_[r.user + 1];
-    for (std::size_t u = 0; u < num_users_; ++u) by_user_[u + 1] += by_user_[u];
-    entries_.resize(num_train_);
-    std::vector<std::size_t> fill(by_user_.begin(), by_user_.end() - 1);
-    for (const Rating& r : train.entries) entries_[fill[r.user]++] = r;
-    if (test) {
-      test_by_user_.resize(num_users_);
-      for (const Rating& r : test->entries) test_by_user_[r.user].push_back(r);
-    }
-    rngs_.resize(o.engine.workers);
-    rng_epoch_.assign(o.engine.workers, ~std::uint64_t{0});
-    scratch_.resize(o.engine.workers);
-  }
+      : c_(train, test, o, on_epoch, /*random_h=*/true), train_(train), test_(test) {}
 
   std::size_t num_rows() const override { return num_users_; }
 
@@ -55,40 +74,57 @@ class SgdApp final : public DataParallelApp {
     return {h};
   }
 
+  // Worker: its users' ratings and their W rows, from the initial (or restored) factors.
+  std::unique_ptr<WorkerState> MakeWorker(const DpWorkerSetup& setup) override {
+    auto me = std::make_unique<SgdWorker>();
+    me->users.assign(setup.rows.begin(), setup.rows.end());
+    me->local.assign(num_users_, -1);
+    for (std::size_t l = 0; l < me->users.size(); ++l) {
+      me->local[me->users[l]] = static_cast<std::int32_t>(l);
+    }
+    GroupByUser(train_.entries, me->local, me->users.size(), me->ptr, me->entries);
+    if (test_) GroupByUser(test_->entries, me->local, me->users.size(), me->test_ptr, me->test);
+    me->w.resize(static_cast<Eigen::Index>(me->users.size()), k_);
+    for (std::size_t l = 0; l < me->users.size(); ++l) {
+      me->w.row(static_cast<Eigen::Index>(l)) = model_.w.row(me->users[l]);
+    }
+    return me;
+  }
+
   Status ProcessBatch(DpWorkerContext& ctx, std::span<const std::uint32_t> users) override {
+    SgdWorker& me = ctx.State<SgdWorker>();
     // The batch's ratings, shuffled, and the items they touch.
-    std::vector<std::size_t>& order = scratch_[ctx.worker].order;
-    std::vector<Key>& items = scratch_[ctx.worker].items;
-    order.clear();
-    items.clear();
+    me.order.clear();
+    me.items.clear();
     for (auto u : users) {
-      for (std::size_t e = by_user_[u]; e < by_user_[u + 1]; ++e) {
-        order.push_back(e);
-        items.push_back(entries_[e].item);
+      const std::size_t l = me.Row(u);
+      for (std::size_t e = me.ptr[l]; e < me.ptr[l + 1]; ++e) {
+        me.order.push_back(e);
+        me.items.push_back(me.entries[e].item);
       }
     }
-    if (order.empty()) return Status::Ok();
+    if (me.order.empty()) return Status::Ok();
+    std::vector<Key>& items = me.items;
     std::sort(items.begin(), items.end());
     items.erase(std::unique(items.begin(), items.end()), items.end());
     // Each worker's stream restarts every epoch from (seed, worker, epoch): a run resumed at
     // an epoch shuffles as the uninterrupted one did.
-    std::mt19937_64& rng = rngs_[ctx.worker];
-    if (rng_epoch_[ctx.worker] != ctx.epoch) {
-      rng.seed(opts_.seed + 1 + static_cast<std::uint64_t>(ctx.worker) + 1000003 * ctx.epoch);
-      rng_epoch_[ctx.worker] = ctx.epoch;
+    if (me.rng_epoch != ctx.epoch) {
+      me.rng.seed(opts_.seed + 1 + static_cast<std::uint64_t>(ctx.worker) + 1000003 * ctx.epoch);
+      me.rng_epoch = ctx.epoch;
     }
-    std::shuffle(order.begin(), order.end(), rng);
+    std::shuffle(me.order.begin(), me.order.end(), me.rng);
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd pulled, ctx.client->Pull(0, items).Get());
     Eigen::VectorXd local = pulled;
     const double lr =
         step_scale_ * opts_.learning_rate / (1 + opts_.decay * static_cast<double>(ctx.epoch));
     const double lambda = opts_.lambda;
     const int k = k_;
-    for (std::size_t e : order) {
-      const Rating& r = entries_[e];
+    for (std::size_t e : me.order) {
+      const Rating& r = me.entries[e];
       const auto pos = static_cast<std::size_t>(
           std::lower_bound(items.begin(), items.end(), r.item) - items.begin());
-      mf_internal::SgdStep(model_.w.data() + static_cast<std::size_t>(r.user) * k,
+      mf_internal::SgdStep(me.w.data() + me.Row(r.user) * static_cast<std::size_t>(k),
                            local.data() + pos * k, k, rank_, opts_.biases, model_.mean, r.value, lr,
                            lambda);
     }
@@ -98,24 +134,27 @@ class SgdApp final : public DataParallelApp {
 
   // Terms: train SSE, test SSE, penalty of my users' W rows (+ all of H on worker 0).
   StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext& ctx) override {
+    const SgdWorker& me = ctx.State<SgdWorker>();
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd hv,
                              ctx.client->PullRange(0, {0, static_cast<Key>(num_items_)}).Get());
     const Eigen::Map<const Factors> h(hv.data(), static_cast<Eigen::Index>(num_items_), k_);
     Eigen::VectorXd t = Eigen::VectorXd::Zero(3);
     const double fixed = opts_.biases ? 1.0 : 0.0;
     for (auto u : ctx.rows) {
-      const auto wu = model_.w.row(u);
-      for (std::size_t e = by_user_[u]; e < by_user_[u + 1]; ++e) {
-        const Rating& r = entries_[e];
-        t[0] += std::pow(r.value - model_.mean - wu.dot(h.row(r.item)), 2) / ctx.replication;
+      const std::size_t l = me.Row(u);
+      const auto wu = me.w.row(static_cast<Eigen::Index>(l));
+      for (std::size_t e = me.ptr[l]; e < me.ptr[l + 1]; ++e) {
+        const Rating& r = me.entries[e];
+        t[0] += std::pow(r.value - model_.mean - wu.dot(h.row(r.item)), 2);
       }
-      if (!test_by_user_.empty()) {
-        for (const Rating& r : test_by_user_[u]) {
-          t[1] += std::pow(r.value - model_.mean - wu.dot(h.row(r.item)), 2) / ctx.replication;
+      if (test_) {
+        for (std::size_t e = me.test_ptr[l]; e < me.test_ptr[l + 1]; ++e) {
+          const Rating& r = me.test[e];
+          t[1] += std::pow(r.value - model_.mean - wu.dot(h.row(r.item)), 2);
         }
       }
-      t[2] += opts_.lambda * static_cast<double>(by_user_[u + 1] - by_user_[u]) *
-              (wu.squaredNorm() - fixed) / ctx.replication;
+      t[2] += opts_.lambda * static_cast<double>(me.ptr[l + 1] - me.ptr[l]) *
+              (wu.squaredNorm() - fixed);
     }
     if (ctx.worker == 0) {
       for (std::size_t j = 0; j < num_items_; ++j) {
@@ -128,8 +167,19 @@ class SgdApp final : public DataParallelApp {
 
   double Objective(const Eigen::VectorXd& t) override { return c_.RecordEpoch(t); }
 
-  // H as the servers hold it after `epochs` epochs, W (every worker's rows are here then) and
-  // the epochs' metrics.
+  // The driver's W, from the workers' rows at the end and before each checkpoint.
+  Status GatherWorker(int, std::span<const std::uint32_t> users, StateReader& in) override {
+    Factors rows(static_cast<Eigen::Index>(users.size()), k_);
+    TESSERA_RETURN_IF_ERROR(
+        in.GetInto(std::span<double>(rows.data(), static_cast<std::size_t>(rows.size()))));
+    for (std::size_t l = 0; l < users.size(); ++l) {
+      model_.w.row(users[l]) = rows.row(static_cast<Eigen::Index>(l));
+    }
+    return Status::Ok();
+  }
+
+  // H as the servers hold it after `epochs` epochs, W (gathered from the workers) and the
+  // epochs' metrics.
   StatusOr<Checkpoint> SaveCheckpoint(std::uint64_t epochs,
                                       const std::vector<Eigen::VectorXd>& tables) override {
     const Eigen::VectorXd& h = tables[0];
@@ -144,46 +194,19 @@ class SgdApp final : public DataParallelApp {
     return c.U64("epochs");
   }
 
-  // Across processes: the W rows of a worker's users travel to the driver's process.
-  Eigen::VectorXd FinalWorkerState(DpWorkerContext& ctx) override {
-    Eigen::VectorXd rows(static_cast<Eigen::Index>(ctx.rows.size()) * k_);
-    for (std::size_t i = 0; i < ctx.rows.size(); ++i) {
-      rows.segment(static_cast<Eigen::Index>(i) * k_, k_) = model_.w.row(ctx.rows[i]).transpose();
-    }
-    return rows;
-  }
-  Status MergeWorkerState(int worker, std::span<const std::uint32_t> users,
-                          const Eigen::VectorXd& rows) override {
-    if (rows.size() != static_cast<Eigen::Index>(users.size()) * k_) {
-      return Internal("worker " + std::to_string(worker) + " sent " + std::to_string(rows.size()) +
-                      " values for " + std::to_string(users.size()) + " users of rank " +
-                      std::to_string(k_));
-    }
-    for (std::size_t i = 0; i < users.size(); ++i) {
-      model_.w.row(users[i]) = rows.segment(static_cast<Eigen::Index>(i) * k_, k_).transpose();
-    }
-    return Status::Ok();
-  }
   mf_internal::Common& common() { return c_; }
 
  private:
   mf_internal::Common c_;  // first: the references below point into it
+  const Ratings& train_;
+  const Ratings* test_;
   const MfOptions& opts_ = c_.opts;
   const int rank_ = c_.rank, k_ = c_.k;
   const std::size_t num_users_ = c_.num_users, num_items_ = c_.num_items;
-  const std::size_t num_train_ = c_.num_train;
   const double step_scale_ = c_.step_scale;
-  MfModel& model_ = c_.model;         // W rows are written only by the worker owning the user
-  std::vector<std::size_t> by_user_;  // ratings of user u: entries_[by_user_[u], by_user_[u+1])
-  std::vector<Rating> entries_;
-  std::vector<std::vector<Rating>> test_by_user_;
-  std::vector<std::mt19937_64> rngs_;     // per worker
-  std::vector<std::uint64_t> rng_epoch_;  // the epoch each worker's stream was seeded for
-  struct Scratch {  // per worker (fibers move between threads: not thread_local)
-    std::vector<std::size_t> order;
-    std::vector<Key> items;
-  };
-  std::vector<Scratch> scratch_;
+  // The driver's copy of the factors: the initial (or restored) W every worker starts its
+  // rows from, then what GatherWorker brings back.
+  MfModel& model_ = c_.model;
 };
 
 }  // namespace
@@ -192,6 +215,11 @@ StatusOr<MfResult> TrainMfSgdDataParallel(const Ratings& train, const Ratings* t
                                           const MfOptions& options,
                                           const std::function<void(const MfEpoch&)>& on_epoch) {
   TESSERA_RETURN_IF_ERROR(mf_internal::CheckInputs(train, test, options));
+  if (options.data_parallel.partition == PartitionScheme::kOverlapReshuffle) {
+    return InvalidArgument(
+        "MF needs disjoint user partitions (each user's factors have one owner), not "
+        "overlap_reshuffle");
+  }
   DataParallelOptions dp = options.data_parallel;
   CopyRunOptions(options.engine, dp);
   dp.max_epochs = static_cast<std::uint64_t>(options.epochs);
