@@ -2,10 +2,23 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 
 namespace tessera {
+
+namespace {
+std::atomic<std::size_t> g_max_line_bytes{LineReader::kDefaultMaxLineBytes};
+}  // namespace
+
+std::size_t LineReader::DefaultMaxLineBytes() {
+  return g_max_line_bytes.load(std::memory_order_relaxed);
+}
+
+void LineReader::SetDefaultMaxLineBytes(std::size_t n) {
+  g_max_line_bytes.store(n, std::memory_order_relaxed);
+}
 
 LineReader::~LineReader() {
   if (file_) gzclose(file_);
@@ -51,6 +64,14 @@ bool LineReader::Fill() {
   return n > 0;
 }
 
+bool LineReader::TooLong() {
+  status_ = InvalidArgument(path_ + ":" + std::to_string(line_number_ + 1) +
+                            ": a line longer than " + std::to_string(max_line_bytes_) +
+                            " bytes (not a text file, or no newlines? --max-line-bytes sets the "
+                            "limit)");
+  return false;
+}
+
 bool LineReader::Next(std::string_view& line) {
   if (!file_) return false;
   // Bytes after pos_ already searched for a newline: a long line is scanned once, not once per
@@ -64,12 +85,7 @@ bool LineReader::Next(std::string_view& line) {
       pos_ = nl + 1;
       break;
     }
-    if (buffer_.size() - pos_ > max_line_bytes_) {
-      status_ = InvalidArgument(path_ + ":" + std::to_string(line_number_ + 1) +
-                                ": a line longer than " + std::to_string(max_line_bytes_) +
-                                " bytes (not a text file, or no newlines?)");
-      return false;
-    }
+    if (buffer_.size() - pos_ > max_line_bytes_) return TooLong();
     scanned = buffer_.size() - pos_;
     if (!Fill()) {
       if (!status_.ok() || pos_ >= buffer_.size()) return false;
@@ -79,6 +95,7 @@ bool LineReader::Next(std::string_view& line) {
       break;
     }
   }
+  if (line.size() > max_line_bytes_) return TooLong();
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   if (line_number_ == 0 && line.substr(0, 3) == "\xEF\xBB\xBF") line.remove_prefix(3);
   ++line_number_;

@@ -25,6 +25,9 @@ class LineReader {
   // without newlines, or /dev/zero, is not read forever).
   bool Next(std::string_view& line);
   static constexpr std::size_t kDefaultMaxLineBytes = std::size_t{64} << 20;
+  // The limit new readers start with, process-wide (the command line's --max-line-bytes).
+  static std::size_t DefaultMaxLineBytes();
+  static void SetDefaultMaxLineBytes(std::size_t n);
   void set_max_line_bytes(std::size_t n) { max_line_bytes_ = n; }
   std::size_t max_line_bytes() const { return max_line_bytes_; }
   const Status& status() const { return status_; }
@@ -37,6 +40,7 @@ class LineReader {
 
  private:
   bool Fill();
+  bool TooLong();  // sets the error; false
 
   std::string path_;
   gzFile file_ = nullptr;
@@ -45,7 +49,7 @@ class LineReader {
   bool eof_ = false;
   int line_number_ = 0;
   std::uint64_t bytes_read_ = 0;
-  std::size_t max_line_bytes_ = kDefaultMaxLineBytes;
+  std::size_t max_line_bytes_ = DefaultMaxLineBytes();
   Status status_;
 };
 

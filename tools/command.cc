@@ -6,6 +6,8 @@
 #include <new>
 
 #include "core/fiber_pool.h"
+#include "core/line_reader.h"
+#include "core/memory_limit.h"
 #include "tools/compare.h"
 #include "tools/launch.h"
 
@@ -22,6 +24,11 @@ CLI::App* AppCommand::Add(CLI::App& app) {
   cmd->add_option("--trace", c.trace, trace_help());
   cmd->add_option("--summary", c.summary, "Write a one-row CSV summary (for tessera compare)");
   cmd->add_flag("--quiet", c.quiet, "Only errors");
+  cmd->add_option("--max-memory", c.max_memory,
+                  "Refuse inputs and options whose model would need more than this per process, "
+                  "e.g. 8G (default: 3/4 of physical memory)");
+  cmd->add_option("--max-line-bytes", c.max_line_bytes,
+                  "Refuse input lines longer than this, e.g. 1M (default: 64M)");
   AddCheckpointFlags(*cmd, c.checkpoint, checkpoint_help());
   AddClusterFlags(*cmd, c.cluster);
   return cmd;
@@ -31,6 +38,16 @@ int AppCommand::Run(CLI::App&) {
   if (common_.threads < 0 || common_.threads > 1024) {
     return Fail(InvalidArgument("--threads must be between 0 (all cores) and 1024, got " +
                                 std::to_string(common_.threads)));
+  }
+  if (!common_.max_memory.empty()) {
+    auto bytes = ParseByteSize(common_.max_memory);
+    if (!bytes.ok()) return Fail(InvalidArgument("--max-memory: " + bytes.status().message()));
+    SetMaxMemoryBytes(*bytes);
+  }
+  if (!common_.max_line_bytes.empty()) {
+    auto bytes = ParseByteSize(common_.max_line_bytes);
+    if (!bytes.ok()) return Fail(InvalidArgument("--max-line-bytes: " + bytes.status().message()));
+    LineReader::SetDefaultMaxLineBytes(static_cast<std::size_t>(*bytes));
   }
   auto checkpoints = ResolveCheckpointFlags(common_.checkpoint);
   if (!checkpoints.ok()) return Fail(checkpoints.status());

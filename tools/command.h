@@ -46,13 +46,16 @@ class Command {
 };
 
 // The flags every app command has (AppCommand adds them): --threads, --quiet, --trace,
-// --summary, --output, the checkpoint flags and the multi-process flags.
+// --summary, --output, --max-memory, --max-line-bytes, the checkpoint flags and the
+// multi-process flags.
 struct CommonFlags {
   int threads = 0;  // OS threads running the fibers; 0: the cores shared by this host's processes
   bool quiet = false;
-  std::string trace;    // a per-evaluation CSV; empty: none
-  std::string summary;  // a one-row CSV of the result (what `tessera compare` reads)
-  std::string output;   // the fitted model
+  std::string trace;           // a per-evaluation CSV; empty: none
+  std::string summary;         // a one-row CSV of the result (what `tessera compare` reads)
+  std::string output;          // the fitted model
+  std::string max_memory;      // a size (ParseByteSize); empty: 3/4 of physical memory
+  std::string max_line_bytes;  // a size; empty: LineReader's default
   ClusterFlags cluster;
   CheckpointFlags checkpoint;
 };

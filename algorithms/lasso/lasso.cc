@@ -10,6 +10,7 @@
 #include "algorithms/lasso/lasso_dp.h"
 #include "core/checkpoint.h"
 #include "core/fiber_pool.h"
+#include "core/memory_limit.h"
 #include "core/metrics.h"
 
 namespace tessera {
@@ -634,6 +635,11 @@ StatusOr<std::unique_ptr<LassoSolver>> LassoSolver::Create(const Dataset& data,
   TESSERA_RETURN_IF_ERROR(options.Validate());
   if (data.rows() < 2) return InvalidArgument(data.source + ": need at least 2 rows");
   if (data.cols() < 1) return InvalidArgument(data.source + ": no feature columns");
+  // Before any per-feature vector is allocated: the solvers keep about eight of them (the
+  // coefficients, gradients, penalty factors, column statistics, the workers' copies).
+  TESSERA_RETURN_IF_ERROR(
+      CheckAllocation(data.source + ": a model of " + std::to_string(data.cols()) + " features",
+                      8.0 * 8.0 * static_cast<double>(data.cols())));
   if (options.engine.workers > data.rows()) {
     return InvalidArgument("--workers " + std::to_string(options.engine.workers) +
                            " is more than the " + std::to_string(data.rows()) + " rows");

@@ -10,6 +10,7 @@
 #include "algorithms/lda/lda_internal.h"
 #include "core/dataset.h"
 #include "core/line_reader.h"
+#include "core/memory_limit.h"
 
 namespace tessera {
 
@@ -699,6 +700,17 @@ StatusOr<LdaResult> TrainLda(const Corpus& corpus, const LdaOptions& options, co
     return InvalidArgument("the test corpus has " + std::to_string(test->num_words()) +
                            " words, the training corpus " + std::to_string(corpus.num_words()));
   }
+  // Before any count is allocated: the word-topic counts (4 bytes each) are kept about twice
+  // model-parallel (the blocks and the gathered model); data-parallel as doubles on the servers
+  // and in the tables' initial values, and as counts in each worker's rows; each token takes
+  // about 16 bytes (word, topic, its slot and the worker's copy).
+  const double V = static_cast<double>(corpus.num_words()), K = options.topics;
+  const double per_count =
+      options.mode == "data-parallel" ? 2 * 8.0 + 4.0 * options.engine.workers : 2 * 4.0;
+  TESSERA_RETURN_IF_ERROR(CheckAllocation(
+      std::to_string(options.topics) + " topics over " + std::to_string(corpus.num_words()) +
+          " words and " + std::to_string(corpus.num_tokens()) + " tokens",
+      per_count * (V + 1) * K + 16.0 * static_cast<double>(corpus.num_tokens())));
   StatusOr<LdaResult> r = options.mode == "data-parallel"
                               ? TrainLdaDataParallel(corpus, options, test, on_iteration)
                               : TrainLdaRotation(corpus, options, test, on_iteration);

@@ -9,6 +9,7 @@
 #include "core/dataset.h"
 #include "core/fiber_pool.h"
 #include "core/line_reader.h"
+#include "core/memory_limit.h"
 #include "core/metrics.h"
 
 namespace tessera {
@@ -352,22 +353,25 @@ class CcdApp final : public ModelParallelApp {
 
 StatusOr<MfResult> TrainMf(const Ratings& train, const Ratings* test, const MfOptions& options,
                            const std::function<void(const MfEpoch&)>& on_epoch) {
-  StatusOr<MfResult> r = options.mode == "data-parallel"
-                             ? TrainMfSgdDataParallel(train, test, options, on_epoch)
-                         : options.algorithm == "sgd" ? TrainMfDsgd(train, test, options, on_epoch)
-                                                      : TrainMfCcd(train, test, options, on_epoch);
-  if (!r.ok()) return r;
-  // A training error that is not a finite number is an error, not a model (ratings of 1e308, a
-  // learning rate that diverges): the first epoch where it appeared is named.
-  for (const MfEpoch& e : r->epochs) {
-    if (!std::isfinite(e.train_rmse)) {
-      return DataLoss("epoch " + std::to_string(e.epoch) + ": train RMSE " +
-                      FormatDouble(e.train_rmse) +
-                      ": the ratings or the options (learning rate, lambda) give values that are "
-                      "not finite numbers");
-    }
-  }
-  return r;
+  // Before any factor is allocated: the factors (W and H, rank columns plus the biases' two)
+  // are kept about twice (the driver's copy and the workers'), by CCD++ once per worker and
+  // once more; the ratings twice (as read and grouped by the workers).
+  const int k = options.rank + (options.biases ? 2 : 0);
+  const bool ccd = options.mode == "model-parallel" && options.algorithm == "ccd++";
+  const double copies = ccd ? options.engine.workers + 1.0 : 2.0;
+  const double factors = static_cast<double>(train.num_users() + train.num_items()) * k * 8.0;
+  const double ratings =
+      2.0 * sizeof(Rating) *
+      static_cast<double>(train.entries.size() + (test ? test->entries.size() : 0));
+  TESSERA_RETURN_IF_ERROR(CheckAllocation("factors of rank " + std::to_string(options.rank) +
+                                              " for " + std::to_string(train.num_users()) +
+                                              " users and " + std::to_string(train.num_items()) +
+                                              " items",
+                                          copies * factors + ratings));
+  // (An objective that is not a finite number stops the engine at that evaluation.)
+  return options.mode == "data-parallel" ? TrainMfSgdDataParallel(train, test, options, on_epoch)
+         : options.algorithm == "sgd"    ? TrainMfDsgd(train, test, options, on_epoch)
+                                         : TrainMfCcd(train, test, options, on_epoch);
 }
 
 StatusOr<MfResult> TrainMfCcd(const Ratings& train, const Ratings* test, const MfOptions& options,

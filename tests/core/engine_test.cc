@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <mutex>
 
@@ -88,6 +89,25 @@ TEST_P(PipelineTest, StalenessIsExactlyTheRoundsInFlight) {
 
 INSTANTIATE_TEST_SUITE_P(WorkersAndDepth, PipelineTest,
                          ::testing::Combine(::testing::Values(1, 3), ::testing::Values(1, 2, 3)));
+
+// An objective that is not a finite number stops the run at that evaluation, naming it.
+TEST(EngineTest, ANonFiniteObjectiveStopsTheRunWithAnError) {
+  struct Diverging : CountingApp {
+    using CountingApp::CountingApp;
+    double Objective(const Eigen::VectorXd& t) override {
+      return t[0] >= 10 ? std::numeric_limits<double>::quiet_NaN() : 1.0;
+    }
+  };
+  Diverging app(2, 1000);
+  EngineOptions o;
+  o.objective_every = 5;
+  auto run = RunModelParallel(app, o);
+  ASSERT_FALSE(run.ok());
+  EXPECT_EQ(run.status().code(), StatusCode::kDataLoss);
+  EXPECT_EQ(run.status().message().rfind("the objective is nan after round ", 0), 0u)
+      << run.status().message();
+  EXPECT_LT(app.pulled, 20u);  // stopped there, not at the end
+}
 
 TEST(EngineTest, StopsAtMaxRoundsAndWritesTrace) {
   testing::TempDir dir;

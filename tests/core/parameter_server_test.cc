@@ -6,6 +6,7 @@
 #include <Eigen/QR>
 #include <atomic>
 #include <chrono>
+#include <limits>
 #include <random>
 #include <thread>
 
@@ -566,7 +567,10 @@ class LeastSquaresApp final : public DataParallelApp {
     if (ctx.worker == 0) last_w_ = w;
     return Eigen::VectorXd(Eigen::VectorXd::Constant(1, sq / ctx.replication));
   }
-  double Objective(const Eigen::VectorXd& t) override { return 0.5 * t[0] / x_.rows(); }
+  double Objective(const Eigen::VectorXd& t) override {
+    return infinite ? std::numeric_limits<double>::infinity() : 0.5 * t[0] / x_.rows();
+  }
+  bool infinite = false;  // Objective says infinity
   double OptimalObjective() const { return 0.5 * (x_ * optimum_ - y_).squaredNorm() / x_.rows(); }
   const Eigen::VectorXd& optimum() const { return optimum_; }
   const Eigen::VectorXd& last_w() const { return last_w_; }
@@ -724,6 +728,21 @@ TEST(DataParallelTest, WorkerErrorsStopTheRunCleanly) {
 // The driver checks what reaches its barrier: a message from a rank that is no worker, of a
 // kind the barrier does not take, or for a clock past the run's end fails the run naming it
 // (no abort of the driver's process).
+// An objective that is not a finite number stops the run at that evaluation, naming it.
+TEST(DataParallelTest, ANonFiniteObjectiveStopsTheRunWithAnError) {
+  LeastSquaresApp app(40, 4, 3);
+  app.infinite = true;
+  DataParallelOptions o;
+  o.workers = 2;
+  o.max_epochs = 50;
+  o.progress = false;
+  auto r = RunDataParallel(app, o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
+  EXPECT_EQ(r.status().message().rfind("the objective is inf after clock 1: ", 0), 0u)
+      << r.status().message();
+}
+
 TEST(DataParallelTest, TheDriverRefusesBarrierMessagesNoWorkerSent) {
   struct Injecting final : DataParallelApp {
     std::shared_ptr<Transport> transport;
