@@ -73,7 +73,10 @@ class FrameReader {
  public:
   explicit FrameReader(std::uint32_t max_frame_bytes = kDefaultMaxFrameBytes)
       : max_(max_frame_bytes) {}
-  void Feed(const char* data, std::size_t n) { std::memcpy(Space(n), data, n), Commit(n); }
+  void Feed(const char* data, std::size_t n) {
+    if (n == 0) return;  // (memcpy into a buffer not yet allocated is undefined even for 0)
+    std::memcpy(Space(n), data, n), Commit(n);
+  }
   // Or, without the copy: room for `n` bytes to read into, then Commit(the count read).
   char* Space(std::size_t n);
   void Commit(std::size_t n);

@@ -27,6 +27,10 @@ Status TcpOptions::Validate() const {
                            " bytes; at least " + std::to_string(kMinSecretBytes) + " needed");
   }
   if (max_frame_bytes < 1024) return InvalidArgument("--max-frame-bytes must be at least 1024");
+  if (port_min > port_max || (port_min == 0) != (port_max == 0)) {
+    return InvalidArgument("--port-range " + std::to_string(port_min) + "-" +
+                           std::to_string(port_max) + ": expected A-B with 1 <= A <= B <= 65535");
+  }
   if (heartbeat_every.count() <= 0 || silence_timeout <= heartbeat_every) {
     return InvalidArgument("the silence timeout must be longer than the heartbeat interval");
   }
@@ -139,6 +143,7 @@ struct TcpTransport::Impl {
   TcpOptions opts;
   asio::io_context io;
   tcp::acceptor acceptor;
+  asio::ip::address bound;  // what the listener binds (--bind resolved)
   asio::steady_timer heartbeat;
   std::thread io_thread;
   std::vector<std::unique_ptr<Connection>> conns;        // by process; null for this one
@@ -395,11 +400,38 @@ struct TcpTransport::Impl {
   }
 };
 
+namespace {
+
+// --bind as an address: an address as it is, a host name resolved (IPv4 first).
+StatusOr<asio::ip::address> BindAddress(const std::string& bind) {
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(bind, ec);
+  if (!ec) return address;
+  asio::io_context io;
+  tcp::resolver resolver(io);
+  const auto found = resolver.resolve(bind, "", ec);
+  if (ec || found.empty()) {
+    return InvalidArgument("--bind '" + bind + "': neither an address nor a host name (" +
+                           (ec ? ec.message() : std::string("no address")) + ")");
+  }
+  for (const auto& e : found) {  // IPv4 first: what a name like localhost usually means
+    if (e.endpoint().address().is_v4()) return e.endpoint().address();
+  }
+  return found.begin()->endpoint().address();
+}
+
+// "host:port", with an IPv6 address in brackets.
+std::string HostPort(const std::string& host, std::uint16_t port) {
+  const bool v6 = host.find(':') != std::string::npos && host.front() != '[';
+  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+}  // namespace
+
 StatusOr<std::uint16_t> FreePort(const std::string& bind) {
   asio::io_context io;
   boost::system::error_code ec;
-  const auto address = asio::ip::make_address(bind, ec);
-  if (ec) return InvalidArgument("--bind '" + bind + "': " + ec.message());
+  TESSERA_ASSIGN_OR_RETURN(const auto address, BindAddress(bind));
   tcp::acceptor acceptor(io);
   tcp::endpoint ep(address, 0);
   acceptor.open(ep.protocol(), ec);
@@ -434,18 +466,29 @@ StatusOr<std::unique_ptr<TcpTransport>> TcpTransport::Create(const ProcessInfo& 
     im.boxes.push_back(t->hosts(static_cast<Rank>(r)) ? std::make_unique<Mailbox<Message>>()
                                                       : nullptr);
   }
+  TESSERA_ASSIGN_OR_RETURN(im.bound, BindAddress(options.bind));
+  // Process 0 listens on the rendezvous port; the others on the first free port of the range,
+  // or on the kernel's choice.
+  const bool ranged = me.rank != 0 && options.port_min != 0;
+  const unsigned first = me.rank == 0 ? me.rendezvous_port : ranged ? options.port_min : 0;
+  const unsigned last = ranged ? options.port_max : first;
   boost::system::error_code ec;
-  const auto address = asio::ip::make_address(options.bind, ec);
-  if (ec) return InvalidArgument("--bind '" + options.bind + "': " + ec.message());
-  const std::uint16_t port = me.rank == 0 ? me.rendezvous_port : 0;
-  tcp::endpoint ep(address, port);
-  im.acceptor.open(ep.protocol(), ec);
-  if (!ec) im.acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) im.acceptor.bind(ep, ec);
-  if (!ec) im.acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  for (unsigned port = first; port <= last; ++port) {
+    if (im.acceptor.is_open()) im.acceptor.close(ec);
+    const tcp::endpoint ep(im.bound, static_cast<std::uint16_t>(port));
+    ec.clear();
+    im.acceptor.open(ep.protocol(), ec);
+    if (!ec) im.acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) im.acceptor.bind(ep, ec);
+    if (!ec) im.acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (!ec) break;
+  }
   if (ec) {
-    return Unavailable("cannot listen on " + options.bind + ":" + std::to_string(port) + ": " +
-                       ec.message());
+    return Unavailable("cannot listen on " + options.bind + ":" +
+                       (ranged ? std::to_string(first) + "-" + std::to_string(last) +
+                                     " (--port-range: every port is taken)"
+                               : std::to_string(first)) +
+                       ": " + ec.message());
   }
   t->listen_port_ = im.acceptor.local_endpoint().port();
   return t;
@@ -484,7 +527,7 @@ Status TcpTransport::Establish() {
                              std::to_string(me_.size) + "\0" + me_.run_id;
   const int P = me_.size;
   std::vector<std::string> addresses(static_cast<std::size_t>(P));
-  addresses[0] = me_.rendezvous_host + ":" + std::to_string(me_.rendezvous_port);
+  addresses[0] = HostPort(me_.rendezvous_host, me_.rendezvous_port);
   im.acceptor.non_blocking(true);
 
   // One accepted connection's handshake, on a thread of its own so that silent or slow
@@ -695,17 +738,32 @@ Status TcpTransport::Establish() {
                        std::to_string(im.opts.connect_timeout.count()) + " ms (" + last + ")");
   };
 
-  const std::string own = im.opts.bind + ":" + std::to_string(listen_port_);
+  // What this process tells its peers to dial (see TcpOptions::advertise).
+  auto own = [&](const tcp::socket* to_rendezvous) {
+    if (!im.opts.advertise.empty()) return HostPort(im.opts.advertise, listen_port_);
+    if (!im.bound.is_unspecified()) return HostPort(im.bound.to_string(), listen_port_);
+    if (!to_rendezvous) return HostPort(me_.rendezvous_host, listen_port_);
+    boost::system::error_code ec;
+    const auto local = to_rendezvous->local_endpoint(ec);
+    if (ec) return HostPort(me_.rendezvous_host, listen_port_);
+    auto address = local.address();
+    if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+      address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+    }
+    return HostPort(address.to_string(), listen_port_);
+  };
   if (me_.rank == 0) {
     TESSERA_RETURN_IF_ERROR(accept([](int) { return true; }, P - 1));
-    addresses[0] = own;
+    advertised_ = addresses[0] = own(nullptr);
     for (int p = 1; p < P; ++p) {
       auto& c = *im.conns[static_cast<std::size_t>(p)];
       TESSERA_RETURN_IF_ERROR(WriteFrame(c.socket, EncodePeers(addresses), c.seal.get()));
     }
   } else {
     TESSERA_ASSIGN_OR_RETURN(auto c0, connect(0, addresses[0]));
-    TESSERA_RETURN_IF_ERROR(WriteFrame(c0->socket, EncodeJoin(me_.rank, own), c0->seal.get()));
+    advertised_ = own(&c0->socket);
+    TESSERA_RETURN_IF_ERROR(
+        WriteFrame(c0->socket, EncodeJoin(me_.rank, advertised_), c0->seal.get()));
     // The peer table: an address (at most a host name and a port) per process.
     const auto table_bytes = std::min<std::uint32_t>(im.opts.max_frame_bytes,
                                                      1024 + 320 * static_cast<std::uint32_t>(P));

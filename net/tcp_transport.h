@@ -32,8 +32,16 @@
 namespace tessera::net {
 
 struct TcpOptions {
-  std::string bind = "127.0.0.1";  // address the listeners bind (also advertised to peers)
-  std::string secret;              // shared secret (>= 16 bytes)
+  // The address or host name this process listens on; 0.0.0.0 or :: listen on every interface.
+  std::string bind = "127.0.0.1";
+  // What this process tells its peers to dial. Empty: the bound address, or, when that is
+  // 0.0.0.0 or ::, the local address of this process's connection to process 0 (the interface
+  // its peers reach it through; process 0 advertises the rendezvous host).
+  std::string advertise;
+  // The ports this process's listener may take (processes other than 0, which listens on the
+  // rendezvous port): the first free one from port_min. 0, 0: the kernel's choice.
+  std::uint16_t port_min = 0, port_max = 0;
+  std::string secret;  // shared secret (>= 16 bytes)
   std::uint32_t max_frame_bytes = kDefaultMaxFrameBytes;
   // Seal every frame after the handshake (net/auth.h). Off (--insecure), frames travel as
   // they are: for a network no one else reaches. Every process must use the same setting; the
@@ -60,6 +68,8 @@ class TcpTransport final : public Transport {
   ~TcpTransport() override;
 
   std::uint16_t listen_port() const { return listen_port_; }
+  // "host:port" this process gives its peers (set by Establish).
+  const std::string& advertised() const { return advertised_; }
   // Connects every pair of processes (see above); an error after connect_timeout says which
   // process is missing.
   Status Establish();
@@ -98,6 +108,7 @@ class TcpTransport final : public Transport {
  private:
   struct Impl;
   TcpTransport(const ProcessInfo& me, std::vector<int> process_of_rank);
+  std::string advertised_;
   // What a receiver gets once its mailbox is closed and drained: the failure, if any.
   Status ClosedStatus() const;
   ProcessInfo me_;

@@ -1,8 +1,10 @@
 #include "tools/cluster.h"
 
+#include <charconv>
 #include <cmath>
 #include <iostream>
 #include <thread>
+#include <tuple>
 
 #include "core/fiber_pool.h"
 #include "net/auth.h"
@@ -12,8 +14,18 @@ namespace tessera {
 void AddClusterFlags(CLI::App& cmd, ClusterFlags& f) {
   const std::string g = "Multi-process (mpirun, srun, tessera launch)";
   cmd.add_option("--bind", f.bind,
-                 "Address this process listens on (also given to its peers); 0.0.0.0 for all")
+                 "Address or host name this process listens on; 0.0.0.0 or :: for every "
+                 "interface (peers are then told the address this process reaches process 0 "
+                 "from)")
       ->capture_default_str()
+      ->group(g);
+  cmd.add_option("--advertise", f.advertise,
+                 "Address or host name peers should dial to reach this process (default: the "
+                 "bound address, or with 0.0.0.0 the one this process reaches process 0 from)")
+      ->group(g);
+  cmd.add_option("--port-range", f.port_range,
+                 "Ports A-B the listeners of processes 1.. take (process 0 listens on the "
+                 "rendezvous port); default: any free port")
       ->group(g);
   cmd.add_option("--max-frame-bytes", f.max_frame_bytes,
                  "Largest frame accepted from a peer; a bigger one fails the run")
@@ -32,6 +44,24 @@ void AddClusterFlags(CLI::App& cmd, ClusterFlags& f) {
                  "Seconds without a word from a process before it counts as lost")
       ->capture_default_str()
       ->group(g);
+}
+
+StatusOr<std::pair<std::uint16_t, std::uint16_t>> ParsePortRange(const std::string& text) {
+  const auto bad = [&] {
+    return InvalidArgument("--port-range '" + text + "': expected A-B with 1 <= A <= B <= 65535");
+  };
+  const auto dash = text.find('-');
+  if (dash == std::string::npos) return bad();
+  int a = 0, b = 0;
+  const std::string first = text.substr(0, dash), second = text.substr(dash + 1);
+  const auto [pa, ea] = std::from_chars(first.data(), first.data() + first.size(), a);
+  const auto [pb, eb] = std::from_chars(second.data(), second.data() + second.size(), b);
+  if (ea != std::errc() || eb != std::errc() || pa != first.data() + first.size() ||
+      pb != second.data() + second.size() || first.empty() || second.empty() || a < 1 ||
+      b > 65535 || a > b) {
+    return bad();
+  }
+  return std::pair{static_cast<std::uint16_t>(a), static_cast<std::uint16_t>(b)};
 }
 
 namespace {
@@ -101,6 +131,10 @@ StatusOr<std::unique_ptr<Cluster>> Cluster::Join(const ClusterFlags& flags, int 
   }
   net::TcpOptions o;
   o.bind = flags.bind;
+  o.advertise = flags.advertise;
+  if (!flags.port_range.empty()) {
+    TESSERA_ASSIGN_OR_RETURN(std::tie(o.port_min, o.port_max), ParsePortRange(flags.port_range));
+  }
   o.max_frame_bytes = flags.max_frame_bytes;
   o.seal_frames = !flags.insecure;
   o.connect_timeout = Millis(flags.connect_timeout);

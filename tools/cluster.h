@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "core/status.h"
 #include "core/transport.h"
@@ -19,14 +20,19 @@ namespace tessera {
 
 struct ClusterFlags {
   std::string bind = "127.0.0.1";
+  std::string advertise;   // empty: derived (net::TcpOptions::advertise)
+  std::string port_range;  // "A-B"; empty: the kernel's choice
   std::uint32_t max_frame_bytes = net::kDefaultMaxFrameBytes;
   bool insecure = false;        // frames after the handshake neither encrypted nor authenticated
   double connect_timeout = 30;  // seconds, for the whole set-up
   double silence_timeout = 10;  // seconds without a frame or heartbeat from a process
 };
 
-// --bind, --max-frame-bytes, --connect-timeout, --silence-timeout (group "Multi-process").
+// --bind, --advertise, --port-range, --max-frame-bytes, --insecure, --connect-timeout,
+// --silence-timeout (group "Multi-process").
 void AddClusterFlags(CLI::App& cmd, ClusterFlags& flags);
+// "A-B" (--port-range) as its two ports.
+StatusOr<std::pair<std::uint16_t, std::uint16_t>> ParsePortRange(const std::string& text);
 
 // Rank r of `ranks` endpoints -> the process that hosts it, for `processes` processes.
 using Placement = std::function<int(int rank, int processes)>;

@@ -106,6 +106,56 @@ TEST(TcpTransportTest, EveryRankReachesEveryOtherInOrder) {
   for (auto& p : c.procs) EXPECT_TRUE(p->failure().ok()) << p->failure().ToString();
 }
 
+// Processes that listen on every interface tell their peers the address they reach process 0
+// from, not 0.0.0.0; with a port range their listeners take ports of it; --bind takes a host
+// name and --advertise overrides what a process gives its peers.
+TEST(TcpTransportTest, ProcessesAdvertiseAddressesTheirPeersReachAndUseTheGivenPorts) {
+  const std::uint16_t base = *FreePort();
+  TcpOptions everywhere = Options();
+  everywhere.bind = "0.0.0.0";
+  everywhere.port_min = base;
+  everywhere.port_max = static_cast<std::uint16_t>(base + 20);
+  TcpOptions named = everywhere;
+  named.bind = "localhost";
+  named.advertise = "localhost";
+  Cluster c = Start(3, {0, 1, 2}, {everywhere, everywhere, named});
+  for (const Status& s : c.established) ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(c.procs[0]->advertised(), "127.0.0.1:" + std::to_string(c.procs[0]->listen_port()));
+  EXPECT_EQ(c.procs[1]->advertised(), "127.0.0.1:" + std::to_string(c.procs[1]->listen_port()));
+  EXPECT_EQ(c.procs[2]->advertised(), "localhost:" + std::to_string(c.procs[2]->listen_port()));
+  for (int p = 1; p <= 2; ++p) {
+    EXPECT_GE(c.procs[p]->listen_port(), everywhere.port_min);
+    EXPECT_LE(c.procs[p]->listen_port(), everywhere.port_max);
+  }
+  EXPECT_NE(c.procs[1]->listen_port(), c.procs[2]->listen_port());
+  // Process 2 dialed process 1 at what 1 advertised: a message goes through.
+  Message m;
+  m.kind = MessageKind::kPsPing;
+  m.from = 2;
+  ASSERT_TRUE(c.procs[2]->Send(1, std::move(m)).ok());
+  auto got = c.procs[1]->Receive(1);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->from, 2);
+
+  // A range whose every port is taken, a bad range and an unknown host are errors.
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::acceptor holder(
+      io, boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0));
+  TcpOptions full = Options();
+  full.port_min = full.port_max = holder.local_endpoint().port();
+  auto taken = TcpTransport::Create({1, 3, "tessera", "127.0.0.1", 1}, {0, 1, 2}, full);
+  ASSERT_FALSE(taken.ok());
+  EXPECT_THAT(taken.status().message(), HasSubstr("every port is taken"));
+  full.port_max = static_cast<std::uint16_t>(full.port_min - 1);
+  EXPECT_THAT(full.Validate().message(), HasSubstr("--port-range"));
+  TcpOptions unknown = Options();
+  unknown.bind = "no-such-host.invalid";
+  auto nowhere = TcpTransport::Create({1, 3, "tessera", "127.0.0.1", 1}, {0, 1, 2}, unknown);
+  ASSERT_FALSE(nowhere.ok());
+  EXPECT_THAT(nowhere.status().message(),
+              HasSubstr("--bind 'no-such-host.invalid': neither an address nor a host name"));
+}
+
 // Engines reuse one transport for run after run (a Lasso path); processes are not in step:
 // one may send run 2's first message while another still finishes run 1.
 TEST(TcpTransportTest, RunsDoNotMixAcrossProcesses) {

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -176,14 +177,77 @@ class TwoHosts {
   bool created_ = false;
 };
 
-// Process 0 (the coordinator) on host a, the two workers' processes on host b: a Lasso path,
-// rotation-SGD MF (H blocks move between the workers' processes) and LDA (vocabulary blocks
-// likewise) across the slow, lossy link are bit for bit their in-process runs.
-TEST(NetnsTest, RunsAcrossTwoHostsWithDelayAndLossAreTheInProcessOnes) {
-  TESSERA_SKIP_IF_SANITIZED_VARIANT();
-  TwoHosts hosts;
-  if (!hosts.why_not().empty()) GTEST_SKIP() << "no network namespaces: " << hosts.why_not();
-  std::cout << "two hosts; " << hosts.link() << "\n";
+// Three namespaces h0, h1, h2 on one bridge (in a fourth namespace, the switch), 10.M.N.1-3:
+// three hosts on a LAN. Removed again when the object goes.
+class ThreeHosts {
+ public:
+  ThreeHosts() {
+    const int id = static_cast<int>(getpid()) % 60000;
+    tag_ = "tt" + std::to_string(id);
+    const std::string net =
+        "10." + std::to_string(200 + id / 250 % 50) + "." + std::to_string(id % 250) + ".";
+    if (geteuid() != 0) {
+      why_not_ = "not root";
+      return;
+    }
+    if (Sh("command -v ip") != 0) {
+      why_not_ = "no ip (iproute2)";
+      return;
+    }
+    const std::string sw = tag_ + "s";
+    std::vector<std::string> setup = {"ip netns add " + sw,
+                                      "ip -n " + sw + " link add br0 type bridge",
+                                      "ip -n " + sw + " link set br0 up"};
+    for (int h = 0; h < 3; ++h) {
+      const std::string ns = Host(h), port = ns + "p";
+      ips_.push_back(net + std::to_string(h + 1));
+      for (const std::string& cmd : {
+               "ip netns add " + ns,
+               "ip link add " + ns + " type veth peer name " + port,
+               "ip link set " + ns + " netns " + ns,
+               "ip link set " + port + " netns " + sw,
+               "ip -n " + sw + " link set " + port + " master br0",
+               "ip -n " + sw + " link set " + port + " up",
+               "ip -n " + ns + " addr add " + ips_.back() + "/24 dev " + ns,
+               "ip -n " + ns + " link set " + ns + " up",
+               "ip -n " + ns + " link set lo up",
+           }) {
+        setup.push_back(cmd);
+      }
+    }
+    for (const std::string& cmd : setup) {
+      created_ = true;
+      std::string out;
+      if (Sh(cmd, &out) != 0) {
+        why_not_ = "'" + cmd + "' failed: " + out;
+        return;
+      }
+    }
+  }
+  ~ThreeHosts() {
+    if (!created_) return;
+    for (int h = 0; h < 3; ++h) Sh("ip netns del " + Host(h));
+    Sh("ip netns del " + tag_ + "s");
+  }
+  const std::string& why_not() const { return why_not_; }
+  std::string In(int host, const std::string& cmd) const {
+    return "ip netns exec " + Host(host) + " " + cmd;
+  }
+  const std::string& ip(int host) const { return ips_[static_cast<std::size_t>(host)]; }
+
+ private:
+  std::string Host(int h) const { return tag_ + "h" + std::to_string(h); }
+  std::string tag_, why_not_;
+  std::vector<std::string> ips_;
+  bool created_ = false;
+};
+
+// A Lasso path, rotation-SGD MF (H blocks move between the workers' processes) and LDA
+// (vocabulary blocks likewise) with process r run by `in_host(r, command)` (its flags
+// completed by `flags_of(r)`), each against its one-process run, bit for bit.
+void ExpectTheInProcessResults(const std::function<std::string(int, const std::string&)>& in_host,
+                               const std::function<std::string(int)>& flags_of,
+                               const std::string& rendezvous_ip, int first_port) {
   testing::TempDir dir;
   const std::string cli = TESSERA_CLI;
   TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
@@ -205,17 +269,16 @@ TEST(NetnsTest, RunsAcrossTwoHostsWithDelayAndLossAreTheInProcessOnes) {
     const std::string one = dir.Path("one"), many = dir.Path("many");
     std::string out;
     ASSERT_EQ(Sh(cli + fit + " --output " + one, &out), 0) << out;
-    const std::string env = "env TESSERA_SIZE=3 TESSERA_RENDEZVOUS=" + hosts.ip(true) + ":" +
-                            std::to_string(7411 + c) +
+    const std::string env = "env TESSERA_SIZE=3 TESSERA_RENDEZVOUS=" + rendezvous_ip + ":" +
+                            std::to_string(first_port + static_cast<int>(c)) +
                             " TESSERA_SECRET=netns-test-secret-0123456789 ";
     std::vector<std::thread> procs;
     std::vector<int> codes(3, -1);
     std::vector<std::string> outs(3);
     for (int r = 0; r < 3; ++r) {
-      const bool on_a = r == 0;
       const std::string cmd =
-          hosts.In(on_a, env + "TESSERA_RANK=" + std::to_string(r) + " " + cli + fit + " --bind " +
-                             hosts.ip(on_a) + (r == 0 ? " --output " + many : std::string()));
+          in_host(r, env + "TESSERA_RANK=" + std::to_string(r) + " " + cli + fit + flags_of(r) +
+                         (r == 0 ? " --output " + many : std::string()));
       procs.emplace_back([&, r, cmd] { codes[r] = Sh("timeout 120 " + cmd, &outs[r]); });
     }
     for (auto& t : procs) t.join();
@@ -223,6 +286,30 @@ TEST(NetnsTest, RunsAcrossTwoHostsWithDelayAndLossAreTheInProcessOnes) {
     EXPECT_TRUE(Slurp(many) == Slurp(one))
         << "the run across hosts differs from the in-process one";
   }
+}
+
+// Process 0 (the coordinator) on host a, the two workers' processes on host b, each binding
+// its host's address, across the slow, lossy link.
+TEST(NetnsTest, RunsAcrossTwoHostsWithDelayAndLossAreTheInProcessOnes) {
+  TESSERA_SKIP_IF_SANITIZED_VARIANT();
+  TwoHosts hosts;
+  if (!hosts.why_not().empty()) GTEST_SKIP() << "no network namespaces: " << hosts.why_not();
+  std::cout << "two hosts; " << hosts.link() << "\n";
+  ExpectTheInProcessResults([&](int r, const std::string& cmd) { return hosts.In(r == 0, cmd); },
+                            [&](int r) { return " --bind " + hosts.ip(r == 0); }, hosts.ip(true),
+                            7411);
+}
+
+// A process on each of three hosts, every one listening on all interfaces (--bind 0.0.0.0) as
+// a user would start them: each tells its peers the address it reaches process 0 from, and
+// the listeners of processes 1 and 2 take ports of --port-range.
+TEST(NetnsTest, ThreeHostsListeningEverywhereGiveTheInProcessResults) {
+  TESSERA_SKIP_IF_SANITIZED_VARIANT();
+  ThreeHosts hosts;
+  if (!hosts.why_not().empty()) GTEST_SKIP() << "no network namespaces: " << hosts.why_not();
+  ExpectTheInProcessResults(
+      [&](int r, const std::string& cmd) { return hosts.In(r, cmd); },
+      [](int) { return std::string(" --bind 0.0.0.0 --port-range 7600-7609"); }, hosts.ip(0), 7511);
 }
 
 }  // namespace
