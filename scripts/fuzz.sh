@@ -16,7 +16,7 @@ rm -rf "$out/corpus"
 "$out/tests/fuzz/fuzz_seeds" "$out/corpus"
 failed=0
 printf '%-16s %12s %10s %8s %s\n' target executions "exec/s" crashes corpus
-for target in fuzz_frame fuzz_checkpoint fuzz_readers fuzz_models fuzz_options; do
+for target in fuzz_frame fuzz_checkpoint fuzz_readers fuzz_models fuzz_options fuzz_shard; do
   corpus="$out/corpus/$target"
   mkdir -p "$corpus"
   cp -n tests/fuzz/corpus/"$target"/* "$corpus"/ 2>/dev/null || true

@@ -135,5 +135,47 @@ int main(int argc, char** argv) {
         "30s\nssp:2\nn-batches:4\ndisjoint_random\n[::1]:7070\n1\n3\n"
         "127.0.0.1:7411\n2\n");
   Write(options, "other", "1.5m\neager_ssp:1\nepoch\noverlap_reshuffle\nhost0:1\n0\n1\n\n1\n");
+
+  // fuzz_shard: frames of messages from the workers (ranks 3 and 4; shards 1 and 2, `to` 0 or
+  // 1 picks the shard) to tables 0 (10 keys x 2, asp), 1 (1000 sparse keys, ssp:1) and 2
+  // (6 keys, bsp, averaged).
+  const auto shard = root / "fuzz_shard";
+  std::vector<Message> session;
+  for (int w = 3; w <= 4; ++w) {
+    Message m;
+    m.from = w;
+    m.kind = MessageKind::kPsPush;
+    m.table = 0;
+    m.keys = {1, 3};
+    m.values = Eigen::VectorXd::Constant(4, 0.5);
+    session.push_back(m);
+    m.table = 1;
+    m.to = 1;
+    m.keys = {600, 999};
+    m.values = Eigen::VectorXd::Constant(2, -1.0);
+    session.push_back(m);
+    m.kind = MessageKind::kPsPull;
+    m.values.resize(0);
+    m.request = 7;
+    m.round = 1;
+    session.push_back(m);
+    m.kind = MessageKind::kPsClock;
+    m.to = 0;
+    m.request = 0;
+    m.keys.clear();
+    session.push_back(m);
+    m.kind = MessageKind::kPsPull;
+    m.table = 2;
+    m.range = {0, 3};
+    m.request = 8;
+    session.push_back(m);
+    m.kind = MessageKind::kPsPing;
+    m.request = 9;
+    session.push_back(m);
+  }
+  std::string frames_of_session;
+  for (const Message& m : session) frames_of_session += net::EncodeFramedMessages({&m, 1});
+  Write(shard, "session", frames_of_session);
+  Write(shard, "batch", net::EncodeFramedMessages(session));
   return 0;
 }
