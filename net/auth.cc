@@ -1,11 +1,17 @@
 #include "net/auth.h"
 
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -31,6 +37,72 @@ StatusOr<std::string> GenerateSecret() {
   return hex;
 }
 
+StatusOr<std::string> UserSecret() {
+  std::string dir;
+  if (const char* d = std::getenv("TESSERA_SECRET_DIR"); d && *d) {
+    dir = d;
+  } else if (const char* home = std::getenv("HOME"); home && *home) {
+    dir = std::string(home) + "/.tessera";
+  } else {
+    return InvalidArgument(
+        "no shared secret: set TESSERA_SECRET, TESSERA_SECRET_FILE or TESSERA_SECRET_DIR "
+        "(tessera launch sets one; HOME is not set either)");
+  }
+  if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return FailedPrecondition(dir +
+                              ": cannot make the secret's directory: " + std::strerror(errno));
+  }
+  const std::string path = dir + "/secret";
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+      struct stat st {};
+      std::string secret;
+      char buf[256];
+      bool ok = fstat(fd, &st) == 0;
+      for (ssize_t n; ok && (n = read(fd, buf, sizeof buf)) > 0;) {
+        secret.append(buf, static_cast<std::size_t>(n));
+        ok = secret.size() <= 4096;
+      }
+      close(fd);
+      if (!ok) return FailedPrecondition(path + ": not a secret file of at most 4096 bytes");
+      if (st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
+        return FailedPrecondition(path +
+                                  ": the secret must belong to you and be readable by "
+                                  "you alone (chmod 600 " +
+                                  path + ")");
+      }
+      while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) {
+        secret.pop_back();
+      }
+      return secret;
+    }
+    if (errno != ENOENT) {
+      return FailedPrecondition(path + ": cannot read the secret: " + std::strerror(errno));
+    }
+    // None yet: write one under a name of this process, then link it into place, which
+    // fails if another process was first (its file is then the one read).
+    TESSERA_ASSIGN_OR_RETURN(std::string hex, GenerateSecret());
+    hex += '\n';
+    static std::atomic<unsigned> made{0};  // tells this process's threads' files apart
+    const std::string tmp =
+        path + ".tmp." + std::to_string(getpid()) + "." + std::to_string(made.fetch_add(1));
+    const int out = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (out < 0) {
+      return FailedPrecondition(tmp + ": cannot write the secret: " + std::strerror(errno));
+    }
+    const bool written =
+        write(out, hex.data(), hex.size()) == static_cast<ssize_t>(hex.size()) && fsync(out) == 0;
+    close(out);
+    const bool linked = written && (link(tmp.c_str(), path.c_str()) == 0 || errno == EEXIST);
+    unlink(tmp.c_str());
+    if (!linked) {
+      return FailedPrecondition(path + ": cannot write the secret: " + std::strerror(errno));
+    }
+  }
+  return Internal(path + ": the secret vanished while it was made");
+}
+
 StatusOr<std::string> SecretFromEnvironment() {
   std::string secret;
   std::string source;
@@ -46,8 +118,8 @@ StatusOr<std::string> SecretFromEnvironment() {
     while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
     source = f;
   } else {
-    return InvalidArgument(
-        "no shared secret: set TESSERA_SECRET or TESSERA_SECRET_FILE (tessera launch sets one)");
+    TESSERA_ASSIGN_OR_RETURN(secret, UserSecret());
+    source = "the user's secret file";
   }
   if (secret.size() < kMinSecretBytes) {
     return InvalidArgument(source + ": the secret has " + std::to_string(secret.size()) +

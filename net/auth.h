@@ -35,6 +35,12 @@ StatusOr<std::string> GenerateSecret();
 // The secret from the environment (TESSERA_SECRET, else the file named by
 // TESSERA_SECRET_FILE, trailing newline removed); an error says which is missing or too short.
 StatusOr<std::string> SecretFromEnvironment();
+// Without TESSERA_SECRET and TESSERA_SECRET_FILE, the secret SecretFromEnvironment reads:
+// $TESSERA_SECRET_DIR/secret, else ~/.tessera/secret, made (32 random bytes, hex, mode 0600)
+// by the first process that finds none. Every process of a run on one host, or on hosts that
+// share the home directory (as cluster nodes usually do), reads the same one; a file that
+// others may read or that is not the user's is refused.
+StatusOr<std::string> UserSecret();
 // HMAC-SHA256(key, data), 32 bytes.
 std::string HmacSha256(std::string_view key, std::string_view data);
 // The handshake's MACs (see above): the connector's, and the acceptor's confirmation.

@@ -1,5 +1,6 @@
 #include "net/process_env.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 
@@ -47,6 +48,35 @@ Status ParseHostPort(const std::string& text, const std::string& what, std::stri
   return Status::Ok();
 }
 
+std::string FirstSlurmHost(std::string_view list) {
+  // "prefix[a-b,c]suffix,..." or "name,...": the first name with the first number of its
+  // range, digits as written (node[01-04] -> node01).
+  const std::size_t comma = list.find(',');
+  const std::size_t bracket = list.find('[');
+  if (bracket == std::string_view::npos || (comma != std::string_view::npos && comma < bracket)) {
+    return std::string(list.substr(0, comma));
+  }
+  const std::size_t close = list.find(']', bracket);
+  std::string_view inside = list.substr(
+      bracket + 1, close == std::string_view::npos ? std::string_view::npos : close - bracket - 1);
+  inside = inside.substr(0, std::min(inside.find(','), inside.find('-')));
+  std::string host = std::string(list.substr(0, bracket)) + std::string(inside);
+  if (close != std::string_view::npos) {
+    const std::string_view rest = list.substr(close + 1);
+    host += std::string(rest.substr(0, rest.find(',')));
+  }
+  return host;
+}
+
+std::uint16_t PortForJob(std::string_view job) {
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (const char c : job) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ull;
+  }
+  return static_cast<std::uint16_t>(kJobPortBase + h % kJobPorts);
+}
+
 StatusOr<ProcessInfo> ProcessFromEnvironment() {
   struct Source {
     const char* launcher;
@@ -91,14 +121,42 @@ StatusOr<ProcessInfo> ProcessFromEnvironment() {
   } else if (const char* ns = Get("PMIX_NAMESPACE"); ns && info.launcher == "mpirun") {
     info.run_id = std::string("pmix ") + ns;
   }
-  const char* rv = Get("TESSERA_RENDEZVOUS");
-  if (!rv) {
-    return InvalidArgument("a " + std::to_string(info.size) + "-process run (" + info.launcher +
-                           ") needs TESSERA_RENDEZVOUS=host:port, where rank 0 listens (tessera "
-                           "launch sets it; with mpirun pass -x TESSERA_RENDEZVOUS)");
+  if (const char* rv = Get("TESSERA_RENDEZVOUS")) {
+    TESSERA_RETURN_IF_ERROR(
+        ParseHostPort(rv, "TESSERA_RENDEZVOUS", info.rendezvous_host, info.rendezvous_port));
+    return info;
   }
-  TESSERA_RETURN_IF_ERROR(
-      ParseHostPort(rv, "TESSERA_RENDEZVOUS", info.rendezvous_host, info.rendezvous_port));
+  // No rendezvous given: the launcher's job says where process 0 is, and the job id a port.
+  const char* job = nullptr;
+  if (info.launcher == "srun") {
+    const char* nodes = Get("SLURM_STEP_NODELIST");
+    if (!nodes) nodes = Get("SLURM_JOB_NODELIST");
+    job = Get("SLURM_JOB_ID");
+    if (nodes && job) info.rendezvous_host = FirstSlurmHost(nodes);
+  } else if (info.launcher == "mpirun") {
+    job = Get("PMIX_NAMESPACE");
+    if (!job) job = Get("OMPI_MCA_ess_base_jobid");
+    // One host: process 0 is on this one. Across hosts Open MPI does not say where it runs.
+    if (job && info.local_size == info.size) info.rendezvous_host = "127.0.0.1";
+  }
+  if (info.rendezvous_host.empty()) {
+    return InvalidArgument(
+        "a " + std::to_string(info.size) + "-process run (" + info.launcher +
+        ") needs TESSERA_RENDEZVOUS=host:port, where rank 0 listens (tessera launch sets it; "
+        "srun and mpirun on one host derive it from the job; mpirun across hosts: pass -x "
+        "TESSERA_RENDEZVOUS=FIRST_HOST:PORT)");
+  }
+  const std::string id =
+      info.launcher == "srun"
+          ? std::string(job) + "." + (Get("SLURM_STEP_ID") ? Get("SLURM_STEP_ID") : "")
+          : std::string(job);
+  info.rendezvous_port = PortForJob(id);
+  if (const char* port = Get("TESSERA_PORT")) {
+    int p = 0;
+    TESSERA_RETURN_IF_ERROR(ParseInt("TESSERA_PORT", port, 1, p));
+    if (p > 65535) return InvalidArgument(std::string("TESSERA_PORT='") + port + "': above 65535");
+    info.rendezvous_port = static_cast<std::uint16_t>(p);
+  }
   return info;
 }
 

@@ -3,13 +3,16 @@
 //   srun (Slurm)        SLURM_PROCID, SLURM_NTASKS
 //   tessera launch      TESSERA_RANK, TESSERA_SIZE
 // and where rank 0's rendezvous listens: TESSERA_RENDEZVOUS=host:port (tessera launch sets
-// it; under mpirun or srun it must be exported, e.g. mpirun -x TESSERA_RENDEZVOUS=...).
+// it). Without it, srun's is the first node of the step (SLURM_STEP_NODELIST) and mpirun's,
+// when every process is on this host, 127.0.0.1; the port is derived from the job id
+// (PortForJob; TESSERA_PORT overrides it). mpirun across hosts needs TESSERA_RENDEZVOUS.
 // TESSERA_* wins when several are set. No launcher variables at all means a single process.
 // `tessera launch` also sets TESSERA_LOCAL_SIZE (every process is on this machine).
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "core/status.h"
 
@@ -31,6 +34,13 @@ struct ProcessInfo {
   std::string run_id = "";
   bool multi_process() const { return size > 1; }
 };
+
+// The first host of a Slurm host list: "node[01-04,07],gpu5" -> "node01".
+std::string FirstSlurmHost(std::string_view list);
+// A port for a job id, the same in every process of the job: kJobPortBase + a hash of the
+// id modulo kJobPorts.
+inline constexpr int kJobPortBase = 20000, kJobPorts = 30000;
+std::uint16_t PortForJob(std::string_view job);
 
 // Reads the variables above; errors name the variable and what is wrong with it.
 StatusOr<ProcessInfo> ProcessFromEnvironment();

@@ -16,8 +16,8 @@ void AddClusterFlags(CLI::App& cmd, ClusterFlags& f) {
   cmd.add_option("--bind", f.bind,
                  "Address or host name this process listens on; 0.0.0.0 or :: for every "
                  "interface (peers are then told the address this process reaches process 0 "
-                 "from)")
-      ->capture_default_str()
+                 "from). Default: 127.0.0.1 when the rendezvous is on this host's loopback, "
+                 "else 0.0.0.0")
       ->group(g);
   cmd.add_option("--advertise", f.advertise,
                  "Address or host name peers should dial to reach this process (default: the "
@@ -130,7 +130,11 @@ StatusOr<std::unique_ptr<Cluster>> Cluster::Join(const ClusterFlags& flags, int 
     }
   }
   net::TcpOptions o;
-  o.bind = flags.bind;
+  // By default a run whose rendezvous is this host's loopback stays on it; any other listens on
+  // every interface and tells its peers the address it reaches process 0 from.
+  const std::string& rv = me.rendezvous_host;
+  const bool loopback = rv == "localhost" || rv == "::1" || rv.rfind("127.", 0) == 0;
+  o.bind = !flags.bind.empty() ? flags.bind : loopback ? "127.0.0.1" : "0.0.0.0";
   o.advertise = flags.advertise;
   if (!flags.port_range.empty()) {
     TESSERA_ASSIGN_OR_RETURN(std::tie(o.port_min, o.port_max), ParsePortRange(flags.port_range));

@@ -19,7 +19,7 @@
 namespace tessera {
 
 struct ClusterFlags {
-  std::string bind = "127.0.0.1";
+  std::string bind;        // empty: 127.0.0.1 for a loopback rendezvous, else 0.0.0.0
   std::string advertise;   // empty: derived (net::TcpOptions::advertise)
   std::string port_range;  // "A-B"; empty: the kernel's choice
   std::uint32_t max_frame_bytes = net::kDefaultMaxFrameBytes;

@@ -4,8 +4,10 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstdlib>
+#include <thread>
 #include <vector>
 
 #include "tests/test_util.h"
@@ -107,7 +109,11 @@ TEST(AuthTest, SecretsComeFromTheEnvironment) {
   EXPECT_EQ(generated->size(), 64u);
   unsetenv("TESSERA_SECRET");
   unsetenv("TESSERA_SECRET_FILE");
+  unsetenv("TESSERA_SECRET_DIR");
+  const std::string home = std::getenv("HOME") ? std::getenv("HOME") : "";
+  unsetenv("HOME");
   EXPECT_THAT(SecretFromEnvironment().status().message(), HasSubstr("no shared secret"));
+  if (!home.empty()) setenv("HOME", home.c_str(), 1);
   setenv("TESSERA_SECRET", "short", 1);
   EXPECT_THAT(SecretFromEnvironment().status().message(),
               HasSubstr("TESSERA_SECRET: the secret has 5 bytes; at least 16 needed"));
@@ -121,6 +127,34 @@ TEST(AuthTest, SecretsComeFromTheEnvironment) {
   EXPECT_THAT(SecretFromEnvironment().status().message(),
               HasSubstr("/no/such/secret: cannot read"));
   unsetenv("TESSERA_SECRET_FILE");
+}
+
+// Without a secret in the environment every process of a user reads one file, which the
+// first to look makes; one that others may read is refused.
+TEST(AuthTest, WithoutASecretGivenTheUsersSecretFileIsMadeOnceAndShared) {
+  unsetenv("TESSERA_SECRET");
+  unsetenv("TESSERA_SECRET_FILE");
+  testing::TempDir dir;
+  const std::string where = dir.Path("secrets");
+  setenv("TESSERA_SECRET_DIR", where.c_str(), 1);
+  std::vector<std::string> seen(8);
+  std::vector<std::thread> makers;
+  for (std::size_t i = 0; i < seen.size(); ++i) {
+    makers.emplace_back([&seen, i] {
+      auto s = SecretFromEnvironment();
+      seen[i] = s.ok() ? *s : s.status().message();
+    });
+  }
+  for (auto& t : makers) t.join();
+  EXPECT_EQ(seen[0].size(), 64u) << seen[0];
+  for (const std::string& s : seen) EXPECT_EQ(s, seen[0]);
+  struct stat st {};
+  ASSERT_EQ(stat((where + "/secret").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(*UserSecret(), seen[0]);
+  ASSERT_EQ(chmod((where + "/secret").c_str(), 0644), 0);
+  EXPECT_THAT(UserSecret().status().message(), HasSubstr("readable by you alone"));
+  unsetenv("TESSERA_SECRET_DIR");
 }
 
 }  // namespace

@@ -18,7 +18,10 @@ class ProcessEnvTest : public ::testing::Test {
   static void Clear() {
     for (const char* v :
          {"TESSERA_RANK", "TESSERA_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
-          "SLURM_PROCID", "SLURM_NTASKS", "TESSERA_RENDEZVOUS"}) {
+          "SLURM_PROCID", "SLURM_NTASKS", "TESSERA_RENDEZVOUS", "TESSERA_PORT",
+          "TESSERA_LOCAL_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "PMIX_NAMESPACE",
+          "OMPI_MCA_ess_base_jobid", "SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_STEP_NODELIST",
+          "SLURM_JOB_NODELIST", "SLURM_NTASKS_PER_NODE", "TESSERA_RUN_ID"}) {
       unsetenv(v);
     }
   }
@@ -63,6 +66,49 @@ TEST_F(ProcessEnvTest, EachLauncherIsRecognized) {
   EXPECT_EQ(p->rank, 1);
   EXPECT_EQ(p->rendezvous_host, "::1");
   EXPECT_EQ(p->rendezvous_port, 6000);
+}
+
+// Without TESSERA_RENDEZVOUS the job says where process 0 listens: srun's first node, mpirun's
+// own host when every process is on it, a port from the job id.
+TEST_F(ProcessEnvTest, WithoutARendezvousTheJobSaysWhere) {
+  setenv("OMPI_COMM_WORLD_RANK", "1", 1);
+  setenv("OMPI_COMM_WORLD_SIZE", "3", 1);
+  setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "3", 1);
+  setenv("PMIX_NAMESPACE", "prterun-host-4242@1", 1);
+  auto p = ProcessFromEnvironment();
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  EXPECT_EQ(p->rendezvous_host, "127.0.0.1");
+  EXPECT_EQ(p->rendezvous_port, PortForJob("prterun-host-4242@1"));
+  EXPECT_GE(p->rendezvous_port, kJobPortBase);
+  EXPECT_LT(p->rendezvous_port, kJobPortBase + kJobPorts);
+  EXPECT_NE(PortForJob("prterun-host-4242@1"), PortForJob("prterun-host-4243@1"));
+  setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2", 1);  // across hosts: Open MPI does not say where
+  EXPECT_THAT(ProcessFromEnvironment().status().message(),
+              HasSubstr("mpirun across hosts: pass -x TESSERA_RENDEZVOUS"));
+  Clear();
+  setenv("SLURM_PROCID", "2", 1);
+  setenv("SLURM_NTASKS", "4", 1);
+  setenv("SLURM_JOB_ID", "77", 1);
+  setenv("SLURM_STEP_ID", "0", 1);
+  setenv("SLURM_JOB_NODELIST", "other[1-9]", 1);
+  setenv("SLURM_STEP_NODELIST", "node[03-04],gpu1", 1);
+  p = ProcessFromEnvironment();
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  EXPECT_EQ(p->rendezvous_host, "node03");
+  EXPECT_EQ(p->rendezvous_port, PortForJob("77.0"));
+  setenv("TESSERA_PORT", "9000", 1);
+  EXPECT_EQ(ProcessFromEnvironment()->rendezvous_port, 9000);
+  setenv("TESSERA_PORT", "70000", 1);
+  EXPECT_THAT(ProcessFromEnvironment().status().message(), HasSubstr("TESSERA_PORT"));
+}
+
+TEST(SlurmHostListTest, TheFirstHostIsTheFirstNameWithItsFirstNumber) {
+  EXPECT_EQ(FirstSlurmHost("c1"), "c1");
+  EXPECT_EQ(FirstSlurmHost("c1,c2"), "c1");
+  EXPECT_EQ(FirstSlurmHost("n[1-3]"), "n1");
+  EXPECT_EQ(FirstSlurmHost("node[007,009-012]"), "node007");
+  EXPECT_EQ(FirstSlurmHost("rack1-n[05-06]x,gpu[1-2]"), "rack1-n05x");
+  EXPECT_EQ(FirstSlurmHost("a,b[1-2]"), "a");
 }
 
 TEST_F(ProcessEnvTest, BadValuesNameTheVariable) {

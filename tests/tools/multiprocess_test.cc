@@ -170,6 +170,30 @@ TEST(MultiProcessTest, MpirunGivesTheInProcessCoefficientsBitForBit) {
   EXPECT_EQ(Slurp(many), Slurp(one));
 }
 
+// On one host mpirun needs nothing exported: the rendezvous comes from the job (127.0.0.1 and
+// a port from its id), the secret from the user's secret file, which the first process makes.
+TEST(MultiProcessTest, MpirunOnOneHostNeedsNothingExported) {
+  TESSERA_SKIP_UNDER_TSAN();
+  if (std::system("command -v mpirun > /dev/null 2>&1") != 0) {
+    if (testing::InCi()) FAIL() << "mpirun is missing: scripts/install-deps.sh installs it";
+    GTEST_SKIP() << "mpirun not installed (apt-get install openmpi-bin)";
+  }
+  testing::TempDir dir;
+  const std::string one = dir.Path("one.csv"), many = dir.Path("mpi.csv"), log = dir.Path("log");
+  const std::string home = dir.Path("home");
+  std::filesystem::create_directories(home);
+  ASSERT_EQ(Shell(kCli + " " + LassoArgs(one), log), 0) << Slurp(log);
+  ASSERT_EQ(Shell("env -u TESSERA_RENDEZVOUS -u TESSERA_SECRET -u TESSERA_SECRET_FILE "
+                  "-u TESSERA_SECRET_DIR HOME=" +
+                      home + " mpirun --oversubscribe --allow-run-as-root -n 3 " + kCli + " " +
+                      LassoArgs(many),
+                  log),
+            0)
+      << Slurp(log);
+  EXPECT_EQ(Slurp(many), Slurp(one));
+  EXPECT_TRUE(std::filesystem::exists(home + "/.tessera/secret"));
+}
+
 // The numbers of a CSV file, row by row (the header skipped).
 std::vector<double> Numbers(const std::string& path) {
   std::vector<double> out;
