@@ -147,12 +147,16 @@ TEST(MultiProcessTest, LaunchGivesTheInProcessCoefficientsBitForBit) {
   }
 }
 
+// mpirun is a test dependency: missing in CI it fails the test, elsewhere it skips it.
+#define TESSERA_REQUIRE_MPIRUN()                                                             \
+  if (std::system("command -v mpirun > /dev/null 2>&1") != 0) {                              \
+    if (testing::InCi()) FAIL() << "mpirun is missing: scripts/install-deps.sh installs it"; \
+    GTEST_SKIP() << "mpirun not installed (apt-get install openmpi-bin)";                    \
+  }
+
 TEST(MultiProcessTest, MpirunGivesTheInProcessCoefficientsBitForBit) {
   TESSERA_SKIP_UNDER_TSAN();
-  if (std::system("command -v mpirun > /dev/null 2>&1") != 0) {
-    if (testing::InCi()) FAIL() << "mpirun is missing: scripts/install-deps.sh installs it";
-    GTEST_SKIP() << "mpirun not installed (apt-get install openmpi-bin)";
-  }
+  TESSERA_REQUIRE_MPIRUN();
   testing::TempDir dir;
   const std::string one = dir.Path("one.csv"), many = dir.Path("mpi.csv"), log = dir.Path("log");
   ASSERT_EQ(Shell(kCli + " " + LassoArgs(one), log), 0) << Slurp(log);
@@ -174,10 +178,7 @@ TEST(MultiProcessTest, MpirunGivesTheInProcessCoefficientsBitForBit) {
 // a port from its id), the secret from the user's secret file, which the first process makes.
 TEST(MultiProcessTest, MpirunOnOneHostNeedsNothingExported) {
   TESSERA_SKIP_UNDER_TSAN();
-  if (std::system("command -v mpirun > /dev/null 2>&1") != 0) {
-    if (testing::InCi()) FAIL() << "mpirun is missing: scripts/install-deps.sh installs it";
-    GTEST_SKIP() << "mpirun not installed (apt-get install openmpi-bin)";
-  }
+  TESSERA_REQUIRE_MPIRUN();
   testing::TempDir dir;
   const std::string one = dir.Path("one.csv"), many = dir.Path("mpi.csv"), log = dir.Path("log");
   const std::string home = dir.Path("home");

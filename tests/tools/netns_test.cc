@@ -44,6 +44,13 @@ std::string Slurp(const std::string& path) {
   return ss.str();
 }
 
+// Empty when this process may make network namespaces; else why not.
+std::string WhyNoNamespaces() {
+  if (geteuid() != 0) return "not root";
+  if (Sh("command -v ip") != 0) return "no ip (iproute2)";
+  return "";
+}
+
 // Two namespaces `a` and `b` joined by a veth pair (10.M.N.1 in a, 10.M.N.2 in b); removed
 // again when the object goes.
 class TwoHosts {
@@ -57,14 +64,8 @@ class TwoHosts {
         "10." + std::to_string(100 + id / 250 % 100) + "." + std::to_string(id % 250) + ".";
     ip_a_ = net + "1";
     ip_b_ = net + "2";
-    if (geteuid() != 0) {
-      why_not_ = "not root";
-      return;
-    }
-    if (Sh("command -v ip") != 0) {
-      why_not_ = "no ip (iproute2)";
-      return;
-    }
+    why_not_ = WhyNoNamespaces();
+    if (!why_not_.empty()) return;
     const std::vector<std::string> setup = {
         "ip netns add " + a_,
         "ip netns add " + b_,
@@ -186,14 +187,8 @@ class ThreeHosts {
     tag_ = "tt" + std::to_string(id);
     const std::string net =
         "10." + std::to_string(200 + id / 250 % 50) + "." + std::to_string(id % 250) + ".";
-    if (geteuid() != 0) {
-      why_not_ = "not root";
-      return;
-    }
-    if (Sh("command -v ip") != 0) {
-      why_not_ = "no ip (iproute2)";
-      return;
-    }
+    why_not_ = WhyNoNamespaces();
+    if (!why_not_.empty()) return;
     const std::string sw = tag_ + "s";
     std::vector<std::string> setup = {"ip netns add " + sw,
                                       "ip -n " + sw + " link add br0 type bridge",
