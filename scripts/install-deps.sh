@@ -13,6 +13,7 @@ packages=(
   gnuplot-nox  # `tessera compare` plots
   openmpi-bin  # mpirun, for the multi-process tests (Tessera itself does not link MPI)
   iproute2 iptables libnetfilter-queue-dev  # the two-host test: namespaces, a slow lossy link
+  munge slurmctld slurmd slurm-client  # the Slurm test: a one-node cluster it starts itself
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(r-base-core r-cran-glmnet time python3-numpy python3-gensim)
