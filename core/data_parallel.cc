@@ -550,9 +550,11 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
     if (!t.hosts(ps->WorkerRank(w))) continue;
     done.Add(1);
     pool.Spawn([&, w] {
-      Worker worker(app, options, plan, ps->client(w), parts[w], rows_per_clock);
-      worker_status[w] = worker.Run();
-      if (worker_status[w].ok()) worker_status[w] = worker.SendState();
+      {  // the worker (and the state it keeps or frees) is gone before the run may end
+        Worker worker(app, options, plan, ps->client(w), parts[w], rows_per_clock);
+        worker_status[w] = worker.Run();
+        if (worker_status[w].ok()) worker_status[w] = worker.SendState();
+      }
       if (!worker_status[w].ok()) {
         t.Close();  // wakes everyone: the run fails
       } else if (distributed) {
