@@ -23,18 +23,13 @@
 namespace tessera {
 namespace {
 
+using testing::Slurp;
+
 using ::testing::HasSubstr;
 using Clock = std::chrono::steady_clock;
 
 std::string Diabetes() {
   return std::string(TESSERA_SOURCE_DIR) + "/datasets/diabetes/lars_diabetes_x.csv.gz";
-}
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 // Runs `cmd` through the shell, stdout and stderr into `log`; returns the exit code.
