@@ -26,6 +26,14 @@ Status ParseInt(const char* name, const char* text, int lo, int& out) {
 
 }  // namespace
 
+bool ParsePort(std::string_view text, std::uint16_t& port) {
+  int p = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), p);
+  if (ec != std::errc() || end != text.data() + text.size() || p < 1 || p > 65535) return false;
+  port = static_cast<std::uint16_t>(p);
+  return true;
+}
+
 Status ParseHostPort(const std::string& text, const std::string& what, std::string& host,
                      std::uint16_t& port) {
   std::size_t colon = text.rfind(':');
@@ -39,12 +47,9 @@ Status ParseHostPort(const std::string& text, const std::string& what, std::stri
     }
     host = host.substr(1, host.size() - 2);
   }
-  int p = 0;
-  const std::string port_text = text.substr(colon + 1);
-  if (!ParseInt(what.c_str(), port_text.c_str(), 1, p).ok() || p > 65535) {
+  if (!ParsePort(std::string_view(text).substr(colon + 1), port)) {
     return InvalidArgument(what + "='" + text + "': port must be 1..65535");
   }
-  port = static_cast<std::uint16_t>(p);
   return Status::Ok();
 }
 
@@ -151,11 +156,8 @@ StatusOr<ProcessInfo> ProcessFromEnvironment() {
           ? std::string(job) + "." + (Get("SLURM_STEP_ID") ? Get("SLURM_STEP_ID") : "")
           : std::string(job);
   info.rendezvous_port = PortForJob(id);
-  if (const char* port = Get("TESSERA_PORT")) {
-    int p = 0;
-    TESSERA_RETURN_IF_ERROR(ParseInt("TESSERA_PORT", port, 1, p));
-    if (p > 65535) return InvalidArgument(std::string("TESSERA_PORT='") + port + "': above 65535");
-    info.rendezvous_port = static_cast<std::uint16_t>(p);
+  if (const char* port = Get("TESSERA_PORT"); port && !ParsePort(port, info.rendezvous_port)) {
+    return InvalidArgument(std::string("TESSERA_PORT='") + port + "': port must be 1..65535");
   }
   return info;
 }

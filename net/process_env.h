@@ -45,6 +45,9 @@ std::uint16_t PortForJob(std::string_view job);
 // Reads the variables above; errors name the variable and what is wrong with it.
 StatusOr<ProcessInfo> ProcessFromEnvironment();
 
+// A TCP port, 1..65535, as the whole of `text`; false (and `port` unchanged) otherwise.
+bool ParsePort(std::string_view text, std::uint16_t& port);
+
 // Parses "host:port" (host may be a name, an IPv4 address or [IPv6]); `what` names the source
 // in errors.
 Status ParseHostPort(const std::string& text, const std::string& what, std::string& host,

@@ -1,6 +1,5 @@
 #include "tools/cluster.h"
 
-#include <charconv>
 #include <cmath>
 #include <iostream>
 #include <thread>
@@ -51,17 +50,12 @@ StatusOr<std::pair<std::uint16_t, std::uint16_t>> ParsePortRange(const std::stri
     return InvalidArgument("--port-range '" + text + "': expected A-B with 1 <= A <= B <= 65535");
   };
   const auto dash = text.find('-');
-  if (dash == std::string::npos) return bad();
-  int a = 0, b = 0;
-  const std::string first = text.substr(0, dash), second = text.substr(dash + 1);
-  const auto [pa, ea] = std::from_chars(first.data(), first.data() + first.size(), a);
-  const auto [pb, eb] = std::from_chars(second.data(), second.data() + second.size(), b);
-  if (ea != std::errc() || eb != std::errc() || pa != first.data() + first.size() ||
-      pb != second.data() + second.size() || first.empty() || second.empty() || a < 1 ||
-      b > 65535 || a > b) {
+  std::uint16_t a = 0, b = 0;
+  if (dash == std::string::npos || !net::ParsePort(std::string_view(text).substr(0, dash), a) ||
+      !net::ParsePort(std::string_view(text).substr(dash + 1), b) || a > b) {
     return bad();
   }
-  return std::pair{static_cast<std::uint16_t>(a), static_cast<std::uint16_t>(b)};
+  return std::pair{a, b};
 }
 
 namespace {
