@@ -31,7 +31,6 @@ using lda_internal::WordIndex;
 // A worker's own state: its documents' tokens (a copy: word, topic, document offsets), the
 // counts over them, its random stream and scratch.
 struct DpWorker final : WorkerState {
-  std::vector<std::uint32_t> docs;    // global ids; local document l is docs[l]
   std::vector<std::int32_t> local;    // global document -> local one, -1 for another worker's
   Tokens mine;                        // my documents' tokens, local document order
   WordIndex words;                    // my tokens of each word
@@ -81,12 +80,12 @@ class DpLdaApp final : public DataParallelApp {
   std::unique_ptr<WorkerState> MakeWorker(const DpWorkerSetup& setup) override {
     auto me = std::make_unique<DpWorker>();
     const auto K = static_cast<std::size_t>(h_.K);
-    me->docs.assign(setup.rows.begin(), setup.rows.end());
+    const std::span<const std::uint32_t> docs = setup.rows;  // local document l is docs[l]
     me->local.assign(t_.num_docs(), -1);
     Tokens& mine = me->mine;
     mine.word_count.assign(V_, 0);
-    for (std::size_t l = 0; l < me->docs.size(); ++l) {
-      const std::uint32_t d = me->docs[l];
+    for (std::size_t l = 0; l < docs.size(); ++l) {
+      const std::uint32_t d = docs[l];
       me->local[d] = static_cast<std::int32_t>(l);
       for (std::uint64_t i = t_.doc_ptr[d]; i < t_.doc_ptr[d + 1]; ++i) {
         mine.word.push_back(t_.word[i]);

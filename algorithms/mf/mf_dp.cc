@@ -24,8 +24,8 @@ using Factors = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::Row
 
 // A worker's own state: its users' ratings, their rows of W, its random stream and scratch.
 struct SgdWorker final : WorkerState {
-  std::vector<std::int32_t> local;         // user -> row of `w`, -1 for another worker's user
-  std::vector<std::uint32_t> users;        // row l of `w` is users[l]'s
+  std::vector<std::int32_t> local;         // user -> row of `w` (the engine's row order), -1
+                                           // for another worker's user
   std::vector<std::size_t> ptr, test_ptr;  // local user l: entries[ptr[l], ptr[l+1]), test[...]
   std::vector<Rating> entries, test;       // in file order within a user
   Factors w;
@@ -77,16 +77,16 @@ class SgdApp final : public DataParallelApp {
   // Worker: its users' ratings and their W rows, from the initial (or restored) factors.
   std::unique_ptr<WorkerState> MakeWorker(const DpWorkerSetup& setup) override {
     auto me = std::make_unique<SgdWorker>();
-    me->users.assign(setup.rows.begin(), setup.rows.end());
+    const std::span<const std::uint32_t> users = setup.rows;
     me->local.assign(num_users_, -1);
-    for (std::size_t l = 0; l < me->users.size(); ++l) {
-      me->local[me->users[l]] = static_cast<std::int32_t>(l);
+    for (std::size_t l = 0; l < users.size(); ++l) {
+      me->local[users[l]] = static_cast<std::int32_t>(l);
     }
-    GroupByUser(train_.entries, me->local, me->users.size(), me->ptr, me->entries);
-    if (test_) GroupByUser(test_->entries, me->local, me->users.size(), me->test_ptr, me->test);
-    me->w.resize(static_cast<Eigen::Index>(me->users.size()), k_);
-    for (std::size_t l = 0; l < me->users.size(); ++l) {
-      me->w.row(static_cast<Eigen::Index>(l)) = model_.w.row(me->users[l]);
+    GroupByUser(train_.entries, me->local, users.size(), me->ptr, me->entries);
+    if (test_) GroupByUser(test_->entries, me->local, users.size(), me->test_ptr, me->test);
+    me->w.resize(static_cast<Eigen::Index>(users.size()), k_);
+    for (std::size_t l = 0; l < users.size(); ++l) {
+      me->w.row(static_cast<Eigen::Index>(l)) = model_.w.row(users[l]);
     }
     return me;
   }
