@@ -60,9 +60,7 @@ void BM_InProcessMessages(benchmark::State& state) {
     ParallelFor(2, [&](int i) {
       for (int k = 0; k < n; ++k) {
         if (i == 0) {
-          Message m;
-          m.round = k;
-          (void)t.Send(1, std::move(m));
+          (void)t.Send(1, Message(0, msg::PsClock{static_cast<std::uint64_t>(k)}));
         } else {
           benchmark::DoNotOptimize(t.Receive(1));
         }

@@ -220,15 +220,12 @@ double TransportThroughput(const Flags& f, Transport* peer = nullptr) {
     return OnPool([&] {
       if (me == 1) {
         for (std::size_t i = 0; i < messages; ++i) TESSERA_CHECK(t.Receive(1).ok());
-        Message done;
-        done.kind = MessageKind::kContinue;
-        done.from = 1;
-        TESSERA_CHECK(t.Send(0, std::move(done)).ok());
+        TESSERA_CHECK(t.Send(0, Message(1, msg::DpContinue{})).ok());
         return 0.0;
       }
-      Message m;
-      m.kind = MessageKind::kPsPush;
-      m.values = Eigen::VectorXd::Constant(f.message, 1.5);
+      msg::PsPush push;
+      push.values = Eigen::VectorXd::Constant(f.message, 1.5);
+      const Message m(0, std::move(push));
       Stopwatch sw;
       for (std::size_t i = 0; i < messages; ++i) TESSERA_CHECK(t.Send(1, m).ok());
       TESSERA_CHECK(t.Receive(0).ok());
@@ -240,9 +237,8 @@ double TransportThroughput(const Flags& f, Transport* peer = nullptr) {
 double TransportLatency(const Flags& f, Transport* peer = nullptr) {
   return Side(peer, f, "latency", [&](Transport& t, int me) {
     return OnPool([&] {
-      Message m;
-      m.kind = MessageKind::kContinue;
-      m.values = Eigen::VectorXd::Constant(4, 1.0);  // about the raw ping's 64 bytes encoded
+      // About the raw ping's 64 bytes encoded.
+      const Message m(0, msg::DpTerms{0, Eigen::VectorXd::Constant(4, 1.0)});
       if (me == 1) {
         for (int i = 0; i < f.pings; ++i) {
           auto r = t.Receive(1);

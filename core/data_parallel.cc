@@ -145,12 +145,14 @@ StatusOr<int> BarrierSender(const Message& m, const ParameterServer& ps, int wor
 Status GatherState(DataParallelApp& app, const Message& m, const ParameterServer& ps,
                    const std::vector<std::vector<std::uint32_t>>& parts,
                    std::vector<bool>& gathered) {
+  const auto* sent = m.get<msg::DpWorkerState>();
+  if (!sent) return Internal(std::string("driver: a ") + KindName(m.kind()) + " as a worker state");
   TESSERA_ASSIGN_OR_RETURN(const int w, BarrierSender(m, ps, static_cast<int>(parts.size())));
   if (gathered[static_cast<std::size_t>(w)]) {
     return InvalidArgument("driver: worker " + std::to_string(w) + " sent its state twice");
   }
   gathered[static_cast<std::size_t>(w)] = true;
-  StateReader in(m.state, "the state of worker " + std::to_string(w));
+  StateReader in(sent->state, "the state of worker " + std::to_string(w));
   TESSERA_RETURN_IF_ERROR(app.GatherWorker(w, parts[static_cast<std::size_t>(w)], in));
   return in.Done();
 }
@@ -236,8 +238,7 @@ class Worker {
 
   // To the driver (wherever it runs) once the run has stopped, and at a checkpoint.
   Status SendState() {
-    Message m;
-    m.kind = MessageKind::kDpWorkerState;
+    msg::DpWorkerState m;
     if (state_) {
       StateWriter out(m.state);
       state_->Save(out);
@@ -253,32 +254,36 @@ class Worker {
 
   // The barrier: returns true when the driver says stop.
   StatusOr<bool> Evaluate() {
-    Message arrived;
-    arrived.kind = MessageKind::kDpArrived;
-    arrived.round = client_.clock();
     // What this worker pushed, and the payload bytes it moved (the driver's totals: across
     // processes no single transport sees every message).
-    arrived.values.resize(2);
-    arrived.values << static_cast<double>(client_.stats().pushed_values),
-        static_cast<double>(client_.stats().bytes);
-    TESSERA_RETURN_IF_ERROR(client_.SendToDriver(std::move(arrived)));
+    TESSERA_RETURN_IF_ERROR(client_.SendToDriver(
+        msg::DpArrived{client_.clock(), client_.stats().pushed_values, client_.stats().bytes}));
     TESSERA_ASSIGN_OR_RETURN(Message go, client_.ReceiveControl());
-    if (go.kind == MessageKind::kStop) return true;
+    TESSERA_RETURN_IF_ERROR(CheckControl(go));
+    if (go.get<msg::Stop>()) return true;
+    if (!go.get<msg::DpContinue>()) return Unexpected(go);
     client_.set_exact_reads(true);
     auto terms = app_.EvaluateTerms(ctx_);
     client_.set_exact_reads(false);
     if (!terms.ok()) return terms.status();
-    Message m;
-    m.kind = MessageKind::kDpTerms;
-    m.round = client_.clock();
-    m.values = std::move(*terms);
-    TESSERA_RETURN_IF_ERROR(client_.SendToDriver(std::move(m)));
+    TESSERA_RETURN_IF_ERROR(client_.SendToDriver(msg::DpTerms{client_.clock(), std::move(*terms)}));
     TESSERA_ASSIGN_OR_RETURN(Message reply, client_.ReceiveControl());
-    while (reply.kind == MessageKind::kDpSaveState) {  // a checkpoint
+    TESSERA_RETURN_IF_ERROR(CheckControl(reply));
+    while (reply.get<msg::DpSaveState>()) {  // a checkpoint
       TESSERA_RETURN_IF_ERROR(SendState());
       TESSERA_ASSIGN_OR_RETURN(reply, client_.ReceiveControl());
+      TESSERA_RETURN_IF_ERROR(CheckControl(reply));
     }
-    return reply.kind == MessageKind::kStop;
+    if (reply.get<msg::Stop>()) return true;
+    if (!reply.get<msg::DpContinue>()) return Unexpected(reply);
+    return false;
+  }
+
+  // Control messages come from the driver only.
+  Status CheckControl(const Message& m) const { return m.from == 0 ? Status::Ok() : Unexpected(m); }
+  Status Unexpected(const Message& m) const {
+    return InvalidArgument("worker " + std::to_string(ctx_.worker) + ": unexpected " +
+                           KindName(m.kind()) + " message from rank " + std::to_string(m.from));
   }
 
   DataParallelApp& app_;
@@ -311,7 +316,7 @@ class Driver {
     std::map<std::uint64_t, std::pair<int, Eigen::VectorXd>> terms;
     double last_objective = std::numeric_limits<double>::quiet_NaN();
     std::uint64_t pushed_before = 0;
-    std::map<std::uint64_t, double> pushed, moved;
+    std::map<std::uint64_t, std::uint64_t> pushed, moved;
     const std::uint64_t epochs =
         opts_.max_epochs > opts_.start_epoch ? opts_.max_epochs - opts_.start_epoch : 0;
     // Every worker evaluates after its last clock, which ends the run.
@@ -320,43 +325,40 @@ class Driver {
     for (;;) {
       TESSERA_ASSIGN_OR_RETURN(Message m, ps_.transport().Receive(0));
       TESSERA_RETURN_IF_ERROR(BarrierSender(m, ps_, P).status());
-      const std::uint64_t c = m.round;
+      const auto* arrival = m.get<msg::DpArrived>();
+      const auto* sent = m.get<msg::DpTerms>();
+      if (!arrival && !sent) {
+        return InvalidArgument(std::string("driver: unexpected ") + KindName(m.kind()) +
+                               " message from rank " + std::to_string(m.from));
+      }
+      const std::uint64_t c = arrival ? arrival->clock : sent->clock;
       if (c > last_clock) {
         return InvalidArgument("driver: a barrier message for clock " + std::to_string(c) +
                                " of a run of " + std::to_string(last_clock));
       }
-      if (m.kind == MessageKind::kDpArrived) {
-        if (m.values.size() != 2) {
-          return InvalidArgument("driver: an arrival with " + std::to_string(m.values.size()) +
-                                 " values, not 2");
-        }
-        pushed[c] += m.values[0];
-        moved[c] += m.values[1];
+      if (arrival) {
+        pushed[c] += arrival->values_pushed;
+        moved[c] += arrival->bytes;
         if (++arrived[c] < P) continue;
         arrived.erase(c);
-        TESSERA_RETURN_IF_ERROR(Broadcast(MessageKind::kContinue, c));
+        TESSERA_RETURN_IF_ERROR(Broadcast(msg::DpContinue{c}));
         continue;
       }
-      if (m.kind != MessageKind::kDpTerms) {
-        return InvalidArgument("driver: unexpected message kind " +
-                               std::to_string(static_cast<int>(m.kind)) + " from rank " +
-                               std::to_string(m.from));
-      }
       auto& [count, sum] = terms[c];
-      if (count > 0 && m.values.size() != sum.size()) {
-        return InvalidArgument("driver: objective terms of " + std::to_string(m.values.size()) +
+      if (count > 0 && sent->terms.size() != sum.size()) {
+        return InvalidArgument("driver: objective terms of " + std::to_string(sent->terms.size()) +
                                " values where the others sent " + std::to_string(sum.size()));
       }
-      sum = count == 0 ? m.values : Eigen::VectorXd(sum + m.values);
+      sum = count == 0 ? sent->terms : Eigen::VectorXd(sum + sent->terms);
       if (++count < P) continue;
       const bool last = c == last_clock;
       const double objective = app_.Objective(sum);
       TESSERA_RETURN_IF_ERROR(CheckFiniteObjective(objective, "clock", c));
       terms.erase(c);
       const double seconds = clock_.Seconds();
-      const auto values_pushed = static_cast<std::uint64_t>(pushed[c]);
+      const std::uint64_t values_pushed = pushed[c];
       pushed.erase(c);
-      bytes_ = static_cast<std::uint64_t>(moved[c]);
+      bytes_ = moved[c];
       moved.erase(c);
       RoundMetrics row{c, seconds, objective, values_pushed - pushed_before, bytes_};
       pushed_before = values_pushed;
@@ -392,7 +394,11 @@ class Driver {
         TESSERA_RETURN_IF_ERROR(Checkpoint(c));
         last_checkpoint_ = clock_.Seconds();
       }
-      TESSERA_RETURN_IF_ERROR(Broadcast(stop ? MessageKind::kStop : MessageKind::kContinue, c));
+      if (stop) {
+        TESSERA_RETURN_IF_ERROR(Broadcast(msg::Stop{}));
+      } else {
+        TESSERA_RETURN_IF_ERROR(Broadcast(msg::DpContinue{c}));
+      }
       if (stop) break;
     }
     progress_.Finish();
@@ -403,12 +409,10 @@ class Driver {
   }
 
  private:
-  Status Broadcast(MessageKind kind, std::uint64_t clock) {
+  template <typename Body>
+  Status Broadcast(const Body& body) {
     for (int w = 0; w < opts_.workers; ++w) {
-      Message m;
-      m.kind = kind;
-      m.round = clock;
-      TESSERA_RETURN_IF_ERROR(ps_.transport().Send(ps_.WorkerRank(w), std::move(m)));
+      TESSERA_RETURN_IF_ERROR(ps_.transport().Send(ps_.WorkerRank(w), Message(0, body)));
     }
     return Status::Ok();
   }
@@ -417,15 +421,10 @@ class Driver {
   // state and every table as the servers hold it after clock c, handed to opts_.checkpoint.
   Status Checkpoint(std::uint64_t c) {
     Transport& t = ps_.transport();
-    int states = 0;
     std::vector<bool> gathered(parts_.size(), false);
-    for (int w = 0; w < opts_.workers; ++w) {
-      Message m;
-      m.kind = MessageKind::kDpSaveState;
-      m.round = c;
-      TESSERA_RETURN_IF_ERROR(t.Send(ps_.WorkerRank(w), std::move(m)));
-      ++states;
-    }
+    TESSERA_RETURN_IF_ERROR(Broadcast(msg::DpSaveState{c}));
+    const int states = opts_.workers;
+    int gathered_states = 0;
     std::vector<Eigen::VectorXd> tables(ps_.num_tables());
     int pulls = 0;
     std::map<std::uint64_t, TableId> requests;  // the driver's pulls, numbered from 1
@@ -434,32 +433,33 @@ class Driver {
       tables[id] = Eigen::VectorXd::Constant(static_cast<Eigen::Index>(spec.num_keys * spec.dim),
                                              spec.initial);
       for (int s = 0; s < ps_.servers(); ++s) {
-        Message m;
-        m.kind = MessageKind::kPsPull;
-        m.from = 0;
-        m.table = id;
-        m.range = ps_.ranges(id)[static_cast<std::size_t>(s)];
-        m.round = c;  // served once every worker's clock c has reached the shard
-        if (m.range.size() == 0) continue;
-        m.request = requests.size() + 1;
-        requests[m.request] = id;
-        TESSERA_RETURN_IF_ERROR(t.Send(ps_.ShardRank(s), std::move(m)));
+        msg::PsPull pull;
+        pull.table = id;
+        pull.range = ps_.ranges(id)[static_cast<std::size_t>(s)];
+        pull.clock = c;  // served once every worker's clock c has reached the shard
+        if (pull.range.size() == 0) continue;
+        pull.request = requests.size() + 1;
+        requests[pull.request] = id;
+        TESSERA_RETURN_IF_ERROR(t.Send(ps_.ShardRank(s), Message(0, std::move(pull))));
         ++pulls;
       }
     }
-    while (pulls > 0 || states > 0) {
+    while (pulls > 0 || gathered_states < states) {
       TESSERA_ASSIGN_OR_RETURN(Message m, t.Receive(0));
-      const auto pull =
-          m.kind == MessageKind::kPsValues ? requests.find(m.request) : requests.end();
-      if (pull != requests.end() && pull->second == m.table) {
-        TESSERA_RETURN_IF_ERROR(ps_.PlaceValues(m, tables[m.table]));
+      const auto* values = m.get<msg::PsValues>();
+      const auto pull = values ? requests.find(values->request) : requests.end();
+      if (pull != requests.end() && pull->second == values->table) {
+        TESSERA_RETURN_IF_ERROR(
+            ps_.PlaceValues(m.from, *values, values->values, tables[values->table]));
         requests.erase(pull);
         --pulls;
-      } else if (m.kind == MessageKind::kDpWorkerState) {
+      } else if (m.get<msg::DpWorkerState>()) {
         TESSERA_RETURN_IF_ERROR(GatherState(app_, m, ps_, parts_, gathered));
-        --states;
+        ++gathered_states;
       } else {
-        return Internal("driver: an unexpected message during a checkpoint");
+        return InvalidArgument(std::string("driver: an unexpected ") + KindName(m.kind()) +
+                               " message from rank " + std::to_string(m.from) +
+                               " during a checkpoint");
       }
     }
     return opts_.checkpoint(opts_.start_epoch + c / plan_.clocks_per_epoch, tables);
@@ -561,10 +561,7 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
         // The shards stop once every worker has (see ParameterServer::Shutdown); on each
         // connection this follows the worker's last push.
         for (int s = 0; s < options.servers; ++s) {
-          Message stop;
-          stop.kind = MessageKind::kStop;
-          stop.from = ps->WorkerRank(w);
-          worker_status[w] = t.Send(ps->ShardRank(s), std::move(stop));
+          worker_status[w] = t.Send(ps->ShardRank(s), Message(ps->WorkerRank(w), msg::Stop{}));
           if (!worker_status[w].ok()) break;
         }
       }
@@ -588,7 +585,7 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
   std::vector<bool> gathered(parts.size(), false);
   Status merged = Status::Ok();
   auto merge = [&](Message& m) {
-    if (m.kind != MessageKind::kDpWorkerState) return;  // a late control message of the run
+    if (!m.get<msg::DpWorkerState>()) return;  // a late control message of the run
     --states_due;
     if (merged.ok()) merged = GatherState(app, m, *ps, parts, gathered);
   };

@@ -5,8 +5,8 @@
 //                                tables by key range  <-- pull/push/clock --  for each epoch:
 //                                                                               for each batch:
 //                                                                                 ProcessBatch
-//   sums objective terms  <---- kEvaluation (barrier every N clocks) -------      Clock (per
-//   continue / stop  ---------- kContinue / kStop ------------------------->       frequency)
+//   sums objective terms  <---- DpArrived, DpTerms (barrier every N clocks) -      Clock (per
+//   continue / stop  ---------- DpContinue / Stop ------------------------->       frequency)
 //
 // The options follow SystemDS paramserv: update frequency `batch`, `nbatches:N` or `epoch` says
 // after how many batches a worker ends a clock (its pushes reach the servers at the latest

@@ -1,10 +1,14 @@
-// The messages the engines exchange through a Transport. In-process they move by value;
-// the TCP transport (net/) serializes exactly these fields.
+// The messages the engines exchange through a Transport: an envelope (sender, receiver, run)
+// around one typed body, a std::variant of the small structs below. In-process they move by
+// value; the TCP transport serializes exactly these fields (net/tessera.thrift mirrors each
+// body as a member of a Thrift union).
 #pragma once
 
 #include <Eigen/Core>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "core/keys.h"
@@ -28,40 +32,11 @@ struct Update {
   bool empty() const { return keys.empty(); }
 };
 
-enum class MessageKind : std::uint8_t {
-  kPush,        // coordinator -> worker: compute partials for `blocks` of `round`
-  kPartials,    // worker -> coordinator: `partials` for `round`
-  kApply,       // coordinator -> worker: only apply `update` (nothing else to send yet)
-  kEvaluate,    // coordinator -> worker: report objective terms over owned data
-  kEvaluation,  // worker -> coordinator: `values` = objective terms
-  kStop,        // coordinator -> worker: leave the worker loop
-
-  // Parameter server (core/parameter_server.h).
-  kPsPull,    // worker or driver -> shard: `request` for `keys` (or `range`) of `table`, to be
-              // answered once the shard's clock is >= `round`
-  kPsValues,  // shard -> worker: `values` for `request` (0: an eager ESSP refresh of `keys` /
-              // `range`), served at shard clock `round`
-  kPsPush,    // worker -> shard: `values` for `keys` (or `range`) of `table`; `raw_add` adds
-              // them instead of running the table's updater (model averaging)
-  kPsClock,   // worker -> shard: the worker finished clock `round` (all its pushes before it)
-  kPsPing,    // worker -> shard: answer `request` (a kPsValues without values) once every push
-              // this worker sent before it is applied (flow control)
-  kPsTables,  // shard -> driver at the end of a run across processes: the `values` of `table`
-              // in the shard (dense tables: `range`; sparse: the stored `keys`)
-
-  // Data-parallel evaluation barrier (core/data_parallel.h), worker <-> driver.
-  kDpArrived,      // worker -> driver: ended clock `round`; values = [values pushed, bytes moved]
-  kDpTerms,        // worker -> driver: its objective terms (`values`) at clock `round`
-  kDpSaveState,    // driver -> worker: send kDpWorkerState (a checkpoint), then wait for more
-  kDpWorkerState,  // worker -> driver: `state` = the bytes its WorkerState::Save wrote
-  kContinue,       // driver -> worker: leave the barrier of clock `round` and go on
-
-  // Model-parallel state.
-  kBlockState,   // worker -> worker: `state` of carried block `block`, for its next holder
-  kGather,       // coordinator -> worker: send your state and the carried blocks you hold
-  kWorkerState,  // worker -> coordinator: `state` of the worker and the `carried` blocks it holds
+// An update the coordinator committed for `round`, on its way to the workers.
+struct Committed {
+  std::uint64_t round = 0;
+  Update update;
 };
-inline constexpr MessageKind kLastMessageKind = MessageKind::kWorkerState;
 
 // The serialized state of one carried block.
 struct CarriedState {
@@ -69,39 +44,174 @@ struct CarriedState {
   std::string state;
 };
 
+// Keys of one parameter-server table: the explicit `keys`, or when there are none, `range`.
+struct TableKeys {
+  std::uint32_t table = 0;
+  std::vector<Key> keys;
+  KeyRange range;
+  std::size_t count() const { return keys.empty() ? range.size() : keys.size(); }
+  Key key(std::size_t i) const { return keys.empty() ? range.begin + i : keys[i]; }
+};
+
+namespace msg {
+
+// Any side: leave the loop (coordinator -> worker, driver -> worker, driver or worker -> shard).
+struct Stop {};
+
+// Model-parallel (core/model_parallel.h). Coordinator -> worker messages may carry the
+// `committed` update of an earlier round, which the worker applies before anything else (it
+// saves a message per round).
+struct Push {  // compute partials for `blocks` of `round`
+  std::uint64_t round = 0;
+  std::vector<Block> blocks;
+  std::vector<Key> stale_keys;  // keys of earlier rounds not yet applied at the worker
+  std::optional<Committed> committed;
+};
+struct Partials {  // worker -> coordinator: its partials for `round`
+  std::uint64_t round = 0;
+  std::vector<Partial> partials;
+  // Payload bytes the worker sent to other workers (carried blocks) since its last reply,
+  // which the coordinator counts with the traffic it sees itself.
+  std::uint64_t moved_bytes = 0;
+};
+struct Apply {  // coordinator -> worker: apply `committed`, nothing else to send yet
+  Committed committed;
+};
+struct Evaluate {  // coordinator -> worker: report objective terms over owned data
+  std::uint64_t round = 0;
+  std::optional<Committed> committed;
+};
+struct Evaluation {  // worker -> coordinator
+  std::uint64_t round = 0;
+  Eigen::VectorXd terms;
+};
+struct Gather {  // coordinator -> worker: send your state and the carried blocks you hold
+  std::uint64_t round = 0;
+  std::optional<Committed> committed;
+};
+struct WorkerState {  // worker -> coordinator: what WorkerState::Save and BlockState::Save wrote
+  std::uint64_t round = 0;
+  std::string state;
+  std::vector<CarriedState> carried;
+};
+struct BlockState {  // worker -> worker: carried block `block`, for its next holder
+  std::uint64_t round = 0;
+  std::uint32_t block = 0;
+  std::string state;
+};
+
+// Parameter server (core/parameter_server.h).
+struct PsPull : TableKeys {  // worker or driver -> shard, answered once the shard's clock >= clock
+  std::uint64_t clock = 0;
+  std::uint64_t request = 0;
+};
+struct PsValues : TableKeys {  // shard -> worker or driver: the answer to `request`
+  std::uint64_t clock = 0;     // the shard's clock when it read them
+  std::uint64_t request = 0;
+  Eigen::VectorXd values;  // key-major
+};
+struct PsRefresh : TableKeys {  // shard -> worker: ESSP's eager refresh of keys it has read
+  std::uint64_t clock = 0;
+  Eigen::VectorXd values;
+};
+struct PsPush : TableKeys {  // worker -> shard
+  Eigen::VectorXd values;
+  bool raw_add = false;  // add the values instead of running the table's updater (averaging)
+};
+struct PsClock {  // worker -> shard: the worker finished `clock` (all its pushes before it)
+  std::uint64_t clock = 0;
+};
+struct PsPing {  // worker -> shard: send a PsPong once every earlier push of mine is applied
+  std::uint64_t request = 0;
+};
+struct PsPong {
+  std::uint64_t request = 0;
+  std::uint64_t clock = 0;
+};
+struct PsTables : TableKeys {  // shard -> driver at the end of a run across processes
+  Eigen::VectorXd values;      // dense tables: the shard's range; sparse: the stored keys
+};
+
+// The data-parallel evaluation barrier (core/data_parallel.h), worker <-> driver.
+struct DpArrived {  // worker -> driver: ended `clock`
+  std::uint64_t clock = 0;
+  std::uint64_t values_pushed = 0;  // by this worker so far
+  std::uint64_t bytes = 0;          // payload bytes this worker moved so far
+};
+struct DpTerms {  // worker -> driver: its objective terms at `clock`
+  std::uint64_t clock = 0;
+  Eigen::VectorXd terms;
+};
+struct DpSaveState {  // driver -> worker: send a DpWorkerState (a checkpoint), then wait
+  std::uint64_t clock = 0;
+};
+struct DpWorkerState {  // worker -> driver: the bytes its WorkerState::Save wrote
+  std::string state;
+};
+struct DpContinue {  // driver -> worker: leave the barrier of `clock` and go on
+  std::uint64_t clock = 0;
+};
+
+}  // namespace msg
+
+// One alternative per message type; MessageKind names them in the same order.
+using MessageBody =
+    std::variant<msg::Stop, msg::Push, msg::Partials, msg::Apply, msg::Evaluate, msg::Evaluation,
+                 msg::Gather, msg::WorkerState, msg::BlockState, msg::PsPull, msg::PsValues,
+                 msg::PsRefresh, msg::PsPush, msg::PsClock, msg::PsPing, msg::PsPong, msg::PsTables,
+                 msg::DpArrived, msg::DpTerms, msg::DpSaveState, msg::DpWorkerState,
+                 msg::DpContinue>;
+
+enum class MessageKind : std::uint8_t {
+  kStop,
+  kPush,
+  kPartials,
+  kApply,
+  kEvaluate,
+  kEvaluation,
+  kGather,
+  kWorkerState,
+  kBlockState,
+  kPsPull,
+  kPsValues,
+  kPsRefresh,
+  kPsPush,
+  kPsClock,
+  kPsPing,
+  kPsPong,
+  kPsTables,
+  kDpArrived,
+  kDpTerms,
+  kDpSaveState,
+  kDpWorkerState,
+  kDpContinue,
+};
+static_assert(std::variant_size_v<MessageBody> == 1 + static_cast<int>(MessageKind::kDpContinue));
+
+// "push", "ps-values", ...: for error messages.
+const char* KindName(MessageKind kind);
+
 struct Message {
-  MessageKind kind = MessageKind::kStop;
   Rank from = 0;
   Rank to = -1;  // set by Transport::Send; the TCP transport routes frames by it
   // The sender's run (Transport::BeginRun), set by the TCP transport: a receiver drops
   // messages of runs it has finished and holds back those of runs it has not begun.
   std::uint64_t run = 0;
-  std::uint64_t round = 0;
-  std::vector<Block> blocks;      // kPush
-  std::vector<Key> stale_keys;    // kPush: keys of earlier rounds not yet applied at the worker
-  std::vector<Partial> partials;  // kPartials
-  // Any coordinator -> worker message: an update committed by round `update_round` that the
-  // worker applies before acting on the message (saves a message per round).
-  Update update;
-  bool has_update = false;
-  std::uint64_t update_round = 0;
-  Eigen::VectorXd values;  // kEvaluation; parameter-server values, key-major
+  MessageBody body;
 
-  // Model-parallel state (ModelParallelApp::MakeWorker, CarriedBlockHolders).
-  std::uint32_t block = 0;            // kBlockState
-  std::string state;                  // kBlockState, kWorkerState: the bytes the app wrote
-  std::vector<CarriedState> carried;  // kWorkerState
-  // kPartials: payload bytes the worker sent to other workers (carried blocks) since its last
-  // reply, which the coordinator counts with the traffic it sees itself.
-  std::uint64_t moved_bytes = 0;
+  Message() = default;
+  template <typename Body>
+  Message(Rank sender, Body b) : from(sender), body(std::move(b)) {}
 
-  // Parameter server.
-  std::uint32_t table = 0;
-  std::uint64_t request = 0;
-  std::vector<Key> keys;  // explicit keys; when empty, `range` names them
-  KeyRange range;
-  bool raw_add = false;
-
+  MessageKind kind() const { return static_cast<MessageKind>(body.index()); }
+  template <typename Body>
+  Body* get() {
+    return std::get_if<Body>(&body);
+  }
+  template <typename Body>
+  const Body* get() const {
+    return std::get_if<Body>(&body);
+  }
   // Payload size in bytes as it would travel packed (keys 8 B, values 8 B), for metrics.
   std::uint64_t PayloadBytes() const;
 };

@@ -88,73 +88,74 @@ class Worker {
     std::vector<Block> mine;
     for (;;) {
       TESSERA_ASSIGN_OR_RETURN(Message m, Next());
-      if (m.kind == MessageKind::kBlockState) {
+      if (m.get<msg::BlockState>()) {
         TESSERA_RETURN_IF_ERROR(Arrived(std::move(m)));
         continue;
       }
-      if (m.has_update) {
-        ctx_.round = m.update_round;
-        app_.Apply(ctx_, m.update);
+      if (m.from != kCoordinator) return Unexpected(m);
+      if (const Committed* c = CommittedOf(m)) {
+        ctx_.round = c->round;
+        app_.Apply(ctx_, c->update);
       }
-      ctx_.round = m.round;
-      switch (m.kind) {
-        case MessageKind::kPush: {
-          TESSERA_RETURN_IF_ERROR(MoveBlocks(m.blocks));
-          mine.clear();
-          for (auto& b : m.blocks) {
-            if (b.worker == kAllWorkers || b.worker == w_) mine.push_back(std::move(b));
-          }
-          ctx_.stale_keys = m.stale_keys;
-          Message reply = Reply(MessageKind::kPartials, m.round);
-          if (!mine.empty()) reply.partials = app_.Push(ctx_, mine);
-          ctx_.stale_keys = {};
-          for (auto& p : reply.partials) p.worker = w_;
-          reply.moved_bytes = moved_bytes_;
-          moved_bytes_ = 0;
-          TESSERA_RETURN_IF_ERROR(transport_.Send(kCoordinator, std::move(reply)));
-          break;
+      if (auto* push = m.get<msg::Push>()) {
+        ctx_.round = push->round;
+        TESSERA_RETURN_IF_ERROR(MoveBlocks(push->blocks));
+        mine.clear();
+        for (auto& b : push->blocks) {
+          if (b.worker == kAllWorkers || b.worker == w_) mine.push_back(std::move(b));
         }
-        case MessageKind::kApply:  // applied above
-          break;
-        case MessageKind::kEvaluate: {
-          Message reply = Reply(MessageKind::kEvaluation, m.round);
-          reply.values = app_.EvaluateTerms(ctx_);
-          TESSERA_RETURN_IF_ERROR(transport_.Send(kCoordinator, std::move(reply)));
-          break;
+        ctx_.stale_keys = std::move(push->stale_keys);
+        msg::Partials reply{push->round, {}, moved_bytes_};
+        if (!mine.empty()) reply.partials = app_.Push(ctx_, mine);
+        ctx_.stale_keys = {};
+        for (auto& p : reply.partials) p.worker = w_;
+        moved_bytes_ = 0;
+        TESSERA_RETURN_IF_ERROR(transport_.Send(kCoordinator, Message(WorkerRank(w_), reply)));
+      } else if (m.get<msg::Apply>()) {
+        // applied above
+      } else if (const auto* evaluate = m.get<msg::Evaluate>()) {
+        ctx_.round = evaluate->round;
+        msg::Evaluation reply{evaluate->round, app_.EvaluateTerms(ctx_)};
+        TESSERA_RETURN_IF_ERROR(
+            transport_.Send(kCoordinator, Message(WorkerRank(w_), std::move(reply))));
+      } else if (const auto* gather = m.get<msg::Gather>()) {
+        ctx_.round = gather->round;
+        msg::WorkerState reply;
+        reply.round = gather->round;
+        if (state_) {
+          StateWriter out(reply.state);
+          state_->Save(out);
         }
-        case MessageKind::kGather: {
-          Message reply = Reply(MessageKind::kWorkerState, m.round);
-          if (state_) {
-            StateWriter out(reply.state);
-            state_->Save(out);
-          }
-          for (const auto& [id, block] : held_) {
-            CarriedState c{id, {}};
-            StateWriter out(c.state);
-            block->Save(out);
-            reply.carried.push_back(std::move(c));
-          }
-          TESSERA_RETURN_IF_ERROR(transport_.Send(kCoordinator, std::move(reply)));
-          break;
+        for (const auto& [id, block] : held_) {
+          CarriedState c{id, {}};
+          StateWriter out(c.state);
+          block->Save(out);
+          reply.carried.push_back(std::move(c));
         }
-        case MessageKind::kStop:
-          return Status::Ok();
-        default:
-          return Internal("worker " + std::to_string(w_) + ": unexpected message kind " +
-                          std::to_string(static_cast<int>(m.kind)) + " from rank " +
-                          std::to_string(m.from));
+        TESSERA_RETURN_IF_ERROR(
+            transport_.Send(kCoordinator, Message(WorkerRank(w_), std::move(reply))));
+      } else if (m.get<msg::Stop>()) {
+        return Status::Ok();
+      } else {
+        return Unexpected(m);
       }
     }
   }
 
  private:
-  // A message of `kind` for `round` from this worker to the coordinator.
-  Message Reply(MessageKind kind, std::uint64_t round) const {
-    Message reply;
-    reply.kind = kind;
-    reply.from = WorkerRank(w_);
-    reply.round = round;
-    return reply;
+  // The update a coordinator message carries, if any.
+  static const Committed* CommittedOf(const Message& m) {
+    if (const auto* a = m.get<msg::Apply>()) return &a->committed;
+    const std::optional<Committed>* c = nullptr;
+    if (const auto* p = m.get<msg::Push>()) c = &p->committed;
+    if (const auto* e = m.get<msg::Evaluate>()) c = &e->committed;
+    if (const auto* g = m.get<msg::Gather>()) c = &g->committed;
+    return c && *c ? &**c : nullptr;
+  }
+
+  Status Unexpected(const Message& m) const {
+    return InvalidArgument("worker " + std::to_string(w_) + ": unexpected " + KindName(m.kind()) +
+                           " message from rank " + std::to_string(m.from));
   }
 
   StatusOr<Message> Next() {
@@ -168,11 +169,13 @@ class Worker {
 
   // A carried block's state from its previous holder, kept until a push assigns it here.
   Status Arrived(Message m) {
-    if (held_.count(m.block) || arrived_.count(m.block)) {
-      return Internal("worker " + std::to_string(w_) + " got block " + std::to_string(m.block) +
-                      " from rank " + std::to_string(m.from) + " while it holds it");
+    const std::uint32_t id = m.get<msg::BlockState>()->block;
+    if (m.from < WorkerRank(0) || m.from >= WorkerRank(ctx_.num_workers)) return Unexpected(m);
+    if (held_.count(id) || arrived_.count(id)) {
+      return InvalidArgument("worker " + std::to_string(w_) + " got block " + std::to_string(id) +
+                             " from rank " + std::to_string(m.from) + " while it holds it");
     }
-    arrived_[m.block] = std::move(m);
+    arrived_.emplace(id, std::move(m));
     return Status::Ok();
   }
 
@@ -186,14 +189,11 @@ class Worker {
         return Internal("worker " + std::to_string(w_) + " is to hand over block " +
                         std::to_string(b.id) + ", which it does not hold");
       }
-      Message out;
-      out.kind = MessageKind::kBlockState;
-      out.from = WorkerRank(w_);
-      out.round = ctx_.round;
-      out.block = b.id;
-      StateWriter writer(out.state);
+      msg::BlockState block{ctx_.round, b.id, {}};
+      StateWriter writer(block.state);
       it->second->Save(writer);
       held_.erase(it);
+      Message out(WorkerRank(w_), std::move(block));
       moved_bytes_ += out.PayloadBytes();
       TESSERA_RETURN_IF_ERROR(transport_.Send(WorkerRank(b.worker), std::move(out)));
     }
@@ -201,15 +201,16 @@ class Worker {
       if (b.worker != w_ || b.holder < 0 || b.holder == w_) continue;
       while (!arrived_.count(b.id)) {
         TESSERA_ASSIGN_OR_RETURN(Message m, transport_.Receive(WorkerRank(w_)));
-        if (m.kind == MessageKind::kBlockState) {
+        if (m.get<msg::BlockState>()) {
           TESSERA_RETURN_IF_ERROR(Arrived(std::move(m)));
         } else {
           deferred_.push_back(std::move(m));
         }
       }
       auto node = arrived_.extract(b.id);
-      StateReader in(node.mapped().state, "block " + std::to_string(b.id) + " from worker " +
-                                              std::to_string(node.mapped().from - 1));
+      StateReader in(node.mapped().get<msg::BlockState>()->state,
+                     "block " + std::to_string(b.id) + " from worker " +
+                         std::to_string(node.mapped().from - 1));
       TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<BlockState> state, app_.LoadBlock(b.id, in, ctx_));
       TESSERA_RETURN_IF_ERROR(in.Done());
       held_[b.id] = std::move(state);
@@ -226,7 +227,7 @@ class Worker {
   HeldBlocks held_;
   std::map<std::uint32_t, Message> arrived_;  // carried blocks sent here ahead of their round
   std::deque<Message> deferred_;   // coordinator messages that came while a block was awaited
-  std::uint64_t moved_bytes_ = 0;  // sent to other workers since the last kPartials
+  std::uint64_t moved_bytes_ = 0;  // sent to other workers since the last Partials
 };
 
 struct InFlightRound {
@@ -328,12 +329,11 @@ class Coordinator {
           break;  // barrier: pull what is in flight first
         }
         TESSERA_RETURN_IF_ERROR(AssignHolders(plan.blocks));
-        Message push;
-        push.kind = MessageKind::kPush;
+        msg::Push push;
         push.round = scheduled;
         push.blocks = plan.blocks;
         push.stale_keys = in_flight_keys_;
-        TESSERA_RETURN_IF_ERROR(Broadcast(push));
+        TESSERA_RETURN_IF_ERROR(Broadcast(std::move(push)));
         flight.push_back({scheduled, std::move(plan.blocks), committed_base_ + committed_.size(),
                           plan.evaluate_after, plan.gather_after});
         ++scheduled;
@@ -352,7 +352,7 @@ class Coordinator {
       for (std::size_t i = 0; i < round.blocks.size(); ++i) {
         parts.clear();
         for (auto& r : replies) {
-          for (auto& p : r.partials) {
+          for (auto& p : r.get<msg::Partials>()->partials) {
             if (p.block == round.blocks[i].id) parts.push_back(std::move(p));
           }
         }
@@ -384,9 +384,7 @@ class Coordinator {
       result_.updates += changed;
       if (!update.empty()) {
         TESSERA_RETURN_IF_ERROR(FlushUpdate());  // at most one update waits at a time
-        pending_update_ = update;
-        pending_round_ = round.round;
-        has_pending_update_ = true;
+        pending_ = Committed{round.round, update};
       }
       committed_.push_back(std::move(update));
       ++pulled;
@@ -443,43 +441,51 @@ class Coordinator {
   // other rounds that arrive meanwhile are kept for later.
   StatusOr<std::vector<Message>> Gather(MessageKind kind, std::uint64_t round) {
     auto key = std::make_pair(kind, round);
-    auto& got = pending_[key];
+    auto& got = replies_[key];
     while (got.size() < static_cast<std::size_t>(opts_.workers)) {
       auto m = transport_.Receive(kCoordinator);
       if (!m.ok()) return m.status();
-      bytes_ += m->PayloadBytes() + m->moved_bytes;
-      auto k = std::make_pair(m->kind, m->round);
-      auto& replies = pending_[k];
+      bytes_ += m->PayloadBytes();
+      std::uint64_t reply_round = 0;
+      if (const auto* p = m->get<msg::Partials>()) {
+        reply_round = p->round;
+        bytes_ += p->moved_bytes;
+      } else if (const auto* e = m->get<msg::Evaluation>()) {
+        reply_round = e->round;
+      } else if (const auto* w = m->get<msg::WorkerState>()) {
+        reply_round = w->round;
+      } else {
+        return InvalidArgument(std::string("coordinator: unexpected ") + KindName(m->kind()) +
+                               " message from rank " + std::to_string(m->from));
+      }
+      auto& replies = replies_[std::make_pair(m->kind(), reply_round)];
       const bool repeated = std::any_of(replies.begin(), replies.end(),
                                         [&](const Message& r) { return r.from == m->from; });
       if (m->from < WorkerRank(0) || m->from >= WorkerRank(opts_.workers) || repeated) {
-        return InvalidArgument("coordinator: a reply (kind " +
-                               std::to_string(static_cast<int>(m->kind)) + ", round " +
-                               std::to_string(m->round) + ") from rank " + std::to_string(m->from) +
+        return InvalidArgument(std::string("coordinator: a ") + KindName(m->kind()) +
+                               " reply for round " + std::to_string(reply_round) + " from rank " +
+                               std::to_string(m->from) +
                                (repeated ? ", which had replied already" : ", which is no worker"));
       }
       replies.push_back(std::move(*m));
     }
     std::vector<Message> out = std::move(got);
-    pending_.erase(key);
+    replies_.erase(key);
     std::sort(out.begin(), out.end(),
               [](const Message& a, const Message& b) { return a.from < b.from; });
     return out;
   }
 
-  // Sends a copy of `m` to every worker; the waiting committed update, if any, rides along.
-  Status Broadcast(const Message& m) {
+  // Sends `body` to every worker; the waiting committed update, if any, rides along.
+  template <typename Body>
+  Status Broadcast(Body body) {
+    if constexpr (requires { body.committed.reset(); }) body.committed = std::move(pending_);
+    pending_.reset();
     for (int w = 0; w < opts_.workers; ++w) {
-      Message copy = m;
-      if (has_pending_update_) {
-        copy.has_update = true;
-        copy.update_round = pending_round_;
-        copy.update = pending_update_;
-      }
-      bytes_ += copy.PayloadBytes();
-      TESSERA_RETURN_IF_ERROR(transport_.Send(WorkerRank(w), std::move(copy)));
+      Message m(kCoordinator, w + 1 < opts_.workers ? body : std::move(body));
+      bytes_ += m.PayloadBytes();
+      TESSERA_RETURN_IF_ERROR(transport_.Send(WorkerRank(w), std::move(m)));
     }
-    has_pending_update_ = false;
     return Status::Ok();
   }
 
@@ -508,17 +514,17 @@ class Coordinator {
   // Every worker's saved state and every carried block's, into the app (GatherWorker,
   // GatherBlock). No round is in flight.
   Status GatherState(std::uint64_t round) {
-    Message gather;
-    gather.kind = MessageKind::kGather;
+    msg::Gather gather;
     gather.round = round;
-    TESSERA_RETURN_IF_ERROR(Broadcast(gather));
+    TESSERA_RETURN_IF_ERROR(Broadcast(std::move(gather)));
     TESSERA_ASSIGN_OR_RETURN(auto replies, Gather(MessageKind::kWorkerState, round));
     std::map<std::uint32_t, std::pair<int, std::string>> blocks;
     for (std::size_t w = 0; w < replies.size(); ++w) {
-      StateReader in(replies[w].state, "the state of worker " + std::to_string(w));
+      msg::WorkerState& reply = *replies[w].get<msg::WorkerState>();
+      StateReader in(reply.state, "the state of worker " + std::to_string(w));
       TESSERA_RETURN_IF_ERROR(app_.GatherWorker(static_cast<int>(w), in));
       TESSERA_RETURN_IF_ERROR(in.Done());
-      for (CarriedState& c : replies[w].carried) {
+      for (CarriedState& c : reply.carried) {
         if (c.block >= holders_.size() || blocks.count(c.block)) {
           return Internal("worker " + std::to_string(w) + " sent block " + std::to_string(c.block) +
                           ", which is not its to send");
@@ -555,21 +561,26 @@ class Coordinator {
 
   // Sends the waiting committed update, if any, as a message of its own.
   Status FlushUpdate() {
-    if (!has_pending_update_) return Status::Ok();
-    Message apply;
-    apply.kind = MessageKind::kApply;
-    apply.round = pending_round_;
-    return Broadcast(apply);
+    if (!pending_) return Status::Ok();
+    msg::Apply apply{std::move(*pending_)};
+    return Broadcast(std::move(apply));
   }
 
   StatusOr<double> Evaluate(std::uint64_t round) {
-    Message evaluate;
-    evaluate.kind = MessageKind::kEvaluate;
+    msg::Evaluate evaluate;
     evaluate.round = round;
-    TESSERA_RETURN_IF_ERROR(Broadcast(evaluate));
+    TESSERA_RETURN_IF_ERROR(Broadcast(std::move(evaluate)));
     TESSERA_ASSIGN_OR_RETURN(auto replies, Gather(MessageKind::kEvaluation, round));
-    Eigen::VectorXd sum = replies[0].values;
-    for (std::size_t i = 1; i < replies.size(); ++i) sum += replies[i].values;
+    Eigen::VectorXd sum = replies[0].get<msg::Evaluation>()->terms;
+    for (std::size_t i = 1; i < replies.size(); ++i) {
+      const Eigen::VectorXd& terms = replies[i].get<msg::Evaluation>()->terms;
+      if (terms.size() != sum.size()) {
+        return InvalidArgument("round " + std::to_string(round) + ": worker " + std::to_string(i) +
+                               " sent " + std::to_string(terms.size()) +
+                               " objective terms, worker 0 " + std::to_string(sum.size()));
+      }
+      sum += terms;
+    }
     const double objective = app_.Objective(sum);
     TESSERA_RETURN_IF_ERROR(CheckFiniteObjective(objective, "round", round));
     return objective;
@@ -600,12 +611,10 @@ class Coordinator {
   std::vector<Key> in_flight_keys_;
   std::vector<int> holders_;       // carried block -> the worker that holds it after the last plan
   std::vector<Update> committed_;  // recent commits, a few rounds at most
-  Update pending_update_;  // committed, not yet sent: rides on the next message to the workers
-  std::uint64_t pending_round_ = 0;
-  bool has_pending_update_ = false;
-  double last_checkpoint_ = 0;  // clock_ seconds
+  std::optional<Committed> pending_;  // not yet sent: rides on the next message to the workers
+  double last_checkpoint_ = 0;        // clock_ seconds
   std::size_t committed_base_ = 0;
-  std::map<std::pair<MessageKind, std::uint64_t>, std::vector<Message>> pending_;
+  std::map<std::pair<MessageKind, std::uint64_t>, std::vector<Message>> replies_;
   // Payload bytes the coordinator sent and received: every message of the engine passes
   // through it, so this is the traffic of the run whichever transport carries it (a shared
   // transport's own counter spans runs and, between processes, only this process's sends).
@@ -676,9 +685,7 @@ StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions&
     result = Coordinator(app, options, transport, scheduler.get(), scheduled_keys).Run();
     // Best effort, unlike Coordinator::Broadcast: every worker is told, even if one send fails.
     for (int w = 0; w < options.workers; ++w) {
-      Message stop;
-      stop.kind = MessageKind::kStop;
-      (void)transport.Send(WorkerRank(w), std::move(stop));
+      (void)transport.Send(WorkerRank(w), Message(kCoordinator, msg::Stop{}));
     }
     coordinator.Done();
   });

@@ -2,11 +2,15 @@
 //
 //   coordinator (rank 0)                          workers (ranks 1..P, one fiber each)
 //                                                 MakeWorker, MakeBlock (once)
-//   Schedule(ctx) -> blocks  ---- kPush ---->     carried blocks move: worker -kBlockState-> worker
-//                                                 Push(ctx, blocks) -> partials
-//   Aggregate + Pull -> Update <- kPartials --
-//   ---------------------------- kApply ---->     Apply(ctx, update)
-//   GatherWorker/GatherBlock  <- kWorkerState --  (kGather: at the end, before checkpoints)
+//   Schedule(ctx) -> blocks  ---- msg::Push ---->   carried blocks move: worker -BlockState->
+//   worker
+//                                                   Push(ctx, blocks) -> partials
+//   Aggregate + Pull -> Update <- msg::Partials --
+//   ---------------------------- msg::Apply ---->   Apply(ctx, update)
+//   GatherWorker/GatherBlock  <- msg::WorkerState -- (msg::Gather: at the end, before checkpoints)
+//
+// (The messages are the typed bodies of core/message.h; a committed update also rides on the
+// next Push, Evaluate or Gather instead of an Apply of its own.)
 //
 // Up to `pipeline_depth` rounds are in flight: with depth D a worker may push round r+D-1
 // before it has applied round r's update. Pull is told exactly which updates the worker had not

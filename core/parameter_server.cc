@@ -314,7 +314,7 @@ struct ParameterServer::Shard {
   std::vector<Table> tables;
   std::vector<std::uint64_t> worker_clock;
   std::uint64_t clock = 0;
-  std::vector<Message> waiting;  // pulls that need a later clock
+  std::vector<std::pair<Rank, msg::PsPull>> waiting;  // pulls that need a later clock, by sender
   // A shard stops at the driver's stop, or with StopAfterWorkers once the driver and every
   // worker have said stop (each worker's stop follows its last push on the same connection).
   // A shard of another process than the driver's then sends its tables there.
@@ -423,9 +423,9 @@ struct ParameterServer::Shard {
     for (const auto& [k, row] : rows) Apply(t, &k, 0, 1, s.sparse.data() + row * t.dim, raw);
   }
 
-  void HandlePush(Message& m) {
+  void HandlePush(Rank from, const msg::PsPush& m) {
     Table& t = tables[m.table];
-    const int w = m.from - ps->WorkerRank(0);
+    const int w = from - ps->WorkerRank(0);
     const bool explicit_keys = !m.keys.empty();
     const std::size_t count = explicit_keys ? m.keys.size() : m.range.size();
     const Key* keys = explicit_keys ? m.keys.data() : nullptr;
@@ -437,7 +437,7 @@ struct ParameterServer::Shard {
   }
 
   // Copies the values of `m`'s keys (or range) into `out`, key-major.
-  void Read(Table& t, const Message& m, Eigen::VectorXd& out) {
+  void Read(Table& t, const TableKeys& m, Eigen::VectorXd& out) {
     const int dim = t.dim;
     const bool explicit_keys = !m.keys.empty();
     const std::size_t count = explicit_keys ? m.keys.size() : m.range.size();
@@ -462,7 +462,7 @@ struct ParameterServer::Shard {
     }
   }
 
-  void Subscribe(Table& t, int w, const Message& m) {
+  void Subscribe(Table& t, int w, const TableKeys& m) {
     const std::size_t count = m.keys.empty() ? m.range.size() : m.keys.size();
     if (t.spec->storage == TableStorage::kSparse) {
       for (std::size_t i = 0; i < count; ++i) {
@@ -481,32 +481,27 @@ struct ParameterServer::Shard {
     }
   }
 
-  void Reply(Message& m) {
+  void Reply(Rank from, msg::PsPull& m) {
     Table& t = tables[m.table];
-    Message reply;
-    reply.kind = MessageKind::kPsValues;
-    reply.from = rank;
+    msg::PsValues reply;
     reply.table = m.table;
     reply.request = m.request;
-    reply.round = clock;
+    reply.clock = clock;
     Read(t, m, reply.values);
-    if (t.spec->consistency.model == ConsistencyModel::kEssp && m.from >= ps->WorkerRank(0)) {
-      Subscribe(t, m.from - ps->WorkerRank(0), m);  // not the driver's checkpoint pulls
+    if (t.spec->consistency.model == ConsistencyModel::kEssp && from >= ps->WorkerRank(0)) {
+      Subscribe(t, from - ps->WorkerRank(0), m);  // not the driver's checkpoint pulls
     }
     reply.keys = std::move(m.keys);
     reply.range = m.range;
-    (void)ps->transport_->Send(m.from, std::move(reply));
+    (void)ps->transport_->Send(from, Message(rank, std::move(reply)));
   }
 
   // Pushes fresh values of every key worker w has read from an essp table.
   void Refresh(TableId id, int w) {
     Table& t = tables[id];
-    Message m;
-    m.kind = MessageKind::kPsValues;
-    m.from = rank;
+    msg::PsRefresh m;
     m.table = id;
-    m.request = 0;
-    m.round = clock;
+    m.clock = clock;
     if (t.spec->storage == TableStorage::kSparse) {
       if (t.subscribed_sparse[w].empty()) return;
       m.keys.assign(t.subscribed_sparse[w].begin(), t.subscribed_sparse[w].end());
@@ -522,12 +517,12 @@ struct ParameterServer::Shard {
       }
     }
     Read(t, m, m.values);
-    (void)ps->transport_->Send(ps->WorkerRank(w), std::move(m));
+    (void)ps->transport_->Send(ps->WorkerRank(w), Message(rank, std::move(m)));
   }
 
-  void HandleClock(const Message& m) {
-    const int w = m.from - ps->WorkerRank(0);
-    worker_clock[w] = std::max(worker_clock[w], m.round);
+  void HandleClock(Rank from, const msg::PsClock& m) {
+    const int w = from - ps->WorkerRank(0);
+    worker_clock[w] = std::max(worker_clock[w], m.clock);
     const std::uint64_t min_clock = *std::min_element(worker_clock.begin(), worker_clock.end());
     if (min_clock <= clock) return;
     for (Table& t : tables) {
@@ -538,12 +533,12 @@ struct ParameterServer::Shard {
       }
     }
     clock = min_clock;
-    std::vector<Message> still;
-    for (Message& p : waiting) {
-      if (p.round <= clock) {
-        Reply(p);
+    std::vector<std::pair<Rank, msg::PsPull>> still;
+    for (auto& [from, pull] : waiting) {
+      if (pull.clock <= clock) {
+        Reply(from, pull);
       } else {
-        still.push_back(std::move(p));
+        still.emplace_back(from, std::move(pull));
       }
     }
     waiting = std::move(still);
@@ -554,13 +549,11 @@ struct ParameterServer::Shard {
   }
 
   // To the driver's process, at the end of a distributed run: every table's values in this
-  // shard, one kPsTables message per table (dense: the range, sparse: the keys).
+  // shard, one PsTables message per table (dense: the range, sparse: the keys).
   void SendFinalTables() {
     for (TableId id = 0; id < tables.size(); ++id) {
       Table& t = tables[id];
-      Message m;
-      m.kind = MessageKind::kPsTables;
-      m.from = rank;
+      msg::PsTables m;
       m.table = id;
       if (t.spec->storage == TableStorage::kDense) {
         m.range = t.range;
@@ -569,7 +562,7 @@ struct ParameterServer::Shard {
         std::sort(m.keys.begin(), m.keys.end());
       }
       Read(t, m, m.values);
-      (void)ps->transport_->Send(0, std::move(m));
+      (void)ps->transport_->Send(0, Message(rank, std::move(m)));
     }
   }
 
@@ -577,60 +570,55 @@ struct ParameterServer::Shard {
   // otherwise what is wrong with it. Every field a peer controls is checked here, before any
   // indexes an array.
   Status Check(const Message& m) const {
-    const std::string what =
-        "shard " + std::to_string(index) + ": a message from rank " + std::to_string(m.from);
+    const std::string what = "shard " + std::to_string(index) + ": a " + KindName(m.kind()) +
+                             " message from rank " + std::to_string(m.from);
     const bool from_worker = m.from >= ps->WorkerRank(0) && m.from < ps->WorkerRank(ps->workers_);
-    switch (m.kind) {
+    const TableKeys* at = nullptr;
+    switch (m.kind()) {
       case MessageKind::kStop:
-        if (m.from != 0 && !from_worker)
-          return InvalidArgument(what + ": a stop from a non-worker");
-        return Status::Ok();
-      case MessageKind::kPsClock:
-        if (!from_worker) return InvalidArgument(what + ": a clock from a non-worker");
-        return Status::Ok();
-      case MessageKind::kPsPing:
-        if (!from_worker) return InvalidArgument(what + ": a ping from a non-worker");
-        return Status::Ok();
-      case MessageKind::kPsPush:
-        if (!from_worker) return InvalidArgument(what + ": a push from a non-worker");
-        break;
       case MessageKind::kPsPull:
-        if (m.from != 0 && !from_worker)
-          return InvalidArgument(what + ": a pull from a non-worker");
+        if (m.from != 0 && !from_worker) return InvalidArgument(what + ", which is no worker");
+        break;
+      case MessageKind::kPsClock:
+      case MessageKind::kPsPing:
+      case MessageKind::kPsPush:
+        if (!from_worker) return InvalidArgument(what + ", which is no worker");
         break;
       default:
-        return InvalidArgument(what + ": unexpected message kind " +
-                               std::to_string(static_cast<int>(m.kind)));
+        return InvalidArgument(what + ", which a shard does not take");
     }
-    if (m.table >= tables.size()) {
-      return InvalidArgument(what + " names table " + std::to_string(m.table) + " of " +
+    if (const auto* pull = m.get<msg::PsPull>()) at = pull;
+    const auto* push = m.get<msg::PsPush>();
+    if (push) at = push;
+    if (!at) return Status::Ok();
+    if (at->table >= tables.size()) {
+      return InvalidArgument(what + " names table " + std::to_string(at->table) + " of " +
                              std::to_string(tables.size()));
     }
-    const Table& t = tables[m.table];
+    const Table& t = tables[at->table];
     const auto outside = [&](Key k) { return k < t.range.begin || k >= t.range.end; };
-    std::size_t count = m.keys.size();
-    if (m.keys.empty()) {
-      if (m.range.end < m.range.begin ||
-          (m.range.size() > 0 && (outside(m.range.begin) || m.range.end > t.range.end))) {
-        return InvalidArgument(what + ": range [" + std::to_string(m.range.begin) + ", " +
-                               std::to_string(m.range.end) + ") is not within the shard's [" +
+    if (at->keys.empty()) {
+      const KeyRange& r = at->range;
+      if (r.end < r.begin || (r.size() > 0 && (outside(r.begin) || r.end > t.range.end))) {
+        return InvalidArgument(what + ": range [" + std::to_string(r.begin) + ", " +
+                               std::to_string(r.end) + ") is not within the shard's [" +
                                std::to_string(t.range.begin) + ", " + std::to_string(t.range.end) +
-                               ") of table " + std::to_string(m.table));
+                               ") of table " + std::to_string(at->table));
       }
-      count = m.range.size();
     } else {
-      for (Key k : m.keys) {
+      for (Key k : at->keys) {
         if (outside(k)) {
           return InvalidArgument(what + ": key " + std::to_string(k) + " is not in the shard's [" +
                                  std::to_string(t.range.begin) + ", " +
                                  std::to_string(t.range.end) + ") of table " +
-                                 std::to_string(m.table));
+                                 std::to_string(at->table));
         }
       }
     }
-    if (m.kind == MessageKind::kPsPush &&
-        static_cast<std::size_t>(m.values.size()) != count * static_cast<std::size_t>(t.dim)) {
-      return InvalidArgument(what + ": " + std::to_string(m.values.size()) + " values for " +
+    const std::size_t count = at->count();
+    if (push &&
+        static_cast<std::size_t>(push->values.size()) != count * static_cast<std::size_t>(t.dim)) {
+      return InvalidArgument(what + ": " + std::to_string(push->values.size()) + " values for " +
                              std::to_string(count) + " keys of dimension " + std::to_string(t.dim));
     }
     return Status::Ok();
@@ -649,43 +637,30 @@ struct ParameterServer::Shard {
         ps->transport_->Close();  // wakes everyone: the run fails with it
         return;
       }
-      switch (m.kind) {
-        case MessageKind::kPsPush:
-          HandlePush(m);
-          break;
-        case MessageKind::kPsPull:
-          if (m.round <= clock) {
-            Reply(m);
-          } else {
-            waiting.push_back(std::move(m));
-          }
-          break;
-        case MessageKind::kPsClock:
-          HandleClock(m);
-          break;
-        case MessageKind::kPsPing: {  // every earlier push of the sender is applied
-          Message pong;
-          pong.kind = MessageKind::kPsValues;
-          pong.from = rank;
-          pong.request = m.request;
-          pong.round = clock;
-          (void)ps->transport_->Send(m.from, std::move(pong));
-          break;
+      if (const auto* push = m.get<msg::PsPush>()) {
+        HandlePush(m.from, *push);
+      } else if (auto* pull = m.get<msg::PsPull>()) {
+        if (pull->clock <= clock) {
+          Reply(m.from, *pull);
+        } else {
+          waiting.emplace_back(m.from, std::move(*pull));
         }
-        case MessageKind::kStop:
-          if (m.from == 0) {
-            driver_stopped = true;
-          } else {
-            ++workers_stopped;
-          }
-          if (driver_stopped &&
-              (!ps->stop_after_workers_.load() || workers_stopped == ps->workers_)) {
-            if (!ps->transport_->hosts(0)) SendFinalTables();
-            return;
-          }
-          break;
-        default:
-          break;  // Check refused every other kind
+      } else if (const auto* c = m.get<msg::PsClock>()) {
+        HandleClock(m.from, *c);
+      } else if (const auto* ping = m.get<msg::PsPing>()) {
+        // Every earlier push of the sender is applied.
+        (void)ps->transport_->Send(m.from, Message(rank, msg::PsPong{ping->request, clock}));
+      } else if (m.get<msg::Stop>()) {
+        if (m.from == 0) {
+          driver_stopped = true;
+        } else {
+          ++workers_stopped;
+        }
+        if (driver_stopped &&
+            (!ps->stop_after_workers_.load() || workers_stopped == ps->workers_)) {
+          if (!ps->transport_->hosts(0)) SendFinalTables();
+          return;
+        }
       }
     }
   }
@@ -782,10 +757,7 @@ void ParameterServer::Shutdown(const std::function<void(Message&)>& other) {
   if (stopped_ || !running_) return;
   if (transport_->hosts(0)) {  // the driver's process stops every shard
     for (int s = 0; s < servers_; ++s) {
-      Message m;
-      m.kind = MessageKind::kStop;
-      m.from = 0;
-      (void)transport_->Send(ShardRank(s), std::move(m));  // fails only when closed
+      (void)transport_->Send(ShardRank(s), Message(0, msg::Stop{}));  // fails only when closed
     }
   }
   running_->Wait();  // this process's shards
@@ -804,15 +776,16 @@ void ParameterServer::Shutdown(const std::function<void(Message&)>& other) {
       final_status_ = m.status();
       return;
     }
-    if (m->kind != MessageKind::kPsTables) {
+    auto* tables = m->get<msg::PsTables>();
+    if (!tables) {
       if (other) other(*m);
       continue;
     }
-    if (Status bad = CheckValues(*m); !bad.ok()) {
+    if (Status bad = CheckValues(m->from, *tables, tables->values); !bad.ok()) {
       final_status_ = bad;
       return;
     }
-    final_[m->table].push_back(std::move(*m));
+    final_[tables->table].push_back({m->from, std::move(*tables)});
     --expected;
   }
 }
@@ -861,46 +834,47 @@ Eigen::VectorXd ParameterServer::Snapshot(TableId table) const {
     }
   }
   if (final_.size() > table) {
-    for (const Message& m : final_[table]) {
-      const Status placed = PlaceValues(m, out);
+    for (const auto& [from, m] : final_[table]) {
+      const Status placed = PlaceValues(from, m, m.values, out);
       TESSERA_CHECK(placed.ok()) << placed.message();  // checked by Shutdown
     }
   }
   return out;
 }
 
-Status ParameterServer::CheckValues(const Message& reply) const {
-  if (reply.from < ShardRank(0) || reply.from >= ShardRank(servers_)) {
-    return InvalidArgument("rank " + std::to_string(reply.from) +
+Status ParameterServer::CheckValues(Rank from, const TableKeys& at,
+                                    const Eigen::VectorXd& values) const {
+  if (from < ShardRank(0) || from >= ShardRank(servers_)) {
+    return InvalidArgument("rank " + std::to_string(from) +
                            " sent table values, but it is no server shard");
   }
-  if (reply.table >= specs_.size()) {
-    return InvalidArgument("rank " + std::to_string(reply.from) + " sent values of table " +
-                           std::to_string(reply.table) + " of " + std::to_string(specs_.size()));
+  if (at.table >= specs_.size()) {
+    return InvalidArgument("rank " + std::to_string(from) + " sent values of table " +
+                           std::to_string(at.table) + " of " + std::to_string(specs_.size()));
   }
-  const TableSpec& spec = specs_[reply.table];
-  const std::size_t count = reply.keys.empty() ? reply.range.size() : reply.keys.size();
-  bool inside = reply.range.begin <= reply.range.end && reply.range.end <= spec.num_keys;
-  for (Key k : reply.keys) inside = inside && k < spec.num_keys;
-  if (!inside || reply.values.size() != static_cast<Eigen::Index>(count * spec.dim)) {
-    return InvalidArgument("rank " + std::to_string(reply.from) + " sent " +
-                           std::to_string(reply.values.size()) + " values of table '" + spec.name +
+  const TableSpec& spec = specs_[at.table];
+  const std::size_t count = at.count();
+  bool inside = at.range.begin <= at.range.end && at.range.end <= spec.num_keys;
+  for (Key k : at.keys) inside = inside && k < spec.num_keys;
+  if (!inside || values.size() != static_cast<Eigen::Index>(count * spec.dim)) {
+    return InvalidArgument("rank " + std::to_string(from) + " sent " +
+                           std::to_string(values.size()) + " values of table '" + spec.name +
                            "' for " + std::to_string(count) + " keys, not all of them in it");
   }
   return Status::Ok();
 }
 
-Status ParameterServer::PlaceValues(const Message& reply, Eigen::VectorXd& table) const {
-  TESSERA_RETURN_IF_ERROR(CheckValues(reply));
-  const int dim = specs_[reply.table].dim;
-  if (reply.keys.empty()) {
-    table.segment(static_cast<Eigen::Index>(reply.range.begin * dim), reply.values.size()) =
-        reply.values;
+Status ParameterServer::PlaceValues(Rank from, const TableKeys& at, const Eigen::VectorXd& values,
+                                    Eigen::VectorXd& table) const {
+  TESSERA_RETURN_IF_ERROR(CheckValues(from, at, values));
+  const int dim = specs_[at.table].dim;
+  if (at.keys.empty()) {
+    table.segment(static_cast<Eigen::Index>(at.range.begin * dim), values.size()) = values;
     return Status::Ok();
   }
-  for (std::size_t i = 0; i < reply.keys.size(); ++i) {
-    table.segment(static_cast<Eigen::Index>(reply.keys[i] * dim), dim) =
-        reply.values.segment(static_cast<Eigen::Index>(i * dim), dim);
+  for (std::size_t i = 0; i < at.keys.size(); ++i) {
+    table.segment(static_cast<Eigen::Index>(at.keys[i] * dim), dim) =
+        values.segment(static_cast<Eigen::Index>(i * dim), dim);
   }
   return Status::Ok();
 }
@@ -998,6 +972,7 @@ struct PsClient::Replica {
 
 struct PsClient::PendingReply {
   std::shared_ptr<PullFuture::State> state;
+  bool ping = false;                   // a flow-control ping: answered by a PsPong
   std::vector<std::size_t> positions;  // explicit keys: position of each key in the answer
   std::size_t offset = 0;              // a range: position of its first key
 };
@@ -1034,9 +1009,7 @@ PsClient::~PsClient() = default;
 Status PsClient::SendPushes(TableId table, int shard) {
   Outgoing& out = outgoing_[table][shard];
   if (out.keys.empty()) return Status::Ok();
-  Message m;
-  m.kind = MessageKind::kPsPush;
-  m.from = rank_;
+  msg::PsPush m;
   m.table = table;
   m.keys = std::move(out.keys);
   m.values = Eigen::Map<const Eigen::VectorXd>(out.values.data(),
@@ -1047,28 +1020,26 @@ Status PsClient::SendPushes(TableId table, int shard) {
 }
 
 // Flow control: a worker may run at most two windows of push bytes ahead of a shard. At the end
-// of each window it sends a ping (kPsPing) and, before the next one, waits for the
+// of each window it sends a ping (PsPing) and, before the next one, waits for the
 // previous ping's answer, which the shard sends only after applying every earlier push.
 // Without it a fast worker queues gigabytes of messages and every new buffer page-faults.
-Status PsClient::SendPush(int shard, Message m) {
+Status PsClient::SendPush(int shard, msg::PsPush m) {
   ++stats_.push_messages;
   const std::uint64_t bytes = 8 * (m.values.size() + m.keys.size());
-  TESSERA_RETURN_IF_ERROR(SendCounted(ps_->ShardRank(shard), std::move(m)));
+  TESSERA_RETURN_IF_ERROR(SendCounted(ps_->ShardRank(shard), Message(rank_, std::move(m))));
   Window& w = windows_[shard];
   w.bytes += bytes;
   if (w.bytes < kWindowBytes) return Status::Ok();
   w.bytes = 0;
   if (w.ping) TESSERA_RETURN_IF_ERROR(Wait(*w.ping));
-  Message ping;
-  ping.kind = MessageKind::kPsPing;
-  ping.from = rank_;
-  ping.request = next_request_++;
+  const msg::PsPing ping{next_request_++};
   w.ping = std::make_shared<PullFuture::State>();
   w.ping->outstanding = 1;
   PendingReply pending;
   pending.state = w.ping;
+  pending.ping = true;
   pending_.emplace(ping.request, std::move(pending));
-  return SendCounted(ps_->ShardRank(shard), std::move(ping));
+  return SendCounted(ps_->ShardRank(shard), Message(rank_, ping));
 }
 
 Status PsClient::Flush() {
@@ -1096,11 +1067,7 @@ Status PsClient::Clock() {
   TESSERA_RETURN_IF_ERROR(Flush());
   ++clock_;
   for (int s = 0; s < ps_->servers_; ++s) {
-    Message m;
-    m.kind = MessageKind::kPsClock;
-    m.from = rank_;
-    m.round = clock_;
-    TESSERA_RETURN_IF_ERROR(SendCounted(ps_->ShardRank(s), std::move(m)));
+    TESSERA_RETURN_IF_ERROR(SendCounted(ps_->ShardRank(s), Message(rank_, msg::PsClock{clock_})));
   }
   return Status::Ok();
 }
@@ -1235,9 +1202,7 @@ Status PsClient::PushRange(TableId table, KeyRange range, std::span<const double
       for (Key k = b; k < e; ++k) AddToCache(table, k, grad + (k - b) * dim);
     }
     TESSERA_RETURN_IF_ERROR(SendPushes(table, s));  // keep this worker's pushes in order
-    Message m;
-    m.kind = MessageKind::kPsPush;
-    m.from = rank_;
+    msg::PsPush m;
     m.table = table;
     m.range = {b, e};
     m.values = Eigen::Map<const Eigen::VectorXd>(grad, static_cast<Eigen::Index>((e - b) * dim));
@@ -1354,12 +1319,10 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
     // A request must be answered after this worker's earlier pushes to the shard.
     st.status = SendPushes(table, s);
     if (!st.status.ok()) return f;
-    Message m;
-    m.kind = MessageKind::kPsPull;
-    m.from = rank_;
+    msg::PsPull m;
     m.table = table;
     m.request = next_request_++;
-    m.round = st.required;
+    m.clock = st.required;
     PendingReply pending;
     pending.state = f.state_;
     if (!ask[s].empty()) {
@@ -1372,53 +1335,66 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
     pending_.emplace(m.request, std::move(pending));
     ++st.outstanding;
     ++stats_.pull_requests;
-    st.status = SendCounted(ps_->ShardRank(s), std::move(m));
+    st.status = SendCounted(ps_->ShardRank(s), Message(rank_, std::move(m)));
     if (!st.status.ok()) return f;
   }
   return f;
 }
 
-void PsClient::StoreInCache(TableId table, const Message& m) {
-  Cache* cache = caches_[table].get();
+void PsClient::StoreInCache(const TableKeys& at, const Eigen::VectorXd& values,
+                            std::uint64_t clock) {
+  Cache* cache = caches_[at.table].get();
   if (!cache) return;
   const int dim = cache->dim;
-  const std::size_t count = m.keys.empty() ? m.range.size() : m.keys.size();
-  for (std::size_t i = 0; i < count; ++i) {
-    const Key k = m.keys.empty() ? m.range.begin + i : m.keys[i];
-    cache->Store(k, m.values.data() + i * dim, m.round);
-  }
+  for (std::size_t i = 0; i < at.count(); ++i)
+    cache->Store(at.key(i), values.data() + i * dim, clock);
 }
 
-Status PsClient::Handle(Message& m) {
-  if (m.kind != MessageKind::kPsValues) {
-    control_.push_back(std::move(m));
-    return Status::Ok();
-  }
-  TESSERA_RETURN_IF_ERROR(ps_->CheckValues(m));
-  if (m.request == 0) {  // an eager refresh (ESSP): for the cache alone
-    StoreInCache(m.table, m);
+Status PsClient::Handle(Message& received) {
+  if (const auto* refresh = received.get<msg::PsRefresh>()) {  // ESSP: for the cache alone
+    TESSERA_RETURN_IF_ERROR(ps_->CheckValues(received.from, *refresh, refresh->values));
+    StoreInCache(*refresh, refresh->values, refresh->clock);
     ++stats_.eager_refreshes;
     return Status::Ok();
   }
-  const auto it = pending_.find(m.request);
-  if (it == pending_.end()) {
-    return InvalidArgument("worker " + std::to_string(worker_) + ": rank " +
-                           std::to_string(m.from) + " answered request " +
-                           std::to_string(m.request) + ", which is not pending");
+  const auto* pong = received.get<msg::PsPong>();
+  auto* values = received.get<msg::PsValues>();
+  if (!pong && !values) {
+    control_.push_back(std::move(received));
+    return Status::Ok();
+  }
+  const Rank from = received.from;
+  if (from < ps_->ShardRank(0) || from >= ps_->ShardRank(ps_->servers_)) {
+    return InvalidArgument("worker " + std::to_string(worker_) + ": rank " + std::to_string(from) +
+                           " sent a " + KindName(received.kind()) + ", but it is no server shard");
+  }
+  const std::uint64_t request = pong ? pong->request : values->request;
+  const auto it = pending_.find(request);
+  if (it == pending_.end() || it->second.ping != (pong != nullptr)) {
+    return InvalidArgument("worker " + std::to_string(worker_) + ": rank " + std::to_string(from) +
+                           " answered request " + std::to_string(request) +
+                           ", which is no pending " + (pong ? "ping" : "pull"));
   }
   PendingReply& p = it->second;
+  if (pong) {
+    --p.state->outstanding;
+    pending_.erase(it);
+    return Status::Ok();
+  }
+  msg::PsValues& m = *values;
+  TESSERA_RETURN_IF_ERROR(ps_->CheckValues(from, m, m.values));
   const auto n = static_cast<std::size_t>(m.values.size());
   const auto total = static_cast<std::size_t>(p.state->values.size());
   const std::size_t expected = p.positions.empty()
                                    ? total - std::min(p.offset, total)
                                    : p.positions.size() * static_cast<std::size_t>(p.state->dim);
   if (p.positions.empty() ? n > expected : n != expected) {
-    return InvalidArgument("worker " + std::to_string(worker_) + ": rank " +
-                           std::to_string(m.from) + " answered request " +
-                           std::to_string(m.request) + " with " + std::to_string(n) +
-                           " values where " + std::to_string(expected) + " were asked");
+    return InvalidArgument("worker " + std::to_string(worker_) + ": rank " + std::to_string(from) +
+                           " answered request " + std::to_string(m.request) + " with " +
+                           std::to_string(n) + " values where " + std::to_string(expected) +
+                           " were asked");
   }
-  StoreInCache(m.table, m);
+  StoreInCache(m, m.values, m.clock);
   PullFuture::State& st = *p.state;
   const int dim = st.dim;
   if (!p.positions.empty()) {
@@ -1532,9 +1508,7 @@ Status PsClient::SendAveragedModel(TableId table) {
   for (int s = 0; s < ps_->servers_; ++s) {
     if (keys[s].empty()) continue;
     TESSERA_RETURN_IF_ERROR(SendPushes(table, s));
-    Message m;
-    m.kind = MessageKind::kPsPush;
-    m.from = rank_;
+    msg::PsPush m;
     m.table = table;
     m.raw_add = true;
     m.keys = std::move(keys[s]);
@@ -1556,11 +1530,6 @@ StatusOr<Message> PsClient::ReceiveControl() {
   Message m = std::move(control_.front());
   control_.erase(control_.begin());
   return m;
-}
-
-Status PsClient::SendToDriver(Message msg) {
-  msg.from = rank_;
-  return SendCounted(0, std::move(msg));
 }
 
 }  // namespace tessera

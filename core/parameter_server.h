@@ -2,9 +2,10 @@
 //
 // A table maps uint64 keys to fixed-length value vectors. Each table is cut into contiguous key
 // ranges, one per server shard; a shard is a fiber that owns its ranges and nobody else writes
-// them. Workers reach shards only by messages through a Transport (kPsPull, kPsPush, kPsClock,
-// answered by kPsValues), so the same code runs over TCP. The one exception is a `hogwild`
-// table: lock-free shared memory, which exists only when every endpoint is in one process.
+// them. Workers reach shards only by messages through a Transport (msg::PsPull, PsPush, PsClock,
+// PsPing; answered by PsValues, PsRefresh, PsPong), so the same code runs over TCP. The one
+// exception is a `hogwild` table: lock-free shared memory, which exists only when every endpoint is
+// in one process.
 //
 // Clocks. Every worker starts at clock 0; PsClient::Clock() ends its current clock. A shard's
 // clock is the minimum over workers of the clocks it has been told, so shard clock c means
@@ -178,7 +179,10 @@ class PsClient {
   // replies and refreshes that arrive meanwhile.
   StatusOr<Message> ReceiveControl();
   // Sends an engine control message to the driver (rank 0).
-  Status SendToDriver(Message msg);
+  template <typename Body>
+  Status SendToDriver(Body body) {
+    return SendCounted(0, Message(rank_, std::move(body)));
+  }
   // While set, every read waits for shard clock >= this worker's clock whatever the table's
   // model: the engine's evaluation barrier uses it so all workers read the same model.
   void set_exact_reads(bool exact) { exact_reads_ = exact; }
@@ -196,7 +200,7 @@ class PsClient {
   PsClient(ParameterServer* ps, int worker);
   PullFuture StartPull(TableId table, std::span<const Key> keys, const KeyRange* range);
   Status SendPushes(TableId table, int shard);
-  Status SendPush(int shard, Message m);
+  Status SendPush(int shard, msg::PsPush m);
   // The transport's Send and Receive (for this client's rank), counted in stats().bytes.
   Status SendCounted(Rank to, Message m);
   StatusOr<Message> ReceiveCounted();
@@ -204,7 +208,7 @@ class PsClient {
   // anything else is queued for ReceiveControl.
   Status Handle(Message& m);
   Status Wait(PullFuture::State& st);
-  void StoreInCache(TableId table, const Message& m);
+  void StoreInCache(const TableKeys& at, const Eigen::VectorXd& values, std::uint64_t clock);
   void HogwildPush(TableId table, int shard, Key first, std::size_t count, const double* grad);
 
   ParameterServer* ps_;
@@ -272,15 +276,16 @@ class ParameterServer {
   void StopAfterWorkers() { stop_after_workers_.store(true); }
   // Every value of a dense or sparse table, key-major, read after Shutdown() (tests, output).
   Eigen::VectorXd Snapshot(TableId table) const;
-  // Copies the values of a shard's reply (kPsValues for a range or for explicit keys) into
+  // Copies the `values` a shard (rank `from`) sent for `at` (a range or explicit keys) into
   // `table`, every value of one table key-major; an error when keys or sizes do not fit.
-  Status PlaceValues(const Message& reply, Eigen::VectorXd& table) const;
+  Status PlaceValues(Rank from, const TableKeys& at, const Eigen::VectorXd& values,
+                     Eigen::VectorXd& table) const;
 
  private:
   friend class PsClient;
   struct Shard;
-  // Ok when `reply`'s keys lie in its table and its values are one row per key.
-  Status CheckValues(const Message& reply) const;
+  // Ok when `from` is a shard, `at`'s keys lie in its table and `values` are one row per key.
+  Status CheckValues(Rank from, const TableKeys& at, const Eigen::VectorXd& values) const;
   ParameterServer() = default;
 
   int servers_ = 0;
@@ -293,7 +298,8 @@ class ParameterServer {
   std::unique_ptr<WaitGroup> running_;
   bool stopped_ = false;
   std::atomic<bool> stop_after_workers_{false};
-  std::vector<std::vector<Message>> final_;  // [table]: other processes' shards' tables
+  // [table]: other processes' shards' tables, with the shard that sent each.
+  std::vector<std::vector<std::pair<Rank, msg::PsTables>>> final_;
   Status final_status_;
   mutable std::mutex shard_mu_;
   Status shard_status_;  // the first refused message's reason (guarded by shard_mu_)

@@ -53,11 +53,93 @@ Status UnpackValues(const std::string& bytes, const char* field, Eigen::VectorXd
   return Status::Ok();
 }
 
-wire::Message ToWire(const Message& m) {
-  wire::Message w;
-  w.kind = static_cast<std::int8_t>(m.kind);
-  w.sender = m.from;
-  w.round = static_cast<std::int64_t>(m.round);
+// The message bodies: the alternative of MessageBody (core/message.h) and its member of the
+// Thrift union Body (net/tessera.thrift), in the order of both.
+#define TESSERA_MESSAGE_BODIES(X)   \
+  X(Stop, stop)                     \
+  X(Push, push)                     \
+  X(Partials, partials)             \
+  X(Apply, apply)                   \
+  X(Evaluate, evaluate)             \
+  X(Evaluation, evaluation)         \
+  X(Gather, gather)                 \
+  X(WorkerState, worker_state)      \
+  X(BlockState, block_state)        \
+  X(PsPull, ps_pull)                \
+  X(PsValues, ps_values)            \
+  X(PsRefresh, ps_refresh)          \
+  X(PsPush, ps_push)                \
+  X(PsClock, ps_clock)              \
+  X(PsPing, ps_ping)                \
+  X(PsPong, ps_pong)                \
+  X(PsTables, ps_tables)            \
+  X(DpArrived, dp_arrived)          \
+  X(DpTerms, dp_terms)              \
+  X(DpSaveState, dp_save_state)     \
+  X(DpWorkerState, dp_worker_state) \
+  X(DpContinue, dp_continue)
+
+// Unsigned fields travel as Thrift's signed integers of the same width, bit for bit.
+std::int64_t I64(std::uint64_t v) { return static_cast<std::int64_t>(v); }
+std::uint64_t U64(std::int64_t v) { return static_cast<std::uint64_t>(v); }
+
+wire::Committed ToWire(const Committed& c) {
+  wire::Committed w;
+  w.round = I64(c.round);
+  w.keys = PackKeys(c.update.keys);
+  w.delta = PackValues(c.update.delta);
+  return w;
+}
+
+Status FromWire(const wire::Committed& w, Committed& c) {
+  c.round = U64(w.round);
+  TESSERA_RETURN_IF_ERROR(UnpackKeys(w.keys, "committed.keys", c.update.keys));
+  TESSERA_RETURN_IF_ERROR(UnpackValues(w.delta, "committed.delta", c.update.delta));
+  if (c.update.keys.size() != static_cast<std::size_t>(c.update.delta.size())) {
+    return InvalidArgument("frame: " + std::to_string(c.update.keys.size()) + " update keys but " +
+                           std::to_string(c.update.delta.size()) + " deltas");
+  }
+  return Status::Ok();
+}
+
+template <typename W>
+void OptionalToWire(const std::optional<Committed>& c, W& w) {
+  if (c) w.__set_committed(ToWire(*c));
+}
+
+template <typename W>
+Status OptionalFromWire(const W& w, std::optional<Committed>& c) {
+  if (!w.__isset.committed) return Status::Ok();
+  c.emplace();
+  return FromWire(w.committed, *c);
+}
+
+wire::TableKeys ToWire(const TableKeys& t) {
+  wire::TableKeys w;
+  w.table = static_cast<std::int32_t>(t.table);
+  w.keys = PackKeys(t.keys);
+  w.range_begin = I64(t.range.begin);
+  w.range_end = I64(t.range.end);
+  return w;
+}
+
+Status FromWire(const wire::TableKeys& w, TableKeys& t) {
+  t.table = static_cast<std::uint32_t>(w.table);
+  TESSERA_RETURN_IF_ERROR(UnpackKeys(w.keys, "keys", t.keys));
+  t.range = {U64(w.range_begin), U64(w.range_end)};
+  if (t.range.end < t.range.begin) {
+    return InvalidArgument("frame: bad key range [" + std::to_string(t.range.begin) + ", " +
+                           std::to_string(t.range.end) + ")");
+  }
+  return Status::Ok();
+}
+
+wire::Stop ToWire(const msg::Stop&) { return {}; }
+Status FromWire(const wire::Stop&, msg::Stop&) { return Status::Ok(); }
+
+wire::Push ToWire(const msg::Push& m) {
+  wire::Push w;
+  w.round = I64(m.round);
   w.blocks.reserve(m.blocks.size());
   for (const Block& b : m.blocks) {
     wire::Block wb;
@@ -69,49 +151,12 @@ wire::Message ToWire(const Message& m) {
     w.blocks.push_back(std::move(wb));
   }
   w.stale_keys = PackKeys(m.stale_keys);
-  w.partials.reserve(m.partials.size());
-  for (const Partial& p : m.partials) {
-    wire::Partial wp;
-    wp.block = static_cast<std::int32_t>(p.block);
-    wp.worker = p.worker;
-    wp.values = PackValues(p.values);
-    w.partials.push_back(std::move(wp));
-  }
-  w.update_keys = PackKeys(m.update.keys);
-  w.update_delta = PackValues(m.update.delta);
-  w.has_update = m.has_update;
-  w.update_round = static_cast<std::int64_t>(m.update_round);
-  w.values = PackValues(m.values);
-  w.table = static_cast<std::int32_t>(m.table);
-  w.request = static_cast<std::int64_t>(m.request);
-  w.keys = PackKeys(m.keys);
-  w.range_begin = static_cast<std::int64_t>(m.range.begin);
-  w.range_end = static_cast<std::int64_t>(m.range.end);
-  w.raw_add = m.raw_add;
-  w.receiver = m.to;
-  w.run = static_cast<std::int64_t>(m.run);
-  w.block = static_cast<std::int32_t>(m.block);
-  w.moved_bytes = static_cast<std::int64_t>(m.moved_bytes);
-  w.state = m.state;
-  w.carried.reserve(m.carried.size());
-  for (const CarriedState& c : m.carried) {
-    wire::Carried wc;
-    wc.block = static_cast<std::int32_t>(c.block);
-    wc.state = c.state;
-    w.carried.push_back(std::move(wc));
-  }
+  OptionalToWire(m.committed, w);
   return w;
 }
 
-StatusOr<Message> FromWire(const wire::Message& w) {
-  Message m;
-  if (w.kind < 0 || w.kind > static_cast<std::int8_t>(kLastMessageKind)) {
-    return InvalidArgument("frame: unknown message kind " + std::to_string(w.kind));
-  }
-  m.kind = static_cast<MessageKind>(w.kind);
-  m.from = w.sender;
-  // Unsigned fields travel as Thrift's signed integers of the same width, bit for bit.
-  m.round = static_cast<std::uint64_t>(w.round);
+Status FromWire(const wire::Push& w, msg::Push& m) {
+  m.round = U64(w.round);
   m.blocks.reserve(w.blocks.size());
   for (const wire::Block& wb : w.blocks) {
     Block b;
@@ -123,6 +168,26 @@ StatusOr<Message> FromWire(const wire::Message& w) {
     m.blocks.push_back(std::move(b));
   }
   TESSERA_RETURN_IF_ERROR(UnpackKeys(w.stale_keys, "stale_keys", m.stale_keys));
+  return OptionalFromWire(w, m.committed);
+}
+
+wire::Partials ToWire(const msg::Partials& m) {
+  wire::Partials w;
+  w.round = I64(m.round);
+  w.partials.reserve(m.partials.size());
+  for (const Partial& p : m.partials) {
+    wire::Partial wp;
+    wp.block = static_cast<std::int32_t>(p.block);
+    wp.worker = p.worker;
+    wp.values = PackValues(p.values);
+    w.partials.push_back(std::move(wp));
+  }
+  w.moved_bytes = I64(m.moved_bytes);
+  return w;
+}
+
+Status FromWire(const wire::Partials& w, msg::Partials& m) {
+  m.round = U64(w.round);
   m.partials.reserve(w.partials.size());
   for (const wire::Partial& wp : w.partials) {
     Partial p;
@@ -131,33 +196,274 @@ StatusOr<Message> FromWire(const wire::Message& w) {
     TESSERA_RETURN_IF_ERROR(UnpackValues(wp.values, "partials.values", p.values));
     m.partials.push_back(std::move(p));
   }
-  TESSERA_RETURN_IF_ERROR(UnpackKeys(w.update_keys, "update_keys", m.update.keys));
-  TESSERA_RETURN_IF_ERROR(UnpackValues(w.update_delta, "update_delta", m.update.delta));
-  if (m.update.keys.size() != static_cast<std::size_t>(m.update.delta.size())) {
-    return InvalidArgument("frame: " + std::to_string(m.update.keys.size()) + " update keys but " +
-                           std::to_string(m.update.delta.size()) + " deltas");
+  m.moved_bytes = U64(w.moved_bytes);
+  return Status::Ok();
+}
+
+wire::Apply ToWire(const msg::Apply& m) {
+  wire::Apply w;
+  w.committed = ToWire(m.committed);
+  return w;
+}
+Status FromWire(const wire::Apply& w, msg::Apply& m) { return FromWire(w.committed, m.committed); }
+
+wire::Evaluate ToWire(const msg::Evaluate& m) {
+  wire::Evaluate w;
+  w.round = I64(m.round);
+  OptionalToWire(m.committed, w);
+  return w;
+}
+Status FromWire(const wire::Evaluate& w, msg::Evaluate& m) {
+  m.round = U64(w.round);
+  return OptionalFromWire(w, m.committed);
+}
+
+wire::Evaluation ToWire(const msg::Evaluation& m) {
+  wire::Evaluation w;
+  w.round = I64(m.round);
+  w.terms = PackValues(m.terms);
+  return w;
+}
+Status FromWire(const wire::Evaluation& w, msg::Evaluation& m) {
+  m.round = U64(w.round);
+  return UnpackValues(w.terms, "terms", m.terms);
+}
+
+wire::Gather ToWire(const msg::Gather& m) {
+  wire::Gather w;
+  w.round = I64(m.round);
+  OptionalToWire(m.committed, w);
+  return w;
+}
+Status FromWire(const wire::Gather& w, msg::Gather& m) {
+  m.round = U64(w.round);
+  return OptionalFromWire(w, m.committed);
+}
+
+wire::WorkerState ToWire(const msg::WorkerState& m) {
+  wire::WorkerState w;
+  w.round = I64(m.round);
+  w.state = m.state;
+  w.carried.reserve(m.carried.size());
+  for (const CarriedState& c : m.carried) {
+    wire::Carried wc;
+    wc.block = static_cast<std::int32_t>(c.block);
+    wc.state = c.state;
+    w.carried.push_back(std::move(wc));
   }
-  m.has_update = w.has_update;
-  m.update_round = static_cast<std::uint64_t>(w.update_round);
-  TESSERA_RETURN_IF_ERROR(UnpackValues(w.values, "values", m.values));
-  m.table = static_cast<std::uint32_t>(w.table);
-  m.request = static_cast<std::uint64_t>(w.request);
-  TESSERA_RETURN_IF_ERROR(UnpackKeys(w.keys, "keys", m.keys));
-  m.range = {static_cast<Key>(w.range_begin), static_cast<Key>(w.range_end)};
-  if (m.range.end < m.range.begin) {
-    return InvalidArgument("frame: bad key range [" + std::to_string(m.range.begin) + ", " +
-                           std::to_string(m.range.end) + ")");
-  }
-  m.raw_add = w.raw_add;
-  m.to = w.receiver;
-  m.run = static_cast<std::uint64_t>(w.run);
-  m.block = static_cast<std::uint32_t>(w.block);
-  m.moved_bytes = static_cast<std::uint64_t>(w.moved_bytes);
+  return w;
+}
+Status FromWire(const wire::WorkerState& w, msg::WorkerState& m) {
+  m.round = U64(w.round);
   m.state = w.state;
   m.carried.reserve(w.carried.size());
   for (const wire::Carried& wc : w.carried) {
     m.carried.push_back({static_cast<std::uint32_t>(wc.block), wc.state});
   }
+  return Status::Ok();
+}
+
+wire::BlockState ToWire(const msg::BlockState& m) {
+  wire::BlockState w;
+  w.round = I64(m.round);
+  w.block = static_cast<std::int32_t>(m.block);
+  w.state = m.state;
+  return w;
+}
+Status FromWire(const wire::BlockState& w, msg::BlockState& m) {
+  m.round = U64(w.round);
+  m.block = static_cast<std::uint32_t>(w.block);
+  m.state = w.state;
+  return Status::Ok();
+}
+
+wire::PsPull ToWire(const msg::PsPull& m) {
+  wire::PsPull w;
+  w.at = ToWire(static_cast<const TableKeys&>(m));
+  w.clock = I64(m.clock);
+  w.request = I64(m.request);
+  return w;
+}
+Status FromWire(const wire::PsPull& w, msg::PsPull& m) {
+  m.clock = U64(w.clock);
+  m.request = U64(w.request);
+  return FromWire(w.at, m);
+}
+
+wire::PsValues ToWire(const msg::PsValues& m) {
+  wire::PsValues w;
+  w.at = ToWire(static_cast<const TableKeys&>(m));
+  w.clock = I64(m.clock);
+  w.request = I64(m.request);
+  w.values = PackValues(m.values);
+  return w;
+}
+Status FromWire(const wire::PsValues& w, msg::PsValues& m) {
+  m.clock = U64(w.clock);
+  m.request = U64(w.request);
+  TESSERA_RETURN_IF_ERROR(UnpackValues(w.values, "values", m.values));
+  return FromWire(w.at, m);
+}
+
+wire::PsRefresh ToWire(const msg::PsRefresh& m) {
+  wire::PsRefresh w;
+  w.at = ToWire(static_cast<const TableKeys&>(m));
+  w.clock = I64(m.clock);
+  w.values = PackValues(m.values);
+  return w;
+}
+Status FromWire(const wire::PsRefresh& w, msg::PsRefresh& m) {
+  m.clock = U64(w.clock);
+  TESSERA_RETURN_IF_ERROR(UnpackValues(w.values, "values", m.values));
+  return FromWire(w.at, m);
+}
+
+wire::PsPush ToWire(const msg::PsPush& m) {
+  wire::PsPush w;
+  w.at = ToWire(static_cast<const TableKeys&>(m));
+  w.values = PackValues(m.values);
+  w.raw_add = m.raw_add;
+  return w;
+}
+Status FromWire(const wire::PsPush& w, msg::PsPush& m) {
+  m.raw_add = w.raw_add;
+  TESSERA_RETURN_IF_ERROR(UnpackValues(w.values, "values", m.values));
+  return FromWire(w.at, m);
+}
+
+wire::PsClock ToWire(const msg::PsClock& m) {
+  wire::PsClock w;
+  w.clock = I64(m.clock);
+  return w;
+}
+Status FromWire(const wire::PsClock& w, msg::PsClock& m) {
+  m.clock = U64(w.clock);
+  return Status::Ok();
+}
+
+wire::PsPing ToWire(const msg::PsPing& m) {
+  wire::PsPing w;
+  w.request = I64(m.request);
+  return w;
+}
+Status FromWire(const wire::PsPing& w, msg::PsPing& m) {
+  m.request = U64(w.request);
+  return Status::Ok();
+}
+
+wire::PsPong ToWire(const msg::PsPong& m) {
+  wire::PsPong w;
+  w.request = I64(m.request);
+  w.clock = I64(m.clock);
+  return w;
+}
+Status FromWire(const wire::PsPong& w, msg::PsPong& m) {
+  m.request = U64(w.request);
+  m.clock = U64(w.clock);
+  return Status::Ok();
+}
+
+wire::PsTables ToWire(const msg::PsTables& m) {
+  wire::PsTables w;
+  w.at = ToWire(static_cast<const TableKeys&>(m));
+  w.values = PackValues(m.values);
+  return w;
+}
+Status FromWire(const wire::PsTables& w, msg::PsTables& m) {
+  TESSERA_RETURN_IF_ERROR(UnpackValues(w.values, "values", m.values));
+  return FromWire(w.at, m);
+}
+
+wire::DpArrived ToWire(const msg::DpArrived& m) {
+  wire::DpArrived w;
+  w.clock = I64(m.clock);
+  w.values_pushed = I64(m.values_pushed);
+  w.moved_bytes = I64(m.bytes);
+  return w;
+}
+Status FromWire(const wire::DpArrived& w, msg::DpArrived& m) {
+  m.clock = U64(w.clock);
+  m.values_pushed = U64(w.values_pushed);
+  m.bytes = U64(w.moved_bytes);
+  return Status::Ok();
+}
+
+wire::DpTerms ToWire(const msg::DpTerms& m) {
+  wire::DpTerms w;
+  w.clock = I64(m.clock);
+  w.terms = PackValues(m.terms);
+  return w;
+}
+Status FromWire(const wire::DpTerms& w, msg::DpTerms& m) {
+  m.clock = U64(w.clock);
+  return UnpackValues(w.terms, "terms", m.terms);
+}
+
+wire::DpSaveState ToWire(const msg::DpSaveState& m) {
+  wire::DpSaveState w;
+  w.clock = I64(m.clock);
+  return w;
+}
+Status FromWire(const wire::DpSaveState& w, msg::DpSaveState& m) {
+  m.clock = U64(w.clock);
+  return Status::Ok();
+}
+
+wire::DpWorkerState ToWire(const msg::DpWorkerState& m) {
+  wire::DpWorkerState w;
+  w.state = m.state;
+  return w;
+}
+Status FromWire(const wire::DpWorkerState& w, msg::DpWorkerState& m) {
+  m.state = w.state;
+  return Status::Ok();
+}
+
+wire::DpContinue ToWire(const msg::DpContinue& m) {
+  wire::DpContinue w;
+  w.clock = I64(m.clock);
+  return w;
+}
+Status FromWire(const wire::DpContinue& w, msg::DpContinue& m) {
+  m.clock = U64(w.clock);
+  return Status::Ok();
+}
+
+#define TESSERA_SET_BODY(Type, member) \
+  void SetBody(wire::Body& w, wire::Type v) { w.__set_##member(std::move(v)); }
+TESSERA_MESSAGE_BODIES(TESSERA_SET_BODY)
+#undef TESSERA_SET_BODY
+
+wire::Message ToWire(const Message& m) {
+  wire::Message w;
+  w.sender = m.from;
+  w.receiver = m.to;
+  w.run = I64(m.run);
+  std::visit([&w](const auto& body) { SetBody(w.body, ToWire(body)); }, m.body);
+  return w;
+}
+
+StatusOr<Message> FromWire(const wire::Message& w) {
+  Message m;
+  m.from = w.sender;
+  m.to = w.receiver;
+  m.run = U64(w.run);
+  int members = 0;
+#define TESSERA_COUNT_BODY(Type, member) members += w.body.__isset.member ? 1 : 0;
+  TESSERA_MESSAGE_BODIES(TESSERA_COUNT_BODY)
+#undef TESSERA_COUNT_BODY
+  if (members != 1) {
+    return InvalidArgument("frame: a message with " + std::to_string(members) +
+                           " bodies (expected 1)");
+  }
+#define TESSERA_DECODE_BODY(Type, member)                   \
+  if (w.body.__isset.member) {                              \
+    msg::Type body;                                         \
+    TESSERA_RETURN_IF_ERROR(FromWire(w.body.member, body)); \
+    m.body = std::move(body);                               \
+  }
+  TESSERA_MESSAGE_BODIES(TESSERA_DECODE_BODY)
+#undef TESSERA_DECODE_BODY
   return m;
 }
 

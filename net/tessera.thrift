@@ -24,31 +24,164 @@ struct Partial {
   3: binary values
 }
 
-// core/message.h Message, field for field.
+struct Committed {
+  1: i64 round
+  2: binary keys
+  3: binary delta
+}
+
+// Keys of one parameter-server table: `keys`, or when empty, [range_begin, range_end).
+struct TableKeys {
+  1: i32 table
+  2: binary keys
+  3: i64 range_begin
+  4: i64 range_end
+}
+
+// One struct per message body of core/message.h, field for field.
+struct Stop {}
+
+struct Push {
+  1: i64 round
+  2: list<Block> blocks
+  3: binary stale_keys
+  4: optional Committed committed
+}
+
+struct Partials {
+  1: i64 round
+  2: list<Partial> partials
+  3: i64 moved_bytes
+}
+
+struct Apply {
+  1: Committed committed
+}
+
+struct Evaluate {
+  1: i64 round
+  2: optional Committed committed
+}
+
+struct Evaluation {
+  1: i64 round
+  2: binary terms
+}
+
+struct Gather {
+  1: i64 round
+  2: optional Committed committed
+}
+
+struct WorkerState {
+  1: i64 round
+  2: binary state
+  3: list<Carried> carried
+}
+
+struct BlockState {
+  1: i64 round
+  2: i32 block
+  3: binary state
+}
+
+struct PsPull {
+  1: TableKeys at
+  2: i64 clock
+  3: i64 request
+}
+
+struct PsValues {
+  1: TableKeys at
+  2: i64 clock
+  3: i64 request
+  4: binary values
+}
+
+struct PsRefresh {
+  1: TableKeys at
+  2: i64 clock
+  3: binary values
+}
+
+struct PsPush {
+  1: TableKeys at
+  2: binary values
+  3: bool raw_add
+}
+
+struct PsClock {
+  1: i64 clock
+}
+
+struct PsPing {
+  1: i64 request
+}
+
+struct PsPong {
+  1: i64 request
+  2: i64 clock
+}
+
+struct PsTables {
+  1: TableKeys at
+  2: binary values
+}
+
+struct DpArrived {
+  1: i64 clock
+  2: i64 values_pushed
+  3: i64 moved_bytes
+}
+
+struct DpTerms {
+  1: i64 clock
+  2: binary terms
+}
+
+struct DpSaveState {
+  1: i64 clock
+}
+
+struct DpWorkerState {
+  1: binary state
+}
+
+struct DpContinue {
+  1: i64 clock
+}
+
+union Body {
+  1: Stop stop
+  2: Push push
+  3: Partials partials
+  4: Apply apply
+  5: Evaluate evaluate
+  6: Evaluation evaluation
+  7: Gather gather
+  8: WorkerState worker_state
+  9: BlockState block_state
+  10: PsPull ps_pull
+  11: PsValues ps_values
+  12: PsRefresh ps_refresh
+  13: PsPush ps_push
+  14: PsClock ps_clock
+  15: PsPing ps_ping
+  16: PsPong ps_pong
+  17: PsTables ps_tables
+  18: DpArrived dp_arrived
+  19: DpTerms dp_terms
+  20: DpSaveState dp_save_state
+  21: DpWorkerState dp_worker_state
+  22: DpContinue dp_continue
+}
+
+// The envelope of every engine message (core/message.h Message).
 struct Message {
-  1: i8 kind
-  2: i32 sender
-  3: i64 round
-  4: list<Block> blocks
-  5: binary stale_keys
-  6: list<Partial> partials
-  7: binary update_keys
-  8: binary update_delta
-  9: bool has_update
-  10: i64 update_round
-  11: binary values
-  12: i32 table
-  13: i64 request
-  14: binary keys
-  15: i64 range_begin
-  16: i64 range_end
-  17: bool raw_add
-  18: i32 receiver
-  19: i64 run
-  20: i32 block
-  21: binary state
-  22: list<Carried> carried
-  23: i64 moved_bytes
+  1: i32 sender
+  2: i32 receiver
+  3: i64 run
+  4: Body body
 }
 
 // Connection set-up (net/auth.h): the accepting side sends a Challenge, the connecting side

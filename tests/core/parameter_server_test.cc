@@ -164,45 +164,47 @@ TEST(ParameterServerTest, AShardRefusesMessagesThatDoNotFitItsTables) {
     std::function<void(Message&)> craft;
     const char* error;
   };
+  const auto push = [](Message& m) -> msg::PsPush& { return *m.get<msg::PsPush>(); };
   const std::vector<Case> cases = {
-      {"table", [](Message& m) { m.table = 7; }, "names table 7 of 1"},
+      {"table", [&](Message& m) { push(m).table = 7; }, "names table 7 of 1"},
       {"key",
-       [](Message& m) {
-         m.keys = {1, 1u << 30};
+       [&](Message& m) {
+         push(m).keys = {1, 1u << 30};
        },
        "key 1073741824 is not in the shard's [0, 5)"},
       {"range",
-       [](Message& m) {
-         m.keys.clear();
-         m.range = {3, 9};
+       [&](Message& m) {
+         push(m).keys.clear();
+         push(m).range = {3, 9};
        },
        "range [3, 9) is not within the shard's [0, 5)"},
       {"wrapped range",
-       [](Message& m) {
-         m.keys.clear();
-         m.range = {4, 2};
+       [&](Message& m) {
+         push(m).keys.clear();
+         push(m).range = {4, 2};
        },
        "range [4, 2)"},
-      {"values", [](Message& m) { m.values.resize(3); }, "3 values for 2 keys of dimension 2"},
-      {"sender", [](Message& m) { m.from = 0; }, "a message from rank 0: a push from a non-worker"},
-      {"kind", [](Message& m) { m.kind = MessageKind::kPartials; }, "unexpected message kind"},
+      {"values", [&](Message& m) { push(m).values.resize(3); },
+       "3 values for 2 keys of dimension 2"},
+      {"sender", [](Message& m) { m.from = 0; }, "ps-push message from rank 0, which is no worker"},
+      {"kind", [](Message& m) { m.body = msg::Partials{}; },
+       "partials message from rank 3, which a shard does not take"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     auto ps = StartOrDie({Table(10, 2, "asp")}, 2, 1);  // shard 0 holds keys [0, 5)
-    Message m;
-    m.kind = MessageKind::kPsPush;
-    m.from = ps->WorkerRank(0);
-    m.table = 0;
-    m.keys = {1, 2};
-    m.values = Eigen::VectorXd::Ones(4);
+    msg::PsPush body;
+    body.table = 0;
+    body.keys = {1, 2};
+    body.values = Eigen::VectorXd::Ones(4);
+    Message m(ps->WorkerRank(0), std::move(body));
     c.craft(m);
     ASSERT_TRUE(ps->transport().Send(ps->ShardRank(0), std::move(m)).ok());
     // The shard closes the transport: the worker's next pull fails instead of waiting forever.
     EXPECT_FALSE(ps->client(0).Pull(0, std::vector<Key>{1}).Get().ok());
     ps->Shutdown();
     EXPECT_THAT(ps->shard_status().message(), HasSubstr(c.error));
-    EXPECT_THAT(ps->shard_status().message(), HasSubstr("shard 0: a message from rank"));
+    EXPECT_THAT(ps->shard_status().message(), HasSubstr("shard 0: a "));
   }
   // A well-formed push of the same shape is taken.
   auto ps = StartOrDie({Table(10, 2, "asp")}, 2, 1);
@@ -220,31 +222,36 @@ TEST(ParameterServerTest, AWorkerRefusesRepliesThatAnswerNoPullOfIts) {
     std::function<void(Message&, const ParameterServer&)> craft;
     const char* error;
   };
+  const auto values = [](Message& m) -> msg::PsValues& { return *m.get<msg::PsValues>(); };
   const std::vector<Case> cases = {
-      {"request", [](Message& m, const ParameterServer&) { m.request = 99; },
-       "answered request 99, which is not pending"},
+      {"request", [&](Message& m, const ParameterServer&) { values(m).request = 99; },
+       "answered request 99, which is no pending pull"},
       {"values",
-       [](Message& m, const ParameterServer&) {
-         m.keys.clear();
-         m.range = {0, 10};
-         m.values = Eigen::VectorXd::Ones(20);
+       [&](Message& m, const ParameterServer&) {
+         values(m).keys.clear();
+         values(m).range = {0, 10};
+         values(m).values = Eigen::VectorXd::Ones(20);
        },
        "with 20 values where 2 were asked"},
-      {"keys", [](Message& m, const ParameterServer&) { m.keys = {1u << 30}; },
+      {"keys", [&](Message& m, const ParameterServer&) { values(m).keys = {1u << 30}; },
        "for 1 keys, not all of them in it"},
       {"sender", [](Message& m, const ParameterServer& ps) { m.from = ps.WorkerRank(0); },
-       "sent table values, but it is no server shard"},
+       "sent a ps-values, but it is no server shard"},
+      {"pong for a pull",
+       [](Message& m, const ParameterServer&) {
+         m.body = msg::PsPong{1, 0};
+       },
+       "answered request 1, which is no pending ping"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     auto ps = StartOrDie({Table(10, 2, "asp")}, 2, 1);  // shard 0 holds keys [0, 5)
-    Message m;
-    m.kind = MessageKind::kPsValues;
-    m.from = ps->ShardRank(0);
-    m.table = 0;
-    m.request = 1;  // the worker's first pull
-    m.keys = {1};
-    m.values = Eigen::VectorXd::Ones(2);
+    msg::PsValues body;
+    body.table = 0;
+    body.request = 1;  // the worker's first pull
+    body.keys = {1};
+    body.values = Eigen::VectorXd::Ones(2);
+    Message m(ps->ShardRank(0), std::move(body));
     c.craft(m, *ps);
     ASSERT_TRUE(ps->transport().Send(ps->WorkerRank(0), std::move(m)).ok());
     auto got = ps->client(0).Pull(0, std::vector<Key>{1}).Get();
@@ -755,10 +762,8 @@ TEST(DataParallelTest, TheDriverRefusesBarrierMessagesNoWorkerSent) {
     }
     Status ProcessBatch(DpWorkerContext& ctx, std::span<const std::uint32_t>) override {
       if (ctx.worker == 0 && ctx.epoch == 1) {
-        Message m;
-        m.kind = MessageKind::kDpTerms;
-        m.from = 1;  // the first worker's rank with one server: replaced by the cases
-        m.values = Eigen::VectorXd::Zero(1);
+        // From the first worker's rank with one server: replaced by the cases.
+        Message m(1, msg::DpTerms{0, Eigen::VectorXd::Zero(1)});
         craft(m);
         (void)transport->Send(0, std::move(m));
       }
@@ -778,22 +783,22 @@ TEST(DataParallelTest, TheDriverRefusesBarrierMessagesNoWorkerSent) {
       {"sender", [](Message& m) { m.from = 0; }, "a barrier message from rank 0, which is no"},
       {"kind",
        [](Message& m) {
-         m.kind = MessageKind::kPsPush;
+         m.body = msg::PsPush{};
          m.from = 2;
        },
-       "unexpected message kind"},
+       "driver: unexpected ps-push message from rank 2"},
       {"clock",
        [](Message& m) {
-         m.round = 1000;
+         m.get<msg::DpTerms>()->clock = 1000;
          m.from = 2;
        },
        "for clock 1000 of a run of 5"},
-      {"arrival",
+      {"arrival clock",
        [](Message& m) {
-         m.kind = MessageKind::kDpArrived;
+         m.body = msg::DpArrived{1001, 0, 0};
          m.from = 2;
        },
-       "an arrival with 1 values, not 2"},
+       "for clock 1001 of a run of 5"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);

@@ -14,23 +14,23 @@ TEST(InProcessTransportTest, DeliversInOrderAcrossFibers) {
   ParallelFor(2, [&](int i) {
     if (i == 0) {
       for (int k = 0; k < kMessages; ++k) {
-        Message m;
-        m.kind = MessageKind::kPush;
-        m.round = k;
-        m.stale_keys = {static_cast<Key>(k)};
-        ASSERT_TRUE(t.Send(2, std::move(m)).ok());
+        msg::Push push;
+        push.round = k;
+        push.stale_keys = {static_cast<Key>(k)};
+        ASSERT_TRUE(t.Send(2, Message(0, std::move(push))).ok());
       }
     } else {
       for (int k = 0; k < kMessages; ++k) {
         auto m = t.Receive(2);
         ASSERT_TRUE(m.ok());
-        got.push_back(m->round);
+        ASSERT_TRUE(m->get<msg::Push>());
+        got.push_back(m->get<msg::Push>()->round);
       }
     }
   });
   ASSERT_EQ(got.size(), static_cast<std::size_t>(kMessages));
   for (int k = 0; k < kMessages; ++k) EXPECT_EQ(got[k], static_cast<std::uint64_t>(k));
-  EXPECT_EQ(t.bytes_sent(), kMessages * (16u + 8u));
+  EXPECT_EQ(t.bytes_sent(), kMessages * (16u + 8u));  // kind, sender, round; one key
 }
 
 TEST(InProcessTransportTest, CloseWakesReceiverAndRejectsSends) {

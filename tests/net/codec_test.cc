@@ -7,7 +7,9 @@
 #include <thrift/protocol/TCompactProtocol.h>
 #include <thrift/transport/TBufferTransports.h>
 
+#include <bit>
 #include <random>
+#include <variant>
 
 #include "tessera_types.h"
 
@@ -16,97 +18,261 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// A message of `kind` with every field set to something seeded.
-Message Filled(MessageKind kind, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  auto keys = [&](std::size_t n) {
+// Every field of each message body, for filling and comparing them all.
+template <typename F>
+void Fields(TableKeys& m, F& f) {
+  f(m.table);
+  f(m.keys);
+  f(m.range);
+}
+template <typename F>
+void Fields(msg::Stop&, F&) {}
+template <typename F>
+void Fields(msg::Push& m, F& f) {
+  f(m.round);
+  f(m.blocks);
+  f(m.stale_keys);
+  f(m.committed);
+}
+template <typename F>
+void Fields(msg::Partials& m, F& f) {
+  f(m.round);
+  f(m.partials);
+  f(m.moved_bytes);
+}
+template <typename F>
+void Fields(msg::Apply& m, F& f) {
+  f(m.committed);
+}
+template <typename F>
+void Fields(msg::Evaluate& m, F& f) {
+  f(m.round);
+  f(m.committed);
+}
+template <typename F>
+void Fields(msg::Evaluation& m, F& f) {
+  f(m.round);
+  f(m.terms);
+}
+template <typename F>
+void Fields(msg::Gather& m, F& f) {
+  f(m.round);
+  f(m.committed);
+}
+template <typename F>
+void Fields(msg::WorkerState& m, F& f) {
+  f(m.round);
+  f(m.state);
+  f(m.carried);
+}
+template <typename F>
+void Fields(msg::BlockState& m, F& f) {
+  f(m.round);
+  f(m.block);
+  f(m.state);
+}
+template <typename F>
+void Fields(msg::PsPull& m, F& f) {
+  Fields(static_cast<TableKeys&>(m), f);
+  f(m.clock);
+  f(m.request);
+}
+template <typename F>
+void Fields(msg::PsValues& m, F& f) {
+  Fields(static_cast<TableKeys&>(m), f);
+  f(m.clock);
+  f(m.request);
+  f(m.values);
+}
+template <typename F>
+void Fields(msg::PsRefresh& m, F& f) {
+  Fields(static_cast<TableKeys&>(m), f);
+  f(m.clock);
+  f(m.values);
+}
+template <typename F>
+void Fields(msg::PsPush& m, F& f) {
+  Fields(static_cast<TableKeys&>(m), f);
+  f(m.values);
+  f(m.raw_add);
+}
+template <typename F>
+void Fields(msg::PsClock& m, F& f) {
+  f(m.clock);
+}
+template <typename F>
+void Fields(msg::PsPing& m, F& f) {
+  f(m.request);
+}
+template <typename F>
+void Fields(msg::PsPong& m, F& f) {
+  f(m.request);
+  f(m.clock);
+}
+template <typename F>
+void Fields(msg::PsTables& m, F& f) {
+  Fields(static_cast<TableKeys&>(m), f);
+  f(m.values);
+}
+template <typename F>
+void Fields(msg::DpArrived& m, F& f) {
+  f(m.clock);
+  f(m.values_pushed);
+  f(m.bytes);
+}
+template <typename F>
+void Fields(msg::DpTerms& m, F& f) {
+  f(m.clock);
+  f(m.terms);
+}
+template <typename F>
+void Fields(msg::DpSaveState& m, F& f) {
+  f(m.clock);
+}
+template <typename F>
+void Fields(msg::DpWorkerState& m, F& f) {
+  f(m.state);
+}
+template <typename F>
+void Fields(msg::DpContinue& m, F& f) {
+  f(m.clock);
+}
+
+// Sets every field it is given to something seeded, nothing empty.
+struct Filler {
+  std::mt19937_64 rng;
+  std::vector<Key> Keys(std::size_t n) {
     std::vector<Key> k(n);
     for (auto& x : k) x = rng();
     return k;
-  };
-  auto values = [&](Eigen::Index n) {
+  }
+  Eigen::VectorXd Values(Eigen::Index n) {
     Eigen::VectorXd v(n);
     for (Eigen::Index i = 0; i < n; ++i)
       v[i] = std::ldexp(static_cast<double>(rng() % 1000003), -7) - 3;
     return v;
-  };
+  }
+  void operator()(std::uint64_t& v) { v = rng() >> 1; }
+  void operator()(std::uint32_t& v) { v = static_cast<std::uint32_t>(rng() % 1000); }
+  void operator()(bool& v) { v = true; }
+  void operator()(KeyRange& v) { v = {10, 20}; }
+  void operator()(std::string& v) { v = std::string("\0state\xff", 7); }
+  void operator()(std::vector<Key>& v) { v = Keys(4); }
+  void operator()(Eigen::VectorXd& v) { v = Values(11); }
+  void operator()(Committed& c) { c = {rng() >> 1, {Keys(6), Values(6)}}; }
+  void operator()(std::optional<Committed>& c) { (*this)(c.emplace()); }
+  void operator()(std::vector<Block>& v) {
+    v = {{7, Keys(5), 2, 3, 1}, {9, {}, kAllWorkers, 0, -1}};
+  }
+  void operator()(std::vector<Partial>& v) { v = {{7, 2, Values(4)}, {9, 0, Values(0)}}; }
+  void operator()(std::vector<CarriedState>& v) { v = {{4, "four"}, {5, ""}}; }
+};
+
+// Every field as text, doubles bit for bit.
+struct Dumper {
+  std::string out;
+  void Add(std::uint64_t v) { out += std::to_string(v) + ","; }
+  void operator()(const std::uint64_t& v) { Add(v); }
+  void operator()(const std::uint32_t& v) { Add(v); }
+  void operator()(const bool& v) { Add(v); }
+  void operator()(const KeyRange& v) {
+    Add(v.begin);
+    Add(v.end);
+  }
+  void operator()(const std::string& v) { out += "'" + v + "',"; }
+  void operator()(const std::vector<Key>& v) {
+    out += "[";
+    for (Key k : v) Add(k);
+    out += "]";
+  }
+  void operator()(const Eigen::VectorXd& v) {
+    out += "(";
+    for (double x : v) Add(std::bit_cast<std::uint64_t>(x));
+    out += ")";
+  }
+  void operator()(const Committed& c) {
+    Add(c.round);
+    (*this)(c.update.keys);
+    (*this)(c.update.delta);
+  }
+  void operator()(const std::optional<Committed>& c) {
+    out += c ? "some:" : "none,";
+    if (c) (*this)(*c);
+  }
+  void operator()(const std::vector<Block>& v) {
+    for (const Block& b : v) {
+      Add(b.id);
+      (*this)(b.keys);
+      Add(static_cast<std::uint64_t>(b.worker));
+      Add(static_cast<std::uint64_t>(b.holder));
+      Add(b.op);
+    }
+  }
+  void operator()(const std::vector<Partial>& v) {
+    for (const Partial& p : v) {
+      Add(p.block);
+      Add(static_cast<std::uint64_t>(p.worker));
+      (*this)(p.values);
+    }
+  }
+  void operator()(const std::vector<CarriedState>& v) {
+    for (const CarriedState& c : v) {
+      Add(c.block);
+      (*this)(c.state);
+    }
+  }
+};
+
+std::string Dump(const Message& m) {
+  Dumper d;
+  d.out = std::string(KindName(m.kind())) + ":" + std::to_string(m.from) + ">" +
+          std::to_string(m.to) + "@" + std::to_string(m.run) + ":";
+  Message copy = m;  // Fields takes non-const bodies
+  std::visit([&d](auto& body) { Fields(body, d); }, copy.body);
+  return d.out;
+}
+
+template <std::size_t... I>
+MessageBody EmptyBody(std::size_t index, std::index_sequence<I...>) {
+  MessageBody out;
+  ((index == I ? (out = std::variant_alternative_t<I, MessageBody>{}, 0) : 0), ...);
+  return out;
+}
+
+// A message of `kind` with every field set to something seeded.
+Message Filled(MessageKind kind, std::uint64_t seed) {
+  Filler f{std::mt19937_64(seed)};
   Message m;
-  m.kind = kind;
-  m.from = static_cast<Rank>(rng() % 100);
-  m.round = rng();
-  m.blocks = {{7, keys(5), 2, 3, 1}, {9, {}, kAllWorkers, 0, -1}};
-  m.stale_keys = keys(3);
-  m.partials = {{7, 2, values(4)}, {9, 0, values(0)}};
-  m.update.keys = keys(6);
-  m.update.delta = values(6);
-  m.has_update = true;
-  m.update_round = rng() >> 1;
-  m.values = values(11);
-  m.table = 3;
-  m.request = rng() >> 1;
-  m.keys = keys(4);
-  m.range = {10, 20};
-  m.raw_add = true;
-  m.to = static_cast<Rank>(rng() % 100);
-  m.block = static_cast<std::uint32_t>(rng() % 1000);
-  m.state = std::string("\0state\xff", 7);
-  m.carried = {{4, "four"}, {5, ""}};
-  m.moved_bytes = rng() >> 1;
+  m.body = EmptyBody(static_cast<std::size_t>(kind),
+                     std::make_index_sequence<std::variant_size_v<MessageBody>>());
+  m.from = static_cast<Rank>(f.rng() % 100);
+  m.to = static_cast<Rank>(f.rng() % 100);
+  m.run = f.rng() >> 1;
+  std::visit([&f](auto& body) { Fields(body, f); }, m.body);
   return m;
 }
 
-void ExpectSame(const Message& a, const Message& b) {
-  EXPECT_EQ(a.kind, b.kind);
-  EXPECT_EQ(a.from, b.from);
-  EXPECT_EQ(a.round, b.round);
-  ASSERT_EQ(a.blocks.size(), b.blocks.size());
-  for (std::size_t i = 0; i < a.blocks.size(); ++i) {
-    EXPECT_EQ(a.blocks[i].id, b.blocks[i].id);
-    EXPECT_EQ(a.blocks[i].keys, b.blocks[i].keys);
-    EXPECT_EQ(a.blocks[i].worker, b.blocks[i].worker);
-    EXPECT_EQ(a.blocks[i].holder, b.blocks[i].holder);
-    EXPECT_EQ(a.blocks[i].op, b.blocks[i].op);
-  }
-  EXPECT_EQ(a.stale_keys, b.stale_keys);
-  ASSERT_EQ(a.partials.size(), b.partials.size());
-  for (std::size_t i = 0; i < a.partials.size(); ++i) {
-    EXPECT_EQ(a.partials[i].block, b.partials[i].block);
-    EXPECT_EQ(a.partials[i].worker, b.partials[i].worker);
-    EXPECT_EQ(a.partials[i].values, b.partials[i].values);  // bitwise: doubles travel raw
-  }
-  EXPECT_EQ(a.update.keys, b.update.keys);
-  EXPECT_EQ(a.update.delta, b.update.delta);
-  EXPECT_EQ(a.has_update, b.has_update);
-  EXPECT_EQ(a.update_round, b.update_round);
-  EXPECT_EQ(a.values, b.values);
-  EXPECT_EQ(a.table, b.table);
-  EXPECT_EQ(a.request, b.request);
-  EXPECT_EQ(a.keys, b.keys);
-  EXPECT_EQ(a.range, b.range);
-  EXPECT_EQ(a.raw_add, b.raw_add);
-  EXPECT_EQ(a.to, b.to);
-  EXPECT_EQ(a.block, b.block);
-  EXPECT_EQ(a.state, b.state);
-  ASSERT_EQ(a.carried.size(), b.carried.size());
-  for (std::size_t i = 0; i < a.carried.size(); ++i) {
-    EXPECT_EQ(a.carried[i].block, b.carried[i].block);
-    EXPECT_EQ(a.carried[i].state, b.carried[i].state);
-  }
-  EXPECT_EQ(a.moved_bytes, b.moved_bytes);
-}
+void ExpectSame(const Message& a, const Message& b) { EXPECT_EQ(Dump(a), Dump(b)); }
 
 TEST(CodecTest, EveryMessageKindRoundTrips) {
   std::uint64_t seed = 1;
-  for (int k = 0; k <= static_cast<int>(kLastMessageKind); ++k) {
+  for (std::size_t k = 0; k < std::variant_size_v<MessageBody>; ++k) {
     const auto kind = static_cast<MessageKind>(k);
     const Message m = Filled(kind, seed++);
+    ASSERT_EQ(m.kind(), kind);
     auto f = DecodeFrame(EncodeMessages({&m, 1}));
     ASSERT_TRUE(f.ok()) << f.status().message();
     ASSERT_EQ(f->kind, Frame::Kind::kMessages);
     ASSERT_EQ(f->messages.size(), 1u);
     ExpectSame(m, f->messages[0]);
+    // Defaults: every field empty.
+    const Message empty(0,
+                        EmptyBody(k, std::make_index_sequence<std::variant_size_v<MessageBody>>()));
+    auto e = DecodeFrame(EncodeMessages({&empty, 1}));
+    ASSERT_TRUE(e.ok()) << e.status().message();
+    ExpectSame(empty, e->messages[0]);
   }
-  const Message empty;  // defaults: every field empty
+  const Message empty;  // a stop
   auto f = DecodeFrame(EncodeMessages({&empty, 1}));
   ASSERT_TRUE(f.ok()) << f.status().message();
   ExpectSame(empty, f->messages[0]);
@@ -165,10 +331,10 @@ TEST(CodecTest, FramedEncodingIsTheLengthPrefixAndTheBody) {
 
 TEST(CodecTest, PackedFieldsAreDenseBinary) {
   // 10,000 keys and values cost 8 bytes each plus a small header: not a varint list.
-  Message m;
-  m.kind = MessageKind::kPsPush;
-  m.keys.resize(10000);
-  m.values = Eigen::VectorXd::Ones(10000);
+  msg::PsPush push;
+  push.keys.resize(10000);
+  push.values = Eigen::VectorXd::Ones(10000);
+  const Message m(0, std::move(push));
   const std::string body = EncodeMessages({&m, 1});
   EXPECT_LT(body.size(), 160000u + 64u);
   EXPECT_GE(body.size(), 160000u);
@@ -208,8 +374,7 @@ TEST(CodecTest, RandomBytesNeverCrash) {
 }
 
 TEST(CodecTest, OversizeFramesAreRejectedBeforeAllocation) {
-  Message m;
-  m.values = Eigen::VectorXd::Zero(1000);
+  const Message m(0, msg::DpTerms{0, Eigen::VectorXd::Zero(1000)});
   const std::string body = EncodeMessages({&m, 1});
   auto f = DecodeFrame(body, 100);
   ASSERT_FALSE(f.ok());
@@ -226,7 +391,9 @@ TEST(CodecTest, OversizeFramesAreRejectedBeforeAllocation) {
   // A body claiming a 2^31-byte binary inside a small frame: refused, not allocated.
   std::string evil;
   evil += '\x1c';  // field 1 (message, delta 1), type struct (12)
-  evil += '\x58';  // field 5 (stale_keys, delta 5 from 0), type binary (8)
+  evil += '\x4c';  // field 4 (body, delta 4 from 0), type struct
+  evil += '\x2c';  // field 2 (push, delta 2 from 0), type struct
+  evil += '\x38';  // field 3 (stale_keys, delta 3 from 0), type binary (8)
   evil += std::string("\xff\xff\xff\xff\x07", 5);  // varint length 2^31 - 1
   auto e = DecodeFrame(evil);
   ASSERT_FALSE(e.ok());
@@ -243,21 +410,29 @@ TEST(CodecTest, SemanticErrorsAreNamed) {
     return buffer->getBufferAsString();
   };
   wire::Message w;
-  w.kind = 42;
-  EXPECT_THAT(DecodeFrame(encode(w)).status().message(), HasSubstr("unknown message kind 42"));
-  w.kind = 0;
-  w.keys = "1234567";
+  EXPECT_THAT(DecodeFrame(encode(w)).status().message(),
+              HasSubstr("a message with 0 bodies (expected 1)"));
+  w.body.__set_stop(wire::Stop());
+  w.body.__set_ps_clock(wire::PsClock());
+  EXPECT_THAT(DecodeFrame(encode(w)).status().message(),
+              HasSubstr("a message with 2 bodies (expected 1)"));
+  w.body = wire::Body();
+  wire::PsPush push;
+  push.at.keys = "1234567";
+  w.body.__set_ps_push(push);
   EXPECT_THAT(DecodeFrame(encode(w)).status().message(),
               HasSubstr("field 'keys' has 7 bytes, not a multiple of 8"));
-  w.keys.clear();
-  w.update_keys = std::string(16, '\0');
-  w.update_delta = std::string(8, '\0');
-  EXPECT_THAT(DecodeFrame(encode(w)).status().message(), HasSubstr("2 update keys but 1 deltas"));
-  w.update_keys.clear();
-  w.update_delta.clear();
-  w.range_begin = 5;
-  w.range_end = 4;
+  push.at.keys.clear();
+  push.at.range_begin = 5;
+  push.at.range_end = 4;
+  w.body.__set_ps_push(push);
   EXPECT_THAT(DecodeFrame(encode(w)).status().message(), HasSubstr("bad key range [5, 4)"));
+  w.body = wire::Body();
+  wire::Apply apply;
+  apply.committed.keys = std::string(16, '\0');
+  apply.committed.delta = std::string(8, '\0');
+  w.body.__set_apply(apply);
+  EXPECT_THAT(DecodeFrame(encode(w)).status().message(), HasSubstr("2 update keys but 1 deltas"));
   wire::Frame none;
   auto buffer = std::make_shared<apache::thrift::transport::TMemoryBuffer>();
   apache::thrift::protocol::TCompactProtocolT<apache::thrift::transport::TMemoryBuffer> p(buffer);

@@ -73,12 +73,10 @@ TEST(TcpTransportTest, EveryRankReachesEveryOtherInOrder) {
       for (int i = 0; i < per_pair; ++i) {
         for (int to = 0; to < ranks; ++to) {
           if (to == r) continue;
-          Message m;
-          m.kind = MessageKind::kPsPush;
-          m.from = r;
-          m.round = static_cast<std::uint64_t>(i);
           // Every 50th message is 1 MiB of values; the rest are small.
-          m.values = Eigen::VectorXd::Constant(i % 50 == 0 ? 131072 : 3, r * 1000.0 + i);
+          Message m(
+              r, msg::DpTerms{static_cast<std::uint64_t>(i),
+                              Eigen::VectorXd::Constant(i % 50 == 0 ? 131072 : 3, r * 1000.0 + i)});
           if (!t->Send(to, std::move(m)).ok()) errors[r] = "send failed";
         }
       }
@@ -90,9 +88,10 @@ TEST(TcpTransportTest, EveryRankReachesEveryOtherInOrder) {
           return;
         }
         const int from = m->from;
-        if (m->to != r || static_cast<int>(m->round) != next[from] ||
-            m->values.size() != (next[from] % 50 == 0 ? 131072 : 3) ||
-            m->values[0] != from * 1000.0 + next[from]) {
+        const auto* terms = m->get<msg::DpTerms>();
+        if (m->to != r || !terms || static_cast<int>(terms->clock) != next[from] ||
+            terms->terms.size() != (next[from] % 50 == 0 ? 131072 : 3) ||
+            terms->terms[0] != from * 1000.0 + next[from]) {
           errors[r] = "out of order or corrupt message from rank " + std::to_string(from);
           return;
         }
@@ -129,10 +128,7 @@ TEST(TcpTransportTest, ProcessesAdvertiseAddressesTheirPeersReachAndUseTheGivenP
   }
   EXPECT_NE(c.procs[1]->listen_port(), c.procs[2]->listen_port());
   // Process 2 dialed process 1 at what 1 advertised: a message goes through.
-  Message m;
-  m.kind = MessageKind::kPsPing;
-  m.from = 2;
-  ASSERT_TRUE(c.procs[2]->Send(1, std::move(m)).ok());
+  ASSERT_TRUE(c.procs[2]->Send(1, Message(2, msg::PsPing{1})).ok());
   auto got = c.procs[1]->Receive(1);
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(got->from, 2);
@@ -164,14 +160,11 @@ TEST(TcpTransportTest, RunsDoNotMixAcrossProcesses) {
   TcpTransport& a = *c.procs[0];
   TcpTransport& b = *c.procs[1];
   auto send = [&](double v) {
-    Message m;
-    m.kind = MessageKind::kPsPush;
-    m.values = Eigen::VectorXd::Constant(1, v);
-    ASSERT_TRUE(a.Send(1, std::move(m)).ok());
+    ASSERT_TRUE(a.Send(1, Message(0, msg::DpTerms{0, Eigen::VectorXd::Constant(1, v)})).ok());
   };
   auto next = [&](TcpTransport& t) {
     auto m = t.Receive(1);
-    return m.ok() ? m->values[0] : -1.0;
+    return m.ok() && m->get<msg::DpTerms>() ? m->get<msg::DpTerms>()->terms[0] : -1.0;
   };
   a.BeginRun();
   b.BeginRun();
@@ -185,7 +178,8 @@ TEST(TcpTransportTest, RunsDoNotMixAcrossProcesses) {
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   auto queued = b.TryReceive(1);  // in run 1, B sees 11 and nothing of later runs
   ASSERT_TRUE(queued.ok()) << queued.status().ToString();
-  EXPECT_EQ(queued->values[0], 11);
+  ASSERT_TRUE(queued->get<msg::DpTerms>());
+  EXPECT_EQ(queued->get<msg::DpTerms>()->terms[0], 11);
   EXPECT_THAT(b.TryReceive(1).status().message(), HasSubstr("no message queued"));
   b.BeginRun();  // run 2
   EXPECT_EQ(next(b), 2);
@@ -241,13 +235,12 @@ TEST(TcpTransportTest, GarbageAndSilentConnectionsAreDroppedAndTheRunGoesOn) {
   establish0.join();
   ASSERT_TRUE(s0.ok()) << s0.ToString();
   ASSERT_TRUE(s1.ok()) << s1.ToString();
-  Message m;
-  m.from = 1;
-  m.round = 42;
+  const Message m(1, msg::PsClock{42});
   ASSERT_TRUE((*t1)->Send(0, m).ok());
   auto got = (*t0)->Receive(0);
   ASSERT_TRUE(got.ok()) << got.status().ToString();
-  EXPECT_EQ(got->round, 42u);
+  ASSERT_TRUE(got->get<msg::PsClock>());
+  EXPECT_EQ(got->get<msg::PsClock>()->clock, 42u);
 }
 
 // A relay on the path between process 1 and process 0, as an attacker without the secret would
@@ -332,9 +325,8 @@ TEST(TcpTransportTest, ARelayThatTampersWithTheStreamFailsTheRunNamingTheConnect
     ASSERT_TRUE(s0.ok()) << s0.ToString();
     ASSERT_TRUE(s1.ok()) << s1.ToString();
     tamper.store(true);
-    Message m;
-    m.from = 1;
-    m.values = Eigen::VectorXd::Constant(100, 2.5);
+    const Eigen::VectorXd values = Eigen::VectorXd::Constant(100, 2.5);
+    const Message m(1, msg::DpTerms{0, values});
     ASSERT_TRUE((*t1)->Send(0, m).ok());
     // Within a heartbeat or two, process 0 fails; anything delivered before is unaltered.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
@@ -344,7 +336,8 @@ TEST(TcpTransportTest, ARelayThatTampersWithTheStreamFailsTheRunNamingTheConnect
       auto got = (*t0)->TryReceive(0);
       if (got.ok()) {
         ++delivered;
-        EXPECT_EQ(got->values, m.values);
+        ASSERT_TRUE(got->get<msg::DpTerms>());
+        EXPECT_EQ(got->get<msg::DpTerms>()->terms, values);
       } else if (got.status().code() != StatusCode::kNotFound) {
         failed = got.status();
       } else {
@@ -460,8 +453,7 @@ TEST(TcpTransportTest, AnOversizeFrameFailsTheTransportNamingTheSender) {
   o[0].max_frame_bytes = 64 * 1024;
   Cluster c = Start(2, {0, 1}, o);
   for (const Status& s : c.established) ASSERT_TRUE(s.ok()) << s.ToString();
-  Message m;
-  m.values = Eigen::VectorXd::Zero(131072);  // 1 MiB
+  const Message m(1, msg::DpTerms{0, Eigen::VectorXd::Zero(131072)});  // 1 MiB
   ASSERT_TRUE(c.procs[1]->Send(0, m).ok());
   auto got = c.procs[0]->Receive(0);
   ASSERT_FALSE(got.ok());
@@ -474,8 +466,7 @@ TEST(TcpTransportTest, AnOversizeFrameFailsTheTransportNamingTheSender) {
 TEST(TcpTransportTest, AMessageAsARankItsSenderDoesNotHostIsRefused) {
   Cluster c = Start(2, {0, 1}, {Options()});
   for (const Status& s : c.established) ASSERT_TRUE(s.ok()) << s.ToString();
-  Message m;
-  m.from = 0;
+  const Message m(0, msg::Stop{});
   ASSERT_TRUE(c.procs[1]->Send(0, m).ok());
   auto got = c.procs[0]->Receive(0);
   ASSERT_FALSE(got.ok());
@@ -505,9 +496,7 @@ TEST(TcpTransportTest, ACleanLeaveIsNotALossAndAFailingLeaveNamesItsError) {
   for (const Status& s : c.established) ASSERT_TRUE(s.ok()) << s.ToString();
   // Processes 1 and 2 finish cleanly, one after the other; process 0 still runs meanwhile
   // and its later heartbeats to them are not errors. Each Leave waits for all three.
-  Message m;
-  m.kind = MessageKind::kContinue;
-  m.from = 1;
+  const Message m(1, msg::DpContinue{});
   ASSERT_TRUE(c.procs[1]->Send(0, m).ok());
   std::vector<Status> left(3);
   std::vector<std::thread> threads;
