@@ -124,11 +124,15 @@ StatusOr<std::unique_ptr<Cluster>> Cluster::Join(const ClusterFlags& flags, int 
     }
   }
   net::TcpOptions o;
-  // By default a run whose rendezvous is this host's loopback stays on it; any other listens on
-  // every interface and tells its peers the address it reaches process 0 from.
+  // By default a run whose rendezvous is this host's loopback stays on it (on the rendezvous
+  // address itself, which process 0 listens on); any other listens on every interface and tells
+  // its peers the address it reaches process 0 from.
   const std::string& rv = me.rendezvous_host;
   const bool loopback = rv == "localhost" || rv == "::1" || rv.rfind("127.", 0) == 0;
-  o.bind = !flags.bind.empty() ? flags.bind : loopback ? "127.0.0.1" : "0.0.0.0";
+  o.bind = !flags.bind.empty() ? flags.bind
+           : !loopback         ? "0.0.0.0"
+           : rv == "localhost" ? "127.0.0.1"
+                               : rv;
   o.advertise = flags.advertise;
   if (!flags.port_range.empty()) {
     TESSERA_ASSIGN_OR_RETURN(std::tie(o.port_min, o.port_max), ParsePortRange(flags.port_range));

@@ -12,6 +12,7 @@
 #include <sstream>
 #include <thread>
 
+#include "core/line_reader.h"
 #include "core/status.h"
 #include "net/auth.h"
 #include "net/tcp_transport.h"
@@ -21,11 +22,26 @@ namespace tessera {
 CLI::App* AddLaunchCommand(CLI::App& app, LaunchFlags& f) {
   CLI::App* cmd = app.add_subcommand(
       "launch",
-      "Run N processes of a tessera command on this machine as one multi-process run, e.g. "
-      "tessera launch -n 3 -- tessera lasso --data F --workers 2");
-  cmd->add_option("-n,--processes", f.processes, "Number of processes")->capture_default_str();
-  cmd->add_option("--bind", f.bind, "Address the rendezvous (process 0) listens on")
+      "Run N processes of a tessera command as one multi-process run, on this machine or on the "
+      "hosts of a hostfile, e.g. tessera launch -n 3 -- tessera lasso --data F --workers 2");
+  cmd->add_option("-n,--processes", f.processes,
+                  "Number of processes (default: 2, or with --hostfile every slot it names)");
+  cmd->add_option("--bind", f.bind,
+                  "Address the rendezvous (process 0) listens on, for a run on this machine "
+                  "(default 127.0.0.1)");
+  cmd->add_option("--hostfile", f.hostfile,
+                  "Hosts to run on, one per line as `host [slots=N]` (Open MPI's syntax); ranks "
+                  "fill each host's slots in order, process 0 on the first host, which is also "
+                  "the rendezvous. localhost and this machine's name run here; other hosts "
+                  "through --rsh, in this directory, which must exist there with the data");
+  cmd->add_option("--rsh", f.rsh,
+                  "With --hostfile: the command that runs a shell command line on a host; "
+                  "{host} stands for the host, else it goes after the command")
       ->capture_default_str();
+  cmd->add_option("--port", f.port,
+                  "The rendezvous port (default: one free on this machine); with --hostfile, "
+                  "the first host must have it free")
+      ->check(CLI::Range(1, 65535));
   cmd->add_option("--grace", f.grace,
                   "Seconds the other processes get to stop on their own after one fails")
       ->capture_default_str();
@@ -38,6 +54,51 @@ CLI::App* AddLaunchCommand(CLI::App& app, LaunchFlags& f) {
   return cmd;
 }
 
+std::string ShellQuote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+StatusOr<std::vector<HostSlots>> ReadHostfile(const std::string& path) {
+  LineReader in;
+  TESSERA_RETURN_IF_ERROR(in.Open(path));
+  std::vector<HostSlots> hosts;
+  std::string_view line;
+  while (in.Next(line)) {
+    const std::string text(line.substr(0, line.find('#')));
+    std::istringstream words(text);
+    HostSlots h;
+    if (!(words >> h.host)) continue;  // blank or a comment
+    std::string word;
+    while (words >> word) {
+      if (word.rfind("slots=", 0) == 0) {
+        const std::string n = word.substr(6);
+        char* end = nullptr;
+        errno = 0;
+        const long slots = std::strtol(n.c_str(), &end, 10);
+        if (n.empty() || *end != '\0' || errno != 0 || slots < 1 || slots > 4096) {
+          return InvalidArgument(in.Where() + "slots must be a whole number in [1, 4096], not '" +
+                                 n + "'");
+        }
+        h.slots = static_cast<int>(slots);
+      } else if (word.rfind("max_slots=", 0) != 0) {  // max_slots: Open MPI's, nothing here
+        return InvalidArgument(in.Where() + "expected `host [slots=N]`, not '" + word + "'");
+      }
+    }
+    hosts.push_back(std::move(h));
+  }
+  TESSERA_RETURN_IF_ERROR(in.status());
+  if (hosts.empty()) return InvalidArgument(path + ": names no host");
+  return hosts;
+}
+
 namespace {
 
 volatile std::sig_atomic_t g_signal = 0;
@@ -47,6 +108,15 @@ extern "C" void OnSignal(int sig) { g_signal = sig; }
 int Fail(const Status& s) {
   std::cerr << "tessera launch: error: " << s.message() << std::endl;
   return 1;
+}
+
+// True for names of this machine: it runs their processes itself.
+bool IsThisHost(const std::string& host) {
+  if (host == "localhost" || host == "127.0.0.1" || host == "::1") return true;
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0) return false;
+  const std::string me = name;
+  return host == me || host == me.substr(0, me.find('.'));
 }
 
 // `tessera` itself when the command names it and it is not on PATH.
@@ -86,6 +156,30 @@ int RunOnce(const LaunchFlags& f, int attempt);
 }  // namespace
 
 int RunLaunch(LaunchFlags& f) {
+  if (!f.hostfile.empty()) {
+    if (!f.bind.empty()) {
+      return Fail(InvalidArgument(
+          "--bind is for a run on this machine; with --hostfile the rendezvous is the first "
+          "host"));
+    }
+    auto hosts = ReadHostfile(f.hostfile);
+    if (!hosts.ok()) return Fail(hosts.status());
+    int slots = 0;
+    for (const HostSlots& h : *hosts) slots += h.slots;
+    if (f.processes == 0) f.processes = std::min(slots, 4096);
+    if (f.processes > slots) {
+      return Fail(InvalidArgument("-n " + std::to_string(f.processes) + " needs more slots than " +
+                                  f.hostfile + " has (" + std::to_string(slots) + ")"));
+    }
+    f.hosts.clear();
+    for (const HostSlots& h : *hosts) {
+      for (int k = 0; k < h.slots && static_cast<int>(f.hosts.size()) < f.processes; ++k) {
+        f.hosts.push_back(h.host);
+      }
+    }
+  }
+  if (f.processes == 0) f.processes = 2;
+  if (f.bind.empty()) f.bind = "127.0.0.1";
   if (f.processes < 1 || f.processes > 4096) {
     return Fail(
         InvalidArgument("-n must be between 1 and 4096, got " + std::to_string(f.processes)));
@@ -93,6 +187,9 @@ int RunLaunch(LaunchFlags& f) {
   if (!(f.grace >= 0)) return Fail(InvalidArgument("--grace must be >= 0"));
   if (f.restarts < 0) return Fail(InvalidArgument("--restarts must be >= 0"));
   if (!f.command.empty() && f.command.front() == "--") f.command.erase(f.command.begin());
+  if (!f.command.empty() && !f.hosts.empty()) {  // the same program on the other hosts
+    f.command.front() = Program(f.command.front());
+  }
   if (f.command.empty()) return Fail(InvalidArgument("no command to launch (put it after --)"));
   for (int attempt = 0;; ++attempt) {
     const int code = RunOnce(f, attempt);
@@ -111,12 +208,21 @@ namespace {
 int RunOnce(const LaunchFlags& f, int attempt) {
   auto secret = net::GenerateSecret();
   if (!secret.ok()) return Fail(secret.status());
-  auto port = net::FreePort(f.bind);
+  const bool spread = !f.hosts.empty();
+  auto port = f.port > 0 ? StatusOr<std::uint16_t>(static_cast<std::uint16_t>(f.port))
+                         : net::FreePort(spread ? "0.0.0.0" : f.bind);
   if (!port.ok()) return Fail(port.status());
   auto nonce = net::GenerateSecret();  // the run's identity: fresh for every start
   if (!nonce.ok()) return Fail(nonce.status());
   const std::string run_id = "launch " + nonce->substr(0, 16);
-  const std::string host = f.bind == "0.0.0.0" ? "127.0.0.1" : f.bind == "::" ? "::1" : f.bind;
+  // Across hosts the rendezvous is the first host as the hostfile names it, unless that is this
+  // machine and every process runs here.
+  bool all_here = true;
+  for (const std::string& h : f.hosts) all_here = all_here && IsThisHost(h);
+  const std::string host = spread && !all_here   ? f.hosts.front()
+                           : f.bind == "0.0.0.0" ? "127.0.0.1"
+                           : f.bind == "::"      ? "::1"
+                                                 : f.bind;
   const std::string rendezvous =
       (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(*port);
   const std::string program = Program(f.command.front());
@@ -127,10 +233,22 @@ int RunOnce(const LaunchFlags& f, int attempt) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGHUP, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);  // a process that died before reading its secret is reported below
 
   std::vector<pid_t> pids(static_cast<std::size_t>(f.processes), -1);
   int running = 0;
+  std::error_code cwd_error;
+  const std::string cwd = std::filesystem::current_path(cwd_error).string();
   for (int rank = 0; rank < f.processes; ++rank) {
+    const std::string& on = spread ? f.hosts[static_cast<std::size_t>(rank)] : host;
+    const bool remote = spread && !IsThisHost(on);
+    int local_size = f.processes;
+    if (spread) local_size = static_cast<int>(std::count(f.hosts.begin(), f.hosts.end(), on));
+    int secret_pipe[2] = {-1, -1};
+    if (remote && pipe(secret_pipe) != 0) {
+      std::cerr << "tessera launch: error: pipe: " << std::strerror(errno) << std::endl;
+      break;
+    }
     const pid_t pid = fork();
     if (pid < 0) {
       std::cerr << "tessera launch: error: fork: " << std::strerror(errno) << std::endl;
@@ -143,9 +261,48 @@ int RunOnce(const LaunchFlags& f, int attempt) {
       signal(SIGINT, SIG_DFL);
       signal(SIGTERM, SIG_DFL);
       signal(SIGHUP, SIG_DFL);
+      if (remote) {
+        // `rsh HOST 'cd DIR && read -r TESSERA_SECRET && ... exec env ... COMMAND'`, the
+        // secret on its standard input.
+        dup2(secret_pipe[0], 0);
+        close(secret_pipe[0]);
+        close(secret_pipe[1]);
+        std::string line = "cd -- " + ShellQuote(cwd) +
+                           " && read -r TESSERA_SECRET && export TESSERA_SECRET && exec env -u "
+                           "TESSERA_SECRET_FILE";
+        for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
+                 {"TESSERA_RANK", std::to_string(rank)},
+                 {"TESSERA_SIZE", std::to_string(f.processes)},
+                 {"TESSERA_LOCAL_SIZE", std::to_string(local_size)},
+                 {"TESSERA_RENDEZVOUS", rendezvous},
+                 {"TESSERA_RUN_ID", run_id},
+                 {"TESSERA_RESTART", std::to_string(attempt)}}) {
+          line += " " + name + "=" + ShellQuote(value);
+        }
+        line += " " + ShellQuote(program);
+        for (std::size_t i = 1; i < f.command.size(); ++i) line += " " + ShellQuote(f.command[i]);
+        std::vector<std::string> words;
+        std::istringstream rsh(f.rsh);
+        bool placed = false;
+        for (std::string w; rsh >> w;) {
+          for (std::size_t at; (at = w.find("{host}")) != std::string::npos; placed = true) {
+            w.replace(at, 6, on);
+          }
+          words.push_back(w);
+        }
+        if (!placed) words.push_back(on);
+        words.push_back(line);
+        std::vector<char*> argv;
+        for (std::string& w : words) argv.push_back(w.data());
+        argv.push_back(nullptr);
+        execvp(argv[0], argv.data());
+        std::cerr << "tessera launch: error: cannot run '" << words.front()
+                  << "' (--rsh): " << std::strerror(errno) << std::endl;
+        _exit(127);
+      }
       setenv("TESSERA_RANK", std::to_string(rank).c_str(), 1);
       setenv("TESSERA_SIZE", std::to_string(f.processes).c_str(), 1);
-      setenv("TESSERA_LOCAL_SIZE", std::to_string(f.processes).c_str(), 1);
+      setenv("TESSERA_LOCAL_SIZE", std::to_string(local_size).c_str(), 1);
       setenv("TESSERA_RENDEZVOUS", rendezvous.c_str(), 1);
       setenv("TESSERA_SECRET", secret->c_str(), 1);
       setenv("TESSERA_RUN_ID", run_id.c_str(), 1);
@@ -160,6 +317,17 @@ int RunOnce(const LaunchFlags& f, int attempt) {
       std::cerr << "tessera launch: error: cannot run '" << program << "': " << std::strerror(errno)
                 << std::endl;
       _exit(127);
+    }
+    if (remote) {
+      close(secret_pipe[0]);
+      const std::string text = *secret + "\n";
+      const bool sent =
+          write(secret_pipe[1], text.data(), text.size()) == static_cast<ssize_t>(text.size());
+      close(secret_pipe[1]);
+      if (!sent) {
+        std::cerr << "tessera launch: error: cannot hand the secret to process " << rank << " on "
+                  << on << std::endl;
+      }
     }
     pids[static_cast<std::size_t>(rank)] = pid;
     ++running;

@@ -317,6 +317,31 @@ TEST(CliTest, LdaFitsWritesTopicsAndModelAndCompares) {
   EXPECT_THAT(overlap.output, HasSubstr("disjoint document partitions"));
 }
 
+// A hostfile is read before anything starts: a bad line is named, too few slots are said.
+TEST(CliTest, LaunchHostfileErrorsNameTheLineAndStartNothing) {
+  testing::TempDir dir;
+  const std::string fit = " -- tessera lasso --data " + Diabetes() + " --quiet";
+  struct Case {
+    std::string hosts, flags, message;
+  };
+  const std::vector<Case> cases = {
+      {"# two\nnode1 slots=2\nnode2 slots=x\n", "", "hosts:3: slots must be a whole number"},
+      {"node1 cores=2\n", "", "hosts:1: expected `host [slots=N]`, not 'cores=2'"},
+      {"# nobody\n\n", "", "names no host"},
+      {"node1 slots=2\nnode2\n", " -n 4", "-n 4 needs more slots than"},
+      {"node1\n", " --bind 0.0.0.0", "--bind is for a run on this machine"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.message);
+    auto r = RunCli("launch --hostfile " + dir.File("hosts", c.hosts) + c.flags + fit);
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_THAT(r.output, HasSubstr(c.message));
+  }
+  auto missing = RunCli("launch --hostfile " + dir.Path("none") + fit);
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_THAT(missing.output, HasSubstr(dir.Path("none")));
+}
+
 struct BadRun {
   const char* name;
   std::string args;

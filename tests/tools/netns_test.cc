@@ -220,9 +220,25 @@ class ThreeHosts {
   bool created_ = false;
 };
 
+struct FitCase {
+  std::string name, fit;  // the fit's flags after the program
+};
+
 // A Lasso path, rotation-SGD MF (H blocks move between the workers' processes) and LDA
-// (vocabulary blocks likewise) with process r run by `in_host(r, command)` (its flags
-// completed by `flags_of(r)`), each against its one-process run, bit for bit.
+// (vocabulary blocks likewise), each with 2 workers.
+std::vector<FitCase> FitCases(const testing::TempDir& dir, const std::string& base,
+                              const std::string& test, const std::string& docword) {
+  return {
+      {"lasso", " lasso --data " + std::string(TESSERA_SOURCE_DIR) +
+                    "/datasets/diabetes/lars_diabetes_x.csv.gz --path 5 --workers 2 --standardize"},
+      {"mf", " mf --algorithm sgd --train " + base + " --test " + test +
+                 " --rank 10 --epochs 3 --workers 2"},
+      {"lda", " lda --corpus " + docword + " --topics 10 --iterations 4 --workers 2 --topics-out " +
+                  dir.Path("topics")}};
+}
+
+// The FitCases with process r run by `in_host(r, command)` (its flags completed by
+// `flags_of(r)`), each against its one-process run, bit for bit.
 void ExpectTheInProcessResults(const std::function<std::string(int, const std::string&)>& in_host,
                                const std::function<std::string(int)>& flags_of,
                                const std::string& rendezvous_ip, int first_port) {
@@ -231,16 +247,7 @@ void ExpectTheInProcessResults(const std::function<std::string(int, const std::s
   TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
   TESSERA_REQUIRE_DATA(test, "movielens-100k/u1.test.gz");
   TESSERA_REQUIRE_DATA(docword, "uci-bow-kos/docword.kos.txt.gz");
-  struct Case {
-    std::string name, fit;
-  };
-  std::vector<Case> cases = {
-      {"lasso", " lasso --data " + std::string(TESSERA_SOURCE_DIR) +
-                    "/datasets/diabetes/lars_diabetes_x.csv.gz --path 5 --workers 2 --standardize"},
-      {"mf", " mf --algorithm sgd --train " + base + " --test " + test +
-                 " --rank 10 --epochs 3 --workers 2"},
-      {"lda", " lda --corpus " + docword + " --topics 10 --iterations 4 --workers 2 --topics-out " +
-                  dir.Path("topics")}};
+  const std::vector<FitCase> cases = FitCases(dir, base, test, docword);
   for (std::size_t c = 0; c < cases.size(); ++c) {
     SCOPED_TRACE(cases[c].name);
     const std::string fit = cases[c].fit + " --quiet --silence-timeout 30";
@@ -288,6 +295,58 @@ TEST(NetnsTest, ThreeHostsListeningEverywhereGiveTheInProcessResults) {
   ExpectTheInProcessResults(
       [&](int r, const std::string& cmd) { return hosts.In(r, cmd); },
       [](int) { return std::string(" --bind 0.0.0.0 --port-range 7600-7609"); }, hosts.ip(0), 7511);
+}
+
+// `tessera launch --hostfile` with a host per line (their addresses) starts a process on each
+// through --rsh (here a script that runs a shell command line in the host's namespace, as ssh
+// would on a host): each changes to the launcher's directory, takes the secret from its
+// standard input, and the run gives the in-process results.
+TEST(NetnsTest, LaunchWithAHostfileRunsAProcessOnEachHost) {
+  TESSERA_SKIP_IF_SANITIZED_VARIANT();
+  ThreeHosts hosts;
+  if (!hosts.why_not().empty()) GTEST_SKIP() << "no network namespaces: " << hosts.why_not();
+  testing::TempDir dir;
+  TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
+  TESSERA_REQUIRE_DATA(test, "movielens-100k/u1.test.gz");
+  TESSERA_REQUIRE_DATA(docword, "uci-bow-kos/docword.kos.txt.gz");
+  const std::vector<FitCase> cases = FitCases(dir, base, test, docword);
+  const std::string hostfile = dir.Path("hosts"), rsh = dir.Path("rsh.sh");
+  {
+    std::ofstream h(hostfile), r(rsh);
+    h << "# three hosts\n"
+      << hosts.ip(0) << "\n"
+      << hosts.ip(1) << " slots=1\n"
+      << hosts.ip(2) << "\n";
+    r << "host=$1\ncase $host in\n";
+    for (int i = 0; i < 3; ++i)
+      r << hosts.ip(i) << ") exec " << hosts.In(i, "sh -c \"$2\"") << " ;;\n";
+    r << "esac\necho \"rsh: unknown host $host\" >&2\nexit 255\n";
+  }
+  const std::string cli = TESSERA_CLI;
+  for (const FitCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string fit = c.fit + " --quiet --silence-timeout 30";
+    const std::string one = dir.Path("one"), many = dir.Path("many");
+    std::string out;
+    ASSERT_EQ(Sh(cli + fit + " --output " + one, &out), 0) << out;
+    ASSERT_EQ(Sh("cd " + dir.Path("") + " && timeout 120 " + cli + " launch --hostfile " +
+                     hostfile + " --rsh 'sh " + rsh + "' -- " + cli + fit + " --output many",
+                 &out),
+              0)
+        << out;
+    EXPECT_TRUE(Slurp(many) == Slurp(one)) << "the launched run differs from the in-process one";
+    EXPECT_EQ(out.find("SECRET"), std::string::npos) << out;
+  }
+  // A host the rsh cannot reach fails the run with its message.
+  std::ofstream(hostfile) << hosts.ip(0) << "\n10.255.255.254\n";
+  std::string out;
+  EXPECT_NE(Sh("cd " + dir.Path("") + " && timeout 60 " + cli + " launch --grace 2 --hostfile " +
+                   hostfile + " --rsh 'sh " + rsh + "' -- " + cli + cases[0].fit +
+                   " --quiet --silence-timeout 5",
+               &out),
+            0);
+  EXPECT_NE(out.find("rsh: unknown host 10.255.255.254"), std::string::npos) << out;
+  EXPECT_NE(out.find("tessera launch: process 1 exited with code 255"), std::string::npos) << out;
 }
 
 }  // namespace
