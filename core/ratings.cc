@@ -56,7 +56,7 @@ class Reader {
  public:
   Reader(const std::string& path, const RatingsOptions& o) : options_(o) {
     out_.source = path;
-    frozen_ = o.users != nullptr;
+    frozen_ = o.users != nullptr && !o.add_unknown;
     out_.users = o.users ? o.users : std::make_shared<IdMap>();
     out_.items = o.items ? o.items : std::make_shared<IdMap>();
   }

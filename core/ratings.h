@@ -58,6 +58,9 @@ struct RatingsOptions {
   // A test or query set read against a training set's maps: ids not in them are skipped and
   // counted in Ratings::skipped_unknown instead of being added. Null: new maps.
   std::shared_ptr<IdMap> users, items;
+  // With maps given: add unknown ids to them (after the known ones) instead of skipping the
+  // entry, e.g. to answer every line of a query (pass copies of a model's maps).
+  bool add_unknown = false;
 };
 
 StatusOr<Ratings> ReadRatings(const std::string& path, const RatingsOptions& options = {});

@@ -183,22 +183,36 @@ int RunMfPredict(MfFlags& f) {
     return Fail(InvalidArgument("give exactly one of --item, --top-n or --pairs"));
   }
   if (!f.pairs.empty()) {
+    // Every line is answered: ids the model has not seen join copies of its maps, past its
+    // rows, and get the fallback prediction.
     RatingsOptions o;
-    o.users = m.users;
-    o.items = m.items;
+    o.users = std::make_shared<IdMap>(*m.users);
+    o.items = std::make_shared<IdMap>(*m.items);
+    o.add_unknown = true;
     auto pairs = ReadRatings(f.pairs, o);
     if (!pairs.ok()) return Fail(pairs.status());
     CsvWriter out;
     if (!f.predictions.empty()) {
       if (auto st = out.Open(f.predictions, "user,item,prediction"); !st.ok()) return Fail(st);
     }
+    std::size_t unseen = 0;
+    double sse = 0;
     for (const Rating& r : pairs->entries) {
-      out.Row(m.users->Name(r.user) + "," + m.items->Name(r.item) + "," +
-              FormatDouble(m.Predict(r.user, r.item)));
+      const double p = m.PredictOrFallBack(r.user, r.item);
+      unseen += m.Knows(r.user, r.item) ? 0 : 1;
+      sse += (p - r.value) * (p - r.value);
+      out.Row(pairs->users->Name(r.user) + "," + pairs->items->Name(r.item) + "," +
+              FormatDouble(p));
     }
     if (auto st = out.Finish(); !st.ok()) return Fail(st);
-    std::printf("%zu pairs predicted (%zu with an unknown user or item skipped); RMSE %.10g\n",
-                pairs->entries.size(), pairs->skipped_unknown, Rmse(m, *pairs));
+    const double rmse =
+        pairs->entries.empty() ? 0 : std::sqrt(sse / static_cast<double>(pairs->entries.size()));
+    std::printf("%zu pairs predicted", pairs->entries.size());
+    if (unseen > 0) {
+      std::printf(" (%zu with a user or item the model has not seen: the mean rating%s)", unseen,
+                  m.biases ? " plus the known side's bias" : "");
+    }
+    std::printf("; RMSE %.10g\n", rmse);
     return 0;
   }
   if (f.user.empty()) return Fail(InvalidArgument("--user is required with --item or --top-n"));

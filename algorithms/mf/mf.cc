@@ -385,8 +385,9 @@ StatusOr<MfResult> TrainMfCcd(const Ratings& train, const Ratings* test, const M
 Status WriteMfModel(const std::string& path, const MfModel& m) {
   CsvWriter out;  // atomic text writer; the format is whitespace-separated, not CSV
   const auto k = m.w.cols();
-  TESSERA_RETURN_IF_ERROR(out.Open(path, "tessera-mf 1"));
+  TESSERA_RETURN_IF_ERROR(out.Open(path, "tessera-mf 2"));
   out.Row("rank " + std::to_string(k));
+  out.Row(std::string("biases ") + (m.biases ? "1" : "0"));
   out.Row("mean " + FormatDouble(m.mean));
   out.Row("users " + std::to_string(m.w.rows()));
   out.Row("items " + std::to_string(m.h.rows()));
@@ -418,10 +419,17 @@ StatusOr<MfModel> ReadMfModel(const std::string& path) {
     value = std::string(line.substr(k.size() + 1));
     return Status::Ok();
   };
-  std::string magic, rank, mean, users, items;
+  std::string magic, rank, biases = "0", mean, users, items;
   TESSERA_RETURN_IF_ERROR(expect("tessera-mf", magic));
-  if (magic != "1") return InvalidArgument(in.Where() + "unknown model version '" + magic + "'");
+  if (magic != "1" && magic != "2") {
+    return InvalidArgument(in.Where() + "unknown model version '" + magic + "'");
+  }
   TESSERA_RETURN_IF_ERROR(expect("rank", rank));
+  if (magic == "2") {
+    TESSERA_RETURN_IF_ERROR(expect("biases", biases));
+    if (biases != "0" && biases != "1")
+      return InvalidArgument(in.Where() + "biases must be 0 or 1");
+  }
   TESSERA_RETURN_IF_ERROR(expect("mean", mean));
   TESSERA_RETURN_IF_ERROR(expect("users", users));
   TESSERA_RETURN_IF_ERROR(expect("items", items));
@@ -432,6 +440,10 @@ StatusOr<MfModel> ReadMfModel(const std::string& path) {
       !ParseCount(users, counts[0]) || counts[0] < 1 || counts[0] > 0xffffffffULL ||
       !ParseCount(items, counts[1]) || counts[1] < 1 || counts[1] > 0xffffffffULL) {
     return InvalidArgument(path + ": bad header (rank 1..10002, mean, users and items 1..2^32-1)");
+  }
+  m.biases = biases == "1";
+  if (m.biases && k_u < 3) {
+    return InvalidArgument(path + ": a model with biases has at least 3 factor columns");
   }
   const auto k = static_cast<Eigen::Index>(k_u);
   m.users = std::make_shared<IdMap>();

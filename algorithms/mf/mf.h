@@ -60,11 +60,25 @@ struct MfOptions {
 // A trained model: factors and the id maps of the training data.
 struct MfModel {
   double mean = 0;
+  bool biases = false;  // the last two factor columns are (b_i, 1) for users, (1, c_j) for items
   Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> w;  // users x k
   Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> h;  // items x k
   std::shared_ptr<IdMap> users, items;
   double Predict(std::uint32_t user, std::uint32_t item) const {
     return mean + w.row(user).dot(h.row(item));
+  }
+  // Predict for ids of the model (indices below its rows); an index past them is an id the
+  // model has not seen, whose prediction falls back to the mean plus the known side's bias (as
+  // LIBMF's mf-predict falls back to its average).
+  bool Knows(std::uint32_t user, std::uint32_t item) const {
+    return user < w.rows() && item < h.rows();
+  }
+  double PredictOrFallBack(std::uint32_t user, std::uint32_t item) const {
+    if (Knows(user, item)) return Predict(user, item);
+    double p = mean;
+    if (biases && user < w.rows()) p += w(user, w.cols() - 2);
+    if (biases && item < h.rows()) p += h(item, h.cols() - 1);
+    return p;
   }
   // The n items with the highest predicted rating for `user`, best first, skipping `exclude`.
   std::vector<std::pair<std::uint32_t, double>> TopN(std::uint32_t user, int n,
@@ -103,7 +117,8 @@ StatusOr<MfResult> TrainMfCcd(const Ratings& train, const Ratings* test, const M
                               const std::function<void(const MfEpoch&)>& on_epoch = {});
 
 // The model as text: a header, then one line per user and per item with its original id
-// and k factors (format in the README). Written atomically.
+// and k factors (format in the README). Written atomically. The reader also takes version 1
+// files (no `biases` line: read as without biases).
 Status WriteMfModel(const std::string& path, const MfModel& model);
 StatusOr<MfModel> ReadMfModel(const std::string& path);
 

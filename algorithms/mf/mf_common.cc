@@ -27,6 +27,7 @@ Common::Common(const Ratings& train, const Ratings* test, const MfOptions& o,
     ++item_count[r.item];
   }
   model.mean = sum / static_cast<double>(num_train);
+  model.biases = o.biases;
   // SGD steps are relative to the ratings' variance: an error of one standard deviation moves
   // the factors by the same amount on a 1-5 and on a -10..10 scale.
   step_scale = 1 / std::max(sq / static_cast<double>(num_train) - model.mean * model.mean, 1e-12);

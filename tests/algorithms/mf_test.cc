@@ -232,6 +232,8 @@ TEST(MfTest, ModelFileRoundTripsAndAnswersQueries) {
   EXPECT_EQ(back->w, r->model.w);
   EXPECT_EQ(back->h, r->model.h);
   EXPECT_EQ(back->mean, r->model.mean);
+  EXPECT_EQ(back->biases, r->model.biases);
+  EXPECT_TRUE(back->biases);  // the default
   EXPECT_EQ(back->users->Name(7), "u7");
   const auto top = back->TopN(*back->users->Find("u7"), 5);
   ASSERT_EQ(top.size(), 5u);
@@ -270,6 +272,24 @@ TEST(MfTest, CorruptModelFilesAreClearErrors) {
                   .status()
                   .message(),
               HasSubstr("truncated: expected 4000000000 'i' lines, found 1"));
+  EXPECT_THAT(ReadMfModel(dir.File("f", "tessera-mf 2\nrank 3\nbiases yes\n")).status().message(),
+              HasSubstr("f:3: biases must be 0 or 1"));
+  EXPECT_THAT(ReadMfModel(dir.File("g",
+                                   "tessera-mf 2\nrank 2\nbiases 1\nmean 1\nusers 1\n"
+                                   "items 1\nu a 1 2\ni b 3 4\n"))
+                  .status()
+                  .message(),
+              HasSubstr("a model with biases has at least 3 factor columns"));
+  EXPECT_THAT(ReadMfModel(dir.File("h", "tessera-mf 3\n")).status().message(),
+              HasSubstr("unknown model version '3'"));
+  // Version 1 (no biases line) still reads, as a model without biases.
+  auto v1 = ReadMfModel(dir.File("v1",
+                                 "tessera-mf 1\nrank 1\nmean 3\nusers 1\nitems 1\n"
+                                 "u 7 0.5\ni 1 2\n"));
+  ASSERT_TRUE(v1.ok()) << v1.status().message();
+  EXPECT_FALSE(v1->biases);
+  EXPECT_DOUBLE_EQ(v1->Predict(0, 0), 4);
+  EXPECT_DOUBLE_EQ(v1->PredictOrFallBack(1, 0), 3);  // an unseen user: the mean
   MfOptions bad = Quiet(0, 0.05, 1, 1);
   EXPECT_THAT(bad.Validate().message(), HasSubstr("--rank must be between 1 and 10000"));
 }

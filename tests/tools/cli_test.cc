@@ -225,7 +225,51 @@ TEST(CliTest, MfTrainsWritesAModelAndAnswersQueries) {
   auto pairs = RunCli("mf predict --model " + model + " --pairs " + ratings + " --predictions " +
                       dir.Path("p.csv"));
   ASSERT_EQ(pairs.code, 0) << pairs.output;
-  EXPECT_THAT(pairs.output, HasSubstr("200 pairs predicted"));
+  EXPECT_THAT(pairs.output, HasSubstr("200 pairs predicted; RMSE"));
+  // One line out per line in, unseen ids included: the mean, plus the known side's bias.
+  const std::string query = dir.File("query.tsv",
+                                     "user3\titem0\t4\nnobody\titem0\t3\nuser3\tnothing\t3\n"
+                                     "nobody\tnothing\t3\n");
+  auto unseen = RunCli("mf predict --model " + model + " --pairs " + query + " --predictions " +
+                       dir.Path("q.csv"));
+  ASSERT_EQ(unseen.code, 0) << unseen.output;
+  EXPECT_THAT(unseen.output,
+              HasSubstr("4 pairs predicted (3 with a user or item the model has not seen: the "
+                        "mean rating plus the known side's bias)"));
+  std::vector<std::vector<std::string>> rows;
+  {
+    std::istringstream in(testing::Slurp(dir.Path("q.csv")));
+    for (std::string line; std::getline(in, line);) {
+      std::vector<std::string> cells;
+      std::istringstream cs(line);
+      for (std::string c; std::getline(cs, c, ',');) cells.push_back(c);
+      rows.push_back(cells);
+    }
+  }
+  ASSERT_EQ(rows.size(), 5u);  // the header and one row per query line
+  EXPECT_EQ(rows[1][0] + "," + rows[1][1], "user3,item0");
+  EXPECT_EQ(rows[2][0] + "," + rows[2][1], "nobody,item0");
+  EXPECT_EQ(rows[4][0] + "," + rows[4][1], "nobody,nothing");
+  EXPECT_DOUBLE_EQ(std::stod(rows[1][2]), std::stod(one.output));
+  // The model file: `mean M` on its third line, then the factor rows; with biases an item's
+  // bias is its last column and a user's the one before its last.
+  std::istringstream model_in(testing::Slurp(model));
+  std::string line, mean_line, user3, item0;
+  while (std::getline(model_in, line)) {
+    if (line.rfind("mean ", 0) == 0) mean_line = line.substr(5);
+    if (line.rfind("u user3 ", 0) == 0) user3 = line;
+    if (line.rfind("i item0 ", 0) == 0) item0 = line;
+  }
+  const auto last = [](const std::string& l, int from_end) {
+    std::vector<std::string> w;
+    std::istringstream ws(l);
+    for (std::string x; ws >> x;) w.push_back(x);
+    return std::stod(w[w.size() - 1 - static_cast<std::size_t>(from_end)]);
+  };
+  const double mean = std::stod(mean_line);
+  EXPECT_NEAR(std::stod(rows[2][2]), mean + last(item0, 0), 1e-12);
+  EXPECT_NEAR(std::stod(rows[3][2]), mean + last(user3, 1), 1e-12);
+  EXPECT_NEAR(std::stod(rows[4][2]), mean, 1e-12);
   auto unknown = RunCli("mf predict --model " + model + " --user nobody --item item0");
   EXPECT_EQ(unknown.code, 1);
   EXPECT_THAT(unknown.output, HasSubstr("user 'nobody' is not in the model"));
