@@ -22,6 +22,17 @@ StatusOr<TempFile> CreateTempFor(const std::string& path) {
   return t;
 }
 
+Status CheckWritable(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    return InvalidArgument(path + ": cannot write: is a directory");
+  }
+  TESSERA_ASSIGN_OR_RETURN(TempFile t, CreateTempFor(path));
+  ::close(t.fd);
+  std::remove(t.name.c_str());
+  return Status::Ok();
+}
+
 CsvWriter::~CsvWriter() {
   if (file_) {  // never finished: drop the partial file
     std::fclose(file_);

@@ -30,6 +30,10 @@ struct TempFile {
   std::string name;
 };
 StatusOr<TempFile> CreateTempFor(const std::string& path);
+// Ok when a file can later be written to `path` the way CsvWriter writes it (a temporary
+// beside it, then renamed; tried and removed now), so a fit can refuse an output it could not
+// write before it starts. An error names `path`.
+Status CheckWritable(const std::string& path);
 
 // Writes CSV rows to a temporary file beside `path` (CreateTempFor) and renames it to `path`
 // on Finish(), so an interrupted run never leaves a file that looks complete.

@@ -8,6 +8,7 @@
 #include "core/fiber_pool.h"
 #include "core/line_reader.h"
 #include "core/memory_limit.h"
+#include "core/metrics.h"
 #include "tools/compare.h"
 #include "tools/launch.h"
 
@@ -61,6 +62,15 @@ int AppCommand::Run(CLI::App&) {
                           common_.trace.clear();
                           common_.summary.clear();
                           common_.output.clear();
+                          return Fit(cluster);
+                        }
+                        // What it cannot write fails now, not after the fit.
+                        std::vector<std::string> files = written_files();
+                        for (const std::string* f : {&common_.trace, &common_.summary}) {
+                          if (!f->empty()) files.push_back(*f);
+                        }
+                        for (const std::string& f : files) {
+                          if (Status s = CheckWritable(f); !s.ok()) return Fail(s);
                         }
                         return Fit(cluster);
                       });

@@ -81,6 +81,12 @@ class AppCommand : public Command {
   virtual std::string output_help() const = 0;
   virtual std::string output_default() const { return ""; }
   virtual std::string checkpoint_help() const = 0;
+  // The files the fit will write besides --trace and --summary (checked before it starts, in
+  // the process that writes them): by default --output when given.
+  virtual std::vector<std::string> written_files() const {
+    return common_.output.empty() ? std::vector<std::string>{}
+                                  : std::vector<std::string>{common_.output};
+  }
   // After the parse, with the common flags checked (common(), checkpoints()): checks and
   // completes the app's own options, and says what its run spreads over the processes.
   virtual StatusOr<Topology> Prepare() = 0;

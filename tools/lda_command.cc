@@ -247,6 +247,12 @@ class LdaCommand final : public AppCommand {
     return "Write the model (word-topic and doc-topic counts) here";
   }
   std::string output_default() const override { return "lda-model.txt"; }
+  std::vector<std::string> written_files() const override {
+    if (f_.no_files) return {};
+    std::vector<std::string> files = AppCommand::written_files();
+    if (!f_.topics_out.empty()) files.push_back(f_.topics_out);
+    return files;
+  }
   std::string checkpoint_help() const override {
     return "model-parallel: after a sweep, data-parallel: after an evaluated sweep; every "
            "--checkpoint-every (default: each one)";

@@ -361,6 +361,43 @@ TEST(CliTest, LdaFitsWritesTopicsAndModelAndCompares) {
   EXPECT_THAT(overlap.output, HasSubstr("disjoint document partitions"));
 }
 
+// An output that cannot be written fails before the data are read or the fit starts, for every
+// output an app writes; nothing is left behind.
+TEST(CliTest, UnwritableOutputsFailBeforeTheFit) {
+  testing::TempDir dir;
+  const std::string ratings = SmallRatings(dir);
+  TESSERA_REQUIRE_DATA(kos, "uci-bow-kos/docword.kos.txt.gz");
+  struct Case {
+    std::string args, message;
+  };
+  const std::vector<Case> cases = {
+      {"lasso --data " + Diabetes() + " --path 50 --output /no/dir/c.csv",
+       "/no/dir/c.csv: cannot write: No such file or directory"},
+      {"mf --train " + ratings + " --epochs 50 --output " + dir.Path(""),
+       ": cannot write: is a directory"},
+      {"mf --train " + ratings + " --summary /no/dir/s.csv", "/no/dir/s.csv: cannot write"},
+      {"lda --corpus " + kos + " --topics 50 --iterations 100 --topics-out /no/dir/t.txt",
+       "/no/dir/t.txt: cannot write"},
+      {"lda --corpus " + kos + " --topics 50 --iterations 100 --output /no/dir/m.txt",
+       "/no/dir/m.txt: cannot write"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.args);
+    const auto start = std::chrono::steady_clock::now();
+    auto r = RunCli(c.args);
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_THAT(r.output, HasSubstr(c.message));
+    EXPECT_THAT(r.output, ::testing::Not(HasSubstr("epoch")));
+    EXPECT_THAT(r.output, ::testing::Not(HasSubstr("iteration")));
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  }
+  EXPECT_TRUE(dir.NoTempFiles());
+  // With --no-files LDA writes nothing, so an unwritable model path is no error.
+  auto none = RunCli("lda --corpus " + kos +
+                     " --topics 5 --iterations 1 --no-files --quiet --output /no/dir/m.txt");
+  EXPECT_EQ(none.code, 0) << none.output;
+}
+
 // A hostfile is read before anything starts: a bad line is named, too few slots are said.
 TEST(CliTest, LaunchHostfileErrorsNameTheLineAndStartNothing) {
   testing::TempDir dir;
