@@ -5,6 +5,7 @@
 #include <string>
 
 #include "algorithms/lasso/lasso.h"
+#include "algorithms/lasso/lasso_model.h"
 #include "core/dataset.h"
 #include "core/fiber_pool.h"
 #include "core/metrics.h"
@@ -22,12 +23,22 @@ struct DataFlags {
   int skip_rows = 0;
 };
 
+void AddDataFlags(CLI::App& cmd, DataFlags& f) {
+  cmd.add_option("--data", f.path, "Data file (LIBSVM or CSV; .gz read transparently)");
+  cmd.add_option("--format", f.format, "libsvm | csv (default: from the file name)");
+  cmd.add_option("--response", f.response,
+                 "CSV response column: name or #N (default: 'y' if present, else the last)");
+  cmd.add_option("--skip-rows", f.skip_rows, "CSV lines to skip before the header");
+  cmd.add_option("--index-base", f.index_base, "LIBSVM feature index base: auto | 0 | 1");
+}
+
 bool EndsWith(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-StatusOr<Dataset> LoadData(const DataFlags& f) {
+StatusOr<Dataset> LoadData(const DataFlags& f, std::int64_t num_features = 0) {
+  if (f.path.empty()) return InvalidArgument("--data is required");
   std::string format = f.format;
   if (format.empty())
     format = EndsWith(f.path, ".csv") || EndsWith(f.path, ".csv.gz") ? "csv" : "libsvm";
@@ -45,6 +56,7 @@ StatusOr<Dataset> LoadData(const DataFlags& f) {
       o.base = IndexBase::kOne;
     else if (f.index_base != "auto")
       return InvalidArgument("--index-base must be auto, 0 or 1");
+    o.num_features = num_features;
     return ReadLibsvm(f.path, o);
   }
   return InvalidArgument("--format must be 'libsvm' or 'csv', got '" + format + "'");
@@ -63,13 +75,7 @@ struct LassoFlags {
 };
 
 void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
-  cmd.add_option("--data", f.data.path, "Data file (LIBSVM or CSV; .gz read transparently)")
-      ->required();
-  cmd.add_option("--format", f.data.format, "libsvm | csv (default: from the file name)");
-  cmd.add_option("--response", f.data.response,
-                 "CSV response column: name or #N (default: 'y' if present, else the last)");
-  cmd.add_option("--skip-rows", f.data.skip_rows, "CSV lines to skip before the header");
-  cmd.add_option("--index-base", f.data.index_base, "LIBSVM feature index base: auto | 0 | 1");
+  AddDataFlags(cmd, f.data);
   cmd.add_option("--lambda", f.lambda, "L1 weight (default: lambda_max / 10)");
   cmd.add_option("--lambda-ratio", f.lambda_ratio, "L1 weight as a fraction of lambda_max");
   cmd.add_option("--path", f.path, "Fit a path of N lambdas from lambda_max down (warm starts)");
@@ -240,6 +246,67 @@ int FitLasso(LassoFlags& f, const CommonFlags& c, Cluster& cluster) {
   return 0;
 }
 
+// `tessera lasso predict`: predictions of a saved model for the rows of a data file.
+struct LassoPredictFlags {
+  std::string model;
+  DataFlags data;
+  std::vector<double> lambdas;  // empty: every λ of the model
+  std::string predictions;      // CSV: row,y,<one column per λ>
+};
+
+CLI::App* AddLassoPredictCommand(CLI::App& lasso, LassoPredictFlags& f) {
+  CLI::App* cmd = lasso.add_subcommand(
+      "predict",
+      "Predict the response of each row of a data file from a model that 'tessera lasso "
+      "--output' wrote, and print the mean squared error against the file's response");
+  cmd->add_option("--model", f.model, "The coefficients file (one lambda, or a path)")->required();
+  AddDataFlags(*cmd, f.data);
+  cmd->add_option("--lambda", f.lambdas,
+                  "Lambdas to predict at (a path's own, or between two of them: interpolated); "
+                  "default: every lambda of the model");
+  cmd->add_option("--predictions", f.predictions,
+                  "Write row,y,<a column per lambda> CSV here (written atomically)");
+  return cmd;
+}
+
+int RunLassoPredict(const LassoPredictFlags& f) {
+  auto model = ReadLassoModel(f.model);
+  if (!model.ok()) return Fail(model.status());
+  if (!f.predictions.empty()) {
+    if (Status s = CheckWritable(f.predictions); !s.ok()) return Fail(s);
+  }
+  auto data = LoadData(f.data, static_cast<std::int64_t>(model->features.size()));
+  if (!data.ok()) return Fail(data.status());
+  if (Status s = CheckFeatures(*model, *data); !s.ok()) return Fail(s);
+  std::vector<double> lambdas = f.lambdas.empty() ? model->lambdas : f.lambdas;
+  std::vector<Eigen::VectorXd> predicted;
+  std::string header = "row,y";
+  for (double lambda : lambdas) {
+    double intercept = 0;
+    Eigen::VectorXd beta;
+    if (Status s = model->At(lambda, intercept, beta); !s.ok()) return Fail(s);
+    predicted.push_back(PredictLasso(*data, intercept, beta));
+    const double mse = (predicted.back() - data->y).squaredNorm() /
+                       static_cast<double>(std::max<std::int64_t>(1, data->rows()));
+    const std::string name = std::isnan(lambda) ? "prediction" : FormatDouble(lambda);
+    header += "," + name;
+    std::printf("lambda %s: %lld rows, mean squared error %.10g\n",
+                std::isnan(lambda) ? "(of the model)" : name.c_str(),
+                static_cast<long long>(data->rows()), mse);
+  }
+  if (!f.predictions.empty()) {
+    CsvWriter out;
+    if (Status s = out.Open(f.predictions, header); !s.ok()) return Fail(s);
+    for (std::int64_t i = 0; i < data->rows(); ++i) {
+      std::string row = std::to_string(i + 1) + "," + FormatDouble(data->y[i]);
+      for (const Eigen::VectorXd& p : predicted) row += "," + FormatDouble(p[i]);
+      out.Row(row);
+    }
+    if (Status s = out.Finish(); !s.ok()) return Fail(s);
+  }
+  return 0;
+}
+
 class LassoCommand final : public AppCommand {
  public:
   LassoCommand() {
@@ -249,6 +316,14 @@ class LassoCommand final : public AppCommand {
     f_.opts.data_parallel.objective_tolerance = 1e-10;
   }
   std::string name() const override { return "lasso"; }
+  CLI::App* Add(CLI::App& app) override {
+    CLI::App* cmd = AppCommand::Add(app);
+    predict_ = AddLassoPredictCommand(*cmd, predict_flags_);
+    return cmd;
+  }
+  int Run(CLI::App& cmd) override {
+    return predict_->parsed() ? RunLassoPredict(predict_flags_) : AppCommand::Run(cmd);
+  }
   const CompareSpec* compare() const override {
     static const CompareSpec spec{{"--path", "--max-seconds", "--max-rounds", "--max-epochs"},
                                   "--max-seconds",
@@ -278,6 +353,7 @@ class LassoCommand final : public AppCommand {
 
   StatusOr<Topology> Prepare() override {
     LassoFlags& f = f_;
+    if (f.data.path.empty()) return InvalidArgument("--data is required");
     if (f.lambda != 0 && f.lambda_ratio != 0) {
       return InvalidArgument("give --lambda or --lambda-ratio, not both");
     }
@@ -309,6 +385,8 @@ class LassoCommand final : public AppCommand {
 
  private:
   LassoFlags f_;
+  LassoPredictFlags predict_flags_;
+  CLI::App* predict_ = nullptr;
 };
 
 TESSERA_REGISTER_COMMAND(LassoCommand);

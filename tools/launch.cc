@@ -166,7 +166,7 @@ int RunLaunch(LaunchFlags& f) {
     if (!hosts.ok()) return Fail(hosts.status());
     int slots = 0;
     for (const HostSlots& h : *hosts) slots += h.slots;
-    if (f.processes == 0) f.processes = std::min(slots, 4096);
+    if (f.processes < 0) f.processes = std::min(slots, 4096);
     if (f.processes > slots) {
       return Fail(InvalidArgument("-n " + std::to_string(f.processes) + " needs more slots than " +
                                   f.hostfile + " has (" + std::to_string(slots) + ")"));
@@ -178,7 +178,7 @@ int RunLaunch(LaunchFlags& f) {
       }
     }
   }
-  if (f.processes == 0) f.processes = 2;
+  if (f.processes < 0) f.processes = 2;
   if (f.bind.empty()) f.bind = "127.0.0.1";
   if (f.processes < 1 || f.processes > 4096) {
     return Fail(

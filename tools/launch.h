@@ -21,8 +21,8 @@
 namespace tessera {
 
 struct LaunchFlags {
-  int processes = 0;  // 0: 2, or with a hostfile its slots
-  std::string bind;   // where the rendezvous listens on this machine; empty: 127.0.0.1
+  int processes = -1;  // -1 (not given): 2, or with a hostfile its slots
+  std::string bind;    // where the rendezvous listens on this machine; empty: 127.0.0.1
   std::string hostfile;
   std::string rsh = "ssh -o BatchMode=yes";  // runs a shell command line on a host
   int port = 0;                              // the rendezvous port; 0: a free one here

@@ -196,23 +196,35 @@ int RunMfPredict(MfFlags& f) {
       if (auto st = out.Open(f.predictions, "user,item,prediction"); !st.ok()) return Fail(st);
     }
     std::size_t unseen = 0;
-    double sse = 0;
+    double sse = 0, sse_known = 0;
     for (const Rating& r : pairs->entries) {
       const double p = m.PredictOrFallBack(r.user, r.item);
-      unseen += m.Knows(r.user, r.item) ? 0 : 1;
-      sse += (p - r.value) * (p - r.value);
+      const double e2 = (p - r.value) * (p - r.value);
+      sse += e2;
+      if (m.Knows(r.user, r.item)) {
+        sse_known += e2;
+      } else {
+        ++unseen;
+      }
       out.Row(pairs->users->Name(r.user) + "," + pairs->items->Name(r.item) + "," +
               FormatDouble(p));
     }
     if (auto st = out.Finish(); !st.ok()) return Fail(st);
-    const double rmse =
-        pairs->entries.empty() ? 0 : std::sqrt(sse / static_cast<double>(pairs->entries.size()));
-    std::printf("%zu pairs predicted", pairs->entries.size());
-    if (unseen > 0) {
-      std::printf(" (%zu with a user or item the model has not seen: the mean rating%s)", unseen,
-                  m.biases ? " plus the known side's bias" : "");
+    const std::size_t n = pairs->entries.size(), known = n - unseen;
+    const auto rmse = [](double e, std::size_t count) {
+      return count == 0 ? 0.0 : std::sqrt(e / static_cast<double>(count));
+    };
+    std::printf("%zu pairs predicted", n);
+    if (unseen == 0) {
+      std::printf("; RMSE %.10g\n", rmse(sse, n));
+      return 0;
     }
-    std::printf("; RMSE %.10g\n", rmse);
+    // The RMSE over the pairs the model knows is what training reports for a test set.
+    std::printf(
+        " (%zu with a user or item the model has not seen: the mean rating%s); RMSE %.10g over "
+        "the %zu it knows, %.10g over all\n",
+        unseen, m.biases ? " plus the known side's bias" : "", rmse(sse_known, known), known,
+        rmse(sse, n));
     return 0;
   }
   if (f.user.empty()) return Fail(InvalidArgument("--user is required with --item or --top-n"));

@@ -235,7 +235,8 @@ TEST(CliTest, MfTrainsWritesAModelAndAnswersQueries) {
   ASSERT_EQ(unseen.code, 0) << unseen.output;
   EXPECT_THAT(unseen.output,
               HasSubstr("4 pairs predicted (3 with a user or item the model has not seen: the "
-                        "mean rating plus the known side's bias)"));
+                        "mean rating plus the known side's bias); RMSE "));
+  EXPECT_THAT(unseen.output, HasSubstr(" over the 1 it knows, "));
   std::vector<std::vector<std::string>> rows;
   {
     std::istringstream in(testing::Slurp(dir.Path("q.csv")));
@@ -359,6 +360,118 @@ TEST(CliTest, LdaFitsWritesTopicsAndModelAndCompares) {
                         "overlap_reshuffle");
   EXPECT_EQ(overlap.code, 1);
   EXPECT_THAT(overlap.output, HasSubstr("disjoint document partitions"));
+}
+
+// The numbers of a CSV file's rows after its header.
+std::vector<std::vector<double>> CsvNumbers(const std::string& path,
+                                            std::vector<std::string>* header = nullptr) {
+  std::istringstream in(testing::Slurp(path));
+  std::vector<std::vector<double>> rows;
+  std::string line;
+  std::getline(in, line);
+  if (header) {
+    std::istringstream h(line);
+    for (std::string c; std::getline(h, c, ',');) header->push_back(c);
+  }
+  while (std::getline(in, line)) {
+    std::vector<double> row;
+    std::istringstream cells(line);
+    for (std::string c; std::getline(cells, c, ',');) row.push_back(std::stod(c));
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+// `tessera lasso predict`: on held-out rows its predictions are intercept + x'b computed here
+// from the coefficient file, for every λ of a path and between two of them; on the training
+// rows its mean squared error completes the path's objectives (objective = MSE / 2 + λ‖b‖₁);
+// a one-λ file works the same; mismatched data and bad model files are named.
+TEST(CliTest, LassoPredictMatchesTheCoefficientFile) {
+  testing::TempDir dir;
+  const std::string train = dir.Path("train.csv"), held = dir.Path("held.csv"),
+                    path = dir.Path("path.csv"), out = dir.Path("p.csv");
+  ASSERT_EQ(
+      testing::Sh("zcat " + Diabetes() + " | head -401 > " + train + " && (zcat " + Diabetes() +
+                  " | head -1; zcat " + Diabetes() + " | tail -n +402) > " + held),
+      0);
+  auto fit = RunCli("lasso --data " + train + " --path 6 --quiet --output " + path);
+  ASSERT_EQ(fit.code, 0) << fit.output;
+  std::vector<std::string> names;
+  const auto coef = CsvNumbers(path, &names);  // lambda,intercept,<10 features>,objective,kkt
+  ASSERT_EQ(coef.size(), 6u);
+  ASSERT_EQ(names.size(), 14u);
+
+  auto r = RunCli("lasso predict --model " + path + " --data " + held + " --predictions " + out);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("42 rows, mean squared error"));
+  std::vector<std::string> data_names;
+  const auto x = CsvNumbers(held, &data_names);  // the features, then y
+  ASSERT_EQ(x.size(), 42u);
+  const auto pred = CsvNumbers(out);  // row, y, a column per λ
+  ASSERT_EQ(pred.size(), 42u);
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    ASSERT_EQ(pred[i].size(), 2u + coef.size());
+    EXPECT_EQ(pred[i][1], x[i][10]);
+    for (std::size_t k = 0; k < coef.size(); ++k) {
+      double direct = coef[k][1];
+      for (int j = 0; j < 10; ++j) direct += coef[k][2 + j] * x[i][j];
+      EXPECT_NEAR(pred[i][2 + k], direct, 1e-9 * (1 + std::abs(direct))) << "row " << i;
+    }
+  }
+  // Between the path's third and fourth λ: the interpolated coefficients.
+  const double mid = 0.5 * (coef[2][0] + coef[3][0]);
+  std::ostringstream mid_text;
+  mid_text.precision(17);
+  mid_text << mid;
+  auto between = RunCli("lasso predict --model " + path + " --data " + held + " --lambda " +
+                        mid_text.str() + " --predictions " + out);
+  ASSERT_EQ(between.code, 0) << between.output;
+  const auto p_mid = CsvNumbers(out);
+  const double t = (coef[2][0] - mid) / (coef[2][0] - coef[3][0]);
+  double direct = (1 - t) * coef[2][1] + t * coef[3][1];
+  for (int j = 0; j < 10; ++j) direct += ((1 - t) * coef[2][2 + j] + t * coef[3][2 + j]) * x[0][j];
+  EXPECT_NEAR(p_mid[0][2], direct, 1e-9 * (1 + std::abs(direct)));
+
+  // On the training rows: objective = MSE / 2 + λ‖b‖₁ for every λ.
+  auto on_train = RunCli("lasso predict --model " + path + " --data " + train);
+  ASSERT_EQ(on_train.code, 0) << on_train.output;
+  std::istringstream lines(on_train.output);
+  std::size_t k = 0;
+  for (std::string line; std::getline(lines, line);) {
+    const auto at = line.find("mean squared error ");
+    if (at == std::string::npos) continue;
+    ASSERT_LT(k, coef.size());
+    const double mse = std::stod(line.substr(at + 19));
+    double l1 = 0;
+    for (int j = 0; j < 10; ++j) l1 += std::abs(coef[k][2 + j]);
+    EXPECT_NEAR(mse / 2 + coef[k][0] * l1, coef[k][12], 1e-9 * coef[k][12]) << line;
+    ++k;
+  }
+  EXPECT_EQ(k, coef.size());
+
+  // A one-λ file.
+  const std::string one = dir.Path("one.csv");
+  ASSERT_EQ(RunCli("lasso --data " + train + " --quiet --output " + one).code, 0);
+  auto single = RunCli("lasso predict --model " + one + " --data " + held);
+  EXPECT_EQ(single.code, 0) << single.output;
+  EXPECT_THAT(single.output, HasSubstr("lambda (of the model): 42 rows, mean squared error"));
+
+  // Errors.
+  auto outside = RunCli("lasso predict --model " + path + " --data " + held + " --lambda 1e9");
+  EXPECT_EQ(outside.code, 1);
+  EXPECT_THAT(outside.output, HasSubstr("is outside the model's path"));
+  ASSERT_EQ(testing::Sh("sed '1s/bmi/BMI/' " + held + " > " + dir.Path("renamed.csv")), 0);
+  auto renamed = RunCli("lasso predict --model " + path + " --data " + dir.Path("renamed.csv"));
+  EXPECT_EQ(renamed.code, 1);
+  EXPECT_THAT(renamed.output, HasSubstr("column 'BMI' where the model has 'bmi' (feature 3)"));
+  auto bad = RunCli("lasso predict --data " + held + " --model " +
+                    dir.File("bad.csv", "name,value\n(intercept),1\nage,x\n"));
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_THAT(bad.output, HasSubstr("bad.csv:3: age 'x' is not a finite number"));
+  auto other = RunCli("lasso predict --data " + held + " --model " + dir.File("o.csv", "a,b\n"));
+  EXPECT_EQ(other.code, 1);
+  EXPECT_THAT(other.output, HasSubstr("o.csv:1: not a Lasso model"));
+  EXPECT_TRUE(dir.NoTempFiles());
 }
 
 // An output that cannot be written fails before the data are read or the fit starts, for every
