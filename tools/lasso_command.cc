@@ -322,7 +322,14 @@ class LassoCommand final : public AppCommand {
     return cmd;
   }
   int Run(CLI::App& cmd) override {
-    return predict_->parsed() ? RunLassoPredict(predict_flags_) : AppCommand::Run(cmd);
+    if (predict_->parsed()) return RunLassoPredict(predict_flags_);
+    if (f_.data.path.empty()) {  // required of a fit, not of predict: a command-line error
+      std::fprintf(stderr,
+                   "tessera: error: --data is required\n(run 'tessera --help' or 'tessera lasso "
+                   "--help')\n");
+      return 2;
+    }
+    return AppCommand::Run(cmd);
   }
   const CompareSpec* compare() const override {
     static const CompareSpec spec{{"--path", "--max-seconds", "--max-rounds", "--max-epochs"},
@@ -353,7 +360,6 @@ class LassoCommand final : public AppCommand {
 
   StatusOr<Topology> Prepare() override {
     LassoFlags& f = f_;
-    if (f.data.path.empty()) return InvalidArgument("--data is required");
     if (f.lambda != 0 && f.lambda_ratio != 0) {
       return InvalidArgument("give --lambda or --lambda-ratio, not both");
     }
