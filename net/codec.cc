@@ -10,6 +10,7 @@
 #include <bit>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 
 #include "tessera_types.h"  // generated from net/tessera.thrift
 
@@ -134,12 +135,50 @@ Status FromWire(const wire::TableKeys& w, TableKeys& t) {
   return Status::Ok();
 }
 
-wire::Stop ToWire(const msg::Stop&) { return {}; }
-Status FromWire(const wire::Stop&, msg::Stop&) { return Status::Ok(); }
+// Fields that several bodies have, under the same name in the struct and in the Thrift
+// mirror: converted here once for all of them.
+template <typename M, typename W>
+void SharedToWire(const M& m, W& w) {
+  if constexpr (requires { m.round; }) w.round = I64(m.round);
+  if constexpr (requires { m.clock; }) w.clock = I64(m.clock);
+  if constexpr (requires { m.request; }) w.request = I64(m.request);
+  if constexpr (requires { m.committed.has_value(); }) OptionalToWire(m.committed, w);
+  if constexpr (std::is_base_of_v<TableKeys, M>) w.at = ToWire(static_cast<const TableKeys&>(m));
+  if constexpr (requires { m.values; }) w.values = PackValues(m.values);
+  if constexpr (requires { m.terms; }) w.terms = PackValues(m.terms);
+  if constexpr (requires { m.state; }) w.state = m.state;
+}
 
-wire::Push ToWire(const msg::Push& m) {
-  wire::Push w;
-  w.round = I64(m.round);
+template <typename W, typename M>
+Status SharedFromWire(const W& w, M& m) {
+  if constexpr (requires { m.round; }) m.round = U64(w.round);
+  if constexpr (requires { m.clock; }) m.clock = U64(w.clock);
+  if constexpr (requires { m.request; }) m.request = U64(w.request);
+  if constexpr (requires { m.committed.has_value(); }) {
+    TESSERA_RETURN_IF_ERROR(OptionalFromWire(w, m.committed));
+  }
+  if constexpr (std::is_base_of_v<TableKeys, M>) {
+    TESSERA_RETURN_IF_ERROR(FromWire(w.at, static_cast<TableKeys&>(m)));
+  }
+  if constexpr (requires { m.values; }) {
+    TESSERA_RETURN_IF_ERROR(UnpackValues(w.values, "values", m.values));
+  }
+  if constexpr (requires { m.terms; }) {
+    TESSERA_RETURN_IF_ERROR(UnpackValues(w.terms, "terms", m.terms));
+  }
+  if constexpr (requires { m.state; }) m.state = w.state;
+  return Status::Ok();
+}
+
+// The fields of a body that only it has; nothing for most.
+template <typename M, typename W>
+void OwnToWire(const M&, W&) {}
+template <typename W, typename M>
+Status OwnFromWire(const W&, M&) {
+  return Status::Ok();
+}
+
+void OwnToWire(const msg::Push& m, wire::Push& w) {
   w.blocks.reserve(m.blocks.size());
   for (const Block& b : m.blocks) {
     wire::Block wb;
@@ -151,12 +190,8 @@ wire::Push ToWire(const msg::Push& m) {
     w.blocks.push_back(std::move(wb));
   }
   w.stale_keys = PackKeys(m.stale_keys);
-  OptionalToWire(m.committed, w);
-  return w;
 }
-
-Status FromWire(const wire::Push& w, msg::Push& m) {
-  m.round = U64(w.round);
+Status OwnFromWire(const wire::Push& w, msg::Push& m) {
   m.blocks.reserve(w.blocks.size());
   for (const wire::Block& wb : w.blocks) {
     Block b;
@@ -167,13 +202,10 @@ Status FromWire(const wire::Push& w, msg::Push& m) {
     TESSERA_RETURN_IF_ERROR(UnpackKeys(wb.keys, "blocks.keys", b.keys));
     m.blocks.push_back(std::move(b));
   }
-  TESSERA_RETURN_IF_ERROR(UnpackKeys(w.stale_keys, "stale_keys", m.stale_keys));
-  return OptionalFromWire(w, m.committed);
+  return UnpackKeys(w.stale_keys, "stale_keys", m.stale_keys);
 }
 
-wire::Partials ToWire(const msg::Partials& m) {
-  wire::Partials w;
-  w.round = I64(m.round);
+void OwnToWire(const msg::Partials& m, wire::Partials& w) {
   w.partials.reserve(m.partials.size());
   for (const Partial& p : m.partials) {
     wire::Partial wp;
@@ -183,11 +215,8 @@ wire::Partials ToWire(const msg::Partials& m) {
     w.partials.push_back(std::move(wp));
   }
   w.moved_bytes = I64(m.moved_bytes);
-  return w;
 }
-
-Status FromWire(const wire::Partials& w, msg::Partials& m) {
-  m.round = U64(w.round);
+Status OwnFromWire(const wire::Partials& w, msg::Partials& m) {
   m.partials.reserve(w.partials.size());
   for (const wire::Partial& wp : w.partials) {
     Partial p;
@@ -200,50 +229,12 @@ Status FromWire(const wire::Partials& w, msg::Partials& m) {
   return Status::Ok();
 }
 
-wire::Apply ToWire(const msg::Apply& m) {
-  wire::Apply w;
-  w.committed = ToWire(m.committed);
-  return w;
-}
-Status FromWire(const wire::Apply& w, msg::Apply& m) { return FromWire(w.committed, m.committed); }
-
-wire::Evaluate ToWire(const msg::Evaluate& m) {
-  wire::Evaluate w;
-  w.round = I64(m.round);
-  OptionalToWire(m.committed, w);
-  return w;
-}
-Status FromWire(const wire::Evaluate& w, msg::Evaluate& m) {
-  m.round = U64(w.round);
-  return OptionalFromWire(w, m.committed);
+void OwnToWire(const msg::Apply& m, wire::Apply& w) { w.committed = ToWire(m.committed); }
+Status OwnFromWire(const wire::Apply& w, msg::Apply& m) {
+  return FromWire(w.committed, m.committed);
 }
 
-wire::Evaluation ToWire(const msg::Evaluation& m) {
-  wire::Evaluation w;
-  w.round = I64(m.round);
-  w.terms = PackValues(m.terms);
-  return w;
-}
-Status FromWire(const wire::Evaluation& w, msg::Evaluation& m) {
-  m.round = U64(w.round);
-  return UnpackValues(w.terms, "terms", m.terms);
-}
-
-wire::Gather ToWire(const msg::Gather& m) {
-  wire::Gather w;
-  w.round = I64(m.round);
-  OptionalToWire(m.committed, w);
-  return w;
-}
-Status FromWire(const wire::Gather& w, msg::Gather& m) {
-  m.round = U64(w.round);
-  return OptionalFromWire(w, m.committed);
-}
-
-wire::WorkerState ToWire(const msg::WorkerState& m) {
-  wire::WorkerState w;
-  w.round = I64(m.round);
-  w.state = m.state;
+void OwnToWire(const msg::WorkerState& m, wire::WorkerState& w) {
   w.carried.reserve(m.carried.size());
   for (const CarriedState& c : m.carried) {
     wire::Carried wc;
@@ -251,11 +242,8 @@ wire::WorkerState ToWire(const msg::WorkerState& m) {
     wc.state = c.state;
     w.carried.push_back(std::move(wc));
   }
-  return w;
 }
-Status FromWire(const wire::WorkerState& w, msg::WorkerState& m) {
-  m.round = U64(w.round);
-  m.state = w.state;
+Status OwnFromWire(const wire::WorkerState& w, msg::WorkerState& m) {
   m.carried.reserve(w.carried.size());
   for (const wire::Carried& wc : w.carried) {
     m.carried.push_back({static_cast<std::uint32_t>(wc.block), wc.state});
@@ -263,174 +251,46 @@ Status FromWire(const wire::WorkerState& w, msg::WorkerState& m) {
   return Status::Ok();
 }
 
-wire::BlockState ToWire(const msg::BlockState& m) {
-  wire::BlockState w;
-  w.round = I64(m.round);
+void OwnToWire(const msg::BlockState& m, wire::BlockState& w) {
   w.block = static_cast<std::int32_t>(m.block);
-  w.state = m.state;
-  return w;
 }
-Status FromWire(const wire::BlockState& w, msg::BlockState& m) {
-  m.round = U64(w.round);
+Status OwnFromWire(const wire::BlockState& w, msg::BlockState& m) {
   m.block = static_cast<std::uint32_t>(w.block);
-  m.state = w.state;
   return Status::Ok();
 }
 
-wire::PsPull ToWire(const msg::PsPull& m) {
-  wire::PsPull w;
-  w.at = ToWire(static_cast<const TableKeys&>(m));
-  w.clock = I64(m.clock);
-  w.request = I64(m.request);
-  return w;
-}
-Status FromWire(const wire::PsPull& w, msg::PsPull& m) {
-  m.clock = U64(w.clock);
-  m.request = U64(w.request);
-  return FromWire(w.at, m);
-}
-
-wire::PsValues ToWire(const msg::PsValues& m) {
-  wire::PsValues w;
-  w.at = ToWire(static_cast<const TableKeys&>(m));
-  w.clock = I64(m.clock);
-  w.request = I64(m.request);
-  w.values = PackValues(m.values);
-  return w;
-}
-Status FromWire(const wire::PsValues& w, msg::PsValues& m) {
-  m.clock = U64(w.clock);
-  m.request = U64(w.request);
-  TESSERA_RETURN_IF_ERROR(UnpackValues(w.values, "values", m.values));
-  return FromWire(w.at, m);
-}
-
-wire::PsRefresh ToWire(const msg::PsRefresh& m) {
-  wire::PsRefresh w;
-  w.at = ToWire(static_cast<const TableKeys&>(m));
-  w.clock = I64(m.clock);
-  w.values = PackValues(m.values);
-  return w;
-}
-Status FromWire(const wire::PsRefresh& w, msg::PsRefresh& m) {
-  m.clock = U64(w.clock);
-  TESSERA_RETURN_IF_ERROR(UnpackValues(w.values, "values", m.values));
-  return FromWire(w.at, m);
-}
-
-wire::PsPush ToWire(const msg::PsPush& m) {
-  wire::PsPush w;
-  w.at = ToWire(static_cast<const TableKeys&>(m));
-  w.values = PackValues(m.values);
-  w.raw_add = m.raw_add;
-  return w;
-}
-Status FromWire(const wire::PsPush& w, msg::PsPush& m) {
+void OwnToWire(const msg::PsPush& m, wire::PsPush& w) { w.raw_add = m.raw_add; }
+Status OwnFromWire(const wire::PsPush& w, msg::PsPush& m) {
   m.raw_add = w.raw_add;
-  TESSERA_RETURN_IF_ERROR(UnpackValues(w.values, "values", m.values));
-  return FromWire(w.at, m);
-}
-
-wire::PsClock ToWire(const msg::PsClock& m) {
-  wire::PsClock w;
-  w.clock = I64(m.clock);
-  return w;
-}
-Status FromWire(const wire::PsClock& w, msg::PsClock& m) {
-  m.clock = U64(w.clock);
   return Status::Ok();
 }
 
-wire::PsPing ToWire(const msg::PsPing& m) {
-  wire::PsPing w;
-  w.request = I64(m.request);
-  return w;
-}
-Status FromWire(const wire::PsPing& w, msg::PsPing& m) {
-  m.request = U64(w.request);
-  return Status::Ok();
-}
-
-wire::PsPong ToWire(const msg::PsPong& m) {
-  wire::PsPong w;
-  w.request = I64(m.request);
-  w.clock = I64(m.clock);
-  return w;
-}
-Status FromWire(const wire::PsPong& w, msg::PsPong& m) {
-  m.request = U64(w.request);
-  m.clock = U64(w.clock);
-  return Status::Ok();
-}
-
-wire::PsTables ToWire(const msg::PsTables& m) {
-  wire::PsTables w;
-  w.at = ToWire(static_cast<const TableKeys&>(m));
-  w.values = PackValues(m.values);
-  return w;
-}
-Status FromWire(const wire::PsTables& w, msg::PsTables& m) {
-  TESSERA_RETURN_IF_ERROR(UnpackValues(w.values, "values", m.values));
-  return FromWire(w.at, m);
-}
-
-wire::DpArrived ToWire(const msg::DpArrived& m) {
-  wire::DpArrived w;
-  w.clock = I64(m.clock);
+void OwnToWire(const msg::DpArrived& m, wire::DpArrived& w) {
   w.values_pushed = I64(m.values_pushed);
   w.moved_bytes = I64(m.bytes);
-  return w;
 }
-Status FromWire(const wire::DpArrived& w, msg::DpArrived& m) {
-  m.clock = U64(w.clock);
+Status OwnFromWire(const wire::DpArrived& w, msg::DpArrived& m) {
   m.values_pushed = U64(w.values_pushed);
   m.bytes = U64(w.moved_bytes);
   return Status::Ok();
 }
 
-wire::DpTerms ToWire(const msg::DpTerms& m) {
-  wire::DpTerms w;
-  w.clock = I64(m.clock);
-  w.terms = PackValues(m.terms);
+template <typename W, typename M>
+W BodyToWire(const M& m) {
+  W w;
+  SharedToWire(m, w);
+  OwnToWire(m, w);
   return w;
-}
-Status FromWire(const wire::DpTerms& w, msg::DpTerms& m) {
-  m.clock = U64(w.clock);
-  return UnpackValues(w.terms, "terms", m.terms);
 }
 
-wire::DpSaveState ToWire(const msg::DpSaveState& m) {
-  wire::DpSaveState w;
-  w.clock = I64(m.clock);
-  return w;
-}
-Status FromWire(const wire::DpSaveState& w, msg::DpSaveState& m) {
-  m.clock = U64(w.clock);
-  return Status::Ok();
-}
-
-wire::DpWorkerState ToWire(const msg::DpWorkerState& m) {
-  wire::DpWorkerState w;
-  w.state = m.state;
-  return w;
-}
-Status FromWire(const wire::DpWorkerState& w, msg::DpWorkerState& m) {
-  m.state = w.state;
-  return Status::Ok();
-}
-
-wire::DpContinue ToWire(const msg::DpContinue& m) {
-  wire::DpContinue w;
-  w.clock = I64(m.clock);
-  return w;
-}
-Status FromWire(const wire::DpContinue& w, msg::DpContinue& m) {
-  m.clock = U64(w.clock);
-  return Status::Ok();
+template <typename W, typename M>
+Status BodyFromWire(const W& w, M& m) {
+  TESSERA_RETURN_IF_ERROR(SharedFromWire(w, m));
+  return OwnFromWire(w, m);
 }
 
 #define TESSERA_SET_BODY(Type, member) \
-  void SetBody(wire::Body& w, wire::Type v) { w.__set_##member(std::move(v)); }
+  void SetBody(wire::Body& w, const msg::Type& m) { w.__set_##member(BodyToWire<wire::Type>(m)); }
 TESSERA_MESSAGE_BODIES(TESSERA_SET_BODY)
 #undef TESSERA_SET_BODY
 
@@ -439,7 +299,7 @@ wire::Message ToWire(const Message& m) {
   w.sender = m.from;
   w.receiver = m.to;
   w.run = I64(m.run);
-  std::visit([&w](const auto& body) { SetBody(w.body, ToWire(body)); }, m.body);
+  std::visit([&w](const auto& body) { SetBody(w.body, body); }, m.body);
   return w;
 }
 
@@ -456,11 +316,11 @@ StatusOr<Message> FromWire(const wire::Message& w) {
     return InvalidArgument("frame: a message with " + std::to_string(members) +
                            " bodies (expected 1)");
   }
-#define TESSERA_DECODE_BODY(Type, member)                   \
-  if (w.body.__isset.member) {                              \
-    msg::Type body;                                         \
-    TESSERA_RETURN_IF_ERROR(FromWire(w.body.member, body)); \
-    m.body = std::move(body);                               \
+#define TESSERA_DECODE_BODY(Type, member)                       \
+  if (w.body.__isset.member) {                                  \
+    msg::Type body;                                             \
+    TESSERA_RETURN_IF_ERROR(BodyFromWire(w.body.member, body)); \
+    m.body = std::move(body);                                   \
   }
   TESSERA_MESSAGE_BODIES(TESSERA_DECODE_BODY)
 #undef TESSERA_DECODE_BODY
