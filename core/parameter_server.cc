@@ -339,6 +339,9 @@ struct ParameterServer::Shard {
   // `first` (a range), grad key-major.
   static void Apply(Table& t, const Key* keys, Key first, std::size_t count, const double* grad,
                     bool raw_add) {
+    // An empty range may name any first key (even one of another shard): nothing to apply,
+    // and no offset to compute from it.
+    if (count == 0) return;
     const int dim = t.dim;
     const bool add = raw_add || t.spec->updater->is_add();  // inline, no call per key
     auto run = [&](Key k0, std::size_t n, double* value, double* state, const double* g) {

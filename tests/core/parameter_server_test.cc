@@ -206,6 +206,18 @@ TEST(ParameterServerTest, AShardRefusesMessagesThatDoNotFitItsTables) {
     EXPECT_THAT(ps->shard_status().message(), HasSubstr(c.error));
     EXPECT_THAT(ps->shard_status().message(), HasSubstr("shard 0: a "));
   }
+  // Found by fuzz_shard: an empty range whose first key lies below the shard's range passes the
+  // check (it names no key) and must apply nothing, without an offset computed from that key
+  // (UBSan: pointer overflow in the updater's state).
+  {
+    auto ps = StartOrDie({Table(10, 2, "asp", AdagradUpdater(0.1))}, 2, 1);  // shard 1: [5, 10)
+    msg::PsPush empty;
+    empty.range = {0, 0};
+    ASSERT_TRUE(
+        ps->transport().Send(ps->ShardRank(1), Message(ps->WorkerRank(0), std::move(empty))).ok());
+    EXPECT_EQ(PullOrDie(ps->client(0), 0, {6})[0], 0.0);
+    EXPECT_TRUE(ps->shard_status().ok()) << ps->shard_status().message();
+  }
   // A well-formed push of the same shape is taken.
   auto ps = StartOrDie({Table(10, 2, "asp")}, 2, 1);
   EXPECT_TRUE(ps->client(0).Push(0, std::vector<Key>{1, 2}, std::vector<double>(4, 1.0)).ok());
