@@ -187,9 +187,6 @@ int RunLaunch(LaunchFlags& f) {
   if (!(f.grace >= 0)) return Fail(InvalidArgument("--grace must be >= 0"));
   if (f.restarts < 0) return Fail(InvalidArgument("--restarts must be >= 0"));
   if (!f.command.empty() && f.command.front() == "--") f.command.erase(f.command.begin());
-  if (!f.command.empty() && !f.hosts.empty()) {  // the same program on the other hosts
-    f.command.front() = Program(f.command.front());
-  }
   if (f.command.empty()) return Fail(InvalidArgument("no command to launch (put it after --)"));
   for (int attempt = 0;; ++attempt) {
     const int code = RunOnce(f, attempt);
