@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""The distributed model: model-parallel LDA (news20, K = 1000) and rotation-SGD MF (Jester,
-rank 100) with 4 workers in 1, 2 and 4 processes (tessera launch, TCP on loopback). Prints,
+"""The distributed model: model-parallel LDA (news20, K = 1000) and rotation-SGD MF (Jester at
+rank 100, and a 10M-rating synthetic set made by bench/ratings_problem at rank 40 and 100) with
+4 workers in 1, 2 and 4 processes (tessera launch, TCP on loopback). Prints,
 per process count, the training time (the summary's `seconds`: setup excluded) as min and
 median over interleaved repeats, the bytes moved, and the peak RSS of every process (from
 /usr/bin/time, whole process: reading the data, training, gathering the model at process 0
 and writing it), largest first. Every run writes its model, as a user's would.
 
   /usr/bin/python3 bench/mp_memory.py [--repeats 5] [--tessera build/release/tools/tessera]
+      [--ratings-problem build/release/bench/ratings_problem] [--cases LDA,Jester,synthetic]
 """
 import argparse
 import csv
 import glob
+import shutil
 import gzip
 import os
 import statistics
@@ -21,7 +24,10 @@ import tempfile
 ap = argparse.ArgumentParser()
 ap.add_argument("--repeats", type=int, default=5)
 ap.add_argument("--tessera", default="build/release/tools/tessera")
+ap.add_argument("--ratings-problem", default="build/release/bench/ratings_problem")
 ap.add_argument("--data-dir", default=os.environ.get("TESSERA_DATA_DIR", "../shared/datasets"))
+ap.add_argument("--cases", default="LDA,Jester,synthetic",
+                help="comma-separated words; a case runs when its name contains one")
 args = ap.parse_args()
 tessera = os.path.abspath(args.tessera)
 d = args.data_dir
@@ -35,6 +41,14 @@ if os.path.exists(jester):
         for n, line in enumerate(f, 1):
             (te if n % 5 == 0 else tr).write(line)
 
+# A MovieLens-10M-sized synthetic set: 70,000 users, 10,000 items, 10M ratings (a tenth held
+# out), power-law degrees, a rank-10 true model plus noise.
+synthetic = f"{work}/ml10m"
+if "synthetic" in args.cases:
+    subprocess.run([os.path.abspath(args.ratings_problem), "--users", "70000", "--items", "10000",
+                    "--ratings", "10000000", "--seed", "1", "--out", synthetic], check=True,
+                   stdout=subprocess.DEVNULL)
+
 cases = [
     ("LDA news20 K1000", os.path.join(d, "news20-libsvm/news20.libsvm.gz"),
      f"lda --corpus {d}/news20-libsvm/news20.libsvm.gz --topics 1000 --iterations 5 "
@@ -42,7 +56,13 @@ cases = [
     ("MF Jester r100 sgd", jester,
      f"mf --algorithm sgd --train {work}/jester.train --test {work}/jester.test --rank 100 "
      f"--epochs 10 --workers 4"),
+] + [
+    (f"MF synthetic r{rank} sgd", f"{synthetic}.train",
+     f"mf --algorithm sgd --train {synthetic}.train --test {synthetic}.test --rank {rank} "
+     f"--epochs 5 --workers 4")
+    for rank in (40, 100)
 ]
+cases = [c for c in cases if any(w in c[0] for w in args.cases.split(","))]
 
 
 def run(processes, command):
@@ -62,7 +82,7 @@ def run(processes, command):
         return float(row["seconds"]), int(row["bytes"]), rss
 
 
-print(f"{'case':20} {'procs':>5} {'min s':>8} {'median s':>8} {'MB moved':>9} "
+print(f"{'case':22} {'procs':>5} {'min s':>8} {'median s':>8} {'MB moved':>9} "
       f"{'peak RSS MiB per process (largest first)':>42} {'largest / 1 proc':>16}")
 for name, data, command in cases:
     if not os.path.exists(data):
@@ -78,5 +98,6 @@ for name, data, command in cases:
             rss[p] = r
     for p in (1, 2, 4):
         per = " ".join(f"{x:.0f}" for x in rss[p])
-        print(f"{name:20} {p:5d} {min(times[p]):8.2f} {statistics.median(times[p]):8.2f} "
+        print(f"{name:22} {p:5d} {min(times[p]):8.2f} {statistics.median(times[p]):8.2f} "
               f"{moved[p] / 1e6:9.1f} {per:>42} {rss[p][0] / rss[1][0]:16.2f}")
+shutil.rmtree(work)

@@ -437,12 +437,14 @@ class Coordinator {
   }
 
  private:
-  // Waits for one reply of `kind` for `round` from every worker, in worker order; replies for
-  // other rounds that arrive meanwhile are kept for later.
-  StatusOr<std::vector<Message>> Gather(MessageKind kind, std::uint64_t round) {
+  // Waits for one reply of `kind` for `round` from every worker (or from the first `count`
+  // to reply), in worker order; replies for other rounds that arrive meanwhile are kept for
+  // later.
+  StatusOr<std::vector<Message>> Gather(MessageKind kind, std::uint64_t round, int count = -1) {
     auto key = std::make_pair(kind, round);
     auto& got = replies_[key];
-    while (got.size() < static_cast<std::size_t>(opts_.workers)) {
+    const auto wanted = static_cast<std::size_t>(count < 0 ? opts_.workers : count);
+    while (got.size() < wanted) {
       auto m = transport_.Receive(kCoordinator);
       if (!m.ok()) return m.status();
       bytes_ += m->PayloadBytes();
@@ -512,35 +514,45 @@ class Coordinator {
   }
 
   // Every worker's saved state and every carried block's, into the app (GatherWorker,
-  // GatherBlock). No round is in flight.
+  // GatherBlock). No round is in flight. One worker at a time: the coordinator's process holds
+  // at most one worker's state in messages besides what the app keeps of it.
   Status GatherState(std::uint64_t round) {
     msg::Gather gather;
     gather.round = round;
-    TESSERA_RETURN_IF_ERROR(Broadcast(std::move(gather)));
-    TESSERA_ASSIGN_OR_RETURN(auto replies, Gather(MessageKind::kWorkerState, round));
-    std::map<std::uint32_t, std::pair<int, std::string>> blocks;
-    for (std::size_t w = 0; w < replies.size(); ++w) {
-      msg::WorkerState& reply = *replies[w].get<msg::WorkerState>();
+    gather.committed = std::move(pending_);  // every worker must apply it before it saves
+    pending_.reset();
+    std::vector<int> sent_by(holders_.size(), -1);
+    for (int w = 0; w < opts_.workers; ++w) {
+      Message ask(kCoordinator, gather);
+      bytes_ += ask.PayloadBytes();
+      TESSERA_RETURN_IF_ERROR(transport_.Send(WorkerRank(w), std::move(ask)));
+      TESSERA_ASSIGN_OR_RETURN(auto replies, Gather(MessageKind::kWorkerState, round, 1));
+      msg::WorkerState& reply = *replies[0].get<msg::WorkerState>();
+      if (replies[0].from != WorkerRank(w)) {
+        return InvalidArgument("coordinator: a worker state from rank " +
+                               std::to_string(replies[0].from) + " when worker " +
+                               std::to_string(w) + " was asked");
+      }
       StateReader in(reply.state, "the state of worker " + std::to_string(w));
-      TESSERA_RETURN_IF_ERROR(app_.GatherWorker(static_cast<int>(w), in));
+      TESSERA_RETURN_IF_ERROR(app_.GatherWorker(w, in));
       TESSERA_RETURN_IF_ERROR(in.Done());
       for (CarriedState& c : reply.carried) {
-        if (c.block >= holders_.size() || blocks.count(c.block)) {
+        if (c.block >= holders_.size() || sent_by[c.block] >= 0) {
           return Internal("worker " + std::to_string(w) + " sent block " + std::to_string(c.block) +
                           ", which is not its to send");
         }
-        blocks[c.block] = {static_cast<int>(w), std::move(c.state)};
+        sent_by[c.block] = w;
+        StateReader block(c.state,
+                          "block " + std::to_string(c.block) + " from worker " + std::to_string(w));
+        TESSERA_RETURN_IF_ERROR(app_.GatherBlock(c.block, block));
+        TESSERA_RETURN_IF_ERROR(block.Done());
       }
     }
-    if (blocks.size() != holders_.size()) {
-      return Internal("the workers hold " + std::to_string(blocks.size()) + " of " +
+    const auto held = static_cast<std::size_t>(
+        std::count_if(sent_by.begin(), sent_by.end(), [](int w) { return w >= 0; }));
+    if (held != holders_.size()) {
+      return Internal("the workers hold " + std::to_string(held) + " of " +
                       std::to_string(holders_.size()) + " carried blocks");
-    }
-    for (auto& [id, from] : blocks) {
-      StateReader in(from.second,
-                     "block " + std::to_string(id) + " from worker " + std::to_string(from.first));
-      TESSERA_RETURN_IF_ERROR(app_.GatherBlock(id, in));
-      TESSERA_RETURN_IF_ERROR(in.Done());
     }
     return Status::Ok();
   }
@@ -622,6 +634,10 @@ class Coordinator {
 };
 
 }  // namespace
+
+bool BuildsWorker(const EngineOptions& options, int worker) {
+  return !options.transport || options.transport->hosts(WorkerRank(worker));
+}
 
 StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions& options) {
   TESSERA_RETURN_IF_ERROR(options.Validate());

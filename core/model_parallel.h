@@ -326,6 +326,11 @@ inline bool WritesResults(const std::shared_ptr<Transport>& transport) {
   return !transport || transport->hosts(0);
 }
 
+// True where a run with `options` builds worker `worker`'s state (MakeWorker): in the process
+// whose transport hosts it; always without a transport. An app whose workers need only part of
+// the input reads only what the workers built here need.
+bool BuildsWorker(const EngineOptions& options, int worker);
+
 // One row of the trace.
 struct RoundMetrics {
   std::uint64_t round = 0;

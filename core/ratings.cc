@@ -126,7 +126,10 @@ class Reader {
       return InvalidArgument(out_.source + ": the size line promises " + std::to_string(expected) +
                              " entries, the file has " + std::to_string(lines_));
     }
-    if (out_.entries.empty()) {
+    RatingsCensus& c = out_.census;
+    c.per_user.resize(out_.users->size());
+    c.per_item.resize(out_.items->size());
+    if (c.count == 0) {
       return InvalidArgument(out_.source + ": no ratings" +
                              (out_.skipped_unknown
                                   ? " with a user and item of the training set (" +
@@ -169,7 +172,15 @@ class Reader {
       r.user = out_.users->Add(user);
       r.item = out_.items->Add(item);
     }
-    out_.entries.push_back(r);
+    RatingsCensus& c = out_.census;
+    ++c.count;
+    c.sum += r.value;
+    c.sum_squares += r.value * r.value;
+    if (r.user >= c.per_user.size()) c.per_user.resize(out_.users->size());
+    if (r.item >= c.per_item.size()) c.per_item.resize(out_.items->size());
+    ++c.per_user[r.user];
+    ++c.per_item[r.item];
+    if (!options_.keep || options_.keep(r.user, r.item)) out_.entries.push_back(r);
     return Status::Ok();
   }
 
@@ -181,6 +192,21 @@ class Reader {
 };
 
 }  // namespace
+
+RatingsCensus WholeCensus(const Ratings& ratings) {
+  if (ratings.census.count > 0) return ratings.census;
+  RatingsCensus c;
+  c.per_user.resize(ratings.num_users());
+  c.per_item.resize(ratings.num_items());
+  for (const Rating& r : ratings.entries) {
+    ++c.count;
+    c.sum += r.value;
+    c.sum_squares += r.value * r.value;
+    if (r.user < c.per_user.size()) ++c.per_user[r.user];
+    if (r.item < c.per_item.size()) ++c.per_item[r.item];
+  }
+  return c;
+}
 
 StatusOr<Ratings> ReadRatings(const std::string& path, const RatingsOptions& options) {
   if ((options.users == nullptr) != (options.items == nullptr)) {

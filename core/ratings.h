@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,14 +43,28 @@ struct Rating {
   double value = 0;
 };
 
+// What every rating read contributes, kept or not (RatingsOptions::keep): all that a reader
+// which keeps only a share of the ratings still needs to know of the whole set.
+struct RatingsCensus {
+  std::size_t count = 0;  // ratings read (with a known user and item, for frozen maps)
+  double sum = 0, sum_squares = 0;
+  std::vector<std::uint32_t> per_user, per_item;  // ratings of each user and item index
+};
+
 struct Ratings {
-  std::vector<Rating> entries;
+  std::vector<Rating> entries;  // the ratings kept
+  RatingsCensus census;         // of every rating read; empty (count 0) for ratings built in
+                                // code: then WholeCensus counts the entries
   std::shared_ptr<IdMap> users, items;
   std::string source;
   std::size_t skipped_unknown = 0;  // entries dropped because their user or item was unknown
   std::size_t num_users() const { return users ? users->size() : 0; }
   std::size_t num_items() const { return items ? items->size() : 0; }
 };
+
+// The census of the whole set: `ratings.census`, or, where that is empty, one counted from the
+// entries.
+RatingsCensus WholeCensus(const Ratings& ratings);
 
 enum class RatingsFormat { kAuto, kTriples, kMatrixMarket };
 
@@ -61,6 +76,10 @@ struct RatingsOptions {
   // With maps given: add unknown ids to them (after the known ones) instead of skipping the
   // entry, e.g. to answer every line of a query (pass copies of a model's maps).
   bool add_unknown = false;
+  // Keeps only the ratings for which keep(user index, item index) is true (every id is still
+  // mapped and counted in the census); null: keeps every rating. Ids are numbered in order of
+  // first appearance, so every reader of one file sees the same numbers.
+  std::function<bool(std::uint32_t user, std::uint32_t item)> keep;
 };
 
 StatusOr<Ratings> ReadRatings(const std::string& path, const RatingsOptions& options = {});

@@ -74,6 +74,22 @@ class StateReader {
     in_.remove_prefix(n * sizeof(T));
     return Status::Ok();
   }
+  // An array of exactly `count` elements, as its raw bytes (not aligned for T: copy out of
+  // it), for a reader that puts the elements somewhere other than one contiguous array.
+  template <class T>
+  StatusOr<std::string_view> GetBytesOf(std::size_t count) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    std::uint64_t n = 0;
+    TESSERA_RETURN_IF_ERROR(GetU64(n));
+    if (n != count) {
+      return DataLoss(what_ + ": " + std::to_string(n) + " values where " + std::to_string(count) +
+                      " belong");
+    }
+    if (n > in_.size() / sizeof(T)) return Truncated();
+    std::string_view bytes = in_.substr(0, n * sizeof(T));
+    in_.remove_prefix(n * sizeof(T));
+    return bytes;
+  }
   // Everything was read.
   Status Done() const {
     if (!in_.empty()) {

@@ -250,6 +250,17 @@ void FrameCipher::Seal(std::string& framed) {
 }
 
 Status FrameCipher::Open(std::string_view sealed, std::string& plain) {
+  plain.assign(sealed);
+  auto opened = OpenInPlace(plain);
+  if (!opened.ok()) {
+    plain.clear();
+    return opened.status();
+  }
+  plain.resize(opened->size());
+  return Status::Ok();
+}
+
+StatusOr<std::string_view> FrameCipher::OpenInPlace(std::span<char> sealed) {
   if (sealed.size() < kSealBytes) {
     return InvalidArgument("frame " + std::to_string(sequence_) + " failed authentication (" +
                            std::to_string(sealed.size()) + " bytes, shorter than a seal)");
@@ -257,7 +268,7 @@ Status FrameCipher::Open(std::string_view sealed, std::string& plain) {
   unsigned char iv[12];
   Iv(sequence_, iv);
   const std::size_t n = sealed.size() - kSealBytes;
-  plain.resize(n);
+  auto* body = reinterpret_cast<unsigned char*>(sealed.data());
   EVP_CIPHER_CTX* c = ctx_->ctx;
   int len = 0;
   if (ctx_->mode != 2) {
@@ -266,16 +277,14 @@ Status FrameCipher::Open(std::string_view sealed, std::string& plain) {
     ctx_->mode = 2;
   }
   EVP_DecryptInit_ex(c, nullptr, nullptr, nullptr, iv);
-  EVP_DecryptUpdate(c, reinterpret_cast<unsigned char*>(plain.data()), &len,
-                    reinterpret_cast<const unsigned char*>(sealed.data()), static_cast<int>(n));
-  EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, kSealBytes, const_cast<char*>(sealed.data() + n));
-  if (EVP_DecryptFinal_ex(c, reinterpret_cast<unsigned char*>(plain.data()) + len, &len) != 1) {
-    plain.clear();
+  EVP_DecryptUpdate(c, body, &len, body, static_cast<int>(n));
+  EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, kSealBytes, body + n);
+  if (EVP_DecryptFinal_ex(c, body + len, &len) != 1) {
     return InvalidArgument("frame " + std::to_string(sequence_) +
                            " failed authentication (altered, injected, replayed or out of order)");
   }
   ++sequence_;
-  return Status::Ok();
+  return std::string_view(sealed.data(), n);
 }
 
 }  // namespace tessera::net

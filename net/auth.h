@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -81,6 +82,9 @@ class FrameCipher {
   // A sealed body as FrameReader cut it: the plaintext into `plain`, or an error when the frame
   // is not the next one this direction sealed (altered, injected, replayed, out of order).
   Status Open(std::string_view sealed, std::string& plain);
+  // The same, decrypting in place: the plaintext is the returned view, at the start of
+  // `sealed` (whose bytes are then no longer the sealed frame, whatever the outcome).
+  StatusOr<std::string_view> OpenInPlace(std::span<char> sealed);
 
  private:
   struct Ctx;

@@ -149,8 +149,9 @@ void SharedToWire(const M& m, W& w) {
   if constexpr (requires { m.state; }) w.state = m.state;
 }
 
+// Takes what it can from `w` (a decoded frame's, used once) instead of copying it.
 template <typename W, typename M>
-Status SharedFromWire(const W& w, M& m) {
+Status SharedFromWire(W& w, M& m) {
   if constexpr (requires { m.round; }) m.round = U64(w.round);
   if constexpr (requires { m.clock; }) m.clock = U64(w.clock);
   if constexpr (requires { m.request; }) m.request = U64(w.request);
@@ -166,7 +167,7 @@ Status SharedFromWire(const W& w, M& m) {
   if constexpr (requires { m.terms; }) {
     TESSERA_RETURN_IF_ERROR(UnpackValues(w.terms, "terms", m.terms));
   }
-  if constexpr (requires { m.state; }) m.state = w.state;
+  if constexpr (requires { m.state; }) m.state = std::move(w.state);
   return Status::Ok();
 }
 
@@ -243,10 +244,10 @@ void OwnToWire(const msg::WorkerState& m, wire::WorkerState& w) {
     w.carried.push_back(std::move(wc));
   }
 }
-Status OwnFromWire(const wire::WorkerState& w, msg::WorkerState& m) {
+Status OwnFromWire(wire::WorkerState& w, msg::WorkerState& m) {
   m.carried.reserve(w.carried.size());
-  for (const wire::Carried& wc : w.carried) {
-    m.carried.push_back({static_cast<std::uint32_t>(wc.block), wc.state});
+  for (wire::Carried& wc : w.carried) {
+    m.carried.push_back({static_cast<std::uint32_t>(wc.block), std::move(wc.state)});
   }
   return Status::Ok();
 }
@@ -284,7 +285,7 @@ W BodyToWire(const M& m) {
 }
 
 template <typename W, typename M>
-Status BodyFromWire(const W& w, M& m) {
+Status BodyFromWire(W& w, M& m) {
   TESSERA_RETURN_IF_ERROR(SharedFromWire(w, m));
   return OwnFromWire(w, m);
 }
@@ -303,7 +304,7 @@ wire::Message ToWire(const Message& m) {
   return w;
 }
 
-StatusOr<Message> FromWire(const wire::Message& w) {
+StatusOr<Message> FromWire(wire::Message& w) {
   Message m;
   m.from = w.sender;
   m.to = w.receiver;
@@ -488,7 +489,7 @@ StatusOr<Frame> DecodeFrame(std::string_view body, std::uint32_t max_frame_bytes
       out.messages.push_back(std::move(m));
     } else {
       if (f.batch.empty()) return InvalidArgument("frame: empty batch");
-      for (const wire::Message& w : f.batch) {
+      for (wire::Message& w : f.batch) {
         TESSERA_ASSIGN_OR_RETURN(Message m, FromWire(w));
         out.messages.push_back(std::move(m));
       }
@@ -548,6 +549,10 @@ void FrameReader::Commit(std::size_t n) { size_ += n; }
 void FrameReader::Compact() {
   if (pos_ == size_) {
     pos_ = size_ = 0;
+    if (capacity_ > kKeptBufferBytes) {  // after a large frame: give the memory back
+      data_.reset();
+      capacity_ = 0;
+    }
   } else if (pos_ > 0 && pos_ * 2 > capacity_) {
     std::memmove(data_.get(), data_.get() + pos_, size_ - pos_);
     size_ -= pos_;
@@ -556,7 +561,13 @@ void FrameReader::Compact() {
 }
 
 StatusOr<std::optional<std::string_view>> FrameReader::Next() {
-  if (buffered() < 4) return std::optional<std::string_view>();
+  TESSERA_ASSIGN_OR_RETURN(auto body, NextMutable());
+  if (!body) return std::optional<std::string_view>();
+  return std::optional<std::string_view>(std::string_view(body->data(), body->size()));
+}
+
+StatusOr<std::optional<std::span<char>>> FrameReader::NextMutable() {
+  if (buffered() < 4) return std::optional<std::span<char>>();
   const auto* p = reinterpret_cast<const unsigned char*>(data_.get() + pos_);
   const std::uint32_t n = (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) |
                           (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
@@ -565,10 +576,10 @@ StatusOr<std::optional<std::string_view>> FrameReader::Next() {
                            " bytes announced, over the limit of " + std::to_string(max_) +
                            " (--max-frame-bytes)");
   }
-  if (buffered() < 4 + static_cast<std::size_t>(n)) return std::optional<std::string_view>();
-  std::string_view body(data_.get() + pos_ + 4, n);
+  if (buffered() < 4 + static_cast<std::size_t>(n)) return std::optional<std::span<char>>();
+  std::span<char> body(data_.get() + pos_ + 4, n);
   pos_ += 4 + n;
-  return std::optional<std::string_view>(body);
+  return std::optional<std::span<char>>(body);
 }
 
 }  // namespace tessera::net

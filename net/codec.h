@@ -69,6 +69,10 @@ StatusOr<Frame> DecodeFrame(std::string_view body,
 void AppendFrame(std::string& out, std::string_view body);
 
 // Cuts a byte stream into frame bodies.
+// A connection's buffers larger than this are freed once a frame that needed them has been
+// read, so a process does not keep the largest frame it ever got on every connection.
+inline constexpr std::size_t kKeptBufferBytes = 4u << 20;
+
 class FrameReader {
  public:
   explicit FrameReader(std::uint32_t max_frame_bytes = kDefaultMaxFrameBytes)
@@ -84,6 +88,8 @@ class FrameReader {
   // are needed; an error when the announced length is over the limit (the stream is then
   // unusable).
   StatusOr<std::optional<std::string_view>> Next();
+  // The same, as bytes the caller may change in place (e.g. decrypt), with the same lifetime.
+  StatusOr<std::optional<std::span<char>>> NextMutable();
   std::size_t buffered() const { return size_ - pos_; }
 
  private:

@@ -128,7 +128,6 @@ struct TcpTransport::Impl {
     // The connection's two directions (net/auth.h): every frame after the handshake is sealed
     // (under mu) and opened (on the I/O thread) with these.
     std::unique_ptr<FrameCipher> seal, open;
-    std::string plain;  // the last frame opened
 
     // `framed` sealed for this connection (mu held, or before the I/O thread starts).
     std::string Sealed(std::string framed) {
@@ -234,22 +233,24 @@ struct TcpTransport::Impl {
           c.last_heard.store(Clock::now().time_since_epoch().count());
           c.reader.Commit(n);
           while (true) {
-            auto body = c.reader.Next();
+            auto body = c.reader.NextMutable();
             if (!body.ok()) {
               Fail(InvalidArgument("process " + std::to_string(c.process) + ": " +
                                    body.status().message()));
               return;
             }
             if (!*body) break;
+            std::string_view plain((*body)->data(), (*body)->size());
             if (c.open) {
-              if (Status sealed = c.open->Open(**body, c.plain); !sealed.ok()) {
+              auto opened = c.open->OpenInPlace(**body);
+              if (!opened.ok()) {
                 Fail(InvalidArgument("process " + std::to_string(c.process) + ": " +
-                                     sealed.message()));
+                                     opened.status().message()));
                 return;
               }
+              plain = *opened;
             }
-            auto frame =
-                DecodeFrame(c.open ? std::string_view(c.plain) : **body, opts.max_frame_bytes);
+            auto frame = DecodeFrame(plain, opts.max_frame_bytes);
             if (!frame.ok()) {
               Fail(InvalidArgument("process " + std::to_string(c.process) +
                                    " sent a bad frame: " + frame.status().message()));

@@ -3,6 +3,9 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "core/fiber_pool.h"
 #include "core/metrics.h"
@@ -81,23 +84,30 @@ Status PrepareMfTrain(MfFlags& f, const CheckpointSettings& checkpoints) {
 int FitMf(MfFlags& f, const CommonFlags& c, Cluster& cluster) {
   f.opts.engine.transport = cluster.transport();
   f.opts.engine.progress = !c.quiet;
-  auto train = ReadRatings(f.train);
+  // In a multi-process run each process keeps only the ratings its workers need.
+  RatingsOptions train_options;
+  train_options.keep = MfRatingsToKeep(f.opts);
+  auto train = ReadRatings(f.train, train_options);
   if (!train.ok()) return Fail(train.status());
   std::optional<Ratings> test;
   if (!f.test.empty()) {
     RatingsOptions o;
+    o.keep = train_options.keep;
     o.users = train->users;
     o.items = train->items;
     auto t = ReadRatings(f.test, o);
     if (!t.ok()) return Fail(t.status());
     test = std::move(*t);
   }
+#ifdef __GLIBC__
+  malloc_trim(0);  // give back what the readers' growing arrays freed before the fit allocates
+#endif
   if (!c.quiet) {
     std::printf("tessera mf: %s: %zu ratings, %zu users x %zu items", train->source.c_str(),
-                train->entries.size(), train->num_users(), train->num_items());
+                train->census.count, train->num_users(), train->num_items());
     if (test) {
       std::printf("; test %s: %zu ratings (%zu with an unseen user or item skipped)",
-                  test->source.c_str(), test->entries.size(), test->skipped_unknown);
+                  test->source.c_str(), test->census.count, test->skipped_unknown);
     }
     const auto& dp = f.opts.data_parallel;
     std::printf("\n  %s rank %d%s, lambda %g, %d workers on %d threads",
@@ -113,7 +123,7 @@ int FitMf(MfFlags& f, const CommonFlags& c, Cluster& cluster) {
     }
     std::printf("\n");
   }
-  const double n = static_cast<double>(train->entries.size());
+  const double n = static_cast<double>(train->census.count);
   auto print = [&](const MfEpoch& e) {
     if (c.quiet) return;
     std::printf("epoch %3d  train RMSE %.4f", e.epoch, e.train_rmse);

@@ -91,6 +91,7 @@ class CcdApp final : public ModelParallelApp {
   CcdApp(const Ratings& train, const Ratings* test, const MfOptions& o,
          const std::function<void(const MfEpoch&)>& on_epoch)
       : c_(train, test, o, on_epoch, /*random_h=*/false), train_(train), test_(test) {
+    c_.AllocateModel(/*init=*/true);  // CCD++ keeps the whole factors with every worker
     // Biases first: (b_i, 1) and (1, c_j) are two components with one side fixed.
     if (o.biases) {
       steps_.push_back({rank_, 1});      // user biases
@@ -372,6 +373,21 @@ StatusOr<MfResult> TrainMf(const Ratings& train, const Ratings* test, const MfOp
   return options.mode == "data-parallel" ? TrainMfSgdDataParallel(train, test, options, on_epoch)
          : options.algorithm == "sgd"    ? TrainMfDsgd(train, test, options, on_epoch)
                                          : TrainMfCcd(train, test, options, on_epoch);
+}
+
+std::function<bool(std::uint32_t, std::uint32_t)> MfRatingsToKeep(const MfOptions& options) {
+  if (options.mode != "model-parallel" || options.algorithm != "sgd") return {};
+  const int P = options.engine.workers;
+  std::vector<char> mine(static_cast<std::size_t>(P));
+  bool all = true;
+  for (int w = 0; w < P; ++w) {
+    mine[static_cast<std::size_t>(w)] = BuildsWorker(options.engine, w);
+    all = all && mine[static_cast<std::size_t>(w)];
+  }
+  if (all) return {};
+  // A user's ratings belong to user block user mod P (mf_dsgd.cc).
+  return [mine = std::move(mine), P = static_cast<std::uint32_t>(P)](
+             std::uint32_t user, std::uint32_t) { return mine[user % P] != 0; };
 }
 
 StatusOr<MfResult> TrainMfCcd(const Ratings& train, const Ratings* test, const MfOptions& options,

@@ -100,6 +100,13 @@ struct MfResult {
   RunResult run;
 };
 
+// Which ratings the workers that `options.engine` builds in this process need
+// (RatingsOptions::keep for the training and the test set): rotation SGD's workers need only
+// their users' ratings; null where they need every rating (CCD++, data-parallel SGD, and every
+// trainer in one process).
+std::function<bool(std::uint32_t user, std::uint32_t item)> MfRatingsToKeep(
+    const MfOptions& options);
+
 // Root mean squared error of `model` on `ratings` (read against the model's id maps).
 double Rmse(const MfModel& model, const Ratings& ratings);
 

@@ -8,44 +8,75 @@
 namespace tessera::mf_internal {
 
 Common::Common(const Ratings& train, const Ratings* test, const MfOptions& o,
-               std::function<void(const MfEpoch&)> on_epoch_fn, bool random_h)
+               std::function<void(const MfEpoch&)> on_epoch_fn, bool random_h_side)
     : opts(o),
       on_epoch(std::move(on_epoch_fn)),
       rank(o.rank),
       k(o.rank + (o.biases ? 2 : 0)),
       num_users(train.num_users()),
       num_items(train.num_items()),
-      num_train(train.entries.size()),
-      num_test(test ? test->entries.size() : 0) {
-  double sum = 0, sq = 0;
-  user_count.assign(num_users, 0);
-  item_count.assign(num_items, 0);
-  for (const Rating& r : train.entries) {
-    sum += r.value;
-    sq += r.value * r.value;
-    ++user_count[r.user];
-    ++item_count[r.item];
-  }
-  model.mean = sum / static_cast<double>(num_train);
+      num_test(test ? WholeCensus(*test).count : 0),
+      random_h(random_h_side) {
+  RatingsCensus c = WholeCensus(train);
+  num_train = c.count;
+  user_count = std::move(c.per_user);
+  item_count = std::move(c.per_item);
+  user_count.resize(num_users);
+  item_count.resize(num_items);
+  model.mean = c.sum / static_cast<double>(num_train);
   model.biases = o.biases;
   // SGD steps are relative to the ratings' variance: an error of one standard deviation moves
   // the factors by the same amount on a 1-5 and on a -10..10 scale.
-  step_scale = 1 / std::max(sq / static_cast<double>(num_train) - model.mean * model.mean, 1e-12);
+  step_scale =
+      1 / std::max(c.sum_squares / static_cast<double>(num_train) - model.mean * model.mean, 1e-12);
   model.users = train.users;
   model.items = train.items;
-  std::mt19937_64 rng(o.seed);
-  std::normal_distribution<double> normal(0, o.init_scale / std::sqrt(static_cast<double>(rank)));
-  model.w.resize(static_cast<Eigen::Index>(num_users), k);
-  for (Eigen::Index i = 0; i < model.w.size(); ++i) model.w.data()[i] = normal(rng);
-  model.h.setZero(static_cast<Eigen::Index>(num_items), k);
-  if (random_h) {  // SGD needs both sides nonzero to leave the saddle point at 0
-    for (Eigen::Index i = 0; i < model.h.size(); ++i) model.h.data()[i] = normal(rng);
+}
+
+namespace {
+
+std::uint64_t SplitMix(std::uint64_t& state) {
+  std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+void Common::InitialRow(bool item, std::size_t index, double* row) const {
+  if (item && !random_h) {
+    std::fill(row, row + rank, 0.0);
+  } else {
+    // Standard normals by Box-Muller from a SplitMix64 stream of this row's own.
+    std::uint64_t state = opts.seed ^ (item ? 0x6a09e667f3bcc909ULL : 0xbb67ae8584caa73bULL);
+    SplitMix(state);
+    state ^= static_cast<std::uint64_t>(index) * 0x9e3779b97f4a7c15ULL;
+    const double scale = opts.init_scale / std::sqrt(static_cast<double>(rank));
+    constexpr double kTwoPi = 6.283185307179586;
+    for (int c = 0; c < rank; c += 2) {
+      const double u1 = (static_cast<double>(SplitMix(state) >> 11) + 1) * 0x1p-53;  // (0, 1]
+      const double u2 = static_cast<double>(SplitMix(state) >> 11) * 0x1p-53;
+      const double r = scale * std::sqrt(-2 * std::log(u1));
+      row[c] = r * std::cos(kTwoPi * u2);
+      if (c + 1 < rank) row[c + 1] = r * std::sin(kTwoPi * u2);
+    }
   }
-  if (o.biases) {
-    model.w.col(rank).setZero();
-    model.w.col(rank + 1).setOnes();
-    model.h.col(rank).setOnes();
-    model.h.col(rank + 1).setZero();
+  if (opts.biases) {
+    row[rank] = item ? 1 : 0;
+    row[rank + 1] = item ? 0 : 1;
+  }
+}
+
+void Common::AllocateModel(bool init) {
+  model.w.setZero(static_cast<Eigen::Index>(num_users), k);
+  model.h.setZero(static_cast<Eigen::Index>(num_items), k);
+  if (!init) return;
+  for (std::size_t u = 0; u < num_users; ++u) {
+    InitialRow(false, u, model.w.data() + u * static_cast<std::size_t>(k));
+  }
+  for (std::size_t j = 0; j < num_items; ++j) {
+    InitialRow(true, j, model.h.data() + j * static_cast<std::size_t>(k));
   }
 }
 
@@ -97,14 +128,15 @@ Status Common::Restore(const Checkpoint& c, const std::string& problem) {
   TESSERA_ASSIGN_OR_RETURN(auto h, c.Doubles("h"));
   TESSERA_ASSIGN_OR_RETURN(auto w, c.Doubles("w"));
   TESSERA_ASSIGN_OR_RETURN(auto history, c.Doubles("history"));
-  if (h.size() != static_cast<std::size_t>(model.h.size()) ||
-      w.size() != static_cast<std::size_t>(model.w.size()) || history.size() % 5 != 0) {
+  const auto kk = static_cast<std::size_t>(k);
+  if (h.size() != num_items * kk || w.size() != num_users * kk || history.size() % 5 != 0) {
     return DataLoss(c.source() + ": the factors do not have the sizes the problem says");
   }
   if (history.size() / 5 > static_cast<std::size_t>(opts.epochs)) {
     return InvalidArgument(c.source() + ": " + std::to_string(history.size() / 5) +
                            " epochs are done already; --epochs is " + std::to_string(opts.epochs));
   }
+  AllocateModel(false);
   std::copy(h.begin(), h.end(), model.h.data());
   std::copy(w.begin(), w.end(), model.w.data());
   epochs.clear();
@@ -137,7 +169,9 @@ StatusOr<RunResult> Common::RunModelParallel(ModelParallelApp& app) {
 
 Status CheckInputs(const Ratings& train, const Ratings* test, const MfOptions& options) {
   TESSERA_RETURN_IF_ERROR(options.Validate());
-  if (train.entries.empty()) return InvalidArgument(train.source + ": no ratings");
+  if (train.census.count == 0 && train.entries.empty()) {
+    return InvalidArgument(train.source + ": no ratings");
+  }
   if (test && (test->users != train.users || test->items != train.items)) {
     return InvalidArgument("the test set must be read with the training set's id maps");
   }

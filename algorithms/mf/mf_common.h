@@ -14,10 +14,21 @@
 namespace tessera::mf_internal {
 
 struct Common {
-  // W starts N(0, init_scale²/rank); H the same if `random_h`, else 0 (CCD++). With biases
-  // the last two columns are (b_i, 1) and (1, c_j), b and c starting at 0.
+  // The statistics of the data come from the census of `train` and `test`, so they are those
+  // of the whole sets when a process keeps only its workers' share (MfRatingsToKeep). The
+  // factors are not made here: a trainer makes the rows it needs (InitialRow) or the whole
+  // model (AllocateModel).
   Common(const Ratings& train, const Ratings* test, const MfOptions& o,
          std::function<void(const MfEpoch&)> on_epoch, bool random_h);
+
+  // The initial factors of user (`item` false) or item `index`: W rows N(0, init_scale²/rank);
+  // H rows the same if `random_h`, else 0 (CCD++). With biases the last two columns are (b_i, 1)
+  // and (1, c_j), b and c starting at 0. Each row has a random stream of its own, so any
+  // worker makes any row without the others.
+  void InitialRow(bool item, std::size_t index, double* row) const;
+  // model.w and model.h, sized for the data: the initial factors with `init`, else zeros.
+  void AllocateModel(bool init);
+  bool HasModel() const { return model.w.rows() > 0 || num_users == 0; }
 
   // The app's Objective: records an epoch from summed terms (train SSE, test SSE, penalty)
   // and returns the objective. The engine's closing evaluation repeats the last epoch's.
@@ -30,7 +41,8 @@ struct Common {
   // else the trainer's state depends on).
   std::string Problem(const std::string& extra = "") const;
   // A checkpoint of `model.w`, `h` (the data-parallel H lives on the servers) and the epochs'
-  // metrics; Restore puts them back into `model` and `epochs`, checking their sizes.
+  // metrics; Restore puts them back into `model` (allocating it) and `epochs`, checking their
+  // sizes.
   Checkpoint Save(const std::string& problem, std::span<const double> h) const;
   Status Restore(const Checkpoint& c, const std::string& problem);
   // Runs a model-parallel trainer `app` (whose state this is) on the engine, first resuming
@@ -43,6 +55,7 @@ struct Common {
   int rank = 0, k = 0;  // latent rank; factor columns (rank + 2 with biases)
   std::size_t num_users = 0, num_items = 0, num_train = 0, num_test = 0;
   double step_scale = 1;  // 1 / variance of the training ratings (SGD steps)
+  bool random_h = false;
   MfModel model;
   std::vector<std::uint32_t> user_count, item_count;
   std::vector<MfEpoch> epochs;

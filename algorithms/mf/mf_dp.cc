@@ -59,7 +59,9 @@ class SgdApp final : public DataParallelApp {
  public:
   SgdApp(const Ratings& train, const Ratings* test, const MfOptions& o,
          const std::function<void(const MfEpoch&)>& on_epoch)
-      : c_(train, test, o, on_epoch, /*random_h=*/true), train_(train), test_(test) {}
+      : c_(train, test, o, on_epoch, /*random_h=*/true), train_(train), test_(test) {
+    c_.AllocateModel(/*init=*/true);
+  }
 
   std::size_t num_rows() const override { return num_users_; }
 

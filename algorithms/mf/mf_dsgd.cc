@@ -1,14 +1,19 @@
 // Matrix factorization, model-parallel SGD with rotation scheduling (DSGD, Gemulla et al.
 // 2011; FPSG/LIBMF's blocking; STRADS MF's rotation).
 //
-// Users and items are each cut into P blocks, P = workers. Worker w owns user block w, its
-// rows of W and its ratings, grouped by item block. The H rows of an item block are a carried
-// block: in round r the `rotation` scheduler hands worker w item block (w + r) mod P, and the
-// engine moves the block's rows to it from the worker that had them, by message. No two workers
-// hold the same items, so their SGD updates never touch the same parameters, and no worker
-// holds more of H than the block it is working on.
+// Users and items are each dealt to P blocks in turn, P = workers: user (or item) i is in block
+// i mod P, at row i / P of it. Ids come in file order, where the busiest users and items
+// cluster; dealt in turn they spread over the blocks evenly, and a round waits for its slowest
+// worker. Worker w owns user block w, its rows of W and its ratings, grouped by item block. The
+// H rows of an item block are a carried block: in round r the `rotation` scheduler hands worker
+// w item block (w + r) mod P, and the engine moves the block's rows to it from the worker that
+// had them, by message. No two workers hold the same items, so their SGD updates never touch
+// the same parameters, and no worker holds more of H than the block it is working on. Which
+// block a rating belongs to follows from its ids alone, so a process reads only the ratings of
+// the users its workers own (MfRatingsToKeep) and makes only their factor rows.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 
@@ -23,24 +28,16 @@ namespace {
 
 using Factors = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-std::vector<std::uint32_t> RandomPermutation(std::size_t n, std::mt19937_64& rng) {
-  std::vector<std::uint32_t> p(n);
-  for (std::size_t i = 0; i < n; ++i) p[i] = static_cast<std::uint32_t>(i);
-  std::shuffle(p.begin(), p.end(), rng);
-  return p;
+// Rows of block b of n indices dealt to P blocks in turn.
+std::size_t BlockRows(std::size_t n, std::size_t P, std::size_t b) {
+  return b < n ? (n - b + P - 1) / P : 0;
 }
 
-// Row i of `f` moves to row perm[i].
-void Permute(Factors& f, const std::vector<std::uint32_t>& perm) {
-  Factors out(f.rows(), f.cols());
-  for (Eigen::Index i = 0; i < f.rows(); ++i) out.row(perm[static_cast<std::size_t>(i)]) = f.row(i);
-  f = std::move(out);
-}
-
-// Worker w: user block w, its rows of W and its ratings grouped by item block.
+// Worker w: user block w, its rows of W and its ratings grouped by item block. A rating's user
+// and item are its rows in W and in the item block's H.
 struct DsgdWorker final : WorkerState {
-  KeyRange users;
-  Factors w;                                // rows of my users, from users.begin
+  std::size_t block = 0;
+  Factors w;                                // row l: user block + l·P
   std::vector<std::vector<Rating>> strata;  // [item block]: ratings of my users in that block
   std::vector<std::vector<Rating>> test;    // [item block]: test ratings of my users
   std::mt19937_64 rng;
@@ -51,7 +48,8 @@ struct DsgdWorker final : WorkerState {
   }
 };
 
-// The H rows of one item block: the state that travels with the block.
+// The H rows of one item block (row l: item block + l·P): the state that travels with the
+// block.
 struct HBlock final : BlockState {
   Factors h;
   void Save(StateWriter& out) const override {
@@ -59,38 +57,19 @@ struct HBlock final : BlockState {
   }
 };
 
-// Reads the factor rows `rows` of `f` (row-major, so contiguous), which has them from row
-// `offset` on.
-Status ReadRows(StateReader& in, Factors& f, KeyRange rows, Key offset = 0) {
-  return in.GetInto(std::span<double>(f.data() + (rows.begin - offset) * f.cols(),
-                                      rows.size() * static_cast<std::size_t>(f.cols())));
-}
-
 class DsgdApp final : public ModelParallelApp {
  public:
   DsgdApp(const Ratings& train, const Ratings* test, const MfOptions& o,
           const std::function<void(const MfEpoch&)>& on_epoch)
-      : c_(train, test, o, on_epoch, /*random_h=*/true), train_(train), test_(test) {
-    // Users and items are relabelled by a random permutation before they are cut into blocks:
-    // ids come in file order, where the busiest users and items cluster, and on MovieLens the
-    // largest of the four 2 x 2 blocks held 8x the ratings of the smallest. Random blocks are
-    // balanced, and a round waits for its slowest worker. Finish() restores the file's order.
-    std::mt19937_64 rng(o.seed ^ 0x5eed);
-    user_perm_ = RandomPermutation(num_users_, rng);
-    item_perm_ = RandomPermutation(num_items_, rng);
-    Permute(model_.w, user_perm_);
-    Permute(model_.h, item_perm_);
-    user_count_.resize(num_users_);
-    item_count_.resize(num_items_);
-    for (std::size_t u = 0; u < num_users_; ++u) user_count_[user_perm_[u]] = c_.user_count[u];
-    for (std::size_t j = 0; j < num_items_; ++j) item_count_[item_perm_[j]] = c_.item_count[j];
-    const int P = o.engine.workers;
-    item_blocks_ = SplitRange(num_items_, P);  // the rotation scheduler's partitions
-    user_blocks_ = SplitRange(num_users_, P);
-    scheduler_ = MakeRotation(P);
-    std::vector<Key> items(num_items_);
-    for (std::size_t j = 0; j < num_items_; ++j) items[j] = j;
-    scheduler_->Reset(items);
+      : c_(train, test, o, on_epoch, /*random_h=*/true),
+        train_(train),
+        test_(test),
+        P_(static_cast<std::size_t>(o.engine.workers)) {
+    // The rotation scheduler's partitions are the item blocks: one key each.
+    scheduler_ = MakeRotation(o.engine.workers);
+    std::vector<Key> blocks(std::min(P_, num_items_));
+    for (std::size_t b = 0; b < blocks.size(); ++b) blocks[b] = b;
+    scheduler_->Reset(blocks);
   }
 
   // An epoch is 2P rounds: P of SGD, in which every worker meets every item block once, then P
@@ -112,22 +91,23 @@ class DsgdApp final : public ModelParallelApp {
 
   std::unique_ptr<WorkerState> MakeWorker(const WorkerSetup& setup) override {
     auto me = std::make_unique<DsgdWorker>();
-    const int P = setup.num_workers;
-    me->users = user_blocks_[static_cast<std::size_t>(setup.worker)];
-    me->w = model_.w.middleRows(static_cast<Eigen::Index>(me->users.begin),
-                                static_cast<Eigen::Index>(me->users.size()));
-    me->strata.resize(static_cast<std::size_t>(P));
-    me->test.resize(static_cast<std::size_t>(P));
-    for (const Rating& r : train_.entries) {
-      const Rating p{user_perm_[r.user], item_perm_[r.item], r.value};
-      if (me->users.Contains(p.user)) me->strata[ShardIn(item_blocks_, p.item)].push_back(p);
-    }
-    if (test_) {
-      for (const Rating& r : test_->entries) {
-        const Rating p{user_perm_[r.user], item_perm_[r.item], r.value};
-        if (me->users.Contains(p.user)) me->test[ShardIn(item_blocks_, p.item)].push_back(p);
+    const auto b = static_cast<std::size_t>(setup.worker);
+    me->block = b;
+    me->w = InitialRows(false, b);
+    me->strata.resize(P_);
+    me->test.resize(P_);
+    auto group = [&](const Ratings& ratings, std::vector<std::vector<Rating>>& by_block) {
+      std::vector<std::size_t> size(P_);  // sized first: no spare capacity
+      for (const Rating& r : ratings.entries) size[r.item % P_] += r.user % P_ == b;
+      for (std::size_t i = 0; i < P_; ++i) by_block[i].reserve(size[i]);
+      for (const Rating& r : ratings.entries) {
+        if (r.user % P_ != b) continue;
+        by_block[r.item % P_].push_back({static_cast<std::uint32_t>(r.user / P_),
+                                         static_cast<std::uint32_t>(r.item / P_), r.value});
       }
-    }
+    };
+    group(train_, me->strata);
+    if (test_) group(*test_, me->test);
     // A resumed run's shuffles go on from a stream seeded by the rounds done, so it visits the
     // ratings in another order than the uninterrupted one would have.
     if (resumed_rounds_ == 0) {
@@ -147,41 +127,35 @@ class DsgdApp final : public ModelParallelApp {
 
   std::unique_ptr<BlockState> MakeBlock(std::uint32_t block, WorkerContext&) override {
     auto b = std::make_unique<HBlock>();
-    const KeyRange items = item_blocks_[block];
-    b->h = model_.h.middleRows(static_cast<Eigen::Index>(items.begin),
-                               static_cast<Eigen::Index>(items.size()));
+    b->h = InitialRows(true, block);
     return b;
   }
 
   StatusOr<std::unique_ptr<BlockState>> LoadBlock(std::uint32_t block, StateReader& in,
                                                   WorkerContext&) override {
     auto b = std::make_unique<HBlock>();
-    const KeyRange items = item_blocks_[block];
-    b->h.resize(static_cast<Eigen::Index>(items.size()), k_);
-    TESSERA_RETURN_IF_ERROR(ReadRows(in, b->h, items, items.begin));
+    b->h.resize(static_cast<Eigen::Index>(BlockRows(num_items_, P_, block)), k_);
+    TESSERA_RETURN_IF_ERROR(
+        in.GetInto(std::span<double>(b->h.data(), static_cast<std::size_t>(b->h.size()))));
     return std::unique_ptr<BlockState>(std::move(b));
   }
 
   std::vector<Partial> Push(WorkerContext& ctx, std::span<const Block> blocks) override {
     auto& me = ctx.State<DsgdWorker>();
     const std::uint64_t epoch_round = ctx.round % RoundsPerEpoch();
-    const auto P = static_cast<std::uint64_t>(ctx.num_workers);
     for (const Block& b : blocks) {
-      const KeyRange items = item_blocks_[b.id];
       Factors& h = ctx.Carried<HBlock>(b.id).h;
       auto err2 = [&](const Rating& r) {
-        return std::pow(r.value - model_.mean -
-                            me.w.row(r.user - me.users.begin).dot(h.row(r.item - items.begin)),
-                        2);
+        return std::pow(r.value - model_.mean - me.w.row(r.user).dot(h.row(r.item)), 2);
       };
-      if (epoch_round < P) {
+      if (epoch_round < P_) {
         const auto epoch = static_cast<double>(ctx.round / RoundsPerEpoch());
         const double lr = step_scale_ * opts_.learning_rate / (1 + opts_.decay * epoch);
         std::vector<Rating>& ratings = me.strata[b.id];
         std::shuffle(ratings.begin(), ratings.end(), me.rng);
         for (const Rating& r : ratings) {
-          mf_internal::SgdStep(me.w.data() + (r.user - me.users.begin) * k_,
-                               h.data() + (r.item - items.begin) * k_, k_, rank_, opts_.biases,
+          mf_internal::SgdStep(me.w.data() + std::size_t{r.user} * k_,
+                               h.data() + std::size_t{r.item} * k_, k_, rank_, opts_.biases,
                                model_.mean, r.value, lr, opts_.lambda);
         }
       } else {
@@ -209,17 +183,16 @@ class DsgdApp final : public ModelParallelApp {
     me.train_sse = me.test_sse = 0;
     me.evaluated = 0;
     const double fixed = c_.FixedNorm();
-    for (Key i = me.users.begin; i < me.users.end; ++i) {
-      t[2] += opts_.lambda * user_count_[i] *
-              (me.w.row(static_cast<Eigen::Index>(i - me.users.begin)).squaredNorm() - fixed);
-    }
-    for (const auto& [id, state] : *ctx.held) {
-      const KeyRange items = item_blocks_[id];
-      const Factors& h = static_cast<const HBlock&>(*state).h;
-      for (Key j = items.begin; j < items.end; ++j) {
-        t[2] += opts_.lambda * item_count_[j] *
-                (h.row(static_cast<Eigen::Index>(j - items.begin)).squaredNorm() - fixed);
+    auto penalty = [&](const Factors& f, std::size_t block,
+                       const std::vector<std::uint32_t>& count) {
+      for (Eigen::Index l = 0; l < f.rows(); ++l) {
+        t[2] += opts_.lambda * count[block + static_cast<std::size_t>(l) * P_] *
+                (f.row(l).squaredNorm() - fixed);
       }
+    };
+    penalty(me.w, me.block, c_.user_count);
+    for (const auto& [id, state] : *ctx.held) {
+      penalty(static_cast<const HBlock&>(*state).h, id, c_.item_count);
     }
     return t;
   }
@@ -231,17 +204,16 @@ class DsgdApp final : public ModelParallelApp {
     return last_objective_ = c_.RecordEpoch(t.head(3));
   }
 
-  // The coordinator's copy of the factors, filled from the workers and blocks at the end and
-  // before each checkpoint.
+  // The coordinator's copy of the factors (in the file's order), filled from the workers and
+  // blocks at the end and before each checkpoint.
   Status GatherWorker(int worker, StateReader& in) override {
-    return ReadRows(in, model_.w, user_blocks_[static_cast<std::size_t>(worker)]);
+    return Gather(in, false, static_cast<std::size_t>(worker));
   }
   Status GatherBlock(std::uint32_t block, StateReader& in) override {
-    return ReadRows(in, model_.h, item_blocks_[block]);
+    return Gather(in, true, block);
   }
 
-  // The factors (in block order, which the seed and the workers fix) after `rounds` rounds, an
-  // epoch's end.
+  // The factors after `rounds` rounds, an epoch's end.
   StatusOr<Checkpoint> SaveCheckpoint(std::uint64_t rounds) override {
     Checkpoint c = c_.Save(Problem(), {model_.h.data(), static_cast<std::size_t>(model_.h.size())});
     c.PutU64("rounds", rounds);
@@ -250,45 +222,63 @@ class DsgdApp final : public ModelParallelApp {
   StatusOr<std::uint64_t> RestoreCheckpoint(const Checkpoint& c) override {
     TESSERA_RETURN_IF_ERROR(c_.Restore(c, Problem()));
     TESSERA_ASSIGN_OR_RETURN(resumed_rounds_, c.U64("rounds"));
+    restored_ = true;
     return resumed_rounds_;
   }
 
   mf_internal::Common& common() { return c_; }
 
-  // The trainer's state, with the factors back in the training file's order.
-  mf_internal::Common& Unpermuted() {
-    Factors w = model_.w, h = model_.h;
-    for (std::size_t u = 0; u < num_users_; ++u) {
-      model_.w.row(static_cast<Eigen::Index>(u)) = w.row(user_perm_[u]);
-    }
-    for (std::size_t j = 0; j < num_items_; ++j) {
-      model_.h.row(static_cast<Eigen::Index>(j)) = h.row(item_perm_[j]);
-    }
-    return c_;
+ private:
+  std::uint64_t RoundsPerEpoch() const { return 2 * P_; }
+  // The blocks depend on the workers, the initial factors on the seed.
+  std::string Problem() const {
+    return c_.Problem(", sgd with users and items dealt to " + std::to_string(P_) +
+                      " blocks, seed " + std::to_string(opts_.seed));
   }
 
- private:
-  std::uint64_t RoundsPerEpoch() const { return 2 * item_blocks_.size(); }
-  // The blocks depend on the workers, the relabelling on the seed.
-  std::string Problem() const {
-    return c_.Problem(", sgd, workers " + std::to_string(item_blocks_.size()) + ", seed " +
-                      std::to_string(opts_.seed));
+  // The factor rows of user (or item) block b: a resumed run's, else the initial ones.
+  Factors InitialRows(bool items, std::size_t b) const {
+    const std::size_t n = items ? num_items_ : num_users_;
+    Factors f(static_cast<Eigen::Index>(BlockRows(n, P_, b)), k_);
+    for (Eigen::Index l = 0; l < f.rows(); ++l) {
+      const std::size_t i = b + static_cast<std::size_t>(l) * P_;
+      if (restored_) {
+        f.row(l) = (items ? model_.h : model_.w).row(static_cast<Eigen::Index>(i));
+      } else {
+        c_.InitialRow(items, i, f.row(l).data());
+      }
+    }
+    return f;
+  }
+
+  // Block b's rows, as Save wrote them, into the coordinator's copy (made at the first call).
+  Status Gather(StateReader& in, bool items, std::size_t b) {
+    if (!c_.HasModel()) c_.AllocateModel(/*init=*/false);
+    Factors& f = items ? model_.h : model_.w;
+    const std::size_t rows = BlockRows(static_cast<std::size_t>(f.rows()), P_, b);
+    const std::size_t row_bytes = static_cast<std::size_t>(k_) * sizeof(double);
+    TESSERA_ASSIGN_OR_RETURN(std::string_view got,
+                             in.GetBytesOf<double>(rows * static_cast<std::size_t>(k_)));
+    for (std::size_t l = 0; l < rows; ++l) {
+      std::memcpy(f.row(static_cast<Eigen::Index>(b + l * P_)).data(), got.data() + l * row_bytes,
+                  row_bytes);
+    }
+    return Status::Ok();
   }
 
   mf_internal::Common c_;  // first: the references below point into it
   const Ratings& train_;
   const Ratings* test_;
+  const std::size_t P_;
   const MfOptions& opts_ = c_.opts;
   const int rank_ = c_.rank, k_ = c_.k;
   const std::size_t num_users_ = c_.num_users, num_items_ = c_.num_items;
   const double step_scale_ = c_.step_scale;
-  // The coordinator's copy of the factors: the initial values every process starts the workers
-  // and blocks from, then what GatherWorker and GatherBlock bring back.
+  // The coordinator's copy of the factors: made by the first gather, or by a restored
+  // checkpoint (then every process starts its workers and blocks from it).
   MfModel& model_ = c_.model;
-  std::vector<std::uint32_t> user_perm_, item_perm_;    // file id -> block order
-  std::vector<std::uint32_t> user_count_, item_count_;  // in block order
+  bool restored_ = false;
   Stopwatch& clock_ = c_.clock;
-  std::vector<KeyRange> item_blocks_, user_blocks_;
   std::unique_ptr<Scheduler> scheduler_;
   std::uint64_t resumed_rounds_ = 0;
   double last_objective_ = std::numeric_limits<double>::quiet_NaN();
@@ -301,7 +291,7 @@ StatusOr<MfResult> TrainMfDsgd(const Ratings& train, const Ratings* test, const 
   TESSERA_RETURN_IF_ERROR(mf_internal::CheckInputs(train, test, options));
   DsgdApp app(train, test, options, on_epoch);
   TESSERA_ASSIGN_OR_RETURN(RunResult run, app.common().RunModelParallel(app));
-  return app.Unpermuted().Finish(std::move(run));
+  return app.common().Finish(std::move(run));
 }
 
 }  // namespace tessera

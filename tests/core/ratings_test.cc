@@ -47,6 +47,44 @@ TEST(RatingsTest, TestSetUsesTheTrainingMapsAndCountsUnknownIds) {
   EXPECT_THAT(none.status().message(), HasSubstr("no ratings with a user and item"));
 }
 
+// A reader that keeps a share (a process's workers' users) still maps every id as a reader of
+// the whole file does, and its census describes the whole set.
+TEST(RatingsTest, AKeepFilterKeepsAShareButMapsAndCountsEveryRating) {
+  TempDir dir;
+  const std::string path = dir.File("r", "a x 1\nb x 2\nc y 4\na y 3\nb z 5\n");
+  auto whole = ReadRatings(path);
+  ASSERT_TRUE(whole.ok());
+  RatingsOptions o;
+  o.keep = [](std::uint32_t user, std::uint32_t) { return user % 2 == 0; };  // users a and c
+  auto share = ReadRatings(path, o);
+  ASSERT_TRUE(share.ok()) << share.status().message();
+  ASSERT_EQ(share->entries.size(), 3u);
+  for (const Rating& r : share->entries) EXPECT_NE(share->users->Name(r.user), "b");
+  EXPECT_EQ(share->num_users(), 3u);
+  EXPECT_EQ(share->num_items(), 3u);
+  for (const auto* r : {&*whole, &*share}) {
+    EXPECT_EQ(r->census.count, 5u);
+    EXPECT_DOUBLE_EQ(r->census.sum, 15);
+    EXPECT_DOUBLE_EQ(r->census.sum_squares, 55);
+    EXPECT_EQ(r->census.per_user, (std::vector<std::uint32_t>{2, 2, 1}));
+    EXPECT_EQ(r->census.per_item, (std::vector<std::uint32_t>{2, 2, 1}));
+  }
+  // The census of ratings built in code is counted from their entries.
+  Ratings built;
+  built.users = whole->users;
+  built.items = whole->items;
+  built.entries = whole->entries;
+  const RatingsCensus c = WholeCensus(built);
+  EXPECT_EQ(c.count, 5u);
+  EXPECT_EQ(c.per_item, whole->census.per_item);
+  // A share that happens to be empty is no error: the file has ratings.
+  o.keep = [](std::uint32_t, std::uint32_t) { return false; };
+  auto empty = ReadRatings(path, o);
+  ASSERT_TRUE(empty.ok()) << empty.status().message();
+  EXPECT_TRUE(empty->entries.empty());
+  EXPECT_EQ(empty->census.count, 5u);
+}
+
 TEST(RatingsTest, ReadsMatrixMarketCoordinates) {
   TempDir dir;
   auto r = ReadRatings(dir.File("m.mtx",

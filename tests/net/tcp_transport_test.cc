@@ -392,29 +392,41 @@ TEST(TcpTransportTest, AJoinerRefusesARendezvousWithoutTheSecret) {
 // flood) do not stall the set-up: their handshakes wait side by side, so 30 of them cost one
 // handshake timeout (2 s), not thirty.
 TEST(TcpTransportTest, ManyIdleConnectionsDoNotStallTheSetUp) {
+  // 50 connections that never say a word, to the rendezvous and to process 1's listener, opened
+  // before a 3-process run sets up: each costs one handshake deadline, side by side.
   namespace asio = boost::asio;
-  ProcessInfo p0{0, 2, "tessera", "127.0.0.1", 0};
-  auto t0 = TcpTransport::Create(p0, {0, 1}, Options(std::chrono::milliseconds(15000)));
+  const std::vector<int> where = {0, 1, 2};
+  const auto options = Options(std::chrono::milliseconds(15000));
+  ProcessInfo p0{0, 3, "tessera", "127.0.0.1", 0};
+  auto t0 = TcpTransport::Create(p0, where, options);
   ASSERT_TRUE(t0.ok());
   const std::uint16_t port = (*t0)->listen_port();
+  ProcessInfo p1{1, 3, "tessera", "127.0.0.1", port}, p2{2, 3, "tessera", "127.0.0.1", port};
+  auto t1 = TcpTransport::Create(p1, where, options);
+  auto t2 = TcpTransport::Create(p2, where, options);
+  ASSERT_TRUE(t1.ok() && t2.ok());
   const auto start = std::chrono::steady_clock::now();
-  Status s0;
-  std::thread establish0([&] { s0 = (*t0)->Establish(); });
   asio::io_context io;
-  const asio::ip::tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
   std::vector<std::unique_ptr<asio::ip::tcp::socket>> idle;
-  for (int i = 0; i < 30; ++i) {
+  for (int i = 0; i < 50; ++i) {
+    const std::uint16_t to = i % 5 == 4 ? (*t1)->listen_port() : port;
     idle.push_back(std::make_unique<asio::ip::tcp::socket>(io));
-    idle.back()->connect(ep);
+    idle.back()->connect({asio::ip::make_address("127.0.0.1"), to});
   }
-  ProcessInfo p1{1, 2, "tessera", "127.0.0.1", port};
-  auto t1 = TcpTransport::Create(p1, {0, 1}, Options(std::chrono::milliseconds(15000)));
-  ASSERT_TRUE(t1.ok());
-  const Status s1 = (*t1)->Establish();
-  establish0.join();
-  ASSERT_TRUE(s0.ok()) << s0.ToString();
-  ASSERT_TRUE(s1.ok()) << s1.ToString();
+  std::vector<TcpTransport*> procs = {t0->get(), t1->get(), t2->get()};
+  std::vector<Status> established(3);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&, i] { established[i] = procs[i]->Establish(); });
+  }
+  for (auto& t : threads) t.join();
+  for (const Status& s : established) ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(6));
+  // And the run works: a message from the last process reaches the first.
+  ASSERT_TRUE(procs[2]->Send(0, Message(2, msg::PsPing{})).ok());
+  auto got = procs[0]->Receive(0);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->from, 2);
 }
 
 // Two runs started with the same rendezvous and secret do not mix: a process of the other run
