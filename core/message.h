@@ -88,6 +88,7 @@ struct Evaluation {  // worker -> coordinator
 struct Gather {  // coordinator -> worker: send your state and the carried blocks you hold
   std::uint64_t round = 0;
   std::optional<Committed> committed;
+  bool last = false;  // the run's closing gather: the worker needs neither afterwards
 };
 struct WorkerState {  // worker -> coordinator: what WorkerState::Save and BlockState::Save wrote
   std::uint64_t round = 0;

@@ -120,6 +120,7 @@ class Worker {
             transport_.Send(kCoordinator, Message(WorkerRank(w_), std::move(reply))));
       } else if (const auto* gather = m.get<msg::Gather>()) {
         ctx_.round = gather->round;
+        const bool last = gather->last;
         msg::WorkerState reply;
         reply.round = gather->round;
         if (state_) {
@@ -134,6 +135,11 @@ class Worker {
         }
         TESSERA_RETURN_IF_ERROR(
             transport_.Send(kCoordinator, Message(WorkerRank(w_), std::move(reply))));
+        if (last) {  // the coordinator has it all: free it now, before the others send theirs
+          held_.clear();
+          if (!kept_) state_.reset();
+          ctx_.state = state_.get();
+        }
       } else if (m.get<msg::Stop>()) {
         return Status::Ok();
       } else {
@@ -426,7 +432,7 @@ class Coordinator {
       TESSERA_ASSIGN_OR_RETURN(last_objective, Evaluate(pulled));
       Record(pulled == 0 ? 0 : pulled - 1, last_objective, 0);
     }
-    TESSERA_RETURN_IF_ERROR(GatherState(pulled));
+    TESSERA_RETURN_IF_ERROR(GatherState(pulled, /*last=*/true));
     progress_.Finish();
     result_.rounds = pulled;
     result_.seconds = clock_.Seconds();
@@ -514,15 +520,24 @@ class Coordinator {
   }
 
   // Every worker's saved state and every carried block's, into the app (GatherWorker,
-  // GatherBlock). No round is in flight. One worker at a time: the coordinator's process holds
-  // at most one worker's state in messages besides what the app keeps of it.
-  Status GatherState(std::uint64_t round) {
+  // GatherBlock). No round is in flight. One worker at a time, those of this process first:
+  // the coordinator's process holds at most one worker's state in messages besides what the
+  // app keeps of it, and at the `last` gather of a run its own workers free theirs before the
+  // others' arrive.
+  Status GatherState(std::uint64_t round, bool last = false) {
     msg::Gather gather;
     gather.round = round;
+    gather.last = last;
     gather.committed = std::move(pending_);  // every worker must apply it before it saves
     pending_.reset();
+    std::vector<int> order;
+    for (int local = 1; local >= 0; --local) {
+      for (int w = 0; w < opts_.workers; ++w) {
+        if (transport_.hosts(WorkerRank(w)) == (local == 1)) order.push_back(w);
+      }
+    }
     std::vector<int> sent_by(holders_.size(), -1);
-    for (int w = 0; w < opts_.workers; ++w) {
+    for (int w : order) {
       Message ask(kCoordinator, gather);
       bytes_ += ask.PayloadBytes();
       TESSERA_RETURN_IF_ERROR(transport_.Send(WorkerRank(w), std::move(ask)));

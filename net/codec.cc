@@ -252,6 +252,12 @@ Status OwnFromWire(wire::WorkerState& w, msg::WorkerState& m) {
   return Status::Ok();
 }
 
+void OwnToWire(const msg::Gather& m, wire::Gather& w) { w.last = m.last; }
+Status OwnFromWire(const wire::Gather& w, msg::Gather& m) {
+  m.last = w.last;
+  return Status::Ok();
+}
+
 void OwnToWire(const msg::BlockState& m, wire::BlockState& w) {
   w.block = static_cast<std::int32_t>(m.block);
 }

@@ -94,8 +94,7 @@ StatusOr<Frame> ReadFrame(tcp::socket& s, std::uint32_t max_bytes, Clock::time_p
   std::string body(n, '\0');
   TESSERA_RETURN_IF_ERROR(ReadExactly(s, body.data(), n, deadline));
   if (!open) return DecodeFrame(body, max_bytes);
-  std::string plain;
-  TESSERA_RETURN_IF_ERROR(open->Open(body, plain));
+  TESSERA_ASSIGN_OR_RETURN(std::string_view plain, open->OpenInPlace(body));
   return DecodeFrame(plain, max_bytes);
 }
 
@@ -622,13 +621,15 @@ Status TcpTransport::Establish() {
     while (got < count) {
       if (Clock::now() > deadline) {
         std::string missing;
+        int num_missing = 0;
         for (int p = 0; p < P; ++p) {
           if (p != me_.rank && wanted(p) && !im.conns[static_cast<std::size_t>(p)]) {
             missing += (missing.empty() ? "" : ", ") + std::to_string(p);
+            ++num_missing;
           }
         }
-        return Unavailable("process " + std::to_string(me_.rank) + ": processes " + missing +
-                           " did not connect within " +
+        return Unavailable("process " + std::to_string(me_.rank) + ": process" +
+                           (num_missing > 1 ? "es " : " ") + missing + " did not connect within " +
                            std::to_string(im.opts.connect_timeout.count()) + " ms");
       }
       bool busy = false;
@@ -754,7 +755,13 @@ Status TcpTransport::Establish() {
     return HostPort(address.to_string(), listen_port_);
   };
   if (me_.rank == 0) {
-    TESSERA_RETURN_IF_ERROR(accept([](int) { return true; }, P - 1));
+    if (Status joined = accept([](int) { return true; }, P - 1); !joined.ok()) {
+      // Those that joined learn why the set-up ends instead of waiting for their own timeout.
+      for (auto& c : im.conns) {
+        if (c) (void)WriteFrame(c->socket, EncodeGoodbye(joined.message()), c->seal.get());
+      }
+      return joined;
+    }
     advertised_ = addresses[0] = own(nullptr);
     for (int p = 1; p < P; ++p) {
       auto& c = *im.conns[static_cast<std::size_t>(p)];
@@ -768,10 +775,17 @@ Status TcpTransport::Establish() {
     // The peer table: an address (at most a host name and a port) per process.
     const auto table_bytes = std::min<std::uint32_t>(im.opts.max_frame_bytes,
                                                      1024 + 320 * static_cast<std::uint32_t>(P));
-    auto peers = ReadFrame(c0->socket, table_bytes, deadline, c0->open.get());
+    // Process 0 sends the table, or why the set-up ends, by the same deadline: a little more
+    // time lets its word arrive.
+    auto peers =
+        ReadFrame(c0->socket, table_bytes, deadline + std::chrono::seconds(2), c0->open.get());
     if (!peers.ok()) {
       return Unavailable("process " + std::to_string(me_.rank) +
                          ": no peer table from process 0: " + peers.status().message());
+    }
+    if (peers->kind == Frame::Kind::kGoodbye) {
+      return Unavailable("process " + std::to_string(me_.rank) +
+                         ": process 0 ended the set-up: " + peers->reason);
     }
     if (peers->kind != Frame::Kind::kPeers || peers->peers.size() != static_cast<std::size_t>(P)) {
       return Unavailable("process 0 sent a bad peer table");

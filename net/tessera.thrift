@@ -71,6 +71,7 @@ struct Evaluation {
 struct Gather {
   1: i64 round
   2: optional Committed committed
+  3: bool last
 }
 
 struct WorkerState {

@@ -58,6 +58,7 @@ template <typename F>
 void Fields(msg::Gather& m, F& f) {
   f(m.round);
   f(m.committed);
+  f(m.last);
 }
 template <typename F>
 void Fields(msg::WorkerState& m, F& f) {

@@ -204,7 +204,7 @@ TEST(TcpTransportTest, AWrongSecretIsRefusedAndBothSidesSaySo) {
                                Options(std::chrono::milliseconds(1500))};
   o[1].secret = "another-secret-0123456789";
   Cluster c = Start(2, {0, 1}, o);
-  EXPECT_THAT(c.established[0].message(), HasSubstr("processes 1 did not connect within 1500 ms"));
+  EXPECT_THAT(c.established[0].message(), HasSubstr("process 1 did not connect within 1500 ms"));
   EXPECT_THAT(c.established[1].message(), HasSubstr("did not prove it holds the secret"));
 }
 

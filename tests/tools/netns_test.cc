@@ -10,10 +10,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -212,6 +214,23 @@ class ThreeHosts {
     return "ip netns exec " + Host(host) + " " + cmd;
   }
   const std::string& ip(int host) const { return ips_[static_cast<std::size_t>(host)]; }
+  // Cuts `host` off the LAN: its port on the switch goes down (as a pulled cable would).
+  void Cut(int host) const { Sh("ip -n " + tag_ + "s link set " + Host(host) + "p down"); }
+  // The TCP ports that sockets in `host` listen on now (`ss`; nothing else runs in a host).
+  std::set<int> ListeningPorts(int host) const {
+    std::string out;
+    Sh(In(host, "ss -Htln"), &out);
+    std::set<int> ports;
+    std::istringstream lines(out);
+    for (std::string line; std::getline(lines, line);) {
+      std::istringstream fields(line);
+      std::string state, recv_q, send_q, local;
+      if (!(fields >> state >> recv_q >> send_q >> local)) continue;
+      const auto colon = local.rfind(':');
+      if (colon != std::string::npos) ports.insert(std::atoi(local.c_str() + colon + 1));
+    }
+    return ports;
+  }
 
  private:
   std::string Host(int h) const { return tag_ + "h" + std::to_string(h); }
@@ -288,13 +307,81 @@ TEST(NetnsTest, RunsAcrossTwoHostsWithDelayAndLossAreTheInProcessOnes) {
 // A process on each of three hosts, every one listening on all interfaces (--bind 0.0.0.0) as
 // a user would start them: each tells its peers the address it reaches process 0 from, and
 // the listeners of processes 1 and 2 take ports of --port-range.
+// `ss` in each host, polled while the runs go on, sees listeners only on the rendezvous ports
+// (host 0) and in the range.
 TEST(NetnsTest, ThreeHostsListeningEverywhereGiveTheInProcessResults) {
   TESSERA_SKIP_IF_SANITIZED_VARIANT();
   ThreeHosts hosts;
   if (!hosts.why_not().empty()) GTEST_SKIP() << "no network namespaces: " << hosts.why_not();
+  std::atomic<bool> running{true};
+  std::vector<std::set<int>> seen(3);
+  std::thread watch([&] {
+    while (running.load()) {
+      for (int h = 0; h < 3; ++h) {
+        const std::set<int> now = hosts.ListeningPorts(h);
+        seen[static_cast<std::size_t>(h)].insert(now.begin(), now.end());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
   ExpectTheInProcessResults(
       [&](int r, const std::string& cmd) { return hosts.In(r, cmd); },
       [](int) { return std::string(" --bind 0.0.0.0 --port-range 7600-7609"); }, hosts.ip(0), 7511);
+  running = false;
+  watch.join();
+  for (int h = 0; h < 3; ++h) {
+    SCOPED_TRACE("host " + std::to_string(h));
+    const std::set<int>& ports = seen[static_cast<std::size_t>(h)];
+    for (int port : ports) {
+      const bool rendezvous = h == 0 && port >= 7511 && port <= 7513;  // one per fit
+      EXPECT_TRUE(rendezvous || (port >= 7600 && port <= 7609)) << "a listener on port " << port;
+    }
+    if (h > 0) {
+      EXPECT_FALSE(ports.empty()) << "ss saw no listener at all";
+    }
+  }
+}
+
+// A host whose link is cut during set-up: every process of the run stops with an error that
+// names what is missing within the connect timeout, none hangs.
+TEST(NetnsTest, AHostCutOffDuringSetUpFailsTheRunWithinTheConnectTimeout) {
+  TESSERA_SKIP_IF_SANITIZED_VARIANT();
+  ThreeHosts hosts;
+  if (!hosts.why_not().empty()) GTEST_SKIP() << "no network namespaces: " << hosts.why_not();
+  const std::string fit = std::string(TESSERA_CLI) + " lasso --data " + TESSERA_SOURCE_DIR +
+                          "/datasets/diabetes/lars_diabetes_x.csv.gz --workers 2 --quiet"
+                          " --bind 0.0.0.0 --connect-timeout 5";
+  const std::string env = "env TESSERA_SIZE=3 TESSERA_RENDEZVOUS=" + hosts.ip(0) +
+                          ":7521 TESSERA_SECRET=netns-test-secret-0123456789 ";
+  std::vector<std::thread> procs;
+  std::vector<int> codes(3, -1);
+  std::vector<std::string> outs(3);
+  std::vector<double> seconds(3);
+  auto start_process = [&](int r) {
+    procs.emplace_back([&, r] {
+      const auto start = std::chrono::steady_clock::now();
+      codes[r] =
+          Sh("timeout 60 " + hosts.In(r, env + "TESSERA_RANK=" + std::to_string(r) + " " + fit),
+             &outs[r]);
+      seconds[r] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    });
+  };
+  start_process(0);
+  start_process(1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  hosts.Cut(2);
+  start_process(2);
+  for (auto& t : procs) t.join();
+  for (int r = 0; r < 3; ++r) {
+    SCOPED_TRACE("process " + std::to_string(r) + ": " + outs[r]);
+    EXPECT_EQ(codes[r], 1);  // an error of ours, not the 124 of `timeout`
+    EXPECT_LT(seconds[r], 5 + 3.0);
+    EXPECT_THAT(outs[r], ::testing::HasSubstr("error"));
+  }
+  EXPECT_THAT(outs[0], ::testing::HasSubstr("process 2 did not connect within 5000 ms"));
+  EXPECT_THAT(outs[1], ::testing::HasSubstr(
+                           "process 0 ended the set-up: process 0: process 2 did not connect"));
+  EXPECT_THAT(outs[2], ::testing::HasSubstr(hosts.ip(0)));
 }
 
 // `tessera launch --hostfile` with a host per line (their addresses) starts a process on each
