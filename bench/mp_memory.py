@@ -10,36 +10,26 @@ and writing it), largest first. Every run writes its model, as a user's would.
   /usr/bin/python3 bench/mp_memory.py [--repeats 5] [--tessera build/release/tools/tessera]
       [--ratings-problem build/release/bench/ratings_problem] [--cases LDA,Jester,synthetic]
 """
-import argparse
 import csv
 import glob
-import shutil
-import gzip
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--repeats", type=int, default=5)
-ap.add_argument("--tessera", default="build/release/tools/tessera")
+import benchlib
+
+ap = benchlib.parser(__doc__)
 ap.add_argument("--ratings-problem", default="build/release/bench/ratings_problem")
-ap.add_argument("--data-dir", default=os.environ.get("TESSERA_DATA_DIR", "../shared/datasets"))
 ap.add_argument("--cases", default="LDA,Jester,synthetic",
                 help="comma-separated words; a case runs when its name contains one")
 args = ap.parse_args()
 tessera = os.path.abspath(args.tessera)
 d = args.data_dir
 work = tempfile.mkdtemp(prefix="tessera-mp-memory-")
-
-# Jester with every fifth rating held out.
-jester = os.path.join(d, "jester5k/ratings.tsv.gz")
-if os.path.exists(jester):
-    with gzip.open(jester, "rt") as f, open(f"{work}/jester.train", "w") as tr, \
-            open(f"{work}/jester.test", "w") as te:
-        for n, line in enumerate(f, 1):
-            (te if n % 5 == 0 else tr).write(line)
+jester = benchlib.split_jester(d, work)
 
 # A MovieLens-10M-sized synthetic set: 70,000 users, 10,000 items, 10M ratings (a tenth held
 # out), power-law degrees, a rank-10 true model plus noise.

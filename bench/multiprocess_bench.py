@@ -7,7 +7,6 @@ to show the runs solve the same problem.
 
   /usr/bin/python3 bench/multiprocess_bench.py [--repeats 5] [--tessera build/release/tools/tessera]
 """
-import argparse
 import csv
 import os
 import statistics
@@ -15,11 +14,9 @@ import subprocess
 import sys
 import tempfile
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--repeats", type=int, default=5)
-ap.add_argument("--tessera", default="build/release/tools/tessera")
-ap.add_argument("--data-dir", default=os.environ.get("TESSERA_DATA_DIR", "../shared/datasets"))
-args = ap.parse_args()
+import benchlib
+
+args = benchlib.parser(__doc__).parse_args()
 
 d = args.data_dir
 # (name, command and its data flags, modes: [(mode, flags)])

@@ -9,8 +9,9 @@
 //               way on a blocking socket with TCP_NODELAY.
 //   round       a model-parallel engine round (schedule, push, partials, pull, apply) with
 //               its one worker in the other process, against the same engine in-process.
-// Every frame of the transport is sealed (AES-256-GCM, net/auth.h); the first throughput row is
-// measured again with --insecure (frames as they are). Each measurement is repeated
+// Every frame of the transport is sealed (AES-256-GCM, net/auth.h); both throughput rows are
+// measured again with --insecure (frames as they are), and a "sealed" row compares the two.
+// Each measurement is repeated
 // (--repeats), raw and transport interleaved; the table shows
 // the median and the minimum of the ratios.
 //
@@ -358,10 +359,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::vector<double> tput, raw_tput, big, raw_big, lat, raw_lat, round_tcp, round_local,
-      plain_tput, plain_raw;
+      plain_tput, plain_raw, plain_big, plain_raw_big;
   Flags large = f, plain = f;
   large.message = f.large_message;
   plain.insecure = true;
+  Flags plain_large = large;
+  plain_large.insecure = true;
   for (int r = 0; r < f.repeats; ++r) {
     raw_tput.push_back(RawThroughput(f));
     tput.push_back(TransportThroughput(f));
@@ -369,6 +372,8 @@ int main(int argc, char** argv) {
     plain_tput.push_back(TransportThroughput(plain));
     raw_big.push_back(RawThroughput(large));
     big.push_back(TransportThroughput(large));
+    plain_raw_big.push_back(RawThroughput(plain_large));
+    plain_big.push_back(TransportThroughput(plain_large));
     raw_lat.push_back(RawLatency(f));
     lat.push_back(TransportLatency(f));
     round_local.push_back(EngineRound(f, false));
@@ -381,8 +386,12 @@ int main(int argc, char** argv) {
   Row("throughput", "MB/s", 1e-6, tput, raw_tput, true, "raw TCP");
   std::printf("%-12s (--insecure: frames not sealed)\n", "");
   Row("throughput", "MB/s", 1e-6, plain_tput, plain_raw, true, "raw TCP");
+  Row("sealed", "MB/s", 1e-6, tput, plain_tput, true, "--insecure");
   std::printf("%-12s (messages of %d KiB)\n", "", large.message * 8 / 1024);
   Row("throughput", "MB/s", 1e-6, big, raw_big, true, "raw TCP");
+  std::printf("%-12s (--insecure: frames not sealed)\n", "");
+  Row("throughput", "MB/s", 1e-6, plain_big, plain_raw_big, true, "raw TCP");
+  Row("sealed", "MB/s", 1e-6, big, plain_big, true, "--insecure");
   Row("round trip", "us", 1e6, lat, raw_lat, false, "raw TCP");
   Row("engine round", "us", 1e6, round_tcp, round_local, false, "in-process engine");
   std::printf("(ratios: tessera / peer for throughput, peer / tessera for times)\n");
