@@ -10,7 +10,8 @@
 //   round       a model-parallel engine round (schedule, push, partials, pull, apply) with
 //               its one worker in the other process, against the same engine in-process.
 // Every frame of the transport is sealed (AES-256-GCM, net/auth.h); both throughput rows are
-// measured again with --insecure (frames as they are), and a "sealed" row compares the two.
+// measured again with --insecure (frames authenticated, not encrypted), and a "sealed" row
+// compares the two.
 // Each measurement is repeated
 // (--repeats), raw and transport interleaved; the table shows
 // the median and the minimum of the ratios.
@@ -44,7 +45,7 @@ struct Flags {
   int rounds = 2000;
   int threads = 1;             // fiber threads per process
   int large_message = 131072;  // values per message of the second throughput row (1 MiB)
-  bool insecure = false;       // frames not sealed (TcpOptions::seal_frames off)
+  bool insecure = false;       // frames authenticated, not encrypted (TcpOptions::encrypt_frames)
 };
 
 double Median(std::vector<double> v) {
@@ -157,7 +158,7 @@ std::string g_self;  // this program, which the peer process runs again (a fork 
 std::shared_ptr<net::TcpTransport> Connect(int me, std::uint16_t port, bool insecure) {
   net::TcpOptions o;
   o.secret = "net-bench-secret-0123456789";
-  o.seal_frames = !insecure;
+  o.encrypt_frames = !insecure;
   net::ProcessInfo p{me, 2, "tessera", "127.0.0.1", port};
   auto t = net::TcpTransport::Create(p, {0, 1}, o);
   TESSERA_CHECK(t.ok()) << t.status().ToString();
@@ -338,7 +339,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", f.threads, "Fiber threads per process")->capture_default_str();
   app.add_option("--large-message", f.large_message, "Values per message, second row")
       ->capture_default_str();
-  app.add_flag("--insecure", f.insecure, "(internal) frames not sealed");
+  app.add_flag("--insecure", f.insecure, "(internal) frames authenticated, not encrypted");
   std::string peer;
   int port = 0;
   app.add_option("--peer", peer, "(internal) run the other process of a measurement");
@@ -384,12 +385,12 @@ int main(int argc, char** argv) {
   std::printf("%-12s %12s %12s %-5s %-18s %8s %8s\n", "measure", "tessera", "peer", "unit", "peer",
               "median", "min");
   Row("throughput", "MB/s", 1e-6, tput, raw_tput, true, "raw TCP");
-  std::printf("%-12s (--insecure: frames not sealed)\n", "");
+  std::printf("%-12s (--insecure: authenticated, not encrypted)\n", "");
   Row("throughput", "MB/s", 1e-6, plain_tput, plain_raw, true, "raw TCP");
   Row("sealed", "MB/s", 1e-6, tput, plain_tput, true, "--insecure");
   std::printf("%-12s (messages of %d KiB)\n", "", large.message * 8 / 1024);
   Row("throughput", "MB/s", 1e-6, big, raw_big, true, "raw TCP");
-  std::printf("%-12s (--insecure: frames not sealed)\n", "");
+  std::printf("%-12s (--insecure: authenticated, not encrypted)\n", "");
   Row("throughput", "MB/s", 1e-6, plain_big, plain_raw_big, true, "raw TCP");
   Row("sealed", "MB/s", 1e-6, big, plain_big, true, "--insecure");
   Row("round trip", "us", 1e6, lat, raw_lat, false, "raw TCP");

@@ -184,18 +184,20 @@ const EVP_CIPHER* Aes256Gcm() {
 }
 }  // namespace
 
-FrameCipher::FrameCipher(std::string key) : key_(std::move(key)), ctx_(std::make_unique<Ctx>()) {}
+FrameCipher::FrameCipher(std::string key, bool encrypt)
+    : key_(std::move(key)), encrypt_(encrypt), ctx_(std::make_unique<Ctx>()) {}
 FrameCipher::~FrameCipher() = default;
 
 StatusOr<FrameCipher::Pair> FrameCipher::ForConnection(std::string_view secret,
                                                        std::string_view nonce_a,
                                                        std::string_view nonce_c, int connector,
-                                                       int acceptor, bool connecting) {
+                                                       int acceptor, bool connecting,
+                                                       bool encrypt) {
   Pair keys;
-  TESSERA_ASSIGN_OR_RETURN(keys.seal,
-                           ForDirection(secret, nonce_a, nonce_c, connector, acceptor, connecting));
   TESSERA_ASSIGN_OR_RETURN(
-      keys.open, ForDirection(secret, nonce_a, nonce_c, connector, acceptor, !connecting));
+      keys.seal, ForDirection(secret, nonce_a, nonce_c, connector, acceptor, connecting, encrypt));
+  TESSERA_ASSIGN_OR_RETURN(
+      keys.open, ForDirection(secret, nonce_a, nonce_c, connector, acceptor, !connecting, encrypt));
   return keys;
 }
 
@@ -203,15 +205,17 @@ StatusOr<std::unique_ptr<FrameCipher>> FrameCipher::ForDirection(std::string_vie
                                                                  std::string_view nonce_a,
                                                                  std::string_view nonce_c,
                                                                  int connector, int acceptor,
-                                                                 bool to_acceptor) {
+                                                                 bool to_acceptor, bool encrypt) {
   // HKDF-SHA256 (RFC 5869): extract with both nonces as the salt, expand to the direction's key.
   const std::string salt = std::string(nonce_a) + std::string(nonce_c);
   const std::string prk = HmacSha256(salt, secret);
+  // (Keys of the two modes differ: a frame sealed one way never opens the other.)
   std::string info =
-      Transcript(to_acceptor ? "tessera key to acceptor" : "tessera key to connector", "", "",
-                 connector, acceptor);
+      Transcript(std::string(to_acceptor ? "tessera key to acceptor" : "tessera key to connector") +
+                     (encrypt ? "" : " (authentication only)"),
+                 "", "", connector, acceptor);
   info += '\x01';
-  auto cipher = std::unique_ptr<FrameCipher>(new FrameCipher(HmacSha256(prk, info)));
+  auto cipher = std::unique_ptr<FrameCipher>(new FrameCipher(HmacSha256(prk, info), encrypt));
   if (!cipher->ctx_->ctx || !Aes256Gcm()) return Internal("OpenSSL has no AES-256-GCM context");
   return cipher;
 }
@@ -240,8 +244,13 @@ void FrameCipher::Seal(std::string& framed) {
     ctx_->mode = 1;
   }
   EVP_EncryptInit_ex(c, nullptr, nullptr, nullptr, iv);
-  EVP_EncryptUpdate(c, body, &len, body, static_cast<int>(n));
-  EVP_EncryptFinal_ex(c, body + len, &len);
+  if (encrypt_) {
+    EVP_EncryptUpdate(c, body, &len, body, static_cast<int>(n));
+    EVP_EncryptFinal_ex(c, body + len, &len);
+  } else {  // GMAC: the body as additional authenticated data, nothing encrypted
+    EVP_EncryptUpdate(c, nullptr, &len, body, static_cast<int>(n));
+    EVP_EncryptFinal_ex(c, body, &len);
+  }
   unsigned char tag[kSealBytes];
   EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, kSealBytes, tag);
   framed.append(reinterpret_cast<const char*>(tag), kSealBytes);
@@ -277,7 +286,8 @@ StatusOr<std::string_view> FrameCipher::OpenInPlace(std::span<char> sealed) {
     ctx_->mode = 2;
   }
   EVP_DecryptInit_ex(c, nullptr, nullptr, nullptr, iv);
-  EVP_DecryptUpdate(c, body, &len, body, static_cast<int>(n));
+  EVP_DecryptUpdate(c, encrypt_ ? body : nullptr, &len, body, static_cast<int>(n));
+  if (!encrypt_) len = 0;  // GMAC: the body was only authenticated
   EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, kSealBytes, body + n);
   if (EVP_DecryptFinal_ex(c, body + len, &len) != 1) {
     return InvalidArgument("frame " + std::to_string(sequence_) +

@@ -56,7 +56,10 @@ bool SameMac(std::string_view got, std::string_view want);
 inline constexpr std::size_t kSealBytes = 16;
 
 // One direction of a connection: seals frames (Seal) or opens them (Open), numbering them from
-// 0. Not thread-safe: a connection seals under its send lock and opens on its reader.
+// 0. Sealing encrypts the body and authenticates it (AES-256-GCM), or, with `encrypt` off,
+// only authenticates it (AES-256-GMAC: the body stays readable, but a frame altered, injected,
+// replayed, reordered or dropped still fails to open). Not thread-safe: a connection seals
+// under its send lock and opens on its reader.
 class FrameCipher {
  public:
   ~FrameCipher();
@@ -67,7 +70,7 @@ class FrameCipher {
                                                              std::string_view nonce_a,
                                                              std::string_view nonce_c,
                                                              int connector, int acceptor,
-                                                             bool to_acceptor);
+                                                             bool to_acceptor, bool encrypt = true);
   // Both directions of a connection, as this end uses them: `seal` for what it sends, `open`
   // for what it receives (`connecting`: this end is the connector).
   struct Pair {
@@ -75,7 +78,7 @@ class FrameCipher {
   };
   static StatusOr<Pair> ForConnection(std::string_view secret, std::string_view nonce_a,
                                       std::string_view nonce_c, int connector, int acceptor,
-                                      bool connecting);
+                                      bool connecting, bool encrypt = true);
   // `framed` is a 4-byte length and a body (AppendFrame's output); encrypts the body in place,
   // appends the tag and rewrites the length.
   void Seal(std::string& framed);
@@ -88,8 +91,9 @@ class FrameCipher {
 
  private:
   struct Ctx;
-  explicit FrameCipher(std::string key);
+  FrameCipher(std::string key, bool encrypt);
   std::string key_;
+  bool encrypt_;
   std::uint64_t sequence_ = 0;
   std::unique_ptr<Ctx> ctx_;
 };

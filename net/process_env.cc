@@ -1,5 +1,7 @@
 #include "net/process_env.h"
 
+#include <pmix.h>
+
 #include <algorithm>
 #include <charconv>
 #include <cstdlib>
@@ -22,6 +24,39 @@ Status ParseInt(const char* name, const char* text, int lo, int& out) {
   }
   out = static_cast<int>(v);
   return Status::Ok();
+}
+
+// The host rank 0 of this PMIx job (Open MPI's mpirun) runs on, as the job's launcher names it.
+StatusOr<std::string> PmixHostOfRank0() {
+  auto no_answer = [](const std::string& why) {
+    return Unavailable(
+        "processes on several hosts: where rank 0 runs comes from the launcher's "
+        "PMIx server, which did not answer (" +
+        why + "); or pass -x TESSERA_RENDEZVOUS=FIRST_HOST:PORT");
+  };
+  bool server = false;  // a launcher's PMIx server tells its processes where it listens
+  for (const char* uri : {"PMIX_SERVER_URI41", "PMIX_SERVER_URI4", "PMIX_SERVER_URI3",
+                          "PMIX_SERVER_URI21", "PMIX_SERVER_URI2"}) {
+    server = server || Get(uri) != nullptr;
+  }
+  if (!server) return no_answer("no PMIX_SERVER_URI in the environment");
+  pmix_proc_t me;
+  if (const pmix_status_t rc = PMIx_Init(&me, nullptr, 0); rc != PMIX_SUCCESS) {
+    return no_answer(PMIx_Error_string(rc));
+  }
+  pmix_proc_t rank0;
+  PMIX_LOAD_PROCID(&rank0, me.nspace, 0);
+  pmix_value_t* value = nullptr;
+  const pmix_status_t rc = PMIx_Get(&rank0, PMIX_HOSTNAME, nullptr, 0, &value);
+  StatusOr<std::string> host =
+      Unavailable(std::string("PMIx: no host name of rank 0 (") + PMIx_Error_string(rc) + ")");
+  if (rc == PMIX_SUCCESS && value && value->type == PMIX_STRING && value->data.string &&
+      *value->data.string) {
+    host = std::string(value->data.string);
+  }
+  if (value) PMIX_VALUE_RELEASE(value);
+  PMIx_Finalize(nullptr, 0);
+  return host;
 }
 
 }  // namespace
@@ -141,14 +176,18 @@ StatusOr<ProcessInfo> ProcessFromEnvironment() {
   } else if (info.launcher == "mpirun") {
     job = Get("PMIX_NAMESPACE");
     if (!job) job = Get("OMPI_MCA_ess_base_jobid");
-    // One host: process 0 is on this one. Across hosts Open MPI does not say where it runs.
-    if (job && info.local_size == info.size) info.rendezvous_host = "127.0.0.1";
+    // One host: process 0 is on this one. Across hosts the launcher's PMIx server says where.
+    if (job && info.local_size == info.size) {
+      info.rendezvous_host = "127.0.0.1";
+    } else if (job && Get("PMIX_NAMESPACE")) {
+      TESSERA_ASSIGN_OR_RETURN(info.rendezvous_host, PmixHostOfRank0());
+    }
   }
   if (info.rendezvous_host.empty()) {
     return InvalidArgument(
         "a " + std::to_string(info.size) + "-process run (" + info.launcher +
         ") needs TESSERA_RENDEZVOUS=host:port, where rank 0 listens (tessera launch sets it; "
-        "srun and mpirun on one host derive it from the job; mpirun across hosts: pass -x "
+        "srun and mpirun derive it from the job; a launcher without PMIx: pass -x "
         "TESSERA_RENDEZVOUS=FIRST_HOST:PORT)");
   }
   const std::string id =

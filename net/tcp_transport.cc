@@ -520,10 +520,10 @@ TcpTransport::~TcpTransport() {
 Status TcpTransport::Establish() {
   Impl& im = *impl_;
   const auto deadline = Clock::now() + im.opts.connect_timeout;
-  // The key of every MAC binds the run too: processes that differ in seal_frames, in the
+  // The key of every MAC binds the run too: processes that differ in encrypt_frames, in the
   // number of processes or in the launcher's run id fail their handshakes.
   const std::string secret = im.opts.secret + std::string("\0", 1) +
-                             (im.opts.seal_frames ? "sealed" : "insecure") + "\0" +
+                             (im.opts.encrypt_frames ? "sealed" : "insecure") + "\0" +
                              std::to_string(me_.size) + "\0" + me_.run_id;
   const int P = me_.size;
   std::vector<std::string> addresses(static_cast<std::size_t>(P));
@@ -579,15 +579,14 @@ Status TcpTransport::Establish() {
       h.why = "it closed before the confirmation";
       return;
     }
-    if (im.opts.seal_frames) {
-      auto keys = FrameCipher::ForConnection(secret, *nonce, peer_nonce, p, me_.rank, false);
-      if (!keys.ok()) {
-        h.why = keys.status().message();
-        return;
-      }
-      c.seal = std::move(keys->seal);
-      c.open = std::move(keys->open);
+    auto keys = FrameCipher::ForConnection(secret, *nonce, peer_nonce, p, me_.rank, false,
+                                           im.opts.encrypt_frames);
+    if (!keys.ok()) {
+      h.why = keys.status().message();
+      return;
     }
+    c.seal = std::move(keys->seal);
+    c.open = std::move(keys->open);
     if (me_.rank == 0) {  // the rendezvous: the joining process says where it listens
       auto join = ReadFrame(c.socket, kHandshakeFrameBytes, answer_by, c.open.get());
       if (!join.ok() || join->kind != Frame::Kind::kJoin || join->rank != p) {
@@ -726,12 +725,11 @@ Status TcpTransport::Establish() {
                                       "--insecure setting?") +
                            ")");
       }
-      if (im.opts.seal_frames) {
-        TESSERA_ASSIGN_OR_RETURN(
-            auto keys, FrameCipher::ForConnection(secret, nonce_a, nonce_c, me_.rank, p, true));
-        c->seal = std::move(keys.seal);
-        c->open = std::move(keys.open);
-      }
+      TESSERA_ASSIGN_OR_RETURN(
+          auto keys, FrameCipher::ForConnection(secret, nonce_a, nonce_c, me_.rank, p, true,
+                                                im.opts.encrypt_frames));
+      c->seal = std::move(keys.seal);
+      c->open = std::move(keys.open);
       c->process = p;
       return c;
     }

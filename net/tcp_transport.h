@@ -43,10 +43,11 @@ struct TcpOptions {
   std::uint16_t port_min = 0, port_max = 0;
   std::string secret;  // shared secret (>= 16 bytes)
   std::uint32_t max_frame_bytes = kDefaultMaxFrameBytes;
-  // Seal every frame after the handshake (net/auth.h). Off (--insecure), frames travel as
-  // they are: for a network no one else reaches. Every process must use the same setting; the
-  // handshake of two that differ fails.
-  bool seal_frames = true;
+  // Every frame after the handshake is authenticated (net/auth.h): one altered, injected,
+  // replayed, reordered or dropped fails the run. With this on it is also encrypted; off
+  // (--insecure) anyone on the path may read it: for a network no one else can listen on.
+  // Every process must use the same setting; the handshake of two that differ fails.
+  bool encrypt_frames = true;
   std::chrono::milliseconds connect_timeout{20000};  // for the whole set-up
   std::chrono::milliseconds heartbeat_every{500};
   std::chrono::milliseconds silence_timeout{10000};

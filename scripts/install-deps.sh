@@ -11,7 +11,7 @@ packages=(
   libeigen3-dev libcli11-dev zlib1g-dev libssl-dev libthrift-dev thrift-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
   gnuplot-nox  # `tessera compare` plots
-  openmpi-bin  # mpirun, for the multi-process tests (Tessera itself does not link MPI)
+  openmpi-bin libpmix-dev  # mpirun (Tessera does not link MPI; PMIx says where rank 0 runs)
   iproute2 iptables libnetfilter-queue-dev  # the two-host test: namespaces, a slow lossy link
   munge slurmctld slurmd slurm-client  # the Slurm test: a one-node cluster it starts itself
 )

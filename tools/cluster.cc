@@ -31,9 +31,9 @@ void AddClusterFlags(CLI::App& cmd, ClusterFlags& f) {
       ->capture_default_str()
       ->group(g);
   cmd.add_flag("--insecure", f.insecure,
-               "Send frames after the (still mutual) handshake neither encrypted nor "
-               "authenticated: about twice the throughput, for a network no one else reaches; "
-               "every process must be given it")
+               "Send frames after the (still mutual) handshake authenticated but not "
+               "encrypted: anyone on the path can read them, none can alter or inject one; for "
+               "a network no one else can listen on; every process must be given it")
       ->group(g);
   cmd.add_option("--connect-timeout", f.connect_timeout,
                  "Seconds for every process to join and connect")
@@ -138,7 +138,7 @@ StatusOr<std::unique_ptr<Cluster>> Cluster::Join(const ClusterFlags& flags, int 
     TESSERA_ASSIGN_OR_RETURN(std::tie(o.port_min, o.port_max), ParsePortRange(flags.port_range));
   }
   o.max_frame_bytes = flags.max_frame_bytes;
-  o.seal_frames = !flags.insecure;
+  o.encrypt_frames = !flags.insecure;
   o.connect_timeout = Millis(flags.connect_timeout);
   o.silence_timeout = Millis(flags.silence_timeout);
   o.heartbeat_every = std::min(o.heartbeat_every, o.silence_timeout / 4);

@@ -23,7 +23,7 @@ struct ClusterFlags {
   std::string advertise;   // empty: derived (net::TcpOptions::advertise)
   std::string port_range;  // "A-B"; empty: the kernel's choice
   std::uint32_t max_frame_bytes = net::kDefaultMaxFrameBytes;
-  bool insecure = false;        // frames after the handshake neither encrypted nor authenticated
+  bool insecure = false;        // frames after the handshake authenticated but not encrypted
   double connect_timeout = 30;  // seconds, for the whole set-up
   double silence_timeout = 10;  // seconds without a frame or heartbeat from a process
 };

@@ -103,6 +103,43 @@ TEST(AuthTest, SealedFramesOpenOnlyInOrderAndUnaltered) {
   EXPECT_EQ(plain, std::string(100000, 'x'));
 }
 
+// With encryption off (--insecure) a frame's body travels readable but still authenticated:
+// altered, replayed, reordered or foreign frames fail as sealed ones do, and a frame sealed
+// one way never opens the other.
+TEST(AuthTest, AuthenticatedOnlyFramesAreReadableButTamperEvident) {
+  const std::string secret = "0123456789abcdef0123", a(32, 'a'), c(32, 'c');
+  auto cipher = [&](bool encrypt) {
+    auto made = FrameCipher::ForDirection(secret, a, c, 2, 0, true, encrypt);
+    EXPECT_TRUE(made.ok());
+    return std::move(*made);
+  };
+  auto seal = cipher(false);
+  std::vector<std::string> sent;
+  for (const std::string body : {"first frame", "second"}) {
+    std::string f = std::string(4, '\0') + body;
+    seal->Seal(f);
+    ASSERT_EQ(f.size(), 4 + body.size() + kSealBytes);
+    EXPECT_EQ(f.substr(4, body.size()), body);  // readable
+    sent.push_back(f.substr(4));
+  }
+  std::string plain;
+  auto open = cipher(false);
+  ASSERT_TRUE(open->Open(sent[0], plain).ok());
+  EXPECT_EQ(plain, "first frame");
+  EXPECT_FALSE(open->Open(sent[0], plain).ok());           // a replay
+  EXPECT_FALSE(cipher(false)->Open(sent[1], plain).ok());  // out of order
+  std::string altered = sent[0];
+  altered[3] ^= 1;
+  EXPECT_THAT(cipher(false)->Open(altered, plain).message(), HasSubstr("failed authentication"));
+  std::string tag_altered = sent[0];
+  tag_altered.back() ^= 1;
+  EXPECT_FALSE(cipher(false)->Open(tag_altered, plain).ok());
+  EXPECT_FALSE(cipher(true)->Open(sent[0], plain).ok());  // the encrypting mode's key
+  std::string encrypted = std::string(4, '\0') + "first frame";
+  cipher(true)->Seal(encrypted);
+  EXPECT_FALSE(cipher(false)->Open(encrypted.substr(4), plain).ok());
+}
+
 TEST(AuthTest, SecretsComeFromTheEnvironment) {
   auto generated = GenerateSecret();
   ASSERT_TRUE(generated.ok());

@@ -274,83 +274,90 @@ TEST(TcpTransportTest, ARelayThatTampersWithTheStreamFailsTheRunNamingTheConnect
       {"a dropped frame", [](std::string) { return std::vector<std::string>{}; }},
   };
   const auto loopback = asio::ip::make_address("127.0.0.1");
-  for (const Case& c : cases) {
-    SCOPED_TRACE(c.name);
-    ProcessInfo p0{0, 2, "tessera", "127.0.0.1", 0};
-    auto t0 = TcpTransport::Create(p0, {0, 1}, Options());
-    ASSERT_TRUE(t0.ok());
-    asio::io_context io;
-    tcp::acceptor relay(io, tcp::endpoint(loopback, 0));
-    std::atomic<bool> tamper{false};
-    std::thread relay_thread([&] {
-      boost::system::error_code ec;
-      tcp::socket down(io), up(io);
-      relay.accept(down, ec);
-      up.connect(tcp::endpoint(loopback, (*t0)->listen_port()), ec);
-      if (ec) return;
-      std::thread back([&] {  // process 0 -> process 1, untouched
-        char buf[65536];
-        boost::system::error_code e;
-        for (std::size_t n; (n = up.read_some(asio::buffer(buf), e)) > 0 && !e;) {
-          asio::write(down, asio::buffer(buf, n), e);
-        }
-        down.shutdown(tcp::socket::shutdown_both, e);
-      });
-      FrameReader reader;
-      bool tampered = false;
-      char buf[65536];
-      for (std::size_t n; (n = down.read_some(asio::buffer(buf), ec)) > 0 && !ec;) {
-        reader.Feed(buf, n);
-        for (auto body = reader.Next(); body.ok() && *body; body = reader.Next()) {
-          std::string frame;
-          AppendFrame(frame, **body);
-          std::vector<std::string> out{frame};
-          if (tamper.load() && !tampered) {
-            out = c.tamper(frame);
-            tampered = true;
+  // The values sent, as they would appear on the wire unencrypted.
+  const Eigen::VectorXd values = Eigen::VectorXd::Constant(100, 2.5);
+  const std::string pattern(reinterpret_cast<const char*>(values.data()), 4 * sizeof(double));
+  for (const bool insecure : {false, true})
+    for (const Case& c : cases) {
+      SCOPED_TRACE(std::string(c.name) + (insecure ? ", --insecure" : ", encrypted"));
+      TcpOptions options = Options();
+      options.encrypt_frames = !insecure;
+      ProcessInfo p0{0, 2, "tessera", "127.0.0.1", 0};
+      auto t0 = TcpTransport::Create(p0, {0, 1}, options);
+      ASSERT_TRUE(t0.ok());
+      asio::io_context io;
+      tcp::acceptor relay(io, tcp::endpoint(loopback, 0));
+      std::atomic<bool> tamper{false}, readable{false};
+      std::thread relay_thread([&] {
+        boost::system::error_code ec;
+        tcp::socket down(io), up(io);
+        relay.accept(down, ec);
+        up.connect(tcp::endpoint(loopback, (*t0)->listen_port()), ec);
+        if (ec) return;
+        std::thread back([&] {  // process 0 -> process 1, untouched
+          char buf[65536];
+          boost::system::error_code e;
+          for (std::size_t n; (n = up.read_some(asio::buffer(buf), e)) > 0 && !e;) {
+            asio::write(down, asio::buffer(buf, n), e);
           }
-          for (const std::string& f : out) asio::write(up, asio::buffer(f), ec);
+          down.shutdown(tcp::socket::shutdown_both, e);
+        });
+        FrameReader reader;
+        bool tampered = false;
+        char buf[65536];
+        for (std::size_t n; (n = down.read_some(asio::buffer(buf), ec)) > 0 && !ec;) {
+          reader.Feed(buf, n);
+          for (auto body = reader.Next(); body.ok() && *body; body = reader.Next()) {
+            std::string frame;
+            AppendFrame(frame, **body);
+            if (frame.find(pattern) != std::string::npos) readable = true;
+            std::vector<std::string> out{frame};
+            if (tamper.load() && !tampered) {
+              out = c.tamper(frame);
+              tampered = true;
+            }
+            for (const std::string& f : out) asio::write(up, asio::buffer(f), ec);
+          }
+        }
+        up.shutdown(tcp::socket::shutdown_both, ec);
+        back.join();
+      });
+      ProcessInfo p1{1, 2, "tessera", "127.0.0.1", relay.local_endpoint().port()};
+      auto t1 = TcpTransport::Create(p1, {0, 1}, options);
+      ASSERT_TRUE(t1.ok());
+      Status s0;
+      std::thread establish0([&] { s0 = (*t0)->Establish(); });
+      const Status s1 = (*t1)->Establish();
+      establish0.join();
+      ASSERT_TRUE(s0.ok()) << s0.ToString();
+      ASSERT_TRUE(s1.ok()) << s1.ToString();
+      tamper.store(true);
+      const Message m(1, msg::DpTerms{0, values});
+      ASSERT_TRUE((*t1)->Send(0, m).ok());
+      // Within a heartbeat or two, process 0 fails; anything delivered before is unaltered.
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      Status failed;
+      int delivered = 0;
+      while (failed.ok() && std::chrono::steady_clock::now() < deadline) {
+        auto got = (*t0)->TryReceive(0);
+        if (got.ok()) {
+          ++delivered;
+          ASSERT_TRUE(got->get<msg::DpTerms>());
+          EXPECT_EQ(got->get<msg::DpTerms>()->terms, values);
+        } else if (got.status().code() != StatusCode::kNotFound) {
+          failed = got.status();
+        } else {
+          std::this_thread::sleep_for(std::chrono::milliseconds(5));
         }
       }
-      up.shutdown(tcp::socket::shutdown_both, ec);
-      back.join();
-    });
-    ProcessInfo p1{1, 2, "tessera", "127.0.0.1", relay.local_endpoint().port()};
-    auto t1 = TcpTransport::Create(p1, {0, 1}, Options());
-    ASSERT_TRUE(t1.ok());
-    Status s0;
-    std::thread establish0([&] { s0 = (*t0)->Establish(); });
-    const Status s1 = (*t1)->Establish();
-    establish0.join();
-    ASSERT_TRUE(s0.ok()) << s0.ToString();
-    ASSERT_TRUE(s1.ok()) << s1.ToString();
-    tamper.store(true);
-    const Eigen::VectorXd values = Eigen::VectorXd::Constant(100, 2.5);
-    const Message m(1, msg::DpTerms{0, values});
-    ASSERT_TRUE((*t1)->Send(0, m).ok());
-    // Within a heartbeat or two, process 0 fails; anything delivered before is unaltered.
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    Status failed;
-    int delivered = 0;
-    while (failed.ok() && std::chrono::steady_clock::now() < deadline) {
-      auto got = (*t0)->TryReceive(0);
-      if (got.ok()) {
-        ++delivered;
-        ASSERT_TRUE(got->get<msg::DpTerms>());
-        EXPECT_EQ(got->get<msg::DpTerms>()->terms, values);
-      } else if (got.status().code() != StatusCode::kNotFound) {
-        failed = got.status();
-      } else {
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      }
+      EXPECT_LE(delivered, 1);
+      EXPECT_THAT(failed.message(), HasSubstr("process 1: frame"));
+      EXPECT_THAT(failed.message(), HasSubstr("failed authentication"));
+      t1->reset();
+      t0->reset();
+      relay_thread.join();
+      EXPECT_EQ(readable.load(), insecure) << "what the relay could read of the values";
     }
-    EXPECT_LE(delivered, 1);
-    EXPECT_THAT(failed.message(), HasSubstr("process 1: frame"));
-    EXPECT_THAT(failed.message(), HasSubstr("failed authentication"));
-    t1->reset();
-    t0->reset();
-    relay_thread.join();
-  }
 }
 
 // A listener at the rendezvous address without the secret (a fake process 0) challenges the

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <set>
@@ -203,11 +204,29 @@ class ThreeHosts {
         return;
       }
     }
+    // Each host knows the others by name (Name(h)): `ip netns exec` puts /etc/netns/NS/hosts
+    // in place of /etc/hosts.
+    for (int h = 0; h < 3; ++h) {
+      std::filesystem::create_directories("/etc/netns/" + Host(h));
+      std::ofstream f("/etc/netns/" + Host(h) + "/hosts");
+      f << "127.0.0.1 localhost\n";
+      for (int o = 0; o < 3; ++o) f << ips_[static_cast<std::size_t>(o)] << " " << Name(o) << "\n";
+    }
   }
   ~ThreeHosts() {
     if (!created_) return;
-    for (int h = 0; h < 3; ++h) Sh("ip netns del " + Host(h));
+    for (int h = 0; h < 3; ++h) {
+      Sh("ip netns del " + Host(h));
+      std::error_code ec;
+      std::filesystem::remove_all("/etc/netns/" + Host(h), ec);
+    }
     Sh("ip netns del " + tag_ + "s");
+  }
+  // The host's name, which every host resolves to its address; a command run under it (its own
+  // UTS namespace) sees it as the machine's host name.
+  std::string Name(int host) const { return Host(host); }
+  std::string InNamed(int host, const std::string& cmd) const {
+    return In(host, "unshare --uts sh -c 'hostname " + Name(host) + "; " + cmd + "'");
   }
   const std::string& why_not() const { return why_not_; }
   std::string In(int host, const std::string& cmd) const {
@@ -307,12 +326,54 @@ TEST(NetnsTest, RunsAcrossTwoHostsWithDelayAndLossAreTheInProcessOnes) {
 // A process on each of three hosts, every one listening on all interfaces (--bind 0.0.0.0) as
 // a user would start them: each tells its peers the address it reaches process 0 from, and
 // the listeners of processes 1 and 2 take ports of --port-range.
+// The processes of one Lasso run, process r in host r, each started on a thread of its own
+// with TESSERA_* variables naming the rendezvous (host 0, `port`) and `flags` after the fit's.
+class ThreeProcesses {
+ public:
+  ThreeProcesses(const ThreeHosts& hosts, int port, const std::string& flags)
+      : hosts_(hosts),
+        command_(std::string(TESSERA_CLI) + " lasso --data " + TESSERA_SOURCE_DIR +
+                 "/datasets/diabetes/lars_diabetes_x.csv.gz --workers 2 --quiet " + flags),
+        env_("env TESSERA_SIZE=3 TESSERA_RENDEZVOUS=" + hosts.ip(0) + ":" + std::to_string(port) +
+             " TESSERA_SECRET=netns-test-secret-0123456789 ") {}
+  ~ThreeProcesses() { Wait(); }
+  void Start(int r) {
+    threads_.emplace_back([this, r] {
+      const auto start = std::chrono::steady_clock::now();
+      codes_[r] = Sh(
+          "timeout 60 " + hosts_.In(r, env_ + "TESSERA_RANK=" + std::to_string(r) + " " + command_),
+          &outs_[r]);
+      seconds_[r] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    });
+  }
+  void Wait() {
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+  }
+  int code(int r) const { return codes_[r]; }
+  const std::string& out(int r) const { return outs_[r]; }
+  double seconds(int r) const { return seconds_[r]; }
+
+ private:
+  const ThreeHosts& hosts_;
+  std::string command_, env_;
+  std::vector<std::thread> threads_;
+  int codes_[3] = {-1, -1, -1};
+  std::string outs_[3];
+  double seconds_[3] = {0, 0, 0};
+};
+
 // `ss` in each host, polled while the runs go on, sees listeners only on the rendezvous ports
-// (host 0) and in the range.
+// (host 0) and in the range; and with process 2 held back, process 1's listener is in the range
+// and process 0's is the rendezvous port.
 TEST(NetnsTest, ThreeHostsListeningEverywhereGiveTheInProcessResults) {
   TESSERA_SKIP_IF_SANITIZED_VARIANT();
   ThreeHosts hosts;
   if (!hosts.why_not().empty()) GTEST_SKIP() << "no network namespaces: " << hosts.why_not();
+  const std::string flags = " --bind 0.0.0.0 --port-range 7600-7609";
+  auto allowed = [](int host, int port) {
+    return (host == 0 && port >= 7511 && port <= 7514) || (port >= 7600 && port <= 7609);
+  };
   std::atomic<bool> running{true};
   std::vector<std::set<int>> seen(3);
   std::thread watch([&] {
@@ -324,22 +385,32 @@ TEST(NetnsTest, ThreeHostsListeningEverywhereGiveTheInProcessResults) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   });
-  ExpectTheInProcessResults(
-      [&](int r, const std::string& cmd) { return hosts.In(r, cmd); },
-      [](int) { return std::string(" --bind 0.0.0.0 --port-range 7600-7609"); }, hosts.ip(0), 7511);
+  ExpectTheInProcessResults([&](int r, const std::string& cmd) { return hosts.In(r, cmd); },
+                            [&](int) { return flags; }, hosts.ip(0), 7511);
   running = false;
   watch.join();
   for (int h = 0; h < 3; ++h) {
-    SCOPED_TRACE("host " + std::to_string(h));
-    const std::set<int>& ports = seen[static_cast<std::size_t>(h)];
-    for (int port : ports) {
-      const bool rendezvous = h == 0 && port >= 7511 && port <= 7513;  // one per fit
-      EXPECT_TRUE(rendezvous || (port >= 7600 && port <= 7609)) << "a listener on port " << port;
-    }
-    if (h > 0) {
-      EXPECT_FALSE(ports.empty()) << "ss saw no listener at all";
+    for (int port : seen[static_cast<std::size_t>(h)]) {
+      EXPECT_TRUE(allowed(h, port)) << "host " << h << ": a listener on port " << port;
     }
   }
+  // Processes 0 and 1 wait for process 2 (whose listener lives only while it joins): theirs
+  // stay open until it comes.
+  ThreeProcesses run(hosts, 7514, flags);
+  run.Start(0);
+  run.Start(1);
+  std::set<int> ports0, ports1;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while ((ports0.empty() || ports1.empty()) && std::chrono::steady_clock::now() < deadline) {
+    ports0 = hosts.ListeningPorts(0);
+    ports1 = hosts.ListeningPorts(1);
+  }
+  run.Start(2);
+  run.Wait();
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(run.code(r), 0) << run.out(r);
+  EXPECT_EQ(ports0, std::set<int>{7514});
+  ASSERT_EQ(ports1.size(), 1u);
+  EXPECT_TRUE(allowed(1, *ports1.begin())) << "process 1 listens on " << *ports1.begin();
 }
 
 // A host whose link is cut during set-up: every process of the run stops with an error that
@@ -348,40 +419,70 @@ TEST(NetnsTest, AHostCutOffDuringSetUpFailsTheRunWithinTheConnectTimeout) {
   TESSERA_SKIP_IF_SANITIZED_VARIANT();
   ThreeHosts hosts;
   if (!hosts.why_not().empty()) GTEST_SKIP() << "no network namespaces: " << hosts.why_not();
-  const std::string fit = std::string(TESSERA_CLI) + " lasso --data " + TESSERA_SOURCE_DIR +
-                          "/datasets/diabetes/lars_diabetes_x.csv.gz --workers 2 --quiet"
-                          " --bind 0.0.0.0 --connect-timeout 5";
-  const std::string env = "env TESSERA_SIZE=3 TESSERA_RENDEZVOUS=" + hosts.ip(0) +
-                          ":7521 TESSERA_SECRET=netns-test-secret-0123456789 ";
-  std::vector<std::thread> procs;
-  std::vector<int> codes(3, -1);
-  std::vector<std::string> outs(3);
-  std::vector<double> seconds(3);
-  auto start_process = [&](int r) {
-    procs.emplace_back([&, r] {
-      const auto start = std::chrono::steady_clock::now();
-      codes[r] =
-          Sh("timeout 60 " + hosts.In(r, env + "TESSERA_RANK=" + std::to_string(r) + " " + fit),
-             &outs[r]);
-      seconds[r] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    });
-  };
-  start_process(0);
-  start_process(1);
+  ThreeProcesses run(hosts, 7521, " --bind 0.0.0.0 --connect-timeout 5");
+  run.Start(0);
+  run.Start(1);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   hosts.Cut(2);
-  start_process(2);
-  for (auto& t : procs) t.join();
+  run.Start(2);
+  run.Wait();
   for (int r = 0; r < 3; ++r) {
-    SCOPED_TRACE("process " + std::to_string(r) + ": " + outs[r]);
-    EXPECT_EQ(codes[r], 1);  // an error of ours, not the 124 of `timeout`
-    EXPECT_LT(seconds[r], 5 + 3.0);
-    EXPECT_THAT(outs[r], ::testing::HasSubstr("error"));
+    SCOPED_TRACE("process " + std::to_string(r) + ": " + run.out(r));
+    EXPECT_EQ(run.code(r), 1);  // an error of ours, not the 124 of `timeout`
+    EXPECT_LT(run.seconds(r), 5 + 3.0);
+    EXPECT_THAT(run.out(r), ::testing::HasSubstr("error"));
   }
-  EXPECT_THAT(outs[0], ::testing::HasSubstr("process 2 did not connect within 5000 ms"));
-  EXPECT_THAT(outs[1], ::testing::HasSubstr(
-                           "process 0 ended the set-up: process 0: process 2 did not connect"));
-  EXPECT_THAT(outs[2], ::testing::HasSubstr(hosts.ip(0)));
+  EXPECT_THAT(run.out(0), ::testing::HasSubstr("process 2 did not connect within 5000 ms"));
+  EXPECT_THAT(run.out(1), ::testing::HasSubstr(
+                              "process 0 ended the set-up: process 0: process 2 did not connect"));
+  EXPECT_THAT(run.out(2), ::testing::HasSubstr(hosts.ip(0)));
+}
+
+// mpirun with a hostfile of the three hosts' names starts a process on each (its rsh agent a
+// script that runs Open MPI's daemon in the host's namespace under the host's name, as ssh
+// would); with no Tessera variable set, rank 0's host comes from the launcher's PMIx server and
+// the results are the in-process ones.
+TEST(NetnsTest, MpirunAcrossThreeHostsNeedsNothingExported) {
+  TESSERA_SKIP_IF_SANITIZED_VARIANT();
+  if (std::system("command -v mpirun > /dev/null 2>&1") != 0) {
+    if (testing::InCi()) FAIL() << "mpirun is missing: scripts/install-deps.sh installs it";
+    GTEST_SKIP() << "mpirun not installed (apt-get install openmpi-bin)";
+  }
+  ThreeHosts hosts;
+  if (!hosts.why_not().empty()) GTEST_SKIP() << "no network namespaces: " << hosts.why_not();
+  testing::TempDir dir;
+  TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
+  TESSERA_REQUIRE_DATA(test, "movielens-100k/u1.test.gz");
+  TESSERA_REQUIRE_DATA(docword, "uci-bow-kos/docword.kos.txt.gz");
+  const std::vector<FitCase> cases = FitCases(dir, base, test, docword);
+  const std::string hostfile = dir.Path("hosts"), rsh = dir.Path("rsh.sh"), home = dir.Path("home");
+  std::filesystem::create_directories(home);
+  {
+    std::ofstream h(hostfile), r(rsh);
+    for (int i = 0; i < 3; ++i) h << hosts.Name(i) << " slots=1\n";
+    r << "#!/bin/sh\nhost=$1\nshift\ncase $host in\n";
+    for (int i = 0; i < 3; ++i) {
+      r << hosts.Name(i) << ") exec " << hosts.In(i, "unshare --uts sh -c \"hostname $host; $*\"")
+        << " ;;\n";
+    }
+    r << "esac\necho \"rsh: unknown host $host\" >&2\nexit 255\n";
+  }
+  std::filesystem::permissions(rsh, std::filesystem::perms::owner_all);
+  const std::string cli = TESSERA_CLI;
+  for (const FitCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string fit = c.fit + " --quiet --silence-timeout 30";
+    const std::string one = dir.Path("one"), many = dir.Path("many");
+    std::string out;
+    ASSERT_EQ(Sh(cli + fit + " --output " + one, &out), 0) << out;
+    const std::string mpirun =
+        "env -u TESSERA_RENDEZVOUS -u TESSERA_SECRET -u TESSERA_SECRET_FILE -u TESSERA_SECRET_DIR "
+        "-u TESSERA_PORT HOME=" +
+        home + " mpirun --allow-run-as-root -n 3 --hostfile " + hostfile + " --mca plm_rsh_agent " +
+        rsh + " " + cli + fit + " --output " + many;
+    ASSERT_EQ(Sh("timeout 120 " + hosts.InNamed(0, mpirun), &out), 0) << out;
+    EXPECT_TRUE(Slurp(many) == Slurp(one)) << "the mpirun run differs from the in-process one";
+  }
 }
 
 // `tessera launch --hostfile` with a host per line (their addresses) starts a process on each
