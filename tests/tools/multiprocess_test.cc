@@ -778,9 +778,10 @@ TEST(MultiProcessTest, AKilledLdaRunResumesFromItsCheckpoint) {
   EXPECT_EQ(got[3], std::stod(sweeps)) << "sweeps";
 }
 
-// Model-parallel MF (CCD++) and LDA across 3 processes, checkpoints at every epoch's or sweep's
-// end: the process of worker 0 is killed with -9; --resume ends where the uninterrupted run
-// does (CCD++ to rounding: its state is the factors) or within the sampler's noise (LDA).
+// Model-parallel MF (CCD++ and rotation SGD) and LDA across 3 processes, checkpoints at every
+// epoch's or sweep's end: the process of worker 0 is killed with -9; --resume ends where the
+// uninterrupted run does (CCD++ to rounding: its state is the factors) or within the sampler's
+// noise (SGD, LDA).
 TEST(MultiProcessTest, KilledModelParallelMfAndLdaRunsResumeFromTheirCheckpoints) {
   TESSERA_SKIP_UNDER_TSAN();
   TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
@@ -799,13 +800,20 @@ TEST(MultiProcessTest, KilledModelParallelMfAndLdaRunsResumeFromTheirCheckpoints
        1e-9,
        3,
        std::stod(epochs)},
+      // Rotation SGD: a resumed run shuffles from a stream seeded by the rounds done, so it
+      // ends within SGD's noise of the uninterrupted run, not on it.
+      {{"mf", "--algorithm", "sgd", "--train", base, "--test", test, "--epochs", epochs, "--rank",
+        "20", "--workers", "2"},
+       0.01,
+       3,
+       std::stod(epochs)},
       {{"lda", "--corpus", docword, "--topics", "20", "--iterations", sweeps, "--evaluate-every",
         testing::Sized("10", "4"), "--no-files", "--workers", "2"},
        0.02,
        2,  // no perplexity before it
        std::stod(sweeps)}};
   for (const Case& c : cases) {
-    SCOPED_TRACE(c.fit[0]);
+    SCOPED_TRACE(c.fit[0] + " " + c.fit[2]);
     testing::TempDir dir;
     KilledAndResumed r;
     // Worker 0's process of three (each worker in a process of its own) is killed.
