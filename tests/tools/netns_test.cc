@@ -275,6 +275,37 @@ std::vector<FitCase> FitCases(const testing::TempDir& dir, const std::string& ba
                   dir.Path("topics")}};
 }
 
+// Writes an rsh agent (what ssh is on a cluster) for the hosts: `sh path HOST ...` runs
+// `run(h)` (a shell command line that takes the rest of the arguments) for the host named
+// `names[h]`, and an unknown host fails with exit code 255 as ssh does.
+void WriteRsh(const std::string& path, const std::vector<std::string>& names,
+              const std::function<std::string(int)>& run) {
+  std::ofstream r(path);
+  r << "#!/bin/sh\nhost=$1\nshift\ncase $host in\n";
+  for (std::size_t h = 0; h < names.size(); ++h) {
+    r << names[h] << ") exec " << run(static_cast<int>(h)) << " ;;\n";
+  }
+  r << "esac\necho \"rsh: unknown host $host\" >&2\nexit 255\n";
+}
+
+// Each case in one process, then as the shell command `launched(fit, output)` runs it; the two
+// outputs must be the same bytes. Returns the launcher's output of the last case.
+std::string ExpectLaunchedRunsAreInProcessOnes(
+    const testing::TempDir& dir, const std::vector<FitCase>& cases,
+    const std::function<std::string(const std::string&, const std::string&)>& launched) {
+  std::string out;
+  for (const FitCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string fit = c.fit + " --quiet --silence-timeout 30";
+    const std::string one = dir.Path("one"), many = dir.Path("many");
+    EXPECT_EQ(Sh(std::string(TESSERA_CLI) + fit + " --output " + one, &out), 0) << out;
+    EXPECT_EQ(Sh("timeout 120 " + launched(fit, many), &out), 0) << out;
+    EXPECT_TRUE(Slurp(many) == Slurp(one)) << "the launched run differs from the in-process one";
+    EXPECT_EQ(out.find("SECRET"), std::string::npos) << out;
+  }
+  return out;
+}
+
 // The FitCases with process r run by `in_host(r, command)` (its flags completed by
 // `flags_of(r)`), each against its one-process run, bit for bit.
 void ExpectTheInProcessResults(const std::function<std::string(int, const std::string&)>& in_host,
@@ -457,32 +488,24 @@ TEST(NetnsTest, MpirunAcrossThreeHostsNeedsNothingExported) {
   const std::vector<FitCase> cases = FitCases(dir, base, test, docword);
   const std::string hostfile = dir.Path("hosts"), rsh = dir.Path("rsh.sh"), home = dir.Path("home");
   std::filesystem::create_directories(home);
+  std::vector<std::string> names;
+  for (int i = 0; i < 3; ++i) names.push_back(hosts.Name(i));
   {
-    std::ofstream h(hostfile), r(rsh);
-    for (int i = 0; i < 3; ++i) h << hosts.Name(i) << " slots=1\n";
-    r << "#!/bin/sh\nhost=$1\nshift\ncase $host in\n";
-    for (int i = 0; i < 3; ++i) {
-      r << hosts.Name(i) << ") exec " << hosts.In(i, "unshare --uts sh -c \"hostname $host; $*\"")
-        << " ;;\n";
-    }
-    r << "esac\necho \"rsh: unknown host $host\" >&2\nexit 255\n";
+    std::ofstream h(hostfile);
+    for (const std::string& name : names) h << name << " slots=1\n";
   }
+  WriteRsh(rsh, names,
+           [&](int i) { return hosts.In(i, "unshare --uts sh -c \"hostname $host; $*\""); });
   std::filesystem::permissions(rsh, std::filesystem::perms::owner_all);
-  const std::string cli = TESSERA_CLI;
-  for (const FitCase& c : cases) {
-    SCOPED_TRACE(c.name);
-    const std::string fit = c.fit + " --quiet --silence-timeout 30";
-    const std::string one = dir.Path("one"), many = dir.Path("many");
-    std::string out;
-    ASSERT_EQ(Sh(cli + fit + " --output " + one, &out), 0) << out;
-    const std::string mpirun =
-        "env -u TESSERA_RENDEZVOUS -u TESSERA_SECRET -u TESSERA_SECRET_FILE -u TESSERA_SECRET_DIR "
-        "-u TESSERA_PORT HOME=" +
-        home + " mpirun --allow-run-as-root -n 3 --hostfile " + hostfile + " --mca plm_rsh_agent " +
-        rsh + " " + cli + fit + " --output " + many;
-    ASSERT_EQ(Sh("timeout 120 " + hosts.InNamed(0, mpirun), &out), 0) << out;
-    EXPECT_TRUE(Slurp(many) == Slurp(one)) << "the mpirun run differs from the in-process one";
-  }
+  ExpectLaunchedRunsAreInProcessOnes(
+      dir, cases, [&](const std::string& fit, const std::string& output) {
+        return hosts.InNamed(0,
+                             "env -u TESSERA_RENDEZVOUS -u TESSERA_SECRET -u TESSERA_SECRET_FILE "
+                             "-u TESSERA_SECRET_DIR -u TESSERA_PORT HOME=" +
+                                 home + " mpirun --allow-run-as-root -n 3 --hostfile " + hostfile +
+                                 " --mca plm_rsh_agent " + rsh + " " + TESSERA_CLI + fit +
+                                 " --output " + output);
+      });
 }
 
 // `tessera launch --hostfile` with a host per line (their addresses) starts a process on each
@@ -499,32 +522,18 @@ TEST(NetnsTest, LaunchWithAHostfileRunsAProcessOnEachHost) {
   TESSERA_REQUIRE_DATA(docword, "uci-bow-kos/docword.kos.txt.gz");
   const std::vector<FitCase> cases = FitCases(dir, base, test, docword);
   const std::string hostfile = dir.Path("hosts"), rsh = dir.Path("rsh.sh");
-  {
-    std::ofstream h(hostfile), r(rsh);
-    h << "# three hosts\n"
-      << hosts.ip(0) << "\n"
-      << hosts.ip(1) << " slots=1\n"
-      << hosts.ip(2) << "\n";
-    r << "host=$1\ncase $host in\n";
-    for (int i = 0; i < 3; ++i)
-      r << hosts.ip(i) << ") exec " << hosts.In(i, "sh -c \"$2\"") << " ;;\n";
-    r << "esac\necho \"rsh: unknown host $host\" >&2\nexit 255\n";
-  }
+  std::ofstream(hostfile) << "# three hosts\n"
+                          << hosts.ip(0) << "\n"
+                          << hosts.ip(1) << " slots=1\n"
+                          << hosts.ip(2) << "\n";
+  WriteRsh(rsh, {hosts.ip(0), hosts.ip(1), hosts.ip(2)},
+           [&](int i) { return hosts.In(i, "sh -c \"$1\""); });
   const std::string cli = TESSERA_CLI;
-  for (const FitCase& c : cases) {
-    SCOPED_TRACE(c.name);
-    const std::string fit = c.fit + " --quiet --silence-timeout 30";
-    const std::string one = dir.Path("one"), many = dir.Path("many");
-    std::string out;
-    ASSERT_EQ(Sh(cli + fit + " --output " + one, &out), 0) << out;
-    ASSERT_EQ(Sh("cd " + dir.Path("") + " && timeout 120 " + cli + " launch --hostfile " +
-                     hostfile + " --rsh 'sh " + rsh + "' -- " + cli + fit + " --output many",
-                 &out),
-              0)
-        << out;
-    EXPECT_TRUE(Slurp(many) == Slurp(one)) << "the launched run differs from the in-process one";
-    EXPECT_EQ(out.find("SECRET"), std::string::npos) << out;
-  }
+  ExpectLaunchedRunsAreInProcessOnes(
+      dir, cases, [&](const std::string& fit, const std::string& output) {
+        return "sh -c 'cd " + dir.Path("") + " && " + cli + " launch --hostfile " + hostfile +
+               " --rsh \"sh " + rsh + "\" -- " + cli + fit + " --output " + output + "'";
+      });
   // A host the rsh cannot reach fails the run with its message.
   std::ofstream(hostfile) << hosts.ip(0) << "\n10.255.255.254\n";
   std::string out;
