@@ -59,6 +59,8 @@ struct Ratings {
   std::string source;
   std::size_t skipped_unknown = 0;  // entries dropped because their user or item was unknown
   std::size_t num_users() const { return users ? users->size() : 0; }
+  // Ratings in the whole set: the census's count, or the entries' for ratings built in code.
+  std::size_t total() const { return census.count > 0 ? census.count : entries.size(); }
   std::size_t num_items() const { return items ? items->size() : 0; }
 };
 

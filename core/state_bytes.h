@@ -62,16 +62,8 @@ class StateReader {
   // An array of exactly `out.size()` elements, read into `out`.
   template <class T>
   Status GetInto(std::span<T> out) {
-    static_assert(std::is_trivially_copyable_v<T>);
-    std::uint64_t n = 0;
-    TESSERA_RETURN_IF_ERROR(GetU64(n));
-    if (n != out.size()) {
-      return DataLoss(what_ + ": " + std::to_string(n) + " values where " +
-                      std::to_string(out.size()) + " belong");
-    }
-    if (n > in_.size() / sizeof(T)) return Truncated();
-    if (n) std::memcpy(out.data(), in_.data(), n * sizeof(T));
-    in_.remove_prefix(n * sizeof(T));
+    TESSERA_ASSIGN_OR_RETURN(std::string_view bytes, GetBytesOf<T>(out.size()));
+    if (!bytes.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
     return Status::Ok();
   }
   // An array of exactly `count` elements, as its raw bytes (not aligned for T: copy out of

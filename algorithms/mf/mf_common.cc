@@ -15,7 +15,7 @@ Common::Common(const Ratings& train, const Ratings* test, const MfOptions& o,
       k(o.rank + (o.biases ? 2 : 0)),
       num_users(train.num_users()),
       num_items(train.num_items()),
-      num_test(test ? WholeCensus(*test).count : 0),
+      num_test(test ? test->total() : 0),
       random_h(random_h_side) {
   RatingsCensus c = WholeCensus(train);
   num_train = c.count;
@@ -169,9 +169,7 @@ StatusOr<RunResult> Common::RunModelParallel(ModelParallelApp& app) {
 
 Status CheckInputs(const Ratings& train, const Ratings* test, const MfOptions& options) {
   TESSERA_RETURN_IF_ERROR(options.Validate());
-  if (train.census.count == 0 && train.entries.empty()) {
-    return InvalidArgument(train.source + ": no ratings");
-  }
+  if (train.total() == 0) return InvalidArgument(train.source + ": no ratings");
   if (test && (test->users != train.users || test->items != train.items)) {
     return InvalidArgument("the test set must be read with the training set's id maps");
   }

@@ -28,7 +28,7 @@ struct Common {
   void InitialRow(bool item, std::size_t index, double* row) const;
   // model.w and model.h, sized for the data: the initial factors with `init`, else zeros.
   void AllocateModel(bool init);
-  bool HasModel() const { return model.w.rows() > 0 || num_users == 0; }
+  bool HasModel() const { return model.w.rows() > 0; }
 
   // The app's Objective: records an epoch from summed terms (train SSE, test SSE, penalty)
   // and returns the objective. The engine's closing evaluation repeats the last epoch's.
