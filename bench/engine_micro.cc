@@ -3,9 +3,9 @@
 // the in-process transport's message rate. Run: build/release/bench/engine_micro
 #include <benchmark/benchmark.h>
 
-#include "core/fiber_pool.h"
-#include "core/model_parallel.h"
-#include "core/transport.h"
+#include "tessera/core/fiber_pool.h"
+#include "tessera/core/model_parallel.h"
+#include "tessera/core/transport.h"
 
 namespace tessera {
 namespace {

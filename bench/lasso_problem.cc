@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <random>
 
-#include "core/dataset.h"
+#include "tessera/core/dataset.h"
 
 using namespace tessera;
 

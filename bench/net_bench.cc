@@ -29,10 +29,10 @@
 #include <cstring>
 #include <vector>
 
-#include "core/fiber_pool.h"
-#include "core/metrics.h"
-#include "core/model_parallel.h"
-#include "net/tcp_transport.h"
+#include "tessera/core/fiber_pool.h"
+#include "tessera/core/metrics.h"
+#include "tessera/core/model_parallel.h"
+#include "tessera/net/tcp_transport.h"
 
 namespace tessera {
 namespace {

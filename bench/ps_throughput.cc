@@ -16,9 +16,9 @@
 #include <random>
 #include <vector>
 
-#include "core/fiber_pool.h"
-#include "core/metrics.h"
-#include "core/parameter_server.h"
+#include "tessera/core/fiber_pool.h"
+#include "tessera/core/metrics.h"
+#include "tessera/core/parameter_server.h"
 
 namespace tessera {
 namespace {

@@ -1,4 +1,4 @@
-#include "core/checkpoint.h"
+#include "tessera/core/checkpoint.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -13,7 +13,7 @@
 #include <iostream>
 #include <sstream>
 
-#include "core/metrics.h"
+#include "tessera/core/metrics.h"
 
 namespace tessera {
 namespace {

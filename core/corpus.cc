@@ -1,11 +1,11 @@
-#include "core/corpus.h"
+#include "tessera/core/corpus.h"
 
 #include <algorithm>
 #include <charconv>
 #include <numeric>
 #include <unordered_map>
 
-#include "core/line_reader.h"
+#include "tessera/core/line_reader.h"
 
 namespace tessera {
 

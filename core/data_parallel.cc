@@ -1,4 +1,4 @@
-#include "core/data_parallel.h"
+#include "tessera/core/data_parallel.h"
 
 #include <algorithm>
 #include <charconv>
@@ -8,8 +8,8 @@
 #include <numeric>
 #include <random>
 
-#include "core/fiber_pool.h"
-#include "core/metrics.h"
+#include "tessera/core/fiber_pool.h"
+#include "tessera/core/metrics.h"
 
 namespace tessera {
 

@@ -23,9 +23,9 @@
 #include <string_view>
 #include <vector>
 
-#include "core/checkpoint.h"
-#include "core/model_parallel.h"
-#include "core/parameter_server.h"
+#include "tessera/core/checkpoint.h"
+#include "tessera/core/model_parallel.h"
+#include "tessera/core/parameter_server.h"
 
 namespace tessera {
 

@@ -1,9 +1,9 @@
-#include "core/dataset.h"
+#include "tessera/core/dataset.h"
 
 #include <charconv>
 #include <cmath>
 
-#include "core/line_reader.h"
+#include "tessera/core/line_reader.h"
 
 namespace tessera {
 

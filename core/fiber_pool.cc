@@ -1,9 +1,9 @@
-#include "core/fiber_pool.h"
+#include "tessera/core/fiber_pool.h"
 
-#include "core/status.h"
+#include "tessera/core/status.h"
 
 #ifndef TESSERA_OS_THREADS
-#include "core/spinning_work_stealing.h"
+#include "tessera/core/spinning_work_stealing.h"
 #endif
 
 namespace tessera {

@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/keys.h"
+#include "tessera/core/keys.h"
 
 namespace tessera {
 

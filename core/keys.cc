@@ -1,6 +1,6 @@
-#include "core/keys.h"
+#include "tessera/core/keys.h"
 
-#include "core/status.h"
+#include "tessera/core/status.h"
 
 namespace tessera {
 

@@ -1,4 +1,4 @@
-#include "core/line_reader.h"
+#include "tessera/core/line_reader.h"
 
 #include <sys/stat.h>
 

@@ -1,4 +1,4 @@
-#include "core/message.h"
+#include "tessera/core/message.h"
 
 #include <malloc.h>
 

@@ -11,7 +11,7 @@
 #include <variant>
 #include <vector>
 
-#include "core/keys.h"
+#include "tessera/core/keys.h"
 
 namespace tessera {
 

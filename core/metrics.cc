@@ -1,4 +1,4 @@
-#include "core/metrics.h"
+#include "tessera/core/metrics.h"
 
 #include <sys/stat.h>
 #include <unistd.h>

@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <string>
 
-#include "core/status.h"
+#include "tessera/core/status.h"
 
 namespace tessera {
 

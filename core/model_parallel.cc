@@ -1,4 +1,4 @@
-#include "core/model_parallel.h"
+#include "tessera/core/model_parallel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -6,8 +6,8 @@
 #include <limits>
 #include <map>
 
-#include "core/fiber_pool.h"
-#include "core/metrics.h"
+#include "tessera/core/fiber_pool.h"
+#include "tessera/core/metrics.h"
 
 namespace tessera {
 

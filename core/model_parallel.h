@@ -28,13 +28,13 @@
 #include <string>
 #include <vector>
 
-#include "core/checkpoint.h"
-#include "core/keys.h"
-#include "core/message.h"
-#include "core/scheduler.h"
-#include "core/state_bytes.h"
-#include "core/status.h"
-#include "core/transport.h"
+#include "tessera/core/checkpoint.h"
+#include "tessera/core/keys.h"
+#include "tessera/core/message.h"
+#include "tessera/core/scheduler.h"
+#include "tessera/core/state_bytes.h"
+#include "tessera/core/status.h"
+#include "tessera/core/transport.h"
 
 namespace tessera {
 

@@ -1,4 +1,4 @@
-#include "core/parameter_server.h"
+#include "tessera/core/parameter_server.h"
 
 #include <algorithm>
 #include <atomic>
@@ -7,8 +7,8 @@
 #include <cstring>
 #include <unordered_set>
 
-#include "core/fiber_pool.h"
-#include "core/key_index.h"
+#include "tessera/core/fiber_pool.h"
+#include "tessera/core/key_index.h"
 
 namespace tessera {
 

@@ -34,10 +34,10 @@
 #include <unordered_map>
 #include <vector>
 
-#include "core/keys.h"
-#include "core/message.h"
-#include "core/status.h"
-#include "core/transport.h"
+#include "tessera/core/keys.h"
+#include "tessera/core/message.h"
+#include "tessera/core/status.h"
+#include "tessera/core/transport.h"
 
 namespace tessera {
 

@@ -1,10 +1,10 @@
-#include "core/ratings.h"
+#include "tessera/core/ratings.h"
 
 #include <charconv>
 #include <cmath>
 
-#include "core/dataset.h"
-#include "core/line_reader.h"
+#include "tessera/core/dataset.h"
+#include "tessera/core/line_reader.h"
 
 namespace tessera {
 

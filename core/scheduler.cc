@@ -1,4 +1,4 @@
-#include "core/scheduler.h"
+#include "tessera/core/scheduler.h"
 
 #include <cerrno>
 #include <cmath>

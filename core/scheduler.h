@@ -16,8 +16,8 @@
 #include <string_view>
 #include <vector>
 
-#include "core/keys.h"
-#include "core/status.h"
+#include "tessera/core/keys.h"
+#include "tessera/core/status.h"
 
 namespace tessera {
 

@@ -1,4 +1,4 @@
-#include "core/spinning_work_stealing.h"
+#include "tessera/core/spinning_work_stealing.h"
 
 #ifndef TESSERA_OS_THREADS
 

@@ -13,7 +13,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "core/status.h"
+#include "tessera/core/status.h"
 
 namespace tessera {
 

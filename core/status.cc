@@ -1,4 +1,4 @@
-#include "core/status.h"
+#include "tessera/core/status.h"
 
 namespace tessera {
 

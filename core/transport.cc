@@ -1,4 +1,4 @@
-#include "core/transport.h"
+#include "tessera/core/transport.h"
 
 #include <string>
 

@@ -8,9 +8,9 @@
 #include <memory>
 #include <vector>
 
-#include "core/fiber_pool.h"
-#include "core/message.h"
-#include "core/status.h"
+#include "tessera/core/fiber_pool.h"
+#include "tessera/core/message.h"
+#include "tessera/core/status.h"
 
 namespace tessera {
 

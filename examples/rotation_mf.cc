@@ -13,9 +13,9 @@
 #include <numeric>
 #include <random>
 
-#include "core/model_parallel.h"
-#include "core/ratings.h"
-#include "tools/cluster.h"
+#include "tessera/core/model_parallel.h"
+#include "tessera/core/ratings.h"
+#include "tessera/tools/cluster.h"
 
 using namespace tessera;
 using Rows = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;

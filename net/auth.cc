@@ -1,4 +1,4 @@
-#include "net/auth.h"
+#include "tessera/net/auth.h"
 
 #include <fcntl.h>
 #include <openssl/crypto.h>

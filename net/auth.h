@@ -22,7 +22,7 @@
 #include <string>
 #include <string_view>
 
-#include "core/status.h"
+#include "tessera/core/status.h"
 
 namespace tessera::net {
 

@@ -1,4 +1,4 @@
-#include "net/codec.h"
+#include "tessera/net/codec.h"
 
 #include <thrift/TConfiguration.h>
 #include <thrift/Thrift.h>

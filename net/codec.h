@@ -18,8 +18,8 @@
 #include <string_view>
 #include <vector>
 
-#include "core/message.h"
-#include "core/status.h"
+#include "tessera/core/message.h"
+#include "tessera/core/status.h"
 
 namespace tessera::net {
 

@@ -1,6 +1,6 @@
-#include "net/codec_transport.h"
+#include "tessera/net/codec_transport.h"
 
-#include "net/codec.h"
+#include "tessera/net/codec.h"
 
 namespace tessera::net {
 

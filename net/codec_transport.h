@@ -7,7 +7,7 @@
 
 #include <memory>
 
-#include "core/transport.h"
+#include "tessera/core/transport.h"
 
 namespace tessera::net {
 

@@ -1,4 +1,4 @@
-#include "net/process_env.h"
+#include "tessera/net/process_env.h"
 
 #include <pmix.h>
 

@@ -1,4 +1,4 @@
-#include "net/tcp_transport.h"
+#include "tessera/net/tcp_transport.h"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -12,8 +12,8 @@
 #include <mutex>
 #include <thread>
 
-#include "core/fiber_pool.h"
-#include "net/auth.h"
+#include "tessera/core/fiber_pool.h"
+#include "tessera/net/auth.h"
 
 namespace tessera::net {
 

@@ -25,9 +25,9 @@
 #include <string>
 #include <vector>
 
-#include "core/transport.h"
-#include "net/codec.h"
-#include "net/process_env.h"
+#include "tessera/core/transport.h"
+#include "tessera/net/codec.h"
+#include "tessera/net/process_env.h"
 
 namespace tessera::net {
 

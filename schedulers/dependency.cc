@@ -4,7 +4,7 @@
 // block_size examined. Turned-away keys wait for the next round, so every key is scheduled.
 #include <deque>
 
-#include "schedulers/scheduler.h"
+#include "tessera/schedulers/scheduler.h"
 
 namespace tessera {
 namespace {

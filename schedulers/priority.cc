@@ -7,7 +7,7 @@
 #include <random>
 #include <unordered_map>
 
-#include "schedulers/scheduler.h"
+#include "tessera/schedulers/scheduler.h"
 
 namespace tessera {
 namespace {

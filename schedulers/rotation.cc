@@ -1,7 +1,7 @@
 // rotation: the candidates are cut into P contiguous partitions; in round r worker w gets
 // partition (w + r) mod P, so no two workers hold the same partition in a round and after P
 // rounds every worker has seen every partition (DSGD strata, STRADS word rotation for LDA).
-#include "schedulers/scheduler.h"
+#include "tessera/schedulers/scheduler.h"
 
 namespace tessera {
 namespace {

@@ -1,5 +1,5 @@
 // round_robin: the candidates in their given order, block_size keys per round, cyclically.
-#include "schedulers/scheduler.h"
+#include "tessera/schedulers/scheduler.h"
 
 namespace tessera {
 namespace {

@@ -1,4 +1,4 @@
-#include "schedulers/scheduler.h"
+#include "tessera/schedulers/scheduler.h"
 
 namespace tessera {
 

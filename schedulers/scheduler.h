@@ -6,7 +6,7 @@
 //   rotation     partitions=0 (0: one per worker)
 #pragma once
 
-#include "core/scheduler.h"
+#include "tessera/core/scheduler.h"
 
 namespace tessera {
 

@@ -1,8 +1,8 @@
-#include "tools/checkpoint_flags.h"
+#include "tessera/tools/checkpoint_flags.h"
 
 #include <cstdlib>
 
-#include "core/checkpoint.h"
+#include "tessera/core/checkpoint.h"
 
 namespace tessera {
 

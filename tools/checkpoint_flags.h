@@ -4,7 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
-#include "core/status.h"
+#include "tessera/core/status.h"
 
 namespace tessera {
 

@@ -1,12 +1,12 @@
-#include "tools/cluster.h"
+#include "tessera/tools/cluster.h"
 
 #include <cmath>
 #include <iostream>
 #include <thread>
 #include <tuple>
 
-#include "core/fiber_pool.h"
-#include "net/auth.h"
+#include "tessera/core/fiber_pool.h"
+#include "tessera/net/auth.h"
 
 namespace tessera {
 

@@ -11,10 +11,10 @@
 #include <string>
 #include <utility>
 
-#include "core/status.h"
-#include "core/transport.h"
-#include "net/process_env.h"
-#include "net/tcp_transport.h"
+#include "tessera/core/status.h"
+#include "tessera/core/transport.h"
+#include "tessera/net/process_env.h"
+#include "tessera/net/tcp_transport.h"
 
 namespace tessera {
 

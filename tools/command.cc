@@ -1,16 +1,16 @@
-#include "tools/command.h"
+#include "tessera/tools/command.h"
 
 #include <algorithm>
 #include <exception>
 #include <iostream>
 #include <new>
 
-#include "core/fiber_pool.h"
-#include "core/line_reader.h"
-#include "core/memory_limit.h"
-#include "core/metrics.h"
-#include "tools/compare.h"
-#include "tools/launch.h"
+#include "tessera/core/fiber_pool.h"
+#include "tessera/core/line_reader.h"
+#include "tessera/core/memory_limit.h"
+#include "tessera/core/metrics.h"
+#include "tessera/tools/compare.h"
+#include "tessera/tools/launch.h"
 
 namespace tessera {
 
@@ -111,6 +111,24 @@ std::vector<std::string> CommandRegistry::ComparableNames() const {
 CommandRegistry& Commands() {
   static CommandRegistry* registry = new CommandRegistry;
   return *registry;
+}
+
+Status WriteRunSummary(const std::string& path, const std::string& mode, const RunResult& run,
+                       double setup_seconds,
+                       const std::vector<std::pair<std::string, double>>& extra) {
+  std::string header = "mode,objective,rounds,seconds,setup_seconds,bytes,peak_rss,stop";
+  std::string row = mode + "," + FormatDouble(run.objective) + "," + std::to_string(run.rounds) +
+                    "," + FormatDouble(run.seconds) + "," + FormatDouble(setup_seconds) + "," +
+                    std::to_string(run.bytes) + "," + std::to_string(PeakRssBytes()) + "," +
+                    run.stop_reason;
+  for (const auto& [name, value] : extra) {
+    header += "," + name;
+    row += "," + FormatDouble(value);
+  }
+  CsvWriter out;
+  TESSERA_RETURN_IF_ERROR(out.Open(path, header));
+  out.Row(row);
+  return out.Finish();
 }
 
 namespace {

@@ -10,11 +10,13 @@
 #include <CLI/CLI.hpp>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include "core/status.h"
-#include "tools/checkpoint_flags.h"
-#include "tools/cluster.h"
+#include "tessera/core/model_parallel.h"
+#include "tessera/core/status.h"
+#include "tessera/tools/checkpoint_flags.h"
+#include "tessera/tools/cluster.h"
 
 namespace tessera {
 
@@ -119,6 +121,13 @@ class CommandRegistry {
   std::vector<std::unique_ptr<Command>> commands_;
   std::vector<std::string> duplicates_;
 };
+
+// The one-row CSV that --summary names and `tessera compare` reads: mode, objective, rounds,
+// seconds, setup_seconds, bytes, peak_rss (this process's), stop, then the `extra` columns
+// (the CompareSpec's `extra` names), written atomically.
+Status WriteRunSummary(const std::string& path, const std::string& mode, const RunResult& run,
+                       double setup_seconds,
+                       const std::vector<std::pair<std::string, double>>& extra = {});
 
 // The process's commands: the registered ones.
 CommandRegistry& Commands();

@@ -1,4 +1,4 @@
-#include "tools/compare.h"
+#include "tessera/tools/compare.h"
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,9 +14,9 @@
 #include <map>
 #include <sstream>
 
-#include "core/metrics.h"
-#include "core/status.h"
-#include "tools/command.h"
+#include "tessera/core/metrics.h"
+#include "tessera/core/status.h"
+#include "tessera/tools/command.h"
 
 namespace tessera {
 namespace {

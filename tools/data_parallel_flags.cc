@@ -1,4 +1,4 @@
-#include "tools/data_parallel_flags.h"
+#include "tessera/tools/data_parallel_flags.h"
 
 namespace tessera {
 

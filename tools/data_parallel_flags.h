@@ -5,7 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
-#include "core/data_parallel.h"
+#include "tessera/core/data_parallel.h"
 
 namespace tessera {
 

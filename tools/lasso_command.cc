@@ -4,13 +4,13 @@
 #include <cstdio>
 #include <string>
 
-#include "algorithms/lasso/lasso.h"
-#include "algorithms/lasso/lasso_model.h"
-#include "core/dataset.h"
-#include "core/fiber_pool.h"
-#include "core/metrics.h"
-#include "tools/command.h"
-#include "tools/data_parallel_flags.h"
+#include "tessera/algorithms/lasso/lasso.h"
+#include "tessera/algorithms/lasso/lasso_model.h"
+#include "tessera/core/dataset.h"
+#include "tessera/core/fiber_pool.h"
+#include "tessera/core/metrics.h"
+#include "tessera/tools/command.h"
+#include "tessera/tools/data_parallel_flags.h"
 
 namespace tessera {
 namespace {

@@ -1,4 +1,4 @@
-#include "tools/launch.h"
+#include "tessera/tools/launch.h"
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -12,10 +12,10 @@
 #include <sstream>
 #include <thread>
 
-#include "core/line_reader.h"
-#include "core/status.h"
-#include "net/auth.h"
-#include "net/tcp_transport.h"
+#include "tessera/core/line_reader.h"
+#include "tessera/core/status.h"
+#include "tessera/net/auth.h"
+#include "tessera/net/tcp_transport.h"
 
 namespace tessera {
 

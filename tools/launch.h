@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "core/status.h"
+#include "tessera/core/status.h"
 
 namespace tessera {
 

@@ -1,12 +1,12 @@
-#include "tools/lda_command.h"
+#include "tessera/tools/lda_command.h"
 
 #include <cmath>
 #include <cstdio>
 #include <iostream>
 
-#include "core/fiber_pool.h"
-#include "core/metrics.h"
-#include "tools/cluster.h"
+#include "tessera/core/fiber_pool.h"
+#include "tessera/core/metrics.h"
+#include "tessera/tools/cluster.h"
 
 namespace tessera {
 

@@ -4,9 +4,9 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
-#include "algorithms/lda/lda.h"
-#include "tools/command.h"
-#include "tools/data_parallel_flags.h"
+#include "tessera/algorithms/lda/lda.h"
+#include "tessera/tools/command.h"
+#include "tessera/tools/data_parallel_flags.h"
 
 namespace tessera {
 

@@ -1,4 +1,4 @@
-#include "tools/mf_command.h"
+#include "tessera/tools/mf_command.h"
 
 #include <cmath>
 #include <cstdio>
@@ -7,9 +7,9 @@
 #include <malloc.h>
 #endif
 
-#include "core/fiber_pool.h"
-#include "core/metrics.h"
-#include "tools/cluster.h"
+#include "tessera/core/fiber_pool.h"
+#include "tessera/core/metrics.h"
+#include "tessera/tools/cluster.h"
 
 namespace tessera {
 namespace {

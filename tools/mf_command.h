@@ -5,9 +5,9 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
-#include "algorithms/mf/mf.h"
-#include "tools/command.h"
-#include "tools/data_parallel_flags.h"
+#include "tessera/algorithms/mf/mf.h"
+#include "tessera/tools/command.h"
+#include "tessera/tools/data_parallel_flags.h"
 
 namespace tessera {
 

@@ -1,6 +1,6 @@
 // The `tessera` command line: the commands registered by the tools/*_command.cc files, plus
 // `launch` and `compare` (tools/command.h).
-#include "tools/command.h"
+#include "tessera/tools/command.h"
 
 int main(int argc, char** argv) {
   return tessera::RunCommandLine(

@@ -1,4 +1,4 @@
-#include "algorithms/lasso/lasso.h"
+#include "tessera/algorithms/lasso/lasso.h"
 
 #include <algorithm>
 #include <cmath>
@@ -7,11 +7,11 @@
 #include <sstream>
 #include <unordered_map>
 
-#include "algorithms/lasso/lasso_dp.h"
-#include "core/checkpoint.h"
-#include "core/fiber_pool.h"
-#include "core/memory_limit.h"
-#include "core/metrics.h"
+#include "tessera/algorithms/lasso/lasso_dp.h"
+#include "tessera/core/checkpoint.h"
+#include "tessera/core/fiber_pool.h"
+#include "tessera/core/memory_limit.h"
+#include "tessera/core/metrics.h"
 
 namespace tessera {
 

@@ -19,11 +19,11 @@
 #include <string>
 #include <vector>
 
-#include "core/data_parallel.h"
-#include "core/dataset.h"
-#include "core/model_parallel.h"
-#include "core/status.h"
-#include "schedulers/scheduler.h"
+#include "tessera/core/data_parallel.h"
+#include "tessera/core/dataset.h"
+#include "tessera/core/model_parallel.h"
+#include "tessera/core/status.h"
+#include "tessera/schedulers/scheduler.h"
 
 namespace tessera {
 

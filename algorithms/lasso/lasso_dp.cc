@@ -1,4 +1,4 @@
-#include "algorithms/lasso/lasso_dp.h"
+#include "tessera/algorithms/lasso/lasso_dp.h"
 
 #include <algorithm>
 #include <cmath>

@@ -23,7 +23,7 @@
 #include <functional>
 #include <memory>
 
-#include "algorithms/lasso/lasso.h"
+#include "tessera/algorithms/lasso/lasso.h"
 
 namespace tessera {
 

@@ -1,10 +1,10 @@
-#include "algorithms/lasso/lasso_model.h"
+#include "tessera/algorithms/lasso/lasso_model.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
-#include "core/line_reader.h"
+#include "tessera/core/line_reader.h"
 
 namespace tessera {
 namespace {

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "core/dataset.h"
-#include "core/status.h"
+#include "tessera/core/dataset.h"
+#include "tessera/core/status.h"
 
 namespace tessera {
 

@@ -1,4 +1,4 @@
-#include "algorithms/lda/lda.h"
+#include "tessera/algorithms/lda/lda.h"
 
 #include <algorithm>
 #include <charconv>
@@ -7,10 +7,10 @@
 #include <numeric>
 #include <random>
 
-#include "algorithms/lda/lda_internal.h"
-#include "core/dataset.h"
-#include "core/line_reader.h"
-#include "core/memory_limit.h"
+#include "tessera/algorithms/lda/lda_internal.h"
+#include "tessera/core/dataset.h"
+#include "tessera/core/line_reader.h"
+#include "tessera/core/memory_limit.h"
 
 namespace tessera {
 

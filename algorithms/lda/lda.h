@@ -40,10 +40,10 @@
 #include <string>
 #include <vector>
 
-#include "core/corpus.h"
-#include "core/data_parallel.h"
-#include "core/model_parallel.h"
-#include "core/status.h"
+#include "tessera/core/corpus.h"
+#include "tessera/core/data_parallel.h"
+#include "tessera/core/model_parallel.h"
+#include "tessera/core/status.h"
 
 namespace tessera {
 

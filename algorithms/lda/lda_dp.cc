@@ -15,10 +15,10 @@
 #include <limits>
 #include <optional>
 
-#include "algorithms/lda/lda.h"
-#include "algorithms/lda/lda_internal.h"
-#include "core/checkpoint.h"
-#include "core/metrics.h"
+#include "tessera/algorithms/lda/lda.h"
+#include "tessera/algorithms/lda/lda_internal.h"
+#include "tessera/core/checkpoint.h"
+#include "tessera/core/metrics.h"
 
 namespace tessera {
 namespace {

@@ -9,10 +9,10 @@
 #include <cstdint>
 #include <vector>
 
-#include "algorithms/lda/lda.h"
-#include "core/checkpoint.h"
-#include "core/keys.h"
-#include "core/metrics.h"
+#include "tessera/algorithms/lda/lda.h"
+#include "tessera/core/checkpoint.h"
+#include "tessera/core/keys.h"
+#include "tessera/core/metrics.h"
 
 namespace tessera::lda_internal {
 

@@ -15,10 +15,10 @@
 #include <cmath>
 #include <limits>
 
-#include "algorithms/lda/lda.h"
-#include "algorithms/lda/lda_internal.h"
-#include "core/fiber_pool.h"
-#include "schedulers/scheduler.h"
+#include "tessera/algorithms/lda/lda.h"
+#include "tessera/algorithms/lda/lda_internal.h"
+#include "tessera/core/fiber_pool.h"
+#include "tessera/schedulers/scheduler.h"
 
 namespace tessera {
 namespace {

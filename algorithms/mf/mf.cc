@@ -1,16 +1,16 @@
-#include "algorithms/mf/mf.h"
+#include "tessera/algorithms/mf/mf.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
 
-#include "algorithms/mf/mf_common.h"
-#include "core/dataset.h"
-#include "core/fiber_pool.h"
-#include "core/line_reader.h"
-#include "core/memory_limit.h"
-#include "core/metrics.h"
+#include "tessera/algorithms/mf/mf_common.h"
+#include "tessera/core/dataset.h"
+#include "tessera/core/fiber_pool.h"
+#include "tessera/core/line_reader.h"
+#include "tessera/core/memory_limit.h"
+#include "tessera/core/metrics.h"
 
 namespace tessera {
 

@@ -19,10 +19,10 @@
 #include <string>
 #include <vector>
 
-#include "core/data_parallel.h"
-#include "core/model_parallel.h"
-#include "core/ratings.h"
-#include "core/status.h"
+#include "tessera/core/data_parallel.h"
+#include "tessera/core/model_parallel.h"
+#include "tessera/core/ratings.h"
+#include "tessera/core/status.h"
 
 namespace tessera {
 

@@ -1,4 +1,4 @@
-#include "algorithms/mf/mf_common.h"
+#include "tessera/algorithms/mf/mf_common.h"
 
 #include <algorithm>
 #include <cmath>

@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "algorithms/mf/mf.h"
-#include "core/checkpoint.h"
-#include "core/metrics.h"
+#include "tessera/algorithms/mf/mf.h"
+#include "tessera/core/checkpoint.h"
+#include "tessera/core/metrics.h"
 
 namespace tessera::mf_internal {
 

@@ -12,10 +12,10 @@
 #include <optional>
 #include <random>
 
-#include "algorithms/mf/mf.h"
-#include "algorithms/mf/mf_common.h"
-#include "core/checkpoint.h"
-#include "core/metrics.h"
+#include "tessera/algorithms/mf/mf.h"
+#include "tessera/algorithms/mf/mf_common.h"
+#include "tessera/core/checkpoint.h"
+#include "tessera/core/metrics.h"
 
 namespace tessera {
 namespace {

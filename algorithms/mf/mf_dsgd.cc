@@ -17,11 +17,11 @@
 #include <limits>
 #include <random>
 
-#include "algorithms/mf/mf.h"
-#include "algorithms/mf/mf_common.h"
-#include "core/fiber_pool.h"
-#include "core/metrics.h"
-#include "schedulers/scheduler.h"
+#include "tessera/algorithms/mf/mf.h"
+#include "tessera/algorithms/mf/mf_common.h"
+#include "tessera/core/fiber_pool.h"
+#include "tessera/core/metrics.h"
+#include "tessera/schedulers/scheduler.h"
 
 namespace tessera {
 namespace {

@@ -4,7 +4,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "net/codec_transport.h"
+#include "tessera/net/codec_transport.h"
 
 namespace {
 

@@ -1,6 +1,6 @@
 // Lasso against its oracles: glmnet's reference solutions on diabetes (every scheduler,
 // 1/2/4 workers, pipeline depth 1/2), KKT conditions, and a known support on synthetic data.
-#include "algorithms/lasso/lasso.h"
+#include "tessera/algorithms/lasso/lasso.h"
 
 #include <gtest/gtest.h>
 

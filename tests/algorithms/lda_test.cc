@@ -2,7 +2,7 @@
 // conditional, topics of a corpus drawn from a known model are recovered, the fast and the
 // reference sampler agree on UCI KOS, the log-likelihood rises and levels off in both modes
 // with 1, 2 and 4 workers, and the model file round-trips to the same log-likelihood.
-#include "algorithms/lda/lda.h"
+#include "tessera/algorithms/lda/lda.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -12,8 +12,8 @@
 #include <numeric>
 #include <random>
 
-#include "algorithms/lda/lda_internal.h"
-#include "core/checkpoint.h"
+#include "tessera/algorithms/lda/lda_internal.h"
+#include "tessera/core/checkpoint.h"
 #include "tests/test_util.h"
 
 namespace tessera {

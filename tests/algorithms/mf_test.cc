@@ -1,7 +1,7 @@
 // Matrix factorization against its oracles: a low-rank matrix with known noise is recovered,
 // MovieLens-100K u1 reaches a test RMSE comparable to published CCD++/LIBMF figures with the
 // same result for 1, 2 and 4 workers, and the model file round-trips.
-#include "algorithms/mf/mf.h"
+#include "tessera/algorithms/mf/mf.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -9,7 +9,7 @@
 #include <cmath>
 #include <random>
 
-#include "core/checkpoint.h"
+#include "tessera/core/checkpoint.h"
 #include "tests/test_util.h"
 
 namespace tessera {

@@ -1,6 +1,6 @@
 // Checkpoint files: what is written reads back exactly; a truncated, corrupt or foreign file
 // is a clear error; a directory resumes from its newest whole checkpoint.
-#include "core/checkpoint.h"
+#include "tessera/core/checkpoint.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -11,7 +11,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/metrics.h"
+#include "tessera/core/metrics.h"
 #include "tests/test_util.h"
 
 namespace tessera {

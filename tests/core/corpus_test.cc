@@ -1,6 +1,6 @@
 // Corpus readers: UCI bag-of-words with its vocabulary, LIBSVM term counts and plain text,
 // each kind of bad input with its file:line message, and the real KOS, news20 and Reuters sets.
-#include "core/corpus.h"
+#include "tessera/core/corpus.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -7,8 +7,8 @@
 #include <map>
 #include <mutex>
 
-#include "core/fiber_pool.h"
-#include "core/model_parallel.h"
+#include "tessera/core/fiber_pool.h"
+#include "tessera/core/model_parallel.h"
 #include "tests/test_util.h"
 
 namespace tessera {

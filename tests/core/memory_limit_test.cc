@@ -1,4 +1,4 @@
-#include "core/memory_limit.h"
+#include "tessera/core/memory_limit.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-#include "core/parameter_server.h"
+#include "tessera/core/parameter_server.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -10,8 +10,8 @@
 #include <random>
 #include <thread>
 
-#include "core/data_parallel.h"
-#include "core/fiber_pool.h"
+#include "tessera/core/data_parallel.h"
+#include "tessera/core/fiber_pool.h"
 
 namespace tessera {
 namespace {

@@ -1,6 +1,6 @@
 // Rating readers: triples in every separator, MatrixMarket, id maps shared with a test set,
 // each kind of bad input with its file:line message, and the real MovieLens/Jester files.
-#include "core/ratings.h"
+#include "tessera/core/ratings.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

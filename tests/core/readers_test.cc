@@ -3,8 +3,8 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
-#include "core/dataset.h"
-#include "core/line_reader.h"
+#include "tessera/core/dataset.h"
+#include "tessera/core/line_reader.h"
 #include "tests/test_util.h"
 
 namespace tessera {

@@ -1,8 +1,8 @@
-#include "core/transport.h"
+#include "tessera/core/transport.h"
 
 #include <gtest/gtest.h>
 
-#include "core/fiber_pool.h"
+#include "tessera/core/fiber_pool.h"
 
 namespace tessera {
 namespace {

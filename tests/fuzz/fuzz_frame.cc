@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string_view>
 
-#include "net/codec.h"
+#include "tessera/net/codec.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace tessera::net;

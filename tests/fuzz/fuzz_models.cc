@@ -3,8 +3,8 @@
 // is a model or a `file:line:` error.
 #include <cstdint>
 
-#include "algorithms/lda/lda.h"
-#include "algorithms/mf/mf.h"
+#include "tessera/algorithms/lda/lda.h"
+#include "tessera/algorithms/mf/mf.h"
 #include "tests/fuzz/fuzz_util.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "core/checkpoint.h"
-#include "core/data_parallel.h"
-#include "core/parameter_server.h"
-#include "net/process_env.h"
+#include "tessera/core/checkpoint.h"
+#include "tessera/core/data_parallel.h"
+#include "tessera/core/parameter_server.h"
+#include "tessera/net/process_env.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace tessera;

@@ -2,9 +2,9 @@
 // first byte picks one, the rest is the file. Any input is a data set or a `file:line:` error.
 #include <cstdint>
 
-#include "core/corpus.h"
-#include "core/dataset.h"
-#include "core/ratings.h"
+#include "tessera/core/corpus.h"
+#include "tessera/core/dataset.h"
+#include "tessera/core/ratings.h"
 #include "tests/fuzz/fuzz_util.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

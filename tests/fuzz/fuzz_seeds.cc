@@ -11,10 +11,10 @@
 #include <utility>
 #include <vector>
 
-#include "algorithms/lda/lda.h"
-#include "algorithms/mf/mf.h"
-#include "core/checkpoint.h"
-#include "net/codec.h"
+#include "tessera/algorithms/lda/lda.h"
+#include "tessera/algorithms/mf/mf.h"
+#include "tessera/core/checkpoint.h"
+#include "tessera/net/codec.h"
 
 namespace {
 

@@ -6,9 +6,9 @@
 #include <cstdint>
 #include <string_view>
 
-#include "core/fiber_pool.h"
-#include "core/parameter_server.h"
-#include "net/codec.h"
+#include "tessera/core/fiber_pool.h"
+#include "tessera/core/parameter_server.h"
+#include "tessera/net/codec.h"
 
 namespace {
 

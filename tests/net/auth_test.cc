@@ -1,6 +1,6 @@
 // Connection authentication: HMAC-SHA256 against RFC 4231's test vector, handshake MACs bound
 // to both nonces, both ranks and the secret, sealed frames, and secrets from the environment.
-#include "net/auth.h"
+#include "tessera/net/auth.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -1,6 +1,6 @@
 // The wire codec: every message kind round-trips field for field; truncated, oversize,
 // malformed and random frames are rejected with a message, never a crash.
-#include "net/codec.h"
+#include "tessera/net/codec.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

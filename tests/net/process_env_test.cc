@@ -1,5 +1,5 @@
 // Rank and size from mpirun, srun or tessera launch; the rendezvous address; clear errors.
-#include "net/process_env.h"
+#include "tessera/net/process_env.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -2,7 +2,7 @@
 // every other in order, large messages arrive whole, a wrong secret and garbage connections
 // are refused without stopping the run, an oversize frame and a lost process fail the
 // transport with a message naming the process.
-#include "net/tcp_transport.h"
+#include "tessera/net/tcp_transport.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -13,8 +13,8 @@
 #include <random>
 #include <thread>
 
-#include "core/model_parallel.h"
-#include "net/auth.h"
+#include "tessera/core/model_parallel.h"
+#include "tessera/net/auth.h"
 
 namespace tessera::net {
 namespace {

@@ -1,5 +1,5 @@
 // Every registered scheduler gets the same checks; then each built-in its own.
-#include "schedulers/scheduler.h"
+#include "tessera/schedulers/scheduler.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

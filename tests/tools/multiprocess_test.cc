@@ -17,7 +17,7 @@
 #include <sstream>
 #include <thread>
 
-#include "net/tcp_transport.h"
+#include "tessera/net/tcp_transport.h"
 #include "tests/test_util.h"
 
 namespace tessera {

@@ -16,7 +16,7 @@
 #include <string>
 #include <thread>
 
-#include "net/tcp_transport.h"
+#include "tessera/net/tcp_transport.h"
 #include "tests/test_util.h"
 
 namespace tessera {
