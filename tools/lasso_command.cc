@@ -5,6 +5,7 @@
 #include <string>
 
 #include "tessera/algorithms/lasso/lasso.h"
+#include "tessera/algorithms/lasso/lasso_cv.h"
 #include "tessera/algorithms/lasso/lasso_model.h"
 #include "tessera/core/dataset.h"
 #include "tessera/core/fiber_pool.h"
@@ -72,6 +73,10 @@ struct LassoFlags {
   bool no_strong = false, no_active = false;
   DataParallelFlags data_parallel;  // parsed into opts.data_parallel
   bool no_accelerate = false;
+  int cv = 0;                    // folds; 0: no cross-validation
+  std::string foldid;            // a file of fold ids, one per row
+  std::string cv_refit = "min";  // the λ --output keeps after --cv: min | 1se | path
+  std::string cv_output;         // lambda,cv_error,cv_sd,nonzeros CSV
 };
 
 void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
@@ -107,6 +112,22 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
       ->capture_default_str();
   cmd.add_option("--seed", f.opts.engine.seed, "Seed of randomized schedulers")
       ->capture_default_str();
+  const std::string cv = "Cross-validation";
+  cmd.add_option("--cv", f.cv,
+                 "K-fold cross-validation along the path (glmnet's cv.glmnet): prints the CV "
+                 "error per lambda, lambda.min and lambda.1se; folds seeded by --seed")
+      ->group(cv);
+  cmd.add_option("--foldid", f.foldid,
+                 "Cross-validate with these folds: a file of one fold number (1..K) per row, "
+                 "as glmnet's foldid")
+      ->group(cv);
+  cmd.add_option("--cv-refit", f.cv_refit,
+                 "What --output keeps after cross-validation: the full-data fit at lambda.min "
+                 "| 1se, or the whole path")
+      ->capture_default_str()
+      ->group(cv);
+  cmd.add_option("--cv-output", f.cv_output, "Write lambda,cv_error,cv_sd,nonzeros CSV here")
+      ->group(cv);
   cmd.add_flag("--standardize", f.opts.standardize, "Penalize by column standard deviation");
   cmd.add_flag("--no-strong-rules", f.no_strong, "Do not screen with the strong rule");
   cmd.add_flag("--no-active-set", f.no_active, "Always sweep every candidate");
@@ -150,6 +171,75 @@ Status WriteSummary(const std::string& path, const LassoOptions& o, const LassoS
           FormatDouble(setup_seconds) + "," + std::to_string(r.bytes) + "," +
           std::to_string(PeakRssBytes()) + "," + r.stop_reason);
   return out.Finish();
+}
+
+// The path's λ: `count` log-spaced from λ_max down to λ_max × ratio (glmnet's default ratio:
+// 1e-4, or 1e-2 when p > n).
+std::vector<double> PathLambdas(const LassoFlags& f, const Dataset& d, double lmax) {
+  const int count = f.path > 0 ? f.path : 100;
+  const double ratio = f.path_ratio > 0 ? f.path_ratio : (d.cols() > d.rows() ? 1e-2 : 1e-4);
+  std::vector<double> lambdas(static_cast<std::size_t>(count));
+  for (int k = 0; k < count; ++k)
+    lambdas[k] = count == 1 ? lmax : lmax * std::pow(ratio, double(k) / double(count - 1));
+  return lambdas;
+}
+
+// --cv / --foldid: the full-data path, then each fold's along the same λ; the table, λ.min and
+// λ.1se; --output keeps the full-data fit at the chosen λ (or the path).
+int CrossValidate(LassoFlags& f, const CommonFlags& c, const Dataset& d, LassoSolver& s) {
+  LassoCvOptions cv;
+  cv.folds = f.cv;
+  cv.seed = f.opts.engine.seed;
+  if (!f.foldid.empty()) {
+    auto ids = ReadFoldIds(f.foldid);
+    if (!ids.ok()) return Fail(ids.status());
+    cv.foldid = std::move(*ids);
+  }
+  const std::vector<double> lambdas = PathLambdas(f, d, s.LambdaMax());
+  auto full = s.FitLambdas(lambdas);
+  if (!full.ok()) return Fail(full.status());
+  if (!c.quiet) {
+    std::printf("fitted the path of %zu lambdas on all %lld rows; cross-validating ...\n",
+                lambdas.size(), static_cast<long long>(d.rows()));
+    std::fflush(stdout);
+  }
+  auto result = CrossValidateLasso(d, f.opts, lambdas, cv);
+  if (!result.ok()) return Fail(result.status());
+  if (!result->holds_result) return 0;
+  const LassoCvResult& r = *result;
+  const int folds = *std::max_element(r.foldid.begin(), r.foldid.end());
+  if (!c.quiet) {
+    std::printf("%-14s %-16s %-12s %s\n", "lambda", "cv error (mse)", "std. error", "nonzeros");
+    for (std::size_t l = 0; l < lambdas.size(); ++l) {
+      std::printf("%-14.6g %-16.10g %-12.4g %d%s\n", lambdas[l], r.cv_error[Eigen::Index(l)],
+                  r.cv_sd[Eigen::Index(l)], (*full)[l].nonzeros(),
+                  l == r.index_min ? "  lambda.min" : (l == r.index_1se ? "  lambda.1se" : ""));
+    }
+  }
+  for (const auto& [name, index] : {std::pair<const char*, std::size_t>{"lambda.min", r.index_min},
+                                    {"lambda.1se", r.index_1se}}) {
+    std::printf("%s %.9g: cv error %.10g (std. error %.4g), %d nonzeros, %d folds\n", name,
+                lambdas[index], r.cv_error[Eigen::Index(index)], r.cv_sd[Eigen::Index(index)],
+                (*full)[index].nonzeros(), folds);
+  }
+  if (!f.cv_output.empty()) {
+    CsvWriter out;
+    if (auto st = out.Open(f.cv_output, "lambda,cv_error,cv_sd,nonzeros"); !st.ok())
+      return Fail(st);
+    for (std::size_t l = 0; l < lambdas.size(); ++l) {
+      out.Row(FormatDouble(lambdas[l]) + "," + FormatDouble(r.cv_error[Eigen::Index(l)]) + "," +
+              FormatDouble(r.cv_sd[Eigen::Index(l)]) + "," + std::to_string((*full)[l].nonzeros()));
+    }
+    if (auto st = out.Finish(); !st.ok()) return Fail(st);
+  }
+  if (!c.output.empty()) {
+    Status st = f.cv_refit == "path"
+                    ? WritePath(c.output, d, *full)
+                    : WriteCoefficients(c.output, d,
+                                        (*full)[f.cv_refit == "1se" ? r.index_1se : r.index_min]);
+    if (!st.ok()) return Fail(st);
+  }
+  return 0;
 }
 
 // In every process of the run: the fit, reported (at process 0) as `c` says.
@@ -202,6 +292,7 @@ int FitLasso(LassoFlags& f, const CommonFlags& c, Cluster& cluster) {
         r.lambda, r.objective, r.kkt_violation, r.nonzeros(),
         static_cast<unsigned long long>(r.rounds), r.seconds, r.stop_reason.c_str());
   };
+  if (f.cv > 0 || !f.foldid.empty()) return CrossValidate(f, c, d, s);
   if (f.path > 0) {
     double ratio = f.path_ratio > 0 ? f.path_ratio : (d.cols() > d.rows() ? 1e-2 : 1e-4);
     auto sols = s.FitPath(f.path, ratio);
@@ -372,6 +463,23 @@ class LassoCommand final : public AppCommand {
     if (f.path < 0) return InvalidArgument("--path must be >= 1");
     if (f.path > 0 && !common().summary.empty()) {
       return InvalidArgument("--summary describes one fit; drop it or --path");
+    }
+    if (f.cv < 0 || f.cv == 1) return InvalidArgument("--cv must be >= 2 folds");
+    if (f.cv > 0 && !f.foldid.empty()) {
+      return InvalidArgument("give --cv K or --foldid FILE, not both");
+    }
+    const bool cross_validate = f.cv > 0 || !f.foldid.empty();
+    if (f.cv_refit != "min" && f.cv_refit != "1se" && f.cv_refit != "path") {
+      return InvalidArgument("--cv-refit must be min, 1se or path, got '" + f.cv_refit + "'");
+    }
+    if (!cross_validate && !f.cv_output.empty()) {
+      return InvalidArgument("--cv-output needs --cv or --foldid");
+    }
+    if (cross_validate && (f.lambda != 0 || f.lambda_ratio != 0 || !common().summary.empty() ||
+                           !common().checkpoint.dir.empty() || !common().trace.empty())) {
+      return InvalidArgument(
+          "--cv cross-validates a path of its own: drop --lambda/--lambda-ratio, --summary, "
+          "--trace and checkpoints (--path and --path-ratio set the path)");
     }
     if (f.path > 0 && (f.lambda != 0 || f.lambda_ratio != 0)) {
       return InvalidArgument("--path computes its own lambdas; drop --lambda/--lambda-ratio");

@@ -384,6 +384,45 @@ std::vector<std::vector<double>> CsvNumbers(const std::string& path,
   return rows;
 }
 
+// `tessera lasso --cv` / `--foldid`: the table, lambda.min and lambda.1se as the library's
+// cross-validation (checked against cv.glmnet in LassoCvTest) gives them; --output keeps the
+// full-data fit at the chosen λ, which predict reads; the CV table is written; bad fold files
+// and flag combinations are named.
+TEST(CliTest, LassoCrossValidationPrintsLambdaMinAnd1seAndKeepsTheChosenFit) {
+  testing::TempDir dir;
+  std::string ids = "fold\n";
+  for (int i = 0; i < 442; ++i) ids += std::to_string((7 * i) % 10 + 1) + "\n";
+  const std::string foldid = dir.File("folds.csv", ids), model = dir.Path("min.csv"),
+                    table = dir.Path("cv.csv");
+  auto r = RunCli("lasso --data " + Diabetes() + " --foldid " + foldid + " --path 30 --output " +
+                  model + " --cv-output " + table);
+  ASSERT_EQ(r.code, 0) << r.output;
+  // cv.glmnet's choices on these folds and λ (tests/data/diabetes_cv_glmnet.csv).
+  EXPECT_THAT(r.output, HasSubstr("lambda.min 0.0475193699: cv error 2977.06"));
+  EXPECT_THAT(r.output, HasSubstr("lambda.1se 0.319489714: cv error 3153.63"));
+  EXPECT_EQ(CsvNumbers(table).size(), 30u);
+  // name,value rows: one λ's coefficients, the intercept first.
+  EXPECT_EQ(testing::Slurp(model).rfind("name,value\n(intercept),", 0), 0u);
+  auto p = RunCli("lasso predict --model " + model + " --data " + Diabetes());
+  EXPECT_EQ(p.code, 0) << p.output;
+
+  auto k = RunCli("lasso --data " + Diabetes() + " --cv 5 --path 10 --quiet");
+  EXPECT_EQ(k.code, 0) << k.output;
+  EXPECT_THAT(k.output, HasSubstr("5 folds"));
+
+  const std::string bad = dir.File("bad.csv", "fold\n1\n2\nx\n");
+  auto e = RunCli("lasso --data " + Diabetes() + " --foldid " + bad);
+  EXPECT_EQ(e.code, 1);
+  EXPECT_THAT(e.output, HasSubstr("bad.csv:4: a fold id must be a whole number >= 1, not 'x'"));
+  const std::string short_ids = dir.File("short.csv", "1\n2\n");
+  e = RunCli("lasso --data " + Diabetes() + " --foldid " + short_ids);
+  EXPECT_EQ(e.code, 1);
+  EXPECT_THAT(e.output, HasSubstr("the fold ids number 2, the data has 442 rows"));
+  e = RunCli("lasso --data " + Diabetes() + " --cv 5 --lambda 0.1");
+  EXPECT_NE(e.code, 0);
+  EXPECT_THAT(e.output, HasSubstr("--cv cross-validates a path of its own"));
+}
+
 // `tessera lasso predict`: on held-out rows its predictions are intercept + x'b computed here
 // from the coefficient file, for every λ of a path and between two of them; on the training
 // rows its mean squared error completes the path's objectives (objective = MSE / 2 + λ‖b‖₁);
