@@ -36,8 +36,7 @@ void AddLdaFlags(CLI::App& t, LdaFlags& f) {
   f.data_parallel.frequency = f.opts.data_parallel.frequency.ToString();
   t.add_option("--corpus", f.corpus,
                "Documents: UCI docword.*.txt, LIBSVM term counts, or text (one document per "
-               "line); .gz read transparently")
-      ->required();
+               "line); .gz read transparently");
   t.add_option("--vocab", f.vocab, "UCI vocab.*.txt (word w on line w)");
   t.add_option("--format", f.format, "auto | uci | libsvm | text")->capture_default_str();
   t.add_option("--min-count", f.min_count, "Text corpora: drop words seen fewer times")
@@ -71,8 +70,7 @@ void AddLdaFlags(CLI::App& t, LdaFlags& f) {
       ->capture_default_str();
   t.add_option("--show-topics", f.show_topics, "Topics printed at the end (0: none)")
       ->capture_default_str();
-  t.add_option("--topics-out", f.topics_out, "Write every topic's top words here")
-      ->capture_default_str();
+  t.add_option("--topics-out", f.topics_out, "Write every topic's top words here");
   t.add_flag("--no-files", f.no_files, "Write neither the topics nor the model file");
   t.add_option("--mode", f.opts.mode,
                "model-parallel (word rotation) | data-parallel (counts on a parameter server)")
@@ -218,9 +216,95 @@ int FitLda(LdaFlags& f, const CommonFlags& c, Cluster& cluster) {
 
 namespace {
 
+// `tessera lda infer`: the topic mixtures of new documents under a saved model.
+struct LdaInferFlags {
+  std::string model, corpus, vocab, format = "auto", output;
+  LdaInferOptions opts;
+};
+
+CLI::App* AddLdaInferCommand(CLI::App& lda, LdaInferFlags& f) {
+  CLI::App* cmd = lda.add_subcommand(
+      "infer",
+      "Topic mixtures of new documents under a model that 'tessera lda --output' wrote (Gibbs "
+      "sampling of their topics with the model's topic-word distributions fixed)");
+  cmd->add_option("--model", f.model, "The model file")->required();
+  cmd->add_option("--corpus", f.corpus,
+                  "The documents, in any corpus format; words are matched to the model's by name")
+      ->required();
+  cmd->add_option("--vocab", f.vocab, "UCI vocab.*.txt of the documents");
+  cmd->add_option("--format", f.format, "auto | uci | libsvm | text")->capture_default_str();
+  cmd->add_option("--burn-in", f.opts.burn_in, "Sweeps before the mixture is averaged")
+      ->capture_default_str();
+  cmd->add_option("--samples", f.opts.samples, "Sweeps averaged")->capture_default_str();
+  cmd->add_option("--seed", f.opts.seed, "Seed of the sampler")->capture_default_str();
+  cmd->add_option("--output", f.output,
+                  "Write document,tokens,topic_0,...,topic_K-1 CSV here (written atomically; "
+                  "default: standard output)");
+  return cmd;
+}
+
+int RunLdaInfer(const LdaInferFlags& f) {
+  if (!f.output.empty()) {
+    if (Status s = CheckWritable(f.output); !s.ok()) return Fail(s);
+  }
+  auto model = ReadLdaModel(f.model);
+  if (!model.ok()) return Fail(model.status());
+  auto docs = ReadCorpus(f.corpus, f.vocab, f.format, 1);
+  if (!docs.ok()) return Fail(docs.status());
+  auto r = InferLdaTopics(*model, *docs, f.opts);
+  if (!r.ok()) return Fail(r.status());
+  std::uint64_t known = 0;
+  for (std::uint64_t t : r->tokens) known += t;
+  if (known == 0) {
+    return Fail(InvalidArgument(f.corpus + ": none of its " + std::to_string(r->unknown_tokens) +
+                                " tokens is a word of the model (" + f.model +
+                                "): a different vocabulary?"));
+  }
+  std::string header = "document,tokens";
+  for (int k = 0; k < model->topics; ++k) header += ",topic_" + std::to_string(k);
+  auto row = [&](std::size_t d) {
+    std::string line = std::to_string(d + 1) + "," + std::to_string(r->tokens[d]);
+    for (int k = 0; k < model->topics; ++k) {
+      line += "," + FormatDouble(r->theta(static_cast<Eigen::Index>(d), k));
+    }
+    return line;
+  };
+  if (f.output.empty()) {
+    std::printf("%s\n", header.c_str());
+    for (std::size_t d = 0; d < docs->num_docs(); ++d) std::printf("%s\n", row(d).c_str());
+  } else {
+    CsvWriter out;
+    if (Status s = out.Open(f.output, header); !s.ok()) return Fail(s);
+    for (std::size_t d = 0; d < docs->num_docs(); ++d) out.Row(row(d));
+    if (Status s = out.Finish(); !s.ok()) return Fail(s);
+  }
+  std::fprintf(stderr,
+               "tessera lda infer: %zu documents, %llu tokens of the model's words sampled, %llu "
+               "of unknown words skipped; K %d%s%s\n",
+               docs->num_docs(), static_cast<unsigned long long>(known),
+               static_cast<unsigned long long>(r->unknown_tokens), model->topics,
+               f.output.empty() ? "" : "; wrote ", f.output.c_str());
+  return 0;
+}
+
 class LdaCommand final : public AppCommand {
  public:
   std::string name() const override { return "lda"; }
+  CLI::App* Add(CLI::App& app) override {
+    CLI::App* cmd = AppCommand::Add(app);
+    infer_ = AddLdaInferCommand(*cmd, infer_flags_);
+    return cmd;
+  }
+  int Run(CLI::App& cmd) override {
+    if (infer_->parsed()) return RunLdaInfer(infer_flags_);
+    if (f_.corpus.empty()) {  // required of a fit, not of infer: a command-line error
+      std::fprintf(stderr,
+                   "tessera: error: --corpus is required\n(run 'tessera --help' or 'tessera lda "
+                   "--help')\n");
+      return 2;
+    }
+    return AppCommand::Run(cmd);
+  }
   const CompareSpec* compare() const override {
     // The objective is -log p(w, z) (minimized, like the others).
     static const CompareSpec spec{{"--topics-out", "--no-files", "--max-seconds", "--iterations"},
@@ -246,7 +330,6 @@ class LdaCommand final : public AppCommand {
   std::string output_help() const override {
     return "Write the model (word-topic and doc-topic counts) here";
   }
-  std::string output_default() const override { return "lda-model.txt"; }
   std::vector<std::string> written_files() const override {
     if (f_.no_files) return {};
     std::vector<std::string> files = AppCommand::written_files();
@@ -266,6 +349,8 @@ class LdaCommand final : public AppCommand {
 
  private:
   LdaFlags f_;
+  LdaInferFlags infer_flags_;
+  CLI::App* infer_ = nullptr;
 };
 
 TESSERA_REGISTER_COMMAND(LdaCommand);

@@ -12,7 +12,7 @@ namespace tessera {
 
 struct LdaFlags {
   std::string corpus, vocab, format = "auto", test;
-  std::string topics_out = "lda-topics.txt";
+  std::string topics_out;  // empty: none
   bool no_files = false;
   LdaOptions opts;
   double heldout = 0;

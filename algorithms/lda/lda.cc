@@ -6,6 +6,10 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <span>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
 
 #include "tessera/algorithms/lda/lda_internal.h"
 #include "tessera/core/dataset.h"
@@ -421,29 +425,89 @@ double LdaLogLikelihood(const LdaModel& m) {
   return s;
 }
 
-double HeldOutPerplexity(const LdaModel& m, const Corpus& test, std::uint64_t seed) {
-  const int K = m.topics;
-  const auto Ku = static_cast<std::size_t>(K);
-  const double alpha = m.alpha;
-  // φ of one word at a time, from the sparse rows: β / (n_k + Vβ) where n_kw = 0.
-  std::vector<double> denom(Ku), phi_zero(Ku), phi_row(Ku);
-  for (std::size_t k = 0; k < Ku; ++k) {
-    denom[k] = static_cast<double>(m.topic_total[k]) + m.beta * static_cast<double>(m.num_words());
-    phi_zero[k] = m.beta / denom[k];
-  }
-  const auto phi = [&](std::uint32_t w) {
-    std::copy(phi_zero.begin(), phi_zero.end(), phi_row.begin());
-    for (std::uint64_t j = m.word_ptr[w]; j < m.word_ptr[w + 1]; ++j) {
-      phi_row[m.word_topic[j]] = (m.word_count[j] + m.beta) / denom[m.word_topic[j]];
+namespace {
+
+// Collapsed Gibbs sampling of one document's topics with the model's φ fixed: what held-out
+// perplexity and inference share.
+class FixedPhiSampler {
+ public:
+  explicit FixedPhiSampler(const LdaModel& m)
+      : m_(m),
+        K_(static_cast<std::size_t>(m.topics)),
+        denom_(K_),
+        phi_zero_(K_),
+        phi_row_(K_),
+        nd_(K_),
+        cdf_(K_) {
+    for (std::size_t k = 0; k < K_; ++k) {
+      denom_[k] =
+          static_cast<double>(m.topic_total[k]) + m.beta * static_cast<double>(m.num_words());
+      phi_zero_[k] = m.beta / denom_[k];
     }
-    return phi_row.data();
-  };
+  }
+
+  // φ of word w over the topics, from its sparse row: β / (n_k + Vβ) where n_kw = 0. Valid
+  // until the next call.
+  const double* Phi(std::uint32_t w) {
+    std::copy(phi_zero_.begin(), phi_zero_.end(), phi_row_.begin());
+    for (std::uint64_t j = m_.word_ptr[w]; j < m_.word_ptr[w + 1]; ++j) {
+      phi_row_[m_.word_topic[j]] = (m_.word_count[j] + m_.beta) / denom_[m_.word_topic[j]];
+    }
+    return phi_row_.data();
+  }
+
+  // θ of a document of `tokens` (the model's word ids): topics drawn uniformly, then
+  // burn_in + samples sweeps; θ_k = (n_dk + α) / (N_d + Kα) averaged over the last `samples`.
+  void Mixture(std::span<const std::uint32_t> tokens, int burn_in, int samples,
+               lda_internal::Rng& rng, std::vector<double>& theta) {
+    const double alpha = m_.alpha;
+    theta.assign(K_, 0.0);
+    std::fill(nd_.begin(), nd_.end(), 0);
+    z_.resize(tokens.size());
+    for (auto& t : z_) {
+      t = rng.Below(static_cast<std::uint32_t>(K_));
+      ++nd_[t];
+    }
+    for (int sweep = 0; sweep < burn_in + samples; ++sweep) {
+      for (std::size_t i = 0; i < tokens.size(); ++i) {
+        --nd_[z_[i]];
+        const double* p = Phi(tokens[i]);
+        double total = 0;
+        for (std::size_t k = 0; k < K_; ++k) {
+          total += (nd_[k] + alpha) * p[k];
+          cdf_[k] = total;
+        }
+        const double u = rng.Uniform() * total;
+        std::size_t k = 0;
+        while (k + 1 < K_ && cdf_[k] <= u) ++k;
+        z_[i] = static_cast<std::uint32_t>(k);
+        ++nd_[k];
+      }
+      if (sweep >= burn_in) {
+        const double norm = static_cast<double>(tokens.size()) + alpha * static_cast<double>(K_);
+        for (std::size_t k = 0; k < K_; ++k) theta[k] += (nd_[k] + alpha) / norm / samples;
+      }
+    }
+  }
+
+ private:
+  const LdaModel& m_;
+  std::size_t K_;
+  std::vector<double> denom_, phi_zero_, phi_row_;
+  std::vector<std::int32_t> nd_;
+  std::vector<double> cdf_;
+  std::vector<std::uint32_t> z_;
+};
+
+}  // namespace
+
+double HeldOutPerplexity(const LdaModel& m, const Corpus& test, std::uint64_t seed) {
+  const auto Ku = static_cast<std::size_t>(m.topics);
+  FixedPhiSampler sampler(m);
   lda_internal::Rng rng(seed);
   constexpr int kBurnIn = 10, kSamples = 10;
   std::vector<std::uint32_t> observed, held;
-  std::vector<std::uint32_t> z;
-  std::vector<std::int32_t> nd(Ku);
-  std::vector<double> theta(Ku), cdf(Ku);
+  std::vector<double> theta(Ku);
   double log_p = 0;
   std::uint64_t n_held = 0;
   for (std::size_t d = 0; d < test.num_docs(); ++d) {
@@ -457,35 +521,9 @@ double HeldOutPerplexity(const LdaModel& m, const Corpus& test, std::uint64_t se
       }
     }
     if (held.empty()) continue;
-    std::fill(nd.begin(), nd.end(), 0);
-    std::fill(theta.begin(), theta.end(), 0.0);
-    z.resize(observed.size());
-    for (auto& t : z) {
-      t = rng.Below(static_cast<std::uint32_t>(K));
-      ++nd[t];
-    }
-    for (int sweep = 0; sweep < kBurnIn + kSamples; ++sweep) {
-      for (std::size_t i = 0; i < observed.size(); ++i) {
-        --nd[z[i]];
-        const double* p = phi(observed[i]);
-        double total = 0;
-        for (std::size_t k = 0; k < Ku; ++k) {
-          total += (nd[k] + alpha) * p[k];
-          cdf[k] = total;
-        }
-        const double u = rng.Uniform() * total;
-        std::size_t k = 0;
-        while (k + 1 < Ku && cdf[k] <= u) ++k;
-        z[i] = static_cast<std::uint32_t>(k);
-        ++nd[k];
-      }
-      if (sweep >= kBurnIn) {
-        const double norm = static_cast<double>(observed.size()) + alpha * K;
-        for (std::size_t k = 0; k < Ku; ++k) theta[k] += (nd[k] + alpha) / norm / kSamples;
-      }
-    }
+    sampler.Mixture(observed, kBurnIn, kSamples, rng, theta);
     for (std::uint32_t w : held) {
-      const double* p = phi(w);
+      const double* p = sampler.Phi(w);
       double s = 0;
       for (std::size_t k = 0; k < Ku; ++k) s += theta[k] * p[k];
       log_p += std::log(s);
@@ -494,6 +532,50 @@ double HeldOutPerplexity(const LdaModel& m, const Corpus& test, std::uint64_t se
   }
   return n_held ? std::exp(-log_p / static_cast<double>(n_held))
                 : std::numeric_limits<double>::quiet_NaN();
+}
+
+StatusOr<LdaInference> InferLdaTopics(const LdaModel& m, const Corpus& docs,
+                                      const LdaInferOptions& options) {
+  if (options.burn_in < 0 || options.samples < 1) {
+    return InvalidArgument("inference needs burn-in >= 0 and at least 1 sample");
+  }
+  const auto K = static_cast<Eigen::Index>(m.topics);
+  TESSERA_RETURN_IF_ERROR(
+      CheckAllocation("topic mixtures of " + std::to_string(docs.num_docs()) + " documents x " +
+                          std::to_string(m.topics) + " topics",
+                      8.0 * static_cast<double>(docs.num_docs()) * static_cast<double>(m.topics)));
+  // The documents' words by name in the model's vocabulary (absent: not sampled, counted).
+  std::unordered_map<std::string_view, std::uint32_t> model_id;
+  model_id.reserve(m.vocab.size());
+  for (std::uint32_t w = 0; w < m.vocab.size(); ++w) model_id.emplace(m.vocab[w], w);
+  constexpr std::uint32_t kUnknown = ~std::uint32_t{0};
+  std::vector<std::uint32_t> to_model(docs.num_words(), kUnknown);
+  for (std::uint32_t w = 0; w < docs.num_words(); ++w) {
+    if (auto it = model_id.find(docs.vocab[w]); it != model_id.end()) to_model[w] = it->second;
+  }
+  LdaInference out;
+  out.theta.resize(static_cast<Eigen::Index>(docs.num_docs()), K);
+  out.tokens.assign(docs.num_docs(), 0);
+  FixedPhiSampler sampler(m);
+  lda_internal::Rng rng(options.seed);
+  std::vector<std::uint32_t> tokens;
+  std::vector<double> theta;
+  for (std::size_t d = 0; d < docs.num_docs(); ++d) {
+    tokens.clear();
+    for (std::uint64_t j = docs.doc_ptr[d]; j < docs.doc_ptr[d + 1]; ++j) {
+      const std::uint32_t w = docs.word[j] < to_model.size() ? to_model[docs.word[j]] : kUnknown;
+      if (w == kUnknown) {
+        out.unknown_tokens += docs.count[j];
+        continue;
+      }
+      tokens.insert(tokens.end(), docs.count[j], w);
+    }
+    out.tokens[d] = tokens.size();
+    sampler.Mixture(tokens, options.burn_in, options.samples, rng, theta);
+    for (Eigen::Index k = 0; k < K; ++k)
+      out.theta(static_cast<Eigen::Index>(d), k) = theta[static_cast<std::size_t>(k)];
+  }
+  return out;
 }
 
 void HoldOutDocuments(const Corpus& all, double fraction, std::uint64_t seed, Corpus& train,

@@ -35,6 +35,7 @@
 //   perplexity = exp(− Σ_heldout log Σ_k θ_dk φ_kw / N_heldout).
 #pragma once
 
+#include <Eigen/Core>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -137,6 +138,24 @@ double LdaLogLikelihood(const LdaModel& model);
 
 // Held-out perplexity of `test` (same vocabulary) by document completion; `seed` for its sampler.
 double HeldOutPerplexity(const LdaModel& model, const Corpus& test, std::uint64_t seed = 1);
+
+// Topic mixtures of new documents under a fitted model: θ_d by collapsed Gibbs sampling of
+// each document's topics with the model's φ fixed, θ_dk = (n_dk + α) / (N_d + Kα) averaged over
+// `samples` sweeps after `burn_in` (as held-out perplexity does). The documents' words are
+// matched to the model's by name; words the model does not know are skipped and counted.
+// A document with no known word gets the prior's mixture, 1/K each.
+struct LdaInferOptions {
+  int burn_in = 50;
+  int samples = 50;
+  std::uint64_t seed = 1;
+};
+struct LdaInference {
+  Eigen::MatrixXd theta;              // documents x topics; rows sum to 1
+  std::vector<std::uint64_t> tokens;  // per document: the tokens sampled (known words)
+  std::uint64_t unknown_tokens = 0;   // tokens of words the model does not have
+};
+StatusOr<LdaInference> InferLdaTopics(const LdaModel& model, const Corpus& docs,
+                                      const LdaInferOptions& options = {});
 
 // Splits off every document whose seeded coin lands below `fraction` as a test corpus.
 // Documents with fewer than 2 tokens stay in training.

@@ -384,6 +384,58 @@ std::vector<std::vector<double>> CsvNumbers(const std::string& path,
   return rows;
 }
 
+// `tessera lda infer`: a model of two clear topics puts new documents of either kind in the
+// right one; the output has a row per document; no file is written unless asked; documents in
+// another vocabulary are a clear error.
+TEST(CliTest, LdaInferWritesEachDocumentsTopicMixture) {
+  testing::TempDir dir;
+  std::string text;
+  for (int d = 0; d < 40; ++d) {
+    text += d % 2 ? "apple banana cherry grape lemon apple banana melon\n"
+                  : "rocket planet orbit comet rocket launch moon orbit\n";
+  }
+  const std::string corpus = dir.File("docs.txt", text), model = dir.Path("model.txt");
+  // Run in the directory: nothing but the model asked for appears there.
+  auto fit = RunProgram("cd " + dir.Path(".") + " && " + TESSERA_CLI,
+                        "lda --corpus " + corpus +
+                            " --format text --topics 2 --alpha 0.1 "
+                            "--iterations 50 --sampler gibbs --quiet --output " +
+                            model);
+  ASSERT_EQ(fit.code, 0) << fit.output;
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.Path(".")),
+                          std::filesystem::directory_iterator()),
+            2);  // docs.txt and model.txt
+  const std::string fresh = dir.File("new.txt",
+                                     "banana cherry apple grape\norbit rocket planet moon comet\n"
+                                     "apple orbit\n");
+  const std::string theta = dir.Path("theta.csv");
+  auto r = RunCli("lda infer --model " + model + " --corpus " + fresh + " --format text --output " +
+                  theta);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("3 documents, 11 tokens of the model's words sampled"));
+  const auto rows = CsvNumbers(theta);  // document,tokens,topic_0,topic_1
+  ASSERT_EQ(rows.size(), 3u);
+  const int fruit = rows[0][2] > rows[0][3] ? 0 : 1;
+  EXPECT_GT(rows[0][2 + fruit], 0.8);
+  EXPECT_GT(rows[1][2 + (1 - fruit)], 0.8);
+  EXPECT_EQ(rows[1][1], 5);
+  EXPECT_NEAR(rows[2][2] + rows[2][3], 1.0, 1e-12);
+  // Without --output: the CSV on standard output.
+  auto out = RunCli("lda infer --model " + model + " --corpus " + fresh + " --format text");
+  EXPECT_EQ(out.code, 0);
+  EXPECT_THAT(out.output, HasSubstr("document,tokens,topic_0,topic_1\n1,4,"));
+  const std::string other = dir.File("other.txt", "zebra yak\n");
+  auto e = RunCli("lda infer --model " + model + " --corpus " + other + " --format text");
+  EXPECT_EQ(e.code, 1);
+  EXPECT_THAT(e.output, HasSubstr("none of its 2 tokens is a word of the model"));
+  auto bad = RunCli("lda infer --model " + corpus + " --corpus " + fresh);
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_THAT(bad.output, HasSubstr("docs.txt:1:"));
+  auto no_corpus = RunCli("lda --topics 2");
+  EXPECT_EQ(no_corpus.code, 2);
+  EXPECT_THAT(no_corpus.output, HasSubstr("--corpus is required"));
+}
+
 // `tessera lasso --cv` / `--foldid`: the table, lambda.min and lambda.1se as the library's
 // cross-validation (checked against cv.glmnet in LassoCvTest) gives them; --output keeps the
 // full-data fit at the chosen λ, which predict reads; the CV table is written; bad fold files
