@@ -159,6 +159,7 @@ class Reader {
     if (!ParseDouble(rating, r.value)) {
       return InvalidArgument(in_.Where() + "rating " + Quote(rating) + " is not a finite number");
     }
+    if (options_.drop && options_.drop(lines_ - 1)) return Status::Ok();
     if (frozen_) {
       auto u = out_.users->Find(user);
       auto i = out_.items->Find(item);

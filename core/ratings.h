@@ -82,6 +82,10 @@ struct RatingsOptions {
   // mapped and counted in the census); null: keeps every rating. Ids are numbered in order of
   // first appearance, so every reader of one file sees the same numbers.
   std::function<bool(std::uint32_t user, std::uint32_t item)> keep;
+  // Drops the file's entry-th rating (from 0, in file order) before anything else: its ids are
+  // not mapped, it is not counted in the census. Null: drops none. (Cross-validation folds:
+  // which ratings a fold holds follows from their place in the file, in every process.)
+  std::function<bool(std::uint64_t entry)> drop;
 };
 
 StatusOr<Ratings> ReadRatings(const std::string& path, const RatingsOptions& options = {});

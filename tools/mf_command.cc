@@ -7,6 +7,7 @@
 #include <malloc.h>
 #endif
 
+#include "tessera/algorithms/mf/mf_cv.h"
 #include "tessera/core/fiber_pool.h"
 #include "tessera/core/metrics.h"
 #include "tessera/tools/cluster.h"
@@ -33,6 +34,9 @@ void AddMfTrainFlags(CLI::App& t, MfFlags& f) {
                "CCD++ alternations per component per epoch")
       ->capture_default_str();
   t.add_flag("--no-biases", f.no_biases, "Do not fit user and item biases");
+  t.add_option("--cv", f.cv,
+               "K-fold cross-validation (LIBMF's -v): train K times, each fold held out once, "
+               "and print each fold's test RMSE and their pooled RMSE; folds seeded by --seed");
   t.add_option("--workers", f.opts.engine.workers, "Worker fibers, each owning users and items")
       ->capture_default_str();
   t.add_option("--seed", f.opts.seed, "Seed of the initial factors")->capture_default_str();
@@ -81,9 +85,34 @@ Status PrepareMfTrain(MfFlags& f, const CheckpointSettings& checkpoints) {
   return f.opts.Validate();
 }
 
+// --cv K: each fold held out once; a line per fold, then the pooled RMSE.
+int CrossValidateMf(MfFlags& f, const CommonFlags& c) {
+  if (!c.quiet) {
+    std::printf("tessera mf: %d-fold cross-validation of %s, rank %d, lambda %g, %d epochs\n", f.cv,
+                f.train.c_str(), f.opts.rank, f.opts.lambda, f.opts.epochs);
+    std::fflush(stdout);
+  }
+  auto print = [&](int fold, const MfFoldResult& r) {
+    std::printf(
+        "fold %2d/%d  train %zu  held out %zu (%zu with an unseen user or item skipped)  "
+        "train RMSE %.4f  test RMSE %.4f  %.2f s\n",
+        fold, f.cv, r.train_count, r.test_count, r.skipped_unknown, r.train_rmse, r.test_rmse,
+        r.seconds);
+    std::fflush(stdout);
+  };
+  auto result = CrossValidateMf(f.train, f.opts, f.cv, f.opts.seed,
+                                c.quiet ? std::function<void(int, const MfFoldResult&)>() : print);
+  if (!result.ok()) return Fail(result.status());
+  if (!result->holds_result) return 0;
+  std::printf("cross-validation: test RMSE %.4f (pooled over %d folds; folds' RMSE sd %.4f)\n",
+              result->mean_test_rmse, f.cv, result->sd_test_rmse);
+  return 0;
+}
+
 int FitMf(MfFlags& f, const CommonFlags& c, Cluster& cluster) {
   f.opts.engine.transport = cluster.transport();
   f.opts.engine.progress = !c.quiet;
+  if (f.cv > 0) return CrossValidateMf(f, c);
   // In a multi-process run each process keeps only the ratings its workers need.
   RatingsOptions train_options;
   train_options.keep = MfRatingsToKeep(f.opts);
@@ -309,6 +338,13 @@ class MfCommand final : public AppCommand {
   }
   StatusOr<Topology> Prepare() override {
     TESSERA_RETURN_IF_ERROR(PrepareMfTrain(f_, checkpoints()));
+    if (f_.cv < 0 || f_.cv == 1) return InvalidArgument("--cv must be >= 2 folds");
+    if (f_.cv > 0 && (!f_.test.empty() || !common().output.empty() || !common().trace.empty() ||
+                      !common().summary.empty() || !checkpoints().dir.empty())) {
+      return InvalidArgument(
+          "--cv holds out folds of --train itself and keeps no model: drop --test, --output, "
+          "--trace, --summary and checkpoints");
+    }
     const bool dp = f_.opts.mode == "data-parallel";
     return Topology{dp, f_.opts.data_parallel.servers, f_.opts.engine.workers};
   }

@@ -16,6 +16,7 @@ struct MfFlags {
   std::string train, test;
   MfOptions opts;
   bool no_biases = false;
+  int cv = 0;  // folds; 0: no cross-validation
   DataParallelFlags data_parallel;
   // Queries.
   std::string model, user, item, pairs, exclude, predictions;
