@@ -1,6 +1,7 @@
 #include "tessera/tools/command.h"
 
 #include <algorithm>
+#include <charconv>
 #include <exception>
 #include <iostream>
 #include <new>
@@ -178,6 +179,120 @@ class CompareCommand final : public Command {
 
 }  // namespace
 
+namespace {
+
+// A TOML value: numbers and booleans bare, anything else quoted.
+std::string TomlValue(const std::string& v) {
+  if (v == "true" || v == "false") return v;
+  double d = 0;
+  const char* end = v.data() + v.size();
+  if (!v.empty() && std::from_chars(v.data(), end, d).ptr == end) return v;
+  std::string q = "\"";
+  for (char c : v) {
+    if (c == '"' || c == '\\') q += '\\';
+    q += c;
+  }
+  return q + "\"";
+}
+
+// The command's flags as resolved (given, from --config, or their defaults; flags without a
+// value are left out), as a [COMMAND] section that --config reads back. Written atomically.
+Status SaveConfig(const CLI::App& cmd, const std::string& path) {
+  CsvWriter out;
+  TESSERA_RETURN_IF_ERROR(
+      out.Open(path, "# every flag of 'tessera " + cmd.get_name() +
+                         "' as this run resolved it; 'tessera --config FILE' reads it back\n[" +
+                         cmd.get_name() + "]"));
+  for (const CLI::Option* o : cmd.get_options()) {
+    if (o->get_lnames().empty() || o->get_lnames()[0] == "help") continue;
+    const std::string& name = o->get_lnames()[0];
+    std::vector<std::string> values;
+    if (o->count() > 0) {
+      values = o->results();
+      if (o->get_type_size() == 0 && o->get_expected_min() == 0) values = {"true"};  // a flag
+    } else if (!o->get_default_str().empty()) {
+      values = {o->get_default_str()};
+    } else if (o->get_type_size() == 0) {
+      values = {"false"};
+    }
+    if (values.empty()) continue;
+    std::string line = name + " = ";
+    if (values.size() == 1 && o->get_items_expected_max() <= 1) {
+      line += TomlValue(values[0]);
+    } else {
+      line += "[";
+      for (std::size_t i = 0; i < values.size(); ++i)
+        line += (i ? ", " : "") + TomlValue(values[i]);
+      line += "]";
+    }
+    out.Row(line);
+  }
+  return out.Finish();
+}
+
+}  // namespace
+
+namespace {
+
+std::size_t EditDistance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// The name closest to `word` if it is close enough to be a typo of it, else "".
+std::string Closest(const std::string& word, const std::vector<std::string>& names) {
+  std::string best;
+  std::size_t best_distance = std::max<std::size_t>(2, word.size() / 3) + 1;
+  for (const std::string& n : names) {
+    const std::size_t d = EditDistance(word, n);
+    if (d < best_distance) best_distance = d, best = n;
+  }
+  return best;
+}
+
+// "did you mean ..." for an unknown flag, config key or command, or "".
+std::string DidYouMean(const CLI::App& app, const CLI::App& cmd, const std::string& error) {
+  std::vector<std::string> flags;
+  for (const CLI::App* a : {&cmd, &app}) {
+    for (const CLI::Option* o : a->get_options()) {
+      for (const std::string& n : o->get_lnames()) flags.push_back(n);
+    }
+  }
+  std::vector<std::string> words;  // what was not understood
+  for (const CLI::App* a : {&cmd, &app}) {
+    for (const std::string& r : a->remaining()) words.push_back(r);
+  }
+  const std::string ini = "not able to parse ";
+  if (auto at = error.find(ini); at != std::string::npos) {
+    std::string key = error.substr(at + ini.size());
+    words.push_back("--" + key.substr(key.rfind('.') + 1));
+  }
+  for (const std::string& w : words) {
+    if (w.rfind("--", 0) == 0) {
+      const std::string name =
+          w.substr(2, w.find('=') == std::string::npos ? std::string::npos : w.find('=') - 2);
+      if (std::string c = Closest(name, flags); !c.empty()) return "did you mean --" + c + "?";
+    } else if (&cmd == &app) {
+      std::vector<std::string> commands;
+      for (const CLI::App* sub : app.get_subcommands({})) commands.push_back(sub->get_name());
+      if (std::string c = Closest(w, commands); !c.empty()) return "did you mean '" + c + "'?";
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
 int RunCommandLine(int argc, char** argv, const std::string& description,
                    const std::string& version) {
   CommandRegistry& registry = Commands();
@@ -188,9 +303,19 @@ int RunCommandLine(int argc, char** argv, const std::string& description,
   if (!registry.Find("compare")) registry.Add(std::make_unique<CompareCommand>());
   CLI::App app{description};
   app.require_subcommand(1);
+  app.fallthrough();  // --config and --save-config may follow the command
   app.set_version_flag("--version", version);
+  app.set_config("--config", "",
+                 "Read flags from a TOML file: 'key = value' lines under a [COMMAND] section "
+                 "(e.g. [lasso] then data = \"x.csv\"); the command line overrides it");
+  std::string save_config;
+  app.add_option("--save-config", save_config,
+                 "Write every flag of the command as resolved (file, command line, defaults) to "
+                 "this TOML file, which --config reads back");
   std::vector<std::pair<Command*, CLI::App*>> added;
+  app.allow_config_extras(CLI::config_extras_mode::error);  // a misspelt key is an error
   for (Command* c : registry.commands()) added.emplace_back(c, c->Add(app));
+  for (auto& [command, cmd] : added) cmd->allow_config_extras(CLI::config_extras_mode::error);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -199,14 +324,24 @@ int RunCommandLine(int argc, char** argv, const std::string& description,
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::string cmd;
+    CLI::App* deepest = &app;
     for (CLI::App* sub = &app; !sub->get_subcommands().empty();) {
       sub = sub->get_subcommands()[0];
+      deepest = sub;
       cmd = (sub->get_parent() == &app ? "" : cmd + " ") + sub->get_name();
     }
-    std::cerr << "tessera: error: " << e.what() << "\n(run 'tessera --help'"
+    const std::string hint = DidYouMean(app, *deepest, e.what());
+    std::cerr << "tessera: error: " << e.what() << (hint.empty() ? "" : "; " + hint)
+              << "\n(run 'tessera --help'"
               << (cmd.empty() ? std::string() : " or 'tessera " + cmd + " --help'") << ")"
               << std::endl;
     return 2;
+  }
+  if (!save_config.empty()) {
+    for (auto& [command, cmd] : added) {
+      if (!cmd->parsed()) continue;
+      if (Status st = SaveConfig(*cmd, save_config); !st.ok()) return Fail(st);
+    }
   }
   for (auto& [command, cmd] : added) {
     if (!cmd->parsed()) continue;

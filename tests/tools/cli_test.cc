@@ -427,6 +427,49 @@ std::vector<std::vector<double>> CsvNumbers(const std::string& path,
   return rows;
 }
 
+// --save-config writes the run's flags as resolved; --config reads them back and gives the
+// same fit; the command line overrides the file; a misspelt key, flag or command is an error
+// that names what was meant.
+TEST(CliTest, ConfigFilesRoundTripAndTyposSayWhatWasMeant) {
+  testing::TempDir dir;
+  const std::string saved = dir.Path("run.toml");
+  auto first = RunCli("lasso --data " + Diabetes() + " --workers 3 --standardize " +
+                      "--lambda-ratio 0.05 --save-config " + saved);
+  ASSERT_EQ(first.code, 0) << first.output;
+  const std::string config = testing::Slurp(saved);
+  EXPECT_THAT(config, HasSubstr("[lasso]\ndata = \"" + Diabetes() + "\"\n"));
+  EXPECT_THAT(config, HasSubstr("lambda-ratio = 0.05\n"));
+  EXPECT_THAT(config, HasSubstr("workers = 3\n"));
+  EXPECT_THAT(config, HasSubstr("standardize = true\n"));
+  EXPECT_THAT(config, HasSubstr("scheduler = \"round_robin\"\n"));  // a default
+  auto objective = [](const std::string& out) {
+    const auto at = out.find("objective ");
+    return at == std::string::npos ? std::string() : out.substr(at, 30);
+  };
+  auto again = RunCli("lasso --config " + saved);
+  ASSERT_EQ(again.code, 0) << again.output;
+  EXPECT_EQ(objective(again.output), objective(first.output));
+  EXPECT_FALSE(objective(first.output).empty());
+  auto other = RunCli("lasso --config " + saved + " --lambda-ratio 0.5");
+  ASSERT_EQ(other.code, 0) << other.output;
+  EXPECT_NE(objective(other.output), objective(first.output));
+
+  const std::string typo = dir.File("typo.toml", "[lasso]\ndata = \"x.csv\"\nworkerz = 2\n");
+  auto e = RunCli("lasso --config " + typo);
+  EXPECT_EQ(e.code, 2);
+  EXPECT_THAT(e.output, HasSubstr("lasso.workerz; did you mean --workers?"));
+  e = RunCli("lasso --data x.csv --worker 2");
+  EXPECT_EQ(e.code, 2);
+  EXPECT_THAT(e.output, HasSubstr("did you mean --workers?"));
+  e = RunCli("lda --corpus x --topcis=3");
+  EXPECT_THAT(e.output, HasSubstr("did you mean --topics?"));
+  e = RunCli("lass --data x.csv");
+  EXPECT_EQ(e.code, 2);
+  EXPECT_THAT(e.output, HasSubstr("did you mean 'lasso'?"));
+  e = RunCli("lasso --data x.csv --zzzzzzzz 1");
+  EXPECT_THAT(e.output, ::testing::Not(HasSubstr("did you mean")));
+}
+
 // `tessera lda infer`: a model of two clear topics puts new documents of either kind in the
 // right one; the output has a row per document; no file is written unless asked; documents in
 // another vocabulary are a clear error.
