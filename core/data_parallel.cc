@@ -381,7 +381,10 @@ class Driver {
         result_.stop_reason = "objective tolerance";
       }
       last_objective = objective;
-      double frac = static_cast<double>(c) / std::max(total_clocks, 1.0);
+      // ETA from whichever limit is closer; a run that may stop earlier on its objective
+      // tolerance has none (it would count to the epoch limit, not to convergence).
+      double frac =
+          opts_.objective_tolerance > 0 ? -1 : static_cast<double>(c) / std::max(total_clocks, 1.0);
       if (opts_.max_seconds > 0) frac = std::max(frac, seconds / opts_.max_seconds);
       progress_.Update(c, objective, seconds, frac);
       result_.rounds = c;

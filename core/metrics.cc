@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 
 namespace tessera {
 
@@ -70,6 +71,22 @@ Status CsvWriter::Finish() {
   return Status::Ok();
 }
 
+namespace {
+// One terminal: whether a progress line is on it now (any ProgressLine's), so that a line
+// printed by anyone can first clear it.
+std::mutex g_progress_mu;
+bool g_progress_shown = false;
+}  // namespace
+
+void ClearProgressLine() {
+  std::lock_guard lock(g_progress_mu);
+  if (g_progress_shown) {
+    std::fputs("\r\033[K", stderr);
+    std::fflush(stderr);
+    g_progress_shown = false;
+  }
+}
+
 ProgressLine::ProgressLine(std::string label, bool enabled)
     : label_(std::move(label)), enabled_(enabled && isatty(STDERR_FILENO)) {}
 
@@ -84,14 +101,18 @@ void ProgressLine::Update(std::uint64_t round, double objective, double seconds,
   }
   char obj[32] = "-";
   if (!std::isnan(objective)) std::snprintf(obj, sizeof obj, "%.9g", objective);
+  std::lock_guard lock(g_progress_mu);
+  std::fflush(stdout);  // what was printed before comes before the line
   std::fprintf(stderr, "\r%s  round %llu | objective %s | %.3g rounds/s | %.1f s%s\033[K",
                label_.c_str(), static_cast<unsigned long long>(round), obj, rate, seconds, eta);
-  shown_ = true;
+  std::fflush(stderr);
+  g_progress_shown = shown_ = true;
 }
 
 void ProgressLine::Finish() {
-  if (shown_) std::fprintf(stderr, "\r\033[K");
+  if (!shown_) return;
   shown_ = false;
+  ClearProgressLine();
 }
 
 std::uint64_t PeakRssBytes() {

@@ -54,7 +54,8 @@ class CsvWriter {
 };
 
 // "label  round 1234 | objective 1.234567e+03 | 5.1k rounds/s | 3.2 s | ETA 10 s" on stderr,
-// rewritten in place at most 5 times a second; silent when stderr is not a terminal.
+// rewritten in place at most 5 times a second; silent when stderr is not a terminal. The ETA
+// is shown only when a limit (rounds, epochs, seconds) will end the run, not convergence.
 class ProgressLine {
  public:
   ProgressLine(std::string label, bool enabled);
@@ -69,6 +70,11 @@ class ProgressLine {
   bool shown_ = false;
   double last_ = -1;
 };
+
+// Clears the progress line from the terminal if one is shown, so that a line printed next
+// starts at its first column; the progress line comes back at its next update. Whatever prints
+// while a run may show progress (per-epoch lines, errors) calls it first.
+void ClearProgressLine();
 
 // Peak resident set size of this process in bytes (Linux VmHWM), 0 when unknown.
 std::uint64_t PeakRssBytes();

@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "tessera/core/fiber_pool.h"
+#include "tessera/core/metrics.h"
 #include "tessera/net/auth.h"
 
 namespace tessera {
@@ -65,6 +66,7 @@ std::string g_last_error;
 
 int Fail(const Status& status) {
   g_last_error = status.message();
+  ClearProgressLine();
   // One write, so that the lines of processes sharing a terminal or log do not interleave.
   const std::string line =
       "tessera: " +

@@ -256,6 +256,18 @@ int FitLasso(LassoFlags& f, const CommonFlags& c, Cluster& cluster) {
     f.opts.engine.trace_path.clear();
     f.opts.data_parallel.trace_path.clear();
   }
+  // A line per λ as soon as it is fitted.
+  auto print = [&](const LassoSolution& r) {
+    if (c.quiet) return;
+    ClearProgressLine();
+    std::printf(
+        "lambda %-12.6g objective %-16.12g kkt %-9.2e nonzeros %-6d rounds %-7llu %.3f s  (%s)\n",
+        r.lambda, r.objective, r.kkt_violation, r.nonzeros(),
+        static_cast<unsigned long long>(r.rounds), r.seconds, r.stop_reason.c_str());
+    std::fflush(stdout);
+  };
+  const bool cross_validate = f.cv > 0 || !f.foldid.empty();
+  if (f.path > 0 && !cross_validate) f.opts.on_lambda = print;
   Stopwatch setup_clock;
   auto solver = LassoSolver::Create(d, f.opts);
   const double setup_seconds = setup_clock.Seconds();
@@ -285,20 +297,13 @@ int FitLasso(LassoFlags& f, const CommonFlags& c, Cluster& cluster) {
           setup_seconds);
     }
   }
-  auto print = [&](const LassoSolution& r) {
-    if (c.quiet) return;
-    std::printf(
-        "lambda %-12.6g objective %-16.12g kkt %-9.2e nonzeros %-6d rounds %-7llu %.3f s  (%s)\n",
-        r.lambda, r.objective, r.kkt_violation, r.nonzeros(),
-        static_cast<unsigned long long>(r.rounds), r.seconds, r.stop_reason.c_str());
-  };
-  if (f.cv > 0 || !f.foldid.empty()) return CrossValidate(f, c, d, s);
+
+  if (cross_validate) return CrossValidate(f, c, d, s);
   if (f.path > 0) {
     double ratio = f.path_ratio > 0 ? f.path_ratio : (d.cols() > d.rows() ? 1e-2 : 1e-4);
     auto sols = s.FitPath(f.path, ratio);
     if (!sols.ok()) return Fail(sols.status());
     if (!c.quiet && !s.resumed().empty()) std::printf("resumed from %s\n", s.resumed().c_str());
-    for (const auto& r : *sols) print(r);
     if (!c.output.empty()) {
       if (auto st = WritePath(c.output, d, *sols); !st.ok()) return Fail(st);
     }

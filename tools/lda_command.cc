@@ -134,6 +134,7 @@ int FitLda(LdaFlags& f, const CommonFlags& c, Cluster& cluster) {
   }
   auto print = [&](const LdaIteration& it) {
     if (c.quiet) return;
+    ClearProgressLine();
     std::printf("iteration %4d  log-likelihood/token %.4f  %.3f s  %.3g tokens/s", it.iteration,
                 it.ll_per_token, it.seconds, it.tokens_per_second);
     if (!std::isnan(it.perplexity)) std::printf("  held-out perplexity %.1f", it.perplexity);

@@ -93,6 +93,7 @@ int CrossValidateMf(MfFlags& f, const CommonFlags& c) {
     std::fflush(stdout);
   }
   auto print = [&](int fold, const MfFoldResult& r) {
+    ClearProgressLine();
     std::printf(
         "fold %2d/%d  train %zu  held out %zu (%zu with an unseen user or item skipped)  "
         "train RMSE %.4f  test RMSE %.4f  %.2f s\n",
@@ -155,6 +156,7 @@ int FitMf(MfFlags& f, const CommonFlags& c, Cluster& cluster) {
   const double n = static_cast<double>(train->census.count);
   auto print = [&](const MfEpoch& e) {
     if (c.quiet) return;
+    ClearProgressLine();
     std::printf("epoch %3d  train RMSE %.4f", e.epoch, e.train_rmse);
     if (!std::isnan(e.test_rmse)) std::printf("  test RMSE %.4f", e.test_rmse);
     std::printf("  %.3f s  %.3g ratings x epochs / s\n", e.seconds,

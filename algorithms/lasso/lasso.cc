@@ -687,6 +687,11 @@ StatusOr<LassoSolution> Finite(StatusOr<LassoSolution> s) {
 
 }  // namespace
 
+void LassoSolver::SetLabel(const std::string& label) {
+  options_.engine.label = label;
+  if (dp_) dp_->SetLabel(label);
+}
+
 StatusOr<LassoSolution> LassoSolver::Fit(double lambda) {
   if (!(lambda > 0) || !std::isfinite(lambda)) {
     return InvalidArgument("--lambda must be a positive number, got " + FormatDouble(lambda));
@@ -753,10 +758,20 @@ StatusOr<std::vector<LassoSolution>> LassoSolver::FitLambdas(const std::vector<d
     std::function<Status(const Eigen::VectorXd&, std::uint64_t)>& hook;
     ~Unhook() { hook = nullptr; }
   } unhook{checkpoint_};
+  struct Relabel {  // back to the solver's own label when the path ends
+    LassoSolver* solver;
+    std::string label;
+    ~Relabel() { solver->SetLabel(label); }
+  } relabel{this, options_.engine.label};
+  const std::string& label = relabel.label;
   for (std::size_t k = out.size(); k < lambdas.size(); ++k) {
+    if (lambdas.size() > 1) {  // the progress line says which λ of the path it is on
+      SetLabel(label + " lambda " + std::to_string(k + 1) + "/" + std::to_string(lambdas.size()));
+    }
     within = true;
     TESSERA_ASSIGN_OR_RETURN(auto s, Fit(lambdas[k]));
     within = false;
+    if (options_.on_lambda && s.holds_result) options_.on_lambda(s);
     out.push_back(std::move(s));
     if (checkpoint_) TESSERA_RETURN_IF_ERROR(checkpoint_(out.back().beta, out.back().rounds));
   }

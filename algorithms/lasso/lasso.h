@@ -56,6 +56,9 @@ struct LassoOptions {
   std::string checkpoint_dir;
   double checkpoint_every = 0;
   bool resume = false;
+  // Called by FitLambdas / FitPath after each λ is fitted (where the results are: the
+  // coordinator's or driver's process), e.g. to print it at once.
+  std::function<void(const struct LassoSolution&)> on_lambda;
   Status Validate() const;
 };
 
@@ -123,6 +126,8 @@ class LassoSolver {
   const std::string& resumed() const { return resumed_; }
   // Sets the coefficients (e.g. back to zero); workers' residuals follow on the next fit.
   void Reset();
+  // The progress line's label of the next fits.
+  void SetLabel(const std::string& label);
 
   // See LassoOracle.
   double Objective(double lambda, double intercept, const Eigen::VectorXd& beta) const;

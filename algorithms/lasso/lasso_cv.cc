@@ -131,6 +131,7 @@ StatusOr<LassoCvResult> CrossValidateLasso(const Dataset& data, const LassoOptio
   LassoOptions fold_options = options;
   fold_options.checkpoint_dir.clear();
   fold_options.resume = false;
+  fold_options.on_lambda = nullptr;
   fold_options.engine.trace_path.clear();
   fold_options.data_parallel.trace_path.clear();
   Eigen::MatrixXd fold_mse(folds, static_cast<Eigen::Index>(lambdas.size()));

@@ -318,6 +318,8 @@ void DataParallelLasso::SetBeta(const Eigen::VectorXd& beta) { app_->beta() = be
 
 const LassoOracle& DataParallelLasso::oracle() const { return app_->oracle(); }
 
+void DataParallelLasso::SetLabel(const std::string& label) { options_.data_parallel.label = label; }
+
 StatusOr<LassoSolution> DataParallelLasso::Fit(double lambda, const CheckpointHook& checkpoint,
                                                double every) {
   app_->BeginFit(lambda);

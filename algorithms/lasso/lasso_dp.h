@@ -41,6 +41,8 @@ class DataParallelLasso {
   StatusOr<LassoSolution> Fit(double lambda, const CheckpointHook& checkpoint = {},
                               double every = 0);
   void Reset();
+  // The progress line's label of the next fits.
+  void SetLabel(const std::string& label);
   // The coefficients the next fit starts from.
   void SetBeta(const Eigen::VectorXd& beta);
   const LassoOracle& oracle() const;

@@ -1,6 +1,7 @@
 // The `tessera` command and the example app, run as real processes: exit codes and messages.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <pty.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -425,6 +426,93 @@ std::vector<std::vector<double>> CsvNumbers(const std::string& path,
     rows.push_back(row);
   }
   return rows;
+}
+
+// Runs `args` under a pseudo-terminal (stdout and stderr both the terminal, as in an
+// interactive shell); returns the raw bytes written to it.
+std::string RunOnATerminal(const std::string& args) {
+  int master = -1;
+  winsize size{};
+  size.ws_col = 200;
+  size.ws_row = 50;
+  const pid_t pid = forkpty(&master, nullptr, nullptr, &size);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", (std::string(TESSERA_CLI) + " " + args).c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  std::string raw;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = read(master, buf, sizeof buf);
+    if (n > 0) {
+      raw.append(buf, static_cast<std::size_t>(n));
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      break;  // EIO once the child has exited and the terminal is closed
+    }
+  }
+  close(master);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << raw;
+  return raw;
+}
+
+// What a terminal shows after `raw`: carriage return, newline, erase to the end of the line
+// ("\033[K") and printable characters overwriting at the cursor.
+std::vector<std::string> Screen(const std::string& raw) {
+  std::vector<std::string> lines(1);
+  std::size_t col = 0;
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    const char ch = raw[i];
+    if (ch == '\r') {
+      col = 0;
+    } else if (ch == '\n') {
+      lines.emplace_back();
+      col = 0;
+    } else if (ch == '\033' && raw.compare(i, 3, "\033[K") == 0) {
+      lines.back().resize(std::min(lines.back().size(), col));
+      i += 2;
+    } else {
+      std::string& line = lines.back();
+      if (line.size() <= col) line.resize(col + 1, ' ');
+      line[col++] = ch;
+    }
+  }
+  return lines;
+}
+
+// The progress line (stderr) is cleared before any other line is printed and when the run
+// ends: on a terminal no progress text is left, and none shares a line with the Lasso path's
+// per-λ lines, MF's epoch lines or LDA's iteration lines. Each run did draw progress lines.
+TEST(TerminalTest, ProgressLinesAreClearedBeforeOtherOutput) {
+  testing::TempDir dir;
+  std::string text;
+  for (int d = 0; d < 200; ++d) {
+    text += d % 2 ? "apple banana cherry grape lemon apple banana melon\n"
+                  : "rocket planet orbit comet rocket launch moon orbit\n";
+  }
+  const std::string corpus = dir.File("docs.txt", text);
+  const std::pair<std::string, std::string> runs[] = {
+      {"lasso --data " + Diabetes() + " --path 30 --tolerance 1e-9", "lambda "},
+      {"lasso --data " + Diabetes() + " --path 5 --mode data-parallel", "lambda "},
+      {"mf --train " + SmallRatings(dir) + " --rank 4 --epochs 30 --workers 2", "epoch "},
+      {"mf --train " + SmallRatings(dir) + " --rank 4 --epochs 30 --algorithm sgd", "epoch "},
+      {"lda --corpus " + corpus + " --format text --topics 2 --iterations 40 --evaluate-every 2",
+       "iteration "}};
+  for (const auto& [args, line_start] : runs) {
+    const std::string raw = RunOnATerminal(args);
+    EXPECT_THAT(raw, HasSubstr("rounds/s")) << args << ": no progress line was drawn";
+    int lines = 0;
+    for (const std::string& line : Screen(raw)) {
+      EXPECT_THAT(line, ::testing::Not(HasSubstr("rounds/s"))) << args << "\n" << line;
+      if (line.rfind(line_start, 0) == 0) ++lines;
+      EXPECT_EQ(line.find(line_start, 1), std::string::npos) << args << ": " << line;
+    }
+    EXPECT_GE(lines, 5) << args;
+  }
 }
 
 // --save-config writes the run's flags as resolved; --config reads them back and gives the
