@@ -166,6 +166,7 @@ class CompareCommand final : public Command {
     cmd->add_option("--budget-rounds", flags_.budget_rounds,
                     "Round limit of each run (model-parallel rounds, data-parallel clocks)");
     cmd->allow_extras();
+    cmd->fallthrough(false);  // every other flag is the app's, forwarded to both runs
     return cmd;
   }
   int Run(CLI::App& cmd) override {

@@ -272,6 +272,14 @@ TEST(CliTest, MfTrainsWritesAModelAndAnswersQueries) {
                       dir.Path("p.csv"));
   ASSERT_EQ(pairs.code, 0) << pairs.output;
   EXPECT_THAT(pairs.output, HasSubstr("200 pairs predicted; RMSE"));
+  {  // On the training ratings: the training RMSE the fit printed after its last epoch.
+    const auto fitted = r.output.find("epoch  10  train RMSE ");
+    const auto predicted = pairs.output.find("; RMSE ");
+    ASSERT_NE(fitted, std::string::npos);
+    ASSERT_NE(predicted, std::string::npos);
+    EXPECT_NEAR(std::stod(pairs.output.substr(predicted + 7)),
+                std::stod(r.output.substr(fitted + 22)), 0.5e-4 + 1e-12);
+  }
   // One line out per line in, unseen ids included: the mean, plus the known side's bias.
   const std::string query = dir.File("query.tsv",
                                      "user3\titem0\t4\nnobody\titem0\t3\nuser3\tnothing\t3\n"
