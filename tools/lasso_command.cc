@@ -10,6 +10,7 @@
 #include "tessera/core/dataset.h"
 #include "tessera/core/fiber_pool.h"
 #include "tessera/core/metrics.h"
+#include "tessera/tools/builtin_commands.h"
 #include "tessera/tools/command.h"
 #include "tessera/tools/data_parallel_flags.h"
 
@@ -508,7 +509,7 @@ class LassoCommand final : public AppCommand {
   CLI::App* predict_ = nullptr;
 };
 
-TESSERA_REGISTER_COMMAND(LassoCommand);
-
 }  // namespace
+
+void RegisterLassoCommand() { Commands().Add(std::make_unique<LassoCommand>()); }
 }  // namespace tessera

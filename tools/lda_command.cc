@@ -6,6 +6,7 @@
 
 #include "tessera/core/fiber_pool.h"
 #include "tessera/core/metrics.h"
+#include "tessera/tools/builtin_commands.h"
 #include "tessera/tools/cluster.h"
 
 namespace tessera {
@@ -354,7 +355,7 @@ class LdaCommand final : public AppCommand {
   CLI::App* infer_ = nullptr;
 };
 
-TESSERA_REGISTER_COMMAND(LdaCommand);
-
 }  // namespace
+
+void RegisterLdaCommand() { Commands().Add(std::make_unique<LdaCommand>()); }
 }  // namespace tessera

@@ -10,6 +10,7 @@
 #include "tessera/algorithms/mf/mf_cv.h"
 #include "tessera/core/fiber_pool.h"
 #include "tessera/core/metrics.h"
+#include "tessera/tools/builtin_commands.h"
 #include "tessera/tools/cluster.h"
 
 namespace tessera {
@@ -357,7 +358,7 @@ class MfCommand final : public AppCommand {
   CLI::App* predict_ = nullptr;
 };
 
-TESSERA_REGISTER_COMMAND(MfCommand);
-
 }  // namespace
+
+void RegisterMfCommand() { Commands().Add(std::make_unique<MfCommand>()); }
 }  // namespace tessera

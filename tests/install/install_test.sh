@@ -66,6 +66,19 @@ check_fit "3 processes, data-parallel" \
   "$("$prefix/bin/tessera" launch -n 3 -- "$app" ridge --data "$data" --alpha 0.001 --workers 1 \
       --mode data-parallel --servers 1)" 1e-3
 
+# A user's scheduler in the built-in lasso command (Tessera::apps), across 3 processes: the
+# optimum the built-in scheduler reaches in one.
+fit=(lasso --data "$data" --lambda-ratio 0.01 --tolerance 1e-9)
+out=$("$prefix/bin/tessera" launch -n 3 -- "$tmp/examples/custom_scheduler" "${fit[@]}" \
+        --scheduler shuffled:block_size=4 --workers 2 2>&1) ||
+  fail "custom_scheduler under launch failed: $out"
+grep -q "scheduler shuffled:block_size=4" <<<"$out" || fail "custom_scheduler: $out"
+got=$(sed -n 's/.*objective \([0-9.]*\).*/\1/p' <<<"$out" | head -1)
+want=$("$prefix/bin/tessera" "${fit[@]}" | sed -n 's/.*objective \([0-9.]*\).*/\1/p' | head -1)
+awk -v a="$got" -v b="$want" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(b > 0 && d <= 1e-8 * b) }' ||
+  fail "custom_scheduler across 3 processes: objective $got, one process with round_robin $want"
+echo "install_test: a user's scheduler across 3 processes: objective $got ($want in one)"
+
 out=$("$app" compare ridge --data "$data" --alpha 0.001 --out "$tmp/cmp" 2>&1) ||
   fail "compare failed: $out"
 grep -q '^model-parallel ' <<<"$out" && grep -q '^data-parallel ' <<<"$out" ||

@@ -944,6 +944,28 @@ TEST(CliTest, ANonFiniteFitIsAnErrorAndWritesNoModel) {
   EXPECT_TRUE(dir.NoTempFiles());
 }
 
+// A user's scheduler (examples/custom_scheduler.cc) chosen from the command line of the
+// built-in lasso command: it is listed, and it reaches the optimum tessera lasso reaches.
+TEST(ExampleTest, AUsersSchedulerIsSelectableFromTheCommandLine) {
+  auto objective = [](const std::string& out) {
+    const auto at = out.find("objective ");
+    return at == std::string::npos ? -1.0 : std::stod(out.substr(at + 10));
+  };
+  const std::string fit = "lasso --data " + Diabetes() + " --lambda-ratio 0.01 --tolerance 1e-9";
+  auto ours = RunProgram(TESSERA_CUSTOM_SCHEDULER, fit + " --scheduler shuffled:block_size=4");
+  ASSERT_EQ(ours.code, 0) << ours.output;
+  EXPECT_THAT(ours.output, HasSubstr("scheduler shuffled:block_size=4"));
+  auto builtin = RunCli(fit);
+  ASSERT_EQ(builtin.code, 0) << builtin.output;
+  EXPECT_GT(objective(ours.output), 0);
+  EXPECT_NEAR(objective(ours.output), objective(builtin.output), 1e-8 * objective(builtin.output));
+  auto help = RunProgram(TESSERA_CUSTOM_SCHEDULER, "lasso --help");
+  EXPECT_THAT(help.output, HasSubstr("shuffled (block_size=16 keys per round"));
+  auto bad = RunProgram(TESSERA_CUSTOM_SCHEDULER, fit + " --scheduler shuffled:rho=2");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_THAT(bad.output, HasSubstr("rho"));
+}
+
 // A user's own app command (examples/ridge_app.cc) in both modes against the closed form.
 TEST(ExampleTest, RidgeAppMatchesClosedFormInBothModes) {
   const std::string fit = "ridge --data " + Diabetes() + " --alpha 0.001 ";
