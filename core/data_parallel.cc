@@ -256,8 +256,9 @@ class Worker {
   StatusOr<bool> Evaluate() {
     // What this worker pushed, and the payload bytes it moved (the driver's totals: across
     // processes no single transport sees every message).
-    TESSERA_RETURN_IF_ERROR(client_.SendToDriver(
-        msg::DpArrived{client_.clock(), client_.stats().pushed_values, client_.stats().bytes}));
+    TESSERA_RETURN_IF_ERROR(
+        client_.SendToDriver(msg::DpArrived{client_.clock(), client_.stats().pushed_values,
+                                            client_.stats().bytes, client_.stats().staleness}));
     TESSERA_ASSIGN_OR_RETURN(Message go, client_.ReceiveControl());
     TESSERA_RETURN_IF_ERROR(CheckControl(go));
     if (go.get<msg::Stop>()) return true;
@@ -309,7 +310,7 @@ class Driver {
   StatusOr<RunResult> Run() {
     if (!opts_.trace_path.empty()) {
       TESSERA_RETURN_IF_ERROR(
-          trace_.Open(opts_.trace_path, "round,seconds,objective,updates,bytes"));
+          trace_.Open(opts_.trace_path, "round,seconds,objective,updates,bytes,mean_staleness"));
     }
     const int P = opts_.workers;
     std::map<std::uint64_t, int> arrived;
@@ -317,6 +318,8 @@ class Driver {
     double last_objective = std::numeric_limits<double>::quiet_NaN();
     std::uint64_t pushed_before = 0;
     std::map<std::uint64_t, std::uint64_t> pushed, moved;
+    const std::size_t buckets = ps_.num_tables() * kStalenessBuckets;
+    std::map<std::uint64_t, std::vector<std::uint64_t>> stale;  // summed over the workers
     const std::uint64_t epochs =
         opts_.max_epochs > opts_.start_epoch ? opts_.max_epochs - opts_.start_epoch : 0;
     // Every worker evaluates after its last clock, which ends the run.
@@ -339,6 +342,14 @@ class Driver {
       if (arrival) {
         pushed[c] += arrival->values_pushed;
         moved[c] += arrival->bytes;
+        if (arrival->staleness.size() != buckets) {
+          return InvalidArgument(
+              "driver: rank " + std::to_string(m.from) + " counted its reads in " +
+              std::to_string(arrival->staleness.size()) + " bins, not " + std::to_string(buckets));
+        }
+        auto& sum = stale[c];
+        sum.resize(buckets);
+        for (std::size_t i = 0; i < buckets; ++i) sum[i] += arrival->staleness[i];
         if (++arrived[c] < P) continue;
         arrived.erase(c);
         TESSERA_RETURN_IF_ERROR(Broadcast(msg::DpContinue{c}));
@@ -363,10 +374,23 @@ class Driver {
       RoundMetrics row{c, seconds, objective, values_pushed - pushed_before, bytes_};
       pushed_before = values_pushed;
       result_.evaluations.push_back(row);
+      const std::vector<std::uint64_t> counts = std::move(stale[c]);
+      stale.erase(c);
+      result_.staleness.assign(ps_.num_tables(), {});
+      double reads = 0, stale_clocks = 0;
+      for (std::size_t t = 0; t < ps_.num_tables(); ++t) {
+        TableStaleness& h = result_.staleness[t];
+        h.table = ps_.table(static_cast<TableId>(t)).name;
+        h.reads.assign(counts.begin() + t * kStalenessBuckets,
+                       counts.begin() + (t + 1) * kStalenessBuckets);
+        reads += static_cast<double>(h.total());
+        stale_clocks += h.mean() * static_cast<double>(h.total());
+      }
       if (trace_.is_open()) {
         trace_.Row(std::to_string(row.round) + "," + FormatDouble(row.seconds) + "," +
                    FormatDouble(objective) + "," + std::to_string(row.updates) + "," +
-                   std::to_string(row.bytes));
+                   std::to_string(row.bytes) + "," +
+                   (reads > 0 ? FormatDouble(stale_clocks / reads) : std::string("0")));
       }
       bool stop = last;
       if (last) result_.stop_reason = "max epochs";

@@ -50,7 +50,7 @@ std::uint64_t BodyBytes(const msg::PsPong&) { return 16; }
 std::uint64_t BodyBytes(const msg::PsTables& m) {
   return Bytes(static_cast<const TableKeys&>(m)) + Bytes(m.values);
 }
-std::uint64_t BodyBytes(const msg::DpArrived&) { return 24; }
+std::uint64_t BodyBytes(const msg::DpArrived& m) { return 24 + 8 * m.staleness.size(); }
 std::uint64_t BodyBytes(const msg::DpTerms& m) { return 8 + Bytes(m.terms); }
 std::uint64_t BodyBytes(const msg::DpSaveState&) { return 8; }
 std::uint64_t BodyBytes(const msg::DpWorkerState& m) { return m.state.size(); }

@@ -138,6 +138,9 @@ struct DpArrived {  // worker -> driver: ended `clock`
   std::uint64_t clock = 0;
   std::uint64_t values_pushed = 0;  // by this worker so far
   std::uint64_t bytes = 0;          // payload bytes this worker moved so far
+  // This worker's reads so far by how many clocks stale they were: kStalenessBuckets counts
+  // per table (PsClientStats::staleness).
+  std::vector<std::uint64_t> staleness;
 };
 struct DpTerms {  // worker -> driver: its objective terms at `clock`
   std::uint64_t clock = 0;

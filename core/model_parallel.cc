@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <deque>
 #include <limits>
 #include <map>
@@ -652,6 +653,57 @@ class Coordinator {
 
 bool BuildsWorker(const EngineOptions& options, int worker) {
   return !options.transport || options.transport->hosts(WorkerRank(worker));
+}
+
+std::uint64_t TableStaleness::total() const {
+  std::uint64_t n = 0;
+  for (std::uint64_t r : reads) n += r;
+  return n;
+}
+
+double TableStaleness::mean() const {
+  double n = 0, clocks = 0;
+  for (std::size_t s = 0; s < reads.size(); ++s) {
+    n += static_cast<double>(reads[s]);
+    clocks += static_cast<double>(s) * static_cast<double>(reads[s]);
+  }
+  return n > 0 ? clocks / n : 0.0;
+}
+
+std::size_t TableStaleness::max() const {
+  std::size_t m = 0;
+  for (std::size_t s = 0; s < reads.size(); ++s) {
+    if (reads[s] > 0) m = s;
+  }
+  return m;
+}
+
+std::string TableStaleness::Describe() const {
+  const std::uint64_t n = total();
+  std::string out = std::to_string(n) + " reads";
+  if (n == 0) return out;
+  char buf[64];
+  bool first = true;
+  for (std::size_t s = 0; s < reads.size(); ++s) {
+    const double share = 100.0 * static_cast<double>(reads[s]) / static_cast<double>(n);
+    if (share < 0.05) continue;
+    const bool last = s + 1 == reads.size();
+    std::snprintf(buf, sizeof buf, "%s%zu%s%s %.1f%%", first ? ": " : ", ", s, last ? "+" : "",
+                  first ? " clocks" : ":", share);
+    out += buf;
+    first = false;
+  }
+  std::snprintf(buf, sizeof buf, "; mean %.2f", mean());
+  return out + buf;
+}
+
+std::string TableStaleness::Counts() const {
+  std::string out;
+  for (std::size_t s = 0; s < reads.size(); ++s) {
+    if (reads[s] == 0) continue;
+    out += (out.empty() ? "" : ";") + std::to_string(s) + ":" + std::to_string(reads[s]);
+  }
+  return out;
 }
 
 StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions& options) {

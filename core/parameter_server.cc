@@ -910,6 +910,8 @@ struct PsClient::Cache {
     if (row == KeyIndex::kAbsent || clock[row] - 1 < required) return nullptr;
     return values.data() + row * dim;
   }
+  // The shard clock `k`'s cached row was served at (Has(k) must hold).
+  std::uint64_t ServedAt(Key k) const { return clock[dense ? k : rows.Find(k)] - 1; }
   bool Has(Key k) const {
     if (dense) return !clock.empty() && clock[k] != 0;
     return rows.Find(k) != KeyIndex::kAbsent;
@@ -952,6 +954,12 @@ struct PullFuture::State {
   };
   std::vector<Run> awaiting;
   bool taken = false;
+  // Staleness (PsClientStats::staleness): the oldest shard clock among the values served,
+  // and the reader's clock; counted unless an evaluation barrier or hogwild reads.
+  static constexpr std::uint64_t kNone = ~std::uint64_t{0};
+  std::uint64_t served = kNone;
+  std::uint64_t reader_clock = 0;
+  bool counted = false;
   // Model averaging: what was asked for, to lay the worker's replica over the answer.
   std::vector<Key> keys;
   KeyRange range;
@@ -984,6 +992,7 @@ PsClient::PsClient(ParameterServer* ps, int worker)
     : ps_(ps), worker_(worker), rank_(ps->WorkerRank(worker)) {
   windows_.resize(ps->servers_);
   outgoing_.resize(ps->specs_.size());
+  stats_.staleness.assign(ps->specs_.size() * kStalenessBuckets, 0);
   for (TableId id = 0; id < ps->specs_.size(); ++id) {
     const TableSpec& spec = ps->specs_[id];
     outgoing_[id].resize(ps->servers_);
@@ -1267,6 +1276,8 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
   Cache* cache = caches_[table].get();
   const bool eager = spec.consistency.model == ConsistencyModel::kEssp;
   st.required = exact_reads_ ? clock_ : spec.consistency.RequiredClock(clock_);
+  st.counted = !exact_reads_;
+  st.reader_clock = clock_;
   // Per shard: the keys to request and their positions in the answer.
   std::vector<std::vector<Key>> ask(ps_->servers_);
   std::vector<std::vector<std::size_t>> ask_pos(ps_->servers_);
@@ -1288,6 +1299,7 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
         std::memcpy(st.values.data() + pos, cache->values.data() + b * dim,
                     (e - b) * dim * sizeof(double));
         stats_.cache_hits += e - b;
+        for (Key k = b; k < e; ++k) st.served = std::min(st.served, cache->ServedAt(k));
       } else if (eager && present && cache->dense) {
         st.awaiting.push_back({b, e - b, pos});
       } else {
@@ -1305,6 +1317,7 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
         if (const double* row = cache->Fresh(keys[i], st.required)) {
           std::memcpy(st.values.data() + i * dim, row, dim * sizeof(double));
           ++stats_.cache_hits;
+          st.served = std::min(st.served, cache->ServedAt(keys[i]));
           continue;
         }
         if (eager && cache->Has(keys[i])) {
@@ -1399,6 +1412,7 @@ Status PsClient::Handle(Message& received) {
   }
   StoreInCache(m, m.values, m.clock);
   PullFuture::State& st = *p.state;
+  st.served = std::min(st.served, static_cast<std::uint64_t>(m.clock));
   const int dim = st.dim;
   if (!p.positions.empty()) {
     for (std::size_t i = 0; i < p.positions.size(); ++i) {
@@ -1429,7 +1443,13 @@ Status PsClient::Wait(PullFuture::State& st) {
         TESSERA_RETURN_IF_ERROR(Handle(m));
       }
       std::memcpy(st.values.data() + run.pos + i * st.dim, row, st.dim * sizeof(double));
+      st.served = std::min(st.served, cache->ServedAt(run.first + i));
     }
+  }
+  if (st.counted && st.served != PullFuture::State::kNone) {
+    const std::uint64_t stale = st.reader_clock > st.served ? st.reader_clock - st.served : 0;
+    ++stats_.staleness[st.table * kStalenessBuckets +
+                       std::min<std::uint64_t>(stale, kStalenessBuckets - 1)];
   }
   return Status::Ok();
 }

@@ -125,6 +125,10 @@ struct TableSpec {
 
 using TableId = std::uint32_t;  // index into the specs given to ParameterServer::Start
 
+// Reads are counted by how many clocks stale the value they got was: 0 .. kStalenessBuckets-2,
+// and kStalenessBuckets-1 for that many or more.
+inline constexpr std::size_t kStalenessBuckets = 17;
+
 struct PsClientStats {
   std::uint64_t pull_requests = 0;    // kPsPull messages sent
   std::uint64_t cache_hits = 0;       // keys served from the cache without a request
@@ -133,6 +137,11 @@ struct PsClientStats {
   std::uint64_t pushed_values = 0;
   std::uint64_t pulled_values = 0;  // values returned to the caller
   std::uint64_t bytes = 0;          // payload bytes this client sent and received
+  // [table * kStalenessBuckets + s]: the worker's reads (not the evaluation barrier's) whose
+  // oldest value was s clocks stale: at the worker's clock c, a value the shards served at
+  // clock v (every update of clocks < v in it) is c - v clocks stale; 0 is the freshest a
+  // worker can read without waiting for the others' current clock.
+  std::vector<std::uint64_t> staleness;
 };
 
 class PsClient;

@@ -275,10 +275,14 @@ Status OwnFromWire(const wire::PsPush& w, msg::PsPush& m) {
 void OwnToWire(const msg::DpArrived& m, wire::DpArrived& w) {
   w.values_pushed = I64(m.values_pushed);
   w.moved_bytes = I64(m.bytes);
+  w.staleness.reserve(m.staleness.size());
+  for (std::uint64_t n : m.staleness) w.staleness.push_back(I64(n));
 }
 Status OwnFromWire(const wire::DpArrived& w, msg::DpArrived& m) {
   m.values_pushed = U64(w.values_pushed);
   m.bytes = U64(w.moved_bytes);
+  m.staleness.reserve(w.staleness.size());
+  for (std::int64_t n : w.staleness) m.staleness.push_back(U64(n));
   return Status::Ok();
 }
 

@@ -133,6 +133,7 @@ struct DpArrived {
   1: i64 clock
   2: i64 values_pushed
   3: i64 moved_bytes
+  4: list<i64> staleness
 }
 
 struct DpTerms {

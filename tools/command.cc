@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdio>
 #include <exception>
 #include <iostream>
 #include <new>
@@ -114,14 +115,40 @@ CommandRegistry& Commands() {
   return *registry;
 }
 
+void PrintStaleness(const std::vector<TableStaleness>& staleness) {
+  for (const TableStaleness& t : staleness) {
+    if (t.total() == 0) continue;
+    ClearProgressLine();
+    std::printf("staleness of reads, table %s: %s\n", t.table.c_str(), t.Describe().c_str());
+  }
+}
+
+std::string StalenessColumns() { return ",staleness_mean,staleness_max,staleness"; }
+
+std::string StalenessValues(const std::vector<TableStaleness>& staleness) {
+  double reads = 0, clocks = 0;
+  std::size_t max = 0;
+  std::string counts;
+  for (const TableStaleness& t : staleness) {
+    if (t.total() == 0) continue;
+    reads += static_cast<double>(t.total());
+    clocks += t.mean() * static_cast<double>(t.total());
+    max = std::max(max, t.max());
+    counts += (counts.empty() ? "" : "|") + t.table + "=" + t.Counts();
+  }
+  if (reads == 0) return ",,,";
+  return "," + FormatDouble(clocks / reads) + "," + std::to_string(max) + "," + counts;
+}
+
 Status WriteRunSummary(const std::string& path, const std::string& mode, const RunResult& run,
                        double setup_seconds,
                        const std::vector<std::pair<std::string, double>>& extra) {
-  std::string header = "mode,objective,rounds,seconds,setup_seconds,bytes,peak_rss,stop";
+  std::string header =
+      "mode,objective,rounds,seconds,setup_seconds,bytes,peak_rss,stop" + StalenessColumns();
   std::string row = mode + "," + FormatDouble(run.objective) + "," + std::to_string(run.rounds) +
                     "," + FormatDouble(run.seconds) + "," + FormatDouble(setup_seconds) + "," +
                     std::to_string(run.bytes) + "," + std::to_string(PeakRssBytes()) + "," +
-                    run.stop_reason;
+                    run.stop_reason + StalenessValues(run.staleness);
   for (const auto& [name, value] : extra) {
     header += "," + name;
     row += "," + FormatDouble(value);

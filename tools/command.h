@@ -129,6 +129,15 @@ Status WriteRunSummary(const std::string& path, const std::string& mode, const R
                        double setup_seconds,
                        const std::vector<std::pair<std::string, double>>& extra = {});
 
+// Data-parallel runs: a line per parameter-server table on how stale its reads were
+// ("staleness of reads, table lasso_beta: 4012 reads: 0 clocks 91.2%, 1: 8.8%; mean 0.09").
+void PrintStaleness(const std::vector<TableStaleness>& staleness);
+// The summary columns on it, ",staleness_mean,staleness_max,staleness" (the last: each table's
+// "name=clocks:reads;..." joined by '|'), and a row's values for them (empty for a run
+// without a parameter server), each starting with a comma.
+std::string StalenessColumns();
+std::string StalenessValues(const std::vector<TableStaleness>& staleness);
+
 // The process's commands: the registered ones.
 CommandRegistry& Commands();
 

@@ -273,7 +273,7 @@ int RunCompare(const CompareFlags& flags) {
               "peak MiB", "stop");
   std::string header = "mode,objective,rel_gap";
   for (const auto& e : app->extra) header += "," + e;
-  header += ",rounds,seconds,setup_seconds,bytes,peak_rss_bytes,stop";
+  header += ",rounds,seconds,setup_seconds,bytes,peak_rss_bytes,stop,staleness_mean,staleness_max";
   CsvWriter table;
   if (auto st = table.Open(flags.out + "-summary.csv", header); !st.ok()) return FailCompare(st);
   for (const auto& r : runs) {
@@ -295,8 +295,16 @@ int RunCompare(const CompareFlags& flags) {
                 Fixed(Num(s, "bytes") / 1e6, 2).c_str(),
                 Fixed(Num(s, "peak_rss") / 1048576.0, 1).c_str(), field(s, "stop").c_str());
     row += "," + field(s, "rounds") + "," + field(s, "seconds") + "," + field(s, "setup_seconds") +
-           "," + field(s, "bytes") + "," + field(s, "peak_rss") + "," + field(s, "stop");
+           "," + field(s, "bytes") + "," + field(s, "peak_rss") + "," + field(s, "stop") + "," +
+           field(s, "staleness_mean") + "," + field(s, "staleness_max");
     table.Row(row);
+  }
+  for (const auto& r : runs) {  // what the parameter server's reads really were
+    const auto& s = r.summary;
+    if (field(s, "staleness_mean").empty()) continue;
+    std::printf("%s reads: %s clocks stale on average, at most %s (clocks:reads %s)\n",
+                r.mode.c_str(), Fixed(Num(s, "staleness_mean"), 2).c_str(),
+                field(s, "staleness_max").c_str(), field(s, "staleness").c_str());
   }
   if (auto st = table.Finish(); !st.ok()) return FailCompare(st);
 

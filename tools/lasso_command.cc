@@ -164,13 +164,16 @@ Status FinishDataParallelFlags(LassoFlags& f) {
 Status WriteSummary(const std::string& path, const LassoOptions& o, const LassoSolution& r,
                     double setup_seconds) {
   CsvWriter out;
-  TESSERA_RETURN_IF_ERROR(out.Open(
-      path, "mode,lambda,objective,kkt,nonzeros,rounds,seconds,setup_seconds,bytes,peak_rss,stop"));
+  TESSERA_RETURN_IF_ERROR(
+      out.Open(path,
+               "mode,lambda,objective,kkt,nonzeros,rounds,seconds,setup_seconds,bytes,"
+               "peak_rss,stop" +
+                   StalenessColumns()));
   out.Row(o.mode + "," + FormatDouble(r.lambda) + "," + FormatDouble(r.objective) + "," +
           FormatDouble(r.kkt_violation) + "," + std::to_string(r.nonzeros()) + "," +
           std::to_string(r.rounds) + "," + FormatDouble(r.seconds) + "," +
           FormatDouble(setup_seconds) + "," + std::to_string(r.bytes) + "," +
-          std::to_string(PeakRssBytes()) + "," + r.stop_reason);
+          std::to_string(PeakRssBytes()) + "," + r.stop_reason + StalenessValues(r.staleness));
   return out.Finish();
 }
 
@@ -332,6 +335,7 @@ int FitLasso(LassoFlags& f, const CommonFlags& c, Cluster& cluster) {
     if (!c.quiet) {
       std::printf("intercept %.12g; bytes moved %llu; peak RSS %.1f MiB\n", r->intercept,
                   static_cast<unsigned long long>(r->bytes), PeakRssBytes() / 1048576.0);
+      PrintStaleness(r->staleness);
     }
     if (!c.output.empty()) {
       if (auto st = WriteCoefficients(c.output, d, *r); !st.ok()) return Fail(st);

@@ -159,6 +159,7 @@ int FitLda(LdaFlags& f, const CommonFlags& c, Cluster& cluster) {
         result->history.empty() ? 0 : result->history.back().iteration,
         result->history.empty() ? 0.0 : result->history.back().seconds, result->tokens_per_second,
         static_cast<unsigned long long>(result->run.bytes), PeakRssBytes() / 1048576.0);
+    PrintStaleness(result->run.staleness);
     for (int k = 0; k < std::min(f.show_topics, m.topics); ++k) {
       std::printf("topic %3d:", k);
       for (std::uint32_t w : m.TopWords(k, f.top_words)) std::printf(" %s", m.vocab[w].c_str());
@@ -201,7 +202,8 @@ int FitLda(LdaFlags& f, const CommonFlags& c, Cluster& cluster) {
     CsvWriter out;
     if (auto st = out.Open(c.summary,
                            "mode,objective,ll_per_token,perplexity,rounds,seconds,setup_seconds,"
-                           "tokens_per_second,bytes,peak_rss,stop");
+                           "tokens_per_second,bytes,peak_rss,stop" +
+                               StalenessColumns());
         !st.ok()) {
       return Fail(st);
     }
@@ -210,7 +212,7 @@ int FitLda(LdaFlags& f, const CommonFlags& c, Cluster& cluster) {
             std::to_string(last.iteration) + "," + FormatDouble(last.seconds) + "," +
             FormatDouble(setup_seconds) + "," + FormatDouble(result->tokens_per_second) + "," +
             std::to_string(result->run.bytes) + "," + std::to_string(PeakRssBytes()) + "," +
-            result->run.stop_reason);
+            result->run.stop_reason + StalenessValues(result->run.staleness));
     if (auto st = out.Finish(); !st.ok()) return Fail(st);
   }
   return 0;

@@ -176,6 +176,7 @@ int FitMf(MfFlags& f, const CommonFlags& c, Cluster& cluster) {
     std::printf("%s after %zu epochs, %.3f s; bytes moved %llu; peak RSS %.1f MiB\n",
                 result->run.stop_reason.c_str(), result->epochs.size(), result->run.seconds,
                 static_cast<unsigned long long>(result->run.bytes), PeakRssBytes() / 1048576.0);
+    PrintStaleness(result->run.staleness);
   }
   if (!c.output.empty()) {
     if (auto st = WriteMfModel(c.output, result->model); !st.ok()) return Fail(st);
@@ -202,7 +203,8 @@ int FitMf(MfFlags& f, const CommonFlags& c, Cluster& cluster) {
     CsvWriter out;
     if (auto st = out.Open(c.summary,
                            "mode,objective,train_rmse,test_rmse,rounds,seconds,setup_seconds,"
-                           "bytes,peak_rss,stop");
+                           "bytes,peak_rss,stop" +
+                               StalenessColumns());
         !st.ok()) {
       return Fail(st);
     }
@@ -210,7 +212,7 @@ int FitMf(MfFlags& f, const CommonFlags& c, Cluster& cluster) {
             "," + FormatDouble(last.test_rmse) + "," + std::to_string(result->epochs.size()) + "," +
             FormatDouble(result->run.seconds) + "," + FormatDouble(setup_seconds) + "," +
             std::to_string(result->run.bytes) + "," + std::to_string(PeakRssBytes()) + "," +
-            result->run.stop_reason);
+            result->run.stop_reason + StalenessValues(result->run.staleness));
     if (auto st = out.Finish(); !st.ok()) return Fail(st);
   }
   return 0;

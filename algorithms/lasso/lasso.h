@@ -74,6 +74,7 @@ struct LassoSolution {
   std::uint64_t updates = 0;
   std::string stop_reason;
   std::vector<RoundMetrics> evaluations;  // objective after each sweep
+  std::vector<TableStaleness> staleness;  // data-parallel: how stale the reads were
   bool holds_result = true;               // see RunResult::holds_result
   int nonzeros() const;
 };

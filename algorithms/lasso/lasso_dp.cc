@@ -353,6 +353,7 @@ StatusOr<LassoSolution> DataParallelLasso::Fit(double lambda, const CheckpointHo
   s.updates = r.run.updates;
   s.stop_reason = r.run.stop_reason;
   s.evaluations = std::move(r.run.evaluations);
+  s.staleness = std::move(r.run.staleness);
   return s;
 }
 

@@ -718,6 +718,64 @@ TEST(DataParallelTest, EveryFrequencyAndSchemeConverges) {
   }
 }
 
+// Every read is counted by how many clocks stale its value was: under bsp none is stale; under
+// ssp:2 with one worker 20x slower the fast one reads values up to 2 clocks old and never older;
+// under asp it runs further ahead. The evaluation barrier's reads are not counted.
+TEST(DataParallelTest, ReadsAreCountedByTheirObservedStaleness) {
+  struct Counter final : DataParallelApp {
+    std::size_t num_rows() const override { return 40; }
+    std::vector<TableSpec> Tables(const DataParallelOptions& o) override {
+      TableSpec t;
+      t.num_keys = 1;
+      t.consistency = o.consistency;
+      return {t};
+    }
+    Status ProcessBatch(DpWorkerContext& ctx, std::span<const std::uint32_t>) override {
+      if (ctx.worker == 1) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      TESSERA_RETURN_IF_ERROR(ctx.client->Pull(0, std::vector<Key>{0}).Get().status());
+      const double one = 1;
+      return ctx.client->Push(0, std::vector<Key>{0}, {&one, 1});
+    }
+    StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext&) override {
+      return Eigen::VectorXd(Eigen::VectorXd::Zero(1));
+    }
+    double Objective(const Eigen::VectorXd&) override { return 0; }
+  } app;
+  for (const char* model : {"bsp", "ssp:2", "asp"}) {
+    SCOPED_TRACE(model);
+    DataParallelOptions o;
+    o.workers = 2;
+    o.batch_size = 1;
+    o.frequency = *UpdateFrequency::Parse("batch");
+    o.max_epochs = 1;
+    o.evaluate_every = 1000;  // only at the end
+    o.progress = false;
+    o.consistency = *Consistency::Parse(model);
+    auto r = RunDataParallel(app, o);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    ASSERT_EQ(r->run.staleness.size(), 1u);
+    const auto& h = r->run.staleness[0].reads;
+    ASSERT_EQ(h.size(), kStalenessBuckets);
+    std::uint64_t reads = 0, stale = 0, beyond2 = 0;
+    for (std::size_t s = 0; s < h.size(); ++s) {
+      reads += h[s];
+      if (s > 0) stale += h[s];
+      if (s > 2) beyond2 += h[s];
+    }
+    EXPECT_EQ(reads, 40u);  // one per batch of one row; the barrier's reads are not counted
+    EXPECT_EQ(r->run.staleness[0].total(), 40u);
+    EXPECT_THAT(r->run.staleness[0].Describe(), ::testing::StartsWith("40 reads: 0 clocks "));
+    if (std::string(model) == "bsp") {
+      EXPECT_EQ(stale, 0u);
+    } else if (std::string(model) == "ssp:2") {
+      EXPECT_GT(stale, 0u);
+      EXPECT_EQ(beyond2, 0u);
+    } else {
+      EXPECT_GT(beyond2, 0u);
+    }
+  }
+}
+
 TEST(DataParallelTest, WorkerErrorsStopTheRunCleanly) {
   struct Failing final : DataParallelApp {
     std::size_t num_rows() const override { return 10; }
@@ -807,10 +865,16 @@ TEST(DataParallelTest, TheDriverRefusesBarrierMessagesNoWorkerSent) {
        "for clock 1000 of a run of 5"},
       {"arrival clock",
        [](Message& m) {
-         m.body = msg::DpArrived{1001, 0, 0};
+         m.body = msg::DpArrived{1001, 0, 0, {}};
          m.from = 2;
        },
        "for clock 1001 of a run of 5"},
+      {"staleness bins",
+       [](Message& m) {
+         m.body = msg::DpArrived{1, 0, 0, {1, 2, 3}};
+         m.from = 2;
+       },
+       "counted its reads in 3 bins, not 17"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);

@@ -523,6 +523,29 @@ TEST(TerminalTest, ProgressLinesAreClearedBeforeOtherOutput) {
   }
 }
 
+// A data-parallel run says how stale its reads were (printed, in --summary, and in compare);
+// under ssp:2 none is more than 2 clocks stale.
+TEST(CliTest, DataParallelRunsReportTheStalenessTheyHad) {
+  testing::TempDir dir;
+  const std::string summary = dir.Path("s.csv");
+  auto r = RunCli("lasso --data " + Diabetes() + " --mode data-parallel --consistency ssp:2 " +
+                  "--workers 2 --servers 2 --summary " + summary);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("staleness of reads, table lasso_beta: "));
+  const std::string csv = testing::Slurp(summary);
+  EXPECT_THAT(csv, HasSubstr(",staleness_mean,staleness_max,staleness\n"));
+  const auto at = csv.find("lasso_beta=");
+  ASSERT_NE(at, std::string::npos) << csv;
+  // Every bin named is 0, 1 or 2 clocks.
+  std::istringstream bins(csv.substr(at + 11));
+  for (std::string bin; std::getline(bins, bin, ';');) EXPECT_LE(std::stoi(bin), 2) << bin;
+  auto cmp = RunCli("compare lasso --data " + Diabetes() + " --consistency ssp:1 --workers 2 " +
+                    "--out " + dir.Path("cmp"));
+  ASSERT_EQ(cmp.code, 0) << cmp.output;
+  EXPECT_THAT(cmp.output, HasSubstr("data-parallel reads: "));
+  EXPECT_THAT(cmp.output, ::testing::Not(HasSubstr("model-parallel reads: ")));
+}
+
 // --save-config writes the run's flags as resolved; --config reads them back and gives the
 // same fit; the command line overrides the file; a misspelt key, flag or command is an error
 // that names what was meant.
