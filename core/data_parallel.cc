@@ -115,6 +115,10 @@ void CopyRunOptions(const EngineOptions& engine, DataParallelOptions& dp) {
 }
 
 Status DataParallelOptions::Validate() const {
+  if (straggler.worker >= workers) {
+    return InvalidArgument("--straggler: worker " + std::to_string(straggler.worker) + " of " +
+                           std::to_string(workers) + " workers (numbered from 0)");
+  }
   if (servers < 1 || servers > kMaxEndpoints) {
     return InvalidArgument("--servers must be in [1, " + std::to_string(kMaxEndpoints) + "], got " +
                            std::to_string(servers));
@@ -215,8 +219,14 @@ class Worker {
         const std::size_t end = std::min(rows_.size(), begin + plan_.batch);
         ctx_.ends_clock = plan_.EndsClock(opts_.frequency, b);
         if (begin < end) {
+          Stopwatch batch_clock;
           TESSERA_RETURN_IF_ERROR(app_.ProcessBatch(
               ctx_, std::span<const std::uint32_t>(rows_).subspan(begin, end - begin)));
+          if (ctx_.worker == opts_.straggler.worker && opts_.straggler.factor > 1) {
+            // A straggler: this worker takes `factor` times as long for each batch.
+            SleepFiber(std::chrono::microseconds(static_cast<std::int64_t>(
+                (opts_.straggler.factor - 1) * batch_clock.Seconds() * 1e6)));
+          }
         }
         if (!plan_.EndsClock(opts_.frequency, b)) continue;
         TESSERA_RETURN_IF_ERROR(client_.Clock());

@@ -73,6 +73,12 @@ struct DataParallelOptions {
   std::string trace_path;                   // per-evaluation CSV; empty = none
   bool progress = true;                     // one-line progress on a TTY (stderr)
   std::string label = "tessera";
+  // Slows worker `worker` down `factor` times (it sleeps factor - 1 times each batch's time),
+  // to measure how a consistency model copes with a straggler; worker -1: none.
+  struct Straggler {
+    int worker = -1;
+    double factor = 1;
+  } straggler;
   // Driver, when set: called at the first evaluation barrier that ends an epoch (after its
   // Objective) once checkpoint_every seconds (0: at every such barrier) have passed since the
   // start or the last call, not at the last one. Nobody pushes then:

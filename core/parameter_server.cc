@@ -17,7 +17,7 @@ namespace tessera {
 
 StatusOr<Consistency> Consistency::Parse(std::string_view text) {
   const std::string quoted = "'" + std::string(text) + "'";
-  const std::string expected = " (expected bsp, ssp:S, essp:S, asp or hogwild)";
+  const std::string expected = " (expected bsp, sbp:B, ssp:S, essp:S, asp or hogwild)";
   Consistency c;
   if (text == "bsp") return c;
   if (text == "asp") {
@@ -32,23 +32,29 @@ StatusOr<Consistency> Consistency::Parse(std::string_view text) {
   const std::string_view name = text.substr(0, colon);
   if (name == "ssp") {
     c.model = ConsistencyModel::kSsp;
+  } else if (name == "sbp") {
+    c.model = ConsistencyModel::kSbp;
   } else if (name == "essp") {
     c.model = ConsistencyModel::kEssp;
   } else {
     return InvalidArgument("unknown consistency model " + quoted + expected);
   }
+  const bool sbp = c.model == ConsistencyModel::kSbp;
   if (colon == std::string_view::npos) {
-    return InvalidArgument("consistency " + quoted + " needs a staleness bound, e.g. " +
-                           std::string(name) + ":3");
+    return InvalidArgument("consistency " + quoted + " needs " +
+                           (sbp ? "a number of backup workers, e.g. sbp:1"
+                                : "a staleness bound, e.g. " + std::string(name) + ":3"));
   }
   const std::string_view bound = text.substr(colon + 1);
   long long s = -1;
   auto [end, ec] = std::from_chars(bound.data(), bound.data() + bound.size(), s);
   if (ec != std::errc() || end != bound.data() + bound.size() || s < 0 || s > 1000000) {
     return InvalidArgument("consistency " + quoted +
-                           ": the staleness bound S must be an integer from 0 to 1000000");
+                           (sbp ? ": the number of backup workers B must be an integer from 0 "
+                                  "to 1000000"
+                                : ": the staleness bound S must be an integer from 0 to 1000000"));
   }
-  c.staleness = static_cast<int>(s);
+  (sbp ? c.backups : c.staleness) = static_cast<int>(s);
   return c;
 }
 
@@ -56,6 +62,8 @@ std::string Consistency::ToString() const {
   switch (model) {
     case ConsistencyModel::kBsp:
       return "bsp";
+    case ConsistencyModel::kSbp:
+      return "sbp:" + std::to_string(backups);
     case ConsistencyModel::kSsp:
       return "ssp:" + std::to_string(staleness);
     case ConsistencyModel::kEssp:
@@ -71,6 +79,7 @@ std::string Consistency::ToString() const {
 std::uint64_t Consistency::RequiredClock(std::uint64_t clock) const {
   switch (model) {
     case ConsistencyModel::kBsp:
+    case ConsistencyModel::kSbp:  // the table's clock, which does not wait for the backups
       return clock;
     case ConsistencyModel::kSsp:
     case ConsistencyModel::kEssp:
@@ -297,6 +306,9 @@ struct ParameterServer::Shard {
     int dim = 1;
     int spe = 0;  // state per element
     bool per_clock = false;
+    // The clock whose pushes have all been applied: the shard's (every worker's) clock, or
+    // under sbp:B the clock all but the B slowest workers have reached.
+    std::uint64_t completed = 0;
     std::vector<double> values;  // dense: range.size() * dim; sparse: rows * dim
     std::vector<double> state;
     KeyIndex rows;  // sparse: key -> row
@@ -433,7 +445,10 @@ struct ParameterServer::Shard {
     const std::size_t count = explicit_keys ? m.keys.size() : m.range.size();
     const Key* keys = explicit_keys ? m.keys.data() : nullptr;
     if (t.per_clock) {
-      AddToSums(t, worker_clock[w], m.raw_add, keys, m.range.begin, count, m.values.data());
+      // sbp: a backup worker's push for a clock already completed is folded into the clock
+      // still open (it is not lost, and no completed clock changes).
+      AddToSums(t, std::max(worker_clock[w], t.completed), m.raw_add, keys, m.range.begin, count,
+                m.values.data());
     } else {
       Apply(t, keys, m.range.begin, count, m.values.data(), m.raw_add);
     }
@@ -489,7 +504,7 @@ struct ParameterServer::Shard {
     msg::PsValues reply;
     reply.table = m.table;
     reply.request = m.request;
-    reply.clock = clock;
+    reply.clock = t.completed;
     Read(t, m, reply.values);
     if (t.spec->consistency.model == ConsistencyModel::kEssp && from >= ps->WorkerRank(0)) {
       Subscribe(t, from - ps->WorkerRank(0), m);  // not the driver's checkpoint pulls
@@ -504,7 +519,7 @@ struct ParameterServer::Shard {
     Table& t = tables[id];
     msg::PsRefresh m;
     m.table = id;
-    m.clock = clock;
+    m.clock = t.completed;
     if (t.spec->storage == TableStorage::kSparse) {
       if (t.subscribed_sparse[w].empty()) return;
       m.keys.assign(t.subscribed_sparse[w].begin(), t.subscribed_sparse[w].end());
@@ -523,29 +538,55 @@ struct ParameterServer::Shard {
     (void)ps->transport_->Send(ps->WorkerRank(w), Message(rank, std::move(m)));
   }
 
+  // At the stop: pushes summed for clocks not yet completed (under sbp, a backup's late pushes
+  // folded into the open clock) are applied, in clock order, so that none is lost.
+  void ApplyOpenClocks() {
+    for (Table& t : tables) {
+      for (auto& [at, sums] : t.sums) ApplySums(t, sums, at.second);
+      t.sums.clear();
+    }
+  }
+
+  // The clock table `t` has completed, given the workers' clocks: their minimum, or under
+  // sbp:B the (B+1)-th smallest.
+  std::uint64_t CompletedClock(const Table& t, std::uint64_t min_clock) const {
+    const Consistency& c = t.spec->consistency;
+    if (c.model != ConsistencyModel::kSbp || c.backups == 0) return min_clock;
+    std::vector<std::uint64_t> sorted = worker_clock;
+    std::nth_element(sorted.begin(), sorted.begin() + c.backups, sorted.end());
+    return sorted[static_cast<std::size_t>(c.backups)];
+  }
+
   void HandleClock(Rank from, const msg::PsClock& m) {
     const int w = from - ps->WorkerRank(0);
     worker_clock[w] = std::max(worker_clock[w], m.clock);
     const std::uint64_t min_clock = *std::min_element(worker_clock.begin(), worker_clock.end());
-    if (min_clock <= clock) return;
+    const bool min_advanced = min_clock > clock;
+    bool advanced = min_advanced;
     for (Table& t : tables) {
-      if (!t.per_clock) continue;
-      while (!t.sums.empty() && t.sums.begin()->first.first < min_clock) {
-        ApplySums(t, t.sums.begin()->second, t.sums.begin()->first.second);
-        t.sums.erase(t.sums.begin());
+      const std::uint64_t completed = std::max(t.completed, CompletedClock(t, min_clock));
+      if (completed == t.completed) continue;
+      advanced = true;
+      if (t.per_clock) {
+        while (!t.sums.empty() && t.sums.begin()->first.first < completed) {
+          ApplySums(t, t.sums.begin()->second, t.sums.begin()->first.second);
+          t.sums.erase(t.sums.begin());
+        }
       }
+      t.completed = completed;
     }
-    clock = min_clock;
+    if (!advanced) return;
+    clock = std::max(clock, min_clock);
     std::vector<std::pair<Rank, msg::PsPull>> still;
     for (auto& [from, pull] : waiting) {
-      if (pull.clock <= clock) {
+      if (pull.clock <= tables[pull.table].completed) {
         Reply(from, pull);
       } else {
         still.emplace_back(from, std::move(pull));
       }
     }
     waiting = std::move(still);
-    for (TableId id = 0; id < tables.size(); ++id) {
+    for (TableId id = 0; min_advanced && id < tables.size(); ++id) {
       if (tables[id].spec->consistency.model != ConsistencyModel::kEssp) continue;
       for (int v = 0; v < ps->workers_; ++v) Refresh(id, v);
     }
@@ -643,7 +684,7 @@ struct ParameterServer::Shard {
       if (const auto* push = m.get<msg::PsPush>()) {
         HandlePush(m.from, *push);
       } else if (auto* pull = m.get<msg::PsPull>()) {
-        if (pull->clock <= clock) {
+        if (pull->clock <= tables[pull->table].completed) {
           Reply(m.from, *pull);
         } else {
           waiting.emplace_back(m.from, std::move(*pull));
@@ -661,6 +702,7 @@ struct ParameterServer::Shard {
         }
         if (driver_stopped &&
             (!ps->stop_after_workers_.load() || workers_stopped == ps->workers_)) {
+          ApplyOpenClocks();
           if (!ps->transport_->hosts(0)) SendFinalTables();
           return;
         }
@@ -690,6 +732,11 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
   }
   for (const auto& spec : tables) {
     TESSERA_RETURN_IF_ERROR(spec.Validate(servers, transport->in_process()));
+    if (spec.consistency.model == ConsistencyModel::kSbp && spec.consistency.backups >= workers) {
+      return InvalidArgument("table '" + spec.name + "': " + spec.consistency.ToString() +
+                             " needs fewer backup workers than the " + std::to_string(workers) +
+                             " workers");
+    }
   }
   KeepMessageBuffersInHeap();
   std::unique_ptr<ParameterServer> ps(new ParameterServer());
@@ -718,8 +765,11 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
       t.spe = spec.updater->state_per_element();
       // Under bsp a clock's pushes are applied together at its end: the updater sees their sum,
       // and averaged models are averaged over the same starting point.
-      t.per_clock = spec.consistency.model == ConsistencyModel::kBsp &&
-                    (!spec.updater->is_add() || spec.model_averaging);
+      // Under sbp every updater's pushes are summed per clock, so that a read never sees part
+      // of a clock and a backup's late push can be folded into the open one.
+      t.per_clock = (spec.consistency.model == ConsistencyModel::kBsp &&
+                     (!spec.updater->is_add() || spec.model_averaging)) ||
+                    spec.consistency.model == ConsistencyModel::kSbp;
       if (spec.storage == TableStorage::kDense && here) {
         t.values.assign(t.range.size() * t.dim, spec.initial);
         if (spec.initial_values.size() != 0) {

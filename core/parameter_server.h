@@ -41,19 +41,20 @@
 
 namespace tessera {
 
-enum class ConsistencyModel { kBsp, kSsp, kEssp, kAsp, kHogwild };
+enum class ConsistencyModel { kBsp, kSsp, kEssp, kAsp, kHogwild, kSbp };
 
 struct Consistency {
   ConsistencyModel model = ConsistencyModel::kBsp;
   int staleness = 0;  // S of ssp:S and essp:S; 0 otherwise
-  // Accepts "bsp", "ssp:S", "essp:S", "asp", "hogwild" (S >= 0; ssp:0 is bsp).
+  int backups = 0;    // B of sbp:B: a clock completes without the B slowest workers
+  // Accepts "bsp", "sbp:B", "ssp:S", "essp:S", "asp", "hogwild" (S >= 0; ssp:0 is bsp).
   static StatusOr<Consistency> Parse(std::string_view text);
   std::string ToString() const;
   // Lowest shard clock that may serve a read made at worker clock `clock` (0: any).
   std::uint64_t RequiredClock(std::uint64_t clock) const;
   bool cached() const {
-    return model == ConsistencyModel::kBsp || model == ConsistencyModel::kSsp ||
-           model == ConsistencyModel::kEssp;
+    return model == ConsistencyModel::kBsp || model == ConsistencyModel::kSbp ||
+           model == ConsistencyModel::kSsp || model == ConsistencyModel::kEssp;
   }
 };
 

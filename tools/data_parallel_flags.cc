@@ -1,5 +1,10 @@
 #include "tessera/tools/data_parallel_flags.h"
 
+#include <charconv>
+#include <string_view>
+
+#include "tessera/core/dataset.h"
+
 namespace tessera {
 
 void AddDataParallelFlags(CLI::App& cmd, DataParallelOptions& dp, DataParallelFlags& f,
@@ -8,7 +13,7 @@ void AddDataParallelFlags(CLI::App& cmd, DataParallelOptions& dp, DataParallelFl
   cmd.add_option("--servers", dp.servers, "Parameter-server shards")
       ->capture_default_str()
       ->group(g);
-  cmd.add_option("--consistency", f.consistency, "bsp | ssp:S | essp:S | asp | hogwild")
+  cmd.add_option("--consistency", f.consistency, "bsp | sbp:B | ssp:S | essp:S | asp | hogwild")
       ->capture_default_str()
       ->group(g);
   cmd.add_option("--update-frequency", f.frequency, "batch | nbatches:N | epoch")
@@ -20,6 +25,10 @@ void AddDataParallelFlags(CLI::App& cmd, DataParallelOptions& dp, DataParallelFl
       ->capture_default_str()
       ->group(g);
   cmd.add_option("--batch-size", dp.batch_size, batch_help)->capture_default_str()->group(g);
+  cmd.add_option("--straggler", f.straggler,
+                 "W:F makes worker W take F times as long per batch (to measure how a "
+                 "consistency model copes with a slow worker)")
+      ->group(g);
 }
 
 Status ParseDataParallelFlags(const DataParallelFlags& f, DataParallelOptions& dp) {
@@ -32,6 +41,24 @@ Status ParseDataParallelFlags(const DataParallelFlags& f, DataParallelOptions& d
   auto part = ParsePartitionScheme(f.partition);
   if (!part.ok()) return InvalidArgument("--partition: " + part.status().message());
   dp.partition = *part;
+  if (!f.straggler.empty()) {
+    const auto colon = f.straggler.find(':');
+    int w = -1;
+    double factor = 0;
+    const std::string_view text(f.straggler);
+    const auto wv = text.substr(0, colon);
+    const bool ok =
+        colon != std::string::npos &&
+        std::from_chars(wv.data(), wv.data() + wv.size(), w).ptr == wv.data() + wv.size() &&
+        ParseDouble(text.substr(colon + 1), factor) && w >= 0 && factor >= 1 && factor <= 1000;
+    if (!ok) {
+      return InvalidArgument(
+          "--straggler: expected W:F with a worker number W >= 0 and a factor F in [1, 1000], "
+          "got '" +
+          f.straggler + "'");
+    }
+    dp.straggler = {w, factor};
+  }
   return Status::Ok();
 }
 

@@ -10,13 +10,14 @@
 namespace tessera {
 
 struct DataParallelFlags {
+  std::string straggler;  // W:F
   std::string consistency = "bsp";
   std::string frequency = "epoch";
   std::string partition = "disjoint_contiguous";
 };
 
-// Adds --servers, --consistency, --update-frequency, --partition and --batch-size (with
-// `batch_help` saying what a row is) to `cmd`, in the group "Data-parallel mode".
+// Adds --servers, --consistency, --update-frequency, --partition, --straggler and --batch-size
+// (with `batch_help` saying what a row is) to `cmd`, in the group "Data-parallel mode".
 void AddDataParallelFlags(CLI::App& cmd, DataParallelOptions& options, DataParallelFlags& flags,
                           const std::string& batch_help);
 // Parses the names into `options`; errors name the flag.

@@ -63,8 +63,13 @@ class DataParallelLasso::App final : public DataParallelApp {
     beta.initial_values = beta_;
     const bool sync = o.consistency.model == ConsistencyModel::kBsp;
     // Asynchronously each push takes a step with gradients up to (1 + S) clocks of every
-    // worker old: 1/(L P (1 + S)) keeps that delayed iteration stable.
-    const double delay = sync ? 1.0 : o.workers * (1.0 + o.consistency.staleness);
+    // worker old: 1/(L P (1 + S)) keeps that delayed iteration stable. Under sbp:B one step per
+    // clock, on every worker's latest gradient, of which the B backups' may be older: 1/(L (1 +
+    // B)).
+    const bool backups = o.consistency.model == ConsistencyModel::kSbp;
+    const double delay = sync      ? 1.0
+                         : backups ? 1.0 + o.consistency.backups
+                                   : o.workers * (1.0 + o.consistency.staleness);
     step_ = 1.0 / (lipschitz_ * delay);
     if (o.consistency.model != ConsistencyModel::kHogwild) {
       beta.updater = ProximalUpdater(lambda_, step_, pf_, opts_.accelerate && sync);
