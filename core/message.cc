@@ -36,10 +36,10 @@ std::uint64_t BodyBytes(const msg::PsPull& m) {
   return 16 + Bytes(static_cast<const TableKeys&>(m));
 }
 std::uint64_t BodyBytes(const msg::PsValues& m) {
-  return 16 + Bytes(static_cast<const TableKeys&>(m)) + Bytes(m.values);
+  return 24 + Bytes(static_cast<const TableKeys&>(m)) + Bytes(m.values);
 }
 std::uint64_t BodyBytes(const msg::PsRefresh& m) {
-  return 8 + Bytes(static_cast<const TableKeys&>(m)) + Bytes(m.values);
+  return 16 + Bytes(static_cast<const TableKeys&>(m)) + Bytes(m.values);
 }
 std::uint64_t BodyBytes(const msg::PsPush& m) {
   return 1 + Bytes(static_cast<const TableKeys&>(m)) + Bytes(m.values);

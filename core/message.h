@@ -109,11 +109,13 @@ struct PsPull : TableKeys {  // worker or driver -> shard, answered once the sha
 struct PsValues : TableKeys {  // shard -> worker or driver: the answer to `request`
   std::uint64_t clock = 0;     // the shard's clock when it read them
   std::uint64_t request = 0;
-  Eigen::VectorXd values;  // key-major
+  Eigen::VectorXd values;     // key-major
+  std::uint64_t applied = 0;  // the recipient worker's push messages the shard had applied
 };
 struct PsRefresh : TableKeys {  // shard -> worker: ESSP's eager refresh of keys it has read
   std::uint64_t clock = 0;
   Eigen::VectorXd values;
+  std::uint64_t applied = 0;  // as PsValues::applied
 };
 struct PsPush : TableKeys {  // worker -> shard
   Eigen::VectorXd values;

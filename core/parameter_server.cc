@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <unordered_set>
 
 #include "tessera/core/fiber_pool.h"
@@ -325,6 +326,7 @@ struct ParameterServer::Shard {
   Rank rank = 0;
   std::vector<Table> tables;
   std::vector<std::uint64_t> worker_clock;
+  std::vector<std::uint64_t> pushes_from;  // [worker]: push messages applied (read my writes)
   std::uint64_t clock = 0;
   std::vector<std::pair<Rank, msg::PsPull>> waiting;  // pulls that need a later clock, by sender
   // A shard stops at the driver's stop, or with StopAfterWorkers once the driver and every
@@ -441,6 +443,7 @@ struct ParameterServer::Shard {
   void HandlePush(Rank from, const msg::PsPush& m) {
     Table& t = tables[m.table];
     const int w = from - ps->WorkerRank(0);
+    ++pushes_from[w];
     const bool explicit_keys = !m.keys.empty();
     const std::size_t count = explicit_keys ? m.keys.size() : m.range.size();
     const Key* keys = explicit_keys ? m.keys.data() : nullptr;
@@ -505,6 +508,7 @@ struct ParameterServer::Shard {
     reply.table = m.table;
     reply.request = m.request;
     reply.clock = t.completed;
+    if (from >= ps->WorkerRank(0)) reply.applied = pushes_from[from - ps->WorkerRank(0)];
     Read(t, m, reply.values);
     if (t.spec->consistency.model == ConsistencyModel::kEssp && from >= ps->WorkerRank(0)) {
       Subscribe(t, from - ps->WorkerRank(0), m);  // not the driver's checkpoint pulls
@@ -520,6 +524,7 @@ struct ParameterServer::Shard {
     msg::PsRefresh m;
     m.table = id;
     m.clock = t.completed;
+    m.applied = pushes_from[w];
     if (t.spec->storage == TableStorage::kSparse) {
       if (t.subscribed_sparse[w].empty()) return;
       m.keys.assign(t.subscribed_sparse[w].begin(), t.subscribed_sparse[w].end());
@@ -756,6 +761,7 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
     shard->index = s;
     shard->rank = ps->ShardRank(s);
     shard->worker_clock.assign(workers, 0);
+    shard->pushes_from.assign(workers, 0);
     for (TableId id = 0; id < ps->specs_.size(); ++id) {
       const TableSpec& spec = ps->specs_[id];
       Shard::Table t;
@@ -966,7 +972,8 @@ struct PsClient::Cache {
     if (dense) return !clock.empty() && clock[k] != 0;
     return rows.Find(k) != KeyIndex::kAbsent;
   }
-  void Store(Key k, const double* v, std::uint64_t served_at) {
+  // False when a newer value is kept instead.
+  bool Store(Key k, const double* v, std::uint64_t served_at) {
     std::size_t row = k;
     if (dense) {
       if (clock.empty()) {
@@ -982,9 +989,40 @@ struct PsClient::Cache {
       }
     }
     // A refresh may overtake a reply: keep the newest.
-    if (clock[row] != 0 && clock[row] - 1 > served_at) return;
+    if (clock[row] != 0 && clock[row] - 1 > served_at) return false;
     std::memcpy(values.data() + row * dim, v, dim * sizeof(double));
     clock[row] = served_at + 1;
+    return true;
+  }
+};
+
+struct PsClient::MyWrites {
+  struct Sent {
+    std::uint64_t number;  // the push message's number to its shard (pushes_sent_)
+    std::vector<Key> keys;
+    std::vector<double> values;
+  };
+  int dim = 1;
+  std::vector<std::deque<Sent>> sent;  // [shard]
+  KeyIndex rows;                       // key -> row of `sum`
+  std::vector<double> sum;             // per key: its unconfirmed pushes' sum
+  double* Row(Key k) {
+    bool added = false;
+    const std::size_t row = rows.Insert(k, added);
+    if (added) sum.resize(rows.size() * dim, 0.0);
+    return sum.data() + row * dim;
+  }
+  // Drops what shard `s` has applied (messages numbered <= applied) from the sums.
+  void Confirm(int s, std::uint64_t applied) {
+    auto& q = sent[static_cast<std::size_t>(s)];
+    while (!q.empty() && q.front().number <= applied) {
+      const Sent& m = q.front();
+      for (std::size_t i = 0; i < m.keys.size(); ++i) {
+        double* r = Row(m.keys[i]);
+        for (int d = 0; d < dim; ++d) r[d] -= m.values[i * dim + d];
+      }
+      q.pop_front();
+    }
   }
 };
 
@@ -1042,10 +1080,19 @@ PsClient::PsClient(ParameterServer* ps, int worker)
     : ps_(ps), worker_(worker), rank_(ps->WorkerRank(worker)) {
   windows_.resize(ps->servers_);
   outgoing_.resize(ps->specs_.size());
+  pushes_sent_.assign(ps->servers_, 0);
   stats_.staleness.assign(ps->specs_.size() * kStalenessBuckets, 0);
   for (TableId id = 0; id < ps->specs_.size(); ++id) {
     const TableSpec& spec = ps->specs_[id];
     outgoing_[id].resize(ps->servers_);
+    if (spec.read_my_writes) {
+      auto mine = std::make_unique<MyWrites>();
+      mine->dim = spec.dim;
+      mine->sent.resize(ps->servers_);
+      my_writes_.push_back(std::move(mine));
+    } else {
+      my_writes_.push_back(nullptr);
+    }
     if (spec.consistency.cached()) {
       auto cache = std::make_unique<Cache>();
       cache->dim = spec.dim;
@@ -1087,6 +1134,14 @@ Status PsClient::SendPushes(TableId table, int shard) {
 // Without it a fast worker queues gigabytes of messages and every new buffer page-faults.
 Status PsClient::SendPush(int shard, msg::PsPush m) {
   ++stats_.push_messages;
+  const std::uint64_t number = ++pushes_sent_[shard];
+  if (MyWrites* mine = my_writes_[m.table].get(); mine && !m.raw_add) {
+    MyWrites::Sent sent{number, m.keys, {m.values.data(), m.values.data() + m.values.size()}};
+    if (sent.keys.empty()) {
+      for (Key k = m.range.begin; k < m.range.end; ++k) sent.keys.push_back(k);
+    }
+    mine->sent[shard].push_back(std::move(sent));
+  }
   const std::uint64_t bytes = 8 * (m.values.size() + m.keys.size());
   TESSERA_RETURN_IF_ERROR(SendCounted(ps_->ShardRank(shard), Message(rank_, std::move(m))));
   Window& w = windows_[shard];
@@ -1216,7 +1271,10 @@ Status PsClient::Push(TableId table, std::span<const Key> keys, std::span<const 
       i = j;
       continue;
     }
-    if (spec.read_my_writes) AddToCache(table, keys[i], values.data() + i * dim);
+    if (spec.read_my_writes) {
+      AddToCache(table, keys[i], values.data() + i * dim);
+      AddUnconfirmed(table, keys[i], values.data() + i * dim);
+    }
     Outgoing& out = outgoing_[table][s];
     out.keys.push_back(keys[i]);
     if (dim == 1) {
@@ -1228,6 +1286,12 @@ Status PsClient::Push(TableId table, std::span<const Key> keys, std::span<const 
     ++i;
   }
   return Status::Ok();
+}
+
+void PsClient::AddUnconfirmed(TableId table, Key key, const double* v) {
+  MyWrites& mine = *my_writes_[table];
+  double* r = mine.Row(key);
+  for (int d = 0; d < mine.dim; ++d) r[d] += v[d];
 }
 
 void PsClient::AddToCache(TableId table, Key key, const double* v) {
@@ -1261,7 +1325,10 @@ Status PsClient::PushRange(TableId table, KeyRange range, std::span<const double
       continue;
     }
     if (spec.read_my_writes) {
-      for (Key k = b; k < e; ++k) AddToCache(table, k, grad + (k - b) * dim);
+      for (Key k = b; k < e; ++k) {
+        AddToCache(table, k, grad + (k - b) * dim);
+        AddUnconfirmed(table, k, grad + (k - b) * dim);
+      }
     }
     TESSERA_RETURN_IF_ERROR(SendPushes(table, s));  // keep this worker's pushes in order
     msg::PsPush m;
@@ -1407,19 +1474,28 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
   return f;
 }
 
-void PsClient::StoreInCache(const TableKeys& at, const Eigen::VectorXd& values,
-                            std::uint64_t clock) {
+void PsClient::StoreInCache(const TableKeys& at, const Eigen::VectorXd& values, std::uint64_t clock,
+                            int shard, std::uint64_t applied) {
   Cache* cache = caches_[at.table].get();
   if (!cache) return;
   const int dim = cache->dim;
-  for (std::size_t i = 0; i < at.count(); ++i)
-    cache->Store(at.key(i), values.data() + i * dim, clock);
+  MyWrites* mine = my_writes_[at.table].get();
+  if (mine) mine->Confirm(shard, applied);
+  for (std::size_t i = 0; i < at.count(); ++i) {
+    const Key k = at.key(i);
+    if (!cache->Store(k, values.data() + i * dim, clock) || !mine) continue;
+    // The served value plus this worker's pushes the shard had not applied yet.
+    const std::size_t row = mine->rows.Find(k);
+    if (row == KeyIndex::kAbsent) continue;
+    AddToCache(at.table, k, mine->sum.data() + row * dim);
+  }
 }
 
 Status PsClient::Handle(Message& received) {
   if (const auto* refresh = received.get<msg::PsRefresh>()) {  // ESSP: for the cache alone
     TESSERA_RETURN_IF_ERROR(ps_->CheckValues(received.from, *refresh, refresh->values));
-    StoreInCache(*refresh, refresh->values, refresh->clock);
+    StoreInCache(*refresh, refresh->values, refresh->clock, received.from - ps_->ShardRank(0),
+                 refresh->applied);
     ++stats_.eager_refreshes;
     return Status::Ok();
   }
@@ -1460,7 +1536,7 @@ Status PsClient::Handle(Message& received) {
                            std::to_string(n) + " values where " + std::to_string(expected) +
                            " were asked");
   }
-  StoreInCache(m, m.values, m.clock);
+  StoreInCache(m, m.values, m.clock, from - ps_->ShardRank(0), m.applied);
   PullFuture::State& st = *p.state;
   st.served = std::min(st.served, static_cast<std::uint64_t>(m.clock));
   const int dim = st.dim;

@@ -218,7 +218,13 @@ class PsClient {
   // anything else is queued for ReceiveControl.
   Status Handle(Message& m);
   Status Wait(PullFuture::State& st);
-  void StoreInCache(const TableKeys& at, const Eigen::VectorXd& values, std::uint64_t clock);
+  // Stores served values (a reply or an ESSP refresh from shard `shard`, which had applied
+  // `applied` of this worker's push messages) in the table's cache; with read_my_writes, adds
+  // this worker's pushes the shard had not yet applied.
+  void StoreInCache(const TableKeys& at, const Eigen::VectorXd& values, std::uint64_t clock,
+                    int shard, std::uint64_t applied);
+  // Read my writes: `values` of `key` pushed, not yet confirmed by a served value.
+  void AddUnconfirmed(TableId table, Key key, const double* values);
   void HogwildPush(TableId table, int shard, Key first, std::size_t count, const double* grad);
 
   ParameterServer* ps_;
@@ -232,9 +238,14 @@ class PsClient {
     std::vector<Key> keys;
     std::vector<double> values;
   };
-  std::vector<std::vector<Outgoing>> outgoing_;     // [table][shard]
-  std::vector<std::unique_ptr<Cache>> caches_;      // [table]; null when not cached
-  std::vector<std::unique_ptr<Replica>> replicas_;  // [table]; null without model averaging
+  std::vector<std::vector<Outgoing>> outgoing_;  // [table][shard]
+  std::vector<std::uint64_t> pushes_sent_;       // [shard]: push messages sent
+  // read_my_writes tables: this worker's pushes no served value has confirmed yet (the shard
+  // had not applied them): per shard the messages sent, by number, and per key their sum.
+  struct MyWrites;
+  std::vector<std::unique_ptr<MyWrites>> my_writes_;  // [table]; null without read_my_writes
+  std::vector<std::unique_ptr<Cache>> caches_;        // [table]; null when not cached
+  std::vector<std::unique_ptr<Replica>> replicas_;    // [table]; null without model averaging
   std::unordered_map<std::uint64_t, PendingReply> pending_;
   std::vector<Message> control_;  // control messages that arrived while waiting for a reply
   std::vector<double> hogwild_value_, hogwild_state_;  // scratch for hogwild updates

@@ -142,6 +142,7 @@ void SharedToWire(const M& m, W& w) {
   if constexpr (requires { m.round; }) w.round = I64(m.round);
   if constexpr (requires { m.clock; }) w.clock = I64(m.clock);
   if constexpr (requires { m.request; }) w.request = I64(m.request);
+  if constexpr (requires { m.applied; }) w.applied = I64(m.applied);
   if constexpr (requires { m.committed.has_value(); }) OptionalToWire(m.committed, w);
   if constexpr (std::is_base_of_v<TableKeys, M>) w.at = ToWire(static_cast<const TableKeys&>(m));
   if constexpr (requires { m.values; }) w.values = PackValues(m.values);
@@ -155,6 +156,7 @@ Status SharedFromWire(W& w, M& m) {
   if constexpr (requires { m.round; }) m.round = U64(w.round);
   if constexpr (requires { m.clock; }) m.clock = U64(w.clock);
   if constexpr (requires { m.request; }) m.request = U64(w.request);
+  if constexpr (requires { m.applied; }) m.applied = U64(w.applied);
   if constexpr (requires { m.committed.has_value(); }) {
     TESSERA_RETURN_IF_ERROR(OptionalFromWire(w, m.committed));
   }

@@ -97,12 +97,14 @@ struct PsValues {
   2: i64 clock
   3: i64 request
   4: binary values
+  5: i64 applied
 }
 
 struct PsRefresh {
   1: TableKeys at
   2: i64 clock
   3: binary values
+  4: i64 applied
 }
 
 struct PsPush {

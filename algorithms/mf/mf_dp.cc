@@ -72,6 +72,9 @@ class SgdApp final : public DataParallelApp {
     h.dim = k_;
     h.consistency = o.consistency;
     h.model_averaging = o.model_averaging;
+    // A worker's cached rows include its own changes: without them, under ssp a worker's next
+    // batches start from rows that lack its last ones and take those steps again.
+    h.read_my_writes = o.consistency.cached() && !o.model_averaging;
     h.initial_values = Eigen::Map<const Eigen::VectorXd>(model_.h.data(), model_.h.size());
     return {h};
   }
