@@ -524,6 +524,37 @@ TEST(EsspTest, SspWithoutEagerRefreshAsksTheServer) {
 
 // Read-my-writes: a read served from the cache includes the worker's own pushes when the table
 // asks for it (the LDA counts), and does not otherwise (the documented default).
+// Under essp the shards refresh a worker's cached rows whenever their clock advances, with
+// values that may lack the worker's latest pushes (still buffered, or on their way): its reads
+// still include every one of its own pushes. Worker 0 adds 1 to key 0 each clock (it alone
+// writes key 0) and must read at least its count; worker 1 reads key 0 and writes key 1.
+TEST(ReadMyWritesTest, EagerRefreshesKeepAWorkersOwnPushes) {
+  for (const char* model : {"essp:1", "ssp:1", "bsp"}) {
+    SCOPED_TRACE(model);
+    TableSpec t = Table(2, 1, model);
+    t.read_my_writes = true;
+    auto ps = StartOrDie({t}, 1, 2);
+    std::atomic<int> lost{0};
+    const int clocks = 300;
+    RunWorkers(*ps, [&](int w, PsClient& c) -> Status {
+      const std::vector<Key> own = {static_cast<Key>(w)}, zero = {0};
+      for (int i = 0; i < clocks; ++i) {
+        TESSERA_RETURN_IF_ERROR(c.Push(0, own, std::vector<double>{1.0}));
+        // Read before and after the clock: a buffered push and one in flight.
+        TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd a, c.Pull(0, zero).Get());
+        TESSERA_RETURN_IF_ERROR(c.Clock());
+        TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd b, c.Pull(0, zero).Get());
+        if (w == 0 && (a[0] < i + 1 || b[0] < i + 1)) ++lost;
+        if (w == 1 && i % 7 == 0) SleepFiber(std::chrono::microseconds(100));
+      }
+      return Status::Ok();
+    });
+    EXPECT_EQ(lost.load(), 0) << "reads that missed the worker's own pushes";
+    ps->Shutdown();
+    EXPECT_EQ(ps->Snapshot(0)[0], clocks);
+  }
+}
+
 TEST(ReadMyWritesTest, CachedReadsIncludeOwnPushesOnlyWhenAsked) {
   for (bool rmw : {false, true}) {
     TableSpec t = Table(4, 2, "ssp:3");
