@@ -141,14 +141,15 @@ class RidgeCommand final : public AppCommand {
   }
   std::string name() const override { return "ridge"; }
   const CompareSpec* compare() const override {
-    static const CompareSpec spec{{"--max-seconds", "--max-rounds", "--max-epochs"},
-                                  "--max-seconds",
-                                  {"--max-rounds", "--max-epochs"},
-                                  {"closed_form_gap"},
-                                  "objective",
-                                  "relative suboptimality (F - F*) / F*",
-                                  false,
-                                  {}};
+    static const CompareSpec spec = [] {
+      CompareSpec s;
+      s.own = {"--max-seconds", "--max-rounds", "--max-epochs"};
+      s.seconds_flag = "--max-seconds";
+      s.rounds_flag[0] = "--max-rounds";
+      s.rounds_flag[1] = "--max-epochs";
+      s.extra = {"closed_form_gap"};
+      return s;
+    }();
     return &spec;
   }
 

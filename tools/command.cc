@@ -140,6 +140,12 @@ std::string StalenessValues(const std::vector<TableStaleness>& staleness) {
   return "," + FormatDouble(clocks / reads) + "," + std::to_string(max) + "," + counts;
 }
 
+int AppCommand::UsageError(const std::string& message) const {
+  std::fprintf(stderr, "tessera: error: %s\n(run 'tessera --help' or 'tessera %s --help')\n",
+               message.c_str(), name().c_str());
+  return 2;
+}
+
 Status WriteRunSummary(const std::string& path, const std::string& mode, const RunResult& run,
                        double setup_seconds,
                        const std::vector<std::pair<std::string, double>>& extra) {

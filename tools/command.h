@@ -28,8 +28,9 @@ struct CompareSpec {
   std::string seconds_flag;        // wall-time limit
   std::string rounds_flag[2];      // round limit, per mode (model-parallel, data-parallel)
   std::vector<std::string> extra;  // summary columns shown after the objective
-  std::string curve;  // trace column plotted: "objective" as relative suboptimality, or a metric
-  std::string curve_label;
+  // The trace column plotted: "objective" as relative suboptimality, or a metric.
+  std::string curve = "objective";
+  std::string curve_label = "relative suboptimality (F - F*) / F*";
   bool rising = false;  // the curve goes up as the fit improves (the key goes bottom right)
   std::vector<std::string> child_args;  // added to both runs (e.g. no output files)
 };
@@ -99,6 +100,8 @@ class AppCommand : public Command {
 
   const CommonFlags& common() const { return common_; }
   const CheckpointSettings& checkpoints() const { return checkpoints_; }
+  // A command-line error (exit code 2): "tessera: error: MESSAGE" and where the help is.
+  int UsageError(const std::string& message) const;
 
  private:
   CommonFlags common_;

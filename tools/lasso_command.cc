@@ -424,23 +424,20 @@ class LassoCommand final : public AppCommand {
   }
   int Run(CLI::App& cmd) override {
     if (predict_->parsed()) return RunLassoPredict(predict_flags_);
-    if (f_.data.path.empty()) {  // required of a fit, not of predict: a command-line error
-      std::fprintf(stderr,
-                   "tessera: error: --data is required\n(run 'tessera --help' or 'tessera lasso "
-                   "--help')\n");
-      return 2;
-    }
+    // Required of a fit, not of predict.
+    if (f_.data.path.empty()) return UsageError("--data is required");
     return AppCommand::Run(cmd);
   }
   const CompareSpec* compare() const override {
-    static const CompareSpec spec{{"--path", "--max-seconds", "--max-rounds", "--max-epochs"},
-                                  "--max-seconds",
-                                  {"--max-rounds", "--max-epochs"},
-                                  {"kkt", "nonzeros"},
-                                  "objective",
-                                  "relative suboptimality (F - F*) / F*",
-                                  false,
-                                  {}};
+    static const CompareSpec spec = [] {
+      CompareSpec s;
+      s.own = {"--path", "--max-seconds", "--max-rounds", "--max-epochs"};
+      s.seconds_flag = "--max-seconds";
+      s.rounds_flag[0] = "--max-rounds";
+      s.rounds_flag[1] = "--max-epochs";
+      s.extra = {"kkt", "nonzeros"};
+      return s;
+    }();
     return &spec;
   }
 

@@ -301,24 +301,25 @@ class LdaCommand final : public AppCommand {
   }
   int Run(CLI::App& cmd) override {
     if (infer_->parsed()) return RunLdaInfer(infer_flags_);
-    if (f_.corpus.empty()) {  // required of a fit, not of infer: a command-line error
-      std::fprintf(stderr,
-                   "tessera: error: --corpus is required\n(run 'tessera --help' or 'tessera lda "
-                   "--help')\n");
-      return 2;
-    }
+    // Required of a fit, not of infer.
+    if (f_.corpus.empty()) return UsageError("--corpus is required");
     return AppCommand::Run(cmd);
   }
   const CompareSpec* compare() const override {
     // The objective is -log p(w, z) (minimized, like the others).
-    static const CompareSpec spec{{"--topics-out", "--no-files", "--max-seconds", "--iterations"},
-                                  "--max-seconds",
-                                  {"--iterations", "--iterations"},
-                                  {"ll_per_token", "perplexity", "tokens_per_second"},
-                                  "ll_per_token",
-                                  "log-likelihood per token",
-                                  true,
-                                  {"--no-files"}};
+    static const CompareSpec spec = [] {
+      CompareSpec s;
+      s.own = {"--topics-out", "--no-files", "--max-seconds", "--iterations"};
+      s.seconds_flag = "--max-seconds";
+      s.rounds_flag[0] = "--iterations";
+      s.rounds_flag[1] = "--iterations";
+      s.extra = {"ll_per_token", "perplexity", "tokens_per_second"};
+      s.curve = "ll_per_token";
+      s.curve_label = "log-likelihood per token";
+      s.rising = true;
+      s.child_args = {"--no-files"};
+      return s;
+    }();
     return &spec;
   }
 

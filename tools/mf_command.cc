@@ -317,14 +317,17 @@ class MfCommand final : public AppCommand {
     return predict_->parsed() ? RunMfPredict(f_) : AppCommand::Run(cmd);
   }
   const CompareSpec* compare() const override {
-    static const CompareSpec spec{{"--max-seconds", "--epochs"},
-                                  "--max-seconds",
-                                  {"--epochs", "--epochs"},
-                                  {"train_rmse", "test_rmse"},
-                                  "test_rmse",
-                                  "test RMSE",
-                                  false,
-                                  {}};
+    static const CompareSpec spec = [] {
+      CompareSpec s;
+      s.own = {"--max-seconds", "--epochs"};
+      s.seconds_flag = "--max-seconds";
+      s.rounds_flag[0] = "--epochs";
+      s.rounds_flag[1] = "--epochs";
+      s.extra = {"train_rmse", "test_rmse"};
+      s.curve = "test_rmse";
+      s.curve_label = "test RMSE";
+      return s;
+    }();
     return &spec;
   }
 

@@ -436,6 +436,16 @@ std::vector<std::vector<double>> CsvNumbers(const std::string& path,
   return rows;
 }
 
+// A text corpus (docs.txt in `dir`) of `docs` documents of two clear topics, alternating.
+std::string TwoTopicCorpus(const testing::TempDir& dir, int docs) {
+  std::string text;
+  for (int d = 0; d < docs; ++d) {
+    text += d % 2 ? "apple banana cherry grape lemon apple banana melon\n"
+                  : "rocket planet orbit comet rocket launch moon orbit\n";
+  }
+  return dir.File("docs.txt", text);
+}
+
 // Runs `args` under a pseudo-terminal (stdout and stderr both the terminal, as in an
 // interactive shell); returns the raw bytes written to it.
 std::string RunOnATerminal(const std::string& args) {
@@ -497,12 +507,7 @@ std::vector<std::string> Screen(const std::string& raw) {
 // per-λ lines, MF's epoch lines or LDA's iteration lines. Each run did draw progress lines.
 TEST(TerminalTest, ProgressLinesAreClearedBeforeOtherOutput) {
   testing::TempDir dir;
-  std::string text;
-  for (int d = 0; d < 200; ++d) {
-    text += d % 2 ? "apple banana cherry grape lemon apple banana melon\n"
-                  : "rocket planet orbit comet rocket launch moon orbit\n";
-  }
-  const std::string corpus = dir.File("docs.txt", text);
+  const std::string corpus = TwoTopicCorpus(dir, 200);
   const std::pair<std::string, std::string> runs[] = {
       {"lasso --data " + Diabetes() + " --path 30 --tolerance 1e-9", "lambda "},
       {"lasso --data " + Diabetes() + " --path 5 --mode data-parallel", "lambda "},
@@ -594,12 +599,7 @@ TEST(CliTest, ConfigFilesRoundTripAndTyposSayWhatWasMeant) {
 // another vocabulary are a clear error.
 TEST(CliTest, LdaInferWritesEachDocumentsTopicMixture) {
   testing::TempDir dir;
-  std::string text;
-  for (int d = 0; d < 40; ++d) {
-    text += d % 2 ? "apple banana cherry grape lemon apple banana melon\n"
-                  : "rocket planet orbit comet rocket launch moon orbit\n";
-  }
-  const std::string corpus = dir.File("docs.txt", text), model = dir.Path("model.txt");
+  const std::string corpus = TwoTopicCorpus(dir, 40), model = dir.Path("model.txt");
   // Run in the directory: nothing but the model asked for appears there.
   auto fit = RunProgram("cd " + dir.Path(".") + " && " + TESSERA_CLI,
                         "lda --corpus " + corpus +
