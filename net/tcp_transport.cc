@@ -522,9 +522,9 @@ Status TcpTransport::Establish() {
   const auto deadline = Clock::now() + im.opts.connect_timeout;
   // The key of every MAC binds the run too: processes that differ in encrypt_frames, in the
   // number of processes or in the launcher's run id fail their handshakes.
-  const std::string secret = im.opts.secret + std::string("\0", 1) +
-                             (im.opts.encrypt_frames ? "sealed" : "insecure") + "\0" +
-                             std::to_string(me_.size) + "\0" + me_.run_id;
+  const std::string secret =
+      im.opts.secret + std::string("\0", 1) + (im.opts.encrypt_frames ? "sealed" : "insecure") +
+      "\0" + std::to_string(me_.size) + "\0" + me_.run_id + "\0" + im.opts.run_binding;
   const int P = me_.size;
   std::vector<std::string> addresses(static_cast<std::size_t>(P));
   addresses[0] = HostPort(me_.rendezvous_host, me_.rendezvous_port);
@@ -571,7 +571,7 @@ Status TcpTransport::Establish() {
     if (peer_nonce.size() != kNonceBytes ||
         !SameMac(answer->mac, ConnectorMac(secret, *nonce, peer_nonce, p, me_.rank))) {
       h.why = "wrong secret (HMAC mismatch) for process " + std::to_string(p) +
-              ", or a process of another run (or --insecure setting)";
+              ", or a process of another run (or another command line or --insecure setting)";
       return;
     }
     if (!WriteFrame(c.socket, EncodeConfirm(AcceptorMac(secret, *nonce, peer_nonce, p, me_.rank)))
@@ -721,8 +721,8 @@ Status TcpTransport::Establish() {
                            (confirm.ok()
                                 ? std::string("a wrong confirmation")
                                 : confirm.status().message() +
-                                      ": is it a process of this run, with the same secret and "
-                                      "--insecure setting?") +
+                                      ": is it a process of this run, with the same secret, "
+                                      "command line and --insecure setting?") +
                            ")");
       }
       TESSERA_ASSIGN_OR_RETURN(

@@ -42,6 +42,9 @@ struct TcpOptions {
   // rendezvous port): the first free one from port_min. 0, 0: the kernel's choice.
   std::uint16_t port_min = 0, port_max = 0;
   std::string secret;  // shared secret (>= 16 bytes)
+  // What the processes of one run must agree on besides the secret (e.g. the command line);
+  // bound into every handshake's MAC: processes that differ refuse each other.
+  std::string run_binding;
   std::uint32_t max_frame_bytes = kDefaultMaxFrameBytes;
   // Every frame after the handshake is authenticated (net/auth.h): one altered, injected,
   // replayed, reordered or dropped fails the run. With this on it is also encrypted; off

@@ -136,6 +136,7 @@ StatusOr<std::unique_ptr<Cluster>> Cluster::Join(const ClusterFlags& flags, int 
            : rv == "localhost" ? "127.0.0.1"
                                : rv;
   o.advertise = flags.advertise;
+  o.run_binding = flags.binding;
   if (!flags.port_range.empty()) {
     TESSERA_ASSIGN_OR_RETURN(std::tie(o.port_min, o.port_max), ParsePortRange(flags.port_range));
   }

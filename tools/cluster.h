@@ -26,6 +26,10 @@ struct ClusterFlags {
   bool insecure = false;        // frames after the handshake authenticated but not encrypted
   double connect_timeout = 30;  // seconds, for the whole set-up
   double silence_timeout = 10;  // seconds without a frame or heartbeat from a process
+  // Not a flag: what every process of the run must agree on (the command and its options but
+  // for the per-host ones above), bound into every handshake so that processes started with
+  // different options refuse each other instead of waiting for what never comes.
+  std::string binding;
 };
 
 // --bind, --advertise, --port-range, --max-frame-bytes, --insecure, --connect-timeout,

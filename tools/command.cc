@@ -37,7 +37,34 @@ CLI::App* AppCommand::Add(CLI::App& app) {
   return cmd;
 }
 
+namespace {
+// The command line every process of a run must share (RunCommandLine sets it): the arguments
+// but for the per-host flags and their values.
+std::string g_command_binding;
+
+std::string CommandBinding(int argc, char** argv) {
+  static const char* const kPerHost[] = {"--bind",    "--advertise",       "--port-range",
+                                         "--threads", "--connect-timeout", "--silence-timeout"};
+  std::string out;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    bool skip = false;
+    for (const char* flag : kPerHost) {
+      if (a == flag) {
+        skip = true;
+        ++i;  // and its value
+        break;
+      }
+      if (a.rfind(std::string(flag) + "=", 0) == 0) skip = true;
+    }
+    if (!skip) out += a + '\0';
+  }
+  return out;
+}
+}  // namespace
+
 int AppCommand::Run(CLI::App&) {
+  common_.cluster.binding = g_command_binding;
   if (common_.threads < 0 || common_.threads > 1024) {
     return Fail(InvalidArgument("--threads must be between 0 (all cores) and 1024, got " +
                                 std::to_string(common_.threads)));
@@ -335,6 +362,7 @@ int RunCommandLine(int argc, char** argv, const std::string& description,
   }
   if (!registry.Find("launch")) registry.Add(std::make_unique<LaunchCommand>());
   if (!registry.Find("compare")) registry.Add(std::make_unique<CompareCommand>());
+  g_command_binding = CommandBinding(argc, argv);
   CLI::App app{description};
   app.require_subcommand(1);
   app.fallthrough();  // --config and --save-config may follow the command

@@ -169,6 +169,27 @@ TEST(MultiProcessTest, MpirunGivesTheInProcessCoefficientsBitForBit) {
   EXPECT_EQ(Slurp(many), Slurp(one));
 }
 
+// Processes started with different options (mpirun's MPMD form: process 0 with one server,
+// the others with two, which would lay out different ranks) refuse each other at the handshake
+// and the run fails at once, naming why, instead of waiting for messages that never come.
+TEST(MultiProcessTest, ProcessesWithDifferentCommandLinesRefuseEachOther) {
+  TESSERA_SKIP_UNDER_TSAN();
+  TESSERA_REQUIRE_MPIRUN();
+  testing::TempDir dir;
+  const std::string log = dir.Path("log");
+  const std::string fit = kCli + " lasso --data " + Diabetes() +
+                          " --mode data-parallel --workers 1 --quiet --connect-timeout 20";
+  const auto start = std::chrono::steady_clock::now();
+  const int code = Shell("mpirun --oversubscribe --allow-run-as-root -n 1 " + fit +
+                             " --servers 1 : -n 2 " + fit + " --servers 2",
+                         log);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_NE(code, 0) << Slurp(log);
+  EXPECT_LT(seconds, 15) << "the processes waited for each other";
+  EXPECT_THAT(Slurp(log), HasSubstr("or another command line"));
+}
+
 // On one host mpirun needs nothing exported: the rendezvous comes from the job (127.0.0.1 and
 // a port from its id), the secret from the user's secret file, which the first process makes.
 TEST(MultiProcessTest, MpirunOnOneHostNeedsNothingExported) {
