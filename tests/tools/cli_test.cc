@@ -899,7 +899,7 @@ INSTANTIATE_TEST_SUITE_P(
                "--mode must be 'model-parallel' or 'data-parallel', got 'hybrid'"},
         BadRun{"unknown_consistency",
                "lasso --data " + Diabetes() + " --mode data-parallel --consistency eventual", 1,
-               "--consistency: unknown consistency model 'eventual' (expected bsp, ssp:S"},
+               "--consistency: unknown consistency model 'eventual' (expected bsp, sbp:B, ssp:S"},
         BadRun{"negative_staleness",
                "lasso --data " + Diabetes() + " --mode data-parallel --consistency ssp:-1", 1,
                "--consistency: consistency 'ssp:-1': the staleness bound S must be an integer"},
