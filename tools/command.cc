@@ -39,17 +39,23 @@ CLI::App* AppCommand::Add(CLI::App& app) {
 
 namespace {
 // The command line every process of a run must share (RunCommandLine sets it): the arguments
-// but for the per-host flags and their values.
+// but for the flags that may differ between processes (per host, or what only process 0 uses:
+// its output files and printing) and their values.
 std::string g_command_binding;
 
 std::string CommandBinding(int argc, char** argv) {
-  static const char* const kPerHost[] = {"--bind",    "--advertise",       "--port-range",
-                                         "--threads", "--connect-timeout", "--silence-timeout"};
+  static const char* const kPerProcess[] = {
+      "--bind",        "--advertise",       "--port-range",
+      "--threads",     "--connect-timeout", "--silence-timeout",
+      "--output",      "--trace",           "--summary",
+      "--save-config", "--cv-output",       "--topics-out",
+      "--max-memory",  "--max-line-bytes"};
   std::string out;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a == "--quiet" || a.rfind("--quiet=", 0) == 0) continue;  // a flag without a value
     bool skip = false;
-    for (const char* flag : kPerHost) {
+    for (const char* flag : kPerProcess) {
       if (a == flag) {
         skip = true;
         ++i;  // and its value
