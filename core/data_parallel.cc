@@ -387,20 +387,17 @@ class Driver {
       const std::vector<std::uint64_t> counts = std::move(stale[c]);
       stale.erase(c);
       result_.staleness.assign(ps_.num_tables(), {});
-      double reads = 0, stale_clocks = 0;
       for (std::size_t t = 0; t < ps_.num_tables(); ++t) {
         TableStaleness& h = result_.staleness[t];
         h.table = ps_.table(static_cast<TableId>(t)).name;
         h.reads.assign(counts.begin() + t * kStalenessBuckets,
                        counts.begin() + (t + 1) * kStalenessBuckets);
-        reads += static_cast<double>(h.total());
-        stale_clocks += h.mean() * static_cast<double>(h.total());
       }
       if (trace_.is_open()) {
         trace_.Row(std::to_string(row.round) + "," + FormatDouble(row.seconds) + "," +
                    FormatDouble(objective) + "," + std::to_string(row.updates) + "," +
                    std::to_string(row.bytes) + "," +
-                   (reads > 0 ? FormatDouble(stale_clocks / reads) : std::string("0")));
+                   FormatDouble(MeanStaleness(result_.staleness)));
       }
       bool stop = last;
       if (last) result_.stop_reason = "max epochs";

@@ -697,6 +697,15 @@ std::string TableStaleness::Describe() const {
   return out + buf;
 }
 
+double MeanStaleness(const std::vector<TableStaleness>& tables) {
+  double reads = 0, clocks = 0;
+  for (const TableStaleness& t : tables) {
+    reads += static_cast<double>(t.total());
+    clocks += t.mean() * static_cast<double>(t.total());
+  }
+  return reads > 0 ? clocks / reads : 0.0;
+}
+
 std::string TableStaleness::Counts() const {
   std::string out;
   for (std::size_t s = 0; s < reads.size(); ++s) {

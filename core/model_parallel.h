@@ -354,6 +354,9 @@ struct TableStaleness {
   std::string Counts() const;
 };
 
+// The mean staleness of every table's reads together (0 without reads).
+double MeanStaleness(const std::vector<TableStaleness>& tables);
+
 struct RunResult {
   std::uint64_t rounds = 0;
   double seconds = 0;

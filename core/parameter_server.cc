@@ -1407,8 +1407,10 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
       const Key e = std::min(range->end, ranges[s].end);
       if (b >= e) continue;
       bool fresh = cache != nullptr, present = cache != nullptr;
+      std::uint64_t oldest = PullFuture::State::kNone;  // of the cached rows, while fresh
       for (Key k = b; k < e && (fresh || present); ++k) {
         if (fresh && !cache->Fresh(k, st.required)) fresh = false;
+        if (fresh) oldest = std::min(oldest, cache->ServedAt(k));
         if (present && !cache->Has(k)) present = false;
       }
       const std::size_t pos = (b - range->begin) * dim;
@@ -1416,7 +1418,7 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
         std::memcpy(st.values.data() + pos, cache->values.data() + b * dim,
                     (e - b) * dim * sizeof(double));
         stats_.cache_hits += e - b;
-        for (Key k = b; k < e; ++k) st.served = std::min(st.served, cache->ServedAt(k));
+        st.served = std::min(st.served, oldest);
       } else if (eager && present && cache->dense) {
         st.awaiting.push_back({b, e - b, pos});
       } else {

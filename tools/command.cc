@@ -159,18 +159,15 @@ void PrintStaleness(const std::vector<TableStaleness>& staleness) {
 std::string StalenessColumns() { return ",staleness_mean,staleness_max,staleness"; }
 
 std::string StalenessValues(const std::vector<TableStaleness>& staleness) {
-  double reads = 0, clocks = 0;
   std::size_t max = 0;
   std::string counts;
   for (const TableStaleness& t : staleness) {
     if (t.total() == 0) continue;
-    reads += static_cast<double>(t.total());
-    clocks += t.mean() * static_cast<double>(t.total());
     max = std::max(max, t.max());
     counts += (counts.empty() ? "" : "|") + t.table + "=" + t.Counts();
   }
-  if (reads == 0) return ",,,";
-  return "," + FormatDouble(clocks / reads) + "," + std::to_string(max) + "," + counts;
+  if (counts.empty()) return ",,,";
+  return "," + FormatDouble(MeanStaleness(staleness)) + "," + std::to_string(max) + "," + counts;
 }
 
 int AppCommand::UsageError(const std::string& message) const {

@@ -177,15 +177,9 @@ Status WriteSummary(const std::string& path, const LassoOptions& o, const LassoS
   return out.Finish();
 }
 
-// The path's λ: `count` log-spaced from λ_max down to λ_max × ratio (glmnet's default ratio:
-// 1e-4, or 1e-2 when p > n).
-std::vector<double> PathLambdas(const LassoFlags& f, const Dataset& d, double lmax) {
-  const int count = f.path > 0 ? f.path : 100;
-  const double ratio = f.path_ratio > 0 ? f.path_ratio : (d.cols() > d.rows() ? 1e-2 : 1e-4);
-  std::vector<double> lambdas(static_cast<std::size_t>(count));
-  for (int k = 0; k < count; ++k)
-    lambdas[k] = count == 1 ? lmax : lmax * std::pow(ratio, double(k) / double(count - 1));
-  return lambdas;
+// The path's smallest λ / λ_max: --path-ratio, or glmnet's default, 1e-4 (1e-2 when p > n).
+double PathRatio(const LassoFlags& f, const Dataset& d) {
+  return f.path_ratio > 0 ? f.path_ratio : (d.cols() > d.rows() ? 1e-2 : 1e-4);
 }
 
 // --cv / --foldid: the full-data path, then each fold's along the same λ; the table, λ.min and
@@ -199,7 +193,9 @@ int CrossValidate(LassoFlags& f, const CommonFlags& c, const Dataset& d, LassoSo
     if (!ids.ok()) return Fail(ids.status());
     cv.foldid = std::move(*ids);
   }
-  const std::vector<double> lambdas = PathLambdas(f, d, s.LambdaMax());
+  auto path = s.PathLambdas(f.path > 0 ? f.path : 100, PathRatio(f, d));
+  if (!path.ok()) return Fail(path.status());
+  const std::vector<double>& lambdas = *path;
   auto full = s.FitLambdas(lambdas);
   if (!full.ok()) return Fail(full.status());
   if (!c.quiet) {
@@ -304,8 +300,7 @@ int FitLasso(LassoFlags& f, const CommonFlags& c, Cluster& cluster) {
 
   if (cross_validate) return CrossValidate(f, c, d, s);
   if (f.path > 0) {
-    double ratio = f.path_ratio > 0 ? f.path_ratio : (d.cols() > d.rows() ? 1e-2 : 1e-4);
-    auto sols = s.FitPath(f.path, ratio);
+    auto sols = s.FitPath(f.path, PathRatio(f, d));
     if (!sols.ok()) return Fail(sols.status());
     if (!c.quiet && !s.resumed().empty()) std::printf("resumed from %s\n", s.resumed().c_str());
     if (!c.output.empty()) {

@@ -726,6 +726,11 @@ StatusOr<LassoSolution> LassoSolver::Fit(double lambda) {
 }
 
 StatusOr<std::vector<LassoSolution>> LassoSolver::FitPath(int count, double ratio) {
+  TESSERA_ASSIGN_OR_RETURN(std::vector<double> lambdas, PathLambdas(count, ratio));
+  return FitLambdas(lambdas);
+}
+
+StatusOr<std::vector<double>> LassoSolver::PathLambdas(int count, double ratio) const {
   if (count < 1) return InvalidArgument("--path must be at least 1, got " + std::to_string(count));
   if (!(ratio > 0 && ratio < 1)) {
     return InvalidArgument("--path-ratio must be in (0, 1), got " + FormatDouble(ratio));
@@ -737,7 +742,7 @@ StatusOr<std::vector<LassoSolution>> LassoSolver::FitPath(int count, double rati
     const double t = count == 1 ? 0.0 : static_cast<double>(k) / (count - 1);
     lambdas.push_back(lmax * std::pow(ratio, t));
   }
-  return FitLambdas(lambdas);
+  return lambdas;
 }
 
 StatusOr<std::vector<LassoSolution>> LassoSolver::FitLambdas(const std::vector<double>& lambdas) {

@@ -120,6 +120,8 @@ class LassoSolver {
   // glmnet-style path: `count` values from LambdaMax() down to LambdaMax() × `ratio`,
   // log-spaced, each warm-started from the previous one (FitLambdas).
   StatusOr<std::vector<LassoSolution>> FitPath(int count, double ratio);
+  // The λ of that path (count >= 1, ratio in (0, 1)).
+  StatusOr<std::vector<double>> PathLambdas(int count, double ratio) const;
   // Fits each λ in turn, warm-started from the previous one, checkpointing and resuming as
   // the options say. A resumed λ reports the rounds, time and bytes of its resumed part.
   StatusOr<std::vector<LassoSolution>> FitLambdas(const std::vector<double>& lambdas);
