@@ -162,7 +162,10 @@ Status GatherState(DataParallelApp& app, const Message& m, const ParameterServer
 }
 
 struct Plan {
+  // Rounds per epoch: every batch once per DataParallelApp::RoundsPerBatch round, each a
+  // "batch" of the update frequency.
   std::uint64_t batches_per_epoch = 1;
+  std::uint64_t rounds = 1;
   std::uint64_t clocks_per_epoch = 1;
   std::size_t batch = 0;  // rows per batch
   bool EndsClock(const UpdateFrequency& f, std::uint64_t b) const {
@@ -215,7 +218,10 @@ class Worker {
         std::shuffle(rows_.begin(), rows_.end(), rng);
       }
       for (std::uint64_t b = 0; b < plan_.batches_per_epoch; ++b) {
-        const std::size_t begin = std::min(rows_.size(), b * plan_.batch);
+        // b counts rounds: round b % rounds of batch b / rounds.
+        const std::uint64_t batch = b / plan_.rounds;
+        ctx_.round = static_cast<int>(b % plan_.rounds);
+        const std::size_t begin = std::min(rows_.size(), batch * plan_.batch);
         const std::size_t end = std::min(rows_.size(), begin + plan_.batch);
         ctx_.ends_clock = plan_.EndsClock(opts_.frequency, b);
         if (begin < end) {
@@ -552,7 +558,9 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
     total += p.size();
   }
   plan.batch = options.batch_size == 0 ? std::max<std::size_t>(largest, 1) : options.batch_size;
-  plan.batches_per_epoch = std::max<std::uint64_t>(1, (largest + plan.batch - 1) / plan.batch);
+  plan.rounds = static_cast<std::uint64_t>(std::max(1, app.RoundsPerBatch(options)));
+  plan.batches_per_epoch =
+      plan.rounds * std::max<std::uint64_t>(1, (largest + plan.batch - 1) / plan.batch);
   switch (options.frequency.kind) {
     case UpdateFrequency::Kind::kBatch:
       plan.clocks_per_epoch = plan.batches_per_epoch;

@@ -122,6 +122,7 @@ struct DpWorkerContext {
   // worker is an average when each worker scales its sum by 1 / rows_per_clock).
   double rows_per_clock = 1;
   bool ends_clock = false;  // in ProcessBatch: the engine ends a clock after this batch
+  int round = 0;            // in ProcessBatch: which of the app's RoundsPerBatch this is
 
   // This worker's state as the app's type.
   template <class T>
@@ -173,7 +174,14 @@ class DataParallelApp {
     (void)ctx;
     return Status::Ok();
   }
-  // Worker, once per batch of its rows: pull what it needs, compute, push.
+  // Driver and every worker, before the run: how many times ProcessBatch runs on each batch
+  // (ctx.round 0, 1, ...). Each round counts as a batch for the update frequency, so under
+  // `batch` every round ends a clock: a block-coordinate method updates one block per clock.
+  virtual int RoundsPerBatch(const DataParallelOptions& options) const {
+    (void)options;
+    return 1;
+  }
+  // Worker, once per batch of its rows (and round): pull what it needs, compute, push.
   virtual Status ProcessBatch(DpWorkerContext& ctx, std::span<const std::uint32_t> batch) = 0;
   // Worker, at an evaluation barrier (every worker has ended the same clock and nobody pushes
   // until all have answered; reads see every push so far): objective terms over its rows.

@@ -248,6 +248,10 @@ Status TableSpec::Validate(int servers, bool in_process) const {
                            "essp:S, and no model averaging");
   }
   if (consistency.model == ConsistencyModel::kHogwild) {
+    if (sum_per_clock) {
+      return InvalidArgument(t + "sum_per_clock needs shards to sum in; hogwild tables are "
+                                 "shared memory");
+    }
     if (model_averaging) {
       return InvalidArgument(t +
                              "model averaging needs shards to average into; hogwild tables "
@@ -775,7 +779,7 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
       // of a clock and a backup's late push can be folded into the open one.
       t.per_clock = (spec.consistency.model == ConsistencyModel::kBsp &&
                      (!spec.updater->is_add() || spec.model_averaging)) ||
-                    spec.consistency.model == ConsistencyModel::kSbp;
+                    spec.consistency.model == ConsistencyModel::kSbp || spec.sum_per_clock;
       if (spec.storage == TableStorage::kDense && here) {
         t.values.assign(t.range.size() * t.dim, spec.initial);
         if (spec.initial_values.size() != 0) {
@@ -1580,6 +1584,11 @@ Status PsClient::Wait(PullFuture::State& st) {
                        std::min<std::uint64_t>(stale, kStalenessBuckets - 1)];
   }
   return Status::Ok();
+}
+
+std::uint64_t PullFuture::served_clock() const {
+  TESSERA_CHECK(state_ && state_->taken) << "PullFuture::served_clock() before Get()";
+  return state_->served == State::kNone ? 0 : state_->served;
 }
 
 StatusOr<Eigen::VectorXd> PullFuture::Get() {

@@ -117,6 +117,12 @@ struct TableSpec {
   // pull's reply always includes the pushes made before it, but an ESSP refresh the shard sent
   // before one of them arrived lacks it until the next refresh.
   bool read_my_writes = false;
+  // Under ssp, essp and asp too, as under bsp: the shard sums the pushes of each clock and runs
+  // the updater once on the sum when every worker has ended that clock; reads keep the model's
+  // bound (ssp:S reads may miss the last S clocks' steps). A method that needs every worker's
+  // share of a gradient before it steps (a delayed block proximal gradient) sets it. Not with
+  // hogwild.
+  bool sum_per_clock = false;
   // Optional contiguous key range per shard, in shard order, covering [0, num_keys) exactly.
   // Empty: [0, num_keys) split evenly.
   std::vector<KeyRange> shard_ranges;
@@ -156,6 +162,9 @@ class PullFuture {
   PullFuture() = default;
   // The values, key-major (key i's element d at i * dim + d), in the order asked for.
   StatusOr<Eigen::VectorXd> Get();
+  // After Get(): the oldest shard clock among the values served (each holds every push of the
+  // clocks before it that its shard applies); 0 when nothing was read.
+  std::uint64_t served_clock() const;
 
  private:
   friend class PsClient;

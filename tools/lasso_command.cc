@@ -148,6 +148,16 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
       ->group(g);
   cmd.add_flag("--no-accelerate", f.no_accelerate, "Plain proximal gradient (no FISTA momentum)")
       ->group(g);
+  cmd.add_option("--dp-method", f.opts.dp_method,
+                 "block (delayed block proximal gradient, one block of features per clock), "
+                 "gradient (full proximal gradient steps) or auto (block unless hogwild, sbp "
+                 "or mini-batches)")
+      ->capture_default_str()
+      ->group(g);
+  cmd.add_option("--feature-blocks", f.opts.feature_blocks,
+                 "The block method's blocks of features (0: from the data's size)")
+      ->capture_default_str()
+      ->group(g);
 }
 
 // Parses the data-parallel names and copies the flags both modes share.

@@ -84,6 +84,24 @@ Status LassoOptions::Validate() const {
                            "'");
   }
   if (mode == "data-parallel") TESSERA_RETURN_IF_ERROR(data_parallel.Validate());
+  if (dp_method != "auto" && dp_method != "gradient" && dp_method != "block") {
+    return InvalidArgument("--dp-method must be 'auto', 'gradient' or 'block', got '" + dp_method +
+                           "'");
+  }
+  if (feature_blocks < 0) {
+    return InvalidArgument("--feature-blocks must be >= 0, got " + std::to_string(feature_blocks));
+  }
+  if (dp_method == "block") {
+    const ConsistencyModel m = data_parallel.consistency.model;
+    if (m == ConsistencyModel::kHogwild || m == ConsistencyModel::kSbp) {
+      return InvalidArgument("--dp-method block needs consistency bsp, ssp:S, essp:S or asp, not " +
+                             data_parallel.consistency.ToString());
+    }
+    if (data_parallel.batch_size != 0) {
+      return InvalidArgument(
+          "--dp-method block works on whole partitions: --batch-size must be 0");
+    }
+  }
   if (!(checkpoint_every >= 0)) return InvalidArgument("--checkpoint-every must be >= 0");
   if (resume && checkpoint_dir.empty()) {
     return InvalidArgument("resuming needs the checkpoint directory");

@@ -46,6 +46,11 @@ struct LassoOptions {
   // engine options above are not used), and FISTA momentum under bsp.
   DataParallelOptions data_parallel;
   bool accelerate = true;
+  // Data-parallel method (lasso_dp.h): "gradient" (full proximal gradient steps), "block" (the
+  // delayed block proximal gradient: one block of features per clock), or "auto" (block under
+  // bsp, ssp, essp and asp without mini-batches; gradient otherwise).
+  std::string dp_method = "auto";
+  int feature_blocks = 0;  // the block method's blocks; 0: from the data's size
   // Checkpoints (FitLambdas / FitPath): after every λ, and within a fit every checkpoint_every
   // seconds (0: only after every λ; model-parallel at a round boundary with the pipeline
   // drained, data-parallel at an epoch-end barrier), the coefficients and the finished

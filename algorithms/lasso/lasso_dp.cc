@@ -42,7 +42,40 @@ UpdaterPtr ProximalUpdater(double lambda, double step, std::shared_ptr<const Eig
       });
 }
 
+// The block method's server step on the block gradient g summed over the workers:
+// b_j ← S(b_j − γ_j g_j, γ_j λ pf_j), with γ_j the step of j's block. No state: a step depends
+// only on the value and the clock's summed gradient.
+UpdaterPtr BlockProximalUpdater(double lambda, std::shared_ptr<const Eigen::VectorXd> step,
+                                std::shared_ptr<const Eigen::VectorXd> pf) {
+  return FunctionUpdater(
+      "lasso_block_proximal", 0,
+      [=](Key first, std::size_t count, int, double* value, const double* grad, double*) {
+        for (std::size_t i = 0; i < count; ++i) {
+          const auto j = static_cast<Eigen::Index>(first + i);
+          const double g = (*step)[j];
+          value[i] = SoftThreshold(value[i] - g * grad[i], g * lambda * (*pf)[j]);
+        }
+      });
+}
+
+// Auto block count: about this many nonzeros per block (a clock's work per worker stays well
+// above a message round trip), and at least this many blocks (small problems: coordinate
+// descent).
+constexpr std::int64_t kNonzerosPerBlock = 20000;
+constexpr Eigen::Index kMinBlocks = 16;
+constexpr int kBlockPowerIterations = 20;
+// Evaluations between recomputations of a worker's residual from scratch (the block method
+// keeps it up to date incrementally; this bounds the rounding drift).
+constexpr std::uint64_t kResidualRefresh = 32;
+
 }  // namespace
+
+bool UsesBlockMethod(const LassoOptions& o) {
+  const ConsistencyModel m = o.data_parallel.consistency.model;
+  if (o.dp_method != "auto") return o.dp_method == "block";
+  return m != ConsistencyModel::kHogwild && m != ConsistencyModel::kSbp &&
+         o.data_parallel.batch_size == 0;
+}
 
 class DataParallelLasso::App final : public DataParallelApp {
   struct Shard;  // a worker's rows (below)
@@ -55,12 +88,21 @@ class DataParallelLasso::App final : public DataParallelApp {
 
   std::size_t num_rows() const override { return static_cast<std::size_t>(n_); }
 
+  int RoundsPerBatch(const DataParallelOptions&) const override {
+    return block_ ? static_cast<int>(blocks_.size()) : 1;
+  }
+
   std::vector<TableSpec> Tables(const DataParallelOptions& o) override {
     TableSpec beta;
     beta.name = "lasso_beta";
     beta.num_keys = static_cast<std::uint64_t>(p_);
     beta.consistency = o.consistency;
     beta.initial_values = beta_;
+    if (block_) {
+      beta.sum_per_clock = true;
+      beta.updater = BlockProximalUpdater(lambda_, BlockSteps(o.consistency), pf_);
+      return {beta};
+    }
     const bool sync = o.consistency.model == ConsistencyModel::kBsp;
     // Asynchronously each push takes a step with gradients up to (1 + S) clocks of every
     // worker old: 1/(L P (1 + S)) keeps that delayed iteration stable. Under sbp:B one step per
@@ -157,6 +199,12 @@ class DataParallelLasso::App final : public DataParallelApp {
     for (std::size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<std::uint32_t>(i);
     BuildShard(all, rows);
     const SetupValues s = Derive(ShardStats(all));
+    block_ = UsesBlockMethod(opts_);
+    if (block_) {
+      MakeBlocks(all, s);
+      Keep(s, 1.0);
+      return;
+    }
     Eigen::VectorXd v = s.v;
     double lipschitz = 0;
     for (int it = 0; it < kPowerIterations && v.norm() > 0; ++it) {
@@ -182,8 +230,27 @@ class DataParallelLasso::App final : public DataParallelApp {
     sh.g_last.resize(0);
   }
 
+  // The block method: every fit starts from the coefficients the shards hold (a warm start
+  // from the last λ), with the residual over the worker's rows to match.
+  Status Setup(DpWorkerContext& ctx) override {
+    if (!block_) return Status::Ok();
+    Shard& sh = ctx.State<Shard>();
+    PullFuture f = ctx.client->PullRange(kBeta, {0, static_cast<Key>(p_)});
+    TESSERA_ASSIGN_OR_RETURN(sh.b, f.Get());
+    sh.r = Residual(sh, sh.b);
+    sh.seen = f.served_clock();
+    sh.evaluations = 0;
+    return Status::Ok();
+  }
+
   Status ProcessBatch(DpWorkerContext& ctx, std::span<const std::uint32_t> batch) override {
     Shard& sh = ctx.State<Shard>();
+    if (block_) {
+      if (batch.size() != ctx.rows.size()) {
+        return FailedPrecondition("the block method works on whole partitions (batch size 0)");
+      }
+      return BlockStep(ctx, sh);
+    }
     const KeyRange all{0, static_cast<Key>(p_)};
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd b, ctx.client->PullRange(kBeta, all).Get());
     if (sh.g_acc.size() != p_) sh.g_acc = Eigen::VectorXd::Zero(p_);
@@ -221,6 +288,13 @@ class DataParallelLasso::App final : public DataParallelApp {
   StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext& ctx) override {
     Eigen::VectorXd t = Eigen::VectorXd::Zero(2);
     Shard& sh = ctx.State<Shard>();
+    if (block_) {  // reads are exact here: catching up makes b and r the shards' values
+      TESSERA_RETURN_IF_ERROR(CatchUp(ctx, sh, ctx.client->clock()));
+      if (++sh.evaluations % kResidualRefresh == 0) sh.r = Residual(sh, sh.b);
+      t[0] = sh.r.squaredNorm() / ctx.replication;
+      if (ctx.worker == 0) t[1] = pf_->dot(sh.b.cwiseAbs());
+      return t;
+    }
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd b,
                              ctx.client->PullRange(kBeta, {0, static_cast<Key>(p_)}).Get());
     Eigen::VectorXd r = sh.x * b;
@@ -252,7 +326,153 @@ class DataParallelLasso::App final : public DataParallelApp {
     SparseColMatrix x;              // the worker's rows, column-major
     Eigen::VectorXd y;              // their responses (centered after setup)
     Eigen::VectorXd g_acc, g_last;  // gradient of this clock so far; the last one pushed
+    // The block method: the coefficients as this worker last read them, the residual X̃b − ỹ
+    // over its rows at them, and the clock up to which they hold every block step.
+    Eigen::VectorXd b, r;
+    std::uint64_t seen = 0;
+    std::uint64_t evaluations = 0;
   };
+
+  // X̃b − ỹ over the shard's rows.
+  Eigen::VectorXd Residual(const Shard& sh, const Eigen::VectorXd& b) const {
+    Eigen::VectorXd r = sh.x * b;
+    r.array() -= mu_.dot(b);
+    r -= sh.y;
+    return r;
+  }
+
+  // Reads the blocks stepped in clocks [sh.seen, upto) and moves b and r to them. The reads
+  // follow the table's consistency: under ssp:S they may miss the last S clocks' steps, which
+  // the next catch-up reads again.
+  Status CatchUp(DpWorkerContext& ctx, Shard& sh, std::uint64_t upto) {
+    if (upto <= sh.seen) return Status::Ok();
+    const std::uint64_t nb = blocks_.size();
+    std::vector<KeyRange> want;
+    if (upto - sh.seen >= nb) {
+      want.push_back({0, static_cast<Key>(p_)});
+    } else {
+      for (std::uint64_t k = sh.seen; k < upto; ++k) want.push_back(blocks_[k % nb]);
+    }
+    std::vector<PullFuture> pulls;
+    pulls.reserve(want.size());
+    for (const KeyRange& range : want) pulls.push_back(ctx.client->PullRange(kBeta, range));
+    std::uint64_t served = upto;
+    double shift = 0;  // μᵀΔb: the centering of X̃Δb
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd v, pulls[i].Get());
+      served = std::min(served, pulls[i].served_clock());
+      for (Key k = want[i].begin; k < want[i].end; ++k) {
+        const auto j = static_cast<Eigen::Index>(k);
+        const double d = v[static_cast<Eigen::Index>(k - want[i].begin)] - sh.b[j];
+        if (d == 0) continue;
+        for (SparseColMatrix::InnerIterator it(sh.x, j); it; ++it) sh.r[it.index()] += d * it.value();
+        shift += mu_[j] * d;
+        sh.b[j] += d;
+      }
+    }
+    sh.r.array() -= shift;
+    sh.seen = std::max(sh.seen, served);
+    return Status::Ok();
+  }
+
+  // One clock of the block method: the gradient of this clock's block over the worker's rows,
+  // at the coefficients it has caught up to, pushed for the shards to sum and step on.
+  Status BlockStep(DpWorkerContext& ctx, Shard& sh) {
+    const std::uint64_t c = ctx.client->clock();
+    TESSERA_RETURN_IF_ERROR(CatchUp(ctx, sh, c));
+    const KeyRange& block = blocks_[c % blocks_.size()];
+    const double rsum = sh.r.sum();
+    const double scale = 1.0 / (static_cast<double>(n_) * ctx.replication);
+    Eigen::VectorXd g(static_cast<Eigen::Index>(block.size()));
+    for (Key k = block.begin; k < block.end; ++k) {
+      const auto j = static_cast<Eigen::Index>(k);
+      double dot = 0;
+      for (SparseColMatrix::InnerIterator it(sh.x, j); it; ++it) dot += it.value() * sh.r[it.index()];
+      g[static_cast<Eigen::Index>(k - block.begin)] = (dot - mu_[j] * rsum) * scale;
+    }
+    return ctx.client->PushRange(kBeta, block, Span(g));
+  }
+
+  // Contiguous blocks of features with about equal nonzeros, and each block's Lipschitz
+  // constant L_B = λ_max(X̃_BᵀX̃_B/n) (exact for one feature, else by power iteration).
+  void MakeBlocks(const Shard& all, const SetupValues& s) {
+    const std::int64_t nnz = all.x.nonZeros();
+    Eigen::Index nb = opts_.feature_blocks > 0
+                          ? opts_.feature_blocks
+                          : std::max<Eigen::Index>(nnz / kNonzerosPerBlock, kMinBlocks);
+    nb = std::clamp<Eigen::Index>(nb, 1, std::max<Eigen::Index>(p_, 1));
+    blocks_.clear();
+    Key begin = 0;
+    std::int64_t done = 0;
+    for (Eigen::Index j = 0; j < p_; ++j) {
+      done += all.x.col(j).nonZeros();
+      const Eigen::Index left = nb - static_cast<Eigen::Index>(blocks_.size());
+      // Close the block at its share of the nonzeros, or when each later block needs a column.
+      const bool share = done * nb >= nnz * static_cast<std::int64_t>(blocks_.size() + 1);
+      if (left > 1 && (share || p_ - 1 - j < left)) {
+        blocks_.push_back({begin, static_cast<Key>(j + 1)});
+        begin = static_cast<Key>(j + 1);
+      }
+    }
+    blocks_.push_back({begin, static_cast<Key>(p_)});
+    const double n = static_cast<double>(n_);
+    block_lipschitz_.assign(blocks_.size(), 0.0);
+    std::mt19937_64 rng(opts_.data_parallel.seed);
+    std::normal_distribution<double> normal;
+    for (std::size_t b = 0; b < blocks_.size(); ++b) {
+      const KeyRange& range = blocks_[b];
+      const auto first = static_cast<Eigen::Index>(range.begin);
+      const auto width = static_cast<Eigen::Index>(range.size());
+      if (width == 1) {
+        block_lipschitz_[b] = s.d[first] / n;
+        continue;
+      }
+      Eigen::VectorXd v(width);
+      for (Eigen::Index j = 0; j < width; ++j) v[j] = s.d[first + j] > 0 ? normal(rng) : 0.0;
+      double lipschitz = 0;
+      for (int it = 0; it < kBlockPowerIterations && v.norm() > 0; ++it) {
+        v /= v.norm();
+        Eigen::VectorXd u = Eigen::VectorXd::Constant(n_, -s.mu.segment(first, width).dot(v));
+        for (Eigen::Index j = 0; j < width; ++j) {
+          for (SparseColMatrix::InnerIterator x(all.x, first + j); x; ++x) {
+            u[x.index()] += v[j] * x.value();
+          }
+        }
+        const double usum = u.sum();
+        for (Eigen::Index j = 0; j < width; ++j) {
+          double dot = 0;
+          for (SparseColMatrix::InnerIterator x(all.x, first + j); x; ++x) {
+            dot += x.value() * u[x.index()];
+          }
+          v[j] = (dot - s.mu[first + j] * usum) / n;
+        }
+        lipschitz = v.norm();
+      }
+      block_lipschitz_[b] = lipschitz;
+    }
+  }
+
+  // Per feature, the step of its block: 1/L_B with the block's Lipschitz constant L_B under
+  // bsp; with delay τ (the clocks a read may miss: S of ssp:S and essp:S, one under asp, where
+  // only the evaluation barrier bounds it), 1/(L_B + τ L_×), L_× = √(L_B max L_B') bounding
+  // how much another block's step moves this block's gradient (the delayed block proximal
+  // gradient's condition, Li et al., NIPS 2014).
+  std::shared_ptr<const Eigen::VectorXd> BlockSteps(const Consistency& c) const {
+    const double tau = c.model == ConsistencyModel::kAsp    ? 1.0
+                       : c.model == ConsistencyModel::kBsp ? 0.0
+                                                            : static_cast<double>(c.staleness);
+    const double largest = *std::max_element(block_lipschitz_.begin(), block_lipschitz_.end());
+    auto step = std::make_shared<Eigen::VectorXd>(Eigen::VectorXd::Zero(p_));
+    for (std::size_t b = 0; b < blocks_.size(); ++b) {
+      const double l = block_lipschitz_[b];
+      const double bound = kLipschitzMargin * (l + tau * std::sqrt(l * largest));
+      if (!(bound > 0)) continue;  // constant columns: their coefficients stay 0
+      step->segment(static_cast<Eigen::Index>(blocks_[b].begin),
+                    static_cast<Eigen::Index>(blocks_[b].size()))
+          .setConstant(1.0 / bound);
+    }
+    return step;
+  }
 
   static std::span<const double> Span(const Eigen::VectorXd& v) {
     return {v.data(), static_cast<std::size_t>(v.size())};
@@ -296,6 +516,11 @@ class DataParallelLasso::App final : public DataParallelApp {
   Eigen::VectorXd beta_;
   double step_ = 0;  // set by Tables() before the workers start
   bool hogwild_ = false;
+  // The block method (set by LocalSetup): the blocks of features, stepped one per clock in
+  // turn, and their Lipschitz constants.
+  bool block_ = false;
+  std::vector<KeyRange> blocks_;
+  std::vector<double> block_lipschitz_;
 };
 
 StatusOr<std::unique_ptr<DataParallelLasso>> DataParallelLasso::Create(
@@ -329,6 +554,12 @@ StatusOr<LassoSolution> DataParallelLasso::Fit(double lambda, const CheckpointHo
                                                double every) {
   app_->BeginFit(lambda);
   DataParallelOptions dp = options_.data_parallel;
+  if (UsesBlockMethod(options_)) {
+    // One block per clock; the objective after whole passes over the blocks (a pass over
+    // blocks of zeros alone changes nothing, which would stop the tolerance rule early).
+    dp.frequency.kind = UpdateFrequency::Kind::kBatch;
+    if (dp.evaluate_every_epochs == 0) dp.evaluate_every_epochs = 1;
+  }
   dp.kept_workers = app_->kept_workers();
   if (checkpoint && every > 0) {
     dp.checkpoint_every = every;

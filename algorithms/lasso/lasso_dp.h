@@ -27,6 +27,9 @@
 
 namespace tessera {
 
+// Whether `options` run the delayed block proximal gradient (LassoOptions::dp_method).
+bool UsesBlockMethod(const LassoOptions& options);
+
 class DataParallelLasso {
  public:
   static StatusOr<std::unique_ptr<DataParallelLasso>> Create(const Dataset& data,
