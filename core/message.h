@@ -120,6 +120,10 @@ struct PsRefresh : TableKeys {  // shard -> worker: ESSP's eager refresh of keys
 struct PsPush : TableKeys {  // worker -> shard
   Eigen::VectorXd values;
   bool raw_add = false;  // add the values instead of running the table's updater (averaging)
+  // The most clocks stale any read of this table by the worker in the clock the push belongs
+  // to was (PsClientStats::staleness): how old the values the pushed update was computed from
+  // may be. Updaters that adapt their step to it see it (Updater::StaleUpdate).
+  std::uint64_t staleness = 0;
 };
 struct PsClock {  // worker -> shard: the worker finished `clock` (all its pushes before it)
   std::uint64_t clock = 0;

@@ -183,6 +183,27 @@ class FunctionUpdaterImpl final : public Updater {
   UpdateFunction fn_;
 };
 
+class StalenessAwareUpdaterImpl final : public Updater {
+ public:
+  StalenessAwareUpdaterImpl(std::string name, int spe, StaleUpdateFunction fn)
+      : name_(std::move(name)), spe_(spe), fn_(std::move(fn)) {}
+  std::string name() const override { return name_; }
+  int state_per_element() const override { return spe_; }
+  void Update(Key first, std::size_t count, int dim, double* value, const double* grad,
+              double* state) const override {
+    fn_(first, count, dim, value, grad, state, 0);
+  }
+  void StaleUpdate(Key first, std::size_t count, int dim, double* value, const double* grad,
+                   double* state, std::uint64_t staleness) const override {
+    fn_(first, count, dim, value, grad, state, staleness);
+  }
+
+ private:
+  std::string name_;
+  int spe_;
+  StaleUpdateFunction fn_;
+};
+
 }  // namespace
 
 UpdaterPtr AddUpdater() { return std::make_shared<AddUpdaterImpl>(); }
@@ -196,6 +217,11 @@ UpdaterPtr AdamUpdater(double lr, double b1, double b2, double eps) {
 UpdaterPtr FunctionUpdater(std::string name, int state_per_element, UpdateFunction fn) {
   TESSERA_CHECK(state_per_element >= 0 && fn);
   return std::make_shared<FunctionUpdaterImpl>(std::move(name), state_per_element, std::move(fn));
+}
+UpdaterPtr StalenessAwareUpdater(std::string name, int state_per_element, StaleUpdateFunction fn) {
+  TESSERA_CHECK(state_per_element >= 0 && fn);
+  return std::make_shared<StalenessAwareUpdaterImpl>(std::move(name), state_per_element,
+                                                     std::move(fn));
 }
 
 StatusOr<UpdaterPtr> MakeUpdater(std::string_view spec) {
@@ -296,6 +322,7 @@ namespace {
 
 // Pushes of one clock summed per key, for tables whose updater runs once per clock (bsp).
 struct ClockSums {
+  std::uint64_t staleness = 0;  // the most of the pushes summed (msg::PsPush::staleness)
   std::vector<double> dense;          // range.size() * dim, for dense tables
   std::vector<std::uint8_t> touched;  // per key of the range
   KeyIndex sparse_rows;               // sparse tables: key -> row of `sparse`
@@ -323,6 +350,11 @@ struct ParameterServer::Shard {
     std::vector<std::vector<std::uint8_t>> subscribed;  // dense: [worker][key - range.begin]
     std::vector<std::size_t> subscribed_count;
     std::vector<std::unordered_set<Key>> subscribed_sparse;
+    // essp: the keys changed since the last refresh, the only ones a refresh sends (a worker's
+    // other cached keys are unchanged since then, which the refresh's clock tells it).
+    std::vector<std::uint8_t> dirty;  // dense: per key - range.begin
+    std::vector<Key> dirty_keys;      // dense and sparse, each once
+    std::unordered_set<Key> dirty_sparse;
   };
 
   ParameterServer* ps = nullptr;
@@ -355,18 +387,31 @@ struct ParameterServer::Shard {
 
   // Runs the updater (or a raw add) over `count` keys starting at keys[0] (explicit keys) or at
   // `first` (a range), grad key-major.
+  static void MarkDirty(Table& t, const Key* keys, Key first, std::size_t count) {
+    for (std::size_t i = 0; i < count; ++i) {
+      const Key k = keys ? keys[i] : first + i;
+      if (t.spec->storage == TableStorage::kSparse) {
+        if (t.dirty_sparse.insert(k).second) t.dirty_keys.push_back(k);
+      } else if (!t.dirty[k - t.range.begin]) {
+        t.dirty[k - t.range.begin] = 1;
+        t.dirty_keys.push_back(k);
+      }
+    }
+  }
+
   static void Apply(Table& t, const Key* keys, Key first, std::size_t count, const double* grad,
-                    bool raw_add) {
+                    bool raw_add, std::uint64_t staleness) {
     // An empty range may name any first key (even one of another shard): nothing to apply,
     // and no offset to compute from it.
     if (count == 0) return;
+    if (t.spec->consistency.model == ConsistencyModel::kEssp) MarkDirty(t, keys, first, count);
     const int dim = t.dim;
     const bool add = raw_add || t.spec->updater->is_add();  // inline, no call per key
     auto run = [&](Key k0, std::size_t n, double* value, double* state, const double* g) {
       if (add) {
         for (std::size_t i = 0; i < n * dim; ++i) value[i] += g[i];
       } else {
-        t.spec->updater->Update(k0, n, dim, value, g, state);
+        t.spec->updater->StaleUpdate(k0, n, dim, value, g, state, staleness);
       }
     };
     if (t.spec->storage == TableStorage::kSparse) {
@@ -396,8 +441,9 @@ struct ParameterServer::Shard {
   }
 
   void AddToSums(Table& t, std::uint64_t c, bool raw, const Key* keys, Key first, std::size_t count,
-                 const double* grad) {
+                 const double* grad, std::uint64_t staleness) {
     ClockSums& s = t.sums[{c, raw}];
+    s.staleness = std::max(s.staleness, staleness);
     const int dim = t.dim;
     if (t.spec->storage == TableStorage::kDense) {
       if (s.dense.empty()) {
@@ -433,7 +479,7 @@ struct ParameterServer::Shard {
         }
         std::size_t j = i + 1;
         while (j < n && s.touched[j]) ++j;
-        Apply(t, nullptr, t.range.begin + i, j - i, s.dense.data() + i * t.dim, raw);
+        Apply(t, nullptr, t.range.begin + i, j - i, s.dense.data() + i * t.dim, raw, s.staleness);
         i = j;
       }
       return;
@@ -441,7 +487,9 @@ struct ParameterServer::Shard {
     std::vector<std::pair<Key, std::size_t>> rows;
     s.sparse_rows.ForEach([&rows](Key k, std::size_t row) { rows.emplace_back(k, row); });
     std::sort(rows.begin(), rows.end());
-    for (const auto& [k, row] : rows) Apply(t, &k, 0, 1, s.sparse.data() + row * t.dim, raw);
+    for (const auto& [k, row] : rows) {
+      Apply(t, &k, 0, 1, s.sparse.data() + row * t.dim, raw, s.staleness);
+    }
   }
 
   void HandlePush(Rank from, const msg::PsPush& m) {
@@ -455,9 +503,9 @@ struct ParameterServer::Shard {
       // sbp: a backup worker's push for a clock already completed is folded into the clock
       // still open (it is not lost, and no completed clock changes).
       AddToSums(t, std::max(worker_clock[w], t.completed), m.raw_add, keys, m.range.begin, count,
-                m.values.data());
+                m.values.data(), m.staleness);
     } else {
-      Apply(t, keys, m.range.begin, count, m.values.data(), m.raw_add);
+      Apply(t, keys, m.range.begin, count, m.values.data(), m.raw_add, m.staleness);
     }
   }
 
@@ -522,29 +570,39 @@ struct ParameterServer::Shard {
     (void)ps->transport_->Send(from, Message(rank, std::move(reply)));
   }
 
-  // Pushes fresh values of every key worker w has read from an essp table.
+  // Pushes fresh values of the keys worker w has read from an essp table that changed since the
+  // last refresh; its clock tells the worker that the others it has read are unchanged.
   void Refresh(TableId id, int w) {
     Table& t = tables[id];
+    const bool sparse = t.spec->storage == TableStorage::kSparse;
+    if (sparse ? t.subscribed_sparse[w].empty() : t.subscribed_count[w] == 0) return;
     msg::PsRefresh m;
     m.table = id;
     m.clock = t.completed;
     m.applied = pushes_from[w];
-    if (t.spec->storage == TableStorage::kSparse) {
-      if (t.subscribed_sparse[w].empty()) return;
-      m.keys.assign(t.subscribed_sparse[w].begin(), t.subscribed_sparse[w].end());
-      std::sort(m.keys.begin(), m.keys.end());
+    if (!sparse && t.subscribed_count[w] == t.range.size() &&
+        t.dirty_keys.size() == t.range.size()) {
+      m.range = t.range;
     } else {
-      if (t.subscribed_count[w] == 0) return;
-      if (t.subscribed_count[w] == t.range.size()) {
-        m.range = t.range;
-      } else {
-        for (std::size_t i = 0; i < t.subscribed[w].size(); ++i) {
-          if (t.subscribed[w][i]) m.keys.push_back(t.range.begin + i);
-        }
+      for (Key k : t.dirty_keys) {
+        const bool read =
+            sparse ? t.subscribed_sparse[w].count(k) > 0 : t.subscribed[w][k - t.range.begin] != 0;
+        if (read) m.keys.push_back(k);
       }
+      std::sort(m.keys.begin(), m.keys.end());
+      if (m.keys.empty()) m.range = {t.range.begin, t.range.begin};
     }
     Read(t, m, m.values);
     (void)ps->transport_->Send(ps->WorkerRank(w), Message(rank, std::move(m)));
+  }
+
+  void ClearDirty(Table& t) {
+    if (t.spec->storage == TableStorage::kDense) {
+      for (Key k : t.dirty_keys) t.dirty[k - t.range.begin] = 0;
+    } else {
+      t.dirty_sparse.clear();
+    }
+    t.dirty_keys.clear();
   }
 
   // At the stop: pushes summed for clocks not yet completed (under sbp, a backup's late pushes
@@ -598,6 +656,7 @@ struct ParameterServer::Shard {
     for (TableId id = 0; min_advanced && id < tables.size(); ++id) {
       if (tables[id].spec->consistency.model != ConsistencyModel::kEssp) continue;
       for (int v = 0; v < ps->workers_; ++v) Refresh(id, v);
+      ClearDirty(tables[id]);
     }
   }
 
@@ -792,6 +851,7 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
         t.subscribed.resize(workers);
         t.subscribed_count.assign(workers, 0);
         t.subscribed_sparse.resize(workers);
+        if (spec.storage == TableStorage::kDense) t.dirty.assign(t.range.size(), 0);
       }
       shard->tables.push_back(std::move(t));
     }
@@ -960,18 +1020,27 @@ struct PsClient::Cache {
   std::vector<double> values;
   std::vector<std::uint64_t> clock;  // dense: per key
   KeyIndex rows;                     // sparse: key -> row of values / clock
-  // Row of `k` served at shard clock >= required, or null.
-  const double* Fresh(Key k, std::uint64_t required) const {
+  // essp, per shard: the clock of its last refresh, which says that every key this worker had
+  // read from it and the refresh did not send is unchanged (0 otherwise).
+  std::vector<std::uint64_t> refreshed;
+  // Row of `k` (of shard `s`) served at shard clock >= required, or null.
+  const double* Fresh(Key k, int s, std::uint64_t required) const {
     if (dense) {
-      if (clock.empty() || clock[k] == 0 || clock[k] - 1 < required) return nullptr;
+      if (clock.empty() || clock[k] == 0 || std::max(clock[k] - 1, refreshed[s]) < required) {
+        return nullptr;
+      }
       return values.data() + k * dim;
     }
     const std::size_t row = rows.Find(k);
-    if (row == KeyIndex::kAbsent || clock[row] - 1 < required) return nullptr;
+    if (row == KeyIndex::kAbsent || std::max(clock[row] - 1, refreshed[s]) < required) {
+      return nullptr;
+    }
     return values.data() + row * dim;
   }
-  // The shard clock `k`'s cached row was served at (Has(k) must hold).
-  std::uint64_t ServedAt(Key k) const { return clock[dense ? k : rows.Find(k)] - 1; }
+  // The shard clock `k`'s cached row (of shard `s`) is current at (Has(k) must hold).
+  std::uint64_t ServedAt(Key k, int s) const {
+    return std::max(clock[dense ? k : rows.Find(k)] - 1, refreshed[s]);
+  }
   bool Has(Key k) const {
     if (dense) return !clock.empty() && clock[k] != 0;
     return rows.Find(k) != KeyIndex::kAbsent;
@@ -1085,6 +1154,7 @@ PsClient::PsClient(ParameterServer* ps, int worker)
   windows_.resize(ps->servers_);
   outgoing_.resize(ps->specs_.size());
   pushes_sent_.assign(ps->servers_, 0);
+  read_staleness_.assign(ps->specs_.size(), 0);
   stats_.staleness.assign(ps->specs_.size() * kStalenessBuckets, 0);
   for (TableId id = 0; id < ps->specs_.size(); ++id) {
     const TableSpec& spec = ps->specs_[id];
@@ -1102,6 +1172,7 @@ PsClient::PsClient(ParameterServer* ps, int worker)
       cache->dim = spec.dim;
       cache->dense = spec.storage == TableStorage::kDense;
       cache->num_keys = spec.num_keys;
+      cache->refreshed.assign(ps->servers_, 0);
       caches_.push_back(std::move(cache));
     } else {
       caches_.push_back(nullptr);
@@ -1138,6 +1209,7 @@ Status PsClient::SendPushes(TableId table, int shard) {
 // Without it a fast worker queues gigabytes of messages and every new buffer page-faults.
 Status PsClient::SendPush(int shard, msg::PsPush m) {
   ++stats_.push_messages;
+  if (!m.raw_add) m.staleness = read_staleness_[m.table];
   const std::uint64_t number = ++pushes_sent_[shard];
   if (MyWrites* mine = my_writes_[m.table].get(); mine && !m.raw_add) {
     MyWrites::Sent sent{number, m.keys, {m.values.data(), m.values.data() + m.values.size()}};
@@ -1187,6 +1259,7 @@ Status PsClient::Clock() {
   }
   TESSERA_RETURN_IF_ERROR(Flush());
   ++clock_;
+  std::fill(read_staleness_.begin(), read_staleness_.end(), 0);
   for (int s = 0; s < ps_->servers_; ++s) {
     TESSERA_RETURN_IF_ERROR(SendCounted(ps_->ShardRank(s), Message(rank_, msg::PsClock{clock_})));
   }
@@ -1413,8 +1486,8 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
       bool fresh = cache != nullptr, present = cache != nullptr;
       std::uint64_t oldest = PullFuture::State::kNone;  // of the cached rows, while fresh
       for (Key k = b; k < e && (fresh || present); ++k) {
-        if (fresh && !cache->Fresh(k, st.required)) fresh = false;
-        if (fresh) oldest = std::min(oldest, cache->ServedAt(k));
+        if (fresh && !cache->Fresh(k, s, st.required)) fresh = false;
+        if (fresh) oldest = std::min(oldest, cache->ServedAt(k, s));
         if (present && !cache->Has(k)) present = false;
       }
       const std::size_t pos = (b - range->begin) * dim;
@@ -1437,10 +1510,10 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
         return f;
       }
       if (cache) {
-        if (const double* row = cache->Fresh(keys[i], st.required)) {
+        if (const double* row = cache->Fresh(keys[i], *shard, st.required)) {
           std::memcpy(st.values.data() + i * dim, row, dim * sizeof(double));
           ++stats_.cache_hits;
-          st.served = std::min(st.served, cache->ServedAt(keys[i]));
+          st.served = std::min(st.served, cache->ServedAt(keys[i], *shard));
           continue;
         }
         if (eager && cache->Has(keys[i])) {
@@ -1500,9 +1573,13 @@ void PsClient::StoreInCache(const TableKeys& at, const Eigen::VectorXd& values, 
 Status PsClient::Handle(Message& received) {
   if (const auto* refresh = received.get<msg::PsRefresh>()) {  // ESSP: for the cache alone
     TESSERA_RETURN_IF_ERROR(ps_->CheckValues(received.from, *refresh, refresh->values));
-    StoreInCache(*refresh, refresh->values, refresh->clock, received.from - ps_->ShardRank(0),
-                 refresh->applied);
+    const int shard = received.from - ps_->ShardRank(0);
+    StoreInCache(*refresh, refresh->values, refresh->clock, shard, refresh->applied);
+    if (Cache* cache = caches_[refresh->table].get()) {
+      cache->refreshed[shard] = std::max(cache->refreshed[shard], refresh->clock);
+    }
     ++stats_.eager_refreshes;
+    stats_.refreshed_values += static_cast<std::uint64_t>(refresh->values.size());
     return Status::Ok();
   }
   const auto* pong = received.get<msg::PsPong>();
@@ -1568,18 +1645,20 @@ Status PsClient::Wait(PullFuture::State& st) {
   }
   Cache* cache = caches_[st.table].get();
   for (const auto& run : st.awaiting) {
+    const int s = ShardIn(ps_->ranges_[st.table], run.first);  // a run lies in one shard
     for (std::size_t i = 0; i < run.count; ++i) {
       const double* row = nullptr;
-      while (!(row = cache->Fresh(run.first + i, st.required))) {
+      while (!(row = cache->Fresh(run.first + i, s, st.required))) {
         TESSERA_ASSIGN_OR_RETURN(Message m, ReceiveCounted());
         TESSERA_RETURN_IF_ERROR(Handle(m));
       }
       std::memcpy(st.values.data() + run.pos + i * st.dim, row, st.dim * sizeof(double));
-      st.served = std::min(st.served, cache->ServedAt(run.first + i));
+      st.served = std::min(st.served, cache->ServedAt(run.first + i, s));
     }
   }
   if (st.counted && st.served != PullFuture::State::kNone) {
     const std::uint64_t stale = st.reader_clock > st.served ? st.reader_clock - st.served : 0;
+    read_staleness_[st.table] = std::max(read_staleness_[st.table], stale);
     ++stats_.staleness[st.table * kStalenessBuckets +
                        std::min<std::uint64_t>(stale, kStalenessBuckets - 1)];
   }

@@ -12,8 +12,9 @@
 // "every push every worker made in clocks < c has reached me". A read at worker clock c under
 //   bsp      is served at shard clock >= c       (sees every earlier clock of every worker)
 //   ssp:S    is served at shard clock >= c - S   (never more than S clocks stale)
-//   essp:S   the same bound, and shards push fresh values of every key a worker has read to it
-//            whenever their clock advances, so reads are usually served without a request
+//   essp:S   the same bound, and whenever their clock advances shards push a worker the keys
+//            it has read that changed since the last such refresh (the refresh's clock vouches
+//            for the others), so reads are usually served without a request
 //   asp      is served at once with whatever the shard has
 //   hogwild  reads and writes shared memory with no coordination (see TableSpec)
 // bsp, ssp and essp keep a per-worker cache; a read is served from it when the cached copy is
@@ -76,6 +77,15 @@ class Updater {
   // state_per_element() doubles, element-major within a key. Must touch nothing else.
   virtual void Update(Key first, std::size_t count, int dim, double* value, const double* grad,
                       double* state) const = 0;
+  // What the shard calls: Update, told how many clocks stale the values the update was
+  // computed from may have been (the most stale read of the table by the pushing worker in
+  // that clock; under sum_per_clock and bsp, the most over the workers whose pushes `grad`
+  // sums). A delay-adaptive step overrides this (e.g. divides its step by 1 + staleness).
+  virtual void StaleUpdate(Key first, std::size_t count, int dim, double* value,
+                           const double* grad, double* state, std::uint64_t staleness) const {
+    (void)staleness;
+    Update(first, count, dim, value, grad, state);
+  }
 };
 
 using UpdaterPtr = std::shared_ptr<const Updater>;
@@ -90,6 +100,11 @@ StatusOr<UpdaterPtr> MakeUpdater(std::string_view spec);
 using UpdateFunction = std::function<void(Key first, std::size_t count, int dim, double* value,
                                           const double* grad, double* state)>;
 UpdaterPtr FunctionUpdater(std::string name, int state_per_element, UpdateFunction fn);
+// The same with the staleness of Updater::StaleUpdate as the last argument.
+using StaleUpdateFunction =
+    std::function<void(Key first, std::size_t count, int dim, double* value, const double* grad,
+                       double* state, std::uint64_t staleness)>;
+UpdaterPtr StalenessAwareUpdater(std::string name, int state_per_element, StaleUpdateFunction fn);
 
 enum class TableStorage {
   kDense,   // every key of the shard's range stored in one array
@@ -140,6 +155,7 @@ struct PsClientStats {
   std::uint64_t pull_requests = 0;    // kPsPull messages sent
   std::uint64_t cache_hits = 0;       // keys served from the cache without a request
   std::uint64_t eager_refreshes = 0;  // ESSP refresh messages received
+  std::uint64_t refreshed_values = 0;  // values they carried
   std::uint64_t push_messages = 0;
   std::uint64_t pushed_values = 0;
   std::uint64_t pulled_values = 0;  // values returned to the caller
@@ -249,6 +265,7 @@ class PsClient {
   };
   std::vector<std::vector<Outgoing>> outgoing_;  // [table][shard]
   std::vector<std::uint64_t> pushes_sent_;       // [shard]: push messages sent
+  std::vector<std::uint64_t> read_staleness_;    // [table]: the most stale read this clock
   // read_my_writes tables: this worker's pushes no served value has confirmed yet (the shard
   // had not applied them): per shard the messages sent, by number, and per key their sum.
   struct MyWrites;

@@ -268,9 +268,16 @@ Status OwnFromWire(const wire::BlockState& w, msg::BlockState& m) {
   return Status::Ok();
 }
 
-void OwnToWire(const msg::PsPush& m, wire::PsPush& w) { w.raw_add = m.raw_add; }
+void OwnToWire(const msg::PsPush& m, wire::PsPush& w) {
+  w.raw_add = m.raw_add;
+  w.staleness = I64(m.staleness);
+}
 Status OwnFromWire(const wire::PsPush& w, msg::PsPush& m) {
   m.raw_add = w.raw_add;
+  if (w.staleness < 0) {
+    return InvalidArgument("a push's staleness is " + std::to_string(w.staleness));
+  }
+  m.staleness = U64(w.staleness);
   return Status::Ok();
 }
 

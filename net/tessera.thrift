@@ -111,6 +111,7 @@ struct PsPush {
   1: TableKeys at
   2: binary values
   3: bool raw_add
+  4: i64 staleness
 }
 
 struct PsClock {

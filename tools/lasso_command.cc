@@ -150,8 +150,8 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
       ->group(g);
   cmd.add_option("--dp-method", f.opts.dp_method,
                  "block (delayed block proximal gradient, one block of features per clock), "
-                 "gradient (full proximal gradient steps) or auto (block unless hogwild, sbp "
-                 "or mini-batches)")
+                 "gradient (full proximal gradient steps; FISTA under bsp) or auto (block under "
+                 "ssp, essp and asp without mini-batches)")
       ->capture_default_str()
       ->group(g);
   cmd.add_option("--feature-blocks", f.opts.feature_blocks,

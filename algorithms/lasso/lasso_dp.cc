@@ -42,17 +42,25 @@ UpdaterPtr ProximalUpdater(double lambda, double step, std::shared_ptr<const Eig
       });
 }
 
-// The block method's server step on the block gradient g summed over the workers:
-// b_j ← S(b_j − γ_j g_j, γ_j λ pf_j), with γ_j the step of j's block. No state: a step depends
-// only on the value and the clock's summed gradient.
+// The block method's server step on the block gradient g summed over the workers, computed
+// from coefficients that missed at most τ clocks of steps: b_j ← S(b_j − γ_j g_j, γ_j λ pf_j)
+// with γ_j = 1/((1 + τ) m_j), m_j the curvature of j's block metric (see MakeBlocks). Other
+// blocks' steps move a block's gradient by at most their own length in these metrics, so the
+// step meets the delayed block proximal gradient's condition (Li, Andersen, Smola, Yu, NIPS
+// 2014) for the delay each clock actually had (the shard's staleness of the pushes it sums),
+// not the worst the consistency model allows: steps shrink only when reads were stale
+// (delay-adaptive steps, Wu, Magnússon, Feyzmahdavian, Johansson, ICML 2022). No state: a step
+// depends only on the value and the clock's summed gradient.
 UpdaterPtr BlockProximalUpdater(double lambda, std::shared_ptr<const Eigen::VectorXd> step,
                                 std::shared_ptr<const Eigen::VectorXd> pf) {
-  return FunctionUpdater(
+  return StalenessAwareUpdater(
       "lasso_block_proximal", 0,
-      [=](Key first, std::size_t count, int, double* value, const double* grad, double*) {
+      [=](Key first, std::size_t count, int, double* value, const double* grad, double*,
+          std::uint64_t staleness) {
+        const double shrink = 1.0 / (1.0 + static_cast<double>(staleness));
         for (std::size_t i = 0; i < count; ++i) {
           const auto j = static_cast<Eigen::Index>(first + i);
-          const double g = (*step)[j];
+          const double g = (*step)[j] * shrink;
           value[i] = SoftThreshold(value[i] - g * grad[i], g * lambda * (*pf)[j]);
         }
       });
@@ -73,7 +81,9 @@ constexpr std::uint64_t kResidualRefresh = 32;
 bool UsesBlockMethod(const LassoOptions& o) {
   const ConsistencyModel m = o.data_parallel.consistency.model;
   if (o.dp_method != "auto") return o.dp_method == "block";
-  return m != ConsistencyModel::kHogwild && m != ConsistencyModel::kSbp &&
+  // Under bsp FISTA's momentum makes full gradient steps the faster (golub, news20).
+  return (m == ConsistencyModel::kSsp || m == ConsistencyModel::kEssp ||
+          m == ConsistencyModel::kAsp) &&
          o.data_parallel.batch_size == 0;
 }
 
@@ -100,7 +110,7 @@ class DataParallelLasso::App final : public DataParallelApp {
     beta.initial_values = beta_;
     if (block_) {
       beta.sum_per_clock = true;
-      beta.updater = BlockProximalUpdater(lambda_, BlockSteps(o.consistency), pf_);
+      beta.updater = BlockProximalUpdater(lambda_, BlockSteps(), pf_);
       return {beta};
     }
     const bool sync = o.consistency.model == ConsistencyModel::kBsp;
@@ -393,8 +403,46 @@ class DataParallelLasso::App final : public DataParallelApp {
     return ctx.client->PushRange(kBeta, block, Span(g));
   }
 
-  // Contiguous blocks of features with about equal nonzeros, and each block's Lipschitz
-  // constant L_B = λ_max(X̃_BᵀX̃_B/n) (exact for one feature, else by power iteration).
+  // λ_max(X̃_BᵀX̃_B/n) of `block` by power iteration.
+  double BlockLipschitz(const Shard& all, const SetupValues& s, const KeyRange& block,
+                        std::mt19937_64& rng) const {
+    const auto first = static_cast<Eigen::Index>(block.begin);
+    const auto width = static_cast<Eigen::Index>(block.size());
+    std::normal_distribution<double> normal;
+    Eigen::VectorXd v(width);
+    for (Eigen::Index j = 0; j < width; ++j) v[j] = s.d[first + j] > 0 ? normal(rng) : 0.0;
+    double eigenvalue = 0;
+    for (int it = 0; it < kBlockPowerIterations && v.norm() > 0; ++it) {
+      v /= v.norm();
+      Eigen::VectorXd u = Eigen::VectorXd::Constant(n_, -s.mu.segment(first, width).dot(v));
+      for (Eigen::Index j = 0; j < width; ++j) {
+        for (SparseColMatrix::InnerIterator x(all.x, first + j); x; ++x) {
+          u[x.index()] += v[j] * x.value();
+        }
+      }
+      const double usum = u.sum();
+      for (Eigen::Index j = 0; j < width; ++j) {
+        double dot = 0;
+        for (SparseColMatrix::InnerIterator x(all.x, first + j); x; ++x) {
+          dot += x.value() * u[x.index()];
+        }
+        v[j] = (dot - s.mu[first + j] * usum) / static_cast<double>(n_);
+      }
+      eigenvalue = v.norm();
+    }
+    return eigenvalue;
+  }
+
+  // Contiguous blocks of features with about equal nonzeros, and for each feature the
+  // curvature m_j of a diagonal metric M_B ⪰ X̃_BᵀX̃_B/n of its block, whichever of two lets
+  // the block's columns move further relative to their own curvature x̃_jᵀx̃_j/n:
+  //   L_B I, L_B the block's largest eigenvalue (by power iteration): for dense, correlated
+  //     columns;
+  //   m_j = Σ_i |x_ij| a_i / n, a_i = Σ_{k∈B} |x_ik| (the expected separable overapproximation
+  //     of parallel coordinate descent: by Cauchy–Schwarz (Σ_j |x_ij v_j|)² ≤ a_i Σ_j |x_ij| v_j²,
+  //     and X̃ᵀX̃ ⪯ XᵀX): for sparse columns that rarely share a row, close to each column's
+  //     own curvature.
+  // A block of one column steps by exact coordinate minimization.
   void MakeBlocks(const Shard& all, const SetupValues& s) {
     const std::int64_t nnz = all.x.nonZeros();
     Eigen::Index nb = opts_.feature_blocks > 0
@@ -416,60 +464,43 @@ class DataParallelLasso::App final : public DataParallelApp {
     }
     blocks_.push_back({begin, static_cast<Key>(p_)});
     const double n = static_cast<double>(n_);
-    block_lipschitz_.assign(blocks_.size(), 0.0);
+    curvature_ = s.d / n;  // x̃_jᵀx̃_j/n
     std::mt19937_64 rng(opts_.data_parallel.seed);
-    std::normal_distribution<double> normal;
-    for (std::size_t b = 0; b < blocks_.size(); ++b) {
-      const KeyRange& range = blocks_[b];
-      const auto first = static_cast<Eigen::Index>(range.begin);
-      const auto width = static_cast<Eigen::Index>(range.size());
-      if (width == 1) {
-        block_lipschitz_[b] = s.d[first] / n;
-        continue;
+    Eigen::VectorXd a = Eigen::VectorXd::Zero(n_);
+    for (const KeyRange& block : blocks_) {
+      const auto first = static_cast<Eigen::Index>(block.begin);
+      const auto width = static_cast<Eigen::Index>(block.size());
+      if (width == 1) continue;
+      const double lipschitz = BlockLipschitz(all, s, block, rng);
+      a.setZero();
+      for (Eigen::Index j = first; j < first + width; ++j) {
+        for (SparseColMatrix::InnerIterator x(all.x, j); x; ++x) a[x.index()] += std::abs(x.value());
       }
-      Eigen::VectorXd v(width);
-      for (Eigen::Index j = 0; j < width; ++j) v[j] = s.d[first + j] > 0 ? normal(rng) : 0.0;
-      double lipschitz = 0;
-      for (int it = 0; it < kBlockPowerIterations && v.norm() > 0; ++it) {
-        v /= v.norm();
-        Eigen::VectorXd u = Eigen::VectorXd::Constant(n_, -s.mu.segment(first, width).dot(v));
-        for (Eigen::Index j = 0; j < width; ++j) {
-          for (SparseColMatrix::InnerIterator x(all.x, first + j); x; ++x) {
-            u[x.index()] += v[j] * x.value();
-          }
+      Eigen::VectorXd eso(width);
+      double uniform = 0, separable = 0;  // Σ_j (x̃_jᵀx̃_j/n) / m_j in either metric
+      for (Eigen::Index j = 0; j < width; ++j) {
+        const double own = curvature_[first + j];
+        eso[j] = 0;
+        for (SparseColMatrix::InnerIterator x(all.x, first + j); x; ++x) {
+          eso[j] += std::abs(x.value()) * a[x.index()] / n;
         }
-        const double usum = u.sum();
-        for (Eigen::Index j = 0; j < width; ++j) {
-          double dot = 0;
-          for (SparseColMatrix::InnerIterator x(all.x, first + j); x; ++x) {
-            dot += x.value() * u[x.index()];
-          }
-          v[j] = (dot - s.mu[first + j] * usum) / n;
-        }
-        lipschitz = v.norm();
+        if (own <= 0) continue;  // a constant column stays out
+        uniform += lipschitz > 0 ? own / lipschitz : 0.0;
+        separable += eso[j] > 0 ? own / eso[j] : 0.0;
       }
-      block_lipschitz_[b] = lipschitz;
+      for (Eigen::Index j = first; j < first + width; ++j) {
+        if (curvature_[j] > 0) curvature_[j] = uniform >= separable ? lipschitz : eso[j - first];
+      }
     }
   }
 
-  // Per feature, the step of its block: 1/L_B with the block's Lipschitz constant L_B under
-  // bsp; with delay τ (the clocks a read may miss: S of ssp:S and essp:S, one under asp, where
-  // only the evaluation barrier bounds it), 1/(L_B + τ L_×), L_× = √(L_B max L_B') bounding
-  // how much another block's step moves this block's gradient (the delayed block proximal
-  // gradient's condition, Li et al., NIPS 2014).
-  std::shared_ptr<const Eigen::VectorXd> BlockSteps(const Consistency& c) const {
-    const double tau = c.model == ConsistencyModel::kAsp    ? 1.0
-                       : c.model == ConsistencyModel::kBsp ? 0.0
-                                                            : static_cast<double>(c.staleness);
-    const double largest = *std::max_element(block_lipschitz_.begin(), block_lipschitz_.end());
+  // Per feature, the undelayed step 1/m_j of its block's metric (BlockProximalUpdater shrinks
+  // it by the delay).
+  std::shared_ptr<const Eigen::VectorXd> BlockSteps() const {
     auto step = std::make_shared<Eigen::VectorXd>(Eigen::VectorXd::Zero(p_));
-    for (std::size_t b = 0; b < blocks_.size(); ++b) {
-      const double l = block_lipschitz_[b];
-      const double bound = kLipschitzMargin * (l + tau * std::sqrt(l * largest));
-      if (!(bound > 0)) continue;  // constant columns: their coefficients stay 0
-      step->segment(static_cast<Eigen::Index>(blocks_[b].begin),
-                    static_cast<Eigen::Index>(blocks_[b].size()))
-          .setConstant(1.0 / bound);
+    for (Eigen::Index j = 0; j < p_; ++j) {
+      // Constant columns: a zero step keeps their coefficients at 0.
+      if (curvature_[j] > 0) (*step)[j] = 1.0 / (kLipschitzMargin * curvature_[j]);
     }
     return step;
   }
@@ -517,10 +548,10 @@ class DataParallelLasso::App final : public DataParallelApp {
   double step_ = 0;  // set by Tables() before the workers start
   bool hogwild_ = false;
   // The block method (set by LocalSetup): the blocks of features, stepped one per clock in
-  // turn, and their Lipschitz constants.
+  // turn, and the curvature of each feature's step.
   bool block_ = false;
   std::vector<KeyRange> blocks_;
-  std::vector<double> block_lipschitz_;
+  Eigen::VectorXd curvature_;  // m_j: the diagonal of the metric of j's block
 };
 
 StatusOr<std::unique_ptr<DataParallelLasso>> DataParallelLasso::Create(

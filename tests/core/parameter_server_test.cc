@@ -522,6 +522,92 @@ TEST(EsspTest, SspWithoutEagerRefreshAsksTheServer) {
   EXPECT_GT(requests, static_cast<std::uint64_t>(workers * 2 * clocks / 2));
 }
 
+// A refresh sends only the keys that changed since the last one; its clock vouches for the rest
+// of what a worker has read. 2 workers read all 1,000 keys once, then each adds 1 to one key per
+// clock and reads all of them: every read sees at least the pushes the bound promises (the sum of
+// the keys), almost none needs a request, and the refreshes carry about one key per push.
+TEST(EsspTest, RefreshesSendOnlyTheKeysThatChanged) {
+  const int workers = 2, clocks = 200;
+  const Key keys = 1000;
+  auto ps = StartOrDie({Table(keys, 1, "essp:1")}, 2, workers);
+  std::atomic<int> short_reads{0};
+  RunWorkers(*ps, [&](int w, PsClient& c) -> Status {
+    TESSERA_RETURN_IF_ERROR(c.PullRange(0, {0, keys}).Get().status());
+    for (int i = 0; i < clocks; ++i) {
+      const std::vector<Key> one = {static_cast<Key>((w * 500 + i * 7) % keys)};
+      TESSERA_RETURN_IF_ERROR(c.Push(0, one, std::vector<double>{1.0}));
+      TESSERA_RETURN_IF_ERROR(c.Clock());
+      TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd v, c.PullRange(0, {0, keys}).Get());
+      // At clock i + 1 under essp:1 every push of clocks < i is in.
+      if (v.sum() < workers * i) ++short_reads;
+      if (w == 1 && i % 5 == 0) SleepFiber(std::chrono::microseconds(200));
+    }
+    return Status::Ok();
+  });
+  EXPECT_EQ(short_reads.load(), 0) << "reads that missed pushes the bound promises";
+  for (int w = 0; w < workers; ++w) {
+    const PsClientStats& st = ps->client(w).stats();
+    EXPECT_GT(st.eager_refreshes, static_cast<std::uint64_t>(clocks)) << "worker " << w;
+    EXPECT_LT(st.refreshed_values, 4u * workers * clocks)
+        << "worker " << w << ": refreshes carried unchanged keys";
+    EXPECT_LT(st.pull_requests, 20u) << "worker " << w;
+  }
+  ps->Shutdown();
+  EXPECT_EQ(ps->Snapshot(0).sum(), workers * clocks);
+}
+
+// sum_per_clock: under ssp, essp and asp too the updater runs once per clock on the sum of
+// every worker's pushes, and it is told how stale the reads behind them were: never under bsp,
+// at most S clocks under ssp:S, and some under ssp:2 when one worker is slower.
+TEST(ParameterServerTest, SumPerClockStepsOncePerClockAndKnowsTheStaleness) {
+  for (const char* model : {"bsp", "ssp:2", "essp:2", "asp"}) {
+    SCOPED_TRACE(model);
+    struct Call {
+      double sum;
+      std::uint64_t staleness;
+    };
+    auto calls = std::make_shared<std::vector<Call>>();  // written by the one shard's fiber
+    TableSpec t = Table(1, 1, model,
+                        StalenessAwareUpdater("record", 0,
+                                              [calls](Key, std::size_t, int, double* value,
+                                                      const double* grad, double*,
+                                                      std::uint64_t staleness) {
+                                                calls->push_back({grad[0], staleness});
+                                                value[0] += grad[0];
+                                              }));
+    t.sum_per_clock = true;
+    const int workers = 2, clocks = 40;
+    auto ps = StartOrDie({t}, 1, workers);
+    RunWorkers(*ps, [&](int w, PsClient& c) -> Status {
+      const std::vector<Key> zero = {0};
+      for (int i = 0; i < clocks; ++i) {
+        TESSERA_RETURN_IF_ERROR(c.Pull(0, zero).Get().status());
+        TESSERA_RETURN_IF_ERROR(c.Push(0, zero, std::vector<double>{1.0}));
+        TESSERA_RETURN_IF_ERROR(c.Clock());
+        if (w == 1) SleepFiber(std::chrono::microseconds(300));
+      }
+      return Status::Ok();
+    });
+    ps->Shutdown();
+    ASSERT_EQ(calls->size(), static_cast<std::size_t>(clocks));
+    std::uint64_t most = 0;
+    for (const Call& call : *calls) {
+      EXPECT_EQ(call.sum, workers);
+      most = std::max(most, call.staleness);
+    }
+    EXPECT_EQ(ps->Snapshot(0)[0], workers * clocks);
+    const std::string m = model;
+    if (m == "bsp") {
+      EXPECT_EQ(most, 0u);
+    } else if (m == "asp") {
+      EXPECT_GT(most, 0u);
+    } else {
+      EXPECT_GT(most, 0u);
+      EXPECT_LE(most, 2u);
+    }
+  }
+}
+
 // Read-my-writes: a read served from the cache includes the worker's own pushes when the table
 // asks for it (the LDA counts), and does not otherwise (the documented default).
 // Under essp the shards refresh a worker's cached rows whenever their clock advances, with
@@ -809,7 +895,7 @@ TEST(DataParallelTest, ReadsAreCountedByTheirObservedStaleness) {
       return {t};
     }
     Status ProcessBatch(DpWorkerContext& ctx, std::span<const std::uint32_t>) override {
-      if (ctx.worker == 1) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      if (ctx.worker == 1) SleepFiber(std::chrono::milliseconds(2));
       TESSERA_RETURN_IF_ERROR(ctx.client->Pull(0, std::vector<Key>{0}).Get().status());
       const double one = 1;
       return ctx.client->Push(0, std::vector<Key>{0}, {&one, 1});
