@@ -5,6 +5,7 @@
 #include <string>
 
 #include "tessera/algorithms/lasso/lasso.h"
+#include "tessera/algorithms/lasso/lasso_dp.h"
 #include "tessera/algorithms/lasso/lasso_cv.h"
 #include "tessera/algorithms/lasso/lasso_model.h"
 #include "tessera/core/dataset.h"
@@ -294,10 +295,9 @@ int FitLasso(LassoFlags& f, const CommonFlags& c, Cluster& cluster) {
           "  data-parallel: %d servers, %d workers on %d threads, consistency %s, update "
           "frequency %s, partition %s, %s; setup %.3f s\n",
           dp.servers, dp.workers, FiberPool::Global().threads(), dp.consistency.ToString().c_str(),
-          dp.frequency.ToString().c_str(), ToString(dp.partition).c_str(),
-          f.opts.accelerate && dp.consistency.model == ConsistencyModel::kBsp ? "FISTA"
-                                                                              : "proximal gradient",
-          setup_seconds);
+          UsesBlockMethod(f.opts) ? "batch (one block per clock)"
+                                  : dp.frequency.ToString().c_str(),
+          ToString(dp.partition).c_str(), s.DataParallelMethod().c_str(), setup_seconds);
     } else {
       std::printf(
           "  model-parallel: %d workers on %d threads, scheduler %s (block %d), %s updates, "

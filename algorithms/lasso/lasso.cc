@@ -682,6 +682,8 @@ LassoSolver::~LassoSolver() = default;
 
 double LassoSolver::LambdaMax() const { return dp_ ? dp_->LambdaMax() : app_->LambdaMax(); }
 
+std::string LassoSolver::DataParallelMethod() const { return dp_ ? dp_->Method() : ""; }
+
 void LassoSolver::Reset() {
   if (dp_) {
     dp_->Reset();

@@ -120,6 +120,8 @@ class LassoSolver {
 
   // Smallest λ for which b = 0 is optimal.
   double LambdaMax() const;
+  // Data-parallel mode: the method, e.g. "FISTA" or "delayed block proximal gradient, 63 blocks".
+  std::string DataParallelMethod() const;
   // Fits at `lambda`, starting from the current coefficients (warm start).
   StatusOr<LassoSolution> Fit(double lambda);
   // glmnet-style path: `count` values from LambdaMax() down to LambdaMax() × `ratio`,

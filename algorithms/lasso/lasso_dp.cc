@@ -42,25 +42,45 @@ UpdaterPtr ProximalUpdater(double lambda, double step, std::shared_ptr<const Eig
       });
 }
 
-// The block method's server step on the block gradient g summed over the workers, computed
-// from coefficients that missed at most τ clocks of steps: b_j ← S(b_j − γ_j g_j, γ_j λ pf_j)
-// with γ_j = 1/((1 + τ) m_j), m_j the curvature of j's block metric (see MakeBlocks). Other
-// blocks' steps move a block's gradient by at most their own length in these metrics, so the
-// step meets the delayed block proximal gradient's condition (Li, Andersen, Smola, Yu, NIPS
-// 2014) for the delay each clock actually had (the shard's staleness of the pushes it sums),
-// not the worst the consistency model allows: steps shrink only when reads were stale
-// (delay-adaptive steps, Wu, Magnússon, Feyzmahdavian, Johansson, ICML 2022). No state: a step
-// depends only on the value and the clock's summed gradient.
-UpdaterPtr BlockProximalUpdater(double lambda, std::shared_ptr<const Eigen::VectorXd> step,
+// The block method's steps: per feature the undelayed step 1/m_j of its block's metric M_B (see
+// MakeBlocks), and per block how much the steps of the blocks stepped 1, 2, ... clocks before it
+// can move its gradient: ρ(B, B') = ‖M_B^{-1/2} X̃_BᵀX̃_B' M_B'^{-1/2}‖/n, at most 1.
+struct BlockSteps {
+  Eigen::VectorXd step;
+  std::vector<std::uint32_t> block_of;       // per feature
+  std::vector<std::vector<double>> coupling;  // [block][k - 1]: ρ with the block k clocks back
+  // The factor of a step of block b computed from values that missed the last τ clocks' steps:
+  // the delayed block proximal gradient's step condition (Li, Andersen, Smola, Yu, NIPS 2014)
+  // in these metrics, 1/(1 + Σ_k ρ_k), ρ = 1 beyond the couplings measured.
+  double Shrink(std::size_t b, std::uint64_t tau) const {
+    const auto& c = coupling[b];
+    double delay = tau > c.size() ? static_cast<double>(tau - c.size()) : 0.0;
+    for (std::size_t k = 0; k < c.size() && k < tau; ++k) delay += c[k];
+    return 1.0 / (1.0 + delay);
+  }
+};
+
+// The block method's server step on the block gradient g summed over the workers:
+// b_j ← S(b_j − γ_j g_j, γ_j λ pf_j), γ_j = Shrink(τ) / m_j, with τ the staleness of the reads
+// the clock's pushes were computed from (the shard's, per clock): steps shrink by the delay each
+// clock actually had, not the worst the consistency model allows (delay-adaptive steps, Wu,
+// Magnússon, Feyzmahdavian, Johansson, ICML 2022). No state: a step depends only on the value
+// and the clock's summed gradient.
+UpdaterPtr BlockProximalUpdater(double lambda, std::shared_ptr<const BlockSteps> steps,
                                 std::shared_ptr<const Eigen::VectorXd> pf) {
   return StalenessAwareUpdater(
       "lasso_block_proximal", 0,
       [=](Key first, std::size_t count, int, double* value, const double* grad, double*,
           std::uint64_t staleness) {
-        const double shrink = 1.0 / (1.0 + static_cast<double>(staleness));
+        std::size_t block = steps->block_of.size();  // none yet
+        double shrink = 1;
         for (std::size_t i = 0; i < count; ++i) {
           const auto j = static_cast<Eigen::Index>(first + i);
-          const double g = (*step)[j] * shrink;
+          if (steps->block_of[j] != block) {
+            block = steps->block_of[j];
+            shrink = steps->Shrink(block, staleness);
+          }
+          const double g = steps->step[j] * shrink;
           value[i] = SoftThreshold(value[i] - g * grad[i], g * lambda * (*pf)[j]);
         }
       });
@@ -72,6 +92,10 @@ UpdaterPtr BlockProximalUpdater(double lambda, std::shared_ptr<const Eigen::Vect
 constexpr std::int64_t kNonzerosPerBlock = 20000;
 constexpr Eigen::Index kMinBlocks = 16;
 constexpr int kBlockPowerIterations = 20;
+constexpr int kCouplingIterations = 10;  // a coupling only scales a step: a rough one will do
+// Under asp the couplings of a block with this many blocks before it are measured (ssp:S and
+// essp:S: S); older steps count as ρ = 1.
+constexpr std::size_t kAspCouplings = 4;
 // Evaluations between recomputations of a worker's residual from scratch (the block method
 // keeps it up to date incrementally; this bounds the rounding drift).
 constexpr std::uint64_t kResidualRefresh = 32;
@@ -110,7 +134,7 @@ class DataParallelLasso::App final : public DataParallelApp {
     beta.initial_values = beta_;
     if (block_) {
       beta.sum_per_clock = true;
-      beta.updater = BlockProximalUpdater(lambda_, BlockSteps(), pf_);
+      beta.updater = BlockProximalUpdater(lambda_, MakeBlockSteps(), pf_);
       return {beta};
     }
     const bool sync = o.consistency.model == ConsistencyModel::kBsp;
@@ -211,8 +235,8 @@ class DataParallelLasso::App final : public DataParallelApp {
     const SetupValues s = Derive(ShardStats(all));
     block_ = UsesBlockMethod(opts_);
     if (block_) {
-      MakeBlocks(all, s);
       Keep(s, 1.0);
+      MakeBlocks(all, s);
       return;
     }
     Eigen::VectorXd v = s.v;
@@ -328,6 +352,7 @@ class DataParallelLasso::App final : public DataParallelApp {
     oracle_ = std::make_unique<LassoOracle>(data.x, data.y, mu_, *pf_);
   }
   double lambda_max() const { return lambda_max_; }
+  std::size_t blocks() const { return block_ ? blocks_.size() : 0; }
   const LassoOracle& oracle() const { return *oracle_; }
   Eigen::VectorXd& beta() { return beta_; }
 
@@ -403,34 +428,77 @@ class DataParallelLasso::App final : public DataParallelApp {
     return ctx.client->PushRange(kBeta, block, Span(g));
   }
 
-  // λ_max(X̃_BᵀX̃_B/n) of `block` by power iteration.
-  double BlockLipschitz(const Shard& all, const SetupValues& s, const KeyRange& block,
-                        std::mt19937_64& rng) const {
+  // X̃_B t over every row, t one value per feature of `block`.
+  Eigen::VectorXd Times(const Shard& all, const KeyRange& block, const Eigen::VectorXd& t) const {
+    const auto first = static_cast<Eigen::Index>(block.begin);
+    Eigen::VectorXd u = Eigen::VectorXd::Constant(n_, -mu_.segment(first, t.size()).dot(t));
+    for (Eigen::Index j = 0; j < t.size(); ++j) {
+      if (t[j] == 0) continue;
+      for (SparseColMatrix::InnerIterator x(all.x, first + j); x; ++x) {
+        u[x.index()] += t[j] * x.value();
+      }
+    }
+    return u;
+  }
+  // X̃_Bᵀu / n.
+  Eigen::VectorXd TransposeTimes(const Shard& all, const KeyRange& block,
+                                 const Eigen::VectorXd& u) const {
     const auto first = static_cast<Eigen::Index>(block.begin);
     const auto width = static_cast<Eigen::Index>(block.size());
-    std::normal_distribution<double> normal;
+    const double usum = u.sum();
     Eigen::VectorXd v(width);
-    for (Eigen::Index j = 0; j < width; ++j) v[j] = s.d[first + j] > 0 ? normal(rng) : 0.0;
+    for (Eigen::Index j = 0; j < width; ++j) {
+      double dot = 0;
+      for (SparseColMatrix::InnerIterator x(all.x, first + j); x; ++x) {
+        dot += x.value() * u[x.index()];
+      }
+      v[j] = (dot - mu_[first + j] * usum) / static_cast<double>(n_);
+    }
+    return v;
+  }
+  // A start for a power iteration over `block`'s features (0 at constant columns).
+  Eigen::VectorXd RandomStart(const KeyRange& block, std::mt19937_64& rng) const {
+    std::normal_distribution<double> normal;
+    Eigen::VectorXd v(static_cast<Eigen::Index>(block.size()));
+    for (Eigen::Index j = 0; j < v.size(); ++j) {
+      v[j] = curvature_[static_cast<Eigen::Index>(block.begin) + j] > 0 ? normal(rng) : 0.0;
+    }
+    return v;
+  }
+
+  // λ_max(X̃_BᵀX̃_B/n) of `block` by power iteration.
+  double BlockLipschitz(const Shard& all, const KeyRange& block, std::mt19937_64& rng) const {
+    Eigen::VectorXd v = RandomStart(block, rng);
     double eigenvalue = 0;
     for (int it = 0; it < kBlockPowerIterations && v.norm() > 0; ++it) {
       v /= v.norm();
-      Eigen::VectorXd u = Eigen::VectorXd::Constant(n_, -s.mu.segment(first, width).dot(v));
-      for (Eigen::Index j = 0; j < width; ++j) {
-        for (SparseColMatrix::InnerIterator x(all.x, first + j); x; ++x) {
-          u[x.index()] += v[j] * x.value();
-        }
-      }
-      const double usum = u.sum();
-      for (Eigen::Index j = 0; j < width; ++j) {
-        double dot = 0;
-        for (SparseColMatrix::InnerIterator x(all.x, first + j); x; ++x) {
-          dot += x.value() * u[x.index()];
-        }
-        v[j] = (dot - s.mu[first + j] * usum) / static_cast<double>(n_);
-      }
+      v = TransposeTimes(all, block, Times(all, block, v));
       eigenvalue = v.norm();
     }
     return eigenvalue;
+  }
+
+  // ρ(B, B') = ‖M_B^{-1/2} X̃_BᵀX̃_B' M_B'^{-1/2}‖/n (curvature_ holds the metrics), by power
+  // iteration on AᵀA, capped at 1 (which it is in exact arithmetic).
+  double Coupling(const Shard& all, const KeyRange& b, const KeyRange& c,
+                  std::mt19937_64& rng) const {
+    auto scale = [&](const KeyRange& block) {
+      Eigen::VectorXd m = curvature_.segment(static_cast<Eigen::Index>(block.begin),
+                                             static_cast<Eigen::Index>(block.size()));
+      for (Eigen::Index j = 0; j < m.size(); ++j) m[j] = m[j] > 0 ? 1.0 / std::sqrt(m[j]) : 0.0;
+      return m;
+    };
+    const Eigen::VectorXd sb = scale(b), sc = scale(c);
+    Eigen::VectorXd v = RandomStart(c, rng);
+    double sigma = 0;
+    for (int it = 0; it < kCouplingIterations && v.norm() > 0; ++it) {
+      v /= v.norm();
+      const Eigen::VectorXd a =
+          TransposeTimes(all, b, Times(all, c, v.cwiseProduct(sc))).cwiseProduct(sb);
+      sigma = a.norm();
+      v = TransposeTimes(all, c, Times(all, b, a.cwiseProduct(sb))).cwiseProduct(sc);
+    }
+    return std::min(1.0, kLipschitzMargin * sigma);
   }
 
   // Contiguous blocks of features with about equal nonzeros, and for each feature the
@@ -471,7 +539,7 @@ class DataParallelLasso::App final : public DataParallelApp {
       const auto first = static_cast<Eigen::Index>(block.begin);
       const auto width = static_cast<Eigen::Index>(block.size());
       if (width == 1) continue;
-      const double lipschitz = BlockLipschitz(all, s, block, rng);
+      const double lipschitz = BlockLipschitz(all, block, rng);
       a.setZero();
       for (Eigen::Index j = first; j < first + width; ++j) {
         for (SparseColMatrix::InnerIterator x(all.x, j); x; ++x) a[x.index()] += std::abs(x.value());
@@ -492,17 +560,37 @@ class DataParallelLasso::App final : public DataParallelApp {
         if (curvature_[j] > 0) curvature_[j] = uniform >= separable ? lipschitz : eso[j - first];
       }
     }
+    // How much the blocks stepped just before each block couple with it (what a stale read
+    // misses), as far back as the consistency model lets reads lag.
+    const Consistency& c = opts_.data_parallel.consistency;
+    const std::size_t count = blocks_.size();
+    std::size_t back = c.model == ConsistencyModel::kAsp ? kAspCouplings
+                       : c.model == ConsistencyModel::kBsp
+                           ? 0
+                           : static_cast<std::size_t>(c.staleness);
+    back = std::min(back, count - 1);
+    coupling_.assign(count, {});
+    for (std::size_t b = 0; b < count; ++b) {
+      for (std::size_t k = 1; k <= back; ++k) {
+        coupling_[b].push_back(Coupling(all, blocks_[b], blocks_[(b + count - k) % count], rng));
+      }
+    }
   }
 
-  // Per feature, the undelayed step 1/m_j of its block's metric (BlockProximalUpdater shrinks
-  // it by the delay).
-  std::shared_ptr<const Eigen::VectorXd> BlockSteps() const {
-    auto step = std::make_shared<Eigen::VectorXd>(Eigen::VectorXd::Zero(p_));
-    for (Eigen::Index j = 0; j < p_; ++j) {
-      // Constant columns: a zero step keeps their coefficients at 0.
-      if (curvature_[j] > 0) (*step)[j] = 1.0 / (kLipschitzMargin * curvature_[j]);
+  std::shared_ptr<const BlockSteps> MakeBlockSteps() const {
+    auto steps = std::make_shared<BlockSteps>();
+    steps->step = Eigen::VectorXd::Zero(p_);
+    steps->block_of.resize(static_cast<std::size_t>(p_));
+    for (std::size_t b = 0; b < blocks_.size(); ++b) {
+      for (Key k = blocks_[b].begin; k < blocks_[b].end; ++k) {
+        const auto j = static_cast<Eigen::Index>(k);
+        steps->block_of[k] = static_cast<std::uint32_t>(b);
+        // Constant columns: a zero step keeps their coefficients at 0.
+        if (curvature_[j] > 0) steps->step[j] = 1.0 / (kLipschitzMargin * curvature_[j]);
+      }
     }
-    return step;
+    steps->coupling = coupling_;
+    return steps;
   }
 
   static std::span<const double> Span(const Eigen::VectorXd& v) {
@@ -551,7 +639,8 @@ class DataParallelLasso::App final : public DataParallelApp {
   // turn, and the curvature of each feature's step.
   bool block_ = false;
   std::vector<KeyRange> blocks_;
-  Eigen::VectorXd curvature_;  // m_j: the diagonal of the metric of j's block
+  Eigen::VectorXd curvature_;                  // m_j: the diagonal of the metric of j's block
+  std::vector<std::vector<double>> coupling_;  // see BlockSteps
 };
 
 StatusOr<std::unique_ptr<DataParallelLasso>> DataParallelLasso::Create(
@@ -572,6 +661,14 @@ StatusOr<std::unique_ptr<DataParallelLasso>> DataParallelLasso::Create(
 DataParallelLasso::~DataParallelLasso() = default;
 
 double DataParallelLasso::LambdaMax() const { return app_->lambda_max(); }
+
+std::string DataParallelLasso::Method() const {
+  if (app_->blocks() > 0) {
+    return "delayed block proximal gradient, " + std::to_string(app_->blocks()) + " blocks";
+  }
+  const bool bsp = options_.data_parallel.consistency.model == ConsistencyModel::kBsp;
+  return options_.accelerate && bsp ? "FISTA" : "proximal gradient";
+}
 
 void DataParallelLasso::Reset() { app_->beta().setZero(); }
 

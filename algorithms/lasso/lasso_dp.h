@@ -36,6 +36,8 @@ class DataParallelLasso {
                                                              const LassoOptions& options);
   ~DataParallelLasso();
   double LambdaMax() const;
+  // "FISTA", "proximal gradient" or "delayed block proximal gradient, N blocks".
+  std::string Method() const;
   // Fits at `lambda` warm-started from the current coefficients. With `checkpoint`, the
   // driver's process hands it the coefficients and the epochs of this fit at an epoch-end
   // barrier (nobody pushes then) once `every` seconds have passed since the fit or the last
