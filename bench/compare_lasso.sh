@@ -22,6 +22,9 @@ problems=("$@")
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 minimum() { sort -g | head -1; }
+# col FILE MODE NAME: the field NAME (by the header) of MODE's row of a summary CSV.
+col() { awk -F, -v m="$2" -v n="$3" 'NR == 1 {for (i = 1; i <= NF; i++) c[$i] = i; next}
+          $1 == m {print $c[n]}' "$1"; }
 
 csv="$out/compare_lasso.csv"
 echo "problem,lambda_factor,consistency,mode,min_s,median_s,rounds,mbytes,peak_rss_mib,objective" > "$csv.tmp"
@@ -45,7 +48,7 @@ for problem in "${problems[@]}"; do
           --out "$work/$tag" > "$work/log" 2> /dev/null
         # Time to 1e-6 of the best objective: run time at the first such evaluation + setup.
         for mode in model-parallel data-parallel; do
-          setup=$(awk -F, -v m="$mode" '$1 == m {print $9}' "$work/$tag-summary.csv")
+          setup=$(col "$work/$tag-summary.csv" "$mode" setup_seconds)
           t=$(awk -F, -v m="$mode" -v s="$setup" '$1 == m && $5 <= 1e-6 {print s + $3; f = 1; exit}
                 END {if (!f) print "nan"}' "$work/$tag.csv")
           echo "$t" >> "$work/times_${mode%%-*}"
@@ -55,8 +58,11 @@ for problem in "${problems[@]}"; do
       for mode in model-parallel data-parallel; do
         file="$work/times_${mode%%-*}"
         tmin=$(minimum < "$file"); tmed=$(median < "$file")
-        IFS=, read -r rounds bytes rss obj < <(awk -F, -v m="$mode" \
-          '$1 == m {printf "%s,%.1f,%.1f,%s\n", $7, $10 / 1e6, $11 / 1048576, $3}' "$work/$tag-summary.csv")
+        summary="$work/$tag-summary.csv"
+        rounds=$(col "$summary" "$mode" rounds)
+        bytes=$(awk -v b="$(col "$summary" "$mode" bytes)" 'BEGIN {printf "%.1f", b / 1e6}')
+        rss=$(awk -v b="$(col "$summary" "$mode" peak_rss_bytes)" 'BEGIN {printf "%.1f", b / 1048576}')
+        obj=$(col "$summary" "$mode" objective)
         echo "$problem,$factor,$model,$mode,$tmin,$tmed,$rounds,$bytes,$rss,$obj" >> "$csv.tmp"
         printf "%-10s %-6s %-7s %-15s %9.3f %9.3f %8s %10s %9s\n" "$problem" "/$factor" "$model" "$mode" \
           "$tmin" "$tmed" "$rounds" "$bytes" "$rss"

@@ -18,7 +18,7 @@ namespace tessera {
 
 StatusOr<Consistency> Consistency::Parse(std::string_view text) {
   const std::string quoted = "'" + std::string(text) + "'";
-  const std::string expected = " (expected bsp, sbp:B, ssp:S, essp:S, asp or hogwild)";
+  const std::string expected = " (expected bsp, sbp:B, ssp:S, essp:S, sparsessp:S, asp or hogwild)";
   Consistency c;
   if (text == "bsp") return c;
   if (text == "asp") {
@@ -37,6 +37,8 @@ StatusOr<Consistency> Consistency::Parse(std::string_view text) {
     c.model = ConsistencyModel::kSbp;
   } else if (name == "essp") {
     c.model = ConsistencyModel::kEssp;
+  } else if (name == "sparsessp") {
+    c.model = ConsistencyModel::kSparseSsp;
   } else {
     return InvalidArgument("unknown consistency model " + quoted + expected);
   }
@@ -69,6 +71,8 @@ std::string Consistency::ToString() const {
       return "ssp:" + std::to_string(staleness);
     case ConsistencyModel::kEssp:
       return "essp:" + std::to_string(staleness);
+    case ConsistencyModel::kSparseSsp:
+      return "sparsessp:" + std::to_string(staleness);
     case ConsistencyModel::kAsp:
       return "asp";
     case ConsistencyModel::kHogwild:
@@ -84,6 +88,7 @@ std::uint64_t Consistency::RequiredClock(std::uint64_t clock) const {
       return clock;
     case ConsistencyModel::kSsp:
     case ConsistencyModel::kEssp:
+    case ConsistencyModel::kSparseSsp:
       return clock >= static_cast<std::uint64_t>(staleness) ? clock - staleness : 0;
     case ConsistencyModel::kAsp:
     case ConsistencyModel::kHogwild:
@@ -355,6 +360,9 @@ struct ParameterServer::Shard {
     std::vector<std::uint8_t> dirty;  // dense: per key - range.begin
     std::vector<Key> dirty_keys;      // dense and sparse, each once
     std::unordered_set<Key> dirty_sparse;
+    // sparsessp: the keys each worker has pushed in this run.
+    std::vector<std::vector<std::uint8_t>> written;  // dense: [worker][key - range.begin]
+    std::vector<std::unordered_set<Key>> written_sparse;
   };
 
   ParameterServer* ps = nullptr;
@@ -492,6 +500,41 @@ struct ParameterServer::Shard {
     }
   }
 
+  // sparsessp: worker w has pushed these keys.
+  static void MarkWritten(Table& t, int w, const Key* keys, Key first, std::size_t count) {
+    for (std::size_t i = 0; i < count; ++i) {
+      const Key k = keys ? keys[i] : first + i;
+      if (t.spec->storage == TableStorage::kSparse) {
+        t.written_sparse[w].insert(k);
+      } else {
+        auto& bits = t.written[w];
+        if (bits.empty()) bits.assign(t.range.size(), 0);
+        bits[k - t.range.begin] = 1;
+      }
+    }
+  }
+
+  // Whether `pull` may be answered now: its table has completed the clock it needs, or under
+  // sparsessp no worker still short of that clock has pushed any of its keys.
+  bool Servable(const msg::PsPull& pull) const {
+    const Table& t = tables[pull.table];
+    if (pull.clock <= t.completed) return true;
+    if (t.spec->consistency.model != ConsistencyModel::kSparseSsp) return false;
+    const std::size_t count = pull.count();
+    for (int v = 0; v < ps->workers_; ++v) {
+      if (worker_clock[v] >= pull.clock) continue;  // not behind: its pushes are in
+      const bool sparse = t.spec->storage == TableStorage::kSparse;
+      if (sparse ? t.written_sparse[v].empty() : t.written[v].empty()) continue;
+      for (std::size_t i = 0; i < count; ++i) {
+        const Key k = pull.key(i);
+        if (sparse ? t.written_sparse[v].count(k) > 0 : t.written[v][k - t.range.begin] != 0) {
+          return false;
+        }
+      }
+    }
+    return true;
+  }
+
   void HandlePush(Rank from, const msg::PsPush& m) {
     Table& t = tables[m.table];
     const int w = from - ps->WorkerRank(0);
@@ -499,6 +542,9 @@ struct ParameterServer::Shard {
     const bool explicit_keys = !m.keys.empty();
     const std::size_t count = explicit_keys ? m.keys.size() : m.range.size();
     const Key* keys = explicit_keys ? m.keys.data() : nullptr;
+    if (t.spec->consistency.model == ConsistencyModel::kSparseSsp) {
+      MarkWritten(t, w, keys, m.range.begin, count);
+    }
     if (t.per_clock) {
       // sbp: a backup worker's push for a clock already completed is folded into the clock
       // still open (it is not lost, and no completed clock changes).
@@ -646,7 +692,7 @@ struct ParameterServer::Shard {
     clock = std::max(clock, min_clock);
     std::vector<std::pair<Rank, msg::PsPull>> still;
     for (auto& [from, pull] : waiting) {
-      if (pull.clock <= tables[pull.table].completed) {
+      if (Servable(pull)) {
         Reply(from, pull);
       } else {
         still.emplace_back(from, std::move(pull));
@@ -752,7 +798,7 @@ struct ParameterServer::Shard {
       if (const auto* push = m.get<msg::PsPush>()) {
         HandlePush(m.from, *push);
       } else if (auto* pull = m.get<msg::PsPull>()) {
-        if (pull->clock <= tables[pull->table].completed) {
+        if (Servable(*pull)) {
           Reply(m.from, *pull);
         } else {
           waiting.emplace_back(m.from, std::move(*pull));
@@ -852,6 +898,10 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
         t.subscribed_count.assign(workers, 0);
         t.subscribed_sparse.resize(workers);
         if (spec.storage == TableStorage::kDense) t.dirty.assign(t.range.size(), 0);
+      }
+      if (spec.consistency.model == ConsistencyModel::kSparseSsp) {
+        t.written.resize(workers);
+        t.written_sparse.resize(workers);
       }
       shard->tables.push_back(std::move(t));
     }

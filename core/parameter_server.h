@@ -15,9 +15,12 @@
 //   essp:S   the same bound, and whenever their clock advances shards push a worker the keys
 //            it has read that changed since the last such refresh (the refresh's clock vouches
 //            for the others), so reads are usually served without a request
+//   sparsessp:S  the same bound, except that a read whose keys no worker behind the bound has
+//            pushed so far is served at once (FlexPS's sparse SSP: a worker whose keys are
+//            disjoint from the slowest's keeps going; it assumes a worker's keys recur)
 //   asp      is served at once with whatever the shard has
 //   hogwild  reads and writes shared memory with no coordination (see TableSpec)
-// bsp, ssp and essp keep a per-worker cache; a read is served from it when the cached copy is
+// bsp, ssp, essp and sparsessp keep a per-worker cache; a read is served from it when the cached copy is
 // fresh enough. Reads never include the worker's own pushes unless they went through a shard
 // (a pull flushes the worker's pushes first, so a request is always answered after them).
 #pragma once
@@ -42,20 +45,22 @@
 
 namespace tessera {
 
-enum class ConsistencyModel { kBsp, kSsp, kEssp, kAsp, kHogwild, kSbp };
+enum class ConsistencyModel { kBsp, kSsp, kEssp, kAsp, kHogwild, kSbp, kSparseSsp };
 
 struct Consistency {
   ConsistencyModel model = ConsistencyModel::kBsp;
-  int staleness = 0;  // S of ssp:S and essp:S; 0 otherwise
+  int staleness = 0;  // S of ssp:S, essp:S and sparsessp:S; 0 otherwise
   int backups = 0;    // B of sbp:B: a clock completes without the B slowest workers
-  // Accepts "bsp", "sbp:B", "ssp:S", "essp:S", "asp", "hogwild" (S >= 0; ssp:0 is bsp).
+  // Accepts "bsp", "sbp:B", "ssp:S", "essp:S", "sparsessp:S", "asp", "hogwild" (S >= 0;
+  // ssp:0 is bsp).
   static StatusOr<Consistency> Parse(std::string_view text);
   std::string ToString() const;
   // Lowest shard clock that may serve a read made at worker clock `clock` (0: any).
   std::uint64_t RequiredClock(std::uint64_t clock) const;
   bool cached() const {
     return model == ConsistencyModel::kBsp || model == ConsistencyModel::kSbp ||
-           model == ConsistencyModel::kSsp || model == ConsistencyModel::kEssp;
+           model == ConsistencyModel::kSsp || model == ConsistencyModel::kEssp ||
+           model == ConsistencyModel::kSparseSsp;
   }
 };
 

@@ -94,7 +94,7 @@ Status LassoOptions::Validate() const {
   if (dp_method == "block") {
     const ConsistencyModel m = data_parallel.consistency.model;
     if (m == ConsistencyModel::kHogwild || m == ConsistencyModel::kSbp) {
-      return InvalidArgument("--dp-method block needs consistency bsp, ssp:S, essp:S or asp, not " +
+      return InvalidArgument("--dp-method block needs consistency bsp, ssp:S, essp:S, sparsessp:S or asp, not " +
                              data_parallel.consistency.ToString());
     }
     if (data_parallel.batch_size != 0) {

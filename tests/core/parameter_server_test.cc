@@ -446,7 +446,9 @@ INSTANTIATE_TEST_SUITE_P(Models, StalenessTest,
                                            std::make_pair(std::string("ssp:0"), 0),
                                            std::make_pair(std::string("ssp:2"), 2),
                                            std::make_pair(std::string("essp:1"), 1),
-                                           std::make_pair(std::string("essp:3"), 3)),
+                                           std::make_pair(std::string("essp:3"), 3),
+                                           // every read overlaps every worker's keys: as ssp
+                                           std::make_pair(std::string("sparsessp:2"), 2)),
                          [](const auto& info) { return TestName(info.param.first); });
 
 // sbp:1 with one of four workers held back: the other three complete clock after clock without
@@ -608,6 +610,65 @@ TEST(ParameterServerTest, SumPerClockStepsOncePerClockAndKnowsTheStaleness) {
   }
 }
 
+// sparsessp:1 (FlexPS's sparse SSP), 3 workers, worker 2 held back at clock 0 after pushing
+// keys 100..199: worker 0, which reads and pushes keys 0..99 only, runs 20 clocks past the bound;
+// worker 1, which reads key 150, stops at clock 2 (its read there needs worker 2's clock 0) until
+// worker 2 is let go. Under ssp:1 worker 0 stops at clock 2 as well. No push is lost.
+TEST(SparseSspTest, ADisjointWorkerPassesTheBoundAndAnOverlappingOneWaits) {
+  for (const char* model : {"sparsessp:1", "ssp:1"}) {
+    SCOPED_TRACE(model);
+    const bool sparse = std::string(model) == "sparsessp:1";
+    auto ps = StartOrDie({Table(200, 1, model)}, 2, 3);
+    std::atomic<bool> release{false};
+    std::atomic<std::uint64_t> clock0{0}, clock1{0};
+    std::atomic<std::uint64_t> clock1_when_0_done{0};
+    const int clocks = 20;
+    RunWorkers(*ps, [&](int w, PsClient& c) -> Status {
+      if (w == 2) {
+        std::vector<Key> keys;
+        for (Key k = 100; k < 200; ++k) keys.push_back(k);
+        TESSERA_RETURN_IF_ERROR(c.Push(0, keys, std::vector<double>(keys.size(), 1.0)));
+        TESSERA_RETURN_IF_ERROR(c.Flush());
+        // Held back until worker 0 is done (sparse) or long enough to see it wait (ssp).
+        for (int i = 0; i < 2000 && !release.load(); ++i) {
+          SleepFiber(std::chrono::microseconds(500));
+        }
+        for (int i = 0; i < clocks; ++i) TESSERA_RETURN_IF_ERROR(c.Clock());
+        return Status::Ok();
+      }
+      const std::vector<Key> read = w == 0 ? std::vector<Key>{0, 50, 99} : std::vector<Key>{150};
+      const std::vector<Key> own = {static_cast<Key>(w == 0 ? 7 : 150)};
+      for (int i = 0; i < clocks; ++i) {
+        TESSERA_RETURN_IF_ERROR(c.Pull(0, read).Get().status());
+        TESSERA_RETURN_IF_ERROR(c.Push(0, own, std::vector<double>{1.0}));
+        TESSERA_RETURN_IF_ERROR(c.Clock());
+        (w == 0 ? clock0 : clock1).store(c.clock());
+        if (w == 0 && !sparse && i == 1) {
+          // Under ssp worker 0's next read waits for worker 2: let it go after a while.
+          SleepFiber(std::chrono::milliseconds(20));
+          EXPECT_EQ(clock1.load(), 2u);
+          release = true;
+        }
+      }
+      if (w == 0) {
+        clock1_when_0_done = clock1.load();
+        release = true;
+      }
+      return Status::Ok();
+    });
+    if (sparse) {
+      EXPECT_EQ(clock1_when_0_done.load(), 2u) << "worker 1 overlaps worker 2's keys: it waits";
+    }
+    EXPECT_EQ(clock0.load(), static_cast<std::uint64_t>(clocks));
+    EXPECT_EQ(clock1.load(), static_cast<std::uint64_t>(clocks));
+    ps->Shutdown();
+    const Eigen::VectorXd end = ps->Snapshot(0);
+    EXPECT_EQ(end[7], clocks);
+    EXPECT_EQ(end[150], clocks + 1);
+    EXPECT_EQ(end.sum(), 100 + 2 * clocks);
+  }
+}
+
 // Read-my-writes: a read served from the cache includes the worker's own pushes when the table
 // asks for it (the LDA counts), and does not otherwise (the documented default).
 // Under essp the shards refresh a worker's cached rows whenever their clock advances, with
@@ -703,7 +764,8 @@ TEST_P(NoLostUpdateTest, EightWorkersMillionPushesExactSums) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, NoLostUpdateTest,
-                         ::testing::Values("bsp", "sbp:1", "ssp:3", "essp:3", "asp", "hogwild"),
+                         ::testing::Values("bsp", "sbp:1", "ssp:3", "essp:3", "sparsessp:3", "asp",
+                                           "hogwild"),
                          [](const auto& info) { return TestName(info.param); });
 
 // ---------------------------------------------------------------------------------------------
@@ -789,7 +851,8 @@ TEST_P(ConvergenceTest, SgdReachesTheLeastSquaresOptimum) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, ConvergenceTest,
-                         ::testing::Values("bsp", "sbp:1", "ssp:2", "essp:2", "asp", "hogwild"),
+                         ::testing::Values("bsp", "sbp:1", "ssp:2", "essp:2", "sparsessp:2", "asp",
+                                           "hogwild"),
                          [](const auto& info) { return TestName(info.param); });
 
 // Model averaging: workers update their own replicas; at the clock the table becomes the
