@@ -336,6 +336,14 @@ class ParameterServer {
  private:
   friend class PsClient;
   struct Shard;
+  // Hogwild: the values and optimizer state of `table` in shard `shard`'s memory from key
+  // `first` on (the only access to shard memory from a worker; in-process tables only).
+  struct SharedRows {
+    double* values;
+    double* state;
+    int state_per_element;
+  };
+  SharedRows HogwildRows(TableId table, int shard, Key first);
   // Ok when `from` is a shard, `at`'s keys lie in its table and `values` are one row per key.
   Status CheckValues(Rank from, const TableKeys& at, const Eigen::VectorXd& values) const;
   ParameterServer() = default;
