@@ -36,10 +36,11 @@ Status TableSpec::Validate(int servers, bool in_process) const {
                            "read_my_writes needs the 'add' updater, consistency bsp, ssp:S or "
                            "essp:S, and no model averaging");
   }
-  if (consistency.model == ConsistencyModel::kHogwild) {
+  if (consistency.policy().shared_memory()) {
     if (sum_per_clock) {
-      return InvalidArgument(t + "sum_per_clock needs shards to sum in; hogwild tables are "
-                                 "shared memory");
+      return InvalidArgument(t +
+                             "sum_per_clock needs shards to sum in; hogwild tables are "
+                             "shared memory");
     }
     if (model_averaging) {
       return InvalidArgument(t +
@@ -85,7 +86,7 @@ namespace {
 
 // Pushes of one clock summed per key, for tables whose updater runs once per clock (bsp).
 struct ClockSums {
-  std::uint64_t staleness = 0;  // the most of the pushes summed (msg::PsPush::staleness)
+  std::uint64_t staleness = 0;        // the most of the pushes summed (msg::PsPush::staleness)
   std::vector<double> dense;          // range.size() * dim, for dense tables
   std::vector<std::uint8_t> touched;  // per key of the range
   KeyIndex sparse_rows;               // sparse tables: key -> row of `sparse`
@@ -170,7 +171,7 @@ struct ParameterServer::Shard {
     // An empty range may name any first key (even one of another shard): nothing to apply,
     // and no offset to compute from it.
     if (count == 0) return;
-    if (t.spec->consistency.model == ConsistencyModel::kEssp) MarkDirty(t, keys, first, count);
+    if (t.spec->consistency.policy().refreshes()) MarkDirty(t, keys, first, count);
     const int dim = t.dim;
     const bool add = raw_add || t.spec->updater->is_add();  // inline, no call per key
     auto run = [&](Key k0, std::size_t n, double* value, double* state, const double* g) {
@@ -277,7 +278,7 @@ struct ParameterServer::Shard {
   bool Servable(const msg::PsPull& pull) const {
     const Table& t = tables[pull.table];
     if (pull.clock <= t.completed) return true;
-    if (t.spec->consistency.model != ConsistencyModel::kSparseSsp) return false;
+    if (!t.spec->consistency.policy().serves_disjoint_reads()) return false;
     const std::size_t count = pull.count();
     for (int v = 0; v < ps->workers_; ++v) {
       if (worker_clock[v] >= pull.clock) continue;  // not behind: its pushes are in
@@ -300,7 +301,7 @@ struct ParameterServer::Shard {
     const bool explicit_keys = !m.keys.empty();
     const std::size_t count = explicit_keys ? m.keys.size() : m.range.size();
     const Key* keys = explicit_keys ? m.keys.data() : nullptr;
-    if (t.spec->consistency.model == ConsistencyModel::kSparseSsp) {
+    if (t.spec->consistency.policy().serves_disjoint_reads()) {
       MarkWritten(t, w, keys, m.range.begin, count);
     }
     if (t.per_clock) {
@@ -366,7 +367,7 @@ struct ParameterServer::Shard {
     reply.clock = t.completed;
     if (from >= ps->WorkerRank(0)) reply.applied = pushes_from[from - ps->WorkerRank(0)];
     Read(t, m, reply.values);
-    if (t.spec->consistency.model == ConsistencyModel::kEssp && from >= ps->WorkerRank(0)) {
+    if (t.spec->consistency.policy().refreshes() && from >= ps->WorkerRank(0)) {
       Subscribe(t, from - ps->WorkerRank(0), m);  // not the driver's checkpoint pulls
     }
     reply.keys = std::move(m.keys);
@@ -418,16 +419,6 @@ struct ParameterServer::Shard {
     }
   }
 
-  // The clock table `t` has completed, given the workers' clocks: their minimum, or under
-  // sbp:B the (B+1)-th smallest.
-  std::uint64_t CompletedClock(const Table& t, std::uint64_t min_clock) const {
-    const Consistency& c = t.spec->consistency;
-    if (c.model != ConsistencyModel::kSbp || c.backups == 0) return min_clock;
-    std::vector<std::uint64_t> sorted = worker_clock;
-    std::nth_element(sorted.begin(), sorted.begin() + c.backups, sorted.end());
-    return sorted[static_cast<std::size_t>(c.backups)];
-  }
-
   void HandleClock(Rank from, const msg::PsClock& m) {
     const int w = from - ps->WorkerRank(0);
     worker_clock[w] = std::max(worker_clock[w], m.clock);
@@ -435,7 +426,8 @@ struct ParameterServer::Shard {
     const bool min_advanced = min_clock > clock;
     bool advanced = min_advanced;
     for (Table& t : tables) {
-      const std::uint64_t completed = std::max(t.completed, CompletedClock(t, min_clock));
+      const std::uint64_t completed =
+          std::max(t.completed, t.spec->consistency.policy().CompletedClock(worker_clock));
       if (completed == t.completed) continue;
       advanced = true;
       if (t.per_clock) {
@@ -458,7 +450,7 @@ struct ParameterServer::Shard {
     }
     waiting = std::move(still);
     for (TableId id = 0; min_advanced && id < tables.size(); ++id) {
-      if (tables[id].spec->consistency.model != ConsistencyModel::kEssp) continue;
+      if (!tables[id].spec->consistency.policy().refreshes()) continue;
       for (int v = 0; v < ps->workers_; ++v) Refresh(id, v);
       ClearDirty(tables[id]);
     }
@@ -604,11 +596,7 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
   }
   for (const auto& spec : tables) {
     TESSERA_RETURN_IF_ERROR(spec.Validate(servers, transport->in_process()));
-    if (spec.consistency.model == ConsistencyModel::kSbp && spec.consistency.backups >= workers) {
-      return InvalidArgument("table '" + spec.name + "': " + spec.consistency.ToString() +
-                             " needs fewer backup workers than the " + std::to_string(workers) +
-                             " workers");
-    }
+    TESSERA_RETURN_IF_ERROR(spec.consistency.policy().Check(spec, workers));
   }
   KeepMessageBuffersInHeap();
   std::unique_ptr<ParameterServer> ps(new ParameterServer());
@@ -640,9 +628,7 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
       // and averaged models are averaged over the same starting point.
       // Under sbp every updater's pushes are summed per clock, so that a read never sees part
       // of a clock and a backup's late push can be folded into the open one.
-      t.per_clock = (spec.consistency.model == ConsistencyModel::kBsp &&
-                     (!spec.updater->is_add() || spec.model_averaging)) ||
-                    spec.consistency.model == ConsistencyModel::kSbp || spec.sum_per_clock;
+      t.per_clock = spec.consistency.policy().SumsPerClock(spec) || spec.sum_per_clock;
       if (spec.storage == TableStorage::kDense && here) {
         t.values.assign(t.range.size() * t.dim, spec.initial);
         if (spec.initial_values.size() != 0) {
@@ -651,13 +637,13 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
         }
         t.state.assign(t.range.size() * t.dim * t.spe, 0.0);
       }
-      if (spec.consistency.model == ConsistencyModel::kEssp) {
+      if (spec.consistency.policy().refreshes()) {
         t.subscribed.resize(workers);
         t.subscribed_count.assign(workers, 0);
         t.subscribed_sparse.resize(workers);
         if (spec.storage == TableStorage::kDense) t.dirty.assign(t.range.size(), 0);
       }
-      if (spec.consistency.model == ConsistencyModel::kSparseSsp) {
+      if (spec.consistency.policy().serves_disjoint_reads()) {
         t.written.resize(workers);
         t.written_sparse.resize(workers);
       }

@@ -20,9 +20,9 @@
 //            disjoint from the slowest's keeps going; it assumes a worker's keys recur)
 //   asp      is served at once with whatever the shard has
 //   hogwild  reads and writes shared memory with no coordination (see TableSpec)
-// bsp, ssp, essp and sparsessp keep a per-worker cache; a read is served from it when the cached copy is
-// fresh enough. Reads never include the worker's own pushes unless they went through a shard
-// (a pull flushes the worker's pushes first, so a request is always answered after them).
+// bsp, ssp, essp and sparsessp keep a per-worker cache; a read is served from it when the cached
+// copy is fresh enough. Reads never include the worker's own pushes unless they went through a
+// shard (a pull flushes the worker's pushes first, so a request is always answered after them).
 #pragma once
 
 #include <Eigen/Core>
@@ -32,6 +32,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -45,24 +46,69 @@
 
 namespace tessera {
 
-enum class ConsistencyModel { kBsp, kSsp, kEssp, kAsp, kHogwild, kSbp, kSparseSsp };
+// kCustom: a model registered with RegisterConsistency.
+enum class ConsistencyModel { kBsp, kSsp, kEssp, kAsp, kHogwild, kSbp, kSparseSsp, kCustom };
+
+struct TableSpec;
+
+// What a consistency model decides, asked by the shards and the workers' clients. Each model is
+// one class (ps_consistency.cc); a new one is a subclass and a RegisterConsistency call. The
+// defaults are ssp's.
+class ConsistencyPolicy {
+ public:
+  virtual ~ConsistencyPolicy() = default;
+  // As parsed, e.g. "ssp:2".
+  virtual std::string name() const = 0;
+  // Lowest shard clock that may serve a read made at worker clock `clock` (0: any).
+  virtual std::uint64_t RequiredClock(std::uint64_t clock) const = 0;
+  // Whether a worker keeps the rows it read and serves a read from them when they were served
+  // at a clock >= RequiredClock.
+  virtual bool cached() const { return true; }
+  // Whether a shard sums each clock's pushes and runs `spec`'s updater once on the sum when
+  // the clock completes (else on each push as it arrives; TableSpec::sum_per_clock forces it).
+  virtual bool SumsPerClock(const TableSpec& spec) const {
+    (void)spec;
+    return false;
+  }
+  // The clock a table has completed (every push of earlier clocks applied) given every
+  // worker's clock: by default the slowest worker's.
+  virtual std::uint64_t CompletedClock(std::span<const std::uint64_t> worker_clocks) const;
+  // Whether, when their clock advances, shards push each worker the keys it has read that
+  // changed since the last such refresh (ESSP).
+  virtual bool refreshes() const { return false; }
+  // Whether a read that needs a clock the table has not completed is served at once when no
+  // worker short of that clock has pushed any of its keys (sparse SSP).
+  virtual bool serves_disjoint_reads() const { return false; }
+  // Tables in shared memory that workers update themselves, in-process only (hogwild).
+  virtual bool shared_memory() const { return false; }
+  // Refuses a table this model cannot run with `workers` workers (e.g. sbp:B with B >= workers).
+  virtual Status Check(const TableSpec& spec, int workers) const;
+};
 
 struct Consistency {
   ConsistencyModel model = ConsistencyModel::kBsp;
-  int staleness = 0;  // S of ssp:S, essp:S and sparsessp:S; 0 otherwise
+  int staleness = 0;  // S of ssp:S, essp:S and sparsessp:S (a custom model's N); 0 otherwise
   int backups = 0;    // B of sbp:B: a clock completes without the B slowest workers
   // Accepts "bsp", "sbp:B", "ssp:S", "essp:S", "sparsessp:S", "asp", "hogwild" (S >= 0;
-  // ssp:0 is bsp).
+  // ssp:0 is bsp) and the registered models.
   static StatusOr<Consistency> Parse(std::string_view text);
-  std::string ToString() const;
+  std::string ToString() const { return policy().name(); }
+  // The model's behaviour (a default-constructed Consistency is bsp; any other comes from Parse).
+  const ConsistencyPolicy& policy() const;
   // Lowest shard clock that may serve a read made at worker clock `clock` (0: any).
-  std::uint64_t RequiredClock(std::uint64_t clock) const;
-  bool cached() const {
-    return model == ConsistencyModel::kBsp || model == ConsistencyModel::kSbp ||
-           model == ConsistencyModel::kSsp || model == ConsistencyModel::kEssp ||
-           model == ConsistencyModel::kSparseSsp;
-  }
+  std::uint64_t RequiredClock(std::uint64_t clock) const { return policy().RequiredClock(clock); }
+  bool cached() const { return policy().cached(); }
+
+  std::shared_ptr<const ConsistencyPolicy> impl;  // set by Parse; null: bsp
 };
+
+// A model's policy for "NAME" (parameter absent) or "NAME:N" (0 <= N <= 1000000), or why not.
+using ConsistencyFactory =
+    std::function<StatusOr<std::shared_ptr<const ConsistencyPolicy>>(std::optional<int> parameter)>;
+// Makes `name` a consistency model for Consistency::Parse (and so for --consistency).
+// `parameter` names its N for error messages ("a staleness bound"), empty when it takes none.
+// False when the name is taken.
+bool RegisterConsistency(std::string name, std::string parameter, ConsistencyFactory make);
 
 // A server-side update function: how a shard folds pushed values into a table.
 //
@@ -86,8 +132,8 @@ class Updater {
   // computed from may have been (the most stale read of the table by the pushing worker in
   // that clock; under sum_per_clock and bsp, the most over the workers whose pushes `grad`
   // sums). A delay-adaptive step overrides this (e.g. divides its step by 1 + staleness).
-  virtual void StaleUpdate(Key first, std::size_t count, int dim, double* value,
-                           const double* grad, double* state, std::uint64_t staleness) const {
+  virtual void StaleUpdate(Key first, std::size_t count, int dim, double* value, const double* grad,
+                           double* state, std::uint64_t staleness) const {
     (void)staleness;
     Update(first, count, dim, value, grad, state);
   }
@@ -157,9 +203,9 @@ using TableId = std::uint32_t;  // index into the specs given to ParameterServer
 inline constexpr std::size_t kStalenessBuckets = 17;
 
 struct PsClientStats {
-  std::uint64_t pull_requests = 0;    // kPsPull messages sent
-  std::uint64_t cache_hits = 0;       // keys served from the cache without a request
-  std::uint64_t eager_refreshes = 0;  // ESSP refresh messages received
+  std::uint64_t pull_requests = 0;     // kPsPull messages sent
+  std::uint64_t cache_hits = 0;        // keys served from the cache without a request
+  std::uint64_t eager_refreshes = 0;   // ESSP refresh messages received
   std::uint64_t refreshed_values = 0;  // values they carried
   std::uint64_t push_messages = 0;
   std::uint64_t pushed_values = 0;

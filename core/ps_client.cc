@@ -1,8 +1,6 @@
 // A worker's side of the parameter server: pulls (with the cache, ESSP refreshes, read my
 // writes and model averaging), buffered pushes with flow control, clocks, and hogwild's
 // shared-memory access (parameter_server.h).
-#include "tessera/core/parameter_server.h"
-
 #include <algorithm>
 #include <atomic>
 #include <charconv>
@@ -13,6 +11,7 @@
 
 #include "tessera/core/fiber_pool.h"
 #include "tessera/core/key_index.h"
+#include "tessera/core/parameter_server.h"
 
 namespace tessera {
 
@@ -345,7 +344,7 @@ Status PsClient::Push(TableId table, std::span<const Key> keys, std::span<const 
   if (replicas_[table]) return PushToReplica(table, keys, values);
   const int dim = spec.dim;
   stats_.pushed_values += values.size();
-  const bool hogwild = spec.consistency.model == ConsistencyModel::kHogwild;
+  const bool hogwild = spec.consistency.policy().shared_memory();
   const auto& ranges = ps_->ranges_[table];
   std::size_t i = 0;
   while (i < keys.size()) {
@@ -401,7 +400,7 @@ Status PsClient::PushRange(TableId table, KeyRange range, std::span<const double
   }
   const int dim = spec.dim;
   stats_.pushed_values += values.size();
-  const bool hogwild = spec.consistency.model == ConsistencyModel::kHogwild;
+  const bool hogwild = spec.consistency.policy().shared_memory();
   const auto& ranges = ps_->ranges_[table];
   for (int s = 0; s < ps_->servers_; ++s) {
     const Key b = std::max(range.begin, ranges[s].begin);
@@ -462,7 +461,7 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
   stats_.pulled_values += count * dim;
   auto key_at = [&](std::size_t i) { return range ? range->begin + i : keys[i]; };
 
-  if (spec.consistency.model == ConsistencyModel::kHogwild) {
+  if (spec.consistency.policy().shared_memory()) {
     for (std::size_t i = 0; i < count; ++i) {
       auto shard = ps_->ShardOf(table, key_at(i));
       if (!shard.ok()) {
@@ -478,7 +477,7 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
   }
 
   Cache* cache = caches_[table].get();
-  const bool eager = spec.consistency.model == ConsistencyModel::kEssp;
+  const bool eager = spec.consistency.policy().refreshes();
   st.required = exact_reads_ ? clock_ : spec.consistency.RequiredClock(clock_);
   st.counted = !exact_reads_;
   st.reader_clock = clock_;

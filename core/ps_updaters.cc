@@ -1,8 +1,8 @@
 // The built-in server-side update functions and the user's (parameter_server.h).
-#include "tessera/core/parameter_server.h"
-
 #include <cmath>
 #include <string>
+
+#include "tessera/core/parameter_server.h"
 
 namespace tessera {
 
@@ -77,23 +77,7 @@ class AdamUpdaterImpl final : public Updater {
   double lr_, b1_, b2_, eps_;
 };
 
-class FunctionUpdaterImpl final : public Updater {
- public:
-  FunctionUpdaterImpl(std::string name, int spe, UpdateFunction fn)
-      : name_(std::move(name)), spe_(spe), fn_(std::move(fn)) {}
-  std::string name() const override { return name_; }
-  int state_per_element() const override { return spe_; }
-  void Update(Key first, std::size_t count, int dim, double* value, const double* grad,
-              double* state) const override {
-    fn_(first, count, dim, value, grad, state);
-  }
-
- private:
-  std::string name_;
-  int spe_;
-  UpdateFunction fn_;
-};
-
+// A user's update function (FunctionUpdater ignores the staleness).
 class StalenessAwareUpdaterImpl final : public Updater {
  public:
   StalenessAwareUpdaterImpl(std::string name, int spe, StaleUpdateFunction fn)
@@ -126,8 +110,12 @@ UpdaterPtr AdamUpdater(double lr, double b1, double b2, double eps) {
   return std::make_shared<AdamUpdaterImpl>(lr, b1, b2, eps);
 }
 UpdaterPtr FunctionUpdater(std::string name, int state_per_element, UpdateFunction fn) {
-  TESSERA_CHECK(state_per_element >= 0 && fn);
-  return std::make_shared<FunctionUpdaterImpl>(std::move(name), state_per_element, std::move(fn));
+  TESSERA_CHECK(fn);
+  return StalenessAwareUpdater(
+      std::move(name), state_per_element,
+      [fn = std::move(fn)](Key first, std::size_t count, int dim, double* value, const double* grad,
+                           double* state,
+                           std::uint64_t) { fn(first, count, dim, value, grad, state); });
 }
 UpdaterPtr StalenessAwareUpdater(std::string name, int state_per_element, StaleUpdateFunction fn) {
   TESSERA_CHECK(state_per_element >= 0 && fn);

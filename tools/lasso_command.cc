@@ -5,8 +5,8 @@
 #include <string>
 
 #include "tessera/algorithms/lasso/lasso.h"
-#include "tessera/algorithms/lasso/lasso_dp.h"
 #include "tessera/algorithms/lasso/lasso_cv.h"
+#include "tessera/algorithms/lasso/lasso_dp.h"
 #include "tessera/algorithms/lasso/lasso_model.h"
 #include "tessera/core/dataset.h"
 #include "tessera/core/fiber_pool.h"
@@ -152,7 +152,7 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
   cmd.add_option("--dp-method", f.opts.dp_method,
                  "block (delayed block proximal gradient, one block of features per clock), "
                  "gradient (full proximal gradient steps; FISTA under bsp) or auto (block under "
-                 "ssp, essp and asp without mini-batches)")
+                 "ssp, essp, sparsessp and asp without mini-batches)")
       ->capture_default_str()
       ->group(g);
   cmd.add_option("--feature-blocks", f.opts.feature_blocks,
@@ -295,8 +295,7 @@ int FitLasso(LassoFlags& f, const CommonFlags& c, Cluster& cluster) {
           "  data-parallel: %d servers, %d workers on %d threads, consistency %s, update "
           "frequency %s, partition %s, %s; setup %.3f s\n",
           dp.servers, dp.workers, FiberPool::Global().threads(), dp.consistency.ToString().c_str(),
-          UsesBlockMethod(f.opts) ? "batch (one block per clock)"
-                                  : dp.frequency.ToString().c_str(),
+          UsesBlockMethod(f.opts) ? "batch (one block per clock)" : dp.frequency.ToString().c_str(),
           ToString(dp.partition).c_str(), s.DataParallelMethod().c_str(), setup_seconds);
     } else {
       std::printf(

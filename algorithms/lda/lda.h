@@ -77,7 +77,7 @@ struct LdaOptions {
   // sweep or two old and need several times the sweeps).
   static DataParallelOptions DataParallelDefaults() {
     DataParallelOptions o;
-    o.consistency = {ConsistencyModel::kSsp, 1};
+    o.consistency = *Consistency::Parse("ssp:1");
     o.frequency.kind = UpdateFrequency::Kind::kBatch;
     o.batch_size = 200;
     return o;

@@ -482,7 +482,7 @@ TEST(LdaTest, RejectsBadOptions) {
   o.data_parallel.partition = PartitionScheme::kOverlapReshuffle;
   EXPECT_THAT(TrainLda(c, o).status().message(), HasSubstr("overlap_reshuffle"));
   o.data_parallel.partition = PartitionScheme::kDisjointContiguous;
-  o.data_parallel.consistency = {ConsistencyModel::kHogwild, 0};
+  o.data_parallel.consistency = *Consistency::Parse("hogwild");
   EXPECT_THAT(TrainLda(c, o).status().message(), HasSubstr("hogwild"));
   Corpus empty;
   empty.vocab = {"a"};

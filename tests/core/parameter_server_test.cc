@@ -569,14 +569,14 @@ TEST(ParameterServerTest, SumPerClockStepsOncePerClockAndKnowsTheStaleness) {
       std::uint64_t staleness;
     };
     auto calls = std::make_shared<std::vector<Call>>();  // written by the one shard's fiber
-    TableSpec t = Table(1, 1, model,
-                        StalenessAwareUpdater("record", 0,
-                                              [calls](Key, std::size_t, int, double* value,
-                                                      const double* grad, double*,
-                                                      std::uint64_t staleness) {
-                                                calls->push_back({grad[0], staleness});
-                                                value[0] += grad[0];
-                                              }));
+    TableSpec t =
+        Table(1, 1, model,
+              StalenessAwareUpdater("record", 0,
+                                    [calls](Key, std::size_t, int, double* value,
+                                            const double* grad, double*, std::uint64_t staleness) {
+                                      calls->push_back({grad[0], staleness});
+                                      value[0] += grad[0];
+                                    }));
     t.sum_per_clock = true;
     const int workers = 2, clocks = 40;
     auto ps = StartOrDie({t}, 1, workers);
@@ -608,6 +608,65 @@ TEST(ParameterServerTest, SumPerClockStepsOncePerClockAndKnowsTheStaleness) {
       EXPECT_LE(most, 2u);
     }
   }
+}
+
+// A user's consistency model is one ConsistencyPolicy and a RegisterConsistency call: here
+// "everyk:K", reads that catch up with every worker only at clocks that are multiples of K (a
+// read at clock c needs shard clock c - c mod K). It parses, names itself, is listed in the
+// error for an unknown model, and the shards and clients follow it: no read misses a push the
+// rule promises, some are stale, no push is lost.
+class EveryK final : public ConsistencyPolicy {
+ public:
+  explicit EveryK(int k) : k_(k) {}
+  std::string name() const override { return "everyk:" + std::to_string(k_); }
+  std::uint64_t RequiredClock(std::uint64_t clock) const override { return clock - clock % k_; }
+
+ private:
+  std::uint64_t k_;
+};
+
+TEST(ConsistencyRegistryTest, AUsersModelIsOneClassAndARegistration) {
+  const auto make = [](std::optional<int> k) -> StatusOr<std::shared_ptr<const ConsistencyPolicy>> {
+    if (*k < 1) return InvalidArgument("everyk:K needs K >= 1");
+    return std::shared_ptr<const ConsistencyPolicy>(std::make_shared<EveryK>(*k));
+  };
+  RegisterConsistency("everyk", "a period K", make);  // false when another test registered it
+  EXPECT_FALSE(RegisterConsistency("ssp", "a staleness bound S", make)) << "taken";
+  auto c = Consistency::Parse("everyk:3");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->model, ConsistencyModel::kCustom);
+  EXPECT_EQ(c->ToString(), "everyk:3");
+  EXPECT_EQ(c->RequiredClock(7), 6u);
+  EXPECT_THAT(Consistency::Parse("everyk:0").status().message(), HasSubstr("K >= 1"));
+  EXPECT_THAT(Consistency::Parse("everyk").status().message(), HasSubstr("needs a period"));
+  EXPECT_THAT(Consistency::Parse("nope").status().message(), HasSubstr("everyk:K"));
+
+  const int workers = 3, clocks = 60;
+  TableSpec t = Table(workers, 1, "bsp");
+  t.consistency = *c;
+  auto ps = StartOrDie({t}, 2, workers);
+  std::atomic<int> violations{0}, stale{0};
+  RunWorkers(*ps, [&](int w, PsClient& client) -> Status {
+    std::vector<Key> all(workers);
+    for (int k = 0; k < workers; ++k) all[k] = k;
+    const std::vector<Key> mine = {static_cast<Key>(w)};
+    for (int i = 0; i < clocks; ++i) {
+      TESSERA_RETURN_IF_ERROR(client.Push(0, mine, std::vector<double>{1.0}));
+      TESSERA_RETURN_IF_ERROR(client.Clock());
+      if (w == 0) SleepFiber(std::chrono::microseconds(200));
+      TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd v, client.Pull(0, all).Get());
+      const std::uint64_t now = client.clock(), promised = now - now % 3;
+      for (int k = 0; k < workers; ++k) {
+        if (static_cast<std::uint64_t>(v[k]) < promised) ++violations;
+        if (static_cast<std::uint64_t>(v[k]) < now) ++stale;
+      }
+    }
+    return Status::Ok();
+  });
+  EXPECT_EQ(violations.load(), 0);
+  EXPECT_GT(stale.load(), 0);
+  ps->Shutdown();
+  for (int k = 0; k < workers; ++k) EXPECT_EQ(ps->Snapshot(0)[k], clocks);
 }
 
 // sparsessp:1 (FlexPS's sparse SSP), 3 workers, worker 2 held back at clock 0 after pushing
