@@ -681,17 +681,26 @@ TEST(SparseSspTest, ADisjointWorkerPassesTheBoundAndAnOverlappingOneWaits) {
     std::atomic<bool> release{false};
     std::atomic<std::uint64_t> clock0{0}, clock1{0};
     std::atomic<std::uint64_t> clock1_when_0_done{0};
+    std::atomic<bool> w2_went_on{false}, w2_held_when_0_done{false};
     const int clocks = 20;
+    // Worker 1 gets to clock 2 (however slow the build), where it is held.
+    auto reaches_2 = [&clock1] {
+      for (int i = 0; i < 10000 && clock1.load() < 2; ++i) {
+        SleepFiber(std::chrono::microseconds(500));
+      }
+      return clock1.load() >= 2;
+    };
     RunWorkers(*ps, [&](int w, PsClient& c) -> Status {
       if (w == 2) {
         std::vector<Key> keys;
         for (Key k = 100; k < 200; ++k) keys.push_back(k);
         TESSERA_RETURN_IF_ERROR(c.Push(0, keys, std::vector<double>(keys.size(), 1.0)));
         TESSERA_RETURN_IF_ERROR(c.Flush());
-        // Held back until worker 0 is done (sparse) or long enough to see it wait (ssp).
-        for (int i = 0; i < 2000 && !release.load(); ++i) {
+        // Held back until worker 0 is done (sparse) or has seen worker 1 wait (ssp).
+        for (int i = 0; i < 20000 && !release.load(); ++i) {
           SleepFiber(std::chrono::microseconds(500));
         }
+        w2_went_on = true;
         for (int i = 0; i < clocks; ++i) TESSERA_RETURN_IF_ERROR(c.Clock());
         return Status::Ok();
       }
@@ -703,19 +712,26 @@ TEST(SparseSspTest, ADisjointWorkerPassesTheBoundAndAnOverlappingOneWaits) {
         TESSERA_RETURN_IF_ERROR(c.Clock());
         (w == 0 ? clock0 : clock1).store(c.clock());
         if (w == 0 && !sparse && i == 1) {
-          // Under ssp worker 0's next read waits for worker 2: let it go after a while.
+          // Under ssp worker 0's next read waits for worker 2: let it go once worker 1 has
+          // been held at clock 2 for a while.
+          EXPECT_TRUE(reaches_2());
           SleepFiber(std::chrono::milliseconds(20));
           EXPECT_EQ(clock1.load(), 2u);
           release = true;
         }
       }
       if (w == 0) {
+        EXPECT_TRUE(reaches_2());
+        SleepFiber(std::chrono::milliseconds(20));
         clock1_when_0_done = clock1.load();
+        w2_held_when_0_done = !w2_went_on.load();
         release = true;
       }
       return Status::Ok();
     });
     if (sparse) {
+      EXPECT_TRUE(w2_held_when_0_done.load())
+          << "worker 0 passed the bound while worker 2 was held";
       EXPECT_EQ(clock1_when_0_done.load(), 2u) << "worker 1 overlaps worker 2's keys: it waits";
     }
     EXPECT_EQ(clock0.load(), static_cast<std::uint64_t>(clocks));
