@@ -47,7 +47,7 @@ UpdaterPtr ProximalUpdater(double lambda, double step, std::shared_ptr<const Eig
 // can move its gradient: ρ(B, B') = ‖M_B^{-1/2} X̃_BᵀX̃_B' M_B'^{-1/2}‖/n, at most 1.
 struct BlockSteps {
   Eigen::VectorXd step;
-  std::vector<std::uint32_t> block_of;       // per feature
+  std::vector<std::uint32_t> block_of;        // per feature
   std::vector<std::vector<double>> coupling;  // [block][k - 1]: ρ with the block k clocks back
   // The factor of a step of block b computed from values that missed the last τ clocks' steps:
   // the delayed block proximal gradient's step condition (Li, Andersen, Smola, Yu, NIPS 2014)
@@ -68,22 +68,22 @@ struct BlockSteps {
 // and the clock's summed gradient.
 UpdaterPtr BlockProximalUpdater(double lambda, std::shared_ptr<const BlockSteps> steps,
                                 std::shared_ptr<const Eigen::VectorXd> pf) {
-  return StalenessAwareUpdater(
-      "lasso_block_proximal", 0,
-      [=](Key first, std::size_t count, int, double* value, const double* grad, double*,
-          std::uint64_t staleness) {
-        std::size_t block = steps->block_of.size();  // none yet
-        double shrink = 1;
-        for (std::size_t i = 0; i < count; ++i) {
-          const auto j = static_cast<Eigen::Index>(first + i);
-          if (steps->block_of[j] != block) {
-            block = steps->block_of[j];
-            shrink = steps->Shrink(block, staleness);
-          }
-          const double g = steps->step[j] * shrink;
-          value[i] = SoftThreshold(value[i] - g * grad[i], g * lambda * (*pf)[j]);
-        }
-      });
+  return StalenessAwareUpdater("lasso_block_proximal", 0,
+                               [=](Key first, std::size_t count, int, double* value,
+                                   const double* grad, double*, std::uint64_t staleness) {
+                                 std::size_t block = steps->block_of.size();  // none yet
+                                 double shrink = 1;
+                                 for (std::size_t i = 0; i < count; ++i) {
+                                   const auto j = static_cast<Eigen::Index>(first + i);
+                                   if (steps->block_of[j] != block) {
+                                     block = steps->block_of[j];
+                                     shrink = steps->Shrink(block, staleness);
+                                   }
+                                   const double g = steps->step[j] * shrink;
+                                   value[i] =
+                                       SoftThreshold(value[i] - g * grad[i], g * lambda * (*pf)[j]);
+                                 }
+                               });
 }
 
 // Auto block count: about this many nonzeros per block (a clock's work per worker stays well
@@ -331,10 +331,7 @@ class DataParallelLasso::App final : public DataParallelApp {
     }
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd b,
                              ctx.client->PullRange(kBeta, {0, static_cast<Key>(p_)}).Get());
-    Eigen::VectorXd r = sh.x * b;
-    r.array() -= mu_.dot(b);
-    r -= sh.y;
-    t[0] = r.squaredNorm() / ctx.replication;
+    t[0] = Residual(sh, b).squaredNorm() / ctx.replication;
     if (ctx.worker == 0) {
       for (Eigen::Index j = 0; j < p_; ++j) t[1] += (*pf_)[j] * std::abs(b[j]);
     }
@@ -400,7 +397,8 @@ class DataParallelLasso::App final : public DataParallelApp {
         const auto j = static_cast<Eigen::Index>(k);
         const double d = v[static_cast<Eigen::Index>(k - want[i].begin)] - sh.b[j];
         if (d == 0) continue;
-        for (SparseColMatrix::InnerIterator it(sh.x, j); it; ++it) sh.r[it.index()] += d * it.value();
+        for (SparseColMatrix::InnerIterator it(sh.x, j); it; ++it)
+          sh.r[it.index()] += d * it.value();
         shift += mu_[j] * d;
         sh.b[j] += d;
       }
@@ -416,15 +414,7 @@ class DataParallelLasso::App final : public DataParallelApp {
     const std::uint64_t c = ctx.client->clock();
     TESSERA_RETURN_IF_ERROR(CatchUp(ctx, sh, c));
     const KeyRange& block = blocks_[c % blocks_.size()];
-    const double rsum = sh.r.sum();
-    const double scale = 1.0 / (static_cast<double>(n_) * ctx.replication);
-    Eigen::VectorXd g(static_cast<Eigen::Index>(block.size()));
-    for (Key k = block.begin; k < block.end; ++k) {
-      const auto j = static_cast<Eigen::Index>(k);
-      double dot = 0;
-      for (SparseColMatrix::InnerIterator it(sh.x, j); it; ++it) dot += it.value() * sh.r[it.index()];
-      g[static_cast<Eigen::Index>(k - block.begin)] = (dot - mu_[j] * rsum) * scale;
-    }
+    const Eigen::VectorXd g = TransposeTimes(sh, block, sh.r) / ctx.replication;
     return ctx.client->PushRange(kBeta, block, Span(g));
   }
 
@@ -440,8 +430,9 @@ class DataParallelLasso::App final : public DataParallelApp {
     }
     return u;
   }
-  // X̃_Bᵀu / n.
-  Eigen::VectorXd TransposeTimes(const Shard& all, const KeyRange& block,
+  // X̃_Bᵀu / n over the rows of `sh` (every row, or a worker's with u its residual: that
+  // worker's part of the block gradient).
+  Eigen::VectorXd TransposeTimes(const Shard& sh, const KeyRange& block,
                                  const Eigen::VectorXd& u) const {
     const auto first = static_cast<Eigen::Index>(block.begin);
     const auto width = static_cast<Eigen::Index>(block.size());
@@ -449,7 +440,7 @@ class DataParallelLasso::App final : public DataParallelApp {
     Eigen::VectorXd v(width);
     for (Eigen::Index j = 0; j < width; ++j) {
       double dot = 0;
-      for (SparseColMatrix::InnerIterator x(all.x, first + j); x; ++x) {
+      for (SparseColMatrix::InnerIterator x(sh.x, first + j); x; ++x) {
         dot += x.value() * u[x.index()];
       }
       v[j] = (dot - mu_[first + j] * usum) / static_cast<double>(n_);
@@ -542,7 +533,8 @@ class DataParallelLasso::App final : public DataParallelApp {
       const double lipschitz = BlockLipschitz(all, block, rng);
       a.setZero();
       for (Eigen::Index j = first; j < first + width; ++j) {
-        for (SparseColMatrix::InnerIterator x(all.x, j); x; ++x) a[x.index()] += std::abs(x.value());
+        for (SparseColMatrix::InnerIterator x(all.x, j); x; ++x)
+          a[x.index()] += std::abs(x.value());
       }
       Eigen::VectorXd eso(width);
       double uniform = 0, separable = 0;  // Σ_j (x̃_jᵀx̃_j/n) / m_j in either metric
@@ -564,10 +556,9 @@ class DataParallelLasso::App final : public DataParallelApp {
     // misses), as far back as the consistency model lets reads lag.
     const Consistency& c = opts_.data_parallel.consistency;
     const std::size_t count = blocks_.size();
-    std::size_t back = c.model == ConsistencyModel::kAsp ? kAspCouplings
-                       : c.model == ConsistencyModel::kBsp
-                           ? 0
-                           : static_cast<std::size_t>(c.staleness);
+    std::size_t back = c.model == ConsistencyModel::kAsp   ? kAspCouplings
+                       : c.model == ConsistencyModel::kBsp ? 0
+                                                           : static_cast<std::size_t>(c.staleness);
     back = std::min(back, count - 1);
     coupling_.assign(count, {});
     for (std::size_t b = 0; b < count; ++b) {

@@ -681,7 +681,7 @@ TEST(SparseSspTest, ADisjointWorkerPassesTheBoundAndAnOverlappingOneWaits) {
     std::atomic<bool> release{false};
     std::atomic<std::uint64_t> clock0{0}, clock1{0};
     std::atomic<std::uint64_t> clock1_when_0_done{0};
-    std::atomic<bool> w2_went_on{false}, w2_held_when_0_done{false};
+    std::atomic<bool> w2_pushed{false}, w2_went_on{false}, w2_held_when_0_done{false};
     const int clocks = 20;
     // Worker 1 gets to clock 2 (however slow the build), where it is held.
     auto reaches_2 = [&clock1] {
@@ -695,7 +695,10 @@ TEST(SparseSspTest, ADisjointWorkerPassesTheBoundAndAnOverlappingOneWaits) {
         std::vector<Key> keys;
         for (Key k = 100; k < 200; ++k) keys.push_back(k);
         TESSERA_RETURN_IF_ERROR(c.Push(0, keys, std::vector<double>(keys.size(), 1.0)));
-        TESSERA_RETURN_IF_ERROR(c.Flush());
+        // A read answered after the push: the shard knows worker 2's keys before the others
+        // start.
+        TESSERA_RETURN_IF_ERROR(c.Pull(0, std::vector<Key>{150}).Get().status());
+        w2_pushed = true;
         // Held back until worker 0 is done (sparse) or has seen worker 1 wait (ssp).
         for (int i = 0; i < 20000 && !release.load(); ++i) {
           SleepFiber(std::chrono::microseconds(500));
@@ -703,6 +706,9 @@ TEST(SparseSspTest, ADisjointWorkerPassesTheBoundAndAnOverlappingOneWaits) {
         w2_went_on = true;
         for (int i = 0; i < clocks; ++i) TESSERA_RETURN_IF_ERROR(c.Clock());
         return Status::Ok();
+      }
+      for (int i = 0; i < 20000 && !w2_pushed.load(); ++i) {
+        SleepFiber(std::chrono::microseconds(500));
       }
       const std::vector<Key> read = w == 0 ? std::vector<Key>{0, 50, 99} : std::vector<Key>{150};
       const std::vector<Key> own = {static_cast<Key>(w == 0 ? 7 : 150)};
