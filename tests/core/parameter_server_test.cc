@@ -446,9 +446,7 @@ INSTANTIATE_TEST_SUITE_P(Models, StalenessTest,
                                            std::make_pair(std::string("ssp:0"), 0),
                                            std::make_pair(std::string("ssp:2"), 2),
                                            std::make_pair(std::string("essp:1"), 1),
-                                           std::make_pair(std::string("essp:3"), 3),
-                                           // every read overlaps every worker's keys: as ssp
-                                           std::make_pair(std::string("sparsessp:2"), 2)),
+                                           std::make_pair(std::string("essp:3"), 3)),
                          [](const auto& info) { return TestName(info.param.first); });
 
 // sbp:1 with one of four workers held back: the other three complete clock after clock without
