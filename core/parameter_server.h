@@ -17,7 +17,8 @@
 //            for the others), so reads are usually served without a request
 //   sparsessp:S  the same bound, except that a read whose keys no worker behind the bound has
 //            pushed so far is served at once (FlexPS's sparse SSP: a worker whose keys are
-//            disjoint from the slowest's keeps going; it assumes a worker's keys recur)
+//            disjoint from the slowest's keeps going; it assumes a worker's keys recur, and
+//            a worker that has pushed nothing yet counts as disjoint)
 //   asp      is served at once with whatever the shard has
 //   hogwild  reads and writes shared memory with no coordination (see TableSpec)
 // bsp, ssp, essp and sparsessp keep a per-worker cache; a read is served from it when the cached
