@@ -13,7 +13,8 @@ void AddDataParallelFlags(CLI::App& cmd, DataParallelOptions& dp, DataParallelFl
   cmd.add_option("--servers", dp.servers, "Parameter-server shards")
       ->capture_default_str()
       ->group(g);
-  cmd.add_option("--consistency", f.consistency, "bsp | sbp:B | ssp:S | essp:S | sparsessp:S | asp | hogwild")
+  cmd.add_option("--consistency", f.consistency,
+                 "bsp | sbp:B | ssp:S | essp:S | sparsessp:S | asp | hogwild")
       ->capture_default_str()
       ->group(g);
   cmd.add_option("--update-frequency", f.frequency, "batch | nbatches:N | epoch")

@@ -94,12 +94,12 @@ Status LassoOptions::Validate() const {
   if (dp_method == "block") {
     const ConsistencyModel m = data_parallel.consistency.model;
     if (m == ConsistencyModel::kHogwild || m == ConsistencyModel::kSbp) {
-      return InvalidArgument("--dp-method block needs consistency bsp, ssp:S, essp:S, sparsessp:S or asp, not " +
-                             data_parallel.consistency.ToString());
+      return InvalidArgument(
+          "--dp-method block needs consistency bsp, ssp:S, essp:S, sparsessp:S or asp, not " +
+          data_parallel.consistency.ToString());
     }
     if (data_parallel.batch_size != 0) {
-      return InvalidArgument(
-          "--dp-method block works on whole partitions: --batch-size must be 0");
+      return InvalidArgument("--dp-method block works on whole partitions: --batch-size must be 0");
     }
   }
   if (!(checkpoint_every >= 0)) return InvalidArgument("--checkpoint-every must be >= 0");

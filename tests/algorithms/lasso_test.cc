@@ -1,7 +1,6 @@
 // Lasso against its oracles: glmnet's reference solutions on diabetes (every scheduler,
 // 1/2/4 workers, pipeline depth 1/2), KKT conditions, and a known support on synthetic data.
 #include "tessera/algorithms/lasso/lasso.h"
-#include "tessera/algorithms/lasso/lasso_dp.h"
 
 #include <gtest/gtest.h>
 
@@ -10,6 +9,7 @@
 #include <random>
 #include <sstream>
 
+#include "tessera/algorithms/lasso/lasso_dp.h"
 #include "tests/test_util.h"
 
 namespace tessera {
