@@ -467,7 +467,7 @@ class Driver {
     int gathered_states = 0;
     std::vector<Eigen::VectorXd> tables(ps_.num_tables());
     int pulls = 0;
-    std::map<std::uint64_t, TableId> requests;  // the driver's pulls, numbered from 1
+    std::map<std::uint64_t, msg::PsPull> requests;  // the driver's pulls, numbered from 1
     for (TableId id = 0; id < ps_.num_tables(); ++id) {
       const TableSpec& spec = ps_.table(id);
       tables[id] = Eigen::VectorXd::Constant(static_cast<Eigen::Index>(spec.num_keys * spec.dim),
@@ -479,16 +479,18 @@ class Driver {
         pull.clock = c;  // served once every worker's clock c has reached the shard
         if (pull.range.size() == 0) continue;
         pull.request = requests.size() + 1;
-        requests[pull.request] = id;
+        requests[pull.request] = pull;
         TESSERA_RETURN_IF_ERROR(t.Send(ps_.ShardRank(s), Message(0, std::move(pull))));
         ++pulls;
       }
     }
     while (pulls > 0 || gathered_states < states) {
       TESSERA_ASSIGN_OR_RETURN(Message m, t.Receive(0));
-      const auto* values = m.get<msg::PsValues>();
+      auto* values = m.get<msg::PsValues>();
       const auto pull = values ? requests.find(values->request) : requests.end();
-      if (pull != requests.end() && pull->second == values->table) {
+      if (pull != requests.end() && pull->second.table == values->table) {
+        static_cast<TableKeys&>(*values) = pull->second;  // an answer holds what was asked
+        TESSERA_RETURN_IF_ERROR(ps_.UnpackFrom(m.from, *values, values->values, values->packed));
         TESSERA_RETURN_IF_ERROR(
             ps_.PlaceValues(m.from, *values, values->values, tables[values->table]));
         requests.erase(pull);
@@ -576,7 +578,9 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
   const double rows_per_clock =
       static_cast<double>(total) / static_cast<double>(plan.clocks_per_epoch);
 
-  TESSERA_ASSIGN_OR_RETURN(auto ps, ParameterServer::Start(app.Tables(options), options.servers,
+  std::vector<TableSpec> tables = app.Tables(options);
+  for (TableSpec& spec : tables) spec.communication = options.communication;
+  TESSERA_ASSIGN_OR_RETURN(auto ps, ParameterServer::Start(std::move(tables), options.servers,
                                                            options.workers, transport));
   // Across processes each runs the driver, shards and workers its transport hosts.
   Transport& t = ps->transport();

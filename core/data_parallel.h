@@ -58,6 +58,7 @@ struct DataParallelOptions {
   Consistency consistency;    // default for the app's tables
   UpdateFrequency frequency;  // when a worker ends a clock
   PartitionScheme partition = PartitionScheme::kDisjointContiguous;
+  Communication communication;              // every table's (TableSpec::communication)
   std::size_t batch_size = 0;               // rows per batch; 0 = the worker's whole partition
   bool model_averaging = false;             // apps set TableSpec::model_averaging on their model
                                             // tables from this (SystemDS modelAvg)

@@ -9,7 +9,13 @@ std::uint64_t Bytes(const std::vector<Key>& keys) { return 8 * keys.size(); }
 std::uint64_t Bytes(const Eigen::VectorXd& v) { return 8 * static_cast<std::uint64_t>(v.size()); }
 std::uint64_t Bytes(const Committed& c) { return 8 + Bytes(c.update.keys) + Bytes(c.update.delta); }
 std::uint64_t Bytes(const std::optional<Committed>& c) { return c ? Bytes(*c) : 0; }
-std::uint64_t Bytes(const TableKeys& t) { return 4 + 16 + Bytes(t.keys); }  // table, range, keys
+// table, range, keys (or the hash of a list the receiver holds)
+std::uint64_t Bytes(const TableKeys& t) { return 4 + 16 + Bytes(t.keys) + (t.key_list ? 8 : 0); }
+// Values as they travel: 4 or 8 bytes each, plus the positions of sparse ones.
+std::uint64_t Bytes(const Eigen::VectorXd& v, const PackedValues& p) {
+  const auto n = static_cast<std::uint64_t>(v.size());
+  return 1 + (p.f32 ? 4 : 8) * n + (p.sparse ? 8 + 4 * p.nonzero.size() : 0);
+}
 
 std::uint64_t BodyBytes(const msg::Stop&) { return 0; }
 std::uint64_t BodyBytes(const msg::Push& m) {
@@ -36,13 +42,13 @@ std::uint64_t BodyBytes(const msg::PsPull& m) {
   return 16 + Bytes(static_cast<const TableKeys&>(m));
 }
 std::uint64_t BodyBytes(const msg::PsValues& m) {
-  return 24 + Bytes(static_cast<const TableKeys&>(m)) + Bytes(m.values);
+  return 24 + Bytes(static_cast<const TableKeys&>(m)) + Bytes(m.values, m.packed);
 }
 std::uint64_t BodyBytes(const msg::PsRefresh& m) {
-  return 16 + Bytes(static_cast<const TableKeys&>(m)) + Bytes(m.values);
+  return 16 + Bytes(static_cast<const TableKeys&>(m)) + Bytes(m.values, m.packed);
 }
 std::uint64_t BodyBytes(const msg::PsPush& m) {
-  return 1 + Bytes(static_cast<const TableKeys&>(m)) + Bytes(m.values);
+  return 1 + Bytes(static_cast<const TableKeys&>(m)) + Bytes(m.values, m.packed);
 }
 std::uint64_t BodyBytes(const msg::PsClock&) { return 8; }
 std::uint64_t BodyBytes(const msg::PsPing&) { return 8; }

@@ -45,12 +45,24 @@ struct CarriedState {
 };
 
 // Keys of one parameter-server table: the explicit `keys`, or when there are none, `range`.
+// A worker's list of keys its shard already holds (core/ps_wire.h) travels as `key_list`, the
+// list's hash, with no keys; the shard puts the keys back before anything reads them.
 struct TableKeys {
   std::uint32_t table = 0;
   std::vector<Key> keys;
   KeyRange range;
+  std::uint64_t key_list = 0;
   std::size_t count() const { return keys.empty() ? range.size() : keys.size(); }
   Key key(std::size_t i) const { return keys.empty() ? range.begin + i : keys[i]; }
+};
+
+// How the `values` of a parameter-server message travel (core/ps_wire.h); the receiver
+// unpacks them to count() * dim plain doubles before anything reads them.
+struct PackedValues {
+  bool f32 = false;     // every value is exactly a float: 4 bytes each on the wire
+  bool sparse = false;  // `values` are the nonzero ones, at positions `nonzero` of `size`
+  std::vector<std::uint32_t> nonzero;
+  std::uint64_t size = 0;
 };
 
 namespace msg {
@@ -109,13 +121,15 @@ struct PsPull : TableKeys {  // worker or driver -> shard, answered once the sha
 struct PsValues : TableKeys {  // shard -> worker or driver: the answer to `request`
   std::uint64_t clock = 0;     // the shard's clock when it read them
   std::uint64_t request = 0;
-  Eigen::VectorXd values;     // key-major
+  Eigen::VectorXd values;     // key-major, for the keys the request asked for (not repeated)
   std::uint64_t applied = 0;  // the recipient worker's push messages the shard had applied
+  PackedValues packed;
 };
 struct PsRefresh : TableKeys {  // shard -> worker: ESSP's eager refresh of keys it has read
   std::uint64_t clock = 0;
   Eigen::VectorXd values;
   std::uint64_t applied = 0;  // as PsValues::applied
+  PackedValues packed;
 };
 struct PsPush : TableKeys {  // worker -> shard
   Eigen::VectorXd values;
@@ -124,6 +138,7 @@ struct PsPush : TableKeys {  // worker -> shard
   // to was (PsClientStats::staleness): how old the values the pushed update was computed from
   // may be. Updaters that adapt their step to it see it (Updater::StaleUpdate).
   std::uint64_t staleness = 0;
+  PackedValues packed;
 };
 struct PsClock {  // worker -> shard: the worker finished `clock` (all its pushes before it)
   std::uint64_t clock = 0;

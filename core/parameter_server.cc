@@ -130,6 +130,8 @@ struct ParameterServer::Shard {
   std::vector<Table> tables;
   std::vector<std::uint64_t> worker_clock;
   std::vector<std::uint64_t> pushes_from;  // [worker]: push messages applied (read my writes)
+  // [worker][table]: the key lists each worker has sent, for tables that cache them.
+  std::vector<std::vector<KeyListCache>> key_lists;
   std::uint64_t clock = 0;
   std::vector<std::pair<Rank, msg::PsPull>> waiting;  // pulls that need a later clock, by sender
   // A shard stops at the driver's stop, or with StopAfterWorkers once the driver and every
@@ -370,8 +372,7 @@ struct ParameterServer::Shard {
     if (t.spec->consistency.policy().refreshes() && from >= ps->WorkerRank(0)) {
       Subscribe(t, from - ps->WorkerRank(0), m);  // not the driver's checkpoint pulls
     }
-    reply.keys = std::move(m.keys);
-    reply.range = m.range;
+    PackValues(t.spec->communication, reply.values, reply.packed);
     (void)ps->transport_->Send(from, Message(rank, std::move(reply)));
   }
 
@@ -398,6 +399,7 @@ struct ParameterServer::Shard {
       if (m.keys.empty()) m.range = {t.range.begin, t.range.begin};
     }
     Read(t, m, m.values);
+    PackValues(t.spec->communication, m.values, m.packed);
     (void)ps->transport_->Send(ps->WorkerRank(w), Message(rank, std::move(m)));
   }
 
@@ -474,10 +476,32 @@ struct ParameterServer::Shard {
     }
   }
 
+  // The keys of a worker's cached key list back in its pull or push; an error for a list the
+  // shard does not hold or a table that does not cache them. Check follows.
+  Status ExpandKeys(Message& m) {
+    TableKeys* at = m.get<msg::PsPull>();
+    if (!at) at = m.get<msg::PsPush>();
+    if (!at) return Status::Ok();
+    const int w = m.from - ps->WorkerRank(0);
+    const bool cached = w >= 0 && w < ps->workers_ && at->table < tables.size() &&
+                        tables[at->table].spec->communication.key_lists;
+    if (!cached) {
+      if (at->key_list == 0) return Status::Ok();
+      return InvalidArgument("shard " + std::to_string(index) + ": a " + KindName(m.kind()) +
+                             " message from rank " + std::to_string(m.from) +
+                             " names a cached key list, which its table does not keep");
+    }
+    if (Status bad = key_lists[w][at->table].Expand(*at); !bad.ok()) {
+      return InvalidArgument("shard " + std::to_string(index) + ": a " + KindName(m.kind()) +
+                             " message from rank " + std::to_string(m.from) + ": " + bad.message());
+    }
+    return Status::Ok();
+  }
+
   // Ok when `m` is a message a shard takes from its sender, naming keys of this shard only;
   // otherwise what is wrong with it. Every field a peer controls is checked here, before any
-  // indexes an array.
-  Status Check(const Message& m) const {
+  // indexes an array; a push's packed values are unpacked once its keys are known to fit.
+  Status Check(Message& m) const {
     const std::string what = "shard " + std::to_string(index) + ": a " + KindName(m.kind()) +
                              " message from rank " + std::to_string(m.from);
     const bool from_worker = m.from >= ps->WorkerRank(0) && m.from < ps->WorkerRank(ps->workers_);
@@ -524,9 +548,15 @@ struct ParameterServer::Shard {
       }
     }
     const std::size_t count = at->count();
-    if (push &&
-        static_cast<std::size_t>(push->values.size()) != count * static_cast<std::size_t>(t.dim)) {
-      return InvalidArgument(what + ": " + std::to_string(push->values.size()) + " values for " +
+    if (!push) return Status::Ok();
+    auto* packed = &m.get<msg::PsPush>()->packed;
+    auto& values = m.get<msg::PsPush>()->values;
+    if (Status bad = UnpackValues(values, *packed, count * static_cast<std::size_t>(t.dim));
+        !bad.ok()) {
+      return InvalidArgument(what + ": " + bad.message());
+    }
+    if (static_cast<std::size_t>(values.size()) != count * static_cast<std::size_t>(t.dim)) {
+      return InvalidArgument(what + ": " + std::to_string(values.size()) + " values for " +
                              std::to_string(count) + " keys of dimension " + std::to_string(t.dim));
     }
     return Status::Ok();
@@ -537,7 +567,9 @@ struct ParameterServer::Shard {
       auto received = ps->transport_->Receive(rank);
       if (!received.ok()) return;
       Message& m = *received;
-      if (Status bad = Check(m); !bad.ok()) {
+      Status bad = ExpandKeys(m);
+      if (bad.ok()) bad = Check(m);
+      if (!bad.ok()) {
         {
           std::lock_guard lock(ps->shard_mu_);
           if (ps->shard_status_.ok()) ps->shard_status_ = bad;
@@ -617,6 +649,7 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
     shard->rank = ps->ShardRank(s);
     shard->worker_clock.assign(workers, 0);
     shard->pushes_from.assign(workers, 0);
+    shard->key_lists.assign(workers, std::vector<KeyListCache>(ps->specs_.size()));
     for (TableId id = 0; id < ps->specs_.size(); ++id) {
       const TableSpec& spec = ps->specs_[id];
       Shard::Table t;
@@ -765,8 +798,8 @@ Eigen::VectorXd ParameterServer::Snapshot(TableId table) const {
   return out;
 }
 
-Status ParameterServer::CheckValues(Rank from, const TableKeys& at,
-                                    const Eigen::VectorXd& values) const {
+Status ParameterServer::CheckValues(Rank from, const TableKeys& at, const Eigen::VectorXd& values,
+                                    const PackedValues* packed) const {
   if (from < ShardRank(0) || from >= ShardRank(servers_)) {
     return InvalidArgument("rank " + std::to_string(from) +
                            " sent table values, but it is no server shard");
@@ -779,10 +812,22 @@ Status ParameterServer::CheckValues(Rank from, const TableKeys& at,
   const std::size_t count = at.count();
   bool inside = at.range.begin <= at.range.end && at.range.end <= spec.num_keys;
   for (Key k : at.keys) inside = inside && k < spec.num_keys;
-  if (!inside || values.size() != static_cast<Eigen::Index>(count * spec.dim)) {
-    return InvalidArgument("rank " + std::to_string(from) + " sent " +
-                           std::to_string(values.size()) + " values of table '" + spec.name +
-                           "' for " + std::to_string(count) + " keys, not all of them in it");
+  const bool sparse = packed && packed->sparse;
+  const std::size_t n = sparse ? packed->size : static_cast<std::size_t>(values.size());
+  if (!inside || n != count * spec.dim) {
+    return InvalidArgument("rank " + std::to_string(from) + " sent " + std::to_string(n) +
+                           " values of table '" + spec.name + "' for " + std::to_string(count) +
+                           " keys, not all of them in it");
+  }
+  return Status::Ok();
+}
+
+Status ParameterServer::UnpackFrom(Rank from, const TableKeys& at, Eigen::VectorXd& values,
+                                   PackedValues& packed) const {
+  TESSERA_RETURN_IF_ERROR(CheckValues(from, at, values, &packed));
+  if (Status bad = UnpackValues(values, packed, at.count() * specs_[at.table].dim); !bad.ok()) {
+    return InvalidArgument("rank " + std::to_string(from) + " sent values of table '" +
+                           specs_[at.table].name + "': " + bad.message());
   }
   return Status::Ok();
 }

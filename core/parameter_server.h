@@ -19,6 +19,9 @@
 //            pushed so far is served at once (FlexPS's sparse SSP: a worker whose keys are
 //            disjoint from the slowest's keeps going; it assumes a worker's keys recur, and
 //            a worker that has pushed nothing yet counts as disjoint)
+//   sspaggr:S  ssp's bound; between clocks a worker sends its summed pushes within a bandwidth
+//            budget per interval, largest relative change first, so reads see them before the
+//            clock ends (Bösen's SSPAggr; the rest leave at the clock)
 //   asp      is served at once with whatever the shard has
 //   hogwild  reads and writes shared memory with no coordination (see TableSpec)
 // bsp, ssp, essp and sparsessp keep a per-worker cache; a read is served from it when the cached
@@ -42,13 +45,24 @@
 
 #include "tessera/core/keys.h"
 #include "tessera/core/message.h"
+#include "tessera/core/ps_wire.h"
 #include "tessera/core/status.h"
 #include "tessera/core/transport.h"
 
 namespace tessera {
 
 // kCustom: a model registered with RegisterConsistency.
-enum class ConsistencyModel { kBsp, kSsp, kEssp, kAsp, kHogwild, kSbp, kSparseSsp, kCustom };
+enum class ConsistencyModel {
+  kBsp,
+  kSsp,
+  kEssp,
+  kAsp,
+  kHogwild,
+  kSbp,
+  kSparseSsp,
+  kSspAggr,
+  kCustom
+};
 
 struct TableSpec;
 
@@ -82,6 +96,11 @@ class ConsistencyPolicy {
   virtual bool serves_disjoint_reads() const { return false; }
   // Tables in shared memory that workers update themselves, in-process only (hogwild).
   virtual bool shared_memory() const { return false; }
+  // Whether a worker sums its pushes per key and sends them between clocks within the table's
+  // bandwidth budget (Communication::budget_bytes per interval_seconds), the rows whose sum
+  // changed their cached value the most, relatively, first; the rest when it ends the clock
+  // (Bösen's SSPAggr).
+  virtual bool bandwidth_managed() const { return false; }
   // Refuses a table this model cannot run with `workers` workers (e.g. sbp:B with B >= workers).
   virtual Status Check(const TableSpec& spec, int workers) const;
 };
@@ -90,8 +109,8 @@ struct Consistency {
   ConsistencyModel model = ConsistencyModel::kBsp;
   int staleness = 0;  // S of ssp:S, essp:S and sparsessp:S (a custom model's N); 0 otherwise
   int backups = 0;    // B of sbp:B: a clock completes without the B slowest workers
-  // Accepts "bsp", "sbp:B", "ssp:S", "essp:S", "sparsessp:S", "asp", "hogwild" (S >= 0;
-  // ssp:0 is bsp) and the registered models.
+  // Accepts "bsp", "sbp:B", "ssp:S", "essp:S", "sparsessp:S", "sspaggr:S", "asp", "hogwild" (S >=
+  // 0; ssp:0 is bsp) and the registered models.
   static StatusOr<Consistency> Parse(std::string_view text);
   std::string ToString() const { return policy().name(); }
   // The model's behaviour (a default-constructed Consistency is bsp; any other comes from Parse).
@@ -173,6 +192,9 @@ struct TableSpec {
   Eigen::VectorXd initial_values;
   UpdaterPtr updater = AddUpdater();
   Consistency consistency;  // per table
+  // What its messages leave out or shrink on the way (core/ps_wire.h); the same in every
+  // process of a run.
+  Communication communication;
   // Model averaging (SystemDS paramserv modelAvg): each worker applies the updater to its own
   // replica of the rows it reads and, when it ends a clock, pushes (replica − as read) / P,
   // which the shard adds as is. Under bsp the table then holds the average of the workers'
@@ -212,6 +234,10 @@ struct PsClientStats {
   std::uint64_t pushed_values = 0;
   std::uint64_t pulled_values = 0;  // values returned to the caller
   std::uint64_t bytes = 0;          // payload bytes this client sent and received
+  // Bandwidth-managed tables: sends between clocks, and the most payload bytes one of them
+  // (one interval's) took.
+  std::uint64_t budgeted_sends = 0;
+  std::uint64_t budgeted_bytes_max = 0;
   // [table * kStalenessBuckets + s]: the worker's reads (not the evaluation barrier's) whose
   // oldest value was s clocks stale: at the worker's clock c, a value the shards served at
   // clock v (every update of clocks < v in it) is c - v clocks stale; 0 is the freshest a
@@ -287,6 +313,9 @@ class PsClient {
   PsClient(ParameterServer* ps, int worker);
   PullFuture StartPull(TableId table, std::span<const Key> keys, const KeyRange* range);
   Status SendPushes(TableId table, int shard);
+  // Bandwidth-managed tables: once per interval, the summed pushes that fit the budget, most
+  // changed first; everything when `all`.
+  Status SendAggregated(TableId table, bool all);
   Status SendPush(int shard, msg::PsPush m);
   // The transport's Send and Receive (for this client's rank), counted in stats().bytes.
   Status SendCounted(Rank to, Message m);
@@ -316,14 +345,19 @@ class PsClient {
     std::vector<double> values;
   };
   std::vector<std::vector<Outgoing>> outgoing_;  // [table][shard]
-  std::vector<std::uint64_t> pushes_sent_;       // [shard]: push messages sent
-  std::vector<std::uint64_t> read_staleness_;    // [table]: the most stale read this clock
+  // [table][shard]: the key lists sent to each shard, for tables that cache them.
+  std::vector<std::vector<KeyListCache>> key_lists_;
+  std::vector<std::uint64_t> pushes_sent_;     // [shard]: push messages sent
+  std::vector<std::uint64_t> read_staleness_;  // [table]: the most stale read this clock
   // read_my_writes tables: this worker's pushes no served value has confirmed yet (the shard
   // had not applied them): per shard the messages sent, by number, and per key their sum.
   struct MyWrites;
   std::vector<std::unique_ptr<MyWrites>> my_writes_;  // [table]; null without read_my_writes
   std::vector<std::unique_ptr<Cache>> caches_;        // [table]; null when not cached
   std::vector<std::unique_ptr<Replica>> replicas_;    // [table]; null without model averaging
+  struct Aggregate;
+  std::vector<std::unique_ptr<Aggregate>> aggregates_;  // [table]; null unless bandwidth-managed
+  std::uint64_t push_bytes_ = 0;                        // payload of every push sent
   std::unordered_map<std::uint64_t, PendingReply> pending_;
   std::vector<Message> control_;  // control messages that arrived while waiting for a reply
   std::vector<double> hogwild_value_, hogwild_state_;  // scratch for hogwild updates
@@ -379,6 +413,10 @@ class ParameterServer {
   // `table`, every value of one table key-major; an error when keys or sizes do not fit.
   Status PlaceValues(Rank from, const TableKeys& at, const Eigen::VectorXd& values,
                      Eigen::VectorXd& table) const;
+  // Unpacks the `values` a shard (rank `from`) sent for `at`, packed as `packed` says; an error
+  // when `from` is no shard, `at` names keys outside its table or the packing does not fit.
+  Status UnpackFrom(Rank from, const TableKeys& at, Eigen::VectorXd& values,
+                    PackedValues& packed) const;
 
  private:
   friend class PsClient;
@@ -391,8 +429,10 @@ class ParameterServer {
     int state_per_element;
   };
   SharedRows HogwildRows(TableId table, int shard, Key first);
-  // Ok when `from` is a shard, `at`'s keys lie in its table and `values` are one row per key.
-  Status CheckValues(Rank from, const TableKeys& at, const Eigen::VectorXd& values) const;
+  // Ok when `from` is a shard, `at`'s keys lie in its table and `values` (as many as
+  // `packed` says when they are sparse) are one row per key.
+  Status CheckValues(Rank from, const TableKeys& at, const Eigen::VectorXd& values,
+                     const PackedValues* packed = nullptr) const;
   ParameterServer() = default;
 
   int servers_ = 0;

@@ -4,9 +4,11 @@
 #include <algorithm>
 #include <atomic>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <deque>
+#include <limits>
 #include <unordered_set>
 
 #include "tessera/core/fiber_pool.h"
@@ -55,6 +57,11 @@ struct PsClient::Cache {
     if (dense) return !clock.empty() && clock[k] != 0;
     return rows.Find(k) != KeyIndex::kAbsent;
   }
+  // The cached row of `k` however old, or null.
+  const double* Row(Key k) const {
+    if (!Has(k)) return nullptr;
+    return values.data() + (dense ? k : rows.Find(k)) * dim;
+  }
   // False when a newer value is kept instead.
   bool Store(Key k, const double* v, std::uint64_t served_at) {
     std::size_t row = k;
@@ -76,6 +83,40 @@ struct PsClient::Cache {
     std::memcpy(values.data() + row * dim, v, dim * sizeof(double));
     clock[row] = served_at + 1;
     return true;
+  }
+};
+
+// A bandwidth-managed table's pushes not sent yet, summed per key.
+struct PsClient::Aggregate {
+  int dim = 1;
+  KeyIndex rows;  // key -> row of keys / sum
+  std::vector<Key> keys;
+  std::vector<double> sum;
+  std::chrono::steady_clock::time_point last_send;
+  void Add(Key k, const double* v) {
+    bool added = false;
+    const std::size_t row = rows.Insert(k, added);
+    if (added) {
+      keys.push_back(k);
+      sum.resize(keys.size() * dim, 0.0);
+    }
+    for (int d = 0; d < dim; ++d) sum[row * dim + d] += v[d];
+  }
+  // Keeps only the rows not `sent`.
+  void Drop(const std::vector<std::uint8_t>& sent) {
+    KeyIndex kept_rows;
+    std::vector<Key> kept_keys;
+    std::vector<double> kept_sum;
+    for (std::size_t r = 0; r < keys.size(); ++r) {
+      if (sent[r]) continue;
+      bool added = false;
+      kept_rows.Insert(keys[r], added);
+      kept_keys.push_back(keys[r]);
+      kept_sum.insert(kept_sum.end(), sum.begin() + r * dim, sum.begin() + (r + 1) * dim);
+    }
+    rows = std::move(kept_rows);
+    keys = std::move(kept_keys);
+    sum = std::move(kept_sum);
   }
 };
 
@@ -157,12 +198,14 @@ struct PsClient::PendingReply {
   bool ping = false;                   // a flow-control ping: answered by a PsPong
   std::vector<std::size_t> positions;  // explicit keys: position of each key in the answer
   std::size_t offset = 0;              // a range: position of its first key
+  TableKeys asked;                     // what the answer holds values of
 };
 
 PsClient::PsClient(ParameterServer* ps, int worker)
     : ps_(ps), worker_(worker), rank_(ps->WorkerRank(worker)) {
   windows_.resize(ps->servers_);
   outgoing_.resize(ps->specs_.size());
+  key_lists_.assign(ps->specs_.size(), std::vector<KeyListCache>(ps->servers_));
   pushes_sent_.assign(ps->servers_, 0);
   read_staleness_.assign(ps->specs_.size(), 0);
   stats_.staleness.assign(ps->specs_.size() * kStalenessBuckets, 0);
@@ -186,6 +229,14 @@ PsClient::PsClient(ParameterServer* ps, int worker)
       caches_.push_back(std::move(cache));
     } else {
       caches_.push_back(nullptr);
+    }
+    if (spec.consistency.policy().bandwidth_managed()) {
+      auto aggregate = std::make_unique<Aggregate>();
+      aggregate->dim = spec.dim;
+      aggregate->last_send = std::chrono::steady_clock::now();
+      aggregates_.push_back(std::move(aggregate));
+    } else {
+      aggregates_.push_back(nullptr);
     }
     if (spec.model_averaging) {
       auto replica = std::make_unique<Replica>();
@@ -229,7 +280,12 @@ Status PsClient::SendPush(int shard, msg::PsPush m) {
     mine->sent[shard].push_back(std::move(sent));
   }
   const std::uint64_t bytes = 8 * (m.values.size() + m.keys.size());
-  TESSERA_RETURN_IF_ERROR(SendCounted(ps_->ShardRank(shard), Message(rank_, std::move(m))));
+  const Communication& wire = ps_->specs_[m.table].communication;
+  PackValues(wire, m.values, m.packed);
+  if (wire.key_lists) key_lists_[m.table][shard].Compress(m);
+  Message out(rank_, std::move(m));
+  push_bytes_ += out.PayloadBytes();
+  TESSERA_RETURN_IF_ERROR(SendCounted(ps_->ShardRank(shard), std::move(out)));
   Window& w = windows_[shard];
   w.bytes += bytes;
   if (w.bytes < kWindowBytes) return Status::Ok();
@@ -247,8 +303,81 @@ Status PsClient::SendPush(int shard, msg::PsPush m) {
 
 Status PsClient::Flush() {
   for (TableId t = 0; t < outgoing_.size(); ++t) {
+    if (aggregates_[t]) TESSERA_RETURN_IF_ERROR(SendAggregated(t, true));
     for (int s = 0; s < ps_->servers_; ++s) TESSERA_RETURN_IF_ERROR(SendPushes(t, s));
   }
+  return Status::Ok();
+}
+
+// Bösen's SSPAggr: once per interval, the rows whose summed pushes changed their cached value
+// the most relative to it (a row never read first), as many as the budget holds. A row's
+// message bytes are bounded by 8 per key and 8 per value (packing only shrinks them) plus a
+// message's fixed fields per shard, so the payload sent never exceeds the budget.
+Status PsClient::SendAggregated(TableId table, bool all) {
+  Aggregate& a = *aggregates_[table];
+  if (a.keys.empty()) return Status::Ok();
+  const Communication& c = ps_->specs_[table].communication;
+  const auto now = std::chrono::steady_clock::now();
+  if (!all && std::chrono::duration<double>(now - a.last_send).count() < c.interval_seconds) {
+    return Status::Ok();
+  }
+  const int dim = a.dim;
+  const std::size_t n = a.keys.size();
+  std::vector<std::uint8_t> chosen(n, all ? 1 : 0);
+  if (!all) {
+    a.last_send = now;
+    const Cache* cache = caches_[table].get();
+    std::vector<std::pair<double, std::size_t>> order(n);
+    for (std::size_t r = 0; r < n; ++r) {
+      double change = 0, base = 0;
+      const double* v = cache ? cache->Row(a.keys[r]) : nullptr;
+      for (int d = 0; d < dim; ++d) {
+        change += std::abs(a.sum[r * dim + d]);
+        if (v) base += std::abs(v[d]);
+      }
+      order[r] = {v && base > 0 ? change / base : std::numeric_limits<double>::infinity(), r};
+    }
+    std::sort(order.begin(), order.end(), [](const auto& x, const auto& y) {
+      return x.first != y.first ? x.first > y.first : x.second < y.second;  // ties: oldest first
+    });
+    constexpr std::uint64_t kMessageBytes = 64;  // kind, sender, table, range, flags, list hash
+    const std::uint64_t row_bytes = 8 * (1 + static_cast<std::uint64_t>(dim));
+    std::vector<std::uint8_t> opened(ps_->servers_, 0);
+    std::uint64_t used = 0;
+    const auto& ranges = ps_->ranges_[table];
+    for (const auto& [priority, r] : order) {
+      const int s = ShardIn(ranges, a.keys[r]);
+      const std::uint64_t cost = row_bytes + (opened[s] ? 0 : kMessageBytes);
+      if (used + cost > c.budget_bytes) continue;  // a row for an open shard may still fit
+      used += cost;
+      opened[s] = 1;
+      chosen[r] = 1;
+    }
+  }
+  std::vector<std::vector<std::pair<Key, std::size_t>>> by_shard(ps_->servers_);
+  for (std::size_t r = 0; r < n; ++r) {
+    if (chosen[r]) by_shard[ShardIn(ps_->ranges_[table], a.keys[r])].emplace_back(a.keys[r], r);
+  }
+  const std::uint64_t before = push_bytes_;
+  for (int s = 0; s < ps_->servers_; ++s) {
+    auto& rows = by_shard[s];
+    if (rows.empty()) continue;
+    std::sort(rows.begin(), rows.end());
+    msg::PsPush m;
+    m.table = table;
+    m.values.resize(static_cast<Eigen::Index>(rows.size() * dim));
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      m.keys.push_back(rows[i].first);
+      std::memcpy(m.values.data() + i * dim, a.sum.data() + rows[i].second * dim,
+                  dim * sizeof(double));
+    }
+    TESSERA_RETURN_IF_ERROR(SendPush(s, std::move(m)));
+  }
+  if (!all) {
+    ++stats_.budgeted_sends;
+    stats_.budgeted_bytes_max = std::max(stats_.budgeted_bytes_max, push_bytes_ - before);
+  }
+  a.Drop(chosen);
   return Status::Ok();
 }
 
@@ -362,6 +491,11 @@ Status PsClient::Push(TableId table, std::span<const Key> keys, std::span<const 
       AddToCache(table, keys[i], values.data() + i * dim);
       AddUnconfirmed(table, keys[i], values.data() + i * dim);
     }
+    if (Aggregate* a = aggregates_[table].get()) {
+      a->Add(keys[i], values.data() + i * dim);
+      ++i;
+      continue;
+    }
     Outgoing& out = outgoing_[table][s];
     out.keys.push_back(keys[i]);
     if (dim == 1) {
@@ -372,6 +506,7 @@ Status PsClient::Push(TableId table, std::span<const Key> keys, std::span<const 
     if (out.values.size() >= kFlushValues) TESSERA_RETURN_IF_ERROR(SendPushes(table, s));
     ++i;
   }
+  if (aggregates_[table]) return SendAggregated(table, false);
   return Status::Ok();
 }
 
@@ -417,6 +552,10 @@ Status PsClient::PushRange(TableId table, KeyRange range, std::span<const double
         AddUnconfirmed(table, k, grad + (k - b) * dim);
       }
     }
+    if (Aggregate* a = aggregates_[table].get()) {
+      for (Key k = b; k < e; ++k) a->Add(k, grad + (k - b) * dim);
+      continue;
+    }
     TESSERA_RETURN_IF_ERROR(SendPushes(table, s));  // keep this worker's pushes in order
     msg::PsPush m;
     m.table = table;
@@ -424,6 +563,7 @@ Status PsClient::PushRange(TableId table, KeyRange range, std::span<const double
     m.values = Eigen::Map<const Eigen::VectorXd>(grad, static_cast<Eigen::Index>((e - b) * dim));
     TESSERA_RETURN_IF_ERROR(SendPush(s, std::move(m)));
   }
+  if (aggregates_[table]) return SendAggregated(table, false);
   return Status::Ok();
 }
 
@@ -476,6 +616,10 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
     return f;
   }
 
+  if (aggregates_[table]) {  // a read is a chance to send within the budget
+    st.status = SendAggregated(table, false);
+    if (!st.status.ok()) return f;
+  }
   Cache* cache = caches_[table].get();
   const bool eager = spec.consistency.policy().refreshes();
   st.required = exact_reads_ ? clock_ : spec.consistency.RequiredClock(clock_);
@@ -553,6 +697,8 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
       m.range = ask_range[s];
       pending.offset = (ask_range[s].begin - range->begin) * dim;
     }
+    pending.asked = m;
+    if (spec.communication.key_lists) key_lists_[table][s].Compress(m);
     pending_.emplace(m.request, std::move(pending));
     ++st.outstanding;
     ++stats_.pull_requests;
@@ -580,8 +726,9 @@ void PsClient::StoreInCache(const TableKeys& at, const Eigen::VectorXd& values, 
 }
 
 Status PsClient::Handle(Message& received) {
-  if (const auto* refresh = received.get<msg::PsRefresh>()) {  // ESSP: for the cache alone
-    TESSERA_RETURN_IF_ERROR(ps_->CheckValues(received.from, *refresh, refresh->values));
+  if (auto* refresh = received.get<msg::PsRefresh>()) {  // ESSP: for the cache alone
+    TESSERA_RETURN_IF_ERROR(
+        ps_->UnpackFrom(received.from, *refresh, refresh->values, refresh->packed));
     const int shard = received.from - ps_->ShardRank(0);
     StoreInCache(*refresh, refresh->values, refresh->clock, shard, refresh->applied);
     if (Cache* cache = caches_[refresh->table].get()) {
@@ -616,7 +763,13 @@ Status PsClient::Handle(Message& received) {
     return Status::Ok();
   }
   msg::PsValues& m = *values;
-  TESSERA_RETURN_IF_ERROR(ps_->CheckValues(from, m, m.values));
+  if (m.table != p.asked.table) {
+    return InvalidArgument("worker " + std::to_string(worker_) + ": rank " + std::to_string(from) +
+                           " answered request " + std::to_string(request) + " with table " +
+                           std::to_string(m.table) + ", not the one asked for");
+  }
+  static_cast<TableKeys&>(m) = std::move(p.asked);  // the answer holds what was asked
+  TESSERA_RETURN_IF_ERROR(ps_->UnpackFrom(from, m, m.values, m.packed));
   const auto n = static_cast<std::size_t>(m.values.size());
   const auto total = static_cast<std::size_t>(p.state->values.size());
   const std::size_t expected = p.positions.empty()

@@ -92,6 +92,13 @@ class SparseSsp final : public Ssp {
   bool serves_disjoint_reads() const override { return true; }
 };
 
+// sspaggr:S: ssp's bound; workers send their summed pushes between clocks within a budget.
+class SspAggr final : public Ssp {
+ public:
+  explicit SspAggr(int staleness) : Ssp("sspaggr", staleness) {}
+  bool bandwidth_managed() const override { return true; }
+};
+
 // asp: whatever the shard has, at once.
 class Asp : public ConsistencyPolicy {
  public:
@@ -168,6 +175,8 @@ class Registry {
     Add("sparsessp",
         {bound, bounded([](int s) { return PolicyPtr(std::make_shared<SparseSsp>(s)); }),
          ConsistencyModel::kSparseSsp});
+    Add("sspaggr", {bound, bounded([](int s) { return PolicyPtr(std::make_shared<SspAggr>(s)); }),
+                    ConsistencyModel::kSspAggr});
     Add("asp", {"", fixed(std::make_shared<Asp>()), ConsistencyModel::kAsp});
     Add("hogwild", {"", fixed(std::make_shared<Hogwild>()), ConsistencyModel::kHogwild});
   }

@@ -121,6 +121,7 @@ wire::TableKeys ToWire(const TableKeys& t) {
   w.keys = PackKeys(t.keys);
   w.range_begin = I64(t.range.begin);
   w.range_end = I64(t.range.end);
+  w.key_list = I64(t.key_list);
   return w;
 }
 
@@ -128,10 +129,44 @@ Status FromWire(const wire::TableKeys& w, TableKeys& t) {
   t.table = static_cast<std::uint32_t>(w.table);
   TESSERA_RETURN_IF_ERROR(UnpackKeys(w.keys, "keys", t.keys));
   t.range = {U64(w.range_begin), U64(w.range_end)};
+  t.key_list = U64(w.key_list);
   if (t.range.end < t.range.begin) {
     return InvalidArgument("frame: bad key range [" + std::to_string(t.range.begin) + ", " +
                            std::to_string(t.range.end) + ")");
   }
+  return Status::Ok();
+}
+
+// Parameter-server values as PackedValues says: doubles, or floats when f32.
+std::string PackValues(const Eigen::VectorXd& v, const PackedValues& p, wire::Packing& w) {
+  w.f32 = p.f32;
+  w.sparse = p.sparse;
+  w.nonzero = Pack(p.nonzero.data(), p.nonzero.size());
+  w.size = I64(p.size);
+  if (!p.f32) return PackValues(v);
+  std::vector<float> f(v.data(), v.data() + v.size());
+  return Pack(f.data(), f.size());
+}
+
+Status UnpackValues(std::string& bytes, wire::Packing& w, Eigen::VectorXd& out, PackedValues& p) {
+  p.f32 = w.f32;
+  p.sparse = w.sparse;
+  p.size = U64(w.size);
+  if (w.nonzero.size() % sizeof(std::uint32_t) != 0) {
+    return InvalidArgument("frame: field 'nonzero' has " + std::to_string(w.nonzero.size()) +
+                           " bytes, not a multiple of 4");
+  }
+  p.nonzero.resize(w.nonzero.size() / sizeof(std::uint32_t));
+  if (!w.nonzero.empty()) std::memcpy(p.nonzero.data(), w.nonzero.data(), w.nonzero.size());
+  if (!p.f32) return UnpackValues(bytes, "values", out);
+  if (bytes.size() % sizeof(float) != 0) {
+    return InvalidArgument("frame: field 'values' has " + std::to_string(bytes.size()) +
+                           " bytes of floats, not a multiple of 4");
+  }
+  std::vector<float> f(bytes.size() / sizeof(float));
+  if (!bytes.empty()) std::memcpy(f.data(), bytes.data(), bytes.size());
+  out = Eigen::Map<const Eigen::VectorXf>(f.data(), static_cast<Eigen::Index>(f.size()))
+            .cast<double>();
   return Status::Ok();
 }
 
@@ -145,7 +180,11 @@ void SharedToWire(const M& m, W& w) {
   if constexpr (requires { m.applied; }) w.applied = I64(m.applied);
   if constexpr (requires { m.committed.has_value(); }) OptionalToWire(m.committed, w);
   if constexpr (std::is_base_of_v<TableKeys, M>) w.at = ToWire(static_cast<const TableKeys&>(m));
-  if constexpr (requires { m.values; }) w.values = PackValues(m.values);
+  if constexpr (requires { m.packed; }) {
+    w.values = PackValues(m.values, m.packed, w.packed);
+  } else if constexpr (requires { m.values; }) {
+    w.values = PackValues(m.values);
+  }
   if constexpr (requires { m.terms; }) w.terms = PackValues(m.terms);
   if constexpr (requires { m.state; }) w.state = m.state;
 }
@@ -163,7 +202,9 @@ Status SharedFromWire(W& w, M& m) {
   if constexpr (std::is_base_of_v<TableKeys, M>) {
     TESSERA_RETURN_IF_ERROR(FromWire(w.at, static_cast<TableKeys&>(m)));
   }
-  if constexpr (requires { m.values; }) {
+  if constexpr (requires { m.packed; }) {
+    TESSERA_RETURN_IF_ERROR(UnpackValues(w.values, w.packed, m.values, m.packed));
+  } else if constexpr (requires { m.values; }) {
     TESSERA_RETURN_IF_ERROR(UnpackValues(w.values, "values", m.values));
   }
   if constexpr (requires { m.terms; }) {

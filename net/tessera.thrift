@@ -36,6 +36,15 @@ struct TableKeys {
   2: binary keys
   3: i64 range_begin
   4: i64 range_end
+  5: i64 key_list
+}
+
+// core/message.h PackedValues; `values` beside it then holds floats when f32 is set.
+struct Packing {
+  1: bool f32
+  2: bool sparse
+  3: binary nonzero
+  4: i64 size
 }
 
 // One struct per message body of core/message.h, field for field.
@@ -98,6 +107,7 @@ struct PsValues {
   3: i64 request
   4: binary values
   5: i64 applied
+  6: Packing packed
 }
 
 struct PsRefresh {
@@ -105,6 +115,7 @@ struct PsRefresh {
   2: i64 clock
   3: binary values
   4: i64 applied
+  5: Packing packed
 }
 
 struct PsPush {
@@ -112,6 +123,7 @@ struct PsPush {
   2: binary values
   3: bool raw_add
   4: i64 staleness
+  5: Packing packed
 }
 
 struct PsClock {

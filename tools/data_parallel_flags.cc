@@ -14,7 +14,7 @@ void AddDataParallelFlags(CLI::App& cmd, DataParallelOptions& dp, DataParallelFl
       ->capture_default_str()
       ->group(g);
   cmd.add_option("--consistency", f.consistency,
-                 "bsp | sbp:B | ssp:S | essp:S | sparsessp:S | asp | hogwild")
+                 "bsp | sbp:B | ssp:S | essp:S | sparsessp:S | sspaggr:S | asp | hogwild")
       ->capture_default_str()
       ->group(g);
   cmd.add_option("--update-frequency", f.frequency, "batch | nbatches:N | epoch")
@@ -26,6 +26,17 @@ void AddDataParallelFlags(CLI::App& cmd, DataParallelOptions& dp, DataParallelFl
       ->capture_default_str()
       ->group(g);
   cmd.add_option("--batch-size", dp.batch_size, batch_help)->capture_default_str()->group(g);
+  cmd.add_option("--communication", f.communication,
+                 "What parameter-server messages shrink: none, or any of sparse (nonzero values "
+                 "and their positions), keys (a repeated key list as its hash), f32 (values as "
+                 "32-bit floats, lossy), comma-separated")
+      ->capture_default_str()
+      ->group(g);
+  cmd.add_option("--bandwidth", f.bandwidth,
+                 "MB/s a worker sends each table between clocks under sspaggr:S (the budget of "
+                 "every 5 ms interval)")
+      ->capture_default_str()
+      ->group(g);
   cmd.add_option("--straggler", f.straggler,
                  "W:F makes worker W take F times as long per batch (to measure how a "
                  "consistency model copes with a slow worker)")
@@ -42,6 +53,15 @@ Status ParseDataParallelFlags(const DataParallelFlags& f, DataParallelOptions& d
   auto part = ParsePartitionScheme(f.partition);
   if (!part.ok()) return InvalidArgument("--partition: " + part.status().message());
   dp.partition = *part;
+  auto comm = Communication::Parse(f.communication);
+  if (!comm.ok()) return InvalidArgument("--communication: " + comm.status().message());
+  dp.communication = *comm;
+  if (!(f.bandwidth > 0 && f.bandwidth <= 1e6)) {
+    return InvalidArgument("--bandwidth: expected MB/s in (0, 1000000], got " +
+                           std::to_string(f.bandwidth));
+  }
+  dp.communication.budget_bytes =
+      static_cast<std::uint64_t>(f.bandwidth * 1e6 * dp.communication.interval_seconds);
   if (!f.straggler.empty()) {
     const auto colon = f.straggler.find(':');
     int w = -1;

@@ -14,9 +14,12 @@ struct DataParallelFlags {
   std::string consistency = "bsp";
   std::string frequency = "epoch";
   std::string partition = "disjoint_contiguous";
+  std::string communication = "sparse,keys";
+  double bandwidth = 50;  // MB/s per worker and table, for bandwidth-managed models
 };
 
-// Adds --servers, --consistency, --update-frequency, --partition, --straggler and --batch-size
+// Adds --servers, --consistency, --update-frequency, --partition, --communication, --straggler
+// and --batch-size
 // (with `batch_help` saying what a row is) to `cmd`, in the group "Data-parallel mode".
 void AddDataParallelFlags(CLI::App& cmd, DataParallelOptions& options, DataParallelFlags& flags,
                           const std::string& batch_help);

@@ -152,7 +152,7 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
   cmd.add_option("--dp-method", f.opts.dp_method,
                  "block (delayed block proximal gradient, one block of features per clock), "
                  "gradient (full proximal gradient steps; FISTA under bsp) or auto (block under "
-                 "ssp, essp, sparsessp and asp without mini-batches)")
+                 "ssp, essp, sparsessp, sspaggr and asp without mini-batches)")
       ->capture_default_str()
       ->group(g);
   cmd.add_option("--feature-blocks", f.opts.feature_blocks,

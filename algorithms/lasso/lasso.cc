@@ -95,7 +95,8 @@ Status LassoOptions::Validate() const {
     const ConsistencyModel m = data_parallel.consistency.model;
     if (m == ConsistencyModel::kHogwild || m == ConsistencyModel::kSbp) {
       return InvalidArgument(
-          "--dp-method block needs consistency bsp, ssp:S, essp:S, sparsessp:S or asp, not " +
+          "--dp-method block needs consistency bsp, ssp:S, essp:S, sparsessp:S, sspaggr:S or "
+          "asp, not " +
           data_parallel.consistency.ToString());
     }
     if (data_parallel.batch_size != 0) {

@@ -48,7 +48,7 @@ struct LassoOptions {
   bool accelerate = true;
   // Data-parallel method (lasso_dp.h): "gradient" (full proximal gradient steps), "block" (the
   // delayed block proximal gradient: one block of features per clock), or "auto" (block under
-  // ssp, essp, sparsessp and asp without mini-batches; gradient otherwise).
+  // ssp, essp, sparsessp, sspaggr and asp without mini-batches; gradient otherwise).
   std::string dp_method = "auto";
   int feature_blocks = 0;  // the block method's blocks; 0: from the data's size
   // Checkpoints (FitLambdas / FitPath): after every λ, and within a fit every checkpoint_every

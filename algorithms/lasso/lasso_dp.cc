@@ -107,7 +107,8 @@ bool UsesBlockMethod(const LassoOptions& o) {
   if (o.dp_method != "auto") return o.dp_method == "block";
   // Under bsp FISTA's momentum makes full gradient steps the faster (golub, news20).
   return (m == ConsistencyModel::kSsp || m == ConsistencyModel::kEssp ||
-          m == ConsistencyModel::kSparseSsp || m == ConsistencyModel::kAsp) &&
+          m == ConsistencyModel::kSparseSsp || m == ConsistencyModel::kSspAggr ||
+          m == ConsistencyModel::kAsp) &&
          o.data_parallel.batch_size == 0;
 }
 

@@ -198,6 +198,26 @@ TEST(ParameterServerTest, AShardRefusesMessagesThatDoNotFitItsTables) {
        "range [4, 2)"},
       {"values", [&](Message& m) { push(m).values.resize(3); },
        "3 values for 2 keys of dimension 2"},
+      {"sparse positions",
+       [&](Message& m) {
+         push(m).packed = {false, true, {2, 1}, 4};
+         push(m).values.resize(2);
+       },
+       "sparse value position 1 is out of order or beyond 4"},
+      {"sparse size",
+       [&](Message& m) {
+         push(m).packed = {false, true, {0}, 1u << 30};
+         push(m).values.resize(1);
+       },
+       "sparse values of 1073741824 where 4 were expected"},
+      {"unknown key list",
+       [&](Message& m) {
+         push(m).keys.clear();
+         push(m).key_list = 12345;
+       },
+       "key list 12345 was never sent or has been forgotten"},
+      {"key list with keys", [&](Message& m) { push(m).key_list = 12345; },
+       "a key-list hash together with keys or a range"},
       {"sender", [](Message& m) { m.from = 0; }, "ps-push message from rank 0, which is no worker"},
       {"kind", [](Message& m) { m.body = msg::Partials{}; },
        "partials message from rank 3, which a shard does not take"},
@@ -238,8 +258,9 @@ TEST(ParameterServerTest, AShardRefusesMessagesThatDoNotFitItsTables) {
 }
 
 // A worker checks the replies it is sent the same way: one that answers no pull of its, names
-// keys outside the table, carries more values than were asked, or comes from a rank that is no
-// shard fails the pull with what was wrong, and nothing is written outside the pull's buffer.
+// another table, carries more values than were asked or sparse values at impossible positions,
+// or comes from a rank that is no shard fails the pull with what was wrong, and nothing is
+// written outside the pull's buffer. (A reply's keys are the ones asked for, whatever it names.)
 TEST(ParameterServerTest, AWorkerRefusesRepliesThatAnswerNoPullOfIts) {
   struct Case {
     const char* name;
@@ -256,9 +277,25 @@ TEST(ParameterServerTest, AWorkerRefusesRepliesThatAnswerNoPullOfIts) {
          values(m).range = {0, 10};
          values(m).values = Eigen::VectorXd::Ones(20);
        },
-       "with 20 values where 2 were asked"},
-      {"keys", [&](Message& m, const ParameterServer&) { values(m).keys = {1u << 30}; },
-       "for 1 keys, not all of them in it"},
+       "sent 20 values of table 't' for 1 keys"},
+      {"table", [&](Message& m, const ParameterServer&) { values(m).table = 5; },
+       "with table 5, not the one asked for"},
+      {"sparse positions",
+       [&](Message& m, const ParameterServer&) {
+         values(m).packed.sparse = true;
+         values(m).packed.size = 2;
+         values(m).packed.nonzero = {7};
+         values(m).values = Eigen::VectorXd::Ones(1);
+       },
+       "sparse value position 7 is out of order or beyond 2"},
+      {"sparse count",
+       [&](Message& m, const ParameterServer&) {
+         values(m).packed.sparse = true;
+         values(m).packed.size = 1 << 30;
+         values(m).packed.nonzero = {0};
+         values(m).values = Eigen::VectorXd::Ones(1);
+       },
+       "sent 1073741824 values of table 't' for 1 keys"},
       {"sender", [](Message& m, const ParameterServer& ps) { m.from = ps.WorkerRank(0); },
        "sent a ps-values, but it is no server shard"},
       {"pong for a pull",
@@ -446,7 +483,8 @@ INSTANTIATE_TEST_SUITE_P(Models, StalenessTest,
                                            std::make_pair(std::string("ssp:0"), 0),
                                            std::make_pair(std::string("ssp:2"), 2),
                                            std::make_pair(std::string("essp:1"), 1),
-                                           std::make_pair(std::string("essp:3"), 3)),
+                                           std::make_pair(std::string("essp:3"), 3),
+                                           std::make_pair(std::string("sspaggr:2"), 2)),
                          [](const auto& info) { return TestName(info.param.first); });
 
 // sbp:1 with one of four workers held back: the other three complete clock after clock without
@@ -843,8 +881,8 @@ TEST_P(NoLostUpdateTest, EightWorkersMillionPushesExactSums) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, NoLostUpdateTest,
-                         ::testing::Values("bsp", "sbp:1", "ssp:3", "essp:3", "sparsessp:3", "asp",
-                                           "hogwild"),
+                         ::testing::Values("bsp", "sbp:1", "ssp:3", "essp:3", "sparsessp:3",
+                                           "sspaggr:3", "asp", "hogwild"),
                          [](const auto& info) { return TestName(info.param); });
 
 // ---------------------------------------------------------------------------------------------
@@ -930,8 +968,8 @@ TEST_P(ConvergenceTest, SgdReachesTheLeastSquaresOptimum) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, ConvergenceTest,
-                         ::testing::Values("bsp", "sbp:1", "ssp:2", "essp:2", "sparsessp:2", "asp",
-                                           "hogwild"),
+                         ::testing::Values("bsp", "sbp:1", "ssp:2", "essp:2", "sparsessp:2",
+                                           "sspaggr:2", "asp", "hogwild"),
                          [](const auto& info) { return TestName(info.param); });
 
 // Model averaging: workers update their own replicas; at the clock the table becomes the
@@ -1194,6 +1232,185 @@ TEST(DataParallelTest, TheDriverRefusesBarrierMessagesNoWorkerSent) {
     ASSERT_FALSE(r.ok());
     EXPECT_THAT(r.status().message(), HasSubstr(c.error));
   }
+}
+
+// sspaggr:S sends a worker's summed pushes between clocks, never more than the budget per
+// interval, so that another worker's read sees them before the clock ends (under ssp:S they
+// wait in the worker's buffer for the clock); at the clock the rest follows and nothing is lost.
+TEST(SspAggrTest, SendsWithinTheBudgetBetweenClocksAndLosesNothing) {
+  for (const char* model : {"sspaggr:3", "ssp:3"}) {
+    SCOPED_TRACE(model);
+    TableSpec t = Table(1000, 4, model);
+    t.communication.budget_bytes = 2048;
+    t.communication.interval_seconds = 0.001;
+    auto ps = StartOrDie({t}, 2, 2);
+    std::atomic<bool> sent{false};
+    double seen = -1;
+    RunWorkers(*ps, [&](int w, PsClient& c) -> Status {
+      if (w == 1) {  // reads key 7 once worker 0's pushes of clock 0 had the chance to leave
+        while (!sent.load()) SleepFiber(std::chrono::microseconds(200));
+        TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd v, c.Pull(0, std::vector<Key>{7}).Get());
+        seen = v[0];
+        return c.Clock();
+      }
+      std::mt19937_64 rng(1);
+      std::vector<double> row(4);
+      for (int i = 0; i < 3000; ++i) {
+        const Key k = i < 100 ? 7 : 8 + rng() % 992;
+        for (double& x : row) x = 1.0;
+        TESSERA_RETURN_IF_ERROR(c.Push(0, std::vector<Key>{k}, row));
+        if (i % 100 == 99) SleepFiber(std::chrono::microseconds(1500));
+        if (i == 1500) sent.store(true);
+      }
+      return c.Clock();
+    });
+    const PsClientStats& stats = ps->client(0).stats();
+    ps->Shutdown();
+    EXPECT_EQ(ps->Snapshot(0).sum(), 3000.0 * 4);  // every push arrived
+    EXPECT_EQ(ps->Snapshot(0)[7 * 4], 100.0);
+    if (std::string(model) == "ssp:3") {
+      EXPECT_EQ(seen, 0.0);  // buffered until the clock
+      EXPECT_EQ(stats.budgeted_sends, 0u);
+      continue;
+    }
+    EXPECT_GT(seen, 0.0);  // sent between clocks
+    EXPECT_GE(stats.budgeted_sends, 10u);
+    EXPECT_GT(stats.budgeted_bytes_max, 0u);
+    EXPECT_LE(stats.budgeted_bytes_max, 2048u);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Managed communication
+
+TEST(CommunicationTest, ParsesFeatureLists) {
+  auto all = Communication::Parse("sparse,keys,f32");
+  ASSERT_TRUE(all.ok());
+  EXPECT_TRUE(all->sparse_values && all->key_lists && all->float_values);
+  EXPECT_EQ(all->ToString(), "sparse,keys,f32");
+  EXPECT_EQ(Communication::Parse("none")->ToString(), "none");
+  EXPECT_EQ(Communication::Parse("f32")->ToString(), "f32");
+  EXPECT_EQ(Communication().ToString(), "sparse,keys");  // the default: lossless
+  EXPECT_THAT(Communication::Parse("sparse,zip").status().message(),
+              HasSubstr("unknown feature 'zip'"));
+  EXPECT_FALSE(Communication::Parse("").ok());
+}
+
+// Packed values unpack to exactly what was packed (f32: to the nearest floats), and are packed
+// sparse only when that is smaller.
+TEST(CommunicationTest, PackedValuesRoundTripAndShrink) {
+  std::mt19937_64 rng(3);
+  for (double density : {0.0, 0.05, 0.5, 0.7, 1.0}) {
+    for (const char* features : {"none", "sparse", "f32", "sparse,f32"}) {
+      SCOPED_TRACE(std::string(features) + " at density " + std::to_string(density));
+      const Communication c = *Communication::Parse(features);
+      Eigen::VectorXd values = Eigen::VectorXd::Zero(1000);
+      for (double& v : values) {
+        if (std::uniform_real_distribution<>(0, 1)(rng) < density) {
+          v = std::normal_distribution<>(0, 1)(rng);
+        }
+      }
+      msg::PsPush plain;
+      plain.values = values;
+      msg::PsPush packed = plain;
+      PackValues(c, packed.values, packed.packed);
+      const std::uint64_t plain_bytes = Message(1, plain).PayloadBytes();
+      const std::uint64_t packed_bytes = Message(1, packed).PayloadBytes();
+      EXPECT_LE(packed_bytes, plain_bytes);
+      if (c.sparse_values && density <= 0.4) {
+        EXPECT_TRUE(packed.packed.sparse);
+      }
+      if (density == 1.0) {
+        EXPECT_FALSE(packed.packed.sparse);
+      }
+      if (c.float_values) {
+        EXPECT_LE(packed_bytes, plain_bytes / 2 + 16);
+      }
+      ASSERT_TRUE(UnpackValues(packed.values, packed.packed, 1000).ok());
+      ASSERT_EQ(packed.values.size(), 1000);
+      for (int i = 0; i < 1000; ++i) {
+        const double want = c.float_values ? static_cast<float>(values[i]) : values[i];
+        ASSERT_EQ(packed.values[i], want) << i;
+      }
+    }
+  }
+}
+
+// The two ends of a key-list cache stay alike under any sequence of lists, including lists
+// evicted for space, lists sent again after eviction and lists too short to cache.
+TEST(CommunicationTest, KeyListCachesStayAlikeOnBothEnds) {
+  std::mt19937_64 rng(7);
+  std::vector<std::vector<Key>> pool(40);
+  for (auto& list : pool) {
+    list.resize(rng() % 300);
+    for (Key& k : list) k = rng() % 100000;
+  }
+  KeyListCache sender(2000), receiver(2000);
+  int hashed = 0;
+  for (int i = 0; i < 5000; ++i) {
+    const auto& list = pool[rng() % (i < 2500 ? 8 : pool.size())];  // a hot set, then all
+    TableKeys at;
+    at.keys = list;
+    sender.Compress(at);
+    if (at.key_list != 0) {
+      EXPECT_TRUE(at.keys.empty());
+      ++hashed;
+    }
+    ASSERT_TRUE(receiver.Expand(at).ok()) << i;
+    ASSERT_EQ(at.keys, list) << i;
+    ASSERT_EQ(at.key_list, 0u);
+    ASSERT_EQ(sender.keys_held(), receiver.keys_held()) << i;
+    ASSERT_LE(sender.keys_held(), 2000u);
+  }
+  EXPECT_GT(hashed, 2000);
+}
+
+// The same deterministic run (bsp, sparse row deltas to repeated key lists, as an LDA worker
+// pushes) ends in bit-identical tables under every lossless feature set, within float rounding
+// under f32, and each feature moves fewer bytes than none.
+TEST(CommunicationTest, EveryFeatureKeepsTheResultAndMovesFewerBytes) {
+  std::map<std::string, std::pair<Eigen::VectorXd, std::uint64_t>> runs;
+  for (const char* features : {"none", "sparse", "keys", "f32", "sparse,keys,f32"}) {
+    TableSpec t = Table(2000, 16, "bsp");
+    t.communication = *Communication::Parse(features);
+    auto ps = StartOrDie({t}, 2, 2);
+    RunWorkers(*ps, [&](int w, PsClient& c) -> Status {
+      std::mt19937_64 rng(w);
+      std::vector<std::vector<Key>> batches(3);
+      for (auto& b : batches) {
+        for (int i = 0; i < 200; ++i) b.push_back(rng() % 2000);
+        std::sort(b.begin(), b.end());
+        b.erase(std::unique(b.begin(), b.end()), b.end());
+      }
+      for (int clock = 0; clock < 12; ++clock) {
+        const auto& keys = batches[clock % 3];
+        TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd rows, c.Pull(0, keys).Get());
+        std::vector<double> delta(keys.size() * 16, 0.0);
+        // Two topics of sixteen change; dyadic values sum exactly in any order.
+        for (std::size_t i = 0; i < keys.size(); ++i) {
+          delta[i * 16 + rng() % 16] += 0.25 + rows[static_cast<Eigen::Index>(i * 16)] / 8;
+          delta[i * 16 + rng() % 16] -= 1.0;
+        }
+        TESSERA_RETURN_IF_ERROR(c.Push(0, keys, delta));
+        TESSERA_RETURN_IF_ERROR(c.Clock());
+      }
+      return Status::Ok();
+    });
+    const std::uint64_t bytes = ps->client(0).stats().bytes + ps->client(1).stats().bytes;
+    ps->Shutdown();
+    runs[features] = {ps->Snapshot(0), bytes};
+  }
+  const auto& [none, none_bytes] = runs["none"];
+  for (const char* lossless : {"sparse", "keys"}) {
+    EXPECT_EQ(runs[lossless].first, none) << lossless;
+    EXPECT_LT(runs[lossless].second, none_bytes) << lossless;
+  }
+  EXPECT_LT(runs["sparse"].second * 3, none_bytes);  // two nonzeros of sixteen per row
+  for (const char* lossy : {"f32", "sparse,keys,f32"}) {
+    EXPECT_LT((runs[lossy].first - none).cwiseAbs().maxCoeff(), 1e-4) << lossy;
+    EXPECT_LT(runs[lossy].second, none_bytes) << lossy;
+  }
+  EXPECT_LT(runs["sparse,keys,f32"].second * 5, none_bytes);
 }
 
 }  // namespace

@@ -24,6 +24,7 @@ void Fields(TableKeys& m, F& f) {
   f(m.table);
   f(m.keys);
   f(m.range);
+  f(m.key_list);
 }
 template <typename F>
 void Fields(msg::Stop&, F&) {}
@@ -84,18 +85,24 @@ void Fields(msg::PsValues& m, F& f) {
   f(m.clock);
   f(m.request);
   f(m.values);
+  f(m.applied);
+  f(m.packed);
 }
 template <typename F>
 void Fields(msg::PsRefresh& m, F& f) {
   Fields(static_cast<TableKeys&>(m), f);
   f(m.clock);
   f(m.values);
+  f(m.applied);
+  f(m.packed);
 }
 template <typename F>
 void Fields(msg::PsPush& m, F& f) {
   Fields(static_cast<TableKeys&>(m), f);
   f(m.values);
   f(m.raw_add);
+  f(m.staleness);
+  f(m.packed);
 }
 template <typename F>
 void Fields(msg::PsClock& m, F& f) {
@@ -167,6 +174,8 @@ struct Filler {
   }
   void operator()(std::vector<Partial>& v) { v = {{7, 2, Values(4)}, {9, 0, Values(0)}}; }
   void operator()(std::vector<CarriedState>& v) { v = {{4, "four"}, {5, ""}}; }
+  // Values(n) are exact floats, so f32 round-trips them bit for bit.
+  void operator()(PackedValues& p) { p = {true, true, {0, 3, 4, 70000}, rng() >> 1}; }
 };
 
 // Every field as text, doubles bit for bit.
@@ -221,6 +230,12 @@ struct Dumper {
       Add(c.block);
       (*this)(c.state);
     }
+  }
+  void operator()(const PackedValues& p) {
+    Add(p.f32);
+    Add(p.sparse);
+    for (std::uint32_t i : p.nonzero) Add(i);
+    Add(p.size);
   }
 };
 

@@ -1,0 +1,162 @@
+#include "tessera/core/ps_wire.h"
+
+#include <cmath>
+#include <cstring>
+
+namespace tessera {
+
+StatusOr<Communication> Communication::Parse(std::string_view text) {
+  Communication c;
+  c.sparse_values = c.key_lists = c.float_values = false;
+  if (text == "none") return c;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    const std::string_view item = text.substr(start, comma - start);
+    if (item == "sparse") {
+      c.sparse_values = true;
+    } else if (item == "keys") {
+      c.key_lists = true;
+    } else if (item == "f32") {
+      c.float_values = true;
+    } else {
+      return InvalidArgument("communication '" + std::string(text) + "': unknown feature '" +
+                             std::string(item) +
+                             "' (want 'none' or a comma-separated list of sparse, keys, f32)");
+    }
+    start = comma + 1;
+  }
+  return c;
+}
+
+std::string Communication::ToString() const {
+  std::string s;
+  for (const auto& [on, name] : {std::pair{sparse_values, "sparse"}, std::pair{key_lists, "keys"},
+                                 std::pair{float_values, "f32"}}) {
+    if (!on) continue;
+    if (!s.empty()) s += ',';
+    s += name;
+  }
+  return s.empty() ? "none" : s;
+}
+
+void PackValues(const Communication& c, Eigen::VectorXd& values, PackedValues& p) {
+  p = PackedValues();
+  const auto n = static_cast<std::size_t>(values.size());
+  if (c.float_values) {
+    p.f32 = true;
+    for (double& v : values) v = static_cast<double>(static_cast<float>(v));
+  }
+  if (!c.sparse_values || n == 0) return;
+  std::size_t nonzero = 0;
+  for (double v : values) nonzero += v != 0;
+  const std::size_t width = p.f32 ? 4 : 8;
+  if (8 + nonzero * (width + 4) >= n * width) return;
+  p.sparse = true;
+  p.size = n;
+  p.nonzero.reserve(nonzero);
+  std::size_t out = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (values[static_cast<Eigen::Index>(i)] == 0) continue;
+    p.nonzero.push_back(static_cast<std::uint32_t>(i));
+    values[static_cast<Eigen::Index>(out++)] = values[static_cast<Eigen::Index>(i)];
+  }
+  values.conservativeResize(static_cast<Eigen::Index>(out));
+}
+
+Status UnpackValues(Eigen::VectorXd& values, PackedValues& p, std::size_t expected) {
+  if (!p.sparse) {
+    if (!p.nonzero.empty()) return InvalidArgument("positions of values that are not sparse");
+    return Status::Ok();
+  }
+  if (p.size != expected) {
+    return InvalidArgument("sparse values of " + std::to_string(p.size) + " where " +
+                           std::to_string(expected) + " were expected");
+  }
+  if (p.nonzero.size() != static_cast<std::size_t>(values.size())) {
+    return InvalidArgument(std::to_string(values.size()) + " sparse values at " +
+                           std::to_string(p.nonzero.size()) + " positions");
+  }
+  Eigen::VectorXd dense = Eigen::VectorXd::Zero(static_cast<Eigen::Index>(expected));
+  std::uint64_t next = 0;  // positions strictly increase
+  for (std::size_t i = 0; i < p.nonzero.size(); ++i) {
+    const std::uint32_t at = p.nonzero[i];
+    if (at < next || at >= expected) {
+      return InvalidArgument("sparse value position " + std::to_string(at) +
+                             " is out of order or beyond " + std::to_string(expected));
+    }
+    next = std::uint64_t{at} + 1;
+    dense[at] = values[static_cast<Eigen::Index>(i)];
+  }
+  values = std::move(dense);
+  p = PackedValues();
+  return Status::Ok();
+}
+
+namespace {
+
+// 64-bit hash of a key list (never 0, which means "no list").
+std::uint64_t HashKeys(const std::vector<Key>& keys) {
+  std::uint64_t h = 0x9e3779b97f4a7c15ULL ^ keys.size();
+  for (Key k : keys) {
+    h ^= k + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+  }
+  return h == 0 ? 1 : h;
+}
+
+}  // namespace
+
+void KeyListCache::Touch(Entry& e) { recent_.splice(recent_.begin(), recent_, e.recent); }
+
+void KeyListCache::Remember(std::uint64_t hash, const std::vector<Key>& keys) {
+  if (keys.size() > capacity_) return;
+  if (auto it = lists_.find(hash); it != lists_.end()) {
+    held_ -= it->second.keys.size();
+    recent_.erase(it->second.recent);
+    lists_.erase(it);
+  }
+  while (held_ + keys.size() > capacity_) {
+    const auto oldest = lists_.find(recent_.back());
+    held_ -= oldest->second.keys.size();
+    lists_.erase(oldest);
+    recent_.pop_back();
+  }
+  recent_.push_front(hash);
+  lists_.emplace(hash, Entry{keys, recent_.begin()});
+  held_ += keys.size();
+}
+
+void KeyListCache::Compress(TableKeys& at) {
+  if (at.keys.size() < kMinKeys) return;
+  const std::uint64_t hash = HashKeys(at.keys);
+  if (auto it = lists_.find(hash); it != lists_.end() && it->second.keys == at.keys) {
+    Touch(it->second);
+    at.key_list = hash;
+    at.keys.clear();
+    return;
+  }
+  Remember(hash, at.keys);
+}
+
+Status KeyListCache::Expand(TableKeys& at) {
+  if (at.key_list == 0) {
+    if (at.keys.size() >= kMinKeys) Remember(HashKeys(at.keys), at.keys);
+    return Status::Ok();
+  }
+  if (!at.keys.empty() || at.range.size() != 0) {
+    return InvalidArgument("a key-list hash together with keys or a range");
+  }
+  const auto it = lists_.find(at.key_list);
+  if (it == lists_.end()) {
+    return InvalidArgument("key list " + std::to_string(at.key_list) +
+                           " was never sent or has been forgotten");
+  }
+  Touch(it->second);
+  at.keys = it->second.keys;
+  at.key_list = 0;
+  return Status::Ok();
+}
+
+}  // namespace tessera

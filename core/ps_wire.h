@@ -1,0 +1,77 @@
+// Managed communication for the parameter server (Li et al., "Scaling Distributed Machine
+// Learning with the Parameter Server", OSDI 2014, section 4): what a table's messages leave
+// out or shrink on their way, chosen per table (TableSpec::communication).
+//
+//   sparse  values travel as their nonzero entries and those entries' positions whenever that
+//           is smaller (a sparse row delta of an LDA word-topic row, a Lasso coefficient vector
+//           with few nonzeros); lossless.
+//   keys    key-list caching: a worker's list of keys that its shard has seen from it before
+//           travels as the list's 64-bit hash (a batch's keys repeat every epoch, and a push
+//           follows the pull of the same keys); lossless.
+//   f32     values travel as 32-bit floats (rounded by the sender; integers up to 2^24 and
+//           anything already a float pass exactly); lossy.
+//
+// Replies to a pull never repeat its keys: the worker knows what it asked.
+#pragma once
+
+#include <Eigen/Core>
+#include <cstdint>
+#include <list>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "tessera/core/message.h"
+#include "tessera/core/status.h"
+
+namespace tessera {
+
+struct Communication {
+  bool sparse_values = true;
+  bool key_lists = true;
+  bool float_values = false;
+  // Bandwidth-managed consistency models (sspaggr:S): what a worker may send one table's shards
+  // between clocks, per interval.
+  std::uint64_t budget_bytes = 256 << 10;
+  double interval_seconds = 0.005;
+  // "none", or a comma-separated subset of "sparse", "keys", "f32".
+  static StatusOr<Communication> Parse(std::string_view text);
+  std::string ToString() const;
+};
+
+// Sender: shrinks `values` (in place) as `c` allows and says how in `p`.
+void PackValues(const Communication& c, Eigen::VectorXd& values, PackedValues& p);
+// Receiver: `values` back to `expected` plain doubles, or why the packing a peer sent does not
+// fit (positions out of order or beyond `expected`, counts that disagree).
+Status UnpackValues(Eigen::VectorXd& values, PackedValues& p, std::size_t expected);
+
+// One direction of key-list caching: the lists one sender has sent one receiver for one table,
+// kept alike on both sides. Both remember every list of at least kMinKeys keys they send or
+// receive in full, and forget the least recently used ones beyond `capacity` keys, so the two
+// copies stay equal as long as messages arrive in the order they were sent.
+class KeyListCache {
+ public:
+  static constexpr std::size_t kMinKeys = 16;
+  explicit KeyListCache(std::size_t capacity = std::size_t{1} << 19) : capacity_(capacity) {}
+  // Sender: a list the receiver holds leaves as its hash (`at.keys` emptied, `at.key_list` set).
+  void Compress(TableKeys& at);
+  // Receiver: the keys of `at.key_list` back in `at.keys`; an error for a hash it does not hold.
+  Status Expand(TableKeys& at);
+  std::size_t keys_held() const { return held_; }
+
+ private:
+  struct Entry {
+    std::vector<Key> keys;
+    std::list<std::uint64_t>::iterator recent;
+  };
+  void Remember(std::uint64_t hash, const std::vector<Key>& keys);
+  void Touch(Entry& e);
+
+  std::size_t capacity_;
+  std::size_t held_ = 0;
+  std::unordered_map<std::uint64_t, Entry> lists_;
+  std::list<std::uint64_t> recent_;  // most recently used first
+};
+
+}  // namespace tessera
