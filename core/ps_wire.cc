@@ -48,10 +48,12 @@ void PackValues(const Communication& c, Eigen::VectorXd& values, PackedValues& p
     for (double& v : values) v = static_cast<double>(static_cast<float>(v));
   }
   if (!c.sparse_values || n == 0) return;
-  std::size_t nonzero = 0;
-  for (double v : values) nonzero += v != 0;
+  // Sparse pays when 8 + nonzeros * (width + 4) < n * width: stop counting once it cannot.
   const std::size_t width = p.f32 ? 4 : 8;
-  if (8 + nonzero * (width + 4) >= n * width) return;
+  const std::size_t most = n * width <= 8 ? 0 : (n * width - 9) / (width + 4);
+  std::size_t nonzero = 0;
+  for (Eigen::Index i = 0; i < values.size() && nonzero <= most; ++i) nonzero += values[i] != 0;
+  if (nonzero > most) return;
   p.sparse = true;
   p.size = n;
   p.nonzero.reserve(nonzero);

@@ -72,7 +72,7 @@ struct LassoFlags {
   double lambda_ratio = 0;
   int path = 0;
   double path_ratio = 0;
-  bool no_strong = false, no_active = false;
+  bool no_strong = false, no_active = false, no_gap_safe = false;
   DataParallelFlags data_parallel;  // parsed into opts.data_parallel
   bool no_accelerate = false;
   int cv = 0;                    // folds; 0: no cross-validation
@@ -110,7 +110,12 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
       ->capture_default_str();
   cmd.add_option("--max-seconds", f.opts.engine.max_seconds,
                  "Stop after this many seconds per lambda");
-  cmd.add_option("--tolerance", f.opts.tolerance, "Convergence threshold (see README)")
+  cmd.add_option("--stop", f.opts.stop,
+                 "Model-parallel stopping rule: gap (duality gap <= tolerance x the objective "
+                 "at 0) or kkt (every KKT violation <= tolerance x lambda_max)")
+      ->capture_default_str();
+  cmd.add_flag("--no-gap-safe", f.no_gap_safe, "No Gap Safe screening");
+  cmd.add_option("--tolerance", f.opts.tolerance, "Convergence threshold (see --stop)")
       ->capture_default_str();
   cmd.add_option("--seed", f.opts.engine.seed, "Seed of randomized schedulers")
       ->capture_default_str();
@@ -177,14 +182,15 @@ Status WriteSummary(const std::string& path, const LassoOptions& o, const LassoS
   CsvWriter out;
   TESSERA_RETURN_IF_ERROR(
       out.Open(path,
-               "mode,lambda,objective,kkt,nonzeros,rounds,seconds,setup_seconds,bytes,"
+               "mode,lambda,objective,gap,kkt,nonzeros,rounds,seconds,setup_seconds,bytes,"
                "peak_rss,stop" +
                    StalenessColumns()));
   out.Row(o.mode + "," + FormatDouble(r.lambda) + "," + FormatDouble(r.objective) + "," +
-          FormatDouble(r.kkt_violation) + "," + std::to_string(r.nonzeros()) + "," +
-          std::to_string(r.rounds) + "," + FormatDouble(r.seconds) + "," +
-          FormatDouble(setup_seconds) + "," + std::to_string(r.bytes) + "," +
-          std::to_string(PeakRssBytes()) + "," + r.stop_reason + StalenessValues(r.staleness));
+          FormatDouble(r.gap) + "," + FormatDouble(r.kkt_violation) + "," +
+          std::to_string(r.nonzeros()) + "," + std::to_string(r.rounds) + "," +
+          FormatDouble(r.seconds) + "," + FormatDouble(setup_seconds) + "," +
+          std::to_string(r.bytes) + "," + std::to_string(PeakRssBytes()) + "," + r.stop_reason +
+          StalenessValues(r.staleness));
   return out.Finish();
 }
 
@@ -272,8 +278,9 @@ int FitLasso(LassoFlags& f, const CommonFlags& c, Cluster& cluster) {
     if (c.quiet) return;
     ClearProgressLine();
     std::printf(
-        "lambda %-12.6g objective %-16.12g kkt %-9.2e nonzeros %-6d rounds %-7llu %.3f s  (%s)\n",
-        r.lambda, r.objective, r.kkt_violation, r.nonzeros(),
+        "lambda %-12.6g objective %-16.12g gap %-9.2e kkt %-9.2e nonzeros %-6d rounds %-7llu "
+        "%.3f s  (%s)\n",
+        r.lambda, r.objective, r.gap, r.kkt_violation, r.nonzeros(),
         static_cast<unsigned long long>(r.rounds), r.seconds, r.stop_reason.c_str());
     std::fflush(stdout);
   };
@@ -439,7 +446,7 @@ class LassoCommand final : public AppCommand {
       s.seconds_flag = "--max-seconds";
       s.rounds_flag[0] = "--max-rounds";
       s.rounds_flag[1] = "--max-epochs";
-      s.extra = {"kkt", "nonzeros"};
+      s.extra = {"gap", "kkt", "nonzeros"};
       return s;
     }();
     return &spec;
@@ -497,6 +504,7 @@ class LassoCommand final : public AppCommand {
     }
     f.opts.strong_rules = !f.no_strong;
     f.opts.active_set = !f.no_active;
+    f.opts.gap_safe = !f.no_gap_safe;
     f.opts.engine.label = "lasso";
     TESSERA_RETURN_IF_ERROR(FinishDataParallelFlags(f));
     SetCheckpointOptions(checkpoints(), f.opts);

@@ -79,6 +79,9 @@ Status LassoOptions::Validate() const {
                            block_update + "'");
   }
   if (!(tolerance > 0)) return InvalidArgument("--tolerance must be > 0");
+  if (stop != "gap" && stop != "kkt") {
+    return InvalidArgument("--stop must be 'gap' or 'kkt', got '" + stop + "'");
+  }
   if (mode != "model-parallel" && mode != "data-parallel") {
     return InvalidArgument("--mode must be 'model-parallel' or 'data-parallel', got '" + mode +
                            "'");
@@ -142,6 +145,22 @@ double LassoOracle::KktViolation(double lambda, double b0, const Eigen::VectorXd
     worst = std::max(worst, v);
   }
   return worst;
+}
+
+double LassoOracle::DualityGap(double lambda, const Eigen::VectorXd& beta) const {
+  const double n = static_cast<double>(y_.size());
+  Eigen::VectorXd r = Residual(Intercept(beta), beta);
+  r.array() -= r.mean();
+  const Eigen::VectorXd g = (x_.transpose() * r) / n;  // = x̃ᵀr/n: r sums to 0
+  double s = lambda, pen = 0;
+  for (Eigen::Index j = 0; j < beta.size(); ++j) {
+    if (pf_[j] > 0) s = std::max(s, std::abs(g[j]) / pf_[j]);
+    pen += pf_[j] * std::abs(beta[j]);
+  }
+  const double rr = r.squaredNorm(), ry = r.dot((y_.array() - y_.mean()).matrix());
+  const double primal = rr / (2 * n) + lambda * pen;
+  const double dual = -lambda * lambda * rr / (2 * n * s * s) + lambda * ry / (n * s);
+  return std::max(primal - dual, 0.0);
 }
 
 int LassoSolution::nonzeros() const { return static_cast<int>((beta.array() != 0).count()); }
@@ -247,7 +266,16 @@ class LassoApp final : public ModelParallelApp {
     skip_to_kkt_ = true;
     done_ = false;
     kkt_pending_ = false;
+    screened_.assign(p_, 0);
+    screened_count_ = 0;
+    gap_ = HUGE_VAL;
+    kkt_floor_ = opts_.tolerance * std::max(lambda_max_, 1e-300);
   }
+
+  // The last gradient pass's duality gap (of the problem restricted to the features not
+  // screened, whose optimum is the whole problem's) and the features screened in this fit.
+  double gap() const { return gap_; }
+  std::int64_t screened() const { return screened_count_; }
 
   void EndFit(double lambda) { last_lambda_ = lambda; }
 
@@ -321,7 +349,9 @@ class LassoApp final : public ModelParallelApp {
         kkt_pending_ = true;
         Block b;  // for every worker
         b.op = kGradientPass;
-        for (Eigen::Index j = 0; j < p_; ++j) b.keys.push_back(static_cast<Key>(j));
+        for (Eigen::Index j = 0; j < p_; ++j) {
+          if (!screened_[j]) b.keys.push_back(static_cast<Key>(j));
+        }
         plan.blocks.push_back(std::move(b));
         stale_[ctx.round] = {};
         return plan;
@@ -354,13 +384,20 @@ class LassoApp final : public ModelParallelApp {
       const std::size_t u = b.keys.size();
       const bool gram = b.op == kUpdate && sequential_;
       const std::size_t m = gram ? ctx.stale_keys.size() : 0;
+      const bool pass = b.op == kGradientPass;
       Partial part;
       part.block = b.id;
-      part.values.resize(static_cast<Eigen::Index>(u + (gram ? u * (u - 1) / 2 + u * m : 0)));
+      part.values.resize(
+          static_cast<Eigen::Index>(u + (gram ? u * (u - 1) / 2 + u * m : 0) + (pass ? 2 : 0)));
       Eigen::Index at = 0;
       for (Key k : b.keys) {
         const auto j = static_cast<Eigen::Index>(k);
         part.values[at++] = ColumnDot(s.x, j, s.rs) + s.c * s.colsum[j];
+      }
+      if (pass) {  // the duality gap's partials: ‖r‖² and rᵀỹ over this worker's rows
+        const auto r = s.rs.array() + s.c;
+        part.values[at++] = r.square().sum();
+        part.values[at++] = (r * s.y.array()).sum();
       }
       if (gram) {
         if (s.gram_cache.size() > kGramCacheLimit) s.gram_cache.clear();
@@ -419,7 +456,13 @@ class LassoApp final : public ModelParallelApp {
       const Eigen::VectorXd& v = merged[bi].values;
       const std::size_t u = b.keys.size();
       if (b.op == kGradientPass) {
-        kkt_grad_ = v / static_cast<double>(n_);
+        kkt_grad_ = Eigen::VectorXd::Zero(p_);  // screened features are left out
+        for (std::size_t i = 0; i < u; ++i) {
+          kkt_grad_[static_cast<Eigen::Index>(b.keys[i])] =
+              v[static_cast<Eigen::Index>(i)] / static_cast<double>(n_);
+        }
+        residual_sq_ = v[static_cast<Eigen::Index>(u)];
+        residual_dot_y_ = v[static_cast<Eigen::Index>(u + 1)];
         continue;
       }
       Eigen::VectorXd g = v.head(static_cast<Eigen::Index>(u));
@@ -565,7 +608,43 @@ class LassoApp final : public ModelParallelApp {
     return true;
   }
 
-  double KktTolerance() const { return opts_.tolerance * std::max(lambda_max_, 1e-300); }
+  // The KKT violations a fit tolerates. Under the gap rule this starts at tolerance × λ_max
+  // and tightens tenfold whenever it is met but the gap is not (FinishKkt).
+  double KktTolerance() const { return kkt_floor_; }
+
+  // After a gradient pass: the duality gap at the committed coefficients, from the workers'
+  // ‖r‖², rᵀỹ and the gradient (LassoOracle::DualityGap; over the features not screened).
+  // Then Gap Safe screening: the optimal dual point lies within √(2n·gap)/(nλ) of θ = r/(n s),
+  // so a feature with |x̃_jᵀθ| + that radius × ‖x̃_j‖ < pf_j is zero at the optimum.
+  void ComputeGap() {
+    const double n = static_cast<double>(n_);
+    double s = lambda_;
+    for (Eigen::Index j = 0; j < p_; ++j) {
+      if (!screened_[j] && d_[j] > 0) s = std::max(s, std::abs(kkt_grad_[j]) / pf_[j]);
+    }
+    const double primal = residual_sq_ / (2 * n) + lambda_ * penalty_;
+    const double dual =
+        -lambda_ * lambda_ * residual_sq_ / (2 * n * s * s) + lambda_ * residual_dot_y_ / (n * s);
+    gap_ = std::max(primal - dual, 0.0);
+    if (!opts_.gap_safe) return;
+    const double radius = std::sqrt(2 * n * gap_) / (n * lambda_);
+    bool dropped = false;
+    for (Eigen::Index j = 0; j < p_; ++j) {
+      if (screened_[j] || beta_[j] != 0 || d_[j] <= 0) continue;
+      if (std::abs(kkt_grad_[j]) / s + radius * std::sqrt(d_[j]) < pf_[j]) {
+        screened_[j] = 1;
+        ++screened_count_;
+        if (working_[j]) {
+          working_[j] = 0;
+          dropped = true;
+        }
+      }
+    }
+    if (dropped) {
+      std::erase_if(working_list_,
+                    [this](Key k) { return screened_[static_cast<Eigen::Index>(k)]; });
+    }
+  }
 
   // After a gradient pass over every feature. Features that violate the optimality conditions
   // join the working set (on the first pass of a fit also the nonzero ones and, when the
@@ -575,11 +654,15 @@ class LassoApp final : public ModelParallelApp {
     const double strong_cut =
         first_pass_ && opts_.strong_rules ? 2 * lambda_ - last_lambda_ : HUGE_VAL;
     first_pass_ = false;
+    const double last_gap = gap_;
+    ComputeGap();
+    const bool by_gap = opts_.stop == "gap";
+    if (by_gap && gap_ <= opts_.tolerance * null_ms_ / 2) return true;  // P(0) = null_ms_ / 2
     double worst = 0;
     std::int64_t working = 0;
     std::vector<std::pair<double, Eigen::Index>> violators;  // outside the working set
     for (Eigen::Index j = 0; j < p_; ++j) {
-      if (d_[j] <= 0) continue;
+      if (d_[j] <= 0 || screened_[j]) continue;
       const double t = lambda_ * pf_[j], g = kkt_grad_[j];
       const double v = beta_[j] != 0 ? std::abs(g - t * (beta_[j] > 0 ? 1 : -1))
                                      : std::max(std::abs(g) - t, 0.0);
@@ -593,7 +676,14 @@ class LassoApp final : public ModelParallelApp {
       }
       working += working_[j];
     }
-    if (violators.empty() && worst <= KktTolerance()) return true;
+    if (violators.empty() && worst <= KktTolerance()) {
+      if (!by_gap) return true;
+      // The conditions hold as asked but the gap is not small enough yet: ask more of them,
+      // unless this pass did not shrink the gap or rounding allows no more (then the
+      // coordinates are as exact as they can be).
+      if (gap_ >= last_gap || kkt_floor_ <= 1e-15 * lambda_max_) return true;
+      kkt_floor_ = std::max(0.1 * std::min(kkt_floor_, worst), 1e-15 * lambda_max_);
+    }
     // The working set at most doubles per pass, taking the worst violators first (celer,
     // Blitz): at small λ almost every feature violates at b = 0, but few end up nonzero.
     // 1024 was the best of 64..4096 on news20 and the synthetic problem (bench/README.md).
@@ -632,8 +722,13 @@ class LassoApp final : public ModelParallelApp {
   std::unique_ptr<LassoOracle> oracle_;
 
   double lambda_ = 0, last_lambda_ = 0, lambda_max_ = 0;
-  double inner_tolerance_ = 0;     // sweep convergence threshold of the current working set
-  Eigen::VectorXd kkt_grad_;       // X̃ᵀr/n from the last gradient pass
+  double inner_tolerance_ = 0;  // sweep convergence threshold of the current working set
+  Eigen::VectorXd kkt_grad_;    // X̃ᵀr/n from the last gradient pass
+  double residual_sq_ = 0, residual_dot_y_ = 0;  // ‖r‖² and rᵀỹ, from the same pass
+  double gap_ = HUGE_VAL;                        // the duality gap there (ComputeGap)
+  double kkt_floor_ = 0;                         // KktTolerance()
+  std::vector<char> screened_;                   // Gap Safe: zero at the optimum of this λ
+  std::int64_t screened_count_ = 0;
   std::vector<char> working_;      // the features coordinate descent sweeps over
   std::vector<Key> working_list_;  // the same, as a sorted list
   double penalty_ = 0;             // Σ pf_j |b_j|, kept up to date by Pull
@@ -717,7 +812,11 @@ StatusOr<LassoSolution> LassoSolver::Fit(double lambda) {
   if (!(lambda > 0) || !std::isfinite(lambda)) {
     return InvalidArgument("--lambda must be a positive number, got " + FormatDouble(lambda));
   }
-  if (dp_) return Finite(dp_->Fit(lambda, checkpoint_, options_.checkpoint_every));
+  if (dp_) {
+    auto s = Finite(dp_->Fit(lambda, checkpoint_, options_.checkpoint_every));
+    if (s.ok() && s->holds_result) s->gap = oracle().DualityGap(lambda, s->beta);
+    return s;
+  }
   app_->BeginFit(lambda);
   EngineOptions eo = options_.engine;
   eo.kept_workers = app_->kept_workers();
@@ -737,6 +836,8 @@ StatusOr<LassoSolution> LassoSolver::Fit(double lambda) {
   s.intercept = app_->intercept();
   s.objective = oracle().Objective(lambda, s.intercept, s.beta);
   s.kkt_violation = oracle().KktViolation(lambda, s.intercept, s.beta);
+  s.gap = oracle().DualityGap(lambda, s.beta);
+  s.screened = app_->screened();
   s.rounds = run.rounds;
   s.seconds = run.seconds;
   s.bytes = run.bytes;
@@ -877,6 +978,8 @@ Status LassoSolver::Restore(const Checkpoint& c, const std::vector<double>& lamb
     s.objective = objective[k];
     s.kkt_violation = kkt[k];
     s.seconds = seconds[k];
+    s.gap = oracle().DualityGap(s.lambda, Eigen::Map<const Eigen::VectorXd>(
+                                              betas.data() + k * p, static_cast<Eigen::Index>(p)));
     s.beta = Eigen::Map<const Eigen::VectorXd>(betas.data() + k * p, static_cast<Eigen::Index>(p));
     s.rounds = counts[3 * k];
     s.bytes = counts[3 * k + 1];
@@ -909,6 +1012,10 @@ double LassoSolver::KktViolation(double lambda, double intercept,
   return oracle().KktViolation(lambda, intercept, beta);
 }
 
+double LassoSolver::DualityGap(double lambda, const Eigen::VectorXd& beta) const {
+  return oracle().DualityGap(lambda, beta);
+}
+
 namespace {
 std::string FeatureName(const Dataset& data, Eigen::Index j) {
   return j < static_cast<Eigen::Index>(data.feature_names.size()) ? data.feature_names[j]
@@ -931,13 +1038,14 @@ Status WritePath(const std::string& path, const Dataset& data,
                  const std::vector<LassoSolution>& sols) {
   std::string header = "lambda,intercept";
   for (Eigen::Index j = 0; j < data.cols(); ++j) header += "," + FeatureName(data, j);
-  header += ",objective,kkt_max_violation";
+  header += ",objective,kkt_max_violation,duality_gap";
   CsvWriter out;
   TESSERA_RETURN_IF_ERROR(out.Open(path, header));
   for (const auto& s : sols) {
     std::string row = FormatDouble(s.lambda) + "," + FormatDouble(s.intercept);
     for (Eigen::Index j = 0; j < s.beta.size(); ++j) row += "," + FormatDouble(s.beta[j]);
-    row += "," + FormatDouble(s.objective) + "," + FormatDouble(s.kkt_violation);
+    row += "," + FormatDouble(s.objective) + "," + FormatDouble(s.kkt_violation) + "," +
+           FormatDouble(s.gap);
     out.Row(row);
   }
   return out.Finish();

@@ -40,8 +40,15 @@ struct LassoOptions {
   bool standardize = false;  // penalize b_j by the column's standard deviation (glmnet default)
   bool strong_rules = true;  // screen coordinates with the sequential strong rule
   bool active_set = true;    // sweep the nonzero coordinates until they converge, then all
-  double tolerance = 1e-7;   // converged when every KKT violation (see KktViolation) is below
-                             // tolerance × λ_max, checked by a full gradient pass
+  // Model-parallel stopping rule, checked by a full gradient pass: "gap" (converged when the
+  // duality gap, see DualityGap, is below tolerance × the objective at b = 0, as celer and
+  // skglm stop) or "kkt" (when every KKT violation, see KktViolation, is below
+  // tolerance × λ_max).
+  std::string stop = "gap";
+  double tolerance = 1e-7;
+  // Gap Safe screening (Ndiaye et al. 2017): at every gradient pass, features the duality gap
+  // proves zero at the optimum leave the fit for good (the gradient passes skip them).
+  bool gap_safe = true;
   // Data-parallel mode: servers, workers, consistency, frequency, partition, limits (the
   // engine options above are not used), and FISTA momentum under bsp.
   DataParallelOptions data_parallel;
@@ -70,9 +77,11 @@ struct LassoOptions {
 struct LassoSolution {
   double lambda = 0;
   double intercept = 0;
-  Eigen::VectorXd beta;      // one per feature, on the data's scale
-  double objective = 0;      // recomputed from the full data, independent of the workers
-  double kkt_violation = 0;  // max over j, see KktViolation
+  Eigen::VectorXd beta;       // one per feature, on the data's scale
+  double objective = 0;       // recomputed from the full data, independent of the workers
+  double kkt_violation = 0;   // max over j, see KktViolation
+  double gap = 0;             // the duality gap at (intercept, beta), see DualityGap
+  std::int64_t screened = 0;  // features Gap Safe screening removed (model-parallel)
   std::uint64_t rounds = 0;
   double seconds = 0;
   std::uint64_t bytes = 0;
@@ -94,6 +103,11 @@ class LassoOracle {
               Eigen::VectorXd pf);
   double Objective(double lambda, double intercept, const Eigen::VectorXd& beta) const;
   double KktViolation(double lambda, double intercept, const Eigen::VectorXd& beta) const;
+  // The duality gap P(b) − D(θ) at `beta` with its optimal intercept, an upper bound on
+  // P(b) − P*: D(θ) = −λ²‖r‖²/(2n s²) + λ rᵀỹ/(n s) is the Lasso dual (ỹ the centered
+  // responses) at θ = r/(n s), the residual scaled into the dual feasible set,
+  // s = max(λ, max_j |x̃_jᵀr|/(n pf_j)).
+  double DualityGap(double lambda, const Eigen::VectorXd& beta) const;
   // The intercept that goes with `beta`: ȳ − μᵀb.
   double Intercept(const Eigen::VectorXd& beta) const;
 
@@ -142,6 +156,7 @@ class LassoSolver {
   // See LassoOracle.
   double Objective(double lambda, double intercept, const Eigen::VectorXd& beta) const;
   double KktViolation(double lambda, double intercept, const Eigen::VectorXd& beta) const;
+  double DualityGap(double lambda, const Eigen::VectorXd& beta) const;
 
  private:
   LassoSolver() = default;
@@ -168,7 +183,7 @@ class LassoSolver {
 // Writes "name,value" rows (intercept first) to `path` atomically.
 Status WriteCoefficients(const std::string& path, const Dataset& data,
                          const LassoSolution& solution);
-// Writes one row per λ: lambda,intercept,<features...>,objective,kkt_max_violation.
+// Writes one row per λ: lambda,intercept,<features...>,objective,kkt_max_violation,duality_gap.
 Status WritePath(const std::string& path, const Dataset& data,
                  const std::vector<LassoSolution>& path_solutions);
 

@@ -68,13 +68,18 @@ StatusOr<LassoModel> ReadLassoModel(const std::string& path) {
         Eigen::Map<const Eigen::VectorXd>(beta.data(), static_cast<Eigen::Index>(beta.size())));
     return m;
   }
-  if (header.size() < 4 || header[0] != "lambda" || header[1] != "intercept" ||
-      header[header.size() - 2] != "objective" || header.back() != "kkt_max_violation") {
-    return InvalidArgument(in.Where() +
-                           "not a Lasso model: expected 'name,value' or "
-                           "'lambda,intercept,<features...>,objective,kkt_max_violation'");
+  // The trailing statistics: objective,kkt_max_violation[,duality_gap] (older paths lack the
+  // gap).
+  const std::size_t stats = !header.empty() && header.back() == "duality_gap" ? 3 : 2;
+  if (header.size() < 2 + stats || header[0] != "lambda" || header[1] != "intercept" ||
+      header[header.size() - stats] != "objective" ||
+      header[header.size() - stats + 1] != "kkt_max_violation") {
+    return InvalidArgument(
+        in.Where() +
+        "not a Lasso model: expected 'name,value' or "
+        "'lambda,intercept,<features...>,objective,kkt_max_violation[,duality_gap]'");
   }
-  m.features.assign(header.begin() + 2, header.end() - 2);
+  m.features.assign(header.begin() + 2, header.end() - static_cast<std::ptrdiff_t>(stats));
   const auto p = static_cast<Eigen::Index>(m.features.size());
   while (in.Next(line)) {
     const std::vector<std::string> f = Fields(line);

@@ -303,6 +303,90 @@ TEST(LassoTest, RecoversKnownSupportOnSyntheticSparseData) {
   EXPECT_NEAR(s->intercept, 3.0, 0.05);
 }
 
+// The duality gap the fit stops on is a true bound: at the returned point it is at least the
+// objective minus the optimum, here known in closed form (an orthogonal design: 32 centered
+// Hadamard columns, where the Lasso is soft thresholding of x_jᵀỹ/n) and from a tight solve
+// (diabetes). Gap Safe screening removes features, yet the fit ends on the same optimum and
+// support as without it.
+TEST(LassoTest, TheDualityGapBoundsTheSuboptimalityAndScreeningKeepsTheSupport) {
+  const int n = 64, p = 32;
+  Dataset orth;
+  Eigen::MatrixXd h = Eigen::MatrixXd::Ones(1, 1);
+  while (h.rows() < n) {
+    Eigen::MatrixXd next(2 * h.rows(), 2 * h.cols());
+    next << h, h, h, -h;
+    h = next;
+  }
+  orth.x = h.middleCols(1, p).sparseView();  // columns 1..32: orthogonal, each sums to 0
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> normal;
+  orth.y.resize(n);
+  for (int i = 0; i < n; ++i) orth.y[i] = 2.0 + 3 * h(i, 3) - 2 * h(i, 7) + normal(rng);
+  const double lambda = 0.4;
+  Eigen::VectorXd exact(p);
+  const Eigen::VectorXd yc = (orth.y.array() - orth.y.mean()).matrix();
+  for (int j = 0; j < p; ++j) {
+    exact[j] = SoftThreshold(h.col(j + 1).dot(yc) / n, lambda);  // ‖x_j‖²/n = 1
+  }
+  const double optimum = ((yc - h.middleCols(1, p) * exact).squaredNorm()) / (2.0 * n) +
+                         lambda * exact.cwiseAbs().sum();
+  ASSERT_GT((exact.array() != 0).count(), 1);
+  ASSERT_LT((exact.array() != 0).count(), p - 4);
+  for (double tol : {1e-2, 1e-4, 1e-8, 1e-12}) {
+    SCOPED_TRACE("tolerance " + std::to_string(tol));
+    LassoOptions o;
+    o.engine.workers = 2;
+    o.engine.progress = false;
+    o.tolerance = tol;
+    o.strong_rules = false;  // start from every feature: the gap has work to do
+    auto solver = LassoSolver::Create(orth, o);
+    ASSERT_TRUE(solver.ok()) << solver.status().message();
+    auto s = (*solver)->Fit(lambda);
+    ASSERT_TRUE(s.ok()) << s.status().message();
+    EXPECT_GE(s->gap, s->objective - optimum - 1e-13);
+    EXPECT_LE(s->gap, tol * yc.squaredNorm() / (2.0 * n) + 1e-13);
+    EXPECT_NEAR(s->objective, optimum, tol * yc.squaredNorm() / (2.0 * n) + 1e-13);
+  }
+
+  TESSERA_REQUIRE_DATA(x_path, "lasso/diabetes/lars_diabetes_x.csv.gz");
+  auto data = ReadCsv(x_path);
+  ASSERT_TRUE(data.ok());
+  const auto fit = [&](double tol, bool gap_safe, const std::string& stop, double lambda) {
+    LassoOptions o;
+    o.engine.workers = 2;
+    o.engine.progress = false;
+    o.tolerance = tol;
+    o.stop = stop;
+    o.gap_safe = gap_safe;
+    auto solver = LassoSolver::Create(*data, o);
+    TESSERA_CHECK(solver.ok()) << solver.status().message();
+    auto s = (*solver)->Fit(lambda);
+    TESSERA_CHECK(s.ok()) << s.status().message();
+    return *s;
+  };
+  for (double ratio : {0.5, 0.1, 0.01}) {
+    auto solver = LassoSolver::Create(*data, LassoOptions());
+    const double lambda = (*solver)->LambdaMax() * ratio;
+    const LassoSolution tight = fit(1e-14, false, "kkt", lambda);
+    for (double tol : {1e-3, 1e-6, 1e-9}) {
+      SCOPED_TRACE("ratio " + std::to_string(ratio) + ", tolerance " + std::to_string(tol));
+      const LassoSolution s = fit(tol, true, "gap", lambda);
+      EXPECT_GE(s.gap, s.objective - tight.objective - 1e-12 * tight.objective);
+    }
+    const LassoSolution screened = fit(1e-12, true, "gap", lambda);
+    const LassoSolution plain = fit(1e-12, false, "gap", lambda);
+    EXPECT_EQ(plain.screened, 0);
+    if (ratio >= 0.1) {
+      EXPECT_GT(screened.screened, 0);  // few features are active there
+    }
+    EXPECT_NEAR(screened.objective, tight.objective, 1e-10 * tight.objective);
+    EXPECT_NEAR(plain.objective, tight.objective, 1e-10 * tight.objective);
+    for (int j = 0; j < tight.beta.size(); ++j) {
+      EXPECT_EQ(screened.beta[j] != 0, tight.beta[j] != 0) << "feature " << j;
+    }
+  }
+}
+
 TEST(LassoTest, StandardizeEqualsFittingPreScaledColumns) {
   TESSERA_REQUIRE_DATA(x_path, "lasso/diabetes/lars_diabetes_x.csv.gz");
   auto data = ReadCsv(x_path);

@@ -713,9 +713,10 @@ TEST(CliTest, LassoPredictMatchesTheCoefficientFile) {
   auto fit = RunCli("lasso --data " + train + " --path 6 --quiet --output " + path);
   ASSERT_EQ(fit.code, 0) << fit.output;
   std::vector<std::string> names;
-  const auto coef = CsvNumbers(path, &names);  // lambda,intercept,<10 features>,objective,kkt
+  // lambda,intercept,<10 features>,objective,kkt,gap
+  const auto coef = CsvNumbers(path, &names);
   ASSERT_EQ(coef.size(), 6u);
-  ASSERT_EQ(names.size(), 14u);
+  ASSERT_EQ(names.size(), 15u);
 
   auto r = RunCli("lasso predict --model " + path + " --data " + held + " --predictions " + out);
   ASSERT_EQ(r.code, 0) << r.output;

@@ -331,7 +331,7 @@ TEST(MultiProcessTest, DataParallelLassoAcrossProcessesMatchesTheInProcessRun) {
   const std::string one = dir.Path("one.csv"), log = dir.Path("log");
   ASSERT_EQ(Shell(kCli + args + one, log), 0) << Slurp(log);
   const std::vector<double> expected = Numbers(one);
-  ASSERT_EQ(expected.size(), 3u * 14);  // λ, intercept, 10 coefficients, objective, kkt
+  ASSERT_EQ(expected.size(), 3u * 15);  // λ, intercept, 10 coefficients, objective, kkt, gap
   for (int n : {2, 4}) {
     const std::string many = dir.Path("dp" + std::to_string(n) + ".csv");
     ASSERT_EQ(Shell(kCli + " launch -n " + std::to_string(n) + " -- tessera" + args + many, log), 0)
@@ -466,7 +466,8 @@ std::vector<std::string> LongRun(const testing::TempDir& dir) {
           "lasso",   "--data",
           file,      "--workers",
           "2",       "--lambda-ratio",
-          "0.001",   "--tolerance",
+          "0.001",   "--stop",
+          "kkt",     "--tolerance",
           "1e-300",  "--block-size",
           "1",       "--max-seconds",
           "60",      "--silence-timeout",
