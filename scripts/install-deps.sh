@@ -2,7 +2,8 @@
 # Installs, with apt-get, every Debian package Tessera needs to build, test and run its
 # examples. Idempotent: installs only what is missing. Needs root (or sudo).
 #   scripts/install-deps.sh          build + test dependencies
-#   scripts/install-deps.sh --bench  also the benchmark peers (R glmnet, gensim, GNU time)
+#   scripts/install-deps.sh --bench  also the benchmark peers (R glmnet, gensim, GNU time, and
+#                                    numba and scikit-learn for skglm)
 #   scripts/install-deps.sh --fuzz   also clang and libFuzzer (scripts/fuzz.sh)
 set -euo pipefail
 packages=(
@@ -16,7 +17,8 @@ packages=(
   munge slurmctld slurmd slurm-client  # the Slurm test: a one-node cluster it starts itself
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(r-base-core r-cran-glmnet time python3-numpy python3-gensim)
+  packages+=(r-base-core r-cran-glmnet time python3-numpy python3-scipy python3-gensim
+             python3-numba python3-sklearn)
 fi
 if [[ "${1:-}" == "--fuzz" ]]; then
   packages+=(clang libclang-rt-14-dev)

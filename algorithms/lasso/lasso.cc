@@ -21,6 +21,13 @@ namespace {
 // Block::op: what the workers compute for a block's features.
 constexpr std::uint32_t kUpdate = 0;        // partial gradients (+ Gram) for an update
 constexpr std::uint32_t kGradientPass = 1;  // partial gradients only (KKT / screening pass)
+// The whole working set at once: partial gradients and Gram entries, which the coordinator
+// solves the working set's problem with (covariance updates) before it commits anything.
+constexpr std::uint32_t kSolve = 2;
+// Working sets up to this many features are solved that way (a round of u(u-1)/2 Gram
+// entries); larger ones are swept in scheduled blocks.
+constexpr std::size_t kSolveKeys = 512;
+constexpr int kSolvePasses = 100000;  // passes of one solve at most
 
 // One worker's rows, residual and scratch space; touched only by that worker's fiber.
 struct RowShard final : WorkerState {
@@ -357,11 +364,16 @@ class LassoApp final : public ModelParallelApp {
         return plan;
       }
     }
-    Scheduler& s = verifying_ ? *verifier_ : *scheduler_;
-    std::vector<Block> blocks = s.Next(ctx);
     Block merged;  // for every worker
     merged.op = kUpdate;
-    for (auto& b : blocks) merged.keys.insert(merged.keys.end(), b.keys.begin(), b.keys.end());
+    if (solving_) {
+      merged.op = kSolve;
+      merged.keys = solve_keys_;
+    } else {
+      Scheduler& s = verifying_ ? *verifier_ : *scheduler_;
+      std::vector<Block> blocks = s.Next(ctx);
+      for (auto& b : blocks) merged.keys.insert(merged.keys.end(), b.keys.begin(), b.keys.end());
+    }
     TESSERA_CHECK(!merged.keys.empty()) << "scheduler returned no keys";
     for (Key k : merged.keys) {
       if (visited_[k] != sweep_id_) {
@@ -382,7 +394,7 @@ class LassoApp final : public ModelParallelApp {
     std::vector<Partial> out;
     for (const Block& b : blocks) {
       const std::size_t u = b.keys.size();
-      const bool gram = b.op == kUpdate && sequential_;
+      const bool gram = (b.op == kUpdate && sequential_) || b.op == kSolve;
       const std::size_t m = gram ? ctx.stale_keys.size() : 0;
       const bool pass = b.op == kGradientPass;
       Partial part;
@@ -492,6 +504,10 @@ class LassoApp final : public ModelParallelApp {
           }
         }
       }
+      if (b.op == kSolve) {
+        Solve(b.keys, g, gram, update);
+        continue;
+      }
       const std::size_t first = update.keys.size();
       std::vector<double> deltas(u, 0.0);
       for (std::size_t i = 0; i < u; ++i) {
@@ -524,6 +540,53 @@ class LassoApp final : public ModelParallelApp {
       scheduler_->Observe(update.keys, update.delta);
     }
     return update;
+  }
+
+  // Coordinate descent on the working set `keys` to the inner tolerance, at the coordinator,
+  // from the gradient g = X̃ᵀr and the centered Gram entries the workers pushed (glmnet's
+  // covariance updates: a coordinate step changes every other gradient by G_jk·Δ); the total
+  // change of each coefficient goes into `update`.
+  template <typename Gram>
+  void Solve(const std::vector<Key>& keys, Eigen::VectorXd g, const Gram& gram, Update& update) {
+    const std::size_t u = keys.size();
+    Eigen::MatrixXd G(static_cast<Eigen::Index>(u), static_cast<Eigen::Index>(u));
+    for (std::size_t i = 0; i < u; ++i) {
+      const auto a = static_cast<Eigen::Index>(i);
+      G(a, a) = d_[static_cast<Eigen::Index>(keys[i])];
+      for (std::size_t k = i + 1; k < u; ++k) {
+        G(a, static_cast<Eigen::Index>(k)) = G(static_cast<Eigen::Index>(k), a) = gram(i, k);
+      }
+    }
+    Eigen::VectorXd b(static_cast<Eigen::Index>(u));
+    for (std::size_t i = 0; i < u; ++i) b[static_cast<Eigen::Index>(i)] = beta_[keys[i]];
+    const Eigen::VectorXd start = b;
+    for (int pass = 0; pass < kSolvePasses; ++pass) {
+      double change = 0;
+      for (Eigen::Index i = 0; i < static_cast<Eigen::Index>(u); ++i) {
+        const auto j = static_cast<Eigen::Index>(keys[static_cast<std::size_t>(i)]);
+        if (d_[j] <= 0) continue;
+        const double nb = SoftThreshold(g[i] + d_[j] * b[i], n_ * lambda_ * pf_[j]) / d_[j];
+        const double delta = nb - b[i];
+        if (delta == 0) continue;
+        b[i] = nb;
+        g.noalias() -= G.col(i) * delta;
+        change = std::max(change, d_[j] * std::abs(delta) / n_);
+      }
+      if (change < inner_tolerance_) break;
+    }
+    for (std::size_t i = 0; i < u; ++i) {
+      const auto j = static_cast<Eigen::Index>(keys[i]);
+      const double old = start[static_cast<Eigen::Index>(i)], nb = b[static_cast<Eigen::Index>(i)];
+      if (nb == old) continue;
+      beta_[j] = nb;
+      penalty_ += pf_[j] * (std::abs(nb) - std::abs(old));
+      nonzeros_ += (nb != 0) - (old != 0);
+      if (old == 0) entered_ = true;
+      sweep_change_ = std::max(sweep_change_, d_[j] * std::abs(nb - old) / n_);
+      update.keys.push_back(keys[i]);
+      update.delta.conservativeResize(static_cast<Eigen::Index>(update.keys.size()));
+      update.delta[static_cast<Eigen::Index>(update.keys.size() - 1)] = nb - old;
+    }
   }
 
   void Apply(WorkerContext& ctx, const Update& update) override {
@@ -564,6 +627,7 @@ class LassoApp final : public ModelParallelApp {
   void StartSweep(Phase phase, bool verifying = false) {
     phase_ = phase;
     verifying_ = verifying;
+    solving_ = false;
     std::vector<Key> keys;  // nonzeros are always in the working set (FinishKkt)
     for (Key k : working_list_) {
       if (phase == Phase::kFull || beta_[static_cast<Eigen::Index>(k)] != 0) keys.push_back(k);
@@ -577,6 +641,17 @@ class LassoApp final : public ModelParallelApp {
       return;
     }
     skip_to_kkt_ = false;
+    solving_ = sequential_ && keys.size() <= kSolveKeys;
+    if (solving_) {  // one round solves the working set: no scheduler, no verifying pass
+      solve_keys_ = std::move(keys);
+      sweep_keys_ = sweep_left_ = static_cast<std::int64_t>(solve_keys_.size());
+      ++sweep_id_;
+      visited_.resize(p_, 0);
+      visited_count_ = 0;
+      sweep_change_ = 0;
+      entered_ = false;
+      return;
+    }
     (verifying ? *verifier_ : *scheduler_).Reset(keys);
     sweep_keys_ = static_cast<std::int64_t>(keys.size());
     sweep_left_ = sweep_keys_;
@@ -591,6 +666,14 @@ class LassoApp final : public ModelParallelApp {
   // false, or returns true when the candidates have converged.
   bool NextPhase() {
     if (skip_to_kkt_) return true;
+    if (solving_) {
+      // The nonzeros are solved: sweep the whole working set (a change there may move them).
+      if (phase_ == Phase::kActive) {
+        StartSweep(Phase::kFull);
+        return false;
+      }
+      return true;  // the working set is solved: check KKT over every feature
+    }
     const bool converged = sweep_change_ < inner_tolerance_;
     const bool full_pass = visited_count_ >= sweep_keys_;
     if (!converged) {
@@ -727,6 +810,8 @@ class LassoApp final : public ModelParallelApp {
   double residual_sq_ = 0, residual_dot_y_ = 0;  // ‖r‖² and rᵀỹ, from the same pass
   double gap_ = HUGE_VAL;                        // the duality gap there (ComputeGap)
   double kkt_floor_ = 0;                         // KktTolerance()
+  bool solving_ = false;                         // this sweep is one kSolve round
+  std::vector<Key> solve_keys_;                  // its keys: the whole working set
   std::vector<char> screened_;                   // Gap Safe: zero at the optimum of this λ
   std::int64_t screened_count_ = 0;
   std::vector<char> working_;      // the features coordinate descent sweeps over

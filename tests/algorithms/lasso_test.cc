@@ -435,6 +435,10 @@ TEST(LassoTest, BadOptionsAreRejectedWithTheFlagName) {
   o.scheduler = "nope";
   EXPECT_NE(LassoSolver::Create(d, o).status().message().find("valid: dependency"),
             std::string::npos);
+  o = LassoOptions{};
+  o.stop = "soon";
+  EXPECT_NE(LassoSolver::Create(d, o).status().message().find("--stop must be 'gap' or 'kkt'"),
+            std::string::npos);
 }
 
 }  // namespace
