@@ -9,11 +9,11 @@ same certified accuracy: the optimum within 1e-6 (relative).
            thresh 1e-14, skglm tol 1e-12); every objective is computed from the returned
            coefficients with the same formula.
   tolerance  each solver's own stopping tolerance is tightened down a ladder (Tessera's
-           --tolerance, a duality gap relative to the objective at 0: 1e-7 (its default) ...
-           1e-11; glmnet's thresh, relative to the null deviance: 1e-7 (its default) ...
-           1e-13; skglm's tol, an absolute bound on the KKT violation, given as a multiple of
-           lambda_max: 1e-4 ... 1e-10) until its objective is within 1e-6 of the optimum;
-           the first one that gets there is timed.
+           --tolerance, a duality gap relative to the objective at 0: 1e-5 ... 1e-11 (its
+           default is 1e-7); glmnet's thresh, relative to the null deviance: 1e-5 ... 1e-13
+           (default 1e-7); skglm's tol, an absolute bound on the KKT violation, given as a
+           multiple of lambda_max: 1e-3 ... 1e-10) until its objective is within 1e-6 of the
+           optimum; the first one that gets there is timed.
   time     in-process time of one whole solve, data already in memory: glmnet system.time()
            in an R session (bench/glmnet_fit.R); skglm's AndersonCD.solve in a warm Python
            process whose first (JIT-compiling) solve is dropped (bench/skglm_fit.py); Tessera's
@@ -57,9 +57,9 @@ PROBLEMS = {
                    "--seed", "1"], False),
 }
 LADDERS = {
-    "tessera": ["1e-7", "1e-8", "1e-9", "1e-10", "1e-11"],
-    "glmnet": ["1e-7", "1e-9", "1e-11", "1e-13"],
-    "skglm": ["1e-4", "1e-6", "1e-8", "1e-10"],
+    "tessera": ["1e-5", "1e-6", "1e-7", "1e-8", "1e-9", "1e-10", "1e-11"],
+    "glmnet": ["1e-5", "1e-7", "1e-9", "1e-11", "1e-13"],
+    "skglm": ["1e-3", "1e-4", "1e-5", "1e-6", "1e-8", "1e-10"],
 }
 
 
