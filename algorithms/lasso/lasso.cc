@@ -27,7 +27,9 @@ constexpr std::uint32_t kSolve = 2;
 // Working sets up to this many features are solved that way (a round of u(u-1)/2 Gram
 // entries); larger ones are swept in scheduled blocks.
 constexpr std::size_t kSolveKeys = 512;
-constexpr int kSolvePasses = 100000;  // passes of one solve at most
+// Multiply-adds one solve may spend (about 10 ms): the coordinator's fiber does nothing else
+// meanwhile. A working set not solved within it is taken up again by the next sweep.
+constexpr double kSolveWork = 1 << 24;
 
 // One worker's rows, residual and scratch space; touched only by that worker's fiber.
 struct RowShard final : WorkerState {
@@ -560,7 +562,9 @@ class LassoApp final : public ModelParallelApp {
     Eigen::VectorXd b(static_cast<Eigen::Index>(u));
     for (std::size_t i = 0; i < u; ++i) b[static_cast<Eigen::Index>(i)] = beta_[keys[i]];
     const Eigen::VectorXd start = b;
-    for (int pass = 0; pass < kSolvePasses; ++pass) {
+    const double passes = std::max(1.0, kSolveWork / (static_cast<double>(u) * u));
+    solve_converged_ = false;
+    for (double pass = 0; pass < passes; ++pass) {
       double change = 0;
       for (Eigen::Index i = 0; i < static_cast<Eigen::Index>(u); ++i) {
         const auto j = static_cast<Eigen::Index>(keys[static_cast<std::size_t>(i)]);
@@ -572,7 +576,8 @@ class LassoApp final : public ModelParallelApp {
         g.noalias() -= G.col(i) * delta;
         change = std::max(change, d_[j] * std::abs(delta) / n_);
       }
-      if (change < inner_tolerance_) break;
+      solve_converged_ = change < inner_tolerance_;
+      if (solve_converged_) break;
     }
     for (std::size_t i = 0; i < u; ++i) {
       const auto j = static_cast<Eigen::Index>(keys[i]);
@@ -667,6 +672,10 @@ class LassoApp final : public ModelParallelApp {
   bool NextPhase() {
     if (skip_to_kkt_) return true;
     if (solving_) {
+      if (!solve_converged_) {  // out of work for one round: go on solving
+        StartSweep(phase_);
+        return false;
+      }
       // The nonzeros are solved: sweep the whole working set (a change there may move them).
       if (phase_ == Phase::kActive) {
         StartSweep(Phase::kFull);
@@ -811,6 +820,7 @@ class LassoApp final : public ModelParallelApp {
   double gap_ = HUGE_VAL;                        // the duality gap there (ComputeGap)
   double kkt_floor_ = 0;                         // KktTolerance()
   bool solving_ = false;                         // this sweep is one kSolve round
+  bool solve_converged_ = false;                 // its solve reached the inner tolerance
   std::vector<Key> solve_keys_;                  // its keys: the whole working set
   std::vector<char> screened_;                   // Gap Safe: zero at the optimum of this λ
   std::int64_t screened_count_ = 0;
