@@ -1,5 +1,6 @@
 #include "tessera/algorithms/lasso/lasso.h"
 
+#include <Eigen/Cholesky>
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -30,6 +31,9 @@ constexpr std::size_t kSolveKeys = 512;
 // Multiply-adds one solve may spend (about 10 ms): the coordinator's fiber does nothing else
 // meanwhile. A working set not solved within it is taken up again by the next sweep.
 constexpr double kSolveWork = 1 << 24;
+// The fewest violators a working set takes in: 64 was the best of 32..1024 on arcene, news20
+// and the synthetic problem (bench/README.md).
+constexpr std::int64_t kMinRoom = 64;
 
 // One worker's rows, residual and scratch space; touched only by that worker's fiber.
 struct RowShard final : WorkerState {
@@ -57,6 +61,53 @@ double ColumnDot(const SparseColMatrix& x, Eigen::Index j, const Eigen::VectorXd
   for (SparseColMatrix::InnerIterator it(x, j); it; ++it) s += it.value() * v[it.index()];
   return s;
 }
+
+// Appends `deltas` to `update.delta` (its keys already pushed).
+void AppendDeltas(Update& update, const std::vector<double>& deltas) {
+  const Eigen::Index at = update.delta.size();
+  update.delta.conservativeResize(at + static_cast<Eigen::Index>(deltas.size()));
+  for (std::size_t t = 0; t < deltas.size(); ++t) {
+    update.delta[at + static_cast<Eigen::Index>(t)] = deltas[t];
+  }
+}
+
+// Anderson extrapolation of a fixed-point iteration (Anderson 1965; as skglm's
+// AndersonAcceleration, K = 5): from the last K+1 iterates x_0..x_K, the combination
+// Σ_{i>=1} c_i x_i with Σ c_i = 1 that minimizes ‖Σ c_i (x_i − x_{i−1})‖, i.e.
+// c ∝ (UᵀU)⁻¹1 with U the K differences. A companion vector that depends affinely on x
+// (a gradient, a residual) is extrapolated with the same c. The caller keeps the result only
+// when it lowers the objective.
+class Anderson {
+ public:
+  static constexpr int kDepth = 5;
+  Anderson(Eigen::Index dim, Eigen::Index companion_dim)
+      : x_(dim, kDepth + 1), y_(companion_dim, kDepth + 1) {}
+  // Records an iterate; true when K+1 are held (Extrapolate may be called).
+  bool Record(const Eigen::VectorXd& x, const Eigen::VectorXd& y) {
+    x_.col(count_) = x;
+    y_.col(count_) = y;
+    return ++count_ == kDepth + 1;
+  }
+  // The extrapolated iterate and companion; false when UᵀU is singular. Starts over either way.
+  bool Extrapolate(Eigen::VectorXd& x, Eigen::VectorXd& y) {
+    count_ = 0;
+    const Eigen::MatrixXd u = x_.rightCols(kDepth) - x_.leftCols(kDepth);
+    const Eigen::MatrixXd utu = u.transpose() * u;
+    const Eigen::LDLT<Eigen::MatrixXd> ldlt(utu);
+    if (ldlt.info() != Eigen::Success) return false;
+    Eigen::VectorXd c = ldlt.solve(Eigen::VectorXd::Ones(kDepth));
+    const double sum = c.sum();
+    if (!std::isfinite(sum) || sum == 0 || !c.allFinite()) return false;
+    c /= sum;
+    x = x_.rightCols(kDepth) * c;
+    y = y_.rightCols(kDepth) * c;
+    return true;
+  }
+
+ private:
+  Eigen::MatrixXd x_, y_;
+  Eigen::Index count_ = 0;
+};
 
 }  // namespace
 
@@ -142,34 +193,39 @@ double LassoOracle::Objective(double lambda, double b0, const Eigen::VectorXd& b
 }
 
 double LassoOracle::KktViolation(double lambda, double b0, const Eigen::VectorXd& beta) const {
-  const Eigen::VectorXd r = Residual(b0, beta);
-  const Eigen::VectorXd g = (x_.transpose() * r) / static_cast<double>(y_.size());
-  const double rmean = r.mean();
-  double worst = std::abs(rmean);  // stationarity in the intercept
-  for (Eigen::Index j = 0; j < beta.size(); ++j) {
-    const double gj = g[j] - mu_[j] * rmean;
-    const double t = lambda * pf_[j];
-    const double v =
-        beta[j] != 0 ? std::abs(gj - t * (beta[j] > 0 ? 1 : -1)) : std::max(std::abs(gj) - t, 0.0);
-    worst = std::max(worst, v);
-  }
-  return worst;
+  return Certify(lambda, b0, beta).kkt_violation;
 }
 
 double LassoOracle::DualityGap(double lambda, const Eigen::VectorXd& beta) const {
+  return Certify(lambda, Intercept(beta), beta).gap;
+}
+
+LassoCertificate LassoOracle::Certify(double lambda, double b0, const Eigen::VectorXd& beta) const {
   const double n = static_cast<double>(y_.size());
-  Eigen::VectorXd r = Residual(Intercept(beta), beta);
-  r.array() -= r.mean();
-  const Eigen::VectorXd g = (x_.transpose() * r) / n;  // = x̃ᵀr/n: r sums to 0
+  const Eigen::VectorXd r = Residual(b0, beta);
+  const double rmean = r.mean();
+  // x̃_jᵀr/n = x_jᵀr/n − μ_j·mean(r); the same for the centered residual r − mean(r), which is
+  // the residual at the optimal intercept of `beta` that the gap is taken at.
+  const Eigen::VectorXd xr = (x_.transpose() * r) / n;
+  LassoCertificate c;
+  c.kkt_violation = std::abs(rmean);  // stationarity in the intercept
   double s = lambda, pen = 0;
   for (Eigen::Index j = 0; j < beta.size(); ++j) {
-    if (pf_[j] > 0) s = std::max(s, std::abs(g[j]) / pf_[j]);
+    const double gj = xr[j] - mu_[j] * rmean;
+    const double t = lambda * pf_[j];
+    const double v =
+        beta[j] != 0 ? std::abs(gj - t * (beta[j] > 0 ? 1 : -1)) : std::max(std::abs(gj) - t, 0.0);
+    c.kkt_violation = std::max(c.kkt_violation, v);
+    if (pf_[j] > 0) s = std::max(s, std::abs(gj) / pf_[j]);
     pen += pf_[j] * std::abs(beta[j]);
   }
-  const double rr = r.squaredNorm(), ry = r.dot((y_.array() - y_.mean()).matrix());
+  c.objective = r.squaredNorm() / (2 * n) + lambda * pen;
+  const auto rc = r.array() - rmean;  // the centered residual
+  const double rr = rc.square().sum(), ry = (rc * (y_.array() - y_.mean())).sum();
   const double primal = rr / (2 * n) + lambda * pen;
   const double dual = -lambda * lambda * rr / (2 * n * s * s) + lambda * ry / (n * s);
-  return std::max(primal - dual, 0.0);
+  c.gap = std::max(primal - dual, 0.0);
+  return c;
 }
 
 int LassoSolution::nonzeros() const { return static_cast<int>((beta.array() != 0).count()); }
@@ -278,6 +334,8 @@ class LassoApp final : public ModelParallelApp {
     screened_.assign(p_, 0);
     screened_count_ = 0;
     gap_ = HUGE_VAL;
+    extrapolations_ = 0;
+    newton_steps_ = 0;
     kkt_floor_ = opts_.tolerance * std::max(lambda_max_, 1e-300);
   }
 
@@ -510,8 +568,7 @@ class LassoApp final : public ModelParallelApp {
         Solve(b.keys, g, gram, update);
         continue;
       }
-      const std::size_t first = update.keys.size();
-      std::vector<double> deltas(u, 0.0);
+      std::vector<double> deltas;
       for (std::size_t i = 0; i < u; ++i) {
         const auto j = static_cast<Eigen::Index>(b.keys[i]);
         if (d_[j] <= 0) continue;
@@ -525,7 +582,7 @@ class LassoApp final : public ModelParallelApp {
         penalty_ += pf_[j] * (std::abs(nb) - std::abs(old));
         nonzeros_ += (nb != 0) - (old != 0);
         if (old == 0) entered_ = true;
-        deltas[i] = delta;
+        deltas.push_back(delta);
         update.keys.push_back(b.keys[i]);
         sweep_change_ = std::max(sweep_change_, d_[j] * std::abs(delta) / n_);
         if (sequential_) {
@@ -533,10 +590,7 @@ class LassoApp final : public ModelParallelApp {
             g[static_cast<Eigen::Index>(k)] -= gram(i, k) * delta;
         }
       }
-      update.delta.conservativeResize(static_cast<Eigen::Index>(update.keys.size()));
-      for (std::size_t i = 0, t = first; i < u; ++i) {
-        if (deltas[i] != 0) update.delta[static_cast<Eigen::Index>(t++)] = deltas[i];
-      }
+      AppendDeltas(update, deltas);
     }
     if (!update.empty()) {
       scheduler_->Observe(update.keys, update.delta);
@@ -546,52 +600,143 @@ class LassoApp final : public ModelParallelApp {
 
   // Coordinate descent on the working set `keys` to the inner tolerance, at the coordinator,
   // from the gradient g = X̃ᵀr and the centered Gram entries the workers pushed (glmnet's
-  // covariance updates: a coordinate step changes every other gradient by G_jk·Δ); the total
-  // change of each coefficient goes into `update`.
+  // covariance updates: a coordinate step changes every other gradient by G_jk·Δ), with
+  // Anderson extrapolation of the passes' iterates kept when it lowers the objective (skglm's
+  // AndersonCD); the total change of each coefficient goes into `update`.
   template <typename Gram>
   void Solve(const std::vector<Key>& keys, Eigen::VectorXd g, const Gram& gram, Update& update) {
-    const std::size_t u = keys.size();
-    Eigen::MatrixXd G(static_cast<Eigen::Index>(u), static_cast<Eigen::Index>(u));
-    for (std::size_t i = 0; i < u; ++i) {
-      const auto a = static_cast<Eigen::Index>(i);
-      G(a, a) = d_[static_cast<Eigen::Index>(keys[i])];
-      for (std::size_t k = i + 1; k < u; ++k) {
-        G(a, static_cast<Eigen::Index>(k)) = G(static_cast<Eigen::Index>(k), a) = gram(i, k);
+    const auto u = static_cast<Eigen::Index>(keys.size());
+    Eigen::MatrixXd G(u, u);
+    Eigen::VectorXd b(u), thresh(u), diag(u);
+    for (Eigen::Index i = 0; i < u; ++i) {
+      const auto j = static_cast<Eigen::Index>(keys[static_cast<std::size_t>(i)]);
+      G(i, i) = diag[i] = d_[j];
+      for (Eigen::Index k = i + 1; k < u; ++k) {
+        G(i, k) = G(k, i) = gram(static_cast<std::size_t>(i), static_cast<std::size_t>(k));
       }
+      b[i] = beta_[j];
+      thresh[i] = n_ * lambda_ * pf_[j];
     }
-    Eigen::VectorXd b(static_cast<Eigen::Index>(u));
-    for (std::size_t i = 0; i < u; ++i) b[static_cast<Eigen::Index>(i)] = beta_[keys[i]];
-    const Eigen::VectorXd start = b;
+    const Eigen::VectorXd start = b, g0 = g;
+    // The objective up to a constant, from the gradient alone: with δ = b − start,
+    // ‖r‖² = ‖r₀‖² − (g₀ + g)ᵀδ, as g = g₀ − Gδ.
+    auto objective = [&](const Eigen::VectorXd& bb, const Eigen::VectorXd& gg) {
+      return -(g0 + gg).dot(bb - start) / (2.0 * n_) +
+             (thresh.array() * bb.array().abs()).sum() / n_;
+    };
+    Anderson anderson(b.size(), g.size());
+    bool newton_tried = false;  // for the current sign pattern
+    int since_newton = 0;       // passes since the last attempt
     const double passes = std::max(1.0, kSolveWork / (static_cast<double>(u) * u));
     solve_converged_ = false;
     for (double pass = 0; pass < passes; ++pass) {
       double change = 0;
-      for (Eigen::Index i = 0; i < static_cast<Eigen::Index>(u); ++i) {
-        const auto j = static_cast<Eigen::Index>(keys[static_cast<std::size_t>(i)]);
-        if (d_[j] <= 0) continue;
-        const double nb = SoftThreshold(g[i] + d_[j] * b[i], n_ * lambda_ * pf_[j]) / d_[j];
+      bool pattern_changed = false;
+      for (Eigen::Index i = 0; i < u; ++i) {
+        if (diag[i] <= 0) continue;
+        const double nb = SoftThreshold(g[i] + diag[i] * b[i], thresh[i]) / diag[i];
         const double delta = nb - b[i];
         if (delta == 0) continue;
+        pattern_changed |= (nb > 0) != (b[i] > 0) || (nb < 0) != (b[i] < 0);
         b[i] = nb;
         g.noalias() -= G.col(i) * delta;
-        change = std::max(change, d_[j] * std::abs(delta) / n_);
+        change = std::max(change, diag[i] * std::abs(delta) / n_);
       }
       solve_converged_ = change < inner_tolerance_;
       if (solve_converged_) break;
+      // Newton on the support once the sign pattern holds for a pass, and every few passes
+      // while it does not (a coefficient that flickers at zero).
+      newton_tried &= !pattern_changed;
+      if (!newton_tried || ++since_newton > Anderson::kDepth) {
+        newton_tried = true;
+        since_newton = 0;
+        if (SupportNewton(G, thresh, objective, b, g)) ++newton_steps_;
+      }
+      if (anderson.Record(b, g)) {
+        Eigen::VectorXd b_acc, g_acc;
+        if (anderson.Extrapolate(b_acc, g_acc) && objective(b_acc, g_acc) < objective(b, g)) {
+          b = std::move(b_acc);
+          g = std::move(g_acc);
+          ++extrapolations_;
+        }
+      }
     }
-    for (std::size_t i = 0; i < u; ++i) {
-      const auto j = static_cast<Eigen::Index>(keys[i]);
-      const double old = start[static_cast<Eigen::Index>(i)], nb = b[static_cast<Eigen::Index>(i)];
+    std::vector<double> deltas;
+    for (Eigen::Index i = 0; i < u; ++i) {
+      const auto j = static_cast<Eigen::Index>(keys[static_cast<std::size_t>(i)]);
+      const double old = start[i], nb = b[i];
       if (nb == old) continue;
       beta_[j] = nb;
       penalty_ += pf_[j] * (std::abs(nb) - std::abs(old));
       nonzeros_ += (nb != 0) - (old != 0);
       if (old == 0) entered_ = true;
       sweep_change_ = std::max(sweep_change_, d_[j] * std::abs(nb - old) / n_);
-      update.keys.push_back(keys[i]);
-      update.delta.conservativeResize(static_cast<Eigen::Index>(update.keys.size()));
-      update.delta[static_cast<Eigen::Index>(update.keys.size() - 1)] = nb - old;
+      update.keys.push_back(keys[static_cast<std::size_t>(i)]);
+      deltas.push_back(nb - old);
     }
+    AppendDeltas(update, deltas);
+  }
+
+  // With the signs of the nonzero coefficients held, the working set's optimum solves a linear
+  // system on them: G_AA (b*_A − b_A) = g_A − nλ pf_A ⊙ sign(b_A), the zeros staying zero.
+  // Once coordinate descent has found the sign pattern this step lands on the optimum that it
+  // would approach slowly on ill-conditioned problems (p ≫ n, correlated columns). Kept only
+  // when the objective falls; then the next pass confirms the zeros.
+  template <typename Objective>
+  static bool SupportNewton(const Eigen::MatrixXd& G, const Eigen::VectorXd& thresh,
+                            const Objective& objective, Eigen::VectorXd& b, Eigen::VectorXd& g) {
+    std::vector<Eigen::Index> act;
+    for (Eigen::Index i = 0; i < b.size(); ++i) {
+      if (b[i] != 0) act.push_back(i);
+    }
+    const auto m = static_cast<Eigen::Index>(act.size());
+    if (m == 0) return false;
+    Eigen::MatrixXd h(m, m);
+    Eigen::VectorXd rhs(m);
+    for (Eigen::Index a = 0; a < m; ++a) {
+      for (Eigen::Index c = 0; c < m; ++c) h(a, c) = G(act[a], act[c]);
+      rhs[a] = g[act[a]] - thresh[act[a]] * (b[act[a]] > 0 ? 1 : -1);
+    }
+    const Eigen::LDLT<Eigen::MatrixXd> ldlt(h);
+    if (ldlt.info() != Eigen::Success) return false;
+    const Eigen::VectorXd step = ldlt.solve(rhs);
+    if (!step.allFinite()) return false;
+    // The full step with every coefficient whose sign it would flip set to zero (projected onto
+    // the current orthant); if that does not lower the objective, the step up to the first
+    // coefficient that reaches zero, along which the signs hold and the objective falls.
+    double t = 1;
+    Eigen::Index hit = -1;
+    for (Eigen::Index a = 0; a < m; ++a) {
+      const double v = b[act[a]] + step[a];
+      if (v == 0 || (v > 0) != (b[act[a]] > 0)) {
+        const double ta = -b[act[a]] / step[a];
+        if (ta < t) {
+          t = ta;
+          hit = a;
+        }
+      }
+    }
+    Eigen::VectorXd nb = b, ng = g;
+    for (Eigen::Index a = 0; a < m; ++a) {  // projected full step
+      const double old = b[act[a]], v = old + step[a];
+      const double delta = (v == 0 || (v > 0) != (old > 0)) ? -old : step[a];
+      nb[act[a]] = old + delta;
+      if (v == 0 || (v > 0) != (old > 0)) nb[act[a]] = 0;
+      ng.noalias() -= G.col(act[a]) * delta;
+    }
+    if (hit >= 0 && !(objective(nb, ng) < objective(b, g))) {
+      if (!(t > 0)) return false;
+      nb = b;
+      ng = g;
+      for (Eigen::Index a = 0; a < m; ++a) {  // truncated step
+        const double delta = a == hit ? -b[act[a]] : t * step[a];
+        nb[act[a]] = a == hit ? 0.0 : b[act[a]] + delta;
+        ng.noalias() -= G.col(act[a]) * delta;
+      }
+    }
+    b = std::move(nb);
+    g = std::move(ng);
+    return true;
   }
 
   void Apply(WorkerContext& ctx, const Update& update) override {
@@ -753,6 +898,9 @@ class LassoApp final : public ModelParallelApp {
     double worst = 0;
     std::int64_t working = 0;
     std::vector<std::pair<double, Eigen::Index>> violators;  // outside the working set
+    // The working set is rebuilt at every pass (skglm): the nonzeros, and the worst violators.
+    for (Key k : working_list_) working_[static_cast<Eigen::Index>(k)] = 0;
+    working_list_.clear();
     for (Eigen::Index j = 0; j < p_; ++j) {
       if (d_[j] <= 0 || screened_[j]) continue;
       const double t = lambda_ * pf_[j], g = kkt_grad_[j];
@@ -776,10 +924,10 @@ class LassoApp final : public ModelParallelApp {
       if (gap_ >= last_gap || kkt_floor_ <= 1e-15 * lambda_max_) return true;
       kkt_floor_ = std::max(0.1 * std::min(kkt_floor_, worst), 1e-15 * lambda_max_);
     }
-    // The working set at most doubles per pass, taking the worst violators first (celer,
-    // Blitz): at small λ almost every feature violates at b = 0, but few end up nonzero.
-    // 1024 was the best of 64..4096 on news20 and the synthetic problem (bench/README.md).
-    const std::size_t room = static_cast<std::size_t>(std::max<std::int64_t>(working, 1024));
+    // Up to as many violators as the working set holds already (at least kMinRoom), worst
+    // first (skglm, celer, Blitz): at small λ almost every feature violates at b = 0, but few
+    // end up nonzero.
+    const std::size_t room = static_cast<std::size_t>(std::max<std::int64_t>(working, kMinRoom));
     if (violators.size() > room) {
       std::nth_element(violators.begin(), violators.begin() + static_cast<std::ptrdiff_t>(room),
                        violators.end(), std::greater<>());
@@ -819,6 +967,8 @@ class LassoApp final : public ModelParallelApp {
   double residual_sq_ = 0, residual_dot_y_ = 0;  // ‖r‖² and rᵀỹ, from the same pass
   double gap_ = HUGE_VAL;                        // the duality gap there (ComputeGap)
   double kkt_floor_ = 0;                         // KktTolerance()
+  std::uint64_t extrapolations_ = 0;             // Anderson steps kept, this fit
+  std::uint64_t newton_steps_ = 0;               // support Newton steps kept, this fit
   bool solving_ = false;                         // this sweep is one kSolve round
   bool solve_converged_ = false;                 // its solve reached the inner tolerance
   std::vector<Key> solve_keys_;                  // its keys: the whole working set
@@ -908,9 +1058,7 @@ StatusOr<LassoSolution> LassoSolver::Fit(double lambda) {
     return InvalidArgument("--lambda must be a positive number, got " + FormatDouble(lambda));
   }
   if (dp_) {
-    auto s = Finite(dp_->Fit(lambda, checkpoint_, options_.checkpoint_every));
-    if (s.ok() && s->holds_result) s->gap = oracle().DualityGap(lambda, s->beta);
-    return s;
+    return Finite(dp_->Fit(lambda, checkpoint_, options_.checkpoint_every));
   }
   app_->BeginFit(lambda);
   EngineOptions eo = options_.engine;
@@ -929,9 +1077,10 @@ StatusOr<LassoSolution> LassoSolver::Fit(double lambda) {
   }
   s.beta = app_->beta();
   s.intercept = app_->intercept();
-  s.objective = oracle().Objective(lambda, s.intercept, s.beta);
-  s.kkt_violation = oracle().KktViolation(lambda, s.intercept, s.beta);
-  s.gap = oracle().DualityGap(lambda, s.beta);
+  const LassoCertificate c = oracle().Certify(lambda, s.intercept, s.beta);
+  s.objective = c.objective;
+  s.kkt_violation = c.kkt_violation;
+  s.gap = c.gap;
   s.screened = app_->screened();
   s.rounds = run.rounds;
   s.seconds = run.seconds;

@@ -93,6 +93,13 @@ struct LassoSolution {
   int nonzeros() const;
 };
 
+// What the serial oracle says of a point: its objective, largest KKT violation and duality gap.
+struct LassoCertificate {
+  double objective = 0;
+  double kkt_violation = 0;
+  double gap = 0;
+};
+
 // Serial oracles over the full data, independent of any worker: the objective, and the
 // largest violation of the optimality conditions: |g_j − λ pf_j sign(b_j)| for b_j ≠ 0,
 // max(|g_j| − λ pf_j, 0) for b_j = 0, with g = X̃ᵀr/n (X̃ the centered columns), and |mean(r)|
@@ -110,6 +117,8 @@ class LassoOracle {
   double DualityGap(double lambda, const Eigen::VectorXd& beta) const;
   // The intercept that goes with `beta`: ȳ − μᵀb.
   double Intercept(const Eigen::VectorXd& beta) const;
+  // All three from one residual and one product X̃ᵀr.
+  LassoCertificate Certify(double lambda, double intercept, const Eigen::VectorXd& beta) const;
 
  private:
   Eigen::VectorXd Residual(double intercept, const Eigen::VectorXd& beta) const;

@@ -701,8 +701,10 @@ StatusOr<LassoSolution> DataParallelLasso::Fit(double lambda, const CheckpointHo
   }
   s.beta = r.tables[kBeta];
   s.intercept = app_->oracle().Intercept(s.beta);
-  s.objective = app_->oracle().Objective(lambda, s.intercept, s.beta);
-  s.kkt_violation = app_->oracle().KktViolation(lambda, s.intercept, s.beta);
+  const LassoCertificate c = app_->oracle().Certify(lambda, s.intercept, s.beta);
+  s.objective = c.objective;
+  s.kkt_violation = c.kkt_violation;
+  s.gap = c.gap;
   s.rounds = r.run.rounds;
   s.seconds = r.run.seconds;
   s.bytes = r.run.bytes;
