@@ -12,12 +12,16 @@
 
 namespace tessera {
 
-Partial ModelParallelApp::Aggregate(std::span<const Partial> partials) {
+StatusOr<Partial> ModelParallelApp::Aggregate(std::span<const Partial> partials) {
   TESSERA_CHECK(!partials.empty());
   Partial out = partials[0];
   for (std::size_t i = 1; i < partials.size(); ++i) {
-    TESSERA_CHECK(partials[i].values.size() == out.values.size())
-        << "block " << out.block << ": partial sizes differ between workers";
+    if (partials[i].values.size() != out.values.size()) {
+      return InvalidArgument("worker " + std::to_string(partials[i].worker) + " sent " +
+                             std::to_string(partials[i].values.size()) +
+                             " partial values, worker " + std::to_string(out.worker) + " " +
+                             std::to_string(out.values.size()));
+    }
     out.values += partials[i].values;
   }
   return out;
@@ -363,19 +367,16 @@ class Coordinator {
             if (p.block == round.blocks[i].id) parts.push_back(std::move(p));
           }
         }
-        for (const Partial& p : parts) {
-          if (p.values.size() != parts[0].values.size()) {
-            return InvalidArgument(
-                "round " + std::to_string(round.round) + ", block " +
-                std::to_string(round.blocks[i].id) + ": worker " + std::to_string(p.worker) +
-                " sent " + std::to_string(p.values.size()) + " partial values, worker " +
-                std::to_string(parts[0].worker) + " " + std::to_string(parts[0].values.size()));
-          }
-        }
         if (parts.empty()) {
           merged[i].block = round.blocks[i].id;
         } else {
-          merged[i] = app_.Aggregate(parts);
+          StatusOr<Partial> m = app_.Aggregate(parts);
+          if (!m.ok()) {
+            return Status(m.status().code(), "round " + std::to_string(round.round) + ", block " +
+                                                 std::to_string(round.blocks[i].id) + ": " +
+                                                 m.status().message());
+          }
+          merged[i] = std::move(*m);
         }
       }
       PullContext pctx;

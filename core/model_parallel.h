@@ -188,8 +188,10 @@ class ModelParallelApp {
   // Returns one Partial per block it computed on, with Partial::block = Block::id.
   virtual std::vector<Partial> Push(WorkerContext& ctx, std::span<const Block> blocks) = 0;
   // Coordinator: merges the partials of every worker for one block (in worker order).
-  // Default: element-wise sum.
-  virtual Partial Aggregate(std::span<const Partial> partials);
+  // Default: element-wise sum, refusing partials whose sizes differ. An app whose workers send
+  // partials of their own layout (e.g. sparse) merges them here and refuses malformed ones
+  // with an error, which stops the run.
+  virtual StatusOr<Partial> Aggregate(std::span<const Partial> partials);
   // Coordinator, once per round in round order: commits new parameter values and returns
   // what workers must apply. `merged[i]` belongs to `blocks[i]` (empty when nobody pushed it).
   virtual Update Pull(PullContext& ctx, std::span<const Block> blocks,
@@ -219,7 +221,7 @@ struct FunctionalApp final : ModelParallelApp {
   std::vector<Key> schedule_keys;
   DependencyFn dependency;
   std::function<std::vector<Partial>(WorkerContext&, std::span<const Block>)> push;
-  std::function<Partial(std::span<const Partial>)> aggregate;  // optional, default sum
+  std::function<StatusOr<Partial>(std::span<const Partial>)> aggregate;  // optional, default sum
   std::function<Update(PullContext&, std::span<const Block>, std::span<const Partial>)> pull;
   std::function<void(WorkerContext&, const Update&)> apply;
   std::function<Eigen::VectorXd(WorkerContext&)> evaluate_terms;
@@ -241,7 +243,7 @@ struct FunctionalApp final : ModelParallelApp {
   std::vector<Partial> Push(WorkerContext& ctx, std::span<const Block> b) override {
     return push(ctx, b);
   }
-  Partial Aggregate(std::span<const Partial> p) override {
+  StatusOr<Partial> Aggregate(std::span<const Partial> p) override {
     return aggregate ? aggregate(p) : ModelParallelApp::Aggregate(p);
   }
   Update Pull(PullContext& ctx, std::span<const Block> b, std::span<const Partial> m) override {

@@ -104,6 +104,11 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
   cmd.add_option("--block-update", f.opts.block_update,
                  "sequential (exact, Gram-corrected) | parallel (Shotgun)")
       ->capture_default_str();
+  cmd.add_option("--solve-keys", f.opts.solve_keys,
+                 "Working sets are solved at the coordinator from their Gram entries in chunks "
+                 "of up to N features per round (more when the columns are sparse); 0: "
+                 "coordinate descent in scheduled blocks of --block-size")
+      ->capture_default_str();
   cmd.add_option("--pipeline-depth", f.opts.engine.pipeline_depth, "Rounds in flight")
       ->capture_default_str();
   cmd.add_option("--max-rounds", f.opts.engine.max_rounds, "Stop after this many rounds per lambda")

@@ -25,9 +25,26 @@ constexpr std::uint32_t kGradientPass = 1;  // partial gradients only (KKT / scr
 // The whole working set at once: partial gradients and Gram entries, which the coordinator
 // solves the working set's problem with (covariance updates) before it commits anything.
 constexpr std::uint32_t kSolve = 2;
-// Working sets up to this many features are solved that way (a round of u(u-1)/2 Gram
-// entries); larger ones are swept in scheduled blocks.
-constexpr std::size_t kSolveKeys = 512;
+// The same with the nonzero Gram entries only (a chunk of sparse columns), found through the rows
+// the columns share; its blocks have this id too, so that Aggregate knows their layout.
+constexpr std::uint32_t kSolveSparse = 3;
+// A chunk takes more than LassoOptions::solve_keys features while its Gram matrix has at most
+// this many nonzero pairs (over all rows) and it has at most kMaxChunkKeys features.
+constexpr std::uint64_t kChunkPairs = 1 << 20;
+// A chunk solved before: the workers send its gradients only, and the coordinator solves it
+// with the Gram matrix it kept (the Gram entries do not change; the chunks of a working set
+// recur in every sweep over it and at every λ of a path).
+constexpr std::uint32_t kSolveCached = 4;
+constexpr std::size_t kMaxChunkKeys = 1 << 14;
+
+class WorkingSetSolver;
+
+// Part of a working set solved in one round (LassoApp::MakeChunks).
+struct Chunk {
+  std::vector<Key> keys;
+  bool sparse = false;                       // kSolveSparse, not kSolve
+  std::shared_ptr<WorkingSetSolver> solver;  // its Gram matrix, once a round brought it
+};
 // Multiply-adds one solve may spend (about 10 ms): the coordinator's fiber does nothing else
 // meanwhile. A working set not solved within it is taken up again by the next sweep.
 constexpr double kSolveWork = 1 << 24;
@@ -109,6 +126,227 @@ class Anderson {
   Eigen::Index count_ = 0;
 };
 
+// What the working-set solves of a fit did.
+struct SolveStats {
+  std::uint64_t passes = 0;          // coordinate descent passes
+  std::uint64_t extrapolations = 0;  // Anderson steps kept
+  std::uint64_t newton_steps = 0;    // support Newton steps kept
+};
+
+// The problem of a working set (or a chunk of one), solved at the coordinator:
+//   min_b (1/2n)‖r₀ − X̃(b − b₀)‖² + (1/n) Σ_i t_i |b_i|,   t_i = nλ pf_i,
+// by coordinate descent on the gradient g = X̃ᵀr and the Gram matrix of the centered columns
+// G = X̃ᵀX̃ = S − n μμᵀ (S the raw products x_aᵀx_b, μ the column means): glmnet's covariance
+// updates, a coordinate step changes every other gradient by G_jk·Δ. Held dense (G), or sparse
+// (S's nonzeros by column, the rank-one part kept aside as the scalar τ = μᵀ(b − b₀), so that a
+// step costs the column's nonzeros: g = h + n μ τ with h = g₀ − S(b − b₀)). Passes alternate with
+// Newton steps on the support and Anderson extrapolation (skglm's AndersonCD), each kept only
+// when it lowers the objective.
+class WorkingSetSolver {
+ public:
+  // Dense: the centered Gram matrix.
+  explicit WorkingSetSolver(Eigen::MatrixXd g) : dense_(std::move(g)) {
+    mu_ = Eigen::VectorXd::Zero(dense_.rows());
+  }
+  // Sparse: S's off-diagonal nonzeros as (column start, row, value) with both triangles, its
+  // diagonal, and μ.
+  WorkingSetSolver(std::vector<std::int64_t> start, std::vector<std::int32_t> index,
+                   std::vector<double> value, Eigen::VectorXd s_diag, Eigen::VectorXd mu)
+      : sparse_(true),
+        start_(std::move(start)),
+        index_(std::move(index)),
+        value_(std::move(value)),
+        s_diag_(std::move(s_diag)),
+        mu_(std::move(mu)) {}
+
+  // Coordinate descent from `b` (the coefficients) and `g` (their gradient X̃ᵀr) until a pass
+  // changes no d_i·|Δb_i|/n by `tolerance` or more (true) or `work` multiply-adds are spent
+  // (false). `d` is G's diagonal (the centered squared norms), `t` the thresholds.
+  bool Run(Eigen::VectorXd& b, const Eigen::VectorXd& g, const Eigen::VectorXd& d,
+           const Eigen::VectorXd& t, double n, double tolerance, double work, SolveStats& stats) {
+    const Eigen::Index u = b.size();
+    n_ = n;
+    const Eigen::VectorXd start = b, g0 = g;
+    // The state: h (and τ, last element), the gradient being h + n μ τ.
+    Eigen::VectorXd state(u + 1);
+    state.head(u) = g;
+    state[u] = 0;
+    // The objective up to a constant: with δ = b − b₀, ‖r‖² = ‖r₀‖² − (g₀ + g)ᵀδ (as g = g₀ − Gδ).
+    auto objective = [&](const Eigen::VectorXd& bb, const Eigen::VectorXd& st) {
+      return -(g0 + Gradient(st)).dot(bb - start) / (2.0 * n) +
+             (t.array() * bb.array().abs()).sum() / n;
+    };
+    Anderson anderson(u, u + 1);
+    bool newton_tried = false;  // for the current sign pattern
+    int since_newton = 0;       // passes since the last attempt
+    const double pass_cost = sparse_
+                                 ? static_cast<double>(u + static_cast<Eigen::Index>(value_.size()))
+                                 : static_cast<double>(u) * static_cast<double>(u);
+    const double passes = std::max(1.0, work / std::max(pass_cost, 1.0));
+    double spent = 0;  // multiply-adds of the passes not yet matched by a Newton attempt
+    for (double pass = 0; pass < passes; ++pass) {
+      ++stats.passes;
+      double change = 0;
+      bool pattern_changed = false;
+      for (Eigen::Index i = 0; i < u; ++i) {
+        if (d[i] <= 0) continue;
+        const double gi = state[i] + n * mu_[i] * state[u];
+        const double nb = SoftThreshold(gi + d[i] * b[i], t[i]) / d[i];
+        const double delta = nb - b[i];
+        if (delta == 0) continue;
+        pattern_changed |= (nb > 0) != (b[i] > 0) || (nb < 0) != (b[i] < 0);
+        b[i] = nb;
+        Step(i, delta, state);
+        change = std::max(change, d[i] * std::abs(delta) / n);
+      }
+      if (change < tolerance) return true;
+      // Newton on the support once the sign pattern holds for a pass, and every few passes
+      // while it does not (a coefficient that flickers at zero); each attempt (a factorization,
+      // m³/3 multiply-adds for m nonzeros) at most as costly as the passes before it.
+      spent += pass_cost;
+      newton_tried &= !pattern_changed;
+      if (!newton_tried || ++since_newton > Anderson::kDepth) {
+        newton_tried = true;
+        since_newton = 0;
+        const double m = static_cast<double>((b.array() != 0).count());
+        if (m * m * m / 3 <= spent) {
+          spent -= m * m * m / 3;
+          if (SupportNewton(t, objective, b, state)) ++stats.newton_steps;
+        }
+      }
+      if (anderson.Record(b, state)) {
+        Eigen::VectorXd b_acc, s_acc;
+        if (anderson.Extrapolate(b_acc, s_acc) && objective(b_acc, s_acc) < objective(b, state)) {
+          b = std::move(b_acc);
+          state = std::move(s_acc);
+          ++stats.extrapolations;
+        }
+      }
+    }
+    return false;
+  }
+
+ private:
+  // Newton steps factor the support's Gram block: up to this many nonzeros.
+  static constexpr Eigen::Index kNewtonKeys = 512;
+
+  Eigen::VectorXd Gradient(const Eigen::VectorXd& state) const {
+    const Eigen::Index u = state.size() - 1;
+    return state.head(u) + n_ * state[u] * mu_;
+  }
+
+  // b_i moved by `delta`: h −= (G or S) e_i δ, τ += μ_i δ.
+  void Step(Eigen::Index i, double delta, Eigen::VectorXd& state) const {
+    const Eigen::Index u = state.size() - 1;
+    if (!sparse_) {
+      state.head(u).noalias() -= dense_.col(i) * delta;
+      return;
+    }
+    state[i] -= s_diag_[i] * delta;
+    for (std::int64_t k = start_[static_cast<std::size_t>(i)];
+         k < start_[static_cast<std::size_t>(i) + 1]; ++k) {
+      state[index_[static_cast<std::size_t>(k)]] -= value_[static_cast<std::size_t>(k)] * delta;
+    }
+    state[u] += mu_[i] * delta;
+  }
+
+  // G's block on `act`.
+  Eigen::MatrixXd Block(const std::vector<Eigen::Index>& act) const {
+    const auto m = static_cast<Eigen::Index>(act.size());
+    Eigen::MatrixXd h(m, m);
+    if (!sparse_) {
+      for (Eigen::Index a = 0; a < m; ++a) {
+        for (Eigen::Index c = 0; c < m; ++c) h(a, c) = dense_(act[a], act[c]);
+      }
+      return h;
+    }
+    std::unordered_map<Eigen::Index, Eigen::Index> where;
+    for (Eigen::Index a = 0; a < m; ++a) where.emplace(act[a], a);
+    h.setZero();
+    for (Eigen::Index a = 0; a < m; ++a) {
+      const auto i = static_cast<std::size_t>(act[a]);
+      h(a, a) = s_diag_[act[a]];
+      for (std::int64_t k = start_[i]; k < start_[i + 1]; ++k) {
+        auto it = where.find(index_[static_cast<std::size_t>(k)]);
+        if (it != where.end()) h(a, it->second) = value_[static_cast<std::size_t>(k)];
+      }
+    }
+    for (Eigen::Index a = 0; a < m; ++a) {
+      for (Eigen::Index c = 0; c < m; ++c) h(a, c) -= n_ * mu_[act[a]] * mu_[act[c]];
+    }
+    return h;
+  }
+
+  // With the signs of the nonzero coefficients held, the optimum solves a linear system on
+  // them: G_AA (b*_A − b_A) = g_A − t_A ⊙ sign(b_A), the zeros staying zero. Once coordinate
+  // descent has found the sign pattern this lands on the optimum it would approach slowly on
+  // ill-conditioned problems (p ≫ n, correlated columns). The full step with every coefficient
+  // whose sign it would flip set to zero; if that does not lower the objective, the step up to
+  // the first coefficient that reaches zero (along which the signs hold and the objective
+  // falls), as an active-set method would. Kept only when the objective falls; the next pass
+  // confirms the zeros.
+  template <typename Objective>
+  bool SupportNewton(const Eigen::VectorXd& t, const Objective& objective, Eigen::VectorXd& b,
+                     Eigen::VectorXd& state) const {
+    std::vector<Eigen::Index> act;
+    for (Eigen::Index i = 0; i < b.size(); ++i) {
+      if (b[i] != 0) act.push_back(i);
+    }
+    const auto m = static_cast<Eigen::Index>(act.size());
+    if (m == 0 || m > kNewtonKeys) return false;
+    const Eigen::VectorXd g = Gradient(state);
+    Eigen::VectorXd rhs(m);
+    for (Eigen::Index a = 0; a < m; ++a) {
+      rhs[a] = g[act[a]] - t[act[a]] * (b[act[a]] > 0 ? 1 : -1);
+    }
+    const Eigen::LDLT<Eigen::MatrixXd> ldlt(Block(act));
+    if (ldlt.info() != Eigen::Success) return false;
+    const Eigen::VectorXd step = ldlt.solve(rhs);
+    if (!step.allFinite()) return false;
+    double first = 1;  // the fraction of the step at which the first coefficient reaches zero
+    Eigen::Index hit = -1;
+    for (Eigen::Index a = 0; a < m; ++a) {
+      const double v = b[act[a]] + step[a];
+      if (v == 0 || (v > 0) != (b[act[a]] > 0)) {
+        const double ta = -b[act[a]] / step[a];
+        if (ta < first) {
+          first = ta;
+          hit = a;
+        }
+      }
+    }
+    auto take = [&](bool truncated, Eigen::VectorXd& nb, Eigen::VectorXd& ns) {
+      nb = b;
+      ns = state;
+      for (Eigen::Index a = 0; a < m; ++a) {
+        const double old = b[act[a]], v = old + step[a];
+        const bool to_zero = truncated ? a == hit : (v == 0 || (v > 0) != (old > 0));
+        const double delta = to_zero ? -old : (truncated ? first * step[a] : step[a]);
+        nb[act[a]] = to_zero ? 0.0 : old + delta;
+        Step(act[a], delta, ns);
+      }
+    };
+    Eigen::VectorXd nb, ns;
+    take(false, nb, ns);
+    if (hit >= 0 && !(objective(nb, ns) < objective(b, state))) {
+      if (!(first > 0)) return false;
+      take(true, nb, ns);
+    }
+    if (!(objective(nb, ns) < objective(b, state))) return false;
+    b = std::move(nb);
+    state = std::move(ns);
+    return true;
+  }
+
+  bool sparse_ = false;
+  Eigen::MatrixXd dense_;
+  std::vector<std::int64_t> start_;
+  std::vector<std::int32_t> index_;
+  std::vector<double> value_;
+  Eigen::VectorXd s_diag_, mu_;
+  double n_ = 1;
+};
+
 }  // namespace
 
 namespace {
@@ -129,6 +367,9 @@ Status LassoOptions::Validate() const {
   TESSERA_RETURN_IF_ERROR(engine.Validate());
   if (block_size < 1) {
     return InvalidArgument("--block-size must be at least 1, got " + std::to_string(block_size));
+  }
+  if (solve_keys < 0) {
+    return InvalidArgument("--solve-keys must be >= 0, got " + std::to_string(solve_keys));
   }
   if (mode == "model-parallel") {  // the scheduler's name and arguments
     TESSERA_RETURN_IF_ERROR(
@@ -249,14 +490,16 @@ class LassoApp final : public ModelParallelApp {
     yc_ = data.y.array() - ybar_;
     ranges_ = SplitRange(n_, opts.engine.workers);
     std::vector<Eigen::VectorXd> sum_parts(ranges_.size()), sq_parts(ranges_.size()),
-        xty_parts(ranges_.size());
+        xty_parts(ranges_.size()), nnz_parts(ranges_.size());
     ParallelFor(static_cast<int>(ranges_.size()), [&](int w) {
       Eigen::VectorXd& sum = sum_parts[w] = Eigen::VectorXd::Zero(p_);
       Eigen::VectorXd& sq = sq_parts[w] = Eigen::VectorXd::Zero(p_);
       Eigen::VectorXd& xty = xty_parts[w] = Eigen::VectorXd::Zero(p_);
+      Eigen::VectorXd& nnz = nnz_parts[w] = Eigen::VectorXd::Zero(p_);
       for (Key i = ranges_[w].begin; i < ranges_[w].end; ++i) {
         const auto row = static_cast<Eigen::Index>(i);
         for (SparseRowMatrix::InnerIterator it(rows_, row); it; ++it) {
+          nnz[it.index()] += 1;
           sum[it.index()] += it.value();
           sq[it.index()] += it.value() * it.value();
           xty[it.index()] += it.value() * yc_[row];
@@ -264,7 +507,9 @@ class LassoApp final : public ModelParallelApp {
       }
     });
     Eigen::VectorXd sum = Eigen::VectorXd::Zero(p_), sq = sum, xty = sum;
+    col_nnz_ = sum;
     for (std::size_t w = 0; w < ranges_.size(); ++w) {
+      col_nnz_ += nnz_parts[w];
       sum += sum_parts[w];
       sq += sq_parts[w];
       xty += xty_parts[w];
@@ -294,10 +539,7 @@ class LassoApp final : public ModelParallelApp {
   double ColumnDependency(Key a, Key b) {
     const auto ia = static_cast<Eigen::Index>(a), ib = static_cast<Eigen::Index>(b);
     if (d_[ia] <= 0 || d_[ib] <= 0) return 0;
-    if (x_.cols() != p_) {  // column copy for the coordinator, made on first use
-      x_ = SparseColMatrix(rows_);
-      x_.makeCompressed();
-    }
+    EnsureColumns();
     SparseColMatrix::InnerIterator i(x_, ia), k(x_, ib);
     double dot = 0;
     while (i && k) {
@@ -334,8 +576,7 @@ class LassoApp final : public ModelParallelApp {
     screened_.assign(p_, 0);
     screened_count_ = 0;
     gap_ = HUGE_VAL;
-    extrapolations_ = 0;
-    newton_steps_ = 0;
+    stats_ = {};
     kkt_floor_ = opts_.tolerance * std::max(lambda_max_, 1e-300);
   }
 
@@ -427,8 +668,16 @@ class LassoApp final : public ModelParallelApp {
     Block merged;  // for every worker
     merged.op = kUpdate;
     if (solving_) {
-      merged.op = kSolve;
-      merged.keys = solve_keys_;
+      // One chunk per round, each solved on the coefficients the chunks before it committed.
+      if (!ctx.in_flight.empty()) return plan;
+      const Chunk& c = chunks_[next_chunk_];
+      current_chunk_ = next_chunk_++;
+      merged.op = c.solver ? kSolveCached : c.sparse ? kSolveSparse : kSolve;
+      if (merged.op == kSolveSparse) {
+        merged.id = kSolveSparse;
+        sparse_chunk_keys_ = c.keys.size();
+      }
+      merged.keys = c.keys;
     } else {
       Scheduler& s = verifying_ ? *verifier_ : *scheduler_;
       std::vector<Block> blocks = s.Next(ctx);
@@ -453,7 +702,22 @@ class LassoApp final : public ModelParallelApp {
     RowShard& s = ctx.State<RowShard>();
     std::vector<Partial> out;
     for (const Block& b : blocks) {
+      if (b.op == kSolveSparse) {
+        out.push_back(SparseSolvePartial(s, b));
+        continue;
+      }
       const std::size_t u = b.keys.size();
+      if (b.op == kSolveCached) {
+        Partial part;
+        part.block = b.id;
+        part.values.resize(static_cast<Eigen::Index>(u));
+        for (std::size_t i = 0; i < u; ++i) {
+          const auto j = static_cast<Eigen::Index>(b.keys[i]);
+          part.values[static_cast<Eigen::Index>(i)] = ColumnDot(s.x, j, s.rs) + s.c * s.colsum[j];
+        }
+        out.push_back(std::move(part));
+        continue;
+      }
       const bool gram = (b.op == kUpdate && sequential_) || b.op == kSolve;
       const std::size_t m = gram ? ctx.stale_keys.size() : 0;
       const bool pass = b.op == kGradientPass;
@@ -484,6 +748,183 @@ class LassoApp final : public ModelParallelApp {
       out.push_back(std::move(part));
     }
     return out;
+  }
+
+  // A kSolveSparse block's partial: the gradients x_jᵀr, then the nonzero raw Gram entries
+  // x_aᵀx_b (a < b, positions in the chunk) over this worker's rows as [m, a·u + b (m), values
+  // (m)] in increasing a·u + b. They are found through the rows the columns share, so a chunk
+  // of sparse columns costs its pairs, not u(u−1)/2 dot products.
+  Partial SparseSolvePartial(RowShard& s, const Block& b) const {
+    const std::size_t u = b.keys.size(), rows = static_cast<std::size_t>(s.x.rows());
+    // The chunk's entries by row (a counting sort), each row's in increasing position.
+    std::vector<std::uint32_t> start(rows + 1, 0);
+    std::size_t total = 0;
+    for (Key k : b.keys) {
+      for (SparseColMatrix::InnerIterator it(s.x, static_cast<Eigen::Index>(k)); it; ++it) {
+        ++start[static_cast<std::size_t>(it.index()) + 1];
+        ++total;
+      }
+    }
+    for (std::size_t r = 0; r < rows; ++r) start[r + 1] += start[r];
+    std::vector<std::uint32_t> next(start.begin(), start.end() - 1), pos(total), slot(total);
+    std::vector<double> val(total);
+    std::size_t c = 0;
+    for (std::size_t i = 0; i < u; ++i) {
+      for (SparseColMatrix::InnerIterator it(s.x, static_cast<Eigen::Index>(b.keys[i])); it; ++it) {
+        const std::uint32_t q = next[static_cast<std::size_t>(it.index())]++;
+        pos[q] = static_cast<std::uint32_t>(i);
+        val[q] = it.value();
+        slot[c++] = q;
+      }
+    }
+    Partial part;
+    part.block = b.id;
+    std::vector<double> out(u + 1);
+    for (std::size_t i = 0; i < u; ++i) {
+      const auto j = static_cast<Eigen::Index>(b.keys[i]);
+      out[i] = ColumnDot(s.x, j, s.rs) + s.c * s.colsum[j];
+    }
+    // Column a's partners b > a: the later entries of the rows it has.
+    std::vector<double> acc(u, 0.0), keys, values;
+    std::vector<char> seen(u, 0);
+    std::vector<std::uint32_t> touched;
+    c = 0;
+    for (std::size_t a = 0; a < u; ++a) {
+      for (SparseColMatrix::InnerIterator it(s.x, static_cast<Eigen::Index>(b.keys[a])); it; ++it) {
+        const std::uint32_t q = slot[c++];
+        const std::uint32_t end = start[static_cast<std::size_t>(it.index()) + 1];
+        for (std::uint32_t z = q + 1; z < end; ++z) {
+          const std::uint32_t k = pos[z];
+          if (!seen[k]) {
+            seen[k] = 1;
+            touched.push_back(k);
+          }
+          acc[k] += val[q] * val[z];
+        }
+      }
+      std::sort(touched.begin(), touched.end());
+      for (std::uint32_t k : touched) {
+        keys.push_back(static_cast<double>(a * u + k));
+        values.push_back(acc[k]);
+        acc[k] = 0;
+        seen[k] = 0;
+      }
+      touched.clear();
+    }
+    out[u] = static_cast<double>(keys.size());
+    out.insert(out.end(), keys.begin(), keys.end());
+    out.insert(out.end(), values.begin(), values.end());
+    part.values =
+        Eigen::Map<const Eigen::VectorXd>(out.data(), static_cast<Eigen::Index>(out.size()));
+    return part;
+  }
+
+  // Coordinator: the workers' kSolveSparse partials, checked and merged (gradients summed, Gram
+  // entries of the same pair added); partials of every other block are summed.
+  StatusOr<Partial> Aggregate(std::span<const Partial> partials) override {
+    if (partials[0].block != kSolveSparse) return ModelParallelApp::Aggregate(partials);
+    const std::size_t u = sparse_chunk_keys_;
+    const double pairs = static_cast<double>(u) * (static_cast<double>(u) - 1) / 2;
+    std::vector<double> keys, values, merged_keys, merged_values;
+    Eigen::VectorXd g = Eigen::VectorXd::Zero(static_cast<Eigen::Index>(u));
+    for (const Partial& p : partials) {
+      const auto& v = p.values;
+      const std::string who = "worker " + std::to_string(p.worker) + ": ";
+      if (static_cast<std::size_t>(v.size()) < u + 1) {
+        return InvalidArgument(who + "a chunk of " + std::to_string(u) +
+                               " features needs at least " + std::to_string(u + 1) +
+                               " partial values, got " + std::to_string(v.size()));
+      }
+      const double m = v[static_cast<Eigen::Index>(u)];
+      if (!(m >= 0 && m <= pairs && m == std::floor(m)) ||
+          static_cast<double>(v.size()) != static_cast<double>(u) + 1 + 2 * m) {
+        return InvalidArgument(who + "Gram entry count " + FormatDouble(m) + " does not fit " +
+                               std::to_string(v.size()) + " partial values of a chunk of " +
+                               std::to_string(u) + " features");
+      }
+      g += v.head(static_cast<Eigen::Index>(u));
+      const auto count = static_cast<std::size_t>(m);
+      keys.clear();
+      values.clear();
+      double last = -1;
+      for (std::size_t t = 0; t < count; ++t) {
+        const double key = v[static_cast<Eigen::Index>(u + 1 + t)];
+        const double a = std::floor(key / static_cast<double>(u)),
+                     b = key - a * static_cast<double>(u);
+        if (!(key > last && key == std::floor(key) && a < b && b < static_cast<double>(u))) {
+          return InvalidArgument(who + "Gram entry " + std::to_string(t) + " has position " +
+                                 FormatDouble(key) +
+                                 ": not a pair a < b of the chunk, or out of order");
+        }
+        last = key;
+        keys.push_back(key);
+        values.push_back(v[static_cast<Eigen::Index>(u + 1 + count + t)]);
+      }
+      // Merge into what the workers before sent (both in increasing order).
+      std::vector<double> mk, mv;
+      std::size_t x = 0, y = 0;
+      while (x < merged_keys.size() || y < keys.size()) {
+        if (y == keys.size() || (x < merged_keys.size() && merged_keys[x] < keys[y])) {
+          mk.push_back(merged_keys[x]);
+          mv.push_back(merged_values[x++]);
+        } else if (x == merged_keys.size() || keys[y] < merged_keys[x]) {
+          mk.push_back(keys[y]);
+          mv.push_back(values[y++]);
+        } else {
+          mk.push_back(keys[y]);
+          mv.push_back(merged_values[x++] + values[y++]);
+        }
+      }
+      merged_keys = std::move(mk);
+      merged_values = std::move(mv);
+    }
+    Partial out;
+    out.block = partials[0].block;
+    const std::size_t m = merged_keys.size();
+    out.values.resize(static_cast<Eigen::Index>(u + 1 + 2 * m));
+    out.values.head(static_cast<Eigen::Index>(u)) = g;
+    out.values[static_cast<Eigen::Index>(u)] = static_cast<double>(m);
+    for (std::size_t t = 0; t < m; ++t) {
+      out.values[static_cast<Eigen::Index>(u + 1 + t)] = merged_keys[t];
+      out.values[static_cast<Eigen::Index>(u + 1 + m + t)] = merged_values[t];
+    }
+    return out;
+  }
+
+  // The solver of a chunk from its merged kSolveSparse partial (Aggregate checked its layout).
+  WorkingSetSolver SparseSolver(const std::vector<Key>& keys, const Eigen::VectorXd& v) const {
+    const std::size_t u = keys.size();
+    const auto m = static_cast<std::size_t>(v[static_cast<Eigen::Index>(u)]);
+    std::vector<std::int64_t> start(u + 1, 0);
+    auto pair = [&](std::size_t t) {
+      const auto key = static_cast<std::uint64_t>(v[static_cast<Eigen::Index>(u + 1 + t)]);
+      return std::pair<std::size_t, std::size_t>(key / u, key % u);
+    };
+    for (std::size_t t = 0; t < m; ++t) {
+      const auto [a, b] = pair(t);
+      ++start[a + 1];
+      ++start[b + 1];
+    }
+    for (std::size_t i = 0; i < u; ++i) start[i + 1] += start[i];
+    std::vector<std::int64_t> fill(start.begin(), start.end() - 1);
+    std::vector<std::int32_t> index(2 * m);
+    std::vector<double> value(2 * m);
+    for (std::size_t t = 0; t < m; ++t) {
+      const auto [a, b] = pair(t);
+      const double x = v[static_cast<Eigen::Index>(u + 1 + m + t)];
+      index[static_cast<std::size_t>(fill[a])] = static_cast<std::int32_t>(b);
+      value[static_cast<std::size_t>(fill[a]++)] = x;
+      index[static_cast<std::size_t>(fill[b])] = static_cast<std::int32_t>(a);
+      value[static_cast<std::size_t>(fill[b]++)] = x;
+    }
+    Eigen::VectorXd s_diag(static_cast<Eigen::Index>(u)), mu(static_cast<Eigen::Index>(u));
+    for (std::size_t i = 0; i < u; ++i) {
+      const auto j = static_cast<Eigen::Index>(keys[i]);
+      mu[static_cast<Eigen::Index>(i)] = mu_[j];
+      s_diag[static_cast<Eigen::Index>(i)] = d_[j] + n_ * mu_[j] * mu_[j];
+    }
+    return WorkingSetSolver(std::move(start), std::move(index), std::move(value), std::move(s_diag),
+                            std::move(mu));
   }
 
   // Partial x_aᵀx_b over this worker's rows, from the cache or by scattering column a and
@@ -527,6 +968,17 @@ class LassoApp final : public ModelParallelApp {
       const Block& b = blocks[bi];
       const Eigen::VectorXd& v = merged[bi].values;
       const std::size_t u = b.keys.size();
+      if (b.op == kSolveSparse || b.op == kSolveCached) {
+        TESSERA_CHECK(ctx.stale_updates.empty()) << "a chunk is solved with no round in flight";
+        Chunk& c = chunks_[current_chunk_];
+        TESSERA_CHECK(c.keys == b.keys) << "the chunk pulled is not the chunk scheduled";
+        if (b.op == kSolveSparse) {
+          c.solver = std::make_shared<WorkingSetSolver>(SparseSolver(b.keys, v));
+        }
+        TESSERA_CHECK(c.solver) << "a cached chunk without its Gram matrix";
+        Solve(b.keys, v.head(static_cast<Eigen::Index>(u)), *c.solver, update);
+        continue;
+      }
       if (b.op == kGradientPass) {
         kkt_grad_ = Eigen::VectorXd::Zero(p_);  // screened features are left out
         for (std::size_t i = 0; i < u; ++i) {
@@ -565,7 +1017,20 @@ class LassoApp final : public ModelParallelApp {
         }
       }
       if (b.op == kSolve) {
-        Solve(b.keys, g, gram, update);
+        const auto uu = static_cast<Eigen::Index>(u);
+        Eigen::MatrixXd gm(uu, uu);
+        for (std::size_t i = 0; i < u; ++i) {
+          const auto ii = static_cast<Eigen::Index>(i);
+          gm(ii, ii) = d_[static_cast<Eigen::Index>(b.keys[i])];
+          for (std::size_t k = i + 1; k < u; ++k) {
+            gm(ii, static_cast<Eigen::Index>(k)) = gm(static_cast<Eigen::Index>(k), ii) =
+                gram(i, k);
+          }
+        }
+        Chunk& c = chunks_[current_chunk_];
+        TESSERA_CHECK(c.keys == b.keys) << "the chunk pulled is not the chunk scheduled";
+        c.solver = std::make_shared<WorkingSetSolver>(std::move(gm));
+        Solve(b.keys, g, *c.solver, update);
         continue;
       }
       std::vector<double> deltas;
@@ -598,145 +1063,37 @@ class LassoApp final : public ModelParallelApp {
     return update;
   }
 
-  // Coordinate descent on the working set `keys` to the inner tolerance, at the coordinator,
-  // from the gradient g = X̃ᵀr and the centered Gram entries the workers pushed (glmnet's
-  // covariance updates: a coordinate step changes every other gradient by G_jk·Δ), with
-  // Anderson extrapolation of the passes' iterates kept when it lowers the objective (skglm's
-  // AndersonCD); the total change of each coefficient goes into `update`.
-  template <typename Gram>
-  void Solve(const std::vector<Key>& keys, Eigen::VectorXd g, const Gram& gram, Update& update) {
+  // Solves the working-set chunk `keys` at the coordinator (WorkingSetSolver) from the
+  // gradient g = X̃ᵀr and its Gram matrix, and commits the total change of each coefficient.
+  void Solve(const std::vector<Key>& keys, const Eigen::VectorXd& g, WorkingSetSolver& solver,
+             Update& update) {
     const auto u = static_cast<Eigen::Index>(keys.size());
-    Eigen::MatrixXd G(u, u);
     Eigen::VectorXd b(u), thresh(u), diag(u);
     for (Eigen::Index i = 0; i < u; ++i) {
       const auto j = static_cast<Eigen::Index>(keys[static_cast<std::size_t>(i)]);
-      G(i, i) = diag[i] = d_[j];
-      for (Eigen::Index k = i + 1; k < u; ++k) {
-        G(i, k) = G(k, i) = gram(static_cast<std::size_t>(i), static_cast<std::size_t>(k));
-      }
       b[i] = beta_[j];
+      diag[i] = d_[j];
       thresh[i] = n_ * lambda_ * pf_[j];
     }
-    const Eigen::VectorXd start = b, g0 = g;
-    // The objective up to a constant, from the gradient alone: with δ = b − start,
-    // ‖r‖² = ‖r₀‖² − (g₀ + g)ᵀδ, as g = g₀ − Gδ.
-    auto objective = [&](const Eigen::VectorXd& bb, const Eigen::VectorXd& gg) {
-      return -(g0 + gg).dot(bb - start) / (2.0 * n_) +
-             (thresh.array() * bb.array().abs()).sum() / n_;
-    };
-    Anderson anderson(b.size(), g.size());
-    bool newton_tried = false;  // for the current sign pattern
-    int since_newton = 0;       // passes since the last attempt
-    const double passes = std::max(1.0, kSolveWork / (static_cast<double>(u) * u));
-    solve_converged_ = false;
-    for (double pass = 0; pass < passes; ++pass) {
-      double change = 0;
-      bool pattern_changed = false;
-      for (Eigen::Index i = 0; i < u; ++i) {
-        if (diag[i] <= 0) continue;
-        const double nb = SoftThreshold(g[i] + diag[i] * b[i], thresh[i]) / diag[i];
-        const double delta = nb - b[i];
-        if (delta == 0) continue;
-        pattern_changed |= (nb > 0) != (b[i] > 0) || (nb < 0) != (b[i] < 0);
-        b[i] = nb;
-        g.noalias() -= G.col(i) * delta;
-        change = std::max(change, diag[i] * std::abs(delta) / n_);
-      }
-      solve_converged_ = change < inner_tolerance_;
-      if (solve_converged_) break;
-      // Newton on the support once the sign pattern holds for a pass, and every few passes
-      // while it does not (a coefficient that flickers at zero).
-      newton_tried &= !pattern_changed;
-      if (!newton_tried || ++since_newton > Anderson::kDepth) {
-        newton_tried = true;
-        since_newton = 0;
-        if (SupportNewton(G, thresh, objective, b, g)) ++newton_steps_;
-      }
-      if (anderson.Record(b, g)) {
-        Eigen::VectorXd b_acc, g_acc;
-        if (anderson.Extrapolate(b_acc, g_acc) && objective(b_acc, g_acc) < objective(b, g)) {
-          b = std::move(b_acc);
-          g = std::move(g_acc);
-          ++extrapolations_;
-        }
-      }
-    }
+    const Eigen::VectorXd start = b;
+    const bool converged = solver.Run(b, g, diag, thresh, static_cast<double>(n_), inner_tolerance_,
+                                      kSolveWork, stats_);
+    solve_converged_ = solve_converged_ && converged;
     std::vector<double> deltas;
     for (Eigen::Index i = 0; i < u; ++i) {
       const auto j = static_cast<Eigen::Index>(keys[static_cast<std::size_t>(i)]);
-      const double old = start[i], nb = b[i];
-      if (nb == old) continue;
-      beta_[j] = nb;
+      const double old = start[i], delta = b[i] - old;
+      if (delta == 0) continue;
+      beta_[j] = old + delta;  // what every worker's copy becomes (Apply), bit for bit
+      const double nb = beta_[j];
       penalty_ += pf_[j] * (std::abs(nb) - std::abs(old));
       nonzeros_ += (nb != 0) - (old != 0);
       if (old == 0) entered_ = true;
-      sweep_change_ = std::max(sweep_change_, d_[j] * std::abs(nb - old) / n_);
+      sweep_change_ = std::max(sweep_change_, d_[j] * std::abs(delta) / n_);
       update.keys.push_back(keys[static_cast<std::size_t>(i)]);
-      deltas.push_back(nb - old);
+      deltas.push_back(delta);
     }
     AppendDeltas(update, deltas);
-  }
-
-  // With the signs of the nonzero coefficients held, the working set's optimum solves a linear
-  // system on them: G_AA (b*_A − b_A) = g_A − nλ pf_A ⊙ sign(b_A), the zeros staying zero.
-  // Once coordinate descent has found the sign pattern this step lands on the optimum that it
-  // would approach slowly on ill-conditioned problems (p ≫ n, correlated columns). Kept only
-  // when the objective falls; then the next pass confirms the zeros.
-  template <typename Objective>
-  static bool SupportNewton(const Eigen::MatrixXd& G, const Eigen::VectorXd& thresh,
-                            const Objective& objective, Eigen::VectorXd& b, Eigen::VectorXd& g) {
-    std::vector<Eigen::Index> act;
-    for (Eigen::Index i = 0; i < b.size(); ++i) {
-      if (b[i] != 0) act.push_back(i);
-    }
-    const auto m = static_cast<Eigen::Index>(act.size());
-    if (m == 0) return false;
-    Eigen::MatrixXd h(m, m);
-    Eigen::VectorXd rhs(m);
-    for (Eigen::Index a = 0; a < m; ++a) {
-      for (Eigen::Index c = 0; c < m; ++c) h(a, c) = G(act[a], act[c]);
-      rhs[a] = g[act[a]] - thresh[act[a]] * (b[act[a]] > 0 ? 1 : -1);
-    }
-    const Eigen::LDLT<Eigen::MatrixXd> ldlt(h);
-    if (ldlt.info() != Eigen::Success) return false;
-    const Eigen::VectorXd step = ldlt.solve(rhs);
-    if (!step.allFinite()) return false;
-    // The full step with every coefficient whose sign it would flip set to zero (projected onto
-    // the current orthant); if that does not lower the objective, the step up to the first
-    // coefficient that reaches zero, along which the signs hold and the objective falls.
-    double t = 1;
-    Eigen::Index hit = -1;
-    for (Eigen::Index a = 0; a < m; ++a) {
-      const double v = b[act[a]] + step[a];
-      if (v == 0 || (v > 0) != (b[act[a]] > 0)) {
-        const double ta = -b[act[a]] / step[a];
-        if (ta < t) {
-          t = ta;
-          hit = a;
-        }
-      }
-    }
-    Eigen::VectorXd nb = b, ng = g;
-    for (Eigen::Index a = 0; a < m; ++a) {  // projected full step
-      const double old = b[act[a]], v = old + step[a];
-      const double delta = (v == 0 || (v > 0) != (old > 0)) ? -old : step[a];
-      nb[act[a]] = old + delta;
-      if (v == 0 || (v > 0) != (old > 0)) nb[act[a]] = 0;
-      ng.noalias() -= G.col(act[a]) * delta;
-    }
-    if (hit >= 0 && !(objective(nb, ng) < objective(b, g))) {
-      if (!(t > 0)) return false;
-      nb = b;
-      ng = g;
-      for (Eigen::Index a = 0; a < m; ++a) {  // truncated step
-        const double delta = a == hit ? -b[act[a]] : t * step[a];
-        nb[act[a]] = a == hit ? 0.0 : b[act[a]] + delta;
-        ng.noalias() -= G.col(act[a]) * delta;
-      }
-    }
-    b = std::move(nb);
-    g = std::move(ng);
-    return true;
   }
 
   void Apply(WorkerContext& ctx, const Update& update) override {
@@ -791,10 +1148,15 @@ class LassoApp final : public ModelParallelApp {
       return;
     }
     skip_to_kkt_ = false;
-    solving_ = sequential_ && keys.size() <= kSolveKeys;
-    if (solving_) {  // one round solves the working set: no scheduler, no verifying pass
-      solve_keys_ = std::move(keys);
-      sweep_keys_ = sweep_left_ = static_cast<std::int64_t>(solve_keys_.size());
+    solving_ = sequential_ && opts_.solve_keys > 0;
+    if (solving_) {  // rounds that solve the working set chunk by chunk: no scheduler
+      if (keys != chunked_keys_) {
+        chunks_ = MakeChunks(keys);
+        chunked_keys_ = std::move(keys);
+      }
+      next_chunk_ = 0;
+      solve_converged_ = true;
+      sweep_keys_ = sweep_left_ = static_cast<std::int64_t>(chunked_keys_.size());
       ++sweep_id_;
       visited_.resize(p_, 0);
       visited_count_ = 0;
@@ -812,12 +1174,73 @@ class LassoApp final : public ModelParallelApp {
     entered_ = false;
   }
 
+  // Splits a working set into the chunks solved one per round: one chunk if it has at most
+  // solve_keys features; else a chunk takes features in order while it has fewer than
+  // solve_keys, or while its Gram matrix has at most kChunkPairs nonzero pairs (counted on the
+  // full data: a row with k of the chunk's columns holds k(k−1)/2) and fewer than kMaxChunkKeys
+  // features. A chunk larger than solve_keys, or whose Gram matrix is (or is estimated) less
+  // than a quarter full, is solved from its nonzero entries only.
+  std::vector<Chunk> MakeChunks(const std::vector<Key>& keys) {
+    const auto solve_keys = static_cast<std::size_t>(opts_.solve_keys);
+    if (keys.size() <= solve_keys) {  // one chunk; the pairs estimated for rows alike: E²/2n
+      double entries = 0;
+      for (Key k : keys) entries += col_nnz_[static_cast<Eigen::Index>(k)];
+      const double u = static_cast<double>(keys.size());
+      Chunk c;
+      c.keys = keys;
+      c.sparse = 4 * entries * entries / (2.0 * static_cast<double>(n_)) < u * (u - 1) / 2;
+      return {std::move(c)};
+    }
+    EnsureColumns();
+    row_count_.resize(static_cast<std::size_t>(n_), 0);
+    std::vector<Chunk> chunks;
+    std::vector<Eigen::Index> touched;
+    Chunk c;
+    std::uint64_t pairs = 0;
+    auto close = [&] {
+      const std::uint64_t u = c.keys.size();
+      c.sparse = u > solve_keys || 4 * pairs < u * (u - 1) / 2;
+      chunks.push_back(std::move(c));
+      c = {};
+      pairs = 0;
+      for (Eigen::Index r : touched) row_count_[static_cast<std::size_t>(r)] = 0;
+      touched.clear();
+    };
+    for (Key k : keys) {
+      const auto j = static_cast<Eigen::Index>(k);
+      std::uint64_t add = 0;
+      for (SparseColMatrix::InnerIterator it(x_, j); it; ++it) {
+        add += row_count_[static_cast<std::size_t>(it.index())];
+      }
+      const std::size_t u = c.keys.size();
+      if (u > 0 && (u >= kMaxChunkKeys || (u >= solve_keys && pairs + add > kChunkPairs))) {
+        close();
+        add = 0;
+      }
+      for (SparseColMatrix::InnerIterator it(x_, j); it; ++it) {
+        if (row_count_[static_cast<std::size_t>(it.index())]++ == 0) touched.push_back(it.index());
+      }
+      pairs += add;
+      c.keys.push_back(k);
+    }
+    if (!c.keys.empty()) close();
+    return chunks;
+  }
+
+  // The coordinator's column-major copy of the data, made on first use.
+  void EnsureColumns() {
+    if (x_.cols() == p_) return;
+    x_ = SparseColMatrix(rows_);
+    x_.makeCompressed();
+  }
+
   // Called at a sweep boundary with every round pulled. Starts the next sweep and returns
   // false, or returns true when the candidates have converged.
   bool NextPhase() {
     if (skip_to_kkt_) return true;
     if (solving_) {
-      if (!solve_converged_) {  // out of work for one round: go on solving
+      // A chunk out of work for one round, or chunks that moved each other: go on solving.
+      if (!solve_converged_ || (chunks_.size() > 1 && sweep_change_ >= inner_tolerance_)) {
         StartSweep(phase_);
         return false;
       }
@@ -954,6 +1377,7 @@ class LassoApp final : public ModelParallelApp {
   Eigen::VectorXd y_full_;
   double ybar_ = 0, null_ms_ = 0;
   Eigen::VectorXd mu_, d_, pf_, beta_;
+  Eigen::VectorXd col_nnz_;       // nonzeros per column
   Eigen::VectorXd yc_;            // the responses, centered
   std::vector<KeyRange> ranges_;  // worker w's rows
   std::uint64_t start_ = 0;       // SetBeta calls so far
@@ -967,12 +1391,17 @@ class LassoApp final : public ModelParallelApp {
   double residual_sq_ = 0, residual_dot_y_ = 0;  // ‖r‖² and rᵀỹ, from the same pass
   double gap_ = HUGE_VAL;                        // the duality gap there (ComputeGap)
   double kkt_floor_ = 0;                         // KktTolerance()
-  std::uint64_t extrapolations_ = 0;             // Anderson steps kept, this fit
-  std::uint64_t newton_steps_ = 0;               // support Newton steps kept, this fit
-  bool solving_ = false;                         // this sweep is one kSolve round
-  bool solve_converged_ = false;                 // its solve reached the inner tolerance
-  std::vector<Key> solve_keys_;                  // its keys: the whole working set
-  std::vector<char> screened_;                   // Gap Safe: zero at the optimum of this λ
+  SolveStats stats_;                             // the working-set solves of this fit
+  // Solving sweeps: the working set in chunks, one kSolve or kSolveSparse round each.
+  bool solving_ = false;           // this sweep solves chunks
+  bool solve_converged_ = false;   // every chunk of it reached the inner tolerance
+  std::vector<Key> chunked_keys_;  // the keys chunks_ split
+  std::vector<Chunk> chunks_;
+  std::size_t next_chunk_ = 0;
+  std::size_t current_chunk_ = 0;         // the chunk in flight
+  std::size_t sparse_chunk_keys_ = 0;     // the kSolveSparse chunk in flight: its size
+  std::vector<std::uint32_t> row_count_;  // MakeChunks' scratch, all zero between uses
+  std::vector<char> screened_;            // Gap Safe: zero at the optimum of this λ
   std::int64_t screened_count_ = 0;
   std::vector<char> working_;      // the features coordinate descent sweeps over
   std::vector<Key> working_list_;  // the same, as a sorted list

@@ -37,6 +37,11 @@ struct LassoOptions {
                          // arguments set one, and the KKT pass's
   EngineOptions engine;  // workers, pipeline depth, limits, trace
   std::string block_update = "sequential";  // sequential (exact) | parallel (Shotgun)
+  // Sequential updates: working sets are solved at the coordinator from their gradient and Gram
+  // entries (glmnet's covariance updates), in chunks of up to solve_keys features per round
+  // (more for sparse columns whose Gram matrix stays sparse); 0: coordinate descent in
+  // scheduled blocks of block_size instead.
+  int solve_keys = 512;
   bool standardize = false;  // penalize b_j by the column's standard deviation (glmnet default)
   bool strong_rules = true;  // screen coordinates with the sequential strong rule
   bool active_set = true;    // sweep the nonzero coordinates until they converge, then all

@@ -56,6 +56,7 @@ TEST_P(DiabetesReferenceTest, ReachesGlmnetObjectiveAndKkt) {
   LassoOptions o;
   o.scheduler = scheduler;
   o.block_size = 3;
+  o.solve_keys = 0;  // coordinate descent in the scheduler's blocks, not working-set solves
   o.engine.workers = workers;
   o.engine.pipeline_depth = depth;
   o.engine.progress = false;
@@ -301,6 +302,58 @@ TEST(LassoTest, RecoversKnownSupportOnSyntheticSparseData) {
     }
   }
   EXPECT_NEAR(s->intercept, 3.0, 0.05);
+}
+
+// Working sets solved at the coordinator in chunks (dense Gram blocks of up to solve_keys
+// features, sparse ones beyond, each kept and reused while the working set stays) reach the
+// optimum that scheduled coordinate descent reaches, for any chunk size and worker count.
+TEST(LassoTest, WorkingSetSolvesInChunksReachTheOptimumOfCoordinateDescent) {
+  const int n = 300, p = 3000;
+  std::mt19937_64 rng(77);
+  std::normal_distribution<double> normal;
+  std::bernoulli_distribution present(0.01);
+  Dataset d;
+  d.x.resize(n, p);
+  std::vector<Eigen::Triplet<double, std::int64_t>> t;
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < p; ++j) {
+      if (present(rng)) t.emplace_back(i, j, 1.0 + normal(rng));  // nonzero means: centering
+    }
+  }
+  d.x.setFromTriplets(t.begin(), t.end());
+  d.y.resize(n);
+  for (int i = 0; i < n; ++i) d.y[i] = 1.0 + normal(rng);
+  const Eigen::VectorXd truth = Eigen::VectorXd::NullaryExpr(
+      p, [&](Eigen::Index j) { return j % 40 == 0 ? normal(rng) : 0.0; });
+  d.y += d.x * truth;
+  const auto fit = [&](int solve_keys, int workers, double ratio) {
+    LassoOptions o;
+    o.solve_keys = solve_keys;
+    o.engine.workers = workers;
+    o.engine.progress = false;
+    o.tolerance = 1e-12;
+    auto solver = LassoSolver::Create(d, o);
+    TESSERA_CHECK(solver.ok()) << solver.status().message();
+    auto s = (*solver)->Fit((*solver)->LambdaMax() * ratio);
+    TESSERA_CHECK(s.ok()) << s.status().message();
+    return *s;
+  };
+  for (double ratio : {0.1, 0.01}) {
+    const LassoSolution cd = fit(0, 2, ratio);
+    ASSERT_EQ(cd.stop_reason, "converged");
+    ASSERT_GT(cd.nonzeros(), ratio < 0.05 ? 100 : 10);
+    for (int solve_keys : {4, 32, 512}) {
+      for (int workers : {1, 3}) {
+        SCOPED_TRACE("ratio " + std::to_string(ratio) + ", solve_keys " +
+                     std::to_string(solve_keys) + ", workers " + std::to_string(workers));
+        const LassoSolution s = fit(solve_keys, workers, ratio);
+        EXPECT_EQ(s.stop_reason, "converged");
+        EXPECT_NEAR(s.objective, cd.objective, 1e-10 * cd.objective);
+        EXPECT_LE(s.gap, 1e-10 * cd.objective);
+        EXPECT_LT(s.kkt_violation, 1e-6);
+      }
+    }
+  }
 }
 
 // The duality gap the fit stops on is a true bound: at the returned point it is at least the

@@ -38,7 +38,7 @@ struct CountingApp : ModelParallelApp {
     stale_keys_seen.at(ctx.worker).push_back(ctx.stale_keys.size());
     return {p};
   }
-  Partial Aggregate(std::span<const Partial> parts) override {
+  StatusOr<Partial> Aggregate(std::span<const Partial> parts) override {
     // Every worker must have applied the same number of updates when it pushed a round.
     for (const auto& p : parts) EXPECT_EQ(p.values[0], parts[0].values[0]);
     return parts[0];

@@ -597,10 +597,22 @@ std::string Joined(const std::vector<std::string>& args) {
   return s;
 }
 
-// A model-parallel Lasso path over CorrelatedData that checkpoints every 20 ms.
+// A model-parallel Lasso path over CorrelatedData that checkpoints every 20 ms, by coordinate
+// descent in scheduled blocks (--solve-keys 0: many short rounds, long enough a run to be
+// killed in the middle of a fit).
 std::vector<std::string> CorrelatedPath(const std::string& data) {
-  return {"--data", data,        "--path", testing::Sized("6", "4"), "--path-ratio",
-          "0.003",  "--workers", "2",      "--checkpoint-every",     "20ms"};
+  return {"--data",
+          data,
+          "--path",
+          testing::Sized("6", "4"),
+          "--path-ratio",
+          "0.003",
+          "--workers",
+          "2",
+          "--solve-keys",
+          "0",
+          "--checkpoint-every",
+          "20ms"};
 }
 
 // The objective of each λ of a path file (lambda, intercept, coefficients, objective, kkt).
