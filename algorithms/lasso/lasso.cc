@@ -1306,13 +1306,14 @@ class LassoApp final : public ModelParallelApp {
     }
   }
 
-  // After a gradient pass over every feature. Features that violate the optimality conditions
-  // join the working set (on the first pass of a fit also the nonzero ones and, when the
-  // sequential strong rule applies, those with |g_j| >= pf_j (2λ − λ_prev)). Returns true when
-  // every condition holds within KktTolerance() and nothing joined.
+  // After a gradient pass over every feature: the working set becomes the nonzero features and
+  // the worst violators of the optimality conditions. Returns true when every condition holds
+  // within KktTolerance() (and, under the gap rule, the gap is small enough).
   bool FinishKkt() {
+    // The sequential strong rule (Tibshirani et al. 2012) screens the first pass of a fit: a
+    // feature with |g_j| < pf_j (2λ − λ_prev) may join only at a later pass.
     const double strong_cut =
-        first_pass_ && opts_.strong_rules ? 2 * lambda_ - last_lambda_ : HUGE_VAL;
+        first_pass_ && opts_.strong_rules ? std::max(2 * lambda_ - last_lambda_, 0.0) : 0.0;
     first_pass_ = false;
     const double last_gap = gap_;
     ComputeGap();
@@ -1330,11 +1331,10 @@ class LassoApp final : public ModelParallelApp {
       const double v = beta_[j] != 0 ? std::abs(g - t * (beta_[j] > 0 ? 1 : -1))
                                      : std::max(std::abs(g) - t, 0.0);
       worst = std::max(worst, v);
-      if (!working_[j] &&
-          (beta_[j] != 0 || (strong_cut > 0 && std::abs(g) >= pf_[j] * strong_cut))) {
+      if (beta_[j] != 0) {
         working_[j] = 1;
         working_list_.push_back(static_cast<Key>(j));
-      } else if (!working_[j] && v > KktTolerance()) {
+      } else if (v > KktTolerance() && std::abs(g) >= pf_[j] * strong_cut) {
         violators.emplace_back(v / pf_[j], j);
       }
       working += working_[j];
