@@ -1,5 +1,6 @@
 #include "tessera/core/ratings.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 
@@ -8,14 +9,43 @@
 
 namespace tessera {
 
+std::optional<std::uint32_t> IdMap::Number(std::string_view id) {
+  if (id.empty() || id.size() > 7 || (id[0] == '0' && id.size() > 1)) return std::nullopt;
+  std::uint32_t v = 0;
+  for (char c : id) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + static_cast<std::uint32_t>(c - '0');
+  }
+  if (v >= kDirect) return std::nullopt;
+  return v;
+}
+
 std::uint32_t IdMap::Add(std::string_view id) {
-  auto [it, added] = index_.emplace(std::string(id), static_cast<std::uint32_t>(names_.size()));
-  if (added) names_.emplace_back(id);
-  return it->second;
+  const auto next = static_cast<std::uint32_t>(names_.size());
+  if (const auto v = Number(id)) {
+    if (*v >= direct_.size()) {
+      direct_.resize(
+          std::min<std::size_t>(kDirect, std::max<std::size_t>(*v + 1, 2 * direct_.size())), 0);
+    }
+    std::uint32_t& slot = direct_[*v];
+    if (slot == 0) {
+      slot = next + 1;
+      names_.emplace_back(id);
+    }
+    return slot - 1;
+  }
+  if (auto it = index_.find(id); it != index_.end()) return it->second;
+  index_.emplace(std::string(id), next);
+  names_.emplace_back(id);
+  return next;
 }
 
 std::optional<std::uint32_t> IdMap::Find(std::string_view id) const {
-  auto it = index_.find(std::string(id));
+  if (const auto v = Number(id)) {
+    if (*v < direct_.size() && direct_[*v] != 0) return direct_[*v] - 1;
+    return std::nullopt;
+  }
+  auto it = index_.find(id);
   if (it == index_.end()) return std::nullopt;
   return it->second;
 }

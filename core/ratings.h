@@ -33,7 +33,17 @@ class IdMap {
   std::size_t size() const { return names_.size(); }
 
  private:
-  std::unordered_map<std::string, std::uint32_t> index_;
+  // Ids written as decimal numbers below kDirect (no sign, no leading zero) are found by their
+  // value in `direct_` (index + 1, 0 for none; grown to the largest such id seen, at most
+  // 4 MiB); every other id through the hash table, looked up without a copy.
+  static constexpr std::uint32_t kDirect = 1u << 20;
+  static std::optional<std::uint32_t> Number(std::string_view id);
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, std::uint32_t, Hash, std::equal_to<>> index_;
+  std::vector<std::uint32_t> direct_;
   std::vector<std::string> names_;
 };
 

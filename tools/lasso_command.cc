@@ -1,5 +1,6 @@
 // `tessera lasso`: fit a Lasso, or a path of them, in either mode.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -265,6 +266,30 @@ int CrossValidate(LassoFlags& f, const CommonFlags& c, const Dataset& d, LassoSo
 }
 
 // In every process of the run: the fit, reported (at process 0) as `c` says.
+// After a path: its fit time and rounds, and the λ that took longest, with their share.
+void PrintHardest(const std::vector<LassoSolution>& path) {
+  double seconds = 0;
+  std::uint64_t rounds = 0;
+  for (const auto& r : path) {
+    seconds += r.seconds;
+    rounds += r.rounds;
+  }
+  std::vector<const LassoSolution*> order;
+  for (const auto& r : path) order.push_back(&r);
+  const std::size_t shown = std::min<std::size_t>(3, order.size());
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(shown), order.end(),
+                    [](const auto* a, const auto* b) { return a->seconds > b->seconds; });
+  std::printf("path: %zu lambdas, %llu rounds, %.3f s of fits; the hardest:", path.size(),
+              static_cast<unsigned long long>(rounds), seconds);
+  for (std::size_t k = 0; k < shown; ++k) {
+    const LassoSolution& r = *order[k];
+    std::printf("%s lambda %.6g (%.3f s, %.0f%%, %llu rounds, %d nonzeros)", k ? ";" : "", r.lambda,
+                r.seconds, seconds > 0 ? 100 * r.seconds / seconds : 0.0,
+                static_cast<unsigned long long>(r.rounds), r.nonzeros());
+  }
+  std::printf("\n");
+}
+
 int FitLasso(LassoFlags& f, const CommonFlags& c, Cluster& cluster) {
   const bool data_parallel = f.opts.mode == "data-parallel";
   f.opts.engine.transport = cluster.transport();
@@ -324,6 +349,7 @@ int FitLasso(LassoFlags& f, const CommonFlags& c, Cluster& cluster) {
     auto sols = s.FitPath(f.path, PathRatio(f, d));
     if (!sols.ok()) return Fail(sols.status());
     if (!c.quiet && !s.resumed().empty()) std::printf("resumed from %s\n", s.resumed().c_str());
+    if (!c.quiet) PrintHardest(*sols);
     if (!c.output.empty()) {
       if (auto st = WritePath(c.output, d, *sols); !st.ok()) return Fail(st);
     }

@@ -48,6 +48,13 @@ void AddMfTrainFlags(CLI::App& t, MfFlags& f) {
   t.add_option("--mode", f.opts.mode,
                "model-parallel (CCD++) | data-parallel (SGD, H on a parameter server)")
       ->capture_default_str();
+  t.add_option("--sgd-step", f.opts.sgd_step,
+               "Rotation SGD's steps: adagrad (LIBMF's per-row adaptive steps) or decay "
+               "(--learning-rate / (1 + --decay * epoch))")
+      ->capture_default_str();
+  t.add_option("--adagrad-rate", f.opts.adagrad_rate,
+               "Rotation SGD with adagrad steps: the rate (LIBMF's -r)")
+      ->capture_default_str();
   AddDataParallelFlags(t, f.opts.data_parallel, f.data_parallel,
                        "Users per batch (0: the worker's whole partition)");
   const std::string g = "Data-parallel mode";

@@ -35,6 +35,10 @@ Status MfOptions::Validate() const {
   if (!(learning_rate > 0) || !(decay >= 0)) {
     return InvalidArgument("--learning-rate must be > 0 and --decay >= 0");
   }
+  if (sgd_step != "adagrad" && sgd_step != "decay") {
+    return InvalidArgument("--sgd-step must be 'adagrad' or 'decay', got '" + sgd_step + "'");
+  }
+  if (!(adagrad_rate > 0)) return InvalidArgument("--adagrad-rate must be > 0");
   if (mode == "data-parallel") TESSERA_RETURN_IF_ERROR(data_parallel.Validate());
   if (!(checkpoint_every >= 0)) return InvalidArgument("--checkpoint-every must be >= 0");
   if (engine.pipeline_depth != 1) {

@@ -30,14 +30,16 @@ struct MfOptions {
   // model-parallel: CCD++ (above); data-parallel: SGD with H on a parameter server and W with
   // the workers that own the users (mf_dp.cc).
   std::string mode = "model-parallel";
-  std::string algorithm = "ccd++";  // model-parallel: ccd++ | sgd (rotation-scheduled, DSGD)
-  int rank = 40;                    // latent dimension k
-  double lambda = 0.1;              // L2 weight per rating
-  int epochs = 20;                  // passes over every component
-  int inner_iterations = 1;         // CCD++: H/W alternations per component per epoch
-  double init_scale = 0.1;          // W starts N(0, init_scale²/k) per entry, H at 0
-  bool biases = true;               // also fit a bias per user and per item, stored as two
-                                    // extra factor columns (b_i, 1) and (1, c_j)
+  // Model-parallel: sgd (rotation-scheduled SGD, DSGD; the fastest to a given test RMSE) or
+  // ccd++ (deterministic: the same result for any number of workers).
+  std::string algorithm = "sgd";
+  int rank = 40;             // latent dimension k
+  double lambda = 0.1;       // L2 weight per rating
+  int epochs = 20;           // passes over every component
+  int inner_iterations = 1;  // CCD++: H/W alternations per component per epoch
+  double init_scale = 0.1;   // W starts N(0, init_scale²/k) per entry, H at 0
+  bool biases = true;        // also fit a bias per user and per item, stored as two
+                             // extra factor columns (b_i, 1) and (1, c_j)
   std::uint64_t seed = 42;
   EngineOptions engine;  // workers, time limit, trace, progress (depth must be 1)
   // Data-parallel SGD: step size relative to the training ratings' variance σ² (the step is
@@ -46,6 +48,12 @@ struct MfOptions {
   // in users, model averaging). Workers, seed, time limit and progress come from `engine`.
   double learning_rate = 0.08;
   double decay = 0.1;
+  // Model-parallel rotation SGD's steps: "adagrad" (LIBMF's rule: each factor row r keeps the
+  // mean squared gradient G_r it has seen, from 1, and steps by adagrad_rate / √G_r on ratings
+  // and factors normalized by the ratings' standard deviation), or "decay" (the data-parallel
+  // rule above).
+  std::string sgd_step = "adagrad";
+  double adagrad_rate = 0.1;
   DataParallelOptions data_parallel;
   // Data-parallel: checkpoints of H, W and the epochs so far in checkpoint_dir, at the end of
   // an epoch once checkpoint_every seconds have passed (0: after every epoch), written by the

@@ -176,4 +176,80 @@ Status CheckInputs(const Ratings& train, const Ratings* test, const MfOptions& o
   return Status::Ok();
 }
 
+namespace {
+
+// w·h over a row of n floats (a multiple of kRowFloats); the compiler may reorder the sum.
+inline float RowDot(const float* __restrict w, const float* __restrict h, int n) {
+  float dot = 0;
+#pragma omp simd reduction(+ : dot)
+  for (int c = 0; c < n; ++c) dot += w[c] * h[c];
+  return dot;
+}
+
+}  // namespace
+
+[[gnu::target_clones("avx512f", "avx2", "default")]] void SgdRatings(const Rating* first,
+                                                                     const Rating* last, float* w,
+                                                                     float* h,
+                                                                     const SgdStepParams& p) {
+  const std::size_t row = static_cast<std::size_t>(p.row);
+  for (const Rating* r = first; r != last; ++r) {
+    float* __restrict wr = w + std::size_t{r->user} * row;
+    float* __restrict hr = h + std::size_t{r->item} * row;
+    const float err = static_cast<float>(r->value) - p.mean - RowDot(wr, hr, p.row);
+    for (int c = 0; c < p.row; ++c) {
+      const float wc = wr[c], hc = hr[c];
+      wr[c] = wc + p.lr * (err * hc - p.lambda * wc);
+      hr[c] = hc + p.lr * (err * wc - p.lambda * hc);
+    }
+    if (p.biases) {
+      wr[p.rank + 1] = 1;
+      hr[p.rank] = 1;
+    }
+  }
+}
+
+[[gnu::target_clones("avx512f", "avx2", "default")]] void SgdRatingsAdaptive(
+    const Rating* first, const Rating* last, float* w, float* h, float* wg, float* hg, int dims,
+    const SgdStepParams& p) {
+  const std::size_t row = static_cast<std::size_t>(p.row);
+  const float per_dim = 1.0f / static_cast<float>(dims);
+  for (const Rating* r = first; r != last; ++r) {
+    float* __restrict wr = w + std::size_t{r->user} * row;
+    float* __restrict hr = h + std::size_t{r->item} * row;
+    float& gu = wg[r->user];
+    float& gi = hg[r->item];
+    const float err = static_cast<float>(r->value) - p.mean - RowDot(wr, hr, p.row);
+    const float eta_w = p.lr / std::sqrt(gu), eta_h = p.lr / std::sqrt(gi);
+    float sw = 0, sh = 0;
+#pragma omp simd reduction(+ : sw, sh)
+    for (int c = 0; c < p.row; ++c) {
+      const float wc = wr[c], hc = hr[c];
+      const float gw = p.lambda * wc - err * hc, gh = p.lambda * hc - err * wc;
+      sw += gw * gw;
+      sh += gh * gh;
+      wr[c] = wc - eta_w * gw;
+      hr[c] = hc - eta_h * gh;
+    }
+    gu += sw * per_dim;
+    gi += sh * per_dim;
+    if (p.biases) {
+      wr[p.rank + 1] = 1;
+      hr[p.rank] = 1;
+    }
+  }
+}
+
+[[gnu::target_clones("avx512f", "avx2", "default")]] double SquaredErrors(
+    const Rating* first, const Rating* last, const float* w, const float* h, int row, double mean) {
+  double sse = 0;
+  const auto n = static_cast<std::size_t>(row);
+  for (const Rating* r = first; r != last; ++r) {
+    const double e =
+        r->value - mean - RowDot(w + std::size_t{r->user} * n, h + std::size_t{r->item} * n, row);
+    sse += e * e;
+  }
+  return sse;
+}
+
 }  // namespace tessera::mf_internal

@@ -62,16 +62,17 @@ struct Common {
   Stopwatch clock;
 };
 
-// One SGD step on rating r for rows w and h (k columns each), per-rating L2 weight λ. Returns
-// nothing; with biases, the fixed 1s (w[rank + 1] and h[rank]) are put back after the
+// One SGD step on rating r for rows w and h (k columns each, double or float), per-rating L2
+// weight λ. With biases, the fixed 1s (w[rank + 1] and h[rank]) are put back after the
 // branch-free (vectorizable) update.
-inline void SgdStep(double* __restrict w, double* __restrict h, int k, int rank, bool biases,
-                    double mean, double rating, double lr, double lambda) {
-  double pred = mean;
+template <typename T>
+inline void SgdStep(T* __restrict w, T* __restrict h, int k, int rank, bool biases, T mean,
+                    T rating, T lr, T lambda) {
+  T pred = mean;
   for (int c = 0; c < k; ++c) pred += w[c] * h[c];
-  const double err = rating - pred;
+  const T err = rating - pred;
   for (int c = 0; c < k; ++c) {
-    const double wc = w[c], hc = h[c];
+    const T wc = w[c], hc = h[c];
     w[c] = wc + lr * (err * hc - lambda * wc);
     h[c] = hc + lr * (err * wc - lambda * hc);
   }
@@ -80,6 +81,27 @@ inline void SgdStep(double* __restrict w, double* __restrict h, int k, int rank,
     h[rank] = 1;
   }
 }
+
+// Float factor rows of kRowFloats-multiple length (zero-padded; the zeros stay zero): the
+// kernels of rotation SGD, each compiled for AVX-512, AVX2 and the baseline and chosen when the
+// program starts (the CPU's widest). Ratings' user and item are row numbers in `w` and `h`.
+constexpr int kRowFloats = 16;
+struct SgdStepParams {
+  int row = 0;   // floats per row (a multiple of kRowFloats)
+  int rank = 0;  // the fixed 1s of the biases: w[rank + 1] and h[rank]
+  bool biases = false;
+  float mean = 0, lr = 0, lambda = 0;
+};
+// SgdStep on every rating in [first, last), in order.
+void SgdRatings(const Rating* first, const Rating* last, float* w, float* h,
+                const SgdStepParams& p);
+// The same with LIBMF's adaptive steps: rows w_u and h_i step by lr / √g_u and lr / √g_i, and
+// then g_u and g_i grow by their step's mean squared gradient (over `dims` values).
+void SgdRatingsAdaptive(const Rating* first, const Rating* last, float* w, float* h, float* wg,
+                        float* hg, int dims, const SgdStepParams& p);
+// Σ (r − mean − w_uᵀh_i)² over [first, last).
+double SquaredErrors(const Rating* first, const Rating* last, const float* w, const float* h,
+                     int row, double mean);
 
 // The checks every trainer makes before it starts.
 Status CheckInputs(const Ratings& train, const Ratings* test, const MfOptions& options);

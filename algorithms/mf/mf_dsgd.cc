@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <random>
 
 #include "tessera/algorithms/mf/mf.h"
@@ -27,6 +28,12 @@ namespace tessera {
 namespace {
 
 using Factors = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+// The workers' factor rows: float (as LIBMF keeps them), each padded with zeros to a multiple of
+// 16 values, so that an SGD step is whole SIMD vectors (the zeros stay zero).
+using Rows = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+constexpr int kRowAlign = mf_internal::kRowFloats;
+// The W rows and the H rows of a tile of ratings take about this many bytes each.
+constexpr std::size_t kTileBytes = 96 * 1024;
 
 // Rows of block b of n indices dealt to P blocks in turn.
 std::size_t BlockRows(std::size_t n, std::size_t P, std::size_t b) {
@@ -37,23 +44,29 @@ std::size_t BlockRows(std::size_t n, std::size_t P, std::size_t b) {
 // and item are its rows in W and in the item block's H.
 struct DsgdWorker final : WorkerState {
   std::size_t block = 0;
-  Factors w;                                // row l: user block + l·P
-  std::vector<std::vector<Rating>> strata;  // [item block]: ratings of my users in that block
-  std::vector<std::vector<Rating>> test;    // [item block]: test ratings of my users
+  Rows w;                                   // row l: user block + l·P
+  std::vector<float> g;                     // adagrad steps: each row's squared gradients
+  std::vector<std::vector<Rating>> strata;  // [item block]: ratings of my users in that block,
+                                            // grouped by tile (Tiles)
+  std::vector<std::vector<std::uint32_t>> tiles;  // [item block]: where each tile starts, + end
+  std::vector<std::vector<Rating>> test;          // [item block]: test ratings of my users
   std::mt19937_64 rng;
   double train_sse = 0, test_sse = 0;  // of the evaluation rounds since the last EvaluateTerms
   std::uint64_t evaluated = 0;         // training ratings those covered
   void Save(StateWriter& out) const override {
-    out.Put(std::span<const double>(w.data(), static_cast<std::size_t>(w.size())));
+    out.Put(std::span<const float>(w.data(), static_cast<std::size_t>(w.size())));
+    out.Put(std::span<const float>(g));
   }
 };
 
 // The H rows of one item block (row l: item block + l·P): the state that travels with the
 // block.
 struct HBlock final : BlockState {
-  Factors h;
+  Rows h;
+  std::vector<float> g;  // adagrad steps: each row's squared gradients
   void Save(StateWriter& out) const override {
-    out.Put(std::span<const double>(h.data(), static_cast<std::size_t>(h.size())));
+    out.Put(std::span<const float>(h.data(), static_cast<std::size_t>(h.size())));
+    out.Put(std::span<const float>(g));
   }
 };
 
@@ -94,6 +107,7 @@ class DsgdApp final : public ModelParallelApp {
     const auto b = static_cast<std::size_t>(setup.worker);
     me->block = b;
     me->w = InitialRows(false, b);
+    me->g = InitialGradients(false, b);
     me->strata.resize(P_);
     me->test.resize(P_);
     auto group = [&](const Ratings& ratings, std::vector<std::vector<Rating>>& by_block) {
@@ -108,6 +122,8 @@ class DsgdApp final : public ModelParallelApp {
     };
     group(train_, me->strata);
     if (test_) group(*test_, me->test);
+    me->tiles.resize(P_);
+    for (std::size_t i = 0; i < P_; ++i) me->tiles[i] = Tile(me->strata[i]);
     // A resumed run's shuffles go on from a stream seeded by the rounds done, so it visits the
     // ratings in another order than the uninterrupted one would have.
     if (resumed_rounds_ == 0) {
@@ -128,15 +144,18 @@ class DsgdApp final : public ModelParallelApp {
   std::unique_ptr<BlockState> MakeBlock(std::uint32_t block, WorkerContext&) override {
     auto b = std::make_unique<HBlock>();
     b->h = InitialRows(true, block);
+    b->g = InitialGradients(true, block);
     return b;
   }
 
   StatusOr<std::unique_ptr<BlockState>> LoadBlock(std::uint32_t block, StateReader& in,
                                                   WorkerContext&) override {
     auto b = std::make_unique<HBlock>();
-    b->h.resize(static_cast<Eigen::Index>(BlockRows(num_items_, P_, block)), k_);
+    b->h.resize(static_cast<Eigen::Index>(BlockRows(num_items_, P_, block)), kp_);
     TESSERA_RETURN_IF_ERROR(
-        in.GetInto(std::span<double>(b->h.data(), static_cast<std::size_t>(b->h.size()))));
+        in.GetInto(std::span<float>(b->h.data(), static_cast<std::size_t>(b->h.size()))));
+    b->g.resize(static_cast<std::size_t>(b->h.rows()));
+    TESSERA_RETURN_IF_ERROR(in.GetInto(std::span<float>(b->g)));
     return std::unique_ptr<BlockState>(std::move(b));
   }
 
@@ -144,23 +163,44 @@ class DsgdApp final : public ModelParallelApp {
     auto& me = ctx.State<DsgdWorker>();
     const std::uint64_t epoch_round = ctx.round % RoundsPerEpoch();
     for (const Block& b : blocks) {
-      Factors& h = ctx.Carried<HBlock>(b.id).h;
-      auto err2 = [&](const Rating& r) {
-        return std::pow(r.value - model_.mean - me.w.row(r.user).dot(h.row(r.item)), 2);
-      };
+      Rows& h = ctx.Carried<HBlock>(b.id).h;
       if (epoch_round < P_) {
         const auto epoch = static_cast<double>(ctx.round / RoundsPerEpoch());
-        const double lr = step_scale_ * opts_.learning_rate / (1 + opts_.decay * epoch);
+        mf_internal::SgdStepParams step;
+        step.row = kp_;
+        step.rank = rank_;
+        step.biases = opts_.biases;
+        step.mean = static_cast<float>(model_.mean);
+        // adagrad: LIBMF's rate on ratings scaled by 1/σ is √σ times it on ours (Adaptive()).
+        step.lr = static_cast<float>(adaptive_ ? opts_.adagrad_rate * std::pow(step_scale_, -0.25)
+                                               : step_scale_ * opts_.learning_rate /
+                                                     (1 + opts_.decay * epoch));
+        step.lambda = static_cast<float>(opts_.lambda);
+        HBlock& hb = ctx.Carried<HBlock>(b.id);
+        // The tiles in a random order, each one's ratings shuffled: random enough for SGD,
+        // and the W and H rows a tile touches stay in cache while it runs.
         std::vector<Rating>& ratings = me.strata[b.id];
-        std::shuffle(ratings.begin(), ratings.end(), me.rng);
-        for (const Rating& r : ratings) {
-          mf_internal::SgdStep(me.w.data() + std::size_t{r.user} * k_,
-                               h.data() + std::size_t{r.item} * k_, k_, rank_, opts_.biases,
-                               model_.mean, r.value, lr, opts_.lambda);
+        const std::vector<std::uint32_t>& tiles = me.tiles[b.id];
+        std::vector<std::uint32_t> order(tiles.size() - 1);
+        std::iota(order.begin(), order.end(), 0u);
+        std::shuffle(order.begin(), order.end(), me.rng);
+        for (std::uint32_t t : order) {
+          const auto first = ratings.begin() + tiles[t], last = ratings.begin() + tiles[t + 1];
+          std::shuffle(first, last, me.rng);
+          if (adaptive_) {
+            mf_internal::SgdRatingsAdaptive(&*first, &*first + (last - first), me.w.data(),
+                                            h.data(), me.g.data(), hb.g.data(), k_, step);
+          } else {
+            mf_internal::SgdRatings(&*first, &*first + (last - first), me.w.data(), h.data(), step);
+          }
         }
       } else {
-        for (const Rating& r : me.strata[b.id]) me.train_sse += err2(r);
-        for (const Rating& r : me.test[b.id]) me.test_sse += err2(r);
+        auto sse = [&](const std::vector<Rating>& ratings) {
+          return mf_internal::SquaredErrors(ratings.data(), ratings.data() + ratings.size(),
+                                            me.w.data(), h.data(), kp_, model_.mean);
+        };
+        me.train_sse += sse(me.strata[b.id]);
+        me.test_sse += sse(me.test[b.id]);
         me.evaluated += me.strata[b.id].size();
       }
     }
@@ -183,11 +223,10 @@ class DsgdApp final : public ModelParallelApp {
     me.train_sse = me.test_sse = 0;
     me.evaluated = 0;
     const double fixed = c_.FixedNorm();
-    auto penalty = [&](const Factors& f, std::size_t block,
-                       const std::vector<std::uint32_t>& count) {
+    auto penalty = [&](const Rows& f, std::size_t block, const std::vector<std::uint32_t>& count) {
       for (Eigen::Index l = 0; l < f.rows(); ++l) {
         t[2] += opts_.lambda * count[block + static_cast<std::size_t>(l) * P_] *
-                (f.row(l).squaredNorm() - fixed);
+                (f.row(l).cast<double>().squaredNorm() - fixed);
       }
     };
     penalty(me.w, me.block, c_.user_count);
@@ -213,15 +252,23 @@ class DsgdApp final : public ModelParallelApp {
     return Gather(in, true, block);
   }
 
-  // The factors after `rounds` rounds, an epoch's end.
+  // The factors after `rounds` rounds, an epoch's end, with the rows' adagrad state.
   StatusOr<Checkpoint> SaveCheckpoint(std::uint64_t rounds) override {
     Checkpoint c = c_.Save(Problem(), {model_.h.data(), static_cast<std::size_t>(model_.h.size())});
     c.PutU64("rounds", rounds);
+    c.PutDoubles("w_gradients", w_gradients_);
+    c.PutDoubles("h_gradients", h_gradients_);
     return c;
   }
   StatusOr<std::uint64_t> RestoreCheckpoint(const Checkpoint& c) override {
     TESSERA_RETURN_IF_ERROR(c_.Restore(c, Problem()));
     TESSERA_ASSIGN_OR_RETURN(resumed_rounds_, c.U64("rounds"));
+    TESSERA_ASSIGN_OR_RETURN(w_gradients_, c.Doubles("w_gradients"));
+    TESSERA_ASSIGN_OR_RETURN(h_gradients_, c.Doubles("h_gradients"));
+    if (w_gradients_.size() != num_users_ || h_gradients_.size() != num_items_) {
+      return DataLoss(c.source() +
+                      ": the rows' step state does not have the sizes the problem says");
+    }
     restored_ = true;
     return resumed_rounds_;
   }
@@ -236,17 +283,62 @@ class DsgdApp final : public ModelParallelApp {
                       " blocks, seed " + std::to_string(opts_.seed));
   }
 
-  // The factor rows of user (or item) block b: a resumed run's, else the initial ones.
-  Factors InitialRows(bool items, std::size_t b) const {
+  // Sorts a stratum's ratings into tiles of kTileRows users by kTileRows items (the rows of
+  // both fit in a core's L2 cache) and returns where each tile starts, then the end.
+  std::vector<std::uint32_t> Tile(std::vector<Rating>& ratings) const {
+    const std::size_t tile_rows =
+        std::max<std::size_t>(64, kTileBytes / (static_cast<std::size_t>(kp_) * sizeof(float)));
+    std::uint32_t item_tiles = 1;
+    for (const Rating& r : ratings) {
+      item_tiles = std::max(item_tiles, static_cast<std::uint32_t>(r.item / tile_rows + 1));
+    }
+    auto tile = [&](const Rating& r) {
+      return static_cast<std::size_t>(r.user / tile_rows) * item_tiles + r.item / tile_rows;
+    };
+    std::size_t count = 0;
+    for (const Rating& r : ratings) count = std::max(count, tile(r) + 1);
+    std::vector<std::uint32_t> starts(count + 1, 0);
+    for (const Rating& r : ratings) ++starts[tile(r) + 1];
+    for (std::size_t t = 0; t < count; ++t) starts[t + 1] += starts[t];
+    std::vector<Rating> sorted(ratings.size());
+    std::vector<std::uint32_t> next(starts.begin(), starts.end() - 1);
+    for (const Rating& r : ratings) sorted[next[tile(r)]++] = r;
+    ratings = std::move(sorted);
+    // Empty tiles dropped.
+    std::vector<std::uint32_t> kept{0};
+    for (std::size_t t = 0; t < count; ++t) {
+      if (starts[t + 1] > starts[t]) kept.push_back(starts[t + 1]);
+    }
+    return kept;
+  }
+
+  // The adagrad state every row starts from: 1 on ratings scaled by 1/σ is σ³ on ours (the
+  // squared gradients scale as σ³).
+  double Adaptive() const { return std::pow(step_scale_, -1.5); }
+  // The adagrad state of the rows of user (or item) block b: a resumed run's, else the start.
+  std::vector<float> InitialGradients(bool items, std::size_t b) const {
     const std::size_t n = items ? num_items_ : num_users_;
-    Factors f(static_cast<Eigen::Index>(BlockRows(n, P_, b)), k_);
+    std::vector<float> g(BlockRows(n, P_, b), static_cast<float>(Adaptive()));
+    if (restored_) {
+      const std::vector<double>& saved = items ? h_gradients_ : w_gradients_;
+      for (std::size_t l = 0; l < g.size(); ++l) g[l] = static_cast<float>(saved[b + l * P_]);
+    }
+    return g;
+  }
+
+  // The factor rows of user (or item) block b: a resumed run's, else the initial ones.
+  Rows InitialRows(bool items, std::size_t b) const {
+    const std::size_t n = items ? num_items_ : num_users_;
+    Rows f = Rows::Zero(static_cast<Eigen::Index>(BlockRows(n, P_, b)), kp_);
+    Eigen::RowVectorXd row(k_);
     for (Eigen::Index l = 0; l < f.rows(); ++l) {
       const std::size_t i = b + static_cast<std::size_t>(l) * P_;
       if (restored_) {
-        f.row(l) = (items ? model_.h : model_.w).row(static_cast<Eigen::Index>(i));
+        row = (items ? model_.h : model_.w).row(static_cast<Eigen::Index>(i));
       } else {
-        c_.InitialRow(items, i, f.row(l).data());
+        c_.InitialRow(items, i, row.data());
       }
+      f.row(l).head(k_) = row.cast<float>();
     }
     return f;
   }
@@ -256,12 +348,22 @@ class DsgdApp final : public ModelParallelApp {
     if (!c_.HasModel()) c_.AllocateModel(/*init=*/false);
     Factors& f = items ? model_.h : model_.w;
     const std::size_t rows = BlockRows(static_cast<std::size_t>(f.rows()), P_, b);
-    const std::size_t row_bytes = static_cast<std::size_t>(k_) * sizeof(double);
-    TESSERA_ASSIGN_OR_RETURN(std::string_view got,
-                             in.GetBytesOf<double>(rows * static_cast<std::size_t>(k_)));
+    const auto kp = static_cast<std::size_t>(kp_);
+    TESSERA_ASSIGN_OR_RETURN(std::string_view got, in.GetBytesOf<float>(rows * kp));
+    std::vector<float> row(kp);
     for (std::size_t l = 0; l < rows; ++l) {
-      std::memcpy(f.row(static_cast<Eigen::Index>(b + l * P_)).data(), got.data() + l * row_bytes,
-                  row_bytes);
+      std::memcpy(row.data(), got.data() + l * kp * sizeof(float), kp * sizeof(float));
+      for (int c = 0; c < k_; ++c) {
+        f(static_cast<Eigen::Index>(b + l * P_), c) = row[static_cast<std::size_t>(c)];
+      }
+    }
+    std::vector<double>& g = items ? h_gradients_ : w_gradients_;
+    g.resize(static_cast<std::size_t>(f.rows()), Adaptive());
+    TESSERA_ASSIGN_OR_RETURN(std::string_view grads, in.GetBytesOf<float>(rows));
+    for (std::size_t l = 0; l < rows; ++l) {
+      float v;
+      std::memcpy(&v, grads.data() + l * sizeof(float), sizeof v);
+      g[b + l * P_] = v;
     }
     return Status::Ok();
   }
@@ -272,12 +374,16 @@ class DsgdApp final : public ModelParallelApp {
   const std::size_t P_;
   const MfOptions& opts_ = c_.opts;
   const int rank_ = c_.rank, k_ = c_.k;
+  const int kp_ = (k_ + kRowAlign - 1) / kRowAlign * kRowAlign;  // a worker row's length
   const std::size_t num_users_ = c_.num_users, num_items_ = c_.num_items;
   const double step_scale_ = c_.step_scale;
   // The coordinator's copy of the factors: made by the first gather, or by a restored
   // checkpoint (then every process starts its workers and blocks from it).
   MfModel& model_ = c_.model;
   bool restored_ = false;
+  const bool adaptive_ = opts_.sgd_step == "adagrad";
+  // The coordinator's copy of every row's adagrad state (gathered with the factors).
+  std::vector<double> w_gradients_, h_gradients_;
   Stopwatch& clock_ = c_.clock;
   std::unique_ptr<Scheduler> scheduler_;
   std::uint64_t resumed_rounds_ = 0;

@@ -56,6 +56,7 @@ std::pair<StatusOr<Ratings>, StatusOr<Ratings>> ReadSplit(const std::string& bas
 
 MfOptions Quiet(int rank, double lambda, int epochs, int workers) {
   MfOptions o;
+  o.algorithm = "ccd++";  // the tests of rotation SGD say so
   o.rank = rank;
   o.lambda = lambda;
   o.epochs = epochs;

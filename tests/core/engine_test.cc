@@ -1,4 +1,5 @@
 // The model-parallel engine's semantics, checked with small instrumented apps.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,6 +11,8 @@
 #include "tessera/core/fiber_pool.h"
 #include "tessera/core/model_parallel.h"
 #include "tests/test_util.h"
+
+using ::testing::HasSubstr;
 
 namespace tessera {
 namespace {
@@ -264,6 +267,46 @@ TEST(EngineTest, EmptyScheduleWithNothingInFlightIsAnError) {
   auto run = RunModelParallel(app, EngineOptions{});
   ASSERT_FALSE(run.ok());
   EXPECT_NE(run.status().message().find("no blocks"), std::string::npos);
+}
+
+// Partials that cannot be merged stop the run with an error naming the round, block and
+// worker: by default when their sizes differ, and whatever an app's own Aggregate refuses.
+TEST(EngineTest, PartialsThatCannotBeMergedStopTheRunWithTheReason) {
+  for (const bool own : {false, true}) {
+    FunctionalApp app;
+    app.schedule = [](ScheduleContext& ctx) {
+      RoundSchedule plan;
+      plan.blocks.push_back({5, {ctx.round}, kAllWorkers});
+      return plan;
+    };
+    app.push = [](WorkerContext& ctx, std::span<const Block> blocks) {
+      // Worker 1 sends one value more than worker 0 from the third round on.
+      const Eigen::Index size = ctx.worker == 1 && ctx.round >= 2 ? 2 : 1;
+      return std::vector<Partial>{{blocks[0].id, ctx.worker, Eigen::VectorXd::Ones(size)}};
+    };
+    if (own) {
+      app.aggregate = [](std::span<const Partial> parts) -> StatusOr<Partial> {
+        for (const Partial& p : parts) {
+          if (p.values.size() != 1) return InvalidArgument("a partial of the wrong layout");
+        }
+        return parts[0];
+      };
+    }
+    app.pull = [](PullContext&, std::span<const Block>, std::span<const Partial>) {
+      return Update{};
+    };
+    app.apply = [](WorkerContext&, const Update&) {};
+    app.evaluate_terms = [](WorkerContext&) { return Eigen::VectorXd::Zero(1); };
+    app.objective = [](const Eigen::VectorXd&) { return 0.0; };
+    EngineOptions o;
+    o.workers = 2;
+    o.max_rounds = 10;
+    auto run = RunModelParallel(app, o);
+    ASSERT_FALSE(run.ok());
+    EXPECT_THAT(run.status().message(), HasSubstr("round 2, block 5: "));
+    EXPECT_THAT(run.status().message(), HasSubstr(own ? "a partial of the wrong layout"
+                                                      : "worker 1 sent 2 partial values"));
+  }
 }
 
 // An app with no Schedule of its own: the engine plans its rounds with the scheduler the

@@ -86,6 +86,11 @@ TEST(CliTest, PathWritesOneRowPerLambda) {
   int lines = 0;
   for (std::string l; std::getline(in, l);) ++lines;
   EXPECT_EQ(lines, 6);
+  // Without --quiet: a line per λ and which ones took longest.
+  r = RunCli("lasso --data " + Diabetes() + " --path 5");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("path: 5 lambdas, "));
+  EXPECT_THAT(r.output, HasSubstr("; the hardest: lambda "));
 }
 
 // A damaged newest checkpoint is named and skipped; the run goes on from the one before it.

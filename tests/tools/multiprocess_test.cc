@@ -839,8 +839,8 @@ TEST(MultiProcessTest, KilledModelParallelMfAndLdaRunsResumeFromTheirCheckpoints
   };
   const std::string epochs = testing::Sized("60", "15"), sweeps = testing::Sized("40", "12");
   const std::vector<Case> cases = {
-      {{"mf", "--train", base, "--test", test, "--epochs", epochs, "--rank", "20", "--workers",
-        "2"},
+      {{"mf", "--algorithm", "ccd++", "--train", base, "--test", test, "--epochs", epochs, "--rank",
+        "20", "--workers", "2"},
        1e-9,
        3,
        std::stod(epochs)},
