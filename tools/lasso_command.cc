@@ -279,11 +279,11 @@ void PrintHardest(const std::vector<LassoSolution>& path) {
   const std::size_t shown = std::min<std::size_t>(3, order.size());
   std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(shown), order.end(),
                     [](const auto* a, const auto* b) { return a->seconds > b->seconds; });
-  std::printf("path: %zu lambdas, %llu rounds, %.3f s of fits; the hardest:", path.size(),
+  std::printf("path: %zu lambdas, %llu rounds, %.3f s of fits; the hardest at", path.size(),
               static_cast<unsigned long long>(rounds), seconds);
   for (std::size_t k = 0; k < shown; ++k) {
     const LassoSolution& r = *order[k];
-    std::printf("%s lambda %.6g (%.3f s, %.0f%%, %llu rounds, %d nonzeros)", k ? ";" : "", r.lambda,
+    std::printf("%s %.6g (%.3f s, %.0f%%, %llu rounds, %d nonzeros)", k ? ";" : "", r.lambda,
                 r.seconds, seconds > 0 ? 100 * r.seconds / seconds : 0.0,
                 static_cast<unsigned long long>(r.rounds), r.nonzeros());
   }

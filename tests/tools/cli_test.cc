@@ -90,7 +90,7 @@ TEST(CliTest, PathWritesOneRowPerLambda) {
   r = RunCli("lasso --data " + Diabetes() + " --path 5");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("path: 5 lambdas, "));
-  EXPECT_THAT(r.output, HasSubstr("; the hardest: lambda "));
+  EXPECT_THAT(r.output, HasSubstr("; the hardest at "));
 }
 
 // A damaged newest checkpoint is named and skipped; the run goes on from the one before it.
