@@ -8,9 +8,9 @@ the same L2 weight on 2 threads, and evaluate the training and the test RMSE aft
   wall s      the whole process, from its start to its exit (reading, building, training,
               validating, writing the model), measured by this script around the process.
   to target   seconds from the process's start to the first epoch line whose test RMSE is at
-              most LIBMF's final test RMSE (the median over the repeats): each line of either
-              tool is stamped as it arrives on the pipe (both flush a line per epoch). "not
-              reached" when the run never gets there (its final test RMSE is shown).
+              most the final test RMSE of the LIBMF run of the same repeat: each line of either
+              tool is stamped as it arrives on the pipe (both flush a line per epoch). The
+              median over the repeats that got there; "k/n reached" says how many did.
   peak RSS    of the process (GNU time's %M around both alike).
   repeats     --repeats rounds, each running LIBMF and then Tessera (interleaved); min and
               median; ratios are Tessera's median over LIBMF's.
@@ -131,16 +131,17 @@ for name in args.sets:
             if libmf:
                 runs["libmf"].append(run_libmf(name, rank, lam))
             runs["tessera"].append(run_tessera(name, rank, lam))
-        target = (statistics.median(r[1][-1][1] for r in runs["libmf"]) if libmf else None)
+        # Each repeat's target: the final test RMSE of that repeat's LIBMF run.
+        targets = [r[1][-1][1] for r in runs["libmf"]]
         base = {}
         for tool in ("libmf", "tessera"):
             if not runs[tool]:
                 print(f"{name:<10} {rank:>4} {tool:<8} skipped (set LIBMF=/path/to/mf-train)")
                 continue
             wall_min, wall_med = stats([r[0] for r in runs[tool]])
-            reach = [to_target(r[1], target) for r in runs[tool]] if target else []
+            reach = [to_target(r[1], t) for r, t in zip(runs[tool], targets)]
             reached = [t for t in reach if t is not None]
-            reach_med = statistics.median(reached) if len(reached) == len(reach) and reach else None
+            reach_med = statistics.median(reached) if reached else None
             final = statistics.median(r[1][-1][1] for r in runs[tool])
             rss = statistics.median(r[2] for r in runs[tool])
             if tool == "libmf":
@@ -148,11 +149,17 @@ for name in args.sets:
             ratio_wall = f"{wall_med / base['wall']:.2f}x" if base else "-"
             ratio_reach = (f"{reach_med / base['reach']:.2f}x" if base and reach_med and
                            base["reach"] else "-")
-            shown_reach = (f"{reach_med:.3f}" if reach_med is not None else
-                           ("not reached" if target else "-"))
+            if not targets:
+                shown_reach = "-"
+            elif reach_med is None:
+                shown_reach = f"0/{len(reach)} reached"
+            else:
+                shown_reach = (f"{reach_med:.3f}" + ("" if len(reached) == len(reach) else
+                                                     f" {len(reached)}/{len(reach)}"))
             print(f"{name:<10} {rank:>4} {tool:<8} {wall_min:>9.3f} {wall_med:>9.3f} "
                   f"{shown_reach:>14} {final:>10.4f} {rss:>8.1f} {ratio_wall:>14} "
                   f"{ratio_reach:>19}", flush=True)
         print(f"{'':<10} {'':>4} {ratings} training ratings, lambda {lam}, {args.epochs} epochs, "
               f"{args.threads} threads" +
-              (f"; target: LIBMF's final test RMSE {target:.4f}" if target else ""), flush=True)
+              (f"; targets: LIBMF's final test RMSE per repeat, median "
+               f"{statistics.median(targets):.4f}" if targets else ""), flush=True)

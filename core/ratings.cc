@@ -186,9 +186,12 @@ class Reader {
   Status AddEntry(std::string_view user, std::string_view item, std::string_view rating) {
     ++lines_;
     Rating r;
-    if (!ParseDouble(rating, r.value)) {
-      return InvalidArgument(in_.Where() + "rating " + Quote(rating) + " is not a finite number");
+    double value = 0;
+    if (!ParseDouble(rating, value) || !std::isfinite(static_cast<float>(value))) {
+      return InvalidArgument(in_.Where() + "rating " + Quote(rating) +
+                             " is not a finite single-precision number");
     }
+    r.value = static_cast<float>(value);
     if (options_.drop && options_.drop(lines_ - 1)) return Status::Ok();
     if (frozen_) {
       auto u = out_.users->Find(user);
@@ -206,7 +209,7 @@ class Reader {
     RatingsCensus& c = out_.census;
     ++c.count;
     c.sum += r.value;
-    c.sum_squares += r.value * r.value;
+    c.sum_squares += static_cast<double>(r.value) * r.value;
     if (r.user >= c.per_user.size()) c.per_user.resize(out_.users->size());
     if (r.item >= c.per_item.size()) c.per_item.resize(out_.items->size());
     ++c.per_user[r.user];
@@ -232,7 +235,7 @@ RatingsCensus WholeCensus(const Ratings& ratings) {
   for (const Rating& r : ratings.entries) {
     ++c.count;
     c.sum += r.value;
-    c.sum_squares += r.value * r.value;
+    c.sum_squares += static_cast<double>(r.value) * r.value;
     if (r.user < c.per_user.size()) ++c.per_user[r.user];
     if (r.item < c.per_item.size()) ++c.per_item[r.item];
   }

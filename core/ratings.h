@@ -47,10 +47,12 @@ class IdMap {
   std::vector<std::string> names_;
 };
 
+// 12 bytes: the rating in single precision, as LIBMF keeps it (star ratings and two-decimal
+// scores are read exactly or to a relative 6e-8).
 struct Rating {
   std::uint32_t user = 0;
   std::uint32_t item = 0;
-  double value = 0;
+  float value = 0;
 };
 
 // What every rating read contributes, kept or not (RatingsOptions::keep): all that a reader

@@ -56,7 +56,8 @@ int main(int argc, char** argv) {
   for (std::uint32_t u = 0; u < U; ++u) {
     for (std::uint32_t i = 0; i < I; ++i) {
       if (gen() % 5 == 0)
-        ratings.push_back({u, i, truth_w.row(u).dot(truth_h.row(i)) + 0.1 * normal(gen)});
+        ratings.push_back(
+            {u, i, static_cast<float>(truth_w.row(u).dot(truth_h.row(i)) + 0.1 * normal(gen))});
     }
   }
   const auto user_blocks = SplitRange(U, workers), item_blocks = SplitRange(I, workers);

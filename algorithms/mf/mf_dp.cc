@@ -130,8 +130,8 @@ class SgdApp final : public DataParallelApp {
       const auto pos = static_cast<std::size_t>(
           std::lower_bound(items.begin(), items.end(), r.item) - items.begin());
       mf_internal::SgdStep(me.w.data() + me.Row(r.user) * static_cast<std::size_t>(k),
-                           local.data() + pos * k, k, rank_, opts_.biases, model_.mean, r.value, lr,
-                           lambda);
+                           local.data() + pos * k, k, rank_, opts_.biases, model_.mean,
+                           static_cast<double>(r.value), lr, lambda);
     }
     local -= pulled;  // the change of each H row
     return ctx.client->Push(0, items, {local.data(), static_cast<std::size_t>(local.size())});

@@ -47,8 +47,9 @@ struct DsgdWorker final : WorkerState {
   Rows w;                                   // row l: user block + l·P
   std::vector<float> g;                     // adagrad steps: each row's squared gradients
   std::vector<std::vector<Rating>> strata;  // [item block]: ratings of my users in that block,
-                                            // grouped by tile (Tiles)
+                                            // grouped by tile
   std::vector<std::vector<std::uint32_t>> tiles;  // [item block]: where each tile starts, + end
+                                                  // (GroupInTiles)
   std::vector<std::vector<Rating>> test;          // [item block]: test ratings of my users
   std::mt19937_64 rng;
   double train_sse = 0, test_sse = 0;  // of the evaluation rounds since the last EvaluateTerms
@@ -120,10 +121,8 @@ class DsgdApp final : public ModelParallelApp {
                                          static_cast<std::uint32_t>(r.item / P_), r.value});
       }
     };
-    group(train_, me->strata);
+    GroupInTiles(b, *me);
     if (test_) group(*test_, me->test);
-    me->tiles.resize(P_);
-    for (std::size_t i = 0; i < P_; ++i) me->tiles[i] = Tile(me->strata[i]);
     // A resumed run's shuffles go on from a stream seeded by the rounds done, so it visits the
     // ratings in another order than the uninterrupted one would have.
     if (resumed_rounds_ == 0) {
@@ -283,33 +282,51 @@ class DsgdApp final : public ModelParallelApp {
                       " blocks, seed " + std::to_string(opts_.seed));
   }
 
-  // Sorts a stratum's ratings into tiles of kTileRows users by kTileRows items (the rows of
-  // both fit in a core's L2 cache) and returns where each tile starts, then the end.
-  std::vector<std::uint32_t> Tile(std::vector<Rating>& ratings) const {
+  // Worker b's training ratings, by item block (stratum) and within it by tile: tile_rows users
+  // by tile_rows items, whose W and H rows fit in a core's L2 cache. A counting sort straight
+  // from the training set: each stratum is made once, at its size. Empty tiles are left out of
+  // me.tiles.
+  void GroupInTiles(std::size_t b, DsgdWorker& me) const {
     const std::size_t tile_rows =
         std::max<std::size_t>(64, kTileBytes / (static_cast<std::size_t>(kp_) * sizeof(float)));
-    std::uint32_t item_tiles = 1;
-    for (const Rating& r : ratings) {
-      item_tiles = std::max(item_tiles, static_cast<std::uint32_t>(r.item / tile_rows + 1));
+    std::vector<std::size_t> item_tiles(P_);
+    std::vector<std::vector<std::uint32_t>> starts(P_);
+    const std::size_t user_tiles = BlockRows(num_users_, P_, b) / tile_rows + 1;
+    for (std::size_t s = 0; s < P_; ++s) {
+      item_tiles[s] = BlockRows(num_items_, P_, s) / tile_rows + 1;
+      starts[s].assign(user_tiles * item_tiles[s] + 1, 0);
     }
-    auto tile = [&](const Rating& r) {
-      return static_cast<std::size_t>(r.user / tile_rows) * item_tiles + r.item / tile_rows;
+    auto tile = [&](std::size_t s, std::size_t user_row, std::size_t item_row) {
+      return user_row / tile_rows * item_tiles[s] + item_row / tile_rows;
     };
-    std::size_t count = 0;
-    for (const Rating& r : ratings) count = std::max(count, tile(r) + 1);
-    std::vector<std::uint32_t> starts(count + 1, 0);
-    for (const Rating& r : ratings) ++starts[tile(r) + 1];
-    for (std::size_t t = 0; t < count; ++t) starts[t + 1] += starts[t];
-    std::vector<Rating> sorted(ratings.size());
-    std::vector<std::uint32_t> next(starts.begin(), starts.end() - 1);
-    for (const Rating& r : ratings) sorted[next[tile(r)]++] = r;
-    ratings = std::move(sorted);
-    // Empty tiles dropped.
-    std::vector<std::uint32_t> kept{0};
-    for (std::size_t t = 0; t < count; ++t) {
-      if (starts[t + 1] > starts[t]) kept.push_back(starts[t + 1]);
+    for (const Rating& r : train_.entries) {
+      if (r.user % P_ != b) continue;
+      const std::size_t s = r.item % P_;
+      ++starts[s][tile(s, r.user / P_, r.item / P_) + 1];
     }
-    return kept;
+    me.strata.assign(P_, {});
+    me.tiles.assign(P_, {});
+    for (std::size_t s = 0; s < P_; ++s) {
+      std::vector<std::uint32_t>& st = starts[s];
+      for (std::size_t t = 0; t + 1 < st.size(); ++t) st[t + 1] += st[t];
+      me.strata[s].resize(st.back());
+    }
+    std::vector<std::vector<std::uint32_t>> next(P_);
+    for (std::size_t s = 0; s < P_; ++s) next[s].assign(starts[s].begin(), starts[s].end() - 1);
+    for (const Rating& r : train_.entries) {
+      if (r.user % P_ != b) continue;
+      const std::size_t s = r.item % P_;
+      const auto u = static_cast<std::uint32_t>(r.user / P_),
+                 i = static_cast<std::uint32_t>(r.item / P_);
+      me.strata[s][next[s][tile(s, u, i)]++] = {u, i, r.value};
+    }
+    for (std::size_t s = 0; s < P_; ++s) {
+      std::vector<std::uint32_t>& kept = me.tiles[s];
+      kept.push_back(0);
+      for (std::size_t t = 0; t + 1 < starts[s].size(); ++t) {
+        if (starts[s][t + 1] > starts[s][t]) kept.push_back(starts[s][t + 1]);
+      }
+    }
   }
 
   // The adagrad state every row starts from: 1 on ratings scaled by 1/σ is σ³ on ours (the

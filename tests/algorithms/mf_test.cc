@@ -35,7 +35,7 @@ std::pair<Ratings, Ratings> LowRank(int users, int items, int k, double density,
     for (int j = 0; j < items; ++j) {
       if (!observed(rng)) continue;
       Rating r{static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(j),
-               3 + u.row(i).dot(v.row(j)) + noise * normal(rng)};
+               static_cast<float>(3 + u.row(i).dot(v.row(j)) + noise * normal(rng))};
       (held_out(rng) ? test : train).entries.push_back(r);
     }
   }

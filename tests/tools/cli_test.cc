@@ -982,13 +982,20 @@ TEST(CliTest, TinyInputsThatWouldNeedHugeMemoryFailFastWithAMessage) {
 // A fit whose error becomes NaN is an error naming where it appeared, exit 1, and no model.
 TEST(CliTest, ANonFiniteFitIsAnErrorAndWritesNoModel) {
   testing::TempDir dir;
-  const std::string ratings = dir.File("huge.ratings", "1 1 1e308\n1 2 -1e308\n2 1 1e308\n2 2 5\n");
+  const std::string ratings = dir.File("huge.ratings", "1 1 3e38\n1 2 -3e38\n2 1 3e38\n2 2 5\n");
   const std::string model = dir.Path("mf.model");
   auto r = RunCli("mf --quiet --epochs 2 --train " + ratings + " --output " + model);
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_THAT(r.output, HasSubstr("the objective is nan after round "));
   EXPECT_FALSE(std::filesystem::exists(model));
   EXPECT_TRUE(dir.NoTempFiles());
+  // Ratings are kept in single precision: one beyond its range is refused as it is read.
+  const std::string beyond = dir.File("beyond.ratings", "1 1 5\n1 2 1e308\n");
+  r = RunCli("mf --quiet --epochs 2 --train " + beyond + " --output " + model);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("beyond.ratings:2: rating '1e308' is not a finite "
+                                  "single-precision number"));
+  EXPECT_FALSE(std::filesystem::exists(model));
 }
 
 // A user's scheduler (examples/custom_scheduler.cc) chosen from the command line of the
