@@ -261,21 +261,28 @@ TEST(LassoTest, ShotgunParallelUpdatesWithDependencySchedulerConverge) {
   }
 }
 
+// n x p, each entry present with probability `density`, then mean + N(0, 1).
+SparseRowMatrix SparseGaussian(int n, int p, double density, double mean, std::mt19937_64& rng) {
+  std::normal_distribution<double> normal;
+  std::bernoulli_distribution present(density);
+  std::vector<Eigen::Triplet<double, std::int64_t>> t;
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < p; ++j) {
+      if (present(rng)) t.emplace_back(i, j, mean + normal(rng));
+    }
+  }
+  SparseRowMatrix x(n, p);
+  x.setFromTriplets(t.begin(), t.end());
+  return x;
+}
+
 // y = X b* + noise with 10 nonzeros among 2,000 sparse features.
 TEST(LassoTest, RecoversKnownSupportOnSyntheticSparseData) {
   const int n = 400, p = 2000;
   std::mt19937_64 rng(2024);
   std::normal_distribution<double> normal;
-  std::bernoulli_distribution present(0.2);
   Dataset d;
-  d.x.resize(n, p);
-  std::vector<Eigen::Triplet<double, std::int64_t>> t;
-  for (int i = 0; i < n; ++i) {
-    for (int j = 0; j < p; ++j) {
-      if (present(rng)) t.emplace_back(i, j, normal(rng));
-    }
-  }
-  d.x.setFromTriplets(t.begin(), t.end());
+  d.x = SparseGaussian(n, p, 0.2, 0.0, rng);
   Eigen::VectorXd truth = Eigen::VectorXd::Zero(p);
   std::vector<int> support{3, 150, 151, 400, 777, 1000, 1234, 1500, 1800, 1999};
   for (std::size_t k = 0; k < support.size(); ++k)
@@ -311,16 +318,8 @@ TEST(LassoTest, WorkingSetSolvesInChunksReachTheOptimumOfCoordinateDescent) {
   const int n = 300, p = 3000;
   std::mt19937_64 rng(77);
   std::normal_distribution<double> normal;
-  std::bernoulli_distribution present(0.01);
   Dataset d;
-  d.x.resize(n, p);
-  std::vector<Eigen::Triplet<double, std::int64_t>> t;
-  for (int i = 0; i < n; ++i) {
-    for (int j = 0; j < p; ++j) {
-      if (present(rng)) t.emplace_back(i, j, 1.0 + normal(rng));  // nonzero means: centering
-    }
-  }
-  d.x.setFromTriplets(t.begin(), t.end());
+  d.x = SparseGaussian(n, p, 0.01, 1.0, rng);  // nonzero means: the Gram is centered
   d.y.resize(n);
   for (int i = 0; i < n; ++i) d.y[i] = 1.0 + normal(rng);
   const Eigen::VectorXd truth = Eigen::VectorXd::NullaryExpr(
