@@ -182,6 +182,15 @@ Status CheckInputs(const Ratings& train, const Ratings* test, const MfOptions& o
 #pragma clang diagnostic ignored "-Wpass-failed"
 #endif
 
+// The kernels are compiled for AVX-512, AVX2 and the baseline, the CPU's widest chosen when the
+// program is loaded (an ifunc). Sanitizer builds take the baseline only: ThreadSanitizer's
+// runtime is not up yet when ifunc resolvers run, and they crash.
+#if defined(TESSERA_SANITIZED)
+#define TESSERA_SIMD_CLONES
+#else
+#define TESSERA_SIMD_CLONES [[gnu::target_clones("avx512f", "avx2", "default")]]
+#endif
+
 namespace {
 
 // w·h over a row of n floats (a multiple of kRowFloats); the compiler may reorder the sum.
@@ -194,10 +203,8 @@ inline float RowDot(const float* __restrict w, const float* __restrict h, int n)
 
 }  // namespace
 
-[[gnu::target_clones("avx512f", "avx2", "default")]] void SgdRatings(const Rating* first,
-                                                                     const Rating* last, float* w,
-                                                                     float* h,
-                                                                     const SgdStepParams& p) {
+TESSERA_SIMD_CLONES void SgdRatings(const Rating* first, const Rating* last, float* w, float* h,
+                                    const SgdStepParams& p) {
   const std::size_t row = static_cast<std::size_t>(p.row);
   for (const Rating* r = first; r != last; ++r) {
     float* __restrict wr = w + std::size_t{r->user} * row;
@@ -215,9 +222,9 @@ inline float RowDot(const float* __restrict w, const float* __restrict h, int n)
   }
 }
 
-[[gnu::target_clones("avx512f", "avx2", "default")]] void SgdRatingsAdaptive(
-    const Rating* first, const Rating* last, float* w, float* h, float* wg, float* hg, int dims,
-    const SgdStepParams& p) {
+TESSERA_SIMD_CLONES void SgdRatingsAdaptive(const Rating* first, const Rating* last, float* w,
+                                            float* h, float* wg, float* hg, int dims,
+                                            const SgdStepParams& p) {
   const std::size_t row = static_cast<std::size_t>(p.row);
   const float per_dim = 1.0f / static_cast<float>(dims);
   for (const Rating* r = first; r != last; ++r) {
@@ -246,8 +253,8 @@ inline float RowDot(const float* __restrict w, const float* __restrict h, int n)
   }
 }
 
-[[gnu::target_clones("avx512f", "avx2", "default")]] double SquaredErrors(
-    const Rating* first, const Rating* last, const float* w, const float* h, int row, double mean) {
+TESSERA_SIMD_CLONES double SquaredErrors(const Rating* first, const Rating* last, const float* w,
+                                         const float* h, int row, double mean) {
   double sse = 0;
   const auto n = static_cast<std::size_t>(row);
   for (const Rating* r = first; r != last; ++r) {
