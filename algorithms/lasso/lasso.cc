@@ -347,6 +347,11 @@ class WorkingSetSolver {
   double n_ = 1;
 };
 
+// x_jᵀr over a worker's rows (r = r_s + c).
+double PartialGradient(const RowShard& s, Eigen::Index j) {
+  return ColumnDot(s.x, j, s.rs) + s.c * s.colsum[j];
+}
+
 }  // namespace
 
 namespace {
@@ -713,7 +718,7 @@ class LassoApp final : public ModelParallelApp {
         part.values.resize(static_cast<Eigen::Index>(u));
         for (std::size_t i = 0; i < u; ++i) {
           const auto j = static_cast<Eigen::Index>(b.keys[i]);
-          part.values[static_cast<Eigen::Index>(i)] = ColumnDot(s.x, j, s.rs) + s.c * s.colsum[j];
+          part.values[static_cast<Eigen::Index>(i)] = PartialGradient(s, j);
         }
         out.push_back(std::move(part));
         continue;
@@ -728,7 +733,7 @@ class LassoApp final : public ModelParallelApp {
       Eigen::Index at = 0;
       for (Key k : b.keys) {
         const auto j = static_cast<Eigen::Index>(k);
-        part.values[at++] = ColumnDot(s.x, j, s.rs) + s.c * s.colsum[j];
+        part.values[at++] = PartialGradient(s, j);
       }
       if (pass) {  // the duality gap's partials: ‖r‖² and rᵀỹ over this worker's rows
         const auto r = s.rs.array() + s.c;
@@ -782,7 +787,7 @@ class LassoApp final : public ModelParallelApp {
     std::vector<double> out(u + 1);
     for (std::size_t i = 0; i < u; ++i) {
       const auto j = static_cast<Eigen::Index>(b.keys[i]);
-      out[i] = ColumnDot(s.x, j, s.rs) + s.c * s.colsum[j];
+      out[i] = PartialGradient(s, j);
     }
     // Column a's partners b > a: the later entries of the rows it has.
     std::vector<double> acc(u, 0.0), keys, values;
