@@ -126,13 +126,6 @@ class Anderson {
   Eigen::Index count_ = 0;
 };
 
-// What the working-set solves of a fit did.
-struct SolveStats {
-  std::uint64_t passes = 0;          // coordinate descent passes
-  std::uint64_t extrapolations = 0;  // Anderson steps kept
-  std::uint64_t newton_steps = 0;    // support Newton steps kept
-};
-
 // The problem of a working set (or a chunk of one), solved at the coordinator:
 //   min_b (1/2n)‖r₀ − X̃(b − b₀)‖² + (1/n) Σ_i t_i |b_i|,   t_i = nλ pf_i,
 // by coordinate descent on the gradient g = X̃ᵀr and the Gram matrix of the centered columns
@@ -163,7 +156,7 @@ class WorkingSetSolver {
   // changes no d_i·|Δb_i|/n by `tolerance` or more (true) or `work` multiply-adds are spent
   // (false). `d` is G's diagonal (the centered squared norms), `t` the thresholds.
   bool Run(Eigen::VectorXd& b, const Eigen::VectorXd& g, const Eigen::VectorXd& d,
-           const Eigen::VectorXd& t, double n, double tolerance, double work, SolveStats& stats) {
+           const Eigen::VectorXd& t, double n, double tolerance, double work) {
     const Eigen::Index u = b.size();
     n_ = n;
     const Eigen::VectorXd start = b, g0 = g;
@@ -185,7 +178,6 @@ class WorkingSetSolver {
     const double passes = std::max(1.0, work / std::max(pass_cost, 1.0));
     double spent = 0;  // multiply-adds of the passes not yet matched by a Newton attempt
     for (double pass = 0; pass < passes; ++pass) {
-      ++stats.passes;
       double change = 0;
       bool pattern_changed = false;
       for (Eigen::Index i = 0; i < u; ++i) {
@@ -211,7 +203,7 @@ class WorkingSetSolver {
         const double m = static_cast<double>((b.array() != 0).count());
         if (m * m * m / 3 <= spent) {
           spent -= m * m * m / 3;
-          if (SupportNewton(t, objective, b, state)) ++stats.newton_steps;
+          SupportNewton(t, objective, b, state);
         }
       }
       if (anderson.Record(b, state)) {
@@ -219,7 +211,6 @@ class WorkingSetSolver {
         if (anderson.Extrapolate(b_acc, s_acc) && objective(b_acc, s_acc) < objective(b, state)) {
           b = std::move(b_acc);
           state = std::move(s_acc);
-          ++stats.extrapolations;
         }
       }
     }
@@ -581,7 +572,6 @@ class LassoApp final : public ModelParallelApp {
     screened_.assign(p_, 0);
     screened_count_ = 0;
     gap_ = HUGE_VAL;
-    stats_ = {};
     kkt_floor_ = opts_.tolerance * std::max(lambda_max_, 1e-300);
   }
 
@@ -1081,8 +1071,8 @@ class LassoApp final : public ModelParallelApp {
       thresh[i] = n_ * lambda_ * pf_[j];
     }
     const Eigen::VectorXd start = b;
-    const bool converged = solver.Run(b, g, diag, thresh, static_cast<double>(n_), inner_tolerance_,
-                                      kSolveWork, stats_);
+    const bool converged =
+        solver.Run(b, g, diag, thresh, static_cast<double>(n_), inner_tolerance_, kSolveWork);
     solve_converged_ = solve_converged_ && converged;
     std::vector<double> deltas;
     for (Eigen::Index i = 0; i < u; ++i) {
@@ -1396,7 +1386,6 @@ class LassoApp final : public ModelParallelApp {
   double residual_sq_ = 0, residual_dot_y_ = 0;  // ‖r‖² and rᵀỹ, from the same pass
   double gap_ = HUGE_VAL;                        // the duality gap there (ComputeGap)
   double kkt_floor_ = 0;                         // KktTolerance()
-  SolveStats stats_;                             // the working-set solves of this fit
   // Solving sweeps: the working set in chunks, one kSolve or kSolveSparse round each.
   bool solving_ = false;           // this sweep solves chunks
   bool solve_converged_ = false;   // every chunk of it reached the inner tolerance

@@ -62,17 +62,16 @@ struct Common {
   Stopwatch clock;
 };
 
-// One SGD step on rating r for rows w and h (k columns each, double or float), per-rating L2
-// weight λ. With biases, the fixed 1s (w[rank + 1] and h[rank]) are put back after the
-// branch-free (vectorizable) update.
-template <typename T>
-inline void SgdStep(T* __restrict w, T* __restrict h, int k, int rank, bool biases, T mean,
-                    T rating, T lr, T lambda) {
-  T pred = mean;
+// One SGD step on rating r for rows w and h (k columns each), per-rating L2 weight λ. With
+// biases, the fixed 1s (w[rank + 1] and h[rank]) are put back after the branch-free
+// (vectorizable) update.
+inline void SgdStep(double* __restrict w, double* __restrict h, int k, int rank, bool biases,
+                    double mean, double rating, double lr, double lambda) {
+  double pred = mean;
   for (int c = 0; c < k; ++c) pred += w[c] * h[c];
-  const T err = rating - pred;
+  const double err = rating - pred;
   for (int c = 0; c < k; ++c) {
-    const T wc = w[c], hc = h[c];
+    const double wc = w[c], hc = h[c];
     w[c] = wc + lr * (err * hc - lambda * wc);
     h[c] = hc + lr * (err * wc - lambda * hc);
   }
