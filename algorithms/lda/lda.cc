@@ -188,6 +188,39 @@ std::vector<std::size_t> Iota(std::size_t begin, std::size_t end) {
 
 }  // namespace
 
+WordRows::WordRows(const std::uint64_t* count, std::size_t words, int K) {
+  const auto dense = static_cast<std::uint64_t>(K);
+  offset_.reserve(words + 1);
+  bits_.reserve(words);
+  std::uint64_t at = 0;
+  for (std::size_t r = 0; r < words; ++r) {
+    unsigned bits = 1;
+    while ((std::uint64_t{1} << bits) < 2 * std::min(count[r], dense)) ++bits;
+    // 2 words a slot against 1 a dense count.
+    if (2 * (std::uint64_t{1} << bits) >= dense || bits >= 31) bits = 0;
+    offset_.push_back(at);
+    bits_.push_back(static_cast<std::uint8_t>(bits));
+    at += bits == 0 ? dense : 2 * (std::uint64_t{1} << bits);
+  }
+  offset_.push_back(at);
+  pool_.resize(at);
+  Clear();
+}
+
+void WordRows::Clear() {
+  for (std::size_t r = 0; r < bits_.size(); ++r) {
+    std::uint32_t* p = pool_.data() + offset_[r];
+    if (bits_[r] == 0) {
+      std::fill(p, pool_.data() + offset_[r + 1], 0u);
+    } else {
+      for (std::uint64_t j = 0; j < (std::uint64_t{1} << bits_[r]); ++j) {
+        p[2 * j] = CountRow::kEmpty;
+        p[2 * j + 1] = 0;
+      }
+    }
+  }
+}
+
 WordIndex BuildWordIndex(const Tokens& t, std::size_t doc_begin, std::size_t doc_end) {
   return IndexDocs(t, Iota(doc_begin, doc_end));
 }

@@ -150,12 +150,12 @@ class DpLdaApp final : public DataParallelApp {
     std::int32_t* counts = me.counts.data();
     const std::int32_t* pos = me.pos.data();
     auto row = [counts, pos, K](std::uint32_t w) {
-      return counts + static_cast<std::size_t>(pos[w]) * K;
+      return lda_internal::CountRow::Dense(counts + static_cast<std::size_t>(pos[w]) * K);
     };
     std::int32_t* mine = me.mine_kw.data();
     const std::int32_t* slot = me.slot.data();
     auto own = [mine, slot, K](std::uint32_t w) {
-      return mine + static_cast<std::size_t>(slot[w]) * K;
+      return lda_internal::CountRow::Dense(mine + static_cast<std::size_t>(slot[w]) * K);
     };
     std::uint32_t* topic = me.mine.topic.data();
     for (std::uint32_t d : batch) {
@@ -204,7 +204,8 @@ class DpLdaApp final : public DataParallelApp {
           row[static_cast<std::size_t>(k)] =
               static_cast<std::int32_t>(std::lround(rows[static_cast<Eigen::Index>(j * K + k)]));
         }
-        t[1] += lda_internal::LogGammaRatioSum(row.data(), K, h_.beta);
+        t[1] +=
+            lda_internal::LogGammaRatioSum(lda_internal::CountRow::Dense(row.data()), K, h_.beta);
       }
     }
     t[3] = static_cast<double>(me.sampled);

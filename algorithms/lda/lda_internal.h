@@ -107,13 +107,111 @@ inline WordTopics View(WordIndex& x) { return {x.ptr.data(), x.topic.data(), x.s
 WordIndex BuildWordIndex(const Tokens& t, std::size_t doc_begin, std::size_t doc_end);
 WordIndex BuildWordIndex(const Tokens& t, const std::vector<std::uint32_t>& docs);
 
+// One word's topic counts. Dense: K int32 counts. Hashed (a word with few tokens): an
+// open-addressing table of (topic, count) slot pairs, 2^bits slots, at least twice as many as the
+// word can have distinct topics, so probes stay short; linear probing from a multiplicative hash
+// of the topic; a count that reaches 0 leaves by backward shift, so no slot is ever a tombstone.
+// Views memory it does not own (a WordRows' pool, or a dense table).
+class CountRow {
+ public:
+  static constexpr std::uint32_t kEmpty = 0xffffffffu;
+  CountRow(std::uint32_t* p, unsigned bits) : p_(p), bits_(bits) {}
+  static CountRow Dense(std::int32_t* counts) {
+    return {reinterpret_cast<std::uint32_t*>(counts), 0};
+  }
+  std::int32_t Get(std::uint32_t k) const {
+    if (bits_ == 0) return static_cast<std::int32_t>(p_[k]);
+    const std::uint32_t mask = (1u << bits_) - 1;
+    for (std::uint32_t j = Home(k);; j = (j + 1) & mask) {
+      if (p_[2 * j] == k) return static_cast<std::int32_t>(p_[2 * j + 1]);
+      if (p_[2 * j] == kEmpty) return 0;
+    }
+  }
+  // count(k) += d; the count must stay >= 0.
+  void Add(std::uint32_t k, std::int32_t d) {
+    if (bits_ == 0) {
+      p_[k] = static_cast<std::uint32_t>(static_cast<std::int32_t>(p_[k]) + d);
+      return;
+    }
+    const std::uint32_t mask = (1u << bits_) - 1;
+    std::uint32_t j = Home(k);
+    while (p_[2 * j] != k && p_[2 * j] != kEmpty) j = (j + 1) & mask;
+    if (p_[2 * j] == kEmpty) {
+      p_[2 * j] = k;
+      p_[2 * j + 1] = 0;
+    }
+    p_[2 * j + 1] = static_cast<std::uint32_t>(static_cast<std::int32_t>(p_[2 * j + 1]) + d);
+    if (p_[2 * j + 1] != 0) return;
+    // Remove slot j: move later entries of the run back over the hole when their home allows.
+    for (std::uint32_t hole = j, i = (j + 1) & mask;; i = (i + 1) & mask) {
+      if (p_[2 * i] == kEmpty) {
+        p_[2 * hole] = kEmpty;
+        return;
+      }
+      const std::uint32_t home = Home(p_[2 * i]);
+      if (((i - home) & mask) >= ((i - hole) & mask)) {
+        p_[2 * hole] = p_[2 * i];
+        p_[2 * hole + 1] = p_[2 * i + 1];
+        hole = i;
+      }
+    }
+  }
+  void Prefetch(std::uint32_t k) const {
+    __builtin_prefetch(bits_ == 0 ? p_ + k : p_ + 2 * Home(k));
+  }
+  // f(topic, count) for every nonzero count (of K topics, for a dense row).
+  template <class F>
+  void ForEach(std::uint32_t K, F f) const {
+    if (bits_ == 0) {
+      for (std::uint32_t k = 0; k < K; ++k) {
+        if (p_[k] != 0) f(k, static_cast<std::int32_t>(p_[k]));
+      }
+      return;
+    }
+    for (std::uint32_t j = 0; j < (1u << bits_); ++j) {
+      if (p_[2 * j] != kEmpty) f(p_[2 * j], static_cast<std::int32_t>(p_[2 * j + 1]));
+    }
+  }
+
+ private:
+  std::uint32_t Home(std::uint32_t k) const { return (k * 0x9E3779B1u) >> (32 - bits_); }
+  std::uint32_t* p_;
+  unsigned bits_;
+};
+
+// The word-topic rows of a range of words in one pool: a word with n tokens gets a hashed row of
+// 2^bits >= 2 min(n, K) slots when that takes less memory than K dense counts (8 bytes a slot
+// against 4 a count), else a dense row. Memory is O(tokens), not O(words x K).
+class WordRows {
+ public:
+  // The layout for words with `count[r]` tokens each (r < words).
+  WordRows(const std::uint64_t* count, std::size_t words, int K);
+  // All counts zero.
+  void Clear();
+  CountRow Row(std::size_t r) { return {pool_.data() + offset_[r], bits_[r]}; }
+  CountRow Row(std::size_t r) const {
+    return {const_cast<std::uint32_t*>(pool_.data()) + offset_[r], bits_[r]};
+  }
+  std::size_t words() const { return bits_.size(); }
+  std::size_t bytes() const { return pool_.size() * sizeof(std::uint32_t); }
+
+ private:
+  std::vector<std::uint64_t> offset_;  // row r starts at pool_[offset_[r]]
+  std::vector<std::uint8_t> bits_;     // 0: dense
+  std::vector<std::uint32_t> pool_;
+};
+
 // Samples tokens [begin, end) of one document. `nd` holds the document's topic counts, `nw(w)`
-// the word-topic row (int32[K]) of internal word w, `nk` the topic totals; all include the
+// the word-topic row (a CountRow) of internal word w, `nk` the topic totals; all include the
 // tokens' current topics and are kept current, as are `topic` and the topics in `words`. `doc`
 // spans the document's tokens (for the doc proposal). The word proposal draws a random token of the
 // word from `words`. With kLocal, `words` holds only this worker's tokens of each word, whose
 // topic counts are the rows local_of(w) (the data-parallel case); otherwise it holds all of
 // them, counted by nw.
+//
+// The word rows keep counting a token at the topic it had while it is sampled (reads subtract
+// it) and change only when it moves: most MH proposals are rejected, and a hashed row would
+// otherwise remove and re-insert the topic.
 //
 // The loop is memory-bound (a word's row, a random entry of it, a random token of the word),
 // so the proposals of token i+8 are drawn while token i is sampled and its memory
@@ -141,16 +239,15 @@ inline void SampleSegment(const Hyper& h, std::uint64_t begin, std::uint64_t end
   auto draw = [&](std::uint64_t i) {
     const std::uint32_t w = word[i];
     const auto wn = static_cast<double>(wptr[w - base + 1] - wptr[w - base]);
-    const std::int32_t* nw = nw_of(w);
-    __builtin_prefetch(nw + topic[i]);
+    const CountRow nw = nw_of(w);
+    nw.Prefetch(topic[i]);
     Draw d;
     for (int c = 0; c < drawn; ++c) {
       d.doc_u[c] = rng.Uniform() * (doc_len + h.kalpha);
       d.word_u[c] = rng.Uniform() * (wn + h.kbeta);
       d.doc_uniform[c] = rng.Below(K);
-      __builtin_prefetch(nw + (d.doc_u[c] < doc_len
-                                   ? topic[doc_begin + static_cast<std::uint64_t>(d.doc_u[c])]
-                                   : d.doc_uniform[c]));
+      nw.Prefetch(d.doc_u[c] < doc_len ? topic[doc_begin + static_cast<std::uint64_t>(d.doc_u[c])]
+                                       : d.doc_uniform[c]);
       if (d.word_u[c] < wn) {
         __builtin_prefetch(wtopic + wptr[w - base] + static_cast<std::uint64_t>(d.word_u[c]));
       }
@@ -164,19 +261,22 @@ inline void SampleSegment(const Hyper& h, std::uint64_t begin, std::uint64_t end
   }
   for (std::uint64_t i = begin; i < end; ++i) {
     const std::uint32_t w = word[i];
-    std::int32_t* nw = nw_of(w);
-    std::int32_t* mw = kLocal ? local_of(w) : nw;
+    CountRow nw = nw_of(w);
+    CountRow mw = nw;
+    if constexpr (kLocal) mw = local_of(w);
     const std::uint32_t slot = wslot[i];
-    std::uint32_t s = topic[i];
+    const std::uint32_t s0 = topic[i];
+    std::uint32_t s = s0;
     --nd[s];
-    --nw[s];
-    if constexpr (kLocal) --mw[s];
     nk[s] -= 1;
+    // Word counts without token i.
+    auto nwx = [&](std::uint32_t k) { return static_cast<double>(nw.Get(k) - (k == s0)); };
+    auto mwx = [&](std::uint32_t k) { return static_cast<double>(mw.Get(k) - (k == s0)); };
     if (h.gibbs) {
       double total = 0;
       for (std::uint32_t k = 0; k < K; ++k) {
         const double p =
-            (nd[k] + alpha) * std::max(nw[k] + beta, 0.0) / std::max(nk[k] + vbeta, vbeta);
+            (nd[k] + alpha) * std::max(nwx(k) + beta, 0.0) / std::max(nk[k] + vbeta, vbeta);
         total += p;
         scratch[k] = total;
       }
@@ -202,7 +302,7 @@ inline void SampleSegment(const Hyper& h, std::uint64_t begin, std::uint64_t end
         std::uint32_t t = du < doc_len ? topic[doc_begin + static_cast<std::uint64_t>(du)]
                                        : (pre ? first.doc_uniform[step] : rng.Below(K));
         if (t != s) {
-          const double a = (nw[t] + beta) * (nk[s] + vbeta) / ((nw[s] + beta) * (nk[t] + vbeta));
+          const double a = (nwx(t) + beta) * (nk[s] + vbeta) / ((nwx(s) + beta) * (nk[t] + vbeta));
           if (a >= 1 || rng.Uniform() < a) accept(t);
         }
         // Word proposal q(k) ∝ m_kw + β over the tokens in `words`.
@@ -211,7 +311,7 @@ inline void SampleSegment(const Hyper& h, std::uint64_t begin, std::uint64_t end
         if (t != s) {
           double a = (nd[t] + alpha) * (nk[s] + vbeta) / ((nd[s] + alpha) * (nk[t] + vbeta));
           if constexpr (kLocal) {
-            a *= (nw[t] + beta) * (mw[s] + beta) / ((nw[s] + beta) * (mw[t] + beta));
+            a *= (nwx(t) + beta) * (mwx(s) + beta) / ((nwx(s) + beta) * (mwx(t) + beta));
           }
           if (a >= 1 || rng.Uniform() < a) accept(t);
         }
@@ -220,9 +320,15 @@ inline void SampleSegment(const Hyper& h, std::uint64_t begin, std::uint64_t end
     topic[i] = s;
     wtopic[slot] = s;
     ++nd[s];
-    ++nw[s];
-    if constexpr (kLocal) ++mw[s];
     nk[s] += 1;
+    if (s != s0) {
+      nw.Add(s0, -1);
+      nw.Add(s, 1);
+      if constexpr (kLocal) {
+        mw.Add(s0, -1);
+        mw.Add(s, 1);
+      }
+    }
   }
 }
 
@@ -234,12 +340,12 @@ inline double LogGamma(double x) {
 }
 
 // log Γ(n + x) − log Γ(x) for the counts of a row (zeros contribute nothing).
-inline double LogGammaRatioSum(const std::int32_t* row, int K, double x) {
+inline double LogGammaRatioSum(CountRow row, int K, double x) {
   double s = 0;
   const double base = LogGamma(x);
-  for (int k = 0; k < K; ++k) {
-    if (row[k] > 0) s += LogGamma(row[k] + x) - base;
-  }
+  row.ForEach(static_cast<std::uint32_t>(K), [&](std::uint32_t, std::int32_t n) {
+    if (n > 0) s += LogGamma(n + x) - base;
+  });
   return s;
 }
 

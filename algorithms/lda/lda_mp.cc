@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "tessera/algorithms/lda/lda.h"
 #include "tessera/algorithms/lda/lda_internal.h"
@@ -43,10 +44,11 @@ struct RotationWorker final : WorkerState {
 };
 
 // A vocabulary block: the topics of every token of its words, word-major (in document order
-// within a word), which travel with the block, and the word-topic rows counted from them.
+// within a word), which travel with the block, and the word-topic rows counted from them
+// (hashed for rare words, so a block's rows take O(its tokens) memory and counting time).
 struct VocabBlock final : BlockState {
   std::vector<std::uint32_t> topic;
-  std::vector<std::int32_t> rows;  // words x K
+  std::optional<lda_internal::WordRows> rows;
   void Save(StateWriter& out) const override { out.Put(topic); }
 };
 
@@ -168,11 +170,9 @@ class RotationLdaApp final : public ModelParallelApp {
     for (const Block& b : blocks) {
       const KeyRange words = t_.blocks[b.id];  // the scheduler's partition b is block b
       VocabBlock& vb = ctx.Carried<VocabBlock>(b.id);
-      std::int32_t* rows = vb.rows.data();
+      lda_internal::WordRows& rows = *vb.rows;
       const auto base = static_cast<std::uint32_t>(words.begin);
-      auto row = [rows, base, K](std::uint32_t w) {
-        return rows + static_cast<std::size_t>(w - base) * K;
-      };
+      auto row = [&rows, base](std::uint32_t w) { return rows.Row(w - base); };
       const lda_internal::WordTopics view{block_ptr_[b.id].data(), vb.topic.data(), me.slot.data(),
                                           base};
       Tokens& t = me.mine;
@@ -227,11 +227,10 @@ class RotationLdaApp final : public ModelParallelApp {
     auto& me = ctx.State<RotationWorker>();
     Eigen::VectorXd t = Eigen::VectorXd::Zero(2);
     t[0] = lda_internal::DocLogLikelihood(h_, me.mine, 0, me.mine.num_docs(), me.nd);
-    const auto K = static_cast<std::size_t>(h_.K);
     for (const auto& [id, state] : *ctx.held) {
       const auto& vb = static_cast<const VocabBlock&>(*state);
-      for (std::size_t r = 0; r < t_.blocks[id].size(); ++r) {
-        t[1] += lda_internal::LogGammaRatioSum(vb.rows.data() + r * K, h_.K, h_.beta);
+      for (std::size_t r = 0; r < vb.rows->words(); ++r) {
+        t[1] += lda_internal::LogGammaRatioSum(vb.rows->Row(r), h_.K, h_.beta);
       }
     }
     return t;
@@ -322,12 +321,12 @@ class RotationLdaApp final : public ModelParallelApp {
   }
   // The block's rows from its topics.
   void Count(std::uint32_t block, VocabBlock& vb) const {
-    const auto K = static_cast<std::size_t>(h_.K);
     const KeyRange words = t_.blocks[block];
     const std::vector<std::uint64_t>& ptr = block_ptr_[block];
-    vb.rows.assign(words.size() * K, 0);
+    vb.rows.emplace(t_.word_count.data() + words.begin, words.size(), h_.K);
     for (std::size_t r = 0; r < words.size(); ++r) {
-      for (std::uint64_t j = ptr[r]; j < ptr[r + 1]; ++j) ++vb.rows[r * K + vb.topic[j]];
+      lda_internal::CountRow row = vb.rows->Row(r);
+      for (std::uint64_t j = ptr[r]; j < ptr[r + 1]; ++j) row.Add(vb.topic[j], 1);
     }
   }
   // The token layout depends on the vocabulary blocks, one a worker.

@@ -74,7 +74,8 @@ double Cosine(const std::vector<double>& a, const std::vector<double>& b) {
 
 // Runs the kernel on token 0 alone `steps` times, everything else fixed, and compares the
 // frequency of each topic with the exact conditional p(z_0 = k | rest).
-void CheckStationary(bool gibbs, bool local) {
+// With `hashed`, the word rows are WordRows (hashed rows at this K and these word counts).
+void CheckStationary(bool gibbs, bool local, bool hashed = false) {
   // Two documents over 3 words; K = 4.
   Corpus c;
   c.vocab = {"a", "b", "c"};
@@ -86,9 +87,10 @@ void CheckStationary(bool gibbs, bool local) {
   o.beta = 0.2;
   o.mh_steps = 1;
   o.sampler = gibbs ? "gibbs" : "mh";
+  if (hashed) o.topics = 64;  // every word here then takes a hashed row
   const lda_internal::Hyper h(o, c.num_words());
-  lda_internal::Tokens t = lda_internal::BuildTokens(c, 1, 4, 7);
-  const std::size_t K = 4, V = 3;
+  lda_internal::Tokens t = lda_internal::BuildTokens(c, 1, o.topics, 7);
+  const std::size_t K = static_cast<std::size_t>(o.topics), V = 3;
   std::vector<std::int32_t> nw(V * K, 0), nd(K, 0);
   std::vector<double> nk(K, 0), scratch(K);
   for (std::size_t i = 0; i < t.num_tokens(); ++i) {
@@ -101,8 +103,13 @@ void CheckStationary(bool gibbs, bool local) {
   std::vector<std::int32_t> mine(V * K, 0);
   for (std::uint64_t i = t.doc_ptr[0]; i < t.doc_ptr[1]; ++i) ++mine[t.word[i] * K + t.topic[i]];
   for (std::uint64_t i = t.doc_ptr[0]; i < t.doc_ptr[1]; ++i) ++nd[t.topic[i]];
-  auto row = [&](std::uint32_t w) { return nw.data() + w * K; };
-  auto own = [&](std::uint32_t w) { return mine.data() + w * K; };
+  lda_internal::WordRows rows(t.word_count.data(), V, o.topics);
+  for (std::size_t i = 0; i < t.num_tokens(); ++i) rows.Row(t.word[i]).Add(t.topic[i], 1);
+  if (hashed) ASSERT_LT(rows.bytes(), V * K * sizeof(std::int32_t));
+  auto row = [&](std::uint32_t w) {
+    return hashed ? rows.Row(w) : lda_internal::CountRow::Dense(nw.data() + w * K);
+  };
+  auto own = [&](std::uint32_t w) { return lda_internal::CountRow::Dense(mine.data() + w * K); };
   // The exact conditional of token 0 (counts without it).
   const std::uint32_t w0 = t.word[0], z0 = t.topic[0];
   std::vector<double> p(K);
@@ -129,7 +136,15 @@ void CheckStationary(bool gibbs, bool local) {
   // Counts stay consistent with the topics.
   std::vector<std::int32_t> check(V * K, 0);
   for (std::size_t i = 0; i < t.num_tokens(); ++i) ++check[t.word[i] * K + t.topic[i]];
-  EXPECT_EQ(check, nw);
+  if (hashed) {
+    for (std::size_t w = 0; w < V; ++w) {
+      for (std::size_t k = 0; k < K; ++k) {
+        EXPECT_EQ(rows.Row(w).Get(static_cast<std::uint32_t>(k)), check[w * K + k]);
+      }
+    }
+  } else {
+    EXPECT_EQ(check, nw);
+  }
   // Successive MH states are correlated; 400k steps leave a standard error below 0.003 per
   // topic for these acceptance rates, so 0.01 is > 3 standard errors, while a proposal ratio
   // left out of the acceptance shifts some of these probabilities by 0.05 or more.
@@ -143,6 +158,48 @@ TEST(LdaKernelTest, MhHasTheExactConditionalAsStationaryDistribution) {
   CheckStationary(false, false);
 }
 TEST(LdaKernelTest, MhWithLocalWordProposalIsExactToo) { CheckStationary(false, true); }
+TEST(LdaKernelTest, MhOnHashedWordRowsIsExactToo) { CheckStationary(false, false, true); }
+TEST(LdaKernelTest, GibbsOnHashedWordRowsIsExactToo) { CheckStationary(true, false, true); }
+
+// Hashed rows hold the same counts as a dense array under random increments and decrements
+// (colliding topics, removals by backward shift, rows filled to the distinct-topic bound).
+TEST(LdaKernelTest, HashedRowsKeepTheCountsOfADenseRow) {
+  const int K = 1000;
+  const std::vector<std::uint64_t> tokens = {1, 3, 17, 60, 200, 5000};
+  lda_internal::WordRows rows(tokens.data(), tokens.size(), K);
+  std::mt19937_64 rng(3);
+  for (std::size_t r = 0; r < tokens.size(); ++r) {
+    std::vector<std::int32_t> dense(K, 0);
+    std::vector<std::uint32_t> topic(tokens[r]);
+    lda_internal::CountRow row = rows.Row(r);
+    for (auto& z : topic) {
+      z = static_cast<std::uint32_t>(rng() % K);
+      row.Add(z, 1);
+      ++dense[z];
+    }
+    // Move tokens between topics, drawn from a small set half the time so rows empty and refill.
+    for (int step = 0; step < 20000; ++step) {
+      auto& z = topic[rng() % topic.size()];
+      const auto to = static_cast<std::uint32_t>(rng() % 2 ? rng() % 8 : rng() % K);
+      row.Add(z, -1);
+      --dense[z];
+      row.Add(to, 1);
+      ++dense[to];
+      z = to;
+    }
+    std::int64_t seen = 0;
+    row.ForEach(K, [&](std::uint32_t k, std::int32_t n) {
+      EXPECT_EQ(n, dense[k]) << "row " << r << " topic " << k;
+      seen += n;
+    });
+    EXPECT_EQ(seen, static_cast<std::int64_t>(tokens[r]));
+    for (std::uint32_t k = 0; k < static_cast<std::uint32_t>(K); ++k) {
+      ASSERT_EQ(row.Get(k), dense[k]) << "row " << r << " topic " << k;
+    }
+  }
+  // The four rarer words take hashed rows: less than half of 6 dense rows.
+  EXPECT_LT(rows.bytes(), 3 * K * sizeof(std::int32_t));
+}
 
 // Topics of a corpus drawn from a known model are found again, in both modes.
 TEST(LdaTest, RecoversTheTopicsOfAKnownModel) {
