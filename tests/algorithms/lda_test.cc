@@ -105,7 +105,9 @@ void CheckStationary(bool gibbs, bool local, bool hashed = false) {
   for (std::uint64_t i = t.doc_ptr[0]; i < t.doc_ptr[1]; ++i) ++nd[t.topic[i]];
   lda_internal::WordRows rows(t.word_count.data(), V, o.topics);
   for (std::size_t i = 0; i < t.num_tokens(); ++i) rows.Row(t.word[i]).Add(t.topic[i], 1);
-  if (hashed) ASSERT_LT(rows.bytes(), V * K * sizeof(std::int32_t));
+  if (hashed) {
+    ASSERT_LT(rows.bytes(), V * K * sizeof(std::int32_t));
+  }
   auto row = [&](std::uint32_t w) {
     return hashed ? rows.Row(w) : lda_internal::CountRow::Dense(nw.data() + w * K);
   };
