@@ -4,14 +4,15 @@ gensim, measured side by side in one run.
 
   /usr/bin/python3 bench/lda_bench.py [--warplda DIR] [--repeats 3] [--quick] [--out DIR]
 
-Part A, throughput at equal log-likelihood: UCI KOS and news20, K = 100 and 1000, 1 and 2
-threads. Each configuration runs tessera (model-parallel, `repeats` times), WarpLDA (if DIR
-holds its `warplda` and `format` binaries; else "skipped", `repeats` times, interleaved with
-tessera's), and tessera data-parallel (once, 2 threads, at most 30 s). Reported: tokens/s; the common target
-log-likelihood (the lower of the two samplers' median final values, which both reach) and each
-one's time to reach it, interpolated in its trace; their ratio (WarpLDA's time / tessera's:
-> 1 means tessera samples more tokens per second at equal log-likelihood); peak RSS. Min and
-median over the repeats.
+Part A, speed at equal log-likelihood: UCI KOS and news20, K = 100 and 1000, 2 threads (and 1
+with --threads 1,2), 200 iterations. Each configuration runs tessera (model-parallel, `repeats`
+times) and WarpLDA (if DIR holds its `warplda` and `format` binaries; else "skipped"),
+interleaved, and tessera data-parallel (once, capped at 30 s). The target is WarpLDA's median
+final log-likelihood after the 200 iterations (tessera's when WarpLDA is skipped). Reported:
+tokens/s; each system's time to the target, interpolated in its trace; `vs WarpLDA` = tessera's
+time to the target / WarpLDA's whole sampling time, per repeat pair (< 1: tessera sooner); raw
+tokens/s and peak RSS as ratios to WarpLDA's. Times exclude data loading and evaluation for both
+(WarpLDA's per-iteration times; tessera's --trace). Min and median over the repeats.
 
 Part B, held-out perplexity vs time against gensim's LdaMulticore (Debian python3-gensim) on
 KOS, K = 100, 2 workers: a seeded 10% of the documents held out; perplexity by document
@@ -213,6 +214,8 @@ def main():
                     help="directory with WarpLDA's warplda and format binaries (optional)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="KOS only, fewer iterations")
+    ap.add_argument("--threads", default="2", help="comma-separated thread counts (default 2)")
+    ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
     args = ap.parse_args()
     if not os.path.exists(TESSERA):
@@ -226,10 +229,11 @@ def main():
         print(line, flush=True)
         report.append(line)
 
-    corpora = [("kos", os.path.join(DATA, "uci-bow-kos", "docword.kos.txt.gz"), read_uci, 150)]
+    corpora = [("kos", os.path.join(DATA, "uci-bow-kos", "docword.kos.txt.gz"), read_uci)]
     if not args.quick:
         corpora.append(("news20", os.path.join(DATA, "news20-libsvm", "news20.libsvm.gz"),
-                        read_libsvm, 100))
+                        read_libsvm))
+    thread_counts = [int(x) for x in args.threads.split(",")]
     warp = args.warplda
     if warp and not (os.access(os.path.join(warp, "warplda"), os.X_OK)
                      and os.access(os.path.join(warp, "format"), os.X_OK)):
@@ -238,15 +242,16 @@ def main():
         f"repeats {args.repeats} (min / median)")
     say(f"WarpLDA: {warp if warp else 'skipped (pass --warplda DIR or WARPLDA=DIR)'}")
     say()
-    header = (f"{'corpus':7} {'K':>5} {'thr':>3} {'system':15} {'tokens/s':>21} {'final LL':>9} "
-              f"{'target':>8} {'s to target':>17} {'equal-LL ratio':>15} {'peak MiB':>8}")
-    say("A. Throughput at equal log-likelihood (LL per token; ratio = WarpLDA time / tessera "
-        "time to the target)")
+    header = (f"{'corpus':7} {'K':>5} {'thr':>3} {'system':13} {'tokens/s':>19} {'final LL':>9} "
+              f"{'target':>8} {'s to target':>13} {'vs WarpLDA':>11} {'tok/s ratio':>11} "
+              f"{'peak MiB':>8} {'RSS ratio':>9}")
+    say(f"A. Speed at equal log-likelihood, {60 if args.quick else args.iterations} iterations "
+        "(LL per token; target = WarpLDA's median final LL; vs WarpLDA = tessera's time to it / "
+        "WarpLDA's sampling time; ratios tessera / WarpLDA)")
     say(header)
     curves = {}
-    for name, path, reader, iterations in corpora:
-        if args.quick:
-            iterations = 60
+    for name, path, reader in corpora:
+        iterations = 60 if args.quick else args.iterations
         docs, vocab = reader(path)
         n = tokens(docs)
         cdir = os.path.join(tmp, name)
@@ -259,7 +264,7 @@ def main():
             subprocess.run([os.path.join(warp, "format"), "-input", "yahoo.txt", "-prefix", name],
                            cwd=cdir, check=True, stdout=subprocess.DEVNULL)
         for k in (100, 1000):
-            for threads in (1, 2):
+            for threads in thread_counts:
                 runs = {"tessera": [], "warplda": []}
                 for r in range(args.repeats):
                     log(f"{name} K={k} threads={threads} repeat {r + 1}")
@@ -268,30 +273,35 @@ def main():
                     if warp:
                         runs["warplda"].append(
                             run_warplda(warp, name, k, threads, iterations, n, cdir))
-                if threads == 2:
-                    runs["tessera DP"] = [run_tessera(corpus_args, k, threads, iterations,
-                                                      "data-parallel", tmp,
-                                                      extra=["--max-seconds", "30"])]
-                # The target: the lower of the samplers' median final values (data-parallel,
-                # time-capped, is measured against it but does not set it).
-                finals = [statistics.median(x["final"] for x in v)
-                          for key, v in runs.items() if v and key != "tessera DP"]
-                target = min(finals)
-                tess_times = [time_to(x["curve"], target) for x in runs["tessera"]]
+                runs["tessera DP"] = [run_tessera(corpus_args, k, threads, iterations,
+                                                  "data-parallel", tmp,
+                                                  extra=["--max-seconds", "30"])]
+                ref = runs["warplda"] if runs["warplda"] else runs["tessera"]
+                target = statistics.median(x["final"] for x in ref)
+                warp_total = [x["curve"][-1][0] for x in runs["warplda"]]
+                warp_tps = [x["tokens_per_second"] for x in runs["warplda"]]
+                warp_rss = statistics.median(x["peak_rss"] for x in runs["warplda"]) \
+                    if warp else math.nan
+                mp_rss = statistics.median(x["peak_rss"] for x in runs["tessera"])
                 for system, v in runs.items():
                     if not v:
+                        say(f"{name:7} {k:>5} {threads:>3} {system:13} skipped")
                         continue
                     times = [time_to(x["curve"], target) for x in v]
-                    ratio = ""
-                    if system == "warplda":
-                        pairs = [w / t for w, t in zip(times, tess_times)]
-                        ratio = mm(pairs, "{:.2f}")
-                    say(f"{name:7} {k:>5} {threads:>3} {system:15} "
-                        f"{mm([x['tokens_per_second'] for x in v], '{:.3g}'):>21} "
+                    versus = tps_ratio = ""
+                    if system != "warplda" and warp:
+                        versus = mm([t / w for t, w in zip(times, warp_total)], "{:.2f}")
+                        tps_ratio = mm([x["tokens_per_second"] / w
+                                        for x, w in zip(v, warp_tps)], "{:.2f}")
+                    rss = statistics.median(x["peak_rss"] for x in v)
+                    say(f"{name:7} {k:>5} {threads:>3} {system:13} "
+                        f"{mm([x['tokens_per_second'] for x in v], '{:.3g}'):>19} "
                         f"{statistics.median(x['final'] for x in v):>9.4f} {target:>8.4f} "
-                        f"{mm(times, '{:.2f}'):>17} {ratio:>15} "
-                        f"{statistics.median(x['peak_rss'] for x in v) / 2**20:>8.0f}")
-                    if threads == 2:
+                        f"{mm(times, '{:.2f}'):>13} {versus:>11} {tps_ratio:>11} "
+                        f"{rss / 2**20:>8.0f} {rss / warp_rss:>9.2f}"
+                        + (f"  (RSS {rss / mp_rss:.2f}x model-parallel's)"
+                           if system == "tessera DP" else ""))
+                    if threads == max(thread_counts):
                         curves[(name, k, system)] = v[0]["curve"]
     say()
 

@@ -6,6 +6,7 @@
 
 #include <Eigen/Core>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <variant>
@@ -14,6 +15,8 @@
 #include "tessera/core/keys.h"
 
 namespace tessera {
+
+class BlockState;  // core/model_parallel.h
 
 using Rank = int;  // endpoint id. Model-parallel: 0 coordinator, 1..P workers.
                    // Parameter server: 0 driver, 1..S server shards, S+1..S+P workers.
@@ -111,6 +114,9 @@ struct BlockState {  // worker -> worker: carried block `block`, for its next ho
   std::uint64_t round = 0;
   std::uint32_t block = 0;
   std::string state;
+  // Over a transport that passes messages as objects (Transport::passes_objects), the block's
+  // state itself instead of `state`: nothing is copied. Never on a wire.
+  std::shared_ptr<tessera::BlockState> object;
 };
 
 // Parameter server (core/parameter_server.h).

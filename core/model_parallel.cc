@@ -200,9 +200,13 @@ class Worker {
         return Internal("worker " + std::to_string(w_) + " is to hand over block " +
                         std::to_string(b.id) + ", which it does not hold");
       }
-      msg::BlockState block{ctx_.round, b.id, {}};
-      StateWriter writer(block.state);
-      it->second->Save(writer);
+      msg::BlockState block{ctx_.round, b.id, {}, {}};
+      if (transport_.passes_objects()) {
+        block.object = std::move(it->second);
+      } else {
+        StateWriter writer(block.state);
+        it->second->Save(writer);
+      }
       held_.erase(it);
       Message out(WorkerRank(w_), std::move(block));
       moved_bytes_ += out.PayloadBytes();
@@ -219,6 +223,10 @@ class Worker {
         }
       }
       auto node = arrived_.extract(b.id);
+      if (auto& object = node.mapped().get<msg::BlockState>()->object) {
+        held_[b.id] = std::move(object);
+        continue;
+      }
       StateReader in(node.mapped().get<msg::BlockState>()->state,
                      "block " + std::to_string(b.id) + " from worker " +
                          std::to_string(node.mapped().from - 1));

@@ -69,7 +69,9 @@ class WorkerState {
 
 // The state of a carried block (e.g. MF's H rows of an item block, the topics of a vocabulary
 // block's tokens in LDA): held by one worker at a time, moved by the engine, as the bytes Save
-// writes, to the worker a round assigns the block to next.
+// writes, to the worker a round assigns the block to next (within one process over a transport
+// that passes messages as objects, the state object itself moves, and Save and LoadBlock are
+// not called for the move).
 class BlockState {
  public:
   virtual ~BlockState() = default;
@@ -77,7 +79,7 @@ class BlockState {
 };
 
 // The carried blocks a worker holds, by block id.
-using HeldBlocks = std::map<std::uint32_t, std::unique_ptr<BlockState>>;
+using HeldBlocks = std::map<std::uint32_t, std::shared_ptr<BlockState>>;
 
 // What MakeWorker is told.
 struct WorkerSetup {

@@ -38,6 +38,9 @@ class Transport {
   virtual std::uint64_t bytes_sent() const = 0;
   // True when every endpoint lives in this process and may share memory (hogwild tables).
   virtual bool in_process() const = 0;
+  // True when a message arrives as the object sent, not encoded and decoded: a sender may hand
+  // over an object it owns (a carried block's state) instead of its bytes.
+  virtual bool passes_objects() const { return false; }
   // True when endpoint `r` lives in this process (its fiber runs here). In-process: all.
   virtual bool hosts(Rank r) const {
     (void)r;
@@ -127,6 +130,7 @@ class InProcessTransport final : public Transport {
   void Close() override;
   std::uint64_t bytes_sent() const override { return bytes_.load(std::memory_order_relaxed); }
   bool in_process() const override { return true; }
+  bool passes_objects() const override { return true; }
   void BeginRun() override;
 
  private:

@@ -12,6 +12,7 @@
 #include <memory>
 #include <type_traits>
 
+#include "tessera/core/status.h"
 #include "tessera_types.h"  // generated from net/tessera.thrift
 
 namespace tessera::net {
@@ -302,6 +303,7 @@ Status OwnFromWire(const wire::Gather& w, msg::Gather& m) {
 }
 
 void OwnToWire(const msg::BlockState& m, wire::BlockState& w) {
+  TESSERA_CHECK(m.object == nullptr) << "a carried block's state object cannot be encoded";
   w.block = static_cast<std::int32_t>(m.block);
 }
 Status OwnFromWire(const wire::BlockState& w, msg::BlockState& m) {

@@ -29,11 +29,13 @@ using lda_internal::Rng;
 using lda_internal::Tokens;
 using lda_internal::WordIndex;
 
-// Worker p: the documents of partition p, their tokens (a copy of theirs alone) and where each
-// token's topic sits in its vocabulary block's word-major topic array.
+// Worker p: the documents of partition p, their tokens' topics (a copy of theirs alone; the
+// words are read from the app's layout, which no worker writes) and where each token's topic
+// sits in its vocabulary block's word-major topic array.
 struct RotationWorker final : WorkerState {
   KeyRange docs;                    // my partition (global document ids)
-  Tokens mine;                      // word, topic and doc_ptr of my documents, from 0
+  std::uint64_t first = 0;          // my first token's index in the corpus layout
+  Tokens mine;                      // topic and doc_ptr of my documents, from 0 (no words)
   std::vector<std::uint32_t> slot;  // my token i's place in its block's VocabBlock::topic
   std::vector<double> nk;           // my copy of the totals
   std::vector<double> committed;    // totals as of the last Apply
@@ -106,10 +108,9 @@ class RotationLdaApp final : public ModelParallelApp {
     const auto K = static_cast<std::size_t>(h_.K);
     me->docs = docs_[static_cast<std::size_t>(setup.worker)];
     const std::uint64_t first = t_.doc_ptr[me->docs.begin], end = t_.doc_ptr[me->docs.end];
-    me->mine.word.assign(t_.word.begin() + static_cast<std::ptrdiff_t>(first),
-                         t_.word.begin() + static_cast<std::ptrdiff_t>(end));
     me->mine.topic.assign(t_.topic.begin() + static_cast<std::ptrdiff_t>(first),
                           t_.topic.begin() + static_cast<std::ptrdiff_t>(end));
+    me->first = first;
     me->mine.doc_ptr.clear();
     for (Key d = me->docs.begin; d <= me->docs.end; ++d) {
       me->mine.doc_ptr.push_back(t_.doc_ptr[d] - first);
@@ -117,9 +118,9 @@ class RotationLdaApp final : public ModelParallelApp {
     // A word's tokens of earlier partitions come first in its block's topic array.
     std::vector<std::uint64_t> seen(t_.word_count.size(), 0);
     for (std::uint64_t i = 0; i < first; ++i) ++seen[t_.word[i]];
-    me->slot.resize(me->mine.word.size());
-    for (std::size_t i = 0; i < me->mine.word.size(); ++i) {
-      const std::uint32_t w = me->mine.word[i];
+    me->slot.resize(me->mine.topic.size());
+    for (std::size_t i = 0; i < me->mine.topic.size(); ++i) {
+      const std::uint32_t w = t_.word[first + i];
       const std::size_t b = BlockOf(w);
       me->slot[i] = static_cast<std::uint32_t>(block_ptr_[b][w - t_.blocks[b].begin] + seen[w]++);
     }
@@ -176,14 +177,16 @@ class RotationLdaApp final : public ModelParallelApp {
       const lda_internal::WordTopics view{block_ptr_[b.id].data(), vb.topic.data(), me.slot.data(),
                                           base};
       Tokens& t = me.mine;
+      const std::uint32_t* word = t_.word.data() + me.first;  // my token i's word is word[i]
       for (std::size_t d = 0; d + 1 < t.doc_ptr.size(); ++d) {
-        const auto [lo, hi] = t.Segment(d, words);
+        auto [lo, hi] = t_.Segment(me.docs.begin + d, words);
         if (lo == hi) continue;
+        lo -= me.first;
+        hi -= me.first;
         const std::uint64_t db = t.doc_ptr[d], de = t.doc_ptr[d + 1];
         for (std::uint64_t i = db; i < de; ++i) ++me.nd[t.topic[i]];
-        lda_internal::SampleSegment<false>(h_, lo, hi, db, de, t.word.data(), t.topic.data(),
-                                           me.nd.data(), row, me.nk.data(), view, row, me.rng,
-                                           me.scratch);
+        lda_internal::SampleSegment<false>(h_, lo, hi, db, de, word, t.topic.data(), me.nd.data(),
+                                           row, me.nk.data(), view, row, me.rng, me.scratch);
         for (std::uint64_t i = db; i < de; ++i) me.nd[t.topic[i]] = 0;
       }
       Partial p{b.id, ctx.worker, Eigen::VectorXd(K)};

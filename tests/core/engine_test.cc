@@ -2,6 +2,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -441,6 +442,7 @@ struct RotatingApp : ModelParallelApp {
   }
   StatusOr<std::unique_ptr<BlockState>> LoadBlock(std::uint32_t, StateReader& in,
                                                   WorkerContext&) override {
+    ++loads;
     auto v = std::make_unique<Visits>();
     TESSERA_RETURN_IF_ERROR(in.Get(v->workers));
     if (corrupt) return DataLoss(in.what() + ": refused");
@@ -478,20 +480,42 @@ struct RotatingApp : ModelParallelApp {
   int P;
   std::uint64_t limit;
   bool corrupt = false;
+  std::atomic<int> loads{0};  // blocks made from bytes
   std::vector<std::pair<int, std::uint64_t>> gathered_pushes;
   std::map<std::uint32_t, std::vector<std::int32_t>> visits;
 };
 
-class CarriedBlockTest : public ::testing::TestWithParam<int> {};
+// An in-process transport that passes messages as bytes would travel (as between processes):
+// carried blocks go as what their Save writes.
+class BytesOnlyTransport final : public Transport {
+ public:
+  explicit BytesOnlyTransport(int n) : inner_(n) {}
+  int size() const override { return inner_.size(); }
+  Status Send(Rank to, Message msg) override { return inner_.Send(to, std::move(msg)); }
+  StatusOr<Message> Receive(Rank self) override { return inner_.Receive(self); }
+  StatusOr<Message> TryReceive(Rank self) override { return inner_.TryReceive(self); }
+  void Close() override { inner_.Close(); }
+  std::uint64_t bytes_sent() const override { return inner_.bytes_sent(); }
+  bool in_process() const override { return true; }
+  void BeginRun() override { inner_.BeginRun(); }
+
+ private:
+  InProcessTransport inner_;
+};
+
+// (pipeline depth, carried blocks as bytes)
+class CarriedBlockTest : public ::testing::TestWithParam<std::tuple<int, bool>> {};
 
 TEST_P(CarriedBlockTest, BlocksMoveByMessageToTheWorkerEachRoundAssigns) {
   const int P = 3;
   const std::uint64_t rounds = 7;
+  const auto [depth, as_bytes] = GetParam();
   RotatingApp app(P, rounds);
   EngineOptions o;
   o.workers = P;
-  o.pipeline_depth = GetParam();  // deeper: pushes of later rounds wait behind block arrivals
+  o.pipeline_depth = depth;  // deeper: pushes of later rounds wait behind block arrivals
   o.progress = false;
+  if (as_bytes) o.transport = std::make_shared<BytesOnlyTransport>(P + 1);
   auto run = RunModelParallel(app, o);
   ASSERT_TRUE(run.ok()) << run.status().ToString();
   EXPECT_EQ(run->objective, P) << "every block held by exactly one worker at the end";
@@ -507,10 +531,16 @@ TEST_P(CarriedBlockTest, BlocksMoveByMessageToTheWorkerEachRoundAssigns) {
   for (int w = 0; w < P; ++w) {
     EXPECT_EQ(app.gathered_pushes[static_cast<std::size_t>(w)], std::make_pair(w, rounds));
   }
-  EXPECT_GT(run->bytes, rounds * P * 8) << "block transfers count as traffic";
+  if (as_bytes) {
+    EXPECT_EQ(app.loads, rounds * P) << "every round hands every block on";
+    EXPECT_GT(run->bytes, rounds * P * 8) << "block transfers count as traffic";
+  } else {
+    EXPECT_EQ(app.loads, 0) << "in one process the state objects themselves move";
+  }
 }
 
-INSTANTIATE_TEST_SUITE_P(Depths, CarriedBlockTest, ::testing::Values(1, 3));
+INSTANTIATE_TEST_SUITE_P(Depths, CarriedBlockTest,
+                         ::testing::Combine(::testing::Values(1, 3), ::testing::Bool()));
 
 TEST(EngineTest, ABlockThatCannotBeLoadedStopsTheRunWithTheReason) {
   RotatingApp app(2, 5);
@@ -518,6 +548,7 @@ TEST(EngineTest, ABlockThatCannotBeLoadedStopsTheRunWithTheReason) {
   EngineOptions o;
   o.workers = 2;
   o.progress = false;
+  o.transport = std::make_shared<BytesOnlyTransport>(3);
   auto run = RunModelParallel(app, o);
   ASSERT_FALSE(run.ok());
   EXPECT_NE(run.status().message().find("from worker"), std::string::npos)
