@@ -7,7 +7,9 @@ gensim, measured side by side in one run.
 Part A, speed at equal log-likelihood: UCI KOS and news20, K = 100 and 1000, 2 threads (and 1
 with --threads 1,2), 200 iterations. Each configuration runs tessera (model-parallel, `repeats`
 times) and WarpLDA (if DIR holds its `warplda` and `format` binaries; else "skipped"),
-interleaved, and tessera data-parallel (once, capped at 30 s). The target is WarpLDA's median
+interleaved, and tessera data-parallel (once, capped at 30 s). `tessera` is the default
+sampler (`--mh-steps 2`: two cycles of a doc and a word proposal per token); `tessera mh1` does
+one cycle, WarpLDA's default work per token (`-mh 1`), so its tokens/s compare like with like. The target is WarpLDA's median
 final log-likelihood after the 200 iterations (tessera's when WarpLDA is skipped). Reported:
 tokens/s; each system's time to the target, interpolated in its trace; `vs WarpLDA` = tessera's
 time to the target / WarpLDA's whole sampling time, per repeat pair (< 1: tessera sooner); raw
@@ -265,11 +267,14 @@ def main():
                            cwd=cdir, check=True, stdout=subprocess.DEVNULL)
         for k in (100, 1000):
             for threads in thread_counts:
-                runs = {"tessera": [], "warplda": []}
+                runs = {"tessera": [], "tessera mh1": [], "warplda": []}
                 for r in range(args.repeats):
                     log(f"{name} K={k} threads={threads} repeat {r + 1}")
                     runs["tessera"].append(
                         run_tessera(corpus_args, k, threads, iterations, "model-parallel", tmp))
+                    runs["tessera mh1"].append(
+                        run_tessera(corpus_args, k, threads, iterations, "model-parallel", tmp,
+                                    extra=["--mh-steps", "1"]))
                     if warp:
                         runs["warplda"].append(
                             run_warplda(warp, name, k, threads, iterations, n, cdir))

@@ -684,6 +684,8 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
     }
     ps->shards_.push_back(std::move(shard));
   }
+  // The shards hold their copies: the whole table's initial values are not needed again.
+  for (TableSpec& spec : ps->specs_) spec.initial_values = Eigen::VectorXd();
   for (int w = 0; w < workers; ++w) {
     ps->clients_.push_back(std::unique_ptr<PsClient>(new PsClient(ps.get(), w)));
   }

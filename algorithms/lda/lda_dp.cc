@@ -31,17 +31,17 @@ using lda_internal::WordIndex;
 // A worker's own state: its documents' tokens (a copy: word, topic, document offsets), the
 // counts over them, its random stream and scratch.
 struct DpWorker final : WorkerState {
-  std::vector<std::int32_t> local;    // global document -> local one, -1 for another worker's
-  Tokens mine;                        // my documents' tokens, local document order
-  WordIndex words;                    // my tokens of each word
-  std::vector<std::int32_t> slot;     // internal word -> row of `mine`, -1 when I have none
-  std::vector<std::int32_t> mine_kw;  // m_kw over my tokens, one K-row per slot
-  std::vector<std::int32_t> pos;      // internal word -> row in the batch copy, -1 otherwise
-  std::vector<Key> keys;              // the batch's words, then V
-  std::vector<std::int32_t> counts;   // batch copy of n_kw, one K-row per key
-  std::vector<std::int32_t> base;     // `counts` as pulled (after raising stale counts)
-  std::vector<double> nk, nk_base;    // totals copy
-  std::vector<Key> changed;           // rows pushed
+  std::vector<std::int32_t> local;  // global document -> local one, -1 for another worker's
+  Tokens mine;                      // my documents' tokens, local document order
+  WordIndex words;                  // my tokens of each word
+  std::vector<std::int32_t> slot;   // internal word -> row of `mine`, -1 when I have none
+  std::optional<lda_internal::WordRows> mine_kw;  // m_kw over my tokens, row slot[w]
+  std::vector<std::int32_t> pos;     // internal word -> row in the batch copy, -1 otherwise
+  std::vector<Key> keys;             // the batch's words, then V
+  std::vector<std::int32_t> counts;  // batch copy of n_kw, one K-row per key
+  std::vector<std::int32_t> base;    // `counts` as pulled (after raising stale counts)
+  std::vector<double> nk, nk_base;   // totals copy
+  std::vector<Key> changed;          // rows pushed
   std::vector<double> delta;
   std::vector<std::int32_t> nd;  // scratch: one document's counts
   std::vector<double> scratch;
@@ -101,9 +101,13 @@ class DpLdaApp final : public DataParallelApp {
     for (std::size_t w = 0; w < V_; ++w) {
       if (mine.word_count[w] > 0) me->slot[w] = slots++;
     }
-    me->mine_kw.assign(static_cast<std::size_t>(slots) * K, 0);
+    std::vector<std::uint64_t> slot_tokens;
+    for (std::size_t w = 0; w < V_; ++w) {
+      if (me->slot[w] >= 0) slot_tokens.push_back(mine.word_count[w]);
+    }
+    me->mine_kw.emplace(slot_tokens.data(), slot_tokens.size(), h_.K);
     for (std::size_t i = 0; i < mine.num_tokens(); ++i) {
-      ++me->mine_kw[static_cast<std::size_t>(me->slot[mine.word[i]]) * K + mine.topic[i]];
+      me->mine_kw->Row(static_cast<std::size_t>(me->slot[mine.word[i]])).Add(mine.topic[i], 1);
     }
     me->nd.assign(K, 0);
     me->scratch.assign(K, 0);
@@ -134,13 +138,14 @@ class DpLdaApp final : public DataParallelApp {
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd pulled, ctx.client->Pull(0, me.keys).Get());
     me.counts.resize(rows * K);
     for (std::size_t j = 0; j < rows; ++j) {
-      const std::int32_t* own =
-          me.mine_kw.data() + static_cast<std::size_t>(me.slot[me.keys[j]]) * K;
+      std::int32_t* row = me.counts.data() + j * K;
       for (std::size_t k = 0; k < K; ++k) {
-        const auto n =
+        row[k] =
             static_cast<std::int32_t>(std::lround(pulled[static_cast<Eigen::Index>(j * K + k)]));
-        me.counts[j * K + k] = std::max(n, own[k]);
       }
+      me.mine_kw->Row(static_cast<std::size_t>(me.slot[me.keys[j]]))
+          .ForEach(static_cast<std::uint32_t>(K),
+                   [row](std::uint32_t k, std::int32_t own) { row[k] = std::max(row[k], own); });
     }
     me.base = me.counts;
     me.nk.assign(pulled.data() + rows * K, pulled.data() + (rows + 1) * K);
@@ -152,10 +157,10 @@ class DpLdaApp final : public DataParallelApp {
     auto row = [counts, pos, K](std::uint32_t w) {
       return lda_internal::CountRow::Dense(counts + static_cast<std::size_t>(pos[w]) * K);
     };
-    std::int32_t* mine = me.mine_kw.data();
+    lda_internal::WordRows& mine = *me.mine_kw;
     const std::int32_t* slot = me.slot.data();
-    auto own = [mine, slot, K](std::uint32_t w) {
-      return lda_internal::CountRow::Dense(mine + static_cast<std::size_t>(slot[w]) * K);
+    auto own = [&mine, slot](std::uint32_t w) {
+      return mine.Row(static_cast<std::size_t>(slot[w]));
     };
     std::uint32_t* topic = me.mine.topic.data();
     for (std::uint32_t d : batch) {
