@@ -2,6 +2,7 @@
 // initial factors, per-epoch metrics and the result.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <span>
 #include <string>
@@ -12,6 +13,29 @@
 #include "tessera/core/metrics.h"
 
 namespace tessera::mf_internal {
+
+// Division and remainder of 32-bit numbers by a divisor fixed at run time, by multiplication
+// (Lemire, Kaser and Kurz, "Faster remainder by direct computation", 2019): exact for every
+// 32-bit numerator. Grouping millions of ratings by block and tile divides each id several
+// times.
+class Divisor {
+ public:
+  // d >= 1 (for d = 1 the multiplier wraps to 0, which the two calls treat apart).
+  explicit Divisor(std::uint32_t d) : d_(d), m_(~std::uint64_t{0} / d + 1) {}
+  std::uint32_t Div(std::uint32_t a) const {
+    if (m_ == 0) return a;
+    return static_cast<std::uint32_t>((static_cast<unsigned __int128>(m_) * a) >> 64);
+  }
+  std::uint32_t Mod(std::uint32_t a) const {
+    if (m_ == 0) return 0;
+    const std::uint64_t low = m_ * a;
+    return static_cast<std::uint32_t>((static_cast<unsigned __int128>(low) * d_) >> 64);
+  }
+
+ private:
+  std::uint64_t d_;
+  std::uint64_t m_;
+};
 
 struct Common {
   // The statistics of the data come from the census of `train` and `test`, so they are those

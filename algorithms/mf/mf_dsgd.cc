@@ -111,14 +111,14 @@ class DsgdApp final : public ModelParallelApp {
     me->g = InitialGradients(false, b);
     me->strata.resize(P_);
     me->test.resize(P_);
+    const mf_internal::Divisor by_p(static_cast<std::uint32_t>(P_));
     auto group = [&](const Ratings& ratings, std::vector<std::vector<Rating>>& by_block) {
       std::vector<std::size_t> size(P_);  // sized first: no spare capacity
-      for (const Rating& r : ratings.entries) size[r.item % P_] += r.user % P_ == b;
+      for (const Rating& r : ratings.entries) size[by_p.Mod(r.item)] += by_p.Mod(r.user) == b;
       for (std::size_t i = 0; i < P_; ++i) by_block[i].reserve(size[i]);
       for (const Rating& r : ratings.entries) {
-        if (r.user % P_ != b) continue;
-        by_block[r.item % P_].push_back({static_cast<std::uint32_t>(r.user / P_),
-                                         static_cast<std::uint32_t>(r.item / P_), r.value});
+        if (by_p.Mod(r.user) != b) continue;
+        by_block[by_p.Mod(r.item)].push_back({by_p.Div(r.user), by_p.Div(r.item), r.value});
       }
     };
     GroupInTiles(b, *me);
@@ -289,6 +289,8 @@ class DsgdApp final : public ModelParallelApp {
   void GroupInTiles(std::size_t b, DsgdWorker& me) const {
     const std::size_t tile_rows =
         std::max<std::size_t>(64, kTileBytes / (static_cast<std::size_t>(kp_) * sizeof(float)));
+    const mf_internal::Divisor by_p(static_cast<std::uint32_t>(P_)),
+        by_tile(static_cast<std::uint32_t>(tile_rows));
     std::vector<std::size_t> item_tiles(P_);
     std::vector<std::vector<std::uint32_t>> starts(P_);
     const std::size_t user_tiles = BlockRows(num_users_, P_, b) / tile_rows + 1;
@@ -296,13 +298,13 @@ class DsgdApp final : public ModelParallelApp {
       item_tiles[s] = BlockRows(num_items_, P_, s) / tile_rows + 1;
       starts[s].assign(user_tiles * item_tiles[s] + 1, 0);
     }
-    auto tile = [&](std::size_t s, std::size_t user_row, std::size_t item_row) {
-      return user_row / tile_rows * item_tiles[s] + item_row / tile_rows;
+    auto tile = [&](std::size_t s, std::uint32_t user_row, std::uint32_t item_row) {
+      return by_tile.Div(user_row) * item_tiles[s] + by_tile.Div(item_row);
     };
     for (const Rating& r : train_.entries) {
-      if (r.user % P_ != b) continue;
-      const std::size_t s = r.item % P_;
-      ++starts[s][tile(s, r.user / P_, r.item / P_) + 1];
+      if (by_p.Mod(r.user) != b) continue;
+      const std::size_t s = by_p.Mod(r.item);
+      ++starts[s][tile(s, by_p.Div(r.user), by_p.Div(r.item)) + 1];
     }
     me.strata.assign(P_, {});
     me.tiles.assign(P_, {});
@@ -314,10 +316,9 @@ class DsgdApp final : public ModelParallelApp {
     std::vector<std::vector<std::uint32_t>> next(P_);
     for (std::size_t s = 0; s < P_; ++s) next[s].assign(starts[s].begin(), starts[s].end() - 1);
     for (const Rating& r : train_.entries) {
-      if (r.user % P_ != b) continue;
-      const std::size_t s = r.item % P_;
-      const auto u = static_cast<std::uint32_t>(r.user / P_),
-                 i = static_cast<std::uint32_t>(r.item / P_);
+      if (by_p.Mod(r.user) != b) continue;
+      const std::size_t s = by_p.Mod(r.item);
+      const std::uint32_t u = by_p.Div(r.user), i = by_p.Div(r.item);
       me.strata[s][next[s][tile(s, u, i)]++] = {u, i, r.value};
     }
     for (std::size_t s = 0; s < P_; ++s) {

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <random>
 
+#include "tessera/algorithms/mf/mf_common.h"
 #include "tessera/core/checkpoint.h"
 #include "tests/test_util.h"
 
@@ -293,6 +294,30 @@ TEST(MfTest, CorruptModelFilesAreClearErrors) {
   EXPECT_DOUBLE_EQ(v1->PredictOrFallBack(1, 0), 3);  // an unseen user: the mean
   MfOptions bad = Quiet(0, 0.05, 1, 1);
   EXPECT_THAT(bad.Validate().message(), HasSubstr("--rank must be between 1 and 10000"));
+}
+
+// The division by multiplication the grouping of ratings uses is exact for every 32-bit
+// numerator and divisor.
+TEST(MfKernelTest, DivisorDividesExactly) {
+  std::uint64_t x = 7;
+  auto next = [&x] {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return static_cast<std::uint32_t>(x);
+  };
+  for (std::uint32_t d : {1u, 2u, 3u, 4u, 7u, 640u, 1000u, 65535u, 2147483649u, 4294967295u}) {
+    const mf_internal::Divisor by(d);
+    for (std::uint32_t a : {0u, 1u, d - 1, d, d + 1, 4294967295u, 4294967294u}) {
+      ASSERT_EQ(by.Div(a), a / d) << a << " / " << d;
+      ASSERT_EQ(by.Mod(a), a % d) << a << " % " << d;
+    }
+    for (int k = 0; k < 100000; ++k) {
+      const std::uint32_t a = next();
+      ASSERT_EQ(by.Div(a), a / d) << a << " / " << d;
+      ASSERT_EQ(by.Mod(a), a % d) << a << " % " << d;
+    }
+  }
 }
 
 }  // namespace

@@ -5,6 +5,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
 #include "tests/test_util.h"
 
 namespace tessera {
@@ -135,6 +140,69 @@ INSTANTIATE_TEST_SUITE_P(
         BadRatings{"mm_count", "%%MatrixMarket matrix coordinate real general\n2 2 2\n1 1 1\n",
                    "promises 2 entries, the file has 1"}),
     [](const auto& info) { return std::string(info.param.name); });
+
+// A file of several blocks (read in pieces parsed in parallel) gives what a line-by-line
+// reader gives: ids numbered in order of first appearance, every rating in file order, blank
+// lines, comments and '\r' line ends skipped; and a bad line deep in it is named by its number.
+TEST(RatingsTest, LargeFilesReadInParallelPiecesGiveTheLineByLineResult) {
+  TempDir dir;
+  std::string text = "user,item,rating\n";
+  std::vector<std::tuple<std::string, std::string, float>> want;
+  std::uint64_t x = 88172645463325252ULL;
+  auto next = [&x] {  // xorshift64
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+  };
+  for (int line = 2; line <= 700000; ++line) {
+    if (line % 9973 == 0) {
+      text += line % 2 ? "# a comment\n" : "\n";
+      continue;
+    }
+    // Numbers in the direct table and names through the hash, in either column.
+    const std::uint64_t u = next() % 50000, i = next() % 3000;
+    const std::string user = u % 5 ? std::to_string(u) : "u" + std::to_string(u);
+    const std::string item = i % 7 ? std::to_string(i) : "item-" + std::to_string(i);
+    const float value = static_cast<float>(next() % 41) / 8.0f;
+    const char* sep = line % 3 == 0 ? "\t" : line % 3 == 1 ? "," : " ";
+    text += user + sep + item + sep + std::to_string(value) + (line % 11 ? "\n" : "\r\n");
+    want.emplace_back(user, item, value);
+  }
+  ASSERT_GT(text.size(), std::size_t{8} << 20) << "at least two blocks";
+  auto r = ReadRatings(dir.File("big.txt", text));
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->entries.size(), want.size());
+  std::vector<std::string> users, items;  // in order of first appearance
+  std::set<std::string> seen_users, seen_items;
+  for (std::size_t k = 0; k < want.size(); ++k) {
+    const auto& [user, item, value] = want[k];
+    if (seen_users.insert(user).second) users.push_back(user);
+    if (seen_items.insert(item).second) items.push_back(item);
+    const Rating& got = r->entries[k];
+    ASSERT_EQ(r->users->Name(got.user), user) << "rating " << k;
+    ASSERT_EQ(r->items->Name(got.item), item) << "rating " << k;
+    ASSERT_EQ(got.value, value) << "rating " << k;
+  }
+  ASSERT_EQ(r->num_users(), users.size());
+  ASSERT_EQ(r->num_items(), items.size());
+  for (std::size_t u = 0; u < users.size(); ++u) {
+    ASSERT_EQ(r->users->Name(static_cast<std::uint32_t>(u)), users[u]);
+  }
+  EXPECT_EQ(r->census.count, want.size());
+
+  // A bad rating on line 612345, in the second block.
+  const std::size_t at = [&] {
+    std::size_t pos = 0;
+    for (int line = 1; line < 612345; ++line) pos = text.find('\n', pos) + 1;
+    return pos;
+  }();
+  std::string bad = text;
+  bad.replace(at, bad.find('\n', at) - at, "7 8 x");
+  auto b = ReadRatings(dir.File("bad.txt", bad));
+  ASSERT_FALSE(b.ok());
+  EXPECT_THAT(b.status().message(), HasSubstr("bad.txt:612345: rating 'x' is not a finite"));
+}
 
 TEST(RatingsTest, MissingFileSaysSo) {
   EXPECT_THAT(ReadRatings("/no/such/ratings").status().message(), HasSubstr("/no/such/ratings"));
