@@ -2,7 +2,6 @@
 
 #include <sys/stat.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -101,46 +100,6 @@ bool LineReader::Next(std::string_view& line) {
   if (line_number_ == 0 && line.substr(0, 3) == "\xEF\xBB\xBF") line.remove_prefix(3);
   ++line_number_;
   return true;
-}
-
-std::size_t LineReader::NextLines(std::string& out, std::size_t bytes) {
-  if (!file_) return 0;
-  std::size_t lines = 0, taken = 0;
-  while (taken < bytes) {
-    const char* begin = buffer_.data() + pos_;
-    const char* end = buffer_.data() + buffer_.size();
-    const char* last = nullptr;  // the last newline in the buffer
-    for (const char* p = end; p != begin;) {
-      if (*--p == '\n') {
-        last = p;
-        break;
-      }
-    }
-    if (last == nullptr) {
-      if (buffer_.size() - pos_ > max_line_bytes_) {
-        TooLong();
-        return 0;
-      }
-      if (Fill()) continue;
-      if (!status_.ok() || pos_ >= buffer_.size()) break;
-      out.append(buffer_, pos_, std::string::npos);  // a last line without newline
-      out.push_back('\n');
-      bytes_read_ += buffer_.size() - pos_;
-      taken += buffer_.size() - pos_;
-      pos_ = buffer_.size();
-      ++lines;
-      break;
-    }
-    const auto n = static_cast<std::size_t>(last + 1 - begin);
-    lines += static_cast<std::size_t>(std::count(begin, last + 1, '\n'));
-    out.append(begin, n);
-    pos_ += n;
-    bytes_read_ += n;
-    taken += n;
-    if (taken < bytes && !Fill() && !status_.ok()) return 0;
-  }
-  line_number_ += static_cast<int>(lines);
-  return lines;
 }
 
 }  // namespace tessera

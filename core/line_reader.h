@@ -24,12 +24,6 @@ class LineReader {
   // error; then status() tells which. A line longer than max_line_bytes() is an error (a file
   // without newlines, or /dev/zero, is not read forever).
   bool Next(std::string_view& line);
-  // Appends the next whole lines to `out`, about `bytes` of them (more when a line is longer),
-  // each with its newline (one is added to a last line without); the caller strips '\r' and
-  // checks each line's length against max_line_bytes(). Returns how many lines it appended
-  // (line_number() counts them): 0 at the end of the file or on an error (status() tells).
-  // For readers that parse many lines at once, e.g. in parallel.
-  std::size_t NextLines(std::string& out, std::size_t bytes);
   static constexpr std::size_t kDefaultMaxLineBytes = std::size_t{64} << 20;
   // The limit new readers start with, process-wide (the command line's --max-line-bytes).
   static std::size_t DefaultMaxLineBytes();

@@ -3,9 +3,6 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <string>
-#include <thread>
-#include <vector>
 
 #include "tessera/core/dataset.h"
 #include "tessera/core/line_reader.h"
@@ -85,45 +82,6 @@ bool ParseCount(std::string_view s, std::uint64_t& v) {
   return ec == std::errc() && end == s.data() + s.size();
 }
 
-bool ParseRating(std::string_view text, float& value) {
-  double v = 0;
-  if (!ParseDouble(text, v) || !std::isfinite(static_cast<float>(v))) return false;
-  value = static_cast<float>(v);
-  return true;
-}
-
-std::string BadRating(std::string_view text) {
-  return "rating " + Quote(text) + " is not a finite single-precision number";
-}
-
-// A line of the triples format.
-struct Triple {
-  std::string_view user, item, rating;
-  float value = 0;
-};
-constexpr std::string_view kNotARating = "not a rating";
-// False with `error` empty for a blank line or a comment, kNotARating when the third field is
-// not a finite single-precision number (a header, on the first line), else what is wrong.
-bool ParseTriple(std::string_view line, Triple& t, std::string& error) {
-  error.clear();
-  if (line.find_first_not_of(" \t\r") == std::string_view::npos || line[0] == '#') return false;
-  std::string_view f[5];
-  const std::size_t n = Split(line, f, 4);
-  if (n < 3 || n > 4) {
-    error = "expected 'user item rating [timestamp]', got " +
-            (n > 4 ? std::string("more than 4") : std::to_string(n)) + " fields";
-    return false;
-  }
-  t.user = f[0];
-  t.item = f[1];
-  t.rating = f[2];
-  if (!ParseRating(f[2], t.value)) {
-    error = kNotARating;
-    return false;
-  }
-  return true;
-}
-
 class Reader {
  public:
   Reader(const std::string& path, const RatingsOptions& o) : options_(o) {
@@ -180,18 +138,17 @@ class Reader {
         TESSERA_RETURN_IF_ERROR(AddEntry(f[0], f[1], f[2]));
         continue;
       }
-      if (in_.line_number() == 1) {  // a header line (a rating that is not a number) is skipped
-        Triple t;
-        std::string error;
-        if (!ParseTriple(line, t, error)) {
-          if (!error.empty() && error != kNotARating) return InvalidArgument(in_.Where() + error);
-        } else {
-          TESSERA_RETURN_IF_ERROR(AddEntry(t.user, t.item, t.value));
-        }
+      const std::string_view t = line;
+      if (t.find_first_not_of(" \t\r") == std::string_view::npos || t[0] == '#') continue;
+      const std::size_t n = Split(line, f, 4);
+      if (n < 3 || n > 4) {
+        return InvalidArgument(in_.Where() + "expected 'user item rating [timestamp]', got " +
+                               (n > 4 ? std::string("more than 4") : std::to_string(n)) +
+                               " fields");
       }
-      // The other lines in blocks, parsed in parallel and added in file order.
-      TESSERA_RETURN_IF_ERROR(ReadTripleBlocks());
-      break;
+      double v = 0;
+      if (in_.line_number() == 1 && !ParseDouble(f[2], v)) continue;  // a header line
+      TESSERA_RETURN_IF_ERROR(AddEntry(f[0], f[1], f[2]));
     }
     TESSERA_RETURN_IF_ERROR(in_.status());
     if (mm && !have_size) return InvalidArgument(out_.source + ": no size line");
@@ -227,92 +184,14 @@ class Reader {
   }
 
   Status AddEntry(std::string_view user, std::string_view item, std::string_view rating) {
-    float value = 0;
-    if (!ParseRating(rating, value)) return InvalidArgument(in_.Where() + BadRating(rating));
-    return AddEntry(user, item, value);
-  }
-
-  // Reads the lines after the first in blocks of about 4 MiB: each block is cut into pieces at
-  // line ends, the pieces are parsed on threads of their own, then their entries are added in
-  // file order (ids are numbered in order of first appearance). The first bad line stops it
-  // with the error a line-by-line reader would give.
-  Status ReadTripleBlocks() {
-    constexpr std::size_t kBlock = std::size_t{4} << 20;
-    const std::size_t threads = std::clamp<std::size_t>(std::thread::hardware_concurrency(), 1, 4);
-    std::string block;
-    std::vector<Piece> pieces(threads);
-    for (;;) {
-      block.clear();
-      const long first_line = in_.line_number() + 1;
-      if (in_.NextLines(block, kBlock) == 0) return in_.status();
-      // Pieces of about equal size, each ending at a newline.
-      std::vector<std::string_view> parts;
-      std::size_t at = 0;
-      for (std::size_t p = 0; p < threads && at < block.size(); ++p) {
-        std::size_t end =
-            p + 1 == threads ? block.size() : at + (block.size() - at) / (threads - p);
-        end = std::min(block.size(), block.find('\n', std::max(end, at + 1) - 1) + 1);
-        parts.emplace_back(block.data() + at, end - at);
-        at = end;
-      }
-      std::vector<std::thread> running;
-      for (std::size_t p = 1; p < parts.size(); ++p) {
-        running.emplace_back([&, p] { ParsePiece(parts[p], pieces[p]); });
-      }
-      ParsePiece(parts[0], pieces[0]);
-      for (std::thread& t : running) t.join();
-      long line = first_line;
-      for (std::size_t p = 0; p < parts.size(); ++p) {
-        for (const Triple& t : pieces[p].triples)
-          TESSERA_RETURN_IF_ERROR(AddEntry(t.user, t.item, t.value));
-        if (!pieces[p].error.empty()) {
-          return InvalidArgument(in_.path() + ":" + std::to_string(line + pieces[p].error_line) +
-                                 ": " + pieces[p].error);
-        }
-        line += pieces[p].lines;
-      }
-    }
-  }
-
-  // One piece of a block: its lines' entries, or those before its first bad line and the error.
-  struct Piece {
-    std::vector<Triple> triples;
-    long lines = 0;       // lines in the piece
-    long error_line = 0;  // the bad line's index in the piece
-    std::string error;
-  };
-  void ParsePiece(std::string_view text, Piece& piece) const {
-    piece.triples.clear();
-    piece.error.clear();
-    piece.lines = 0;
-    std::size_t at = 0;
-    while (at < text.size()) {
-      const std::size_t nl = text.find('\n', at);
-      std::string_view line = text.substr(at, nl - at);
-      at = nl + 1;
-      const long index = piece.lines++;
-      if (line.size() > in_.max_line_bytes()) {
-        piece.error_line = index;
-        piece.error = "a line longer than " + std::to_string(in_.max_line_bytes()) +
-                      " bytes (not a text file, or no newlines? --max-line-bytes sets the limit)";
-        return;
-      }
-      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      Triple t;
-      if (!ParseTriple(line, t, piece.error)) {
-        if (piece.error.empty()) continue;  // blank or a comment
-        if (piece.error == kNotARating) piece.error = BadRating(t.rating);
-        piece.error_line = index;
-        return;
-      }
-      piece.triples.push_back(t);
-    }
-  }
-
-  Status AddEntry(std::string_view user, std::string_view item, float value) {
     ++lines_;
     Rating r;
-    r.value = value;
+    double value = 0;
+    if (!ParseDouble(rating, value) || !std::isfinite(static_cast<float>(value))) {
+      return InvalidArgument(in_.Where() + "rating " + Quote(rating) +
+                             " is not a finite single-precision number");
+    }
+    r.value = static_cast<float>(value);
     if (options_.drop && options_.drop(lines_ - 1)) return Status::Ok();
     if (frozen_) {
       auto u = out_.users->Find(user);
