@@ -290,8 +290,15 @@ inline void SampleSegment(const Hyper& h, std::uint64_t begin, std::uint64_t end
       if (i + kAhead < end) slot_draw = draw(i + kAhead);
       const std::uint64_t wb = wptr[w - base];
       const auto wn = static_cast<double>(wptr[w - base + 1] - wb);
-      auto accept = [&](std::uint32_t t) {
+      // n_sw + β of the current topic s, looked up once per topic s takes (0: not yet).
+      double ws = 0;
+      auto word_term = [&] {
+        if (ws == 0) ws = nwx(s) + beta;
+        return ws;
+      };
+      auto accept = [&](std::uint32_t t, double wt) {
         s = t;
+        ws = wt;
         topic[i] = t;
         wtopic[slot] = t;
       };
@@ -302,18 +309,21 @@ inline void SampleSegment(const Hyper& h, std::uint64_t begin, std::uint64_t end
         std::uint32_t t = du < doc_len ? topic[doc_begin + static_cast<std::uint64_t>(du)]
                                        : (pre ? first.doc_uniform[step] : rng.Below(K));
         if (t != s) {
-          const double a = (nwx(t) + beta) * (nk[s] + vbeta) / ((nwx(s) + beta) * (nk[t] + vbeta));
-          if (a >= 1 || rng.Uniform() < a) accept(t);
+          const double wt = nwx(t) + beta;
+          const double a = wt * (nk[s] + vbeta) / (word_term() * (nk[t] + vbeta));
+          if (a >= 1 || rng.Uniform() < a) accept(t, wt);
         }
         // Word proposal q(k) ∝ m_kw + β over the tokens in `words`.
         const double wu = pre ? first.word_u[step] : rng.Uniform() * (wn + h.kbeta);
         t = wu < wn ? wtopic[wb + static_cast<std::uint64_t>(wu)] : rng.Below(K);
         if (t != s) {
           double a = (nd[t] + alpha) * (nk[s] + vbeta) / ((nd[s] + alpha) * (nk[t] + vbeta));
+          double wt = 0;  // not looked up unless needed
           if constexpr (kLocal) {
-            a *= (nwx(t) + beta) * (mwx(s) + beta) / ((nwx(s) + beta) * (mwx(t) + beta));
+            wt = nwx(t) + beta;
+            a *= wt * (mwx(s) + beta) / (word_term() * (mwx(t) + beta));
           }
-          if (a >= 1 || rng.Uniform() < a) accept(t);
+          if (a >= 1 || rng.Uniform() < a) accept(t, wt);
         }
       }
     }
