@@ -11,6 +11,7 @@
 
 #include "tessera/core/fiber_pool.h"
 #include "tessera/core/model_parallel.h"
+#include "tests/core/test_transport.h"
 #include "tests/test_util.h"
 
 using ::testing::HasSubstr;
@@ -487,21 +488,9 @@ struct RotatingApp : ModelParallelApp {
 
 // An in-process transport that passes messages as bytes would travel (as between processes):
 // carried blocks go as what their Save writes.
-class BytesOnlyTransport final : public Transport {
- public:
-  explicit BytesOnlyTransport(int n) : inner_(n) {}
-  int size() const override { return inner_.size(); }
-  Status Send(Rank to, Message msg) override { return inner_.Send(to, std::move(msg)); }
-  StatusOr<Message> Receive(Rank self) override { return inner_.Receive(self); }
-  StatusOr<Message> TryReceive(Rank self) override { return inner_.TryReceive(self); }
-  void Close() override { inner_.Close(); }
-  std::uint64_t bytes_sent() const override { return inner_.bytes_sent(); }
-  bool in_process() const override { return true; }
-  void BeginRun() override { inner_.BeginRun(); }
-
- private:
-  InProcessTransport inner_;
-};
+std::shared_ptr<Transport> BytesOnlyTransport(int n) {
+  return std::make_shared<tessera::testing::LookAlikeTransport>(n, true, false);
+}
 
 // (pipeline depth, carried blocks as bytes)
 class CarriedBlockTest : public ::testing::TestWithParam<std::tuple<int, bool>> {};
@@ -515,7 +504,7 @@ TEST_P(CarriedBlockTest, BlocksMoveByMessageToTheWorkerEachRoundAssigns) {
   o.workers = P;
   o.pipeline_depth = depth;  // deeper: pushes of later rounds wait behind block arrivals
   o.progress = false;
-  if (as_bytes) o.transport = std::make_shared<BytesOnlyTransport>(P + 1);
+  if (as_bytes) o.transport = BytesOnlyTransport(P + 1);
   auto run = RunModelParallel(app, o);
   ASSERT_TRUE(run.ok()) << run.status().ToString();
   EXPECT_EQ(run->objective, P) << "every block held by exactly one worker at the end";
@@ -548,7 +537,7 @@ TEST(EngineTest, ABlockThatCannotBeLoadedStopsTheRunWithTheReason) {
   EngineOptions o;
   o.workers = 2;
   o.progress = false;
-  o.transport = std::make_shared<BytesOnlyTransport>(3);
+  o.transport = BytesOnlyTransport(3);
   auto run = RunModelParallel(app, o);
   ASSERT_FALSE(run.ok());
   EXPECT_NE(run.status().message().find("from worker"), std::string::npos)

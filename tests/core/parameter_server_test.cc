@@ -12,6 +12,7 @@
 
 #include "tessera/core/data_parallel.h"
 #include "tessera/core/fiber_pool.h"
+#include "tests/core/test_transport.h"
 
 namespace tessera {
 namespace {
@@ -128,28 +129,14 @@ TEST(ParameterServerTest, BadConfigurationNamesTheOption) {
 }
 
 // A transport that says its endpoints are in other processes.
-class RemoteLookingTransport final : public Transport {
- public:
-  explicit RemoteLookingTransport(int n) : inner_(n) {}
-  int size() const override { return inner_.size(); }
-  Status Send(Rank to, Message msg) override { return inner_.Send(to, std::move(msg)); }
-  StatusOr<Message> Receive(Rank self) override { return inner_.Receive(self); }
-  StatusOr<Message> TryReceive(Rank self) override { return inner_.TryReceive(self); }
-  void Close() override { inner_.Close(); }
-  std::uint64_t bytes_sent() const override { return inner_.bytes_sent(); }
-  bool in_process() const override { return false; }
-  void BeginRun() override { inner_.BeginRun(); }
-
- private:
-  InProcessTransport inner_;
-};
+std::shared_ptr<Transport> RemoteLookingTransport(int n) {
+  return std::make_shared<tessera::testing::LookAlikeTransport>(n, false, false);
+}
 
 TEST(ParameterServerTest, HogwildOverAnotherProcessIsRefused) {
-  auto st = ParameterServer::Start({Table(10, 1, "hogwild")}, 1, 1,
-                                   std::make_shared<RemoteLookingTransport>(3));
+  auto st = ParameterServer::Start({Table(10, 1, "hogwild")}, 1, 1, RemoteLookingTransport(3));
   EXPECT_THAT(st.status().message(), HasSubstr("in-process only"));
-  auto ok = ParameterServer::Start({Table(10, 1, "asp")}, 1, 1,
-                                   std::make_shared<RemoteLookingTransport>(3));
+  auto ok = ParameterServer::Start({Table(10, 1, "asp")}, 1, 1, RemoteLookingTransport(3));
   EXPECT_TRUE(ok.ok());
 }
 
