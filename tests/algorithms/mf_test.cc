@@ -139,7 +139,7 @@ TEST(MfTest, DataParallelSgdOnMovieLensU1) {
 }
 
 // Four workers stepping on H rows several clocks stale (ssp:4, essp:2) at the default step:
-// each change is pushed divided by 1 + its read's staleness, so the fit converges instead of
+// each change is pushed divided by sqrt(1 + its read's staleness), so the fit converges instead of
 // overflowing (without that both end in NaN within 10 epochs on this machine).
 TEST(MfTest, DataParallelSgdFromStaleRowsConverges) {
   TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
