@@ -9,7 +9,7 @@ process), every model run in turn for each repeat (interleaved), each a whole
    the time until the test RMSE (the trace's per-epoch figure) first reaches the target, which
    is bsp's final test RMSE plus 0.001 (the same target for every model), min and median over
    the repeats; and the share of reads that were stale.
-2. Staleness: ssp:2 against essp:2 with no straggler and 2 workers: each one's histogram of how many clocks
+2. Staleness: ssp:2 against essp:2 with no straggler, 2 and 4 workers: each one's histogram of how many clocks
    stale its reads were (summed over the repeats) and its time to the same target.
 
 The time is the trace's `seconds` at that epoch (the fit's own clock: reading the data and
@@ -95,5 +95,5 @@ def experiment(title, models, straggler, workers):
 
 
 experiment("Straggler (worker 0 of 4 3x slower)", ["bsp", "sbp:1", "ssp:2"], True, 4)
-# 2 workers: with 4 and no straggler, ssp:2 and essp:2 diverge at this learning rate.
 experiment("No straggler, 2 workers", ["ssp:2", "essp:2"], False, 2)
+experiment("No straggler, 4 workers", ["ssp:2", "essp:2"], False, 4)
