@@ -97,13 +97,11 @@ class DpLdaApp final : public DataParallelApp {
     me->words = lda_internal::BuildWordIndex(mine, 0, mine.num_docs());
     me->slot.assign(V_, -1);
     me->pos.assign(V_, -1);
-    std::int32_t slots = 0;
+    std::vector<std::uint64_t> slot_tokens;  // my tokens of the word in each slot
     for (std::size_t w = 0; w < V_; ++w) {
-      if (mine.word_count[w] > 0) me->slot[w] = slots++;
-    }
-    std::vector<std::uint64_t> slot_tokens;
-    for (std::size_t w = 0; w < V_; ++w) {
-      if (me->slot[w] >= 0) slot_tokens.push_back(mine.word_count[w]);
+      if (mine.word_count[w] == 0) continue;
+      me->slot[w] = static_cast<std::int32_t>(slot_tokens.size());
+      slot_tokens.push_back(mine.word_count[w]);
     }
     me->mine_kw.emplace(slot_tokens.data(), slot_tokens.size(), h_.K);
     for (std::size_t i = 0; i < mine.num_tokens(); ++i) {
