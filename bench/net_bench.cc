@@ -9,6 +9,12 @@
 //               way on a blocking socket with TCP_NODELAY.
 //   round       a model-parallel engine round (schedule, push, partials, pull, apply) with
 //               its one worker in the other process, against the same engine in-process.
+//   ps          parameter-server push and pull of `--ps-keys` keys with one value each: a
+//               dense table on one shard in process 1, its one worker in process 0 (asp, the
+//               `add` updater), keys 0..N-1 sent as explicit key lists. A push is timed until
+//               the shard has applied it (a one-key pull queued behind it has been answered),
+//               a pull until its values are back. Next to it: raw loopback moving the same
+//               payload (8-byte key + 8-byte value per key) in 1 MiB writes.
 // Every frame of the transport is sealed (AES-256-GCM, net/auth.h); both throughput rows are
 // measured again with --insecure (frames authenticated, not encrypted), and a "sealed" row
 // compares the two.
@@ -32,6 +38,7 @@
 #include "tessera/core/fiber_pool.h"
 #include "tessera/core/metrics.h"
 #include "tessera/core/model_parallel.h"
+#include "tessera/core/parameter_server.h"
 #include "tessera/net/tcp_transport.h"
 
 namespace tessera {
@@ -46,6 +53,11 @@ struct Flags {
   int threads = 1;             // fiber threads per process
   int large_message = 131072;  // values per message of the second throughput row (1 MiB)
   bool insecure = false;       // frames authenticated, not encrypted (TcpOptions::encrypt_frames)
+  std::uint64_t ps_keys = 10'000'000;  // keys per parameter-server push and pull
+  // The table's managed communication; several settings, separated by ';', are measured in
+  // turn (the peer process gets one).
+  std::string communication = "sparse,keys;none;sparse,keys:16777216";
+  bool ps_only = false;  // only the parameter server's rows
 };
 
 double Median(std::vector<double> v) {
@@ -108,7 +120,7 @@ void Reap(pid_t pid) {
 // Raw throughput in payload bytes per second.
 double RawThroughput(const Flags& f) {
   const std::size_t chunk = static_cast<std::size_t>(f.message) * 8;
-  const std::size_t chunks = f.mbytes * (1u << 20) / chunk;
+  const std::size_t chunks = std::max<std::size_t>(1, f.mbytes * (1u << 20) / chunk);
   pid_t pid;
   const int fd = RawPair(
       [&](int s) {
@@ -155,21 +167,29 @@ double RawLatency(const Flags& f) {
 std::string g_self;  // this program, which the peer process runs again (a fork of a process
                      // with fiber threads could not use them)
 
-std::shared_ptr<net::TcpTransport> Connect(int me, std::uint16_t port, bool insecure) {
+// Ranks 0 and 1 on processes 0 and 1, except for the parameter server's measurement: its driver
+// (rank 0) and worker (rank 2) on process 0, its shard (rank 1) on process 1.
+std::vector<int> ProcessOfRank(std::string_view measure) {
+  if (measure == "ps") return {0, 1, 0};
+  return {0, 1};
+}
+
+std::shared_ptr<net::TcpTransport> Connect(int me, std::uint16_t port, bool insecure,
+                                           std::string_view measure) {
   net::TcpOptions o;
   o.secret = "net-bench-secret-0123456789";
   o.encrypt_frames = !insecure;
   net::ProcessInfo p{me, 2, "tessera", "127.0.0.1", port};
-  auto t = net::TcpTransport::Create(p, {0, 1}, o);
+  auto t = net::TcpTransport::Create(p, ProcessOfRank(measure), o);
   TESSERA_CHECK(t.ok()) << t.status().ToString();
   TESSERA_CHECK((*t)->Establish().ok());
   return std::shared_ptr<net::TcpTransport>(std::move(*t));
 }
 
 // Runs `body(transport, 0)` here and `body(transport, 1)` in a new process of this program
-// (`--peer measure`), ranks 0 and 1 on processes 0 and 1; returns this side's result.
+// (`--peer measure`), ranks placed by ProcessOfRank; returns this side's result.
 template <typename Body>
-double TwoProcesses(const Flags& f, const char* measure, const Body& body) {
+auto TwoProcesses(const Flags& f, const char* measure, const Body& body) {
   auto free_port = net::FreePort();
   TESSERA_CHECK(free_port.ok()) << free_port.status().ToString();
   const std::uint16_t port = *free_port;
@@ -177,18 +197,34 @@ double TwoProcesses(const Flags& f, const char* measure, const Body& body) {
   if (pid == 0) {
     const std::string p = std::to_string(port), mb = std::to_string(f.mbytes),
                       msg = std::to_string(f.message), pings = std::to_string(f.pings),
-                      rounds = std::to_string(f.rounds), threads = std::to_string(f.threads);
-    std::vector<const char*> args = {g_self.c_str(), "--peer",    measure,        "--port",
-                                     p.c_str(),      "--mbytes",  mb.c_str(),     "--message",
-                                     msg.c_str(),    "--pings",   pings.c_str(),  "--rounds",
-                                     rounds.c_str(), "--threads", threads.c_str()};
+                      rounds = std::to_string(f.rounds), threads = std::to_string(f.threads),
+                      keys = std::to_string(f.ps_keys);
+    std::vector<const char*> args = {g_self.c_str(),
+                                     "--peer",
+                                     measure,
+                                     "--port",
+                                     p.c_str(),
+                                     "--mbytes",
+                                     mb.c_str(),
+                                     "--message",
+                                     msg.c_str(),
+                                     "--pings",
+                                     pings.c_str(),
+                                     "--rounds",
+                                     rounds.c_str(),
+                                     "--threads",
+                                     threads.c_str(),
+                                     "--ps-keys",
+                                     keys.c_str(),
+                                     "--communication",
+                                     f.communication.c_str()};
     if (f.insecure) args.push_back("--insecure");
     args.push_back(nullptr);
     execv(g_self.c_str(), const_cast<char* const*>(args.data()));
     _exit(127);
   }
-  auto t = Connect(0, port, f.insecure);
-  const double r = body(*t, 0);
+  auto t = Connect(0, port, f.insecure, measure);
+  const auto r = body(*t, 0);
   TESSERA_CHECK(t->Leave().ok());
   t.reset();
   Reap(pid);
@@ -313,6 +349,64 @@ double EngineRound(const Flags& f, bool tcp, Transport* peer = nullptr) {
   });
 }
 
+// Keys per second of one push and one pull of f.ps_keys keys (see the header). The shard's
+// process runs the same start and shutdown with `peer` set.
+struct PsRates {
+  double push = 0, pull = 0;
+};
+
+PsRates PsPushPull(const Flags& f, Transport* peer = nullptr) {
+  auto run = [&](Transport& t, int) {
+    TableSpec spec;
+    spec.name = "bench";
+    spec.num_keys = f.ps_keys;
+    auto consistency = Consistency::Parse("asp");
+    TESSERA_CHECK(consistency.ok());
+    spec.consistency = *consistency;
+    auto wire = Communication::Parse(f.communication);
+    TESSERA_CHECK(wire.ok()) << wire.status().ToString();
+    spec.communication = *wire;
+    auto ps =
+        ParameterServer::Start({spec}, 1, 1, std::shared_ptr<Transport>(&t, [](Transport*) {}));
+    TESSERA_CHECK(ps.ok()) << ps.status().ToString();
+    (*ps)->StopAfterWorkers();
+    PsRates rates;
+    if (t.hosts((*ps)->WorkerRank(0))) {
+      OnPool([&] {
+        PsClient& c = (*ps)->client(0);
+        std::vector<Key> keys(f.ps_keys);
+        for (std::size_t i = 0; i < keys.size(); ++i) keys[i] = i;
+        std::vector<double> values(keys.size(), 0.5);
+        const Key first = 0;
+        auto push = [&] {
+          TESSERA_CHECK(c.Push(0, keys, values).ok());
+          TESSERA_CHECK(c.Flush().ok());
+          TESSERA_CHECK(c.Pull(0, std::span<const Key>(&first, 1)).Get().ok());
+        };
+        auto pull = [&] {
+          auto v = c.Pull(0, keys).Get();
+          TESSERA_CHECK(v.ok() && static_cast<std::uint64_t>(v->size()) == f.ps_keys);
+        };
+        push();  // warm: buffers, pages and connections
+        pull();
+        Stopwatch sw;
+        push();
+        rates.push = static_cast<double>(f.ps_keys) / sw.Seconds();
+        Stopwatch pull_time;
+        pull();
+        rates.pull = static_cast<double>(f.ps_keys) / pull_time.Seconds();
+        TESSERA_CHECK(t.Send((*ps)->ShardRank(0), Message((*ps)->WorkerRank(0), msg::Stop{})).ok());
+        return 0.0;
+      });
+    }
+    (*ps)->Shutdown();
+    TESSERA_CHECK((*ps)->final_status().ok()) << (*ps)->final_status().ToString();
+    return rates;
+  };
+  if (peer) return run(*peer, 1);
+  return TwoProcesses(f, "ps", run);
+}
+
 void Row(const char* what, const char* unit, double scale, const std::vector<double>& ours,
          const std::vector<double>& peer, bool higher_is_better, const char* peer_name) {
   std::vector<double> ratio;
@@ -340,6 +434,13 @@ int main(int argc, char** argv) {
   app.add_option("--large-message", f.large_message, "Values per message, second row")
       ->capture_default_str();
   app.add_flag("--insecure", f.insecure, "(internal) frames authenticated, not encrypted");
+  app.add_option("--ps-keys", f.ps_keys, "Keys per parameter-server push and pull (0: skip)")
+      ->capture_default_str();
+  app.add_flag("--ps-only", f.ps_only, "Only the parameter server's push and pull");
+  app.add_option("--communication", f.communication,
+                 "The parameter-server table's managed communication (core/ps_wire.h); "
+                 "settings separated by ';' are measured in turn")
+      ->capture_default_str();
   std::string peer;
   int port = 0;
   app.add_option("--peer", peer, "(internal) run the other process of a measurement");
@@ -348,8 +449,10 @@ int main(int argc, char** argv) {
   g_self = argv[0];
   FiberPool::Global(f.threads);
   if (!peer.empty()) {
-    auto t = Connect(1, static_cast<std::uint16_t>(port), f.insecure);
-    if (peer == "throughput") {
+    auto t = Connect(1, static_cast<std::uint16_t>(port), f.insecure, peer);
+    if (peer == "ps") {
+      PsPushPull(f, t.get());
+    } else if (peer == "throughput") {
       TransportThroughput(f, t.get());
     } else if (peer == "latency") {
       TransportLatency(f, t.get());
@@ -360,13 +463,35 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::vector<double> tput, raw_tput, big, raw_big, lat, raw_lat, round_tcp, round_local,
-      plain_tput, plain_raw, plain_big, plain_raw_big;
+      plain_tput, plain_raw, plain_big, plain_raw_big, ps_raw;
+  std::vector<std::string> wires;  // the parameter server's --communication settings, in turn
+  for (std::size_t start = 0; start <= f.communication.size();) {
+    const std::size_t end = std::min(f.communication.find(';', start), f.communication.size());
+    wires.push_back(f.communication.substr(start, end - start));
+    start = end + 1;
+  }
+  std::vector<std::vector<double>> ps_push(wires.size()), ps_pull(wires.size());
+  // Raw loopback moving a push's payload (a key and a value per key) in 1 MiB writes.
+  Flags ps_bytes = f;
+  ps_bytes.message = 131072;
+  ps_bytes.mbytes = std::max<std::size_t>(1, f.ps_keys * 16 >> 20);
   Flags large = f, plain = f;
   large.message = f.large_message;
   plain.insecure = true;
   Flags plain_large = large;
   plain_large.insecure = true;
   for (int r = 0; r < f.repeats; ++r) {
+    if (f.ps_keys > 0) {
+      ps_raw.push_back(RawThroughput(ps_bytes) / 16);
+      for (std::size_t c = 0; c < wires.size(); ++c) {
+        Flags one = f;
+        one.communication = wires[c];
+        const PsRates rates = PsPushPull(one);
+        ps_push[c].push_back(rates.push);
+        ps_pull[c].push_back(rates.pull);
+      }
+    }
+    if (f.ps_only) continue;
     raw_tput.push_back(RawThroughput(f));
     tput.push_back(TransportThroughput(f));
     plain_raw.push_back(RawThroughput(plain));
@@ -384,17 +509,25 @@ int main(int argc, char** argv) {
               f.message, f.message * 8 / 1024);
   std::printf("%-12s %12s %12s %-5s %-18s %8s %8s\n", "measure", "tessera", "peer", "unit", "peer",
               "median", "min");
-  Row("throughput", "MB/s", 1e-6, tput, raw_tput, true, "raw TCP");
-  std::printf("%-12s (--insecure: authenticated, not encrypted)\n", "");
-  Row("throughput", "MB/s", 1e-6, plain_tput, plain_raw, true, "raw TCP");
-  Row("sealed", "MB/s", 1e-6, tput, plain_tput, true, "--insecure");
-  std::printf("%-12s (messages of %d KiB)\n", "", large.message * 8 / 1024);
-  Row("throughput", "MB/s", 1e-6, big, raw_big, true, "raw TCP");
-  std::printf("%-12s (--insecure: authenticated, not encrypted)\n", "");
-  Row("throughput", "MB/s", 1e-6, plain_big, plain_raw_big, true, "raw TCP");
-  Row("sealed", "MB/s", 1e-6, big, plain_big, true, "--insecure");
-  Row("round trip", "us", 1e6, lat, raw_lat, false, "raw TCP");
-  Row("engine round", "us", 1e6, round_tcp, round_local, false, "in-process engine");
+  if (!f.ps_only) {
+    Row("throughput", "MB/s", 1e-6, tput, raw_tput, true, "raw TCP");
+    std::printf("%-12s (--insecure: authenticated, not encrypted)\n", "");
+    Row("throughput", "MB/s", 1e-6, plain_tput, plain_raw, true, "raw TCP");
+    Row("sealed", "MB/s", 1e-6, tput, plain_tput, true, "--insecure");
+    std::printf("%-12s (messages of %d KiB)\n", "", large.message * 8 / 1024);
+    Row("throughput", "MB/s", 1e-6, big, raw_big, true, "raw TCP");
+    std::printf("%-12s (--insecure: authenticated, not encrypted)\n", "");
+    Row("throughput", "MB/s", 1e-6, plain_big, plain_raw_big, true, "raw TCP");
+    Row("sealed", "MB/s", 1e-6, big, plain_big, true, "--insecure");
+    Row("round trip", "us", 1e6, lat, raw_lat, false, "raw TCP");
+    Row("engine round", "us", 1e6, round_tcp, round_local, false, "in-process engine");
+  }
+  for (std::size_t c = 0; c < wires.size() && f.ps_keys > 0; ++c) {
+    std::printf("%-12s (parameter server, %llu keys of one value, --communication %s)\n", "",
+                static_cast<unsigned long long>(f.ps_keys), wires[c].c_str());
+    Row("ps push", "Mk/s", 1e-6, ps_push[c], ps_raw, true, "raw TCP, 16 B/key");
+    Row("ps pull", "Mk/s", 1e-6, ps_pull[c], ps_raw, true, "raw TCP, 16 B/key");
+  }
   std::printf("(ratios: tessera / peer for throughput, peer / tessera for times)\n");
   return 0;
 }

@@ -329,9 +329,14 @@ struct ParameterServer::Shard {
                     count * dim * sizeof(double));
         return;
       }
+      const double* v = t.values.data();
+      const Key b = t.range.begin;
+      if (dim == 1) {  // a gather, without a call per key
+        for (std::size_t i = 0; i < count; ++i) out[i] = v[m.keys[i] - b];
+        return;
+      }
       for (std::size_t i = 0; i < count; ++i) {
-        std::memcpy(out.data() + i * dim, t.values.data() + (m.keys[i] - t.range.begin) * dim,
-                    dim * sizeof(double));
+        std::memcpy(out.data() + i * dim, v + (m.keys[i] - b) * dim, dim * sizeof(double));
       }
       return;
     }
@@ -538,7 +543,13 @@ struct ParameterServer::Shard {
                                ") of table " + std::to_string(at->table));
       }
     } else {
+      Key lowest = at->keys[0], highest = at->keys[0];
+      for (Key k : at->keys) {  // vectorizes; the offending key is looked for only when needed
+        lowest = std::min(lowest, k);
+        highest = std::max(highest, k);
+      }
       for (Key k : at->keys) {
+        if (!outside(lowest) && !outside(highest)) break;
         if (outside(k)) {
           return InvalidArgument(what + ": key " + std::to_string(k) + " is not in the shard's [" +
                                  std::to_string(t.range.begin) + ", " +
@@ -649,7 +660,11 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
     shard->rank = ps->ShardRank(s);
     shard->worker_clock.assign(workers, 0);
     shard->pushes_from.assign(workers, 0);
-    shard->key_lists.assign(workers, std::vector<KeyListCache>(ps->specs_.size()));
+    std::vector<KeyListCache> per_table;
+    for (const TableSpec& spec : ps->specs_) {
+      per_table.emplace_back(spec.communication.key_cache_keys);
+    }
+    shard->key_lists.assign(workers, per_table);
     for (TableId id = 0; id < ps->specs_.size(); ++id) {
       const TableSpec& spec = ps->specs_[id];
       Shard::Table t;

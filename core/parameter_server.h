@@ -305,6 +305,7 @@ class PsClient {
   friend class PullFuture;
   struct Cache;
   struct PendingReply;
+  struct Asked;
   struct Replica;
   void OverlayReplica(PullFuture::State& st);
   Status PushToReplica(TableId table, std::span<const Key> keys, std::span<const double> values);
@@ -342,7 +343,8 @@ class PsClient {
   PsClientStats stats_;
   struct Outgoing {
     std::vector<Key> keys;
-    std::vector<double> values;
+    Eigen::VectorXd values;  // the first `used` hold the buffered values
+    std::size_t used = 0;
   };
   std::vector<std::vector<Outgoing>> outgoing_;  // [table][shard]
   // [table][shard]: the key lists sent to each shard, for tables that cache them.

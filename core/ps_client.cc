@@ -1,6 +1,8 @@
 // A worker's side of the parameter server: pulls (with the cache, ESSP refreshes, read my
 // writes and model averaging), buffered pushes with flow control, clocks, and hogwild's
 // shared-memory access (parameter_server.h).
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <atomic>
 #include <charconv>
@@ -19,9 +21,21 @@ namespace tessera {
 
 namespace {
 // A shard's buffered pushes are sent once they hold this many values.
-constexpr std::size_t kFlushValues = 16384;
+constexpr std::size_t kFlushValues = 65536;
 // Push bytes a worker sends a shard between two pings (see SendPush).
 constexpr std::uint64_t kWindowBytes = 32 << 20;
+// Values a pull asks one shard for in one request (1 MiB of doubles).
+constexpr std::size_t kPieceValues = 65536;
+
+// A large answer is written once, page by page: in 2 MiB pages the kernel faults it in 512
+// times less often (transparent huge pages, where the kernel offers them on request).
+void AskForHugePages(void* data, std::size_t bytes) {
+  constexpr std::size_t kHuge = std::size_t{2} << 20;
+  if (bytes < 8 * kHuge) return;
+  const auto begin = (reinterpret_cast<std::uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
+  const auto end = (reinterpret_cast<std::uintptr_t>(data) + bytes) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+}
 }  // namespace
 
 // Values this worker has read, with the shard clock they were served at (+1; 0 = absent).
@@ -196,16 +210,58 @@ struct PsClient::Replica {
 struct PsClient::PendingReply {
   std::shared_ptr<PullFuture::State> state;
   bool ping = false;                   // a flow-control ping: answered by a PsPong
-  std::vector<std::size_t> positions;  // explicit keys: position of each key in the answer
-  std::size_t offset = 0;              // a range: position of its first key
+  std::vector<std::size_t> positions;  // position of each key's values in the answer, or
+  std::size_t offset = 0;              // when empty: of the first key's, the rest following
   TableKeys asked;                     // what the answer holds values of
+};
+
+// The keys a pull asks one shard for, and where each one's values go in the answer. While they
+// are consecutive keys of the caller's list (keys in one shard's range, none served from the
+// cache) only their first index and count are kept.
+struct PsClient::Asked {
+  std::size_t first = 0, n = 0;  // the caller's keys [first, first + n), until `listed`
+  bool listed = false;
+  std::vector<Key> keys;               // once listed: every key
+  std::vector<std::size_t> positions;  // and the position of its values in the answer
+  std::size_t size() const { return listed ? keys.size() : n; }
+  void Add(std::span<const Key> all, std::size_t i, int dim) {
+    if (!listed) {
+      if (n == 0) first = i;
+      if (i == first + n) {
+        ++n;
+        return;
+      }
+      listed = true;
+      keys.assign(all.begin() + first, all.begin() + first + n);
+      positions.reserve(n + 1);
+      for (std::size_t j = first; j < first + n; ++j) positions.push_back(j * dim);
+    }
+    keys.push_back(all[i]);
+    positions.push_back(i * dim);
+  }
+  // Keys [from, from + count) of those asked, as one request's `keys` answered into `p`.
+  void Piece(std::span<const Key> all, std::size_t from, std::size_t count, std::vector<Key>& out,
+             PendingReply& p, int dim) {
+    if (!listed) {
+      out.assign(all.begin() + first + from, all.begin() + first + from + count);
+      p.offset = (first + from) * static_cast<std::size_t>(dim);
+    } else if (from == 0 && count == keys.size()) {
+      out = std::move(keys);
+      p.positions = std::move(positions);
+    } else {
+      out.assign(keys.begin() + from, keys.begin() + from + count);
+      p.positions.assign(positions.begin() + from, positions.begin() + from + count);
+    }
+  }
 };
 
 PsClient::PsClient(ParameterServer* ps, int worker)
     : ps_(ps), worker_(worker), rank_(ps->WorkerRank(worker)) {
   windows_.resize(ps->servers_);
   outgoing_.resize(ps->specs_.size());
-  key_lists_.assign(ps->specs_.size(), std::vector<KeyListCache>(ps->servers_));
+  for (const TableSpec& spec : ps->specs_) {
+    key_lists_.emplace_back(ps->servers_, KeyListCache(spec.communication.key_cache_keys));
+  }
   pushes_sent_.assign(ps->servers_, 0);
   read_staleness_.assign(ps->specs_.size(), 0);
   stats_.staleness.assign(ps->specs_.size() * kStalenessBuckets, 0);
@@ -257,10 +313,11 @@ Status PsClient::SendPushes(TableId table, int shard) {
   msg::PsPush m;
   m.table = table;
   m.keys = std::move(out.keys);
-  m.values = Eigen::Map<const Eigen::VectorXd>(out.values.data(),
-                                               static_cast<Eigen::Index>(out.values.size()));
+  out.values.conservativeResize(static_cast<Eigen::Index>(out.used));  // shrinks in place
+  m.values = std::move(out.values);
   out.keys.clear();
-  out.values.clear();
+  out.values = Eigen::VectorXd();
+  out.used = 0;
   return SendPush(shard, std::move(m));
 }
 
@@ -496,15 +553,24 @@ Status PsClient::Push(TableId table, std::span<const Key> keys, std::span<const 
       ++i;
       continue;
     }
+    // The run of keys from i on that shard s owns, as far as its buffer takes them.
     Outgoing& out = outgoing_[table][s];
-    out.keys.push_back(keys[i]);
-    if (dim == 1) {
-      out.values.push_back(values[i]);
-    } else {
-      out.values.insert(out.values.end(), values.begin() + i * dim, values.begin() + (i + 1) * dim);
+    const KeyRange owned = ranges[s];
+    const std::size_t room = std::max<std::size_t>(1, (kFlushValues - out.used) / dim);
+    // (read-my-writes tables add each key to the cache above: one key at a time)
+    const std::size_t last = spec.read_my_writes ? i + 1 : std::min(keys.size(), i + room);
+    std::size_t j = i + 1;
+    while (j < last && keys[j] >= owned.begin && keys[j] < owned.end) ++j;
+    out.keys.insert(out.keys.end(), keys.begin() + i, keys.begin() + j);
+    const std::size_t add = (j - i) * dim;
+    if (static_cast<std::size_t>(out.values.size()) < out.used + add) {
+      out.values.conservativeResize(
+          static_cast<Eigen::Index>(std::max(kFlushValues, out.used + add)));
     }
-    if (out.values.size() >= kFlushValues) TESSERA_RETURN_IF_ERROR(SendPushes(table, s));
-    ++i;
+    std::memcpy(out.values.data() + out.used, values.data() + i * dim, add * sizeof(double));
+    out.used += add;
+    if (out.used >= kFlushValues) TESSERA_RETURN_IF_ERROR(SendPushes(table, s));
+    i = j;
   }
   if (aggregates_[table]) return SendAggregated(table, false);
   return Status::Ok();
@@ -598,6 +664,7 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
     }
   }
   st.values.resize(static_cast<Eigen::Index>(count * dim));
+  AskForHugePages(st.values.data(), count * dim * sizeof(double));
   stats_.pulled_values += count * dim;
   auto key_at = [&](std::size_t i) { return range ? range->begin + i : keys[i]; };
 
@@ -626,8 +693,7 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
   st.counted = !exact_reads_;
   st.reader_clock = clock_;
   // Per shard: the keys to request and their positions in the answer.
-  std::vector<std::vector<Key>> ask(ps_->servers_);
-  std::vector<std::vector<std::size_t>> ask_pos(ps_->servers_);
+  std::vector<Asked> ask(ps_->servers_);
   std::vector<KeyRange> ask_range(ps_->servers_);
   const auto& ranges = ps_->ranges_[table];
 
@@ -655,55 +721,71 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
         ask_range[s] = {b, e};
       }
     }
+  } else if (!cache && ranges.size() == 1) {  // every key to the one shard, in order
+    Key highest = 0;
+    for (Key k : keys) highest = std::max(highest, k);
+    if (count > 0 && highest >= spec.num_keys) {
+      st.status = ps_->ShardOf(table, highest).status();
+      return f;
+    }
+    ask[0].n = count;
   } else {
+    const bool one_shard = ranges.size() == 1;
     for (std::size_t i = 0; i < count; ++i) {
-      auto shard = ps_->ShardOf(table, keys[i]);
-      if (!shard.ok()) {
-        st.status = shard.status();
+      const Key k = keys[i];
+      if (k >= spec.num_keys) {
+        st.status = ps_->ShardOf(table, k).status();
         return f;
       }
+      const int s = one_shard ? 0 : ShardIn(ranges, k);
       if (cache) {
-        if (const double* row = cache->Fresh(keys[i], *shard, st.required)) {
+        if (const double* row = cache->Fresh(k, s, st.required)) {
           std::memcpy(st.values.data() + i * dim, row, dim * sizeof(double));
           ++stats_.cache_hits;
-          st.served = std::min(st.served, cache->ServedAt(keys[i], *shard));
+          st.served = std::min(st.served, cache->ServedAt(k, s));
           continue;
         }
-        if (eager && cache->Has(keys[i])) {
-          st.awaiting.push_back({keys[i], 1, i * dim});
+        if (eager && cache->Has(k)) {
+          st.awaiting.push_back({k, 1, i * dim});
           continue;
         }
       }
-      ask[*shard].push_back(keys[i]);
-      ask_pos[*shard].push_back(i * dim);
+      ask[s].Add(keys, i, dim);
     }
   }
 
   for (int s = 0; s < ps_->servers_; ++s) {
-    if (ask[s].empty() && ask_range[s].size() == 0) continue;
+    const std::size_t asked = ask_range[s].size() > 0 ? ask_range[s].size() : ask[s].size();
+    if (asked == 0) continue;
     // A request must be answered after this worker's earlier pushes to the shard.
     st.status = SendPushes(table, s);
     if (!st.status.ok()) return f;
-    msg::PsPull m;
-    m.table = table;
-    m.request = next_request_++;
-    m.clock = st.required;
-    PendingReply pending;
-    pending.state = f.state_;
-    if (!ask[s].empty()) {
-      m.keys = std::move(ask[s]);
-      pending.positions = std::move(ask_pos[s]);
-    } else {
-      m.range = ask_range[s];
-      pending.offset = (ask_range[s].begin - range->begin) * dim;
+    // In pieces of at most kPieceValues values: the shard answers one piece while the next
+    // travels, and no message outgrows the buffers the heap keeps.
+    const std::size_t piece =
+        std::max<std::size_t>(1, kPieceValues / static_cast<std::size_t>(dim));
+    for (std::size_t first = 0; first < asked; first += piece) {
+      const std::size_t n = std::min(piece, asked - first);
+      msg::PsPull m;
+      m.table = table;
+      m.request = next_request_++;
+      m.clock = st.required;
+      PendingReply pending;
+      pending.state = f.state_;
+      if (ask_range[s].size() > 0) {
+        m.range = {ask_range[s].begin + first, ask_range[s].begin + first + n};
+        pending.offset = (m.range.begin - range->begin) * dim;
+      } else {
+        ask[s].Piece(keys, first, n, m.keys, pending, dim);
+      }
+      pending.asked = m;
+      if (spec.communication.key_lists) key_lists_[table][s].Compress(m);
+      pending_.emplace(m.request, std::move(pending));
+      ++st.outstanding;
+      ++stats_.pull_requests;
+      st.status = SendCounted(ps_->ShardRank(s), Message(rank_, std::move(m)));
+      if (!st.status.ok()) return f;
     }
-    pending.asked = m;
-    if (spec.communication.key_lists) key_lists_[table][s].Compress(m);
-    pending_.emplace(m.request, std::move(pending));
-    ++st.outstanding;
-    ++stats_.pull_requests;
-    st.status = SendCounted(ps_->ShardRank(s), Message(rank_, std::move(m)));
-    if (!st.status.ok()) return f;
   }
   return f;
 }
@@ -772,10 +854,8 @@ Status PsClient::Handle(Message& received) {
   TESSERA_RETURN_IF_ERROR(ps_->UnpackFrom(from, m, m.values, m.packed));
   const auto n = static_cast<std::size_t>(m.values.size());
   const auto total = static_cast<std::size_t>(p.state->values.size());
-  const std::size_t expected = p.positions.empty()
-                                   ? total - std::min(p.offset, total)
-                                   : p.positions.size() * static_cast<std::size_t>(p.state->dim);
-  if (p.positions.empty() ? n > expected : n != expected) {
+  const std::size_t expected = m.count() * static_cast<std::size_t>(p.state->dim);
+  if (n != expected || (p.positions.empty() && (p.offset > total || n > total - p.offset))) {
     return InvalidArgument("worker " + std::to_string(worker_) + ": rank " + std::to_string(from) +
                            " answered request " + std::to_string(m.request) + " with " +
                            std::to_string(n) + " values where " + std::to_string(expected) +

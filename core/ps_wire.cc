@@ -1,5 +1,6 @@
 #include "tessera/core/ps_wire.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstring>
 
@@ -17,12 +18,24 @@ StatusOr<Communication> Communication::Parse(std::string_view text) {
       c.sparse_values = true;
     } else if (item == "keys") {
       c.key_lists = true;
+    } else if (item.starts_with("keys:")) {
+      const std::string_view n = item.substr(5);
+      std::uint64_t keys = 0;
+      const auto [end, ec] = std::from_chars(n.data(), n.data() + n.size(), keys);
+      if (ec != std::errc() || end != n.data() + n.size() || keys < KeyListCache::kMinKeys ||
+          keys > (std::uint64_t{1} << 32)) {
+        return InvalidArgument("communication '" + std::string(text) + "': '" + std::string(item) +
+                               "' needs a key count from " +
+                               std::to_string(KeyListCache::kMinKeys) + " to 2^32");
+      }
+      c.key_lists = true;
+      c.key_cache_keys = keys;
     } else if (item == "f32") {
       c.float_values = true;
     } else {
-      return InvalidArgument("communication '" + std::string(text) + "': unknown feature '" +
-                             std::string(item) +
-                             "' (want 'none' or a comma-separated list of sparse, keys, f32)");
+      return InvalidArgument(
+          "communication '" + std::string(text) + "': unknown feature '" + std::string(item) +
+          "' (want 'none' or a comma-separated list of sparse, keys or keys:N, f32)");
     }
     start = comma + 1;
   }
@@ -36,6 +49,9 @@ std::string Communication::ToString() const {
     if (!on) continue;
     if (!s.empty()) s += ',';
     s += name;
+    if (name == std::string_view("keys") && key_cache_keys != kDefaultKeyCacheKeys) {
+      s += ':' + std::to_string(key_cache_keys);
+    }
   }
   return s.empty() ? "none" : s;
 }
@@ -98,14 +114,28 @@ Status UnpackValues(Eigen::VectorXd& values, PackedValues& p, std::size_t expect
 namespace {
 
 // 64-bit hash of a key list (never 0, which means "no list").
+std::uint64_t Mix(std::uint64_t h, Key k) {
+  h ^= k + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+  h *= 0xff51afd7ed558ccdULL;
+  return h ^ (h >> 33);
+}
+
+// A list's identity. Eight independent lanes of one multiply each per key, so that neighbouring
+// keys' work overlaps, and a full mix of the lanes at the end. The caches stay equal on both
+// sides whatever the hash: a sender uses a list's hash only when the list it holds under that
+// hash is the same list, so a collision costs a miss, never a wrong list.
 std::uint64_t HashKeys(const std::vector<Key>& keys) {
-  std::uint64_t h = 0x9e3779b97f4a7c15ULL ^ keys.size();
-  for (Key k : keys) {
-    h ^= k + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
+  constexpr int kLanes = 8;
+  std::uint64_t h[kLanes];
+  for (int l = 0; l < kLanes; ++l) h[l] = 0x9e3779b97f4a7c15ULL * (l + 1);
+  const std::size_t n = keys.size(), whole = n - n % kLanes;
+  for (std::size_t i = 0; i < whole; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) h[l] = (h[l] ^ keys[i + l]) * 0xff51afd7ed558ccdULL;
   }
-  return h == 0 ? 1 : h;
+  std::uint64_t out = Mix(0x9e3779b97f4a7c15ULL, n);
+  for (std::size_t i = whole; i < n; ++i) out = Mix(out, keys[i]);
+  for (int l = 0; l < kLanes; ++l) out = Mix(out, h[l] ^ (h[l] >> 29));
+  return out == 0 ? 1 : out;
 }
 
 }  // namespace

@@ -7,7 +7,10 @@
 //           with few nonzeros); lossless.
 //   keys    key-list caching: a worker's list of keys that its shard has seen from it before
 //           travels as the list's 64-bit hash (a batch's keys repeat every epoch, and a push
-//           follows the pull of the same keys); lossless.
+//           follows the pull of the same keys); lossless. `keys:N` holds up to N keys of
+//           lists per worker, shard and table on each side (default 2^19, 4 MiB); lists beyond
+//           it are forgotten least recently used first, so a working set larger than N keys
+//           never hits.
 //   f32     values travel as 32-bit floats (rounded by the sender; integers up to 2^24 and
 //           anything already a float pass exactly); lossy.
 //
@@ -31,11 +34,13 @@ struct Communication {
   bool sparse_values = true;
   bool key_lists = true;
   bool float_values = false;
+  std::uint64_t key_cache_keys = kDefaultKeyCacheKeys;  // keys:N
+  static constexpr std::uint64_t kDefaultKeyCacheKeys = std::uint64_t{1} << 19;
   // Bandwidth-managed consistency models (sspaggr:S): what a worker may send one table's shards
   // between clocks, per interval.
   std::uint64_t budget_bytes = 256 << 10;
   double interval_seconds = 0.005;
-  // "none", or a comma-separated subset of "sparse", "keys", "f32".
+  // "none", or a comma-separated subset of "sparse", "keys" (or "keys:N"), "f32".
   static StatusOr<Communication> Parse(std::string_view text);
   std::string ToString() const;
 };
@@ -53,7 +58,8 @@ Status UnpackValues(Eigen::VectorXd& values, PackedValues& p, std::size_t expect
 class KeyListCache {
  public:
   static constexpr std::size_t kMinKeys = 16;
-  explicit KeyListCache(std::size_t capacity = std::size_t{1} << 19) : capacity_(capacity) {}
+  explicit KeyListCache(std::size_t capacity = Communication::kDefaultKeyCacheKeys)
+      : capacity_(capacity) {}
   // Sender: a list the receiver holds leaves as its hash (`at.keys` emptied, `at.key_list` set).
   void Compress(TableKeys& at);
   // Receiver: the keys of `at.key_list` back in `at.keys`; an error for a hash it does not hold.

@@ -106,7 +106,10 @@ Status FromWire(const wire::Committed& w, Committed& c) {
 
 template <typename W>
 void OptionalToWire(const std::optional<Committed>& c, W& w) {
-  if (c) w.__set_committed(ToWire(*c));
+  if (c) {
+    w.committed = ToWire(*c);  // moved in: Thrift's __set_ copies
+    w.__isset.committed = true;
+  }
 }
 
 template <typename W>
@@ -352,8 +355,11 @@ Status BodyFromWire(W& w, M& m) {
   return OwnFromWire(w, m);
 }
 
-#define TESSERA_SET_BODY(Type, member) \
-  void SetBody(wire::Body& w, const msg::Type& m) { w.__set_##member(BodyToWire<wire::Type>(m)); }
+#define TESSERA_SET_BODY(Type, member)              \
+  void SetBody(wire::Body& w, const msg::Type& m) { \
+    w.member = BodyToWire<wire::Type>(m);           \
+    w.__isset.member = true;                        \
+  }
 TESSERA_MESSAGE_BODIES(TESSERA_SET_BODY)
 #undef TESSERA_SET_BODY
 
@@ -419,12 +425,14 @@ std::string Serialize(const wire::Frame& f) {
 wire::Frame MessagesFrame(std::span<const Message> messages) {
   wire::Frame f;
   if (messages.size() == 1) {
-    f.__set_message(ToWire(messages[0]));
+    f.message = ToWire(messages[0]);  // moved in: Thrift's __set_ copies every packed field
+    f.__isset.message = true;
   } else {
     std::vector<wire::Message> batch;
     batch.reserve(messages.size());
     for (const Message& m : messages) batch.push_back(ToWire(m));
-    f.__set_batch(std::move(batch));
+    f.batch = std::move(batch);
+    f.__isset.batch = true;
   }
   return f;
 }

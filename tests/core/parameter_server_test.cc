@@ -1278,6 +1278,16 @@ TEST(CommunicationTest, ParsesFeatureLists) {
   EXPECT_EQ(Communication::Parse("none")->ToString(), "none");
   EXPECT_EQ(Communication::Parse("f32")->ToString(), "f32");
   EXPECT_EQ(Communication().ToString(), "sparse,keys");  // the default: lossless
+  auto big_cache = Communication::Parse("sparse,keys:4000000");
+  ASSERT_TRUE(big_cache.ok());
+  EXPECT_TRUE(big_cache->key_lists);
+  EXPECT_EQ(big_cache->key_cache_keys, 4000000u);
+  EXPECT_EQ(big_cache->ToString(), "sparse,keys:4000000");
+  EXPECT_EQ(Communication::Parse("keys:524288")->ToString(), "keys");  // the default size
+  for (const char* bad : {"keys:3", "keys:", "keys:1e6", "keys:-5", "keys:99999999999"}) {
+    EXPECT_THAT(Communication::Parse(bad).status().message(), HasSubstr("needs a key count"))
+        << bad;
+  }
   EXPECT_THAT(Communication::Parse("sparse,zip").status().message(),
               HasSubstr("unknown feature 'zip'"));
   EXPECT_FALSE(Communication::Parse("").ok());
