@@ -11,10 +11,12 @@
 //               its one worker in the other process, against the same engine in-process.
 //   ps          parameter-server push and pull of `--ps-keys` keys with one value each: a
 //               dense table on one shard in process 1, its one worker in process 0 (asp, the
-//               `add` updater), keys 0..N-1 sent as explicit key lists. A push is timed until
-//               the shard has applied it (a one-key pull queued behind it has been answered),
-//               a pull until its values are back. Next to it: raw loopback moving the same
-//               payload (8-byte key + 8-byte value per key) in 1 MiB writes.
+//               `add` updater: pushes are added into the table, pulls read it), keys 0..N-1
+//               sent as explicit key lists, under each `--communication` setting in turn. A
+//               push is timed until the shard has applied it (a one-key pull queued behind it
+//               has been answered), a pull until its values are back; the first push and pull
+//               after connecting and the second ones. Beside them: ps-lite's own benchmark
+//               (`--ps-lite`), else raw loopback moving 16 bytes per key in 1 MiB writes.
 // Every frame of the transport is sealed (AES-256-GCM, net/auth.h); both throughput rows are
 // measured again with --insecure (frames authenticated, not encrypted), and a "sealed" row
 // compares the two.
@@ -23,6 +25,7 @@
 // the median and the minimum of the ratios.
 //
 //   build/release/bench/net_bench [--repeats 5] [--mbytes 512] [--message 8192]
+//       [--ps-only] [--ps-keys 10000000] [--communication 'A;B'] [--ps-lite PATH]
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -31,6 +34,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -56,8 +60,9 @@ struct Flags {
   std::uint64_t ps_keys = 10'000'000;  // keys per parameter-server push and pull
   // The table's managed communication; several settings, separated by ';', are measured in
   // turn (the peer process gets one).
-  std::string communication = "sparse,keys;none;sparse,keys:16777216";
+  std::string communication = "sparse,keys;none;f32;sparse,keys:16777216";
   bool ps_only = false;  // only the parameter server's rows
+  std::string ps_lite;   // ps-lite's kv_app_benchmark_test, if given
 };
 
 double Median(std::vector<double> v) {
@@ -349,10 +354,12 @@ double EngineRound(const Flags& f, bool tcp, Transport* peer = nullptr) {
   });
 }
 
-// Keys per second of one push and one pull of f.ps_keys keys (see the header). The shard's
-// process runs the same start and shutdown with `peer` set.
+// Keys per second of pushes and pulls of f.ps_keys keys (see the header): the first push and
+// pull after the processes connect, as ps-lite's benchmark times them, and the second ones,
+// when the key-list cache may know the lists. The shard's process runs the same start and
+// shutdown with `peer` set.
 struct PsRates {
-  double push = 0, pull = 0;
+  double push[2] = {0, 0}, pull[2] = {0, 0};  // [first, second]
 };
 
 PsRates PsPushPull(const Flags& f, Transport* peer = nullptr) {
@@ -378,23 +385,17 @@ PsRates PsPushPull(const Flags& f, Transport* peer = nullptr) {
         for (std::size_t i = 0; i < keys.size(); ++i) keys[i] = i;
         std::vector<double> values(keys.size(), 0.5);
         const Key first = 0;
-        auto push = [&] {
+        for (int round = 0; round < 2; ++round) {
+          Stopwatch push_time;
           TESSERA_CHECK(c.Push(0, keys, values).ok());
           TESSERA_CHECK(c.Flush().ok());
           TESSERA_CHECK(c.Pull(0, std::span<const Key>(&first, 1)).Get().ok());
-        };
-        auto pull = [&] {
+          rates.push[round] = static_cast<double>(f.ps_keys) / push_time.Seconds();
+          Stopwatch pull_time;
           auto v = c.Pull(0, keys).Get();
           TESSERA_CHECK(v.ok() && static_cast<std::uint64_t>(v->size()) == f.ps_keys);
-        };
-        push();  // warm: buffers, pages and connections
-        pull();
-        Stopwatch sw;
-        push();
-        rates.push = static_cast<double>(f.ps_keys) / sw.Seconds();
-        Stopwatch pull_time;
-        pull();
-        rates.pull = static_cast<double>(f.ps_keys) / pull_time.Seconds();
+          rates.pull[round] = static_cast<double>(f.ps_keys) / pull_time.Seconds();
+        }
         TESSERA_CHECK(t.Send((*ps)->ShardRank(0), Message((*ps)->WorkerRank(0), msg::Stop{})).ok());
         return 0.0;
       });
@@ -405,6 +406,38 @@ PsRates PsPushPull(const Flags& f, Transport* peer = nullptr) {
   };
   if (peer) return run(*peer, 1);
   return TwoProcesses(f, "ps", run);
+}
+
+// ps-lite's own benchmark (its tests/test_kv_app_benchmark.cc, built by its CMake: 10 M keys,
+// float values, a server whose handler answers without storing): a scheduler, a server and a
+// worker process on loopback, started as its tests/local.sh starts them; the worker's first
+// push and first pull, as it times and prints them. Keys per second.
+PsRates PsLite(const std::string& binary) {
+  auto port = net::FreePort();
+  TESSERA_CHECK(port.ok()) << port.status().ToString();
+  const std::string env =
+      "DMLC_NUM_SERVER=1 DMLC_NUM_WORKER=1 DMLC_PS_ROOT_URI=127.0.0.1 "
+      "DMLC_PS_ROOT_PORT=" +
+      std::to_string(*port);
+  const std::string cmd = "(" + env + " DMLC_ROLE=scheduler '" + binary + "' & " + env +
+                          " DMLC_ROLE=server '" + binary + "' & " + env + " DMLC_ROLE=worker '" +
+                          binary + "'; wait) 2>&1";
+  FILE* out = popen(cmd.c_str(), "r");
+  TESSERA_CHECK(out != nullptr) << "cannot run " << binary;
+  std::string text;
+  char buf[4096];
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, out)) text.append(buf, n);
+  TESSERA_CHECK(pclose(out) == 0) << binary << " failed:\n" << text;
+  auto ms = [&](const std::string& what) {
+    const std::size_t at = text.find(what + " average time cost: ");
+    TESSERA_CHECK(at != std::string::npos) << "no '" << what << "' time from " << binary << ":\n"
+                                           << text;
+    return std::stod(text.substr(at + what.size() + 20));
+  };
+  PsRates r;
+  r.push[0] = 1e7 / (ms("Push") * 1e-3);
+  r.pull[0] = 1e7 / (ms("Pull") * 1e-3);
+  return r;
 }
 
 void Row(const char* what, const char* unit, double scale, const std::vector<double>& ours,
@@ -437,6 +470,8 @@ int main(int argc, char** argv) {
   app.add_option("--ps-keys", f.ps_keys, "Keys per parameter-server push and pull (0: skip)")
       ->capture_default_str();
   app.add_flag("--ps-only", f.ps_only, "Only the parameter server's push and pull");
+  app.add_option("--ps-lite", f.ps_lite,
+                 "ps-lite's tests/kv_app_benchmark_test (built by its CMake), measured beside");
   app.add_option("--communication", f.communication,
                  "The parameter-server table's managed communication (core/ps_wire.h); "
                  "settings separated by ';' are measured in turn")
@@ -470,7 +505,13 @@ int main(int argc, char** argv) {
     wires.push_back(f.communication.substr(start, end - start));
     start = end + 1;
   }
-  std::vector<std::vector<double>> ps_push(wires.size()), ps_pull(wires.size());
+  std::vector<std::array<std::vector<double>, 2>> ps_push(wires.size()), ps_pull(wires.size());
+  std::vector<double> ps_lite_push, ps_lite_pull;
+  if (!f.ps_lite.empty() && f.ps_keys != 10'000'000) {
+    std::printf("ps-lite skipped: its benchmark moves 10000000 keys, not --ps-keys %llu\n",
+                static_cast<unsigned long long>(f.ps_keys));
+    f.ps_lite.clear();
+  }
   // Raw loopback moving a push's payload (a key and a value per key) in 1 MiB writes.
   Flags ps_bytes = f;
   ps_bytes.message = 131072;
@@ -483,12 +524,19 @@ int main(int argc, char** argv) {
   for (int r = 0; r < f.repeats; ++r) {
     if (f.ps_keys > 0) {
       ps_raw.push_back(RawThroughput(ps_bytes) / 16);
+      if (!f.ps_lite.empty()) {
+        const PsRates rates = PsLite(f.ps_lite);
+        ps_lite_push.push_back(rates.push[0]);
+        ps_lite_pull.push_back(rates.pull[0]);
+      }
       for (std::size_t c = 0; c < wires.size(); ++c) {
         Flags one = f;
         one.communication = wires[c];
         const PsRates rates = PsPushPull(one);
-        ps_push[c].push_back(rates.push);
-        ps_pull[c].push_back(rates.pull);
+        for (int round = 0; round < 2; ++round) {
+          ps_push[c][round].push_back(rates.push[round]);
+          ps_pull[c][round].push_back(rates.pull[round]);
+        }
       }
     }
     if (f.ps_only) continue;
@@ -525,8 +573,19 @@ int main(int argc, char** argv) {
   for (std::size_t c = 0; c < wires.size() && f.ps_keys > 0; ++c) {
     std::printf("%-12s (parameter server, %llu keys of one value, --communication %s)\n", "",
                 static_cast<unsigned long long>(f.ps_keys), wires[c].c_str());
-    Row("ps push", "Mk/s", 1e-6, ps_push[c], ps_raw, true, "raw TCP, 16 B/key");
-    Row("ps pull", "Mk/s", 1e-6, ps_pull[c], ps_raw, true, "raw TCP, 16 B/key");
+    const char* names[2][2] = {{"push first", "pull first"}, {"push again", "pull again"}};
+    for (int round = 0; round < 2; ++round) {
+      if (f.ps_lite.empty()) {
+        Row(names[round][0], "Mk/s", 1e-6, ps_push[c][round], ps_raw, true, "raw TCP, 16 B/key");
+        Row(names[round][1], "Mk/s", 1e-6, ps_pull[c][round], ps_raw, true, "raw TCP, 16 B/key");
+      } else {
+        Row(names[round][0], "Mk/s", 1e-6, ps_push[c][round], ps_lite_push, true, "ps-lite, first");
+        Row(names[round][1], "Mk/s", 1e-6, ps_pull[c][round], ps_lite_pull, true, "ps-lite, first");
+      }
+    }
+  }
+  if (f.ps_keys > 0 && f.ps_lite.empty()) {
+    std::printf("ps-lite skipped: give --ps-lite PATH/kv_app_benchmark_test to measure it\n");
   }
   std::printf("(ratios: tessera / peer for throughput, peer / tessera for times)\n");
   return 0;
