@@ -760,10 +760,14 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
     // A request must be answered after this worker's earlier pushes to the shard.
     st.status = SendPushes(table, s);
     if (!st.status.ok()) return f;
-    // In pieces of at most kPieceValues values: the shard answers one piece while the next
-    // travels, and no message outgrows the buffers the heap keeps.
+    // Encoded messages (between processes) go in pieces of at most kPieceValues values: the
+    // shard answers one piece while the next travels, and no message outgrows the buffers the
+    // heap keeps. Where messages pass as objects nothing travels: one request, whose answer
+    // becomes the result without a copy.
     const std::size_t piece =
-        std::max<std::size_t>(1, kPieceValues / static_cast<std::size_t>(dim));
+        ps_->transport_->passes_objects()
+            ? asked
+            : std::max<std::size_t>(1, kPieceValues / static_cast<std::size_t>(dim));
     for (std::size_t first = 0; first < asked; first += piece) {
       const std::size_t n = std::min(piece, asked - first);
       msg::PsPull m;
