@@ -21,11 +21,11 @@ namespace tessera {
 
 namespace {
 // A shard's buffered pushes are sent once they hold this many values.
-constexpr std::size_t kFlushValues = 65536;
+constexpr std::size_t kFlushValues = 16384;
 // Push bytes a worker sends a shard between two pings (see SendPush).
 constexpr std::uint64_t kWindowBytes = 32 << 20;
 // Values a pull asks one shard for in one request (1 MiB of doubles).
-constexpr std::size_t kPieceValues = 65536;
+constexpr std::size_t kPieceValues = 16384;
 
 // A large answer is written once, page by page: in 2 MiB pages the kernel faults it in 512
 // times less often (transparent huge pages, where the kernel offers them on request).
