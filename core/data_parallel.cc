@@ -235,7 +235,6 @@ class Worker {
           }
         }
         if (!plan_.EndsClock(opts_.frequency, b)) continue;
-        TESSERA_RETURN_IF_ERROR(client_.Clock());
         ++clocks;
         const bool last = epoch + 1 == opts_.max_epochs && b + 1 == plan_.batches_per_epoch;
         const bool epoch_end = b + 1 == plan_.batches_per_epoch;
@@ -243,6 +242,9 @@ class Worker {
                              ? epoch_end && (epoch + 1) % opts_.evaluate_every_epochs == 0
                          : opts_.evaluate_every == 0 ? epoch_end
                                                      : clocks % opts_.evaluate_every == 0;
+        // An evaluated model holds every change a push filter held back.
+        if (last || due) TESSERA_RETURN_IF_ERROR(client_.ReleaseHeld());
+        TESSERA_RETURN_IF_ERROR(client_.Clock());
         if (last || due) {
           TESSERA_ASSIGN_OR_RETURN(bool stop, Evaluate());
           if (stop) return Status::Ok();

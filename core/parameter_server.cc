@@ -36,6 +36,14 @@ Status TableSpec::Validate(int servers, bool in_process) const {
                            "read_my_writes needs the 'add' updater, consistency bsp, ssp:S or "
                            "essp:S, and no model averaging");
   }
+  if (communication.significant > 0 &&
+      (!consistency.cached() || model_averaging || consistency.policy().bandwidth_managed())) {
+    return InvalidArgument(t +
+                           "communication 'significant' compares a change with the key as "
+                           "the worker read it: it needs a model whose workers cache their "
+                           "reads (bsp, sbp:B, ssp:S, essp:S, sparsessp:S), and no model "
+                           "averaging");
+  }
   if (consistency.policy().shared_memory()) {
     if (sum_per_clock) {
       return InvalidArgument(t +

@@ -288,6 +288,9 @@ class PsClient {
   Status Flush();
   // Ends the current clock: flushes, then tells every shard.
   Status Clock();
+  // Sends every change the significantly-modified filter (Communication::significant) holds,
+  // then flushes. The data-parallel engine calls it before the clock of each evaluation.
+  Status ReleaseHeld();
   // Waits for the next message that is not parameter-server traffic (engine control), handling
   // replies and refreshes that arrive meanwhile.
   StatusOr<Message> ReceiveControl();
@@ -314,6 +317,11 @@ class PsClient {
   PsClient(ParameterServer* ps, int worker);
   PullFuture StartPull(TableId table, std::span<const Key> keys, const KeyRange* range);
   Status SendPushes(TableId table, int shard);
+  // Appends keys and their values (dim each) to the shard's push buffer, sending it when full.
+  Status Buffer(TableId table, int shard, std::span<const Key> keys, const double* values);
+  // The significantly-modified filter: whether `change` of `key` is large against the key's row
+  // as this worker last read it (true when it has not read it).
+  bool Significant(TableId table, Key key, const double* change) const;
   // Bandwidth-managed tables: once per interval, the summed pushes that fit the budget, most
   // changed first; everything when `all`.
   Status SendAggregated(TableId table, bool all);
@@ -359,7 +367,9 @@ class PsClient {
   std::vector<std::unique_ptr<Replica>> replicas_;    // [table]; null without model averaging
   struct Aggregate;
   std::vector<std::unique_ptr<Aggregate>> aggregates_;  // [table]; null unless bandwidth-managed
-  std::uint64_t push_bytes_ = 0;                        // payload of every push sent
+  // [table]: changes the significantly-modified filter holds back; null without the filter.
+  std::vector<std::unique_ptr<Aggregate>> held_;
+  std::uint64_t push_bytes_ = 0;  // payload of every push sent
   std::unordered_map<std::uint64_t, PendingReply> pending_;
   std::vector<Message> control_;  // control messages that arrived while waiting for a reply
   std::vector<double> hogwild_value_, hogwild_state_;  // scratch for hogwild updates

@@ -294,6 +294,13 @@ PsClient::PsClient(ParameterServer* ps, int worker)
     } else {
       aggregates_.push_back(nullptr);
     }
+    if (spec.communication.significant > 0) {
+      auto held = std::make_unique<Aggregate>();
+      held->dim = spec.dim;
+      held_.push_back(std::move(held));
+    } else {
+      held_.push_back(nullptr);
+    }
     if (spec.model_averaging) {
       auto replica = std::make_unique<Replica>();
       replica->dim = spec.dim;
@@ -523,6 +530,51 @@ void PsClient::HogwildPush(TableId table, int shard, Key first, std::size_t coun
   }
 }
 
+Status PsClient::Buffer(TableId table, int shard, std::span<const Key> keys, const double* values) {
+  Outgoing& out = outgoing_[table][shard];
+  const std::size_t add = keys.size() * static_cast<std::size_t>(ps_->specs_[table].dim);
+  out.keys.insert(out.keys.end(), keys.begin(), keys.end());
+  if (static_cast<std::size_t>(out.values.size()) < out.used + add) {
+    out.values.conservativeResize(
+        static_cast<Eigen::Index>(std::max(kFlushValues, out.used + add)));
+  }
+  std::memcpy(out.values.data() + out.used, values, add * sizeof(double));
+  out.used += add;
+  if (out.used >= kFlushValues) return SendPushes(table, shard);
+  return Status::Ok();
+}
+
+bool PsClient::Significant(TableId table, Key key, const double* change) const {
+  const Cache* c = caches_[table].get();
+  if (!c || !c->Has(key)) return true;  // nothing to compare with
+  const int dim = c->dim;
+  const double* read = c->values.data() + (c->dense ? key : c->rows.Find(key)) * dim;
+  double largest_change = 0, largest_value = 0;
+  for (int d = 0; d < dim; ++d) {
+    largest_change = std::max(largest_change, std::abs(change[d]));
+    largest_value = std::max(largest_value, std::abs(read[d]));
+  }
+  return largest_change > ps_->specs_[table].communication.significant * largest_value;
+}
+
+Status PsClient::ReleaseHeld() {
+  for (TableId t = 0; t < held_.size(); ++t) {
+    Aggregate* held = held_[t].get();
+    if (!held) continue;
+    const int dim = held->dim;
+    const auto& ranges = ps_->ranges_[t];
+    for (std::size_t r = 0; r < held->keys.size(); ++r) {
+      const double* change = held->sum.data() + r * dim;
+      if (std::all_of(change, change + dim, [](double v) { return v == 0; })) continue;
+      const int s = ranges.size() == 1 ? 0 : ShardIn(ranges, held->keys[r]);
+      TESSERA_RETURN_IF_ERROR(Buffer(t, s, std::span<const Key>(&held->keys[r], 1), change));
+    }
+    *held = Aggregate();
+    held->dim = dim;
+  }
+  return Flush();
+}
+
 Status PsClient::Push(TableId table, std::span<const Key> keys, std::span<const double> values) {
   if (table >= ps_->num_tables()) return InvalidArgument("no table " + std::to_string(table));
   const TableSpec& spec = ps_->specs_[table];
@@ -553,23 +605,25 @@ Status PsClient::Push(TableId table, std::span<const Key> keys, std::span<const 
       ++i;
       continue;
     }
+    if (Aggregate* held = held_[table].get()) {  // the significantly-modified filter
+      held->Add(keys[i], values.data() + i * dim);
+      double* change = held->sum.data() + held->rows.Find(keys[i]) * dim;
+      if (Significant(table, keys[i], change)) {
+        TESSERA_RETURN_IF_ERROR(Buffer(table, s, keys.subspan(i, 1), change));
+        std::fill(change, change + dim, 0.0);
+      }
+      ++i;
+      continue;
+    }
     // The run of keys from i on that shard s owns, as far as its buffer takes them.
-    Outgoing& out = outgoing_[table][s];
     const KeyRange owned = ranges[s];
-    const std::size_t room = std::max<std::size_t>(1, (kFlushValues - out.used) / dim);
+    const std::size_t room =
+        std::max<std::size_t>(1, (kFlushValues - outgoing_[table][s].used) / dim);
     // (read-my-writes tables add each key to the cache above: one key at a time)
     const std::size_t last = spec.read_my_writes ? i + 1 : std::min(keys.size(), i + room);
     std::size_t j = i + 1;
     while (j < last && keys[j] >= owned.begin && keys[j] < owned.end) ++j;
-    out.keys.insert(out.keys.end(), keys.begin() + i, keys.begin() + j);
-    const std::size_t add = (j - i) * dim;
-    if (static_cast<std::size_t>(out.values.size()) < out.used + add) {
-      out.values.conservativeResize(
-          static_cast<Eigen::Index>(std::max(kFlushValues, out.used + add)));
-    }
-    std::memcpy(out.values.data() + out.used, values.data() + i * dim, add * sizeof(double));
-    out.used += add;
-    if (out.used >= kFlushValues) TESSERA_RETURN_IF_ERROR(SendPushes(table, s));
+    TESSERA_RETURN_IF_ERROR(Buffer(table, s, keys.subspan(i, j - i), values.data() + i * dim));
     i = j;
   }
   if (aggregates_[table]) return SendAggregated(table, false);
@@ -598,6 +652,11 @@ Status PsClient::PushRange(TableId table, KeyRange range, std::span<const double
     std::vector<Key> keys(range.size());
     for (std::size_t i = 0; i < keys.size(); ++i) keys[i] = range.begin + i;
     return PushToReplica(table, keys, values);
+  }
+  if (held_[table]) {  // the filter decides key by key
+    std::vector<Key> keys(range.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) keys[i] = range.begin + i;
+    return Push(table, keys, values);
   }
   const int dim = spec.dim;
   stats_.pushed_values += values.size();

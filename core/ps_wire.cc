@@ -2,7 +2,9 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <sstream>
 
 namespace tessera {
 
@@ -32,10 +34,20 @@ StatusOr<Communication> Communication::Parse(std::string_view text) {
       c.key_cache_keys = keys;
     } else if (item == "f32") {
       c.float_values = true;
+    } else if (item.starts_with("significant:")) {
+      const std::string v(item.substr(12));
+      char* end = nullptr;
+      const double theta = v.empty() ? 0 : std::strtod(v.c_str(), &end);
+      if (v.empty() || end != v.c_str() + v.size() || !(theta > 0) || !(theta <= 1e6)) {
+        return InvalidArgument("communication '" + std::string(text) + "': '" + std::string(item) +
+                               "' needs a threshold θ > 0 (a fraction of the key's value)");
+      }
+      c.significant = theta;
     } else {
       return InvalidArgument(
           "communication '" + std::string(text) + "': unknown feature '" + std::string(item) +
-          "' (want 'none' or a comma-separated list of sparse, keys or keys:N, f32)");
+          "' (want 'none' or a comma-separated list of sparse, keys or keys:N, f32, "
+          "significant:θ)");
     }
     start = comma + 1;
   }
@@ -52,6 +64,11 @@ std::string Communication::ToString() const {
     if (name == std::string_view("keys") && key_cache_keys != kDefaultKeyCacheKeys) {
       s += ':' + std::to_string(key_cache_keys);
     }
+  }
+  if (significant > 0) {
+    std::ostringstream theta;
+    theta << significant;
+    s += (s.empty() ? "" : ",") + std::string("significant:") + theta.str();
   }
   return s.empty() ? "none" : s;
 }

@@ -13,6 +13,14 @@
 //           never hits.
 //   f32     values travel as 32-bit floats (rounded by the sender; integers up to 2^24 and
 //           anything already a float pass exactly); lossy.
+//   significant:θ
+//           the significantly-modified filter: a worker sends a key's pushed change only once
+//           the change it has accumulated (largest element) exceeds θ times the key's row as
+//           the worker last read it (largest element); smaller changes stay with the worker,
+//           summed into its later pushes of the key, and every held change goes before the
+//           clock of each evaluation (PsClient::ReleaseHeld), so an evaluated or final model
+//           misses none. Keys the worker has not read are always sent. Needs a model whose
+//           workers cache their reads (not asp or hogwild); lossy between evaluations.
 //
 // Replies to a pull never repeat its keys: the worker knows what it asked.
 #pragma once
@@ -35,12 +43,14 @@ struct Communication {
   bool key_lists = true;
   bool float_values = false;
   std::uint64_t key_cache_keys = kDefaultKeyCacheKeys;  // keys:N
+  double significant = 0;                               // θ of significant:θ; 0: off
   static constexpr std::uint64_t kDefaultKeyCacheKeys = std::uint64_t{1} << 19;
   // Bandwidth-managed consistency models (sspaggr:S): what a worker may send one table's shards
   // between clocks, per interval.
   std::uint64_t budget_bytes = 256 << 10;
   double interval_seconds = 0.005;
-  // "none", or a comma-separated subset of "sparse", "keys" (or "keys:N"), "f32".
+  // "none", or a comma-separated subset of "sparse", "keys" (or "keys:N"), "f32",
+  // "significant:θ".
   static StatusOr<Communication> Parse(std::string_view text);
   std::string ToString() const;
 };

@@ -1284,6 +1284,15 @@ TEST(CommunicationTest, ParsesFeatureLists) {
   EXPECT_EQ(big_cache->key_cache_keys, 4000000u);
   EXPECT_EQ(big_cache->ToString(), "sparse,keys:4000000");
   EXPECT_EQ(Communication::Parse("keys:524288")->ToString(), "keys");  // the default size
+  auto filtered = Communication::Parse("sparse,significant:0.05");
+  ASSERT_TRUE(filtered.ok());
+  EXPECT_EQ(filtered->significant, 0.05);
+  EXPECT_EQ(filtered->ToString(), "sparse,significant:0.05");
+  for (const char* bad :
+       {"significant:0", "significant:-1", "significant:x", "significant:", "significant:nan"}) {
+    EXPECT_THAT(Communication::Parse(bad).status().message(), HasSubstr("needs a threshold"))
+        << bad;
+  }
   for (const char* bad : {"keys:3", "keys:", "keys:1e6", "keys:-5", "keys:99999999999"}) {
     EXPECT_THAT(Communication::Parse(bad).status().message(), HasSubstr("needs a key count"))
         << bad;
@@ -1360,6 +1369,50 @@ TEST(CommunicationTest, KeyListCachesStayAlikeOnBothEnds) {
     ASSERT_LE(sender.keys_held(), 2000u);
   }
   EXPECT_GT(hashed, 2000);
+}
+
+// The significantly-modified filter holds a key's small changes back, sums them, sends them
+// once they are large against the key as the worker read it (keys it never read at once), and
+// ReleaseHeld sends whatever is left: the table ends with every change.
+TEST(CommunicationTest, TheSignificantFilterHoldsSmallChangesAndLosesNone) {
+  TableSpec t = Table(200, 2, "ssp:8");
+  t.initial = 1.0;
+  t.communication = *Communication::Parse("significant:0.5");
+  auto ps = StartOrDie({t}, 2, 1);
+  RunWorkers(*ps, [&](int, PsClient& c) -> Status {
+    std::vector<Key> read(100), unread(100);
+    for (Key k = 0; k < 100; ++k) read[k] = k, unread[k] = 100 + k;
+    TESSERA_RETURN_IF_ERROR(c.Pull(0, read).Get().status());  // the rows: 1.0 everywhere
+    const std::vector<double> small(200, 0.125);              // dyadic: sums are exact
+    const std::uint64_t before = c.stats().push_messages;
+    for (int i = 0; i < 4; ++i) {  // 0.5 in all: not more than half of 1.0
+      TESSERA_RETURN_IF_ERROR(c.Push(0, read, small));
+      TESSERA_RETURN_IF_ERROR(c.Flush());
+    }
+    if (c.stats().push_messages != before) return Internal("a change under the threshold went");
+    TESSERA_RETURN_IF_ERROR(c.Push(0, read, small));  // 0.625 > 0.5: goes
+    TESSERA_RETURN_IF_ERROR(c.Flush());
+    if (c.stats().push_messages == before) return Internal("a significant change stayed");
+    const std::uint64_t sent = c.stats().push_messages;
+    TESSERA_RETURN_IF_ERROR(c.Push(0, unread, small));  // never read: goes at once
+    TESSERA_RETURN_IF_ERROR(c.Flush());
+    if (c.stats().push_messages == sent) return Internal("a change of an unread key stayed");
+    TESSERA_RETURN_IF_ERROR(c.Push(0, read, small));  // held again
+    TESSERA_RETURN_IF_ERROR(c.ReleaseHeld());
+    return c.Clock();
+  });
+  ps->Shutdown();
+  const Eigen::VectorXd table = ps->Snapshot(0);
+  for (Key k = 0; k < 200; ++k) {
+    const double want = k < 100 ? 1.0 + 6 * 0.125 : 1.0 + 0.125;
+    EXPECT_EQ(table[static_cast<Eigen::Index>(2 * k)], want) << k;
+    EXPECT_EQ(table[static_cast<Eigen::Index>(2 * k + 1)], want) << k;
+  }
+  // It compares with the worker's reads: a model without them is refused.
+  TableSpec uncached = Table(10, 1, "asp");
+  uncached.communication = *Communication::Parse("significant:0.1");
+  EXPECT_THAT(ParameterServer::Start({uncached}, 1, 1, nullptr).status().message(),
+              HasSubstr("cache their reads"));
 }
 
 // The same deterministic run (bsp, sparse row deltas to repeated key lists, as an LDA worker

@@ -387,7 +387,10 @@ TEST(MultiProcessTest, DataParallelMfAcrossProcessesMatchesTheInProcessRun) {
     ASSERT_EQ(many.size(), one.size()) << n << " processes";
     for (int i : {0, 1, 2}) EXPECT_NEAR(many[i], one[i], 1e-3 * one[i]) << n << " processes";
     EXPECT_EQ(many[3], one[3]) << "epochs";
-    EXPECT_EQ(many[6], one[6]) << "bytes moved";
+    // The same messages, except that between processes a pull asks in pieces of 16 Ki values,
+    // each with a request's fixed fields.
+    EXPECT_GE(many[6], one[6]) << "bytes moved";
+    EXPECT_LT(many[6], one[6] * 1.001) << "bytes moved";
   }
 }
 
