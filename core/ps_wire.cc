@@ -177,21 +177,40 @@ void KeyListCache::Remember(std::uint64_t hash, const std::vector<Key>& keys) {
   held_ += keys.size();
 }
 
+bool KeyListCache::Resting(std::size_t keys) {
+  if (resting_ == 0) return false;
+  resting_ -= std::min<std::uint64_t>(resting_, keys);
+  return true;
+}
+
+void KeyListCache::Missed(std::uint64_t hash, const std::vector<Key>& keys) {
+  Remember(hash, keys);
+  since_hit_ += keys.size();
+  if (since_hit_ > kMissesBeforeRest * capacity_) {  // lists leave before they come back
+    since_hit_ = 0;
+    resting_ = kRestFactor * capacity_;
+    ++rests_;
+  }
+}
+
 void KeyListCache::Compress(TableKeys& at) {
-  if (at.keys.size() < kMinKeys) return;
+  if (at.keys.size() < kMinKeys || Resting(at.keys.size())) return;
   const std::uint64_t hash = HashKeys(at.keys);
   if (auto it = lists_.find(hash); it != lists_.end() && it->second.keys == at.keys) {
     Touch(it->second);
+    since_hit_ = 0;
     at.key_list = hash;
     at.keys.clear();
     return;
   }
-  Remember(hash, at.keys);
+  Missed(hash, at.keys);
 }
 
 Status KeyListCache::Expand(TableKeys& at) {
   if (at.key_list == 0) {
-    if (at.keys.size() >= kMinKeys) Remember(HashKeys(at.keys), at.keys);
+    if (at.keys.size() >= kMinKeys && !Resting(at.keys.size())) {
+      Missed(HashKeys(at.keys), at.keys);
+    }
     return Status::Ok();
   }
   if (!at.keys.empty() || at.range.size() != 0) {
@@ -203,6 +222,7 @@ Status KeyListCache::Expand(TableKeys& at) {
                            " was never sent or has been forgotten");
   }
   Touch(it->second);
+  since_hit_ = 0;
   at.keys = it->second.keys;
   at.key_list = 0;
   return Status::Ok();

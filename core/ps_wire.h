@@ -64,10 +64,15 @@ Status UnpackValues(Eigen::VectorXd& values, PackedValues& p, std::size_t expect
 // One direction of key-list caching: the lists one sender has sent one receiver for one table,
 // kept alike on both sides. Both remember every list of at least kMinKeys keys they send or
 // receive in full, and forget the least recently used ones beyond `capacity` keys, so the two
-// copies stay equal as long as messages arrive in the order they were sent.
+// copies stay equal as long as messages arrive in the order they were sent. When lists leave
+// before they come back (kMissesBeforeRest times `capacity` keys remembered without a hit: a
+// cycle of lists longer than the cache, which least-recently-used never hits), both sides stop
+// hashing and remembering for the next kRestFactor times `capacity` keys of lists, then try
+// again; they decide alike, from the same lists in the same order.
 class KeyListCache {
  public:
   static constexpr std::size_t kMinKeys = 16;
+  static constexpr std::uint64_t kMissesBeforeRest = 2, kRestFactor = 8;
   explicit KeyListCache(std::size_t capacity = Communication::kDefaultKeyCacheKeys)
       : capacity_(capacity) {}
   // Sender: a list the receiver holds leaves as its hash (`at.keys` emptied, `at.key_list` set).
@@ -75,6 +80,7 @@ class KeyListCache {
   // Receiver: the keys of `at.key_list` back in `at.keys`; an error for a hash it does not hold.
   Status Expand(TableKeys& at);
   std::size_t keys_held() const { return held_; }
+  std::uint64_t rests() const { return rests_; }  // times it stopped caching for a while
 
  private:
   struct Entry {
@@ -83,9 +89,15 @@ class KeyListCache {
   };
   void Remember(std::uint64_t hash, const std::vector<Key>& keys);
   void Touch(Entry& e);
+  // True (and counts the list) while the cache rests; a missed list remembered.
+  bool Resting(std::size_t keys);
+  void Missed(std::uint64_t hash, const std::vector<Key>& keys);
 
   std::size_t capacity_;
   std::size_t held_ = 0;
+  std::uint64_t since_hit_ = 0;  // keys of lists remembered since the last hit
+  std::uint64_t resting_ = 0;    // keys of lists still to pass uncached
+  std::uint64_t rests_ = 0;
   std::unordered_map<std::uint64_t, Entry> lists_;
   std::list<std::uint64_t> recent_;  // most recently used first
 };

@@ -1415,6 +1415,37 @@ TEST(CommunicationTest, TheSignificantFilterHoldsSmallChangesAndLosesNone) {
               HasSubstr("cache their reads"));
 }
 
+// A cycle of lists longer than the cache never hits under least-recently-used: both ends then
+// rest alike (no hashing, nothing remembered) and try again, their copies equal throughout;
+// lists that fit still hit.
+TEST(CommunicationTest, KeyListCachesRestAlikeWhenListsNeverComeBack) {
+  std::mt19937_64 rng(5);
+  std::vector<std::vector<Key>> cycle(30);
+  for (auto& list : cycle) {
+    list.resize(100);
+    for (Key& k : list) k = rng();
+  }
+  KeyListCache sender(1000), receiver(1000);
+  int hashed = 0;
+  for (int i = 0; i < 3000; ++i) {
+    // 3,000 keys a cycle through a cache of 1,000; then a cycle of 8 lists that fits.
+    const auto& list = cycle[i < 2000 ? i % 30 : i % 8];
+    TableKeys at;
+    at.keys = list;
+    sender.Compress(at);
+    hashed += at.key_list != 0;
+    ASSERT_TRUE(receiver.Expand(at).ok()) << i;
+    ASSERT_EQ(at.keys, list) << i;
+    ASSERT_EQ(sender.keys_held(), receiver.keys_held()) << i;
+    ASSERT_EQ(sender.rests(), receiver.rests()) << i;
+    if (i == 1999) {
+      EXPECT_GE(sender.rests(), 5u);  // it rested, again and again
+      hashed = 0;
+    }
+  }
+  EXPECT_GT(hashed, 700);  // the short cycle hits once the rests are over
+}
+
 // The same deterministic run (bsp, sparse row deltas to repeated key lists, as an LDA worker
 // pushes) ends in bit-identical tables under every lossless feature set, within float rounding
 // under f32, and each feature moves fewer bytes than none.
