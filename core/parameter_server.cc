@@ -552,18 +552,15 @@ struct ParameterServer::Shard {
       }
     } else {
       Key lowest = at->keys[0], highest = at->keys[0];
-      for (Key k : at->keys) {  // vectorizes; the offending key is looked for only when needed
+      for (Key k : at->keys) {  // vectorizes
         lowest = std::min(lowest, k);
         highest = std::max(highest, k);
       }
-      for (Key k : at->keys) {
-        if (!outside(lowest) && !outside(highest)) break;
-        if (outside(k)) {
-          return InvalidArgument(what + ": key " + std::to_string(k) + " is not in the shard's [" +
-                                 std::to_string(t.range.begin) + ", " +
-                                 std::to_string(t.range.end) + ") of table " +
-                                 std::to_string(at->table));
-        }
+      if (outside(lowest) || outside(highest)) {  // name the first key outside
+        const Key k = *std::find_if(at->keys.begin(), at->keys.end(), outside);
+        return InvalidArgument(what + ": key " + std::to_string(k) + " is not in the shard's [" +
+                               std::to_string(t.range.begin) + ", " + std::to_string(t.range.end) +
+                               ") of table " + std::to_string(at->table));
       }
     }
     const std::size_t count = at->count();

@@ -1,8 +1,6 @@
 // A worker's side of the parameter server: pulls (with the cache, ESSP refreshes, read my
 // writes and model averaging), buffered pushes with flow control, clocks, and hogwild's
 // shared-memory access (parameter_server.h).
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <atomic>
 #include <charconv>
@@ -24,18 +22,8 @@ namespace {
 constexpr std::size_t kFlushValues = 16384;
 // Push bytes a worker sends a shard between two pings (see SendPush).
 constexpr std::uint64_t kWindowBytes = 32 << 20;
-// Values a pull asks one shard for in one request (1 MiB of doubles).
-constexpr std::size_t kPieceValues = 16384;
-
-// A large answer is written once, page by page: in 2 MiB pages the kernel faults it in 512
-// times less often (transparent huge pages, where the kernel offers them on request).
-void AskForHugePages(void* data, std::size_t bytes) {
-  constexpr std::size_t kHuge = std::size_t{2} << 20;
-  if (bytes < 8 * kHuge) return;
-  const auto begin = (reinterpret_cast<std::uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
-  const auto end = (reinterpret_cast<std::uintptr_t>(data) + bytes) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-}
+// Values a pull asks one shard for in one request between processes (a push message's size).
+constexpr std::size_t kPieceValues = kFlushValues;
 }  // namespace
 
 // Values this worker has read, with the shard clock they were served at (+1; 0 = absent).
@@ -107,7 +95,8 @@ struct PsClient::Aggregate {
   std::vector<Key> keys;
   std::vector<double> sum;
   std::chrono::steady_clock::time_point last_send;
-  void Add(Key k, const double* v) {
+  // Adds v to k's sum; returns k's row.
+  std::size_t Add(Key k, const double* v) {
     bool added = false;
     const std::size_t row = rows.Insert(k, added);
     if (added) {
@@ -115,6 +104,7 @@ struct PsClient::Aggregate {
       sum.resize(keys.size() * dim, 0.0);
     }
     for (int d = 0; d < dim; ++d) sum[row * dim + d] += v[d];
+    return row;
   }
   // Keeps only the rows not `sent`.
   void Drop(const std::vector<std::uint8_t>& sent) {
@@ -606,8 +596,8 @@ Status PsClient::Push(TableId table, std::span<const Key> keys, std::span<const 
       continue;
     }
     if (Aggregate* held = held_[table].get()) {  // the significantly-modified filter
-      held->Add(keys[i], values.data() + i * dim);
-      double* change = held->sum.data() + held->rows.Find(keys[i]) * dim;
+      const std::size_t row = held->Add(keys[i], values.data() + i * dim);  // may grow `sum`
+      double* change = held->sum.data() + row * dim;
       if (Significant(table, keys[i], change)) {
         TESSERA_RETURN_IF_ERROR(Buffer(table, s, keys.subspan(i, 1), change));
         std::fill(change, change + dim, 0.0);
@@ -648,12 +638,7 @@ Status PsClient::PushRange(TableId table, KeyRange range, std::span<const double
   TESSERA_RETURN_IF_ERROR(CheckRange(*ps_, table, range));
   const TableSpec& spec = ps_->specs_[table];
   TESSERA_RETURN_IF_ERROR(CheckValues(spec, range.size(), values.size()));
-  if (replicas_[table]) {
-    std::vector<Key> keys(range.size());
-    for (std::size_t i = 0; i < keys.size(); ++i) keys[i] = range.begin + i;
-    return PushToReplica(table, keys, values);
-  }
-  if (held_[table]) {  // the filter decides key by key
+  if (replicas_[table] || held_[table]) {  // the replica or the filter takes keys one by one
     std::vector<Key> keys(range.size());
     for (std::size_t i = 0; i < keys.size(); ++i) keys[i] = range.begin + i;
     return Push(table, keys, values);
@@ -723,7 +708,6 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
     }
   }
   st.values.resize(static_cast<Eigen::Index>(count * dim));
-  AskForHugePages(st.values.data(), count * dim * sizeof(double));
   stats_.pulled_values += count * dim;
   auto key_at = [&](std::size_t i) { return range ? range->begin + i : keys[i]; };
 
