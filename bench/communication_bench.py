@@ -9,13 +9,15 @@ repeat (interleaved):
   keys             a key list the shard has seen from the worker as its hash
   f32              values as 32-bit floats (lossy)
   sparse,keys      the default (lossless)
-  sparse,keys,f32  everything
+  sparse,keys,f32  all of the above
+  ...,lz4 / zstd   the values (and positions) compressed as well, by LZ4 or Zstandard
 
 Jobs (one server, two workers, in one process):
   LDA KOS K=100     data-parallel LDA, ssp:1, 30 sweeps
   MF ML-100K r40    data-parallel SGD on u1.base, bsp, 20 epochs
   Lasso news20 bsp  news20 class 1 at lambda_max/10 (bench/lasso_problem), FISTA under bsp
-  Lasso news20 ssp:2  the same problem, the delayed block proximal gradient under ssp:2
+  Lasso news20 ssp:2  the same problem, the delayed block proximal gradient under ssp:2, with
+                      and without its KKT filter (--no-kkt-filter)
 
 "MB" is the message payload the workers sent and received (what `--summary` calls bytes) up
 to the first evaluation whose objective reaches the target: for Lasso the optimum within 1e-6
@@ -42,11 +44,17 @@ tessera = os.path.abspath(args.tessera)
 problem_tool = os.path.join(os.path.dirname(os.path.dirname(tessera)), "bench", "lasso_problem")
 work = tempfile.TemporaryDirectory(prefix="tessera-comm-")
 d = args.data_dir
-FEATURES = ["none", "sparse", "keys", "f32", "sparse,keys", "sparse,keys,f32"]
+FEATURES = ["none", "sparse", "keys", "f32", "sparse,keys", "sparse,keys,f32",
+            "sparse,keys,lz4", "sparse,keys,zstd", "sparse,keys,f32,zstd"]
 # The significantly-modified filter, for the job whose workers push changes to rows they read
 # (MF's item factors); LDA's counts and the Lasso's gradients gain nothing from it.
 FILTERED = ["sparse,keys,significant:0.05", "sparse,keys,f32,significant:0.05"]
 DP = ["--mode", "data-parallel", "--servers", "1", "--workers", "2", "--quiet"]
+
+
+# The data-parallel Lasso's KKT filter (on by default), for the block method: off, to see its
+# share. A feature set may carry more flags after a space.
+UNFILTERED = ["sparse,keys --no-kkt-filter", "sparse,keys,f32 --no-kkt-filter"]
 
 
 def trace_of(cmd):
@@ -90,7 +98,8 @@ def jobs():
                 "--objective-tolerance", "1e-13"] + DP
         yield ("Lasso news20 bsp", base + ["--consistency", "bsp", "--evaluate-every", "5"],
                best * (1 + 1e-6), [])
-        yield ("Lasso news20 ssp:2", base + ["--consistency", "ssp:2"], best * (1 + 1e-6), [])
+        yield ("Lasso news20 ssp:2", base + ["--consistency", "ssp:2"], best * (1 + 1e-6),
+               UNFILTERED)
 
 
 for name, cmd, target, extra in jobs():
@@ -98,7 +107,8 @@ for name, cmd, target, extra in jobs():
     traces = {f: [] for f in features}
     for _ in range(args.repeats):
         for f in features:  # interleaved
-            traces[f].append(trace_of(cmd + ["--communication", f]))
+            communication, *flags = f.split(" ")
+            traces[f].append(trace_of(cmd + ["--communication", communication] + flags))
     if target is None:
         target = max(t[-1][0] for runs in traces.values() for t in runs)
         what = f"the worst final objective {target:.10g}"

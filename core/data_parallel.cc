@@ -382,6 +382,7 @@ class Driver {
       if (++count < P) continue;
       const bool last = c == last_clock;
       const double objective = app_.Objective(sum);
+      const bool may_stop = app_.MayStop(sum);
       TESSERA_RETURN_IF_ERROR(CheckFiniteObjective(objective, "clock", c));
       terms.erase(c);
       const double seconds = clock_.Seconds();
@@ -415,7 +416,8 @@ class Driver {
       }
       if (!stop && opts_.objective_tolerance > 0 && !std::isnan(last_objective) &&
           std::abs(last_objective - objective) <=
-              opts_.objective_tolerance * std::max(std::abs(objective), 1e-300)) {
+              opts_.objective_tolerance * std::max(std::abs(objective), 1e-300) &&
+          may_stop) {
         stop = true;
         result_.stop_reason = "objective tolerance";
       }

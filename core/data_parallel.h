@@ -189,6 +189,13 @@ class DataParallelApp {
   virtual StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext& ctx) = 0;
   // Driver: the objective from the terms summed over workers.
   virtual double Objective(const Eigen::VectorXd& summed_terms) = 0;
+  // Driver, after Objective: whether the objective tolerance may end the run at this
+  // evaluation (an app whose cheap passes skip part of the model lets it stop only after a
+  // pass that checked all of it).
+  virtual bool MayStop(const Eigen::VectorXd& summed_terms) {
+    (void)summed_terms;
+    return true;
+  }
   // Checkpoints (UseCheckpoints). Driver, at a checkpoint barrier: the app's state after
   // `epochs` epochs with the servers' `tables`. Every process, before the run: puts a
   // checkpoint back (tables into TableSpec::initial_values, workers' state) and returns the

@@ -14,6 +14,7 @@ std::uint64_t Bytes(const TableKeys& t) { return 4 + 16 + Bytes(t.keys) + (t.key
 // Values as they travel: 4 or 8 bytes each, plus the positions of sparse ones.
 std::uint64_t Bytes(const Eigen::VectorXd& v, const PackedValues& p) {
   const auto n = static_cast<std::uint64_t>(v.size());
+  if (p.codec != 0) return 1 + 9 + p.compressed.size() + (p.sparse ? 8 : 0);
   return 1 + (p.f32 ? 4 : 8) * n + (p.sparse ? 8 + 4 * p.nonzero.size() : 0);
 }
 

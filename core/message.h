@@ -66,6 +66,13 @@ struct PackedValues {
   bool sparse = false;  // `values` are the nonzero ones, at positions `nonzero` of `size`
   std::vector<std::uint32_t> nonzero;
   std::uint64_t size = 0;
+  // Compressed (Communication::compression): `values` and `nonzero` are empty, and `compressed`
+  // holds `count` values (floats when f32) and, when sparse, their positions as differences,
+  // each byte-shuffled (the k-th bytes of all of them together), compressed with `codec`
+  // (Compression: 1 lz4, 2 zstd; 0 not compressed).
+  std::uint8_t codec = 0;
+  std::uint64_t count = 0;
+  std::string compressed;
 };
 
 namespace msg {

@@ -94,12 +94,17 @@ namespace {
 
 // Pushes of one clock summed per key, for tables whose updater runs once per clock (bsp).
 struct ClockSums {
-  std::uint64_t staleness = 0;        // the most of the pushes summed (msg::PsPush::staleness)
-  std::vector<double> dense;          // range.size() * dim, for dense tables
-  std::vector<std::uint8_t> touched;  // per key of the range
-  KeyIndex sparse_rows;               // sparse tables: key -> row of `sparse`
+  std::uint64_t staleness = 0;           // the most of the pushes summed (msg::PsPush::staleness)
+  std::vector<double> dense;             // range.size() * dim, for dense tables
+  std::vector<std::uint8_t> touched;     // per key of the range
+  std::size_t low = SIZE_MAX, high = 0;  // dense: the touched keys' offsets lie in [low, high)
+  KeyIndex sparse_rows;                  // sparse tables: key -> row of `sparse`
   std::vector<double> sparse;
 };
+
+// Zeroed dense clock sums a table keeps for reuse (a clock's sums are applied before a clock
+// S + 1 later opens, so S + 2 are in use at most).
+constexpr std::size_t kSpareSums = 4;
 
 }  // namespace
 
@@ -118,6 +123,9 @@ struct ParameterServer::Shard {
     KeyIndex rows;  // sparse: key -> row
     // per_clock: pushes summed by (clock they belong to, raw add), applied in that order.
     std::map<std::pair<std::uint64_t, bool>, ClockSums> sums;
+    // Dense sums of applied clocks, zeroed, for the next clocks: a clock that touches a block
+    // of keys costs that block, not an allocation and a scan of the whole range.
+    std::vector<ClockSums> spare_sums;
     // essp: the keys each worker has read, refreshed when the clock advances.
     std::vector<std::vector<std::uint8_t>> subscribed;  // dense: [worker][key - range.begin]
     std::vector<std::size_t> subscribed_count;
@@ -223,6 +231,11 @@ struct ParameterServer::Shard {
     s.staleness = std::max(s.staleness, staleness);
     const int dim = t.dim;
     if (t.spec->storage == TableStorage::kDense) {
+      if (s.dense.empty() && !t.spare_sums.empty()) {
+        s = std::move(t.spare_sums.back());
+        t.spare_sums.pop_back();
+        s.staleness = staleness;
+      }
       if (s.dense.empty()) {
         s.dense.assign(t.range.size() * dim, 0.0);
         s.touched.assign(t.range.size(), 0);
@@ -230,6 +243,8 @@ struct ParameterServer::Shard {
       for (std::size_t i = 0; i < count; ++i) {
         const std::size_t off = (keys ? keys[i] : first + i) - t.range.begin;
         s.touched[off] = 1;
+        s.low = std::min(s.low, off);
+        s.high = std::max(s.high, off + 1);
         double* dst = s.dense.data() + off * dim;
         for (int d = 0; d < dim; ++d) dst[d] += grad[i * dim + d];
       }
@@ -245,10 +260,11 @@ struct ParameterServer::Shard {
     }
   }
 
+  // Applies a clock's sums, then keeps dense ones, zeroed, for a later clock.
   void ApplySums(Table& t, ClockSums& s, bool raw) {
     if (t.spec->storage == TableStorage::kDense) {
-      std::size_t i = 0;
-      const std::size_t n = s.touched.size();
+      std::size_t i = s.low;
+      const std::size_t n = s.high;
       while (i < n) {
         if (!s.touched[i]) {
           ++i;
@@ -258,6 +274,17 @@ struct ParameterServer::Shard {
         while (j < n && s.touched[j]) ++j;
         Apply(t, nullptr, t.range.begin + i, j - i, s.dense.data() + i * t.dim, raw, s.staleness);
         i = j;
+      }
+      if (s.low < s.high) {
+        std::fill(s.dense.begin() + static_cast<std::ptrdiff_t>(s.low * t.dim),
+                  s.dense.begin() + static_cast<std::ptrdiff_t>(s.high * t.dim), 0.0);
+        std::fill(s.touched.begin() + static_cast<std::ptrdiff_t>(s.low),
+                  s.touched.begin() + static_cast<std::ptrdiff_t>(s.high), 0);
+      }
+      s.low = SIZE_MAX;
+      s.high = 0;
+      if (!s.dense.empty() && t.spare_sums.size() < kSpareSums) {
+        t.spare_sums.push_back(std::move(s));
       }
       return;
     }
@@ -835,7 +862,10 @@ Status ParameterServer::CheckValues(Rank from, const TableKeys& at, const Eigen:
   bool inside = at.range.begin <= at.range.end && at.range.end <= spec.num_keys;
   for (Key k : at.keys) inside = inside && k < spec.num_keys;
   const bool sparse = packed && packed->sparse;
-  const std::size_t n = sparse ? packed->size : static_cast<std::size_t>(values.size());
+  const bool compressed = packed && packed->codec != 0;
+  const std::size_t n = sparse       ? packed->size
+                        : compressed ? packed->count
+                                     : static_cast<std::size_t>(values.size());
   if (!inside || n != count * spec.dim) {
     return InvalidArgument("rank " + std::to_string(from) + " sent " + std::to_string(n) +
                            " values of table '" + spec.name + "' for " + std::to_string(count) +

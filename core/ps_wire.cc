@@ -1,9 +1,13 @@
 #include "tessera/core/ps_wire.h"
 
+#include <lz4.h>
+#include <zstd.h>
+
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <sstream>
 
 namespace tessera {
@@ -34,6 +38,13 @@ StatusOr<Communication> Communication::Parse(std::string_view text) {
       c.key_cache_keys = keys;
     } else if (item == "f32") {
       c.float_values = true;
+    } else if (item == "lz4" || item == "zstd") {
+      const Compression codec = item == "lz4" ? Compression::kLz4 : Compression::kZstd;
+      if (c.compression != Compression::kNone && c.compression != codec) {
+        return InvalidArgument("communication '" + std::string(text) +
+                               "': lz4 and zstd cannot both compress the values");
+      }
+      c.compression = codec;
     } else if (item.starts_with("significant:")) {
       const std::string v(item.substr(12));
       char* end = nullptr;
@@ -47,7 +58,7 @@ StatusOr<Communication> Communication::Parse(std::string_view text) {
       return InvalidArgument(
           "communication '" + std::string(text) + "': unknown feature '" + std::string(item) +
           "' (want 'none' or a comma-separated list of sparse, keys or keys:N, f32, "
-          "significant:θ)");
+          "significant:θ, lz4 or zstd)");
     }
     start = comma + 1;
   }
@@ -70,17 +81,171 @@ std::string Communication::ToString() const {
     theta << significant;
     s += (s.empty() ? "" : ",") + std::string("significant:") + theta.str();
   }
+  if (compression != Compression::kNone) {
+    s += (s.empty() ? "" : ",") + std::string(compression == Compression::kLz4 ? "lz4" : "zstd");
+  }
   return s.empty() ? "none" : s;
 }
 
-void PackValues(const Communication& c, Eigen::VectorXd& values, PackedValues& p) {
-  p = PackedValues();
-  const auto n = static_cast<std::size_t>(values.size());
-  if (c.float_values) {
-    p.f32 = true;
-    for (double& v : values) v = static_cast<double>(static_cast<float>(v));
+namespace {
+
+// Below this many bytes of values and positions a message travels uncompressed.
+constexpr std::size_t kMinCompressBytes = 512;
+
+// The k-th bytes of `n` little-endian words of `Width` bytes, plane after plane: the high bytes
+// of similar numbers (exponents, small position differences) line up for the compressor.
+template <std::size_t Width, typename Word>
+void Shuffle(const Word* in, std::size_t n, char* out) {
+  static_assert(sizeof(Word) == Width);
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint64_t w = 0;
+    std::memcpy(&w, in + i, Width);
+    for (std::size_t b = 0; b < Width; ++b) out[b * n + i] = static_cast<char>(w >> (8 * b));
   }
-  if (!c.sparse_values || n == 0) return;
+}
+template <std::size_t Width, typename Word>
+void Unshuffle(const char* in, std::size_t n, Word* out) {
+  static_assert(sizeof(Word) == Width);
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint64_t w = 0;
+    for (std::size_t b = 0; b < Width; ++b) {
+      w |= std::uint64_t{static_cast<unsigned char>(in[b * n + i])} << (8 * b);
+    }
+    std::memcpy(out + i, &w, Width);
+  }
+}
+
+// Bytes of `n` packed values (4 or 8 each) and, when sparse, their positions (4 each).
+std::size_t ShuffledBytes(std::size_t n, const PackedValues& p) {
+  return n * (p.f32 ? 4 : 8) + (p.sparse ? 4 * n : 0);
+}
+
+// `plain` compressed with `codec`; empty when it does not shrink.
+std::string Compress(Compression codec, const std::string& plain) {
+  std::string out;
+  if (codec == Compression::kLz4) {
+    out.resize(static_cast<std::size_t>(LZ4_compressBound(static_cast<int>(plain.size()))));
+    const int n = LZ4_compress_default(plain.data(), out.data(), static_cast<int>(plain.size()),
+                                       static_cast<int>(out.size()));
+    out.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  } else {
+    thread_local std::unique_ptr<ZSTD_CCtx, std::size_t (*)(ZSTD_CCtx*)> ctx(ZSTD_createCCtx(),
+                                                                             ZSTD_freeCCtx);
+    out.resize(ZSTD_compressBound(plain.size()));
+    const std::size_t n =
+        ZSTD_compressCCtx(ctx.get(), out.data(), out.size(), plain.data(), plain.size(), 1);
+    out.resize(ZSTD_isError(n) ? 0 : n);
+  }
+  if (out.size() >= plain.size()) out.clear();
+  return out;
+}
+
+// `p.compressed` decompressed into exactly `raw` bytes, or why not.
+Status Decompress(const PackedValues& p, std::string& raw) {
+  std::size_t got = 0;
+  if (p.codec == static_cast<std::uint8_t>(Compression::kLz4)) {
+    if (p.compressed.size() > static_cast<std::size_t>(INT32_MAX) ||
+        raw.size() > static_cast<std::size_t>(INT32_MAX)) {
+      return InvalidArgument("lz4-compressed values over 2 GiB");
+    }
+    const int n =
+        LZ4_decompress_safe(p.compressed.data(), raw.data(), static_cast<int>(p.compressed.size()),
+                            static_cast<int>(raw.size()));
+    if (n < 0) return InvalidArgument("lz4-compressed values that do not decompress");
+    got = static_cast<std::size_t>(n);
+  } else if (p.codec == static_cast<std::uint8_t>(Compression::kZstd)) {
+    thread_local std::unique_ptr<ZSTD_DCtx, std::size_t (*)(ZSTD_DCtx*)> ctx(ZSTD_createDCtx(),
+                                                                             ZSTD_freeDCtx);
+    const std::size_t n = ZSTD_decompressDCtx(ctx.get(), raw.data(), raw.size(),
+                                              p.compressed.data(), p.compressed.size());
+    if (ZSTD_isError(n)) {
+      return InvalidArgument(std::string("zstd-compressed values that do not decompress: ") +
+                             ZSTD_getErrorName(n));
+    }
+    got = n;
+  } else {
+    return InvalidArgument("values compressed with unknown codec " + std::to_string(p.codec));
+  }
+  if (got != raw.size()) {
+    return InvalidArgument("compressed values of " + std::to_string(got) + " bytes where " +
+                           std::to_string(raw.size()) + " were expected");
+  }
+  return Status::Ok();
+}
+
+// Sender: the packed values and positions into `p.compressed`, when that is smaller.
+void CompressValues(Compression codec, Eigen::VectorXd& values, PackedValues& p) {
+  const auto n = static_cast<std::size_t>(values.size());
+  const std::size_t bytes = ShuffledBytes(n, p);
+  if (bytes < kMinCompressBytes) return;
+  std::string plain(bytes, '\0');
+  char* out = plain.data();
+  if (p.sparse) {
+    std::vector<std::uint32_t> step(n);
+    std::uint32_t last = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      step[i] = p.nonzero[i] - last;
+      last = p.nonzero[i];
+    }
+    Shuffle<4>(step.data(), n, out);
+    out += 4 * n;
+  }
+  if (p.f32) {
+    const std::vector<float> f(values.data(), values.data() + n);
+    Shuffle<4>(f.data(), n, out);
+  } else {
+    Shuffle<8>(values.data(), n, out);
+  }
+  std::string packed = Compress(codec, plain);
+  if (packed.empty()) return;
+  p.codec = static_cast<std::uint8_t>(codec);
+  p.count = n;
+  p.compressed = std::move(packed);
+  values.resize(0);
+  std::vector<std::uint32_t>().swap(p.nonzero);
+}
+
+// Receiver: `p.compressed` back to values and positions, at most `expected` of them.
+Status DecompressValues(Eigen::VectorXd& values, PackedValues& p, std::size_t expected) {
+  if (values.size() != 0 || !p.nonzero.empty()) {
+    return InvalidArgument("compressed values beside uncompressed ones");
+  }
+  if (p.count > expected) {
+    return InvalidArgument(std::to_string(p.count) + " compressed values where at most " +
+                           std::to_string(expected) + " were expected");
+  }
+  const auto n = static_cast<std::size_t>(p.count);
+  std::string raw(ShuffledBytes(n, p), '\0');
+  TESSERA_RETURN_IF_ERROR(Decompress(p, raw));
+  const char* in = raw.data();
+  if (p.sparse) {
+    p.nonzero.resize(n);
+    Unshuffle<4>(in, n, p.nonzero.data());
+    std::uint64_t at = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      at += p.nonzero[i];
+      if (at > UINT32_MAX) return InvalidArgument("compressed value positions beyond 2^32");
+      p.nonzero[i] = static_cast<std::uint32_t>(at);
+    }
+    in += 4 * n;
+  }
+  values.resize(static_cast<Eigen::Index>(n));
+  if (p.f32) {
+    std::vector<float> f(n);
+    Unshuffle<4>(in, n, f.data());
+    for (std::size_t i = 0; i < n; ++i) values[static_cast<Eigen::Index>(i)] = f[i];
+  } else {
+    Unshuffle<8>(in, n, values.data());
+  }
+  p.codec = 0;
+  p.count = 0;
+  std::string().swap(p.compressed);
+  return Status::Ok();
+}
+
+// Sender: the nonzero values and their positions, when that is smaller.
+void PackSparse(Eigen::VectorXd& values, PackedValues& p) {
+  const auto n = static_cast<std::size_t>(values.size());
   // Sparse pays when 8 + nonzeros * (width + 4) < n * width: stop counting once it cannot.
   const std::size_t width = p.f32 ? 4 : 8;
   const std::size_t most = n * width <= 8 ? 0 : (n * width - 9) / (width + 4);
@@ -99,7 +264,21 @@ void PackValues(const Communication& c, Eigen::VectorXd& values, PackedValues& p
   values.conservativeResize(static_cast<Eigen::Index>(out));
 }
 
+}  // namespace
+
+void PackValues(const Communication& c, Eigen::VectorXd& values, PackedValues& p) {
+  p = PackedValues();
+  const auto n = static_cast<std::size_t>(values.size());
+  if (c.float_values) {
+    p.f32 = true;
+    for (double& v : values) v = static_cast<double>(static_cast<float>(v));
+  }
+  if (c.sparse_values && n > 0) PackSparse(values, p);
+  if (c.compression != Compression::kNone) CompressValues(c.compression, values, p);
+}
+
 Status UnpackValues(Eigen::VectorXd& values, PackedValues& p, std::size_t expected) {
+  if (p.codec != 0) TESSERA_RETURN_IF_ERROR(DecompressValues(values, p, expected));
   if (!p.sparse) {
     if (!p.nonzero.empty()) return InvalidArgument("positions of values that are not sparse");
     return Status::Ok();

@@ -21,6 +21,11 @@
 //           clock of each evaluation (PsClient::ReleaseHeld), so an evaluated or final model
 //           misses none. Keys the worker has not read are always sent. Needs a model whose
 //           workers cache their reads (not asp or hogwild); lossy between evaluations.
+//   lz4, zstd
+//           value compression: a message's values (and the positions of sparse ones, as
+//           differences) are byte-shuffled, the k-th bytes of all of them together, and
+//           compressed with LZ4 or Zstandard (level 1); lossless. Messages under 512 bytes of
+//           values, and those that do not shrink, travel as they are.
 //
 // Replies to a pull never repeat its keys: the worker knows what it asked.
 #pragma once
@@ -38,19 +43,22 @@
 
 namespace tessera {
 
+enum class Compression : std::uint8_t { kNone = 0, kLz4 = 1, kZstd = 2 };
+
 struct Communication {
   bool sparse_values = true;
   bool key_lists = true;
   bool float_values = false;
   std::uint64_t key_cache_keys = kDefaultKeyCacheKeys;  // keys:N
   double significant = 0;                               // θ of significant:θ; 0: off
+  Compression compression = Compression::kNone;         // lz4, zstd
   static constexpr std::uint64_t kDefaultKeyCacheKeys = std::uint64_t{1} << 19;
   // Bandwidth-managed consistency models (sspaggr:S): what a worker may send one table's shards
   // between clocks, per interval.
   std::uint64_t budget_bytes = 256 << 10;
   double interval_seconds = 0.005;
   // "none", or a comma-separated subset of "sparse", "keys" (or "keys:N"), "f32",
-  // "significant:θ".
+  // "significant:θ" and one of "lz4", "zstd".
   static StatusOr<Communication> Parse(std::string_view text);
   std::string ToString() const;
 };
@@ -58,7 +66,8 @@ struct Communication {
 // Sender: shrinks `values` (in place) as `c` allows and says how in `p`.
 void PackValues(const Communication& c, Eigen::VectorXd& values, PackedValues& p);
 // Receiver: `values` back to `expected` plain doubles, or why the packing a peer sent does not
-// fit (positions out of order or beyond `expected`, counts that disagree).
+// fit (positions out of order or beyond `expected`, counts that disagree, compressed bytes that
+// do not decompress to what the packing says).
 Status UnpackValues(Eigen::VectorXd& values, PackedValues& p, std::size_t expected);
 
 // One direction of key-list caching: the lists one sender has sent one receiver for one table,

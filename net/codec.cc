@@ -147,6 +147,9 @@ std::string PackValues(const Eigen::VectorXd& v, const PackedValues& p, wire::Pa
   w.sparse = p.sparse;
   w.nonzero = Pack(p.nonzero.data(), p.nonzero.size());
   w.size = I64(p.size);
+  w.codec = static_cast<std::int8_t>(p.codec);
+  w.count = I64(p.count);
+  if (p.codec != 0) return p.compressed;
   if (!p.f32) return PackValues(v);
   std::vector<float> f(v.data(), v.data() + v.size());
   return Pack(f.data(), f.size());
@@ -162,6 +165,13 @@ Status UnpackValues(std::string& bytes, wire::Packing& w, Eigen::VectorXd& out, 
   }
   p.nonzero.resize(w.nonzero.size() / sizeof(std::uint32_t));
   if (!w.nonzero.empty()) std::memcpy(p.nonzero.data(), w.nonzero.data(), w.nonzero.size());
+  p.codec = static_cast<std::uint8_t>(w.codec);
+  p.count = U64(w.count);
+  if (p.codec != 0) {  // core/ps_wire.cc decompresses and checks them
+    p.compressed = std::move(bytes);
+    out.resize(0);
+    return Status::Ok();
+  }
   if (!p.f32) return UnpackValues(bytes, "values", out);
   if (bytes.size() % sizeof(float) != 0) {
     return InvalidArgument("frame: field 'values' has " + std::to_string(bytes.size()) +

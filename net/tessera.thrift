@@ -39,12 +39,15 @@ struct TableKeys {
   5: i64 key_list
 }
 
-// core/message.h PackedValues; `values` beside it then holds floats when f32 is set.
+// core/message.h PackedValues; `values` beside it then holds floats when f32 is set, or, with
+// a codec, the compressed values and positions.
 struct Packing {
   1: bool f32
   2: bool sparse
   3: binary nonzero
   4: i64 size
+  5: byte codec
+  6: i64 count
 }
 
 // One struct per message body of core/message.h, field for field.

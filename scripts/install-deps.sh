@@ -9,7 +9,8 @@ set -euo pipefail
 packages=(
   g++ cmake make pkg-config ccache git ca-certificates
   libboost-fiber-dev libboost-context-dev libboost-system-dev libboost-program-options-dev
-  libeigen3-dev libcli11-dev zlib1g-dev libssl-dev libthrift-dev thrift-compiler
+  libeigen3-dev libcli11-dev zlib1g-dev libzstd-dev liblz4-dev libssl-dev libthrift-dev
+  thrift-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
   gnuplot-nox  # `tessera compare` plots
   openmpi-bin libpmix-dev  # mpirun (Tessera does not link MPI; PMIx says where rank 0 runs)

@@ -30,7 +30,8 @@ void AddDataParallelFlags(CLI::App& cmd, DataParallelOptions& dp, DataParallelFl
                  "What parameter-server messages shrink: none, or any of sparse (nonzero values "
                  "and their positions), keys or keys:N (a repeated key list as its hash; a cache "
                  "of N keys), f32 (values as 32-bit floats, lossy), significant:θ (a key's "
-                 "change held until it exceeds θ times the key as read, lossy), comma-separated")
+                 "change held until it exceeds θ times the key as read, lossy), lz4 or zstd "
+                 "(values compressed), comma-separated")
       ->capture_default_str()
       ->group(g);
   cmd.add_option("--bandwidth", f.bandwidth,

@@ -170,6 +170,10 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
                  "The block method's blocks of features (0: from the data's size)")
       ->capture_default_str()
       ->group(g);
+  cmd.add_flag("--no-kkt-filter{false}", f.opts.kkt_filter,
+               "The block method steps every feature in every pass (by default passes between "
+               "full ones step only the features that are nonzero)")
+      ->group(g);
 }
 
 // Parses the data-parallel names and copies the flags both modes share.

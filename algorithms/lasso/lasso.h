@@ -63,6 +63,13 @@ struct LassoOptions {
   // ssp, essp, sparsessp, sspaggr and asp without mini-batches; gradient otherwise).
   std::string dp_method = "auto";
   int feature_blocks = 0;  // the block method's blocks; 0: from the data's size
+  // The block method's KKT filter: after a pass that stepped every feature, passes step (and
+  // the workers compute and push the gradient of) only the features nonzero at the last
+  // evaluation, since a zero feature whose gradient stays within λ would not move; a full
+  // pass, which checks every feature's KKT condition, comes after 1, 2, 4, ... up to 16 such
+  // passes (twice as many as before while the full passes leave the support as it was), and
+  // the objective tolerance ends a fit only after a full pass.
+  bool kkt_filter = true;
   // Checkpoints (FitLambdas / FitPath): after every λ, and within a fit every checkpoint_every
   // seconds (0: only after every λ; model-parallel at a round boundary with the pipeline
   // drained, data-parallel at an epoch-end barrier), the coefficients and the finished

@@ -103,6 +103,8 @@ constexpr std::size_t kAspCouplings = 4;
 // Evaluations between recomputations of a worker's residual from scratch (the block method
 // keeps it up to date incrementally; this bounds the rounding drift).
 constexpr std::uint64_t kResidualRefresh = 32;
+// The KKT filter's longest stretch of filtered passes between two full ones.
+constexpr std::uint64_t kMaxFilteredPasses = 16;
 
 }  // namespace
 
@@ -279,6 +281,10 @@ class DataParallelLasso::App final : public DataParallelApp {
     sh.r = Residual(sh, sh.b);
     sh.seen = f.served_clock();
     sh.evaluations = 0;
+    sh.full_pass = true;
+    sh.support.clear();
+    sh.filtered_run = 1;
+    sh.filtered_left = 0;
     return Status::Ok();
   }
 
@@ -330,8 +336,11 @@ class DataParallelLasso::App final : public DataParallelApp {
     if (block_) {  // reads are exact here: catching up makes b and r the shards' values
       TESSERA_RETURN_IF_ERROR(CatchUp(ctx, sh, ctx.client->clock()));
       if (++sh.evaluations % kResidualRefresh == 0) sh.r = Residual(sh, sh.b);
+      t.resize(3);
       t[0] = sh.r.squaredNorm() / ctx.replication;
-      if (ctx.worker == 0) t[1] = pf_->dot(sh.b.cwiseAbs());
+      t[1] = ctx.worker == 0 ? pf_->dot(sh.b.cwiseAbs()) : 0.0;
+      t[2] = ctx.worker == 0 && sh.full_pass ? 1.0 : 0.0;
+      NextPass(sh);
       return t;
     }
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd b,
@@ -346,6 +355,8 @@ class DataParallelLasso::App final : public DataParallelApp {
   double Objective(const Eigen::VectorXd& t) override {
     return t[0] / (2.0 * static_cast<double>(n_)) + lambda_ * t[1];
   }
+  // The block method's KKT filter: only a full pass shows that no zero feature should move.
+  bool MayStop(const Eigen::VectorXd& t) override { return t.size() < 3 || t[2] > 0; }
 
   // The solver's side, between runs.
   void BeginFit(double lambda) { lambda_ = lambda; }
@@ -368,7 +379,33 @@ class DataParallelLasso::App final : public DataParallelApp {
     Eigen::VectorXd b, r;
     std::uint64_t seen = 0;
     std::uint64_t evaluations = 0;
+    // The KKT filter (LassoOptions::kkt_filter): whether this pass steps every feature or only
+    // `support` (sorted: the features nonzero at the last evaluation), and the filtered passes
+    // left before the next full one and in the last stretch of them. Every worker decides
+    // alike, from the coefficients every worker reads at an evaluation.
+    bool full_pass = true;
+    std::vector<Key> support;
+    std::uint64_t filtered_left = 0, filtered_run = 1;
   };
+
+  // At an evaluation (b exact): what the next pass steps. After a full pass, filtered ones:
+  // twice as many as the last time when the full pass left the support as it was (the support
+  // has settled), else one; a support of more than half the features is not worth filtering.
+  void NextPass(Shard& sh) const {
+    if (!opts_.kkt_filter) return;
+    std::vector<Key> support;
+    for (Eigen::Index j = 0; j < p_; ++j) {
+      if (sh.b[j] != 0) support.push_back(static_cast<Key>(j));
+    }
+    if (sh.full_pass) {
+      sh.filtered_run =
+          support == sh.support ? std::min(2 * sh.filtered_run, kMaxFilteredPasses) : 1;
+      sh.filtered_left = sh.filtered_run;
+    }
+    sh.support = std::move(support);
+    sh.full_pass = sh.filtered_left == 0 || 2 * sh.support.size() > static_cast<std::size_t>(p_);
+    if (!sh.full_pass) --sh.filtered_left;
+  }
 
   // X̃b − ỹ over the shard's rows.
   Eigen::VectorXd Residual(const Shard& sh, const Eigen::VectorXd& b) const {
@@ -381,6 +418,9 @@ class DataParallelLasso::App final : public DataParallelApp {
   // Reads the blocks stepped in clocks [sh.seen, upto) and moves b and r to them. The reads
   // follow the table's consistency: under ssp:S they may miss the last S clocks' steps, which
   // the next catch-up reads again.
+  // In a filtered pass (which an evaluation's catch-up never straddles: it reads up to the
+  // current clock) the blocks' features outside the support did not move: only the support's
+  // are read, and a block with none of them not at all.
   Status CatchUp(DpWorkerContext& ctx, Shard& sh, std::uint64_t upto) {
     if (upto <= sh.seen) return Status::Ok();
     const std::uint64_t nb = blocks_.size();
@@ -390,22 +430,41 @@ class DataParallelLasso::App final : public DataParallelApp {
     } else {
       for (std::uint64_t k = sh.seen; k < upto; ++k) want.push_back(blocks_[k % nb]);
     }
-    std::vector<PullFuture> pulls;
-    pulls.reserve(want.size());
-    for (const KeyRange& range : want) pulls.push_back(ctx.client->PullRange(kBeta, range));
+    struct Read {
+      std::span<const Key> keys;  // empty: the whole range
+      KeyRange range;
+      PullFuture pull;
+    };
+    std::vector<Read> reads;
+    reads.reserve(want.size());
+    for (const KeyRange& range : want) {
+      if (sh.full_pass) {
+        reads.push_back({{}, range, ctx.client->PullRange(kBeta, range)});
+        continue;
+      }
+      const std::span<const Key> keys = SupportIn(sh, range);
+      if (!keys.empty()) reads.push_back({keys, range, ctx.client->Pull(kBeta, keys)});
+    }
     std::uint64_t served = upto;
     double shift = 0;  // μᵀΔb: the centering of X̃Δb
-    for (std::size_t i = 0; i < want.size(); ++i) {
-      TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd v, pulls[i].Get());
-      served = std::min(served, pulls[i].served_clock());
-      for (Key k = want[i].begin; k < want[i].end; ++k) {
-        const auto j = static_cast<Eigen::Index>(k);
-        const double d = v[static_cast<Eigen::Index>(k - want[i].begin)] - sh.b[j];
-        if (d == 0) continue;
-        for (SparseColMatrix::InnerIterator it(sh.x, j); it; ++it)
-          sh.r[it.index()] += d * it.value();
-        shift += mu_[j] * d;
-        sh.b[j] += d;
+    auto move = [&](Eigen::Index j, double value) {
+      const double d = value - sh.b[j];
+      if (d == 0) return;
+      for (SparseColMatrix::InnerIterator it(sh.x, j); it; ++it) sh.r[it.index()] += d * it.value();
+      shift += mu_[j] * d;
+      sh.b[j] += d;
+    };
+    for (Read& read : reads) {
+      TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd v, read.pull.Get());
+      served = std::min(served, read.pull.served_clock());
+      if (read.keys.empty()) {
+        for (Key k = read.range.begin; k < read.range.end; ++k) {
+          move(static_cast<Eigen::Index>(k), v[static_cast<Eigen::Index>(k - read.range.begin)]);
+        }
+      } else {
+        for (std::size_t i = 0; i < read.keys.size(); ++i) {
+          move(static_cast<Eigen::Index>(read.keys[i]), v[static_cast<Eigen::Index>(i)]);
+        }
       }
     }
     sh.r.array() -= shift;
@@ -413,14 +472,34 @@ class DataParallelLasso::App final : public DataParallelApp {
     return Status::Ok();
   }
 
+  // The support's features in `range`.
+  static std::span<const Key> SupportIn(const Shard& sh, const KeyRange& range) {
+    const auto first = std::lower_bound(sh.support.begin(), sh.support.end(), range.begin);
+    const auto last = std::lower_bound(first, sh.support.end(), range.end);
+    return {sh.support.data() + (first - sh.support.begin()),
+            static_cast<std::size_t>(last - first)};
+  }
+
   // One clock of the block method: the gradient of this clock's block over the worker's rows,
   // at the coefficients it has caught up to, pushed for the shards to sum and step on.
+  // In a filtered pass, only the block's features in the support.
   Status BlockStep(DpWorkerContext& ctx, Shard& sh) {
     const std::uint64_t c = ctx.client->clock();
     TESSERA_RETURN_IF_ERROR(CatchUp(ctx, sh, c));
     const KeyRange& block = blocks_[c % blocks_.size()];
-    const Eigen::VectorXd g = TransposeTimes(sh, block, sh.r) / ctx.replication;
-    return ctx.client->PushRange(kBeta, block, Span(g));
+    if (sh.full_pass) {
+      const Eigen::VectorXd g = TransposeTimes(sh, block, sh.r) / ctx.replication;
+      return ctx.client->PushRange(kBeta, block, Span(g));
+    }
+    const std::span<const Key> keys = SupportIn(sh, block);
+    if (keys.empty()) return Status::Ok();
+    const double usum = sh.r.sum();
+    Eigen::VectorXd g(static_cast<Eigen::Index>(keys.size()));
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      g[static_cast<Eigen::Index>(i)] =
+          ColumnGradient(sh, static_cast<Eigen::Index>(keys[i]), sh.r, usum) / ctx.replication;
+    }
+    return ctx.client->Push(kBeta, keys, Span(g));
   }
 
   // X̃_B t over every row, t one value per feature of `block`.
@@ -443,14 +522,15 @@ class DataParallelLasso::App final : public DataParallelApp {
     const auto width = static_cast<Eigen::Index>(block.size());
     const double usum = u.sum();
     Eigen::VectorXd v(width);
-    for (Eigen::Index j = 0; j < width; ++j) {
-      double dot = 0;
-      for (SparseColMatrix::InnerIterator x(sh.x, first + j); x; ++x) {
-        dot += x.value() * u[x.index()];
-      }
-      v[j] = (dot - mu_[first + j] * usum) / static_cast<double>(n_);
-    }
+    for (Eigen::Index j = 0; j < width; ++j) v[j] = ColumnGradient(sh, first + j, u, usum);
     return v;
+  }
+  // x̃_jᵀu / n over the rows of `sh`, `usum` the sum of u.
+  double ColumnGradient(const Shard& sh, Eigen::Index j, const Eigen::VectorXd& u,
+                        double usum) const {
+    double dot = 0;
+    for (SparseColMatrix::InnerIterator x(sh.x, j); x; ++x) dot += x.value() * u[x.index()];
+    return (dot - mu_[j] * usum) / static_cast<double>(n_);
   }
   // A start for a power iteration over `block`'s features (0 at constant columns).
   Eigen::VectorXd RandomStart(const KeyRange& block, std::mt19937_64& rng) const {

@@ -187,16 +187,22 @@ TEST(ParameterServerTest, AShardRefusesMessagesThatDoNotFitItsTables) {
        "3 values for 2 keys of dimension 2"},
       {"sparse positions",
        [&](Message& m) {
-         push(m).packed = {false, true, {2, 1}, 4};
+         push(m).packed = {false, true, {2, 1}, 4, 0, 0, {}};
          push(m).values.resize(2);
        },
        "sparse value position 1 is out of order or beyond 4"},
       {"sparse size",
        [&](Message& m) {
-         push(m).packed = {false, true, {0}, 1u << 30};
+         push(m).packed = {false, true, {0}, 1u << 30, 0, 0, {}};
          push(m).values.resize(1);
        },
        "sparse values of 1073741824 where 4 were expected"},
+      {"compressed garbage",
+       [&](Message& m) {
+         push(m).packed = {false, false, {}, 0, 2, 4, "not zstd"};
+         push(m).values.resize(0);
+       },
+       "zstd-compressed values that do not decompress"},
       {"unknown key list",
        [&](Message& m) {
          push(m).keys.clear();
@@ -1297,6 +1303,15 @@ TEST(CommunicationTest, ParsesFeatureLists) {
     EXPECT_THAT(Communication::Parse(bad).status().message(), HasSubstr("needs a key count"))
         << bad;
   }
+  for (const char* codec : {"lz4", "zstd"}) {
+    auto compressed = Communication::Parse(std::string("sparse,keys,") + codec);
+    ASSERT_TRUE(compressed.ok()) << codec;
+    EXPECT_EQ(compressed->compression,
+              codec == std::string("lz4") ? Compression::kLz4 : Compression::kZstd);
+    EXPECT_EQ(compressed->ToString(), std::string("sparse,keys,") + codec);
+  }
+  EXPECT_THAT(Communication::Parse("lz4,zstd").status().message(),
+              HasSubstr("cannot both compress"));
   EXPECT_THAT(Communication::Parse("sparse,zip").status().message(),
               HasSubstr("unknown feature 'zip'"));
   EXPECT_FALSE(Communication::Parse("").ok());
@@ -1307,7 +1322,8 @@ TEST(CommunicationTest, ParsesFeatureLists) {
 TEST(CommunicationTest, PackedValuesRoundTripAndShrink) {
   std::mt19937_64 rng(3);
   for (double density : {0.0, 0.05, 0.5, 0.7, 1.0}) {
-    for (const char* features : {"none", "sparse", "f32", "sparse,f32"}) {
+    for (const char* features : {"none", "sparse", "f32", "sparse,f32", "lz4", "sparse,zstd",
+                                 "sparse,f32,lz4", "f32,zstd"}) {
       SCOPED_TRACE(std::string(features) + " at density " + std::to_string(density));
       const Communication c = *Communication::Parse(features);
       Eigen::VectorXd values = Eigen::VectorXd::Zero(1000);
@@ -1332,6 +1348,11 @@ TEST(CommunicationTest, PackedValuesRoundTripAndShrink) {
       if (c.float_values) {
         EXPECT_LE(packed_bytes, plain_bytes / 2 + 16);
       }
+      // Compressed when that shrinks them, as 1000 dense zeros do.
+      if (c.compression != Compression::kNone && !c.sparse_values && density == 0) {
+        EXPECT_NE(packed.packed.codec, 0);
+        EXPECT_TRUE(packed.packed.nonzero.empty());
+      }
       ASSERT_TRUE(UnpackValues(packed.values, packed.packed, 1000).ok());
       ASSERT_EQ(packed.values.size(), 1000);
       for (int i = 0; i < 1000; ++i) {
@@ -1339,6 +1360,52 @@ TEST(CommunicationTest, PackedValuesRoundTripAndShrink) {
         ASSERT_EQ(packed.values[i], want) << i;
       }
     }
+  }
+}
+
+// Compressed values that a peer altered, cut short or mislabelled are refused with a reason,
+// never unpacked into the wrong values or beyond what the keys hold.
+TEST(CommunicationTest, CompressedValuesThatDoNotFitAreRefused) {
+  for (const char* features : {"lz4", "zstd", "sparse,lz4", "sparse,f32,zstd"}) {
+    SCOPED_TRACE(features);
+    const Communication c = *Communication::Parse(features);
+    Eigen::VectorXd values = Eigen::VectorXd::Zero(4000);
+    for (int i = 0; i < 4000; i += 7) values[i] = i % 3 + 1;  // compressible, and sparse
+    PackedValues p;
+    Eigen::VectorXd sent = values;
+    PackValues(c, sent, p);
+    ASSERT_NE(p.codec, 0);
+    auto refused = [&](PackedValues bad, std::size_t expected, const char* why) {
+      Eigen::VectorXd v;
+      const Status s = UnpackValues(v, bad, expected);
+      EXPECT_FALSE(s.ok()) << why;
+    };
+    PackedValues cut = p;
+    cut.compressed.resize(cut.compressed.size() / 2);
+    refused(cut, 4000, "cut short");
+    PackedValues flipped = p;
+    for (std::size_t i = 0; i < flipped.compressed.size(); i += 3) flipped.compressed[i] ^= 0x5a;
+    {  // altered: refused, or (a codec without a checksum) values that still fit the packing
+      Eigen::VectorXd v;
+      const Status s = UnpackValues(v, flipped, 4000);
+      if (s.ok()) {
+        EXPECT_EQ(v.size(), 4000);
+      }
+    }
+    PackedValues more = p;
+    more.count += 1;
+    refused(more, 4000, "more values than the bytes hold");
+    refused(p, p.count - 1, "more values than the keys");
+    PackedValues unknown = p;
+    unknown.codec = 9;
+    refused(unknown, 4000, "unknown codec");
+    Eigen::VectorXd beside = Eigen::VectorXd::Ones(3);
+    PackedValues both = p;
+    EXPECT_FALSE(UnpackValues(beside, both, 4000).ok()) << "values beside compressed ones";
+    Eigen::VectorXd back;
+    ASSERT_TRUE(UnpackValues(back, p, 4000).ok());
+    const Eigen::VectorXd want = c.float_values ? values.cast<float>().cast<double>() : values;
+    EXPECT_EQ(back, want);
   }
 }
 
@@ -1451,7 +1518,8 @@ TEST(CommunicationTest, KeyListCachesRestAlikeWhenListsNeverComeBack) {
 // under f32, and each feature moves fewer bytes than none.
 TEST(CommunicationTest, EveryFeatureKeepsTheResultAndMovesFewerBytes) {
   std::map<std::string, std::pair<Eigen::VectorXd, std::uint64_t>> runs;
-  for (const char* features : {"none", "sparse", "keys", "f32", "sparse,keys,f32"}) {
+  for (const char* features :
+       {"none", "sparse", "keys", "f32", "sparse,keys,f32", "zstd", "sparse,keys,lz4"}) {
     TableSpec t = Table(2000, 16, "bsp");
     // Summed per clock, a read at clock c holds exactly the pushes of clocks < c (an `add`
     // table under bsp may already hold a faster worker's pushes of clock c): every run pushes
@@ -1486,7 +1554,7 @@ TEST(CommunicationTest, EveryFeatureKeepsTheResultAndMovesFewerBytes) {
     runs[features] = {ps->Snapshot(0), bytes};
   }
   const auto& [none, none_bytes] = runs["none"];
-  for (const char* lossless : {"sparse", "keys"}) {
+  for (const char* lossless : {"sparse", "keys", "zstd", "sparse,keys,lz4"}) {
     EXPECT_EQ(runs[lossless].first, none) << lossless;
     EXPECT_LT(runs[lossless].second, none_bytes) << lossless;
   }
@@ -1496,6 +1564,8 @@ TEST(CommunicationTest, EveryFeatureKeepsTheResultAndMovesFewerBytes) {
     EXPECT_LT(runs[lossy].second, none_bytes) << lossy;
   }
   EXPECT_LT(runs["sparse,keys,f32"].second * 5, none_bytes);
+  EXPECT_LT(runs["zstd"].second * 3, none_bytes);  // fourteen zeros of sixteen compress well
+  EXPECT_LT(runs["sparse,keys,lz4"].second, runs["keys"].second);
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include "tessera/core/fiber_pool.h"
 #include "tessera/core/parameter_server.h"
+#include "tessera/core/ps_wire.h"
 #include "tessera/net/codec_transport.h"
 #include "tessera_types.h"
 
@@ -179,7 +180,8 @@ struct Filler {
   void operator()(std::vector<Partial>& v) { v = {{7, 2, Values(4)}, {9, 0, Values(0)}}; }
   void operator()(std::vector<CarriedState>& v) { v = {{4, "four"}, {5, ""}}; }
   // Values(n) are exact floats, so f32 round-trips them bit for bit.
-  void operator()(PackedValues& p) { p = {true, true, {0, 3, 4, 70000}, rng() >> 1}; }
+  // Compressed packings: CodecTest.CompressedValuesRoundTrip.
+  void operator()(PackedValues& p) { p = {true, true, {0, 3, 4, 70000}, rng() >> 1, 0, 0, {}}; }
 };
 
 // Every field as text, doubles bit for bit.
@@ -240,6 +242,9 @@ struct Dumper {
     Add(p.sparse);
     for (std::uint32_t i : p.nonzero) Add(i);
     Add(p.size);
+    Add(p.codec);
+    Add(p.count);
+    (*this)(p.compressed);
   }
 };
 
@@ -296,6 +301,29 @@ TEST(CodecTest, EveryMessageKindRoundTrips) {
   auto f = DecodeFrame(EncodeMessages({&empty, 1}));
   ASSERT_TRUE(f.ok()) << f.status().message();
   ExpectSame(empty, f->messages[0]);
+}
+
+// A push whose values a codec compressed travels as the compressed bytes and unpacks to the
+// values pushed.
+TEST(CodecTest, CompressedValuesRoundTrip) {
+  for (const char* features : {"sparse,lz4", "zstd", "f32,zstd"}) {
+    SCOPED_TRACE(features);
+    msg::PsPush push;
+    push.keys = {1, 5, 9};
+    push.range = {};
+    Eigen::VectorXd values = Eigen::VectorXd::Zero(3 * 1000);
+    for (Eigen::Index i = 0; i < values.size(); i += 5) values[i] = static_cast<double>(i % 17);
+    push.values = values;
+    PackValues(*Communication::Parse(features), push.values, push.packed);
+    ASSERT_NE(push.packed.codec, 0);
+    const Message m(2, push);
+    auto f = DecodeFrame(EncodeMessages({&m, 1}));
+    ASSERT_TRUE(f.ok()) << f.status().message();
+    ExpectSame(m, f->messages[0]);
+    auto* got = f->messages[0].get<msg::PsPush>();
+    ASSERT_TRUE(UnpackValues(got->values, got->packed, 3 * 1000).ok());
+    EXPECT_EQ(got->values, values);
+  }
 }
 
 TEST(CodecTest, BatchesAndControlFramesRoundTrip) {
