@@ -7,10 +7,13 @@ problem with 100 true features; both made by bench/lasso_problem) at lambda = la
 each model in turn for every repeat (interleaved):
 
   bsp            the default there: FISTA, full proximal gradient steps (--dp-method auto)
-  bsp block      the delayed block proximal gradient, synchronous
+  bsp block      the delayed block proximal gradient, synchronous, with its KKT filter
   ssp:2, essp:2, asp
                  the default there: the delayed block proximal gradient, steps shrunk by the
-                 staleness each clock had
+                 staleness each clock had, with its KKT filter (passes between full ones step
+                 only the nonzero features)
+  ssp:2 no KKT filter
+                 the same, every feature stepped in every pass (--no-kkt-filter)
   ssp:2 gradient the proximal incremental aggregated gradient with the step 1/(L P (1 + S))
                  these models had before the block method (capped at --cap seconds)
 
@@ -49,6 +52,7 @@ MODELS = [
     ("ssp:2", ["--consistency", "ssp:2"]),
     ("essp:2", ["--consistency", "essp:2"]),
     ("asp", ["--consistency", "asp"]),
+    ("ssp:2 no KKT filter", ["--consistency", "ssp:2", "--no-kkt-filter"]),
     ("ssp:2 gradient", ["--consistency", "ssp:2", "--dp-method", "gradient", "--evaluate-every",
                         "5", "--max-seconds", str(args.cap)]),
 ]
@@ -104,14 +108,14 @@ for problem in args.problems:
             times[name].append(run(data, lam, flags, target))
     print(f"\n{problem}, lambda = lambda_max/10 = {lam:.6g}: seconds to the optimum "
           f"{best:.10g} within {RELATIVE:g} (2 servers, 2 workers, {args.repeats} repeats)")
-    print(f"{'model':<16} {'min s':>8} {'median s':>9} {'vs bsp':>8}")
+    print(f"{'model':<20} {'min s':>8} {'median s':>9} {'vs bsp':>8}")
     base = statistics.median(times["bsp"])
     for name, _ in MODELS:
         t = times[name]
         if any(math.isnan(x) for x in t):
-            print(f"{name:<16} {'not reached':>18} in {args.cap:g} s "
+            print(f"{name:<20} {'not reached':>18} in {args.cap:g} s "
                   f"({sum(math.isnan(x) for x in t)} of {len(t)} runs)")
             continue
         med = statistics.median(t)
-        print(f"{name:<16} {min(t):>8.3f} {med:>9.3f} {med / base:>7.2f}x")
+        print(f"{name:<20} {min(t):>8.3f} {med:>9.3f} {med / base:>7.2f}x")
 sys.stdout.flush()
