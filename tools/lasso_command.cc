@@ -75,7 +75,7 @@ struct LassoFlags {
   double path_ratio = 0;
   bool no_strong = false, no_active = false, no_gap_safe = false;
   DataParallelFlags data_parallel;  // parsed into opts.data_parallel
-  bool no_accelerate = false;
+  bool no_accelerate = false, no_kkt_filter = false;
   int cv = 0;                    // folds; 0: no cross-validation
   std::string foldid;            // a file of fold ids, one per row
   std::string cv_refit = "min";  // the λ --output keeps after --cv: min | 1se | path
@@ -170,7 +170,7 @@ void AddLassoFlags(CLI::App& cmd, LassoFlags& f) {
                  "The block method's blocks of features (0: from the data's size)")
       ->capture_default_str()
       ->group(g);
-  cmd.add_flag("--no-kkt-filter{false}", f.opts.kkt_filter,
+  cmd.add_flag("--no-kkt-filter", f.no_kkt_filter,
                "The block method steps every feature in every pass (by default passes between "
                "full ones step only the features that are nonzero)")
       ->group(g);
@@ -183,6 +183,7 @@ Status FinishDataParallelFlags(LassoFlags& f) {
   CopyRunOptions(f.opts.engine, dp);
   dp.seed = f.opts.engine.seed;
   f.opts.accelerate = !f.no_accelerate;
+  f.opts.kkt_filter = !f.no_kkt_filter;
   return Status::Ok();
 }
 
