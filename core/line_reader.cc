@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -32,7 +33,15 @@ Status LineReader::Open(const std::string& path) {
   file_ = gzopen(path.c_str(), "rb");
   if (!file_) return NotFound(path + ": cannot open: " + std::strerror(errno));
   gzbuffer(file_, 1 << 18);
+  file_bytes_ = S_ISREG(st.st_mode) ? static_cast<std::uint64_t>(st.st_size) : 0;
   return Status::Ok();
+}
+
+double LineReader::FractionRead() const {
+  if (!file_ || file_bytes_ == 0) return 0;
+  const double taken =
+      gzdirect(file_) ? static_cast<double>(bytes_read_) : static_cast<double>(gzoffset(file_));
+  return std::clamp(taken / static_cast<double>(file_bytes_), 0.0, 1.0);
 }
 
 bool LineReader::Fill() {

@@ -34,6 +34,10 @@ class LineReader {
   int line_number() const { return line_number_; }
   // Bytes of the (decompressed) text read so far, newlines included.
   std::uint64_t bytes_read() const { return bytes_read_; }
+  // The share of the file read so far, in (0, 1], to size what a reader keeps by the rest of
+  // the file: of a plain file exact, of a gzip file from the compressed bytes taken in (ahead by
+  // up to the read buffer); 0 where the size is not known (a pipe) or nothing is read yet.
+  double FractionRead() const;
   const std::string& path() const { return path_; }
   // "path:line: " for error messages about the current line.
   std::string Where() const { return path_ + ":" + std::to_string(line_number_) + ": "; }
@@ -49,6 +53,7 @@ class LineReader {
   bool eof_ = false;
   int line_number_ = 0;
   std::uint64_t bytes_read_ = 0;
+  std::uint64_t file_bytes_ = 0;  // 0: not a regular file
   std::size_t max_line_bytes_ = DefaultMaxLineBytes();
   Status status_;
 };

@@ -31,6 +31,12 @@ class StateWriter {
     Put(std::span<const T>(values));
   }
   void PutU64(std::uint64_t x) { out_.append(reinterpret_cast<const char*>(&x), sizeof x); }
+  // Room for arrays of these many values of T in all (with their lengths), so that a Save of
+  // large arrays writes into one allocation instead of growing (and copying) it per array.
+  template <class T>
+  void Reserve(std::size_t arrays, std::size_t values) {
+    out_.reserve(out_.size() + arrays * sizeof(std::uint64_t) + values * sizeof(T));
+  }
 
  private:
   std::string& out_;

@@ -1,10 +1,12 @@
 #include "tessera/net/process_env.h"
 
+#include <dlfcn.h>
 #include <pmix.h>
 
 #include <algorithm>
 #include <charconv>
 #include <cstdlib>
+#include <type_traits>
 
 namespace tessera::net {
 namespace {
@@ -26,6 +28,34 @@ Status ParseInt(const char* name, const char* text, int lo, int& out) {
   return Status::Ok();
 }
 
+// The PMIx client library, loaded when a launcher's PMIx server is there to ask and not before:
+// a process that never asks does not map it and the libraries it pulls in (libevent, hwloc,
+// udev, munge), which take about 0.8 MiB of every process's memory.
+struct PmixLibrary {
+  decltype(&PMIx_Init) init = nullptr;
+  decltype(&PMIx_Get) get = nullptr;
+  decltype(&PMIx_Finalize) finalize = nullptr;
+  decltype(&PMIx_Error_string) error_string = nullptr;
+  decltype(&PMIx_Value_destruct) value_destruct = nullptr;
+};
+
+StatusOr<PmixLibrary> LoadPmix() {
+  // Kept loaded: PMIx may leave threads or handlers behind after PMIx_Finalize.
+  void* handle = dlopen(TESSERA_PMIX_LIBRARY, RTLD_NOW | RTLD_LOCAL);
+  if (!handle) return Unavailable(std::string("cannot load the PMIx library: ") + dlerror());
+  PmixLibrary lib;
+  auto find = [&](auto& fn, const char* name) {
+    fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(handle, name));
+    return fn != nullptr;
+  };
+  if (!find(lib.init, "PMIx_Init") || !find(lib.get, "PMIx_Get") ||
+      !find(lib.finalize, "PMIx_Finalize") || !find(lib.error_string, "PMIx_Error_string") ||
+      !find(lib.value_destruct, "PMIx_Value_destruct")) {
+    return Unavailable(std::string(TESSERA_PMIX_LIBRARY) + " lacks a PMIx client function");
+  }
+  return lib;
+}
+
 // The host rank 0 of this PMIx job (Open MPI's mpirun) runs on, as the job's launcher names it.
 StatusOr<std::string> PmixHostOfRank0() {
   auto no_answer = [](const std::string& why) {
@@ -40,22 +70,27 @@ StatusOr<std::string> PmixHostOfRank0() {
     server = server || Get(uri) != nullptr;
   }
   if (!server) return no_answer("no PMIX_SERVER_URI in the environment");
+  StatusOr<PmixLibrary> lib = LoadPmix();
+  if (!lib.ok()) return no_answer(lib.status().message());
   pmix_proc_t me;
-  if (const pmix_status_t rc = PMIx_Init(&me, nullptr, 0); rc != PMIX_SUCCESS) {
-    return no_answer(PMIx_Error_string(rc));
+  if (const pmix_status_t rc = lib->init(&me, nullptr, 0); rc != PMIX_SUCCESS) {
+    return no_answer(lib->error_string(rc));
   }
   pmix_proc_t rank0;
   PMIX_LOAD_PROCID(&rank0, me.nspace, 0);
   pmix_value_t* value = nullptr;
-  const pmix_status_t rc = PMIx_Get(&rank0, PMIX_HOSTNAME, nullptr, 0, &value);
+  const pmix_status_t rc = lib->get(&rank0, PMIX_HOSTNAME, nullptr, 0, &value);
   StatusOr<std::string> host =
-      Unavailable(std::string("PMIx: no host name of rank 0 (") + PMIx_Error_string(rc) + ")");
+      Unavailable(std::string("PMIx: no host name of rank 0 (") + lib->error_string(rc) + ")");
   if (rc == PMIX_SUCCESS && value && value->type == PMIX_STRING && value->data.string &&
       *value->data.string) {
     host = std::string(value->data.string);
   }
-  if (value) PMIX_VALUE_RELEASE(value);
-  PMIx_Finalize(nullptr, 0);
+  if (value) {
+    lib->value_destruct(value);
+    pmix_free(value);
+  }
+  lib->finalize(nullptr, 0);
   return host;
 }
 

@@ -172,7 +172,7 @@ int FitMf(MfFlags& f, const CommonFlags& c, Cluster& cluster) {
     std::fflush(stdout);
   };
   Stopwatch total;
-  auto result = TrainMf(*train, test ? &*test : nullptr, f.opts, print);
+  auto result = TrainMf(std::move(*train), test ? &*test : nullptr, f.opts, print);
   const double setup_seconds = total.Seconds() - (result.ok() ? result->run.seconds : 0);
   if (!result.ok()) return Fail(result.status());
   if (!result->run.holds_result) return 0;

@@ -356,18 +356,20 @@ class CcdApp final : public ModelParallelApp {
 
 }  // namespace
 
-StatusOr<MfResult> TrainMf(const Ratings& train, const Ratings* test, const MfOptions& options,
+StatusOr<MfResult> TrainMf(Ratings train, const Ratings* test, const MfOptions& options,
                            const std::function<void(const MfEpoch&)>& on_epoch) {
   // Before any factor is allocated: the factors (W and H, rank columns plus the biases' two)
   // are kept about twice (the driver's copy and the workers'), by CCD++ once per worker and
-  // once more; the ratings twice (as read and grouped by the workers).
+  // once more; the test ratings twice (as read and grouped by the workers), the training
+  // ratings twice too except under rotation SGD, which sorts them where they are.
   const int k = options.rank + (options.biases ? 2 : 0);
   const bool ccd = options.mode == "model-parallel" && options.algorithm == "ccd++";
+  const bool rotation = options.mode == "model-parallel" && options.algorithm == "sgd";
   const double copies = ccd ? options.engine.workers + 1.0 : 2.0;
   const double factors = static_cast<double>(train.num_users() + train.num_items()) * k * 8.0;
   const double ratings =
-      2.0 * sizeof(Rating) *
-      static_cast<double>(train.entries.size() + (test ? test->entries.size() : 0));
+      sizeof(Rating) * ((rotation ? 1.0 : 2.0) * static_cast<double>(train.entries.size()) +
+                        2.0 * static_cast<double>(test ? test->entries.size() : 0));
   TESSERA_RETURN_IF_ERROR(CheckAllocation("factors of rank " + std::to_string(options.rank) +
                                               " for " + std::to_string(train.num_users()) +
                                               " users and " + std::to_string(train.num_items()) +
@@ -375,7 +377,7 @@ StatusOr<MfResult> TrainMf(const Ratings& train, const Ratings* test, const MfOp
                                           copies * factors + ratings));
   // (An objective that is not a finite number stops the engine at that evaluation.)
   return options.mode == "data-parallel" ? TrainMfSgdDataParallel(train, test, options, on_epoch)
-         : options.algorithm == "sgd"    ? TrainMfDsgd(train, test, options, on_epoch)
+         : options.algorithm == "sgd"    ? TrainMfDsgd(std::move(train), test, options, on_epoch)
                                          : TrainMfCcd(train, test, options, on_epoch);
 }
 

@@ -119,14 +119,16 @@ std::function<bool(std::uint32_t user, std::uint32_t item)> MfRatingsToKeep(
 double Rmse(const MfModel& model, const Ratings& ratings);
 
 // Trains on `train` in options.mode, reporting test RMSE after every epoch when `test` is
-// given (read with train's id maps). `on_epoch`, if set, is called after each epoch.
-StatusOr<MfResult> TrainMf(const Ratings& train, const Ratings* test, const MfOptions& options,
+// given (read with train's id maps). `on_epoch`, if set, is called after each epoch. Rotation
+// SGD sorts the training ratings in place and works on them there: pass them with std::move to
+// keep one copy.
+StatusOr<MfResult> TrainMf(Ratings train, const Ratings* test, const MfOptions& options,
                            const std::function<void(const MfEpoch&)>& on_epoch = {});
 // The two modes.
 StatusOr<MfResult> TrainMfSgdDataParallel(const Ratings& train, const Ratings* test,
                                           const MfOptions& options,
                                           const std::function<void(const MfEpoch&)>& on_epoch);
-StatusOr<MfResult> TrainMfDsgd(const Ratings& train, const Ratings* test, const MfOptions& options,
+StatusOr<MfResult> TrainMfDsgd(Ratings train, const Ratings* test, const MfOptions& options,
                                const std::function<void(const MfEpoch&)>& on_epoch = {});
 StatusOr<MfResult> TrainMfCcd(const Ratings& train, const Ratings* test, const MfOptions& options,
                               const std::function<void(const MfEpoch&)>& on_epoch = {});

@@ -45,13 +45,14 @@ StatusOr<MfCvResult> CrossValidateMf(
     }
     o.engine.label =
         options.engine.label + " fold " + std::to_string(k + 1) + "/" + std::to_string(folds);
-    TESSERA_ASSIGN_OR_RETURN(MfResult fit, TrainMf(train, &*test, o));
+    const std::size_t train_count = train.census.count;
+    TESSERA_ASSIGN_OR_RETURN(MfResult fit, TrainMf(std::move(train), &*test, o));
     if (!fit.run.holds_result) {
       result.holds_result = false;
       continue;
     }
     MfFoldResult f;
-    f.train_count = train.census.count;
+    f.train_count = train_count;
     f.test_count = test->census.count;
     f.skipped_unknown = test->skipped_unknown;
     if (!fit.epochs.empty()) {

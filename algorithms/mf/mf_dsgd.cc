@@ -11,12 +11,18 @@
 // the same parameters, and no worker holds more of H than the block it is working on. Which
 // block a rating belongs to follows from its ids alone, so a process reads only the ratings of
 // the users its workers own (MfRatingsToKeep) and makes only their factor rows.
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <random>
+#include <span>
+#include <utility>
 
 #include "tessera/algorithms/mf/mf.h"
 #include "tessera/algorithms/mf/mf_common.h"
@@ -40,21 +46,55 @@ std::size_t BlockRows(std::size_t n, std::size_t P, std::size_t b) {
   return b < n ? (n - b + P - 1) / P : 0;
 }
 
+// Ratings in memory that takes no space until written: std::allocator constructs nothing, so a
+// page holds memory from its first write on (Rating is an implicit-lifetime type).
+class RatingArray {
+ public:
+  RatingArray() = default;
+  explicit RatingArray(std::size_t n)
+      : data_(n ? std::allocator<Rating>().allocate(n) : nullptr), size_(n) {}
+  RatingArray(RatingArray&& o) noexcept
+      : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  RatingArray& operator=(RatingArray&& o) noexcept {
+    std::swap(data_, o.data_);
+    std::swap(size_, o.size_);
+    return *this;
+  }
+  ~RatingArray() {
+    if (data_) std::allocator<Rating>().deallocate(data_, size_);
+  }
+  std::span<Rating> span() const { return {data_, size_}; }
+
+ private:
+  Rating* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+// Gives back to the system the whole pages within v's entries [from, to), which have been
+// copied and are not read again (they read as zeros after).
+void Release(std::vector<Rating>& v, std::size_t from, std::size_t to) {
+  static const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto first = (reinterpret_cast<std::uintptr_t>(v.data() + from) + page - 1) / page * page;
+  const auto last = reinterpret_cast<std::uintptr_t>(v.data() + to) / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 // Worker w: user block w, its rows of W and its ratings grouped by item block. A rating's user
 // and item are its rows in W and in the item block's H.
 struct DsgdWorker final : WorkerState {
   std::size_t block = 0;
-  Rows w;                                   // row l: user block + l·P
-  std::vector<float> g;                     // adagrad steps: each row's squared gradients
-  std::vector<std::vector<Rating>> strata;  // [item block]: ratings of my users in that block,
-                                            // grouped by tile
+  Rows w;                // row l: user block + l·P
+  std::vector<float> g;  // adagrad steps: each row's squared gradients
+  RatingArray ratings;   // my users' training ratings, grouped (GroupInTiles)
+  // [item block]: ratings of my users in that block, grouped by tile: a part of `ratings`.
+  std::vector<std::span<Rating>> strata;
   std::vector<std::vector<std::uint32_t>> tiles;  // [item block]: where each tile starts, + end
-                                                  // (GroupInTiles)
   std::vector<std::vector<Rating>> test;          // [item block]: test ratings of my users
   std::mt19937_64 rng;
   double train_sse = 0, test_sse = 0;  // of the evaluation rounds since the last EvaluateTerms
   std::uint64_t evaluated = 0;         // training ratings those covered
   void Save(StateWriter& out) const override {
+    out.Reserve<float>(2, static_cast<std::size_t>(w.size()) + g.size());
     out.Put(std::span<const float>(w.data(), static_cast<std::size_t>(w.size())));
     out.Put(std::span<const float>(g));
   }
@@ -66,6 +106,7 @@ struct HBlock final : BlockState {
   Rows h;
   std::vector<float> g;  // adagrad steps: each row's squared gradients
   void Save(StateWriter& out) const override {
+    out.Reserve<float>(2, static_cast<std::size_t>(h.size()) + g.size());
     out.Put(std::span<const float>(h.data(), static_cast<std::size_t>(h.size())));
     out.Put(std::span<const float>(g));
   }
@@ -73,10 +114,9 @@ struct HBlock final : BlockState {
 
 class DsgdApp final : public ModelParallelApp {
  public:
-  DsgdApp(const Ratings& train, const Ratings* test, const MfOptions& o,
+  DsgdApp(Ratings train, const Ratings* test, const MfOptions& o,
           const std::function<void(const MfEpoch&)>& on_epoch)
       : c_(train, test, o, on_epoch, /*random_h=*/true),
-        train_(train),
         test_(test),
         P_(static_cast<std::size_t>(o.engine.workers)) {
     // The rotation scheduler's partitions are the item blocks: one key each.
@@ -84,6 +124,7 @@ class DsgdApp final : public ModelParallelApp {
     std::vector<Key> blocks(std::min(P_, num_items_));
     for (std::size_t b = 0; b < blocks.size(); ++b) blocks[b] = b;
     scheduler_->Reset(blocks);
+    GroupInTiles(std::move(train.entries));
   }
 
   // An epoch is 2P rounds: P of SGD, in which every worker meets every item block once, then P
@@ -109,20 +150,27 @@ class DsgdApp final : public ModelParallelApp {
     me->block = b;
     me->w = InitialRows(false, b);
     me->g = InitialGradients(false, b);
+    // A worker's ratings are handed to it once: a run makes each of its workers once.
+    me->ratings = std::move(ratings_[b]);
     me->strata.resize(P_);
+    me->tiles.resize(P_);
+    for (std::size_t s = 0; s < P_; ++s) {
+      const std::size_t segment = b * P_ + s;
+      me->strata[s] = me->ratings.span().subspan(segments_[segment] - segments_[b * P_],
+                                                 segments_[segment + 1] - segments_[segment]);
+      me->tiles[s] = tiles_[segment];
+    }
     me->test.resize(P_);
-    const mf_internal::Divisor by_p(static_cast<std::uint32_t>(P_));
-    auto group = [&](const Ratings& ratings, std::vector<std::vector<Rating>>& by_block) {
+    if (test_) {
+      const mf_internal::Divisor by_p(static_cast<std::uint32_t>(P_));
       std::vector<std::size_t> size(P_);  // sized first: no spare capacity
-      for (const Rating& r : ratings.entries) size[by_p.Mod(r.item)] += by_p.Mod(r.user) == b;
-      for (std::size_t i = 0; i < P_; ++i) by_block[i].reserve(size[i]);
-      for (const Rating& r : ratings.entries) {
+      for (const Rating& r : test_->entries) size[by_p.Mod(r.item)] += by_p.Mod(r.user) == b;
+      for (std::size_t i = 0; i < P_; ++i) me->test[i].reserve(size[i]);
+      for (const Rating& r : test_->entries) {
         if (by_p.Mod(r.user) != b) continue;
-        by_block[by_p.Mod(r.item)].push_back({by_p.Div(r.user), by_p.Div(r.item), r.value});
+        me->test[by_p.Mod(r.item)].push_back({by_p.Div(r.user), by_p.Div(r.item), r.value});
       }
-    };
-    GroupInTiles(b, *me);
-    if (test_) group(*test_, me->test);
+    }
     // A resumed run's shuffles go on from a stream seeded by the rounds done, so it visits the
     // ratings in another order than the uninterrupted one would have.
     if (resumed_rounds_ == 0) {
@@ -178,7 +226,7 @@ class DsgdApp final : public ModelParallelApp {
         HBlock& hb = ctx.Carried<HBlock>(b.id);
         // The tiles in a random order, each one's ratings shuffled: random enough for SGD,
         // and the W and H rows a tile touches stay in cache while it runs.
-        std::vector<Rating>& ratings = me.strata[b.id];
+        std::span<Rating> ratings = me.strata[b.id];
         const std::vector<std::uint32_t>& tiles = me.tiles[b.id];
         std::vector<std::uint32_t> order(tiles.size() - 1);
         std::iota(order.begin(), order.end(), 0u);
@@ -194,7 +242,7 @@ class DsgdApp final : public ModelParallelApp {
           }
         }
       } else {
-        auto sse = [&](const std::vector<Rating>& ratings) {
+        auto sse = [&](std::span<const Rating> ratings) {
           return mf_internal::SquaredErrors(ratings.data(), ratings.data() + ratings.size(),
                                             me.w.data(), h.data(), kp_, model_.mean);
         };
@@ -282,50 +330,65 @@ class DsgdApp final : public ModelParallelApp {
                       " blocks, seed " + std::to_string(opts_.seed));
   }
 
-  // Worker b's training ratings, by item block (stratum) and within it by tile: tile_rows users
-  // by tile_rows items, whose W and H rows fit in a core's L2 cache. A counting sort straight
-  // from the training set: each stratum is made once, at its size. Empty tiles are left out of
-  // me.tiles.
-  void GroupInTiles(std::size_t b, DsgdWorker& me) const {
+  // The training ratings this process read, grouped by worker (user block), then by stratum
+  // (item block), then by tile: tile_rows users by tile_rows items, whose W and H rows fit in a
+  // core's L2 cache; ids become rows within their blocks. A counting sort into an array per
+  // worker, in file order within each tile (so a run gives the same factors in any number of
+  // processes), that fills them from the end while giving back the pages of the ratings as read
+  // it has copied: the ratings take their own size once, not twice. A worker's ratings are
+  // freed with it, when the run's last gather has its rows.
+  void GroupInTiles(std::vector<Rating> read) {
     const std::size_t tile_rows =
         std::max<std::size_t>(64, kTileBytes / (static_cast<std::size_t>(kp_) * sizeof(float)));
     const mf_internal::Divisor by_p(static_cast<std::uint32_t>(P_)),
         by_tile(static_cast<std::uint32_t>(tile_rows));
-    std::vector<std::size_t> item_tiles(P_);
-    std::vector<std::vector<std::uint32_t>> starts(P_);
-    const std::size_t user_tiles = BlockRows(num_users_, P_, b) / tile_rows + 1;
-    for (std::size_t s = 0; s < P_; ++s) {
-      item_tiles[s] = BlockRows(num_items_, P_, s) / tile_rows + 1;
-      starts[s].assign(user_tiles * item_tiles[s] + 1, 0);
-    }
-    auto tile = [&](std::size_t s, std::uint32_t user_row, std::uint32_t item_row) {
-      return by_tile.Div(user_row) * item_tiles[s] + by_tile.Div(item_row);
+    auto segment_of = [&](const Rating& r) {
+      return std::size_t{by_p.Mod(r.user)} * P_ + by_p.Mod(r.item);
     };
-    for (const Rating& r : train_.entries) {
-      if (by_p.Mod(r.user) != b) continue;
-      const std::size_t s = by_p.Mod(r.item);
-      ++starts[s][tile(s, by_p.Div(r.user), by_p.Div(r.item)) + 1];
+    // Tiles are numbered across the segments this process has ratings in.
+    std::vector<std::size_t> in_segment(P_ * P_), first_tile(P_ * P_ + 1), item_tiles(P_);
+    for (const Rating& r : read) ++in_segment[segment_of(r)];
+    for (std::size_t s = 0; s < P_; ++s)
+      item_tiles[s] = BlockRows(num_items_, P_, s) / tile_rows + 1;
+    for (std::size_t segment = 0; segment < P_ * P_; ++segment) {
+      const std::size_t tiles =
+          (BlockRows(num_users_, P_, segment / P_) / tile_rows + 1) * item_tiles[segment % P_];
+      first_tile[segment + 1] = first_tile[segment] + (in_segment[segment] > 0 ? tiles : 0);
     }
-    me.strata.assign(P_, {});
-    me.tiles.assign(P_, {});
-    for (std::size_t s = 0; s < P_; ++s) {
-      std::vector<std::uint32_t>& st = starts[s];
-      for (std::size_t t = 0; t + 1 < st.size(); ++t) st[t + 1] += st[t];
-      me.strata[s].resize(st.back());
-    }
-    std::vector<std::vector<std::uint32_t>> next(P_);
-    for (std::size_t s = 0; s < P_; ++s) next[s].assign(starts[s].begin(), starts[s].end() - 1);
-    for (const Rating& r : train_.entries) {
-      if (by_p.Mod(r.user) != b) continue;
-      const std::size_t s = by_p.Mod(r.item);
-      const std::uint32_t u = by_p.Div(r.user), i = by_p.Div(r.item);
-      me.strata[s][next[s][tile(s, u, i)]++] = {u, i, r.value};
-    }
-    for (std::size_t s = 0; s < P_; ++s) {
-      std::vector<std::uint32_t>& kept = me.tiles[s];
+    auto tile_of = [&](const Rating& r, std::size_t segment) {
+      return first_tile[segment] +
+             std::size_t{by_tile.Div(by_p.Div(r.user))} * item_tiles[segment % P_] +
+             by_tile.Div(by_p.Div(r.item));
+    };
+    std::vector<std::size_t> end(first_tile.back() + 1);  // counts, then where each tile ends
+    for (const Rating& r : read) ++end[tile_of(r, segment_of(r)) + 1];
+    for (std::size_t t = 0; t < first_tile.back(); ++t) end[t + 1] += end[t];
+    segments_.assign(P_ * P_ + 1, 0);
+    tiles_.assign(P_ * P_, {});
+    for (std::size_t segment = 0; segment < P_ * P_; ++segment) {
+      segments_[segment + 1] = end[first_tile[segment + 1]];
+      std::vector<std::uint32_t>& kept = tiles_[segment];  // relative; empty tiles left out
       kept.push_back(0);
-      for (std::size_t t = 0; t + 1 < starts[s].size(); ++t) {
-        if (starts[s][t + 1] > starts[s][t]) kept.push_back(starts[s][t + 1]);
+      for (std::size_t t = first_tile[segment]; t < first_tile[segment + 1]; ++t) {
+        if (end[t + 1] > end[t]) {
+          kept.push_back(static_cast<std::uint32_t>(end[t + 1] - segments_[segment]));
+        }
+      }
+    }
+    ratings_.clear();
+    for (std::size_t b = 0; b < P_; ++b) {
+      ratings_.emplace_back(segments_[(b + 1) * P_] - segments_[b * P_]);
+    }
+    constexpr std::size_t kReleaseEvery = std::size_t{1} << 14;  // ratings (192 KiB)
+    std::size_t copied_from = read.size();  // the ratings as read from here on are copied
+    for (std::size_t i = read.size(); i-- > 0;) {
+      const Rating& r = read[i];
+      const std::size_t segment = segment_of(r), b = segment / P_;
+      const std::size_t at = --end[tile_of(r, segment) + 1] - segments_[b * P_];
+      ratings_[b].span()[at] = {by_p.Div(r.user), by_p.Div(r.item), r.value};
+      if (i % kReleaseEvery == 0) {
+        Release(read, i, copied_from);
+        copied_from = i;
       }
     }
   }
@@ -387,7 +450,13 @@ class DsgdApp final : public ModelParallelApp {
   }
 
   mf_internal::Common c_;  // first: the references below point into it
-  const Ratings& train_;
+  // The training ratings this process read, grouped by GroupInTiles, in order of segment b·P + s
+  // (worker b's stratum s): [segments_[b·P + s], segments_[b·P + s + 1]) in that order, of which
+  // worker b's are in ratings_[b] until MakeWorker hands them to it. tiles_[b·P + s] says where
+  // the segment's tiles start within it, + its end.
+  std::vector<RatingArray> ratings_;
+  std::vector<std::size_t> segments_;
+  std::vector<std::vector<std::uint32_t>> tiles_;
   const Ratings* test_;
   const std::size_t P_;
   const MfOptions& opts_ = c_.opts;
@@ -410,10 +479,10 @@ class DsgdApp final : public ModelParallelApp {
 
 }  // namespace
 
-StatusOr<MfResult> TrainMfDsgd(const Ratings& train, const Ratings* test, const MfOptions& options,
+StatusOr<MfResult> TrainMfDsgd(Ratings train, const Ratings* test, const MfOptions& options,
                                const std::function<void(const MfEpoch&)>& on_epoch) {
   TESSERA_RETURN_IF_ERROR(mf_internal::CheckInputs(train, test, options));
-  DsgdApp app(train, test, options, on_epoch);
+  DsgdApp app(std::move(train), test, options, on_epoch);
   TESSERA_ASSIGN_OR_RETURN(RunResult run, app.common().RunModelParallel(app));
   return app.common().Finish(std::move(run));
 }

@@ -134,6 +134,41 @@ TEST(LineReaderTest, StripsAByteOrderMarkAndCapsTheLineLength) {
               HasSubstr("/dev/zero:1: a line longer than 1048576 bytes (not a text file"));
 }
 
+// How much of a file is read, for readers that size what they keep by it: exact for a plain
+// file, from the compressed bytes for a gzip one (which are taken in ahead of the lines), and
+// not known for a file that does not tell its size.
+TEST(LineReaderTest, TellsTheShareOfTheFileRead) {
+  TempDir dir;
+  std::string text;
+  for (int i = 0; i < 200000; ++i) text += std::to_string(i * 7919 % 100003) + " line\n";
+  for (const std::string& path : {dir.File("plain.txt", text), Gzip(dir, "text.gz", text)}) {
+    LineReader in;
+    ASSERT_TRUE(in.Open(path).ok());
+    EXPECT_EQ(in.FractionRead(), 0) << path;
+    std::string_view line;
+    int lines = 0;
+    double half = -1;
+    while (in.Next(line)) {
+      if (++lines == 100000) half = in.FractionRead();
+    }
+    EXPECT_EQ(lines, 200000);
+    const double exact = static_cast<double>(text.find('\n', text.size() / 2 - 20) + 1) /
+                         static_cast<double>(text.size());
+    if (path.ends_with(".txt")) {
+      EXPECT_NEAR(half, 0.5, 1e-3) << path;
+    } else {
+      EXPECT_GE(half, exact * 0.9) << path;
+      EXPECT_LE(half, 1.0) << path;
+    }
+    EXPECT_EQ(in.FractionRead(), 1.0) << path;
+  }
+  LineReader unsized;  // /proc files say they have 0 bytes
+  ASSERT_TRUE(unsized.Open("/proc/self/status").ok());
+  std::string_view line;
+  ASSERT_TRUE(unsized.Next(line));
+  EXPECT_EQ(unsized.FractionRead(), 0);
+}
+
 TEST(LibsvmTest, MissingFileAndDirectory) {
   auto d = ReadLibsvm("/nonexistent/data.svm");
   ASSERT_FALSE(d.ok());
