@@ -361,7 +361,7 @@ StatusOr<MfResult> TrainMf(Ratings train, const Ratings* test, const MfOptions& 
   // Before any factor is allocated: the factors (W and H, rank columns plus the biases' two)
   // are kept about twice (the driver's copy and the workers'), by CCD++ once per worker and
   // once more; the test ratings twice (as read and grouped by the workers), the training
-  // ratings twice too except under rotation SGD, which sorts them where they are.
+  // ratings twice too except under rotation SGD, which frees them as it groups them.
   const int k = options.rank + (options.biases ? 2 : 0);
   const bool ccd = options.mode == "model-parallel" && options.algorithm == "ccd++";
   const bool rotation = options.mode == "model-parallel" && options.algorithm == "sgd";

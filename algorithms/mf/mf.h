@@ -120,8 +120,8 @@ double Rmse(const MfModel& model, const Ratings& ratings);
 
 // Trains on `train` in options.mode, reporting test RMSE after every epoch when `test` is
 // given (read with train's id maps). `on_epoch`, if set, is called after each epoch. Rotation
-// SGD sorts the training ratings in place and works on them there: pass them with std::move to
-// keep one copy.
+// SGD gives back the memory of the training ratings as it hands them to its workers: pass them
+// with std::move and they are kept once.
 StatusOr<MfResult> TrainMf(Ratings train, const Ratings* test, const MfOptions& options,
                            const std::function<void(const MfEpoch&)>& on_epoch = {});
 // The two modes.

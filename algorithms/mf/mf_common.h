@@ -31,7 +31,6 @@ class Divisor {
     const std::uint64_t low = m_ * a;
     return static_cast<std::uint32_t>((static_cast<unsigned __int128>(low) * d_) >> 64);
   }
-  std::uint32_t divisor() const { return static_cast<std::uint32_t>(d_); }
 
  private:
   std::uint64_t d_;
