@@ -1,5 +1,8 @@
 #include "tessera/core/metrics.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -122,6 +125,12 @@ std::uint64_t PeakRssBytes() {
     if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
   }
   return 0;
+}
+
+void ReturnFreedMemory() {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
 }
 
 Status CheckFiniteObjective(double objective, const char* unit, std::uint64_t step) {

@@ -796,6 +796,9 @@ StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions&
   if (!result.ok()) {  // a worker's own error says more than the closed transport it left
     for (const Status& s : worker_status) TESSERA_RETURN_IF_ERROR(s);
   }
+  // The workers' states, freed on the pool's threads, back to the system before the app makes
+  // its result on this one.
+  ReturnFreedMemory();
   return result;
 }
 

@@ -143,7 +143,7 @@ int FitLda(LdaFlags& f, const CommonFlags& c, Cluster& cluster) {
     std::fflush(stdout);
   };
   Stopwatch total;
-  auto result = TrainLda(train, f.opts, has_test ? &test : nullptr, print);
+  auto result = TrainLda(std::move(train), f.opts, has_test ? &test : nullptr, print);
   if (!result.ok()) return Fail(result.status());
   if (!result->run.holds_result) return 0;
   if (!c.quiet && !result->resumed.empty()) {

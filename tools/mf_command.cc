@@ -3,9 +3,6 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 
 #include "tessera/algorithms/mf/mf_cv.h"
 #include "tessera/core/fiber_pool.h"
@@ -137,9 +134,7 @@ int FitMf(MfFlags& f, const CommonFlags& c, Cluster& cluster) {
     if (!t.ok()) return Fail(t.status());
     test = std::move(*t);
   }
-#ifdef __GLIBC__
-  malloc_trim(0);  // give back what the readers' growing arrays freed before the fit allocates
-#endif
+  ReturnFreedMemory();  // what the readers freed, before the fit allocates
   if (!c.quiet) {
     std::printf("tessera mf: %s: %zu ratings, %zu users x %zu items", train->source.c_str(),
                 train->census.count, train->num_users(), train->num_items());

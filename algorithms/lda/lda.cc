@@ -272,8 +272,11 @@ double TopicLogLikelihood(const Hyper& h, const double* nk) {
 
 namespace {
 
-// A model with its hyper-parameters and vocabulary, no rows yet.
-LdaModel ModelShell(const Hyper& h, const Corpus& corpus) {
+// A model with its hyper-parameters and vocabulary, no rows yet. A row has at most as many
+// entries as its word (or document) has tokens: room for that many, which takes memory only as
+// the rows fill it, and spares the copies that growing the arrays would make (old and new at
+// once, the peak of a run's end).
+LdaModel ModelShell(const Hyper& h, const Corpus& corpus, const Tokens& t) {
   LdaModel m;
   m.topics = h.K;
   m.alpha = h.alpha;
@@ -281,6 +284,13 @@ LdaModel ModelShell(const Hyper& h, const Corpus& corpus) {
   m.vocab = corpus.vocab;
   m.word_ptr.reserve(corpus.num_words() + 1);
   m.topic_total.assign(static_cast<std::size_t>(h.K), 0);
+  const std::size_t most = std::min<std::size_t>(
+      t.num_tokens(), static_cast<std::size_t>(h.K) * std::max(corpus.num_words(), t.num_docs()));
+  m.word_topic.reserve(most);
+  m.word_count.reserve(most);
+  m.doc_topic.reserve(most);
+  m.doc_count.reserve(most);
+  m.doc_ptr.reserve(t.num_docs() + 1);
   return m;
 }
 
@@ -319,7 +329,7 @@ void AddDocRows(LdaModel& m, const Tokens& t) {
 
 LdaModel MakeModel(const Hyper& h, const Corpus& corpus, const Tokens& t,
                    const std::vector<std::int32_t>& wt) {
-  LdaModel m = ModelShell(h, corpus);
+  LdaModel m = ModelShell(h, corpus, t);
   const auto K = static_cast<std::size_t>(h.K);
   std::vector<std::int32_t> counts(K, 0);
   std::vector<std::uint32_t> touched;
@@ -336,7 +346,7 @@ LdaModel MakeModel(const Hyper& h, const Corpus& corpus, const Tokens& t,
 }
 
 LdaModel MakeModelFromTokens(const Hyper& h, const Corpus& corpus, const Tokens& t) {
-  LdaModel m = ModelShell(h, corpus);
+  LdaModel m = ModelShell(h, corpus, t);
   const auto K = static_cast<std::size_t>(h.K);
   // The tokens' topics grouped by internal word (a counting sort), then each word's row.
   const std::size_t V = corpus.num_words();
@@ -365,7 +375,7 @@ void Recorder::Record(int iteration, double ll, double perplexity, double eval_s
   LdaIteration it;
   it.iteration = iteration;
   it.log_likelihood = ll;
-  const auto n = static_cast<double>(corpus.num_tokens());
+  const auto n = static_cast<double>(num_tokens);
   it.ll_per_token = n > 0 ? ll / n : 0;
   it.perplexity = perplexity;
   eval_seconds += clock.Seconds() - eval_started;
@@ -386,9 +396,16 @@ LdaResult Common::Finish(LdaModel model, RunResult run) const {
   return r;
 }
 
+Corpus VocabularyOf(Corpus c) {
+  Corpus v;
+  v.vocab = std::move(c.vocab);
+  v.source = std::move(c.source);
+  return v;
+}
+
 std::string Common::Problem(const std::string& extra) const {
   return "documents " + std::to_string(t.num_docs()) + ", words " +
-         std::to_string(rec.corpus.num_words()) + ", tokens " + std::to_string(t.num_tokens()) +
+         std::to_string(corpus.num_words()) + ", tokens " + std::to_string(t.num_tokens()) +
          ", topics " + std::to_string(h.K) + extra;
 }
 
@@ -795,14 +812,13 @@ StatusOr<LdaModel> ReadLdaModel(const std::string& path) {
   return m;
 }
 
-StatusOr<LdaResult> TrainLdaRotation(const Corpus& corpus, const LdaOptions& options,
-                                     const Corpus* test,
+StatusOr<LdaResult> TrainLdaRotation(Corpus corpus, const LdaOptions& options, const Corpus* test,
                                      const std::function<void(const LdaIteration&)>& on_iteration);
 StatusOr<LdaResult> TrainLdaDataParallel(
-    const Corpus& corpus, const LdaOptions& options, const Corpus* test,
+    Corpus corpus, const LdaOptions& options, const Corpus* test,
     const std::function<void(const LdaIteration&)>& on_iteration);
 
-StatusOr<LdaResult> TrainLda(const Corpus& corpus, const LdaOptions& options, const Corpus* test,
+StatusOr<LdaResult> TrainLda(Corpus corpus, const LdaOptions& options, const Corpus* test,
                              const std::function<void(const LdaIteration&)>& on_iteration) {
   TESSERA_RETURN_IF_ERROR(options.Validate());
   if (corpus.num_tokens() == 0) {
@@ -827,8 +843,8 @@ StatusOr<LdaResult> TrainLda(const Corpus& corpus, const LdaOptions& options, co
           " words and " + std::to_string(corpus.num_tokens()) + " tokens",
       per_count * (V + 1) * K + 16.0 * static_cast<double>(corpus.num_tokens())));
   StatusOr<LdaResult> r = options.mode == "data-parallel"
-                              ? TrainLdaDataParallel(corpus, options, test, on_iteration)
-                              : TrainLdaRotation(corpus, options, test, on_iteration);
+                              ? TrainLdaDataParallel(std::move(corpus), options, test, on_iteration)
+                              : TrainLdaRotation(std::move(corpus), options, test, on_iteration);
   if (r.ok()) r->peak_rss_bytes = PeakRssBytes();
   return r;
 }

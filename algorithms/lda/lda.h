@@ -128,9 +128,9 @@ struct LdaResult {
 
 // Fits `corpus` in options.mode. With `test`, held-out perplexity is computed at every
 // evaluation (its time is not counted in `seconds`). `on_iteration` is called after each
-// evaluation.
-StatusOr<LdaResult> TrainLda(const Corpus& corpus, const LdaOptions& options,
-                             const Corpus* test = nullptr,
+// evaluation. The trainers free the corpus's documents once they have laid out its tokens:
+// pass it with std::move and it is not kept twice.
+StatusOr<LdaResult> TrainLda(Corpus corpus, const LdaOptions& options, const Corpus* test = nullptr,
                              const std::function<void(const LdaIteration&)>& on_iteration = {});
 
 // log p(w, z) of a model's counts (the formula above).

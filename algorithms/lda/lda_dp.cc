@@ -54,9 +54,9 @@ struct DpWorker final : WorkerState {
 
 class DpLdaApp final : public DataParallelApp {
  public:
-  DpLdaApp(const Corpus& corpus, const LdaOptions& o, const Corpus* test,
+  DpLdaApp(Corpus corpus, const LdaOptions& o, const Corpus* test,
            const std::function<void(const LdaIteration&)>& on_iteration)
-      : c_(corpus, o, test, on_iteration, 1), opts_(o), V_(corpus.num_words()) {}
+      : c_(std::move(corpus), o, test, on_iteration, 1), opts_(o), V_(c_.corpus.num_words()) {}
 
   std::size_t num_rows() const override { return t_.num_docs(); }
 
@@ -304,7 +304,7 @@ class DpLdaApp final : public DataParallelApp {
 }  // namespace
 
 StatusOr<LdaResult> TrainLdaDataParallel(
-    const Corpus& corpus, const LdaOptions& options, const Corpus* test,
+    Corpus corpus, const LdaOptions& options, const Corpus* test,
     const std::function<void(const LdaIteration&)>& on_iteration) {
   DataParallelOptions dp = options.data_parallel;
   CopyRunOptions(options.engine, dp);
@@ -312,7 +312,7 @@ StatusOr<LdaResult> TrainLdaDataParallel(
   dp.seed = options.seed;
   dp.objective_tolerance = options.engine.objective_tolerance;
   dp.evaluate_every_epochs = static_cast<std::uint64_t>(options.evaluate_every);
-  DpLdaApp app(corpus, options, test, on_iteration);
+  DpLdaApp app(std::move(corpus), options, test, on_iteration);
   std::optional<CheckpointDir> dir;
   TESSERA_ASSIGN_OR_RETURN(
       std::string resumed,

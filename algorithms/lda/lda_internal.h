@@ -83,6 +83,8 @@ struct Tokens {
 
 // Builds the layout with `blocks` vocabulary blocks and random initial topics (seeded).
 Tokens BuildTokens(const Corpus& corpus, int blocks, int topics, std::uint64_t seed);
+// The corpus without its documents (their memory freed): the vocabulary and the source.
+Corpus VocabularyOf(Corpus c);
 
 // Word-major copy of the topics of a set of tokens: the tokens of internal word w have their
 // topics at topic[ptr[w] .. ptr[w+1]); token i's is topic[slot[i]] (slot[i] = kNone when token i
@@ -378,7 +380,7 @@ LdaModel MakeModelFromTokens(const Hyper& h, const Corpus& corpus, const Tokens&
 // Calls `on_iteration` and keeps the history; times evaluations out of the sampling time.
 struct Recorder {
   const LdaOptions& opts;
-  const Corpus& corpus;
+  std::uint64_t num_tokens;  // of the training corpus
   const Corpus* test;
   const std::function<void(const LdaIteration&)>& on_iteration;
   Stopwatch clock;
@@ -391,23 +393,28 @@ struct Recorder {
   double SamplingSeconds() const { return clock.Seconds() - eval_seconds; }
 };
 
-// What both trainers hold: the options, the corpus, the hyper-parameters, the tokens (with
-// `blocks` vocabulary blocks) and the recorder.
+// What both trainers hold: the options, the corpus's vocabulary, the hyper-parameters, the
+// tokens (with `blocks` vocabulary blocks) and the recorder. The corpus's documents are freed
+// once the tokens are laid out: the tokens hold all the trainers read of them.
 struct Common {
-  Common(const Corpus& corpus, const LdaOptions& o, const Corpus* test,
+  Common(Corpus c, const LdaOptions& o, const Corpus* test,
          const std::function<void(const LdaIteration&)>& on_iteration, int blocks)
-      : h(o, corpus.num_words()),
-        t(BuildTokens(corpus, blocks, o.topics, o.seed)),
-        rec{o, corpus, test, on_iteration, {}, 0, {}, 0} {}
+      : h(o, c.num_words()),
+        t(BuildTokens(c, blocks, o.topics, o.seed)),
+        rec{o, c.num_tokens(), test, on_iteration, {}, 0, {}, 0},
+        corpus(VocabularyOf(std::move(c))) {
+    ReturnFreedMemory();  // the documents', before the workers allocate on other threads
+  }
   const Hyper h;
   Tokens t;
   Recorder rec;
+  const Corpus corpus;  // the vocabulary and source; no documents
   // The public model from dense internal-order word-topic counts.
   LdaModel Model(const std::vector<std::int32_t>& word_topic_internal) const {
-    return MakeModel(h, rec.corpus, t, word_topic_internal);
+    return MakeModel(h, corpus, t, word_topic_internal);
   }
   // The public model from the tokens' topics.
-  LdaModel ModelFromTokens() const { return MakeModelFromTokens(h, rec.corpus, t); }
+  LdaModel ModelFromTokens() const { return MakeModelFromTokens(h, corpus, t); }
   // The result: the model, the run, the history and the sampling throughput.
   LdaResult Finish(LdaModel model, RunResult run) const;
 

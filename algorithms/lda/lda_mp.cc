@@ -56,9 +56,11 @@ struct VocabBlock final : BlockState {
 
 class RotationLdaApp final : public ModelParallelApp {
  public:
-  RotationLdaApp(const Corpus& corpus, const LdaOptions& o, const Corpus* test,
+  RotationLdaApp(Corpus corpus, const LdaOptions& o, const Corpus* test,
                  const std::function<void(const LdaIteration&)>& on_iteration)
-      : c_(corpus, o, test, on_iteration, o.engine.workers), opts_(o), P_(o.engine.workers) {
+      : c_(std::move(corpus), o, test, on_iteration, o.engine.workers),
+        opts_(o),
+        P_(o.engine.workers) {
     // Document partitions of about equal token count.
     const double per = static_cast<double>(t_.num_tokens()) / P_;
     std::size_t d = 0;
@@ -79,7 +81,7 @@ class RotationLdaApp final : public ModelParallelApp {
     }
     Totals();
     scheduler_ = MakeRotation(P_);
-    std::vector<Key> vocab(corpus.num_words());
+    std::vector<Key> vocab(c_.corpus.num_words());
     for (std::size_t w = 0; w < vocab.size(); ++w) vocab[w] = w;
     scheduler_->Reset(vocab);
   }
@@ -354,10 +356,9 @@ class RotationLdaApp final : public ModelParallelApp {
 
 }  // namespace
 
-StatusOr<LdaResult> TrainLdaRotation(const Corpus& corpus, const LdaOptions& options,
-                                     const Corpus* test,
+StatusOr<LdaResult> TrainLdaRotation(Corpus corpus, const LdaOptions& options, const Corpus* test,
                                      const std::function<void(const LdaIteration&)>& on_iteration) {
-  RotationLdaApp app(corpus, options, test, on_iteration);
+  RotationLdaApp app(std::move(corpus), options, test, on_iteration);
   EngineOptions engine = options.engine;
   std::optional<CheckpointDir> dir;
   TESSERA_ASSIGN_OR_RETURN(
