@@ -39,9 +39,16 @@ std::vector<std::string_view> Tokens(std::string_view line) {
 }
 
 // Appends one document from (word, count) pairs, merging repeated words; false (and nothing
-// appended past the word) when a word's merged count passes 2^32 - 1.
-bool AddDocument(Corpus& c, std::vector<std::pair<std::uint32_t, std::uint32_t>>& entries) {
+// appended past the word) when a word's merged count passes 2^32 - 1. With `in` (the file the
+// documents come from, being read), the arrays grow by what the rest of it promises.
+bool AddDocument(Corpus& c, std::vector<std::pair<std::uint32_t, std::uint32_t>>& entries,
+                 const LineReader* in = nullptr) {
   std::sort(entries.begin(), entries.end());
+  if (in && c.word.size() + entries.size() > c.word.capacity()) {
+    const std::size_t room = std::max(in->RoomFor(c.word.size()), c.word.size() + entries.size());
+    c.word.reserve(room);
+    c.count.reserve(room);
+  }
   for (std::size_t i = 0; i < entries.size(); ++i) {
     if (!c.word.empty() && c.word.size() > c.doc_ptr.back() && c.word.back() == entries[i].first) {
       const std::uint64_t sum = std::uint64_t{c.count.back()} + entries[i].second;
@@ -125,6 +132,7 @@ StatusOr<Corpus> ReadUciBagOfWords(const std::string& docword_path, const std::s
     if (n < 1 || n > UINT32_MAX) {
       return InvalidArgument(in.Where() + "count " + std::to_string(n) + " must be >= 1");
     }
+    if (all.size() == all.capacity()) all.reserve(in.RoomFor(all.size()));
     all.push_back({static_cast<std::uint32_t>(d - 1), static_cast<std::uint32_t>(w - 1),
                    static_cast<std::uint32_t>(n)});
     ++seen;
@@ -134,8 +142,14 @@ StatusOr<Corpus> ReadUciBagOfWords(const std::string& docword_path, const std::s
     return InvalidArgument(docword_path + ": the header promises " + std::to_string(nnz) +
                            " entries, the file has " + std::to_string(seen));
   }
-  std::stable_sort(all.begin(), all.end(),
-                   [](const Entry& a, const Entry& b) { return a.doc < b.doc; });
+  auto by_doc = [](const Entry& a, const Entry& b) { return a.doc < b.doc; };
+  // (Sorting takes a buffer as large as the entries; files come sorted.)
+  if (!std::is_sorted(all.begin(), all.end(), by_doc)) {
+    std::stable_sort(all.begin(), all.end(), by_doc);
+  }
+  c.word.reserve(all.size());
+  c.count.reserve(all.size());
+  c.doc_ptr.reserve(D + 1);
   std::vector<std::pair<std::uint32_t, std::uint32_t>> entries;
   std::size_t at = 0;
   for (std::uint64_t d = 0; d < D; ++d) {
@@ -201,7 +215,7 @@ StatusOr<Corpus> ReadLibsvmCounts(const std::string& path) {
       max_index = std::max(max_index, index);
       entries.emplace_back(static_cast<std::uint32_t>(index), static_cast<std::uint32_t>(n));
     }
-    TESSERA_RETURN_IF_ERROR(CheckMerged(AddDocument(c, entries), in.Where()));
+    TESSERA_RETURN_IF_ERROR(CheckMerged(AddDocument(c, entries, &in), in.Where()));
   }
   TESSERA_RETURN_IF_ERROR(in.status());
   TESSERA_RETURN_IF_ERROR(CheckTokens(c, in));

@@ -37,6 +37,14 @@ Status LineReader::Open(const std::string& path) {
   return Status::Ok();
 }
 
+std::size_t LineReader::RoomFor(std::size_t size) const {
+  constexpr std::size_t kFirst = 4096;  // enough read to go by
+  const double read = FractionRead();
+  if (size < kFirst || read <= 0 || read >= 1) return std::max(kFirst, 2 * size);
+  const double expected = static_cast<double>(size) / read * 1.05;
+  return std::max(size + size / 8 + kFirst, static_cast<std::size_t>(expected));
+}
+
 double LineReader::FractionRead() const {
   if (!file_ || file_bytes_ == 0) return 0;
   const double taken =

@@ -38,6 +38,12 @@ class LineReader {
   // the file: of a plain file exact, of a gzip file from the compressed bytes taken in (ahead by
   // up to the read buffer); 0 where the size is not known (a pipe) or nothing is read yet.
   double FractionRead() const;
+  // Room for the elements the rest of the file promises, for an array `size` long filled from
+  // the lines read so far: size / FractionRead() with 5% to spare (and at least an eighth more),
+  // or twice size where the share is not known or size is small. Readers grow their arrays to
+  // this instead of doubling them: the copy a growth makes (old and new array at once) would
+  // otherwise set the peak memory of a whole run, and room not yet written takes no memory.
+  std::size_t RoomFor(std::size_t size) const;
   const std::string& path() const { return path_; }
   // "path:line: " for error messages about the current line.
   std::string Where() const { return path_ + ":" + std::to_string(line_number_) + ": "; }

@@ -215,25 +215,12 @@ class Reader {
     ++c.per_user[r.user];
     ++c.per_item[r.item];
     if (!options_.keep || options_.keep(r.user, r.item)) {
-      if (out_.entries.size() == out_.entries.capacity()) Grow();
+      if (out_.entries.size() == out_.entries.capacity()) {
+        out_.entries.reserve(in_.RoomFor(out_.entries.size()));
+      }
       out_.entries.push_back(r);
     }
     return Status::Ok();
-  }
-
-  // Makes room for the ratings the rest of the file promises at the rate kept so far, with 5%
-  // to spare, instead of doubling: the copy a growth makes (old and new arrays at once) would
-  // set the peak memory of the whole fit, and room not written to takes no memory.
-  void Grow() {
-    std::vector<Rating>& e = out_.entries;
-    constexpr std::size_t kFirst = 4096;  // enough read to go by
-    const double read = in_.FractionRead();
-    std::size_t room = std::max(kFirst, 2 * e.size());
-    if (e.size() >= kFirst && read > 0 && read < 1) {
-      const double expected = static_cast<double>(e.size()) / read * 1.05;
-      room = std::max(e.size() + e.size() / 8 + kFirst, static_cast<std::size_t>(expected));
-    }
-    e.reserve(room);
   }
 
   const RatingsOptions& options_;

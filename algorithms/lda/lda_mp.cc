@@ -12,6 +12,7 @@
 // round. Push returns the change, Pull sums the workers' changes into the committed totals and
 // broadcasts the sum, Apply resets the copy to the committed totals.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -80,6 +81,15 @@ class RotationLdaApp final : public ModelParallelApp {
       block_ptr_.push_back(std::move(ptr));
     }
     Totals();
+    // This process's workers and the blocks they hold first are made from the layout's topics.
+    for (int w = 0; w < P_; ++w) {
+      if (!BuildsWorker(o.engine, w)) continue;
+      unmade_ += 1;
+      for (std::size_t b = static_cast<std::size_t>(w); b < t_.blocks.size();
+           b += static_cast<std::size_t>(P_)) {
+        unmade_ += 1;
+      }
+    }
     scheduler_ = MakeRotation(P_);
     std::vector<Key> vocab(c_.corpus.num_words());
     for (std::size_t w = 0; w < vocab.size(); ++w) vocab[w] = w;
@@ -106,6 +116,7 @@ class RotationLdaApp final : public ModelParallelApp {
   }
 
   std::unique_ptr<WorkerState> MakeWorker(const WorkerSetup& setup) override {
+    TESSERA_CHECK(!t_.topic.empty()) << "a worker made after every one this process builds";
     auto me = std::make_unique<RotationWorker>();
     const auto K = static_cast<std::size_t>(h_.K);
     me->docs = docs_[static_cast<std::size_t>(setup.worker)];
@@ -131,6 +142,7 @@ class RotationLdaApp final : public ModelParallelApp {
     me->scratch.assign(K, 0);
     me->rng.Seed(opts_.seed * 1000003 + static_cast<std::uint64_t>(setup.worker) + 1 +
                  resumed_rounds_ * 0x9E3779B97F4A7C15ULL);
+    Made();
     return me;
   }
 
@@ -143,6 +155,7 @@ class RotationLdaApp final : public ModelParallelApp {
   }
 
   std::unique_ptr<BlockState> MakeBlock(std::uint32_t block, WorkerContext&) override {
+    TESSERA_CHECK(!t_.topic.empty()) << "a block made after every one this process builds";
     auto vb = std::make_unique<VocabBlock>();
     const KeyRange words = t_.blocks[block];
     const std::vector<std::uint64_t>& ptr = block_ptr_[block];
@@ -153,6 +166,7 @@ class RotationLdaApp final : public ModelParallelApp {
       if (words.Contains(w)) vb->topic[fill[w - words.begin]++] = t_.topic[i];
     }
     Count(block, *vb);
+    Made();
     return vb;
   }
 
@@ -255,6 +269,10 @@ class RotationLdaApp final : public ModelParallelApp {
   Status GatherWorker(int worker, StateReader& in) override {
     const KeyRange docs = docs_[static_cast<std::size_t>(worker)];
     const std::uint64_t first = t_.doc_ptr[docs.begin], end = t_.doc_ptr[docs.end];
+    // Freed (Made): back as the workers' topics arrive, local workers first, each of which then
+    // frees its own; the array takes memory up to the end of the last one in.
+    t_.topic.reserve(t_.num_tokens());
+    if (t_.topic.size() < end) t_.topic.resize(end);
     const std::span<std::uint32_t> topics(t_.topic.data() + first,
                                           static_cast<std::size_t>(end - first));
     TESSERA_RETURN_IF_ERROR(in.GetInto(topics));
@@ -263,13 +281,7 @@ class RotationLdaApp final : public ModelParallelApp {
   }
   // The blocks' topics are the tokens' topics word-major: the counts follow from the tokens.
   Status GatherBlock(std::uint32_t block, StateReader& in) override {
-    std::vector<std::uint32_t> topic;
-    TESSERA_RETURN_IF_ERROR(in.Get(topic));
-    if (topic.size() != block_ptr_[block].back()) {
-      return DataLoss(in.what() + ": " + std::to_string(topic.size()) + " topics where " +
-                      std::to_string(block_ptr_[block].back()) + " belong");
-    }
-    return Status::Ok();
+    return in.GetBytesOf<std::uint32_t>(block_ptr_[block].back()).status();
   }
 
   // Every token's topic after `rounds` rounds (a sweep's end, gathered) and the evaluations.
@@ -304,6 +316,14 @@ class RotationLdaApp final : public ModelParallelApp {
   }
 
  private:
+  // Once this process's workers and their first blocks are made, the layout's topics are only
+  // a gather's destination: freed until one (the workers hold their own, the blocks theirs).
+  void Made() {
+    if (--unmade_ == 0) {
+      std::vector<std::uint32_t>().swap(t_.topic);
+      ReturnFreedMemory();
+    }
+  }
   // The committed totals n_k from the tokens' topics.
   void Totals() {
     totals_.assign(static_cast<std::size_t>(h_.K), 0);
@@ -351,7 +371,8 @@ class RotationLdaApp final : public ModelParallelApp {
   std::unique_ptr<Scheduler> scheduler_;
   std::uint64_t rounds_pulled_ = 0;
   std::uint64_t resumed_rounds_ = 0;
-  bool gathered_ = false;  // t_.topic holds every worker's topics (where the result is)
+  bool gathered_ = false;       // t_.topic holds every worker's topics (where the result is)
+  std::atomic<int> unmade_{0};  // of this process's workers and first blocks (Made)
 };
 
 }  // namespace

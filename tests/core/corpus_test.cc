@@ -125,6 +125,10 @@ TEST(RealCorpusTest, KosNews20AndReutersHaveDocumentedShapes) {
   EXPECT_EQ(n->num_docs(), 15935u);
   EXPECT_EQ(n->word.size(), 1272569u);
   EXPECT_EQ(n->num_tokens(), 1852082u);
+  // The readers size their arrays by the share of the file read (of a gzip file, by its
+  // compressed bytes), not by doubling: little spare room, and no growth copy near the end.
+  EXPECT_LE(n->word.capacity(), n->word.size() * 23 / 20 + 4096);
+  EXPECT_EQ(k->word.capacity(), k->word.size());
   auto r = ReadUciBagOfWords(reuters, reuters_vocab);
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_EQ(r->num_docs(), 70u);
