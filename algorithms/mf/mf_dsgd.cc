@@ -151,6 +151,8 @@ class DsgdApp final : public ModelParallelApp {
     me->w = InitialRows(false, b);
     me->g = InitialGradients(false, b);
     // A worker's ratings are handed to it once: a run makes each of its workers once.
+    TESSERA_CHECK(ratings_[b].span().size() == segments_[(b + 1) * P_] - segments_[b * P_])
+        << "worker " << b << " made twice";
     me->ratings = std::move(ratings_[b]);
     me->strata.resize(P_);
     me->tiles.resize(P_);
