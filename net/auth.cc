@@ -1,5 +1,6 @@
 #include "tessera/net/auth.h"
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -14,13 +15,85 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <type_traits>
 
 namespace tessera::net {
+namespace {
+
+// OpenSSL's libcrypto, loaded by the first function here that a connection's handshake calls,
+// not at start: a process that never connects does not map it, which takes about 1.5 MiB of
+// every process's resident memory (its relocations and initialisation).
+struct CryptoLibrary {
+  decltype(&RAND_bytes) rand_bytes = nullptr;
+  decltype(&HMAC) hmac = nullptr;
+  decltype(&EVP_sha256) sha256 = nullptr;
+  decltype(&CRYPTO_memcmp) memcmp = nullptr;
+  decltype(&EVP_CIPHER_fetch) cipher_fetch = nullptr;
+  decltype(&EVP_CIPHER_CTX_new) ctx_new = nullptr;
+  decltype(&EVP_CIPHER_CTX_free) ctx_free = nullptr;
+  decltype(&EVP_CIPHER_CTX_ctrl) ctx_ctrl = nullptr;
+  decltype(&EVP_EncryptInit_ex) encrypt_init = nullptr;
+  decltype(&EVP_EncryptUpdate) encrypt_update = nullptr;
+  decltype(&EVP_EncryptFinal_ex) encrypt_final = nullptr;
+  decltype(&EVP_DecryptInit_ex) decrypt_init = nullptr;
+  decltype(&EVP_DecryptUpdate) decrypt_update = nullptr;
+  decltype(&EVP_DecryptFinal_ex) decrypt_final = nullptr;
+  std::string error;  // why it could not be loaded; empty once loaded
+};
+
+CryptoLibrary Load() {
+  CryptoLibrary lib;
+  // Kept loaded for the process's life: the library the build found, else its soname.
+  void* handle = dlopen(TESSERA_CRYPTO_LIBRARY, RTLD_NOW | RTLD_LOCAL);
+  if (!handle) handle = dlopen(TESSERA_CRYPTO_SONAME, RTLD_NOW | RTLD_LOCAL);
+  if (!handle) {
+    lib.error = std::string("cannot load OpenSSL's libcrypto: ") + dlerror();
+    return lib;
+  }
+  bool all = true;
+  auto find = [&](auto& fn, const char* name) {
+    fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(handle, name));
+    all = all && fn != nullptr;
+  };
+  find(lib.rand_bytes, "RAND_bytes");
+  find(lib.hmac, "HMAC");
+  find(lib.sha256, "EVP_sha256");
+  find(lib.memcmp, "CRYPTO_memcmp");
+  find(lib.cipher_fetch, "EVP_CIPHER_fetch");
+  find(lib.ctx_new, "EVP_CIPHER_CTX_new");
+  find(lib.ctx_free, "EVP_CIPHER_CTX_free");
+  find(lib.ctx_ctrl, "EVP_CIPHER_CTX_ctrl");
+  find(lib.encrypt_init, "EVP_EncryptInit_ex");
+  find(lib.encrypt_update, "EVP_EncryptUpdate");
+  find(lib.encrypt_final, "EVP_EncryptFinal_ex");
+  find(lib.decrypt_init, "EVP_DecryptInit_ex");
+  find(lib.decrypt_update, "EVP_DecryptUpdate");
+  find(lib.decrypt_final, "EVP_DecryptFinal_ex");
+  if (!all) lib.error = TESSERA_CRYPTO_SONAME " lacks a function of OpenSSL 3's libcrypto";
+  return lib;
+}
+
+const CryptoLibrary& Crypto() {
+  static const CryptoLibrary lib = Load();
+  return lib;
+}
+
+// For the functions that return no Status: a handshake calls them only after MakeNonce or
+// FrameCipher::ForDirection, which report a library that could not be loaded.
+const CryptoLibrary& LoadedCrypto() {
+  const CryptoLibrary& lib = Crypto();
+  TESSERA_CHECK(lib.error.empty()) << lib.error;
+  return lib;
+}
+
+}  // namespace
 
 StatusOr<std::string> MakeNonce() {
+  const CryptoLibrary& crypto = Crypto();
+  if (!crypto.error.empty()) return Unavailable(crypto.error);
   std::string nonce(kNonceBytes, '\0');
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(nonce.data()), static_cast<int>(nonce.size())) !=
-      1) {
+  if (crypto.rand_bytes(reinterpret_cast<unsigned char*>(nonce.data()),
+                        static_cast<int>(nonce.size())) != 1) {
     return Internal("RAND_bytes failed: no randomness for the connection challenge");
   }
   return nonce;
@@ -131,8 +204,9 @@ StatusOr<std::string> SecretFromEnvironment() {
 std::string HmacSha256(std::string_view key, std::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
+  const CryptoLibrary& crypto = LoadedCrypto();
+  crypto.hmac(crypto.sha256(), key.data(), static_cast<int>(key.size()),
+              reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
   return std::string(reinterpret_cast<const char*>(out), len);
 }
 
@@ -166,20 +240,23 @@ std::string AcceptorMac(std::string_view secret, std::string_view nonce_a, std::
 
 bool SameMac(std::string_view got, std::string_view want) {
   return got.size() == want.size() && !want.empty() &&
-         CRYPTO_memcmp(got.data(), want.data(), want.size()) == 0;
+         LoadedCrypto().memcmp(got.data(), want.data(), want.size()) == 0;
 }
 
 struct FrameCipher::Ctx {
-  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+  const CryptoLibrary& crypto = Crypto();
+  EVP_CIPHER_CTX* ctx = crypto.error.empty() ? crypto.ctx_new() : nullptr;
   int mode = 0;  // 1 once keyed for sealing, 2 for opening
-  ~Ctx() { EVP_CIPHER_CTX_free(ctx); }
+  ~Ctx() {
+    if (ctx) crypto.ctx_free(ctx);
+  }
 };
 
 namespace {
 // AES-256-GCM, fetched once: OpenSSL 3 looks a cipher up in its providers on every
 // EVP_aes_256_gcm() initialisation, which costs more than sealing a small frame.
 const EVP_CIPHER* Aes256Gcm() {
-  static EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+  static EVP_CIPHER* cipher = LoadedCrypto().cipher_fetch(nullptr, "AES-256-GCM", nullptr);
   return cipher;
 }
 }  // namespace
@@ -206,6 +283,7 @@ StatusOr<std::unique_ptr<FrameCipher>> FrameCipher::ForDirection(std::string_vie
                                                                  std::string_view nonce_c,
                                                                  int connector, int acceptor,
                                                                  bool to_acceptor, bool encrypt) {
+  if (!Crypto().error.empty()) return Unavailable(Crypto().error);
   // HKDF-SHA256 (RFC 5869): extract with both nonces as the salt, expand to the direction's key.
   const std::string salt = std::string(nonce_a) + std::string(nonce_c);
   const std::string prk = HmacSha256(salt, secret);
@@ -235,24 +313,25 @@ void FrameCipher::Seal(std::string& framed) {
   const std::size_t n = framed.size() - 4;
   auto* body = reinterpret_cast<unsigned char*>(framed.data() + 4);
   EVP_CIPHER_CTX* c = ctx_->ctx;
+  const CryptoLibrary& crypto = ctx_->crypto;
   int len = 0;
   // Each call checks nothing it could fail on: the key and IV sizes are fixed, the context is
   // valid; a failure would leave the frame unsealed, which the peer refuses.
   if (ctx_->mode != 1) {  // the key once; each frame only sets its IV
-    EVP_EncryptInit_ex(c, Aes256Gcm(), nullptr, reinterpret_cast<const unsigned char*>(key_.data()),
-                       nullptr);
+    crypto.encrypt_init(c, Aes256Gcm(), nullptr,
+                        reinterpret_cast<const unsigned char*>(key_.data()), nullptr);
     ctx_->mode = 1;
   }
-  EVP_EncryptInit_ex(c, nullptr, nullptr, nullptr, iv);
+  crypto.encrypt_init(c, nullptr, nullptr, nullptr, iv);
   if (encrypt_) {
-    EVP_EncryptUpdate(c, body, &len, body, static_cast<int>(n));
-    EVP_EncryptFinal_ex(c, body + len, &len);
+    crypto.encrypt_update(c, body, &len, body, static_cast<int>(n));
+    crypto.encrypt_final(c, body + len, &len);
   } else {  // GMAC: the body as additional authenticated data, nothing encrypted
-    EVP_EncryptUpdate(c, nullptr, &len, body, static_cast<int>(n));
-    EVP_EncryptFinal_ex(c, body, &len);
+    crypto.encrypt_update(c, nullptr, &len, body, static_cast<int>(n));
+    crypto.encrypt_final(c, body, &len);
   }
   unsigned char tag[kSealBytes];
-  EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, kSealBytes, tag);
+  crypto.ctx_ctrl(c, EVP_CTRL_GCM_GET_TAG, kSealBytes, tag);
   framed.append(reinterpret_cast<const char*>(tag), kSealBytes);
   const auto total = static_cast<std::uint32_t>(n + kSealBytes);
   for (int i = 0; i < 4; ++i) framed[i] = static_cast<char>(total >> (24 - 8 * i));
@@ -279,17 +358,18 @@ StatusOr<std::string_view> FrameCipher::OpenInPlace(std::span<char> sealed) {
   const std::size_t n = sealed.size() - kSealBytes;
   auto* body = reinterpret_cast<unsigned char*>(sealed.data());
   EVP_CIPHER_CTX* c = ctx_->ctx;
+  const CryptoLibrary& crypto = ctx_->crypto;
   int len = 0;
   if (ctx_->mode != 2) {
-    EVP_DecryptInit_ex(c, Aes256Gcm(), nullptr, reinterpret_cast<const unsigned char*>(key_.data()),
-                       nullptr);
+    crypto.decrypt_init(c, Aes256Gcm(), nullptr,
+                        reinterpret_cast<const unsigned char*>(key_.data()), nullptr);
     ctx_->mode = 2;
   }
-  EVP_DecryptInit_ex(c, nullptr, nullptr, nullptr, iv);
-  EVP_DecryptUpdate(c, encrypt_ ? body : nullptr, &len, body, static_cast<int>(n));
+  crypto.decrypt_init(c, nullptr, nullptr, nullptr, iv);
+  crypto.decrypt_update(c, encrypt_ ? body : nullptr, &len, body, static_cast<int>(n));
   if (!encrypt_) len = 0;  // GMAC: the body was only authenticated
-  EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, kSealBytes, body + n);
-  if (EVP_DecryptFinal_ex(c, body + len, &len) != 1) {
+  crypto.ctx_ctrl(c, EVP_CTRL_GCM_SET_TAG, kSealBytes, body + n);
+  if (crypto.decrypt_final(c, body + len, &len) != 1) {
     return InvalidArgument("frame " + std::to_string(sequence_) +
                            " failed authentication (altered, injected, replayed or out of order)");
   }
