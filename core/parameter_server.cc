@@ -31,6 +31,13 @@ Status TableSpec::Validate(int servers, bool in_process) const {
           " initial values for num_keys * dim = " + std::to_string(num_keys * dim));
     }
   }
+  if (!cache_reads && (read_my_writes || consistency.policy().refreshes() ||
+                       consistency.policy().bandwidth_managed() || communication.significant > 0)) {
+    return InvalidArgument(t +
+                           "workers that do not cache their reads (cache_reads false) cannot "
+                           "read their own writes, take ESSP's refreshes, manage bandwidth or "
+                           "filter insignificant changes");
+  }
   if (read_my_writes && (!updater->is_add() || !consistency.cached() || model_averaging)) {
     return InvalidArgument(t +
                            "read_my_writes needs the 'add' updater, consistency bsp, ssp:S or "

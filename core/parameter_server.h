@@ -206,6 +206,12 @@ struct TableSpec {
   // pull's reply always includes the pushes made before it, but an ESSP refresh the shard sent
   // before one of them arrived lacks it until the next refresh.
   bool read_my_writes = false;
+  // Whether workers keep the rows they read, when the consistency model lets a read be served
+  // from them (every model but asp and hogwild). An app whose workers read each row at most once
+  // per clock under bsp, which can serve only a read of the clock the row was read in, gains
+  // nothing from it and saves a copy of every row read. Read-my-writes, ESSP's refreshes and the
+  // significantly-modified filter need it.
+  bool cache_reads = true;
   // Under ssp, essp and asp too, as under bsp: the shard sums the pushes of each clock and runs
   // the updater once on the sum when every worker has ended that clock; reads keep the model's
   // bound (ssp:S reads may miss the last S clocks' steps). A method that needs every worker's

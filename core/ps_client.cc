@@ -266,7 +266,7 @@ PsClient::PsClient(ParameterServer* ps, int worker)
     } else {
       my_writes_.push_back(nullptr);
     }
-    if (spec.consistency.cached()) {
+    if (spec.consistency.cached() && spec.cache_reads) {
       auto cache = std::make_unique<Cache>();
       cache->dim = spec.dim;
       cache->dense = spec.storage == TableStorage::kDense;

@@ -249,8 +249,18 @@ void PackSparse(Eigen::VectorXd& values, PackedValues& p) {
   // Sparse pays when 8 + nonzeros * (width + 4) < n * width: stop counting once it cannot.
   const std::size_t width = p.f32 ? 4 : 8;
   const std::size_t most = n * width <= 8 ? 0 : (n * width - 9) / (width + 4);
+  // Counted on the bits (a value is zero when all but its sign bit are), in pieces whose loop
+  // vectorizes, checked between pieces.
+  constexpr std::size_t kPiece = 512;
   std::size_t nonzero = 0;
-  for (Eigen::Index i = 0; i < values.size() && nonzero <= most; ++i) nonzero += values[i] != 0;
+  for (std::size_t i = 0; i < n && nonzero <= most; i += kPiece) {
+    const std::size_t len = std::min(n - i, kPiece);
+    std::uint64_t bits[kPiece];
+    std::memcpy(bits, values.data() + i, len * sizeof(double));
+    std::uint64_t piece = 0;
+    for (std::size_t j = 0; j < len; ++j) piece += (bits[j] << 1) != 0 ? 1 : 0;
+    nonzero += piece;
+  }
   if (nonzero > most) return;
   p.sparse = true;
   p.size = n;

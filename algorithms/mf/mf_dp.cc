@@ -21,26 +21,43 @@ namespace tessera {
 namespace {
 
 using Factors = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using FloatRows = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 // A worker's own state: its users' ratings, their rows of W, its random stream and scratch.
+// W and a batch's copy of the H rows it pulls are float rows padded to whole SIMD vectors, as
+// rotation SGD keeps them, so the two modes run the same SGD kernel; H on the servers stays
+// double, and a batch pushes each row's change exactly (its float rows after the batch minus
+// them before).
 struct SgdWorker final : WorkerState {
   std::vector<std::int32_t> local;         // user -> row of `w` (the engine's row order), -1
                                            // for another worker's user
   std::vector<std::size_t> ptr, test_ptr;  // local user l: entries[ptr[l], ptr[l+1]), test[...]
-  std::vector<Rating> entries, test;       // in file order within a user
-  Factors w;
+  std::vector<Rating> entries, test;       // in file order within a user; `user` is the row
+  FloatRows w;
+  int rank = 0, k = 0;  // W's columns: rank + 2 with biases; its rows are longer (padding)
   std::mt19937_64 rng;
   std::uint64_t rng_epoch = ~std::uint64_t{0};  // the epoch `rng` was seeded for
-  std::vector<std::size_t> order;               // scratch
+  // A batch's scratch: its ratings (item: the row of `h`), the items it touches in key order
+  // (slot: item -> its row, -1 for items not in the batch) and their rows as pulled (`h0`)
+  // and stepped on (`h`).
+  std::vector<Rating> batch;
   std::vector<Key> items;
+  std::vector<std::int32_t> slot;
+  FloatRows h, h0;
 
   std::size_t Row(std::uint32_t user) const { return static_cast<std::size_t>(local[user]); }
+  // W's rows without their padding, in double: the coordinator's factors.
   void Save(StateWriter& out) const override {
-    out.Put(std::span<const double>(w.data(), static_cast<std::size_t>(w.size())));
+    std::vector<double> rows(static_cast<std::size_t>(w.rows()) * static_cast<std::size_t>(k));
+    for (Eigen::Index l = 0; l < w.rows(); ++l) {
+      for (int c = 0; c < k; ++c) rows[static_cast<std::size_t>(l * k + c)] = w(l, c);
+    }
+    out.Put(std::span<const double>(rows));
   }
 };
 
-// The ratings of `users` (local[u] = u's position) grouped by user, in file order.
+// The ratings of `users` (local[u] = u's position) grouped by user, in file order, each one's
+// user replaced by its position.
 void GroupByUser(const std::vector<Rating>& all, const std::vector<std::int32_t>& local,
                  std::size_t users, std::vector<std::size_t>& ptr, std::vector<Rating>& out) {
   ptr.assign(users + 1, 0);
@@ -51,7 +68,24 @@ void GroupByUser(const std::vector<Rating>& all, const std::vector<std::int32_t>
   out.resize(ptr[users]);
   std::vector<std::size_t> fill(ptr.begin(), ptr.end() - 1);
   for (const Rating& r : all) {
-    if (local[r.user] >= 0) out[fill[static_cast<std::size_t>(local[r.user])]++] = r;
+    if (local[r.user] >= 0) {
+      const auto l = static_cast<std::uint32_t>(local[r.user]);
+      out[fill[l]++] = Rating{l, r.item, r.value};
+    }
+  }
+}
+
+// Rows of k values (double, packed) into float rows of `out`'s length, zero-padded, and into
+// `copy` as well when given.
+void ToFloatRows(std::span<const double> packed, int k, FloatRows& out, FloatRows* copy = nullptr) {
+  const auto rows = static_cast<Eigen::Index>(packed.size() / static_cast<std::size_t>(k));
+  out.setZero(rows, out.cols());
+  if (copy) copy->setZero(rows, out.cols());
+  for (Eigen::Index i = 0; i < rows; ++i) {
+    for (int c = 0; c < k; ++c) {
+      out(i, c) = static_cast<float>(packed[static_cast<std::size_t>(i * k + c)]);
+      if (copy) (*copy)(i, c) = out(i, c);
+    }
   }
 }
 
@@ -73,8 +107,12 @@ class SgdApp final : public DataParallelApp {
     h.consistency = o.consistency;
     h.model_averaging = o.model_averaging;
     // A worker's cached rows include its own changes: without them, under ssp a worker's next
-    // batches start from rows that lack its last ones and take those steps again.
-    h.read_my_writes = o.consistency.cached() && !o.model_averaging;
+    // batches start from rows that lack its last ones and take those steps again. (Under bsp
+    // a batch reads at a clock its last push has completed: nothing to add.)
+    const bool bsp = o.consistency.model == ConsistencyModel::kBsp;
+    h.read_my_writes = o.consistency.cached() && !o.model_averaging && !bsp;
+    // Under bsp every batch is a clock and reads each row once: a cached row never serves.
+    h.cache_reads = !bsp || o.communication.significant > 0;
     h.initial_values = Eigen::Map<const Eigen::VectorXd>(model_.h.data(), model_.h.size());
     return {h};
   }
@@ -89,64 +127,83 @@ class SgdApp final : public DataParallelApp {
     }
     GroupByUser(train_.entries, me->local, users.size(), me->ptr, me->entries);
     if (test_) GroupByUser(test_->entries, me->local, users.size(), me->test_ptr, me->test);
-    me->w.resize(static_cast<Eigen::Index>(users.size()), k_);
+    me->rank = rank_;
+    me->k = k_;
+    me->w.setZero(static_cast<Eigen::Index>(users.size()), kp_);
     for (std::size_t l = 0; l < users.size(); ++l) {
-      me->w.row(static_cast<Eigen::Index>(l)) = model_.w.row(users[l]);
+      for (int c = 0; c < k_; ++c) {
+        me->w(static_cast<Eigen::Index>(l), c) = static_cast<float>(model_.w(users[l], c));
+      }
     }
+    me->slot.assign(num_items_, -1);
+    me->h.resize(0, kp_);
+    me->h0.resize(0, kp_);
     return me;
   }
 
   Status ProcessBatch(DpWorkerContext& ctx, std::span<const std::uint32_t> users) override {
     SgdWorker& me = ctx.State<SgdWorker>();
-    // The batch's ratings, shuffled, and the items they touch.
-    me.order.clear();
+    // The batch's ratings and the items they touch, each item's row numbered in key order.
+    me.batch.clear();
     me.items.clear();
     for (auto u : users) {
       const std::size_t l = me.Row(u);
       for (std::size_t e = me.ptr[l]; e < me.ptr[l + 1]; ++e) {
-        me.order.push_back(e);
-        me.items.push_back(me.entries[e].item);
+        const Rating& r = me.entries[e];
+        me.batch.push_back(r);
+        if (me.slot[r.item] < 0) {
+          me.slot[r.item] = 0;
+          me.items.push_back(r.item);
+        }
       }
     }
-    if (me.order.empty()) return Status::Ok();
+    if (me.batch.empty()) return Status::Ok();
     std::vector<Key>& items = me.items;
     std::sort(items.begin(), items.end());
-    items.erase(std::unique(items.begin(), items.end()), items.end());
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      me.slot[items[i]] = static_cast<std::int32_t>(i);
+    }
+    for (Rating& r : me.batch) r.item = static_cast<std::uint32_t>(me.slot[r.item]);
+    for (Key item : items) me.slot[item] = -1;
     // Each worker's stream restarts every epoch from (seed, worker, epoch): a run resumed at
     // an epoch shuffles as the uninterrupted one did.
     if (me.rng_epoch != ctx.epoch) {
       me.rng.seed(opts_.seed + 1 + static_cast<std::uint64_t>(ctx.worker) + 1000003 * ctx.epoch);
       me.rng_epoch = ctx.epoch;
     }
-    std::shuffle(me.order.begin(), me.order.end(), me.rng);
+    std::shuffle(me.batch.begin(), me.batch.end(), me.rng);
     const std::uint64_t clock = ctx.client->clock();
     PullFuture pull = ctx.client->Pull(0, items);
-    TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd pulled, pull.Get());
+    TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd rows, pull.Get());
     // How many clocks stale the oldest row read was, as the client's staleness histogram counts
     // it (16 or more in one bucket).
     const std::uint64_t stale = std::min<std::uint64_t>(
         clock > pull.served_clock() ? clock - pull.served_clock() : 0, kStalenessBuckets - 1);
-    Eigen::VectorXd local = pulled;
-    const double lr =
-        step_scale_ * opts_.learning_rate / (1 + opts_.decay * static_cast<double>(ctx.epoch));
-    const double lambda = opts_.lambda;
-    const int k = k_;
-    for (std::size_t e : me.order) {
-      const Rating& r = me.entries[e];
-      const auto pos = static_cast<std::size_t>(
-          std::lower_bound(items.begin(), items.end(), r.item) - items.begin());
-      mf_internal::SgdStep(me.w.data() + me.Row(r.user) * static_cast<std::size_t>(k),
-                           local.data() + pos * k, k, rank_, opts_.biases, model_.mean,
-                           static_cast<double>(r.value), lr, lambda);
+    ToFloatRows({rows.data(), static_cast<std::size_t>(rows.size())}, k_, me.h0, &me.h);
+    mf_internal::SgdStepParams step;
+    step.row = kp_;
+    step.rank = rank_;
+    step.biases = opts_.biases;
+    step.mean = static_cast<float>(model_.mean);
+    step.lr = static_cast<float>(step_scale_ * opts_.learning_rate /
+                                 (1 + opts_.decay * static_cast<double>(ctx.epoch)));
+    step.lambda = static_cast<float>(opts_.lambda);
+    mf_internal::SgdRatings(me.batch.data(), me.batch.data() + me.batch.size(), me.w.data(),
+                            me.h.data(), step);
+    // The change of each H row. A delay-adaptive step: a change computed from rows s clocks
+    // stale is pushed divided by sqrt(1 + s). Several workers stepping on the same popular
+    // items from stale copies otherwise overshoot (4 workers under ssp:4 or essp:2 diverge at
+    // the default step); a fresh read (always under bsp) pushes the change as it is. Dividing
+    // by 1 + s also converges but slows ssp:2 with 2 workers (test RMSE after 20 epochs 0.9285
+    // against 0.9227).
+    const double damp = stale > 0 ? 1 / std::sqrt(1.0 + static_cast<double>(stale)) : 1.0;
+    for (Eigen::Index i = 0; i < me.h.rows(); ++i) {
+      for (int c = 0; c < k_; ++c) {
+        rows[i * k_ + c] =
+            damp * (static_cast<double>(me.h(i, c)) - static_cast<double>(me.h0(i, c)));
+      }
     }
-    local -= pulled;  // the change of each H row
-    // A delay-adaptive step: a change computed from rows s clocks stale is pushed divided by
-    // sqrt(1 + s). Several workers stepping on the same popular items from stale copies
-    // otherwise overshoot (4 workers under ssp:4 or essp:2 diverge at the default step); a
-    // fresh read (always under bsp) pushes the change as it is. Dividing by 1 + s also
-    // converges but slows ssp:2 with 2 workers (test RMSE after 20 epochs 0.9285 against 0.9227).
-    if (stale > 0) local /= std::sqrt(1.0 + static_cast<double>(stale));
-    return ctx.client->Push(0, items, {local.data(), static_cast<std::size_t>(local.size())});
+    return ctx.client->Push(0, items, {rows.data(), static_cast<std::size_t>(rows.size())});
   }
 
   // Terms: train SSE, test SSE, penalty of my users' W rows (+ all of H on worker 0).
@@ -154,29 +211,28 @@ class SgdApp final : public DataParallelApp {
     const SgdWorker& me = ctx.State<SgdWorker>();
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd hv,
                              ctx.client->PullRange(0, {0, static_cast<Key>(num_items_)}).Get());
-    const Eigen::Map<const Factors> h(hv.data(), static_cast<Eigen::Index>(num_items_), k_);
+    FloatRows h(0, kp_);
+    ToFloatRows({hv.data(), static_cast<std::size_t>(hv.size())}, k_, h);
     Eigen::VectorXd t = Eigen::VectorXd::Zero(3);
-    const double fixed = opts_.biases ? 1.0 : 0.0;
+    const double fixed = c_.FixedNorm();
     for (auto u : ctx.rows) {
       const std::size_t l = me.Row(u);
-      const auto wu = me.w.row(static_cast<Eigen::Index>(l));
-      for (std::size_t e = me.ptr[l]; e < me.ptr[l + 1]; ++e) {
-        const Rating& r = me.entries[e];
-        t[0] += std::pow(r.value - model_.mean - wu.dot(h.row(r.item)), 2);
-      }
+      const Rating* train = me.entries.data();
+      t[0] += mf_internal::SquaredErrors(train + me.ptr[l], train + me.ptr[l + 1], me.w.data(),
+                                         h.data(), kp_, model_.mean);
       if (test_) {
-        for (std::size_t e = me.test_ptr[l]; e < me.test_ptr[l + 1]; ++e) {
-          const Rating& r = me.test[e];
-          t[1] += std::pow(r.value - model_.mean - wu.dot(h.row(r.item)), 2);
-        }
+        const Rating* test = me.test.data();
+        t[1] += mf_internal::SquaredErrors(test + me.test_ptr[l], test + me.test_ptr[l + 1],
+                                           me.w.data(), h.data(), kp_, model_.mean);
       }
       t[2] += opts_.lambda * static_cast<double>(me.ptr[l + 1] - me.ptr[l]) *
-              (wu.squaredNorm() - fixed);
+              (me.w.row(static_cast<Eigen::Index>(l)).cast<double>().squaredNorm() - fixed);
     }
     if (ctx.worker == 0) {
+      const Eigen::Map<const Factors> hd(hv.data(), static_cast<Eigen::Index>(num_items_), k_);
       for (std::size_t j = 0; j < num_items_; ++j) {
         t[2] += opts_.lambda * c_.item_count[j] *
-                (h.row(static_cast<Eigen::Index>(j)).squaredNorm() - fixed);
+                (hd.row(static_cast<Eigen::Index>(j)).squaredNorm() - fixed);
       }
     }
     return t;
@@ -219,6 +275,8 @@ class SgdApp final : public DataParallelApp {
   const Ratings* test_;
   const MfOptions& opts_ = c_.opts;
   const int rank_ = c_.rank, k_ = c_.k;
+  const int kp_ = (k_ + mf_internal::kRowFloats - 1) / mf_internal::kRowFloats *
+                  mf_internal::kRowFloats;  // a worker row's length
   const std::size_t num_users_ = c_.num_users, num_items_ = c_.num_items;
   const double step_scale_ = c_.step_scale;
   // The driver's copy of the factors: the initial (or restored) W every worker starts its

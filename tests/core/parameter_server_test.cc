@@ -842,6 +842,44 @@ TEST(ReadMyWritesTest, CachedReadsIncludeOwnPushesOnlyWhenAsked) {
               HasSubstr("read_my_writes needs"));
 }
 
+// A table whose workers do not cache their reads asks a shard for every read, also one the
+// cache could serve (twice in one clock under bsp), and still reads every applied push; what
+// needs the cache is refused.
+TEST(CacheReadsTest, WithoutACacheEveryReadAsksAndSeesEveryPush) {
+  for (bool cache : {true, false}) {
+    SCOPED_TRACE(cache ? "cached" : "not cached");
+    TableSpec t = Table(4, 2, "bsp");
+    t.cache_reads = cache;
+    auto ps = StartOrDie({t}, 2, 1);
+    PsClient& c = ps->client(0);
+    const std::vector<Key> keys = {0, 3};
+    for (int clock = 0; clock < 3; ++clock) {
+      const std::uint64_t requests = c.stats().pull_requests;
+      const Eigen::VectorXd first = PullOrDie(c, 0, keys);
+      const Eigen::VectorXd again = PullOrDie(c, 0, keys);  // the same clock
+      EXPECT_EQ(c.stats().pull_requests - requests, cache ? 2u : 4u) << "clock " << clock;
+      EXPECT_EQ(first, again);
+      EXPECT_EQ(first, Eigen::VectorXd::Constant(4, clock));
+      ASSERT_TRUE(c.Push(0, keys, std::vector<double>{1, 1, 1, 1}).ok());
+      ASSERT_TRUE(c.Clock().ok());
+    }
+    EXPECT_EQ(c.stats().cache_hits, cache ? 6u : 0u);  // the second read of each clock
+    ps->Shutdown();
+  }
+  for (const char* model : {"essp:1", "sspaggr:1"}) {
+    TableSpec bad = Table(4, 1, model);
+    bad.cache_reads = false;
+    EXPECT_THAT(ParameterServer::Start({bad}, 1, 1, nullptr).status().message(),
+                HasSubstr("do not cache their reads"))
+        << model;
+  }
+  TableSpec bad = Table(4, 1, "ssp:1");
+  bad.cache_reads = false;
+  bad.read_my_writes = true;
+  EXPECT_THAT(ParameterServer::Start({bad}, 1, 1, nullptr).status().message(),
+              HasSubstr("do not cache their reads"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // No update is lost: 8 workers x 1,000,000 pushes to overlapping keys.
 //
