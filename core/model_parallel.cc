@@ -129,11 +129,13 @@ class Worker {
         msg::WorkerState reply;
         reply.round = gather->round;
         if (state_) {
+          if (last && !kept_) state_->ReleaseForLastSave();
           StateWriter out(reply.state);
           state_->Save(out);
         }
         for (const auto& [id, block] : held_) {
           CarriedState c{id, {}};
+          if (last) block->ReleaseForLastSave();
           StateWriter out(c.state);
           block->Save(out);
           reply.carried.push_back(std::move(c));
@@ -144,6 +146,9 @@ class Worker {
           held_.clear();
           if (!kept_) state_.reset();
           ctx_.state = state_.get();
+          // Freed on this worker's thread, the memory would stay in its malloc arena, unusable
+          // by the gathers and the result that other threads allocate next.
+          ReturnFreedMemory();
         }
       } else if (m.get<msg::Stop>()) {
         return Status::Ok();

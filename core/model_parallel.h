@@ -65,6 +65,10 @@ class WorkerState {
   // What the coordinator needs of this worker at the end of the run and before a checkpoint
   // (ModelParallelApp::GatherWorker reads it). Default: nothing.
   virtual void Save(StateWriter& out) const { (void)out; }
+  // Called once, just before the Save of the run's last gather, after which the state is
+  // freed (unless EngineOptions::kept_workers keeps it): let go of what Save does not write
+  // (scratch, indexes), so that the copy Save makes does not raise the process's peak memory.
+  virtual void ReleaseForLastSave() {}
 };
 
 // The state of a carried block (e.g. MF's H rows of an item block, the topics of a vocabulary
@@ -76,6 +80,8 @@ class BlockState {
  public:
   virtual ~BlockState() = default;
   virtual void Save(StateWriter& out) const = 0;
+  // As WorkerState::ReleaseForLastSave, for the block's last Save (blocks are never kept).
+  virtual void ReleaseForLastSave() {}
 };
 
 // The carried blocks a worker holds, by block id.

@@ -100,7 +100,7 @@ std::pair<std::uint64_t, std::uint64_t> Tokens::Segment(std::size_t d, KeyRange 
           static_cast<std::uint64_t>(hi - word.begin())};
 }
 
-Tokens BuildTokens(const Corpus& c, int blocks, int topics, std::uint64_t seed) {
+Tokens BuildTokens(const Corpus& c, int blocks, int topics, std::uint64_t seed, bool keep_topics) {
   Tokens t;
   const std::size_t V = c.num_words();
   std::vector<std::uint64_t> freq(V, 0);
@@ -136,10 +136,11 @@ Tokens BuildTokens(const Corpus& c, int blocks, int topics, std::uint64_t seed) 
   t.word_count.assign(V, 0);
   for (std::size_t w = 0; w < V; ++w) t.word_count[t.to_internal[w]] = freq[w];
 
-  Rng rng(seed ^ 0x1da);
+  t.seed = seed;
+  t.topics = topics;
   const std::uint64_t N = c.num_tokens();
   t.word.reserve(N);
-  t.topic.reserve(N);
+  if (keep_topics) t.topic.reserve(N);
   std::vector<std::uint32_t> doc;
   for (std::size_t d = 0; d < c.num_docs(); ++d) {
     doc.clear();
@@ -148,8 +149,10 @@ Tokens BuildTokens(const Corpus& c, int blocks, int topics, std::uint64_t seed) 
     }
     std::sort(doc.begin(), doc.end());
     for (std::uint32_t w : doc) {
+      if (keep_topics) {
+        t.topic.push_back(InitialTopic(seed, t.word.size(), static_cast<std::uint32_t>(topics)));
+      }
       t.word.push_back(w);
-      t.topic.push_back(rng.Below(static_cast<std::uint32_t>(topics)));
     }
     t.doc_ptr.push_back(t.word.size());
   }
@@ -190,17 +193,20 @@ std::vector<std::size_t> Iota(std::size_t begin, std::size_t end) {
 
 WordRows::WordRows(const std::uint64_t* count, std::size_t words, int K) {
   const auto dense = static_cast<std::uint64_t>(K);
+  wide_ = dense >= CountRow::kCompactTopics;
+  const std::uint64_t words_per_slot = wide_ ? 2 : 1;
   offset_.reserve(words + 1);
   bits_.reserve(words);
   std::uint64_t at = 0;
   for (std::size_t r = 0; r < words; ++r) {
     unsigned bits = 1;
     while ((std::uint64_t{1} << bits) < 2 * std::min(count[r], dense)) ++bits;
-    // 2 words a slot against 1 a dense count.
-    if (2 * (std::uint64_t{1} << bits) >= dense || bits >= 31) bits = 0;
+    // A hashed row's words against the dense row's K. (A compact row's counts stay below
+    // 2^bits / 2 < K / 2 < 2^16.)
+    if (words_per_slot * (std::uint64_t{1} << bits) >= dense || bits >= 31) bits = 0;
     offset_.push_back(at);
     bits_.push_back(static_cast<std::uint8_t>(bits));
-    at += bits == 0 ? dense : 2 * (std::uint64_t{1} << bits);
+    at += bits == 0 ? dense : words_per_slot * (std::uint64_t{1} << bits);
   }
   offset_.push_back(at);
   pool_.resize(at);
@@ -212,6 +218,8 @@ void WordRows::Clear() {
     std::uint32_t* p = pool_.data() + offset_[r];
     if (bits_[r] == 0) {
       std::fill(p, pool_.data() + offset_[r + 1], 0u);
+    } else if (!wide_) {
+      std::fill(p, pool_.data() + offset_[r + 1], CountRow::kEmpty);
     } else {
       for (std::uint64_t j = 0; j < (std::uint64_t{1} << bits_[r]); ++j) {
         p[2 * j] = CountRow::kEmpty;
@@ -345,8 +353,13 @@ LdaModel MakeModel(const Hyper& h, const Corpus& corpus, const Tokens& t,
   return m;
 }
 
-LdaModel MakeModelFromTokens(const Hyper& h, const Corpus& corpus, const Tokens& t) {
+namespace {
+
+// The model from the tokens' topics; with `take` (the tokens themselves), their words and
+// topics are freed once the rows no longer need them, before the word rows take their memory.
+LdaModel ModelFromTokens(const Hyper& h, const Corpus& corpus, const Tokens& t, Tokens* take) {
   LdaModel m = ModelShell(h, corpus, t);
+  AddDocRows(m, t);
   const auto K = static_cast<std::size_t>(h.K);
   // The tokens' topics grouped by internal word (a counting sort), then each word's row.
   const std::size_t V = corpus.num_words();
@@ -358,6 +371,11 @@ LdaModel MakeModelFromTokens(const Hyper& h, const Corpus& corpus, const Tokens&
     std::vector<std::uint64_t> next(start.begin(), start.end() - 1);
     for (std::size_t i = 0; i < t.num_tokens(); ++i) by_word[next[t.word[i]]++] = t.topic[i];
   }
+  if (take) {
+    std::vector<std::uint32_t>().swap(take->word);
+    std::vector<std::uint32_t>().swap(take->topic);
+    ReturnFreedMemory();
+  }
   std::vector<std::int32_t> counts(K, 0);
   std::vector<std::uint32_t> touched;
   for (std::size_t w = 0; w < V; ++w) {
@@ -367,8 +385,17 @@ LdaModel MakeModelFromTokens(const Hyper& h, const Corpus& corpus, const Tokens&
     }
     EndWordRow(m, touched, counts);
   }
-  AddDocRows(m, t);
   return m;
+}
+
+}  // namespace
+
+LdaModel MakeModelFromTokens(const Hyper& h, const Corpus& corpus, const Tokens& t) {
+  return ModelFromTokens(h, corpus, t, nullptr);
+}
+
+LdaModel TakeModelFromTokens(const Hyper& h, const Corpus& corpus, Tokens& t) {
+  return ModelFromTokens(h, corpus, t, &t);
 }
 
 void Recorder::Record(int iteration, double ll, double perplexity, double eval_started) {
@@ -430,6 +457,7 @@ Status Common::Restore(const Checkpoint& c, const std::string& problem) {
   if (topics.size() != t.num_tokens() || history.size() % 6 != 0) {
     return DataLoss(src + ": the topics do not cover the corpus's tokens");
   }
+  t.topic.resize(topics.size());  // kept from here on, whether or not the initial ones were
   for (std::size_t i = 0; i < topics.size(); ++i) {
     if (topics[i] >= static_cast<std::uint64_t>(h.K)) {
       return DataLoss(src + ": token " + std::to_string(i) + " has topic " +

@@ -56,7 +56,9 @@ class DpLdaApp final : public DataParallelApp {
  public:
   DpLdaApp(Corpus corpus, const LdaOptions& o, const Corpus* test,
            const std::function<void(const LdaIteration&)>& on_iteration)
-      : c_(std::move(corpus), o, test, on_iteration, 1), opts_(o), V_(c_.corpus.num_words()) {}
+      : c_(std::move(corpus), o, test, on_iteration, 1, /*keep_topics=*/true),
+        opts_(o),
+        V_(c_.corpus.num_words()) {}
 
   std::size_t num_rows() const override { return t_.num_docs(); }
 

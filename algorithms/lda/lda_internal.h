@@ -66,23 +66,41 @@ struct Hyper {
         gibbs(o.sampler == "gibbs") {}
 };
 
+// Token i's topic before any sweep: a hash of (seed, i) (splitmix64's finalizer), so that any
+// worker can make the initial topics of any tokens without an array of them all.
+inline std::uint32_t InitialTopic(std::uint64_t seed, std::uint64_t i, std::uint32_t K) {
+  std::uint64_t z = (seed ^ 0x1da) + (i + 1) * 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  return static_cast<std::uint32_t>(((z >> 32) * K) >> 32);
+}
+
 // Every token of the corpus, in document order; within a document sorted by (internal) word
 // id. Words are relabelled so that vocabulary block b is the contiguous id range
 // blocks[b], each block holding about the same number of tokens.
 struct Tokens {
-  std::vector<std::uint32_t> word, topic;
+  std::vector<std::uint32_t> word, topic;  // topic: empty where the initial topics are not kept
   std::vector<std::uint64_t> doc_ptr = {0};
+  std::uint64_t seed = 0;  // of the initial topics (InitialTopic)
+  int topics = 0;
   std::vector<std::uint32_t> to_internal, to_original;  // word id maps
   std::vector<KeyRange> blocks;                         // internal word ids of each block
   std::vector<std::uint64_t> word_count;                // tokens of each internal word
   std::size_t num_docs() const { return doc_ptr.size() - 1; }
   std::size_t num_tokens() const { return word.size(); }
+  // Token i's topic: from `topic`, or the initial one when `topic` is empty.
+  std::uint32_t TopicOf(std::uint64_t i) const {
+    return topic.empty() ? InitialTopic(seed, i, static_cast<std::uint32_t>(topics)) : topic[i];
+  }
   // Tokens of doc d with internal word ids in `words`.
   std::pair<std::uint64_t, std::uint64_t> Segment(std::size_t d, KeyRange words) const;
 };
 
-// Builds the layout with `blocks` vocabulary blocks and random initial topics (seeded).
-Tokens BuildTokens(const Corpus& corpus, int blocks, int topics, std::uint64_t seed);
+// Builds the layout with `blocks` vocabulary blocks and the initial topics of `seed`, kept in
+// Tokens::topic when `keep_topics` (else TopicOf makes them).
+Tokens BuildTokens(const Corpus& corpus, int blocks, int topics, std::uint64_t seed,
+                   bool keep_topics = true);
 // The corpus without its documents (their memory freed): the vocabulary and the source.
 Corpus VocabularyOf(Corpus c);
 
@@ -110,20 +128,31 @@ WordIndex BuildWordIndex(const Tokens& t, std::size_t doc_begin, std::size_t doc
 WordIndex BuildWordIndex(const Tokens& t, const std::vector<std::uint32_t>& docs);
 
 // One word's topic counts. Dense: K int32 counts. Hashed (a word with few tokens): an
-// open-addressing table of (topic, count) slot pairs, 2^bits slots, at least twice as many as the
-// word can have distinct topics, so probes stay short; linear probing from a multiplicative hash
-// of the topic; a count that reaches 0 leaves by backward shift, so no slot is ever a tombstone.
-// Views memory it does not own (a WordRows' pool, or a dense table).
+// open-addressing table of 2^bits slots, at least twice as many as the word can have distinct
+// topics, so probes stay short; linear probing from a multiplicative hash of the topic; a count
+// that reaches 0 leaves by backward shift, so no slot is ever a tombstone. A slot is one 32-bit
+// word, the topic in its high 16 bits and the count in its low 16 (compact: with K < 65535
+// topics, and a hashed word has fewer than K / 2 tokens), or with more topics two words, topic
+// and count (wide). Views memory it does not own (a WordRows' pool, or a dense table).
 class CountRow {
  public:
   static constexpr std::uint32_t kEmpty = 0xffffffffu;
-  CountRow(std::uint32_t* p, unsigned bits) : p_(p), bits_(bits) {}
+  // Topics below this fit a compact slot (0xffff is the empty slot's).
+  static constexpr std::uint32_t kCompactTopics = 0xffffu;
+  CountRow(std::uint32_t* p, unsigned bits, bool wide) : p_(p), bits_(bits), wide_(wide) {}
   static CountRow Dense(std::int32_t* counts) {
-    return {reinterpret_cast<std::uint32_t*>(counts), 0};
+    return {reinterpret_cast<std::uint32_t*>(counts), 0, false};
   }
   std::int32_t Get(std::uint32_t k) const {
     if (bits_ == 0) return static_cast<std::int32_t>(p_[k]);
     const std::uint32_t mask = (1u << bits_) - 1;
+    if (!wide_) {
+      for (std::uint32_t j = Home(k);; j = (j + 1) & mask) {
+        const std::uint32_t e = p_[j];
+        if (e >> 16 == k) return static_cast<std::int32_t>(e & 0xffffu);
+        if (e == kEmpty) return 0;
+      }
+    }
     for (std::uint32_t j = Home(k);; j = (j + 1) & mask) {
       if (p_[2 * j] == k) return static_cast<std::int32_t>(p_[2 * j + 1]);
       if (p_[2 * j] == kEmpty) return 0;
@@ -137,29 +166,25 @@ class CountRow {
     }
     const std::uint32_t mask = (1u << bits_) - 1;
     std::uint32_t j = Home(k);
-    while (p_[2 * j] != k && p_[2 * j] != kEmpty) j = (j + 1) & mask;
-    if (p_[2 * j] == kEmpty) {
-      p_[2 * j] = k;
-      p_[2 * j + 1] = 0;
-    }
-    p_[2 * j + 1] = static_cast<std::uint32_t>(static_cast<std::int32_t>(p_[2 * j + 1]) + d);
-    if (p_[2 * j + 1] != 0) return;
-    // Remove slot j: move later entries of the run back over the hole when their home allows.
-    for (std::uint32_t hole = j, i = (j + 1) & mask;; i = (i + 1) & mask) {
-      if (p_[2 * i] == kEmpty) {
-        p_[2 * hole] = kEmpty;
-        return;
+    bool zero = false;
+    if (!wide_) {
+      while (p_[j] >> 16 != k && p_[j] != kEmpty) j = (j + 1) & mask;
+      if (p_[j] == kEmpty) p_[j] = k << 16;
+      p_[j] = static_cast<std::uint32_t>(static_cast<std::int32_t>(p_[j]) + d);
+      zero = (p_[j] & 0xffffu) == 0;
+    } else {
+      while (p_[2 * j] != k && p_[2 * j] != kEmpty) j = (j + 1) & mask;
+      if (p_[2 * j] == kEmpty) {
+        p_[2 * j] = k;
+        p_[2 * j + 1] = 0;
       }
-      const std::uint32_t home = Home(p_[2 * i]);
-      if (((i - home) & mask) >= ((i - hole) & mask)) {
-        p_[2 * hole] = p_[2 * i];
-        p_[2 * hole + 1] = p_[2 * i + 1];
-        hole = i;
-      }
+      p_[2 * j + 1] = static_cast<std::uint32_t>(static_cast<std::int32_t>(p_[2 * j + 1]) + d);
+      zero = p_[2 * j + 1] == 0;
     }
+    if (zero) Remove(j);
   }
   void Prefetch(std::uint32_t k) const {
-    __builtin_prefetch(bits_ == 0 ? p_ + k : p_ + 2 * Home(k));
+    __builtin_prefetch(bits_ == 0 ? p_ + k : p_ + (wide_ ? 2 : 1) * Home(k));
   }
   // f(topic, count) for every nonzero count (of K topics, for a dense row).
   template <class F>
@@ -171,28 +196,56 @@ class CountRow {
       return;
     }
     for (std::uint32_t j = 0; j < (1u << bits_); ++j) {
-      if (p_[2 * j] != kEmpty) f(p_[2 * j], static_cast<std::int32_t>(p_[2 * j + 1]));
+      if (!wide_ && p_[j] != kEmpty) f(p_[j] >> 16, static_cast<std::int32_t>(p_[j] & 0xffffu));
+      if (wide_ && p_[2 * j] != kEmpty) f(p_[2 * j], static_cast<std::int32_t>(p_[2 * j + 1]));
     }
   }
 
  private:
   std::uint32_t Home(std::uint32_t k) const { return (k * 0x9E3779B1u) >> (32 - bits_); }
+  std::uint32_t TopicAt(std::uint32_t j) const { return wide_ ? p_[2 * j] : p_[j] >> 16; }
+  bool EmptyAt(std::uint32_t j) const { return p_[wide_ ? 2 * j : j] == kEmpty; }
+  void Move(std::uint32_t from, std::uint32_t to) {
+    if (wide_) {
+      p_[2 * to] = p_[2 * from];
+      p_[2 * to + 1] = p_[2 * from + 1];
+    } else {
+      p_[to] = p_[from];
+    }
+  }
+  // Empties slot j, moving later entries of its run back over the hole when their home allows.
+  void Remove(std::uint32_t j) {
+    const std::uint32_t mask = (1u << bits_) - 1;
+    for (std::uint32_t hole = j, i = (j + 1) & mask;; i = (i + 1) & mask) {
+      if (EmptyAt(i)) {
+        p_[wide_ ? 2 * hole : hole] = kEmpty;
+        return;
+      }
+      const std::uint32_t home = Home(TopicAt(i));
+      if (((i - home) & mask) >= ((i - hole) & mask)) {
+        Move(i, hole);
+        hole = i;
+      }
+    }
+  }
   std::uint32_t* p_;
   unsigned bits_;
+  bool wide_;
 };
 
 // The word-topic rows of a range of words in one pool: a word with n tokens gets a hashed row of
-// 2^bits >= 2 min(n, K) slots when that takes less memory than K dense counts (8 bytes a slot
-// against 4 a count), else a dense row. Memory is O(tokens), not O(words x K).
+// 2^bits >= 2 min(n, K) slots when that takes less memory than K dense counts (a compact slot
+// takes as much as a count, a wide one twice), else a dense row. Memory is O(tokens), not
+// O(words x K).
 class WordRows {
  public:
   // The layout for words with `count[r]` tokens each (r < words).
   WordRows(const std::uint64_t* count, std::size_t words, int K);
   // All counts zero.
   void Clear();
-  CountRow Row(std::size_t r) { return {pool_.data() + offset_[r], bits_[r]}; }
+  CountRow Row(std::size_t r) { return {pool_.data() + offset_[r], bits_[r], wide_}; }
   CountRow Row(std::size_t r) const {
-    return {const_cast<std::uint32_t*>(pool_.data()) + offset_[r], bits_[r]};
+    return {const_cast<std::uint32_t*>(pool_.data()) + offset_[r], bits_[r], wide_};
   }
   std::size_t words() const { return bits_.size(); }
   std::size_t bytes() const { return pool_.size() * sizeof(std::uint32_t); }
@@ -201,6 +254,7 @@ class WordRows {
   std::vector<std::uint64_t> offset_;  // row r starts at pool_[offset_[r]]
   std::vector<std::uint8_t> bits_;     // 0: dense
   std::vector<std::uint32_t> pool_;
+  bool wide_ = false;  // hashed rows' slots are wide (K >= CountRow::kCompactTopics)
 };
 
 // Samples tokens [begin, end) of one document. `nd` holds the document's topic counts, `nw(w)`
@@ -376,6 +430,9 @@ LdaModel MakeModel(const Hyper& h, const Corpus& corpus, const Tokens& t,
                    const std::vector<std::int32_t>& word_topic_internal);
 // The public model counted from the tokens' words and topics alone (no dense table).
 LdaModel MakeModelFromTokens(const Hyper& h, const Corpus& corpus, const Tokens& t);
+// The same, taking the tokens' words and topics: they are freed as soon as the rows no longer
+// need them, before the word rows take their memory (the end of a run).
+LdaModel TakeModelFromTokens(const Hyper& h, const Corpus& corpus, Tokens& t);
 
 // Calls `on_iteration` and keeps the history; times evaluations out of the sampling time.
 struct Recorder {
@@ -394,13 +451,14 @@ struct Recorder {
 };
 
 // What both trainers hold: the options, the corpus's vocabulary, the hyper-parameters, the
-// tokens (with `blocks` vocabulary blocks) and the recorder. The corpus's documents are freed
+// tokens (with `blocks` vocabulary blocks; their initial topics in an array with
+// `keep_topics`) and the recorder. The corpus's documents are freed
 // once the tokens are laid out: the tokens hold all the trainers read of them.
 struct Common {
   Common(Corpus c, const LdaOptions& o, const Corpus* test,
-         const std::function<void(const LdaIteration&)>& on_iteration, int blocks)
+         const std::function<void(const LdaIteration&)>& on_iteration, int blocks, bool keep_topics)
       : h(o, c.num_words()),
-        t(BuildTokens(c, blocks, o.topics, o.seed)),
+        t(BuildTokens(c, blocks, o.topics, o.seed, keep_topics)),
         rec{o, c.num_tokens(), test, on_iteration, {}, 0, {}, 0},
         corpus(VocabularyOf(std::move(c))) {
     ReturnFreedMemory();  // the documents', before the workers allocate on other threads
@@ -414,7 +472,10 @@ struct Common {
     return MakeModel(h, corpus, t, word_topic_internal);
   }
   // The public model from the tokens' topics.
+  // The public model from the tokens' topics.
   LdaModel ModelFromTokens() const { return MakeModelFromTokens(h, corpus, t); }
+  // The same, taking the tokens' words and topics: the last use of the tokens.
+  LdaModel TakeModelFromTokens() { return lda_internal::TakeModelFromTokens(h, corpus, t); }
   // The result: the model, the run, the history and the sampling throughput.
   LdaResult Finish(LdaModel model, RunResult run) const;
 

@@ -44,6 +44,11 @@ struct RotationWorker final : WorkerState {
   std::vector<double> scratch;      // gibbs: cumulative probabilities
   Rng rng;
   void Save(StateWriter& out) const override { out.Put(mine.topic); }
+  void ReleaseForLastSave() override {
+    std::vector<std::uint32_t>().swap(slot);
+    std::vector<std::int32_t>().swap(nd);
+    std::vector<double>().swap(scratch);
+  }
 };
 
 // A vocabulary block: the topics of every token of its words, word-major (in document order
@@ -53,13 +58,14 @@ struct VocabBlock final : BlockState {
   std::vector<std::uint32_t> topic;
   std::optional<lda_internal::WordRows> rows;
   void Save(StateWriter& out) const override { out.Put(topic); }
+  void ReleaseForLastSave() override { rows.reset(); }
 };
 
 class RotationLdaApp final : public ModelParallelApp {
  public:
   RotationLdaApp(Corpus corpus, const LdaOptions& o, const Corpus* test,
                  const std::function<void(const LdaIteration&)>& on_iteration)
-      : c_(std::move(corpus), o, test, on_iteration, o.engine.workers),
+      : c_(std::move(corpus), o, test, on_iteration, o.engine.workers, /*keep_topics=*/false),
         opts_(o),
         P_(o.engine.workers) {
     // Document partitions of about equal token count.
@@ -81,7 +87,8 @@ class RotationLdaApp final : public ModelParallelApp {
       block_ptr_.push_back(std::move(ptr));
     }
     Totals();
-    // This process's workers and the blocks they hold first are made from the layout's topics.
+    // This process's workers and the blocks they hold first are made from the tokens' topics
+    // (TopicOf: the initial ones, or a checkpoint's).
     for (int w = 0; w < P_; ++w) {
       if (!BuildsWorker(o.engine, w)) continue;
       unmade_ += 1;
@@ -116,13 +123,13 @@ class RotationLdaApp final : public ModelParallelApp {
   }
 
   std::unique_ptr<WorkerState> MakeWorker(const WorkerSetup& setup) override {
-    TESSERA_CHECK(!t_.topic.empty()) << "a worker made after every one this process builds";
+    TESSERA_CHECK(unmade_ > 0) << "a worker made after every one this process builds";
     auto me = std::make_unique<RotationWorker>();
     const auto K = static_cast<std::size_t>(h_.K);
     me->docs = docs_[static_cast<std::size_t>(setup.worker)];
     const std::uint64_t first = t_.doc_ptr[me->docs.begin], end = t_.doc_ptr[me->docs.end];
-    me->mine.topic.assign(t_.topic.begin() + static_cast<std::ptrdiff_t>(first),
-                          t_.topic.begin() + static_cast<std::ptrdiff_t>(end));
+    me->mine.topic.resize(end - first);
+    for (std::uint64_t i = first; i < end; ++i) me->mine.topic[i - first] = t_.TopicOf(i);
     me->first = first;
     me->mine.doc_ptr.clear();
     for (Key d = me->docs.begin; d <= me->docs.end; ++d) {
@@ -155,7 +162,7 @@ class RotationLdaApp final : public ModelParallelApp {
   }
 
   std::unique_ptr<BlockState> MakeBlock(std::uint32_t block, WorkerContext&) override {
-    TESSERA_CHECK(!t_.topic.empty()) << "a block made after every one this process builds";
+    TESSERA_CHECK(unmade_ > 0) << "a block made after every one this process builds";
     auto vb = std::make_unique<VocabBlock>();
     const KeyRange words = t_.blocks[block];
     const std::vector<std::uint64_t>& ptr = block_ptr_[block];
@@ -163,7 +170,7 @@ class RotationLdaApp final : public ModelParallelApp {
     std::vector<std::uint64_t> fill(ptr.begin(), ptr.end() - 1);
     for (std::size_t i = 0; i < t_.num_tokens(); ++i) {
       const std::uint32_t w = t_.word[i];
-      if (words.Contains(w)) vb->topic[fill[w - words.begin]++] = t_.topic[i];
+      if (words.Contains(w)) vb->topic[fill[w - words.begin]++] = t_.TopicOf(i);
     }
     Count(block, *vb);
     Made();
@@ -308,16 +315,23 @@ class RotationLdaApp final : public ModelParallelApp {
     TESSERA_CHECK(gathered_) << "the model is whole only where the workers' state was gathered";
     return c_.ModelFromTokens();
   }
+  // The same, at the end: the last use of the tokens.
+  LdaModel TakeModel() {
+    TESSERA_CHECK(gathered_) << "the model is whole only where the workers' state was gathered";
+    return c_.TakeModelFromTokens();
+  }
   int resumed_at() const { return rec_.resumed_at; }
   // The result; in the processes that do not host the coordinator, without a model (the
   // workers' state was gathered at the coordinator).
   LdaResult Finish(RunResult run) {
-    return c_.Finish(gathered_ ? Model() : LdaModel{}, std::move(run));
+    return c_.Finish(gathered_ ? TakeModel() : LdaModel{}, std::move(run));
   }
 
  private:
-  // Once this process's workers and their first blocks are made, the layout's topics are only
-  // a gather's destination: freed until one (the workers hold their own, the blocks theirs).
+  // Once this process's workers and their first blocks are made, the layout's topics (a
+  // checkpoint's, when the run resumed one; the initial topics are made as needed, never kept)
+  // are only a gather's destination: freed until one (the workers hold their own, the blocks
+  // theirs).
   void Made() {
     if (--unmade_ == 0) {
       std::vector<std::uint32_t>().swap(t_.topic);
@@ -327,7 +341,7 @@ class RotationLdaApp final : public ModelParallelApp {
   // The committed totals n_k from the tokens' topics.
   void Totals() {
     totals_.assign(static_cast<std::size_t>(h_.K), 0);
-    for (std::uint32_t z : t_.topic) totals_[z] += 1;
+    for (std::uint64_t i = 0; i < t_.num_tokens(); ++i) totals_[t_.TopicOf(i)] += 1;
   }
   // Topics read from `in` are topics of the model.
   Status CheckTopics(std::span<const std::uint32_t> topics, const StateReader& in) const {

@@ -164,43 +164,59 @@ TEST(LdaKernelTest, MhOnHashedWordRowsIsExactToo) { CheckStationary(false, false
 TEST(LdaKernelTest, GibbsOnHashedWordRowsIsExactToo) { CheckStationary(true, false, true); }
 
 // Hashed rows hold the same counts as a dense array under random increments and decrements
-// (colliding topics, removals by backward shift, rows filled to the distinct-topic bound).
+// (colliding topics, removals by backward shift, rows filled to the distinct-topic bound, one
+// topic's count near a compact slot's bound), with compact slots (K = 1000) and wide ones (K =
+// 70000, beyond a compact slot's topics).
 TEST(LdaKernelTest, HashedRowsKeepTheCountsOfADenseRow) {
-  const int K = 1000;
-  const std::vector<std::uint64_t> tokens = {1, 3, 17, 60, 200, 5000};
-  lda_internal::WordRows rows(tokens.data(), tokens.size(), K);
-  std::mt19937_64 rng(3);
-  for (std::size_t r = 0; r < tokens.size(); ++r) {
-    std::vector<std::int32_t> dense(K, 0);
-    std::vector<std::uint32_t> topic(tokens[r]);
-    lda_internal::CountRow row = rows.Row(r);
-    for (auto& z : topic) {
-      z = static_cast<std::uint32_t>(rng() % K);
-      row.Add(z, 1);
-      ++dense[z];
+  for (const int K : {1000, 70000}) {
+    SCOPED_TRACE("K = " + std::to_string(K));
+    const std::vector<std::uint64_t> tokens = {1, 3, 17, 60, 200, 5000};
+    lda_internal::WordRows rows(tokens.data(), tokens.size(), K);
+    std::mt19937_64 rng(3);
+    for (std::size_t r = 0; r < tokens.size(); ++r) {
+      std::vector<std::int32_t> dense(static_cast<std::size_t>(K), 0);
+      std::vector<std::uint32_t> topic(tokens[r]);
+      lda_internal::CountRow row = rows.Row(r);
+      for (auto& z : topic) {
+        z = static_cast<std::uint32_t>(rng() % K);
+        row.Add(z, 1);
+        ++dense[z];
+      }
+      // Move tokens between topics, drawn from a small set half the time so rows empty and
+      // refill, then all onto one topic.
+      for (int step = 0; step < 20000 + static_cast<int>(topic.size()); ++step) {
+        const bool gather = step >= 20000;
+        auto& z =
+            gather ? topic[static_cast<std::size_t>(step - 20000)] : topic[rng() % topic.size()];
+        const auto to = static_cast<std::uint32_t>(gather      ? K - 1
+                                                   : rng() % 2 ? rng() % 8
+                                                               : rng() % K);
+        row.Add(z, -1);
+        --dense[z];
+        row.Add(to, 1);
+        ++dense[to];
+        z = to;
+        if (step == 19999 || step == 20000 + static_cast<int>(topic.size()) - 1) {
+          std::int64_t seen = 0;
+          row.ForEach(static_cast<std::uint32_t>(K), [&](std::uint32_t k, std::int32_t n) {
+            EXPECT_EQ(n, dense[k]) << "row " << r << " topic " << k;
+            seen += n;
+          });
+          EXPECT_EQ(seen, static_cast<std::int64_t>(tokens[r]));
+          for (std::uint32_t k = 0; k < static_cast<std::uint32_t>(K); ++k) {
+            ASSERT_EQ(row.Get(k), dense[k]) << "row " << r << " topic " << k;
+          }
+        }
+      }
+      EXPECT_EQ(row.Get(static_cast<std::uint32_t>(K - 1)), static_cast<std::int32_t>(tokens[r]));
     }
-    // Move tokens between topics, drawn from a small set half the time so rows empty and refill.
-    for (int step = 0; step < 20000; ++step) {
-      auto& z = topic[rng() % topic.size()];
-      const auto to = static_cast<std::uint32_t>(rng() % 2 ? rng() % 8 : rng() % K);
-      row.Add(z, -1);
-      --dense[z];
-      row.Add(to, 1);
-      ++dense[to];
-      z = to;
-    }
-    std::int64_t seen = 0;
-    row.ForEach(K, [&](std::uint32_t k, std::int32_t n) {
-      EXPECT_EQ(n, dense[k]) << "row " << r << " topic " << k;
-      seen += n;
-    });
-    EXPECT_EQ(seen, static_cast<std::int64_t>(tokens[r]));
-    for (std::uint32_t k = 0; k < static_cast<std::uint32_t>(K); ++k) {
-      ASSERT_EQ(row.Get(k), dense[k]) << "row " << r << " topic " << k;
-    }
+    // The rarer words take hashed rows: less than half of 6 dense rows.
+    EXPECT_LT(rows.bytes(), 3 * static_cast<std::size_t>(K) * sizeof(std::int32_t));
   }
-  // The four rarer words take hashed rows: less than half of 6 dense rows.
-  EXPECT_LT(rows.bytes(), 3 * K * sizeof(std::int32_t));
+  // Compact slots take a word each: the 200-token word's 512 slots at K = 1000 are 2 KiB.
+  const std::vector<std::uint64_t> one = {200};
+  EXPECT_EQ(lda_internal::WordRows(one.data(), 1, 1000).bytes(), 512 * sizeof(std::uint32_t));
+  EXPECT_EQ(lda_internal::WordRows(one.data(), 1, 70000).bytes(), 1024 * sizeof(std::uint32_t));
 }
 
 // Topics of a corpus drawn from a known model are found again, in both modes.

@@ -405,14 +405,19 @@ TEST(EngineTest, InvalidOptionsNameTheFlag) {
 // Carried blocks under rotation: block b goes to worker (b - r) mod P in round r. Each block's
 // state is the list of workers that had it; each worker's state counts its pushes. The states
 // exist only as the engine's objects and as bytes in messages: the app object keeps nothing.
+// Before the run's last gather the states are told to let go of what they do not save: the
+// blocks then add kReleased to their list, the workers count it.
 struct RotatingApp : ModelParallelApp {
+  static constexpr std::int32_t kReleased = -100;
   struct Visits final : BlockState {
     std::vector<std::int32_t> workers;
     void Save(StateWriter& out) const override { out.Put(workers); }
+    void ReleaseForLastSave() override { workers.push_back(kReleased); }
   };
   struct Counter final : WorkerState {
-    std::vector<std::uint64_t> pushes{0};
+    std::vector<std::uint64_t> pushes{0, 0};  // pushes, releases
     void Save(StateWriter& out) const override { out.Put(pushes); }
+    void ReleaseForLastSave() override { ++pushes[1]; }
   };
   RotatingApp(int workers, std::uint64_t rounds) : P(workers), limit(rounds) {}
 
@@ -469,6 +474,7 @@ struct RotatingApp : ModelParallelApp {
     std::vector<std::uint64_t> pushes;
     TESSERA_RETURN_IF_ERROR(in.Get(pushes));
     gathered_pushes.push_back({worker, pushes.at(0)});
+    released.push_back(pushes.at(1));
     return Status::Ok();
   }
   Status GatherBlock(std::uint32_t block, StateReader& in) override {
@@ -483,6 +489,7 @@ struct RotatingApp : ModelParallelApp {
   bool corrupt = false;
   std::atomic<int> loads{0};  // blocks made from bytes
   std::vector<std::pair<int, std::uint64_t>> gathered_pushes;
+  std::vector<std::uint64_t> released;  // by the gathered workers, in gather order
   std::map<std::uint32_t, std::vector<std::int32_t>> visits;
 };
 
@@ -514,11 +521,13 @@ TEST_P(CarriedBlockTest, BlocksMoveByMessageToTheWorkerEachRoundAssigns) {
     for (std::uint64_t r = 0; r < rounds; ++r) {
       want.push_back(static_cast<int>((b - static_cast<int>(r % P) + P) % P));
     }
+    want.push_back(RotatingApp::kReleased);  // once, just before the last gather's Save
     EXPECT_EQ(app.visits[static_cast<std::uint32_t>(b)], want) << "block " << b;
   }
   ASSERT_EQ(app.gathered_pushes.size(), static_cast<std::size_t>(P));
   for (int w = 0; w < P; ++w) {
     EXPECT_EQ(app.gathered_pushes[static_cast<std::size_t>(w)], std::make_pair(w, rounds));
+    EXPECT_EQ(app.released[static_cast<std::size_t>(w)], 1u) << "worker " << w;
   }
   if (as_bytes) {
     EXPECT_EQ(app.loads, rounds * P) << "every round hands every block on";
