@@ -134,7 +134,9 @@ TEST(MfTest, DataParallelSgdOnMovieLensU1) {
       EXPECT_LT(r->epochs.back().test_rmse, 0.95) << consistency;
     }
     EXPECT_LT(r->epochs.back().test_rmse, r->epochs.front().test_rmse) << consistency;
-    EXPECT_NEAR(Rmse(r->model, *test), r->epochs.back().test_rmse, 1e-9) << consistency;
+    // The run evaluates in single precision, as it trains (float rows, a float dot product);
+    // Rmse() in double: about 1e-9 apart, a little more in some asp and hogwild runs.
+    EXPECT_NEAR(Rmse(r->model, *test), r->epochs.back().test_rmse, 1e-7) << consistency;
   }
 }
 
