@@ -109,6 +109,8 @@ inline void SgdStep(double* __restrict w, double* __restrict h, int k, int rank,
 // kernels of rotation SGD, each compiled for AVX-512, AVX2 and the baseline and chosen when the
 // program starts (the CPU's widest). Ratings' user and item are row numbers in `w` and `h`.
 constexpr int kRowFloats = 16;
+// The length of a padded row of k factor columns.
+constexpr int PaddedRow(int k) { return (k + kRowFloats - 1) / kRowFloats * kRowFloats; }
 struct SgdStepParams {
   int row = 0;   // floats per row (a multiple of kRowFloats)
   int rank = 0;  // the fixed 1s of the biases: w[rank + 1] and h[rank]

@@ -34,7 +34,7 @@ struct SgdWorker final : WorkerState {
   std::vector<std::size_t> ptr, test_ptr;  // local user l: entries[ptr[l], ptr[l+1]), test[...]
   std::vector<Rating> entries, test;       // in file order within a user; `user` is the row
   FloatRows w;
-  int rank = 0, k = 0;  // W's columns: rank + 2 with biases; its rows are longer (padding)
+  int k = 0;  // W's columns (rank + 2 with biases); its rows are longer (padding)
   std::mt19937_64 rng;
   std::uint64_t rng_epoch = ~std::uint64_t{0};  // the epoch `rng` was seeded for
   // A batch's scratch: its ratings (item: the row of `h`), the items it touches in key order
@@ -127,7 +127,6 @@ class SgdApp final : public DataParallelApp {
     }
     GroupByUser(train_.entries, me->local, users.size(), me->ptr, me->entries);
     if (test_) GroupByUser(test_->entries, me->local, users.size(), me->test_ptr, me->test);
-    me->rank = rank_;
     me->k = k_;
     me->w.setZero(static_cast<Eigen::Index>(users.size()), kp_);
     for (std::size_t l = 0; l < users.size(); ++l) {
@@ -275,8 +274,7 @@ class SgdApp final : public DataParallelApp {
   const Ratings* test_;
   const MfOptions& opts_ = c_.opts;
   const int rank_ = c_.rank, k_ = c_.k;
-  const int kp_ = (k_ + mf_internal::kRowFloats - 1) / mf_internal::kRowFloats *
-                  mf_internal::kRowFloats;  // a worker row's length
+  const int kp_ = mf_internal::PaddedRow(k_);  // a worker row's length
   const std::size_t num_users_ = c_.num_users, num_items_ = c_.num_items;
   const double step_scale_ = c_.step_scale;
   // The driver's copy of the factors: the initial (or restored) W every worker starts its

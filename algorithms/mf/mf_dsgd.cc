@@ -37,7 +37,6 @@ using Factors = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::Row
 // The workers' factor rows: float (as LIBMF keeps them), each padded with zeros to a multiple of
 // 16 values, so that an SGD step is whole SIMD vectors (the zeros stay zero).
 using Rows = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-constexpr int kRowAlign = mf_internal::kRowFloats;
 // The W rows and the H rows of a tile of ratings take about this many bytes each.
 constexpr std::size_t kTileBytes = 96 * 1024;
 
@@ -463,7 +462,7 @@ class DsgdApp final : public ModelParallelApp {
   const std::size_t P_;
   const MfOptions& opts_ = c_.opts;
   const int rank_ = c_.rank, k_ = c_.k;
-  const int kp_ = (k_ + kRowAlign - 1) / kRowAlign * kRowAlign;  // a worker row's length
+  const int kp_ = mf_internal::PaddedRow(k_);  // a worker row's length
   const std::size_t num_users_ = c_.num_users, num_items_ = c_.num_items;
   const double step_scale_ = c_.step_scale;
   // The coordinator's copy of the factors: made by the first gather, or by a restored
