@@ -263,7 +263,8 @@ class PullFuture {
   // The values, key-major (key i's element d at i * dim + d), in the order asked for.
   StatusOr<Eigen::VectorXd> Get();
   // After Get(): the oldest shard clock among the values served (each holds every push of the
-  // clocks before it that its shard applies); 0 when nothing was read.
+  // clocks before it that its shard applies); 0 when nothing was read; a hogwild read, from the
+  // shards' memory as it is, the reader's own clock.
   std::uint64_t served_clock() const;
 
  private:

@@ -723,6 +723,7 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
         st.values[i * dim + d] = std::atomic_ref<double>(value[d]).load(std::memory_order_relaxed);
       }
     }
+    st.served = clock_;  // shared memory holds every push made so far: as fresh as can be
     return f;
   }
 

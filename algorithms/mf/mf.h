@@ -42,18 +42,19 @@ struct MfOptions {
                              // extra factor columns (b_i, 1) and (1, c_j)
   std::uint64_t seed = 42;
   EngineOptions engine;  // workers, time limit, trace, progress (depth must be 1)
-  // Data-parallel SGD: step size relative to the training ratings' variance σ² (the step is
-  // lr / σ² / (1 + decay · epoch), so the same lr suits 1-5 stars and -10..10), and the
-  // parameter-server options (servers, consistency, frequency, partition of the users, batch size
-  // in users, model averaging). Workers, seed, time limit and progress come from `engine`.
+  // SGD with decaying steps: step size relative to the training ratings' variance σ² (the step
+  // is lr / σ² / (1 + decay · epoch), so the same lr suits 1-5 stars and -10..10).
   double learning_rate = 0.08;
   double decay = 0.1;
-  // Model-parallel rotation SGD's steps: "adagrad" (LIBMF's rule: each factor row r keeps the
-  // mean squared gradient G_r it has seen, from 1, and steps by adagrad_rate / √G_r on ratings
-  // and factors normalized by the ratings' standard deviation), or "decay" (the data-parallel
-  // rule above).
+  // The steps of SGD, rotation (model-parallel) and data-parallel alike: "adagrad" (LIBMF's
+  // rule: each factor row r keeps the mean squared gradient G_r it has seen, from 1, and steps
+  // by adagrad_rate / √G_r on ratings and factors normalized by the ratings' standard
+  // deviation), or "decay" (the rule above).
   std::string sgd_step = "adagrad";
   double adagrad_rate = 0.1;
+  // Data-parallel mode: the parameter-server options (servers, consistency, frequency, partition
+  // of the users, batch size in users, model averaging). Workers, seed, time limit and progress
+  // come from `engine`.
   DataParallelOptions data_parallel;
   // Data-parallel: checkpoints of H, W and the epochs so far in checkpoint_dir, at the end of
   // an epoch once checkpoint_every seconds have passed (0: after every epoch), written by the

@@ -2,6 +2,7 @@
 // initial factors, per-epoch metrics and the result.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -59,6 +60,11 @@ struct Common {
   double RecordEpoch(const Eigen::VectorXd& terms);
   // Squared norm of a factor row that is a parameter: minus the fixed 1 of the biases.
   double FixedNorm() const { return opts.biases ? 1.0 : 0.0; }
+  // Adagrad steps on ratings and factors scaled by 1/σ (step_scale = 1/σ²), as LIBMF runs them
+  // on its own: the state every row starts from (1 there is σ³ here: squared gradients scale
+  // as σ³) and the rate (LIBMF's rate is √σ times it here).
+  double AdagradStart() const { return std::pow(step_scale, -1.5); }
+  double AdagradRate() const { return opts.adagrad_rate * std::pow(step_scale, -0.25); }
   MfResult Finish(RunResult run);
 
   // Checkpoints. What one must match: the data and the shape of the model (plus `extra`, what

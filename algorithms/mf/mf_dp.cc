@@ -6,6 +6,10 @@
 // rated, runs SGD over the batch's ratings (in a seeded random order) on W and on its copy of
 // those rows, and pushes the change of each H row; the `add` updater folds the changes in.
 // Any consistency model works; with model averaging each worker's changes are averaged.
+//
+// With adagrad steps (the default, as in rotation SGD) every row also keeps the mean squared
+// gradient it has seen: a W row's stays with its worker, an H row's is one more value of the
+// row on the servers, so the changes that workers push add up as the gradients they saw.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -34,25 +38,32 @@ struct SgdWorker final : WorkerState {
   std::vector<std::size_t> ptr, test_ptr;  // local user l: entries[ptr[l], ptr[l+1]), test[...]
   std::vector<Rating> entries, test;       // in file order within a user; `user` is the row
   FloatRows w;
-  int k = 0;  // W's columns (rank + 2 with biases); its rows are longer (padding)
+  std::vector<float> wg;  // adagrad: each W row's mean squared gradient (else empty)
+  int k = 0;              // W's columns (rank + 2 with biases); its rows are longer (padding)
   std::mt19937_64 rng;
   std::uint64_t rng_epoch = ~std::uint64_t{0};  // the epoch `rng` was seeded for
   // A batch's scratch: its ratings (item: the row of `h`), the items it touches in key order
-  // (slot: item -> its row, -1 for items not in the batch) and their rows as pulled (`h0`)
-  // and stepped on (`h`).
+  // (slot: item -> its row, -1 for items not in the batch) and their rows stepped on (`h`, and
+  // with adagrad their squared gradients `hg`), from the table's rows as pulled.
   std::vector<Rating> batch;
   std::vector<Key> items;
   std::vector<std::int32_t> slot;
-  FloatRows h, h0;
+  FloatRows h;
+  std::vector<float> hg;
 
   std::size_t Row(std::uint32_t user) const { return static_cast<std::size_t>(local[user]); }
-  // W's rows without their padding, in double: the coordinator's factors.
+  // W's rows without their padding, in double: the coordinator's factors; then, with adagrad
+  // steps, their squared gradients.
   void Save(StateWriter& out) const override {
     std::vector<double> rows(static_cast<std::size_t>(w.rows()) * static_cast<std::size_t>(k));
     for (Eigen::Index l = 0; l < w.rows(); ++l) {
       for (int c = 0; c < k; ++c) rows[static_cast<std::size_t>(l * k + c)] = w(l, c);
     }
     out.Put(std::span<const double>(rows));
+    if (!wg.empty()) {
+      const std::vector<double> g(wg.begin(), wg.end());
+      out.Put(std::span<const double>(g));
+    }
   }
 };
 
@@ -75,17 +86,20 @@ void GroupByUser(const std::vector<Rating>& all, const std::vector<std::int32_t>
   }
 }
 
-// Rows of k values (double, packed) into float rows of `out`'s length, zero-padded, and into
-// `copy` as well when given.
-void ToFloatRows(std::span<const double> packed, int k, FloatRows& out, FloatRows* copy = nullptr) {
-  const auto rows = static_cast<Eigen::Index>(packed.size() / static_cast<std::size_t>(k));
-  out.setZero(rows, out.cols());
-  if (copy) copy->setZero(rows, out.cols());
+// Table rows of `stride` values (double, packed) into float rows of `out`'s length: their
+// first k values, zero-padded. With `g`, each row's value k (its squared gradients) into g.
+void ToFloatRows(std::span<const double> packed, int stride, int k, FloatRows& out,
+                 std::vector<float>* g = nullptr) {
+  const auto rows = static_cast<Eigen::Index>(packed.size() / static_cast<std::size_t>(stride));
+  const Eigen::Index cols = out.cols();
+  out.resize(rows, cols);
+  if (g) g->resize(static_cast<std::size_t>(rows));
   for (Eigen::Index i = 0; i < rows; ++i) {
-    for (int c = 0; c < k; ++c) {
-      out(i, c) = static_cast<float>(packed[static_cast<std::size_t>(i * k + c)]);
-      if (copy) (*copy)(i, c) = out(i, c);
-    }
+    float* row = out.data() + i * cols;
+    const double* from = packed.data() + i * stride;
+    for (int c = 0; c < k; ++c) row[c] = static_cast<float>(from[c]);
+    std::fill(row + k, row + cols, 0.0f);
+    if (g) (*g)[static_cast<std::size_t>(i)] = static_cast<float>(from[k]);
   }
 }
 
@@ -103,7 +117,7 @@ class SgdApp final : public DataParallelApp {
     TableSpec h;
     h.name = "mf_h";
     h.num_keys = num_items_;
-    h.dim = k_;
+    h.dim = dim_;
     h.consistency = o.consistency;
     h.model_averaging = o.model_averaging;
     // A worker's cached rows include its own changes: without them, under ssp a worker's next
@@ -113,7 +127,13 @@ class SgdApp final : public DataParallelApp {
     h.read_my_writes = o.consistency.cached() && !o.model_averaging && !bsp;
     // Under bsp every batch is a clock and reads each row once: a cached row never serves.
     h.cache_reads = !bsp || o.communication.significant > 0;
-    h.initial_values = Eigen::Map<const Eigen::VectorXd>(model_.h.data(), model_.h.size());
+    h.initial_values.resize(static_cast<Eigen::Index>(num_items_) * dim_);
+    for (std::size_t j = 0; j < num_items_; ++j) {
+      double* row = h.initial_values.data() + j * static_cast<std::size_t>(dim_);
+      const auto i = static_cast<Eigen::Index>(j);
+      for (int c = 0; c < k_; ++c) row[c] = model_.h(i, c);
+      if (adaptive_) row[k_] = h_gradients_.empty() ? c_.AdagradStart() : h_gradients_[j];
+    }
     return {h};
   }
 
@@ -134,9 +154,15 @@ class SgdApp final : public DataParallelApp {
         me->w(static_cast<Eigen::Index>(l), c) = static_cast<float>(model_.w(users[l], c));
       }
     }
+    if (adaptive_) {
+      me->wg.resize(users.size());
+      for (std::size_t l = 0; l < users.size(); ++l) {
+        me->wg[l] =
+            static_cast<float>(w_gradients_.empty() ? c_.AdagradStart() : w_gradients_[users[l]]);
+      }
+    }
     me->slot.assign(num_items_, -1);
     me->h.resize(0, kp_);
-    me->h0.resize(0, kp_);
     return me;
   }
 
@@ -158,7 +184,15 @@ class SgdApp final : public DataParallelApp {
     }
     if (me.batch.empty()) return Status::Ok();
     std::vector<Key>& items = me.items;
-    std::sort(items.begin(), items.end());
+    // In key order: sorted when few, else collected by a scan of the marks.
+    if (items.size() * 16 < num_items_) {
+      std::sort(items.begin(), items.end());
+    } else {
+      items.clear();
+      for (std::size_t j = 0; j < num_items_; ++j) {
+        if (me.slot[j] == 0) items.push_back(j);
+      }
+    }
     for (std::size_t i = 0; i < items.size(); ++i) {
       me.slot[items[i]] = static_cast<std::int32_t>(i);
     }
@@ -178,29 +212,42 @@ class SgdApp final : public DataParallelApp {
     // it (16 or more in one bucket).
     const std::uint64_t stale = std::min<std::uint64_t>(
         clock > pull.served_clock() ? clock - pull.served_clock() : 0, kStalenessBuckets - 1);
-    ToFloatRows({rows.data(), static_cast<std::size_t>(rows.size())}, k_, me.h0, &me.h);
+    ToFloatRows({rows.data(), static_cast<std::size_t>(rows.size())}, dim_, k_, me.h,
+                adaptive_ ? &me.hg : nullptr);
     mf_internal::SgdStepParams step;
     step.row = kp_;
     step.rank = rank_;
     step.biases = opts_.biases;
     step.mean = static_cast<float>(model_.mean);
-    step.lr = static_cast<float>(step_scale_ * opts_.learning_rate /
-                                 (1 + opts_.decay * static_cast<double>(ctx.epoch)));
     step.lambda = static_cast<float>(opts_.lambda);
-    mf_internal::SgdRatings(me.batch.data(), me.batch.data() + me.batch.size(), me.w.data(),
-                            me.h.data(), step);
+    const Rating* first = me.batch.data();
+    const Rating* last = first + me.batch.size();
+    if (adaptive_) {
+      step.lr = static_cast<float>(c_.AdagradRate());
+      mf_internal::SgdRatingsAdaptive(first, last, me.w.data(), me.h.data(), me.wg.data(),
+                                      me.hg.data(), k_, step);
+    } else {
+      step.lr = static_cast<float>(step_scale_ * opts_.learning_rate /
+                                   (1 + opts_.decay * static_cast<double>(ctx.epoch)));
+      mf_internal::SgdRatings(first, last, me.w.data(), me.h.data(), step);
+    }
     // The change of each H row. A delay-adaptive step: a change computed from rows s clocks
     // stale is pushed divided by sqrt(1 + s). Several workers stepping on the same popular
     // items from stale copies otherwise overshoot (4 workers under ssp:4 or essp:2 diverge at
     // the default step); a fresh read (always under bsp) pushes the change as it is. Dividing
     // by 1 + s also converges but slows ssp:2 with 2 workers (test RMSE after 20 epochs 0.9285
-    // against 0.9227).
+    // against 0.9227). The squared gradients' change is pushed as it is: they were seen.
+    // Each change is the float row after the batch minus the float row it started from (the
+    // pulled row rounded), computed in place of the pulled row.
     const double damp = stale > 0 ? 1 / std::sqrt(1.0 + static_cast<double>(stale)) : 1.0;
+    auto change = [](float after, double pulled) {
+      return static_cast<double>(after) - static_cast<double>(static_cast<float>(pulled));
+    };
     for (Eigen::Index i = 0; i < me.h.rows(); ++i) {
-      for (int c = 0; c < k_; ++c) {
-        rows[i * k_ + c] =
-            damp * (static_cast<double>(me.h(i, c)) - static_cast<double>(me.h0(i, c)));
-      }
+      const float* after = me.h.data() + i * kp_;
+      double* row = rows.data() + i * dim_;
+      for (int c = 0; c < k_; ++c) row[c] = damp * change(after[c], row[c]);
+      if (adaptive_) row[k_] = change(me.hg[static_cast<std::size_t>(i)], row[k_]);
     }
     return ctx.client->Push(0, items, {rows.data(), static_cast<std::size_t>(rows.size())});
   }
@@ -211,7 +258,7 @@ class SgdApp final : public DataParallelApp {
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd hv,
                              ctx.client->PullRange(0, {0, static_cast<Key>(num_items_)}).Get());
     FloatRows h(0, kp_);
-    ToFloatRows({hv.data(), static_cast<std::size_t>(hv.size())}, k_, h);
+    ToFloatRows({hv.data(), static_cast<std::size_t>(hv.size())}, dim_, k_, h);
     Eigen::VectorXd t = Eigen::VectorXd::Zero(3);
     const double fixed = c_.FixedNorm();
     for (auto u : ctx.rows) {
@@ -228,10 +275,10 @@ class SgdApp final : public DataParallelApp {
               (me.w.row(static_cast<Eigen::Index>(l)).cast<double>().squaredNorm() - fixed);
     }
     if (ctx.worker == 0) {
-      const Eigen::Map<const Factors> hd(hv.data(), static_cast<Eigen::Index>(num_items_), k_);
+      const Eigen::Map<const Factors> hd(hv.data(), static_cast<Eigen::Index>(num_items_), dim_);
       for (std::size_t j = 0; j < num_items_; ++j) {
         t[2] += opts_.lambda * c_.item_count[j] *
-                (hd.row(static_cast<Eigen::Index>(j)).squaredNorm() - fixed);
+                (hd.row(static_cast<Eigen::Index>(j)).head(k_).squaredNorm() - fixed);
       }
     }
     return t;
@@ -239,7 +286,8 @@ class SgdApp final : public DataParallelApp {
 
   double Objective(const Eigen::VectorXd& t) override { return c_.RecordEpoch(t); }
 
-  // The driver's W, from the workers' rows at the end and before each checkpoint.
+  // The driver's W (and its rows' squared gradients), from the workers' rows at the end and
+  // before each checkpoint.
   Status GatherWorker(int, std::span<const std::uint32_t> users, StateReader& in) override {
     Factors rows(static_cast<Eigen::Index>(users.size()), k_);
     TESSERA_RETURN_IF_ERROR(
@@ -247,23 +295,54 @@ class SgdApp final : public DataParallelApp {
     for (std::size_t l = 0; l < users.size(); ++l) {
       model_.w.row(users[l]) = rows.row(static_cast<Eigen::Index>(l));
     }
+    if (!adaptive_) return Status::Ok();
+    std::vector<double> g(users.size());
+    TESSERA_RETURN_IF_ERROR(in.GetInto(std::span<double>(g)));
+    w_gradients_.resize(num_users_, c_.AdagradStart());
+    for (std::size_t l = 0; l < users.size(); ++l) w_gradients_[users[l]] = g[l];
     return Status::Ok();
   }
 
   // H as the servers hold it after `epochs` epochs, W (gathered from the workers) and the
-  // epochs' metrics.
+  // epochs' metrics; with adagrad steps every row's squared gradients.
   StatusOr<Checkpoint> SaveCheckpoint(std::uint64_t epochs,
                                       const std::vector<Eigen::VectorXd>& tables) override {
-    const Eigen::VectorXd& h = tables[0];
-    Checkpoint c = c_.Save(c_.Problem(), {h.data(), static_cast<std::size_t>(h.size())});
+    std::vector<double> h_gradients;
+    const Factors h = SplitTable(tables[0], h_gradients);
+    Checkpoint c = c_.Save(Problem(), {h.data(), static_cast<std::size_t>(h.size())});
     c.PutU64("epochs", epochs);
+    if (adaptive_) {
+      c.PutDoubles("w_gradients", w_gradients_);
+      c.PutDoubles("h_gradients", h_gradients);
+    }
     return c;
   }
 
   // Puts a checkpoint's factors and metrics back; returns the epochs it had done.
   StatusOr<std::uint64_t> RestoreCheckpoint(const Checkpoint& c) override {
-    TESSERA_RETURN_IF_ERROR(c_.Restore(c, c_.Problem()));
+    TESSERA_RETURN_IF_ERROR(c_.Restore(c, Problem()));
+    if (adaptive_) {
+      TESSERA_ASSIGN_OR_RETURN(w_gradients_, c.Doubles("w_gradients"));
+      TESSERA_ASSIGN_OR_RETURN(h_gradients_, c.Doubles("h_gradients"));
+      if (w_gradients_.size() != num_users_ || h_gradients_.size() != num_items_) {
+        return DataLoss(c.source() +
+                        ": the rows' step state does not have the sizes the problem says");
+      }
+    }
     return c.U64("epochs");
+  }
+
+  // The servers' table as factors H (k columns) and, with adagrad steps, each row's squared
+  // gradients.
+  Factors SplitTable(const Eigen::VectorXd& table, std::vector<double>& gradients) const {
+    const Eigen::Map<const Factors> all(table.data(), static_cast<Eigen::Index>(num_items_), dim_);
+    if (adaptive_) {
+      gradients.resize(num_items_);
+      for (std::size_t j = 0; j < num_items_; ++j) {
+        gradients[j] = all(static_cast<Eigen::Index>(j), k_);
+      }
+    }
+    return all.leftCols(k_);
   }
 
   mf_internal::Common& common() { return c_; }
@@ -280,6 +359,15 @@ class SgdApp final : public DataParallelApp {
   // The driver's copy of the factors: the initial (or restored) W every worker starts its
   // rows from, then what GatherWorker brings back.
   MfModel& model_ = c_.model;
+  // Adagrad steps: LIBMF's rule, as rotation SGD runs it, the H table one value wider for the
+  // rows' squared gradients.
+  const bool adaptive_ = opts_.sgd_step == "adagrad";
+  const int dim_ = k_ + (adaptive_ ? 1 : 0);
+  // A restored run's squared gradients (empty: every row starts from AdagradStart()), then W's as
+  // gathered.
+  std::vector<double> w_gradients_, h_gradients_;
+  // Checkpoints of one step rule do not resume the other.
+  std::string Problem() const { return c_.Problem(adaptive_ ? ", adagrad steps" : ""); }
 };
 
 }  // namespace
@@ -311,8 +399,8 @@ StatusOr<MfResult> TrainMfSgdDataParallel(const Ratings& train, const Ratings* t
   MfResult result = app.common().Finish(std::move(r.run));
   result.resumed = resumed;
   if (!result.run.holds_result) return result;
-  result.model.h = Eigen::Map<const Factors>(
-      r.tables[0].data(), static_cast<Eigen::Index>(train.num_items()), result.model.w.cols());
+  std::vector<double> gradients;
+  result.model.h = app.SplitTable(r.tables[0], gradients);
   return result;
 }
 

@@ -219,8 +219,7 @@ class DsgdApp final : public ModelParallelApp {
         step.rank = rank_;
         step.biases = opts_.biases;
         step.mean = static_cast<float>(model_.mean);
-        // adagrad: LIBMF's rate on ratings scaled by 1/σ is √σ times it on ours (Adaptive()).
-        step.lr = static_cast<float>(adaptive_ ? opts_.adagrad_rate * std::pow(step_scale_, -0.25)
+        step.lr = static_cast<float>(adaptive_ ? c_.AdagradRate()
                                                : step_scale_ * opts_.learning_rate /
                                                      (1 + opts_.decay * epoch));
         step.lambda = static_cast<float>(opts_.lambda);
@@ -394,13 +393,10 @@ class DsgdApp final : public ModelParallelApp {
     }
   }
 
-  // The adagrad state every row starts from: 1 on ratings scaled by 1/σ is σ³ on ours (the
-  // squared gradients scale as σ³).
-  double Adaptive() const { return std::pow(step_scale_, -1.5); }
   // The adagrad state of the rows of user (or item) block b: a resumed run's, else the start.
   std::vector<float> InitialGradients(bool items, std::size_t b) const {
     const std::size_t n = items ? num_items_ : num_users_;
-    std::vector<float> g(BlockRows(n, P_, b), static_cast<float>(Adaptive()));
+    std::vector<float> g(BlockRows(n, P_, b), static_cast<float>(c_.AdagradStart()));
     if (restored_) {
       const std::vector<double>& saved = items ? h_gradients_ : w_gradients_;
       for (std::size_t l = 0; l < g.size(); ++l) g[l] = static_cast<float>(saved[b + l * P_]);
@@ -440,7 +436,7 @@ class DsgdApp final : public ModelParallelApp {
       }
     }
     std::vector<double>& g = items ? h_gradients_ : w_gradients_;
-    g.resize(static_cast<std::size_t>(f.rows()), Adaptive());
+    g.resize(static_cast<std::size_t>(f.rows()), c_.AdagradStart());
     TESSERA_ASSIGN_OR_RETURN(std::string_view grads, in.GetBytesOf<float>(rows));
     for (std::size_t l = 0; l < rows; ++l) {
       float v;

@@ -114,9 +114,10 @@ MfOptions DataParallel(const char* consistency, int workers, int epochs) {
   return o;
 }
 
-// Data-parallel SGD (H on the parameter server) on ML-100K u1 under several consistency
-// models: measured 0.921 test RMSE after 20 epochs with ssp:1; every model must stay within
-// 0.95 (SGD's order and the staleness differ, so the figures differ a little).
+// Data-parallel SGD (H on the parameter server, adagrad steps) on ML-100K u1 under several
+// consistency models: measured 0.922-0.926 test RMSE after 20 epochs (rotation SGD: 0.921);
+// every model must stay within 0.935 (SGD's order and the staleness differ, so the figures
+// differ a little). Hogwild reads are fresh: their changes are pushed undamped.
 TEST(MfTest, DataParallelSgdOnMovieLensU1) {
   TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
   TESSERA_REQUIRE_DATA(test_path, "movielens-100k/u1.test.gz");
@@ -131,7 +132,7 @@ TEST(MfTest, DataParallelSgdOnMovieLensU1) {
     std::printf("%s: train RMSE %.4f, test RMSE %.4f\n", consistency, r->epochs.back().train_rmse,
                 r->epochs.back().test_rmse);
     if (!testing::kSanitized) {
-      EXPECT_LT(r->epochs.back().test_rmse, 0.95) << consistency;
+      EXPECT_LT(r->epochs.back().test_rmse, 0.935) << consistency;
     }
     EXPECT_LT(r->epochs.back().test_rmse, r->epochs.front().test_rmse) << consistency;
     // The run evaluates in single precision, as it trains (float rows, a float dot product);
@@ -228,11 +229,41 @@ TEST(MfTest, ModelParallelRunsResumeFromTheirCheckpoints) {
   }
 }
 
+// Data-parallel checkpoints keep every row's adagrad state (W's with the workers, H's on the
+// servers): with one worker the run is deterministic, so a run stopped after 3 of 6 epochs
+// (whose last checkpoint is the second epoch's: none is written at the end) and resumed ends
+// exactly where the uninterrupted one does; a checkpoint of the other step rule is refused.
+TEST(MfTest, DataParallelSgdResumesWithItsStepState) {
+  auto [train, test] = LowRank(300, 200, 5, 0.3, 0.1, 7);
+  MfOptions o = DataParallel("bsp", 1, 6);
+  o.rank = 5;
+  o.lambda = 0.01;
+  auto whole = TrainMf(train, &test, o);
+  ASSERT_TRUE(whole.ok()) << whole.status().message();
+  testing::TempDir dir;
+  o.checkpoint_dir = dir.Path("ck");
+  o.epochs = 3;
+  ASSERT_TRUE(TrainMf(train, &test, o).ok());
+  o.epochs = 6;
+  o.resume = true;
+  auto resumed = TrainMf(train, &test, o);
+  ASSERT_TRUE(resumed.ok()) << resumed.status().message();
+  EXPECT_THAT(resumed->resumed, HasSubstr("2 of 6 epochs done"));
+  ASSERT_EQ(resumed->epochs.size(), 6u);
+  EXPECT_EQ(resumed->epochs.back().test_rmse, whole->epochs.back().test_rmse);
+  EXPECT_EQ(resumed->model.h, whole->model.h);
+  EXPECT_EQ(resumed->model.w, whole->model.w);
+  o.sgd_step = "decay";
+  EXPECT_THAT(TrainMf(train, &test, o).status().message(),
+              HasSubstr("written for another problem"));
+}
+
 TEST(MfTest, DataParallelSgdRecoversALowRankMatrixWithModelAveraging) {
   auto [train, test] = LowRank(300, 200, 5, 0.3, 0.1, 7);
   MfOptions o = DataParallel("bsp", 3, 60);
   o.rank = 5;
   o.lambda = 0.01;
+  o.sgd_step = "decay";
   o.learning_rate = 0.25;  // relative to the ratings' variance (about 5 here)
   o.init_scale = 1;
   o.data_parallel.model_averaging = true;

@@ -128,6 +128,29 @@ TEST(ParameterServerTest, BadConfigurationNamesTheOption) {
               HasSubstr("needs dense storage"));
 }
 
+// A hogwild read is from the shards' memory as it is, holding every push made so far: it says
+// it was served at the reader's own clock (apps that scale changes by a read's staleness take
+// it as fresh).
+TEST(ParameterServerTest, HogwildReadsAreServedAtTheReadersClock) {
+  auto ps = StartOrDie({Table(4, 1, "hogwild")}, 1, 1);
+  RunWorkers(*ps, [](int, PsClient& c) -> Status {
+    const std::vector<Key> key = {2};
+    for (std::uint64_t clock = 0; clock < 3; ++clock) {
+      TESSERA_RETURN_IF_ERROR(c.Push(0, key, std::vector<double>{1.0}));
+      PullFuture pull = c.Pull(0, key);
+      TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd v, pull.Get());
+      if (v[0] != static_cast<double>(clock + 1) || pull.served_clock() != c.clock()) {
+        return Internal("read " + std::to_string(v[0]) + " served at " +
+                        std::to_string(pull.served_clock()) + " at clock " +
+                        std::to_string(c.clock()));
+      }
+      TESSERA_RETURN_IF_ERROR(c.Clock());
+    }
+    return Status::Ok();
+  });
+  ps->Shutdown();
+}
+
 // A transport that says its endpoints are in other processes.
 std::shared_ptr<Transport> RemoteLookingTransport(int n) {
   return std::make_shared<tessera::testing::LookAlikeTransport>(n, false, false);
