@@ -74,9 +74,29 @@ std::string ToString(PartitionScheme scheme) {
   return "?";
 }
 
+std::vector<std::size_t> EqualWeightCuts(std::span<const std::uint32_t> rows,
+                                         std::span<const double> weights, std::size_t pieces) {
+  TESSERA_CHECK(pieces > 0);
+  std::vector<std::size_t> cuts(pieces + 1, rows.size());
+  cuts[0] = 0;
+  double total = 0;
+  for (std::uint32_t r : rows) total += weights[r];
+  double running = 0;
+  std::size_t at = 0;
+  for (std::size_t i = 1; i < pieces; ++i) {
+    const double target = total * static_cast<double>(i) / static_cast<double>(pieces);
+    while (at < rows.size() && running < target) running += weights[rows[at++]];
+    cuts[i] = at;
+  }
+  return cuts;
+}
+
 std::vector<std::vector<std::uint32_t>> PartitionRows(std::size_t rows, int workers,
-                                                      PartitionScheme scheme, std::uint64_t seed) {
+                                                      PartitionScheme scheme, std::uint64_t seed,
+                                                      std::span<const double> weights) {
   TESSERA_CHECK(workers > 0);
+  TESSERA_CHECK(weights.empty() || weights.size() == rows)
+      << weights.size() << " row weights for " << rows << " rows";
   std::vector<std::vector<std::uint32_t>> parts(workers);
   std::vector<std::uint32_t> order(rows);
   std::iota(order.begin(), order.end(), 0u);
@@ -98,6 +118,14 @@ std::vector<std::vector<std::uint32_t>> PartitionRows(std::size_t rows, int work
     }
     case PartitionScheme::kDisjointContiguous:
       break;
+  }
+  if (!weights.empty()) {
+    const auto cuts = EqualWeightCuts(order, weights, static_cast<std::size_t>(workers));
+    for (int w = 0; w < workers; ++w) {
+      parts[w].assign(order.begin() + static_cast<std::ptrdiff_t>(cuts[w]),
+                      order.begin() + static_cast<std::ptrdiff_t>(cuts[w + 1]));
+    }
+    return parts;
   }
   const auto ranges = SplitRange(rows, workers);
   for (int w = 0; w < workers; ++w) {
@@ -167,7 +195,9 @@ struct Plan {
   std::uint64_t batches_per_epoch = 1;
   std::uint64_t rounds = 1;
   std::uint64_t clocks_per_epoch = 1;
-  std::size_t batch = 0;  // rows per batch
+  std::size_t batch = 0;  // rows per batch (of equal weight: the batches of the largest partition)
+  std::uint64_t batches() const { return batches_per_epoch / rounds; }
+  std::vector<double> weights;  // DataParallelApp::RowWeights
   bool EndsClock(const UpdateFrequency& f, std::uint64_t b) const {
     switch (f.kind) {
       case UpdateFrequency::Kind::kBatch:
@@ -186,6 +216,7 @@ class Worker {
   Worker(DataParallelApp& app, const DataParallelOptions& opts, const Plan& plan, PsClient& client,
          std::vector<std::uint32_t> rows, double rows_per_clock)
       : app_(app), opts_(opts), plan_(plan), client_(client), rows_(std::move(rows)) {
+    CutBatches();
     ctx_.worker = client.worker();
     ctx_.num_workers = opts.workers;
     ctx_.client = &client;
@@ -216,13 +247,13 @@ class Worker {
         std::mt19937_64 rng(opts_.seed + 7919 * static_cast<std::uint64_t>(ctx_.worker) +
                             104729 * epoch);
         std::shuffle(rows_.begin(), rows_.end(), rng);
+        CutBatches();
       }
       for (std::uint64_t b = 0; b < plan_.batches_per_epoch; ++b) {
         // b counts rounds: round b % rounds of batch b / rounds.
         const std::uint64_t batch = b / plan_.rounds;
         ctx_.round = static_cast<int>(b % plan_.rounds);
-        const std::size_t begin = std::min(rows_.size(), batch * plan_.batch);
-        const std::size_t end = std::min(rows_.size(), begin + plan_.batch);
+        const std::size_t begin = cuts_[batch], end = cuts_[batch + 1];
         ctx_.ends_clock = plan_.EndsClock(opts_.frequency, b);
         if (begin < end) {
           Stopwatch batch_clock;
@@ -310,6 +341,20 @@ class Worker {
   const Plan& plan_;
   PsClient& client_;
   std::vector<std::uint32_t> rows_;
+  // Where each batch of rows_ begins, + rows_.size(): of equal weight when the app weighs its
+  // rows, else plan_.batch rows each (a smaller partition's last batches short or empty).
+  std::vector<std::size_t> cuts_;
+  void CutBatches() {
+    if (!plan_.weights.empty()) {
+      cuts_ = EqualWeightCuts(rows_, plan_.weights, plan_.batches());
+      return;
+    }
+    cuts_.resize(plan_.batches() + 1);
+    for (std::size_t i = 0; i < cuts_.size(); ++i) {
+      cuts_[i] = std::min(rows_.size(), i * plan_.batch);
+    }
+    cuts_.back() = rows_.size();
+  }
   std::unique_ptr<WorkerState> state_;
   DpWorkerContext ctx_;
 };
@@ -556,8 +601,13 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
   TESSERA_RETURN_IF_ERROR(options.Validate());
   const std::size_t n = app.num_rows();
   if (n == 0) return InvalidArgument("the data set has no rows");
-  auto parts = PartitionRows(n, options.workers, options.partition, options.seed);
   Plan plan;
+  plan.weights = app.RowWeights();
+  if (!plan.weights.empty() && plan.weights.size() != n) {
+    return InvalidArgument("the app gave " + std::to_string(plan.weights.size()) +
+                           " row weights for " + std::to_string(n) + " rows");
+  }
+  auto parts = PartitionRows(n, options.workers, options.partition, options.seed, plan.weights);
   std::size_t largest = 0, total = 0;
   for (const auto& p : parts) {
     largest = std::max(largest, p.size());
@@ -583,7 +633,10 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
       static_cast<double>(total) / static_cast<double>(plan.clocks_per_epoch);
 
   std::vector<TableSpec> tables = app.Tables(options);
-  for (TableSpec& spec : tables) spec.communication = options.communication;
+  for (TableSpec& spec : tables) {
+    spec.communication = options.communication;
+    if (spec.dense_rows) spec.communication.sparse_values = false;
+  }
   TESSERA_ASSIGN_OR_RETURN(auto ps, ParameterServer::Start(std::move(tables), options.servers,
                                                            options.workers, transport));
   // Across processes each runs the driver, shards and workers its transport hosts.

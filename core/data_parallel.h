@@ -48,9 +48,17 @@ enum class PartitionScheme {
 // overlap_reshuffle.
 StatusOr<PartitionScheme> ParsePartitionScheme(std::string_view text);
 std::string ToString(PartitionScheme scheme);
-// Row ids of each worker's partition.
+// Row ids of each worker's partition. With `weights` (one per row: its work, e.g. its
+// nonzeros) the contiguous and random schemes cut their order into slices of equal weight
+// instead of equal length; round robin and overlap_reshuffle ignore them.
 std::vector<std::vector<std::uint32_t>> PartitionRows(std::size_t rows, int workers,
-                                                      PartitionScheme scheme, std::uint64_t seed);
+                                                      PartitionScheme scheme, std::uint64_t seed,
+                                                      std::span<const double> weights = {});
+// Boundaries of `pieces` consecutive slices of `rows` (pieces + 1 positions, 0 first, the
+// length last) of about equal weight (`weights` has one per row id): slice i ends where the
+// running weight first reaches (i + 1) / pieces of the total.
+std::vector<std::size_t> EqualWeightCuts(std::span<const std::uint32_t> rows,
+                                         std::span<const double> weights, std::size_t pieces);
 
 struct DataParallelOptions {
   int servers = 1;            // server shards, each owning a key range of every table
@@ -145,6 +153,11 @@ class DataParallelApp {
   virtual ~DataParallelApp() = default;
   // Rows of the data set (for partitioning).
   virtual std::size_t num_rows() const = 0;
+  // Driver and every process, before the run: each row's work (e.g. its nonzeros), the same in
+  // every process. Workers then get partitions (contiguous and random schemes) and batches of
+  // about equal work, so under bsp no worker waits for one with heavier rows. Empty (the
+  // default): every row alike, batches of DataParallelOptions::batch_size rows.
+  virtual std::vector<double> RowWeights() const { return {}; }
   // Driver, once, before the servers start: the tables (TableId = index).
   virtual std::vector<TableSpec> Tables(const DataParallelOptions& options) = 0;
   // Worker, once, on its own fiber in the process that hosts it, before Setup: the worker's

@@ -212,6 +212,10 @@ struct TableSpec {
   // nothing from it and saves a copy of every row read. Read-my-writes, ESSP's refreshes and the
   // significantly-modified filter need it.
   bool cache_reads = true;
+  // The app's rows and changes are dense (about every value read or pushed is nonzero, as in
+  // factor rows): the data-parallel engine turns sparse packing (Communication::sparse_values) off
+  // for the table, which would count every value of every message only to find it does not pay.
+  bool dense_rows = false;
   // Under ssp, essp and asp too, as under bsp: the shard sums the pushes of each clock and runs
   // the updater once on the sum when every worker has ended that clock; reads keep the model's
   // bound (ssp:S reads may miss the last S clocks' steps). A method that needs every worker's

@@ -112,6 +112,10 @@ class SgdApp final : public DataParallelApp {
   }
 
   std::size_t num_rows() const override { return num_users_; }
+  // A user's work is its ratings (of the whole training set: the same in every process).
+  std::vector<double> RowWeights() const override {
+    return {c_.user_count.begin(), c_.user_count.end()};
+  }
 
   std::vector<TableSpec> Tables(const DataParallelOptions& o) override {
     TableSpec h;
@@ -127,6 +131,7 @@ class SgdApp final : public DataParallelApp {
     h.read_my_writes = o.consistency.cached() && !o.model_averaging && !bsp;
     // Under bsp every batch is a clock and reads each row once: a cached row never serves.
     h.cache_reads = !bsp || o.communication.significant > 0;
+    h.dense_rows = true;  // a row read or changed is nonzero in every column
     h.initial_values.resize(static_cast<Eigen::Index>(num_items_) * dim_);
     for (std::size_t j = 0; j < num_items_; ++j) {
       double* row = h.initial_values.data() + j * static_cast<std::size_t>(dim_);

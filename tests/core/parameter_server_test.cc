@@ -7,6 +7,8 @@
 #include <atomic>
 #include <chrono>
 #include <limits>
+#include <mutex>
+#include <numeric>
 #include <random>
 #include <thread>
 
@@ -1095,6 +1097,90 @@ TEST(DataParallelTest, PartitionSchemesCoverTheRows) {
   }
   auto rr = PartitionRows(10, 3, PartitionScheme::kDisjointRoundRobin, 0);
   EXPECT_EQ(rr[1], (std::vector<std::uint32_t>{1, 4, 7}));
+}
+
+// Weighted rows: contiguous and random partitions are cut where the running weight crosses
+// each worker's equal share, so the heaviest worker carries at most its share plus one row.
+TEST(DataParallelTest, WeightedRowsGivePartitionsOfEqualWeight) {
+  std::vector<double> weights(101);
+  std::mt19937_64 rng(5);
+  std::uniform_real_distribution<double> u(0, 1);
+  for (double& w : weights) w = 1 + 40 * u(rng) * u(rng);  // skewed, as ratings per user are
+  const double total = std::accumulate(weights.begin(), weights.end(), 0.0);
+  const double heaviest = *std::max_element(weights.begin(), weights.end());
+  for (const char* name : {"disjoint_contiguous", "disjoint_random"}) {
+    SCOPED_TRACE(name);
+    auto parts = PartitionRows(101, 3, *ParsePartitionScheme(name), 4, weights);
+    std::vector<int> seen(101, 0);
+    for (const auto& p : parts) {
+      double sum = 0;
+      for (auto r : p) {
+        sum += weights[r];
+        ++seen[r];
+      }
+      EXPECT_LE(std::abs(sum - total / 3), heaviest);
+    }
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), 101);
+  }
+  // The cuts themselves: slices of {1, 1, 1, 1, 4, 4} into 2 and 3 of about 6 and 4 each.
+  const std::vector<double> w = {1, 1, 1, 1, 4, 4};
+  const std::vector<std::uint32_t> rows = {0, 1, 2, 3, 4, 5};
+  EXPECT_EQ(EqualWeightCuts(rows, w, 2), (std::vector<std::size_t>{0, 5, 6}));
+  EXPECT_EQ(EqualWeightCuts(rows, w, 3), (std::vector<std::size_t>{0, 4, 5, 6}));
+}
+
+// An app that weighs its rows gets, per worker, the largest partition's number of batches, each
+// of about equal weight: with rows of weight 1 and 9 alternating in blocks of 10, no batch is
+// more than one row from its worker's share, and every row is processed once an epoch.
+TEST(DataParallelTest, WeightedRowsGiveBatchesOfEqualWeight) {
+  struct Weighted final : DataParallelApp {
+    std::vector<double> weights;
+    std::mutex mu;
+    std::vector<double> batch_weights;
+    std::vector<int> processed;
+    Weighted() : weights(60), processed(60, 0) {
+      for (std::size_t r = 0; r < weights.size(); ++r) weights[r] = (r / 10) % 2 ? 9 : 1;
+    }
+    std::size_t num_rows() const override { return weights.size(); }
+    std::vector<double> RowWeights() const override { return weights; }
+    std::vector<TableSpec> Tables(const DataParallelOptions& o) override {
+      TableSpec t;
+      t.num_keys = 1;
+      t.consistency = o.consistency;
+      return {t};
+    }
+    Status ProcessBatch(DpWorkerContext&, std::span<const std::uint32_t> batch) override {
+      double sum = 0;
+      std::lock_guard lock(mu);
+      for (auto r : batch) {
+        sum += weights[r];
+        ++processed[r];
+      }
+      batch_weights.push_back(sum);
+      return Status::Ok();
+    }
+    StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext&) override {
+      return Eigen::VectorXd(Eigen::VectorXd::Zero(1));
+    }
+    double Objective(const Eigen::VectorXd&) override { return 0; }
+  } app;
+  DataParallelOptions o;
+  o.workers = 2;
+  o.batch_size = 5;
+  o.max_epochs = 1;
+  o.progress = false;
+  auto r = RunDataParallel(app, o);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(std::count(app.processed.begin(), app.processed.end(), 1), 60);
+  // 300 in all: worker 0 gets rows 0-34 (weight 155), worker 1 rows 35-59 (145); 35 rows in
+  // batches of 5 rows make 7 batches a worker, of about 155 / 7 and 145 / 7.
+  const auto parts = PartitionRows(60, 2, o.partition, o.seed, app.weights);
+  ASSERT_EQ(parts[0].size(), 35u);
+  EXPECT_EQ(app.batch_weights.size(), 14u);
+  double largest = 0;
+  for (double b : app.batch_weights) largest = std::max(largest, b);
+  EXPECT_LE(largest, 155.0 / 7 + 9);
+  EXPECT_GE(*std::min_element(app.batch_weights.begin(), app.batch_weights.end()), 145.0 / 7 - 9);
 }
 
 TEST(DataParallelTest, EveryFrequencyAndSchemeConverges) {
