@@ -8,8 +8,10 @@
 // Any consistency model works; with model averaging each worker's changes are averaged.
 //
 // With adagrad steps (the default, as in rotation SGD) every row also keeps the mean squared
-// gradient it has seen: a W row's stays with its worker, an H row's is one more value of the
-// row on the servers, so the changes that workers push add up as the gradients they saw.
+// gradient it has seen: a W row's stays with its worker, an H row's is in a second table on the
+// servers (one value per item, pulled and pushed with the row), so the changes that workers
+// push add up as the gradients they saw. A table of its own keeps the factors' table the model
+// and the significantly-modified filter comparing factors with factors.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -44,7 +46,7 @@ struct SgdWorker final : WorkerState {
   std::uint64_t rng_epoch = ~std::uint64_t{0};  // the epoch `rng` was seeded for
   // A batch's scratch: its ratings (item: the row of `h`), the items it touches in key order
   // (slot: item -> its row, -1 for items not in the batch) and their rows stepped on (`h`, and
-  // with adagrad their squared gradients `hg`), from the table's rows as pulled.
+  // with adagrad their squared gradients `hg`), from the tables' rows as pulled.
   std::vector<Rating> batch;
   std::vector<Key> items;
   std::vector<std::int32_t> slot;
@@ -86,21 +88,22 @@ void GroupByUser(const std::vector<Rating>& all, const std::vector<std::int32_t>
   }
 }
 
-// Table rows of `stride` values (double, packed) into float rows of `out`'s length: their
-// first k values, zero-padded. With `g`, each row's value k (its squared gradients) into g.
-void ToFloatRows(std::span<const double> packed, int stride, int k, FloatRows& out,
-                 std::vector<float>* g = nullptr) {
-  const auto rows = static_cast<Eigen::Index>(packed.size() / static_cast<std::size_t>(stride));
+// Rows of k values (double, packed) into float rows of `out`'s length, zero-padded.
+void ToFloatRows(std::span<const double> packed, int k, FloatRows& out) {
+  const auto rows = static_cast<Eigen::Index>(packed.size() / static_cast<std::size_t>(k));
   const Eigen::Index cols = out.cols();
   out.resize(rows, cols);
-  if (g) g->resize(static_cast<std::size_t>(rows));
   for (Eigen::Index i = 0; i < rows; ++i) {
     float* row = out.data() + i * cols;
-    const double* from = packed.data() + i * stride;
+    const double* from = packed.data() + i * k;
     for (int c = 0; c < k; ++c) row[c] = static_cast<float>(from[c]);
     std::fill(row + k, row + cols, 0.0f);
-    if (g) (*g)[static_cast<std::size_t>(i)] = static_cast<float>(from[k]);
   }
+}
+
+// The float value after a batch minus the one it started from (the pulled double rounded).
+double Change(float after, double pulled) {
+  return static_cast<double>(after) - static_cast<double>(static_cast<float>(pulled));
 }
 
 class SgdApp final : public DataParallelApp {
@@ -121,7 +124,7 @@ class SgdApp final : public DataParallelApp {
     TableSpec h;
     h.name = "mf_h";
     h.num_keys = num_items_;
-    h.dim = dim_;
+    h.dim = k_;
     h.consistency = o.consistency;
     h.model_averaging = o.model_averaging;
     // A worker's cached rows include its own changes: without them, under ssp a worker's next
@@ -131,15 +134,19 @@ class SgdApp final : public DataParallelApp {
     h.read_my_writes = o.consistency.cached() && !o.model_averaging && !bsp;
     // Under bsp every batch is a clock and reads each row once: a cached row never serves.
     h.cache_reads = !bsp || o.communication.significant > 0;
-    h.dense_rows = true;  // a row read or changed is nonzero in every column
-    h.initial_values.resize(static_cast<Eigen::Index>(num_items_) * dim_);
-    for (std::size_t j = 0; j < num_items_; ++j) {
-      double* row = h.initial_values.data() + j * static_cast<std::size_t>(dim_);
-      const auto i = static_cast<Eigen::Index>(j);
-      for (int c = 0; c < k_; ++c) row[c] = model_.h(i, c);
-      if (adaptive_) row[k_] = h_gradients_.empty() ? c_.AdagradStart() : h_gradients_[j];
+    h.dense_rows = true;  // a row read or changed is nonzero in (about) every column
+    h.initial_values = Eigen::Map<const Eigen::VectorXd>(model_.h.data(), model_.h.size());
+    if (!adaptive_) return {h};
+    TableSpec g = h;  // the same consistency and caching as the rows they step
+    g.name = "mf_h_adagrad";
+    g.dim = 1;
+    g.initial_values =
+        Eigen::VectorXd::Constant(static_cast<Eigen::Index>(num_items_), c_.AdagradStart());
+    if (!h_gradients_.empty()) {
+      g.initial_values = Eigen::Map<const Eigen::VectorXd>(h_gradients_.data(),
+                                                           static_cast<Eigen::Index>(num_items_));
     }
-    return {h};
+    return {h, g};
   }
 
   // Worker: its users' ratings and their W rows, from the initial (or restored) factors.
@@ -212,13 +219,19 @@ class SgdApp final : public DataParallelApp {
     std::shuffle(me.batch.begin(), me.batch.end(), me.rng);
     const std::uint64_t clock = ctx.client->clock();
     PullFuture pull = ctx.client->Pull(0, items);
+    PullFuture pull_g;
+    if (adaptive_) pull_g = ctx.client->Pull(1, items);
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd rows, pull.Get());
+    Eigen::VectorXd g;
+    if (adaptive_) {
+      TESSERA_ASSIGN_OR_RETURN(g, pull_g.Get());
+      me.hg.assign(g.begin(), g.end());
+    }
     // How many clocks stale the oldest row read was, as the client's staleness histogram counts
     // it (16 or more in one bucket).
     const std::uint64_t stale = std::min<std::uint64_t>(
         clock > pull.served_clock() ? clock - pull.served_clock() : 0, kStalenessBuckets - 1);
-    ToFloatRows({rows.data(), static_cast<std::size_t>(rows.size())}, dim_, k_, me.h,
-                adaptive_ ? &me.hg : nullptr);
+    ToFloatRows({rows.data(), static_cast<std::size_t>(rows.size())}, k_, me.h);
     mf_internal::SgdStepParams step;
     step.row = kp_;
     step.rank = rank_;
@@ -236,25 +249,28 @@ class SgdApp final : public DataParallelApp {
                                    (1 + opts_.decay * static_cast<double>(ctx.epoch)));
       mf_internal::SgdRatings(first, last, me.w.data(), me.h.data(), step);
     }
-    // The change of each H row. A delay-adaptive step: a change computed from rows s clocks
-    // stale is pushed divided by sqrt(1 + s). Several workers stepping on the same popular
-    // items from stale copies otherwise overshoot (4 workers under ssp:4 or essp:2 diverge at
-    // the default step); a fresh read (always under bsp) pushes the change as it is. Dividing
-    // by 1 + s also converges but slows ssp:2 with 2 workers (test RMSE after 20 epochs 0.9285
-    // against 0.9227). The squared gradients' change is pushed as it is: they were seen.
-    // Each change is the float row after the batch minus the float row it started from (the
-    // pulled row rounded), computed in place of the pulled row.
-    const double damp = stale > 0 ? 1 / std::sqrt(1.0 + static_cast<double>(stale)) : 1.0;
-    auto change = [](float after, double pulled) {
-      return static_cast<double>(after) - static_cast<double>(static_cast<float>(pulled));
-    };
+    // The change of each H row (Change), computed in place of the pulled row. With decaying steps
+    // it is a delay-adaptive step: a change computed from rows s clocks stale is pushed divided
+    // by sqrt(1 + s). Several workers stepping on the same popular items from stale copies
+    // otherwise overshoot (4 workers under ssp:4 or essp:2 diverge at the default step);
+    // dividing by 1 + s also converges but slows ssp:2 with 2 workers (test RMSE after 20
+    // epochs 0.9285 against 0.9227). Adagrad steps shrink by themselves as the rows' squared
+    // gradients, which every worker's pushes add to, grow: their changes go as they are (damped
+    // too, ssp:2 ended at 0.9278 against bsp's 0.9216; undamped at 0.9217, and 4 workers under
+    // ssp:4, essp:2, asp and hogwild converge). The squared gradients' change is never damped.
+    const double damp =
+        !adaptive_ && stale > 0 ? 1 / std::sqrt(1.0 + static_cast<double>(stale)) : 1.0;
     for (Eigen::Index i = 0; i < me.h.rows(); ++i) {
       const float* after = me.h.data() + i * kp_;
-      double* row = rows.data() + i * dim_;
-      for (int c = 0; c < k_; ++c) row[c] = damp * change(after[c], row[c]);
-      if (adaptive_) row[k_] = change(me.hg[static_cast<std::size_t>(i)], row[k_]);
+      double* row = rows.data() + i * k_;
+      for (int c = 0; c < k_; ++c) row[c] = damp * Change(after[c], row[c]);
     }
-    return ctx.client->Push(0, items, {rows.data(), static_cast<std::size_t>(rows.size())});
+    TESSERA_RETURN_IF_ERROR(
+        ctx.client->Push(0, items, {rows.data(), static_cast<std::size_t>(rows.size())}));
+    if (!adaptive_) return Status::Ok();
+    for (Eigen::Index i = 0; i < g.size(); ++i)
+      g[i] = Change(me.hg[static_cast<std::size_t>(i)], g[i]);
+    return ctx.client->Push(1, items, {g.data(), static_cast<std::size_t>(g.size())});
   }
 
   // Terms: train SSE, test SSE, penalty of my users' W rows (+ all of H on worker 0).
@@ -263,7 +279,7 @@ class SgdApp final : public DataParallelApp {
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd hv,
                              ctx.client->PullRange(0, {0, static_cast<Key>(num_items_)}).Get());
     FloatRows h(0, kp_);
-    ToFloatRows({hv.data(), static_cast<std::size_t>(hv.size())}, dim_, k_, h);
+    ToFloatRows({hv.data(), static_cast<std::size_t>(hv.size())}, k_, h);
     Eigen::VectorXd t = Eigen::VectorXd::Zero(3);
     const double fixed = c_.FixedNorm();
     for (auto u : ctx.rows) {
@@ -280,10 +296,10 @@ class SgdApp final : public DataParallelApp {
               (me.w.row(static_cast<Eigen::Index>(l)).cast<double>().squaredNorm() - fixed);
     }
     if (ctx.worker == 0) {
-      const Eigen::Map<const Factors> hd(hv.data(), static_cast<Eigen::Index>(num_items_), dim_);
+      const Eigen::Map<const Factors> hd(hv.data(), static_cast<Eigen::Index>(num_items_), k_);
       for (std::size_t j = 0; j < num_items_; ++j) {
         t[2] += opts_.lambda * c_.item_count[j] *
-                (hd.row(static_cast<Eigen::Index>(j)).head(k_).squaredNorm() - fixed);
+                (hd.row(static_cast<Eigen::Index>(j)).squaredNorm() - fixed);
       }
     }
     return t;
@@ -312,13 +328,12 @@ class SgdApp final : public DataParallelApp {
   // epochs' metrics; with adagrad steps every row's squared gradients.
   StatusOr<Checkpoint> SaveCheckpoint(std::uint64_t epochs,
                                       const std::vector<Eigen::VectorXd>& tables) override {
-    std::vector<double> h_gradients;
-    const Factors h = SplitTable(tables[0], h_gradients);
+    const Eigen::VectorXd& h = tables[0];
     Checkpoint c = c_.Save(Problem(), {h.data(), static_cast<std::size_t>(h.size())});
     c.PutU64("epochs", epochs);
     if (adaptive_) {
       c.PutDoubles("w_gradients", w_gradients_);
-      c.PutDoubles("h_gradients", h_gradients);
+      c.PutDoubles("h_gradients", {tables[1].data(), static_cast<std::size_t>(tables[1].size())});
     }
     return c;
   }
@@ -337,19 +352,6 @@ class SgdApp final : public DataParallelApp {
     return c.U64("epochs");
   }
 
-  // The servers' table as factors H (k columns) and, with adagrad steps, each row's squared
-  // gradients.
-  Factors SplitTable(const Eigen::VectorXd& table, std::vector<double>& gradients) const {
-    const Eigen::Map<const Factors> all(table.data(), static_cast<Eigen::Index>(num_items_), dim_);
-    if (adaptive_) {
-      gradients.resize(num_items_);
-      for (std::size_t j = 0; j < num_items_; ++j) {
-        gradients[j] = all(static_cast<Eigen::Index>(j), k_);
-      }
-    }
-    return all.leftCols(k_);
-  }
-
   mf_internal::Common& common() { return c_; }
 
  private:
@@ -364,10 +366,9 @@ class SgdApp final : public DataParallelApp {
   // The driver's copy of the factors: the initial (or restored) W every worker starts its
   // rows from, then what GatherWorker brings back.
   MfModel& model_ = c_.model;
-  // Adagrad steps: LIBMF's rule, as rotation SGD runs it, the H table one value wider for the
-  // rows' squared gradients.
+  // Adagrad steps: LIBMF's rule, as rotation SGD runs it (the H rows' squared gradients in a
+  // second table).
   const bool adaptive_ = opts_.sgd_step == "adagrad";
-  const int dim_ = k_ + (adaptive_ ? 1 : 0);
   // A restored run's squared gradients (empty: every row starts from AdagradStart()), then W's as
   // gathered.
   std::vector<double> w_gradients_, h_gradients_;
@@ -404,8 +405,8 @@ StatusOr<MfResult> TrainMfSgdDataParallel(const Ratings& train, const Ratings* t
   MfResult result = app.common().Finish(std::move(r.run));
   result.resumed = resumed;
   if (!result.run.holds_result) return result;
-  std::vector<double> gradients;
-  result.model.h = app.SplitTable(r.tables[0], gradients);
+  result.model.h = Eigen::Map<const Factors>(
+      r.tables[0].data(), static_cast<Eigen::Index>(train.num_items()), result.model.w.cols());
   return result;
 }
 

@@ -115,9 +115,9 @@ MfOptions DataParallel(const char* consistency, int workers, int epochs) {
 }
 
 // Data-parallel SGD (H on the parameter server, adagrad steps) on ML-100K u1 under several
-// consistency models: measured 0.922-0.926 test RMSE after 20 epochs (rotation SGD: 0.921);
-// every model must stay within 0.935 (SGD's order and the staleness differ, so the figures
-// differ a little). Hogwild reads are fresh: their changes are pushed undamped.
+// consistency models: measured 0.9215-0.9216 test RMSE after 20 epochs in batches of 16 users
+// (rotation SGD: 0.9214); every model must stay within 0.93 (SGD's order and the staleness
+// differ, so the figures differ a little).
 TEST(MfTest, DataParallelSgdOnMovieLensU1) {
   TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
   TESSERA_REQUIRE_DATA(test_path, "movielens-100k/u1.test.gz");
@@ -132,7 +132,7 @@ TEST(MfTest, DataParallelSgdOnMovieLensU1) {
     std::printf("%s: train RMSE %.4f, test RMSE %.4f\n", consistency, r->epochs.back().train_rmse,
                 r->epochs.back().test_rmse);
     if (!testing::kSanitized) {
-      EXPECT_LT(r->epochs.back().test_rmse, 0.935) << consistency;
+      EXPECT_LT(r->epochs.back().test_rmse, 0.93) << consistency;
     }
     EXPECT_LT(r->epochs.back().test_rmse, r->epochs.front().test_rmse) << consistency;
     // The run evaluates in single precision, as it trains (float rows, a float dot product);
@@ -141,21 +141,26 @@ TEST(MfTest, DataParallelSgdOnMovieLensU1) {
   }
 }
 
-// Four workers stepping on H rows several clocks stale (ssp:4, essp:2) at the default step:
-// each change is pushed divided by sqrt(1 + its read's staleness), so the fit converges instead of
-// overflowing (without that both end in NaN within 10 epochs on this machine).
+// Four workers stepping on H rows several clocks stale (ssp:4, essp:2) at the default steps
+// converge: adagrad steps shrink as the rows' squared gradients grow; decaying steps push each
+// change divided by sqrt(1 + its read's staleness) (without that both models end in NaN within
+// 10 epochs on this machine).
 TEST(MfTest, DataParallelSgdFromStaleRowsConverges) {
   TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
   TESSERA_REQUIRE_DATA(test_path, "movielens-100k/u1.test.gz");
   auto [train, test] = ReadSplit(base, test_path);
   ASSERT_TRUE(train.ok() && test.ok());
-  for (const char* consistency : {"ssp:4", "essp:2"}) {
-    MfOptions o = DataParallel(consistency, 4, 10);  // batches of 16 users, a clock after each
-    o.rank = 10;
-    auto r = TrainMf(*train, &*test, o);
-    ASSERT_TRUE(r.ok()) << consistency << ": " << r.status().message();
-    EXPECT_LT(r->epochs.back().test_rmse, 0.97) << consistency;
-    EXPECT_LT(r->epochs.back().test_rmse, r->epochs.front().test_rmse) << consistency;
+  for (const char* step : {"adagrad", "decay"}) {
+    for (const char* consistency : {"ssp:4", "essp:2"}) {
+      SCOPED_TRACE(std::string(step) + " " + consistency);
+      MfOptions o = DataParallel(consistency, 4, 10);  // batches of 16 users, a clock after each
+      o.rank = 10;
+      o.sgd_step = step;
+      auto r = TrainMf(*train, &*test, o);
+      ASSERT_TRUE(r.ok()) << r.status().message();
+      EXPECT_LT(r->epochs.back().test_rmse, 0.97);
+      EXPECT_LT(r->epochs.back().test_rmse, r->epochs.front().test_rmse);
+    }
   }
 }
 
