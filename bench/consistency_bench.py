@@ -33,7 +33,7 @@ train, test = f"{d}/movielens-100k/u1.base.gz", f"{d}/movielens-100k/u1.test.gz"
 if not os.path.exists(train):
     sys.exit(f"skipped: MovieLens-100K not found under {d}")
 work = tempfile.TemporaryDirectory(prefix="tessera-consistency-")
-# Batches of 16 users (a clock each): about 15 clocks an epoch with 2 workers, so the models'
+# Batches of 16 users (a clock each): about 30 clocks an epoch with 2 workers, so the models'
 # bounds (2 clocks) are small against an epoch.
 base = (f"mf --train {train} --test {test} --rank 40 --lambda 0.1 --epochs 20 "
         "--mode data-parallel --servers 1 --batch-size 16 --quiet")
