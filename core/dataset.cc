@@ -58,7 +58,45 @@ void ForEachToken(std::string_view s, F&& f) {
   }
 }
 
+// Rows row_of(0 .. n-1) of x, column-major.
+template <class RowOf>
+SparseColMatrix ColumnMajorOf(const SparseRowMatrix& x, std::int64_t n, RowOf row_of) {
+  const std::int64_t p = x.cols();
+  SparseColMatrix out(n, p);  // compressed, its p + 1 column starts zero
+  std::int64_t* start = out.outerIndexPtr();
+  std::int64_t nnz = 0;
+  for (std::int64_t l = 0; l < n; ++l) {
+    for (SparseRowMatrix::InnerIterator it(x, row_of(l)); it; ++it) {
+      ++start[it.index() + 1];
+      ++nnz;
+    }
+  }
+  for (std::int64_t j = 0; j < p; ++j) start[j + 1] += start[j];
+  out.resizeNonZeros(nnz);
+  std::vector<std::int64_t> next(start, start + p);
+  std::int64_t* inner = out.innerIndexPtr();
+  double* value = out.valuePtr();
+  for (std::int64_t l = 0; l < n; ++l) {
+    for (SparseRowMatrix::InnerIterator it(x, row_of(l)); it; ++it) {
+      const std::int64_t at = next[static_cast<std::size_t>(it.index())]++;
+      inner[at] = l;
+      value[at] = it.value();
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+SparseColMatrix ColumnMajorRows(const SparseRowMatrix& x, std::int64_t begin, std::int64_t count) {
+  return ColumnMajorOf(x, count, [begin](std::int64_t l) { return begin + l; });
+}
+
+SparseColMatrix ColumnMajorRows(const SparseRowMatrix& x, std::span<const std::uint32_t> rows) {
+  return ColumnMajorOf(x, static_cast<std::int64_t>(rows.size()), [rows](std::int64_t l) {
+    return static_cast<std::int64_t>(rows[static_cast<std::size_t>(l)]);
+  });
+}
 
 bool ParseDouble(std::string_view text, double& out) {
   if (!text.empty() && text.front() == '+') text.remove_prefix(1);

@@ -4,6 +4,7 @@
 
 #include <Eigen/SparseCore>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,12 @@ using SparseRowMatrix = Eigen::SparseMatrix<double, Eigen::RowMajor, std::int64_
 // in places; beyond this a feature index is taken for a mistake, e.g. a timestamp column).
 inline constexpr std::int64_t kMaxFeatures = (std::int64_t{1} << 31) - 1;
 using SparseColMatrix = Eigen::SparseMatrix<double, Eigen::ColMajor, std::int64_t>;
+
+// Rows of `x` as a column-major matrix (row l of the result is x's row begin + l, or rows[l]):
+// one counting pass over their entries and one fill, where Eigen's conversion of a row block
+// sorts. Every stored entry is kept, explicit zeros included.
+SparseColMatrix ColumnMajorRows(const SparseRowMatrix& x, std::int64_t begin, std::int64_t count);
+SparseColMatrix ColumnMajorRows(const SparseRowMatrix& x, std::span<const std::uint32_t> rows);
 
 // n samples x p features (rows are samples) and a response per sample.
 struct Dataset {

@@ -264,14 +264,17 @@ struct InFlightRound {
 
 class Coordinator {
  public:
+  // `started`: the run's clock, started before the workers were spawned, so the run's time
+  // includes their MakeWorker and MakeBlock however the pool's threads interleave them.
   Coordinator(ModelParallelApp& app, const EngineOptions& opts, Transport& transport,
-              Scheduler* scheduler, std::size_t scheduled_keys)
+              Scheduler* scheduler, std::size_t scheduled_keys, const Stopwatch& started)
       : app_(app),
         opts_(opts),
         transport_(transport),
         scheduler_(scheduler),
         pass_keys_(scheduled_keys),
         rng_(opts.seed),
+        clock_(started),
         progress_(opts.label, opts.progress) {}
 
   StatusOr<RunResult> Run() {
@@ -759,6 +762,7 @@ StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions&
     }
   }
   transport.BeginRun();  // nothing of an earlier run over this transport reaches this one
+  const Stopwatch started;
   WaitGroup workers;
   FiberPool& pool = FiberPool::Global();
   std::vector<Status> worker_status(static_cast<std::size_t>(options.workers));
@@ -788,7 +792,7 @@ StatusOr<RunResult> RunModelParallel(ModelParallelApp& app, const EngineOptions&
   WaitGroup coordinator;
   coordinator.Add(1);
   pool.Spawn([&] {
-    result = Coordinator(app, options, transport, scheduler.get(), scheduled_keys).Run();
+    result = Coordinator(app, options, transport, scheduler.get(), scheduled_keys, started).Run();
     // Best effort, unlike Coordinator::Broadcast: every worker is told, even if one send fails.
     for (int w = 0; w < options.workers; ++w) {
       (void)transport.Send(WorkerRank(w), Message(kCoordinator, msg::Stop{}));

@@ -608,8 +608,7 @@ class LassoApp final : public ModelParallelApp {
     auto s = std::make_unique<RowShard>();
     const auto begin = static_cast<Eigen::Index>(ranges_[setup.worker].begin);
     const auto len = static_cast<Eigen::Index>(ranges_[setup.worker].size());
-    s->x = SparseColMatrix(rows_.middleRows(begin, len));
-    s->x.makeCompressed();
+    s->x = ColumnMajorRows(rows_, begin, len);
     s->y = yc_.segment(begin, len);
     s->colsum = Eigen::VectorXd::Zero(p_);
     for (Eigen::Index j = 0; j < p_; ++j) {
@@ -1225,8 +1224,7 @@ class LassoApp final : public ModelParallelApp {
   // The coordinator's column-major copy of the data, made on first use.
   void EnsureColumns() {
     if (x_.cols() == p_) return;
-    x_ = SparseColMatrix(rows_);
-    x_.makeCompressed();
+    x_ = ColumnMajorRows(rows_, 0, rows_.rows());
   }
 
   // Called at a sweep boundary with every round pulled. Starts the next sweep and returns

@@ -680,17 +680,11 @@ class DataParallelLasso::App final : public DataParallelApp {
   }
 
   void BuildShard(Shard& sh, std::span<const std::uint32_t> rows) {
-    std::vector<Eigen::Triplet<double, std::int64_t>> entries;
     sh.y.resize(static_cast<Eigen::Index>(rows.size()));
     for (std::size_t l = 0; l < rows.size(); ++l) {
-      for (SparseRowMatrix::InnerIterator it(data_.x, rows[l]); it; ++it) {
-        entries.emplace_back(static_cast<std::int64_t>(l), it.index(), it.value());
-      }
       sh.y[static_cast<Eigen::Index>(l)] = data_.y[rows[l]];
     }
-    sh.x = SparseColMatrix(static_cast<Eigen::Index>(rows.size()), p_);
-    sh.x.setFromTriplets(entries.begin(), entries.end());
-    sh.x.makeCompressed();
+    sh.x = ColumnMajorRows(data_.x, rows);
   }
 
   // X̃ᵀ(X̃v − ỹ) over the shard's rows (or X̃ᵀX̃v without ỹ), X̃ the centered columns.

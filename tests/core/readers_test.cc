@@ -119,6 +119,48 @@ TEST(LibsvmTest, AFarFeatureIndexIsRefusedUnlessTheFeatureCountIsGiven) {
 
 // Spreadsheet programs start CSV files with a UTF-8 byte-order mark: it is not part of the
 // first column's name. A stream without newlines is an error, not read forever.
+// Rows of a row-major matrix as a column-major one: the same entries as Eigen's conversion, in
+// each column by row, for a contiguous block and for a list of rows in any order (explicit
+// zeros kept, empty rows and columns included).
+TEST(SparseTest, ColumnMajorRowsMatchesEigensConversion) {
+  std::vector<Eigen::Triplet<double, std::int64_t>> entries;
+  std::uint64_t h = 7;
+  for (std::int64_t i = 0; i < 40; ++i) {
+    for (std::int64_t j = 0; j < 30; ++j) {
+      h = h * 6364136223846793005ull + 1442695040888963407ull;
+      if ((h >> 60) < 3) entries.emplace_back(i, j, (h >> 61) == 0 ? 0.0 : double(h >> 40));
+    }
+  }
+  SparseRowMatrix x(40, 30);
+  x.setFromTriplets(entries.begin(), entries.end());
+  x.makeCompressed();
+  auto same = [](const SparseColMatrix& a, const SparseColMatrix& b) {
+    ASSERT_EQ(a.rows(), b.rows());
+    ASSERT_EQ(a.cols(), b.cols());
+    ASSERT_EQ(a.nonZeros(), b.nonZeros());
+    for (Eigen::Index j = 0; j < a.cols(); ++j) {
+      SparseColMatrix::InnerIterator ia(a, j), ib(b, j);
+      for (; ia && ib; ++ia, ++ib) {
+        EXPECT_EQ(ia.row(), ib.row());
+        EXPECT_EQ(ia.value(), ib.value());
+      }
+      EXPECT_FALSE(ia || ib) << "column " << j;
+    }
+  };
+  same(ColumnMajorRows(x, 5, 20), SparseColMatrix(x.middleRows(5, 20)));
+  same(ColumnMajorRows(x, 0, 40), SparseColMatrix(x));
+  const std::vector<std::uint32_t> rows = {33, 2, 17, 2, 39};
+  SparseRowMatrix picked(5, 30);
+  std::vector<Eigen::Triplet<double, std::int64_t>> chosen;
+  for (std::size_t l = 0; l < rows.size(); ++l) {
+    for (SparseRowMatrix::InnerIterator it(x, rows[l]); it; ++it) {
+      chosen.emplace_back(static_cast<std::int64_t>(l), it.index(), it.value());
+    }
+  }
+  picked.setFromTriplets(chosen.begin(), chosen.end());
+  same(ColumnMajorRows(x, rows), SparseColMatrix(picked));
+}
+
 TEST(LineReaderTest, StripsAByteOrderMarkAndCapsTheLineLength) {
   TempDir dir;
   auto d = ReadCsv(dir.File("bom.csv", "\xEF\xBB\xBFy,a\n1,2\n3,4\n"));
