@@ -1099,6 +1099,15 @@ TEST(DataParallelTest, PartitionSchemesCoverTheRows) {
   EXPECT_EQ(rr[1], (std::vector<std::uint32_t>{1, 4, 7}));
 }
 
+// A test app whose runs are about what the engine does, not about a model: zero terms and
+// objective.
+struct NoObjectiveApp : DataParallelApp {
+  StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext&) override {
+    return Eigen::VectorXd(Eigen::VectorXd::Zero(1));
+  }
+  double Objective(const Eigen::VectorXd&) override { return 0; }
+};
+
 // Weighted rows: contiguous and random partitions are cut where the running weight crosses
 // each worker's equal share, so the heaviest worker carries at most its share plus one row.
 TEST(DataParallelTest, WeightedRowsGivePartitionsOfEqualWeight) {
@@ -1133,7 +1142,7 @@ TEST(DataParallelTest, WeightedRowsGivePartitionsOfEqualWeight) {
 // of about equal weight: with rows of weight 1 and 9 alternating in blocks of 10, no batch is
 // more than one row from its worker's share, and every row is processed once an epoch.
 TEST(DataParallelTest, WeightedRowsGiveBatchesOfEqualWeight) {
-  struct Weighted final : DataParallelApp {
+  struct Weighted final : NoObjectiveApp {
     std::vector<double> weights;
     std::mutex mu;
     std::vector<double> batch_weights;
@@ -1159,10 +1168,6 @@ TEST(DataParallelTest, WeightedRowsGiveBatchesOfEqualWeight) {
       batch_weights.push_back(sum);
       return Status::Ok();
     }
-    StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext&) override {
-      return Eigen::VectorXd(Eigen::VectorXd::Zero(1));
-    }
-    double Objective(const Eigen::VectorXd&) override { return 0; }
   } app;
   DataParallelOptions o;
   o.workers = 2;
@@ -1206,7 +1211,7 @@ TEST(DataParallelTest, EveryFrequencyAndSchemeConverges) {
 // ssp:2 with one worker 20x slower the fast one reads values up to 2 clocks old and never older;
 // under asp it runs further ahead. The evaluation barrier's reads are not counted.
 TEST(DataParallelTest, ReadsAreCountedByTheirObservedStaleness) {
-  struct Counter final : DataParallelApp {
+  struct Counter final : NoObjectiveApp {
     std::size_t num_rows() const override { return 40; }
     std::vector<TableSpec> Tables(const DataParallelOptions& o) override {
       TableSpec t;
@@ -1220,10 +1225,6 @@ TEST(DataParallelTest, ReadsAreCountedByTheirObservedStaleness) {
       const double one = 1;
       return ctx.client->Push(0, std::vector<Key>{0}, {&one, 1});
     }
-    StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext&) override {
-      return Eigen::VectorXd(Eigen::VectorXd::Zero(1));
-    }
-    double Objective(const Eigen::VectorXd&) override { return 0; }
   } app;
   for (const char* model : {"bsp", "ssp:2", "asp"}) {
     SCOPED_TRACE(model);
@@ -1261,7 +1262,7 @@ TEST(DataParallelTest, ReadsAreCountedByTheirObservedStaleness) {
 }
 
 TEST(DataParallelTest, WorkerErrorsStopTheRunCleanly) {
-  struct Failing final : DataParallelApp {
+  struct Failing final : NoObjectiveApp {
     std::size_t num_rows() const override { return 10; }
     std::vector<TableSpec> Tables(const DataParallelOptions&) override {
       TableSpec t;
@@ -1272,10 +1273,6 @@ TEST(DataParallelTest, WorkerErrorsStopTheRunCleanly) {
       if (ctx.worker == 1 && ctx.epoch == 2) return InvalidArgument("row 7: bad value");
       return ctx.client->PullRange(0, {0, 4}).Get().status();
     }
-    StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext&) override {
-      return Eigen::VectorXd(Eigen::VectorXd::Zero(1));
-    }
-    double Objective(const Eigen::VectorXd&) override { return 0; }
   } app;
   DataParallelOptions o;
   o.workers = 3;
@@ -1305,7 +1302,7 @@ TEST(DataParallelTest, ANonFiniteObjectiveStopsTheRunWithAnError) {
 }
 
 TEST(DataParallelTest, TheDriverRefusesBarrierMessagesNoWorkerSent) {
-  struct Injecting final : DataParallelApp {
+  struct Injecting final : NoObjectiveApp {
     std::shared_ptr<Transport> transport;
     std::function<void(Message&)> craft;
     std::size_t num_rows() const override { return 10; }
@@ -1323,10 +1320,6 @@ TEST(DataParallelTest, TheDriverRefusesBarrierMessagesNoWorkerSent) {
       }
       return ctx.client->PullRange(0, {0, 4}).Get().status();
     }
-    StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext&) override {
-      return Eigen::VectorXd(Eigen::VectorXd::Zero(1));
-    }
-    double Objective(const Eigen::VectorXd&) override { return 0; }
   } app;
   struct Case {
     const char* name;
