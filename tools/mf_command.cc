@@ -52,16 +52,15 @@ void AddMfTrainFlags(CLI::App& t, MfFlags& f) {
   t.add_option("--adagrad-rate", f.opts.adagrad_rate,
                "SGD with adagrad steps: the rate (LIBMF's -r)")
       ->capture_default_str();
+  t.add_option("--learning-rate", f.opts.learning_rate,
+               "SGD with decaying steps: the step, relative to the ratings' variance")
+      ->capture_default_str();
+  t.add_option("--decay", f.opts.decay, "SGD with decaying steps: lr / (1 + decay * epoch)")
+      ->capture_default_str();
   AddDataParallelFlags(
       t, f.opts.data_parallel, f.data_parallel,
       "Users per batch, cut to equal numbers of ratings (0: the worker's whole partition)");
   const std::string g = "Data-parallel mode";
-  t.add_option("--learning-rate", f.opts.learning_rate, "SGD step (with --sgd-step decay)")
-      ->capture_default_str()
-      ->group(g);
-  t.add_option("--decay", f.opts.decay, "Step decay: lr / (1 + decay * epoch)")
-      ->capture_default_str()
-      ->group(g);
   t.add_flag("--model-averaging", f.opts.data_parallel.model_averaging,
              "Workers update their own copy of H and the servers average them at each clock")
       ->group(g);
@@ -338,8 +337,8 @@ class MfCommand final : public AppCommand {
 
  protected:
   std::string description() const override {
-    return "Factorize a ratings matrix (model-parallel CCD++); 'tessera mf predict' queries a "
-           "model";
+    return "Factorize a ratings matrix (model-parallel rotation SGD or CCD++, or data-parallel "
+           "SGD); 'tessera mf predict' queries a model";
   }
   void AddFlags(CLI::App& cmd) override { AddMfTrainFlags(cmd, f_); }
   std::string trace_help() const override {
