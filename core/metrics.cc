@@ -127,8 +127,19 @@ std::uint64_t PeakRssBytes() {
   return 0;
 }
 
+// Sanitizers replace malloc: glibc's arenas are not the heap then, and trimming them can crash
+// (a thread whose arena glibc never set up).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TESSERA_SANITIZED_HEAP 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define TESSERA_SANITIZED_HEAP 1
+#endif
+#endif
+
 void ReturnFreedMemory() {
-#ifdef __GLIBC__
+#if defined(__GLIBC__) && !defined(TESSERA_SANITIZED_HEAP)
   malloc_trim(0);
 #endif
 }

@@ -82,7 +82,8 @@ std::uint64_t PeakRssBytes();
 // Gives the memory freed so far back to the system (glibc's malloc_trim; no-op elsewhere).
 // Freed memory otherwise stays with the allocator, in the arena of the thread that freed it,
 // where another thread's allocations cannot reuse it: call it after a phase frees much
-// (reading, a run's worker states) and before the next allocates.
+// (reading, a run's worker states) and before the next allocates. Nothing in sanitizer
+// builds, whose allocator is not glibc's.
 void ReturnFreedMemory();
 
 // Shortest decimal form that reads back to the same double.
