@@ -257,7 +257,9 @@ void PackSparse(Eigen::VectorXd& values, PackedValues& p) {
   for (std::size_t i = 0; i < n && nonzero <= most; i += kPiece) {
     const std::size_t end = std::min(n, i + kPiece);
     double piece = 0;  // a double sum: a compare, a mask and an add per value in SSE2
+#if defined(__GNUC__) && !defined(__clang__)  // (clang's sanitizer builds cannot vectorize it)
 #pragma omp simd reduction(+ : piece)
+#endif
     for (std::size_t j = i; j < end; ++j) piece += v[j] != 0 ? 1.0 : 0.0;
     nonzero += static_cast<std::size_t>(piece);
   }
