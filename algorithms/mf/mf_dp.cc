@@ -135,9 +135,11 @@ class SgdApp final : public DataParallelApp {
     // Under bsp every batch is a clock and reads each row once: a cached row never serves.
     h.cache_reads = !bsp || o.communication.significant > 0;
     h.dense_rows = true;  // a row read or changed is nonzero in (about) every column
+    // The adagrad table: the same consistency and caching as the rows it steps (copied before
+    // H's initial values, which it does not need).
+    TableSpec g = h;
     h.initial_values = Eigen::Map<const Eigen::VectorXd>(model_.h.data(), model_.h.size());
     if (!adaptive_) return {h};
-    TableSpec g = h;  // the same consistency and caching as the rows they step
     g.name = "mf_h_adagrad";
     g.dim = 1;
     g.initial_values =
