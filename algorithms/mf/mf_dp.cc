@@ -91,14 +91,9 @@ void GroupByUser(const std::vector<Rating>& all, const std::vector<std::int32_t>
 // Rows of k values (double, packed) into float rows of `out`'s length, zero-padded.
 void ToFloatRows(std::span<const double> packed, int k, FloatRows& out) {
   const auto rows = static_cast<Eigen::Index>(packed.size() / static_cast<std::size_t>(k));
-  const Eigen::Index cols = out.cols();
-  out.resize(rows, cols);
-  for (Eigen::Index i = 0; i < rows; ++i) {
-    float* row = out.data() + i * cols;
-    const double* from = packed.data() + i * k;
-    for (int c = 0; c < k; ++c) row[c] = static_cast<float>(from[c]);
-    std::fill(row + k, row + cols, 0.0f);
-  }
+  out.resize(rows, out.cols());
+  mf_internal::ToFloatRows(packed.data(), static_cast<std::size_t>(rows), k, out.data(),
+                           static_cast<int>(out.cols()));
 }
 
 // The float value after a batch minus the one it started from (the pulled double rounded).
@@ -262,11 +257,8 @@ class SgdApp final : public DataParallelApp {
     // ssp:4, essp:2, asp and hogwild converge). The squared gradients' change is never damped.
     const double damp =
         !adaptive_ && stale > 0 ? 1 / std::sqrt(1.0 + static_cast<double>(stale)) : 1.0;
-    for (Eigen::Index i = 0; i < me.h.rows(); ++i) {
-      const float* after = me.h.data() + i * kp_;
-      double* row = rows.data() + i * k_;
-      for (int c = 0; c < k_; ++c) row[c] = damp * Change(after[c], row[c]);
-    }
+    mf_internal::FloatRowChanges(me.h.data(), kp_, rows.data(),
+                                 static_cast<std::size_t>(me.h.rows()), k_, damp);
     TESSERA_RETURN_IF_ERROR(
         ctx.client->Push(0, items, {rows.data(), static_cast<std::size_t>(rows.size())}));
     if (!adaptive_) return Status::Ok();
