@@ -519,6 +519,7 @@ class Driver {
     std::map<std::uint64_t, msg::PsPull> requests;  // the driver's pulls, numbered from 1
     for (TableId id = 0; id < ps_.num_tables(); ++id) {
       const TableSpec& spec = ps_.table(id);
+      if (spec.storage == TableStorage::kSparseElements) continue;  // the app rebuilds it
       tables[id] = Eigen::VectorXd::Constant(static_cast<Eigen::Index>(spec.num_keys * spec.dim),
                                              spec.initial);
       for (int s = 0; s < ps_.servers(); ++s) {

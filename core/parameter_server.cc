@@ -31,6 +31,42 @@ Status TableSpec::Validate(int servers, bool in_process) const {
           " initial values for num_keys * dim = " + std::to_string(num_keys * dim));
     }
   }
+  if (initial_rows.rows() != 0 && storage != TableStorage::kSparseElements) {
+    return InvalidArgument(t + "initial_rows need kSparseElements storage");
+  }
+  if (storage == TableStorage::kSparseElements) {
+    const ConsistencyPolicy& policy = consistency.policy();
+    if (!updater->is_add() || initial != 0 || model_averaging || sum_per_clock || read_my_writes ||
+        (consistency.cached() && cache_reads) || communication.significant > 0 ||
+        policy.SumsPerClock(*this) || policy.refreshes() || policy.bandwidth_managed() ||
+        policy.shared_memory()) {
+      return InvalidArgument(t +
+                             "kSparseElements storage needs the 'add' updater, initial 0, "
+                             "workers that do not cache their reads (cache_reads false), "
+                             "consistency bsp, ssp:S, sparsessp:S or asp, and no model "
+                             "averaging, sum_per_clock or 'significant' filter");
+    }
+    if (num_keys > UINT32_MAX / static_cast<std::uint64_t>(dim)) {
+      return InvalidArgument(t + "a kSparseElements table holds at most 2^32 elements");
+    }
+    if (initial_rows.rows() != 0) {
+      const SparseRows& r = initial_rows;
+      bool fits = r.rows() == num_keys && r.ptr[0] == 0 && r.ptr.back() == r.index.size() &&
+                  r.index.size() == r.value.size();
+      for (std::size_t i = 0; fits && i < r.rows(); ++i) {
+        fits = r.ptr[i] <= r.ptr[i + 1] && r.ptr[i + 1] <= r.index.size();
+        for (std::uint64_t j = r.ptr[i]; fits && j < r.ptr[i + 1]; ++j) {
+          fits = r.index[j] < static_cast<std::uint32_t>(dim) &&
+                 (j == r.ptr[i] || r.index[j - 1] < r.index[j]);
+        }
+      }
+      if (!fits) {
+        return InvalidArgument(t +
+                               "initial_rows need num_keys rows of ascending element "
+                               "indexes below dim");
+      }
+    }
+  }
   if (!cache_reads && (read_my_writes || consistency.policy().refreshes() ||
                        consistency.policy().bandwidth_managed() || communication.significant > 0)) {
     return InvalidArgument(t +
@@ -128,6 +164,13 @@ struct ParameterServer::Shard {
     std::vector<double> values;  // dense: range.size() * dim; sparse: rows * dim
     std::vector<double> state;
     KeyIndex rows;  // sparse: key -> row
+    // kSparseElements: per key of the range, its nonzeros, or all `dim` values once dense.
+    struct ElementRow {
+      std::vector<std::uint32_t> index;  // ascending
+      std::vector<double> value;
+      bool dense = false;
+    };
+    std::vector<ElementRow> elements;
     // per_clock: pushes summed by (clock they belong to, raw add), applied in that order.
     std::map<std::pair<std::uint64_t, bool>, ClockSums> sums;
     // Dense sums of applied clocks, zeroed, for the next clocks: a clock that touches a block
@@ -175,6 +218,90 @@ struct ParameterServer::Shard {
     }
     if (state) *state = t.state.data() + row * t.dim * t.spe;
     return t.values.data() + row * t.dim;
+  }
+
+  // kSparseElements: element d of `row` += v; an element that reaches 0 leaves a sparse row,
+  // and a row with more than dim / 4 nonzeros turns dense.
+  static void AddElement(Table& t, Table::ElementRow& row, std::uint32_t d, double v) {
+    if (row.dense) {
+      row.value[d] += v;
+      return;
+    }
+    const auto at = std::lower_bound(row.index.begin(), row.index.end(), d);
+    const auto j = at - row.index.begin();
+    if (at != row.index.end() && *at == d) {
+      double& x = row.value[static_cast<std::size_t>(j)];
+      x += v;
+      if (x == 0) {
+        row.index.erase(at);
+        row.value.erase(row.value.begin() + j);
+      }
+      return;
+    }
+    if (v == 0) return;
+    row.index.insert(at, d);
+    row.value.insert(row.value.begin() + j, v);
+    if (4 * row.index.size() <= static_cast<std::size_t>(t.dim)) return;
+    std::vector<double> full(static_cast<std::size_t>(t.dim), 0.0);
+    for (std::size_t e = 0; e < row.index.size(); ++e) full[row.index[e]] = row.value[e];
+    row.value = std::move(full);
+    std::vector<std::uint32_t>().swap(row.index);
+    row.dense = true;
+  }
+
+  // kSparseElements: adds the nonzero `values` at positions `at` (key i's element d at
+  // i * dim + d, ascending) of `count` keys (explicit, or from `first`).
+  static void ApplyElements(Table& t, const Key* keys, Key first, const Eigen::VectorXd& values,
+                            const std::vector<std::uint32_t>& at) {
+    const auto dim = static_cast<std::uint32_t>(t.dim);
+    for (std::size_t e = 0; e < at.size(); ++e) {
+      const std::uint32_t i = at[e] / dim;
+      const Key k = keys ? keys[i] : first + i;
+      AddElement(t, t.elements[k - t.range.begin], at[e] % dim,
+                 values[static_cast<Eigen::Index>(e)]);
+    }
+  }
+
+  // kSparseElements: the nonzero values of `m`'s keys (or range) into `values` and `p`, as a
+  // sparse packing of the key-major values.
+  static void ReadElements(const Table& t, const TableKeys& m, Eigen::VectorXd& values,
+                           PackedValues& p) {
+    const bool explicit_keys = !m.keys.empty();
+    const std::size_t count = explicit_keys ? m.keys.size() : m.range.size();
+    auto row_of = [&](std::size_t i) -> const Table::ElementRow& {
+      return t.elements[(explicit_keys ? m.keys[i] : m.range.begin + i) - t.range.begin];
+    };
+    std::size_t nonzero = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      const Table::ElementRow& r = row_of(i);
+      if (!r.dense) {
+        nonzero += r.index.size();
+        continue;
+      }
+      for (double v : r.value) nonzero += v != 0;
+    }
+    p = PackedValues();
+    p.sparse = true;
+    p.size = count * static_cast<std::size_t>(t.dim);
+    p.nonzero.resize(nonzero);
+    values.resize(static_cast<Eigen::Index>(nonzero));
+    std::size_t out = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      const Table::ElementRow& r = row_of(i);
+      const auto base = static_cast<std::uint32_t>(i * static_cast<std::size_t>(t.dim));
+      if (!r.dense) {
+        for (std::size_t e = 0; e < r.index.size(); ++e, ++out) {
+          p.nonzero[out] = base + r.index[e];
+          values[static_cast<Eigen::Index>(out)] = r.value[e];
+        }
+        continue;
+      }
+      for (std::size_t d = 0; d < r.value.size(); ++d) {
+        if (r.value[d] == 0) continue;
+        p.nonzero[out] = base + static_cast<std::uint32_t>(d);
+        values[static_cast<Eigen::Index>(out++)] = r.value[d];
+      }
+    }
   }
 
   // Runs the updater (or a raw add) over `count` keys starting at keys[0] (explicit keys) or at
@@ -348,7 +475,9 @@ struct ParameterServer::Shard {
     if (t.spec->consistency.policy().serves_disjoint_reads()) {
       MarkWritten(t, w, keys, m.range.begin, count);
     }
-    if (t.per_clock) {
+    if (t.spec->storage == TableStorage::kSparseElements) {  // unpacked sparse by Check
+      ApplyElements(t, keys, m.range.begin, m.values, m.packed.nonzero);
+    } else if (t.per_clock) {
       // sbp: a backup worker's push for a clock already completed is folded into the clock
       // still open (it is not lost, and no completed clock changes).
       AddToSums(t, std::max(worker_clock[w], t.completed), m.raw_add, keys, m.range.begin, count,
@@ -415,6 +544,12 @@ struct ParameterServer::Shard {
     reply.request = m.request;
     reply.clock = t.completed;
     if (from >= ps->WorkerRank(0)) reply.applied = pushes_from[from - ps->WorkerRank(0)];
+    if (t.spec->storage == TableStorage::kSparseElements) {
+      ReadElements(t, m, reply.values, reply.packed);
+      PackSparseValues(t.spec->communication, reply.values, reply.packed);
+      (void)ps->transport_->Send(from, Message(rank, std::move(reply)));
+      return;
+    }
     Read(t, m, reply.values);
     if (t.spec->consistency.policy().refreshes() && from >= ps->WorkerRank(0)) {
       Subscribe(t, from - ps->WorkerRank(0), m);  // not the driver's checkpoint pulls
@@ -512,7 +647,9 @@ struct ParameterServer::Shard {
       Table& t = tables[id];
       msg::PsTables m;
       m.table = id;
-      if (t.spec->storage == TableStorage::kDense) {
+      if (t.spec->storage == TableStorage::kSparseElements) {
+        m.range = {t.range.begin, t.range.begin};  // left out of snapshots
+      } else if (t.spec->storage == TableStorage::kDense) {
         m.range = t.range;
       } else {
         t.rows.ForEach([&](Key k, std::size_t) { m.keys.push_back(k); });
@@ -601,6 +738,13 @@ struct ParameterServer::Shard {
     if (!push) return Status::Ok();
     auto* packed = &m.get<msg::PsPush>()->packed;
     auto& values = m.get<msg::PsPush>()->values;
+    if (t.spec->storage == TableStorage::kSparseElements) {
+      if (Status bad = UnpackSparseValues(values, *packed, count * static_cast<std::size_t>(t.dim));
+          !bad.ok()) {
+        return InvalidArgument(what + ": " + bad.message());
+      }
+      return Status::Ok();
+    }
     if (Status bad = UnpackValues(values, *packed, count * static_cast<std::size_t>(t.dim));
         !bad.ok()) {
       return InvalidArgument(what + ": " + bad.message());
@@ -724,6 +868,16 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
         }
         t.state.assign(t.range.size() * t.dim * t.spe, 0.0);
       }
+      if (spec.storage == TableStorage::kSparseElements && here) {
+        t.elements.resize(t.range.size());
+        const SparseRows& init = spec.initial_rows;
+        for (Key k = t.range.begin; init.rows() != 0 && k < t.range.end; ++k) {
+          Shard::Table::ElementRow& row = t.elements[k - t.range.begin];
+          for (std::uint64_t j = init.ptr[k]; j < init.ptr[k + 1]; ++j) {
+            Shard::AddElement(t, row, init.index[j], init.value[j]);
+          }
+        }
+      }
       if (spec.consistency.policy().refreshes()) {
         t.subscribed.resize(workers);
         t.subscribed_count.assign(workers, 0);
@@ -739,7 +893,10 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(
     ps->shards_.push_back(std::move(shard));
   }
   // The shards hold their copies: the whole table's initial values are not needed again.
-  for (TableSpec& spec : ps->specs_) spec.initial_values = Eigen::VectorXd();
+  for (TableSpec& spec : ps->specs_) {
+    spec.initial_values = Eigen::VectorXd();
+    spec.initial_rows = SparseRows();
+  }
   for (int w = 0; w < workers; ++w) {
     ps->clients_.push_back(std::unique_ptr<PsClient>(new PsClient(ps.get(), w)));
   }
@@ -831,6 +988,7 @@ int ShardIn(const std::vector<KeyRange>& ranges, Key key) {
 Eigen::VectorXd ParameterServer::Snapshot(TableId table) const {
   TESSERA_CHECK(stopped_) << "Snapshot() reads shard memory: call Shutdown() first";
   const TableSpec& spec = specs_[table];
+  if (spec.storage == TableStorage::kSparseElements) return Eigen::VectorXd();
   Eigen::VectorXd out =
       Eigen::VectorXd::Constant(static_cast<Eigen::Index>(spec.num_keys * spec.dim), spec.initial);
   for (const auto& shard : shards_) {
@@ -885,6 +1043,17 @@ Status ParameterServer::UnpackFrom(Rank from, const TableKeys& at, Eigen::Vector
                                    PackedValues& packed) const {
   TESSERA_RETURN_IF_ERROR(CheckValues(from, at, values, &packed));
   if (Status bad = UnpackValues(values, packed, at.count() * specs_[at.table].dim); !bad.ok()) {
+    return InvalidArgument("rank " + std::to_string(from) + " sent values of table '" +
+                           specs_[at.table].name + "': " + bad.message());
+  }
+  return Status::Ok();
+}
+
+Status ParameterServer::UnpackSparseFrom(Rank from, const TableKeys& at, Eigen::VectorXd& values,
+                                         PackedValues& packed) const {
+  TESSERA_RETURN_IF_ERROR(CheckValues(from, at, values, &packed));
+  if (Status bad = UnpackSparseValues(values, packed, at.count() * specs_[at.table].dim);
+      !bad.ok()) {
     return InvalidArgument("rank " + std::to_string(from) + " sent values of table '" +
                            specs_[at.table].name + "': " + bad.message());
   }

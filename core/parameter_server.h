@@ -180,6 +180,23 @@ UpdaterPtr StalenessAwareUpdater(std::string name, int state_per_element, StaleU
 enum class TableStorage {
   kDense,   // every key of the shard's range stored in one array
   kSparse,  // rows created on first push; a row never pushed reads as `initial`
+  // Each key's nonzero elements (index and value, indexes ascending), a row turned dense once
+  // more than a quarter of its elements are nonzero: memory in proportion to the nonzeros, as
+  // for count tables (LDA's word-topic counts). Replies carry the nonzeros (PullFuture::
+  // GetSparse), pushes may (PsClient::PushSparse). For `add` tables whose workers do not cache
+  // their reads, under bsp, ssp:S, sparsessp:S or asp, with `initial` 0; initial_rows sets
+  // starting values. Snapshots and checkpoints leave such a table out (an empty vector): the
+  // app keeps what it needs to rebuild it.
+  kSparseElements,
+};
+
+// Rows of nonzero elements: row i's are index[j], value[j] for j in [ptr[i], ptr[i + 1]),
+// indexes ascending.
+struct SparseRows {
+  std::vector<std::uint64_t> ptr = {0};
+  std::vector<std::uint32_t> index;
+  std::vector<double> value;
+  std::size_t rows() const { return ptr.size() - 1; }
 };
 
 struct TableSpec {
@@ -190,6 +207,8 @@ struct TableSpec {
   double initial = 0;  // every element's value before any push
   // Dense tables: num_keys * dim starting values (warm starts); empty = `initial` everywhere.
   Eigen::VectorXd initial_values;
+  // kSparseElements tables: every key's starting nonzeros (num_keys rows), or no rows (zeros).
+  SparseRows initial_rows;
   UpdaterPtr updater = AddUpdater();
   Consistency consistency;  // per table
   // What its messages leave out or shrink on the way (core/ps_wire.h); the same in every
@@ -266,6 +285,9 @@ class PullFuture {
   PullFuture() = default;
   // The values, key-major (key i's element d at i * dim + d), in the order asked for.
   StatusOr<Eigen::VectorXd> Get();
+  // The same as rows of nonzero elements, one per key asked for: without a dense copy when the
+  // table stores kSparseElements. Either Get or GetSparse, once.
+  StatusOr<SparseRows> GetSparse();
   // After Get(): the oldest shard clock among the values served (each holds every push of the
   // clocks before it that its shard applies); 0 when nothing was read; a hogwild read, from the
   // shards' memory as it is, the reader's own clock.
@@ -295,6 +317,9 @@ class PsClient {
   // values: keys.size() * dim doubles, key-major.
   Status Push(TableId table, std::span<const Key> keys, std::span<const double> values);
   Status PushRange(TableId table, KeyRange range, std::span<const double> values);
+  // A push of each key's nonzero changes (rows.rows() == keys.size()) to a kSparseElements
+  // table, sent as they are.
+  Status PushSparse(TableId table, std::span<const Key> keys, const SparseRows& rows);
   // Sends buffered pushes.
   Status Flush();
   // Ends the current clock: flushes, then tells every shard.
@@ -336,13 +361,17 @@ class PsClient {
   // Bandwidth-managed tables: once per interval, the summed pushes that fit the budget, most
   // changed first; everything when `all`.
   Status SendAggregated(TableId table, bool all);
-  Status SendPush(int shard, msg::PsPush m);
+  // `m.packed` already holds sparse values when `sparse`: only rounded and compressed.
+  Status SendPush(int shard, msg::PsPush m, bool sparse = false);
   // The transport's Send and Receive (for this client's rank), counted in stats().bytes.
   Status SendCounted(Rank to, Message m);
   StatusOr<Message> ReceiveCounted();
   // A message for this worker: a reply is checked (sender, table, keys, value count) and stored;
   // anything else is queued for ReceiveControl.
   Status Handle(Message& m);
+  // A reply to a pull of a kSparseElements table: its nonzeros kept as they are.
+  Status HandleSparse(Rank from, msg::PsValues& m,
+                      std::unordered_map<std::uint64_t, PendingReply>::iterator it);
   Status Wait(PullFuture::State& st);
   // Stores served values (a reply or an ESSP refresh from shard `shard`, which had applied
   // `applied` of this worker's push messages) in the table's cache; with read_my_writes, adds
@@ -430,7 +459,8 @@ class ParameterServer {
   // driver's stop and one from every worker (which then follows the worker's last push).
   // Without it a driver's stop ends a shard at once.
   void StopAfterWorkers() { stop_after_workers_.store(true); }
-  // Every value of a dense or sparse table, key-major, read after Shutdown() (tests, output).
+  // Every value of a dense or sparse table, key-major, read after Shutdown() (tests, output);
+  // empty for a kSparseElements table.
   Eigen::VectorXd Snapshot(TableId table) const;
   // Copies the `values` a shard (rank `from`) sent for `at` (a range or explicit keys) into
   // `table`, every value of one table key-major; an error when keys or sizes do not fit.
@@ -440,6 +470,9 @@ class ParameterServer {
   // when `from` is no shard, `at` names keys outside its table or the packing does not fit.
   Status UnpackFrom(Rank from, const TableKeys& at, Eigen::VectorXd& values,
                     PackedValues& packed) const;
+  // The same, leaving the values sparse (UnpackSparseValues).
+  Status UnpackSparseFrom(Rank from, const TableKeys& at, Eigen::VectorXd& values,
+                          PackedValues& packed) const;
 
  private:
   friend class PsClient;

@@ -158,6 +158,13 @@ struct PullFuture::State {
   TableId table = 0;
   int dim = 1;
   Eigen::VectorXd values;
+  // kSparseElements tables: the answer's nonzeros, at positions of the key-major answer of
+  // `count` keys (`values` stays empty); in order unless pieces arrived out of it.
+  bool sparse = false;
+  std::size_t count = 0;
+  std::vector<std::uint64_t> at;
+  std::vector<double> nonzero;
+  bool in_order = true;
   int outstanding = 0;  // requests not yet answered
   Status status;
   std::uint64_t required = 0;
@@ -322,7 +329,7 @@ Status PsClient::SendPushes(TableId table, int shard) {
 // of each window it sends a ping (PsPing) and, before the next one, waits for the
 // previous ping's answer, which the shard sends only after applying every earlier push.
 // Without it a fast worker queues gigabytes of messages and every new buffer page-faults.
-Status PsClient::SendPush(int shard, msg::PsPush m) {
+Status PsClient::SendPush(int shard, msg::PsPush m, bool sparse) {
   ++stats_.push_messages;
   if (!m.raw_add) m.staleness = read_staleness_[m.table];
   const std::uint64_t number = ++pushes_sent_[shard];
@@ -335,7 +342,11 @@ Status PsClient::SendPush(int shard, msg::PsPush m) {
   }
   const std::uint64_t bytes = 8 * (m.values.size() + m.keys.size());
   const Communication& wire = ps_->specs_[m.table].communication;
-  PackValues(wire, m.values, m.packed);
+  if (sparse) {
+    PackSparseValues(wire, m.values, m.packed);
+  } else {
+    PackValues(wire, m.values, m.packed);
+  }
   if (wire.key_lists) key_lists_[m.table][shard].Compress(m);
   Message out(rank_, std::move(m));
   push_bytes_ += out.PayloadBytes();
@@ -677,6 +688,70 @@ Status PsClient::PushRange(TableId table, KeyRange range, std::span<const double
   return Status::Ok();
 }
 
+Status PsClient::PushSparse(TableId table, std::span<const Key> keys, const SparseRows& rows) {
+  if (table >= ps_->num_tables()) return InvalidArgument("no table " + std::to_string(table));
+  const TableSpec& spec = ps_->specs_[table];
+  const auto dim = static_cast<std::uint32_t>(spec.dim);
+  bool fits = rows.rows() == keys.size() && rows.ptr[0] == 0 &&
+              rows.ptr.back() == rows.index.size() && rows.index.size() == rows.value.size();
+  for (std::size_t i = 0; fits && i < keys.size(); ++i) {
+    fits = keys[i] < spec.num_keys && rows.ptr[i] <= rows.ptr[i + 1];
+    for (std::uint64_t j = rows.ptr[i]; fits && j < rows.ptr[i + 1]; ++j) {
+      fits = rows.index[j] < dim && (j == rows.ptr[i] || rows.index[j - 1] < rows.index[j]);
+    }
+  }
+  if (!fits) {
+    return InvalidArgument("table '" + spec.name + "': PushSparse needs one row of ascending " +
+                           "element indexes below " + std::to_string(dim) +
+                           " for each of its keys, every key below " +
+                           std::to_string(spec.num_keys));
+  }
+  if (spec.storage != TableStorage::kSparseElements) {  // the table takes dense rows
+    std::vector<double> dense(keys.size() * dim, 0.0);
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      for (std::uint64_t j = rows.ptr[i]; j < rows.ptr[i + 1]; ++j) {
+        dense[i * dim + rows.index[j]] = rows.value[j];
+      }
+    }
+    return Push(table, keys, dense);
+  }
+  stats_.pushed_values += rows.value.size();
+  // One message per shard, of at most about kFlushValues nonzeros.
+  const auto& ranges = ps_->ranges_[table];
+  std::vector<msg::PsPush> out(ps_->servers_);
+  auto send = [&](int s) -> Status {
+    msg::PsPush& m = out[static_cast<std::size_t>(s)];
+    if (m.keys.empty()) return Status::Ok();
+    TESSERA_RETURN_IF_ERROR(SendPushes(table, s));  // keep this worker's pushes in order
+    m.table = table;
+    m.packed.sparse = true;
+    m.packed.size = m.keys.size() * dim;
+    m.values.conservativeResize(static_cast<Eigen::Index>(m.packed.nonzero.size()));
+    Status sent = SendPush(s, std::move(m), /*sparse=*/true);
+    out[static_cast<std::size_t>(s)] = msg::PsPush();
+    return sent;
+  };
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    const int s = ranges.size() == 1 ? 0 : ShardIn(ranges, keys[i]);
+    msg::PsPush& m = out[static_cast<std::size_t>(s)];
+    const auto base = static_cast<std::uint32_t>(m.keys.size() * dim);
+    m.keys.push_back(keys[i]);
+    const std::size_t have = m.packed.nonzero.size();
+    const std::uint64_t n = rows.ptr[i + 1] - rows.ptr[i];
+    if (static_cast<std::size_t>(m.values.size()) < have + n) {
+      m.values.conservativeResize(
+          static_cast<Eigen::Index>(std::max<std::size_t>(2 * (have + n), 64)));
+    }
+    for (std::uint64_t j = rows.ptr[i]; j < rows.ptr[i + 1]; ++j) {
+      m.packed.nonzero.push_back(base + rows.index[j]);
+      m.values[static_cast<Eigen::Index>(have + (j - rows.ptr[i]))] = rows.value[j];
+    }
+    if (m.packed.nonzero.size() >= kFlushValues) TESSERA_RETURN_IF_ERROR(send(s));
+  }
+  for (int s = 0; s < ps_->servers_; ++s) TESSERA_RETURN_IF_ERROR(send(s));
+  return Status::Ok();
+}
+
 PullFuture PsClient::Pull(TableId table, std::span<const Key> keys) {
   return StartPull(table, keys, nullptr);
 }
@@ -707,7 +782,9 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
       st.keys.assign(keys.begin(), keys.end());
     }
   }
-  st.values.resize(static_cast<Eigen::Index>(count * dim));
+  st.count = count;
+  st.sparse = spec.storage == TableStorage::kSparseElements;  // no cache, replica or hogwild
+  if (!st.sparse) st.values.resize(static_cast<Eigen::Index>(count * dim));
   stats_.pulled_values += count * dim;
   auto key_at = [&](std::size_t i) { return range ? range->begin + i : keys[i]; };
 
@@ -899,6 +976,7 @@ Status PsClient::Handle(Message& received) {
                            std::to_string(m.table) + ", not the one asked for");
   }
   static_cast<TableKeys&>(m) = std::move(p.asked);  // the answer holds what was asked
+  if (p.state->sparse) return HandleSparse(from, m, it);
   TESSERA_RETURN_IF_ERROR(ps_->UnpackFrom(from, m, m.values, m.packed));
   const auto n = static_cast<std::size_t>(m.values.size());
   const auto total = static_cast<std::size_t>(p.state->values.size());
@@ -922,6 +1000,33 @@ Status PsClient::Handle(Message& received) {
     st.values = std::move(m.values);  // one shard answered the whole range: no copy
   } else {
     std::memcpy(st.values.data() + p.offset, m.values.data(), m.values.size() * sizeof(double));
+  }
+  --st.outstanding;
+  pending_.erase(it);
+  return Status::Ok();
+}
+
+Status PsClient::HandleSparse(Rank from, msg::PsValues& m,
+                              std::unordered_map<std::uint64_t, PendingReply>::iterator it) {
+  PendingReply& p = it->second;
+  PullFuture::State& st = *p.state;
+  TESSERA_RETURN_IF_ERROR(ps_->UnpackSparseFrom(from, m, m.values, m.packed));
+  const auto dim = static_cast<std::size_t>(st.dim);
+  const std::size_t keys = m.count();
+  if (p.positions.empty() ? p.offset > st.count * dim || keys * dim > st.count * dim - p.offset
+                          : p.positions.size() != keys) {
+    return InvalidArgument("worker " + std::to_string(worker_) + ": rank " + std::to_string(from) +
+                           " answered request " + std::to_string(m.request) + " with values of " +
+                           std::to_string(keys) + " keys, not of those asked");
+  }
+  st.served = std::min(st.served, static_cast<std::uint64_t>(m.clock));
+  const std::vector<std::uint32_t>& pos = m.packed.nonzero;
+  for (std::size_t e = 0; e < pos.size(); ++e) {
+    const std::uint64_t a =
+        p.positions.empty() ? p.offset + pos[e] : p.positions[pos[e] / dim] + pos[e] % dim;
+    if (!st.at.empty() && a < st.at.back()) st.in_order = false;
+    st.at.push_back(a);
+    st.nonzero.push_back(m.values[static_cast<Eigen::Index>(e)]);
   }
   --st.outstanding;
   pending_.erase(it);
@@ -965,8 +1070,61 @@ StatusOr<Eigen::VectorXd> PullFuture::Get() {
   state_->taken = true;
   TESSERA_RETURN_IF_ERROR(state_->status);
   TESSERA_RETURN_IF_ERROR(client_->Wait(*state_));
-  if (client_->replicas_[state_->table]) client_->OverlayReplica(*state_);
-  return std::move(state_->values);
+  State& st = *state_;
+  if (st.sparse) {
+    Eigen::VectorXd dense = Eigen::VectorXd::Zero(static_cast<Eigen::Index>(st.count * st.dim));
+    for (std::size_t e = 0; e < st.at.size(); ++e) {
+      dense[static_cast<Eigen::Index>(st.at[e])] = st.nonzero[e];
+    }
+    return dense;
+  }
+  if (client_->replicas_[st.table]) client_->OverlayReplica(st);
+  return std::move(st.values);
+}
+
+StatusOr<SparseRows> PullFuture::GetSparse() {
+  TESSERA_CHECK(state_ && !state_->taken) << "PullFuture::GetSparse() called twice or on no pull";
+  State& st = *state_;
+  const auto dim = static_cast<std::uint64_t>(st.dim);
+  SparseRows rows;
+  rows.ptr.assign(st.count + 1, 0);
+  if (!st.sparse) {
+    TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd dense, Get());
+    for (std::size_t i = 0; i < st.count; ++i) {
+      for (std::uint64_t d = 0; d < dim; ++d) {
+        const double v = dense[static_cast<Eigen::Index>(i * dim + d)];
+        if (v == 0) continue;
+        rows.index.push_back(static_cast<std::uint32_t>(d));
+        rows.value.push_back(v);
+      }
+      rows.ptr[i + 1] = rows.index.size();
+    }
+    return rows;
+  }
+  st.taken = true;
+  TESSERA_RETURN_IF_ERROR(st.status);
+  TESSERA_RETURN_IF_ERROR(client_->Wait(st));
+  const std::size_t n = st.at.size();
+  std::vector<std::size_t> order;
+  if (!st.in_order) {  // pieces answered out of order: each is in order, so sort once
+    order.resize(n);
+    for (std::size_t e = 0; e < n; ++e) order[e] = e;
+    std::sort(order.begin(), order.end(),
+              [&st](std::size_t a, std::size_t b) { return st.at[a] < st.at[b]; });
+  }
+  rows.index.resize(n);
+  rows.value.resize(n);
+  for (std::size_t e = 0; e < n; ++e) {
+    const std::size_t from = st.in_order ? e : order[e];
+    const std::uint64_t a = st.at[from];
+    ++rows.ptr[a / dim + 1];
+    rows.index[e] = static_cast<std::uint32_t>(a % dim);
+    rows.value[e] = st.nonzero[from];
+  }
+  for (std::size_t i = 0; i < st.count; ++i) rows.ptr[i + 1] += rows.ptr[i];
+  std::vector<std::uint64_t>().swap(st.at);
+  std::vector<double>().swap(st.nonzero);
+  return rows;
 }
 
 // Keys this worker already holds in its replica read as the replica; the others join it.

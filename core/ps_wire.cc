@@ -289,7 +289,10 @@ void PackValues(const Communication& c, Eigen::VectorXd& values, PackedValues& p
   if (c.compression != Compression::kNone) CompressValues(c.compression, values, p);
 }
 
-Status UnpackValues(Eigen::VectorXd& values, PackedValues& p, std::size_t expected) {
+namespace {
+
+// Receiver: decompressed, and when sparse, positions that fit `expected` values.
+Status CheckPacked(Eigen::VectorXd& values, PackedValues& p, std::size_t expected) {
   if (p.codec != 0) TESSERA_RETURN_IF_ERROR(DecompressValues(values, p, expected));
   if (!p.sparse) {
     if (!p.nonzero.empty()) return InvalidArgument("positions of values that are not sparse");
@@ -303,19 +306,57 @@ Status UnpackValues(Eigen::VectorXd& values, PackedValues& p, std::size_t expect
     return InvalidArgument(std::to_string(values.size()) + " sparse values at " +
                            std::to_string(p.nonzero.size()) + " positions");
   }
-  Eigen::VectorXd dense = Eigen::VectorXd::Zero(static_cast<Eigen::Index>(expected));
   std::uint64_t next = 0;  // positions strictly increase
-  for (std::size_t i = 0; i < p.nonzero.size(); ++i) {
-    const std::uint32_t at = p.nonzero[i];
+  for (const std::uint32_t at : p.nonzero) {
     if (at < next || at >= expected) {
       return InvalidArgument("sparse value position " + std::to_string(at) +
                              " is out of order or beyond " + std::to_string(expected));
     }
     next = std::uint64_t{at} + 1;
-    dense[at] = values[static_cast<Eigen::Index>(i)];
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status UnpackValues(Eigen::VectorXd& values, PackedValues& p, std::size_t expected) {
+  TESSERA_RETURN_IF_ERROR(CheckPacked(values, p, expected));
+  if (!p.sparse) return Status::Ok();
+  Eigen::VectorXd dense = Eigen::VectorXd::Zero(static_cast<Eigen::Index>(expected));
+  for (std::size_t i = 0; i < p.nonzero.size(); ++i) {
+    dense[p.nonzero[i]] = values[static_cast<Eigen::Index>(i)];
   }
   values = std::move(dense);
   p = PackedValues();
+  return Status::Ok();
+}
+
+void PackSparseValues(const Communication& c, Eigen::VectorXd& values, PackedValues& p) {
+  if (c.float_values) {
+    p.f32 = true;
+    for (double& v : values) v = static_cast<double>(static_cast<float>(v));
+  }
+  if (c.compression != Compression::kNone) CompressValues(c.compression, values, p);
+}
+
+Status UnpackSparseValues(Eigen::VectorXd& values, PackedValues& p, std::size_t expected) {
+  TESSERA_RETURN_IF_ERROR(CheckPacked(values, p, expected));
+  if (p.sparse) return Status::Ok();
+  if (static_cast<std::size_t>(values.size()) != expected) {
+    return InvalidArgument(std::to_string(values.size()) + " values where " +
+                           std::to_string(expected) + " were expected");
+  }
+  if (expected > UINT32_MAX) return InvalidArgument("more than 2^32 values in one message");
+  p.sparse = true;
+  p.size = expected;
+  std::size_t out = 0;
+  for (std::size_t i = 0; i < expected; ++i) {
+    const double v = values[static_cast<Eigen::Index>(i)];
+    if (v == 0) continue;
+    p.nonzero.push_back(static_cast<std::uint32_t>(i));
+    values[static_cast<Eigen::Index>(out++)] = v;
+  }
+  values.conservativeResize(static_cast<Eigen::Index>(out));
   return Status::Ok();
 }
 

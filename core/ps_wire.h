@@ -70,6 +70,15 @@ void PackValues(const Communication& c, Eigen::VectorXd& values, PackedValues& p
 // do not decompress to what the packing says).
 Status UnpackValues(Eigen::VectorXd& values, PackedValues& p, std::size_t expected);
 
+// Sender of values already sparse: `values` are the nonzero ones at ascending positions
+// `p.nonzero` of `p.size` (p.sparse set); rounds them to floats and compresses them as `c`
+// allows.
+void PackSparseValues(const Communication& c, Eigen::VectorXd& values, PackedValues& p);
+// Receiver that keeps values sparse: after it, `values` are the nonzero ones at ascending
+// positions `p.nonzero` of `expected` (p.sparse set), whether the peer sent them sparse, dense
+// or compressed; or why the packing does not fit.
+Status UnpackSparseValues(Eigen::VectorXd& values, PackedValues& p, std::size_t expected);
+
 // One direction of key-list caching: the lists one sender has sent one receiver for one table,
 // kept alike on both sides. Both remember every list of at least kMinKeys keys they send or
 // receive in full, and forget the least recently used ones beyond `capacity` keys, so the two

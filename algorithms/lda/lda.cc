@@ -353,6 +353,24 @@ LdaModel MakeModel(const Hyper& h, const Corpus& corpus, const Tokens& t,
   return m;
 }
 
+LdaModel MakeModel(const Hyper& h, const Corpus& corpus, const Tokens& t, const SparseRows& rows) {
+  LdaModel m = ModelShell(h, corpus, t);
+  std::vector<std::int32_t> counts(static_cast<std::size_t>(h.K), 0);
+  std::vector<std::uint32_t> touched;
+  for (std::size_t w = 0; w < corpus.num_words(); ++w) {
+    const std::size_t r = t.to_internal[w];
+    for (std::uint64_t j = rows.ptr[r]; j < rows.ptr[r + 1]; ++j) {
+      const auto c = static_cast<std::int32_t>(std::lround(rows.value[j]));
+      if (c == 0) continue;
+      touched.push_back(rows.index[j]);
+      counts[rows.index[j]] = c;
+    }
+    EndWordRow(m, touched, counts);
+  }
+  AddDocRows(m, t);
+  return m;
+}
+
 namespace {
 
 // The model from the tokens' topics; with `take` (the tokens themselves), their words and

@@ -4,12 +4,20 @@
 // totals n_k; updater `add`. The engine's rows are documents; each worker owns a partition
 // and is the only writer of its tokens' topics. For a batch of documents a worker pulls the
 // rows of the batch's words and the totals (served under the table's consistency model, by
-// default ssp:1; the worker's cache includes its own pushes, TableSpec::read_my_writes),
-// samples the batch against that copy, keeping it current with its own changes, and pushes the
-// changes. The word proposal draws from the worker's own tokens of the
+// default ssp:1), samples the batch against that copy, keeping it current with its own
+// changes, and pushes the changes. The word proposal draws from the worker's own tokens of the
 // word (their counts m_kw are exact and local), so MH stays exact with respect to the copy.
 // A pulled count that is smaller than the worker's own count of the same (word, topic) is
 // stale; it is raised to the own count, which every true count is at least.
+//
+// Memory follows the nonzero counts, not V x K: under bsp, ssp:S, sparsessp:S and asp the
+// table stores each row's nonzeros (TableStorage::kSparseElements), replies and pushes carry
+// nonzeros only, workers keep no cache (a shard's reply already holds a worker's own earlier
+// pushes), and a batch's copy of a row is a hashed row sized by its nonzeros and the batch's
+// tokens of the word, dense only for frequent words. Under the models that need a worker cache
+// (essp, sbp, sspaggr, hogwild) the table is dense and workers cache what they read, including
+// their own changes (read_my_writes). The model comes from the tokens' topics, which the
+// workers send at the end.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -36,20 +44,31 @@ struct DpWorker final : WorkerState {
   WordIndex words;                  // my tokens of each word
   std::vector<std::int32_t> slot;   // internal word -> row of `mine`, -1 when I have none
   std::optional<lda_internal::WordRows> mine_kw;  // m_kw over my tokens, row slot[w]
-  std::vector<std::int32_t> pos;     // internal word -> row in the batch copy, -1 otherwise
-  std::vector<Key> keys;             // the batch's words, then V
-  std::vector<std::int32_t> counts;  // batch copy of n_kw, one K-row per key
-  std::vector<std::int32_t> base;    // `counts` as pulled (after raising stale counts)
-  std::vector<double> nk, nk_base;   // totals copy
-  std::vector<Key> changed;          // rows pushed
-  std::vector<double> delta;
-  std::vector<std::int32_t> nd;  // scratch: one document's counts
+  std::vector<std::int32_t> pos;            // internal word -> row in the batch copy, -1 otherwise
+  std::vector<std::uint32_t> batch_tokens;  // internal word -> its tokens in the batch
+  std::vector<Key> keys;                    // the batch's words, then V
+  std::optional<lda_internal::WordRows> rows;  // batch copy of n_kw, row pos[w]
+  SparseRows base;                             // `rows` as pulled (after raising stale counts)
+  std::vector<double> nk, nk_base;             // totals copy
+  std::vector<Key> changed;                    // rows pushed
+  SparseRows delta;
+  std::vector<std::pair<std::uint32_t, std::int32_t>> entries;  // scratch: one row's counts
+  std::vector<std::uint64_t> room;                              // scratch: each batch row's room
+  std::vector<std::int32_t> nd;                                 // scratch: one document's counts
   std::vector<double> scratch;
   std::uint64_t sampled = 0;  // tokens sampled so far
   Rng rng;
 
   // The topics of my tokens, in document order.
   void Save(StateWriter& out) const override { out.Put(mine.topic); }
+
+  // Row r's nonzero counts into `entries`, topics ascending.
+  void SortedCounts(lda_internal::CountRow row, int K) {
+    entries.clear();
+    row.ForEach(static_cast<std::uint32_t>(K),
+                [this](std::uint32_t k, std::int32_t c) { entries.emplace_back(k, c); });
+    std::sort(entries.begin(), entries.end());
+  }
 };
 
 class DpLdaApp final : public DataParallelApp {
@@ -69,7 +88,18 @@ class DpLdaApp final : public DataParallelApp {
     spec.num_keys = V_ + 1;
     spec.dim = h_.K;
     spec.consistency = o.consistency;
-    spec.read_my_writes = o.consistency.cached();  // a worker's reads include its own changes
+    spec.storage = TableStorage::kSparseElements;
+    spec.cache_reads = false;
+    spec.communication = o.communication;  // (the engine sets it again)
+    if (spec.Validate(o.servers, /*in_process=*/true).ok()) {
+      spec.initial_rows = InitialRows();
+      return {spec};
+    }
+    // A model that needs a worker cache: dense rows, and reads that include the worker's own
+    // changes.
+    spec.storage = TableStorage::kDense;
+    spec.cache_reads = true;
+    spec.read_my_writes = o.consistency.cached();
     spec.initial_values = Eigen::VectorXd::Zero(static_cast<Eigen::Index>((V_ + 1) * K));
     double* v = spec.initial_values.data();
     for (std::size_t i = 0; i < t_.num_tokens(); ++i) {
@@ -77,6 +107,41 @@ class DpLdaApp final : public DataParallelApp {
       v[V_ * K + t_.topic[i]] += 1;
     }
     return {spec};
+  }
+
+  // The counts of the tokens' topics: row w the nonzero n_kw, row V the totals.
+  SparseRows InitialRows() const {
+    SparseRows r;
+    std::vector<std::uint64_t> at(V_ + 1, 0);  // the tokens' topics grouped by word
+    for (std::size_t i = 0; i < t_.num_tokens(); ++i) ++at[t_.word[i] + 1];
+    for (std::size_t w = 0; w < V_; ++w) at[w + 1] += at[w];
+    std::vector<std::uint32_t> topics(t_.num_tokens());
+    std::vector<std::uint64_t> fill(at.begin(), at.end() - 1);
+    std::vector<double> totals(static_cast<std::size_t>(h_.K), 0.0);
+    for (std::size_t i = 0; i < t_.num_tokens(); ++i) {
+      topics[fill[t_.word[i]]++] = t_.topic[i];
+      totals[t_.topic[i]] += 1;
+    }
+    r.ptr.reserve(V_ + 2);
+    for (std::size_t w = 0; w < V_; ++w) {
+      std::sort(topics.begin() + static_cast<std::ptrdiff_t>(at[w]),
+                topics.begin() + static_cast<std::ptrdiff_t>(at[w + 1]));
+      for (std::uint64_t i = at[w]; i < at[w + 1]; ++i) {
+        if (i == at[w] || topics[i] != topics[i - 1]) {
+          r.index.push_back(topics[i]);
+          r.value.push_back(0);
+        }
+        r.value.back() += 1;
+      }
+      r.ptr.push_back(r.index.size());
+    }
+    for (std::uint32_t k = 0; k < totals.size(); ++k) {
+      if (totals[k] == 0) continue;
+      r.index.push_back(k);
+      r.value.push_back(totals[k]);
+    }
+    r.ptr.push_back(r.index.size());
+    return r;
   }
 
   std::unique_ptr<WorkerState> MakeWorker(const DpWorkerSetup& setup) override {
@@ -99,6 +164,7 @@ class DpLdaApp final : public DataParallelApp {
     me->words = lda_internal::BuildWordIndex(mine, 0, mine.num_docs());
     me->slot.assign(V_, -1);
     me->pos.assign(V_, -1);
+    me->batch_tokens.assign(V_, 0);
     std::vector<std::uint64_t> slot_tokens;  // my tokens of the word in each slot
     for (std::size_t w = 0; w < V_; ++w) {
       if (mine.word_count[w] == 0) continue;
@@ -118,45 +184,74 @@ class DpLdaApp final : public DataParallelApp {
   Status ProcessBatch(DpWorkerContext& ctx, std::span<const std::uint32_t> batch) override {
     DpWorker& me = ctx.State<DpWorker>();
     const Tokens& t = me.mine;
-    const auto K = static_cast<std::size_t>(h_.K);
+    const int K = h_.K;
     me.keys.clear();
     for (std::uint32_t d : batch) {
       const auto l = static_cast<std::size_t>(me.local[d]);
       for (std::uint64_t i = t.doc_ptr[l]; i < t.doc_ptr[l + 1]; ++i) {
-        std::int32_t& p = me.pos[t.word[i]];
-        if (p < 0) {
-          p = 0;
-          me.keys.push_back(t.word[i]);
-        }
+        if (me.batch_tokens[t.word[i]]++ == 0) me.keys.push_back(t.word[i]);
       }
     }
     std::sort(me.keys.begin(), me.keys.end());
-    for (std::size_t j = 0; j < me.keys.size(); ++j)
-      me.pos[me.keys[j]] = static_cast<std::int32_t>(j);
     const std::size_t rows = me.keys.size();
+    for (std::size_t j = 0; j < rows; ++j) me.pos[me.keys[j]] = static_cast<std::int32_t>(j);
     me.keys.push_back(V_);
-    TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd pulled, ctx.client->Pull(0, me.keys).Get());
-    me.counts.resize(rows * K);
-    for (std::size_t j = 0; j < rows; ++j) {
-      std::int32_t* row = me.counts.data() + j * K;
-      for (std::size_t k = 0; k < K; ++k) {
-        row[k] =
-            static_cast<std::int32_t>(std::lround(pulled[static_cast<Eigen::Index>(j * K + k)]));
-      }
-      me.mine_kw->Row(static_cast<std::size_t>(me.slot[me.keys[j]]))
-          .ForEach(static_cast<std::uint32_t>(K),
-                   [row](std::uint32_t k, std::int32_t own) { row[k] = std::max(row[k], own); });
-    }
-    me.base = me.counts;
-    me.nk.assign(pulled.data() + rows * K, pulled.data() + (rows + 1) * K);
-    for (std::size_t k = 0; k < K; ++k) me.nk[k] = std::max(me.nk[k], 0.0);
-    me.nk_base = me.nk;
+    TESSERA_ASSIGN_OR_RETURN(SparseRows pulled, ctx.client->Pull(0, me.keys).GetSparse());
 
-    std::int32_t* counts = me.counts.data();
+    // The batch's copy: each pulled row raised to my own counts, in a row with room for the
+    // batch's tokens of the word to take new topics (dense when its counts may outgrow a
+    // compact slot's 16 bits).
+    SparseRows& base = me.base;
+    base.ptr.assign(1, 0);
+    base.index.clear();
+    base.value.clear();
+    me.room.resize(rows);
+    for (std::size_t j = 0; j < rows; ++j) {
+      const Key w = me.keys[j];
+      me.SortedCounts(me.mine_kw->Row(static_cast<std::size_t>(me.slot[w])), K);
+      std::int64_t most = 0;
+      auto put = [&](std::uint32_t k, std::int64_t c) {
+        base.index.push_back(k);
+        base.value.push_back(static_cast<double>(c));
+        most = std::max(most, c);
+      };
+      std::uint64_t p = pulled.ptr[j];
+      auto e = me.entries.begin();
+      while (p < pulled.ptr[j + 1] || e != me.entries.end()) {
+        const std::uint32_t k_pulled = p < pulled.ptr[j + 1] ? pulled.index[p] : UINT32_MAX;
+        const std::uint32_t k_own = e != me.entries.end() ? e->first : UINT32_MAX;
+        const std::int64_t c_pulled =
+            k_pulled <= k_own ? std::llround(pulled.value[p]) : std::int64_t{0};
+        const std::int64_t c_own = k_own <= k_pulled ? e->second : 0;
+        const std::uint32_t k = std::min(k_pulled, k_own);
+        if (k_pulled == k) ++p;
+        if (k_own == k) ++e;
+        if (const std::int64_t c = std::max(c_pulled, c_own); c > 0) put(k, c);
+      }
+      base.ptr.push_back(base.index.size());
+      const std::uint64_t tokens = me.batch_tokens[w];
+      me.room[j] = most + static_cast<std::int64_t>(tokens) >= 0xffff
+                       ? static_cast<std::uint64_t>(K)
+                       : base.ptr[j + 1] - base.ptr[j] + tokens;
+    }
+    me.rows.reset();
+    me.rows.emplace(me.room.data(), rows, K);
+    for (std::size_t j = 0; j < rows; ++j) {
+      lda_internal::CountRow r = me.rows->Row(j);
+      for (std::uint64_t e = base.ptr[j]; e < base.ptr[j + 1]; ++e) {
+        r.Add(base.index[e], static_cast<std::int32_t>(base.value[e]));
+      }
+    }
+    me.nk.assign(static_cast<std::size_t>(K), 0.0);
+    for (std::uint64_t e = pulled.ptr[rows]; e < pulled.ptr[rows + 1]; ++e) {
+      me.nk[pulled.index[e]] = std::max(pulled.value[e], 0.0);
+    }
+    me.nk_base = me.nk;
+    pulled = SparseRows();  // not needed again
+
+    lda_internal::WordRows& copy = *me.rows;
     const std::int32_t* pos = me.pos.data();
-    auto row = [counts, pos, K](std::uint32_t w) {
-      return lda_internal::CountRow::Dense(counts + static_cast<std::size_t>(pos[w]) * K);
-    };
+    auto row = [&copy, pos](std::uint32_t w) { return copy.Row(static_cast<std::size_t>(pos[w])); };
     lda_internal::WordRows& mine = *me.mine_kw;
     const std::int32_t* slot = me.slot.data();
     auto own = [&mine, slot](std::uint32_t w) {
@@ -173,22 +268,44 @@ class DpLdaApp final : public DataParallelApp {
       me.sampled += de - db;
     }
 
-    // Push the rows that changed, and the totals.
-    std::vector<Key>& changed = me.changed;
-    std::vector<double>& delta = me.delta;
-    changed.clear();
-    delta.clear();
+    // Push each changed row's nonzero changes, and the totals'.
+    me.changed.clear();
+    SparseRows& delta = me.delta;
+    delta.ptr.assign(1, 0);
+    delta.index.clear();
+    delta.value.clear();
     for (std::size_t j = 0; j < rows; ++j) {
-      const std::int32_t* now = me.counts.data() + j * K;
-      const std::int32_t* was = me.base.data() + j * K;
-      if (std::equal(now, now + K, was)) continue;
-      changed.push_back(me.keys[j]);
-      for (std::size_t k = 0; k < K; ++k) delta.push_back(now[k] - was[k]);
+      me.SortedCounts(copy.Row(j), K);
+      std::uint64_t b = base.ptr[j];
+      auto e = me.entries.begin();
+      while (b < base.ptr[j + 1] || e != me.entries.end()) {
+        const std::uint32_t k_base = b < base.ptr[j + 1] ? base.index[b] : UINT32_MAX;
+        const std::uint32_t k_now = e != me.entries.end() ? e->first : UINT32_MAX;
+        const std::uint32_t k = std::min(k_base, k_now);
+        const double was = k_base == k ? base.value[b++] : 0.0;
+        const double now = k_now == k ? (e++)->second : 0.0;
+        if (now != was) {
+          delta.index.push_back(k);
+          delta.value.push_back(now - was);
+        }
+      }
+      if (delta.index.size() == delta.ptr.back()) continue;
+      me.changed.push_back(me.keys[j]);
+      delta.ptr.push_back(delta.index.size());
     }
-    changed.push_back(V_);
-    for (std::size_t k = 0; k < K; ++k) delta.push_back(me.nk[k] - me.nk_base[k]);
-    for (std::size_t j = 0; j < rows; ++j) me.pos[me.keys[j]] = -1;
-    return ctx.client->Push(0, changed, delta);
+    me.changed.push_back(V_);
+    for (int k = 0; k < K; ++k) {
+      const double d = me.nk[static_cast<std::size_t>(k)] - me.nk_base[static_cast<std::size_t>(k)];
+      if (d == 0) continue;
+      delta.index.push_back(static_cast<std::uint32_t>(k));
+      delta.value.push_back(d);
+    }
+    delta.ptr.push_back(delta.index.size());
+    for (std::size_t j = 0; j < rows; ++j) {
+      me.pos[me.keys[j]] = -1;
+      me.batch_tokens[me.keys[j]] = 0;
+    }
+    return ctx.client->PushSparse(0, me.changed, delta);
   }
 
   // Terms: [document part over my documents, word part over my slice of the vocabulary,
@@ -197,20 +314,14 @@ class DpLdaApp final : public DataParallelApp {
   StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext& ctx) override {
     Stopwatch clock;
     DpWorker& me = ctx.State<DpWorker>();
-    const int K = h_.K;
     Eigen::VectorXd t = Eigen::VectorXd::Zero(6);
     t[0] = lda_internal::DocLogLikelihood(h_, me.mine, 0, me.mine.num_docs(), me.nd);
     const KeyRange slice = SplitRange(V_, ctx.num_workers)[static_cast<std::size_t>(ctx.worker)];
-    if (slice.size() > 0) {
-      TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd rows, ctx.client->PullRange(0, slice).Get());
-      std::vector<std::int32_t> row(static_cast<std::size_t>(K));
-      for (std::size_t j = 0; j < slice.size(); ++j) {
-        for (int k = 0; k < K; ++k) {
-          row[static_cast<std::size_t>(k)] =
-              static_cast<std::int32_t>(std::lround(rows[static_cast<Eigen::Index>(j * K + k)]));
-        }
-        t[1] +=
-            lda_internal::LogGammaRatioSum(lda_internal::CountRow::Dense(row.data()), K, h_.beta);
+    if (slice.size() > 0) {  // Σ over the slice's nonzero n_kw of log Γ(n_kw + β) − log Γ(β)
+      TESSERA_ASSIGN_OR_RETURN(SparseRows rows, ctx.client->PullRange(0, slice).GetSparse());
+      const double base = lda_internal::LogGamma(h_.beta);
+      for (double n : rows.value) {
+        if (n > 0) t[1] += lda_internal::LogGamma(std::round(n) + h_.beta) - base;
       }
     }
     t[3] = static_cast<double>(me.sampled);
@@ -219,8 +330,8 @@ class DpLdaApp final : public DataParallelApp {
       TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd nk, ctx.client->Pull(0, std::vector<Key>{V_}).Get());
       t[2] = lda_internal::TopicLogLikelihood(h_, nk.data());
       if (rec_.test) {
-        TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd all, ctx.client->PullRange(0, {0, V_ + 1}).Get());
-        t[4] = HeldOutPerplexity(Model(all), *rec_.test, opts_.seed + 7);
+        TESSERA_ASSIGN_OR_RETURN(SparseRows all, ctx.client->PullRange(0, {0, V_ + 1}).GetSparse());
+        t[4] = HeldOutPerplexity(c_.Model(all), *rec_.test, opts_.seed + 7);
       }
       t[5] = clock.Seconds();
     } else {
@@ -281,18 +392,9 @@ class DpLdaApp final : public DataParallelApp {
     return sweeps;
   }
 
-  // The public model from a snapshot of the table (internal word order).
-  LdaModel Model(const Eigen::VectorXd& table) const {
-    std::vector<std::int32_t> wt(V_ * static_cast<std::size_t>(h_.K));
-    for (std::size_t e = 0; e < wt.size(); ++e) {
-      wt[e] = static_cast<std::int32_t>(std::lround(table[static_cast<Eigen::Index>(e)]));
-    }
-    return c_.Model(wt);
-  }
   void StartClock() { rec_.clock = Stopwatch(); }
-  LdaResult Finish(const Eigen::VectorXd& table, RunResult run) const {
-    return c_.Finish(Model(table), std::move(run));
-  }
+  // The model from every token's topic (the workers have sent theirs): the table's counts.
+  LdaResult Finish(RunResult run) const { return c_.Finish(c_.ModelFromTokens(), std::move(run)); }
 
  private:
   lda_internal::Common c_;  // first: the references below point into it
@@ -329,7 +431,8 @@ StatusOr<LdaResult> TrainLdaDataParallel(
     result.run = std::move(r.run);
     return result;
   }
-  LdaResult result = app.Finish(r.tables[0], std::move(r.run));
+  r.tables.clear();
+  LdaResult result = app.Finish(std::move(r.run));
   result.resumed = resumed;
   return result;
 }

@@ -13,6 +13,7 @@
 #include "tessera/core/checkpoint.h"
 #include "tessera/core/keys.h"
 #include "tessera/core/metrics.h"
+#include "tessera/core/parameter_server.h"
 
 namespace tessera::lda_internal {
 
@@ -428,6 +429,8 @@ double TopicLogLikelihood(const Hyper& h, const double* nk);
 // word r), and the document rows from the tokens' topics.
 LdaModel MakeModel(const Hyper& h, const Corpus& corpus, const Tokens& t,
                    const std::vector<std::int32_t>& word_topic_internal);
+// The same from rows of nonzero counts (row r is internal word r).
+LdaModel MakeModel(const Hyper& h, const Corpus& corpus, const Tokens& t, const SparseRows& rows);
 // The public model counted from the tokens' words and topics alone (no dense table).
 LdaModel MakeModelFromTokens(const Hyper& h, const Corpus& corpus, const Tokens& t);
 // The same, taking the tokens' words and topics: they are freed as soon as the rows no longer
@@ -469,6 +472,9 @@ struct Common {
   const Corpus corpus;  // the vocabulary and source; no documents
   // The public model from dense internal-order word-topic counts.
   LdaModel Model(const std::vector<std::int32_t>& word_topic_internal) const {
+    return MakeModel(h, corpus, t, word_topic_internal);
+  }
+  LdaModel Model(const SparseRows& word_topic_internal) const {
     return MakeModel(h, corpus, t, word_topic_internal);
   }
   // The public model from the tokens' topics.

@@ -1493,12 +1493,48 @@ TEST(CommunicationTest, PackedValuesRoundTripAndShrink) {
         EXPECT_NE(packed.packed.codec, 0);
         EXPECT_TRUE(packed.packed.nonzero.empty());
       }
+      // Kept sparse: the nonzeros at ascending positions, whatever the packing.
+      msg::PsPush kept = packed;
+      ASSERT_TRUE(UnpackSparseValues(kept.values, kept.packed, 1000).ok());
+      ASSERT_TRUE(kept.packed.sparse);
+      ASSERT_EQ(kept.packed.size, 1000u);
+      ASSERT_EQ(kept.packed.nonzero.size(), static_cast<std::size_t>(kept.values.size()));
+      Eigen::VectorXd from_kept = Eigen::VectorXd::Zero(1000);
+      for (std::size_t e = 0; e < kept.packed.nonzero.size(); ++e) {
+        if (e > 0) {
+          ASSERT_LT(kept.packed.nonzero[e - 1], kept.packed.nonzero[e]);
+        }
+        from_kept[kept.packed.nonzero[e]] = kept.values[static_cast<Eigen::Index>(e)];
+      }
       ASSERT_TRUE(UnpackValues(packed.values, packed.packed, 1000).ok());
       ASSERT_EQ(packed.values.size(), 1000);
+      ASSERT_EQ(from_kept, packed.values);
       for (int i = 0; i < 1000; ++i) {
         const double want = c.float_values ? static_cast<float>(values[i]) : values[i];
         ASSERT_EQ(packed.values[i], want) << i;
       }
+      // Sent sparse from the start (PsClient::PushSparse), it comes back the same.
+      msg::PsPush sparse;
+      sparse.values = kept.values;
+      sparse.packed.sparse = true;
+      sparse.packed.size = 1000;
+      sparse.packed.nonzero = kept.packed.nonzero;
+      PackSparseValues(c, sparse.values, sparse.packed);
+      ASSERT_TRUE(UnpackValues(sparse.values, sparse.packed, 1000).ok());
+      ASSERT_EQ(sparse.values, packed.values);
+    }
+  }
+  // Positions out of order or beyond the values are refused by both receivers.
+  for (const std::vector<std::uint32_t>& at :
+       {std::vector<std::uint32_t>{3, 2}, std::vector<std::uint32_t>{1, 1000}}) {
+    for (bool keep : {false, true}) {
+      Eigen::VectorXd v = Eigen::VectorXd::Ones(2);
+      PackedValues p;
+      p.sparse = true;
+      p.size = 1000;
+      p.nonzero = at;
+      const Status s = keep ? UnpackSparseValues(v, p, 1000) : UnpackValues(v, p, 1000);
+      EXPECT_THAT(s.message(), HasSubstr("out of order or beyond")) << keep;
     }
   }
 }
@@ -1706,6 +1742,175 @@ TEST(CommunicationTest, EveryFeatureKeepsTheResultAndMovesFewerBytes) {
   EXPECT_LT(runs["sparse,keys,f32"].second * 5, none_bytes);
   EXPECT_LT(runs["zstd"].second * 3, none_bytes);  // fourteen zeros of sixteen compress well
   EXPECT_LT(runs["sparse,keys,lz4"].second, runs["keys"].second);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tables of nonzero elements (TableStorage::kSparseElements)
+
+// Worker w's pushes in round r: sparse rows of small integers over a few keys, some of which
+// cancel what another push added (elements go back to zero and must leave the row); rows of
+// keys below 8 fill up and turn dense.
+SparseRows ElementPush(int w, int r, int dim, std::vector<Key>& keys) {
+  std::mt19937_64 rng(static_cast<std::uint64_t>(100 * w + r));
+  keys.clear();
+  SparseRows rows;
+  for (Key k = static_cast<Key>(rng() % 7); k < 300; k += 1 + rng() % 13) {
+    keys.push_back(k);
+    for (int d = 0; d < dim; ++d) {
+      const bool many = k < 8;
+      if (!many && rng() % 5 != 0) continue;
+      const double v = static_cast<double>(static_cast<int>(rng() % 5) - 2);  // -2 .. 2
+      if (v == 0) continue;
+      rows.index.push_back(static_cast<std::uint32_t>(d));
+      rows.value.push_back(v);
+    }
+    rows.ptr.push_back(rows.index.size());
+  }
+  return rows;
+}
+
+class SparseElementsTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(SparseElementsTest, HoldsWhatADenseTableHolds) {
+  const int dim = 16, workers = 3, rounds = 6;
+  std::vector<double> truth(300 * dim, 0.0);
+  for (int w = 0; w < workers; ++w) {
+    for (int r = 0; r < rounds; ++r) {
+      std::vector<Key> keys;
+      const SparseRows rows = ElementPush(w, r, dim, keys);
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        for (std::uint64_t j = rows.ptr[i]; j < rows.ptr[i + 1]; ++j) {
+          truth[keys[i] * dim + rows.index[j]] += rows.value[j];
+        }
+      }
+    }
+  }
+  // In one process (one request per pull) and as between processes (pulls in pieces).
+  for (bool remote : {false, true}) {
+    SCOPED_TRACE(remote ? "pieces" : "one request");
+    TableSpec t = Table(300, dim, GetParam(), AddUpdater(), TableStorage::kSparseElements);
+    t.cache_reads = false;
+    std::shared_ptr<Transport> transport =
+        remote
+            ? std::make_shared<tessera::testing::LookAlikeTransport>(1 + 2 + workers, true, false)
+            : nullptr;
+    auto st = ParameterServer::Start({t}, 2, workers, transport);
+    ASSERT_TRUE(st.ok()) << st.status().ToString();
+    auto& ps = **st;
+    RunWorkers(ps, [&](int w, PsClient& c) -> Status {
+      for (int r = 0; r < rounds; ++r) {
+        std::vector<Key> keys;
+        const SparseRows rows = ElementPush(w, r, dim, keys);
+        if (r % 2 == 0) {
+          TESSERA_RETURN_IF_ERROR(c.PushSparse(0, keys, rows));
+        } else {  // dense pushes are kept sparse by the shard
+          std::vector<double> dense(keys.size() * dim, 0.0);
+          for (std::size_t i = 0; i < keys.size(); ++i) {
+            for (std::uint64_t j = rows.ptr[i]; j < rows.ptr[i + 1]; ++j) {
+              dense[i * dim + rows.index[j]] = rows.value[j];
+            }
+          }
+          TESSERA_RETURN_IF_ERROR(c.Push(0, keys, dense));
+        }
+        TESSERA_RETURN_IF_ERROR(c.Pull(0, keys).GetSparse().status());
+        TESSERA_RETURN_IF_ERROR(c.Clock());
+      }
+      TESSERA_RETURN_IF_ERROR(c.Clock());
+      if (w != 0) return Status::Ok();
+      c.set_exact_reads(true);  // every worker's pushes of the clocks before this one
+      // Explicit keys out of order, alternating between the two shards' ranges.
+      std::vector<Key> mixed(300);
+      std::vector<std::size_t> place(300);
+      for (Key i = 0; i < 300; ++i) {
+        mixed[i] = i % 2 == 0 ? 299 - i / 2 : i / 2;
+        place[mixed[i]] = i;
+      }
+      TESSERA_ASSIGN_OR_RETURN(SparseRows all, c.PullRange(0, {0, 300}).GetSparse());
+      TESSERA_ASSIGN_OR_RETURN(SparseRows back, c.Pull(0, mixed).GetSparse());
+      TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd dense, c.PullRange(0, {0, 300}).Get());
+      EXPECT_EQ(all.rows(), 300u);
+      EXPECT_EQ(back.rows(), 300u);
+      for (Key k = 0; k < 300; ++k) {
+        std::vector<std::pair<std::uint32_t, double>> want;
+        for (int d = 0; d < dim; ++d) {
+          if (truth[k * dim + d] != 0) want.emplace_back(d, truth[k * dim + d]);
+          EXPECT_EQ(dense[static_cast<Eigen::Index>(k * dim + d)], truth[k * dim + d]);
+        }
+        for (const SparseRows* rows : {&all, &back}) {
+          const std::size_t i = rows == &all ? k : place[k];
+          std::vector<std::pair<std::uint32_t, double>> got;
+          for (std::uint64_t j = rows->ptr[i]; j < rows->ptr[i + 1]; ++j) {
+            got.emplace_back(rows->index[j], rows->value[j]);
+          }
+          EXPECT_EQ(got, want) << "key " << k;
+        }
+      }
+      return Status::Ok();
+    });
+    ps.Shutdown();
+    EXPECT_EQ(ps.Snapshot(0).size(), 0);  // left out of snapshots
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, SparseElementsTest,
+                         ::testing::Values("bsp", "ssp:2", "sparsessp:2", "asp"),
+                         [](const auto& info) { return TestName(info.param); });
+
+TEST(SparseElementsTest, StartFromInitialRowsAndPushToDenseTables) {
+  TableSpec t = Table(4, 8, "bsp", AddUpdater(), TableStorage::kSparseElements);
+  t.cache_reads = false;
+  t.initial_rows.ptr = {0, 2, 2, 3, 3};  // key 0: {1: 5, 6: -1}, key 2: {7: 2}
+  t.initial_rows.index = {1, 6, 7};
+  t.initial_rows.value = {5, -1, 2};
+  TableSpec dense = Table(4, 8, "bsp");
+  auto ps = StartOrDie({t, dense}, 2, 1);
+  PsClient& c = ps->client(0);
+  SparseRows change;
+  change.ptr = {0, 1, 2};  // key 0: {1: -5}, key 3: {0: 4}
+  change.index = {1, 0};
+  change.value = {-5, 4};
+  const std::vector<Key> keys = {0, 3};
+  ASSERT_TRUE(c.PushSparse(0, keys, change).ok());
+  ASSERT_TRUE(c.PushSparse(1, keys, change).ok());  // a dense table takes the rows expanded
+  ASSERT_TRUE(c.Clock().ok());
+  auto rows = c.PullRange(0, {0, 4}).GetSparse();
+  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  EXPECT_EQ(rows->ptr, (std::vector<std::uint64_t>{0, 1, 1, 2, 3}));
+  EXPECT_EQ(rows->index, (std::vector<std::uint32_t>{6, 7, 0}));
+  EXPECT_EQ(rows->value, (std::vector<double>{-1, 2, 4}));
+  const Eigen::VectorXd d = PullOrDie(c, 1, {0, 3});
+  EXPECT_EQ(d[1], -5);
+  EXPECT_EQ(d[8], 4);
+  EXPECT_EQ(d.sum(), -1);
+  SparseRows bad = change;
+  bad.index = {8, 0};  // beyond dim
+  EXPECT_THAT(c.PushSparse(0, keys, bad).message(), HasSubstr("ascending element indexes"));
+  ps->Shutdown();
+}
+
+TEST(SparseElementsTest, OnlyForModelsWithoutAWorkerCache) {
+  auto start = [](TableSpec t) {
+    return ParameterServer::Start({std::move(t)}, 1, 1, nullptr).status().message();
+  };
+  for (const char* model : {"essp:1", "sbp:1", "sspaggr:1", "hogwild"}) {
+    TableSpec t = Table(4, 2, model, AddUpdater(), TableStorage::kSparseElements);
+    t.cache_reads = false;
+    EXPECT_THAT(start(t), HasSubstr("kSparseElements storage needs")) << model;
+  }
+  TableSpec cached = Table(4, 2, "ssp:1", AddUpdater(), TableStorage::kSparseElements);
+  EXPECT_THAT(start(cached), HasSubstr("kSparseElements storage needs"));
+  TableSpec sgd = Table(4, 2, "asp", SgdUpdater(0.1), TableStorage::kSparseElements);
+  sgd.cache_reads = false;
+  EXPECT_THAT(start(sgd), HasSubstr("kSparseElements storage needs"));
+  TableSpec rows = Table(4, 2, "asp", AddUpdater(), TableStorage::kSparseElements);
+  rows.cache_reads = false;
+  rows.initial_rows.ptr = {0, 1};  // one row for four keys
+  rows.initial_rows.index = {0};
+  rows.initial_rows.value = {1};
+  EXPECT_THAT(start(rows), HasSubstr("initial_rows need num_keys rows"));
+  TableSpec dense = Table(4, 2, "asp");
+  dense.initial_rows = rows.initial_rows;
+  EXPECT_THAT(start(dense), HasSubstr("initial_rows need kSparseElements storage"));
 }
 
 }  // namespace
