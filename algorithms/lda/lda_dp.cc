@@ -52,23 +52,19 @@ struct DpWorker final : WorkerState {
   std::vector<double> nk, nk_base;             // totals copy
   std::vector<Key> changed;                    // rows pushed
   SparseRows delta;
-  std::vector<std::pair<std::uint32_t, std::int32_t>> entries;  // scratch: one row's counts
-  std::vector<std::uint64_t> room;                              // scratch: each batch row's room
-  std::vector<std::int32_t> nd;                                 // scratch: one document's counts
+  // Scratch of K: a row's count changes (zero between uses), which topics it has touched, and
+  // the touched topics in order.
+  std::vector<std::int64_t> change;
+  std::vector<std::uint8_t> touched;
+  std::vector<std::uint32_t> topics;
+  std::vector<std::uint64_t> room;  // scratch: each batch row's room
+  std::vector<std::int32_t> nd;     // scratch: one document's counts
   std::vector<double> scratch;
   std::uint64_t sampled = 0;  // tokens sampled so far
   Rng rng;
 
   // The topics of my tokens, in document order.
   void Save(StateWriter& out) const override { out.Put(mine.topic); }
-
-  // Row r's nonzero counts into `entries`, topics ascending.
-  void SortedCounts(lda_internal::CountRow row, int K) {
-    entries.clear();
-    row.ForEach(static_cast<std::uint32_t>(K),
-                [this](std::uint32_t k, std::int32_t c) { entries.emplace_back(k, c); });
-    std::sort(entries.begin(), entries.end());
-  }
 };
 
 class DpLdaApp final : public DataParallelApp {
@@ -176,6 +172,8 @@ class DpLdaApp final : public DataParallelApp {
       me->mine_kw->Row(static_cast<std::size_t>(me->slot[mine.word[i]])).Add(mine.topic[i], 1);
     }
     me->nd.assign(K, 0);
+    me->change.assign(K, 0);
+    me->touched.assign(K, 0);
     me->scratch.assign(K, 0);
     me->rng.Seed(opts_.seed * 1000003 + static_cast<std::uint64_t>(setup.worker) + 1);
     return me;
@@ -208,25 +206,25 @@ class DpLdaApp final : public DataParallelApp {
     me.room.resize(rows);
     for (std::size_t j = 0; j < rows; ++j) {
       const Key w = me.keys[j];
-      me.SortedCounts(me.mine_kw->Row(static_cast<std::size_t>(me.slot[w])), K);
+      const lda_internal::CountRow mine = me.mine_kw->Row(static_cast<std::size_t>(me.slot[w]));
       std::int64_t most = 0;
       auto put = [&](std::uint32_t k, std::int64_t c) {
+        if (c <= 0) return;
         base.index.push_back(k);
         base.value.push_back(static_cast<double>(c));
         most = std::max(most, c);
       };
-      std::uint64_t p = pulled.ptr[j];
-      auto e = me.entries.begin();
-      while (p < pulled.ptr[j + 1] || e != me.entries.end()) {
-        const std::uint32_t k_pulled = p < pulled.ptr[j + 1] ? pulled.index[p] : UINT32_MAX;
-        const std::uint32_t k_own = e != me.entries.end() ? e->first : UINT32_MAX;
-        const std::int64_t c_pulled =
-            k_pulled <= k_own ? std::llround(pulled.value[p]) : std::int64_t{0};
-        const std::int64_t c_own = k_own <= k_pulled ? e->second : 0;
-        const std::uint32_t k = std::min(k_pulled, k_own);
-        if (k_pulled == k) ++p;
-        if (k_own == k) ++e;
-        if (const std::int64_t c = std::max(c_pulled, c_own); c > 0) put(k, c);
+      // (The base row need not be in topic order: the changes are collected by topic below.)
+      for (std::uint64_t p = pulled.ptr[j]; p < pulled.ptr[j + 1]; ++p) {
+        me.touched[pulled.index[p]] = 1;
+        put(pulled.index[p],
+            std::max<std::int64_t>(std::llround(pulled.value[p]), mine.Get(pulled.index[p])));
+      }
+      mine.ForEach(static_cast<std::uint32_t>(K), [&](std::uint32_t k, std::int32_t c) {
+        if (!me.touched[k]) put(k, c);  // a topic the pulled row lacked: stale
+      });
+      for (std::uint64_t p = pulled.ptr[j]; p < pulled.ptr[j + 1]; ++p) {
+        me.touched[pulled.index[p]] = 0;
       }
       base.ptr.push_back(base.index.size());
       const std::uint64_t tokens = me.batch_tokens[w];
@@ -275,19 +273,30 @@ class DpLdaApp final : public DataParallelApp {
     delta.index.clear();
     delta.value.clear();
     for (std::size_t j = 0; j < rows; ++j) {
-      me.SortedCounts(copy.Row(j), K);
-      std::uint64_t b = base.ptr[j];
-      auto e = me.entries.begin();
-      while (b < base.ptr[j + 1] || e != me.entries.end()) {
-        const std::uint32_t k_base = b < base.ptr[j + 1] ? base.index[b] : UINT32_MAX;
-        const std::uint32_t k_now = e != me.entries.end() ? e->first : UINT32_MAX;
-        const std::uint32_t k = std::min(k_base, k_now);
-        const double was = k_base == k ? base.value[b++] : 0.0;
-        const double now = k_now == k ? (e++)->second : 0.0;
-        if (now != was) {
-          delta.index.push_back(k);
-          delta.value.push_back(now - was);
+      me.topics.clear();
+      auto add = [&me](std::uint32_t k, std::int64_t c) {
+        me.change[k] += c;
+        if (!me.touched[k]) {
+          me.touched[k] = 1;
+          me.topics.push_back(k);
         }
+      };
+      for (std::uint64_t b = base.ptr[j]; b < base.ptr[j + 1]; ++b) {
+        add(base.index[b], -static_cast<std::int64_t>(base.value[b]));
+      }
+      copy.Row(j).ForEach(static_cast<std::uint32_t>(K),
+                          [&add](std::uint32_t k, std::int32_t c) { add(k, c); });
+      std::size_t changed = 0;  // few of a row's topics change in a batch: sort only those
+      for (std::uint32_t k : me.topics) {
+        me.touched[k] = 0;
+        if (me.change[k] != 0) me.topics[changed++] = k;
+      }
+      me.topics.resize(changed);
+      std::sort(me.topics.begin(), me.topics.end());
+      for (std::uint32_t k : me.topics) {
+        delta.index.push_back(k);
+        delta.value.push_back(static_cast<double>(me.change[k]));
+        me.change[k] = 0;
       }
       if (delta.index.size() == delta.ptr.back()) continue;
       me.changed.push_back(me.keys[j]);

@@ -184,6 +184,7 @@ class CountRow {
     }
     if (zero) Remove(j);
   }
+  bool dense() const { return bits_ == 0; }  // ForEach visits topics in ascending order
   void Prefetch(std::uint32_t k) const {
     __builtin_prefetch(bits_ == 0 ? p_ + k : p_ + (wide_ ? 2 : 1) * Home(k));
   }
