@@ -347,6 +347,7 @@ Status PsClient::SendPush(int shard, msg::PsPush m, bool sparse) {
   } else {
     PackValues(wire, m.values, m.packed);
   }
+  KeysAsRange(m);
   if (wire.key_lists) key_lists_[m.table][shard].Compress(m);
   Message out(rank_, std::move(m));
   push_bytes_ += out.PayloadBytes();
@@ -902,6 +903,7 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
         pending.offset = (m.range.begin - range->begin) * dim;
       } else {
         ask[s].Piece(keys, first, n, m.keys, pending, dim);
+        KeysAsRange(m);
       }
       pending.asked = m;
       if (spec.communication.key_lists) key_lists_[table][s].Compress(m);

@@ -331,6 +331,17 @@ Status UnpackValues(Eigen::VectorXd& values, PackedValues& p, std::size_t expect
   return Status::Ok();
 }
 
+void KeysAsRange(TableKeys& at) {
+  const std::vector<Key>& k = at.keys;
+  const std::size_t n = k.size();
+  if (n < 3 || k.back() < k.front() || k.back() - k.front() != n - 1) return;
+  bool run = true;
+  for (std::size_t i = 1; i < n; ++i) run &= k[i] == k[i - 1] + 1;  // vectorizes
+  if (!run) return;
+  at.range = {k.front(), k.back() + 1};
+  std::vector<Key>().swap(at.keys);
+}
+
 void PackSparseValues(const Communication& c, Eigen::VectorXd& values, PackedValues& p) {
   if (c.float_values) {
     p.f32 = true;

@@ -27,7 +27,9 @@
 //           compressed with LZ4 or Zstandard (level 1); lossless. Messages under 512 bytes of
 //           values, and those that do not shrink, travel as they are.
 //
-// Replies to a pull never repeat its keys: the worker knows what it asked.
+// Whatever the features, a message's explicit keys that are one run of consecutive keys travel
+// as that range (16 bytes instead of 8 a key), and replies to a pull never repeat its keys:
+// the worker knows what it asked.
 #pragma once
 
 #include <Eigen/Core>
@@ -78,6 +80,9 @@ void PackSparseValues(const Communication& c, Eigen::VectorXd& values, PackedVal
 // positions `p.nonzero` of `expected` (p.sparse set), whether the peer sent them sparse, dense
 // or compressed; or why the packing does not fit.
 Status UnpackSparseValues(Eigen::VectorXd& values, PackedValues& p, std::size_t expected);
+
+// Sender: explicit keys that are one run of three or more consecutive keys, as that range.
+void KeysAsRange(TableKeys& at);
 
 // One direction of key-list caching: the lists one sender has sent one receiver for one table,
 // kept alike on both sides. Both remember every list of at least kMinKeys keys they send or
