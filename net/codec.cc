@@ -85,12 +85,12 @@ Status UnpackValues(const std::string& bytes, const char* field, Eigen::VectorXd
 std::int64_t I64(std::uint64_t v) { return static_cast<std::int64_t>(v); }
 std::uint64_t U64(std::int64_t v) { return static_cast<std::uint64_t>(v); }
 
-wire::Committed ToWire(const Committed& c) {
-  wire::Committed w;
+// The encoder fills Thrift's structs in place: the generated types (Thrift 0.17) have copy
+// constructors and assignments only, so assigning or pushing a struct copies every field.
+void ToWire(const Committed& c, wire::Committed& w) {
   w.round = I64(c.round);
   w.keys = PackKeys(c.update.keys);
   w.delta = PackValues(c.update.delta);
-  return w;
 }
 
 Status FromWire(const wire::Committed& w, Committed& c) {
@@ -107,7 +107,7 @@ Status FromWire(const wire::Committed& w, Committed& c) {
 template <typename W>
 void OptionalToWire(const std::optional<Committed>& c, W& w) {
   if (c) {
-    w.committed = ToWire(*c);  // moved in: Thrift's __set_ copies
+    ToWire(*c, w.committed);
     w.__isset.committed = true;
   }
 }
@@ -119,14 +119,12 @@ Status OptionalFromWire(const W& w, std::optional<Committed>& c) {
   return FromWire(w.committed, *c);
 }
 
-wire::TableKeys ToWire(const TableKeys& t) {
-  wire::TableKeys w;
+void ToWire(const TableKeys& t, wire::TableKeys& w) {
   w.table = static_cast<std::int32_t>(t.table);
   w.keys = PackKeys(t.keys);
   w.range_begin = I64(t.range.begin);
   w.range_end = I64(t.range.end);
   w.key_list = I64(t.key_list);
-  return w;
 }
 
 Status FromWire(const wire::TableKeys& w, TableKeys& t) {
@@ -193,7 +191,7 @@ void SharedToWire(const M& m, W& w) {
   if constexpr (requires { m.request; }) w.request = I64(m.request);
   if constexpr (requires { m.applied; }) w.applied = I64(m.applied);
   if constexpr (requires { m.committed.has_value(); }) OptionalToWire(m.committed, w);
-  if constexpr (std::is_base_of_v<TableKeys, M>) w.at = ToWire(static_cast<const TableKeys&>(m));
+  if constexpr (std::is_base_of_v<TableKeys, M>) ToWire(static_cast<const TableKeys&>(m), w.at);
   if constexpr (requires { m.packed; }) {
     w.values = PackValues(m.values, m.packed, w.packed);
   } else if constexpr (requires { m.values; }) {
@@ -239,13 +237,12 @@ Status OwnFromWire(const W&, M&) {
 void OwnToWire(const msg::Push& m, wire::Push& w) {
   w.blocks.reserve(m.blocks.size());
   for (const Block& b : m.blocks) {
-    wire::Block wb;
+    wire::Block& wb = w.blocks.emplace_back();
     wb.id = static_cast<std::int32_t>(b.id);
     wb.keys = PackKeys(b.keys);
     wb.worker = b.worker;
     wb.holder = b.holder;
     wb.op = static_cast<std::int32_t>(b.op);
-    w.blocks.push_back(std::move(wb));
   }
   w.stale_keys = PackKeys(m.stale_keys);
 }
@@ -266,11 +263,10 @@ Status OwnFromWire(const wire::Push& w, msg::Push& m) {
 void OwnToWire(const msg::Partials& m, wire::Partials& w) {
   w.partials.reserve(m.partials.size());
   for (const Partial& p : m.partials) {
-    wire::Partial wp;
+    wire::Partial& wp = w.partials.emplace_back();
     wp.block = static_cast<std::int32_t>(p.block);
     wp.worker = p.worker;
     wp.values = PackValues(p.values);
-    w.partials.push_back(std::move(wp));
   }
   w.moved_bytes = I64(m.moved_bytes);
 }
@@ -287,7 +283,7 @@ Status OwnFromWire(const wire::Partials& w, msg::Partials& m) {
   return Status::Ok();
 }
 
-void OwnToWire(const msg::Apply& m, wire::Apply& w) { w.committed = ToWire(m.committed); }
+void OwnToWire(const msg::Apply& m, wire::Apply& w) { ToWire(m.committed, w.committed); }
 Status OwnFromWire(const wire::Apply& w, msg::Apply& m) {
   return FromWire(w.committed, m.committed);
 }
@@ -295,10 +291,9 @@ Status OwnFromWire(const wire::Apply& w, msg::Apply& m) {
 void OwnToWire(const msg::WorkerState& m, wire::WorkerState& w) {
   w.carried.reserve(m.carried.size());
   for (const CarriedState& c : m.carried) {
-    wire::Carried wc;
+    wire::Carried& wc = w.carried.emplace_back();
     wc.block = static_cast<std::int32_t>(c.block);
     wc.state = c.state;
-    w.carried.push_back(std::move(wc));
   }
 }
 Status OwnFromWire(wire::WorkerState& w, msg::WorkerState& m) {
@@ -352,11 +347,9 @@ Status OwnFromWire(const wire::DpArrived& w, msg::DpArrived& m) {
 }
 
 template <typename W, typename M>
-W BodyToWire(const M& m) {
-  W w;
+void BodyToWire(const M& m, W& w) {
   SharedToWire(m, w);
   OwnToWire(m, w);
-  return w;
 }
 
 template <typename W, typename M>
@@ -367,19 +360,17 @@ Status BodyFromWire(W& w, M& m) {
 
 #define TESSERA_SET_BODY(Type, member)              \
   void SetBody(wire::Body& w, const msg::Type& m) { \
-    w.member = BodyToWire<wire::Type>(m);           \
+    BodyToWire(m, w.member);                        \
     w.__isset.member = true;                        \
   }
 TESSERA_MESSAGE_BODIES(TESSERA_SET_BODY)
 #undef TESSERA_SET_BODY
 
-wire::Message ToWire(const Message& m) {
-  wire::Message w;
+void ToWire(const Message& m, wire::Message& w) {
   w.sender = m.from;
   w.receiver = m.to;
   w.run = I64(m.run);
   std::visit([&w](const auto& body) { SetBody(w.body, body); }, m.body);
-  return w;
 }
 
 StatusOr<Message> FromWire(wire::Message& w) {
@@ -435,13 +426,11 @@ std::string Serialize(const wire::Frame& f) {
 wire::Frame MessagesFrame(std::span<const Message> messages) {
   wire::Frame f;
   if (messages.size() == 1) {
-    f.message = ToWire(messages[0]);  // moved in: Thrift's __set_ copies every packed field
+    ToWire(messages[0], f.message);
     f.__isset.message = true;
   } else {
-    std::vector<wire::Message> batch;
-    batch.reserve(messages.size());
-    for (const Message& m : messages) batch.push_back(ToWire(m));
-    f.batch = std::move(batch);
+    f.batch.resize(messages.size());
+    for (std::size_t i = 0; i < messages.size(); ++i) ToWire(messages[i], f.batch[i]);
     f.__isset.batch = true;
   }
   return f;
