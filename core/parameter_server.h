@@ -317,8 +317,8 @@ class PsClient {
   // values: keys.size() * dim doubles, key-major.
   Status Push(TableId table, std::span<const Key> keys, std::span<const double> values);
   Status PushRange(TableId table, KeyRange range, std::span<const double> values);
-  // A push of each key's nonzero changes (rows.rows() == keys.size()) to a kSparseElements
-  // table, sent as they are.
+  // A push of each key's nonzero changes (rows.rows() == keys.size()): to a kSparseElements
+  // table they travel as they are; another table takes them as dense rows (Push).
   Status PushSparse(TableId table, std::span<const Key> keys, const SparseRows& rows);
   // Sends buffered pushes.
   Status Flush();
