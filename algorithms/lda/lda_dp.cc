@@ -16,8 +16,8 @@
 // pushes), and a batch's copy of a row is a hashed row sized by its nonzeros and the batch's
 // tokens of the word, dense only for frequent words. Under the other models (essp and sspaggr
 // need a worker cache, sbp sums each clock's pushes) the table is dense and workers cache what
-// they read, including their own changes (read_my_writes). The model comes from the tokens' topics, which the
-// workers send at the end.
+// they read, including their own changes (read_my_writes). The model comes from the tokens' topics,
+// which the workers send at the end.
 #include <algorithm>
 #include <cmath>
 #include <limits>
