@@ -134,8 +134,8 @@ int main(int argc, char** argv) {
   Write(options, "other", "1.5m\neager_ssp:1\nepoch\noverlap_reshuffle\nhost0:1\n0\n1\n\n1\n");
 
   // fuzz_shard: frames of messages from the workers (ranks 3 and 4; shards 1 and 2, `to` 0 or
-  // 1 picks the shard) to tables 0 (10 keys x 2, asp), 1 (1000 sparse keys, ssp:1) and 2
-  // (6 keys, bsp, averaged).
+  // 1 picks the shard) to tables 0 (10 keys x 2, asp), 1 (1000 sparse keys, ssp:1), 2
+  // (6 keys, bsp, averaged) and 3 (50 keys x 8 kept as nonzeros, ssp:1).
   const auto shard = root / "fuzz_shard";
   std::vector<Message> session;
   for (int w = 3; w <= 4; ++w) {
@@ -165,6 +165,18 @@ int main(int argc, char** argv) {
     q.request = 8;
     add(0, q);
     add(0, msg::PsPing{9});
+    msg::PsPush e;  // nonzeros of two keys (positions i * 8 + element), as sent
+    e.table = 3;
+    e.keys = w == 3 ? std::vector<Key>{2, 20} : std::vector<Key>{30, 40};
+    e.values = Eigen::Vector3d(1.0, -2.0, 3.0);
+    e.packed.sparse = true;
+    e.packed.size = 16;
+    e.packed.nonzero = {0, 5, 9};
+    add(w == 3 ? 0 : 1, e);
+    q.table = 3;
+    q.range = w == 3 ? KeyRange{0, 25} : KeyRange{25, 50};
+    q.request = 10;
+    add(w == 3 ? 0 : 1, q);
   }
   std::string frames_of_session;
   for (const Message& m : session) frames_of_session += net::EncodeFramedMessages({&m, 1});

@@ -27,7 +27,13 @@ std::vector<tessera::TableSpec> Tables() {
   averaged.num_keys = 6;
   averaged.consistency = *Consistency::Parse("bsp");
   averaged.model_averaging = true;
-  return {dense, sparse, averaged};
+  TableSpec elements;  // 50 keys of 8 values kept as their nonzeros, bounded staleness
+  elements.num_keys = 50;
+  elements.dim = 8;
+  elements.storage = TableStorage::kSparseElements;
+  elements.cache_reads = false;
+  elements.consistency = *Consistency::Parse("ssp:1");
+  return {dense, sparse, averaged, elements};
 }
 
 }  // namespace
