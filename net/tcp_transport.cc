@@ -6,10 +6,12 @@
 #include <boost/asio.hpp>
 #include <cerrno>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <iostream>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "tessera/core/fiber_pool.h"
@@ -430,14 +432,30 @@ std::string HostPort(const std::string& host, std::uint16_t port) {
 
 StatusOr<std::uint16_t> FreePort(const std::string& bind) {
   asio::io_context io;
-  boost::system::error_code ec;
   TESSERA_ASSIGN_OR_RETURN(const auto address, BindAddress(bind));
-  tcp::acceptor acceptor(io);
-  tcp::endpoint ep(address, 0);
-  acceptor.open(ep.protocol(), ec);
-  if (!ec) acceptor.bind(ep, ec);
-  if (ec) return Unavailable("cannot bind " + bind + ": " + ec.message());
-  return acceptor.local_endpoint().port();
+  // The kernel's ephemeral range (Linux's default when it cannot be read).
+  unsigned low = 32768;
+  if (std::FILE* f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) {
+    unsigned lo = 0, hi = 0;
+    if (std::fscanf(f, "%u %u", &lo, &hi) == 2 && lo > 1024 && lo <= 65535) low = lo;
+    std::fclose(f);
+  }
+  const unsigned first = low > 10000 ? 10000 : 1025;
+  std::random_device seed;
+  std::mt19937 rng(seed());
+  boost::system::error_code ec;
+  for (int attempt = 0; attempt <= 64; ++attempt) {
+    // 64 random ports below the ephemeral range, then port 0: the kernel's choice.
+    const unsigned port = attempt < 64 && low > first ? first + rng() % (low - first) : 0;
+    tcp::acceptor acceptor(io);
+    tcp::endpoint ep(address, static_cast<std::uint16_t>(port));
+    ec.clear();
+    acceptor.open(ep.protocol(), ec);
+    if (!ec) acceptor.bind(ep, ec);
+    if (!ec) return acceptor.local_endpoint().port();
+    if (port == 0) break;
+  }
+  return Unavailable("cannot bind " + bind + ": " + ec.message());
 }
 
 TcpTransport::TcpTransport(const ProcessInfo& me, std::vector<int> process_of_rank)

@@ -58,8 +58,11 @@ struct TcpOptions {
   Status Validate() const;
 };
 
-// A TCP port on `bind` that is free now: the kernel's choice, released again for the caller
-// to bind (another process could take it in between). For rendezvous ports.
+// A TCP port on `bind` that is free now, released again for the caller to bind (another
+// process could take it in between). For rendezvous ports: drawn at random below the kernel's
+// ephemeral range (net.ipv4.ip_local_port_range), from which every outgoing connection takes
+// its local port and which a port the kernel chose would share; the kernel's choice only when
+// no port below that range is free.
 StatusOr<std::uint16_t> FreePort(const std::string& bind = "127.0.0.1");
 
 class TcpTransport final : public Transport {
