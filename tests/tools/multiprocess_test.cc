@@ -784,8 +784,11 @@ TEST(MultiProcessTest, AKilledDataParallelFitResumesFromACheckpointWithinIt) {
 
 // Data-parallel MF, checkpoints after every epoch: the process of worker 0 (process 2, with
 // 3 processes, 1 shard and 2 workers) is killed; the resumed run ends at the uninterrupted
-// RMSE within noise (each worker's shuffle is seeded per epoch, so only the order in which the
-// shard adds pushes differs).
+// objective and RMSEs within noise (each worker's shuffle is seeded per epoch, so only the
+// order in which the shard adds pushes differs, and SGD carries that last-bit difference on:
+// a resumed and an uninterrupted run once differed by 1.04e-3 of the training RMSE after 25
+// epochs). In one process a resumed run ends bit for bit where the uninterrupted one does
+// (MfTest.DataParallelSgdResumesWithItsStepState).
 TEST(MultiProcessTest, AKilledMfRunResumesFromItsCheckpoint) {
   TESSERA_SKIP_UNDER_TSAN();
   TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
@@ -801,7 +804,7 @@ TEST(MultiProcessTest, AKilledMfRunResumesFromItsCheckpoint) {
   if (HasFatalFailure()) return;
   const std::vector<double> want = Numbers(r.full), got = Numbers(r.resumed);
   ASSERT_EQ(got.size(), want.size());
-  for (int i : {0, 1, 2}) EXPECT_NEAR(got[i], want[i], 1e-3 * want[i]) << "value " << i;
+  for (int i : {0, 1, 2}) EXPECT_NEAR(got[i], want[i], 3e-3 * want[i]) << "value " << i;
   EXPECT_EQ(got[3], std::stod(epochs)) << "epochs";
 }
 
