@@ -16,6 +16,18 @@ namespace tessera {
 // ---------------------------------------------------------------------------------------------
 // Table specs
 
+bool SparseRows::WellFormed(std::size_t n, std::uint64_t dim) const {
+  bool fits =
+      rows() == n && ptr[0] == 0 && ptr.back() == index.size() && index.size() == value.size();
+  for (std::size_t i = 0; fits && i < n; ++i) {
+    fits = ptr[i] <= ptr[i + 1] && ptr[i + 1] <= index.size();
+    for (std::uint64_t j = ptr[i]; fits && j < ptr[i + 1]; ++j) {
+      fits = index[j] < dim && (j == ptr[i] || index[j - 1] < index[j]);
+    }
+  }
+  return fits;
+}
+
 Status TableSpec::Validate(int servers, bool in_process) const {
   const std::string t = "table '" + name + "': ";
   if (num_keys == 0) return InvalidArgument(t + "num_keys must be > 0");
@@ -50,17 +62,7 @@ Status TableSpec::Validate(int servers, bool in_process) const {
       return InvalidArgument(t + "a kSparseElements table holds at most 2^32 elements");
     }
     if (initial_rows.rows() != 0) {
-      const SparseRows& r = initial_rows;
-      bool fits = r.rows() == num_keys && r.ptr[0] == 0 && r.ptr.back() == r.index.size() &&
-                  r.index.size() == r.value.size();
-      for (std::size_t i = 0; fits && i < r.rows(); ++i) {
-        fits = r.ptr[i] <= r.ptr[i + 1] && r.ptr[i + 1] <= r.index.size();
-        for (std::uint64_t j = r.ptr[i]; fits && j < r.ptr[i + 1]; ++j) {
-          fits = r.index[j] < static_cast<std::uint32_t>(dim) &&
-                 (j == r.ptr[i] || r.index[j - 1] < r.index[j]);
-        }
-      }
-      if (!fits) {
+      if (!initial_rows.WellFormed(num_keys, static_cast<std::uint64_t>(dim))) {
         return InvalidArgument(t +
                                "initial_rows need num_keys rows of ascending element "
                                "indexes below dim");

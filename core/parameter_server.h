@@ -197,6 +197,8 @@ struct SparseRows {
   std::vector<std::uint32_t> index;
   std::vector<double> value;
   std::size_t rows() const { return ptr.size() - 1; }
+  // `rows` rows whose pointers and arrays agree, each row's indexes ascending and below `dim`.
+  bool WellFormed(std::size_t rows, std::uint64_t dim) const;
 };
 
 struct TableSpec {

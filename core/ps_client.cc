@@ -693,14 +693,9 @@ Status PsClient::PushSparse(TableId table, std::span<const Key> keys, const Spar
   if (table >= ps_->num_tables()) return InvalidArgument("no table " + std::to_string(table));
   const TableSpec& spec = ps_->specs_[table];
   const auto dim = static_cast<std::uint32_t>(spec.dim);
-  bool fits = rows.rows() == keys.size() && rows.ptr[0] == 0 &&
-              rows.ptr.back() == rows.index.size() && rows.index.size() == rows.value.size();
-  for (std::size_t i = 0; fits && i < keys.size(); ++i) {
-    fits = keys[i] < spec.num_keys && rows.ptr[i] <= rows.ptr[i + 1];
-    for (std::uint64_t j = rows.ptr[i]; fits && j < rows.ptr[i + 1]; ++j) {
-      fits = rows.index[j] < dim && (j == rows.ptr[i] || rows.index[j - 1] < rows.index[j]);
-    }
-  }
+  const bool fits =
+      rows.WellFormed(keys.size(), dim) &&
+      std::all_of(keys.begin(), keys.end(), [&spec](Key k) { return k < spec.num_keys; });
   if (!fits) {
     return InvalidArgument("table '" + spec.name + "': PushSparse needs one row of ascending " +
                            "element indexes below " + std::to_string(dim) +
