@@ -398,26 +398,58 @@ std::uint64_t HashKeys(const std::vector<Key>& keys) {
   return out == 0 ? 1 : out;
 }
 
+// A key list as a key-list cache holds it: zigzag-coded differences between neighbouring keys,
+// seven bits a byte.
+std::vector<std::uint8_t> CodeKeys(const std::vector<Key>& keys) {
+  std::vector<std::uint8_t> coded;
+  coded.reserve(keys.size() + keys.size() / 4);
+  Key prev = 0;
+  for (const Key k : keys) {
+    const auto d = static_cast<std::int64_t>(k - prev);
+    std::uint64_t z = (static_cast<std::uint64_t>(d) << 1) ^ static_cast<std::uint64_t>(d >> 63);
+    for (; z >= 0x80; z >>= 7) coded.push_back(static_cast<std::uint8_t>(z | 0x80));
+    coded.push_back(static_cast<std::uint8_t>(z));
+    prev = k;
+  }
+  coded.shrink_to_fit();
+  return coded;
+}
+
+// Calls f(key) for each key of a held list, in order, while f returns true.
+template <typename F>
+void ForEachHeldKey(const std::vector<std::uint8_t>& coded, F&& f) {
+  Key prev = 0;
+  for (std::size_t p = 0; p < coded.size();) {
+    std::uint64_t z = 0;
+    for (int shift = 0;; shift += 7) {
+      const std::uint8_t b = coded[p++];
+      z |= static_cast<std::uint64_t>(b & 0x7f) << shift;
+      if (b < 0x80) break;
+    }
+    prev += static_cast<Key>((z >> 1) ^ (~(z & 1) + 1));
+    if (!f(prev)) return;
+  }
+}
+
 }  // namespace
 
 void KeyListCache::Touch(Entry& e) { recent_.splice(recent_.begin(), recent_, e.recent); }
 
 void KeyListCache::Remember(std::uint64_t hash, const std::vector<Key>& keys) {
   if (keys.size() > capacity_) return;
-  if (auto it = lists_.find(hash); it != lists_.end()) {
-    held_ -= it->second.keys.size();
+  auto forget = [this](std::unordered_map<std::uint64_t, Entry>::iterator it) {
+    held_ -= it->second.count;
+    bytes_ -= it->second.coded.size();
     recent_.erase(it->second.recent);
     lists_.erase(it);
-  }
-  while (held_ + keys.size() > capacity_) {
-    const auto oldest = lists_.find(recent_.back());
-    held_ -= oldest->second.keys.size();
-    lists_.erase(oldest);
-    recent_.pop_back();
-  }
+  };
+  if (auto it = lists_.find(hash); it != lists_.end()) forget(it);
+  while (held_ + keys.size() > capacity_) forget(lists_.find(recent_.back()));
   recent_.push_front(hash);
-  lists_.emplace(hash, Entry{keys, recent_.begin()});
-  held_ += keys.size();
+  Entry e{keys.size(), CodeKeys(keys), recent_.begin()};
+  held_ += e.count;
+  bytes_ += e.coded.size();
+  lists_.emplace(hash, std::move(e));
 }
 
 bool KeyListCache::Resting(std::size_t keys) {
@@ -439,7 +471,13 @@ void KeyListCache::Missed(std::uint64_t hash, const std::vector<Key>& keys) {
 void KeyListCache::Compress(TableKeys& at) {
   if (at.keys.size() < kMinKeys || Resting(at.keys.size())) return;
   const std::uint64_t hash = HashKeys(at.keys);
-  if (auto it = lists_.find(hash); it != lists_.end() && it->second.keys == at.keys) {
+  auto held = [&at](const Entry& e) {
+    if (e.count != at.keys.size()) return false;
+    std::size_t same = 0;
+    ForEachHeldKey(e.coded, [&](Key k) { return at.keys[same] == k && ++same; });
+    return same == e.count;
+  };
+  if (auto it = lists_.find(hash); it != lists_.end() && held(it->second)) {
     Touch(it->second);
     since_hit_ = 0;
     at.key_list = hash;
@@ -466,7 +504,9 @@ Status KeyListCache::Expand(TableKeys& at) {
   }
   Touch(it->second);
   since_hit_ = 0;
-  at.keys = it->second.keys;
+  at.keys.clear();
+  at.keys.reserve(it->second.count);
+  ForEachHeldKey(it->second.coded, [&at](Key k) { return at.keys.push_back(k), true; });
   at.key_list = 0;
   return Status::Ok();
 }

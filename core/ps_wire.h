@@ -103,11 +103,15 @@ class KeyListCache {
   // Receiver: the keys of `at.key_list` back in `at.keys`; an error for a hash it does not hold.
   Status Expand(TableKeys& at);
   std::size_t keys_held() const { return held_; }
-  std::uint64_t rests() const { return rests_; }  // times it stopped caching for a while
+  std::size_t bytes_held() const { return bytes_; }  // the held lists' coded size
+  std::uint64_t rests() const { return rests_; }     // times it stopped caching for a while
 
  private:
+  // A list as held: its length and the zigzag-coded differences between neighbouring keys,
+  // seven bits a byte (a sorted list of nearby keys takes one or two bytes a key, not eight).
   struct Entry {
-    std::vector<Key> keys;
+    std::size_t count = 0;
+    std::vector<std::uint8_t> coded;
     std::list<std::uint64_t>::iterator recent;
   };
   void Remember(std::uint64_t hash, const std::vector<Key>& keys);
@@ -118,6 +122,7 @@ class KeyListCache {
 
   std::size_t capacity_;
   std::size_t held_ = 0;
+  std::size_t bytes_ = 0;
   std::uint64_t since_hit_ = 0;  // keys of lists remembered since the last hit
   std::uint64_t resting_ = 0;    // keys of lists still to pass uncached
   std::uint64_t rests_ = 0;

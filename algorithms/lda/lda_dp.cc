@@ -48,7 +48,7 @@ struct DpWorker final : WorkerState {
   std::vector<std::uint32_t> batch_tokens;  // internal word -> its tokens in the batch
   std::vector<Key> keys;                    // the batch's words, then V
   std::optional<lda_internal::WordRows> rows;  // batch copy of n_kw, row pos[w]
-  SparseRows base;                             // `rows` as pulled (after raising stale counts)
+  std::vector<std::uint64_t> moves;            // the batch's tokens' topics, before << 32 | after
   std::vector<double> nk, nk_base;             // totals copy
   std::vector<Key> changed;                    // rows pushed
   SparseRows delta;
@@ -57,7 +57,7 @@ struct DpWorker final : WorkerState {
   std::vector<std::int64_t> change;
   std::vector<std::uint8_t> touched;
   std::vector<std::uint32_t> topics;
-  std::vector<std::uint64_t> room;  // scratch: each batch row's room
+  std::vector<std::uint64_t> room;  // scratch: each batch row's room, then where its tokens sit
   std::vector<std::int32_t> nd;     // scratch: one document's counts
   std::vector<double> scratch;
   std::uint64_t sampled = 0;  // tokens sampled so far
@@ -199,46 +199,37 @@ class DpLdaApp final : public DataParallelApp {
     // The batch's copy: each pulled row raised to my own counts, in a row with room for the
     // batch's tokens of the word to take new topics (dense when its counts may outgrow a
     // compact slot's 16 bits).
-    SparseRows& base = me.base;
-    base.ptr.assign(1, 0);
-    base.index.clear();
-    base.value.clear();
-    me.room.resize(rows);
-    for (std::size_t j = 0; j < rows; ++j) {
-      const Key w = me.keys[j];
-      const lda_internal::CountRow mine = me.mine_kw->Row(static_cast<std::size_t>(me.slot[w]));
-      std::int64_t most = 0;
-      auto put = [&](std::uint32_t k, std::int64_t c) {
-        if (c <= 0) return;
-        base.index.push_back(k);
-        base.value.push_back(static_cast<double>(c));
-        most = std::max(most, c);
-      };
-      // (The base row need not be in topic order: the changes are collected by topic below.)
+    auto merged = [&](std::size_t j, auto&& f) {  // f(topic, count) for the copy's row j
+      const lda_internal::CountRow mine =
+          me.mine_kw->Row(static_cast<std::size_t>(me.slot[me.keys[j]]));
       for (std::uint64_t p = pulled.ptr[j]; p < pulled.ptr[j + 1]; ++p) {
-        me.touched[pulled.index[p]] = 1;
-        put(pulled.index[p],
-            std::max<std::int64_t>(std::llround(pulled.value[p]), mine.Get(pulled.index[p])));
+        const std::uint32_t k = pulled.index[p];
+        me.touched[k] = 1;
+        const std::int64_t c = std::max<std::int64_t>(std::llround(pulled.value[p]), mine.Get(k));
+        if (c > 0) f(k, c);
       }
       mine.ForEach(static_cast<std::uint32_t>(K), [&](std::uint32_t k, std::int32_t c) {
-        if (!me.touched[k]) put(k, c);  // a topic the pulled row lacked: stale
+        if (!me.touched[k] && c > 0) f(k, c);  // a topic the pulled row lacked: stale
       });
       for (std::uint64_t p = pulled.ptr[j]; p < pulled.ptr[j + 1]; ++p) {
         me.touched[pulled.index[p]] = 0;
       }
-      base.ptr.push_back(base.index.size());
-      const std::uint64_t tokens = me.batch_tokens[w];
+    };
+    me.room.resize(rows + 1);
+    for (std::size_t j = 0; j < rows; ++j) {
+      std::int64_t most = 0;
+      std::uint64_t nonzeros = 0;
+      merged(j, [&](std::uint32_t, std::int64_t c) { ++nonzeros, most = std::max(most, c); });
+      const std::uint64_t tokens = me.batch_tokens[me.keys[j]];
       me.room[j] = most + static_cast<std::int64_t>(tokens) >= 0xffff
                        ? static_cast<std::uint64_t>(K)
-                       : base.ptr[j + 1] - base.ptr[j] + tokens;
+                       : nonzeros + tokens;
     }
     me.rows.reset();
     me.rows.emplace(me.room.data(), rows, K);
     for (std::size_t j = 0; j < rows; ++j) {
       lda_internal::CountRow r = me.rows->Row(j);
-      for (std::uint64_t e = base.ptr[j]; e < base.ptr[j + 1]; ++e) {
-        r.Add(base.index[e], static_cast<std::int32_t>(base.value[e]));
-      }
+      merged(j, [&r](std::uint32_t k, std::int64_t c) { r.Add(k, static_cast<std::int32_t>(c)); });
     }
     me.nk.assign(static_cast<std::size_t>(K), 0.0);
     for (std::uint64_t e = pulled.ptr[rows]; e < pulled.ptr[rows + 1]; ++e) {
@@ -247,6 +238,21 @@ class DpLdaApp final : public DataParallelApp {
     me.nk_base = me.nk;
     pulled = SparseRows();  // not needed again
 
+    // The batch's tokens' topics before sampling, grouped by row of the copy: the copy changes
+    // only as they move, so these (with the topics after) give the changes to push.
+    me.room[0] = 0;  // where each row's tokens start
+    for (std::size_t j = 0; j < rows; ++j)
+      me.room[j + 1] = me.room[j] + me.batch_tokens[me.keys[j]];
+    me.moves.resize(me.room[rows]);
+    auto each_token = [&](auto&& f) {  // f(token, its place among the row's tokens)
+      for (std::uint32_t d : batch) {
+        const auto l = static_cast<std::size_t>(me.local[d]);
+        for (std::uint64_t i = t.doc_ptr[l]; i < t.doc_ptr[l + 1]; ++i) {
+          f(i, me.moves[me.room[static_cast<std::size_t>(me.pos[t.word[i]])]++]);
+        }
+      }
+    };
+    each_token([&t](std::uint64_t i, std::uint64_t& was) { was = t.topic[i]; });
     lda_internal::WordRows& copy = *me.rows;
     const std::int32_t* pos = me.pos.data();
     auto row = [&copy, pos](std::uint32_t w) { return copy.Row(static_cast<std::size_t>(pos[w])); };
@@ -266,12 +272,18 @@ class DpLdaApp final : public DataParallelApp {
       me.sampled += de - db;
     }
 
-    // Push each changed row's nonzero changes, and the totals'.
+    // Push each changed row's nonzero changes, and the totals'. The tokens sit in `moves` in row
+    // order (`room[j]` is now where row j's end); the same walk over the batch finds their
+    // topics now.
+    for (std::size_t j = rows; j > 0; --j) me.room[j] = me.room[j - 1];
+    me.room[0] = 0;
+    each_token([topic](std::uint64_t i, std::uint64_t& was) { was = was << 32 | topic[i]; });
     me.changed.clear();
     SparseRows& delta = me.delta;
     delta.ptr.assign(1, 0);
     delta.index.clear();
     delta.value.clear();
+    std::uint64_t at = 0;
     for (std::size_t j = 0; j < rows; ++j) {
       me.topics.clear();
       auto add = [&me](std::uint32_t k, std::int64_t c) {
@@ -281,11 +293,13 @@ class DpLdaApp final : public DataParallelApp {
           me.topics.push_back(k);
         }
       };
-      for (std::uint64_t b = base.ptr[j]; b < base.ptr[j + 1]; ++b) {
-        add(base.index[b], -static_cast<std::int64_t>(base.value[b]));
+      for (; at < me.room[j]; ++at) {
+        const auto was = static_cast<std::uint32_t>(me.moves[at] >> 32);
+        const auto now = static_cast<std::uint32_t>(me.moves[at]);
+        if (was == now) continue;
+        add(was, -1);
+        add(now, 1);
       }
-      copy.Row(j).ForEach(static_cast<std::uint32_t>(K),
-                          [&add](std::uint32_t k, std::int32_t c) { add(k, c); });
       std::size_t changed = 0;  // few of a row's topics change in a batch: sort only those
       for (std::uint32_t k : me.topics) {
         me.touched[k] = 0;

@@ -1651,6 +1651,29 @@ TEST(CommunicationTest, KeyListCachesStayAlikeOnBothEnds) {
   EXPECT_GT(hashed, 2000);
 }
 
+// A held list takes about a byte a key when its keys are sorted and near one another, and
+// comes back whole whatever its keys (unsorted, far apart, both ends of the key space).
+TEST(CommunicationTest, KeyListCachesHoldListsCoded) {
+  std::vector<Key> sorted(1000), wild = {0, ~Key{0}, 5, ~Key{0} - 1, Key{1} << 63, 1};
+  for (Key k = 0; k < 1000; ++k) sorted[k] = 40000 + 3 * k;
+  for (int i = 0; i < 20; ++i) wild.push_back(static_cast<Key>(i * 7919) * 0x9e3779b97f4a7c15ULL);
+  KeyListCache sender(5000), receiver(5000);
+  for (const auto* list : {&sorted, &wild}) {
+    for (int i = 0; i < 2; ++i) {  // the second time it travels as its hash
+      TableKeys at;
+      at.keys = *list;
+      sender.Compress(at);
+      EXPECT_EQ(at.key_list != 0, i == 1);
+      ASSERT_TRUE(receiver.Expand(at).ok());
+      EXPECT_EQ(at.keys, *list);
+    }
+    if (list == &sorted) {
+      EXPECT_LE(sender.bytes_held(), 1003u);
+    }
+  }
+  EXPECT_EQ(sender.bytes_held(), receiver.bytes_held());
+}
+
 // The significantly-modified filter holds a key's small changes back, sums them, sends them
 // once they are large against the key as the worker read it (keys it never read at once), and
 // ReleaseHeld sends whatever is left: the table ends with every change.
