@@ -322,7 +322,7 @@ void AddDocRows(LdaModel& m, const Tokens& t) {
   const auto K = static_cast<std::size_t>(m.topics);
   std::vector<std::int32_t> nd(K, 0);
   for (std::size_t d = 0; d < t.num_docs(); ++d) {
-    for (std::uint64_t i = t.doc_ptr[d]; i < t.doc_ptr[d + 1]; ++i) ++nd[t.topic[i]];
+    for (std::uint64_t i = t.doc_ptr[d]; i < t.doc_ptr[d + 1]; ++i) ++nd[t.TopicOf(i)];
     for (std::size_t k = 0; k < K; ++k) {
       if (nd[k] == 0) continue;
       m.doc_topic.push_back(static_cast<std::uint32_t>(k));
@@ -456,7 +456,8 @@ std::string Common::Problem(const std::string& extra) const {
 
 Checkpoint Common::Save(const std::string& problem) const {
   Checkpoint c = Checkpoint::For("lda", problem);
-  const std::vector<std::uint64_t> topics(t.topic.begin(), t.topic.end());
+  std::vector<std::uint64_t> topics(t.num_tokens());
+  for (std::size_t i = 0; i < topics.size(); ++i) topics[i] = t.TopicOf(i);
   c.PutU64s("topics", topics);
   std::vector<double> history;
   for (const LdaIteration& it : rec.history) {

@@ -48,9 +48,12 @@ struct DpWorker final : WorkerState {
   std::vector<std::uint32_t> batch_tokens;  // internal word -> its tokens in the batch
   std::vector<Key> keys;                    // the batch's words, then V
   std::optional<lda_internal::WordRows> rows;  // batch copy of n_kw, row pos[w]
-  std::vector<std::uint64_t> moves;            // the batch's tokens' topics, before << 32 | after
-  std::vector<double> nk, nk_base;             // totals copy
-  std::vector<Key> changed;                    // rows pushed
+  std::vector<std::uint64_t> merged;           // the batch's rows' nonzeros: topic << 32 | count
+  std::vector<std::uint64_t> merged_ptr;  // row j's in merged[merged_ptr[j], merged_ptr[j + 1])
+  std::vector<std::size_t> pieces;        // the batch's keys pulled together: [pieces[i], [i + 1])
+  std::vector<std::uint64_t> moves;       // the batch's tokens' topics, before << 32 | after
+  std::vector<double> nk, nk_base;        // totals copy
+  std::vector<Key> changed;               // rows pushed
   SparseRows delta;
   // Scratch of K: a row's count changes (zero between uses), which topics it has touched, and
   // the touched topics in order.
@@ -69,9 +72,11 @@ struct DpWorker final : WorkerState {
 
 class DpLdaApp final : public DataParallelApp {
  public:
+  static constexpr std::size_t kPullPiece = 1 << 17;  // nonzeros a batch pulls at most at once
+
   DpLdaApp(Corpus corpus, const LdaOptions& o, const Corpus* test,
            const std::function<void(const LdaIteration&)>& on_iteration)
-      : c_(std::move(corpus), o, test, on_iteration, 1, /*keep_topics=*/true),
+      : c_(std::move(corpus), o, test, on_iteration, 1, /*keep_topics=*/false),
         opts_(o),
         V_(c_.corpus.num_words()) {}
 
@@ -99,8 +104,8 @@ class DpLdaApp final : public DataParallelApp {
     spec.initial_values = Eigen::VectorXd::Zero(static_cast<Eigen::Index>((V_ + 1) * K));
     double* v = spec.initial_values.data();
     for (std::size_t i = 0; i < t_.num_tokens(); ++i) {
-      v[t_.word[i] * K + t_.topic[i]] += 1;
-      v[V_ * K + t_.topic[i]] += 1;
+      v[t_.word[i] * K + t_.TopicOf(i)] += 1;
+      v[V_ * K + t_.TopicOf(i)] += 1;
     }
     return {spec};
   }
@@ -115,8 +120,8 @@ class DpLdaApp final : public DataParallelApp {
     std::vector<std::uint64_t> fill(at.begin(), at.end() - 1);
     std::vector<double> totals(static_cast<std::size_t>(h_.K), 0.0);
     for (std::size_t i = 0; i < t_.num_tokens(); ++i) {
-      topics[fill[t_.word[i]]++] = t_.topic[i];
-      totals[t_.topic[i]] += 1;
+      topics[fill[t_.word[i]]++] = t_.TopicOf(i);
+      totals[t_.TopicOf(i)] += 1;
     }
     r.ptr.reserve(V_ + 2);
     for (std::size_t w = 0; w < V_; ++w) {
@@ -152,7 +157,7 @@ class DpLdaApp final : public DataParallelApp {
       me->local[d] = static_cast<std::int32_t>(l);
       for (std::uint64_t i = t_.doc_ptr[d]; i < t_.doc_ptr[d + 1]; ++i) {
         mine.word.push_back(t_.word[i]);
-        mine.topic.push_back(t_.topic[i]);
+        mine.topic.push_back(t_.TopicOf(i));
         ++mine.word_count[t_.word[i]];
       }
       mine.doc_ptr.push_back(mine.word.size());
@@ -194,49 +199,84 @@ class DpLdaApp final : public DataParallelApp {
     const std::size_t rows = me.keys.size();
     for (std::size_t j = 0; j < rows; ++j) me.pos[me.keys[j]] = static_cast<std::int32_t>(j);
     me.keys.push_back(V_);
-    TESSERA_ASSIGN_OR_RETURN(SparseRows pulled, ctx.client->Pull(0, me.keys).GetSparse());
 
     // The batch's copy: each pulled row raised to my own counts, in a row with room for the
     // batch's tokens of the word to take new topics (dense when its counts may outgrow a
-    // compact slot's 16 bits).
-    auto merged = [&](std::size_t j, auto&& f) {  // f(topic, count) for the copy's row j
-      const lda_internal::CountRow mine =
-          me.mine_kw->Row(static_cast<std::size_t>(me.slot[me.keys[j]]));
-      for (std::uint64_t p = pulled.ptr[j]; p < pulled.ptr[j + 1]; ++p) {
-        const std::uint32_t k = pulled.index[p];
-        me.touched[k] = 1;
-        const std::int64_t c = std::max<std::int64_t>(std::llround(pulled.value[p]), mine.Get(k));
-        if (c > 0) f(k, c);
-      }
-      mine.ForEach(static_cast<std::uint32_t>(K), [&](std::uint32_t k, std::int32_t c) {
-        if (!me.touched[k] && c > 0) f(k, c);  // a topic the pulled row lacked: stale
-      });
-      for (std::uint64_t p = pulled.ptr[j]; p < pulled.ptr[j + 1]; ++p) {
-        me.touched[pulled.index[p]] = 0;
-      }
-    };
+    // compact slot's 16 bits). The rows come in pieces of at most kPullPiece nonzeros (a row
+    // has no more than K, nor more than the word's tokens), two pieces in flight; each piece's
+    // rows are merged with my counts into (topic << 32 | count) pairs as it arrives, so the
+    // batch holds its rows' nonzeros at 8 bytes each besides the copy, and a piece's reply only
+    // while it is merged.
+    me.merged.clear();
+    me.merged_ptr.assign(1, 0);
     me.room.resize(rows + 1);
-    for (std::size_t j = 0; j < rows; ++j) {
-      std::int64_t most = 0;
-      std::uint64_t nonzeros = 0;
-      merged(j, [&](std::uint32_t, std::int64_t c) { ++nonzeros, most = std::max(most, c); });
-      const std::uint64_t tokens = me.batch_tokens[me.keys[j]];
-      me.room[j] = most + static_cast<std::int64_t>(tokens) >= 0xffff
-                       ? static_cast<std::uint64_t>(K)
-                       : nonzeros + tokens;
+    me.nk.assign(static_cast<std::size_t>(K), 0.0);
+    me.pieces.assign(1, 0);
+    for (std::size_t j = 0, held = 0; j <= rows; ++j) {
+      const std::uint64_t most =
+          j == rows ? K : std::min<std::uint64_t>(K, t_.word_count[me.keys[j]]);
+      if (held > 0 && held + most > kPullPiece) {
+        me.pieces.push_back(j);
+        held = 0;
+      }
+      held += most;
+    }
+    me.pieces.push_back(rows + 1);
+    auto pull = [&](std::size_t piece) {
+      const std::size_t from = me.pieces[piece];
+      return ctx.client->Pull(
+          0, std::span<const Key>(me.keys).subspan(from, me.pieces[piece + 1] - from));
+    };
+    PullFuture next = pull(0);
+    for (std::size_t piece = 0; piece + 1 < me.pieces.size(); ++piece) {
+      PullFuture now = std::move(next);
+      if (piece + 2 < me.pieces.size()) next = pull(piece + 1);
+      TESSERA_ASSIGN_OR_RETURN(const SparseRows pulled, now.GetSparse());
+      for (std::size_t r = 0; r + 1 < pulled.ptr.size(); ++r) {
+        const std::size_t j = me.pieces[piece] + r;
+        if (j == rows) {  // the totals
+          for (std::uint64_t e = pulled.ptr[r]; e < pulled.ptr[r + 1]; ++e) {
+            me.nk[pulled.index[e]] = std::max(pulled.value[e], 0.0);
+          }
+          continue;
+        }
+        const lda_internal::CountRow mine =
+            me.mine_kw->Row(static_cast<std::size_t>(me.slot[me.keys[j]]));
+        const std::size_t first = me.merged.size();
+        std::int64_t most = 0;
+        auto put = [&](std::uint32_t k, std::int64_t c) {
+          if (c <= 0) return;
+          me.merged.push_back(std::uint64_t{k} << 32 | static_cast<std::uint32_t>(c));
+          most = std::max(most, c);
+        };
+        for (std::uint64_t p = pulled.ptr[r]; p < pulled.ptr[r + 1]; ++p) {
+          const std::uint32_t k = pulled.index[p];
+          me.touched[k] = 1;
+          put(k, std::max<std::int64_t>(std::llround(pulled.value[p]), mine.Get(k)));
+        }
+        mine.ForEach(static_cast<std::uint32_t>(K), [&](std::uint32_t k, std::int32_t c) {
+          if (!me.touched[k]) put(k, c);  // a topic the pulled row lacked: stale
+        });
+        for (std::uint64_t p = pulled.ptr[r]; p < pulled.ptr[r + 1]; ++p) {
+          me.touched[pulled.index[p]] = 0;
+        }
+        const std::uint64_t tokens = me.batch_tokens[me.keys[j]];
+        me.room[j] = most + static_cast<std::int64_t>(tokens) >= 0xffff
+                         ? static_cast<std::uint64_t>(K)
+                         : me.merged.size() - first + tokens;
+        me.merged_ptr.push_back(me.merged.size());
+      }
     }
     me.rows.reset();
     me.rows.emplace(me.room.data(), rows, K);
     for (std::size_t j = 0; j < rows; ++j) {
       lda_internal::CountRow r = me.rows->Row(j);
-      merged(j, [&r](std::uint32_t k, std::int64_t c) { r.Add(k, static_cast<std::int32_t>(c)); });
-    }
-    me.nk.assign(static_cast<std::size_t>(K), 0.0);
-    for (std::uint64_t e = pulled.ptr[rows]; e < pulled.ptr[rows + 1]; ++e) {
-      me.nk[pulled.index[e]] = std::max(pulled.value[e], 0.0);
+      for (std::uint64_t e = me.merged_ptr[j]; e < me.merged_ptr[j + 1]; ++e) {
+        r.Add(static_cast<std::uint32_t>(me.merged[e] >> 32),
+              static_cast<std::int32_t>(me.merged[e] & 0xffffffff));
+      }
     }
     me.nk_base = me.nk;
-    pulled = SparseRows();  // not needed again
 
     // The batch's tokens' topics before sampling, grouped by row of the copy: the copy changes
     // only as they move, so these (with the topics after) give the changes to push.
@@ -385,6 +425,7 @@ class DpLdaApp final : public DataParallelApp {
                       std::to_string(topics.size()) + " topics for " + std::to_string(n) +
                       " tokens");
     }
+    if (t_.topic.empty()) t_.topic.resize(t_.num_tokens());  // the initial ones were not kept
     std::size_t j = 0;
     for (std::uint32_t d : docs) {
       for (std::uint64_t i = t_.doc_ptr[d]; i < t_.doc_ptr[d + 1]; ++i, ++j) {
