@@ -47,7 +47,8 @@ struct DpWorker final : WorkerState {
   std::vector<std::int32_t> pos;            // internal word -> row in the batch copy, -1 otherwise
   std::vector<std::uint32_t> batch_tokens;  // internal word -> its tokens in the batch
   std::vector<Key> keys;                    // the batch's words, then V
-  std::optional<lda_internal::WordRows> rows;  // batch copy of n_kw, row pos[w]
+  std::vector<lda_internal::WordRows> copies;  // batch copy of n_kw, a WordRows per piece
+  std::vector<lda_internal::CountRow> row_of;  // the copy's row of word w: row_of[pos[w]]
   std::vector<std::uint64_t> merged;           // the batch's rows' nonzeros: topic << 32 | count
   std::vector<std::uint64_t> merged_ptr;  // row j's in merged[merged_ptr[j], merged_ptr[j + 1])
   std::vector<std::size_t> pieces;        // the batch's keys pulled together: [pieces[i], [i + 1])
@@ -203,12 +204,9 @@ class DpLdaApp final : public DataParallelApp {
     // The batch's copy: each pulled row raised to my own counts, in a row with room for the
     // batch's tokens of the word to take new topics (dense when its counts may outgrow a
     // compact slot's 16 bits). The rows come in pieces of at most kPullPiece nonzeros (a row
-    // has no more than K, nor more than the word's tokens), two pieces in flight; each piece's
-    // rows are merged with my counts into (topic << 32 | count) pairs as it arrives, so the
-    // batch holds its rows' nonzeros at 8 bytes each besides the copy, and a piece's reply only
-    // while it is merged.
-    me.merged.clear();
-    me.merged_ptr.assign(1, 0);
+    // has no more than K, nor more than the word's tokens), two pieces in flight; each piece
+    // becomes a WordRows of its own as it arrives, so the batch holds a piece's reply only
+    // while it is copied.
     me.room.resize(rows + 1);
     me.nk.assign(static_cast<std::size_t>(K), 0.0);
     me.pieces.assign(1, 0);
@@ -227,53 +225,53 @@ class DpLdaApp final : public DataParallelApp {
       return ctx.client->Pull(
           0, std::span<const Key>(me.keys).subspan(from, me.pieces[piece + 1] - from));
     };
+    me.copies.clear();
+    me.copies.reserve(me.pieces.size());
+    me.row_of.clear();
     PullFuture next = pull(0);
     for (std::size_t piece = 0; piece + 1 < me.pieces.size(); ++piece) {
       PullFuture now = std::move(next);
       if (piece + 2 < me.pieces.size()) next = pull(piece + 1);
       TESSERA_ASSIGN_OR_RETURN(const SparseRows pulled, now.GetSparse());
-      for (std::size_t r = 0; r + 1 < pulled.ptr.size(); ++r) {
-        const std::size_t j = me.pieces[piece] + r;
-        if (j == rows) {  // the totals
-          for (std::uint64_t e = pulled.ptr[r]; e < pulled.ptr[r + 1]; ++e) {
-            me.nk[pulled.index[e]] = std::max(pulled.value[e], 0.0);
-          }
-          continue;
+      const std::size_t first = me.pieces[piece];
+      const std::size_t words = std::min(rows, me.pieces[piece + 1]) - first;
+      if (me.pieces[piece + 1] > rows) {  // the totals
+        for (std::uint64_t e = pulled.ptr[words]; e < pulled.ptr[words + 1]; ++e) {
+          me.nk[pulled.index[e]] = std::max(pulled.value[e], 0.0);
         }
+      }
+      auto merged = [&](std::size_t r, auto&& f) {  // f(topic, count) for the copy's row
         const lda_internal::CountRow mine =
-            me.mine_kw->Row(static_cast<std::size_t>(me.slot[me.keys[j]]));
-        const std::size_t first = me.merged.size();
-        std::int64_t most = 0;
-        auto put = [&](std::uint32_t k, std::int64_t c) {
-          if (c <= 0) return;
-          me.merged.push_back(std::uint64_t{k} << 32 | static_cast<std::uint32_t>(c));
-          most = std::max(most, c);
-        };
+            me.mine_kw->Row(static_cast<std::size_t>(me.slot[me.keys[first + r]]));
         for (std::uint64_t p = pulled.ptr[r]; p < pulled.ptr[r + 1]; ++p) {
           const std::uint32_t k = pulled.index[p];
           me.touched[k] = 1;
-          put(k, std::max<std::int64_t>(std::llround(pulled.value[p]), mine.Get(k)));
+          const std::int64_t c = std::max<std::int64_t>(std::llround(pulled.value[p]), mine.Get(k));
+          if (c > 0) f(k, c);
         }
         mine.ForEach(static_cast<std::uint32_t>(K), [&](std::uint32_t k, std::int32_t c) {
-          if (!me.touched[k]) put(k, c);  // a topic the pulled row lacked: stale
+          if (!me.touched[k] && c > 0) f(k, c);  // a topic the pulled row lacked: stale
         });
         for (std::uint64_t p = pulled.ptr[r]; p < pulled.ptr[r + 1]; ++p) {
           me.touched[pulled.index[p]] = 0;
         }
-        const std::uint64_t tokens = me.batch_tokens[me.keys[j]];
-        me.room[j] = most + static_cast<std::int64_t>(tokens) >= 0xffff
+      };
+      for (std::size_t r = 0; r < words; ++r) {
+        std::int64_t most = 0;
+        std::uint64_t nonzeros = 0;
+        merged(r, [&](std::uint32_t, std::int64_t c) { ++nonzeros, most = std::max(most, c); });
+        const std::uint64_t tokens = me.batch_tokens[me.keys[first + r]];
+        me.room[r] = most + static_cast<std::int64_t>(tokens) >= 0xffff
                          ? static_cast<std::uint64_t>(K)
-                         : me.merged.size() - first + tokens;
-        me.merged_ptr.push_back(me.merged.size());
+                         : nonzeros + tokens;
       }
-    }
-    me.rows.reset();
-    me.rows.emplace(me.room.data(), rows, K);
-    for (std::size_t j = 0; j < rows; ++j) {
-      lda_internal::CountRow r = me.rows->Row(j);
-      for (std::uint64_t e = me.merged_ptr[j]; e < me.merged_ptr[j + 1]; ++e) {
-        r.Add(static_cast<std::uint32_t>(me.merged[e] >> 32),
-              static_cast<std::int32_t>(me.merged[e] & 0xffffffff));
+      lda_internal::WordRows& copy = me.copies.emplace_back(me.room.data(), words, K);
+      for (std::size_t r = 0; r < words; ++r) {
+        lda_internal::CountRow row = copy.Row(r);
+        merged(r, [&row](std::uint32_t k, std::int64_t c) {
+          row.Add(k, static_cast<std::int32_t>(c));
+        });
+        me.row_of.push_back(row);
       }
     }
     me.nk_base = me.nk;
@@ -293,9 +291,9 @@ class DpLdaApp final : public DataParallelApp {
       }
     };
     each_token([&t](std::uint64_t i, std::uint64_t& was) { was = t.topic[i]; });
-    lda_internal::WordRows& copy = *me.rows;
     const std::int32_t* pos = me.pos.data();
-    auto row = [&copy, pos](std::uint32_t w) { return copy.Row(static_cast<std::size_t>(pos[w])); };
+    const lda_internal::CountRow* row_of = me.row_of.data();
+    auto row = [row_of, pos](std::uint32_t w) { return row_of[pos[w]]; };
     lda_internal::WordRows& mine = *me.mine_kw;
     const std::int32_t* slot = me.slot.data();
     auto own = [&mine, slot](std::uint32_t w) {
