@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <optional>
 
 #include "tessera/algorithms/lda/lda.h"
@@ -51,7 +52,7 @@ struct DpWorker final : WorkerState {
   std::vector<lda_internal::CountRow> row_of;  // the copy's row of word w: row_of[pos[w]]
   std::vector<std::uint64_t> merged;           // the batch's rows' nonzeros: topic << 32 | count
   std::vector<std::uint64_t> merged_ptr;  // row j's in merged[merged_ptr[j], merged_ptr[j + 1])
-  std::vector<std::size_t> pieces;        // the batch's keys pulled together: [pieces[i], [i + 1])
+  std::vector<std::size_t> pieces;        // scratch: where each piece of a pull ends
   std::vector<std::uint64_t> moves;       // the batch's tokens' topics, before << 32 | after
   std::vector<double> nk, nk_base;        // totals copy
   std::vector<Key> changed;               // rows pushed
@@ -82,6 +83,37 @@ class DpLdaApp final : public DataParallelApp {
         V_(c_.corpus.num_words()) {}
 
   std::size_t num_rows() const override { return t_.num_docs(); }
+
+  // Pulls the rows of `keys` (ascending: words, then perhaps the totals V) in pieces of at most
+  // kPullPiece nonzeros (a word's row has no more than K, nor more than the word's tokens),
+  // two pieces in flight, so a reply is held only while `use(first, rows)` reads it: `rows`
+  // holds the rows of keys[first], keys[first + 1], .... `pull(from, n)` asks for the n
+  // keys from keys[from]; `ends` is scratch.
+  template <typename Pull, typename Use>
+  Status PullInPieces(std::span<const Key> keys, std::vector<std::size_t>& ends, Pull&& pull,
+                      Use&& use) const {
+    const auto K = static_cast<std::uint64_t>(h_.K);
+    ends.clear();
+    for (std::size_t j = 0, held = 0; j < keys.size(); ++j) {
+      const std::uint64_t most =
+          keys[j] == V_ ? K : std::min<std::uint64_t>(K, t_.word_count[keys[j]]);
+      if (held > 0 && held + most > kPullPiece) {
+        ends.push_back(j);
+        held = 0;
+      }
+      held += most;
+    }
+    ends.push_back(keys.size());
+    PullFuture next = pull(0, ends[0]);
+    for (std::size_t piece = 0; piece < ends.size(); ++piece) {
+      PullFuture now = std::move(next);
+      const std::size_t from = ends[piece];
+      if (piece + 1 < ends.size()) next = pull(from, ends[piece + 1] - from);
+      TESSERA_ASSIGN_OR_RETURN(const SparseRows rows, now.GetSparse());
+      use(piece == 0 ? 0 : ends[piece - 1], rows);
+    }
+    return Status::Ok();
+  }
 
   std::vector<TableSpec> Tables(const DataParallelOptions& o) override {
     const auto K = static_cast<std::size_t>(h_.K);
@@ -209,33 +241,11 @@ class DpLdaApp final : public DataParallelApp {
     // while it is copied.
     me.room.resize(rows + 1);
     me.nk.assign(static_cast<std::size_t>(K), 0.0);
-    me.pieces.assign(1, 0);
-    for (std::size_t j = 0, held = 0; j <= rows; ++j) {
-      const std::uint64_t most =
-          j == rows ? K : std::min<std::uint64_t>(K, t_.word_count[me.keys[j]]);
-      if (held > 0 && held + most > kPullPiece) {
-        me.pieces.push_back(j);
-        held = 0;
-      }
-      held += most;
-    }
-    me.pieces.push_back(rows + 1);
-    auto pull = [&](std::size_t piece) {
-      const std::size_t from = me.pieces[piece];
-      return ctx.client->Pull(
-          0, std::span<const Key>(me.keys).subspan(from, me.pieces[piece + 1] - from));
-    };
     me.copies.clear();
-    me.copies.reserve(me.pieces.size());
     me.row_of.clear();
-    PullFuture next = pull(0);
-    for (std::size_t piece = 0; piece + 1 < me.pieces.size(); ++piece) {
-      PullFuture now = std::move(next);
-      if (piece + 2 < me.pieces.size()) next = pull(piece + 1);
-      TESSERA_ASSIGN_OR_RETURN(const SparseRows pulled, now.GetSparse());
-      const std::size_t first = me.pieces[piece];
-      const std::size_t words = std::min(rows, me.pieces[piece + 1]) - first;
-      if (me.pieces[piece + 1] > rows) {  // the totals
+    auto copy_piece = [&](std::size_t first, const SparseRows& pulled) {
+      const std::size_t words = std::min(rows, first + pulled.rows()) - first;
+      if (first + pulled.rows() > rows) {  // the totals
         for (std::uint64_t e = pulled.ptr[words]; e < pulled.ptr[words + 1]; ++e) {
           me.nk[pulled.index[e]] = std::max(pulled.value[e], 0.0);
         }
@@ -273,7 +283,12 @@ class DpLdaApp final : public DataParallelApp {
         });
         me.row_of.push_back(row);
       }
-    }
+    };
+    const std::span<const Key> keys(me.keys);
+    TESSERA_RETURN_IF_ERROR(PullInPieces(
+        keys, me.pieces,
+        [&](std::size_t from, std::size_t n) { return ctx.client->Pull(0, keys.subspan(from, n)); },
+        copy_piece));
     me.nk_base = me.nk;
 
     // The batch's tokens' topics before sampling, grouped by row of the copy: the copy changes
@@ -379,11 +394,19 @@ class DpLdaApp final : public DataParallelApp {
     t[0] = lda_internal::DocLogLikelihood(h_, me.mine, 0, me.mine.num_docs(), me.nd);
     const KeyRange slice = SplitRange(V_, ctx.num_workers)[static_cast<std::size_t>(ctx.worker)];
     if (slice.size() > 0) {  // Σ over the slice's nonzero n_kw of log Γ(n_kw + β) − log Γ(β)
-      TESSERA_ASSIGN_OR_RETURN(SparseRows rows, ctx.client->PullRange(0, slice).GetSparse());
       const double base = lda_internal::LogGamma(h_.beta);
-      for (double n : rows.value) {
-        if (n > 0) t[1] += lda_internal::LogGamma(std::round(n) + h_.beta) - base;
-      }
+      me.keys.resize(slice.size());
+      std::iota(me.keys.begin(), me.keys.end(), slice.begin);
+      TESSERA_RETURN_IF_ERROR(PullInPieces(
+          me.keys, me.pieces,
+          [&](std::size_t from, std::size_t n) {
+            return ctx.client->PullRange(0, {slice.begin + from, slice.begin + from + n});
+          },
+          [&](std::size_t, const SparseRows& rows) {
+            for (double n : rows.value) {
+              if (n > 0) t[1] += lda_internal::LogGamma(std::round(n) + h_.beta) - base;
+            }
+          }));
     }
     t[3] = static_cast<double>(me.sampled);
     t[4] = std::numeric_limits<double>::quiet_NaN();
