@@ -285,12 +285,21 @@ class Worker {
     return Internal("worker passed its last evaluation without a stop");
   }
 
-  // To the driver (wherever it runs) once the run has stopped, and at a checkpoint.
-  Status SendState() {
+  // To the driver (wherever it runs) once the run has stopped (`last`), and at a checkpoint.
+  // The last time the state lets go of what Save does not write first, and is freed after
+  // (unless the options keep it), before the driver builds the result.
+  Status SendState(bool last) {
+    const bool free_after = last && !opts_.kept_workers;
     msg::DpWorkerState m;
     if (state_) {
+      if (free_after) state_->ReleaseForLastSave();
       StateWriter out(m.state);
       state_->Save(out);
+    }
+    if (free_after && state_) {
+      state_.reset();
+      ctx_.state = nullptr;
+      ReturnFreedMemory();  // freed on this thread: back to the system, not only to malloc
     }
     return client_.SendToDriver(std::move(m));
   }
@@ -320,7 +329,7 @@ class Worker {
     TESSERA_ASSIGN_OR_RETURN(Message reply, client_.ReceiveControl());
     TESSERA_RETURN_IF_ERROR(CheckControl(reply));
     while (reply.get<msg::DpSaveState>()) {  // a checkpoint
-      TESSERA_RETURN_IF_ERROR(SendState());
+      TESSERA_RETURN_IF_ERROR(SendState(/*last=*/false));
       TESSERA_ASSIGN_OR_RETURN(reply, client_.ReceiveControl());
       TESSERA_RETURN_IF_ERROR(CheckControl(reply));
     }
@@ -657,7 +666,7 @@ StatusOr<DataParallelResult> RunDataParallel(DataParallelApp& app,
       {  // the worker (and the state it keeps or frees) is gone before the run may end
         Worker worker(app, options, plan, ps->client(w), parts[w], rows_per_clock);
         worker_status[w] = worker.Run();
-        if (worker_status[w].ok()) worker_status[w] = worker.SendState();
+        if (worker_status[w].ok()) worker_status[w] = worker.SendState(/*last=*/true);
       }
       if (!worker_status[w].ok()) {
         t.Close();  // wakes everyone: the run fails

@@ -1,5 +1,9 @@
 #include "tessera/core/fiber_pool.h"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "tessera/core/status.h"
 
 #ifndef TESSERA_OS_THREADS
@@ -12,6 +16,16 @@ FiberPool& FiberPool::Global(int threads) {
   // Never destroyed: its threads may still be parked at exit, and the work_stealing
   // scheduler table it registers into is itself static.
   static FiberPool* pool = [threads] {
+#if defined(__GLIBC__)
+    // One malloc arena for the process, set before the pool's threads first allocate. Buffers
+    // pass between threads (a worker's push freed by a shard, a shard's reply by a worker,
+    // fibers moving between threads), and a block freed on another thread goes back to the
+    // arena it came from: with an arena per thread, each grows to its own thread's peak.
+    // Data-parallel LDA on news20 at K = 1000: 187 MiB peak RSS with an arena per thread, 143
+    // with one; parameter-server push and pull rates and model-parallel sampling rates the same
+    // within noise.
+    mallopt(M_ARENA_MAX, 1);
+#endif
     int n = threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency());
     return new FiberPool(n > 0 ? n : 1);
   }();

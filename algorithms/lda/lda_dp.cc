@@ -70,11 +70,16 @@ struct DpWorker final : WorkerState {
 
   // The topics of my tokens, in document order.
   void Save(StateWriter& out) const override { out.Put(mine.topic); }
+  void ReleaseForLastSave() override {
+    std::vector<std::uint32_t> topics = std::move(mine.topic);
+    *this = DpWorker();
+    mine.topic = std::move(topics);
+  }
 };
 
 class DpLdaApp final : public DataParallelApp {
  public:
-  static constexpr std::size_t kPullPiece = 1 << 17;  // nonzeros a batch pulls at most at once
+  static constexpr std::size_t kPullPiece = 1 << 15;  // nonzeros a batch pulls at most at once
 
   DpLdaApp(Corpus corpus, const LdaOptions& o, const Corpus* test,
            const std::function<void(const LdaIteration&)>& on_iteration)
