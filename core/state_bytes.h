@@ -88,6 +88,7 @@ class StateReader {
     in_.remove_prefix(n * sizeof(T));
     return bytes;
   }
+  bool AtEnd() const { return in_.empty(); }
   // Everything was read.
   Status Done() const {
     if (!in_.empty()) {

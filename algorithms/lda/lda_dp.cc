@@ -19,6 +19,7 @@
 // they read, including their own changes (read_my_writes). The model comes from the tokens' topics,
 // which the workers send at the end.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -68,13 +69,22 @@ struct DpWorker final : WorkerState {
   std::uint64_t sampled = 0;  // tokens sampled so far
   Rng rng;
 
-  // The topics of my tokens, in document order.
-  void Save(StateWriter& out) const override { out.Put(mine.topic); }
-  void ReleaseForLastSave() override {
-    std::vector<std::uint32_t> topics = std::move(mine.topic);
-    *this = DpWorker();
-    mine.topic = std::move(topics);
+  // The topics of my tokens, in document order; the last time their words too (the driver's
+  // process lets its copy of the words go once its workers have theirs).
+  void Save(StateWriter& out) const override {
+    out.Put(mine.topic);
+    if (last_save) out.Put(mine.word);
   }
+  void ReleaseForLastSave() override {
+    Tokens tokens;
+    tokens.word = std::move(mine.word);
+    tokens.topic = std::move(mine.topic);
+    *this = DpWorker();
+    mine.word = std::move(tokens.word);
+    mine.topic = std::move(tokens.topic);
+    last_save = true;
+  }
+  bool last_save = false;
 };
 
 class DpLdaApp final : public DataParallelApp {
@@ -121,6 +131,7 @@ class DpLdaApp final : public DataParallelApp {
   }
 
   std::vector<TableSpec> Tables(const DataParallelOptions& o) override {
+    kept_workers_ = o.kept_workers != nullptr;
     const auto K = static_cast<std::size_t>(h_.K);
     TableSpec spec;
     spec.name = "lda_word_topic";
@@ -199,6 +210,12 @@ class DpLdaApp final : public DataParallelApp {
         ++mine.word_count[t_.word[i]];
       }
       mine.doc_ptr.push_back(mine.word.size());
+    }
+    // Every document's tokens in this process's workers: the driver's copy of the words is
+    // not read again before the workers send theirs with their last state (unless the
+    // workers are kept, which skips that).
+    if (taken_docs_.fetch_add(docs.size()) + docs.size() == t_.num_docs() && !kept_workers_) {
+      std::vector<std::uint32_t>().swap(t_.word);
     }
     me->words = lda_internal::BuildWordIndex(mine, 0, mine.num_docs());
     me->slot.assign(V_, -1);
@@ -442,27 +459,33 @@ class DpLdaApp final : public DataParallelApp {
   // The driver's copy of every token's topic (the model's document-topic counts), from the
   // workers at the end and before each checkpoint.
   Status GatherWorker(int worker, std::span<const std::uint32_t> docs, StateReader& in) override {
-    std::vector<std::uint32_t> topics;
-    TESSERA_RETURN_IF_ERROR(in.Get(topics));
     std::uint64_t n = 0;
     for (std::uint32_t d : docs) n += t_.doc_ptr[d + 1] - t_.doc_ptr[d];
-    if (topics.size() != n) {
-      return DataLoss("worker " + std::to_string(worker) + " sent " +
-                      std::to_string(topics.size()) + " topics for " + std::to_string(n) +
-                      " tokens");
-    }
-    if (t_.topic.empty()) t_.topic.resize(t_.num_tokens());  // the initial ones were not kept
-    std::size_t j = 0;
-    for (std::uint32_t d : docs) {
-      for (std::uint64_t i = t_.doc_ptr[d]; i < t_.doc_ptr[d + 1]; ++i, ++j) {
-        if (topics[j] >= static_cast<std::uint32_t>(h_.K)) {
-          return DataLoss("worker " + std::to_string(worker) + " sent topic " +
-                          std::to_string(topics[j]) + " of " + std::to_string(h_.K));
-        }
-        t_.topic[i] = topics[j];
+    // The worker's tokens' topics (below K), then perhaps their words (below V), into `to`.
+    auto scatter = [&](const char* what, std::uint64_t bound, std::vector<std::uint32_t>& to) {
+      std::vector<std::uint32_t> got;
+      TESSERA_RETURN_IF_ERROR(in.Get(got));
+      const std::string from = "worker " + std::to_string(worker) + " sent ";
+      if (got.size() != n) {
+        return DataLoss(from + std::to_string(got.size()) + " " + what + "s for " +
+                        std::to_string(n) + " tokens");
       }
-    }
-    return Status::Ok();
+      if (to.empty()) to.resize(t_.num_tokens());  // not kept, or let go
+      std::size_t j = 0;
+      for (std::uint32_t d : docs) {
+        for (std::uint64_t i = t_.doc_ptr[d]; i < t_.doc_ptr[d + 1]; ++i, ++j) {
+          if (got[j] >= bound) {
+            return DataLoss(from + what + " " + std::to_string(got[j]) + " of " +
+                            std::to_string(bound));
+          }
+          to[i] = got[j];
+        }
+      }
+      return Status::Ok();
+    };
+    TESSERA_RETURN_IF_ERROR(scatter("topic", static_cast<std::uint64_t>(h_.K), t_.topic));
+    if (in.AtEnd()) return Status::Ok();
+    return scatter("word", V_, t_.word);
   }
 
   // Every token's topic after `sweeps` sweeps (the workers have sent theirs) and the
@@ -493,6 +516,8 @@ class DpLdaApp final : public DataParallelApp {
   const std::size_t V_;
   Tokens& t_ = c_.t;
   lda_internal::Recorder& rec_ = c_.rec;
+  std::atomic<std::uint64_t> taken_docs_{0};  // by this process's workers
+  bool kept_workers_ = false;
 };
 
 }  // namespace

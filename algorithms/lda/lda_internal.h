@@ -89,7 +89,7 @@ struct Tokens {
   std::vector<KeyRange> blocks;                         // internal word ids of each block
   std::vector<std::uint64_t> word_count;                // tokens of each internal word
   std::size_t num_docs() const { return doc_ptr.size() - 1; }
-  std::size_t num_tokens() const { return word.size(); }
+  std::size_t num_tokens() const { return doc_ptr.back(); }  // (also once `word` is let go)
   // Token i's topic: from `topic`, or the initial one when `topic` is empty.
   std::uint32_t TopicOf(std::uint64_t i) const {
     return topic.empty() ? InitialTopic(seed, i, static_cast<std::uint32_t>(topics)) : topic[i];
