@@ -191,14 +191,10 @@ std::vector<std::size_t> Iota(std::size_t begin, std::size_t end) {
 
 }  // namespace
 
-WordRows::WordRows(const std::uint64_t* count, std::size_t words, int K) { Reset(count, words, K); }
-
-void WordRows::Reset(const std::uint64_t* count, std::size_t words, int K) {
+WordRows::WordRows(const std::uint64_t* count, std::size_t words, int K) {
   const auto dense = static_cast<std::uint64_t>(K);
   wide_ = dense >= CountRow::kCompactTopics;
   const std::uint64_t words_per_slot = wide_ ? 2 : 1;
-  offset_.clear();
-  bits_.clear();
   offset_.reserve(words + 1);
   bits_.reserve(words);
   std::uint64_t at = 0;

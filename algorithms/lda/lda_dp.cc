@@ -263,7 +263,7 @@ class DpLdaApp final : public DataParallelApp {
     // while it is copied.
     me.room.resize(rows + 1);
     me.nk.assign(static_cast<std::size_t>(K), 0.0);
-    std::size_t pieces = 0;  // of `copies` (kept between batches: their memory is reused)
+    me.copies.clear();
     me.row_of.clear();
     auto copy_piece = [&](std::size_t first, const SparseRows& pulled) {
       const std::size_t words = std::min(rows, first + pulled.rows()) - first;
@@ -297,9 +297,7 @@ class DpLdaApp final : public DataParallelApp {
                          ? static_cast<std::uint64_t>(K)
                          : nonzeros + tokens;
       }
-      if (pieces == me.copies.size()) me.copies.emplace_back(nullptr, 0, K);
-      lda_internal::WordRows& copy = me.copies[pieces++];
-      copy.Reset(me.room.data(), words, K);
+      lda_internal::WordRows& copy = me.copies.emplace_back(me.room.data(), words, K);
       for (std::size_t r = 0; r < words; ++r) {
         lda_internal::CountRow row = copy.Row(r);
         merged(r, [&row](std::uint32_t k, std::int64_t c) {

@@ -243,8 +243,6 @@ class WordRows {
  public:
   // The layout for words with `count[r]` tokens each (r < words).
   WordRows(const std::uint64_t* count, std::size_t words, int K);
-  // The same layout in this object's memory (grown only where the new one needs more).
-  void Reset(const std::uint64_t* count, std::size_t words, int K);
   // All counts zero.
   void Clear();
   CountRow Row(std::size_t r) { return {pool_.data() + offset_[r], bits_[r], wide_}; }
