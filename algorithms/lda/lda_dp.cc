@@ -51,12 +51,10 @@ struct DpWorker final : WorkerState {
   std::vector<Key> keys;                    // the batch's words, then V
   std::vector<lda_internal::WordRows> copies;  // batch copy of n_kw, a WordRows per piece
   std::vector<lda_internal::CountRow> row_of;  // the copy's row of word w: row_of[pos[w]]
-  std::vector<std::uint64_t> merged;           // the batch's rows' nonzeros: topic << 32 | count
-  std::vector<std::uint64_t> merged_ptr;  // row j's in merged[merged_ptr[j], merged_ptr[j + 1])
-  std::vector<std::size_t> pieces;        // scratch: where each piece of a pull ends
-  std::vector<std::uint64_t> moves;       // the batch's tokens' topics, before << 32 | after
-  std::vector<double> nk, nk_base;        // totals copy
-  std::vector<Key> changed;               // rows pushed
+  std::vector<std::size_t> pieces;             // scratch: where each piece of a pull ends
+  std::vector<std::uint64_t> moves;            // the batch's tokens' topics, before << 32 | after
+  std::vector<double> nk, nk_base;             // totals copy
+  std::vector<Key> changed;                    // rows pushed
   SparseRows delta;
   // Scratch of K: a row's count changes (zero between uses), which topics it has touched, and
   // the touched topics in order.
@@ -76,12 +74,10 @@ struct DpWorker final : WorkerState {
     if (last_save) out.Put(mine.word);
   }
   void ReleaseForLastSave() override {
-    Tokens tokens;
-    tokens.word = std::move(mine.word);
-    tokens.topic = std::move(mine.topic);
+    std::vector<std::uint32_t> words = std::move(mine.word), topics = std::move(mine.topic);
     *this = DpWorker();
-    mine.word = std::move(tokens.word);
-    mine.topic = std::move(tokens.topic);
+    mine.word = std::move(words);
+    mine.topic = std::move(topics);
     last_save = true;
   }
   bool last_save = false;
