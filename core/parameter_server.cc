@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -166,11 +167,15 @@ struct ParameterServer::Shard {
     std::vector<double> values;  // dense: range.size() * dim; sparse: rows * dim
     std::vector<double> state;
     KeyIndex rows;  // sparse: key -> row
-    // kSparseElements: per key of the range, its nonzeros, or all `dim` values once dense.
+    // kSparseElements: per key of the range, one array. Sparse: its nonzeros, each as
+    // (element << 32 | the value as a float's bits), elements ascending, at most dim / 4 of them
+    // (8 bytes a nonzero: a count table's values are integers, which floats hold exactly up to
+    // 2^24). Dense: all `dim` values as doubles' bits. A row turns dense, for good, when a
+    // (dim / 4 + 1)-th element becomes nonzero or a value is one a float does not hold exactly,
+    // so every value is kept exactly as pushed; a row is dense exactly when it holds dim cells.
     struct ElementRow {
-      std::vector<std::uint32_t> index;  // ascending
-      std::vector<double> value;
-      bool dense = false;
+      std::vector<std::uint64_t> cells;
+      bool dense(std::size_t dim) const { return cells.size() == dim; }
     };
     std::vector<ElementRow> elements;
     // per_clock: pushes summed by (clock they belong to, raw add), applied in that order.
@@ -222,33 +227,47 @@ struct ParameterServer::Shard {
     return t.values.data() + row * t.dim;
   }
 
-  // kSparseElements: element d of `row` += v; an element that reaches 0 leaves a sparse row,
-  // and a row with more than dim / 4 nonzeros turns dense.
+  // kSparseElements: element d of `row` += v (Table::ElementRow says how a row is held).
+  static double CellValue(std::uint64_t cell) {
+    return std::bit_cast<float>(static_cast<std::uint32_t>(cell));
+  }
   static void AddElement(Table& t, Table::ElementRow& row, std::uint32_t d, double v) {
-    if (row.dense) {
-      row.value[d] += v;
+    const auto dim = static_cast<std::size_t>(t.dim);
+    std::vector<std::uint64_t>& cells = row.cells;
+    if (row.dense(dim)) {
+      cells[d] = std::bit_cast<std::uint64_t>(std::bit_cast<double>(cells[d]) + v);
       return;
     }
-    const auto at = std::lower_bound(row.index.begin(), row.index.end(), d);
-    const auto j = at - row.index.begin();
-    if (at != row.index.end() && *at == d) {
-      double& x = row.value[static_cast<std::size_t>(j)];
-      x += v;
-      if (x == 0) {
-        row.index.erase(at);
-        row.value.erase(row.value.begin() + j);
+    const auto at =
+        std::lower_bound(cells.begin(), cells.end(), d,
+                         [](std::uint64_t c, std::uint32_t e) { return (c >> 32) < e; });
+    const bool found = at != cells.end() && (*at >> 32) == d;
+    const double x = found ? CellValue(*at) + v : v;
+    if (x == 0) {
+      if (found) cells.erase(at);
+      return;
+    }
+    const auto f = static_cast<float>(x);
+    const std::size_t nonzero = cells.size() + (found ? 0 : 1);
+    if (static_cast<double>(f) == x && 4 * nonzero <= dim) {
+      const std::uint64_t cell = std::uint64_t{d} << 32 | std::bit_cast<std::uint32_t>(f);
+      if (found) {
+        *at = cell;
+        return;
+      }
+      if (cells.size() == cells.capacity()) {  // grow by a quarter, not double
+        const auto j = at - cells.begin();
+        cells.reserve(std::min(dim / 4, cells.size() + cells.size() / 4 + 2));
+        cells.insert(cells.begin() + j, cell);
+      } else {
+        cells.insert(at, cell);
       }
       return;
     }
-    if (v == 0) return;
-    row.index.insert(at, d);
-    row.value.insert(row.value.begin() + j, v);
-    if (4 * row.index.size() <= static_cast<std::size_t>(t.dim)) return;
-    std::vector<double> full(static_cast<std::size_t>(t.dim), 0.0);
-    for (std::size_t e = 0; e < row.index.size(); ++e) full[row.index[e]] = row.value[e];
-    row.value = std::move(full);
-    std::vector<std::uint32_t>().swap(row.index);
-    row.dense = true;
+    std::vector<std::uint64_t> full(dim, 0);  // (0 is the bits of 0.0)
+    for (std::uint64_t c : cells) full[c >> 32] = std::bit_cast<std::uint64_t>(CellValue(c));
+    full[d] = std::bit_cast<std::uint64_t>(x);
+    cells = std::move(full);
   }
 
   // kSparseElements: adds the nonzero `values` at positions `at` (key i's element d at
@@ -273,14 +292,15 @@ struct ParameterServer::Shard {
     auto row_of = [&](std::size_t i) -> const Table::ElementRow& {
       return t.elements[(explicit_keys ? m.keys[i] : m.range.begin + i) - t.range.begin];
     };
+    const auto dim = static_cast<std::size_t>(t.dim);
     std::size_t nonzero = 0;
     for (std::size_t i = 0; i < count; ++i) {
       const Table::ElementRow& r = row_of(i);
-      if (!r.dense) {
-        nonzero += r.index.size();
+      if (!r.dense(dim)) {
+        nonzero += r.cells.size();
         continue;
       }
-      for (double v : r.value) nonzero += v != 0;
+      for (std::uint64_t c : r.cells) nonzero += std::bit_cast<double>(c) != 0;
     }
     p = PackedValues();
     p.sparse = true;
@@ -290,18 +310,19 @@ struct ParameterServer::Shard {
     std::size_t out = 0;
     for (std::size_t i = 0; i < count; ++i) {
       const Table::ElementRow& r = row_of(i);
-      const auto base = static_cast<std::uint32_t>(i * static_cast<std::size_t>(t.dim));
-      if (!r.dense) {
-        for (std::size_t e = 0; e < r.index.size(); ++e, ++out) {
-          p.nonzero[out] = base + r.index[e];
-          values[static_cast<Eigen::Index>(out)] = r.value[e];
+      const auto base = static_cast<std::uint32_t>(i * dim);
+      if (!r.dense(dim)) {
+        for (std::uint64_t c : r.cells) {
+          p.nonzero[out] = base + static_cast<std::uint32_t>(c >> 32);
+          values[static_cast<Eigen::Index>(out++)] = CellValue(c);
         }
         continue;
       }
-      for (std::size_t d = 0; d < r.value.size(); ++d) {
-        if (r.value[d] == 0) continue;
+      for (std::size_t d = 0; d < dim; ++d) {
+        const double v = std::bit_cast<double>(r.cells[d]);
+        if (v == 0) continue;
         p.nonzero[out] = base + static_cast<std::uint32_t>(d);
-        values[static_cast<Eigen::Index>(out++)] = r.value[d];
+        values[static_cast<Eigen::Index>(out++)] = v;
       }
     }
   }

@@ -85,7 +85,7 @@ struct DpWorker final : WorkerState {
 
 class DpLdaApp final : public DataParallelApp {
  public:
-  static constexpr std::size_t kPullPiece = 1 << 17;  // nonzeros a batch pulls at most at once
+  static constexpr std::size_t kPullPiece = 1 << 16;  // nonzeros a batch pulls at most at once
 
   DpLdaApp(Corpus corpus, const LdaOptions& o, const Corpus* test,
            const std::function<void(const LdaIteration&)>& on_iteration)

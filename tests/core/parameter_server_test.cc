@@ -1948,6 +1948,35 @@ TEST(SparseElementsTest, StartFromInitialRowsAndPushToDenseTables) {
   ps->Shutdown();
 }
 
+// Rows hold their nonzeros as floats while floats hold them exactly: a value no float holds
+// (a fraction, an integer beyond 2^24) comes back exactly as the sum of what was pushed, and so
+// do the row's other values.
+TEST(SparseElementsTest, KeepsValuesFloatsDoNotHold) {
+  TableSpec t = Table(3, 64, "bsp", AddUpdater(), TableStorage::kSparseElements);
+  t.cache_reads = false;
+  auto ps = StartOrDie({t}, 1, 1);
+  PsClient& c = ps->client(0);
+  const std::vector<Key> keys = {0, 1, 2};
+  SparseRows first;  // key 0: {3: 7, 9: 0.1}; key 1: {5: 2^24}; key 2: {60: -3}
+  first.ptr = {0, 2, 3, 4};
+  first.index = {3, 9, 5, 60};
+  first.value = {7, 0.1, 16777216, -3};
+  SparseRows second;  // key 0: {3: 1}; key 1: {5: 1, 6: 2}; key 2: {60: 3} (back to zero)
+  second.ptr = {0, 1, 3, 4};
+  second.index = {3, 5, 6, 60};
+  second.value = {1, 1, 2, 3};
+  for (const SparseRows* rows : {&first, &second}) {
+    ASSERT_TRUE(c.PushSparse(0, keys, *rows).ok());
+    ASSERT_TRUE(c.Clock().ok());
+  }
+  auto rows = c.PullRange(0, {0, 3}).GetSparse();
+  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  EXPECT_EQ(rows->ptr, (std::vector<std::uint64_t>{0, 2, 4, 4}));
+  EXPECT_EQ(rows->index, (std::vector<std::uint32_t>{3, 9, 5, 6}));
+  EXPECT_EQ(rows->value, (std::vector<double>{8, 0.1, 16777217, 2}));
+  ps->Shutdown();
+}
+
 TEST(SparseElementsTest, OnlyForModelsWithoutAWorkerCache) {
   auto start = [](TableSpec t) {
     return ParameterServer::Start({std::move(t)}, 1, 1, nullptr).status().message();
