@@ -181,8 +181,10 @@ enum class TableStorage {
   kDense,   // every key of the shard's range stored in one array
   kSparse,  // rows created on first push; a row never pushed reads as `initial`
   // Each key's nonzero elements (index and value, indexes ascending), a row turned dense once
-  // more than a quarter of its elements are nonzero: memory in proportion to the nonzeros, as
-  // for count tables (LDA's word-topic counts). Replies carry the nonzeros (PullFuture::
+  // more than a quarter of its elements are nonzero: memory in proportion to the nonzeros (8
+  // bytes each while floats hold the row's values exactly, as they do counts below 2^24; a row
+  // with a value no float holds turns dense and keeps it exactly), as for count tables (LDA's
+  // word-topic counts). Replies carry the nonzeros (PullFuture::
   // GetSparse), pushes may (PsClient::PushSparse). For `add` tables whose workers do not cache
   // their reads, under bsp, ssp:S, sparsessp:S or asp, with `initial` 0; initial_rows sets
   // starting values. Snapshots and checkpoints leave such a table out (an empty vector): the
