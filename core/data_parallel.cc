@@ -380,6 +380,8 @@ class Driver {
         progress_(opts.label, opts.progress) {}
 
   StatusOr<RunResult> Run() {
+    clock_ = Stopwatch();
+    app_.RunStarted();
     if (!opts_.trace_path.empty()) {
       TESSERA_RETURN_IF_ERROR(
           trace_.Open(opts_.trace_path, "round,seconds,objective,updates,bytes,mean_staleness"));

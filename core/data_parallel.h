@@ -200,6 +200,10 @@ class DataParallelApp {
   // Worker, at an evaluation barrier (every worker has ended the same clock and nobody pushes
   // until all have answered; reads see every push so far): objective terms over its rows.
   virtual StatusOr<Eigen::VectorXd> EvaluateTerms(DpWorkerContext& ctx) = 0;
+  // Driver: the run's clock starts (the servers are up, the workers are starting). An app that
+  // stamps its evaluations with a clock of its own restarts it here, so that they count what
+  // the run's seconds count and not the setup before.
+  virtual void RunStarted() {}
   // Driver: the objective from the terms summed over workers.
   virtual double Objective(const Eigen::VectorXd& summed_terms) = 0;
   // Driver, after Objective: whether the objective tolerance may end the run at this

@@ -501,7 +501,7 @@ class DpLdaApp final : public DataParallelApp {
     return sweeps;
   }
 
-  void StartClock() { rec_.clock = Stopwatch(); }
+  void RunStarted() override { rec_.clock = Stopwatch(); }
   // The model from every token's topic (the workers have sent theirs): the table's counts.
   LdaResult Finish(RunResult run) const { return c_.Finish(c_.ModelFromTokens(), std::move(run)); }
 
@@ -534,7 +534,6 @@ StatusOr<LdaResult> TrainLdaDataParallel(
       UseCheckpoints(app,
                      {options.checkpoint_dir, options.checkpoint_every, options.resume, "sweeps"},
                      options.engine.transport, dp, dir));
-  app.StartClock();
   TESSERA_ASSIGN_OR_RETURN(DataParallelResult r,
                            RunDataParallel(app, dp, options.engine.transport));
   if (!r.run.holds_result) {

@@ -299,6 +299,7 @@ class SgdApp final : public DataParallelApp {
     return t;
   }
 
+  void RunStarted() override { c_.clock = Stopwatch(); }
   double Objective(const Eigen::VectorXd& t) override { return c_.RecordEpoch(t); }
 
   // The driver's W (and its rows' squared gradients), from the workers' rows at the end and
@@ -393,7 +394,6 @@ StatusOr<MfResult> TrainMfSgdDataParallel(const Ratings& train, const Ratings* t
       UseCheckpoints(app,
                      {options.checkpoint_dir, options.checkpoint_every, options.resume, "epochs"},
                      options.engine.transport, dp, dir));
-  app.common().clock = Stopwatch();
   TESSERA_ASSIGN_OR_RETURN(DataParallelResult r,
                            RunDataParallel(app, dp, options.engine.transport));
   MfResult result = app.common().Finish(std::move(r.run));
