@@ -265,21 +265,21 @@ TESSERA_SIMD_CLONES double SquaredErrors(const Rating* first, const Rating* last
   return sse;
 }
 
-TESSERA_SIMD_CLONES void ToFloatRows(const double* packed, std::size_t rows, int k, int stride,
-                                     float* out, int row) {
+TESSERA_SIMD_CLONES void ToFloatRows(const double* packed, std::size_t rows, int k, float* out,
+                                     int row) {
   for (std::size_t i = 0; i < rows; ++i) {
     float* to = out + i * static_cast<std::size_t>(row);
-    const double* from = packed + i * static_cast<std::size_t>(stride);
+    const double* from = packed + i * static_cast<std::size_t>(k);
     for (int c = 0; c < k; ++c) to[c] = static_cast<float>(from[c]);
     for (int c = k; c < row; ++c) to[c] = 0.0f;
   }
 }
 
 TESSERA_SIMD_CLONES void FloatRowChanges(const float* after, int row, double* packed,
-                                         std::size_t rows, int k, int stride, double damp) {
+                                         std::size_t rows, int k, double damp) {
   for (std::size_t i = 0; i < rows; ++i) {
     const float* a = after + i * static_cast<std::size_t>(row);
-    double* v = packed + i * static_cast<std::size_t>(stride);
+    double* v = packed + i * static_cast<std::size_t>(k);
     for (int c = 0; c < k; ++c) {
       v[c] = damp * (static_cast<double>(a[c]) - static_cast<double>(static_cast<float>(v[c])));
     }

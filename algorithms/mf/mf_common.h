@@ -133,14 +133,12 @@ void SgdRatingsAdaptive(const Rating* first, const Rating* last, float* w, float
 // Σ (r − mean − w_uᵀh_i)² over [first, last).
 double SquaredErrors(const Rating* first, const Rating* last, const float* w, const float* h,
                      int row, double mean);
-// `rows` rows of doubles `stride` apart (packed), the first k values of each, into float rows
-// of `row` floats, zero-padded.
-void ToFloatRows(const double* packed, std::size_t rows, int k, int stride, float* out, int row);
-// In place of the first k values of each packed double row (`stride` apart, as pulled): damp ×
-// (the float row after the steps − the pulled value rounded to float), the change a worker
-// pushes.
+// `rows` rows of k doubles (packed) into float rows of `row` floats, zero-padded.
+void ToFloatRows(const double* packed, std::size_t rows, int k, float* out, int row);
+// In place of each packed double row (k values, as pulled): damp × (the float row after the
+// steps − the pulled value rounded to float), the change a worker pushes.
 void FloatRowChanges(const float* after, int row, double* packed, std::size_t rows, int k,
-                     int stride, double damp);
+                     double damp);
 
 // The checks every trainer makes before it starts.
 Status CheckInputs(const Ratings& train, const Ratings* test, const MfOptions& options);

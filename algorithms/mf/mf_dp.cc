@@ -8,9 +8,10 @@
 // Any consistency model works; with model averaging each worker's changes are averaged.
 //
 // With adagrad steps (the default, as in rotation SGD) every row also keeps the mean squared
-// gradient it has seen: a W row's stays with its worker, an H row's is the last of the row's
-// k + 1 values on the servers, pulled and pushed with the factors (one message each way per
-// batch, not two), so the changes that workers push add up as the gradients they saw.
+// gradient it has seen: a W row's stays with its worker, an H row's is in a second table on the
+// servers (one value per item, pulled and pushed with the row), so the changes that workers
+// push add up as the gradients they saw. A table of its own keeps the factors' table the model
+// and the significantly-modified filter comparing factors with factors.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -87,12 +88,11 @@ void GroupByUser(const std::vector<Rating>& all, const std::vector<std::int32_t>
   }
 }
 
-// Rows of `stride` doubles (packed), their first k values, into float rows of `out`'s length,
-// zero-padded.
-void ToFloatRows(std::span<const double> packed, int k, int stride, FloatRows& out) {
-  const auto rows = static_cast<Eigen::Index>(packed.size() / static_cast<std::size_t>(stride));
+// Rows of k values (double, packed) into float rows of `out`'s length, zero-padded.
+void ToFloatRows(std::span<const double> packed, int k, FloatRows& out) {
+  const auto rows = static_cast<Eigen::Index>(packed.size() / static_cast<std::size_t>(k));
   out.resize(rows, out.cols());
-  mf_internal::ToFloatRows(packed.data(), static_cast<std::size_t>(rows), k, stride, out.data(),
+  mf_internal::ToFloatRows(packed.data(), static_cast<std::size_t>(rows), k, out.data(),
                            static_cast<int>(out.cols()));
 }
 
@@ -119,7 +119,7 @@ class SgdApp final : public DataParallelApp {
     TableSpec h;
     h.name = "mf_h";
     h.num_keys = num_items_;
-    h.dim = width_;
+    h.dim = k_;
     h.consistency = o.consistency;
     h.model_averaging = o.model_averaging;
     // A worker's cached rows include its own changes: without them, under ssp a worker's next
@@ -130,26 +130,20 @@ class SgdApp final : public DataParallelApp {
     // Under bsp every batch is a clock and reads each row once: a cached row never serves.
     h.cache_reads = !bsp || o.communication.significant > 0;
     h.dense_rows = true;  // a row read or changed is nonzero in (about) every column
-    // The initial (or restored) factors, each row followed by its squared gradients' mean.
-    h.initial_values.resize(static_cast<Eigen::Index>(num_items_ * width_));
-    for (std::size_t j = 0; j < num_items_; ++j) {
-      double* row = h.initial_values.data() + j * width_;
-      for (int c = 0; c < k_; ++c) row[c] = model_.h(static_cast<Eigen::Index>(j), c);
-      if (adaptive_) row[k_] = h_gradients_.empty() ? c_.AdagradStart() : h_gradients_[j];
+    // The adagrad table: the same consistency and caching as the rows it steps (copied before
+    // H's initial values, which it does not need).
+    TableSpec g = h;
+    h.initial_values = Eigen::Map<const Eigen::VectorXd>(model_.h.data(), model_.h.size());
+    if (!adaptive_) return {h};
+    g.name = "mf_h_adagrad";
+    g.dim = 1;
+    g.initial_values =
+        Eigen::VectorXd::Constant(static_cast<Eigen::Index>(num_items_), c_.AdagradStart());
+    if (!h_gradients_.empty()) {
+      g.initial_values = Eigen::Map<const Eigen::VectorXd>(h_gradients_.data(),
+                                                           static_cast<Eigen::Index>(num_items_));
     }
-    return {h};
-  }
-
-  // The servers' table split into H (num_items x k, packed) and, with adagrad steps, the rows'
-  // squared gradients.
-  void Split(const Eigen::VectorXd& table, std::vector<double>& h, std::vector<double>& g) const {
-    h.resize(num_items_ * static_cast<std::size_t>(k_));
-    g.resize(adaptive_ ? num_items_ : 0);
-    for (std::size_t j = 0; j < num_items_; ++j) {
-      const double* row = table.data() + j * width_;
-      std::copy(row, row + k_, h.data() + j * static_cast<std::size_t>(k_));
-      if (adaptive_) g[j] = row[k_];
-    }
+    return {h, g};
   }
 
   // Worker: its users' ratings and their W rows, from the initial (or restored) factors.
@@ -222,17 +216,19 @@ class SgdApp final : public DataParallelApp {
     std::shuffle(me.batch.begin(), me.batch.end(), me.rng);
     const std::uint64_t clock = ctx.client->clock();
     PullFuture pull = ctx.client->Pull(0, items);
+    PullFuture pull_g;
+    if (adaptive_) pull_g = ctx.client->Pull(1, items);
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd rows, pull.Get());
-    const std::size_t n = items.size();
+    Eigen::VectorXd g;
     if (adaptive_) {
-      me.hg.resize(n);
-      for (std::size_t i = 0; i < n; ++i) me.hg[i] = static_cast<float>(rows[i * width_ + k_]);
+      TESSERA_ASSIGN_OR_RETURN(g, pull_g.Get());
+      me.hg.assign(g.begin(), g.end());
     }
     // How many clocks stale the oldest row read was, as the client's staleness histogram counts
     // it (16 or more in one bucket).
     const std::uint64_t stale = std::min<std::uint64_t>(
         clock > pull.served_clock() ? clock - pull.served_clock() : 0, kStalenessBuckets - 1);
-    ToFloatRows({rows.data(), static_cast<std::size_t>(rows.size())}, k_, width_, me.h);
+    ToFloatRows({rows.data(), static_cast<std::size_t>(rows.size())}, k_, me.h);
     mf_internal::SgdStepParams step;
     step.row = kp_;
     step.rank = rank_;
@@ -261,13 +257,14 @@ class SgdApp final : public DataParallelApp {
     // ssp:4, essp:2, asp and hogwild converge). The squared gradients' change is never damped.
     const double damp =
         !adaptive_ && stale > 0 ? 1 / std::sqrt(1.0 + static_cast<double>(stale)) : 1.0;
-    mf_internal::FloatRowChanges(me.h.data(), kp_, rows.data(), n, k_, width_, damp);
-    if (adaptive_) {
-      for (std::size_t i = 0; i < n; ++i) {
-        rows[i * width_ + k_] = Change(me.hg[i], rows[i * width_ + k_]);
-      }
-    }
-    return ctx.client->Push(0, items, {rows.data(), static_cast<std::size_t>(rows.size())});
+    mf_internal::FloatRowChanges(me.h.data(), kp_, rows.data(),
+                                 static_cast<std::size_t>(me.h.rows()), k_, damp);
+    TESSERA_RETURN_IF_ERROR(
+        ctx.client->Push(0, items, {rows.data(), static_cast<std::size_t>(rows.size())}));
+    if (!adaptive_) return Status::Ok();
+    for (Eigen::Index i = 0; i < g.size(); ++i)
+      g[i] = Change(me.hg[static_cast<std::size_t>(i)], g[i]);
+    return ctx.client->Push(1, items, {g.data(), static_cast<std::size_t>(g.size())});
   }
 
   // Terms: train SSE, test SSE, penalty of my users' W rows (+ all of H on worker 0).
@@ -276,7 +273,7 @@ class SgdApp final : public DataParallelApp {
     TESSERA_ASSIGN_OR_RETURN(Eigen::VectorXd hv,
                              ctx.client->PullRange(0, {0, static_cast<Key>(num_items_)}).Get());
     FloatRows h(0, kp_);
-    ToFloatRows({hv.data(), static_cast<std::size_t>(hv.size())}, k_, width_, h);
+    ToFloatRows({hv.data(), static_cast<std::size_t>(hv.size())}, k_, h);
     Eigen::VectorXd t = Eigen::VectorXd::Zero(3);
     const double fixed = c_.FixedNorm();
     for (auto u : ctx.rows) {
@@ -293,9 +290,10 @@ class SgdApp final : public DataParallelApp {
               (me.w.row(static_cast<Eigen::Index>(l)).cast<double>().squaredNorm() - fixed);
     }
     if (ctx.worker == 0) {
+      const Eigen::Map<const Factors> hd(hv.data(), static_cast<Eigen::Index>(num_items_), k_);
       for (std::size_t j = 0; j < num_items_; ++j) {
-        const Eigen::Map<const Eigen::VectorXd> row(hv.data() + j * width_, k_);
-        t[2] += opts_.lambda * c_.item_count[j] * (row.squaredNorm() - fixed);
+        t[2] += opts_.lambda * c_.item_count[j] *
+                (hd.row(static_cast<Eigen::Index>(j)).squaredNorm() - fixed);
       }
     }
     return t;
@@ -325,13 +323,12 @@ class SgdApp final : public DataParallelApp {
   // epochs' metrics; with adagrad steps every row's squared gradients.
   StatusOr<Checkpoint> SaveCheckpoint(std::uint64_t epochs,
                                       const std::vector<Eigen::VectorXd>& tables) override {
-    std::vector<double> h, g;
-    Split(tables[0], h, g);
-    Checkpoint c = c_.Save(Problem(), h);
+    const Eigen::VectorXd& h = tables[0];
+    Checkpoint c = c_.Save(Problem(), {h.data(), static_cast<std::size_t>(h.size())});
     c.PutU64("epochs", epochs);
     if (adaptive_) {
       c.PutDoubles("w_gradients", w_gradients_);
-      c.PutDoubles("h_gradients", g);
+      c.PutDoubles("h_gradients", {tables[1].data(), static_cast<std::size_t>(tables[1].size())});
     }
     return c;
   }
@@ -367,8 +364,6 @@ class SgdApp final : public DataParallelApp {
   // Adagrad steps: LIBMF's rule, as rotation SGD runs it (the H rows' squared gradients in a
   // second table).
   const bool adaptive_ = opts_.sgd_step == "adagrad";
-  // A row of the servers' table: k factors, then with adagrad steps the squared gradients' mean.
-  const int width_ = k_ + (adaptive_ ? 1 : 0);
   // A restored run's squared gradients (empty: every row starts from AdagradStart()), then W's as
   // gathered.
   std::vector<double> w_gradients_, h_gradients_;
@@ -404,10 +399,8 @@ StatusOr<MfResult> TrainMfSgdDataParallel(const Ratings& train, const Ratings* t
   MfResult result = app.common().Finish(std::move(r.run));
   result.resumed = resumed;
   if (!result.run.holds_result) return result;
-  std::vector<double> h, g;
-  app.Split(r.tables[0], h, g);
-  result.model.h = Eigen::Map<const Factors>(h.data(), static_cast<Eigen::Index>(train.num_items()),
-                                             result.model.w.cols());
+  result.model.h = Eigen::Map<const Factors>(
+      r.tables[0].data(), static_cast<Eigen::Index>(train.num_items()), result.model.w.cols());
   return result;
 }
 
