@@ -1063,19 +1063,11 @@ Status ParameterServer::CheckValues(Rank from, const TableKeys& at, const Eigen:
 }
 
 Status ParameterServer::UnpackFrom(Rank from, const TableKeys& at, Eigen::VectorXd& values,
-                                   PackedValues& packed) const {
+                                   PackedValues& packed, bool keep_sparse) const {
   TESSERA_RETURN_IF_ERROR(CheckValues(from, at, values, &packed));
-  if (Status bad = UnpackValues(values, packed, at.count() * specs_[at.table].dim); !bad.ok()) {
-    return InvalidArgument("rank " + std::to_string(from) + " sent values of table '" +
-                           specs_[at.table].name + "': " + bad.message());
-  }
-  return Status::Ok();
-}
-
-Status ParameterServer::UnpackSparseFrom(Rank from, const TableKeys& at, Eigen::VectorXd& values,
-                                         PackedValues& packed) const {
-  TESSERA_RETURN_IF_ERROR(CheckValues(from, at, values, &packed));
-  if (Status bad = UnpackSparseValues(values, packed, at.count() * specs_[at.table].dim);
+  const std::size_t expected = at.count() * static_cast<std::size_t>(specs_[at.table].dim);
+  if (Status bad = keep_sparse ? UnpackSparseValues(values, packed, expected)
+                               : UnpackValues(values, packed, expected);
       !bad.ok()) {
     return InvalidArgument("rank " + std::to_string(from) + " sent values of table '" +
                            specs_[at.table].name + "': " + bad.message());

@@ -470,13 +470,11 @@ class ParameterServer {
   // `table`, every value of one table key-major; an error when keys or sizes do not fit.
   Status PlaceValues(Rank from, const TableKeys& at, const Eigen::VectorXd& values,
                      Eigen::VectorXd& table) const;
-  // Unpacks the `values` a shard (rank `from`) sent for `at`, packed as `packed` says; an error
-  // when `from` is no shard, `at` names keys outside its table or the packing does not fit.
-  Status UnpackFrom(Rank from, const TableKeys& at, Eigen::VectorXd& values,
-                    PackedValues& packed) const;
-  // The same, leaving the values sparse (UnpackSparseValues).
-  Status UnpackSparseFrom(Rank from, const TableKeys& at, Eigen::VectorXd& values,
-                          PackedValues& packed) const;
+  // Unpacks the `values` a shard (rank `from`) sent for `at`, packed as `packed` says, into
+  // plain values (UnpackValues) or, when `keep_sparse`, their nonzeros (UnpackSparseValues); an
+  // error when `from` is no shard, `at` names keys outside its table or the packing does not fit.
+  Status UnpackFrom(Rank from, const TableKeys& at, Eigen::VectorXd& values, PackedValues& packed,
+                    bool keep_sparse = false) const;
 
  private:
   friend class PsClient;

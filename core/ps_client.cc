@@ -1007,7 +1007,7 @@ Status PsClient::HandleSparse(Rank from, msg::PsValues& m,
                               std::unordered_map<std::uint64_t, PendingReply>::iterator it) {
   PendingReply& p = it->second;
   PullFuture::State& st = *p.state;
-  TESSERA_RETURN_IF_ERROR(ps_->UnpackSparseFrom(from, m, m.values, m.packed));
+  TESSERA_RETURN_IF_ERROR(ps_->UnpackFrom(from, m, m.values, m.packed, /*keep_sparse=*/true));
   const auto dim = static_cast<std::size_t>(st.dim);
   const std::size_t keys = m.count();
   if (p.positions.empty() ? p.offset > st.count * dim || keys * dim > st.count * dim - p.offset

@@ -243,6 +243,23 @@ Status DecompressValues(Eigen::VectorXd& values, PackedValues& p, std::size_t ex
   return Status::Ok();
 }
 
+// `values` reduced to their nonzeros, whose positions (of values.size(), below 2^32) go to `p`,
+// marked sparse.
+void KeepNonzeros(Eigen::VectorXd& values, PackedValues& p, std::size_t reserve = 0) {
+  const auto n = static_cast<std::size_t>(values.size());
+  p.sparse = true;
+  p.size = n;
+  p.nonzero.reserve(reserve);
+  std::size_t out = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double v = values[static_cast<Eigen::Index>(i)];
+    if (v == 0) continue;
+    p.nonzero.push_back(static_cast<std::uint32_t>(i));
+    values[static_cast<Eigen::Index>(out++)] = v;
+  }
+  values.conservativeResize(static_cast<Eigen::Index>(out));
+}
+
 // Sender: the nonzero values and their positions, when that is smaller.
 void PackSparse(Eigen::VectorXd& values, PackedValues& p) {
   const auto n = static_cast<std::size_t>(values.size());
@@ -264,28 +281,22 @@ void PackSparse(Eigen::VectorXd& values, PackedValues& p) {
     nonzero += static_cast<std::size_t>(piece);
   }
   if (nonzero > most) return;
-  p.sparse = true;
-  p.size = n;
-  p.nonzero.reserve(nonzero);
-  std::size_t out = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    if (values[static_cast<Eigen::Index>(i)] == 0) continue;
-    p.nonzero.push_back(static_cast<std::uint32_t>(i));
-    values[static_cast<Eigen::Index>(out++)] = values[static_cast<Eigen::Index>(i)];
-  }
-  values.conservativeResize(static_cast<Eigen::Index>(out));
+  KeepNonzeros(values, p, nonzero);
+}
+
+// Sender: `values` rounded to floats when `c` says so.
+void RoundToFloats(const Communication& c, Eigen::VectorXd& values, PackedValues& p) {
+  if (!c.float_values) return;
+  p.f32 = true;
+  for (double& v : values) v = static_cast<double>(static_cast<float>(v));
 }
 
 }  // namespace
 
 void PackValues(const Communication& c, Eigen::VectorXd& values, PackedValues& p) {
   p = PackedValues();
-  const auto n = static_cast<std::size_t>(values.size());
-  if (c.float_values) {
-    p.f32 = true;
-    for (double& v : values) v = static_cast<double>(static_cast<float>(v));
-  }
-  if (c.sparse_values && n > 0) PackSparse(values, p);
+  RoundToFloats(c, values, p);
+  if (c.sparse_values && values.size() > 0) PackSparse(values, p);
   if (c.compression != Compression::kNone) CompressValues(c.compression, values, p);
 }
 
@@ -343,10 +354,7 @@ void KeysAsRange(TableKeys& at) {
 }
 
 void PackSparseValues(const Communication& c, Eigen::VectorXd& values, PackedValues& p) {
-  if (c.float_values) {
-    p.f32 = true;
-    for (double& v : values) v = static_cast<double>(static_cast<float>(v));
-  }
+  RoundToFloats(c, values, p);
   if (c.compression != Compression::kNone) CompressValues(c.compression, values, p);
 }
 
@@ -358,16 +366,7 @@ Status UnpackSparseValues(Eigen::VectorXd& values, PackedValues& p, std::size_t 
                            std::to_string(expected) + " were expected");
   }
   if (expected > UINT32_MAX) return InvalidArgument("more than 2^32 values in one message");
-  p.sparse = true;
-  p.size = expected;
-  std::size_t out = 0;
-  for (std::size_t i = 0; i < expected; ++i) {
-    const double v = values[static_cast<Eigen::Index>(i)];
-    if (v == 0) continue;
-    p.nonzero.push_back(static_cast<std::uint32_t>(i));
-    values[static_cast<Eigen::Index>(out++)] = v;
-  }
-  values.conservativeResize(static_cast<Eigen::Index>(out));
+  KeepNonzeros(values, p);
   return Status::Ok();
 }
 
