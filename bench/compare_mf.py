@@ -80,7 +80,7 @@ def main():
             cases.append(("Jester 80/20", "sgd", f"{work}/jester.train", f"{work}/jester.test"))
         else:
             print("Jester: skipped (no jester5k/ratings.tsv.gz)")
-        runs = {c: [] for c in range(len(cases))}
+        runs = [[] for _ in cases]
         for r in range(args.repeats):
             for c, (_, algorithm, train, test) in enumerate(cases):
                 runs[c].append(compare(f"{work}/compare{c}", train, test, algorithm))

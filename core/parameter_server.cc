@@ -255,13 +255,11 @@ struct ParameterServer::Shard {
         *at = cell;
         return;
       }
+      const auto j = at - cells.begin();
       if (cells.size() == cells.capacity()) {  // grow by a quarter, not double
-        const auto j = at - cells.begin();
         cells.reserve(std::min(dim / 4, cells.size() + cells.size() / 4 + 2));
-        cells.insert(cells.begin() + j, cell);
-      } else {
-        cells.insert(at, cell);
       }
+      cells.insert(cells.begin() + j, cell);
       return;
     }
     std::vector<std::uint64_t> full(dim, 0);  // (0 is the bits of 0.0)

@@ -184,11 +184,11 @@ enum class TableStorage {
   // more than a quarter of its elements are nonzero: memory in proportion to the nonzeros (8
   // bytes each while floats hold the row's values exactly, as they do counts below 2^24; a row
   // with a value no float holds turns dense and keeps it exactly), as for count tables (LDA's
-  // word-topic counts). Replies carry the nonzeros (PullFuture::
-  // GetSparse), pushes may (PsClient::PushSparse). For `add` tables whose workers do not cache
-  // their reads, under bsp, ssp:S, sparsessp:S or asp, with `initial` 0; initial_rows sets
-  // starting values. Snapshots and checkpoints leave such a table out (an empty vector): the
-  // app keeps what it needs to rebuild it.
+  // word-topic counts). Replies carry the nonzeros (PullFuture::GetSparse), pushes may
+  // (PsClient::PushSparse). For `add` tables whose workers do not cache their reads, under bsp,
+  // ssp:S, sparsessp:S or asp, with `initial` 0; initial_rows sets starting values. Snapshots
+  // and checkpoints leave such a table out (an empty vector): the app keeps what it needs to
+  // rebuild it.
   kSparseElements,
 };
 
