@@ -93,32 +93,30 @@ SparseColMatrix ColumnMajorRows(const SparseRowMatrix& x, std::int64_t begin, st
   return ColumnMajorOf(x, count, [begin](std::int64_t l) { return begin + l; });
 }
 
-SparseColMatrix ColumnRows(const SparseColMatrix& columns, std::int64_t begin, std::int64_t count) {
-  TESSERA_CHECK(columns.isCompressed()) << "ColumnRows needs a compressed matrix";
-  const std::int64_t p = columns.cols(), end = begin + count;
-  const std::int64_t* outer = columns.outerIndexPtr();
-  const std::int64_t* inner = columns.innerIndexPtr();
-  const double* value = columns.valuePtr();
-  SparseColMatrix out(count, p);  // compressed, its p + 1 column starts zero
-  std::int64_t* start = out.outerIndexPtr();
-  std::vector<std::int64_t> first(static_cast<std::size_t>(p));  // column j's first row >= begin
-  for (std::int64_t j = 0; j < p; ++j) {
-    const std::int64_t* lo = std::lower_bound(inner + outer[j], inner + outer[j + 1], begin);
-    const std::int64_t* hi = std::lower_bound(lo, inner + outer[j + 1], end);
-    first[static_cast<std::size_t>(j)] = lo - inner;
-    start[j + 1] = start[j] + (hi - lo);
+ColumnRowRange::ColumnRowRange(std::shared_ptr<const SparseColMatrix> columns, std::int64_t begin,
+                               std::int64_t count)
+    : columns_(std::move(columns)), begin_(begin), count_(count) {
+  TESSERA_CHECK(columns_->isCompressed()) << "ColumnRowRange needs a compressed matrix";
+  TESSERA_CHECK(begin >= 0 && count >= 0 && begin + count <= columns_->rows())
+      << "rows " << begin << "+" << count << " of " << columns_->rows();
+  const std::int64_t p = columns_->cols(), end = begin + count;
+  const std::int64_t* outer = columns_->outerIndexPtr();
+  inner_ = columns_->innerIndexPtr();
+  value_ = columns_->valuePtr();
+  if (begin == 0 && count == columns_->rows()) {
+    first_ = outer;
+    last_ = outer + 1;
+    return;
   }
-  out.resizeNonZeros(start[p]);
-  std::int64_t* out_inner = out.innerIndexPtr();
-  double* out_value = out.valuePtr();
+  bounds_.resize(2 * static_cast<std::size_t>(p));
   for (std::int64_t j = 0; j < p; ++j) {
-    const std::int64_t from = first[static_cast<std::size_t>(j)];
-    for (std::int64_t k = 0; k < start[j + 1] - start[j]; ++k) {
-      out_inner[start[j] + k] = inner[from + k] - begin;
-      out_value[start[j] + k] = value[from + k];
-    }
+    const std::int64_t* lo = std::lower_bound(inner_ + outer[j], inner_ + outer[j + 1], begin);
+    const std::int64_t* hi = std::lower_bound(lo, inner_ + outer[j + 1], end);
+    bounds_[static_cast<std::size_t>(j)] = lo - inner_;
+    bounds_[static_cast<std::size_t>(p + j)] = hi - inner_;
   }
-  return out;
+  first_ = bounds_.data();
+  last_ = bounds_.data() + p;
 }
 
 void Dataset::BuildColumns() {

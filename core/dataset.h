@@ -25,9 +25,50 @@ using SparseColMatrix = Eigen::SparseMatrix<double, Eigen::ColMajor, std::int64_
 // sorts. Every stored entry is kept, explicit zeros included.
 SparseColMatrix ColumnMajorRows(const SparseRowMatrix& x, std::int64_t begin, std::int64_t count);
 SparseColMatrix ColumnMajorRows(const SparseRowMatrix& x, std::span<const std::uint32_t> rows);
-// Rows [begin, begin + count) of a compressed column-major matrix (row l of the result is row
-// begin + l): a binary search and a sequential copy per column.
-SparseColMatrix ColumnRows(const SparseColMatrix& columns, std::int64_t begin, std::int64_t count);
+// Rows [begin, begin + count) of a compressed column-major matrix, read where they are: column
+// j's entries in those rows are positions [first_j, last_j) of the matrix's arrays (a binary
+// search per column when the range is not every row), and an entry's row is reported within the
+// range (row l is the matrix's row begin + l). Holds the matrix.
+class ColumnRowRange {
+ public:
+  class Iterator {
+   public:
+    Iterator(const std::int64_t* index, const std::int64_t* end, const double* value,
+             std::int64_t base)
+        : index_(index), end_(end), value_(value), base_(base) {}
+    explicit operator bool() const { return index_ != end_; }
+    Iterator& operator++() {
+      ++index_;
+      ++value_;
+      return *this;
+    }
+    std::int64_t index() const { return *index_ - base_; }
+    double value() const { return *value_; }
+
+   private:
+    const std::int64_t* index_;
+    const std::int64_t* end_;
+    const double* value_;
+    std::int64_t base_;
+  };
+  ColumnRowRange(std::shared_ptr<const SparseColMatrix> columns, std::int64_t begin,
+                 std::int64_t count);
+  Iterator Column(Eigen::Index j) const {
+    return Iterator(inner_ + first_[j], inner_ + last_[j], value_ + first_[j], begin_);
+  }
+  std::int64_t NonZeros(Eigen::Index j) const { return last_[j] - first_[j]; }
+  std::int64_t rows() const { return count_; }
+  std::int64_t cols() const { return columns_->cols(); }
+
+ private:
+  std::shared_ptr<const SparseColMatrix> columns_;
+  std::int64_t begin_ = 0, count_ = 0;
+  std::vector<std::int64_t> bounds_;  // first_j then last_j per column, unless every row
+  const std::int64_t* first_ = nullptr;
+  const std::int64_t* last_ = nullptr;
+  const std::int64_t* inner_ = nullptr;
+  const double* value_ = nullptr;
+};
 
 // n samples x p features (rows are samples) and a response per sample.
 struct Dataset {

@@ -35,6 +35,10 @@ constexpr std::uint64_t kChunkPairs = 1 << 20;
 // with the Gram matrix it kept (the Gram entries do not change; the chunks of a working set
 // recur in every sweep over it and at every λ of a path).
 constexpr std::uint32_t kSolveCached = 4;
+// A chunk of sparse columns whose Gram matrix would cost more to go over than the columns
+// themselves: the coordinator solves it on the columns and its own residual (the workers send
+// nothing).
+constexpr std::uint32_t kSolveColumns = 5;
 constexpr std::size_t kMaxChunkKeys = 1 << 14;
 
 class WorkingSetSolver;
@@ -43,6 +47,7 @@ class WorkingSetSolver;
 struct Chunk {
   std::vector<Key> keys;
   bool sparse = false;                       // kSolveSparse, not kSolve
+  bool columns = false;                      // kSolveColumns
   std::shared_ptr<WorkingSetSolver> solver;  // its Gram matrix, once a round brought it
 };
 // Multiply-adds one solve may spend (about 10 ms): the coordinator's fiber does nothing else
@@ -54,8 +59,9 @@ constexpr std::int64_t kMinRoom = 64;
 
 // One worker's rows, residual and scratch space; touched only by that worker's fiber.
 struct RowShard final : WorkerState {
-  // Local rows x all features: a worker holding every row shares the data's column-major copy.
-  std::shared_ptr<const SparseColMatrix> x;
+  // Local rows x all features, read in place from the data's column-major copy (or, when the
+  // data has none, from a column-major copy of this worker's rows).
+  std::shared_ptr<const ColumnRowRange> x;
   Eigen::VectorXd y;        // local responses, centered by the global mean
   Eigen::VectorXd colsum;   // Σ_i x_ij over local rows
   Eigen::VectorXd rs;       // r_s = ỹ − X b (uncentered X); residual r = r_s + c
@@ -74,9 +80,9 @@ constexpr std::size_t kGramCacheLimit = 1 << 22;  // entries per worker (~100 Mi
 // Below this many nonzeros a dot product is cheaper than a hash-table visit: not cached.
 constexpr std::int64_t kGramCacheMinNonzeros = 128;
 
-double ColumnDot(const SparseColMatrix& x, Eigen::Index j, const Eigen::VectorXd& v) {
+double ColumnDot(const ColumnRowRange& x, Eigen::Index j, const Eigen::VectorXd& v) {
   double s = 0;
-  for (SparseColMatrix::InnerIterator it(x, j); it; ++it) s += it.value() * v[it.index()];
+  for (auto it = x.Column(j); it; ++it) s += it.value() * v[it.index()];
   return s;
 }
 
@@ -133,9 +139,11 @@ class Anderson {
 // G = X̃ᵀX̃ = S − n μμᵀ (S the raw products x_aᵀx_b, μ the column means): glmnet's covariance
 // updates, a coordinate step changes every other gradient by G_jk·Δ. Held dense (G), or sparse
 // (S's nonzeros by column, the rank-one part kept aside as the scalar τ = μᵀ(b − b₀), so that a
-// step costs the column's nonzeros: g = h + n μ τ with h = g₀ − S(b − b₀)). Passes alternate with
-// Newton steps on the support and Anderson extrapolation (skglm's AndersonCD), each kept only
-// when it lowers the objective.
+// step costs the column's nonzeros: g = h + n μ τ with h = g₀ − S(b − b₀)), or on the columns
+// themselves and the residual (r_s = ỹ − Xb over every row and c = μᵀb, so that r = r_s + c and
+// g_i = x_iᵀr_s + c n μ_i: a step costs the column's nonzeros twice, and nothing is built
+// first). Passes alternate with Newton steps on the support and Anderson extrapolation (skglm's
+// AndersonCD), each kept only when it lowers the objective.
 class WorkingSetSolver {
  public:
   // Dense: the centered Gram matrix.
@@ -152,30 +160,54 @@ class WorkingSetSolver {
         value_(std::move(value)),
         s_diag_(std::move(s_diag)),
         mu_(std::move(mu)) {}
+  // Columns: `cols` of `x` (read in place), μ of each, and the residual r_s and c at the
+  // coefficients the solve starts from.
+  WorkingSetSolver(std::shared_ptr<const SparseColMatrix> x, std::vector<Eigen::Index> cols,
+                   Eigen::VectorXd mu, const Eigen::VectorXd& rs, double c)
+      : columns_(std::move(x)), cols_(std::move(cols)), mu_(std::move(mu)) {
+    residual_.resize(rs.size() + 1);
+    residual_.head(rs.size()) = rs;
+    residual_[rs.size()] = c;
+  }
 
   // Coordinate descent from `b` (the coefficients) and `g` (their gradient X̃ᵀr) until a pass
   // changes no d_i·|Δb_i|/n by `tolerance` or more (true) or `work` multiply-adds are spent
-  // (false). `d` is G's diagonal (the centered squared norms), `t` the thresholds.
+  // (false). `d` is G's diagonal (the centered squared norms), `t` the thresholds; `g` is not
+  // read by a solver on columns.
   bool Run(Eigen::VectorXd& b, const Eigen::VectorXd& g, const Eigen::VectorXd& d,
            const Eigen::VectorXd& t, double n, double tolerance, double work) {
     const Eigen::Index u = b.size();
     n_ = n;
-    const Eigen::VectorXd start = b, g0 = g;
-    // The state: h (and τ, last element), the gradient being h + n μ τ.
-    Eigen::VectorXd state(u + 1);
-    state.head(u) = g;
-    state[u] = 0;
+    const Eigen::VectorXd start = b, g0 = columns_ ? Eigen::VectorXd() : g;
+    // The state: h (and τ, last element), the gradient being h + n μ τ; or r_s and c.
+    Eigen::VectorXd state;
+    if (columns_) {
+      state = std::move(residual_);
+    } else {
+      state.resize(u + 1);
+      state.head(u) = g;
+      state[u] = 0;
+    }
     // The objective up to a constant: with δ = b − b₀, ‖r‖² = ‖r₀‖² − (g₀ + g)ᵀδ (as g = g₀ − Gδ).
     auto objective = [&](const Eigen::VectorXd& bb, const Eigen::VectorXd& st) {
-      return -(g0 + Gradient(st)).dot(bb - start) / (2.0 * n) +
-             (t.array() * bb.array().abs()).sum() / n;
+      const double fit = columns_
+                             ? (st.head(st.size() - 1).array() + st[st.size() - 1]).square().sum()
+                             : -(g0 + Gradient(st)).dot(bb - start);
+      return fit / (2.0 * n) + (t.array() * bb.array().abs()).sum() / n;
     };
-    Anderson anderson(u, u + 1);
+    Anderson anderson(u, state.size());
     bool newton_tried = false;  // for the current sign pattern
     int since_newton = 0;       // passes since the last attempt
-    const double pass_cost = sparse_
-                                 ? static_cast<double>(u + static_cast<Eigen::Index>(value_.size()))
-                                 : static_cast<double>(u) * static_cast<double>(u);
+    double pass_cost = static_cast<double>(u) * static_cast<double>(u);
+    if (columns_) {
+      pass_cost = 0;
+      for (Eigen::Index col : cols_) {
+        pass_cost += 2.0 * static_cast<double>(columns_->outerIndexPtr()[col + 1] -
+                                               columns_->outerIndexPtr()[col]);
+      }
+    } else if (sparse_) {
+      pass_cost = static_cast<double>(u + static_cast<Eigen::Index>(value_.size()));
+    }
     const double passes = std::max(1.0, work / std::max(pass_cost, 1.0));
     double spent = 0;  // multiply-adds of the passes not yet matched by a Newton attempt
     for (double pass = 0; pass < passes; ++pass) {
@@ -183,7 +215,7 @@ class WorkingSetSolver {
       bool pattern_changed = false;
       for (Eigen::Index i = 0; i < u; ++i) {
         if (d[i] <= 0) continue;
-        const double gi = state[i] + n * mu_[i] * state[u];
+        const double gi = GradientAt(i, state);
         const double nb = SoftThreshold(gi + d[i] * b[i], t[i]) / d[i];
         const double delta = nb - b[i];
         if (delta == 0) continue;
@@ -222,14 +254,34 @@ class WorkingSetSolver {
   // Newton steps factor the support's Gram block: up to this many nonzeros.
   static constexpr Eigen::Index kNewtonKeys = 512;
 
-  Eigen::VectorXd Gradient(const Eigen::VectorXd& state) const {
-    const Eigen::Index u = state.size() - 1;
-    return state.head(u) + n_ * state[u] * mu_;
+  double GradientAt(Eigen::Index i, const Eigen::VectorXd& state) const {
+    const Eigen::Index last = state.size() - 1;
+    if (!columns_) return state[i] + n_ * mu_[i] * state[last];
+    double dot = 0;
+    for (SparseColMatrix::InnerIterator it(*columns_, cols_[static_cast<std::size_t>(i)]); it;
+         ++it) {
+      dot += it.value() * state[it.index()];
+    }
+    return dot + n_ * mu_[i] * state[last];
   }
 
-  // b_i moved by `delta`: h −= (G or S) e_i δ, τ += μ_i δ.
+  Eigen::VectorXd Gradient(const Eigen::VectorXd& state) const {
+    Eigen::VectorXd g(mu_.size());
+    for (Eigen::Index i = 0; i < g.size(); ++i) g[i] = GradientAt(i, state);
+    return g;
+  }
+
+  // b_i moved by `delta`: h −= (G or S) e_i δ, τ += μ_i δ; or r_s −= x_i δ, c += μ_i δ.
   void Step(Eigen::Index i, double delta, Eigen::VectorXd& state) const {
     const Eigen::Index u = state.size() - 1;
+    if (columns_) {
+      for (SparseColMatrix::InnerIterator it(*columns_, cols_[static_cast<std::size_t>(i)]); it;
+           ++it) {
+        state[it.index()] -= it.value() * delta;
+      }
+      state[u] += mu_[i] * delta;
+      return;
+    }
     if (!sparse_) {
       state.head(u).noalias() -= dense_.col(i) * delta;
       return;
@@ -246,6 +298,26 @@ class WorkingSetSolver {
   Eigen::MatrixXd Block(const std::vector<Eigen::Index>& act) const {
     const auto m = static_cast<Eigen::Index>(act.size());
     Eigen::MatrixXd h(m, m);
+    if (columns_) {  // x_aᵀx_b − n μ_a μ_b, column a scattered into a dense row vector
+      Eigen::VectorXd scatter = Eigen::VectorXd::Zero(columns_->rows());
+      for (Eigen::Index a = 0; a < m; ++a) {
+        const Eigen::Index ca = cols_[static_cast<std::size_t>(act[a])];
+        for (SparseColMatrix::InnerIterator it(*columns_, ca); it; ++it) {
+          scatter[it.index()] = it.value();
+        }
+        for (Eigen::Index c = a; c < m; ++c) {
+          double dot = 0;
+          for (SparseColMatrix::InnerIterator it(*columns_,
+                                                 cols_[static_cast<std::size_t>(act[c])]);
+               it; ++it) {
+            dot += it.value() * scatter[it.index()];
+          }
+          h(a, c) = h(c, a) = dot - n_ * mu_[act[a]] * mu_[act[c]];
+        }
+        for (SparseColMatrix::InnerIterator it(*columns_, ca); it; ++it) scatter[it.index()] = 0;
+      }
+      return h;
+    }
     if (!sparse_) {
       for (Eigen::Index a = 0; a < m; ++a) {
         for (Eigen::Index c = 0; c < m; ++c) h(a, c) = dense_(act[a], act[c]);
@@ -331,6 +403,9 @@ class WorkingSetSolver {
   }
 
   bool sparse_ = false;
+  std::shared_ptr<const SparseColMatrix> columns_;  // null unless solving on columns
+  std::vector<Eigen::Index> cols_;
+  Eigen::VectorXd residual_;  // r_s and c as the solve starts
   Eigen::MatrixXd dense_;
   std::vector<std::int64_t> start_;
   std::vector<std::int32_t> index_;
@@ -611,16 +686,16 @@ class LassoApp final : public ModelParallelApp {
     auto s = std::make_unique<RowShard>();
     const auto begin = static_cast<Eigen::Index>(ranges_[setup.worker].begin);
     const auto len = static_cast<Eigen::Index>(ranges_[setup.worker].size());
-    if (columns_ && begin == 0 && len == n_) {
-      s->x = columns_;
+    if (columns_) {
+      s->x = std::make_shared<const ColumnRowRange>(columns_, begin, len);
     } else {
-      s->x = std::make_shared<const SparseColMatrix>(columns_ ? ColumnRows(*columns_, begin, len)
-                                                              : ColumnMajorRows(rows_, begin, len));
+      s->x = std::make_shared<const ColumnRowRange>(
+          std::make_shared<const SparseColMatrix>(ColumnMajorRows(rows_, begin, len)), 0, len);
     }
     s->y = yc_.segment(begin, len);
     s->colsum = Eigen::VectorXd::Zero(p_);
     for (Eigen::Index j = 0; j < p_; ++j) {
-      for (SparseColMatrix::InnerIterator it(*s->x, j); it; ++it) s->colsum[j] += it.value();
+      for (auto it = s->x->Column(j); it; ++it) s->colsum[j] += it.value();
     }
     s->scatter = Eigen::VectorXd::Zero(len);
     s->beta = beta_;
@@ -674,7 +749,10 @@ class LassoApp final : public ModelParallelApp {
       if (!ctx.in_flight.empty()) return plan;
       const Chunk& c = chunks_[next_chunk_];
       current_chunk_ = next_chunk_++;
-      merged.op = c.solver ? kSolveCached : c.sparse ? kSolveSparse : kSolve;
+      merged.op = c.columns  ? kSolveColumns
+                  : c.solver ? kSolveCached
+                  : c.sparse ? kSolveSparse
+                             : kSolve;
       if (merged.op == kSolveSparse) {
         merged.id = kSolveSparse;
         sparse_chunk_keys_ = c.keys.size();
@@ -706,6 +784,12 @@ class LassoApp final : public ModelParallelApp {
     for (const Block& b : blocks) {
       if (b.op == kSolveSparse) {
         out.push_back(SparseSolvePartial(s, b));
+        continue;
+      }
+      if (b.op == kSolveColumns) {
+        Partial part;
+        part.block = b.id;
+        out.push_back(std::move(part));
         continue;
       }
       const std::size_t u = b.keys.size();
@@ -762,7 +846,7 @@ class LassoApp final : public ModelParallelApp {
     std::vector<std::uint32_t> start(rows + 1, 0);
     std::size_t total = 0;
     for (Key k : b.keys) {
-      for (SparseColMatrix::InnerIterator it(*s.x, static_cast<Eigen::Index>(k)); it; ++it) {
+      for (auto it = s.x->Column(static_cast<Eigen::Index>(k)); it; ++it) {
         ++start[static_cast<std::size_t>(it.index()) + 1];
         ++total;
       }
@@ -772,8 +856,7 @@ class LassoApp final : public ModelParallelApp {
     std::vector<double> val(total);
     std::size_t c = 0;
     for (std::size_t i = 0; i < u; ++i) {
-      for (SparseColMatrix::InnerIterator it(*s.x, static_cast<Eigen::Index>(b.keys[i])); it;
-           ++it) {
+      for (auto it = s.x->Column(static_cast<Eigen::Index>(b.keys[i])); it; ++it) {
         const std::uint32_t q = next[static_cast<std::size_t>(it.index())]++;
         pos[q] = static_cast<std::uint32_t>(i);
         val[q] = it.value();
@@ -793,8 +876,7 @@ class LassoApp final : public ModelParallelApp {
     std::vector<std::uint32_t> touched;
     c = 0;
     for (std::size_t a = 0; a < u; ++a) {
-      for (SparseColMatrix::InnerIterator it(*s.x, static_cast<Eigen::Index>(b.keys[a])); it;
-           ++it) {
+      for (auto it = s.x->Column(static_cast<Eigen::Index>(b.keys[a])); it; ++it) {
         const std::uint32_t q = slot[c++];
         const std::uint32_t end = start[static_cast<std::size_t>(it.index()) + 1];
         for (std::uint32_t z = q + 1; z < end; ++z) {
@@ -931,21 +1013,40 @@ class LassoApp final : public ModelParallelApp {
                             std::move(mu));
   }
 
+  // The solver of a chunk on its columns, from the residual at the committed coefficients
+  // (r_s = ỹ − Xb from the nonzeros, c = μᵀb).
+  WorkingSetSolver ColumnSolver(const std::vector<Key>& keys) {
+    EnsureColumns();
+    Eigen::VectorXd rs = yc_;
+    double c = 0;
+    for (Eigen::Index j = 0; j < p_; ++j) {
+      const double bj = beta_[j];
+      if (bj == 0) continue;
+      for (SparseColMatrix::InnerIterator it(*x_, j); it; ++it) rs[it.index()] -= bj * it.value();
+      c += mu_[j] * bj;
+    }
+    std::vector<Eigen::Index> cols(keys.size());
+    Eigen::VectorXd mu(static_cast<Eigen::Index>(keys.size()));
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      cols[i] = static_cast<Eigen::Index>(keys[i]);
+      mu[static_cast<Eigen::Index>(i)] = mu_[cols[i]];
+    }
+    return WorkingSetSolver(x_, std::move(cols), std::move(mu), rs, c);
+  }
+
   // Partial x_aᵀx_b over this worker's rows, from the cache or by scattering column a and
   // gathering column b.
   static double GramEntry(RowShard& s, Key a, Key b) {
     TESSERA_CHECK(a < (1ull << 32) && b < (1ull << 32)) << "feature index too large";
     const std::uint64_t pair = a < b ? (a << 32 | b) : (b << 32 | a);
     const auto ia = static_cast<Eigen::Index>(a), ib = static_cast<Eigen::Index>(b);
-    const bool cache = s.x->outerIndexPtr()[ia + 1] - s.x->outerIndexPtr()[ia] +
-                           s.x->outerIndexPtr()[ib + 1] - s.x->outerIndexPtr()[ib] >=
-                       kGramCacheMinNonzeros;
+    const bool cache = s.x->NonZeros(ia) + s.x->NonZeros(ib) >= kGramCacheMinNonzeros;
     if (cache) {
       if (auto it = s.gram_cache.find(pair); it != s.gram_cache.end()) return it->second;
     }
     if (s.scattered != a) {
       ClearScatter(s);
-      for (SparseColMatrix::InnerIterator it(*s.x, static_cast<Eigen::Index>(a)); it; ++it) {
+      for (auto it = s.x->Column(static_cast<Eigen::Index>(a)); it; ++it) {
         s.scatter[it.index()] = it.value();
       }
       s.scattered = a;
@@ -957,8 +1058,7 @@ class LassoApp final : public ModelParallelApp {
 
   static void ClearScatter(RowShard& s) {
     if (s.scattered == SIZE_MAX) return;
-    for (SparseColMatrix::InnerIterator it(*s.x, static_cast<Eigen::Index>(s.scattered)); it;
-         ++it) {
+    for (auto it = s.x->Column(static_cast<Eigen::Index>(s.scattered)); it; ++it) {
       s.scatter[it.index()] = 0;
     }
     s.scattered = SIZE_MAX;
@@ -973,6 +1073,14 @@ class LassoApp final : public ModelParallelApp {
       const Block& b = blocks[bi];
       const Eigen::VectorXd& v = merged[bi].values;
       const std::size_t u = b.keys.size();
+      if (b.op == kSolveColumns) {
+        TESSERA_CHECK(ctx.stale_updates.empty()) << "a chunk is solved with no round in flight";
+        TESSERA_CHECK(chunks_[current_chunk_].keys == b.keys)
+            << "the chunk pulled is not the chunk scheduled";
+        WorkingSetSolver solver = ColumnSolver(b.keys);
+        Solve(b.keys, Eigen::VectorXd(), solver, update);
+        continue;
+      }
       if (b.op == kSolveSparse || b.op == kSolveCached) {
         TESSERA_CHECK(ctx.stale_updates.empty()) << "a chunk is solved with no round in flight";
         Chunk& c = chunks_[current_chunk_];
@@ -1106,8 +1214,7 @@ class LassoApp final : public ModelParallelApp {
     for (std::size_t t = 0; t < update.keys.size(); ++t) {
       const auto j = static_cast<Eigen::Index>(update.keys[t]);
       const double delta = update.delta[static_cast<Eigen::Index>(t)];
-      for (SparseColMatrix::InnerIterator it(*s.x, j); it; ++it)
-        s.rs[it.index()] -= delta * it.value();
+      for (auto it = s.x->Column(j); it; ++it) s.rs[it.index()] -= delta * it.value();
       s.c += mu_[j] * delta;
       s.beta[j] += delta;
     }
@@ -1127,7 +1234,11 @@ class LassoApp final : public ModelParallelApp {
   // A worker's residual from its coefficients (as a fit starts; also clears the rounding drift
   // of incremental updates).
   void Resync(RowShard& s) const {
-    s.rs = s.y - *s.x * s.beta;
+    s.rs = s.y;
+    for (Eigen::Index j = 0; j < p_; ++j) {
+      if (s.beta[j] == 0) continue;
+      for (auto it = s.x->Column(j); it; ++it) s.rs[it.index()] -= s.beta[j] * it.value();
+    }
     s.c = mu_.dot(s.beta);
   }
 
@@ -1184,16 +1295,23 @@ class LassoApp final : public ModelParallelApp {
   // solve_keys, or while its Gram matrix has at most kChunkPairs nonzero pairs (counted on the
   // full data: a row with k of the chunk's columns holds k(k−1)/2) and fewer than kMaxChunkKeys
   // features. A chunk larger than solve_keys, or whose Gram matrix is (or is estimated) less
-  // than a quarter full, is solved from its nonzero entries only.
+  // than a quarter full, is solved from its nonzero entries only, or on its columns when a pass
+  // over them (each entry twice) costs no more than a pass over the Gram matrix's nonzeros
+  // (each pair twice; building the Gram matrix costs more again).
   std::vector<Chunk> MakeChunks(const std::vector<Key>& keys) {
     const auto solve_keys = static_cast<std::size_t>(opts_.solve_keys);
+    auto on_columns = [](double u, double entries, double pairs) {
+      return 2 * entries <= u + 2 * pairs;
+    };
     if (keys.size() <= solve_keys) {  // one chunk; the pairs estimated for rows alike: E²/2n
       double entries = 0;
       for (Key k : keys) entries += col_nnz_[static_cast<Eigen::Index>(k)];
       const double u = static_cast<double>(keys.size());
+      const double pairs = entries * entries / (2.0 * static_cast<double>(n_));
       Chunk c;
       c.keys = keys;
-      c.sparse = 4 * entries * entries / (2.0 * static_cast<double>(n_)) < u * (u - 1) / 2;
+      c.sparse = 4 * pairs < u * (u - 1) / 2;
+      c.columns = c.sparse && on_columns(u, entries, pairs);
       return {std::move(c)};
     }
     EnsureColumns();
@@ -1201,13 +1319,15 @@ class LassoApp final : public ModelParallelApp {
     std::vector<Chunk> chunks;
     std::vector<Eigen::Index> touched;
     Chunk c;
-    std::uint64_t pairs = 0;
+    std::uint64_t pairs = 0, entries = 0;
     auto close = [&] {
       const std::uint64_t u = c.keys.size();
       c.sparse = u > solve_keys || 4 * pairs < u * (u - 1) / 2;
+      c.columns = c.sparse && on_columns(static_cast<double>(u), static_cast<double>(entries),
+                                         static_cast<double>(pairs));
       chunks.push_back(std::move(c));
       c = {};
-      pairs = 0;
+      pairs = entries = 0;
       for (Eigen::Index r : touched) row_count_[static_cast<std::size_t>(r)] = 0;
       touched.clear();
     };
@@ -1225,6 +1345,7 @@ class LassoApp final : public ModelParallelApp {
       for (SparseColMatrix::InnerIterator it(*x_, j); it; ++it) {
         if (row_count_[static_cast<std::size_t>(it.index())]++ == 0) touched.push_back(it.index());
       }
+      entries += static_cast<std::uint64_t>(col_nnz_[j]);
       pairs += add;
       c.keys.push_back(k);
     }

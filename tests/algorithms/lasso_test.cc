@@ -396,8 +396,10 @@ TEST(LassoTest, ShardsFromTheDatasColumnsGiveTheSameFit) {
 }
 
 // Working sets solved at the coordinator in chunks (dense Gram blocks of up to solve_keys
-// features, sparse ones beyond, each kept and reused while the working set stays) reach the
-// optimum that scheduled coordinate descent reaches, for any chunk size and worker count.
+// features, sparse ones beyond, each kept and reused while the working set stays, or on the
+// columns themselves where a pass over them costs less than one over the Gram's nonzeros: this
+// problem's working sets take both of the sparse kinds) reach the optimum that scheduled coordinate
+// descent reaches, for any chunk size and worker count.
 TEST(LassoTest, WorkingSetSolvesInChunksReachTheOptimumOfCoordinateDescent) {
   const int n = 300, p = 3000;
   std::mt19937_64 rng(77);
