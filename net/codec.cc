@@ -9,8 +9,10 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <type_traits>
+#include <unordered_map>
 
 #include "tessera/core/status.h"
 #include "tessera_types.h"  // generated from net/tessera.thrift
@@ -21,23 +23,153 @@ namespace {
 static_assert(std::endian::native == std::endian::little,
               "packed keys and values are little-endian; add byte swapping for this host");
 
-using apache::thrift::protocol::TCompactProtocolT;
 using apache::thrift::transport::TMemoryBuffer;
 
+// Packed fields travel without the copies Thrift's strings would cost (a copy into the string
+// and one out of it when encoding; when decoding, one into the protocol's buffer, one into the
+// string and one out of it). Encoding, a field of at least kBorrowBytes is left empty in its
+// Thrift struct and the protocol writes its bytes from where they lie, in the message being
+// encoded; decoding, the protocol leaves such a field's string empty and notes where its bytes
+// lie in the frame, from which the unpackers copy them once. Either side finds a field by its
+// string's address, in the table of the one Encode or DecodeFrame call running on this thread.
+constexpr std::size_t kBorrowBytes = 64;
+
+class BorrowedFields {
+ public:
+  void Add(const std::string* field, const void* data, std::size_t size) {
+    fields_.emplace(field, std::string_view(static_cast<const char*>(data), size));
+  }
+  const std::string_view* Find(const std::string* field) const {
+    auto it = fields_.find(field);
+    return it == fields_.end() ? nullptr : &it->second;
+  }
+  std::size_t size() const { return fields_.size(); }
+  // Room for bytes made while encoding (floats from doubles) that must live as long as it.
+  std::vector<float>& Scratch() { return scratch_.emplace_back(); }
+
+ private:
+  std::unordered_map<const std::string*, std::string_view> fields_;
+  std::deque<std::vector<float>> scratch_;
+};
+
+thread_local BorrowedFields* t_borrowed = nullptr;
+
+// The table of one Encode or DecodeFrame call, for the calls it makes on this thread.
+class BorrowScope {
+ public:
+  BorrowScope() : outer_(t_borrowed) { t_borrowed = &fields_; }
+  ~BorrowScope() { t_borrowed = outer_; }
+  BorrowScope(const BorrowScope&) = delete;
+  BorrowScope& operator=(const BorrowScope&) = delete;
+  const BorrowedFields& fields() const { return fields_; }
+
+ private:
+  BorrowedFields fields_;
+  BorrowedFields* outer_;
+};
+
+// Sets a packed field: borrowed from `data` (which must outlive the encoding) when large enough.
+void PutField(std::string& field, const void* data, std::size_t size) {
+  if (t_borrowed && size >= kBorrowBytes) {
+    field.clear();
+    t_borrowed->Add(&field, data, size);
+  } else {
+    field.assign(static_cast<const char*>(data), size);
+  }
+}
+
+// A decoded field's bytes: in the frame when the protocol borrowed them, else in the string.
+std::string_view FieldBytes(const std::string& field) {
+  if (t_borrowed) {
+    if (const std::string_view* b = t_borrowed->Find(&field)) return *b;
+  }
+  return field;
+}
+
+// A decoded field as a string of its own (moved out when the protocol did not borrow it).
+std::string TakeField(std::string& field) {
+  if (t_borrowed) {
+    if (const std::string_view* b = t_borrowed->Find(&field)) return std::string(*b);
+  }
+  return std::move(field);
+}
+
+// The compact protocol, but binary fields go through the table above: written from where the
+// encoder's table says their bytes lie, and, when large, read as a place in the frame.
+template <class Transport>
+class BorrowingProtocol : public apache::thrift::protocol::TCompactProtocolT<Transport> {
+  using Base = apache::thrift::protocol::TCompactProtocolT<Transport>;
+
+ public:
+  using Base::Base;
+
+  std::uint32_t writeBinary_virt(const std::string& str) override {
+    const std::string_view* b = t_borrowed ? t_borrowed->Find(&str) : nullptr;
+    if (b == nullptr) return Base::writeBinary(str);
+    if (b->size() > 0x7fffffff) {
+      throw apache::thrift::protocol::TProtocolException(
+          apache::thrift::protocol::TProtocolException::SIZE_LIMIT);
+    }
+    const auto size = static_cast<std::uint32_t>(b->size());
+    const std::uint32_t head = this->writeVarint32(size);
+    this->trans_->write(reinterpret_cast<const std::uint8_t*>(b->data()), size);
+    ++written_;
+    return head + size;
+  }
+
+  std::uint32_t readBinary_virt(std::string& str) override {
+    if (t_borrowed == nullptr) return Base::readBinary(str);
+    std::int32_t size = 0;
+    const std::uint32_t head = this->readVarint32(size);
+    if (size < 0) {
+      throw apache::thrift::protocol::TProtocolException(
+          apache::thrift::protocol::TProtocolException::NEGATIVE_SIZE);
+    }
+    if (this->string_limit_ > 0 && size > this->string_limit_) {
+      throw apache::thrift::protocol::TProtocolException(
+          apache::thrift::protocol::TProtocolException::SIZE_LIMIT);
+    }
+    auto want = static_cast<std::uint32_t>(size);
+    const std::uint8_t* at = want == 0 ? nullptr : this->trans_->borrow(nullptr, &want);
+    if (size > 0 && at == nullptr) {
+      throw apache::thrift::transport::TTransportException(
+          apache::thrift::transport::TTransportException::END_OF_FILE, "field past the frame");
+    }
+    if (static_cast<std::size_t>(size) >= kBorrowBytes) {
+      str.clear();
+      t_borrowed->Add(&str, at, static_cast<std::size_t>(size));
+    } else {
+      str.assign(reinterpret_cast<const char*>(at), static_cast<std::size_t>(size));
+    }
+    if (size > 0) this->trans_->consume(static_cast<std::uint32_t>(size));
+    return head + static_cast<std::uint32_t>(size);
+  }
+
+  // Borrowed fields written (each must be, once: a struct that moved after its field was
+  // borrowed would otherwise send an empty field).
+  std::size_t written() const { return written_; }
+
+ private:
+  std::size_t written_ = 0;
+};
+
 template <class T>
-std::string Pack(const T* data, std::size_t n) {
-  return std::string(reinterpret_cast<const char*>(data), n * sizeof(T));
+void Pack(std::string& field, const T* data, std::size_t n) {
+  PutField(field, data, n * sizeof(T));
 }
 
-std::string PackKeys(const std::vector<Key>& keys) { return Pack(keys.data(), keys.size()); }
-
-std::string PackValues(const Eigen::VectorXd& v) {
-  return Pack(v.data(), static_cast<std::size_t>(v.size()));
+void PackKeys(std::string& field, const std::vector<Key>& keys) {
+  Pack(field, keys.data(), keys.size());
 }
 
-Status UnpackKeys(const std::string& bytes, const char* field, std::vector<Key>& out) {
+void PackValues(std::string& field, const Eigen::VectorXd& v) {
+  Pack(field, v.data(), static_cast<std::size_t>(v.size()));
+}
+
+Status UnpackKeys(const std::string& field, const char* name, std::vector<Key>& out) {
+  const std::string_view bytes = FieldBytes(field);
   if (bytes.size() % sizeof(Key) != 0) {
-    return InvalidArgument(std::string("frame: field '") + field + "' has " +
+    return InvalidArgument(std::string("frame: field '") + name + "' has " +
                            std::to_string(bytes.size()) + " bytes, not a multiple of 8");
   }
   out.resize(bytes.size() / sizeof(Key));
@@ -45,9 +177,10 @@ Status UnpackKeys(const std::string& bytes, const char* field, std::vector<Key>&
   return Status::Ok();
 }
 
-Status UnpackValues(const std::string& bytes, const char* field, Eigen::VectorXd& out) {
+Status UnpackValues(const std::string& field, const char* name, Eigen::VectorXd& out) {
+  const std::string_view bytes = FieldBytes(field);
   if (bytes.size() % sizeof(double) != 0) {
-    return InvalidArgument(std::string("frame: field '") + field + "' has " +
+    return InvalidArgument(std::string("frame: field '") + name + "' has " +
                            std::to_string(bytes.size()) + " bytes, not a multiple of 8");
   }
   out.resize(static_cast<Eigen::Index>(bytes.size() / sizeof(double)));
@@ -89,8 +222,8 @@ std::uint64_t U64(std::int64_t v) { return static_cast<std::uint64_t>(v); }
 // constructors and assignments only, so assigning or pushing a struct copies every field.
 void ToWire(const Committed& c, wire::Committed& w) {
   w.round = I64(c.round);
-  w.keys = PackKeys(c.update.keys);
-  w.delta = PackValues(c.update.delta);
+  PackKeys(w.keys, c.update.keys);
+  PackValues(w.delta, c.update.delta);
 }
 
 Status FromWire(const wire::Committed& w, Committed& c) {
@@ -121,7 +254,7 @@ Status OptionalFromWire(const W& w, std::optional<Committed>& c) {
 
 void ToWire(const TableKeys& t, wire::TableKeys& w) {
   w.table = static_cast<std::int32_t>(t.table);
-  w.keys = PackKeys(t.keys);
+  PackKeys(w.keys, t.keys);
   w.range_begin = I64(t.range.begin);
   w.range_end = I64(t.range.end);
   w.key_list = I64(t.key_list);
@@ -139,38 +272,42 @@ Status FromWire(const wire::TableKeys& w, TableKeys& t) {
   return Status::Ok();
 }
 
-// Parameter-server values as PackedValues says: doubles, or floats when f32.
-std::string PackValues(const Eigen::VectorXd& v, const PackedValues& p, wire::Packing& w) {
+// Parameter-server values as PackedValues says: doubles, or floats when f32 (converted into
+// `floats`, which must outlive the encoding).
+void PackValues(std::string& field, const Eigen::VectorXd& v, const PackedValues& p,
+                wire::Packing& w, std::vector<float>& floats) {
   w.f32 = p.f32;
   w.sparse = p.sparse;
-  w.nonzero = Pack(p.nonzero.data(), p.nonzero.size());
+  Pack(w.nonzero, p.nonzero.data(), p.nonzero.size());
   w.size = I64(p.size);
   w.codec = static_cast<std::int8_t>(p.codec);
   w.count = I64(p.count);
-  if (p.codec != 0) return p.compressed;
-  if (!p.f32) return PackValues(v);
-  std::vector<float> f(v.data(), v.data() + v.size());
-  return Pack(f.data(), f.size());
+  if (p.codec != 0) return Pack(field, p.compressed.data(), p.compressed.size());
+  if (!p.f32) return PackValues(field, v);
+  floats.assign(v.data(), v.data() + v.size());
+  Pack(field, floats.data(), floats.size());
 }
 
-Status UnpackValues(std::string& bytes, wire::Packing& w, Eigen::VectorXd& out, PackedValues& p) {
+Status UnpackValues(std::string& field, wire::Packing& w, Eigen::VectorXd& out, PackedValues& p) {
   p.f32 = w.f32;
   p.sparse = w.sparse;
   p.size = U64(w.size);
-  if (w.nonzero.size() % sizeof(std::uint32_t) != 0) {
-    return InvalidArgument("frame: field 'nonzero' has " + std::to_string(w.nonzero.size()) +
+  const std::string_view nonzero = FieldBytes(w.nonzero);
+  if (nonzero.size() % sizeof(std::uint32_t) != 0) {
+    return InvalidArgument("frame: field 'nonzero' has " + std::to_string(nonzero.size()) +
                            " bytes, not a multiple of 4");
   }
-  p.nonzero.resize(w.nonzero.size() / sizeof(std::uint32_t));
-  if (!w.nonzero.empty()) std::memcpy(p.nonzero.data(), w.nonzero.data(), w.nonzero.size());
+  p.nonzero.resize(nonzero.size() / sizeof(std::uint32_t));
+  if (!nonzero.empty()) std::memcpy(p.nonzero.data(), nonzero.data(), nonzero.size());
   p.codec = static_cast<std::uint8_t>(w.codec);
   p.count = U64(w.count);
   if (p.codec != 0) {  // core/ps_wire.cc decompresses and checks them
-    p.compressed = std::move(bytes);
+    p.compressed = TakeField(field);
     out.resize(0);
     return Status::Ok();
   }
-  if (!p.f32) return UnpackValues(bytes, "values", out);
+  if (!p.f32) return UnpackValues(field, "values", out);
+  const std::string_view bytes = FieldBytes(field);
   if (bytes.size() % sizeof(float) != 0) {
     return InvalidArgument("frame: field 'values' has " + std::to_string(bytes.size()) +
                            " bytes of floats, not a multiple of 4");
@@ -193,12 +330,13 @@ void SharedToWire(const M& m, W& w) {
   if constexpr (requires { m.committed.has_value(); }) OptionalToWire(m.committed, w);
   if constexpr (std::is_base_of_v<TableKeys, M>) ToWire(static_cast<const TableKeys&>(m), w.at);
   if constexpr (requires { m.packed; }) {
-    w.values = PackValues(m.values, m.packed, w.packed);
+    std::vector<float> local;
+    PackValues(w.values, m.values, m.packed, w.packed, t_borrowed ? t_borrowed->Scratch() : local);
   } else if constexpr (requires { m.values; }) {
-    w.values = PackValues(m.values);
+    PackValues(w.values, m.values);
   }
-  if constexpr (requires { m.terms; }) w.terms = PackValues(m.terms);
-  if constexpr (requires { m.state; }) w.state = m.state;
+  if constexpr (requires { m.terms; }) PackValues(w.terms, m.terms);
+  if constexpr (requires { m.state; }) Pack(w.state, m.state.data(), m.state.size());
 }
 
 // Takes what it can from `w` (a decoded frame's, used once) instead of copying it.
@@ -222,7 +360,7 @@ Status SharedFromWire(W& w, M& m) {
   if constexpr (requires { m.terms; }) {
     TESSERA_RETURN_IF_ERROR(UnpackValues(w.terms, "terms", m.terms));
   }
-  if constexpr (requires { m.state; }) m.state = std::move(w.state);
+  if constexpr (requires { m.state; }) m.state = TakeField(w.state);
   return Status::Ok();
 }
 
@@ -239,12 +377,12 @@ void OwnToWire(const msg::Push& m, wire::Push& w) {
   for (const Block& b : m.blocks) {
     wire::Block& wb = w.blocks.emplace_back();
     wb.id = static_cast<std::int32_t>(b.id);
-    wb.keys = PackKeys(b.keys);
+    PackKeys(wb.keys, b.keys);
     wb.worker = b.worker;
     wb.holder = b.holder;
     wb.op = static_cast<std::int32_t>(b.op);
   }
-  w.stale_keys = PackKeys(m.stale_keys);
+  PackKeys(w.stale_keys, m.stale_keys);
 }
 Status OwnFromWire(const wire::Push& w, msg::Push& m) {
   m.blocks.reserve(w.blocks.size());
@@ -266,7 +404,7 @@ void OwnToWire(const msg::Partials& m, wire::Partials& w) {
     wire::Partial& wp = w.partials.emplace_back();
     wp.block = static_cast<std::int32_t>(p.block);
     wp.worker = p.worker;
-    wp.values = PackValues(p.values);
+    PackValues(wp.values, p.values);
   }
   w.moved_bytes = I64(m.moved_bytes);
 }
@@ -293,13 +431,13 @@ void OwnToWire(const msg::WorkerState& m, wire::WorkerState& w) {
   for (const CarriedState& c : m.carried) {
     wire::Carried& wc = w.carried.emplace_back();
     wc.block = static_cast<std::int32_t>(c.block);
-    wc.state = c.state;
+    Pack(wc.state, c.state.data(), c.state.size());
   }
 }
 Status OwnFromWire(wire::WorkerState& w, msg::WorkerState& m) {
   m.carried.reserve(w.carried.size());
   for (wire::Carried& wc : w.carried) {
-    m.carried.push_back({static_cast<std::uint32_t>(wc.block), std::move(wc.state)});
+    m.carried.push_back({static_cast<std::uint32_t>(wc.block), TakeField(wc.state)});
   }
   return Status::Ok();
 }
@@ -411,10 +549,14 @@ class StringSink : public apache::thrift::transport::TVirtualTransport<StringSin
 };
 
 // Appends the encoded frame to `out`.
+// Appends the encoded frame to `out`, its borrowed fields (the BorrowScope the frame was
+// filled in) written from where they lie.
 void SerializeTo(const wire::Frame& f, std::string& out) {
   auto sink = std::make_shared<StringSink>(out);
-  TCompactProtocolT<StringSink> protocol(sink);
+  BorrowingProtocol<StringSink> protocol(sink);
   f.write(&protocol);
+  TESSERA_CHECK(protocol.written() == (t_borrowed ? t_borrowed->size() : 0))
+      << "a borrowed field was not written (its struct moved after it was filled)";
 }
 
 std::string Serialize(const wire::Frame& f) {
@@ -423,8 +565,9 @@ std::string Serialize(const wire::Frame& f) {
   return out;
 }
 
-wire::Frame MessagesFrame(std::span<const Message> messages) {
-  wire::Frame f;
+// Fills `f` in place (its packed fields borrow from `messages`: it must not move before it is
+// serialized).
+void FillMessagesFrame(std::span<const Message> messages, wire::Frame& f) {
   if (messages.size() == 1) {
     ToWire(messages[0], f.message);
     f.__isset.message = true;
@@ -433,17 +576,21 @@ wire::Frame MessagesFrame(std::span<const Message> messages) {
     for (std::size_t i = 0; i < messages.size(); ++i) ToWire(messages[i], f.batch[i]);
     f.__isset.batch = true;
   }
-  return f;
 }
 
 }  // namespace
 
 std::string EncodeMessages(std::span<const Message> messages) {
-  return Serialize(MessagesFrame(messages));
+  BorrowScope scope;
+  wire::Frame f;
+  FillMessagesFrame(messages, f);
+  return Serialize(f);
 }
 
 std::string EncodeFramedMessages(std::span<const Message> messages) {
-  const wire::Frame f = MessagesFrame(messages);
+  BorrowScope scope;
+  wire::Frame f;
+  FillMessagesFrame(messages, f);
   std::size_t payload = 64;
   for (const Message& m : messages) payload += m.PayloadBytes() + 64;
   std::string out;
@@ -522,6 +669,7 @@ StatusOr<Frame> DecodeFrame(std::string_view body, std::uint32_t max_frame_bytes
     return InvalidArgument("frame: " + std::to_string(body.size()) + " bytes, over the limit of " +
                            std::to_string(max_frame_bytes));
   }
+  BorrowScope scope;  // the frame's large fields stay in `body`, read from there below
   wire::Frame f;
   std::uint32_t used = 0;
   try {
@@ -532,7 +680,7 @@ StatusOr<Frame> DecodeFrame(std::string_view body, std::uint32_t max_frame_bytes
         static_cast<std::uint32_t>(body.size()), TMemoryBuffer::OBSERVE, config);
     // String and container sizes are checked against the frame before anything is allocated.
     const auto limit = static_cast<std::int32_t>(std::min<std::size_t>(body.size(), 0x7fffffff));
-    TCompactProtocolT<TMemoryBuffer> protocol(buffer, limit, limit);
+    BorrowingProtocol<TMemoryBuffer> protocol(buffer, limit, limit);
     used = f.read(&protocol);
   } catch (const apache::thrift::TException& e) {
     return InvalidArgument(std::string("frame: malformed (") + e.what() + ")");
@@ -565,25 +713,25 @@ StatusOr<Frame> DecodeFrame(std::string_view body, std::uint32_t max_frame_bytes
     }
   } else if (f.__isset.challenge) {
     out.kind = Frame::Kind::kChallenge;
-    out.nonce = f.challenge.nonce;
+    out.nonce = TakeField(f.challenge.nonce);
   } else if (f.__isset.response) {
     out.kind = Frame::Kind::kResponse;
     out.rank = f.response.rank;
-    out.mac = f.response.mac;
-    out.nonce = f.response.nonce;
+    out.mac = TakeField(f.response.mac);
+    out.nonce = TakeField(f.response.nonce);
   } else if (f.__isset.confirm) {
     out.kind = Frame::Kind::kConfirm;
-    out.mac = f.confirm.mac;
+    out.mac = TakeField(f.confirm.mac);
   } else if (f.__isset.join) {
     out.kind = Frame::Kind::kJoin;
     out.rank = f.join.process;
-    out.address = f.join.address;
+    out.address = TakeField(f.join.address);
   } else if (f.__isset.peers) {
     out.kind = Frame::Kind::kPeers;
-    out.peers = f.peers.addresses;
+    for (std::string& a : f.peers.addresses) out.peers.push_back(TakeField(a));
   } else if (f.__isset.goodbye) {
     out.kind = Frame::Kind::kGoodbye;
-    out.reason = f.goodbye.reason;
+    out.reason = TakeField(f.goodbye.reason);
   } else {
     out.kind = Frame::Kind::kHeartbeat;
     out.sequence = static_cast<std::uint64_t>(f.heartbeat.sequence);
