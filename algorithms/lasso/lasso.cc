@@ -57,6 +57,52 @@ constexpr double kSolveWork = 1 << 24;
 // and the synthetic problem (bench/README.md).
 constexpr std::int64_t kMinRoom = 64;
 
+// Partial Gram entries by pair (a << 32 | b, a < b, so never 0): open addressing in two arrays
+// that double when half full, nothing allocated per entry (workers fill theirs at once, and
+// an allocation per entry made them take turns at the allocator's lock).
+class GramCache {
+ public:
+  std::size_t size() const { return size_; }
+  void clear() {
+    keys_.clear();
+    values_.clear();
+    size_ = 0;
+  }
+  const double* find(std::uint64_t key) const {
+    if (keys_.empty()) return nullptr;
+    for (std::size_t i = Slot(key);; i = (i + 1) & (keys_.size() - 1)) {
+      if (keys_[i] == key) return &values_[i];
+      if (keys_[i] == 0) return nullptr;
+    }
+  }
+  void emplace(std::uint64_t key, double value) {
+    if (2 * (size_ + 1) > keys_.size()) Grow();
+    std::size_t i = Slot(key);
+    while (keys_[i] != 0 && keys_[i] != key) i = (i + 1) & (keys_.size() - 1);
+    if (keys_[i] == 0) ++size_;
+    keys_[i] = key;
+    values_[i] = value;
+  }
+
+ private:
+  std::size_t Slot(std::uint64_t key) const {
+    return static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ull) >> 32) & (keys_.size() - 1);
+  }
+  void Grow() {
+    std::vector<std::uint64_t> keys = std::move(keys_);
+    std::vector<double> values = std::move(values_);
+    keys_.assign(std::max<std::size_t>(1024, 2 * keys.size()), 0);
+    values_.assign(keys_.size(), 0.0);
+    size_ = 0;
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      if (keys[i] != 0) emplace(keys[i], values[i]);
+    }
+  }
+  std::vector<std::uint64_t> keys_;  // 0: an empty slot
+  std::vector<double> values_;
+  std::size_t size_ = 0;
+};
+
 // One worker's rows, residual and scratch space; touched only by that worker's fiber.
 struct RowShard final : WorkerState {
   // Local rows x all features, read in place from the data's column-major copy (or, when the
@@ -71,12 +117,12 @@ struct RowShard final : WorkerState {
   Eigen::VectorXd scatter;  // dense scratch of local-row length, kept all zero between uses
   // Partial Gram entries x_aᵀx_b over local rows, by pair: active-set sweeps revisit the same
   // pairs, and on count data with frequent terms the dots cost more than the gradients.
-  std::unordered_map<std::uint64_t, double> gram_cache;
+  GramCache gram_cache;
   std::size_t scattered = SIZE_MAX;  // the column currently in `scatter`
   std::uint64_t start = 0;           // the LassoApp::SetBeta whose coefficients `beta` began at
 };
 
-constexpr std::size_t kGramCacheLimit = 1 << 22;  // entries per worker (~100 MiB worst case)
+constexpr std::size_t kGramCacheLimit = 1 << 22;  // entries per worker (128 MiB worst case)
 // Below this many nonzeros a dot product is cheaper than a hash-table visit: not cached.
 constexpr std::int64_t kGramCacheMinNonzeros = 128;
 
@@ -1042,7 +1088,7 @@ class LassoApp final : public ModelParallelApp {
     const auto ia = static_cast<Eigen::Index>(a), ib = static_cast<Eigen::Index>(b);
     const bool cache = s.x->NonZeros(ia) + s.x->NonZeros(ib) >= kGramCacheMinNonzeros;
     if (cache) {
-      if (auto it = s.gram_cache.find(pair); it != s.gram_cache.end()) return it->second;
+      if (const double* v = s.gram_cache.find(pair)) return *v;
     }
     if (s.scattered != a) {
       ClearScatter(s);
