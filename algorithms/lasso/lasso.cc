@@ -1549,8 +1549,8 @@ class LassoApp final : public ModelParallelApp {
   // The full data, row-major, as the solver was given it (it outlives the solver): the
   // oracles and the dependency function read it.
   const SparseRowMatrix& rows_;
-  // The data's column-major copy when it has one (Dataset::BuildColumns; workers cut their
-  // shards from it), and the coordinator's: that one, or one built when it first walks columns.
+  // The data's column-major copy when it has one (Dataset::BuildColumns; workers read their
+  // rows in it), and the coordinator's: that one, or one built when it first walks columns.
   std::shared_ptr<const SparseColMatrix> columns_, x_;
   Eigen::VectorXd y_full_;
   double ybar_ = 0, null_ms_ = 0;

@@ -148,8 +148,8 @@ class Checkpoint;
 
 // Owns the data partitions and the warm-start state between fits along a λ path. The data it
 // is created from must outlive it (it reads it, it does not copy it); with
-// Dataset::BuildColumns done first, the model-parallel workers cut their column-major shards
-// from the data's own.
+// Dataset::BuildColumns done first, the model-parallel workers read their rows in place in the
+// data's column-major copy (else each builds a column-major copy of its rows).
 class LassoSolver {
  public:
   static StatusOr<std::unique_ptr<LassoSolver>> Create(const Dataset& data,
