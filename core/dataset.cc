@@ -94,7 +94,7 @@ SparseColMatrix ColumnMajorRows(const SparseRowMatrix& x, std::int64_t begin, st
 }
 
 ColumnRowRange::ColumnRowRange(std::shared_ptr<const SparseColMatrix> columns, std::int64_t begin,
-                               std::int64_t count)
+                               std::int64_t count, Eigen::VectorXd* sums)
     : columns_(std::move(columns)), begin_(begin), count_(count) {
   TESSERA_CHECK(columns_->isCompressed()) << "ColumnRowRange needs a compressed matrix";
   TESSERA_CHECK(begin >= 0 && count >= 0 && begin + count <= columns_->rows())
@@ -103,17 +103,29 @@ ColumnRowRange::ColumnRowRange(std::shared_ptr<const SparseColMatrix> columns, s
   const std::int64_t* outer = columns_->outerIndexPtr();
   inner_ = columns_->innerIndexPtr();
   value_ = columns_->valuePtr();
+  if (sums) sums->setZero(p);
   if (begin == 0 && count == columns_->rows()) {
     first_ = outer;
     last_ = outer + 1;
+    if (sums) {
+      for (std::int64_t j = 0; j < p; ++j) {
+        double sum = 0;
+        for (std::int64_t k = outer[j]; k < outer[j + 1]; ++k) sum += value_[k];
+        (*sums)[j] = sum;
+      }
+    }
     return;
   }
   bounds_.resize(2 * static_cast<std::size_t>(p));
   for (std::int64_t j = 0; j < p; ++j) {
-    const std::int64_t* lo = std::lower_bound(inner_ + outer[j], inner_ + outer[j + 1], begin);
-    const std::int64_t* hi = std::lower_bound(lo, inner_ + outer[j + 1], end);
-    bounds_[static_cast<std::size_t>(j)] = lo - inner_;
-    bounds_[static_cast<std::size_t>(p + j)] = hi - inner_;
+    // The first entry at or past `begin` by a binary search; the range's end by the scan that
+    // sums the entries (one visit to the column).
+    std::int64_t k = std::lower_bound(inner_ + outer[j], inner_ + outer[j + 1], begin) - inner_;
+    bounds_[static_cast<std::size_t>(j)] = k;
+    double sum = 0;
+    for (; k < outer[j + 1] && inner_[k] < end; ++k) sum += value_[k];
+    bounds_[static_cast<std::size_t>(p + j)] = k;
+    if (sums) (*sums)[j] = sum;
   }
   first_ = bounds_.data();
   last_ = bounds_.data() + p;

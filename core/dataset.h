@@ -28,7 +28,8 @@ SparseColMatrix ColumnMajorRows(const SparseRowMatrix& x, std::span<const std::u
 // Rows [begin, begin + count) of a compressed column-major matrix, read where they are: column
 // j's entries in those rows are positions [first_j, last_j) of the matrix's arrays (a binary
 // search per column when the range is not every row), and an entry's row is reported within the
-// range (row l is the matrix's row begin + l). Holds the matrix.
+// range (row l is the matrix's row begin + l). Holds the matrix. With `sums`, it also sets each
+// column's sum over the range, found in the same pass.
 class ColumnRowRange {
  public:
   class Iterator {
@@ -52,7 +53,7 @@ class ColumnRowRange {
     std::int64_t base_;
   };
   ColumnRowRange(std::shared_ptr<const SparseColMatrix> columns, std::int64_t begin,
-                 std::int64_t count);
+                 std::int64_t count, Eigen::VectorXd* sums = nullptr);
   Iterator Column(Eigen::Index j) const {
     return Iterator(inner_ + first_[j], inner_ + last_[j], value_ + first_[j], begin_);
   }

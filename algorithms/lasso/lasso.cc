@@ -733,16 +733,13 @@ class LassoApp final : public ModelParallelApp {
     const auto begin = static_cast<Eigen::Index>(ranges_[setup.worker].begin);
     const auto len = static_cast<Eigen::Index>(ranges_[setup.worker].size());
     if (columns_) {
-      s->x = std::make_shared<const ColumnRowRange>(columns_, begin, len);
+      s->x = std::make_shared<const ColumnRowRange>(columns_, begin, len, &s->colsum);
     } else {
       s->x = std::make_shared<const ColumnRowRange>(
-          std::make_shared<const SparseColMatrix>(ColumnMajorRows(rows_, begin, len)), 0, len);
+          std::make_shared<const SparseColMatrix>(ColumnMajorRows(rows_, begin, len)), 0, len,
+          &s->colsum);
     }
     s->y = yc_.segment(begin, len);
-    s->colsum = Eigen::VectorXd::Zero(p_);
-    for (Eigen::Index j = 0; j < p_; ++j) {
-      for (auto it = s->x->Column(j); it; ++it) s->colsum[j] += it.value();
-    }
     s->scatter = Eigen::VectorXd::Zero(len);
     s->beta = beta_;
     s->start = start_;

@@ -156,19 +156,24 @@ TEST(SparseTest, ColumnMajorRowsMatchesEigensConversion) {
   ASSERT_TRUE(d.columns);
   same(*d.columns, SparseColMatrix(x));
   for (auto [begin, count] : {std::pair{0, 40}, {5, 20}, {39, 1}, {12, 0}}) {
-    const ColumnRowRange range(d.columns, begin, count);
+    Eigen::VectorXd sums;
+    const ColumnRowRange range(d.columns, begin, count, &sums);
     const SparseColMatrix want(x.middleRows(begin, count));
     ASSERT_EQ(range.rows(), count);
+    ASSERT_EQ(sums.size(), want.cols());
     ASSERT_EQ(range.cols(), want.cols());
     for (Eigen::Index j = 0; j < want.cols(); ++j) {
       EXPECT_EQ(range.NonZeros(j), want.col(j).nonZeros()) << "column " << j;
       ColumnRowRange::Iterator it = range.Column(j);
+      double sum = 0;
       for (SparseColMatrix::InnerIterator w(want, j); w; ++w, ++it) {
         ASSERT_TRUE(it) << "column " << j;
         EXPECT_EQ(it.index(), w.row());
         EXPECT_EQ(it.value(), w.value());
+        sum += w.value();
       }
       EXPECT_FALSE(it) << "column " << j;
+      EXPECT_EQ(sums[j], sum) << "column " << j;
     }
   }
   const std::vector<std::uint32_t> rows = {33, 2, 17, 2, 39};
