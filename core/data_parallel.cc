@@ -538,6 +538,7 @@ class Driver {
         pull.table = id;
         pull.range = ps_.ranges(id)[static_cast<std::size_t>(s)];
         pull.clock = c;  // served once every worker's clock c has reached the shard
+        pull.exact = true;
         if (pull.range.size() == 0) continue;
         pull.request = requests.size() + 1;
         requests[pull.request] = pull;

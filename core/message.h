@@ -130,6 +130,9 @@ struct BlockState {  // worker -> worker: carried block `block`, for its next ho
 struct PsPull : TableKeys {  // worker or driver -> shard, answered once the shard's clock >= clock
   std::uint64_t clock = 0;
   std::uint64_t request = 0;
+  // Every worker's pushes of the clocks before `clock`, also under sparsessp (whose ordinary
+  // reads may be answered sooner when no worker behind has written their keys).
+  bool exact = false;
 };
 struct PsValues : TableKeys {  // shard -> worker or driver: the answer to `request`
   std::uint64_t clock = 0;     // the shard's clock when it read them

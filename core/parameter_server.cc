@@ -466,11 +466,12 @@ struct ParameterServer::Shard {
   }
 
   // Whether `pull` may be answered now: its table has completed the clock it needs, or under
-  // sparsessp no worker still short of that clock has pushed any of its keys.
+  // sparsessp (an ordinary read, not an exact one) no worker still short of that clock has
+  // pushed any of its keys.
   bool Servable(const msg::PsPull& pull) const {
     const Table& t = tables[pull.table];
     if (pull.clock <= t.completed) return true;
-    if (!t.spec->consistency.policy().serves_disjoint_reads()) return false;
+    if (pull.exact || !t.spec->consistency.policy().serves_disjoint_reads()) return false;
     const std::size_t count = pull.count();
     for (int v = 0; v < ps->workers_; ++v) {
       if (worker_clock[v] >= pull.clock) continue;  // not behind: its pushes are in

@@ -891,6 +891,7 @@ PullFuture PsClient::StartPull(TableId table, std::span<const Key> keys, const K
       m.table = table;
       m.request = next_request_++;
       m.clock = st.required;
+      m.exact = exact_reads_;
       PendingReply pending;
       pending.state = f.state_;
       if (ask_range[s].size() > 0) {

@@ -457,6 +457,12 @@ Status OwnFromWire(const wire::BlockState& w, msg::BlockState& m) {
   return Status::Ok();
 }
 
+void OwnToWire(const msg::PsPull& m, wire::PsPull& w) { w.exact = m.exact; }
+Status OwnFromWire(const wire::PsPull& w, msg::PsPull& m) {
+  m.exact = w.exact;
+  return Status::Ok();
+}
+
 void OwnToWire(const msg::PsPush& m, wire::PsPush& w) {
   w.raw_add = m.raw_add;
   w.staleness = I64(m.staleness);

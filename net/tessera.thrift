@@ -102,6 +102,7 @@ struct PsPull {
   1: TableKeys at
   2: i64 clock
   3: i64 request
+  4: bool exact
 }
 
 struct PsValues {

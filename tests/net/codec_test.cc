@@ -83,6 +83,7 @@ void Fields(msg::PsPull& m, F& f) {
   Fields(static_cast<TableKeys&>(m), f);
   f(m.clock);
   f(m.request);
+  f(m.exact);
 }
 template <typename F>
 void Fields(msg::PsValues& m, F& f) {
