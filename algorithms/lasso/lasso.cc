@@ -210,7 +210,9 @@ class WorkingSetSolver {
   // coefficients the solve starts from.
   WorkingSetSolver(std::shared_ptr<const SparseColMatrix> x, std::vector<Eigen::Index> cols,
                    Eigen::VectorXd mu, const Eigen::VectorXd& rs, double c)
-      : columns_(std::move(x)), cols_(std::move(cols)), mu_(std::move(mu)) {
+      : columns_(std::make_shared<const ColumnRowRange>(x, 0, x->rows())),
+        cols_(std::move(cols)),
+        mu_(std::move(mu)) {
     residual_.resize(rs.size() + 1);
     residual_.head(rs.size()) = rs;
     residual_[rs.size()] = c;
@@ -247,10 +249,8 @@ class WorkingSetSolver {
     double pass_cost = static_cast<double>(u) * static_cast<double>(u);
     if (columns_) {
       pass_cost = 0;
-      for (Eigen::Index col : cols_) {
-        pass_cost += 2.0 * static_cast<double>(columns_->outerIndexPtr()[col + 1] -
-                                               columns_->outerIndexPtr()[col]);
-      }
+      for (Eigen::Index col : cols_)
+        pass_cost += 2.0 * static_cast<double>(columns_->NonZeros(col));
     } else if (sparse_) {
       pass_cost = static_cast<double>(u + static_cast<Eigen::Index>(value_.size()));
     }
@@ -304,10 +304,7 @@ class WorkingSetSolver {
     const Eigen::Index last = state.size() - 1;
     if (!columns_) return state[i] + n_ * mu_[i] * state[last];
     double dot = 0;
-    for (SparseColMatrix::InnerIterator it(*columns_, cols_[static_cast<std::size_t>(i)]); it;
-         ++it) {
-      dot += it.value() * state[it.index()];
-    }
+    for (auto it = Column(i); it; ++it) dot += it.value() * state[it.index()];
     return dot + n_ * mu_[i] * state[last];
   }
 
@@ -321,10 +318,7 @@ class WorkingSetSolver {
   void Step(Eigen::Index i, double delta, Eigen::VectorXd& state) const {
     const Eigen::Index u = state.size() - 1;
     if (columns_) {
-      for (SparseColMatrix::InnerIterator it(*columns_, cols_[static_cast<std::size_t>(i)]); it;
-           ++it) {
-        state[it.index()] -= it.value() * delta;
-      }
+      for (auto it = Column(i); it; ++it) state[it.index()] -= it.value() * delta;
       state[u] += mu_[i] * delta;
       return;
     }
@@ -347,20 +341,13 @@ class WorkingSetSolver {
     if (columns_) {  // x_aᵀx_b − n μ_a μ_b, column a scattered into a dense row vector
       Eigen::VectorXd scatter = Eigen::VectorXd::Zero(columns_->rows());
       for (Eigen::Index a = 0; a < m; ++a) {
-        const Eigen::Index ca = cols_[static_cast<std::size_t>(act[a])];
-        for (SparseColMatrix::InnerIterator it(*columns_, ca); it; ++it) {
-          scatter[it.index()] = it.value();
-        }
+        for (auto it = Column(act[a]); it; ++it) scatter[it.index()] = it.value();
         for (Eigen::Index c = a; c < m; ++c) {
           double dot = 0;
-          for (SparseColMatrix::InnerIterator it(*columns_,
-                                                 cols_[static_cast<std::size_t>(act[c])]);
-               it; ++it) {
-            dot += it.value() * scatter[it.index()];
-          }
+          for (auto it = Column(act[c]); it; ++it) dot += it.value() * scatter[it.index()];
           h(a, c) = h(c, a) = dot - n_ * mu_[act[a]] * mu_[act[c]];
         }
-        for (SparseColMatrix::InnerIterator it(*columns_, ca); it; ++it) scatter[it.index()] = 0;
+        for (auto it = Column(act[a]); it; ++it) scatter[it.index()] = 0;
       }
       return h;
     }
@@ -448,8 +435,13 @@ class WorkingSetSolver {
     return true;
   }
 
+  // On columns: the chunk's column i.
+  ColumnRowRange::Iterator Column(Eigen::Index i) const {
+    return columns_->Column(cols_[static_cast<std::size_t>(i)]);
+  }
+
   bool sparse_ = false;
-  std::shared_ptr<const SparseColMatrix> columns_;  // null unless solving on columns
+  std::shared_ptr<const ColumnRowRange> columns_;  // null unless solving on columns
   std::vector<Eigen::Index> cols_;
   Eigen::VectorXd residual_;  // r_s and c as the solve starts
   Eigen::MatrixXd dense_;
