@@ -25,7 +25,9 @@ namespace {
 using PolicyPtr = std::shared_ptr<const ConsistencyPolicy>;
 
 // bsp: a read at clock c sees every push of clocks < c; a clock's pushes are applied together
-// (the updater sees their sum; averaged models are averaged over one starting point).
+// (the updater sees their sum; averaged models are averaged over one starting point), except
+// under the plain `add` updater, whose pushes are applied as they arrive: a read may then also
+// see pushes of clock c from faster workers (sbp:0 sums every updater's pushes per clock).
 class Bsp : public ConsistencyPolicy {
  public:
   std::string name() const override { return "bsp"; }
