@@ -804,6 +804,62 @@ TEST(SparseSspTest, ADisjointWorkerPassesTheBoundAndAnOverlappingOneWaits) {
   }
 }
 
+// sparsessp:1, 2 workers, worker 1 held back at clock 0 after pushing key 150. Worker 0 runs
+// to clock 3 on keys disjoint from worker 1's. There a read of key 50, which worker 1 has not
+// pushed so far, is served at once (a laggard's first push to a key can be missed: the model
+// assumes a worker's keys recur), but the same read made exact (an evaluation's, a gather's)
+// waits until worker 1 has ended clock 2, and holds its 3 pushes to key 50 of clocks 0-2.
+TEST(SparseSspTest, AnExactReadWaitsForTheClockWhateverKeysItReads) {
+  for (const TableStorage storage : {TableStorage::kDense, TableStorage::kSparseElements}) {
+    SCOPED_TRACE(storage == TableStorage::kDense ? "dense" : "sparse elements");
+    TableSpec table = Table(200, 1, "sparsessp:1", AddUpdater(), storage);
+    table.cache_reads = storage == TableStorage::kDense;
+    auto ps = StartOrDie({table}, 1, 2);
+    std::atomic<bool> w1_pushed{false}, release{false};
+    double loose = -1, exact = -1;
+    RunWorkers(*ps, [&](int w, PsClient& c) -> Status {
+      if (w == 1) {
+        TESSERA_RETURN_IF_ERROR(c.Push(0, std::vector<Key>{150}, std::vector<double>{1.0}));
+        TESSERA_RETURN_IF_ERROR(c.Pull(0, std::vector<Key>{150}).Get().status());
+        w1_pushed = true;
+        for (int i = 0; i < 20000 && !release.load(); ++i) {
+          SleepFiber(std::chrono::microseconds(500));
+        }
+        for (int i = 0; i < 3; ++i) {
+          TESSERA_RETURN_IF_ERROR(c.Push(0, std::vector<Key>{50}, std::vector<double>{1.0}));
+          TESSERA_RETURN_IF_ERROR(c.Clock());
+        }
+        return Status::Ok();
+      }
+      for (int i = 0; i < 20000 && !w1_pushed.load(); ++i) {
+        SleepFiber(std::chrono::microseconds(500));
+      }
+      for (int i = 0; i < 3; ++i) {
+        TESSERA_RETURN_IF_ERROR(c.Pull(0, std::vector<Key>{0, 99}).Get().status());
+        TESSERA_RETURN_IF_ERROR(c.Push(0, std::vector<Key>{7}, std::vector<double>{1.0}));
+        TESSERA_RETURN_IF_ERROR(c.Clock());
+      }
+      auto got = c.Pull(0, std::vector<Key>{50}).Get();
+      TESSERA_RETURN_IF_ERROR(got.status());
+      loose = (*got)[0];
+      // The exact read goes out first; worker 1 is let go 20 ms later. Answered before worker
+      // 1 pushed, it would hold 0.
+      c.set_exact_reads(true);
+      auto future = c.Pull(0, std::vector<Key>{50});
+      SleepFiber(std::chrono::milliseconds(20));
+      release = true;
+      got = future.Get();
+      c.set_exact_reads(false);
+      TESSERA_RETURN_IF_ERROR(got.status());
+      exact = (*got)[0];
+      return Status::Ok();
+    });
+    EXPECT_EQ(loose, 0) << "the disjoint read passed the bound at once";
+    EXPECT_EQ(exact, 3) << "the exact read was answered before worker 1 ended clock 2";
+    ps->Shutdown();
+  }
+}
+
 // Read-my-writes: a read served from the cache includes the worker's own pushes when the table
 // asks for it (the LDA counts), and does not otherwise (the documented default).
 // Under essp the shards refresh a worker's cached rows whenever their clock advances, with
