@@ -31,6 +31,13 @@ void AddMfTrainFlags(CLI::App& t, MfFlags& f) {
   t.add_option("--inner-iterations", f.opts.inner_iterations,
                "CCD++ alternations per component per epoch")
       ->capture_default_str();
+  t.add_option("--init", f.opts.init,
+               "The start: uniform (LIBMF's: no global mean, factors U[0,1) scaled by "
+               "sqrt(std dev / rank)), normal (the training mean plus factors "
+               "N(0, 0.01 / rank)), or auto: uniform for SGD with adagrad steps, else normal")
+      ->capture_default_str();
+  t.add_flag("--biases", f.biases,
+             "Fit a bias per user and per item (the default with the normal start)");
   t.add_flag("--no-biases", f.no_biases, "Do not fit user and item biases");
   t.add_option("--cv", f.cv,
                "K-fold cross-validation (LIBMF's -v): train K times, each fold held out once, "
@@ -83,7 +90,9 @@ CLI::App* AddMfPredictCommand(CLI::App& t, MfFlags& f) {
 
 Status PrepareMfTrain(MfFlags& f, const CheckpointSettings& checkpoints) {
   if (f.train.empty()) return InvalidArgument("--train is required");
-  f.opts.biases = !f.no_biases;
+  if (f.biases && f.no_biases)
+    return InvalidArgument("--biases and --no-biases exclude each other");
+  if (f.biases || f.no_biases) f.opts.biases = f.biases;
   f.opts.engine.label = "mf";
   TESSERA_RETURN_IF_ERROR(ParseDataParallelFlags(f.data_parallel, f.opts.data_parallel));
   SetCheckpointOptions(checkpoints, f.opts);
@@ -147,8 +156,8 @@ int FitMf(MfFlags& f, const CommonFlags& c, Cluster& cluster) {
                 f.opts.mode == "data-parallel" ? "data-parallel SGD"
                 : f.opts.algorithm == "sgd"    ? "model-parallel rotation SGD"
                                                : "model-parallel CCD++",
-                f.opts.rank, f.opts.biases ? " + biases" : "", f.opts.lambda, f.opts.engine.workers,
-                FiberPool::Global().threads());
+                f.opts.rank, f.opts.FitsBiases() ? " + biases" : "", f.opts.lambda,
+                f.opts.engine.workers, FiberPool::Global().threads());
     if (f.opts.mode == "data-parallel") {
       std::printf(", %d servers, consistency %s, update frequency %s, batch %zu users%s",
                   dp.servers, dp.consistency.ToString().c_str(), dp.frequency.ToString().c_str(),
@@ -269,8 +278,11 @@ int RunMfPredict(MfFlags& f) {
     std::printf(
         " (%zu with a user or item the model has not seen: the mean rating%s); RMSE %.10g over "
         "the %zu it knows, %.10g over all\n",
-        unseen, m.biases ? " plus the known side's bias" : "", rmse(sse_known, known), known,
-        rmse(sse, n));
+        unseen,
+        m.mean == 0 ? " of the training set"
+        : m.biases  ? " plus the known side's bias"
+                    : "",
+        rmse(sse_known, known), known, rmse(sse, n));
     return 0;
   }
   if (f.user.empty()) return Fail(InvalidArgument("--user is required with --item or --top-n"));

@@ -15,7 +15,7 @@ struct MfFlags {
   // Training (the common flags are tools/command.h's).
   std::string train, test;
   MfOptions opts;
-  bool no_biases = false;
+  bool biases = false, no_biases = false;
   int cv = 0;  // folds; 0: no cross-validation
   DataParallelFlags data_parallel;
   // Queries.

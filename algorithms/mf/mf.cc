@@ -25,6 +25,9 @@ Status MfOptions::Validate() const {
   if (epochs < 1) return InvalidArgument("--epochs must be at least 1");
   if (inner_iterations < 1) return InvalidArgument("--inner-iterations must be at least 1");
   if (!(init_scale > 0)) return InvalidArgument("--init-scale must be > 0");
+  if (init != "auto" && init != "uniform" && init != "normal") {
+    return InvalidArgument("--init must be 'auto', 'uniform' or 'normal', got '" + init + "'");
+  }
   if (mode != "model-parallel" && mode != "data-parallel") {
     return InvalidArgument("--mode must be 'model-parallel' or 'data-parallel', got '" + mode +
                            "'");
@@ -97,7 +100,7 @@ class CcdApp final : public ModelParallelApp {
       : c_(train, test, o, on_epoch, /*random_h=*/false), train_(train), test_(test) {
     c_.AllocateModel(/*init=*/true);  // CCD++ keeps the whole factors with every worker
     // Biases first: (b_i, 1) and (1, c_j) are two components with one side fixed.
-    if (o.biases) {
+    if (c_.biases) {
       steps_.push_back({rank_, 1});      // user biases
       steps_.push_back({rank_ + 1, 0});  // item biases
     }
@@ -211,12 +214,12 @@ class CcdApp final : public ModelParallelApp {
         terms[0] += r * r;
       }
       // The fixed 1 of the item-bias component is not a parameter.
-      const double fixed = opts_.biases ? 1.0 : 0.0;
+      const double fixed = c_.FixedNorm();
       terms[2] += opts_.lambda * user_count_[i] *
                   (s.w.row(static_cast<Eigen::Index>(i)).squaredNorm() - fixed);
     }
     for (Key j = s.items.begin; j < s.items.end; ++j) {
-      const double fixed = opts_.biases ? 1.0 : 0.0;
+      const double fixed = c_.FixedNorm();
       terms[2] += opts_.lambda * item_count_[j] *
                   (s.h.row(static_cast<Eigen::Index>(j)).squaredNorm() - fixed);
     }
@@ -362,7 +365,7 @@ StatusOr<MfResult> TrainMf(Ratings train, const Ratings* test, const MfOptions& 
   // are kept about twice (the driver's copy and the workers'), by CCD++ once per worker and
   // once more; the test ratings twice (as read and grouped by the workers), the training
   // ratings twice too except under rotation SGD, which frees them as it groups them.
-  const int k = options.rank + (options.biases ? 2 : 0);
+  const int k = options.rank + (options.FitsBiases() ? 2 : 0);
   const bool ccd = options.mode == "model-parallel" && options.algorithm == "ccd++";
   const bool rotation = options.mode == "model-parallel" && options.algorithm == "sgd";
   const double copies = ccd ? options.engine.workers + 1.0 : 2.0;
@@ -407,10 +410,11 @@ StatusOr<MfResult> TrainMfCcd(const Ratings& train, const Ratings* test, const M
 Status WriteMfModel(const std::string& path, const MfModel& m) {
   CsvWriter out;  // atomic text writer; the format is whitespace-separated, not CSV
   const auto k = m.w.cols();
-  TESSERA_RETURN_IF_ERROR(out.Open(path, "tessera-mf 2"));
+  TESSERA_RETURN_IF_ERROR(out.Open(path, "tessera-mf 3"));
   out.Row("rank " + std::to_string(k));
   out.Row(std::string("biases ") + (m.biases ? "1" : "0"));
   out.Row("mean " + FormatDouble(m.mean));
+  out.Row("average " + FormatDouble(m.average));
   out.Row("users " + std::to_string(m.w.rows()));
   out.Row("items " + std::to_string(m.h.rows()));
   auto rows = [&](char tag, const Factors& f, const IdMap& ids) {
@@ -441,27 +445,35 @@ StatusOr<MfModel> ReadMfModel(const std::string& path) {
     value = std::string(line.substr(k.size() + 1));
     return Status::Ok();
   };
-  std::string magic, rank, biases = "0", mean, users, items;
+  std::string magic, rank, biases = "0", mean, average, users, items;
   TESSERA_RETURN_IF_ERROR(expect("tessera-mf", magic));
-  if (magic != "1" && magic != "2") {
+  if (magic != "1" && magic != "2" && magic != "3") {
     return InvalidArgument(in.Where() + "unknown model version '" + magic + "'");
   }
   TESSERA_RETURN_IF_ERROR(expect("rank", rank));
-  if (magic == "2") {
+  if (magic != "1") {
     TESSERA_RETURN_IF_ERROR(expect("biases", biases));
     if (biases != "0" && biases != "1")
       return InvalidArgument(in.Where() + "biases must be 0 or 1");
   }
   TESSERA_RETURN_IF_ERROR(expect("mean", mean));
+  if (magic == "3") {
+    TESSERA_RETURN_IF_ERROR(expect("average", average));
+  } else {
+    average = mean;
+  }
   TESSERA_RETURN_IF_ERROR(expect("users", users));
   TESSERA_RETURN_IF_ERROR(expect("items", items));
   MfModel m;
   // Rank as the trainer allows it (k factors: rank + 2 with biases); ids are 32-bit.
   std::uint64_t k_u = 0, counts[2] = {0, 0};
   if (!ParseCount(rank, k_u) || k_u < 1 || k_u > 10002 || !ParseDouble(mean, m.mean) ||
-      !ParseCount(users, counts[0]) || counts[0] < 1 || counts[0] > 0xffffffffULL ||
-      !ParseCount(items, counts[1]) || counts[1] < 1 || counts[1] > 0xffffffffULL) {
-    return InvalidArgument(path + ": bad header (rank 1..10002, mean, users and items 1..2^32-1)");
+      !ParseDouble(average, m.average) || !ParseCount(users, counts[0]) || counts[0] < 1 ||
+      counts[0] > 0xffffffffULL || !ParseCount(items, counts[1]) || counts[1] < 1 ||
+      counts[1] > 0xffffffffULL) {
+    return InvalidArgument(path +
+                           ": bad header (rank 1..10002, mean, average, users and items "
+                           "1..2^32-1)");
   }
   m.biases = biases == "1";
   if (m.biases && k_u < 3) {

@@ -1,7 +1,8 @@
 // Matrix factorization of a ratings matrix: r_ij ≈ μ + w_iᵀh_j, minimizing
 //   Σ_(i,j)∈Ω (r_ij − μ − w_iᵀh_j)² + λ (Σ_i |Ω_i| ‖w_i‖² + Σ_j |Ω_j| ‖h_j‖²)
-// (μ the training mean; the L2 weight is per rating, as in SGD solvers such as LIBMF). With
-// biases, w_i and h_j end in (b_i, 1) and (1, c_j), so w_iᵀh_j includes b_i + c_j.
+// (the L2 weight is per rating, as in SGD solvers such as LIBMF). μ is the training mean from
+// the "normal" start, 0 from LIBMF's "uniform" one (MfOptions::init). With biases, w_i and h_j
+// end in (b_i, 1) and (1, c_j), so w_iᵀh_j includes b_i + c_j.
 //
 // Model-parallel SGD with rotation scheduling (DSGD) is in mf_dsgd.cc, data-parallel SGD in
 // mf_dp.cc. Model-parallel CCD++ (Yu et al., ICDM 2012; STRADS MF): rank-one coordinate descent,
@@ -16,6 +17,7 @@
 #include <Eigen/Core>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,9 +39,16 @@ struct MfOptions {
   double lambda = 0.1;       // L2 weight per rating
   int epochs = 20;           // passes over every component
   int inner_iterations = 1;  // CCD++: H/W alternations per component per epoch
-  double init_scale = 0.1;   // W starts N(0, init_scale²/k) per entry, H at 0
-  bool biases = true;        // also fit a bias per user and per item, stored as two
-                             // extra factor columns (b_i, 1) and (1, c_j)
+  // The start: "uniform" (LIBMF's: μ = 0, W and H entries U[0, 1)·√(σ/rank), σ the training
+  // ratings' standard deviation), "normal" (μ the training mean, W entries N(0,
+  // init_scale²/rank), H the same under SGD and 0 under CCD++), or "auto": uniform for SGD
+  // with adagrad steps (LIBMF's start with LIBMF's steps), else normal. Each is what its
+  // algorithm reaches a given test RMSE soonest from (bench/README.md).
+  std::string init = "auto";
+  double init_scale = 0.1;
+  // Also fit a bias per user and per item, stored as two extra factor columns (b_i, 1) and
+  // (1, c_j); unset: with the normal start only.
+  std::optional<bool> biases;
   std::uint64_t seed = 42;
   EngineOptions engine;  // workers, time limit, trace, progress (depth must be 1)
   // SGD with decaying steps: step size relative to the training ratings' variance σ² (the step
@@ -47,9 +56,10 @@ struct MfOptions {
   double learning_rate = 0.08;
   double decay = 0.1;
   // The steps of SGD, rotation (model-parallel) and data-parallel alike: "adagrad" (LIBMF's
-  // rule: each factor row r keeps the mean squared gradient G_r it has seen, from 1, and steps
-  // by adagrad_rate / √G_r on ratings and factors normalized by the ratings' standard
-  // deviation), or "decay" (the rule above).
+  // rule: each factor row r keeps the mean squared gradient G_r it has seen, from 1, of its
+  // first 8 columns and of the rest apart, steps each part by adagrad_rate / √G_r on ratings
+  // and factors normalized by the ratings' standard deviation, and the first epoch steps the
+  // first 8 columns only), or "decay" (the rule above).
   std::string sgd_step = "adagrad";
   double adagrad_rate = 0.1;
   // Data-parallel mode: the parameter-server options (servers, consistency, frequency, partition
@@ -64,11 +74,18 @@ struct MfOptions {
   double checkpoint_every = 0;
   bool resume = false;
   Status Validate() const;
+  // `init` and `biases` as the run takes them.
+  bool UniformInit() const {
+    return init == "uniform" || (init == "auto" && sgd_step == "adagrad" &&
+                                 (algorithm == "sgd" || mode == "data-parallel"));
+  }
+  bool FitsBiases() const { return biases.value_or(!UniformInit()); }
 };
 
 // A trained model: factors and the id maps of the training data.
 struct MfModel {
-  double mean = 0;
+  double mean = 0;      // μ of the prediction: the training mean, or 0 (the uniform start)
+  double average = 0;   // the training ratings' mean (the same as μ in files of version < 3)
   bool biases = false;  // the last two factor columns are (b_i, 1) for users, (1, c_j) for items
   Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> w;  // users x k
   Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> h;  // items x k
@@ -77,13 +94,15 @@ struct MfModel {
     return mean + w.row(user).dot(h.row(item));
   }
   // Predict for ids of the model (indices below its rows); an index past them is an id the
-  // model has not seen, whose prediction falls back to the mean plus the known side's bias (as
-  // LIBMF's mf-predict falls back to its average).
+  // model has not seen, whose prediction falls back to μ plus the known side's bias, or, for a
+  // model without a global mean (μ = 0, the uniform start), to the training ratings' average
+  // (as LIBMF's mf-predict falls back to its average).
   bool Knows(std::uint32_t user, std::uint32_t item) const {
     return user < w.rows() && item < h.rows();
   }
   double PredictOrFallBack(std::uint32_t user, std::uint32_t item) const {
     if (Knows(user, item)) return Predict(user, item);
+    if (mean == 0) return average;
     double p = mean;
     if (biases && user < w.rows()) p += w(user, w.cols() - 2);
     if (biases && item < h.rows()) p += h(item, h.cols() - 1);

@@ -11,8 +11,10 @@ Common::Common(const Ratings& train, const Ratings* test, const MfOptions& o,
                std::function<void(const MfEpoch&)> on_epoch_fn, bool random_h_side)
     : opts(o),
       on_epoch(std::move(on_epoch_fn)),
+      uniform(o.UniformInit()),
+      biases(o.FitsBiases()),
       rank(o.rank),
-      k(o.rank + (o.biases ? 2 : 0)),
+      k(o.rank + (biases ? 2 : 0)),
       num_users(train.num_users()),
       num_items(train.num_items()),
       num_test(test ? test->total() : 0),
@@ -23,12 +25,13 @@ Common::Common(const Ratings& train, const Ratings* test, const MfOptions& o,
   item_count = std::move(c.per_item);
   user_count.resize(num_users);
   item_count.resize(num_items);
-  model.mean = c.sum / static_cast<double>(num_train);
-  model.biases = o.biases;
+  const double mean = c.sum / static_cast<double>(num_train);
+  model.mean = uniform ? 0 : mean;
+  model.average = mean;
+  model.biases = biases;
   // SGD steps are relative to the ratings' variance: an error of one standard deviation moves
   // the factors by the same amount on a 1-5 and on a -10..10 scale.
-  step_scale =
-      1 / std::max(c.sum_squares / static_cast<double>(num_train) - model.mean * model.mean, 1e-12);
+  step_scale = 1 / std::max(c.sum_squares / static_cast<double>(num_train) - mean * mean, 1e-12);
   model.users = train.users;
   model.items = train.items;
 }
@@ -45,13 +48,19 @@ std::uint64_t SplitMix(std::uint64_t& state) {
 }  // namespace
 
 void Common::InitialRow(bool item, std::size_t index, double* row) const {
-  if (item && !random_h) {
+  // A SplitMix64 stream of this row's own.
+  std::uint64_t state = opts.seed ^ (item ? 0x6a09e667f3bcc909ULL : 0xbb67ae8584caa73bULL);
+  SplitMix(state);
+  state ^= static_cast<std::uint64_t>(index) * 0x9e3779b97f4a7c15ULL;
+  if (uniform) {
+    const double scale = std::sqrt(std::pow(step_scale, -0.5) / static_cast<double>(rank));
+    for (int c = 0; c < rank; ++c) {
+      row[c] = scale * static_cast<double>(SplitMix(state) >> 11) * 0x1p-53;  // [0, 1)
+    }
+  } else if (item && !random_h) {
     std::fill(row, row + rank, 0.0);
   } else {
-    // Standard normals by Box-Muller from a SplitMix64 stream of this row's own.
-    std::uint64_t state = opts.seed ^ (item ? 0x6a09e667f3bcc909ULL : 0xbb67ae8584caa73bULL);
-    SplitMix(state);
-    state ^= static_cast<std::uint64_t>(index) * 0x9e3779b97f4a7c15ULL;
+    // Standard normals by Box-Muller.
     const double scale = opts.init_scale / std::sqrt(static_cast<double>(rank));
     constexpr double kTwoPi = 6.283185307179586;
     for (int c = 0; c < rank; c += 2) {
@@ -62,7 +71,7 @@ void Common::InitialRow(bool item, std::size_t index, double* row) const {
       if (c + 1 < rank) row[c + 1] = r * std::sin(kTwoPi * u2);
     }
   }
-  if (opts.biases) {
+  if (biases) {
     row[rank] = item ? 1 : 0;
     row[rank + 1] = item ? 0 : 1;
   }
@@ -107,7 +116,8 @@ MfResult Common::Finish(RunResult run) {
 std::string Common::Problem(const std::string& extra) const {
   return "users " + std::to_string(num_users) + ", items " + std::to_string(num_items) +
          ", ratings " + std::to_string(num_train) + ", test " + std::to_string(num_test) +
-         ", rank " + std::to_string(rank) + (opts.biases ? ", biases" : "") + extra;
+         ", rank " + std::to_string(rank) + (biases ? ", biases" : "") +
+         (uniform ? ", uniform start" : "") + extra;
 }
 
 Checkpoint Common::Save(const std::string& problem, std::span<const double> h) const {
@@ -201,6 +211,26 @@ inline float RowDot(const float* __restrict w, const float* __restrict h, int n)
   return dot;
 }
 
+// One part of an adaptive step: columns [begin, end) of rows wr and hr step by lr / √gu and
+// lr / √gi on the gradient of err; gu and gi then grow by the part's mean squared gradient.
+[[gnu::always_inline]] inline void AdaptivePart(float* __restrict wr, float* __restrict hr,
+                                                float& gu, float& gi, int begin, int end,
+                                                float per_dim, float err, const SgdStepParams& p) {
+  const float eta_w = p.lr / std::sqrt(gu), eta_h = p.lr / std::sqrt(gi);
+  float sw = 0, sh = 0;
+#pragma omp simd reduction(+ : sw, sh)
+  for (int c = begin; c < end; ++c) {
+    const float wc = wr[c], hc = hr[c];
+    const float gw = p.lambda * wc - err * hc, gh = p.lambda * hc - err * wc;
+    sw += gw * gw;
+    sh += gh * gh;
+    wr[c] = wc - eta_w * gw;
+    hr[c] = hc - eta_h * gh;
+  }
+  gu += sw * per_dim;
+  gi += sh * per_dim;
+}
+
 }  // namespace
 
 TESSERA_SIMD_CLONES void SgdRatings(const Rating* first, const Rating* last, float* w, float* h,
@@ -223,29 +253,23 @@ TESSERA_SIMD_CLONES void SgdRatings(const Rating* first, const Rating* last, flo
 }
 
 TESSERA_SIMD_CLONES void SgdRatingsAdaptive(const Rating* first, const Rating* last, float* w,
-                                            float* h, float* wg, float* hg, int dims,
+                                            float* h, float* wg, float* hg,
                                             const SgdStepParams& p) {
   const std::size_t row = static_cast<std::size_t>(p.row);
-  const float per_dim = 1.0f / static_cast<float>(dims);
+  // The slow part is the first kSlowColumns columns (all when there are no more); the fast
+  // part the rest of the row, whose padding stays 0.
+  const int slow = std::min(kSlowColumns, p.row);
+  const bool fast = p.dims > kSlowColumns && !p.slow_only;
+  const float per_slow = 1.0f / static_cast<float>(std::min(kSlowColumns, p.dims));
+  const float per_fast = 1.0f / static_cast<float>(std::max(p.dims - kSlowColumns, 1));
   for (const Rating* r = first; r != last; ++r) {
     float* __restrict wr = w + std::size_t{r->user} * row;
     float* __restrict hr = h + std::size_t{r->item} * row;
-    float& gu = wg[r->user];
-    float& gi = hg[r->item];
+    float* gu = wg + std::size_t{kAdagradSlots} * r->user;
+    float* gi = hg + std::size_t{kAdagradSlots} * r->item;
     const float err = static_cast<float>(r->value) - p.mean - RowDot(wr, hr, p.row);
-    const float eta_w = p.lr / std::sqrt(gu), eta_h = p.lr / std::sqrt(gi);
-    float sw = 0, sh = 0;
-#pragma omp simd reduction(+ : sw, sh)
-    for (int c = 0; c < p.row; ++c) {
-      const float wc = wr[c], hc = hr[c];
-      const float gw = p.lambda * wc - err * hc, gh = p.lambda * hc - err * wc;
-      sw += gw * gw;
-      sh += gh * gh;
-      wr[c] = wc - eta_w * gw;
-      hr[c] = hc - eta_h * gh;
-    }
-    gu += sw * per_dim;
-    gi += sh * per_dim;
+    AdaptivePart(wr, hr, gu[0], gi[0], 0, slow, per_slow, err, p);
+    if (fast) AdaptivePart(wr, hr, gu[1], gi[1], slow, p.row, per_fast, err, p);
     if (p.biases) {
       wr[p.rank + 1] = 1;
       hr[p.rank] = 1;

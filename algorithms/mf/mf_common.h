@@ -46,10 +46,11 @@ struct Common {
   Common(const Ratings& train, const Ratings* test, const MfOptions& o,
          std::function<void(const MfEpoch&)> on_epoch, bool random_h);
 
-  // The initial factors of user (`item` false) or item `index`: W rows N(0, init_scale²/rank);
-  // H rows the same if `random_h`, else 0 (CCD++). With biases the last two columns are (b_i, 1)
-  // and (1, c_j), b and c starting at 0. Each row has a random stream of its own, so any
-  // worker makes any row without the others.
+  // The initial factors of user (`item` false) or item `index`: from the uniform start
+  // U[0, 1)·√(σ/rank) per entry, from the normal one W rows N(0, init_scale²/rank) and H rows
+  // the same if `random_h`, else 0 (CCD++). With biases the last two columns are (b_i, 1) and
+  // (1, c_j), b and c starting at 0. Each row has a random stream of its own, so any worker
+  // makes any row without the others.
   void InitialRow(bool item, std::size_t index, double* row) const;
   // model.w and model.h, sized for the data: the initial factors with `init`, else zeros.
   void AllocateModel(bool init);
@@ -59,7 +60,7 @@ struct Common {
   // and returns the objective. The engine's closing evaluation repeats the last epoch's.
   double RecordEpoch(const Eigen::VectorXd& terms);
   // Squared norm of a factor row that is a parameter: minus the fixed 1 of the biases.
-  double FixedNorm() const { return opts.biases ? 1.0 : 0.0; }
+  double FixedNorm() const { return biases ? 1.0 : 0.0; }
   // Adagrad steps on ratings and factors scaled by 1/σ (step_scale = 1/σ²), as LIBMF runs them
   // on its own: the state every row starts from (1 there is σ³ here: squared gradients scale
   // as σ³) and the rate (LIBMF's rate is √σ times it here).
@@ -82,7 +83,8 @@ struct Common {
 
   const MfOptions& opts;
   std::function<void(const MfEpoch&)> on_epoch;
-  int rank = 0, k = 0;  // latent rank; factor columns (rank + 2 with biases)
+  bool uniform = false, biases = false;  // opts.UniformInit(), opts.FitsBiases()
+  int rank = 0, k = 0;                   // latent rank; factor columns (rank + 2 with biases)
   std::size_t num_users = 0, num_items = 0, num_train = 0, num_test = 0;
   double step_scale = 1;  // 1 / variance of the training ratings (SGD steps)
   bool random_h = false;
@@ -122,14 +124,24 @@ struct SgdStepParams {
   int rank = 0;  // the fixed 1s of the biases: w[rank + 1] and h[rank]
   bool biases = false;
   float mean = 0, lr = 0, lambda = 0;
+  // Adaptive steps: the factor columns (rank plus the biases' two), and whether to step the
+  // first kSlowColumns only (LIBMF's first epoch).
+  int dims = 0;
+  bool slow_only = false;
 };
+// Adaptive steps keep kAdagradSlots values per row: the mean squared gradients of its first
+// kSlowColumns columns and of the rest (LIBMF's "slow" and "fast" parts).
+constexpr int kAdagradSlots = 2;
+constexpr int kSlowColumns = 8;
 // SgdStep on every rating in [first, last), in order.
 void SgdRatings(const Rating* first, const Rating* last, float* w, float* h,
                 const SgdStepParams& p);
-// The same with LIBMF's adaptive steps: rows w_u and h_i step by lr / √g_u and lr / √g_i, and
-// then g_u and g_i grow by their step's mean squared gradient (over `dims` values).
+// The same with LIBMF's adaptive steps: each part (the first kSlowColumns columns, the rest)
+// of rows w_u and h_i steps by lr / √g over that part's slot of wg[kAdagradSlots·u] and
+// hg[kAdagradSlots·i], and each slot then grows by its part's mean squared gradient (over the
+// part's columns of the p.dims that are factors). Under p.slow_only the rest stays as it is.
 void SgdRatingsAdaptive(const Rating* first, const Rating* last, float* w, float* h, float* wg,
-                        float* hg, int dims, const SgdStepParams& p);
+                        float* hg, const SgdStepParams& p);
 // Σ (r − mean − w_uᵀh_i)² over [first, last).
 double SquaredErrors(const Rating* first, const Rating* last, const float* w, const float* h,
                      int row, double mean);

@@ -8,10 +8,11 @@
 // Any consistency model works; with model averaging each worker's changes are averaged.
 //
 // With adagrad steps (the default, as in rotation SGD) every row also keeps the mean squared
-// gradient it has seen: a W row's stays with its worker, an H row's is in a second table on the
-// servers (one value per item, pulled and pushed with the row), so the changes that workers
-// push add up as the gradients they saw. A table of its own keeps the factors' table the model
-// and the significantly-modified filter comparing factors with factors.
+// gradients it has seen (of its first columns and of the rest): a W row's stay with its worker,
+// an H row's are in a second table on the servers (kAdagradSlots values per item, pulled and
+// pushed with the row), so the changes that workers push add up as the gradients they saw. A table
+// of its own keeps the factors' table the model and the significantly-modified filter comparing
+// factors with factors.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -27,6 +28,7 @@ namespace tessera {
 namespace {
 
 using Factors = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+constexpr std::size_t kSlots = mf_internal::kAdagradSlots;
 using FloatRows = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 // A worker's own state: its users' ratings, their rows of W, its random stream and scratch.
@@ -40,7 +42,7 @@ struct SgdWorker final : WorkerState {
   std::vector<std::size_t> ptr, test_ptr;  // local user l: entries[ptr[l], ptr[l+1]), test[...]
   std::vector<Rating> entries, test;       // in file order within a user; `user` is the row
   FloatRows w;
-  std::vector<float> wg;  // adagrad: each W row's mean squared gradient (else empty)
+  std::vector<float> wg;  // adagrad: each W row's kAdagradSlots mean squared gradients (else empty)
   int k = 0;              // W's columns (rank + 2 with biases); its rows are longer (padding)
   std::mt19937_64 rng;
   std::uint64_t rng_epoch = ~std::uint64_t{0};  // the epoch `rng` was seeded for
@@ -136,12 +138,11 @@ class SgdApp final : public DataParallelApp {
     h.initial_values = Eigen::Map<const Eigen::VectorXd>(model_.h.data(), model_.h.size());
     if (!adaptive_) return {h};
     g.name = "mf_h_adagrad";
-    g.dim = 1;
-    g.initial_values =
-        Eigen::VectorXd::Constant(static_cast<Eigen::Index>(num_items_), c_.AdagradStart());
+    g.dim = kSlots;
+    const auto values = static_cast<Eigen::Index>(kSlots * num_items_);
+    g.initial_values = Eigen::VectorXd::Constant(values, c_.AdagradStart());
     if (!h_gradients_.empty()) {
-      g.initial_values = Eigen::Map<const Eigen::VectorXd>(h_gradients_.data(),
-                                                           static_cast<Eigen::Index>(num_items_));
+      g.initial_values = Eigen::Map<const Eigen::VectorXd>(h_gradients_.data(), values);
     }
     return {h, g};
   }
@@ -164,10 +165,11 @@ class SgdApp final : public DataParallelApp {
       }
     }
     if (adaptive_) {
-      me->wg.resize(users.size());
-      for (std::size_t l = 0; l < users.size(); ++l) {
-        me->wg[l] =
-            static_cast<float>(w_gradients_.empty() ? c_.AdagradStart() : w_gradients_[users[l]]);
+      me->wg.resize(kSlots * users.size());
+      for (std::size_t l = 0; l < me->wg.size(); ++l) {
+        me->wg[l] = static_cast<float>(w_gradients_.empty()
+                                           ? c_.AdagradStart()
+                                           : w_gradients_[kSlots * users[l / kSlots] + l % kSlots]);
       }
     }
     me->slot.assign(num_items_, -1);
@@ -232,15 +234,17 @@ class SgdApp final : public DataParallelApp {
     mf_internal::SgdStepParams step;
     step.row = kp_;
     step.rank = rank_;
-    step.biases = opts_.biases;
+    step.biases = c_.biases;
     step.mean = static_cast<float>(model_.mean);
     step.lambda = static_cast<float>(opts_.lambda);
+    step.dims = k_;
+    step.slow_only = ctx.epoch == 0;  // LIBMF's first epoch steps the first columns only
     const Rating* first = me.batch.data();
     const Rating* last = first + me.batch.size();
     if (adaptive_) {
       step.lr = static_cast<float>(c_.AdagradRate());
       mf_internal::SgdRatingsAdaptive(first, last, me.w.data(), me.h.data(), me.wg.data(),
-                                      me.hg.data(), k_, step);
+                                      me.hg.data(), step);
     } else {
       step.lr = static_cast<float>(step_scale_ * opts_.learning_rate /
                                    (1 + opts_.decay * static_cast<double>(ctx.epoch)));
@@ -312,10 +316,12 @@ class SgdApp final : public DataParallelApp {
       model_.w.row(users[l]) = rows.row(static_cast<Eigen::Index>(l));
     }
     if (!adaptive_) return Status::Ok();
-    std::vector<double> g(users.size());
+    std::vector<double> g(kSlots * users.size());
     TESSERA_RETURN_IF_ERROR(in.GetInto(std::span<double>(g)));
-    w_gradients_.resize(num_users_, c_.AdagradStart());
-    for (std::size_t l = 0; l < users.size(); ++l) w_gradients_[users[l]] = g[l];
+    w_gradients_.resize(kSlots * num_users_, c_.AdagradStart());
+    for (std::size_t l = 0; l < g.size(); ++l) {
+      w_gradients_[kSlots * users[l / kSlots] + l % kSlots] = g[l];
+    }
     return Status::Ok();
   }
 
@@ -339,7 +345,8 @@ class SgdApp final : public DataParallelApp {
     if (adaptive_) {
       TESSERA_ASSIGN_OR_RETURN(w_gradients_, c.Doubles("w_gradients"));
       TESSERA_ASSIGN_OR_RETURN(h_gradients_, c.Doubles("h_gradients"));
-      if (w_gradients_.size() != num_users_ || h_gradients_.size() != num_items_) {
+      if (w_gradients_.size() != kSlots * num_users_ ||
+          h_gradients_.size() != kSlots * num_items_) {
         return DataLoss(c.source() +
                         ": the rows' step state does not have the sizes the problem says");
       }

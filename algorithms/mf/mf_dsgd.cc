@@ -83,7 +83,7 @@ void Release(std::vector<Rating>& v, std::size_t from, std::size_t to) {
 struct DsgdWorker final : WorkerState {
   std::size_t block = 0;
   Rows w;                // row l: user block + l·P
-  std::vector<float> g;  // adagrad steps: each row's squared gradients
+  std::vector<float> g;  // adagrad steps: each row's kAdagradSlots mean squared gradients
   RatingArray ratings;   // my users' training ratings, grouped (GroupInTiles)
   // [item block]: ratings of my users in that block, grouped by tile: a part of `ratings`.
   std::vector<std::span<Rating>> strata;
@@ -103,7 +103,7 @@ struct DsgdWorker final : WorkerState {
 // block.
 struct HBlock final : BlockState {
   Rows h;
-  std::vector<float> g;  // adagrad steps: each row's squared gradients
+  std::vector<float> g;  // adagrad steps: each row's kAdagradSlots mean squared gradients
   void Save(StateWriter& out) const override {
     out.Reserve<float>(2, static_cast<std::size_t>(h.size()) + g.size());
     out.Put(std::span<const float>(h.data(), static_cast<std::size_t>(h.size())));
@@ -202,7 +202,7 @@ class DsgdApp final : public ModelParallelApp {
     b->h.resize(static_cast<Eigen::Index>(BlockRows(num_items_, P_, block)), kp_);
     TESSERA_RETURN_IF_ERROR(
         in.GetInto(std::span<float>(b->h.data(), static_cast<std::size_t>(b->h.size()))));
-    b->g.resize(static_cast<std::size_t>(b->h.rows()));
+    b->g.resize(mf_internal::kAdagradSlots * static_cast<std::size_t>(b->h.rows()));
     TESSERA_RETURN_IF_ERROR(in.GetInto(std::span<float>(b->g)));
     return std::unique_ptr<BlockState>(std::move(b));
   }
@@ -217,7 +217,10 @@ class DsgdApp final : public ModelParallelApp {
         mf_internal::SgdStepParams step;
         step.row = kp_;
         step.rank = rank_;
-        step.biases = opts_.biases;
+        step.biases = c_.biases;
+        step.dims = k_;
+        // LIBMF's first epoch steps the first columns only.
+        step.slow_only = ctx.round < RoundsPerEpoch();
         step.mean = static_cast<float>(model_.mean);
         step.lr = static_cast<float>(adaptive_ ? c_.AdagradRate()
                                                : step_scale_ * opts_.learning_rate /
@@ -236,7 +239,7 @@ class DsgdApp final : public ModelParallelApp {
           std::shuffle(first, last, me.rng);
           if (adaptive_) {
             mf_internal::SgdRatingsAdaptive(&*first, &*first + (last - first), me.w.data(),
-                                            h.data(), me.g.data(), hb.g.data(), k_, step);
+                                            h.data(), me.g.data(), hb.g.data(), step);
           } else {
             mf_internal::SgdRatings(&*first, &*first + (last - first), me.w.data(), h.data(), step);
           }
@@ -312,7 +315,8 @@ class DsgdApp final : public ModelParallelApp {
     TESSERA_ASSIGN_OR_RETURN(resumed_rounds_, c.U64("rounds"));
     TESSERA_ASSIGN_OR_RETURN(w_gradients_, c.Doubles("w_gradients"));
     TESSERA_ASSIGN_OR_RETURN(h_gradients_, c.Doubles("h_gradients"));
-    if (w_gradients_.size() != num_users_ || h_gradients_.size() != num_items_) {
+    if (w_gradients_.size() != mf_internal::kAdagradSlots * num_users_ ||
+        h_gradients_.size() != mf_internal::kAdagradSlots * num_items_) {
       return DataLoss(c.source() +
                       ": the rows' step state does not have the sizes the problem says");
     }
@@ -396,10 +400,13 @@ class DsgdApp final : public ModelParallelApp {
   // The adagrad state of the rows of user (or item) block b: a resumed run's, else the start.
   std::vector<float> InitialGradients(bool items, std::size_t b) const {
     const std::size_t n = items ? num_items_ : num_users_;
-    std::vector<float> g(BlockRows(n, P_, b), static_cast<float>(c_.AdagradStart()));
+    constexpr std::size_t kSlots = mf_internal::kAdagradSlots;
+    std::vector<float> g(kSlots * BlockRows(n, P_, b), static_cast<float>(c_.AdagradStart()));
     if (restored_) {
       const std::vector<double>& saved = items ? h_gradients_ : w_gradients_;
-      for (std::size_t l = 0; l < g.size(); ++l) g[l] = static_cast<float>(saved[b + l * P_]);
+      for (std::size_t l = 0; l < g.size(); ++l) {
+        g[l] = static_cast<float>(saved[kSlots * (b + l / kSlots * P_) + l % kSlots]);
+      }
     }
     return g;
   }
@@ -435,13 +442,14 @@ class DsgdApp final : public ModelParallelApp {
         f(static_cast<Eigen::Index>(b + l * P_), c) = row[static_cast<std::size_t>(c)];
       }
     }
+    constexpr std::size_t kSlots = mf_internal::kAdagradSlots;
     std::vector<double>& g = items ? h_gradients_ : w_gradients_;
-    g.resize(static_cast<std::size_t>(f.rows()), c_.AdagradStart());
-    TESSERA_ASSIGN_OR_RETURN(std::string_view grads, in.GetBytesOf<float>(rows));
-    for (std::size_t l = 0; l < rows; ++l) {
+    g.resize(kSlots * static_cast<std::size_t>(f.rows()), c_.AdagradStart());
+    TESSERA_ASSIGN_OR_RETURN(std::string_view grads, in.GetBytesOf<float>(kSlots * rows));
+    for (std::size_t l = 0; l < kSlots * rows; ++l) {
       float v;
       std::memcpy(&v, grads.data() + l * sizeof(float), sizeof v);
-      g[b + l * P_] = v;
+      g[kSlots * (b + l / kSlots * P_) + l % kSlots] = v;
     }
     return Status::Ok();
   }

@@ -165,7 +165,7 @@ TEST(MfTest, DataParallelSgdFromStaleRowsConverges) {
 }
 
 // Model-parallel SGD with the rotation scheduler (DSGD): no two workers touch the same item
-// block in a round. Measured 0.921-0.923 test RMSE after 20 epochs with 1, 2 and 4 workers.
+// block in a round. Measured 0.920-0.921 test RMSE after 20 epochs with 1, 2 and 4 workers.
 TEST(MfTest, RotationSgdOnMovieLensU1) {
   TESSERA_REQUIRE_DATA(base, "movielens-100k/u1.base.gz");
   TESSERA_REQUIRE_DATA(test_path, "movielens-100k/u1.test.gz");
@@ -178,7 +178,9 @@ TEST(MfTest, RotationSgdOnMovieLensU1) {
     ASSERT_TRUE(r.ok()) << r.status().message();
     ASSERT_EQ(r->epochs.size(), 20u);
     EXPECT_LT(r->epochs.back().test_rmse, 0.93) << workers;
-    EXPECT_NEAR(Rmse(r->model, *test), r->epochs.back().test_rmse, 1e-9) << workers;
+    // The run evaluates in single precision, Rmse() in double; from the uniform start (no
+    // global mean) the float dot product carries the whole rating: a few 1e-9 apart.
+    EXPECT_NEAR(Rmse(r->model, *test), r->epochs.back().test_rmse, 1e-8) << workers;
   }
 }
 
@@ -338,8 +340,8 @@ TEST(MfTest, CorruptModelFilesAreClearErrors) {
                   .status()
                   .message(),
               HasSubstr("a model with biases has at least 3 factor columns"));
-  EXPECT_THAT(ReadMfModel(dir.File("h", "tessera-mf 3\n")).status().message(),
-              HasSubstr("unknown model version '3'"));
+  EXPECT_THAT(ReadMfModel(dir.File("h", "tessera-mf 4\n")).status().message(),
+              HasSubstr("unknown model version '4'"));
   // Version 1 (no biases line) still reads, as a model without biases.
   auto v1 = ReadMfModel(dir.File("v1",
                                  "tessera-mf 1\nrank 1\nmean 3\nusers 1\nitems 1\n"

@@ -263,8 +263,10 @@ TEST(CliTest, MfCrossValidationHoldsOutEveryRatingOnce) {
 TEST(CliTest, MfTrainsWritesAModelAndAnswersQueries) {
   testing::TempDir dir;
   const std::string ratings = SmallRatings(dir), model = dir.Path("model.txt");
-  auto r = RunCli("mf --train " + ratings + " --test " + ratings +
-                  " --rank 4 --lambda 0.01 --epochs 10 --workers 2 --output " + model);
+  // The normal start: the training mean plus biases (the uniform start's model is below).
+  auto r =
+      RunCli("mf --train " + ratings + " --test " + ratings +
+             " --rank 4 --lambda 0.01 --epochs 10 --workers 2 --init normal --output " + model);
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("200 ratings, 30 users x 20 items"));
   EXPECT_THAT(r.output, HasSubstr("epoch  10  train RMSE"));
@@ -331,6 +333,37 @@ TEST(CliTest, MfTrainsWritesAModelAndAnswersQueries) {
   EXPECT_NEAR(std::stod(rows[2][2]), mean + last(item0, 0), 1e-12);
   EXPECT_NEAR(std::stod(rows[3][2]), mean + last(user3, 1), 1e-12);
   EXPECT_NEAR(std::stod(rows[4][2]), mean, 1e-12);
+  // From the uniform start (SGD's default, LIBMF's) the model has no global mean (μ 0, no
+  // biases): an unseen id gets the training ratings' average, which the file keeps.
+  const std::string plain = dir.Path("plain.txt");
+  auto u = RunCli("mf --train " + ratings + " --rank 4 --epochs 3 --quiet --output " + plain);
+  ASSERT_EQ(u.code, 0) << u.output;
+  std::string average;
+  {
+    std::istringstream in(testing::Slurp(plain));
+    for (std::string l; std::getline(in, l);) {
+      if (l.rfind("mean ", 0) == 0) {
+        EXPECT_EQ(l, "mean 0");
+      } else if (l.rfind("biases ", 0) == 0) {
+        EXPECT_EQ(l, "biases 0");
+      } else if (l.rfind("average ", 0) == 0) {
+        average = l.substr(8);
+      }
+    }
+  }
+  ASSERT_FALSE(average.empty());
+  EXPECT_NEAR(std::stod(average), mean, 1e-12);  // the normal start's μ: the same mean
+  auto plain_unseen = RunCli("mf predict --model " + plain + " --pairs " + query +
+                             " --predictions " + dir.Path("u.csv"));
+  ASSERT_EQ(plain_unseen.code, 0) << plain_unseen.output;
+  EXPECT_THAT(plain_unseen.output, HasSubstr("the model has not seen: the mean rating of the "
+                                             "training set); RMSE "));
+  const std::string predicted = testing::Slurp(dir.Path("u.csv"));
+  for (const char* id : {"nobody,item0,", "user3,nothing,", "nobody,nothing,"}) {
+    const auto at = predicted.find(id);
+    ASSERT_NE(at, std::string::npos) << id;
+    EXPECT_NEAR(std::stod(predicted.substr(at + std::strlen(id))), std::stod(average), 1e-12) << id;
+  }
   auto unknown = RunCli("mf predict --model " + model + " --user nobody --item item0");
   EXPECT_EQ(unknown.code, 1);
   EXPECT_THAT(unknown.output, HasSubstr("user 'nobody' is not in the model"));
