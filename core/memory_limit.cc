@@ -1,5 +1,6 @@
 #include "tessera/core/memory_limit.h"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -78,6 +79,15 @@ StatusOr<std::uint64_t> ParseByteSize(std::string_view text) {
   const double bytes = x * scale;
   if (bytes < 1 || bytes > 1.8e19) return bad();
   return static_cast<std::uint64_t>(bytes);
+}
+
+void PreferHugePages(const void* p, std::size_t bytes) {
+  if (bytes < 4 * kHugePageBytes) return;
+  const auto start = reinterpret_cast<std::uintptr_t>(p);
+  const std::uintptr_t first = (start + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;
+  const std::uintptr_t last = (start + bytes) / kHugePageBytes * kHugePageBytes;
+  // Advice only: an error (a kernel without THP) leaves the pages as they are.
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
 }
 
 }  // namespace tessera

@@ -4,6 +4,7 @@
 // minutes of swapping or an out-of-memory kill. The command line sets it from --max-memory.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -26,5 +27,12 @@ Status CheckAllocation(const std::string& what, double bytes);
 StatusOr<std::uint64_t> ParseByteSize(std::string_view text);
 // 1536 MiB as "1.5 GiB", and so on, for messages.
 std::string FormatBytes(double bytes);
+
+// Asks the kernel to back the whole 2 MiB extents of [p, p + bytes) with transparent huge
+// pages, for an array of many MiB about to be written: one page fault per 2 MiB instead of
+// per 4 KiB (where the system's setting is "madvise"; nothing happens where it is "never").
+// Arrays below 8 MiB are left as they are.
+void PreferHugePages(const void* p, std::size_t bytes);
+constexpr std::size_t kHugePageBytes = std::size_t{2} << 20;
 
 }  // namespace tessera

@@ -6,6 +6,7 @@
 
 #include "tessera/core/dataset.h"
 #include "tessera/core/line_reader.h"
+#include "tessera/core/memory_limit.h"
 
 namespace tessera {
 
@@ -217,6 +218,7 @@ class Reader {
     if (!options_.keep || options_.keep(r.user, r.item)) {
       if (out_.entries.size() == out_.entries.capacity()) {
         out_.entries.reserve(in_.RoomFor(out_.entries.size()));
+        PreferHugePages(out_.entries.data(), out_.entries.capacity() * sizeof(Rating));
       }
       out_.entries.push_back(r);
     }

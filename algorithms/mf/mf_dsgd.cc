@@ -27,6 +27,7 @@
 #include "tessera/algorithms/mf/mf.h"
 #include "tessera/algorithms/mf/mf_common.h"
 #include "tessera/core/fiber_pool.h"
+#include "tessera/core/memory_limit.h"
 #include "tessera/core/metrics.h"
 #include "tessera/schedulers/scheduler.h"
 
@@ -69,13 +70,17 @@ class RatingArray {
   std::size_t size_ = 0;
 };
 
-// Gives back to the system the whole pages within v's entries [from, to), which have been
-// copied and are not read again (they read as zeros after).
-void Release(std::vector<Rating>& v, std::size_t from, std::size_t to) {
-  static const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
-  const auto first = (reinterpret_cast<std::uintptr_t>(v.data() + from) + page - 1) / page * page;
-  const auto last = reinterpret_cast<std::uintptr_t>(v.data() + to) / page * page;
-  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+// Gives back to the system the whole 2 MiB extents between v's entry `from` and the address
+// `end` (entries copied and not read again: they read as zeros after), in extents of huge
+// pages (PreferHugePages), which smaller pieces would split without freeing; returns where
+// the memory not yet given back now ends.
+std::uintptr_t Release(std::vector<Rating>& v, std::size_t from, std::uintptr_t end) {
+  const auto first = (reinterpret_cast<std::uintptr_t>(v.data() + from) + kHugePageBytes - 1) /
+                     kHugePageBytes * kHugePageBytes;
+  const auto last = end / kHugePageBytes * kHugePageBytes;
+  if (last <= first) return end;
+  madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  return first;
 }
 
 // Worker w: user block w, its rows of W and its ratings grouped by item block. A rating's user
@@ -384,16 +389,14 @@ class DsgdApp final : public ModelParallelApp {
       ratings_.emplace_back(segments_[(b + 1) * P_] - segments_[b * P_]);
     }
     constexpr std::size_t kReleaseEvery = std::size_t{1} << 14;  // ratings (192 KiB)
-    std::size_t copied_from = read.size();  // the ratings as read from here on are copied
+    // The ratings as read up to here are still held: those from entry i on are copied.
+    auto held_to = reinterpret_cast<std::uintptr_t>(read.data() + read.size());
     for (std::size_t i = read.size(); i-- > 0;) {
       const Rating& r = read[i];
       const std::size_t segment = segment_of(r), b = segment / P_;
       const std::size_t at = --end[tile_of(r, segment) + 1] - segments_[b * P_];
       ratings_[b].span()[at] = {by_p.Div(r.user), by_p.Div(r.item), r.value};
-      if (i % kReleaseEvery == 0) {
-        Release(read, i, copied_from);
-        copied_from = i;
-      }
+      if (i % kReleaseEvery == 0) held_to = Release(read, i, held_to);
     }
   }
 
