@@ -279,9 +279,9 @@ int RunMfPredict(MfFlags& f) {
         " (%zu with a user or item the model has not seen: the mean rating%s); RMSE %.10g over "
         "the %zu it knows, %.10g over all\n",
         unseen,
-        m.mean == 0 ? " of the training set"
-        : m.biases  ? " plus the known side's bias"
-                    : "",
+        m.FallsBackToAverage() ? " of the training set"
+        : m.biases             ? " plus the known side's bias"
+                               : "",
         rmse(sse_known, known), known, rmse(sse, n));
     return 0;
   }

@@ -100,9 +100,10 @@ struct MfModel {
   bool Knows(std::uint32_t user, std::uint32_t item) const {
     return user < w.rows() && item < h.rows();
   }
+  bool FallsBackToAverage() const { return mean == 0; }
   double PredictOrFallBack(std::uint32_t user, std::uint32_t item) const {
     if (Knows(user, item)) return Predict(user, item);
-    if (mean == 0) return average;
+    if (FallsBackToAverage()) return average;
     double p = mean;
     if (biases && user < w.rows()) p += w(user, w.cols() - 2);
     if (biases && item < h.rows()) p += h(item, h.cols() - 1);

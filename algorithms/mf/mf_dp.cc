@@ -90,6 +90,12 @@ void GroupByUser(const std::vector<Rating>& all, const std::vector<std::int32_t>
   }
 }
 
+// Where slot l of the adagrad state of a worker's `users` (kAdagradSlots a row) is in the state
+// of all users.
+std::size_t Slot(std::span<const std::uint32_t> users, std::size_t l) {
+  return kSlots * users[l / kSlots] + l % kSlots;
+}
+
 // Rows of k values (double, packed) into float rows of `out`'s length, zero-padded.
 void ToFloatRows(std::span<const double> packed, int k, FloatRows& out) {
   const auto rows = static_cast<Eigen::Index>(packed.size() / static_cast<std::size_t>(k));
@@ -167,9 +173,8 @@ class SgdApp final : public DataParallelApp {
     if (adaptive_) {
       me->wg.resize(kSlots * users.size());
       for (std::size_t l = 0; l < me->wg.size(); ++l) {
-        me->wg[l] = static_cast<float>(w_gradients_.empty()
-                                           ? c_.AdagradStart()
-                                           : w_gradients_[kSlots * users[l / kSlots] + l % kSlots]);
+        me->wg[l] = static_cast<float>(w_gradients_.empty() ? c_.AdagradStart()
+                                                            : w_gradients_[Slot(users, l)]);
       }
     }
     me->slot.assign(num_items_, -1);
@@ -319,9 +324,7 @@ class SgdApp final : public DataParallelApp {
     std::vector<double> g(kSlots * users.size());
     TESSERA_RETURN_IF_ERROR(in.GetInto(std::span<double>(g)));
     w_gradients_.resize(kSlots * num_users_, c_.AdagradStart());
-    for (std::size_t l = 0; l < g.size(); ++l) {
-      w_gradients_[kSlots * users[l / kSlots] + l % kSlots] = g[l];
-    }
+    for (std::size_t l = 0; l < g.size(); ++l) w_gradients_[Slot(users, l)] = g[l];
     return Status::Ok();
   }
 

@@ -12,7 +12,6 @@
 // block a rating belongs to follows from its ids alone, so a process reads only the ratings of
 // the users its workers own (MfRatingsToKeep) and makes only their factor rows.
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -400,6 +399,13 @@ class DsgdApp final : public ModelParallelApp {
     }
   }
 
+  // Where slot l of block b's adagrad state (kAdagradSlots a row, rows b, b + P, ...) is in the
+  // state of all rows.
+  std::size_t Slot(std::size_t b, std::size_t l) const {
+    constexpr std::size_t kSlots = mf_internal::kAdagradSlots;
+    return kSlots * (b + l / kSlots * P_) + l % kSlots;
+  }
+
   // The adagrad state of the rows of user (or item) block b: a resumed run's, else the start.
   std::vector<float> InitialGradients(bool items, std::size_t b) const {
     const std::size_t n = items ? num_items_ : num_users_;
@@ -407,9 +413,7 @@ class DsgdApp final : public ModelParallelApp {
     std::vector<float> g(kSlots * BlockRows(n, P_, b), static_cast<float>(c_.AdagradStart()));
     if (restored_) {
       const std::vector<double>& saved = items ? h_gradients_ : w_gradients_;
-      for (std::size_t l = 0; l < g.size(); ++l) {
-        g[l] = static_cast<float>(saved[kSlots * (b + l / kSlots * P_) + l % kSlots]);
-      }
+      for (std::size_t l = 0; l < g.size(); ++l) g[l] = static_cast<float>(saved[Slot(b, l)]);
     }
     return g;
   }
@@ -452,7 +456,7 @@ class DsgdApp final : public ModelParallelApp {
     for (std::size_t l = 0; l < kSlots * rows; ++l) {
       float v;
       std::memcpy(&v, grads.data() + l * sizeof(float), sizeof v);
-      g[kSlots * (b + l / kSlots * P_) + l % kSlots] = v;
+      g[Slot(b, l)] = v;
     }
     return Status::Ok();
   }
